@@ -1,0 +1,251 @@
+"""A run's configuration: frozen dataclasses, read from TOML, overridden from the CLI.
+
+Every default is written out to the run folder's ``config.toml`` so a run can be repeated
+from that file alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+
+from .errors import ConfigError
+
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "densenet121")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # A name ("pneumoniamnist", "phantom") or a path to an .npz, an image folder, or a
+    # folder of per-split CSV manifests.
+    dataset: str = "phantom"
+    kind: Literal["auto", "medmnist", "folder", "csv", "phantom"] = "auto"
+    class_names: tuple[str, ...] = ()          # empty: from the data set
+    class_names_zh_tw: tuple[str, ...] = ()    # optional translations for the report
+    class_names_zh_cn: tuple[str, ...] = ()
+    task: Literal["auto", "binary", "multiclass", "ordinal"] = "auto"
+    skip_bad_images: bool = False
+    # Phantom generator only.
+    phantom_size: int = 64
+    phantom_train: int = 600
+    phantom_val: int = 150
+    phantom_test: int = 200
+    phantom_classes: int = 2
+    phantom_ordinal: bool = False
+    phantom_seed: int = 1234
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    crop_black_border: bool = False
+    equalize: bool = False
+    clahe: bool = False
+    unsharp: bool = False
+    keep_aspect: bool = True          # resize keeping aspect, pad to square
+    to_rgb: bool = False              # grey -> 3 channels (needed for ImageNet weights)
+    normalize: Literal["dataset", "imagenet", "fixed"] = "dataset"
+    mean: tuple[float, ...] = (0.5,)  # used when normalize = "fixed"
+    std: tuple[float, ...] = (0.5,)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    hflip: float = 0.5        # probability
+    vflip: float = 0.0
+    rotation: float = 10.0    # degrees, uniform in [-r, r]
+    translate: float = 0.05   # fraction of the side
+    scale: float = 0.1        # uniform in [1-s, 1+s]
+    brightness: float = 0.1
+    contrast: float = 0.1
+    blur: float = 0.0         # probability of a 3x3 Gaussian blur
+    noise: float = 0.0        # std of Gaussian noise on the [0,1] scale
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "resnet18"
+    small_input_stem: Literal["auto", "on", "off"] = "auto"   # auto: on below 96 px
+    pretrained: bool = False
+    dropout: float = 0.0
+    freeze_backbone: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: Literal["cosine", "step", "none"] = "cosine"
+    warmup_epochs: int = 0
+    step_size: int = 10
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    imbalance: Literal["none", "sampler", "class_weights"] = "none"
+    select_metric: Literal["val_auc", "val_acc", "val_f1", "val_loss"] = "val_auc"
+    early_stopping: int = 0           # patience in epochs; 0 = off
+    device: str = "auto"              # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    num_threads: int = 0              # 0: torch's default
+    seed: int = 0
+    max_steps: int = 0                # 0 = no limit; for smoke tests
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "run"
+    image_size: int = 64
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+SECTIONS = {"data": DataConfig, "preprocess": PreprocessConfig, "augment": AugmentConfig,
+            "model": ModelConfig, "train": TrainConfig}
+TOP_LEVEL = ("name", "image_size")
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against a field's type; ints are accepted where floats are."""
+    hint = annotation
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if origin is tuple:
+        (item_type, _ellipsis) = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(known))}")
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def from_dict(raw: dict[str, Any], *, source: str = "config") -> RunConfig:
+    """Build and validate a RunConfig from a plain dict (TOML layout)."""
+    valid = set(TOP_LEVEL) | set(SECTIONS)
+    for key in raw:
+        if key not in valid:
+            raise ConfigError(f"{source}: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}")
+    hints = typing.get_type_hints(RunConfig)
+    top = {k: _coerce(raw[k], hints[k], f"{source}: {k}") for k in TOP_LEVEL if k in raw}
+    sections = {}
+    for name, cls in SECTIONS.items():
+        section = raw.get(name, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table, got {section!r}")
+        sections[name] = _build(cls, section, f"{source}: {name}")
+    config = RunConfig(**top, **sections)
+    validate(config, source=source)
+    return config
+
+
+def load(path: str | Path, *, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a TOML config; ``overrides`` maps dotted keys ("train.epochs") to values."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return from_dict(apply_overrides(raw, overrides or {}), source=str(path))
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with dotted keys set (None values are ignored)."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        parts = dotted.split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def validate(config: RunConfig, *, source: str = "config") -> None:
+    t, m, d = config.train, config.model, config.data
+    checks = [
+        (config.image_size >= 8, f"image_size must be at least 8, got {config.image_size}"),
+        (t.epochs >= 1, f"train.epochs must be at least 1, got {t.epochs}"),
+        (t.batch_size >= 1, f"train.batch_size must be at least 1, got {t.batch_size}"),
+        (t.lr > 0, f"train.lr must be positive, got {t.lr}"),
+        (0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}"),
+        (t.warmup_epochs >= 0, f"train.warmup_epochs must be >= 0, got {t.warmup_epochs}"),
+        (t.early_stopping >= 0, f"train.early_stopping must be >= 0, got {t.early_stopping}"),
+        (0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}"),
+        (m.arch in ARCHS, f"model.arch {m.arch!r} is not one of {', '.join(ARCHS)}"),
+        (d.phantom_classes >= 2, f"data.phantom_classes must be at least 2, got {d.phantom_classes}"),
+        (min(d.phantom_train, d.phantom_val, d.phantom_test) >= 1,
+         "data.phantom_train/val/test must each be at least 1"),
+        (t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
+         f"train.device {t.device!r} is not auto, cpu, cuda or cuda:N"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{source}: {message}")
+    p = config.preprocess
+    if p.normalize == "fixed" and len(p.mean) != len(p.std):
+        raise ConfigError(f"{source}: preprocess.mean and preprocess.std differ in length")
+
+
+def to_dict(config: RunConfig) -> dict[str, Any]:
+    """Plain dict in TOML layout, every default written out."""
+    raw = dataclasses.asdict(config)
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in raw.items()}
+
+
+def to_toml(config: RunConfig) -> str:
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        return value
+    return tomli_w.dumps(plain(dataclasses.asdict(config)))
+
+
+def with_name(config: RunConfig, name: str) -> RunConfig:
+    return replace(config, name=name)
