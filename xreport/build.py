@@ -1,0 +1,93 @@
+"""`xreport build`: evaluate when stale, draw the figures, render HTML and PDFs."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import runs
+from .data.base import Dataset
+from .device import resolve_device
+from .errors import ConfigError
+from .evaluate import LoadedRun, dataset_for_run, evaluate_run, load_run
+
+logger = logging.getLogger(__name__)
+
+LANGS = ("en", "zh-TW", "zh-CN")
+FORMATS = ("html", "pdf")
+
+
+@dataclass
+class BuildResult:
+    report_dir: Path
+    files: list[Path] = field(default_factory=list)
+    reused_predictions: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def check_choices(values: Sequence[str], valid: Sequence[str], *, what: str) -> list[str]:
+    values = [v.strip() for v in values if v.strip()]
+    for value in values:
+        if value not in valid:
+            raise ConfigError(f"--{what} {value!r} is not one of {', '.join(valid)}")
+    if not values:
+        raise ConfigError(f"--{what} is empty; choose from {', '.join(valid)}")
+    return values
+
+
+def cached_metrics(paths: runs.RunPaths, run: LoadedRun, dataset: Dataset, *, cam_method: str,
+                   split: str) -> dict[str, Any] | None:
+    """metrics.json when it was made from this checkpoint, these data and this CAM method."""
+    if not (paths.metrics.is_file() and paths.predictions.is_file()):
+        return None
+    try:
+        cached = json.loads(paths.metrics.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    explain = cached.get("explain") or {}
+    fresh = (cached.get("checkpoint", {}).get("sha256") == run.sha256
+             and cached.get("data", {}).get("fingerprint") == dataset.fingerprint
+             and cached.get("split") == split
+             and (not explain or explain.get("method") == cam_method))
+    return cached if fresh else None
+
+
+def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW"),
+                 formats: Sequence[str] = FORMATS, templates: Path | None = None,
+                 cam_method: str = "gradcam", device: str = "auto", split: str = "test",
+                 force: bool = False, command: str | None = None,
+                 progress: bool = True) -> BuildResult:
+    """Build ``reports/NAME/`` from ``checkpoints/NAME/``; reuse predictions when fresh."""
+    from . import render, report
+
+    langs = check_choices(langs, LANGS, what="lang")
+    formats = check_choices(formats, FORMATS, what="format")
+    result = BuildResult(report_dir=paths.report_dir)
+    started = time.perf_counter()
+    with runs.run_lock(paths.report_dir, what="report"):
+        dev = resolve_device(device)
+        run = load_run(paths, device=dev)
+        dataset = dataset_for_run(run, splits=("train", "val", "test"))
+        cached = None if force else cached_metrics(paths, run, dataset, cam_method=cam_method, split=split)
+        if cached is None:
+            evaluate_run(paths, split=split, device=device, cam_method=cam_method,
+                         dataset=dataset, run=run, progress=progress)
+        result.reused_predictions = cached is not None
+        result.seconds["evaluate"] = round(time.perf_counter() - started, 2)
+
+        context = report.build_context(paths, langs=langs, dataset=dataset, command=command)
+        result.seconds["figures"] = round(time.perf_counter() - started - result.seconds["evaluate"], 2)
+        if "html" in formats:
+            html = render.render_html(context, langs=langs, templates_dir=templates)
+            runs.write_text(paths.report_html, html)
+            result.files.append(paths.report_html)
+        if "pdf" in formats:
+            for lang in langs:
+                render.render_pdf(context, lang=lang, out_path=paths.report_pdf(lang),
+                                  templates_dir=templates)
+                result.files.append(paths.report_pdf(lang))
+    result.seconds["total"] = round(time.perf_counter() - started, 2)
+    return result

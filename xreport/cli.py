@@ -1,0 +1,198 @@
+"""The `xreport` command: options -> config -> one library call. No maths here."""
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .errors import XReportError
+from .runs import DEFAULT_CHECKPOINTS, DEFAULT_REPORTS, RunPaths
+
+logger = logging.getLogger("xreport")
+
+
+def _run_paths(value: str, *, checkpoints: Path, reports: Path) -> RunPaths:
+    """A run name, or a path to a run folder or a checkpoint file inside one."""
+    path = Path(value)
+    if path.suffix == ".pt" and path.is_file():
+        path = path.parent
+    if path.is_dir() and (path / "config.toml").exists() and ("/" in value or path.is_absolute()):
+        return RunPaths(path.name, checkpoints_root=path.parent, reports_root=reports)
+    return RunPaths(value, checkpoints_root=checkpoints, reports_root=reports)
+
+
+def _add_roots(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS,
+                   help="folder of run folders (default: checkpoints)")
+    p.add_argument("--reports", type=Path, default=DEFAULT_REPORTS,
+                   help="folder of report folders (default: reports)")
+
+
+def _split_list(value: str) -> list[str]:
+    return [v for v in value.split(",") if v.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xreport", description=(
+        "Train medical-image classifiers and turn a checkpoint into a bilingual lab report."))
+    parser.add_argument("--version", action="version", version=f"xreport {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a ResNet/DenseNet and write checkpoints/NAME/")
+    t.add_argument("--config", type=Path, help="run config (TOML); flags below override it")
+    t.add_argument("--name", help="run name (folder under --checkpoints)")
+    t.add_argument("--dataset", help="pneumoniamnist, phantom, or a path (.npz, image folder, CSV folder)")
+    t.add_argument("--arch", help="resnet18|resnet34|resnet50|resnet101|resnet152|densenet121")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--image-size", type=int)
+    t.add_argument("--pretrained", action="store_true", default=None,
+                   help="ImageNet weights from the local torch cache (no download)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", help="auto|cpu|cuda|cuda:N")
+    t.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (smoke tests)")
+    t.add_argument("--skip-bad-images", action="store_true", default=None,
+                   help="skip unreadable images (counted and listed) instead of stopping")
+    t.add_argument("--resume", action="store_true", help="continue from last.pt")
+    t.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS)
+
+    e = sub.add_parser("evaluate", help="run a checkpoint on a split -> predictions.csv, metrics.json")
+    e.add_argument("--run", required=True, help="run name, run folder, or checkpoint path")
+    e.add_argument("--split", default="test", choices=("train", "val", "test"))
+    e.add_argument("--data", help="evaluate on other data (external validation)")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--tta", action="store_true", help="average with a horizontal flip")
+    e.add_argument("--cam", default="gradcam", help="CAM method (gradcam, gradcam++, hirescam, "
+                   "xgradcam, layercam, eigencam, scorecam, cam)")
+    e.add_argument("--no-cam", action="store_true", help="skip CAMs and faithfulness")
+    _add_roots(e)
+
+    b = sub.add_parser("build", help="render reports/NAME/report.html and PDFs")
+    b.add_argument("--run", required=True, help="run name, run folder, or checkpoint path")
+    b.add_argument("--lang", default="en,zh-TW", help="comma list of en, zh-TW, zh-CN")
+    b.add_argument("--format", default="html,pdf", help="comma list of html, pdf")
+    b.add_argument("--templates", type=Path, help="a folder with your copy of the templates")
+    b.add_argument("--cam", default="gradcam", help="CAM method")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--force", action="store_true", help="re-run inference even when cached")
+    _add_roots(b)
+
+    c = sub.add_parser("compare", help="set runs side by side in one report")
+    c.add_argument("--runs", nargs="+", required=True, metavar="RUN")
+    c.add_argument("--name", help="report folder name (default: compare-A-B...)")
+    c.add_argument("--lang", default="en,zh-TW")
+    c.add_argument("--format", default="html,pdf")
+    c.add_argument("--device", default="auto")
+    _add_roots(c)
+
+    d = sub.add_parser("demo", help="phantom data -> train -> report, offline, a few minutes")
+    d.add_argument("--out", type=Path, default=Path("."),
+                   help="folder that receives checkpoints/ and reports/ (default: here)")
+    d.add_argument("--quick", action="store_true", help="a smaller, faster demo (under a minute)")
+    d.add_argument("--format", default="html,pdf")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from . import config as config_mod
+    from .train import train
+
+    overrides = {
+        "name": args.name, "image_size": args.image_size,
+        "data.dataset": args.dataset, "data.skip_bad_images": args.skip_bad_images,
+        "model.arch": args.arch, "model.pretrained": args.pretrained,
+        "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.lr": args.lr,
+        "train.seed": args.seed, "train.device": args.device, "train.max_steps": args.max_steps,
+    }
+    if args.config:
+        cfg = config_mod.load(args.config, overrides=overrides)
+    else:
+        cfg = config_mod.from_dict(config_mod.apply_overrides({}, overrides), source="command line")
+    result = train(cfg, checkpoints_root=args.checkpoints, resume=args.resume,
+                   command=args.command_line)
+    print(f"trained {cfg.name}: best epoch {result.best_epoch} "
+          f"({cfg.train.select_metric} {result.best_score:.4f}) -> {result.run_dir}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_run
+
+    paths = _run_paths(args.run, checkpoints=args.checkpoints, reports=args.reports)
+    out = evaluate_run(paths, split=args.split, device=args.device, data=args.data, tta=args.tta,
+                       cam_method=args.cam, explain=not args.no_cam)
+    acc = (out.get("metrics") or {}).get("accuracy", {}).get("value")
+    summary = f"accuracy {acc:.4f}" if isinstance(acc, float) else "no labels: predictions only"
+    print(f"evaluated {paths.name} on {args.split} ({summary}) -> {paths.predictions}, {paths.metrics}")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from .build import build_report
+
+    paths = _run_paths(args.run, checkpoints=args.checkpoints, reports=args.reports)
+    result = build_report(paths, langs=_split_list(args.lang), formats=_split_list(args.format),
+                          templates=args.templates, cam_method=args.cam, device=args.device,
+                          force=args.force, command=args.command_line)
+    how = "cached predictions" if result.reused_predictions else "fresh predictions"
+    print(f"built {paths.name} in {result.seconds['total']:.1f} s ({how}):")
+    for f in result.files:
+        print(f"  {f}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import compare_runs
+
+    runs = [_run_paths(r, checkpoints=args.checkpoints, reports=args.reports) for r in args.runs]
+    result = compare_runs(runs, name=args.name, reports_root=args.reports,
+                          langs=_split_list(args.lang), formats=_split_list(args.format),
+                          device=args.device, command=args.command_line)
+    print(f"compared {', '.join(r.name for r in runs)}:")
+    for f in result.files:
+        print(f"  {f}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    result = run_demo(args.out, quick=args.quick, formats=_split_list(args.format),
+                      command=args.command_line)
+    print(result.summary())
+    return 0
+
+
+def _command_line(argv: Sequence[str]) -> str:
+    return " ".join(shlex.quote(a) for a in ["xreport", *argv])
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "build": _build, "compare": _compare,
+            "demo": _demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.command_line = _command_line(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return COMMANDS[args.command](args)
+    except XReportError as exc:
+        print(f"xreport: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("xreport: interrupted; files already written are complete", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""DICOM decoding through pydicom (an optional dependency): windowing from the file's tags."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from .images import scale_to_uint8, squeeze_grey
+
+logger = logging.getLogger(__name__)
+
+
+def _pydicom() -> Any:
+    try:
+        import pydicom
+    except ImportError:
+        raise DataError("reading .dcm files needs pydicom: pip install 'xreport[dicom]' "
+                        "(or pip install pydicom)") from None
+    return pydicom
+
+
+def read_dicom(path: str | Path) -> np.ndarray:
+    """One DICOM image -> uint8 (H, W) (or (H, W, 3) for colour files).
+
+    Order, as the standard has it: modality LUT (rescale slope/intercept), then the VOI
+    LUT or the first window centre/width, then MONOCHROME1 inversion (so bone is bright).
+    Without a window the stored range is min-max scaled.
+    """
+    path = Path(path)
+    pydicom = _pydicom()
+    try:
+        ds = pydicom.dcmread(path)
+        pixels = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types for bad files; all mean the same here
+        raise DataError(f"{path}: not a readable DICOM image ({type(exc).__name__}: {exc})") from None
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise DataError(f"{path}: multi-frame DICOM ({frames} frames) is not supported; "
+                        "export one frame per file")
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        return _colour(ds, pixels, photometric, path)
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
+    out = _window(values, ds)
+    if out is None:
+        if "VOILUTSequence" in ds:
+            values = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
+        out = scale_to_uint8(values)
+    if photometric == "MONOCHROME1":
+        out = 255 - out
+    return out
+
+
+def _first(value: Any) -> float:
+    try:
+        return float(value[0])
+    except TypeError:
+        return float(value)
+
+
+def _window(values: np.ndarray, ds: Any) -> np.ndarray | None:
+    """Linear window (DICOM PS3.3 C.11.2.1.2) to 0..255, or None when the file has none."""
+    if "WindowCenter" not in ds or "WindowWidth" not in ds:
+        return None
+    center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+    if width < 1:
+        return None
+    scaled = ((values - (center - 0.5)) / max(width - 1.0, 1.0) + 0.5) * 255.0
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _colour(ds: Any, pixels: np.ndarray, photometric: str, path: Path) -> np.ndarray:
+    if photometric.startswith("YBR"):
+        from pydicom.pixels import convert_color_space
+        pixels = convert_color_space(pixels, photometric, "RGB")
+    elif photometric != "RGB":
+        raise DataError(f"{path}: photometric interpretation {photometric} is not supported "
+                        "(MONOCHROME1, MONOCHROME2, RGB, YBR_*)")
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise DataError(f"{path}: colour DICOM with pixel shape {pixels.shape} is not supported")
+    arr = pixels if pixels.dtype == np.uint8 else scale_to_uint8(pixels)
+    return squeeze_grey(arr)

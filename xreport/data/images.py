@@ -1,0 +1,110 @@
+"""Safe decoding of one image file into a uint8 array (H, W) or (H, W, 3).
+
+Every failure is a ``DataError`` naming the file, so an adapter can either stop or skip
+the file and record why (``data.skip_bad_images``).
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import DataError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
+# A decompression bomb is refused before its pixels are decoded (50 megapixels is well
+# above any radiograph and far below what exhausts memory).
+MAX_PIXELS = 50_000_000
+
+
+def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode a PNG/JPEG (through PIL) or DICOM (through pydicom) file to uint8.
+
+    Returns (H, W) for grey images (including RGB files whose three channels are equal)
+    and (H, W, 3) for colour. 16-bit and float images are min-max scaled to 0..255;
+    CMYK, palette and alpha images are converted (alpha composited over black).
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".dcm":
+        from .dicom import read_dicom
+        return read_dicom(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read image ({exc.strerror or exc})") from None
+    if size == 0:
+        raise DataError(f"{path}: empty file, not an image")
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns below twice its own limit; a warning here must stop the load.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                if width * height > max_pixels:
+                    raise DataError(f"{path}: {width}x{height} pixels exceeds the limit of "
+                                    f"{max_pixels} (possible decompression bomb)")
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return _to_uint8(im)
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: refused as a possible decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not a recognised image file (expected PNG or JPEG)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: corrupt or truncated image ({exc})") from None
+
+
+def _to_uint8(im: Image.Image) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return scale_to_uint8(np.asarray(im))
+    if mode == "1":
+        im = im.convert("L")
+    elif mode in ("P", "PA"):
+        im = im.convert("RGBA")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        im = im.convert("RGB")
+    if im.mode == "LA":
+        arr = np.asarray(im, dtype=np.float32)
+        return _round_u8(arr[..., 0] * (arr[..., 1] / 255.0))
+    if im.mode == "RGBA":
+        arr = np.asarray(im, dtype=np.float32)
+        return squeeze_grey(_round_u8(arr[..., :3] * (arr[..., 3:4] / 255.0)))
+    if im.mode not in ("L", "RGB"):
+        im = im.convert("RGB")
+    arr = np.asarray(im, dtype=np.uint8)
+    return squeeze_grey(arr) if arr.ndim == 3 else arr.copy()
+
+
+def _round_u8(arr: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
+def scale_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Min-max scale any numeric array to uint8 (a flat image becomes all zeros)."""
+    arr = np.asarray(arr, dtype=np.float64)
+    finite = np.isfinite(arr)
+    if arr.size == 0 or not finite.any():
+        return np.zeros(arr.shape, dtype=np.uint8)
+    lo, hi = float(arr[finite].min()), float(arr[finite].max())
+    if hi <= lo:
+        return np.zeros(arr.shape, dtype=np.uint8)
+    arr = np.where(finite, arr, lo)
+    return _round_u8((arr - lo) * (255.0 / (hi - lo)))
+
+
+def squeeze_grey(arr: np.ndarray) -> np.ndarray:
+    """(H, W, 3) with three equal channels -> (H, W); colour stays (H, W, 3)."""
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
+            return np.ascontiguousarray(arr[..., 0])
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        return np.ascontiguousarray(arr[..., 0])
+    return np.ascontiguousarray(arr)

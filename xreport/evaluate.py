@@ -1,0 +1,257 @@
+"""Batched inference of a run's checkpoint on a split -> predictions.csv and metrics.json.
+
+Everything needed (classes, preprocessing, input size, data source) comes from the checkpoint;
+``data`` may point the same run at another copy or split of the data (external validation).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import io
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import config as config_mod
+from . import metrics as metrics_mod
+from . import runs
+from .data import load_dataset, normalize_batch
+from .data.base import Dataset, Split
+from .device import resolve_device
+from .errors import CheckpointError, DataError, ReportError
+from .models import cam_target_layer, load_weights, model_from_meta
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedRun:
+    """A checkpoint rebuilt into a model, with its config and metadata."""
+
+    checkpoint: runs.Checkpoint
+    model: torch.nn.Module
+    config: config_mod.RunConfig
+    meta: dict[str, Any]
+    sha256: str
+
+
+def checkpoint_path(paths: runs.RunPaths) -> Path:
+    """best.pt, or last.pt when a run was stopped before any best was kept."""
+    for candidate in (paths.best, paths.last):
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError(f"{paths.run_dir}: no best.pt or last.pt; train the run first "
+                          f"(xreport train --name {paths.name})")
+
+
+def load_run(paths: runs.RunPaths, *, device: torch.device, checkpoint: Path | None = None) -> LoadedRun:
+    path = checkpoint or checkpoint_path(paths)
+    ckpt = runs.load_checkpoint(path)
+    meta = ckpt.meta
+    try:
+        run_config = config_mod.from_dict(meta["config"], source=f"{path} (meta.config)")
+    except KeyError:
+        raise CheckpointError(f"{path}: checkpoint meta has no 'config'; not written by xreport train") from None
+    model = model_from_meta(meta)
+    load_weights(model, ckpt.state_dict, path=path)
+    model.to(device).eval()
+    return LoadedRun(checkpoint=ckpt, model=model, config=run_config, meta=meta,
+                     sha256=runs.sha256_file(path))
+
+
+def dataset_for_run(run: LoadedRun, *, splits: Sequence[str], data: str | None = None) -> Dataset:
+    """Load the run's data (or ``data`` instead) with the run's own preprocessing."""
+    data_cfg = run.config.data
+    resolved = run.meta.get("data", {}).get("dataset")
+    if data is not None:
+        data_cfg = replace(data_cfg, dataset=str(data), kind="auto")
+    elif resolved:
+        data_cfg = replace(data_cfg, dataset=str(resolved))
+    return load_dataset(data_cfg, run.config.preprocess, image_size=int(run.meta["image_size"]),
+                        splits=tuple(splits))
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, *, mean: Sequence[float],
+            std: Sequence[float], device: torch.device, batch_size: int = 256,
+            tta: bool = False, progress: bool = True) -> np.ndarray:
+    """Class probabilities (N, K) for uint8 images (N, C, H, W), in batches."""
+    model.eval()
+    out = []
+    pin = device.type == "cuda"
+    for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch",
+                      disable=not progress, leave=False):
+        batch = images[start:start + batch_size]
+        if pin:
+            batch = batch.pin_memory()
+        x = normalize_batch(batch.to(device, non_blocking=pin), mean, std)
+        with _autocast(device):
+            logits = model(x).float()
+            probs = logits.softmax(dim=1)
+            if tta:  # horizontal flip, averaged in probability space
+                probs = (probs + model(x.flip(-1)).float().softmax(dim=1)) / 2
+        out.append(probs.cpu())
+    if not out:
+        return np.zeros((0, 0), dtype=np.float64)
+    return torch.cat(out).double().numpy()
+
+
+def write_predictions(path: Path, split: Split, probs: np.ndarray) -> None:
+    """One row per image: id, y_true (when known), y_pred, prob_0.. in class-index order."""
+    import csv
+
+    k = probs.shape[1]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = ["id"] + (["y_true"] if split.labels is not None else []) + ["y_pred"] + [f"prob_{i}" for i in range(k)]
+    writer.writerow(header)
+    preds = probs.argmax(axis=1)
+    labels = split.labels.tolist() if split.labels is not None else None
+    for i, ident in enumerate(split.ids):
+        row = [ident] + ([labels[i]] if labels is not None else []) + [int(preds[i])]
+        row += [f"{p:.6f}" for p in probs[i]]
+        writer.writerow(row)
+    runs.write_text(path, buffer.getvalue())
+
+
+def read_predictions(path: Path) -> tuple[list[str], np.ndarray | None, np.ndarray]:
+    """(ids, y_true or None, probs) from a predictions.csv."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, dtype={"id": str})
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{path}: cannot read predictions ({exc})") from None
+    prob_cols = [c for c in frame.columns if c.startswith("prob_")]
+    if not prob_cols or "id" not in frame.columns:
+        raise ReportError(f"{path}: not a predictions file (needs id and prob_0.. columns)")
+    probs = frame[prob_cols].to_numpy(dtype=np.float64)
+    y_true = frame["y_true"].to_numpy(dtype=np.int64) if "y_true" in frame.columns else None
+    return frame["id"].astype(str).tolist(), y_true, probs
+
+
+def _timed(timings: dict[str, float], key: str):
+    @contextlib.contextmanager
+    def cm():
+        start = time.perf_counter()
+        yield
+        timings[key] = round(time.perf_counter() - start, 3)
+    return cm()
+
+
+def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "auto",
+                 data: str | None = None, tta: bool = False, cam_method: str = "gradcam",
+                 explain: bool = True, n_boot: int = 1000, seed: int = 0,
+                 batch_size: int = 256, dataset: Dataset | None = None,
+                 run: LoadedRun | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run the checkpoint on ``split``; write predictions.csv, cams/ and metrics.json."""
+    timings: dict[str, float] = {}
+    dev = resolve_device(device)
+    with _timed(timings, "load"):
+        run = run or load_run(paths, device=dev)
+        # val is read for the operating points; external data may have only the one split.
+        wanted = [split] + (["val"] if split != "val" and data is None else [])
+        if dataset is None:
+            dataset = dataset_for_run(run, splits=wanted, data=data)
+    if split not in dataset.splits:
+        raise DataError(f"{dataset.source}: has no {split!r} split; available: {', '.join(dataset.splits)}")
+    target = dataset.splits[split]
+    if len(target) == 0:
+        raise DataError(f"{dataset.source}: the {split!r} split is empty")
+    _check_compatible(run, dataset)
+    mean, std = run.meta["mean"], run.meta["std"]
+    class_names = list(run.meta["class_names"])
+    task = run.meta.get("task", "binary" if len(class_names) == 2 else "multiclass")
+
+    with _timed(timings, "predict"):
+        probs = predict(run.model, target.images, mean=mean, std=std, device=dev,
+                        batch_size=batch_size, tta=tta, progress=progress)
+    write_predictions(paths.predictions, target, probs)
+
+    metrics = None
+    if target.labels is not None:
+        val = None
+        val_split = dataset.splits.get("val") if split != "val" else None
+        if val_split is not None and val_split.labels is not None and len(val_split):
+            with _timed(timings, "predict_val"):
+                val = (val_split.labels.numpy(), predict(run.model, val_split.images, mean=mean, std=std,
+                                                         device=dev, batch_size=batch_size, tta=tta,
+                                                         progress=progress))
+        with _timed(timings, "metrics"):
+            metrics = metrics_mod.compute_all(target.labels.numpy(), probs, class_names=class_names,
+                                              task=task, val=val, n_boot=n_boot, seed=seed)
+
+    explanation = None
+    if explain and target.labels is not None:
+        with _timed(timings, "explain"):
+            explanation = explain_and_draw(run, target, probs, paths=paths, method=cam_method,
+                                           seed=seed, device=dev)
+
+    result = {
+        "schema": 1,
+        "run": paths.name,
+        "split": split,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": str(dev),
+        "tta": bool(tta),
+        "checkpoint": {"path": str(run.checkpoint.path), "sha256": run.sha256,
+                       "epoch": run.meta.get("epoch")},
+        "data": {"source": dataset.source, "fingerprint": dataset.fingerprint, "n": len(target),
+                 "external": data is not None},
+        "class_names": class_names,
+        "task": task,
+        "metrics": metrics,
+        "explain": explanation,
+        "timings": timings,
+        "skipped": list(dataset.skipped),
+    }
+    runs.write_json(paths.metrics, result)
+    logger.info("wrote %s and %s", paths.predictions, paths.metrics)
+    return result
+
+
+def _check_compatible(run: LoadedRun, dataset: Dataset) -> None:
+    meta_classes = len(run.meta["class_names"])
+    if dataset.num_classes != meta_classes:
+        raise DataError(f"{dataset.source}: has {dataset.num_classes} classes but the checkpoint "
+                        f"was trained on {meta_classes} ({', '.join(run.meta['class_names'])})")
+    if dataset.channels != int(run.meta["in_channels"]):
+        raise DataError(f"{dataset.source}: images have {dataset.channels} channels but the "
+                        f"checkpoint expects {run.meta['in_channels']}")
+
+
+def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, paths: runs.RunPaths,
+                     method: str, seed: int, device: torch.device) -> dict[str, Any]:
+    """CAM gallery, faithfulness, sanity check (and localisation on phantom data)."""
+    from . import charts, explain
+
+    layer, layer_name = cam_target_layer(run.model)
+    x = normalize_batch(split.images, run.meta["mean"], run.meta["std"])
+    summary, gallery_cams = explain.explain_split(
+        run.model, x, y_true=split.labels.numpy(), probs=probs,
+        class_names=list(run.meta["class_names"]), target_layer=layer, layer_name=layer_name,
+        method=method, masks=split.masks, seed=seed, device=device)
+    paths.cams.mkdir(parents=True, exist_ok=True)
+    for old in paths.cams.glob("*.png"):
+        old.unlink()
+    for i, (entry, cam) in enumerate(zip(summary["gallery"], gallery_cams)):
+        image = split.images[entry["index"]].permute(1, 2, 0).numpy()
+        image = image[..., 0] if image.shape[2] == 1 else image
+        name = f"{i:02d}_{entry['kind']}_c{entry['class_index']}_{entry['index']}.png"
+        fig = charts.cam_overlay(image, cam.cpu().numpy())
+        charts.save_figure(fig, paths.cams / name)
+        entry["file"] = f"cams/{name}"
+        entry["id"] = split.ids[entry["index"]]
+    return summary

@@ -1,0 +1,273 @@
+"""Architecture registry: torchvision ResNets and DenseNet-121 adapted to the run's input.
+
+``build_model`` gives a model for any class count, 1 or 3 input channels, and an optional
+small-input stem (3x3 stride-1 first conv, no max-pool) so that 28-64 px images keep their
+spatial detail. Pretrained ImageNet weights come only from the local torch hub cache: the
+network is never touched implicitly.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+from torch import nn
+
+from .config import ARCHS
+from .errors import CheckpointError, ConfigError, OfflineError
+
+logger = logging.getLogger(__name__)
+
+SMALL_STEM_BELOW = 96  # px: "auto" turns the small stem on below this input size
+
+# Old torchvision DenseNet checkpoints name layers "norm.1"; the modules are now "norm1".
+_DENSENET_OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def _check_arch(arch: str) -> None:
+    if arch not in ARCHS:
+        raise ConfigError(f"model.arch {arch!r} is not one of {', '.join(ARCHS)}")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DistributedDataParallel / DataParallel wrappers."""
+    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+
+
+def is_densenet(model: nn.Module) -> bool:
+    return isinstance(_unwrap(model), torchvision.models.DenseNet)
+
+
+# ---------------------------------------------------------------- pretrained weights
+
+def weights_url(arch: str) -> str:
+    """The download URL of torchvision's default ImageNet weights for ``arch``."""
+    _check_arch(arch)
+    return torchvision.models.get_model_weights(arch).DEFAULT.url
+
+
+def weights_cache_path(arch: str) -> Path:
+    """Where torch hub keeps the weights file: ``torch.hub.get_dir()/checkpoints/<name>``."""
+    name = Path(urlparse(weights_url(arch)).path).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+def load_pretrained_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights from the local cache only; ``OfflineError`` when the file is absent."""
+    path = weights_cache_path(arch)
+    if not path.is_file():
+        raise OfflineError(f"pretrained weights for {arch} not found at {path}; "
+                           f"download {weights_url(arch)} to that path where a network exists")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a truncated/corrupt file
+        raise CheckpointError(f"{path}: not a readable weights file ({type(exc).__name__}); "
+                              f"delete it and download {weights_url(arch)} again") from None
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path}: not a state_dict of {arch}")
+    return {_DENSENET_OLD_KEY.sub(r"\1\2", k): v for k, v in state.items()}
+
+
+# ---------------------------------------------------------------- building
+
+def resolve_small_stem(setting: Literal["auto", "on", "off"] | str, image_size: int) -> bool:
+    """``auto`` turns the small-input stem on below 96 px (ImageNet stems shrink 4x at once)."""
+    if setting == "auto":
+        return image_size < SMALL_STEM_BELOW
+    if setting in ("on", "off"):
+        return setting == "on"
+    raise ConfigError(f"model.small_input_stem {setting!r} is not one of auto, on, off")
+
+
+def _first_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d]:
+    """(parent module, attribute name, conv) of the stem convolution."""
+    if is_densenet(model):
+        return model.features, "conv0", model.features.conv0
+    return model, "conv1", model.conv1
+
+
+def _replace_stem(model: nn.Module, *, in_channels: int, small: bool) -> bool:
+    """Adapt the first conv (and pool) in place; True when the conv was re-initialised."""
+    parent, attr, old = _first_conv(model)
+    if small:
+        setattr(parent, attr, nn.Conv2d(in_channels, old.out_channels, 3, 1, 1, bias=False))
+        if is_densenet(model):
+            model.features.pool0 = nn.Identity()
+        else:
+            model.maxpool = nn.Identity()
+        return True
+    if in_channels == old.in_channels:
+        return False
+    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+                    bias=False)
+    if in_channels == 1:
+        # Summing the RGB kernels keeps the response to a grey image equal to the RGB one.
+        with torch.no_grad():
+            new.weight.copy_(old.weight.sum(dim=1, keepdim=True))
+        setattr(parent, attr, new)
+        return False
+    setattr(parent, attr, new)
+    return True
+
+
+def _head_attr(model: nn.Module) -> str:
+    return "classifier" if is_densenet(model) else "fc"
+
+
+def _replace_head(model: nn.Module, *, num_classes: int, dropout: float) -> None:
+    attr = _head_attr(model)
+    in_features = classifier_layer(model).in_features
+    linear = nn.Linear(in_features, num_classes)
+    setattr(model, attr, nn.Sequential(nn.Dropout(dropout), linear) if dropout > 0 else linear)
+
+
+def _freeze_backbone(model: nn.Module, *, keep_stem: bool) -> None:
+    """Only the head trains; a stem that had to be re-initialised trains too (it is random)."""
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for param in getattr(model, _head_attr(model)).parameters():
+        param.requires_grad_(True)
+    if keep_stem:
+        for param in _first_conv(model)[2].parameters():
+            param.requires_grad_(True)
+
+
+def build_model(arch: str, *, num_classes: int, in_channels: int = 3,
+                small_input_stem: bool = False, dropout: float = 0.0, pretrained: bool = False,
+                freeze_backbone: bool = False) -> nn.Module:
+    """A torchvision ResNet/DenseNet for ``num_classes`` and 1- or 3-channel input.
+
+    With ``pretrained`` the ImageNet weights are read from the torch hub cache (never the
+    network); a 1-channel stem gets the RGB kernels summed; a small-input stem is new and
+    random. With ``freeze_backbone`` only the classifier head (plus a re-initialised
+    pretrained stem) has ``requires_grad``: linear probing.
+    """
+    _check_arch(arch)
+    if in_channels not in (1, 3):
+        raise ConfigError(f"in_channels must be 1 or 3, got {in_channels}")
+    if num_classes < 2:
+        raise ConfigError(f"num_classes must be at least 2, got {num_classes}")
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
+    model = torchvision.models.get_model(arch, weights=None)
+    if pretrained:
+        model.load_state_dict(load_pretrained_state_dict(arch))
+    reinitialised = _replace_stem(model, in_channels=in_channels, small=small_input_stem)
+    if pretrained and reinitialised:
+        logger.info("%s: the stem conv is new (small-input stem or channel change) and starts "
+                    "random; the rest is ImageNet-pretrained", arch)
+    _replace_head(model, num_classes=num_classes, dropout=dropout)
+    if freeze_backbone:
+        _freeze_backbone(model, keep_stem=pretrained and reinitialised)
+    return model
+
+
+def set_train_mode(model: nn.Module, *, freeze_backbone: bool) -> None:
+    """``model.train()``, but a frozen backbone keeps its BatchNorm statistics fixed."""
+    model.train()
+    if not freeze_backbone:
+        return
+    for module in _unwrap(model).modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in module.parameters()):
+            module.eval()
+
+
+# ---------------------------------------------------------------- introspection
+
+def cam_target_layer(model: nn.Module) -> tuple[nn.Module, str]:
+    """The layer CAMs are taken from: ResNet ``layer4[-1]``, DenseNet ``features.norm5``."""
+    bare = _unwrap(model)
+    if is_densenet(bare):
+        return bare.features.norm5, "features.norm5"
+    if isinstance(bare, torchvision.models.ResNet):
+        return bare.layer4[-1], "layer4"
+    raise ConfigError(f"no CAM target layer known for {type(bare).__name__}; "
+                      f"supported: {', '.join(ARCHS)}")
+
+
+def classifier_layer(model: nn.Module) -> nn.Linear:
+    """The final Linear (its weights give fc-weight CAMs)."""
+    head = getattr(_unwrap(model), _head_attr(_unwrap(model)))
+    if isinstance(head, nn.Sequential):
+        head = [m for m in head if isinstance(m, nn.Linear)][-1]
+    if not isinstance(head, nn.Linear):
+        raise ConfigError(f"classifier head is {type(head).__name__}, not a Linear layer")
+    return head
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    params = list(_unwrap(model).parameters())
+    return {"total": sum(p.numel() for p in params),
+            "trainable": sum(p.numel() for p in params if p.requires_grad)}
+
+
+def count_flops(model: nn.Module, input_size: int, in_channels: int) -> int:
+    """FLOPs of one forward pass of one ``in_channels x input_size x input_size`` image.
+
+    Counted by ``torch.utils.flop_counter.FlopCounterMode``, which counts a multiply-add as
+    TWO FLOPs (convolutions and matmuls only). Papers and torchvision's model table quote
+    multiply-adds (MACs): divide by 2 to compare (ResNet-18 at 224 px: ~3.64e9 here,
+    1.82 "GFLOPS" in torchvision's table).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    bare = _unwrap(model)
+    param = next(bare.parameters())
+    x = torch.zeros(1, in_channels, input_size, input_size, device=param.device, dtype=param.dtype)
+    was_training = bare.training
+    bare.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            bare(x)
+    finally:
+        bare.train(was_training)
+    return int(counter.get_total_flops())
+
+
+# ---------------------------------------------------------------- checkpoints
+
+_META_KEYS = ("arch", "num_classes", "in_channels", "small_input_stem")
+
+
+def model_from_meta(meta: Mapping[str, Any], *, path: str | Path | None = None) -> nn.Module:
+    """The (untrained) model a checkpoint's meta describes; never loads ImageNet weights."""
+    where = f"{path}: " if path is not None else ""
+    missing = [k for k in _META_KEYS if k not in meta]
+    if missing:
+        raise CheckpointError(f"{where}checkpoint meta lacks {', '.join(missing)}; "
+                              "it was not written by `xreport train`")
+    try:
+        return build_model(str(meta["arch"]), num_classes=int(meta["num_classes"]),
+                           in_channels=int(meta["in_channels"]),
+                           small_input_stem=bool(meta["small_input_stem"]),
+                           dropout=float(meta.get("dropout", 0.0)), pretrained=False)
+    except ConfigError as exc:
+        raise CheckpointError(f"{where}checkpoint meta describes no buildable model: {exc}") from None
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
+                 path: str | Path) -> None:
+    """Load strictly; a mismatch (other architecture or class count) is a ``CheckpointError``."""
+    bare = _unwrap(model)
+    state = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    own = bare.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        sample = (missing or unexpected)[:3]
+        raise CheckpointError(f"{path}: weights do not fit this architecture "
+                              f"({len(missing)} missing, {len(unexpected)} unexpected keys, "
+                              f"e.g. {', '.join(sample)})")
+    for key, tensor in own.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"{path}: {key} has shape {tuple(state[key].shape)} in the "
+                                  f"checkpoint but {tuple(tensor.shape)} in the model "
+                                  "(another class count, channel count or architecture)")
+    bare.load_state_dict(state)
