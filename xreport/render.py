@@ -253,10 +253,19 @@ def _class_namer(context: Mapping[str, Any], lang: str) -> Callable[[Any], str]:
 def _discussion_text(t: Messages, cname: Callable[[Any], str]) -> Callable[[Mapping[str, Any]], str]:
     """Fill one observation's message; params named ``cls*`` are class names to translate."""
     def say(item: Mapping[str, Any]) -> str:
-        params = {k: (cname(v) if k.startswith("cls") else v)
-                  for k, v in dict(item.get("params", {})).items()}
-        return t(item["key"], **params)
+        return t(item["key"], **{k: _observation_param(k, v, cname)
+                                  for k, v in dict(item.get("params", {})).items()})
     return say
+
+
+def _observation_param(name: str, value: Any, cname: Callable[[Any], str]) -> str:
+    if name.startswith("cls"):
+        return cname(value)
+    if name.endswith("_pct"):
+        return pct(value)
+    if name == "ratio" and isinstance(value, (int, float)):
+        return f"{value:.1f}"
+    return _param_text(value)
 
 
 def _globals_for(context: Mapping[str, Any], lang: str, *, templates_dir: Path | None,
@@ -306,7 +315,7 @@ def render_html(context: Mapping[str, Any], *, langs: Sequence[str],
     try:
         return env.get_template("report.html.j2").render(
             ctx=context, langs=langs, bodies=bodies, lang_labels=LANG_LABELS, t=t,
-            css=_read_css(env, "css/report.css"))
+            css=_read_css(env, "css/report.css"), mobile_css=_read_css(env, "css/mobile.css"))
     except jinja2.UndefinedError as exc:
         raise ReportError(f"template report.html.j2: {exc}") from None
 

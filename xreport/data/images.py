@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
 
+from ..config import PreprocessConfig
 from ..errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -108,3 +112,55 @@ def squeeze_grey(arr: np.ndarray) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[2] == 1:
         return np.ascontiguousarray(arr[..., 0])
     return np.ascontiguousarray(arr)
+
+
+@dataclass
+class DecodedFiles:
+    """Files of one split, decoded and preprocessed one at a time."""
+
+    images: torch.Tensor                     # uint8 (N, C, S, S); C = 3 if any file is colour
+    kept: list[int]                          # indices (into the given file list) that loaded
+    skipped: list[dict[str, str]]            # {"file", "reason"} for the files left out
+    original_sizes: set[tuple[int, int]]
+    original_channels: set[int]
+
+
+def decode_files(files: list[Path], *, root: Path, preprocess_cfg: PreprocessConfig, image_size: int,
+                 skip_bad: bool, desc: str = "images") -> DecodedFiles:
+    """Decode + preprocess each file (so full-size originals are never all in memory).
+
+    A bad file raises ``DataError``, or with ``skip_bad`` is recorded and left out.
+    """
+    from .preprocess import preprocess_image
+
+    arrays: list[np.ndarray] = []
+    kept: list[int] = []
+    skipped: list[dict[str, str]] = []
+    sizes: set[tuple[int, int]] = set()
+    channels: set[int] = set()
+    bar = tqdm(files, desc=desc, unit="img", leave=False, disable=None if len(files) > 200 else True)
+    for i, path in enumerate(bar):
+        try:
+            raw = read_image(path)
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            skipped.append({"file": _relative(path, root), "reason": str(exc)})
+            logger.warning("skipped %s", exc)
+            continue
+        sizes.add((int(raw.shape[0]), int(raw.shape[1])))
+        channels.add(1 if raw.ndim == 2 else 3)
+        arrays.append(preprocess_image(raw, preprocess_cfg, image_size))
+        kept.append(i)
+    colour = any(a.ndim == 3 for a in arrays)
+    stacked = np.empty((len(arrays), 3 if colour else 1, image_size, image_size), dtype=np.uint8)
+    for j, a in enumerate(arrays):
+        stacked[j] = np.moveaxis(a, 2, 0) if a.ndim == 3 else a[None]
+    return DecodedFiles(torch.from_numpy(stacked), kept, skipped, sizes, channels)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)

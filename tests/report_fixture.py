@@ -1,0 +1,129 @@
+"""A small synthetic run folder for the report tests: real checkpoint, metrics, history, CAMs."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from xreport import config as xconfig
+from xreport import metrics as xmetrics
+from xreport import runs
+from xreport.models import build_model
+
+EVIL_CLASS = "<script>alert(1)</script>"
+
+
+def _history_rows(epochs: int) -> list[dict]:
+    rows = []
+    for e in range(1, epochs + 1):
+        # The validation loss bottoms out at epoch 3, then climbs: an overfitting run.
+        rows.append({"epoch": e, "train_loss": round(0.7 / e, 4),
+                     "val_loss": round(0.45 + 0.03 * (e - 3) ** 2, 4),
+                     "train_acc": round(0.6 + 0.05 * e, 4), "val_acc": round(0.7 + 0.02 * min(e, 3), 4),
+                     "train_f1": round(0.55 + 0.05 * e, 4), "val_f1": round(0.65 + 0.02 * min(e, 3), 4),
+                     "val_auc": round(0.8 + 0.03 * min(e, 3), 4), "lr": 1e-3, "seconds": 1.5})
+    return rows
+
+
+def _cam_png(path: Path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    img = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+
+
+def make_run(root: Path, *, name: str = "fixture_run", class_names: tuple[str, str] = ("NORMAL", "PNEUMONIA"),
+             n_test: int = 80, seed: int = 0) -> runs.RunPaths:
+    """Write checkpoints/NAME and reports/NAME under ``root``; returns their RunPaths."""
+    paths = runs.RunPaths(name, checkpoints_root=root / "checkpoints", reports_root=root / "reports")
+    cfg = xconfig.RunConfig(
+        name=name, image_size=32,
+        data=xconfig.DataConfig(dataset="phantom", phantom_size=32, phantom_train=24, phantom_val=12,
+                                phantom_test=n_test),
+        train=xconfig.TrainConfig(epochs=6, batch_size=16, imbalance="sampler", seed=seed))
+    runs.write_text(paths.config, xconfig.to_toml(cfg))
+
+    model = build_model("resnet18", num_classes=2, in_channels=1, small_input_stem=True)
+    meta = {
+        "arch": "resnet18", "num_classes": 2, "class_names": list(class_names),
+        "class_names_zh_tw": ["正常", "肺炎"], "class_names_zh_cn": ["正常", "肺炎"],
+        "task": "binary", "in_channels": 1, "image_size": 32, "small_input_stem": True,
+        "dropout": 0.0, "pretrained": False, "mean": [0.48], "std": [0.22],
+        "preprocess": dataclasses.asdict(cfg.preprocess),
+        "pipeline": [{"step": "decode", "params": {"dtype": "uint8"}},
+                     {"step": "resize", "params": {"size": 32, "keep_aspect": True}},
+                     {"step": "normalize", "params": {"mode": "dataset"}}],
+        "data": {"dataset": "phantom", "kind": "phantom"}, "data_fingerprint": "ab" * 32,
+        "epoch": 3, "val_metrics": {"loss": 0.45, "acc": 0.76, "f1": 0.71, "auc": 0.89},
+        "selected_by": "val_auc", "seed": seed, "config": xconfig.to_dict(cfg),
+        "versions": {"python": "3.11.9", "torch": "2.x", "torchvision": "0.x", "xreport": "0.1.0"},
+        "params": 11_000_000, "created": "2025-01-02T03:04:05", "command": ["xreport", "train", "--config", "c.toml"],
+    }
+    runs.save_checkpoint(paths.best, state_dict=model.state_dict(), meta=meta)
+
+    with open(paths.history, "w", newline="", encoding="utf-8") as fh:
+        rows = _history_rows(6)
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    runs.write_json(paths.class_distribution, {"class_names": list(class_names),
+                                               "splits": {"train": [6, 18], "val": [4, 8], "test": [30, 50]}})
+
+    rng = np.random.default_rng(seed)
+    y = np.array([0] * 30 + [1] * (n_test - 30))
+    logits = rng.normal(0, 1, n_test) + 1.6 * y + 0.8     # shifted: leans to class 1
+    p1 = 1 / (1 + np.exp(-logits))
+    probs = np.stack([1 - p1, p1], axis=1)
+    metrics = xmetrics.compute_all(y, probs, class_names=list(class_names), task="binary", n_boot=100, seed=0)
+
+    gallery = []
+    for ci, cls in enumerate(class_names):
+        for kind in ("TP", "FN"):
+            for j in range(2):
+                rel = f"cams/{ci}_{kind}_{j}.png"
+                _cam_png(paths.report_dir / rel, seed=ci * 10 + j)
+                gallery.append({"class": cls, "class_index": ci, "kind": kind, "id": f"img_{ci}{j}.png",
+                                "index": j, "prob": 0.9 - 0.1 * j, "file": rel})
+    explain = {
+        "method": "gradcam", "target_layer": "layer4", "gallery": gallery,
+        "faithfulness": {"n": 16, "steps": 4, "deletion_auc": {"cam": 0.31, "random": 0.42},
+                         "insertion_auc": {"cam": 0.66, "random": 0.51},
+                         "deletion_curve": {"cam": [0.9, 0.5, 0.3, 0.2, 0.1, 0.1],
+                                            "random": [0.9, 0.7, 0.5, 0.4, 0.3, 0.1]},
+                         "insertion_curve": {"cam": [0.1, 0.5, 0.7, 0.8, 0.9, 0.9],
+                                             "random": [0.1, 0.3, 0.4, 0.6, 0.7, 0.9]}},
+        "sanity": {"n": 8, "stages": [{"randomised": "fc", "spearman": 0.42, "ssim": 0.5},
+                                      {"randomised": "fc+layer4", "spearman": 0.12, "ssim": 0.2}]},
+        "localisation": {"n": 16, "pointing_game": {"cam": 0.62, "random": 0.2},
+                         "energy_inside": {"cam": 0.4, "random": 0.15}},
+    }
+    runs.write_json(paths.metrics, {
+        "schema": 1, "run": name, "split": "test", "created": "2025-01-03T10:00:00", "device": "cpu",
+        "tta": False, "checkpoint": {"path": str(paths.best), "sha256": runs.sha256_file(paths.best), "epoch": 3},
+        "data": {"source": "phantom(seed=1234)", "fingerprint": "ab" * 32, "n": n_test},
+        "metrics": metrics, "explain": explain, "timings": {},
+        "skipped": [{"file": "bad/broken.png", "reason": "not an image"}]})
+    return paths
+
+
+_SHARED: dict[str, object] = {}
+
+
+def shared_run() -> tuple[runs.RunPaths, dict]:
+    """One fixture run and its context (en + zh-TW) per test process: drawing charts is slow."""
+    if "paths" not in _SHARED:
+        import atexit
+        import shutil
+        import tempfile
+
+        from xreport.report import build_context
+
+        root = Path(tempfile.mkdtemp(prefix="xreport-report-"))
+        atexit.register(shutil.rmtree, root, True)
+        paths = make_run(root)
+        _SHARED["paths"] = paths
+        _SHARED["context"] = build_context(paths, langs=["en", "zh-TW"], command="xreport build --run fixture_run")
+    return _SHARED["paths"], _SHARED["context"]  # type: ignore[return-value]

@@ -1,0 +1,101 @@
+"""build_context on a small synthetic run folder: sections, figures per language, discussion."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from report_fixture import make_run, shared_run
+from xreport import report, runs
+from xreport.errors import ReportError
+from xreport.render import load_catalog
+
+SECTIONS = ("summary", "data", "model", "training", "results", "explain", "discussion", "repro", "skipped")
+
+
+def test_context_has_every_section_and_is_json() -> None:
+    _, ctx = shared_run()
+    for key in SECTIONS:
+        assert key in ctx, key
+    json.dumps(ctx, allow_nan=False)            # language-neutral plain data
+    assert ctx["failed_charts"] == []
+
+
+def test_every_figure_is_drawn_once_per_language() -> None:
+    paths, ctx = shared_run()
+    figs = {**ctx["data"]["figures"], **ctx["training"]["figures"], **ctx["results"]["figures"],
+            **ctx["explain"]["figures"]}
+    drawn = {k: v for k, v in figs.items() if v}
+    assert {"distribution", "curves", "roc", "pr", "cm_raw", "cm_true", "reliability",
+            "operating_points", "faithfulness", "before_after"} <= set(drawn)
+    for ref in drawn.values():
+        assert set(ref) == {"en", "zh-TW"}
+        for lang, rel in ref.items():
+            assert rel.startswith("figures/") and rel.endswith(f".{lang}.png")
+            assert (paths.report_dir / rel).stat().st_size > 1000
+    # No data set was passed: example images are omitted (the template says why).
+    assert ctx["data"]["figures"]["examples"] is None
+
+
+def test_numbers_come_from_the_run_folder() -> None:
+    paths, ctx = shared_run()
+    metrics = json.loads(paths.metrics.read_text())["metrics"]
+    assert ctx["summary"]["headline"][0] == {"key": "metric.accuracy", "value": metrics["accuracy"]}
+    assert ctx["summary"]["n_test"] == 80 and ctx["summary"]["arch"] == "resnet18"
+    rows = ctx["results"]["report_rows"]
+    assert [r["kind"] for r in rows] == ["class", "class", "macro", "weighted"]
+    assert rows[1]["recall"] == metrics["per_class"][1]["recall"]
+    assert ctx["model"]["params"] > 10_000_000 and ctx["model"]["flops"] > 0
+    assert ctx["model"]["cam_layer"] == "layer4" and ctx["model"]["stem"] == "small"
+    assert ctx["training"]["selected_epoch"] == 3 and ctx["training"]["epochs_run"] == 6
+    assert ctx["data"]["splits"][0] == {"split": "train", "counts": [6, 18], "total": 24}
+    assert ctx["data"]["imbalance"]["method"] == "sampler"
+    assert ctx["repro"]["checkpoint_sha256"] == runs.sha256_file(paths.best)
+    assert "[train]" in ctx["repro"]["config_toml"]
+    assert ctx["skipped"] == [{"file": "bad/broken.png", "reason": "not an image"}]
+
+
+def test_gallery_grouped_by_class_then_kind() -> None:
+    _, ctx = shared_run()
+    gallery = ctx["explain"]["gallery"]
+    assert [g["cls"] for g in gallery] == ["NORMAL", "PNEUMONIA"]
+    assert [k["kind"] for k in gallery[0]["kinds"]] == ["TP", "FN"]
+    assert all(len(k["entries"]) == 2 for g in gallery for k in g["kinds"])
+    assert [s["randomised"] for s in ctx["explain"]["sanity"]["stages"]] == ["fc", "fc+layer4"]
+    assert ctx["explain"]["faithfulness"]["rows"][0]["better"] is True
+
+
+def test_discussion_items_have_catalog_keys_and_anchors() -> None:
+    _, ctx = shared_run()
+    en = load_catalog("en")
+    got = {i["key"] for i in ctx["discussion"]}
+    # The fixture is built to overfit, lean towards PNEUMONIA and be imbalanced.
+    assert {"discussion.overfitting", "discussion.imbalance", "discussion.leans_towards"} <= got
+    for item in ctx["discussion"]:
+        assert item["key"] in en and item["ref"]
+
+
+def test_missing_metrics_is_a_clear_error(tmp_path: Path) -> None:
+    paths = make_run(tmp_path)
+    paths.metrics.unlink()
+    with pytest.raises(ReportError, match="metrics.json"):
+        report.build_context(paths, langs=["en"])
+
+
+def test_unlabelled_test_split_and_a_loaded_dataset(tmp_path: Path) -> None:
+    from xreport.config import from_dict
+    from xreport.data import load_dataset
+
+    paths = make_run(tmp_path)
+    data = json.loads(paths.metrics.read_text())
+    data["metrics"] = None
+    data["explain"] = None
+    runs.write_json(paths.metrics, data)
+    cfg = from_dict(runs.load_checkpoint(paths.best).meta["config"])
+    dataset = load_dataset(cfg.data, cfg.preprocess, image_size=cfg.image_size)
+    ctx = report.build_context(paths, langs=["en"], dataset=dataset)
+    assert ctx["results"] == {"available": False} and ctx["explain"] == {"available": False}
+    assert ctx["summary"]["headline"] == []
+    assert ctx["data"]["figures"]["examples"] == {"en": "figures/examples.en.png"}
+    assert ctx["data"]["leakage"] is not None and {p["pair"] for p in ctx["data"]["leakage"]["pairs"]} >= {"train-test"}

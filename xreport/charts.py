@@ -1,0 +1,850 @@
+"""Matplotlib figures for the lab report.
+
+Every function returns a :class:`matplotlib.figure.Figure` built with ``Figure(...)``: no
+pyplot state, no global rcParams (settings are applied with ``matplotlib.rc_context`` while a
+figure is built and saved), no ``matplotlib.use``. Every visible word comes from the keyword
+``t`` (a message lookup, keys ``chart.*`` in ``templates/i18n/<lang>/charts.json``); class and
+run names are drawn literally (a ``$`` in them never starts mathtext).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import matplotlib
+import numpy as np
+from matplotlib import font_manager
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+from .errors import ReportError
+from .runs import atomic_path
+
+logger = logging.getLogger(__name__)
+
+Translate = Callable[[str], str]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Okabe–Ito, reordered so that the first lines are the most distinct on white paper
+# (the yellow is last: it is hard to see as a thin line).
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#56B4E9", "#CC79A7", "#000000",
+           "#F0E442")
+TRAIN_COLOR, VAL_COLOR, AUC_COLOR = "#0072B2", "#D55E00", "#009E73"
+GRID_COLOR = "#e3e3e3"
+CAM_CMAP = "turbo"
+WIDE = (6.5, 3.5)  # inches: the text width of an A4 page with 2 cm margins
+
+CJK_FAMILIES = ("Noto Sans CJK JP", "Noto Sans CJK TC", "Noto Sans CJK SC")
+LATIN_FAMILY = "DejaVu Sans"
+
+
+# ---------------------------------------------------------------- style
+
+@functools.lru_cache(maxsize=1)
+def font_families() -> tuple[str, ...]:
+    """The installed CJK families (in preference order) followed by DejaVu Sans.
+
+    Only installed names are listed, so matplotlib never warns about a missing family.
+    """
+    installed = {entry.name for entry in font_manager.fontManager.ttflist}
+    found = tuple(name for name in CJK_FAMILIES if name in installed)
+    if not found:
+        logger.warning("no Noto Sans CJK font found (Debian: fonts-noto-cjk); "
+                       "Chinese chart text will not render")
+    return found + (LATIN_FAMILY,)
+
+
+def has_cjk_font() -> bool:
+    return font_families()[0] != LATIN_FAMILY
+
+
+def _rc() -> dict[str, Any]:
+    return {
+        "font.family": list(font_families()),
+        "font.size": 8.5,
+        "axes.titlesize": 9.5,
+        "axes.labelsize": 8.5,
+        "xtick.labelsize": 8,
+        "ytick.labelsize": 8,
+        "legend.fontsize": 7.5,
+        "legend.frameon": False,
+        "figure.facecolor": "white",
+        "axes.facecolor": "white",
+        "savefig.facecolor": "white",
+        "axes.edgecolor": "#555555",
+        "axes.linewidth": 0.8,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.grid": True,
+        "axes.axisbelow": True,
+        "grid.color": GRID_COLOR,
+        "grid.linewidth": 0.6,
+        "axes.prop_cycle": matplotlib.cycler(color=list(PALETTE)),
+        "lines.linewidth": 1.5,
+        "image.cmap": "viridis",
+        "svg.hashsalt": "xreport",  # stable ids in SVG output
+    }
+
+
+@contextlib.contextmanager
+def chart_style() -> Iterator[None]:
+    """The report's matplotlib settings, for this block only."""
+    with matplotlib.rc_context(_rc()):
+        yield
+
+
+def _styled(func: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with chart_style():
+            return func(*args, **kwargs)
+    return wrapper
+
+
+def _lit(text: Any, *, limit: int | None = None) -> str:
+    """A user string (class or run name) drawn as is: ``$`` never starts mathtext.
+
+    ``limit`` shortens a long name with an ellipsis so that legends stay inside the page.
+    """
+    text = str(text)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.replace("$", r"\$")
+
+
+NAME_LIMIT = 30
+_LINESTYLES = ("-", "--", "-.", ":")
+
+
+def _series_style(i: int) -> dict[str, Any]:
+    """Colour i of the palette; after the palette is used up, the same colours dashed."""
+    return {"color": PALETTE[i % len(PALETTE)],
+            "linestyle": _LINESTYLES[(i // len(PALETTE)) % len(_LINESTYLES)]}
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _value(v: Any) -> float | None:
+    """The number of a metrics value: ``{"value": x, ...}``, a plain number, or None."""
+    if isinstance(v, Mapping):
+        v = v.get("value")
+    if v is None:
+        return None
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _ci(v: Any) -> tuple[float, float] | None:
+    if isinstance(v, Mapping) and isinstance(v.get("ci95"), Sequence) and len(v["ci95"]) == 2:
+        lo, hi = (_value(x) for x in v["ci95"])
+        if lo is not None and hi is not None:
+            return lo, hi
+    return None
+
+
+def _new_figure(figsize: tuple[float, float], *, fixed_aspect: bool = False) -> Figure:
+    # "compressed" is constrained layout for axes of fixed aspect (square plots, images):
+    # plain "constrained" leaves gaps around them and needs several draws to settle.
+    return Figure(figsize=figsize, layout="compressed" if fixed_aspect else "constrained")
+
+
+def _unit_square(ax: Axes) -> None:
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_aspect("equal")
+    ax.xaxis.set_major_locator(MaxNLocator(5, steps=[1, 2, 2.5, 5, 10]))
+    ax.yaxis.set_major_locator(MaxNLocator(5, steps=[1, 2, 2.5, 5, 10]))
+
+
+def _chance_diagonal(ax: Axes, label: str) -> Line2D:
+    (line,) = ax.plot([0, 1], [0, 1], linestyle=":", color="#888888", linewidth=1.0,
+                      label=label)
+    return line
+
+
+def _legend_right(ax: Axes, handles: Sequence[Any], labels: Sequence[str]) -> None:
+    # Explicit handles/labels: a name starting with "_" is not dropped from the legend.
+    ax.legend(list(handles), list(labels), loc="upper left", bbox_to_anchor=(1.03, 1.0),
+              borderaxespad=0.0, handlelength=1.8)
+
+
+# ---------------------------------------------------------------- saving
+
+_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
+
+
+def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> Path:
+    """Write ``fig`` to ``path`` atomically (PNG, or SVG/PDF by suffix); returns the path."""
+    path = Path(path)
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ReportError(f"{path}: figure format {path.suffix or '(none)'!r} is not supported; "
+                          f"use one of {', '.join(sorted(_FORMATS))}")
+    # Metadata without dates or versions keeps the bytes identical from run to run.
+    metadata = {"Software": None} if fmt == "png" else {"Date": None} if fmt == "svg" else {
+        "CreationDate": None}
+    with chart_style(), atomic_path(path) as tmp:
+        # One layout pass first: the layout engine starts from the last positions, so the
+        # first saved file then equals every later one.
+        fig.draw_without_rendering()
+        fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white", metadata=metadata)
+    return path
+
+
+# ---------------------------------------------------------------- data
+
+_SPLIT_KEYS = ("train", "val", "test")
+
+
+def _split_label(name: str, t: Translate) -> str:
+    labels = {"train": t("chart.split.train"), "val": t("chart.split.val"),
+              "test": t("chart.split.test")}
+    return labels.get(name, _lit(name))
+
+
+@_styled
+def class_distribution(dist: Mapping[str, Any], *, t: Translate) -> Figure:
+    """Grouped bars: images per class, one bar per split, the count written on each bar."""
+    names = [_lit(n, limit=NAME_LIMIT) for n in dist["class_names"]]
+    splits = dict(dist["splits"])
+    order = [s for s in _SPLIT_KEYS if s in splits] + [s for s in splits if s not in _SPLIT_KEYS]
+    order = [s for s in order if splits[s] is not None]
+    n_classes, n_splits = len(names), max(len(order), 1)
+    fig = _new_figure(WIDE)
+    ax = fig.add_subplot()
+    width = 0.8 / n_splits
+    x = np.arange(n_classes)
+    top = 0
+    small = n_classes * n_splits > 18
+    for i, split in enumerate(order):
+        counts = [int(c) for c in splits[split]]
+        top = max([top, *counts])
+        if len(counts) != n_classes:
+            raise ReportError(f"class distribution: split {split!r} has {len(counts)} counts "
+                              f"for {n_classes} classes")
+        bars = ax.bar(x + (i - (n_splits - 1) / 2) * width, counts, width * 0.95,
+                      color=PALETTE[i % len(PALETTE)], label=_split_label(split, t))
+        ax.bar_label(bars, labels=[str(c) for c in counts], padding=1.5,
+                     fontsize=6 if small else 7, rotation=90 if small else 0)
+    ax.set_xticks(x, names, rotation=30 if n_classes > 4 else 0,
+                  ha="right" if n_classes > 4 else "center")
+    ax.grid(axis="x", visible=False)
+    # Head room for the count labels (taller when they are turned on their side).
+    ax.set_ylim(0, max(1, top) * (1.16 if small else 1.08))
+    ax.set_title(t("chart.class_distribution.title"))
+    ax.set_xlabel(t("chart.class_distribution.xlabel"))
+    ax.set_ylabel(t("chart.class_distribution.ylabel"))
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper")
+    return fig
+
+
+# ---------------------------------------------------------------- training
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "train_acc", "val_acc", "train_f1",
+                   "val_f1", "val_auc", "lr")
+
+
+def _history_columns(history: Any) -> dict[str, np.ndarray]:
+    """History (list of row dicts or a DataFrame) -> column -> float array (NaN where absent)."""
+    if hasattr(history, "to_dict") and hasattr(history, "columns"):
+        rows = history.to_dict("records")
+    else:
+        rows = list(history)
+    if not rows:
+        raise ReportError("training history is empty: nothing to plot")
+    cols: dict[str, np.ndarray] = {}
+    for name in HISTORY_COLUMNS:
+        values = [_value(row.get(name)) for row in rows]
+        cols[name] = np.array([np.nan if v is None else v for v in values], dtype=float)
+    if np.isnan(cols["epoch"]).all():
+        cols["epoch"] = np.arange(1, len(rows) + 1, dtype=float)
+    return cols
+
+
+def _has(values: np.ndarray) -> bool:
+    return bool(np.isfinite(values).any())
+
+
+def _fraction_axis(ax: Axes, *arrays: np.ndarray) -> None:
+    finite = np.concatenate([a[np.isfinite(a)] for a in arrays] + [np.array([1.0])])
+    ax.set_ylim(max(0.0, float(finite.min()) - 0.05), 1.02)
+
+
+@_styled
+def training_curves(history: Any, *, selected_epoch: int | None, t: Translate) -> Figure:
+    """Three panels: loss, accuracy, macro-F1 (+ val AUC dashed); the selected epoch marked."""
+    cols = _history_columns(history)
+    epochs = cols["epoch"]
+    fig = _new_figure(WIDE)
+    axes = fig.subplots(1, 3, sharex=True)
+    panels = (
+        (axes[0], "loss", t("chart.training.loss")),
+        (axes[1], "acc", t("chart.training.accuracy")),
+        (axes[2], "f1", t("chart.training.f1")),
+    )
+    train_label, val_label = t("chart.training.train"), t("chart.training.val")
+    for ax, stem, title in panels:
+        train, val = cols[f"train_{stem}"], cols[f"val_{stem}"]
+        if _has(train):
+            ax.plot(epochs, train, color=TRAIN_COLOR, label=train_label)
+        if _has(val):
+            ax.plot(epochs, val, color=VAL_COLOR, label=val_label)
+        ax.set_title(title)
+        ax.set_xlabel(t("chart.training.epoch"))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+        if stem != "loss":
+            _fraction_axis(ax, train, val, cols["val_auc"] if stem == "f1" else train)
+    if _has(cols["val_auc"]):
+        axes[2].plot(epochs, cols["val_auc"], color=AUC_COLOR, linestyle="--",
+                     label=t("chart.training.val_auc"))
+    if selected_epoch is not None:
+        label = t("chart.training.selected").replace("{epoch}", str(int(selected_epoch)))
+        for ax in axes:
+            ax.axvline(selected_epoch, color="#555555", linestyle=":", linewidth=1.2,
+                       label=label)
+    # One legend for the figure: the union of the panels' entries, in first-seen order.
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(text, handle)
+    fig.legend(list(entries.values()), list(entries.keys()), loc="outside lower center",
+               ncols=len(entries))
+    return fig
+
+
+@_styled
+def compare_training_curves(histories: Mapping[str, Any], *, t: Translate) -> Figure:
+    """Runs side by side: validation loss, accuracy and macro-F1, one colour per run."""
+    if not histories:
+        raise ReportError("compare: no training histories to plot")
+    fig = _new_figure(WIDE)
+    axes = fig.subplots(1, 3)
+    titles = (t("chart.compare.val_loss"), t("chart.compare.val_accuracy"),
+              t("chart.compare.val_f1"))
+    handles, labels = [], []
+    for i, (run, history) in enumerate(histories.items()):
+        cols = _history_columns(history)
+        for ax, column in zip(axes, ("val_loss", "val_acc", "val_f1")):
+            (line,) = ax.plot(cols["epoch"], cols[column], **_series_style(i))
+        handles.append(line)
+        labels.append(_lit(run, limit=NAME_LIMIT))
+    for ax, title in zip(axes, titles):
+        ax.set_title(title)
+        ax.set_xlabel(t("chart.training.epoch"))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+    for ax in axes[1:]:
+        ax.set_ylim(top=1.02)
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4))
+    return fig
+
+
+# ---------------------------------------------------------------- curves
+
+def _positive_index(metrics: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> int:
+    """For a binary task, the curve of the positive class (class index 1)."""
+    names = list(metrics.get("class_names") or [])
+    if len(names) >= 2:
+        for i, entry in enumerate(entries):
+            if entry.get("class") == names[1]:
+                return i
+    return len(entries) - 1
+
+
+def _curve_entries(metrics: Mapping[str, Any], kind: str) -> list[Mapping[str, Any]]:
+    entries = list((metrics.get("curves") or {}).get(kind) or [])
+    if not entries:
+        raise ReportError(f"metrics: no {kind!r} curves to plot (metrics['curves'][{kind!r}] "
+                          "is empty)")
+    if metrics.get("task") == "binary":
+        entries = [entries[_positive_index(metrics, entries)]]
+    return entries
+
+
+def _per_class(metrics: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    for row in metrics.get("per_class") or []:
+        if row.get("class") == name:
+            return row
+    return {}
+
+
+def _score_label(name: str, metric: str, value: Any, ci: tuple[float, float] | None,
+                 t: Translate) -> str:
+    text = f"{_lit(name, limit=NAME_LIMIT)} ({metric} = {_fmt(_value(value))}"
+    if ci is not None:
+        text += f", {t('chart.ci95')} {_fmt(ci[0])}–{_fmt(ci[1])}"
+    return text + ")"
+
+
+@_styled
+def roc_curves(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
+    """ROC curve of the positive class (binary) or one-vs-rest per class, AUC in the legend."""
+    entries = _curve_entries(metrics, "roc")
+    binary = metrics.get("task") == "binary"
+    fig = _new_figure(WIDE, fixed_aspect=True)
+    ax = fig.add_subplot()
+    handles, labels = [], []
+    with_ci = len(entries) <= 4  # more curves: keep the legend short; the table has the CIs
+    for i, entry in enumerate(entries):
+        ci = _ci(metrics.get("roc_auc")) if binary else _ci(_per_class(metrics, entry["class"]).get("auc"))
+        ci = ci if with_ci else None
+        (line,) = ax.plot(entry["fpr"], entry["tpr"], **_series_style(i))
+        handles.append(line)
+        labels.append(_score_label(entry["class"], t("chart.roc.auc"), entry.get("auc"), ci, t))
+    handles.append(_chance_diagonal(ax, t("chart.chance")))
+    labels.append(t("chart.chance"))
+    _unit_square(ax)
+    ax.set_title(t("chart.roc.title_binary") if binary else t("chart.roc.title_ovr"))
+    ax.set_xlabel(t("chart.roc.xlabel"))
+    ax.set_ylabel(t("chart.roc.ylabel"))
+    _legend_right(ax, handles, labels)
+    return fig
+
+
+@_styled
+def pr_curves(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
+    """Precision–recall curves, AP in the legend; chance = the class's prevalence."""
+    entries = _curve_entries(metrics, "pr")
+    binary = metrics.get("task") == "binary"
+    n = _value(metrics.get("n"))
+    fig = _new_figure(WIDE, fixed_aspect=True)
+    ax = fig.add_subplot()
+    handles, labels = [], []
+    for i, entry in enumerate(entries):
+        style = _series_style(i)
+        color = style["color"]
+        (line,) = ax.plot(entry["recall"], entry["precision"], **style)
+        ci = _ci(metrics.get("average_precision")) if binary else None
+        handles.append(line)
+        labels.append(_score_label(entry["class"], t("chart.pr.ap"), entry.get("ap"), ci, t))
+        support = _value(_per_class(metrics, entry["class"]).get("support"))
+        if n and support is not None:
+            ax.axhline(support / n, color=color, linestyle=":", linewidth=1.0, alpha=0.8)
+    handles.append(Line2D([], [], color="#888888", linestyle=":", linewidth=1.0))
+    labels.append(t("chart.pr.chance"))
+    _unit_square(ax)
+    ax.set_title(t("chart.pr.title_binary") if binary else t("chart.pr.title_ovr"))
+    ax.set_xlabel(t("chart.pr.xlabel"))
+    ax.set_ylabel(t("chart.pr.ylabel"))
+    _legend_right(ax, handles, labels)
+    return fig
+
+
+@_styled
+def compare_roc(curves: Mapping[str, Mapping[str, Any]], *, t: Translate) -> Figure:
+    """ROC curves of several runs on one set of axes (``run -> {"fpr", "tpr", "auc"}``)."""
+    if not curves:
+        raise ReportError("compare: no ROC curves to plot")
+    fig = _new_figure(WIDE, fixed_aspect=True)
+    ax = fig.add_subplot()
+    handles, labels = [], []
+    for i, (run, roc) in enumerate(curves.items()):
+        (line,) = ax.plot(roc["fpr"], roc["tpr"], **_series_style(i))
+        handles.append(line)
+        labels.append(_score_label(run, t("chart.roc.auc"), roc.get("auc"), _ci(roc.get("auc")), t))
+    handles.append(_chance_diagonal(ax, t("chart.chance")))
+    labels.append(t("chart.chance"))
+    _unit_square(ax)
+    ax.set_title(t("chart.compare.roc_title"))
+    ax.set_xlabel(t("chart.roc.xlabel"))
+    ax.set_ylabel(t("chart.roc.ylabel"))
+    _legend_right(ax, handles, labels)
+    return fig
+
+
+_OP_MARKERS = ("o", "s", "D", "^", "v", "P", "X")
+
+
+def _op_name(name: str, t: Translate) -> str:
+    names = {"default_0.5": t("chart.op.default"), "youden": t("chart.op.youden"),
+             "sens_90": t("chart.op.sens_90"), "sens_95": t("chart.op.sens_95")}
+    return names.get(name, _lit(name))
+
+
+@_styled
+def operating_points(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
+    """The positive class's ROC with each operating point marked (95% CI as error bars)."""
+    if metrics.get("task") != "binary":
+        raise ReportError(f"operating points are drawn for binary tasks only; this task is "
+                          f"{metrics.get('task')!r}")
+    points = list(metrics.get("operating_points") or [])
+    if not points:
+        raise ReportError("metrics: no operating points to plot (metrics['operating_points'] "
+                          "is empty)")
+    roc = _curve_entries(metrics, "roc")[0]
+    fig = _new_figure(WIDE, fixed_aspect=True)
+    ax = fig.add_subplot()
+    (curve,) = ax.plot(roc["fpr"], roc["tpr"], color="#777777", linewidth=1.3)
+    handles = [curve]
+    labels = [_score_label(roc["class"], t("chart.roc.auc"), roc.get("auc"),
+                           _ci(metrics.get("roc_auc")), t)]
+    reach = 0.0  # how far from the top-left corner the points (with their CIs) go
+    for i, op in enumerate(points):
+        sens, spec = _value(op.get("sensitivity")), _value(op.get("specificity"))
+        if sens is None or spec is None:
+            continue
+        x, y = 1.0 - spec, sens
+        xerr = yerr = None
+        if (ci := _ci(op.get("specificity"))) is not None:
+            xerr = [[max(0.0, x - (1 - ci[1]))], [max(0.0, (1 - ci[0]) - x)]]
+        if (ci := _ci(op.get("sensitivity"))) is not None:
+            yerr = [[max(0.0, y - ci[0])], [max(0.0, ci[1] - y)]]
+        reach = max(reach, x + (xerr[1][0] if xerr else 0.0), 1.0 - y + (yerr[0][0] if yerr else 0.0))
+        color = PALETTE[(i + 1) % len(PALETTE)]
+        handle = ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt=_OP_MARKERS[i % len(_OP_MARKERS)],
+                             color=color, markersize=6, markeredgecolor="white",
+                             markeredgewidth=0.8, elinewidth=0.9, capsize=2, zorder=3)
+        handles.append(handle)
+        threshold = _value(op.get("threshold"))
+        labels.append(f"{_op_name(str(op.get('name')), t)} "
+                      f"({t('chart.op.threshold')} = {_fmt(threshold)})")
+    # Zoom on the top-left square that holds every point: good models crowd them there.
+    side = min(1.0, max(0.2, reach * 1.2 + 0.02))
+    if side > 0.6:
+        handles.append(_chance_diagonal(ax, t("chart.chance")))
+        labels.append(t("chart.chance"))
+    _unit_square(ax)
+    pad = 0.01 * side
+    ax.set_xlim(-pad, side + pad)
+    ax.set_ylim(1.0 - side - pad, 1.0 + pad)
+    ax.set_title(t("chart.op.title"))
+    ax.set_xlabel(t("chart.roc.xlabel"))
+    ax.set_ylabel(t("chart.roc.ylabel"))
+    _legend_right(ax, handles, labels)
+    return fig
+
+
+# ---------------------------------------------------------------- confusion / calibration
+
+def _text_color(rgba: Sequence[float]) -> str:
+    """White on dark cells, near-black on light ones (WCAG relative luminance)."""
+    def channel(c: float) -> float:
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+    r, g, b = (channel(c) for c in rgba[:3])
+    return "white" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.35 else "#222222"
+
+
+def _matrix(matrix: Sequence[Sequence[Any]], n: int, *, normalized: bool) -> np.ndarray:
+    values = np.array([[np.nan if v is None else float(v) for v in row] for row in matrix],
+                      dtype=float)
+    if values.shape != (n, n):
+        raise ReportError(f"confusion matrix is {values.shape[0]}x"
+                          f"{values.shape[1] if values.ndim == 2 else '?'} but there are "
+                          f"{n} class names")
+    if normalized and np.nanmax(values, initial=0.0) > 1.0 + 1e-9:
+        raise ReportError("a normalized confusion matrix must hold fractions in [0, 1] "
+                          "(e.g. metrics['confusion_matrix']['by_true']); got values above 1")
+    return values
+
+
+@_styled
+def confusion_matrix(matrix: Sequence[Sequence[Any]], class_names: Sequence[str], *,
+                     normalized: bool, t: Translate) -> Figure:
+    """Annotated confusion matrix (rows = true class); ``normalized`` takes fractions."""
+    n = len(class_names)
+    values = _matrix(matrix, n, normalized=normalized)
+    side = min(6.5, max(3.2, 1.6 + 0.55 * n))
+    fig = _new_figure((side + 0.9, side), fixed_aspect=True)
+    ax = fig.add_subplot()
+    ax.grid(False)
+    vmax = 1.0 if normalized else max(float(np.nanmax(values, initial=0.0)), 1.0)
+    norm = Normalize(vmin=0.0, vmax=vmax)
+    shown = np.ma.masked_invalid(values)
+    cmap = matplotlib.colormaps["Blues"].with_extremes(bad="#eeeeee")
+    image = ax.imshow(shown, cmap=cmap, norm=norm, aspect="equal")
+    fontsize = 9 if n <= 4 else 7 if n <= 8 else 5.5
+    for i in range(n):
+        for j in range(n):
+            v = values[i, j]
+            if not np.isfinite(v):
+                ax.text(j, i, "–", ha="center", va="center", fontsize=fontsize, color="#666666")
+                continue
+            text = f"{100 * v:.1f}%" if normalized else f"{int(round(v))}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=fontsize,
+                    color=_text_color(image.cmap(norm(v))))
+    names = [_lit(c, limit=NAME_LIMIT) for c in class_names]
+    rotate = n > 3 or max((len(c) for c in names), default=0) > 12
+    ax.set_xticks(range(n), names, rotation=35 if rotate else 0, ha="right" if rotate else "center")
+    ax.set_yticks(range(n), names)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_xlabel(t("chart.cm.predicted"))
+    ax.set_ylabel(t("chart.cm.true"))
+    ax.set_title(t("chart.cm.title_normalized") if normalized else t("chart.cm.title_counts"))
+    cbar = fig.colorbar(image, ax=ax, shrink=0.85, fraction=0.06, pad=0.03)
+    cbar.outline.set_visible(False)
+    if normalized:
+        cbar.ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+        cbar.set_label(t("chart.cm.colorbar_fraction"))
+    else:
+        cbar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        cbar.set_label(t("chart.cm.colorbar_counts"))
+    return fig
+
+
+@_styled
+def reliability_diagram(calibration: Mapping[str, Any], *, t: Translate) -> Figure:
+    """Accuracy per confidence bin against the diagonal, the gap hatched, counts below."""
+    bins = list(calibration.get("bins") or [])
+    if not bins:
+        raise ReportError("calibration: no bins to plot (metrics['calibration']['bins'] is empty)")
+    fig = _new_figure((5.0, 4.4))
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    lo = np.array([float(b["lo"]) for b in bins])
+    hi = np.array([float(b["hi"]) for b in bins])
+    counts = np.array([int(b.get("count") or 0) for b in bins])
+    acc = np.array([_value(b.get("accuracy")) if b.get("count") else None for b in bins],
+                   dtype=float)
+    conf = np.array([_value(b.get("confidence")) if b.get("count") else None for b in bins],
+                    dtype=float)
+    filled = counts > 0
+    width = hi - lo
+    top.bar(lo[filled], acc[filled], width[filled], align="edge", color=PALETTE[0],
+            edgecolor="white", linewidth=0.6, label=t("chart.calibration.accuracy_bars"))
+    gap = conf[filled] - acc[filled]
+    top.bar(lo[filled], gap, width[filled], bottom=acc[filled], align="edge",
+            facecolor="none", edgecolor=PALETTE[1], hatch="///", linewidth=0.6,
+            label=t("chart.calibration.gap"))
+    top.plot([0, 1], [0, 1], linestyle="--", color="#555555", linewidth=1.0,
+             label=t("chart.calibration.perfect"))
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1.0)
+    top.set_aspect("auto")
+    top.set_ylabel(t("chart.calibration.ylabel"))
+    ece = calibration.get("ece")
+    title = f"{t('chart.calibration.title')} ({t('chart.calibration.ece')} = {_fmt(_value(ece))}"
+    if (ci := _ci(ece)) is not None:
+        title += f", {t('chart.ci95')} {_fmt(ci[0])}–{_fmt(ci[1])}"
+    top.set_title(title + ")")
+    handles, labels = top.get_legend_handles_labels()
+    top.legend(handles, labels, loc="upper left")
+    bottom.bar(lo, counts, width, align="edge", color="#999999", edgecolor="white",
+               linewidth=0.6)
+    bottom.set_ylabel(t("chart.calibration.count"))
+    bottom.set_xlabel(t("chart.calibration.xlabel"))
+    bottom.xaxis.set_major_locator(MaxNLocator(6))
+    return fig
+
+
+# ---------------------------------------------------------------- images
+
+def _to_display(img: Any) -> tuple[np.ndarray, bool]:
+    """An image (HxW, HxWxC or CxHxW; uint8 or other) -> (array for imshow in [0,1], is grey)."""
+    a = np.asarray(img)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim == 3 and a.shape[-1] == 4:
+        a = a[..., :3]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] != 3):
+        raise ReportError(f"image of shape {np.asarray(img).shape} cannot be drawn; "
+                          "expected HxW, HxWx3 or CxHxW with C in (1, 3)")
+    if a.dtype == np.uint8:
+        f = a.astype(np.float32) / 255.0
+    else:
+        f = a.astype(np.float32)
+        lo, hi = float(np.nanmin(f)), float(np.nanmax(f))
+        f = (f - lo) / (hi - lo) if hi > lo else np.zeros_like(f)
+    if f.ndim == 3 and np.allclose(f[..., 0], f[..., 1]) and np.allclose(f[..., 0], f[..., 2]):
+        f = f[..., 0]
+    return f, f.ndim == 2
+
+
+def _grey(img: Any) -> np.ndarray:
+    """Luminance in [0, 1] (ITU-R BT.601 weights for a colour image)."""
+    f, is_grey = _to_display(img)
+    if is_grey:
+        return f
+    return f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
+
+
+def _show(ax: Axes, img: Any) -> None:
+    f, is_grey = _to_display(img)
+    if is_grey:
+        ax.imshow(f, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(np.clip(f, 0.0, 1.0), interpolation="nearest")
+    _bare(ax)
+
+
+def _bare(ax: Axes) -> None:
+    """No ticks or spines, but the axis labels stay visible (unlike ``axis('off')``)."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+@_styled
+def example_grid(images: Any, labels: Sequence[int], class_names: Sequence[str], *,
+                 t: Translate, per_class: int = 4) -> Figure:
+    """One row per class with its first ``per_class`` images (pass a shuffled selection)."""
+    items = list(images) if not isinstance(images, np.ndarray) else [images[i] for i in range(len(images))]
+    labels = [int(x) for x in labels]
+    if len(items) != len(labels):
+        raise ReportError(f"example grid: {len(items)} images but {len(labels)} labels")
+    if per_class < 1:
+        raise ReportError(f"example grid: per_class must be >= 1, got {per_class}")
+    n = len(class_names)
+    rows = [[items[i] for i, y in enumerate(labels) if y == c][:per_class] for c in range(n)]
+    cell = min(1.35, 5.6 / per_class, 8.5 / max(n, 1))
+    fig = _new_figure((cell * per_class + 1.0, cell * n + 0.45), fixed_aspect=True)
+    axes = np.atleast_2d(fig.subplots(n, per_class, squeeze=False))
+    for c in range(n):
+        for j in range(per_class):
+            ax = axes[c, j]
+            if j < len(rows[c]):
+                _show(ax, rows[c][j])
+            else:
+                _bare(ax)
+        axes[c, 0].set_ylabel(_lit(class_names[c], limit=NAME_LIMIT), rotation=0, ha="right", va="center",
+                              labelpad=6)
+    fig.suptitle(t("chart.examples.title"), fontsize=9.5)
+    return fig
+
+
+@_styled
+def preprocessing_before_after(pairs: Sequence[tuple[Any, Any]], *, t: Translate) -> Figure:
+    """Top row the raw images, bottom row after preprocessing; pixel size under each."""
+    if not pairs:
+        raise ReportError("preprocessing figure: no image pairs to show")
+    cols = len(pairs)
+    cell = min(1.5, 5.6 / cols)
+    fig = _new_figure((cell * cols + 1.0, 2 * cell + 0.8), fixed_aspect=True)
+    axes = fig.subplots(2, cols, squeeze=False)
+    for j, (raw, processed) in enumerate(pairs):
+        for row, img in enumerate((raw, processed)):
+            ax = axes[row, j]
+            _show(ax, img)
+            h, w = _to_display(img)[0].shape[:2]
+            ax.set_xlabel(f"{w} × {h}", fontsize=7, labelpad=2)
+    axes[0, 0].set_ylabel(t("chart.preprocess.before"))
+    axes[1, 0].set_ylabel(t("chart.preprocess.after"))
+    fig.suptitle(t("chart.preprocess.title"), fontsize=9.5)
+    return fig
+
+
+def _cam_array(cam: Any) -> np.ndarray:
+    c = np.asarray(cam, dtype=np.float32)
+    c = np.squeeze(c)
+    if c.ndim != 2:
+        raise ReportError(f"CAM of shape {np.shape(cam)} cannot be drawn; expected HxW")
+    return np.clip(np.nan_to_num(c, nan=0.0), 0.0, 1.0)
+
+
+def _draw_overlay(ax: Axes, image: Any, cam: Any, alpha: float) -> Any:
+    grey = _grey(image)
+    h, w = grey.shape
+    extent = (-0.5, w - 0.5, h - 0.5, -0.5)  # the CAM is stretched over the image if smaller
+    ax.imshow(grey, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", extent=extent)
+    heat = ax.imshow(_cam_array(cam), cmap=CAM_CMAP, vmin=0.0, vmax=1.0, alpha=alpha,
+                     interpolation="bilinear", extent=extent)
+    _bare(ax)
+    return heat
+
+
+def _cam_colorbar(fig: Figure, mappable: Any, cax: Axes) -> None:
+    # The colour bar shows the map at full strength with the fixed 0..1 scale.
+    solid = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=mappable.get_cmap())
+    cbar = fig.colorbar(solid, cax=cax, ticks=[0.0, 0.5, 1.0])
+    cbar.ax.set_yticklabels(["0", "0.5", "1"])
+    cbar.ax.tick_params(labelsize=6.5, length=2, pad=1.5)
+    cbar.outline.set_linewidth(0.5)
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise ReportError(f"CAM overlay alpha must be in [0, 1], got {alpha}")
+
+
+@_styled
+def cam_overlay(image: Any, cam: Any, *, alpha: float = 0.45) -> Figure:
+    """The image in grey with the CAM (fixed 0..1 scale) blended on top and a slim colour bar."""
+    _check_alpha(alpha)
+    fig = Figure(figsize=(2.45, 2.2))
+    ax = fig.add_axes((0.02, 0.02, 0.78, 0.96))
+    cax = fig.add_axes((0.83, 0.12, 0.045, 0.76))
+    heat = _draw_overlay(ax, image, cam, alpha)
+    _cam_colorbar(fig, heat, cax)
+    return fig
+
+
+@_styled
+def cam_panel(image: Any, cam: Any, *, alpha: float = 0.45) -> Figure:
+    """The original and the overlay side by side, with a slim colour bar."""
+    _check_alpha(alpha)
+    fig = Figure(figsize=(4.5, 2.2))
+    left = fig.add_axes((0.01, 0.02, 0.43, 0.96))
+    right = fig.add_axes((0.46, 0.02, 0.43, 0.96))
+    cax = fig.add_axes((0.91, 0.12, 0.025, 0.76))
+    left.imshow(_grey(image), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    _bare(left)
+    heat = _draw_overlay(right, image, cam, alpha)
+    _cam_colorbar(fig, heat, cax)
+    return fig
+
+
+# ---------------------------------------------------------------- faithfulness
+
+def _auc(curve: np.ndarray) -> float | None:
+    if curve.size < 2 or not np.isfinite(curve).all():
+        return None
+    x = np.linspace(0.0, 1.0, curve.size)
+    return float(np.sum((curve[1:] + curve[:-1]) * np.diff(x)) / 2.0)
+
+
+@_styled
+def faithfulness_curves(faith: Mapping[str, Any], *, t: Translate) -> Figure:
+    """Deletion and insertion curves of the CAM against a random map (area in the legend)."""
+    panels = (
+        ("deletion", t("chart.faith.deletion_title"), t("chart.faith.deletion_xlabel")),
+        ("insertion", t("chart.faith.insertion_title"), t("chart.faith.insertion_xlabel")),
+    )
+    if not any(f"{kind}_curve" in faith for kind, _, _ in panels):
+        raise ReportError("faithfulness: no deletion_curve or insertion_curve to plot")
+    fig = _new_figure(WIDE)
+    axes = fig.subplots(1, 2, sharey=True)
+    names = {"cam": t("chart.faith.cam"), "random": t("chart.faith.random")}
+    styles = {"cam": dict(color=PALETTE[1]), "random": dict(color="#777777", linestyle="--")}
+    for ax, (kind, title, xlabel) in zip(axes, panels):
+        curves = faith.get(f"{kind}_curve") or {}
+        areas = faith.get(f"{kind}_auc") or {}
+        handles, labels = [], []
+        for which in ("cam", "random"):
+            if curves.get(which) is None:
+                continue
+            y = np.asarray(curves[which], dtype=float)
+            x = np.linspace(0.0, 1.0, y.size)
+            (line,) = ax.plot(x, y, **styles[which])
+            area = _value(areas.get(which)) if which in areas else _auc(y)
+            handles.append(line)
+            labels.append(f"{names[which]} ({t('chart.faith.area')} = {_fmt(area)})")
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_xlim(0, 1)
+        ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+        if handles:
+            ax.legend(handles, labels, loc="upper right" if kind == "deletion" else "lower right")
+    axes[0].set_ylabel(t("chart.faith.ylabel"))
+    axes[0].set_ylim(0, 1.02)
+    return fig

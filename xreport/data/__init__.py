@@ -1,0 +1,328 @@
+"""Data: adapters -> ``Dataset``, the phantom generator, preprocessing, augmentation,
+imbalance helpers and summaries. See docs/ARCHITECTURE.md ("Data")."""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import DataConfig, PreprocessConfig
+from ..errors import DataError
+from ..runs import sha256_file
+from . import folder, manifest, medmnist, phantom
+from .augment import augment_batch
+from .base import SPLITS, Dataset, Split, Task
+from .images import decode_files, read_image
+from .imbalance import class_weights, sampler_weights
+from .preprocess import (compute_mean_std, describe_pipeline, normalize_batch, preprocess_image,
+                         preprocess_stack, resolve_normalization)
+from .summary import class_distribution, leakage_check
+
+__all__ = [
+    "Dataset", "Split", "SPLITS", "load_dataset", "resolve_source", "raw_examples",
+    "compute_mean_std", "resolve_normalization", "normalize_batch", "augment_batch",
+    "preprocess_image", "describe_pipeline", "class_weights", "sampler_weights",
+    "class_distribution", "leakage_check", "read_image",
+]
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("medmnist", "folder", "csv", "phantom")
+
+
+# ---------------------------------------------------------------- source resolution
+def resolve_source(data_cfg: DataConfig, *, image_size: int | None = None) -> tuple[str, str]:
+    """(kind, absolute path or "phantom") for ``data.dataset`` and ``data.kind``.
+
+    A name that is not a path is a MedMNIST set, looked up in $XREPORT_DATA_DIR,
+    ``<cwd>/../shared/data`` and ``<repo>/../shared/data`` (``image_size`` picks among
+    ``<name>_<size>.npz`` files), then downloaded with ``medmnist`` when possible.
+    """
+    wanted = data_cfg.kind
+    dataset = data_cfg.dataset.strip()
+    if wanted == "phantom" or (wanted == "auto" and dataset.lower() == "phantom"):
+        return "phantom", "phantom"
+    if not dataset:
+        raise DataError("data.dataset is empty; give 'phantom', a MedMNIST name, or a path")
+    path = Path(dataset).expanduser()
+    if path.exists():
+        kind = _kind_of(path)
+        if wanted not in ("auto", kind) and not _also_fits(path, wanted):
+            raise DataError(f"{path}: data.kind is {wanted!r} but this looks like a {kind} source "
+                            f"(valid kinds: auto, {', '.join(KINDS)})")
+        return (kind if wanted == "auto" else wanted), str(path.resolve())
+    looks_like_path = ("/" in dataset or "\\" in dataset or path.suffix.lower() in (".npz", ".csv")
+                       or wanted in ("folder", "csv"))
+    if looks_like_path:
+        raise DataError(f"{dataset}: no such file or folder (data.dataset)")
+    return "medmnist", str(medmnist.find_named(dataset, image_size=image_size).resolve())
+
+
+def _kind_of(path: Path) -> str:
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".npz":
+            return "medmnist"
+        if suffix == ".csv":
+            return "csv"
+        raise DataError(f"{path}: unsupported data file; expected a MedMNIST .npz, a .csv manifest, "
+                        "or a folder")
+    if manifest.is_manifest_folder(path):
+        return "csv"
+    if folder.is_image_folder(path):
+        return "folder"
+    raise DataError(f"{path}: neither an image folder ({{train,val,test}}/CLASS/*.png) nor a folder "
+                    "of train.csv/val.csv/test.csv")
+
+
+def _also_fits(path: Path, kind: str) -> bool:
+    if kind == "folder":
+        return path.is_dir() and folder.is_image_folder(path)
+    if kind == "csv":
+        return (path.is_file() and path.suffix.lower() == ".csv") or manifest.is_manifest_folder(path)
+    return False
+
+
+# ---------------------------------------------------------------- loading
+def load_dataset(data_cfg: DataConfig, preprocess_cfg: PreprocessConfig, *, image_size: int,
+                 splits: tuple[str, ...] = SPLITS) -> Dataset:
+    """Load, check and preprocess the requested splits into uint8 tensors (N, C, S, S).
+
+    The fingerprint covers every split of the source, whichever splits are loaded.
+    """
+    splits = tuple(splits)
+    bad = [s for s in splits if s not in SPLITS]
+    if not splits or bad:
+        raise DataError(f"splits {bad or '()'} invalid; choose from {', '.join(SPLITS)}")
+    kind, source = resolve_source(data_cfg, image_size=image_size)
+    loader = {"phantom": _load_phantom, "medmnist": _load_medmnist,
+              "folder": _load_folder, "csv": _load_csv}[kind]
+    ds = loader(source, data_cfg, preprocess_cfg, image_size=image_size, splits=splits)
+    _unify_channels(ds)
+    logger.info("loaded %s (%s): %s", ds.name, kind,
+                ", ".join(f"{k} {len(v)}" for k, v in ds.splits.items()))
+    return ds
+
+
+def _names_and_task(data_cfg: DataConfig, found: list[str], *, where: str,
+                    default_task: Task | None = None) -> tuple[list[str], Task]:
+    names = list(found)
+    if data_cfg.class_names:
+        if names and len(data_cfg.class_names) != len(names):
+            raise DataError(f"{where}: data.class_names has {len(data_cfg.class_names)} names but the "
+                            f"data has {len(names)} classes ({', '.join(names)})")
+        names = list(data_cfg.class_names)
+    k = len(names)
+    if data_cfg.task != "auto":
+        if data_cfg.task == "binary" and k not in (0, 2):
+            raise DataError(f"{where}: data.task is 'binary' but there are {k} classes; "
+                            "use 'multiclass' or 'ordinal'")
+        return names, data_cfg.task
+    if default_task is not None:
+        return names, default_task
+    return names, ("binary" if k == 2 else "multiclass")
+
+
+def _check_classes(names: list[str], where: str, *, labelled: bool) -> None:
+    if labelled and len(names) < 2:
+        raise DataError(f"{where}: found {len(names)} class(es) ({', '.join(names) or 'none'}); "
+                        "at least 2 are needed")
+
+
+def _require(splits: tuple[str, ...], present: set[str], where: str) -> None:
+    missing = [s for s in splits if s not in present]
+    if missing:
+        raise DataError(f"{where}: no {', '.join(repr(m) for m in missing)} split "
+                        f"(found: {', '.join(s for s in SPLITS if s in present) or 'none'})")
+
+
+def _phantom_seed(seed: int, split: str) -> int:
+    return int(np.random.SeedSequence([seed, SPLITS.index(split)]).generate_state(1)[0])
+
+
+def _phantom_params(d: DataConfig) -> dict:
+    return {"size": d.phantom_size, "classes": d.phantom_classes, "ordinal": d.phantom_ordinal,
+            "seed": d.phantom_seed, "train": d.phantom_train, "val": d.phantom_val, "test": d.phantom_test}
+
+
+def _load_phantom(source: str, d: DataConfig, p: PreprocessConfig, *, image_size: int,
+                  splits: tuple[str, ...]) -> Dataset:
+    names, _specs = phantom.class_specs(d.phantom_classes, ordinal=d.phantom_ordinal)
+    names, task = _names_and_task(d, names, where="phantom",
+                                  default_task="ordinal" if d.phantom_ordinal else None)
+    out: dict[str, Split] = {}
+    for split in splits:
+        n = getattr(d, f"phantom_{split}")
+        images, labels, masks = phantom.generate(n, size=d.phantom_size, classes=d.phantom_classes,
+                                                 ordinal=d.phantom_ordinal, seed=_phantom_seed(d.phantom_seed, split))
+        x, m = preprocess_stack(images, p, image_size, masks=masks)
+        out[split] = Split(split, x, torch.from_numpy(labels), [f"phantom-{split}-{i:05d}" for i in range(n)], m)
+    return Dataset(name="phantom", source=f"phantom(seed={d.phantom_seed})", kind="phantom",
+                   class_names=names, task=task, splits=out, fingerprint=phantom.fingerprint(_phantom_params(d)),
+                   original_size=(d.phantom_size, d.phantom_size), original_channels=1)
+
+
+def _load_medmnist(source: str, d: DataConfig, p: PreprocessConfig, *, image_size: int,
+                   splits: tuple[str, ...]) -> Dataset:
+    path = Path(source)
+    name = medmnist.base_name(path)
+    table = medmnist.CLASS_NAMES.get(name)
+    expected = len(table) if table else (len(d.class_names) or None)
+    arrays, num_classes = medmnist.read_npz(path, splits, num_classes=expected)
+    found = table if table and len(table) == num_classes else [f"class_{i}" for i in range(num_classes)]
+    names, task = _names_and_task(d, found, where=str(path),
+                                  default_task="ordinal" if name in medmnist.ORDINAL else None)
+    _check_classes(names, str(path), labelled=True)
+    out: dict[str, Split] = {}
+    shapes = set()
+    for split, (images, labels) in arrays.items():
+        shapes.add(images.shape[1:])
+        x, _ = preprocess_stack(torch.from_numpy(images), p, image_size)
+        out[split] = Split(split, x, torch.from_numpy(labels), [str(i) for i in range(len(labels))])
+    (c, h, w), = shapes if len(shapes) == 1 else ((None, None, None),)
+    return Dataset(name=name, source=str(path), kind="medmnist", class_names=names, task=task,
+                   splits=out, fingerprint=sha256_file(path),
+                   original_size=(h, w) if h is not None else None, original_channels=c)
+
+
+def _split_from_files(split: str, files: list[Path], labels: list[int] | None, *, root: Path,
+                      d: DataConfig, p: PreprocessConfig, image_size: int, skipped: list[dict],
+                      sizes: set, channels: set) -> Split:
+    decoded = decode_files(files, root=root, preprocess_cfg=p, image_size=image_size,
+                           skip_bad=d.skip_bad_images, desc=split)
+    skipped += decoded.skipped
+    sizes |= decoded.original_sizes
+    channels |= decoded.original_channels
+    if not decoded.kept:
+        raise DataError(f"{root}: every image of the {split} split was unreadable "
+                        f"(first: {decoded.skipped[0]['reason'] if decoded.skipped else 'none'})")
+    ids = [files[i].resolve().relative_to(root.resolve()).as_posix() for i in decoded.kept]
+    y = None if labels is None else torch.tensor([labels[i] for i in decoded.kept], dtype=torch.int64)
+    return Split(split, decoded.images, y, ids)
+
+
+def _finish_files(name: str, source: Path, kind: str, names: list[str], task: Task,
+                  out: dict[str, Split], fingerprint: str, skipped: list[dict], sizes: set,
+                  channels: set) -> Dataset:
+    return Dataset(name=name, source=str(source), kind=kind, class_names=names, task=task, splits=out,
+                   fingerprint=fingerprint, original_size=next(iter(sizes)) if len(sizes) == 1 else None,
+                   original_channels=next(iter(channels)) if len(channels) == 1 else None,
+                   skipped=skipped)
+
+
+def _load_folder(source: str, d: DataConfig, p: PreprocessConfig, *, image_size: int,
+                 splits: tuple[str, ...]) -> Dataset:
+    root = Path(source)
+    scanned, found = folder.scan(root)
+    _require(splits, set(scanned), str(root))
+    names, task = _names_and_task(d, found, where=str(root))
+    _check_classes(names, str(root), labelled=any(scanned[s].labels is not None for s in splits))
+    skipped: list[dict] = []
+    sizes: set = set()
+    channels: set = set()
+    out = {s: _split_from_files(s, scanned[s].files, scanned[s].labels, root=root, d=d, p=p,
+                                image_size=image_size, skipped=skipped, sizes=sizes, channels=channels)
+           for s in splits}
+    return _finish_files(root.name, root, "folder", names, task, out, folder.fingerprint(root, scanned),
+                         skipped, sizes, channels)
+
+
+def _load_csv(source: str, d: DataConfig, p: PreprocessConfig, *, image_size: int,
+              splits: tuple[str, ...]) -> Dataset:
+    src = Path(source)
+    csvs = manifest.find_csvs(src)
+    _require(splits, set(csvs), str(src))
+    manifests = {s: manifest.read_manifest(path) for s, path in csvs.items()}
+    found = manifest.class_names(list(manifests.values()), configured=())
+    names, task = _names_and_task(d, found, where=str(src))
+    labelled = any(manifests[s].has_labels for s in splits)
+    _check_classes(names, str(src), labelled=labelled)
+    if not names:
+        logger.warning("%s: no labels and no data.class_names; class names must come from the checkpoint", src)
+    root = next(iter(csvs.values())).parent
+    skipped: list[dict] = []
+    sizes: set = set()
+    channels: set = set()
+    out = {}
+    for s in splits:
+        m = manifests[s]
+        out[s] = _split_from_files(s, [r.path for r in m.rows], manifest.encode_labels(m, names), root=root,
+                                   d=d, p=p, image_size=image_size, skipped=skipped, sizes=sizes,
+                                   channels=channels)
+    name = src.name if src.is_dir() else src.stem
+    return _finish_files(name, src, "csv", names, task, out, manifest.fingerprint(list(manifests.values())),
+                         skipped, sizes, channels)
+
+
+def _unify_channels(ds: Dataset) -> None:
+    """A data set with any colour split gets 3 channels everywhere."""
+    if len({s.images.shape[1] for s in ds.splits.values()}) > 1:
+        for name, split in ds.splits.items():
+            if split.images.shape[1] == 1:
+                ds.splits[name] = replace(split, images=split.images.expand(-1, 3, -1, -1).contiguous())
+
+
+# ---------------------------------------------------------------- raw examples
+def raw_examples(data_cfg: DataConfig, n_per_class: int, seed: int, *,
+                 split: str = "train") -> list[tuple[np.ndarray, int | None]]:
+    """Up to ``n_per_class`` raw images per class (uint8 (H, W) or (H, W, 3), before any
+    preprocessing) from ``split`` (else the first split present), for the before/after figure."""
+    rng = np.random.default_rng(seed)
+    kind, source = resolve_source(data_cfg)
+    if kind == "phantom":
+        n = getattr(data_cfg, f"phantom_{split}")
+        images, labels, _m = phantom.generate(n, size=data_cfg.phantom_size, classes=data_cfg.phantom_classes,
+                                              ordinal=data_cfg.phantom_ordinal,
+                                              seed=_phantom_seed(data_cfg.phantom_seed, split))
+        return [(images[i, 0], int(labels[i])) for i in _pick(labels, n_per_class, rng)]
+    if kind == "medmnist":
+        path = Path(source)
+        with np.load(path, allow_pickle=False) as npz:
+            present = [s for s in (split, *SPLITS) if f"{s}_images" in npz.files]
+        if not present:
+            raise DataError(f"{path}: no split with images")
+        arrays, _k = medmnist.read_npz(path, (present[0],), num_classes=None)
+        images, labels = arrays[present[0]]
+        return [(_hwc(images[i]), int(labels[i])) for i in _pick(labels, n_per_class, rng)]
+    files, labels = _file_split(kind, Path(source), split)
+    out: list[tuple[np.ndarray, int | None]] = []
+    label_arr = np.asarray(labels if labels is not None else [-1] * len(files))
+    for cls in (np.unique(label_arr) if labels is not None else [-1]):
+        order = rng.permutation(np.flatnonzero(label_arr == cls))
+        taken = 0
+        for i in order:
+            if taken >= n_per_class:
+                break
+            try:
+                out.append((read_image(files[i]), None if cls < 0 else int(cls)))
+                taken += 1
+            except DataError as exc:
+                logger.warning("raw_examples: skipped %s", exc)
+    return out
+
+
+def _file_split(kind: str, source: Path, split: str) -> tuple[list[Path], list[int] | None]:
+    if kind == "folder":
+        scanned, _names = folder.scan(source)
+        use = next(s for s in (split, *SPLITS) if s in scanned)
+        return scanned[use].files, scanned[use].labels
+    csvs = manifest.find_csvs(source)
+    manifests = {s: manifest.read_manifest(p) for s, p in csvs.items()}
+    names = manifest.class_names(list(manifests.values()), configured=())
+    use = next(s for s in (split, *SPLITS) if s in manifests)
+    return [r.path for r in manifests[use].rows], manifest.encode_labels(manifests[use], names)
+
+
+def _pick(labels: np.ndarray, n_per_class: int, rng: np.random.Generator) -> list[int]:
+    picked: list[int] = []
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        picked += sorted(rng.choice(idx, size=min(n_per_class, idx.size), replace=False).tolist())
+    return picked
+
+
+def _hwc(chw: np.ndarray) -> np.ndarray:
+    return chw[0] if chw.shape[0] == 1 else np.ascontiguousarray(np.moveaxis(chw, 0, 2))

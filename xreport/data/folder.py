@@ -1,0 +1,88 @@
+"""Image folders: ``ROOT/{train,val,test}/CLASS/*.{png,jpg,jpeg,dcm}``.
+
+Class names are the sorted class-folder names, which must be the same in every split. A
+split folder holding images but no class folders is an unlabelled split (labels None).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DataError
+from ..runs import sha256_file
+from .base import SPLITS
+from .images import IMAGE_SUFFIXES
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FolderSplit:
+    files: list[Path]
+    labels: list[int] | None
+
+
+def is_image_folder(root: Path) -> bool:
+    return any((root / s).is_dir() for s in SPLITS)
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".")
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and _visible(p) and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def scan(root: Path) -> tuple[dict[str, FolderSplit], list[str]]:
+    """Every present split's files and labels, and the class names."""
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found")
+    found: dict[str, tuple[list[str], Path]] = {}
+    unlabelled: dict[str, list[Path]] = {}
+    for split in SPLITS:
+        folder = root / split
+        if not folder.is_dir():
+            continue
+        classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and _visible(p))
+        if classes:
+            found[split] = (classes, folder)
+        else:
+            unlabelled[split] = _images_in(folder)
+    if not found and not unlabelled:
+        raise DataError(f"{root}: no split folders; expected {root}/{{train,val,test}}/CLASS/*.png")
+    class_sets = {split: classes for split, (classes, _f) in found.items()}
+    reference = next(iter(class_sets.values()), [])
+    for split, classes in class_sets.items():
+        if classes != reference:
+            first = next(iter(class_sets))
+            raise DataError(f"{root}: class folders differ between splits: {first} has "
+                            f"{', '.join(reference)}; {split} has {', '.join(classes)}")
+    out: dict[str, FolderSplit] = {}
+    for split, (classes, folder) in found.items():
+        files: list[Path] = []
+        labels: list[int] = []
+        for index, name in enumerate(classes):
+            these = _images_in(folder / name)
+            files += these
+            labels += [index] * len(these)
+        out[split] = FolderSplit(files, labels)
+    for split, files in unlabelled.items():
+        out[split] = FolderSplit(files, None)
+    for split, fs in out.items():
+        if not fs.files:
+            raise DataError(f"{root / split}: no images ({', '.join(IMAGE_SUFFIXES)}) in this split")
+    return out, list(reference)
+
+
+def fingerprint(root: Path, splits: dict[str, FolderSplit]) -> str:
+    """sha256 over the sorted (relative path, file sha256) pairs of every split's files."""
+    pairs = sorted((p.relative_to(root).as_posix(), sha256_file(p))
+                   for fs in splits.values() for p in fs.files)
+    digest = hashlib.sha256()
+    for rel, sha in pairs:
+        digest.update(f"{rel}\0{sha}\n".encode("utf-8"))
+    return digest.hexdigest()

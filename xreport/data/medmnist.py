@@ -1,0 +1,191 @@
+"""MedMNIST ``.npz`` files (2D sets, any size): lookup by name, validation, class names."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError, OfflineError
+
+logger = logging.getLogger(__name__)
+
+SIZES = (28, 64, 128, 224)
+_ORGAN = ["bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right", "liver",
+          "lung-left", "lung-right", "pancreas", "spleen"]
+# Class names of the MedMNIST v2 2D sets, in label order (from the sets' published INFO).
+CLASS_NAMES: dict[str, list[str]] = {
+    "pneumoniamnist": ["normal", "pneumonia"],
+    "breastmnist": ["malignant", "normal, benign"],
+    "retinamnist": ["0", "1", "2", "3", "4"],
+    "dermamnist": ["actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma",
+                   "benign keratosis-like lesions", "dermatofibroma", "melanoma", "melanocytic nevi",
+                   "vascular lesions"],
+    "bloodmnist": ["basophil", "eosinophil", "erythroblast", "immature granulocytes", "lymphocyte",
+                   "monocyte", "neutrophil", "platelet"],
+    "pathmnist": ["adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle",
+                  "normal colon mucosa", "cancer-associated stroma",
+                  "colorectal adenocarcinoma epithelium"],
+    "octmnist": ["choroidal neovascularization", "diabetic macular edema", "drusen", "normal"],
+    "tissuemnist": ["collecting duct, connecting tubule", "distal convoluted tubule",
+                    "glomerular endothelial cells", "interstitial endothelial cells", "leukocytes",
+                    "podocytes", "proximal tubule segments", "thick ascending limb"],
+    "organamnist": _ORGAN, "organcmnist": _ORGAN, "organsmnist": _ORGAN,
+}
+ORDINAL = {"retinamnist"}
+MULTI_LABEL = {"chestmnist"}
+KNOWN = tuple(sorted(set(CLASS_NAMES) | MULTI_LABEL))
+_PYTHON_CLASS = {"pneumoniamnist": "PneumoniaMNIST", "breastmnist": "BreastMNIST",
+                 "retinamnist": "RetinaMNIST", "dermamnist": "DermaMNIST", "bloodmnist": "BloodMNIST",
+                 "pathmnist": "PathMNIST", "octmnist": "OCTMNIST", "tissuemnist": "TissueMNIST",
+                 "organamnist": "OrganAMNIST", "organcmnist": "OrganCMNIST", "organsmnist": "OrganSMNIST"}
+
+
+def base_name(name_or_path: str | Path) -> str:
+    """``pneumoniamnist_64.npz`` -> ``pneumoniamnist``."""
+    stem = Path(name_or_path).name.lower()
+    stem = stem[:-4] if stem.endswith(".npz") else stem
+    return re.sub(r"_(28|64|128|224)$", "", stem)
+
+
+def search_dirs(*, repo_root: Path | None = None) -> list[Path]:
+    """Where a named set is looked for, in order."""
+    dirs: list[Path] = []
+    env = os.environ.get("XREPORT_DATA_DIR")
+    if env:
+        dirs.append(Path(env).expanduser())
+    dirs.append(Path.cwd().parent / "shared" / "data")
+    root = repo_root or Path(__file__).resolve().parents[2]
+    dirs.append(root.parent / "shared" / "data")
+    unique: list[Path] = []
+    for d in dirs:
+        if all(d.resolve() != u.resolve() for u in unique):
+            unique.append(d)
+    return unique
+
+
+def candidate_files(name: str, *, image_size: int | None = None) -> list[str]:
+    """File names for a set: the plain file, then the size closest above the run's size."""
+    sizes = sorted(SIZES, key=lambda s: (s < (image_size or 0), abs(s - (image_size or 0))))
+    return [f"{name}.npz", *[f"{name}_{s}.npz" for s in sizes]]
+
+
+def find_named(name: str, *, image_size: int | None = None) -> Path:
+    """Locate ``<name>.npz`` / ``<name>_<size>.npz``; download with ``medmnist`` if possible."""
+    name = name.lower()
+    dirs = search_dirs()
+    files = candidate_files(name, image_size=image_size)
+    for d in dirs:
+        for f in files:
+            if (d / f).is_file():
+                return d / f
+    if name in MULTI_LABEL:
+        raise DataError(f"{name} is multi-label, which xreport does not support; "
+                        f"choose one of {', '.join(sorted(CLASS_NAMES))}")
+    if name not in CLASS_NAMES:
+        raise DataError(f"data set {name!r} is not a known MedMNIST 2D set, 'phantom', or an existing "
+                        f"path; known sets: {', '.join(sorted(CLASS_NAMES))}")
+    return _download(name, dirs, image_size=image_size)
+
+
+def _download(name: str, dirs: list[Path], *, image_size: int | None) -> Path:
+    where = " or ".join(str(d) for d in dirs)
+    hint = f"{name}.npz not found; put it in {where} (or set XREPORT_DATA_DIR to its folder)"
+    try:
+        import medmnist  # type: ignore[import-not-found]
+    except ImportError:
+        raise OfflineError(f"{hint}; the medmnist package is not installed to download it") from None
+    size = 28 if not image_size else min(SIZES, key=lambda s: (s < image_size, abs(s - image_size)))
+    root = Path(os.environ.get("XREPORT_DATA_DIR") or Path.home() / ".medmnist").expanduser()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        cls = getattr(medmnist, _PYTHON_CLASS[name])
+        kwargs: dict[str, Any] = {"split": "test", "download": True, "root": str(root)}
+        if size != 28:
+            kwargs["size"] = size
+        cls(**kwargs)
+    except Exception as exc:  # network, HTTP, checksum, old medmnist without size=
+        raise OfflineError(f"{hint}; downloading with medmnist failed ({type(exc).__name__}: {exc})") from None
+    path = root / (f"{name}.npz" if size == 28 else f"{name}_{size}.npz")
+    if not path.is_file():
+        raise OfflineError(f"{hint}; medmnist did not leave {path}")
+    logger.info("downloaded %s to %s", name, path)
+    return path
+
+
+def read_npz(path: Path, splits: tuple[str, ...], *, num_classes: int | None,
+             ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]:
+    """Validated (images (N, C, H, W) uint8, labels int64 (N,)) per split, and the class count.
+
+    ``num_classes`` None: the highest label in any split of the file, plus one.
+    """
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+    with npz:
+        keys = set(npz.files)
+        for split in splits:
+            for part in ("images", "labels"):
+                if f"{split}_{part}" not in keys:
+                    raise DataError(f"{path}: key '{split}_{part}' is missing; the file has "
+                                    f"{', '.join(sorted(keys)) or 'no arrays'}")
+        labels = {s: _labels(path, s, _get(npz, path, f"{s}_labels"))
+                  for s in sorted({k[:-7] for k in keys if k.endswith("_labels")})}
+        if num_classes is None:
+            num_classes = 1 + max((int(v.max()) for v in labels.values() if v.size), default=1)
+        out = {}
+        for split in splits:
+            images = _images(path, split, _get(npz, path, f"{split}_images"))
+            y = labels[split]
+            if images.shape[0] != y.shape[0]:
+                raise DataError(f"{path}: '{split}_images' has {images.shape[0]} images but "
+                                f"'{split}_labels' has {y.shape[0]} labels")
+            if y.size and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+                raise DataError(f"{path}: '{split}_labels' has labels in {int(y.min())}..{int(y.max())}; "
+                                f"valid range is 0..{num_classes - 1}")
+            out[split] = (images, y)
+    return out, num_classes
+
+
+def _get(npz: Any, path: Path, key: str) -> np.ndarray:
+    try:
+        return npz[key]
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{path}: key '{key}' cannot be read ({exc})") from None
+
+
+def _labels(path: Path, split: str, y: np.ndarray) -> np.ndarray:
+    key = f"{split}_labels"
+    if y.ndim == 2 and y.shape[1] > 1:
+        raise DataError(f"{path}: '{key}' has shape {y.shape} (multi-label); xreport needs one "
+                        "label per image, shape (N,) or (N, 1)")
+    if y.ndim not in (1, 2):
+        raise DataError(f"{path}: '{key}' has shape {y.shape}; expected (N,) or (N, 1)")
+    y = y.reshape(-1)
+    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        y = y.astype(np.int64)
+    if y.dtype.kind not in "iub":
+        raise DataError(f"{path}: '{key}' has dtype {y.dtype}; expected integer class indices")
+    return y.astype(np.int64)
+
+
+def _images(path: Path, split: str, x: np.ndarray) -> np.ndarray:
+    key = f"{split}_images"
+    if x.ndim == 4 and x.shape[3] in (1, 3):
+        x = np.transpose(x, (0, 3, 1, 2))
+    elif x.ndim == 3:
+        x = x[:, None]
+    else:
+        raise DataError(f"{path}: '{key}' has shape {x.shape}; expected (N, H, W) or (N, H, W, 3) "
+                        "(3D MedMNIST sets are not supported)")
+    if x.dtype != np.uint8:
+        if x.dtype.kind in "iu" and (x.size == 0 or (int(x.min()) >= 0 and int(x.max()) <= 255)):
+            x = x.astype(np.uint8)
+        else:
+            raise DataError(f"{path}: '{key}' has dtype {x.dtype}; expected uint8 pixels 0..255")
+    return np.ascontiguousarray(x)

@@ -1,0 +1,649 @@
+"""Where the model looked, and whether to believe it.
+
+Batched class-activation maps (CAMs), the gallery of the most confident TP/TN/FP/FN per
+class, deletion/insertion faithfulness against a random-map baseline, a cascading
+model-randomisation sanity check (Adebayo et al., 2018) and, on phantom data with known
+lesion masks, localisation scores.
+
+The gradient CAMs (gradcam, gradcam++, hirescam, xgradcam, layercam) take ONE forward and
+one backward per batch: a forward hook swaps the target layer's output for a detached leaf
+that requires grad, so autograd records only the head after that layer and the backward
+stops there (no weight gradients, no backward through the backbone). The formulas follow
+``pytorch_grad_cam`` (the tests check them against it); eigencam and scorecam are batched
+torch versions of the same methods.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import rankdata
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .errors import ConfigError, ReportError
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigencam", "scorecam", "cam")
+GRADIENT_METHODS = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam")
+BASELINES = ("blur", "mean")
+KINDS = ("TP", "TN", "FP", "FN")
+_EPS = 1e-7
+_RANDOM_GRID = 7  # random maps are upsampled from a coarse grid so they are blob-like, as CAMs are
+
+TargetLayerFn = Callable[[nn.Module], "nn.Module | tuple[nn.Module, str]"]
+
+
+# ---------------------------------------------------------------- model preparation
+
+@contextlib.contextmanager
+def _prepared(model: nn.Module, device: str | torch.device | None) -> Iterator[torch.device]:
+    """Eval mode, no parameter gradients, on ``device``; everything restored on exit."""
+    params = list(model.parameters())
+    first = params[0] if params else None
+    home = first.device if first is not None else torch.device("cpu")
+    target = torch.device(device) if device is not None else home
+    flags = [p.requires_grad for p in params]
+    training = model.training
+    model.eval()
+    for p in params:
+        p.requires_grad_(False)
+    if target != home:
+        model.to(target)
+    try:
+        yield target
+    finally:
+        if target != home:
+            model.to(home)
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+        model.train(training)
+
+
+class _Capture:
+    """Forward hook on the target layer: keeps its output and, in grad mode, makes it a leaf."""
+
+    def __init__(self) -> None:
+        self.leaf: Tensor | None = None
+        self.out: Tensor | None = None
+
+    def __call__(self, module: nn.Module, inputs: Any, output: Any) -> Tensor | None:
+        if not isinstance(output, Tensor) or output.dim() != 4:
+            raise ReportError(f"CAM target layer {type(module).__name__} must output a (B, C, h, w) "
+                              f"tensor, got {type(output).__name__}")
+        if not torch.is_grad_enabled():
+            # DenseNet applies relu in place after norm5: keeping the same tensor means we read
+            # the activations the head actually pools, as pytorch_grad_cam does.
+            self.leaf = self.out = output
+            return None
+        self.leaf = output.detach().requires_grad_(True)
+        # A clone, so later in-place ops (DenseNet's relu) act on a non-leaf.
+        self.out = self.leaf.clone()
+        return self.out
+
+
+@contextlib.contextmanager
+def _hooked(target_layer: nn.Module) -> Iterator[_Capture]:
+    capture = _Capture()
+    handle = target_layer.register_forward_hook(capture)
+    try:
+        yield capture
+    finally:
+        handle.remove()
+
+
+def _as_module(found: nn.Module | tuple[nn.Module, str]) -> nn.Module:
+    return found[0] if isinstance(found, tuple) else found
+
+
+def _final_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The last ``nn.Linear`` in module order: the classifier of ResNet/DenseNet heads."""
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not found:
+        raise ReportError(f"{type(model).__name__} has no Linear classifier; "
+                          f"method 'cam' needs one (choose one of {', '.join(GRADIENT_METHODS)})")
+    return found[-1]
+
+
+def _check_inputs(x: Tensor, targets: Tensor, method: str) -> None:
+    if method not in METHODS:
+        raise ConfigError(f"explain method {method!r} is not one of {', '.join(METHODS)}")
+    if x.dim() != 4 or not x.is_floating_point():
+        raise ReportError(f"CAM input must be a float (B, C, H, W) tensor, got {tuple(x.shape)} {x.dtype}")
+    if targets.shape != (x.shape[0],):
+        raise ReportError(f"targets must have shape ({x.shape[0]},), got {tuple(targets.shape)}")
+
+
+def _check_targets(targets: Tensor, num_outputs: int) -> None:
+    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= num_outputs):
+        raise ReportError(f"CAM target class out of range: model has {num_outputs} outputs, "
+                          f"targets span {int(targets.min())}..{int(targets.max())}")
+
+
+# ---------------------------------------------------------------- CAMs
+
+def compute_cams(model: nn.Module, x: Tensor, *, target_layer: nn.Module, targets: Tensor,
+                 method: str = "gradcam", batch_size: int = 64,
+                 device: str | torch.device | None = None) -> Tensor:
+    """CAMs (B, H, W) in [0, 1] on the CPU, bilinearly resized to the input size.
+
+    ``targets`` holds one class index per image. Each map is min-max normalised on its
+    own; a constant map becomes zeros.
+    """
+    targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
+    _check_inputs(x, targets, method)
+    size = (int(x.shape[2]), int(x.shape[3]))
+    out: list[Tensor] = []
+    with _prepared(model, device) as dev, _hooked(target_layer) as capture:
+        starts = range(0, x.shape[0], max(1, batch_size))
+        for start in tqdm(starts, desc=f"{method} CAMs", leave=False, disable=None):
+            xb = x[start:start + batch_size].to(dev)
+            tb = targets[start:start + batch_size].to(dev)
+            raw = _raw_maps(model, xb, tb, capture, method=method, batch_size=batch_size)
+            out.append(_normalise_maps(raw, size).cpu())
+    if not out:
+        return torch.zeros((0, *size))
+    return torch.cat(out)
+
+
+def _raw_maps(model: nn.Module, xb: Tensor, tb: Tensor, capture: _Capture, *,
+              method: str, batch_size: int) -> Tensor:
+    """Unnormalised (B, h, w) maps at the target layer's resolution."""
+    if method in GRADIENT_METHODS:
+        with torch.enable_grad():
+            logits = model(xb)
+            _check_targets(tb, logits.shape[1])
+            score = logits.gather(1, tb[:, None]).sum()
+            (grads,) = torch.autograd.grad(score, capture.leaf, allow_unused=True)
+        acts = capture.out.detach()
+        grads = torch.zeros_like(acts) if grads is None else grads
+        return _gradient_map(method, acts, grads)
+    with torch.no_grad():
+        logits = model(xb)
+        _check_targets(tb, logits.shape[1])
+        acts = capture.out.detach()
+        if method == "cam":
+            weight = _final_linear(model)[1].weight
+            if weight.shape[1] != acts.shape[1]:
+                raise ReportError(f"method 'cam': the classifier takes {weight.shape[1]} features but "
+                                  f"the target layer gives {acts.shape[1]} channels")
+            return torch.einsum("bc,bchw->bhw", weight[tb].to(acts.dtype), acts)
+        if method == "eigencam":
+            return _eigen_map(acts)
+        return _score_map(model, xb, tb, acts, batch_size=batch_size)
+
+
+def _gradient_map(method: str, acts: Tensor, grads: Tensor) -> Tensor:
+    if method == "hirescam":
+        return (grads * acts).sum(1)
+    if method == "layercam":
+        return (grads.clamp(min=0) * acts).sum(1)
+    if method == "gradcam":
+        weights = grads.mean(dim=(2, 3))
+    elif method == "xgradcam":
+        sum_acts = acts.sum(dim=(2, 3), keepdim=True)
+        weights = (grads * acts / (sum_acts + _EPS)).sum(dim=(2, 3))
+    else:  # gradcam++ (Chattopadhay et al., eq. 19), as in pytorch_grad_cam
+        g2 = grads.pow(2)
+        sum_acts = acts.sum(dim=(2, 3), keepdim=True)
+        alpha = g2 / (2 * g2 + sum_acts * g2 * grads + 1e-6)
+        alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
+        weights = (grads.clamp(min=0) * alpha).sum(dim=(2, 3))
+    return torch.einsum("bc,bchw->bhw", weights, acts)
+
+
+def _eigen_map(acts: Tensor) -> Tensor:
+    """Projection on the first principal component of the activations (Muhammad & Yeasin)."""
+    b, c, h, w = acts.shape
+    flat = torch.nan_to_num(acts.float()).flatten(2).transpose(1, 2)  # (B, hw, C)
+    flat = flat - flat.mean(dim=1, keepdim=True)
+    _, _, vh = torch.linalg.svd(flat, full_matrices=False)
+    proj = flat @ vh[:, 0, :, None]  # (B, hw, 1)
+    # An SVD's sign is arbitrary: orient the map along the summed activation, so "high" means
+    # "strongly active" rather than whichever sign LAPACK returned.
+    energy = flat.sum(dim=2, keepdim=True)
+    sign = torch.sign((proj * energy).sum(dim=1, keepdim=True))
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    return (proj * sign).reshape(b, h, w)
+
+
+def _score_map(model: nn.Module, xb: Tensor, tb: Tensor, acts: Tensor, *,
+               batch_size: int) -> Tensor:
+    """Score-CAM (Wang et al.): each channel's upsampled map masks the input; the softmax of
+    the target logits over channels weights the channels. C forward passes per image."""
+    size = xb.shape[-2:]
+    weights = []
+    for i in range(xb.shape[0]):
+        up = F.interpolate(acts[i:i + 1].float(), size=size, mode="bilinear", align_corners=False)[0]
+        lo = up.amin(dim=(1, 2), keepdim=True)
+        hi = up.amax(dim=(1, 2), keepdim=True)
+        up = (up - lo) / (hi - lo + 1e-8)
+        scores = []
+        for start in range(0, up.shape[0], max(1, batch_size)):
+            masked = xb[i:i + 1] * up[start:start + batch_size, None]
+            scores.append(model(masked)[:, tb[i]])
+        weights.append(torch.softmax(torch.cat(scores).float(), dim=0))
+    return torch.einsum("bc,bchw->bhw", torch.stack(weights).to(acts.dtype), acts)
+
+
+def _normalise_maps(raw: Tensor, size: tuple[int, int]) -> Tensor:
+    """relu -> bilinear resize -> per-image min-max; a constant map becomes zeros."""
+    maps = torch.nan_to_num(raw.float()).clamp(min=0)[:, None]
+    maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[:, 0]
+    return _minmax(maps)
+
+
+def _minmax(maps: Tensor) -> Tensor:
+    lo = maps.amin(dim=(1, 2), keepdim=True)
+    span = maps.amax(dim=(1, 2), keepdim=True) - lo
+    safe = torch.where(span > _EPS, span, torch.ones_like(span))
+    return torch.where(span > _EPS, (maps - lo) / safe, torch.zeros_like(maps)).clamp(0, 1)
+
+
+def random_maps(n: int, height: int, width: int, *, seed: int = 0) -> Tensor:
+    """Seeded blob-like random maps (n, H, W) in [0, 1]: uniform noise on a 7x7 grid, upsampled."""
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.rand((n, 1, _RANDOM_GRID, _RANDOM_GRID), generator=gen)
+    maps = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+    return _minmax(maps)
+
+
+# ---------------------------------------------------------------- gallery
+
+def select_gallery(y_true: np.ndarray | Tensor | Sequence[int], probs: np.ndarray | Tensor, *,
+                   class_names: Sequence[str], per_kind: int = 2, seed: int = 0) -> list[dict[str, Any]]:
+    """The most confident TP, TN, FP and FN per class (one-vs-rest).
+
+    A binary task uses the positive class (index 1) only. Confidence is the class
+    probability for TP/FP (highest first) and one minus it for TN/FN. Ties are broken by a
+    seeded shuffle; a kind with no members is left out.
+    """
+    y = np.asarray(y_true, dtype=np.int64).reshape(-1)
+    p = _as_prob_matrix(probs)
+    if p.shape[0] != y.shape[0]:
+        raise ReportError(f"gallery: {y.shape[0]} labels but {p.shape[0]} probability rows")
+    if p.shape[1] != len(class_names):
+        raise ReportError(f"gallery: probabilities have {p.shape[1]} columns but there are "
+                          f"{len(class_names)} class names")
+    pred = p.argmax(axis=1)
+    shuffled = np.random.default_rng(seed).permutation(y.shape[0])
+    classes = [1] if p.shape[1] == 2 else range(p.shape[1])
+    gallery: list[dict[str, Any]] = []
+    for c in classes:
+        for kind in KINDS:
+            for row in _most_confident(y, pred, p[:, c], c, kind, shuffled, per_kind):
+                gallery.append({"class": str(class_names[c]), "class_index": int(c), "kind": kind,
+                                "index": int(row), "prob": float(p[row, c])})
+    return gallery
+
+
+def _as_prob_matrix(probs: np.ndarray | Tensor) -> np.ndarray:
+    p = probs.detach().cpu().numpy() if isinstance(probs, Tensor) else np.asarray(probs)
+    p = p.astype(np.float64)
+    if p.ndim == 1:  # a single positive-class probability
+        p = np.stack([1 - p, p], axis=1)
+    return p
+
+
+def _most_confident(y: np.ndarray, pred: np.ndarray, p_c: np.ndarray, c: int, kind: str,
+                    shuffled: np.ndarray, k: int) -> list[int]:
+    truth, said = y[shuffled] == c, pred[shuffled] == c
+    member = {"TP": truth & said, "TN": ~truth & ~said, "FP": ~truth & said, "FN": truth & ~said}[kind]
+    rows = shuffled[member]
+    # The positive calls are most confident at a high p_c, the negative calls at a low one.
+    key = -p_c[rows] if kind in ("TP", "FP") else p_c[rows]
+    return rows[np.argsort(key, kind="stable")][:k].tolist()
+
+
+# ---------------------------------------------------------------- faithfulness
+
+def faithfulness(model: nn.Module, x: Tensor, cams: Tensor, *, targets: Tensor, steps: int = 10,
+                 seed: int = 0, baseline: str = "blur", batch_size: int = 64,
+                 device: str | torch.device | None = None) -> dict[str, Any]:
+    """Deletion and insertion curves of the target-class probability, CAM vs random maps.
+
+    Deletion replaces the most salient pixels (per the map) with the baseline image in
+    ``steps`` equal increments; insertion starts from the baseline and puts them back. AUC
+    by the trapezoid rule on [0, 1]: a faithful map has a lower deletion and a higher
+    insertion AUC than the random maps.
+    """
+    if baseline not in BASELINES:
+        raise ConfigError(f"faithfulness baseline {baseline!r} is not one of {', '.join(BASELINES)}")
+    if steps < 1:
+        raise ConfigError(f"faithfulness steps must be at least 1, got {steps}")
+    n, _, h, w = x.shape
+    if cams.shape != (n, h, w):
+        raise ReportError(f"faithfulness: cams have shape {tuple(cams.shape)}, expected {(n, h, w)}")
+    targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
+    base = _baseline_images(x, baseline)
+    maps = {"cam": cams.float().cpu(), "random": random_maps(n, h, w, seed=seed)}
+    result: dict[str, Any] = {"n": int(n), "steps": int(steps), "baseline": baseline,
+                              "deletion_auc": {}, "insertion_auc": {},
+                              "deletion_curve": {}, "insertion_curve": {}}
+    with _prepared(model, device) as dev, torch.no_grad():
+        ends = _probs_of(model, torch.cat([x, base]), targets.repeat(2), batch_size, dev)
+        p_full, p_base = ends[:n], ends[n:]
+        for name, m in maps.items():
+            ranks = _pixel_ranks(m, seed=seed)
+            deletion, insertion = _curves(model, x, base, ranks, targets, steps=steps,
+                                          batch_size=batch_size, device=dev)
+            deletion = torch.cat([p_full[:, None], deletion, p_base[:, None]], dim=1)
+            insertion = torch.cat([p_base[:, None], insertion, p_full[:, None]], dim=1)
+            for key, curve in (("deletion", deletion), ("insertion", insertion)):
+                result[f"{key}_auc"][name] = _auc(curve) if n else None
+                result[f"{key}_curve"][name] = curve.mean(0).tolist() if n else []
+    return result
+
+
+def _baseline_images(x: Tensor, baseline: str) -> Tensor:
+    """What a removed pixel becomes: a heavily blurred copy, or the per-channel image mean."""
+    if baseline == "mean":
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
+    sigma = max(1.0, min(x.shape[-2:]) / 16)
+    return gaussian_blur(x, sigma=sigma)
+
+
+def gaussian_blur(x: Tensor, *, sigma: float) -> Tensor:
+    """Separable Gaussian blur of a (B, C, H, W) tensor, edges replicated."""
+    radius = max(1, math.ceil(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(x.dtype)
+    c = x.shape[1]
+    out = F.pad(x, (radius, radius, 0, 0), mode="replicate")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    out = F.pad(out, (0, 0, radius, radius), mode="replicate")
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def _pixel_ranks(maps: Tensor, *, seed: int) -> Tensor:
+    """(n, H*W) rank of each pixel, 0 = most salient; ties in a seeded random order."""
+    n = maps.shape[0]
+    flat = maps.reshape(n, -1)
+    perm = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(seed + 1))
+    order = perm[torch.argsort(flat[:, perm], dim=1, descending=True, stable=True)]
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(flat.shape[1]).expand(n, -1).contiguous())
+    return ranks
+
+
+def _curves(model: nn.Module, x: Tensor, base: Tensor, ranks: Tensor, targets: Tensor, *,
+            steps: int, batch_size: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Target probabilities at the interior steps 1..steps-1: deletion and insertion, (n, steps-1)."""
+    n, c, h, w = x.shape
+    inner = steps - 1
+    if inner == 0 or n == 0:
+        empty = torch.zeros((n, 0))
+        return empty, empty
+    counts = torch.round(torch.arange(1, steps) / steps * h * w).long().to(x.device)
+    ranks = ranks.to(x.device)
+    # Images per chunk so that one chunk's deletion + insertion inputs fill about one batch.
+    per = max(1, batch_size // (2 * inner))
+    deletion, insertion = [], []
+    for start in tqdm(range(0, n, per), desc="faithfulness", leave=False, disable=None):
+        sl = slice(start, start + per)
+        removed = (ranks[sl, None, :] < counts[None, :, None]).view(-1, inner, 1, h, w)
+        xb, bb = x[sl, None], base[sl, None]
+        m = removed.to(x.dtype)
+        deleted = xb * (1 - m) + bb * m
+        inserted = bb * (1 - m) + xb * m
+        b = deleted.shape[0]
+        batch = torch.cat([deleted.reshape(-1, c, h, w), inserted.reshape(-1, c, h, w)])
+        tb = targets[sl].repeat_interleave(inner).repeat(2)
+        probs = _probs_of(model, batch, tb, batch_size, device).view(2, b, inner)
+        deletion.append(probs[0])
+        insertion.append(probs[1])
+    return torch.cat(deletion), torch.cat(insertion)
+
+
+def _probs_of(model: nn.Module, x: Tensor, targets: Tensor, batch_size: int,
+              device: torch.device) -> Tensor:
+    out = []
+    for start in range(0, x.shape[0], max(1, batch_size)):
+        logits = model(x[start:start + batch_size].to(device)).float()
+        out.append(_target_probs(logits, targets[start:start + batch_size].to(device)).cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def _target_probs(logits: Tensor, targets: Tensor) -> Tensor:
+    """Probability of the target class: softmax, or a sigmoid for a one-logit head."""
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits[:, 0])
+        return torch.where(targets == 1, p, 1 - p)
+    _check_targets(targets, logits.shape[1])
+    return torch.softmax(logits, dim=1).gather(1, targets[:, None])[:, 0]
+
+
+def _auc(curves: Tensor) -> float:
+    """Mean over images of the trapezoid area under curves sampled evenly on [0, 1]."""
+    steps = curves.shape[1] - 1
+    area = (curves.sum(1) - (curves[:, 0] + curves[:, -1]) / 2) / steps
+    return float(area.mean())
+
+
+# ---------------------------------------------------------------- sanity check
+
+def sanity_check(model: nn.Module, x: Tensor, *, targets: Tensor, method: str,
+                 target_layer_fn: TargetLayerFn, seed: int = 0, batch_size: int = 64,
+                 device: str | torch.device | None = None) -> dict[str, Any]:
+    """Cascading model-parameter randomisation (Adebayo et al., 2018).
+
+    A deep copy of the model has its classifier re-initialised, then (cumulatively) its last
+    block; the maps are recomputed after each stage and compared with the original ones by
+    mean Spearman rank correlation and SSIM. Low similarity means the maps depend on the
+    learned weights (pass); maps that survive randomisation are edge detectors, not
+    explanations.
+    """
+    original = compute_cams(model, x, target_layer=_as_module(target_layer_fn(model)),
+                            targets=targets, method=method, batch_size=batch_size, device=device)
+    twin = copy.deepcopy(model)
+    stages = []
+    for i, names in enumerate(_randomisation_stages(twin, _as_module(target_layer_fn(twin)))):
+        _reinitialise(twin, names, seed=seed + i)
+        maps = compute_cams(twin, x, target_layer=_as_module(target_layer_fn(twin)), targets=targets,
+                            method=method, batch_size=batch_size, device=device)
+        stages.append({"randomised": "+".join(names), "spearman": _mean_or_none(spearman(original, maps)),
+                       "ssim": _mean_or_none(ssim(original, maps))})
+    return {"n": int(x.shape[0]), "stages": stages}
+
+
+def _randomisation_stages(model: nn.Module, target_layer: nn.Module) -> list[list[str]]:
+    """[[classifier], [last block (+ the target layer when it sits after that block)]]."""
+    classifier = _final_linear(model)[0]
+    names = dict((m, n) for n, m in model.named_modules())
+    parents = {n: m for n, m in model.named_modules()}
+    blocks = []
+    for name, module in model.named_modules():
+        parent = parents.get(name.rpartition(".")[0]) if name else None
+        has_conv = any(isinstance(m, nn.Conv2d) for m in module.modules())
+        if isinstance(parent, nn.Sequential) and has_conv:
+            blocks.append(name)
+    stages = [[classifier]]
+    if blocks:
+        last = blocks[-1]
+        second = [last]
+        target_name = names.get(target_layer, "")
+        if target_name and not (target_name == last or target_name.startswith(last + ".")):
+            second.append(target_name)  # DenseNet: norm5 follows denseblock4
+        stages.append(second)
+    return stages
+
+
+def _reinitialise(model: nn.Module, names: Sequence[str], *, seed: int) -> None:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for name in names:
+            for module in model.get_submodule(name).modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+
+
+def _mean_or_none(values: Tensor) -> float | None:
+    values = values[~torch.isnan(values)]
+    return float(values.mean()) if values.numel() else None
+
+
+def spearman(a: Tensor, b: Tensor) -> Tensor:
+    """Per-image Spearman rank correlation of two (B, H, W) map stacks; NaN for a constant map."""
+    ra = torch.from_numpy(rankdata(a.reshape(a.shape[0], -1).numpy(), axis=1))
+    rb = torch.from_numpy(rankdata(b.reshape(b.shape[0], -1).numpy(), axis=1))
+    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
+    denom = ra.norm(dim=1) * rb.norm(dim=1)
+    corr = (ra * rb).sum(1) / torch.where(denom > 0, denom, torch.ones_like(denom))
+    return torch.where(denom > 0, corr, torch.full_like(corr, float("nan"))).float().clamp(-1, 1)
+
+
+def ssim(a: Tensor, b: Tensor, *, window: int = 11, sigma: float = 1.5) -> Tensor:
+    """Per-image mean SSIM of two (B, H, W) stacks in [0, 1], Gaussian window (Wang et al.)."""
+    window = min(window, a.shape[-1], a.shape[-2])
+    window -= 1 - window % 2  # odd
+    offsets = torch.arange(window, dtype=torch.float32) - window // 2
+    g = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    g = g / g.sum()
+    kernel = (g[:, None] * g[None, :])[None, None]
+
+    def smooth(t: Tensor) -> Tensor:
+        return F.conv2d(t, kernel)
+
+    x, y = a.float()[:, None], b.float()[:, None]
+    mx, my = smooth(x), smooth(y)
+    vx, vy, cxy = smooth(x * x) - mx ** 2, smooth(y * y) - my ** 2, smooth(x * y) - mx * my
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    return s.mean(dim=(1, 2, 3)).clamp(-1, 1)
+
+
+# ---------------------------------------------------------------- localisation
+
+def localisation(cams: Tensor, masks: Tensor, *, tolerance: int = 1, seed: int = 0) -> dict[str, Any]:
+    """Pointing game and energy inside known lesion masks, CAM vs seeded random maps.
+
+    Only images with a non-empty mask count. The pointing game scores a hit when the map's
+    maximum lies in the mask dilated by ``tolerance`` pixels; energy is the share of the
+    map's total inside the (undilated) mask. A map with no energy scores neither.
+    """
+    masks = masks.bool().cpu()
+    if cams.shape != masks.shape:
+        raise ReportError(f"localisation: cams {tuple(cams.shape)} and masks {tuple(masks.shape)} differ in shape")
+    keep = masks.flatten(1).any(1)
+    cams, masks = cams[keep].float().cpu(), masks[keep]
+    n = int(keep.sum())
+    result: dict[str, Any] = {"n": n, "tolerance": int(tolerance),
+                              "pointing_game": {"cam": None, "random": None},
+                              "energy_inside": {"cam": None, "random": None},
+                              "mask_area": float(masks.float().mean()) if n else None}
+    if n == 0:
+        return result
+    k = 2 * tolerance + 1
+    dilated = F.max_pool2d(masks[:, None].float(), k, stride=1, padding=tolerance)[:, 0] > 0
+    rand = random_maps(n, masks.shape[1], masks.shape[2], seed=seed)
+    for name, maps in (("cam", cams), ("random", rand)):
+        flat = maps.flatten(1)
+        total = flat.sum(1)
+        alive = total > 0
+        hit = dilated.flatten(1).gather(1, flat.argmax(1, keepdim=True))[:, 0] & alive
+        inside = (flat * masks.flatten(1)).sum(1) / torch.where(alive, total, torch.ones_like(total))
+        result["pointing_game"][name] = float(hit.float().mean())
+        result["energy_inside"][name] = float(inside.mean())
+    return result
+
+
+# ---------------------------------------------------------------- the whole split
+
+def explain_split(model: nn.Module, images_float: Tensor, *, y_true: np.ndarray | Tensor | None,
+                  probs: np.ndarray | Tensor, class_names: Sequence[str], target_layer: nn.Module,
+                  layer_name: str, method: str = "gradcam", masks: Tensor | None = None,
+                  gallery_per_kind: int = 2, faithfulness_n: int = 64, sanity_n: int = 16,
+                  seed: int = 0, batch_size: int = 64,
+                  device: str | torch.device | None = None) -> tuple[dict[str, Any], Tensor]:
+    """Gallery CAMs, faithfulness, sanity check and (with masks) localisation for one split.
+
+    Returns the "explain" summary of metrics.json (gallery entries without "file"/"id",
+    which the caller adds when it writes the overlays) and the gallery CAMs (G, H, W).
+    CAMs target the predicted class, except for localisation, which targets the true class.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"explain method {method!r} is not one of {', '.join(METHODS)}")
+    n = int(images_float.shape[0])
+    p = _as_prob_matrix(probs)
+    if p.shape[0] != n:
+        raise ReportError(f"explain: {n} images but {p.shape[0]} probability rows")
+    pred = torch.from_numpy(p.argmax(axis=1)).long()
+    layer_path = _module_path(model, target_layer)
+    options = {"method": method, "batch_size": batch_size, "device": device}
+    timings: dict[str, float] = {}
+    summary: dict[str, Any] = {"method": method, "target_layer": layer_name}
+
+    clock = time.perf_counter()
+    gallery = [] if y_true is None else select_gallery(y_true, p, class_names=class_names,
+                                                       per_kind=gallery_per_kind, seed=seed)
+    rows = torch.tensor([g["index"] for g in gallery], dtype=torch.long)
+    for entry in gallery:
+        entry["target"] = int(pred[entry["index"]])  # the class the gallery CAM explains
+    gallery_cams = compute_cams(model, images_float[rows], target_layer=target_layer,
+                                targets=pred[rows], **options)
+    summary["gallery"] = gallery
+    timings["gallery_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    sample = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:faithfulness_n]
+    x_f = images_float[sample]
+    cams_f = compute_cams(model, x_f, target_layer=target_layer, targets=pred[sample], **options)
+    faith = faithfulness(model, x_f, cams_f, targets=pred[sample], seed=seed,
+                         batch_size=batch_size, device=device)
+    summary["faithfulness"] = faith
+    timings["faithfulness_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    s_rows = sample[:sanity_n]
+    sanity = sanity_check(model, images_float[s_rows], targets=pred[s_rows], method=method,
+                          target_layer_fn=lambda m: m.get_submodule(layer_path), seed=seed,
+                          batch_size=batch_size, device=device)
+    summary["sanity"] = _sanity_summary(sanity)
+    timings["sanity_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    summary["localisation"] = None
+    if masks is not None:
+        summary["localisation"] = _localise(model, images_float, masks, y_true, pred, target_layer,
+                                            limit=faithfulness_n, seed=seed, options=options)
+    timings["localisation_s"] = time.perf_counter() - clock
+    summary["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    logger.info("explain (%s at %s): %s", method, layer_name, summary["timings"])
+    return summary, gallery_cams
+
+
+def _module_path(model: nn.Module, target: nn.Module) -> str:
+    for name, module in model.named_modules():
+        if module is target:
+            return name
+    raise ReportError(f"CAM target layer {type(target).__name__} is not a submodule of "
+                      f"{type(model).__name__}")
+
+
+def _sanity_summary(sanity: dict[str, Any]) -> dict[str, Any]:
+    """Headline = the last, most randomised stage; every stage kept for the report."""
+    stages = sanity["stages"]
+    last = stages[-1] if stages else {"spearman": None, "ssim": None}
+    return {"n": sanity["n"], "layers_randomised": [s["randomised"] for s in stages],
+            "spearman": last["spearman"], "ssim": last["ssim"], "stages": stages}
+
+
+def _localise(model: nn.Module, images: Tensor, masks: Tensor, y_true: Any, pred: Tensor,
+              target_layer: nn.Module, *, limit: int, seed: int, options: dict[str, Any]) -> dict[str, Any]:
+    masks = torch.as_tensor(masks).bool()
+    positive = torch.nonzero(masks.flatten(1).any(1)).flatten()
+    gen = torch.Generator().manual_seed(seed + 2)
+    rows = positive[torch.randperm(positive.numel(), generator=gen)[:limit]]
+    targets = pred[rows] if y_true is None else torch.as_tensor(np.asarray(y_true)).long()[rows]
+    cams = compute_cams(model, images[rows], target_layer=target_layer, targets=targets, **options)
+    return localisation(cams, masks[rows], seed=seed)

@@ -1,0 +1,858 @@
+"""Every number of the results section, as pure functions on ``(y_true, probs)``.
+
+``y_true`` holds integer class indices ``0..k-1``; ``probs`` is ``(n, k)`` with rows summing
+to 1. Predictions are always ``argmax(probs)`` (for two classes that is the 0.5 threshold).
+
+A metric value is ``{"value": x}`` (plus ``"ci95": [lo, hi]`` when it was bootstrapped), or
+``{"value": None, "reason": "..."}`` when it is undefined (0/0, a class absent, no samples):
+an undefined metric is never reported as 0. When a value is defined but its interval is not
+(undefined in more than half the resamples) the value carries ``"ci95": None`` and
+``"ci95_reason"``.
+
+Point estimates and bootstrap resamples go through the same code: a resample is a row of
+per-sample weights (how often each sample was drawn), and every metric is computed from
+weighted confusion counts or a weighted Mann-Whitney sum, for all resamples at once.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from .errors import DataError, XReportError
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("binary", "multiclass", "ordinal")
+PAIRED_AUC_METHODS = ("delong", "bootstrap")
+MAX_CURVE_POINTS = 200
+CALIBRATION_BINS = 10
+SENSITIVITY_TARGETS = (("sens_90", 0.90), ("sens_95", 0.95))
+_ROW_SUM_TOL = 1e-3      # float32 softmax rows sum to 1 within ~1e-6; 1e-3 catches logits
+_PROB_TOL = 1e-6
+_BOOT_ELEMENTS = 4_000_000  # resamples x samples held in memory at once
+_Z95 = float(stats.norm.ppf(0.975))
+
+Value = dict[str, Any]
+Arrays = dict[str, np.ndarray]
+ValSplit = tuple[Any, Any]
+
+
+# ---------------------------------------------------------------- validation
+
+def validate_inputs(y_true: Any, probs: Any, *, num_classes: int | None = None,
+                    split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """Check and convert labels and probabilities; raise ``DataError`` naming the problem.
+
+    Returns ``(y int64 (n,), probs float64 (n, k))``. Empty input (n = 0) is allowed.
+    """
+    try:
+        p = np.asarray(probs, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{split} probs are not a numeric (n, k) array: {exc}") from None
+    y = np.asarray(y_true)
+    if p.size == 0 and p.ndim < 2 and num_classes is not None:
+        p = p.reshape(0, num_classes)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise DataError(f"{split} probs have shape {p.shape}; expected (n_samples, n_classes) "
+                        "with at least 2 classes")
+    k = p.shape[1]
+    if num_classes is not None and k != num_classes:
+        raise DataError(f"{split} probs have {k} columns but there are {num_classes} classes")
+    if y.ndim != 1 or y.shape[0] != p.shape[0]:
+        raise DataError(f"{split} y_true has shape {y.shape} but probs have {p.shape[0]} rows; "
+                        "expected one label per row")
+    y = _as_labels(y, k, split)
+    if not np.all(np.isfinite(p)):
+        raise DataError(f"{split} probs contain NaN or infinite values")
+    if p.size and (p.min() < -_PROB_TOL or p.max() > 1 + _PROB_TOL):
+        raise DataError(f"{split} probs must lie in [0, 1]; got values in "
+                        f"[{p.min():.4g}, {p.max():.4g}] (logits? apply softmax first)")
+    sums = p.sum(axis=1)
+    bad = np.flatnonzero(np.abs(sums - 1.0) > _ROW_SUM_TOL)
+    if bad.size:
+        raise DataError(f"{split} probs row {int(bad[0])} sums to {sums[bad[0]]:.6g}; every row "
+                        "must sum to 1 (softmax output)")
+    return y, np.clip(p, 0.0, 1.0)
+
+
+def _as_labels(y: np.ndarray, k: int, split: str) -> np.ndarray:
+    """Integer class indices in ``0..k-1`` (bool and integral floats accepted)."""
+    if y.size == 0:
+        return y.astype(np.int64)
+    if y.dtype.kind == "b":
+        y = y.astype(np.int64)
+    elif y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise DataError(f"{split} y_true must hold integer class indices 0..{k - 1}")
+        y = y.astype(np.int64)
+    elif y.dtype.kind not in "iu":
+        raise DataError(f"{split} y_true has dtype {y.dtype}; expected integer class "
+                        f"indices 0..{k - 1}")
+    y = y.astype(np.int64)
+    out = (y < 0) | (y >= k)
+    if out.any():
+        raise DataError(f"{split} y_true has label {int(y[out][0])}; valid labels are "
+                        f"0..{k - 1} (one per probs column)")
+    return y
+
+
+def _check_options(class_names: Sequence[str], task: str) -> list[str]:
+    if task not in TASKS:
+        raise XReportError(f"task {task!r} is not known; choose one of {', '.join(TASKS)}")
+    names = [str(c) for c in class_names]
+    if len(names) < 2:
+        raise XReportError(f"class_names {names!r} must name at least 2 classes")
+    if task == "binary" and len(names) != 2:
+        raise XReportError(f"task 'binary' needs exactly 2 class names; got {len(names)}")
+    return names
+
+
+def _default_names(class_names: Sequence[str] | None, k: int) -> list[str]:
+    if class_names is None:
+        return [str(i) for i in range(k)]
+    if len(class_names) != k:
+        raise DataError(f"{len(class_names)} class names given for probs with {k} columns")
+    return [str(c) for c in class_names]
+
+
+# ---------------------------------------------------------------- small helpers
+
+def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den with NaN where den == 0 (undefined, never a silent 0)."""
+    num, den = np.broadcast_arrays(np.asarray(num, float), np.asarray(den, float))
+    out = np.full(num.shape, np.nan)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+def _value(x: float, reason: str | Callable[[], str]) -> Value:
+    if x is not None and math.isfinite(x):
+        return {"value": float(x)}
+    return {"value": None, "reason": reason() if callable(reason) else reason}
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain Python types only; a stray NaN becomes None (and is logged: it is a bug)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        if math.isfinite(obj):
+            return float(obj)
+        logger.warning("non-finite metric value replaced by null")
+        return None
+    return obj
+
+
+def _thin(x: np.ndarray, y: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> np.ndarray:
+    """Indices of at most ``max_points`` points spread evenly along the curve's length."""
+    m = len(x)
+    if m <= max_points:
+        return np.arange(m)
+    steps = np.hypot(np.diff(x), np.diff(y))
+    arc = np.concatenate([[0.0], np.cumsum(steps)])
+    if arc[-1] == 0:
+        return np.unique(np.linspace(0, m - 1, max_points).round().astype(int))
+    targets = np.linspace(0.0, arc[-1], max_points)
+    idx = np.clip(np.searchsorted(arc, targets), 0, m - 1)
+    idx[0], idx[-1] = 0, m - 1   # keep both endpoints
+    return np.unique(idx)
+
+
+# ---------------------------------------------------------------- batched core
+
+def _confusion_batch(y: np.ndarray, pred: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+    """Weighted confusion counts ``(B, k, k)`` [true, pred] for each row of ``weights``."""
+    onehot = np.zeros((len(y), k * k))
+    onehot[np.arange(len(y)), y * k + pred] = 1.0
+    return (weights @ onehot).reshape(-1, k, k)
+
+
+def _auc_batch(score: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mann-Whitney AUC for each row of ``weights`` (B, n): P(s+ > s-) + P(s+ == s-) / 2.
+
+    Negatives are sorted once; each positive reads the cumulative negative weight strictly
+    below and up to its score, whose mean counts ties as one half (= average ranks). NaN
+    when a row has no positive or no negative weight.
+    """
+    b = weights.shape[0]
+    pos_idx, neg_idx = np.flatnonzero(positive), np.flatnonzero(~positive)
+    if not pos_idx.size or not neg_idx.size:
+        return np.full(b, np.nan)
+    neg_order = neg_idx[np.argsort(score[neg_idx], kind="stable")]
+    cum = np.zeros((b, neg_order.size + 1))
+    np.cumsum(weights[:, neg_order], axis=1, out=cum[:, 1:])
+    s_pos = score[pos_idx]
+    below = np.searchsorted(score[neg_order], s_pos, side="left")
+    up_to = np.searchsorted(score[neg_order], s_pos, side="right")
+    w_pos = weights[:, pos_idx]
+    wins = 0.5 * (w_pos * (cum[:, below] + cum[:, up_to])).sum(axis=1)
+    return _div(wins, w_pos.sum(axis=1) * cum[:, -1])
+
+
+def _cm_metrics(cm: np.ndarray) -> Arrays:
+    """Every confusion-count metric for a batch ``(B, k, k)``; NaN where undefined."""
+    k = cm.shape[1]
+    n = cm.sum(axis=(1, 2))
+    tp = np.diagonal(cm, axis1=1, axis2=2)
+    support = cm.sum(axis=2)
+    predicted = cm.sum(axis=1)
+    per = {
+        "precision": _div(tp, predicted),
+        "recall": _div(tp, support),
+        "specificity": _div(n[:, None] - support - predicted + tp, n[:, None] - support),
+        "f1": _div(2 * tp, support + predicted),
+    }
+    out: Arrays = {"accuracy": _div(tp.sum(axis=1), n),
+                   "balanced_accuracy": per["recall"].mean(axis=1)}
+    cov = n * tp.sum(axis=1) - (predicted * support).sum(axis=1)
+    den = np.sqrt((n**2 - (predicted**2).sum(axis=1)) * (n**2 - (support**2).sum(axis=1)))
+    out["mcc"] = _div(cov, den)
+    for name, arr in per.items():
+        for c in range(k):
+            out[f"per_class/{c}/{name}"] = arr[:, c]
+        if name == "specificity":
+            continue
+        out[f"macro_avg/{name}"] = arr.mean(axis=1)
+        out[f"weighted_avg/{name}"] = _weighted_mean(arr, support)
+    return out
+
+
+def _weighted_mean(arr: np.ndarray, support: np.ndarray) -> np.ndarray:
+    """Support-weighted mean; absent classes weigh 0, a NaN of a present class propagates."""
+    vals = np.where(support > 0, arr, 0.0)
+    return _div((vals * support).sum(axis=1), support.sum(axis=1))
+
+
+def _qwk_batch(cm: np.ndarray) -> np.ndarray:
+    k = cm.shape[1]
+    grades = np.arange(k)
+    w = (grades[:, None] - grades[None, :]) ** 2 / (k - 1) ** 2
+    n = cm.sum(axis=(1, 2))
+    expected = _div(cm.sum(axis=2)[:, :, None] * cm.sum(axis=1)[:, None, :], n[:, None, None])
+    observed = (w * cm).sum(axis=(1, 2))
+    return 1.0 - _div(observed, np.nan_to_num(w * expected).sum(axis=(1, 2)))
+
+
+def _batch_metrics(y: np.ndarray, probs: np.ndarray, weights: np.ndarray, *,
+                   ordinal: bool) -> Arrays:
+    """Every bootstrappable metric for each row of sample weights ``(B, n)``."""
+    k = probs.shape[1]
+    pred = probs.argmax(axis=1)
+    cm = _confusion_batch(y, pred, weights, k)
+    out = _cm_metrics(cm)
+    aucs = np.stack([_auc_batch(probs[:, c], y == c, weights) for c in range(k)], axis=1)
+    for c in range(k):
+        out[f"per_class/{c}/auc"] = aucs[:, c]
+    if k == 2:
+        out["roc_auc"] = aucs[:, 1]
+    else:
+        out["roc_auc"] = aucs.mean(axis=1)
+        out["roc_auc_weighted"] = _weighted_mean(aucs, cm.sum(axis=2))
+    if ordinal:
+        out["qwk"] = _qwk_batch(cm)
+        out["mae"] = _div(weights @ np.abs(pred - y).astype(float), weights.sum(axis=1))
+    return out
+
+
+def _point_metrics(y: np.ndarray, probs: np.ndarray, *, ordinal: bool) -> dict[str, float]:
+    arrays = _batch_metrics(y, probs, np.ones((1, len(y))), ordinal=ordinal)
+    return {key: float(arr[0]) for key, arr in arrays.items()}
+
+
+# ---------------------------------------------------------------- reasons
+
+def _class_reason(metric: str, c: int, cm: np.ndarray, names: list[str]) -> str:
+    name, n = names[c], int(cm.sum())
+    support, predicted = int(cm[c].sum()), int(cm[:, c].sum())
+    if metric == "precision":
+        return f"class '{name}' is never predicted, so its precision is 0/0"
+    if metric == "recall":
+        return f"class '{name}' does not occur in y_true, so its recall is 0/0"
+    if metric == "specificity":
+        return f"every sample is class '{name}': no negatives, so its specificity is 0/0"
+    if metric == "f1":
+        return f"class '{name}' neither occurs in y_true nor is predicted, so its F1 is 0/0"
+    if support == 0:
+        return f"class '{name}' does not occur in y_true; AUC needs positive and negative samples"
+    if support == n:
+        return f"every sample is class '{name}'; AUC needs positive and negative samples"
+    return f"{metric} of class '{name}' is undefined ({predicted} predicted, {support} true)"
+
+
+def _first_undefined(point: dict[str, float], metric: str, k: int,
+                     cm: np.ndarray | None = None) -> int:
+    for c in range(k):
+        if cm is not None and cm[c].sum() == 0:
+            continue  # absent classes weigh 0 in weighted averages
+        if not math.isfinite(point[f"per_class/{c}/{metric}"]):
+            return c
+    return 0
+
+
+_DISPLAY = {"f1": "F1", "auc": "AUC"}
+
+
+def _reason(key: str, point: dict[str, float], cm: np.ndarray, names: list[str]) -> str:
+    """Plain-English reason why the metric ``key`` is undefined on these data."""
+    k, n = len(names), int(cm.sum())
+    if n == 0:
+        return "no samples: the input is empty"
+    parts = key.split("/")
+    if parts[0] == "per_class":
+        return _class_reason(parts[2], int(parts[1]), cm, names)
+    if parts[0] in ("macro_avg", "weighted_avg"):
+        c = _first_undefined(point, parts[1], k, cm if parts[0] == "weighted_avg" else None)
+        label = f"{parts[0].replace('_avg', '')} {_DISPLAY.get(parts[1], parts[1])}"
+        return f"{label} is undefined: " + _class_reason(parts[1], c, cm, names)
+    if key == "balanced_accuracy":
+        c = _first_undefined(point, "recall", k)
+        return (f"class '{names[c]}' does not occur in y_true, so balanced accuracy "
+                "(the mean recall over all classes) is undefined")
+    if key == "mcc":
+        which = "true label" if (cm.sum(axis=1) == n).any() else "prediction"
+        return f"MCC is 0/0: every {which} is the same class"
+    if key in ("roc_auc", "roc_auc_weighted", "average_precision"):
+        weighted = cm if key == "roc_auc_weighted" else None
+        c = 1 if k == 2 else _first_undefined(point, "auc", k, weighted)
+        return _class_reason("auc", c, cm, names)
+    if key == "qwk":
+        return "quadratic weighted kappa is 0/0: all labels and predictions are one grade"
+    return f"{key} is undefined on these data"
+
+
+# ---------------------------------------------------------------- bootstrap
+
+def _resample_weights(y: np.ndarray, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Yield ``(b, n)`` draw counts, stratified by true class, ``n_boot`` rows in total.
+
+    Chunks depend only on ``n``, so the same seed and data give the same resamples.
+    """
+    n = len(y)
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(y == c) for c in np.unique(y)]
+    chunk = max(1, _BOOT_ELEMENTS // max(n, 1))
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        # Resample within each true class, all resamples of the chunk in one draw per class.
+        idx = np.concatenate([g[rng.integers(0, len(g), size=(b, len(g)))] for g in groups],
+                             axis=1)
+        flat = (idx + np.arange(b)[:, None] * n).ravel()
+        yield np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
+
+
+def _bootstrap_arrays(y: np.ndarray, fn: Callable[[np.ndarray], Arrays], *, n_boot: int,
+                      seed: int) -> Arrays:
+    parts: list[Arrays] = [fn(w) for w in _resample_weights(y, n_boot, seed)]
+    if not parts:
+        return {}
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def percentile_interval(samples: np.ndarray, *, max_undefined: float = 0.5) -> Value:
+    """95% percentile interval of bootstrap ``samples`` (NaN = undefined in that resample).
+
+    Omitted, with a reason, when more than ``max_undefined`` of the resamples are undefined.
+    """
+    samples = np.asarray(samples, dtype=float)
+    if samples.size == 0:
+        return {"ci95": None, "ci95_reason": "no bootstrap resamples"}
+    finite = samples[np.isfinite(samples)]
+    undefined = 1.0 - finite.size / samples.size
+    if undefined > max_undefined:
+        return {"ci95": None, "ci95_reason": f"interval omitted: the metric is undefined in "
+                f"{undefined:.0%} of {samples.size} bootstrap resamples"}
+    lo, hi = np.percentile(finite, [2.5, 97.5])
+    return {"ci95": [float(lo), float(hi)]}
+
+
+def bootstrap_intervals(y_true: Any, probs: Any, *, class_names: Sequence[str] | None = None,
+                        task: str = "multiclass", n_boot: int = 1000,
+                        seed: int = 0) -> dict[str, Value]:
+    """Stratified percentile 95% intervals, keyed like ``"accuracy"``, ``"per_class/1/f1"``,
+    ``"macro_avg/recall"``, ``"roc_auc"``, ``"qwk"``.
+
+    Each value is ``{"ci95": [lo, hi]}`` or ``{"ci95": None, "ci95_reason": ...}``.
+    """
+    y, p = validate_inputs(y_true, probs)
+    _default_names(class_names, p.shape[1])
+    _check_n_boot(n_boot)
+    if task not in TASKS:
+        raise XReportError(f"task {task!r} is not known; choose one of {', '.join(TASKS)}")
+    if len(y) == 0:
+        return {}
+    arrays = _bootstrap_arrays(
+        y, lambda w: _batch_metrics(y, p, w, ordinal=task == "ordinal"), n_boot=n_boot,
+        seed=seed)
+    return {key: percentile_interval(arr) for key, arr in arrays.items()}
+
+
+def _check_n_boot(n_boot: int) -> None:
+    if not isinstance(n_boot, (int, np.integer)) or isinstance(n_boot, bool) or n_boot < 0:
+        raise XReportError(f"n_boot={n_boot!r} must be a whole number >= 0 (0 skips intervals)")
+
+
+# ---------------------------------------------------------------- public pieces
+
+def confusion_matrices(y_true: Any, y_pred: Any, *, class_names: Sequence[str]) -> dict:
+    """Raw counts and the three normalisations; a cell over an empty row/column is None."""
+    names = [str(c) for c in class_names]
+    k = len(names)
+    y = _as_labels(np.asarray(y_true).ravel(), k, "y_true")
+    pred = _as_labels(np.asarray(y_pred).ravel(), k, "y_pred")
+    if y.shape != pred.shape:
+        raise DataError(f"y_true has {len(y)} labels but y_pred has {len(pred)}")
+    raw = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+    n = raw.sum()
+
+    def norm(den: np.ndarray) -> list[list[float | None]]:
+        frac = _div(raw, den)
+        return [[None if not math.isfinite(v) else float(v) for v in row] for row in frac]
+
+    return {"labels": names, "raw": raw.tolist(),
+            "by_true": norm(raw.sum(axis=1, keepdims=True)),
+            "by_pred": norm(raw.sum(axis=0, keepdims=True)),
+            "by_all": norm(np.full_like(raw, n))}
+
+
+def classification_table(y_true: Any, probs: Any, *, class_names: Sequence[str] | None = None
+                         ) -> dict:
+    """Accuracy, balanced accuracy, MCC, per-class precision/recall/specificity/F1/support/AUC,
+    macro and weighted averages (point values, no intervals)."""
+    y, p = validate_inputs(y_true, probs)
+    names = _default_names(class_names, p.shape[1])
+    v = _valuer(y, p, names, _point_metrics(y, p, ordinal=False), {})
+    return _jsonable(_table(v, y, names))
+
+
+def _confusion(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    k = p.shape[1]
+    return np.bincount(y * k + p.argmax(axis=1), minlength=k * k).reshape(k, k)
+
+
+def _valuer(y: np.ndarray, p: np.ndarray, names: list[str], point: dict[str, float],
+            intervals: dict[str, Value]) -> Callable[[str], Value]:
+    """key -> the metric value dict: value and interval, or None and the reason."""
+    cm = _confusion(y, p)
+
+    def v(key: str) -> Value:
+        out = _value(point[key], lambda: _reason(key, point, cm, names))
+        if out["value"] is not None and key in intervals:
+            out.update(intervals[key])
+        return out
+
+    return v
+
+
+def _table(v: Callable[[str], Value], y: np.ndarray, names: list[str]) -> dict:
+    k = len(names)
+    support = np.bincount(y, minlength=k)
+    metrics = ("precision", "recall", "specificity", "f1")
+    per_class = [{"class": names[c], "index": c,
+                  **{m: v(f"per_class/{c}/{m}") for m in metrics},
+                  "support": int(support[c]), "auc": v(f"per_class/{c}/auc")} for c in range(k)]
+    averages = {avg: {**{m: v(f"{avg}/{m}") for m in ("precision", "recall", "f1")},
+                      "support": int(len(y))} for avg in ("macro_avg", "weighted_avg")}
+    return {"accuracy": v("accuracy"), "balanced_accuracy": v("balanced_accuracy"),
+            "mcc": v("mcc"), "per_class": per_class, **averages}
+
+
+def roc_auc(y_true: Any, probs: Any, *, average: str = "macro",
+            class_names: Sequence[str] | None = None) -> Value:
+    """ROC-AUC: binary (positive class = column 1) or one-vs-rest ``macro``/``weighted``."""
+    if average not in ("macro", "weighted"):
+        raise XReportError(f"average {average!r} is not known; choose macro or weighted")
+    y, p = validate_inputs(y_true, probs)
+    names = _default_names(class_names, p.shape[1])
+    k = p.shape[1]
+    key = "roc_auc_weighted" if k > 2 and average == "weighted" else "roc_auc"
+    out = _valuer(y, p, names, _point_metrics(y, p, ordinal=False), {})(key)
+    out["average"] = "binary" if k == 2 else f"{average}-ovr"
+    return _jsonable(out)
+
+
+def _curve_classes(k: int) -> list[int]:
+    return [1] if k == 2 else list(range(k))
+
+
+def _average_precision(positive: np.ndarray, score: np.ndarray) -> tuple[float, Any]:
+    """AP (step-wise, as scikit-learn) and the full PR curve; NaN without positives."""
+    if not positive.any():
+        return math.nan, None
+    precision, recall, _ = precision_recall_curve(positive, score)
+    return float(-np.sum(np.diff(recall) * precision[:-1])), (precision, recall)
+
+
+def roc_pr_curves(y_true: Any, probs: Any, *, class_names: Sequence[str] | None = None,
+                  max_points: int = MAX_CURVE_POINTS) -> dict:
+    """ROC and PR curves (positive class for binary, one-vs-rest per class otherwise), each
+    thinned to at most ``max_points`` points with both endpoints kept. Undefined curves are
+    empty with ``auc``/``ap`` None."""
+    y, p = validate_inputs(y_true, probs)
+    names = _default_names(class_names, p.shape[1])
+    roc, pr = [], []
+    for c in _curve_classes(p.shape[1]):
+        positive = y == c
+        entry: dict[str, Any] = {"class": names[c], "fpr": [], "tpr": [], "auc": None}
+        if positive.any() and not positive.all():
+            fpr, tpr, _ = roc_curve(positive, p[:, c])
+            keep = _thin(fpr, tpr, max_points)
+            auc = _auc_batch(p[:, c], positive, np.ones((1, len(y))))[0]
+            entry.update(fpr=fpr[keep], tpr=tpr[keep], auc=float(auc))
+        roc.append(entry)
+        ap, curve = _average_precision(positive, p[:, c])
+        pr_entry: dict[str, Any] = {"class": names[c], "precision": [], "recall": [], "ap": None}
+        if curve is not None:
+            keep = _thin(curve[1], curve[0], max_points)
+            pr_entry.update(precision=curve[0][keep], recall=curve[1][keep], ap=ap)
+        pr.append(pr_entry)
+    return _jsonable({"roc": roc, "pr": pr})
+
+
+def average_precision(y_true: Any, probs: Any, *, class_names: Sequence[str] | None = None
+                      ) -> Value:
+    """AP of the positive class (binary) or the macro mean of one-vs-rest APs."""
+    y, p = validate_inputs(y_true, probs)
+    names = _default_names(class_names, p.shape[1])
+    if not len(y):
+        return {"value": None, "reason": "no samples: the input is empty"}
+    classes = _curve_classes(p.shape[1])
+    aps = [_average_precision(y == c, p[:, c])[0] for c in classes]
+    bad = [c for c, ap in zip(classes, aps) if not math.isfinite(ap)]
+    if bad:
+        what = "average precision" if len(classes) == 1 else "macro average precision"
+        return {"value": None, "reason": f"class '{names[bad[0]]}' does not occur in y_true, "
+                f"so {what} (which needs positive samples) is undefined"}
+    return {"value": float(np.mean(aps))}
+
+
+def calibration(y_true: Any, probs: Any, *, n_bins: int = CALIBRATION_BINS) -> dict:
+    """ECE on the top-class confidence (``n_bins`` equal-width bins, (lo, hi]), Brier score
+    (binary: on the positive class; multi-class: squared error summed over the one-hot
+    classes, averaged over samples) and the reliability bins."""
+    if not isinstance(n_bins, int) or n_bins < 1:
+        raise XReportError(f"n_bins={n_bins!r} must be a whole number >= 1")
+    y, p = validate_inputs(y_true, probs)
+    n, k = p.shape
+    conf = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(float)
+    edges = np.array([i / n_bins for i in range(n_bins + 1)])  # 0.3, not 0.30000000000000004
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    counts = np.bincount(which, minlength=n_bins)
+    conf_mean = _div(np.bincount(which, conf, minlength=n_bins), counts)
+    acc_mean = _div(np.bincount(which, correct, minlength=n_bins), counts)
+    gaps = np.where(counts > 0, np.abs(acc_mean - conf_mean) * counts, 0.0)
+    empty = "no samples: the input is empty"
+    ece = _value(gaps.sum() / n if n else math.nan, empty)
+    if k == 2:
+        brier = np.mean((p[:, 1] - y) ** 2) if n else math.nan
+    else:
+        brier = np.mean(((p - np.eye(k)[y]) ** 2).sum(axis=1)) if n else math.nan
+    bins = [{"lo": float(edges[i]), "hi": float(edges[i + 1]), "count": int(counts[i]),
+             "confidence": float(conf_mean[i]) if counts[i] else None,
+             "accuracy": float(acc_mean[i]) if counts[i] else None} for i in range(n_bins)]
+    return _jsonable({"ece": ece, "brier": _value(brier, empty), "bins": bins})
+
+
+def ordinal_metrics(y_true: Any, probs: Any, *, n_boot: int = 0, seed: int = 0) -> dict:
+    """Quadratic weighted kappa and the MAE of the predicted grade (argmax), grades 0..k-1."""
+    y, p = validate_inputs(y_true, probs)
+    _check_n_boot(n_boot)
+    names = [str(i) for i in range(p.shape[1])]
+    point = _point_metrics(y, p, ordinal=True)
+    intervals = (bootstrap_intervals(y, p, task="ordinal", n_boot=n_boot, seed=seed)
+                 if n_boot else {})
+    return _ordinal_part(y, p, names, point, intervals)
+
+
+def _ordinal_part(y: np.ndarray, p: np.ndarray, names: list[str], point: dict[str, float],
+                  intervals: dict[str, Value]) -> dict:
+    v = _valuer(y, p, names, point, intervals)
+    return _jsonable({"qwk": v("qwk"), "mae": v("mae")})
+
+
+# ---------------------------------------------------------------- operating points
+
+def _youden_threshold(y: np.ndarray, score: np.ndarray, split: str) -> tuple[float | None, str]:
+    pos, neg = np.sort(score[y == 1]), np.sort(score[y == 0])
+    if not pos.size or not neg.size:
+        missing = "positive" if not pos.size else "negative"
+        return None, f"the {split} split has no {missing} samples, so Youden's J cannot be found"
+    cand = np.unique(score)[::-1]
+    tpr = (pos.size - np.searchsorted(pos, cand, side="left")) / pos.size
+    fpr = (neg.size - np.searchsorted(neg, cand, side="left")) / neg.size
+    j = tpr - fpr
+    # Ties within rounding: take the highest threshold (the most specific one).
+    best = int(np.flatnonzero(j >= j.max() - 1e-12)[0])
+    return float(cand[best]), ""
+
+
+def _sensitivity_threshold(y: np.ndarray, score: np.ndarray, target: float,
+                           split: str) -> tuple[float | None, str]:
+    """Highest threshold t with sensitivity(score >= t) >= target."""
+    pos = np.sort(score[y == 1])[::-1]
+    if not pos.size:
+        return None, (f"the {split} split has no positive samples, so no threshold reaches "
+                      f"{target:.0%} sensitivity")
+    needed = math.ceil(target * pos.size - 1e-9)
+    return float(pos[needed - 1]), ""
+
+
+def _binary_counts(y: np.ndarray, pos_pred: np.ndarray, weights: np.ndarray) -> Arrays:
+    cm = _confusion_batch(y, pos_pred.astype(np.int64), weights, 2)
+    tn, fp, fn, tp = cm[:, 0, 0], cm[:, 0, 1], cm[:, 1, 0], cm[:, 1, 1]
+    return {"sensitivity": _div(tp, tp + fn), "specificity": _div(tn, tn + fp),
+            "ppv": _div(tp, tp + fp), "npv": _div(tn, tn + fn)}
+
+
+_OP_REASONS = {
+    "sensitivity": "the split has no positive samples, so sensitivity is 0/0",
+    "specificity": "the split has no negative samples, so specificity is 0/0",
+    "ppv": "no sample is called positive at this threshold, so PPV is 0/0",
+    "npv": "no sample is called negative at this threshold, so NPV is 0/0",
+}
+
+
+class _Choice:
+    """One operating point: its threshold (None with ``why`` when none exists) and the
+    test-set positive calls it gives."""
+
+    def __init__(self, name: str, threshold: float | None, chosen_on: str, why: str,
+                 pos_pred: np.ndarray | None) -> None:
+        self.name, self.threshold, self.chosen_on = name, threshold, chosen_on
+        self.why, self.pos_pred = why, pos_pred
+
+
+def _choose_points(y: np.ndarray, p: np.ndarray, val: ValSplit | None) -> list[_Choice]:
+    if val is not None:
+        sel_y, sel_p = validate_inputs(val[0], val[1], num_classes=2, split="validation")
+        chosen, split = "val", "validation"
+    else:
+        sel_y, sel_p, chosen, split = y, p, "test", "test"
+        logger.info("operating thresholds chosen on the test split (no validation predictions)")
+    # The default point is the argmax rule itself (p1 > p0), so it matches the main matrix.
+    out = [_Choice("default_0.5", 0.5, "fixed", "", p.argmax(axis=1) == 1)]
+    found = [("youden", *_youden_threshold(sel_y, sel_p[:, 1], split))]
+    found += [(name, *_sensitivity_threshold(sel_y, sel_p[:, 1], target, split))
+              for name, target in SENSITIVITY_TARGETS]
+    for name, t, why in found:
+        out.append(_Choice(name, t, chosen, why, None if t is None else p[:, 1] >= t))
+    return out
+
+
+def _points_batch(y: np.ndarray, choices: list[_Choice], weights: np.ndarray) -> Arrays:
+    out: Arrays = {}
+    for ch in choices:
+        if ch.pos_pred is not None:
+            for metric, arr in _binary_counts(y, ch.pos_pred, weights).items():
+                out[f"op/{ch.name}/{metric}"] = arr
+    return out
+
+
+def _point_dicts(y: np.ndarray, choices: list[_Choice], intervals: dict[str, Value]
+                 ) -> list[dict]:
+    point = _points_batch(y, choices, np.ones((1, len(y))))
+    result = []
+    for ch in choices:
+        out: dict[str, Any] = {"name": ch.name, "threshold": ch.threshold,
+                               "chosen_on": ch.chosen_on}
+        if ch.pos_pred is None:
+            out.update({m: {"value": None, "reason": f"no threshold: {ch.why}"}
+                        for m in _OP_REASONS})
+            out["confusion_matrix"] = None
+            result.append(out)
+            continue
+        for metric, reason in _OP_REASONS.items():
+            key = f"op/{ch.name}/{metric}"
+            out[metric] = _value(float(point[key][0]),
+                                 reason if len(y) else "no samples: the input is empty")
+            if out[metric]["value"] is not None and key in intervals:
+                out[metric].update(intervals[key])
+        cm = np.bincount(y * 2 + ch.pos_pred.astype(np.int64), minlength=4).reshape(2, 2)
+        out["confusion_matrix"] = cm.tolist()
+        result.append(out)
+    return _jsonable(result)
+
+
+def operating_points(y_true: Any, probs: Any, *, val: ValSplit | None = None, n_boot: int = 0,
+                     seed: int = 0) -> list[dict]:
+    """Binary operating points on the test data: the default 0.5 (argmax), Youden's J and the
+    highest thresholds reaching 90% / 95% sensitivity. Thresholds are chosen on ``val`` =
+    ``(y_val, probs_val)`` when given, else on the test data (``chosen_on: "test"``, an
+    optimistic choice). A sample is called positive when ``p1 >= threshold``. With
+    ``n_boot`` > 0 sensitivity, specificity, PPV and NPV get stratified bootstrap intervals.
+    """
+    y, p = validate_inputs(y_true, probs, num_classes=2)
+    _check_n_boot(n_boot)
+    choices = _choose_points(y, p, val)
+    arrays = (_bootstrap_arrays(y, lambda w: _points_batch(y, choices, w), n_boot=n_boot,
+                                seed=seed) if n_boot and len(y) else {})
+    return _point_dicts(y, choices, {k: percentile_interval(a) for k, a in arrays.items()})
+
+
+# ---------------------------------------------------------------- everything
+
+def compute_all(y_true: Any, probs: Any, *, class_names: Sequence[str], task: str,
+                val: ValSplit | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
+    """The ``metrics`` part of metrics.json (see docs/ARCHITECTURE.md), JSON-serialisable.
+
+    One set of stratified resamples serves every interval (metrics and operating points).
+    """
+    names = _check_options(class_names, task)
+    _check_n_boot(n_boot)
+    y, p = validate_inputs(y_true, probs, num_classes=len(names))
+    k, n = len(names), len(y)
+    ordinal = task == "ordinal"
+    point = _point_metrics(y, p, ordinal=ordinal)
+    choices = _choose_points(y, p, val) if k == 2 else []
+
+    def batch(w: np.ndarray) -> Arrays:
+        return {**_batch_metrics(y, p, w, ordinal=ordinal), **_points_batch(y, choices, w)}
+
+    arrays = _bootstrap_arrays(y, batch, n_boot=n_boot, seed=seed) if n_boot and n else {}
+    intervals = {key: percentile_interval(arr) for key, arr in arrays.items()}
+    v = _valuer(y, p, names, point, intervals)
+    table = _table(v, y, names)
+    result: dict[str, Any] = {"task": task, "class_names": names, "n": n,
+                              "accuracy": table["accuracy"],
+                              "balanced_accuracy": table["balanced_accuracy"],
+                              "mcc": table["mcc"],
+                              "roc_auc": {**v("roc_auc"),
+                                          "average": "binary" if k == 2 else "macro-ovr"}}
+    if k > 2:
+        result["roc_auc_weighted"] = v("roc_auc_weighted")
+    result["average_precision"] = average_precision(y, p, class_names=names)
+    result.update({key: table[key] for key in ("per_class", "macro_avg", "weighted_avg")})
+    result["confusion_matrix"] = confusion_matrices(y, p.argmax(axis=1), class_names=names)
+    result["curves"] = roc_pr_curves(y, p, class_names=names)
+    result["calibration"] = calibration(y, p)
+    result["operating_points"] = _point_dicts(y, choices, intervals) if k == 2 else []
+    result["ordinal"] = _ordinal_part(y, p, names, point, intervals) if ordinal else None
+    result["bootstrap"] = {"resamples": int(n_boot), "seed": int(seed), "stratified": True}
+    return _jsonable(result)
+
+
+# ---------------------------------------------------------------- comparing two models
+
+def mcnemar(y_true: Any, pred_a: Any, pred_b: Any) -> dict:
+    """McNemar's test on paired predictions. ``b``: A right and B wrong; ``c``: A wrong and B
+    right. Exact two-sided binomial when b + c < 25, else chi-square with continuity
+    correction."""
+    y, a, b_pred = (np.asarray(v).ravel() for v in (y_true, pred_a, pred_b))
+    if not (len(y) == len(a) == len(b_pred)):
+        raise DataError(f"mcnemar needs equal lengths; got y_true {len(y)}, pred_a {len(a)}, "
+                        f"pred_b {len(b_pred)}")
+    right_a, right_b = a == y, b_pred == y
+    b = int(np.sum(right_a & ~right_b))
+    c = int(np.sum(~right_a & right_b))
+    if b + c == 0:
+        return {"statistic": 0.0, "p_value": 1.0, "b": b, "c": c, "method": "exact"}
+    if b + c < 25:
+        p = min(1.0, 2.0 * float(stats.binom.cdf(min(b, c), b + c, 0.5)))
+        return {"statistic": float(min(b, c)), "p_value": p, "b": b, "c": c, "method": "exact"}
+    stat = (abs(b - c) - 1.0) ** 2 / (b + c)
+    return {"statistic": float(stat), "p_value": float(stats.chi2.sf(stat, 1)), "b": b, "c": c,
+            "method": "chi2"}
+
+
+def _delong_components(y: np.ndarray, score: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """AUC and DeLong's structural components (Sun & Xu 2014, average ranks for ties)."""
+    pos, neg = score[y == 1], score[y == 0]
+    m, n = len(pos), len(neg)
+    ranks_all = stats.rankdata(np.concatenate([pos, neg]))
+    ranks_pos, ranks_neg = stats.rankdata(pos), stats.rankdata(neg)
+    auc = (ranks_all[:m].sum() - m * (m + 1) / 2) / (m * n)
+    v10 = (ranks_all[:m] - ranks_pos) / n           # per positive: share of negatives below
+    v01 = 1.0 - (ranks_all[m:] - ranks_neg) / m     # per negative: share of positives above
+    return float(auc), v10, v01
+
+
+def _delong(y: np.ndarray, s_a: np.ndarray, s_b: np.ndarray) -> dict:
+    m, n = int((y == 1).sum()), int((y == 0).sum())
+    if m < 2 or n < 2:
+        return {"reason": f"DeLong needs at least 2 positive and 2 negative samples; got {m} "
+                f"positive and {n} negative"}
+    auc_a, v10_a, v01_a = _delong_components(y, s_a)
+    auc_b, v10_b, v01_b = _delong_components(y, s_b)
+    cov = np.cov(np.stack([v10_a, v10_b])) / m + np.cov(np.stack([v01_a, v01_b])) / n
+    var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    diff = auc_a - auc_b
+    out = {"auc_a": auc_a, "auc_b": auc_b, "difference": diff}
+    if var <= 1e-15:
+        # Identical rankings: no difference and no variance of it.
+        if abs(diff) < 1e-12:
+            return {**out, "ci95": [0.0, 0.0], "p_value": 1.0}
+        return {**out, "ci95": None, "p_value": None,
+                "reason": "the variance of the AUC difference is 0, so DeLong's test is undefined"}
+    half = _Z95 * math.sqrt(var)
+    p_value = float(2 * stats.norm.sf(abs(diff) / math.sqrt(var)))
+    return {**out, "ci95": [diff - half, diff + half], "p_value": min(1.0, p_value)}
+
+
+def _auc_summary(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    k = p.shape[1]
+    if k == 2:
+        return _auc_batch(p[:, 1], y == 1, weights)
+    return np.mean([_auc_batch(p[:, c], y == c, weights) for c in range(k)], axis=0)
+
+
+def _paired_bootstrap(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, n_boot: int,
+                      seed: int) -> dict:
+    ones = np.ones((1, len(y)))
+    auc_a, auc_b = float(_auc_summary(y, p_a, ones)[0]), float(_auc_summary(y, p_b, ones)[0])
+    if not (math.isfinite(auc_a) and math.isfinite(auc_b)):
+        return {"reason": "AUC is undefined: every class must occur in y_true (and not alone)"}
+    diffs = _bootstrap_arrays(
+        y, lambda w: {"d": _auc_summary(y, p_a, w) - _auc_summary(y, p_b, w)},
+        n_boot=n_boot, seed=seed).get("d", np.empty(0))
+    diffs = diffs[np.isfinite(diffs)]
+    out: dict[str, Any] = {"auc_a": auc_a, "auc_b": auc_b, "difference": auc_a - auc_b}
+    if not diffs.size:
+        return {**out, "ci95": None, "p_value": None,
+                "reason": "no bootstrap resamples (n_boot = 0)"}
+    # Two-sided: how often the resampled difference lands on either side of 0.
+    below = (np.sum(diffs <= 0) + 1) / (diffs.size + 1)
+    above = (np.sum(diffs >= 0) + 1) / (diffs.size + 1)
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return {**out, "ci95": [float(lo), float(hi)], "p_value": float(min(1.0, 2 * min(below,
+                                                                                     above)))}
+
+
+def paired_auc_test(y_true: Any, probs_a: Any, probs_b: Any, *, method: str = "delong",
+                    n_boot: int = 1000, seed: int = 0) -> dict:
+    """Compare the ROC-AUC of two models on the same samples.
+
+    ``delong`` (binary only; multi-class data fall back to the paired bootstrap) or a paired
+    stratified ``bootstrap`` on the AUC difference (macro one-vs-rest for multi-class).
+    Returns ``auc_a, auc_b, difference (a - b), ci95, p_value, method``; values that cannot be
+    computed are None with a ``reason``.
+    """
+    if method not in PAIRED_AUC_METHODS:
+        raise XReportError(f"method {method!r} is not known; choose "
+                           f"{' or '.join(PAIRED_AUC_METHODS)}")
+    _check_n_boot(n_boot)
+    y, p_a = validate_inputs(y_true, probs_a, split="model A")
+    _, p_b = validate_inputs(y, probs_b, num_classes=p_a.shape[1], split="model B")
+    if method == "delong" and p_a.shape[1] != 2:
+        logger.info("DeLong's test is for binary data; using the paired bootstrap")
+        method = "bootstrap"
+    if method == "delong":
+        res = _delong(y, p_a[:, 1], p_b[:, 1])
+    else:
+        res = _paired_bootstrap(y, p_a, p_b, n_boot, seed)
+    full = {"auc_a": None, "auc_b": None, "difference": None, "ci95": None, "p_value": None,
+            **res, "method": method}
+    return _jsonable(full)

@@ -1,0 +1,521 @@
+"""Assemble the language-neutral report context from a run folder.
+
+``build_context`` reads ``checkpoints/NAME/`` and ``reports/NAME/`` (never anything else,
+except the data set the caller already loaded), draws every chart once per language into
+``reports/NAME/figures/<chart>.<lang>.png`` and returns a plain dict: numbers, names, figure
+paths relative to the report folder, and discussion items as message keys with parameters.
+All wording is left to the templates and message catalogs.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shlex
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import tomli_w
+
+from . import discussion
+from .data.base import Dataset
+from .errors import ReportError, XReportError
+from .runs import RunPaths, load_checkpoint, sha256_file
+
+logger = logging.getLogger(__name__)
+
+KIND_ORDER = ("TP", "TN", "FP", "FN")
+SUMMARY_VERSIONS = ("python", "torch", "torchvision", "xreport")
+EXAMPLES_PER_CLASS = 4
+BEFORE_AFTER_PAIRS = 4
+
+Figures = dict[str, dict[str, str] | None]
+
+
+# ---------------------------------------------------------------- reading the run folder
+
+def _read_json(path: Path, *, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: {what} is not valid JSON ({exc})") from None
+
+
+def _number(text: str) -> Any:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return text if text != "" else None
+    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """history.csv as rows of numbers; [] when the file is absent."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [{k: _number(v) for k, v in row.items() if k} for row in csv.DictReader(fh)]
+
+
+def read_metrics(paths: RunPaths) -> dict[str, Any]:
+    data = _read_json(paths.metrics, what="metrics.json")
+    if data is None:
+        raise ReportError(f"{paths.metrics}: not found; evaluate the run first "
+                          f"(`xreport build --run {paths.name}` does it)")
+    if not isinstance(data, dict) or "metrics" not in data:
+        raise ReportError(f"{paths.metrics}: not an xreport metrics file (no \"metrics\" key)")
+    return data
+
+
+# ---------------------------------------------------------------- figures
+
+class FigureMaker:
+    """Draw one chart per language into figures/<name>.<lang>.png (a failed chart is logged)."""
+
+    def __init__(self, paths: RunPaths, langs: Sequence[str], translators: Mapping[str, Any]) -> None:
+        self.paths, self.langs, self.translators = paths, list(langs), translators
+        self.failed: list[str] = []
+
+    def draw(self, name: str, fn: Callable[..., Any]) -> dict[str, str] | None:
+        """``fn(t, lang) -> Figure``; returns {lang: relative path} or None when it failed."""
+        from . import charts
+
+        out: dict[str, str] = {}
+        for lang in self.langs:
+            rel = f"figures/{name}.{lang}.png"
+            try:
+                fig = fn(self.translators[lang], lang)
+                charts.save_figure(fig, self.paths.report_dir / rel)
+            except (XReportError, ValueError, KeyError, TypeError, IndexError) as exc:
+                # A chart that cannot be drawn should not cost the whole report.
+                logger.warning("chart %s (%s) skipped: %s", name, lang, exc, exc_info=True)
+                self.failed.append(name)
+                return None
+            out[lang] = rel
+        return out
+
+
+def _localise(names: Sequence[str], translated: Sequence[str]) -> dict[str, str]:
+    return {n: (translated[i] if i < len(translated) and translated[i] else n)
+            for i, n in enumerate(names)}
+
+
+def _localised_metrics(metrics: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
+    """A shallow copy with class names translated, for chart legends and axes."""
+    out = dict(metrics)
+    out["class_names"] = [mapping.get(n, n) for n in metrics.get("class_names", [])]
+    out["per_class"] = [{**row, "class": mapping.get(row.get("class"), row.get("class"))}
+                        for row in metrics.get("per_class") or []]
+    curves = metrics.get("curves") or {}
+    out["curves"] = {kind: [{**c, "class": mapping.get(c.get("class"), c.get("class"))} for c in entries]
+                     for kind, entries in curves.items()}
+    return out
+
+
+# ---------------------------------------------------------------- sections
+
+def _versions(meta: Mapping[str, Any]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (meta.get("versions") or {}).items()}
+
+
+def _summary(meta: Mapping[str, Any], metrics: Mapping[str, Any] | None, evaluation: Mapping[str, Any],
+             dataset_name: str) -> dict[str, Any]:
+    versions = _versions(meta)
+    headline = []
+    if metrics:
+        headline = [{"key": "metric.accuracy", "value": metrics.get("accuracy")},
+                    {"key": "metric.roc_auc", "value": metrics.get("roc_auc")},
+                    {"key": "metric.macro_f1", "value": (metrics.get("macro_avg") or {}).get("f1")}]
+        if metrics.get("ordinal"):
+            headline.append({"key": "metric.qwk", "value": metrics["ordinal"].get("qwk")})
+        else:
+            headline.append({"key": "metric.balanced_accuracy", "value": metrics.get("balanced_accuracy")})
+    return {
+        "task": (metrics or {}).get("task") or meta.get("task", "binary"),
+        "num_classes": int(meta.get("num_classes", len(meta.get("class_names", [])))),
+        "dataset": dataset_name,
+        "arch": meta.get("arch", "?"),
+        "pretrained": bool(meta.get("pretrained", False)),
+        "n_test": (evaluation.get("data") or {}).get("n", (metrics or {}).get("n")),
+        "date": str(meta.get("created", ""))[:16].replace("T", " ") or "—",
+        "versions": [(k, versions[k]) for k in SUMMARY_VERSIONS if k in versions],
+        "headline": headline,
+    }
+
+
+def _dataset_name(meta: Mapping[str, Any], dataset: Dataset | None) -> str:
+    if dataset is not None:
+        return dataset.name
+    source = str((meta.get("data") or {}).get("dataset", "")) or "?"
+    return Path(source).stem if "/" in source or source.endswith(".npz") else source
+
+
+def _distribution(paths: RunPaths, dataset: Dataset | None) -> dict[str, Any] | None:
+    dist = _read_json(paths.class_distribution, what="class_distribution.json")
+    if dist is None and dataset is not None:
+        from .data.summary import class_distribution
+        dist = class_distribution(dataset)
+    return dist
+
+
+def _split_rows(dist: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    if not dist:
+        return []
+    rows = []
+    for split, counts in (dist.get("splits") or {}).items():
+        if counts is None:
+            continue
+        rows.append({"split": split, "counts": [int(c) for c in counts], "total": int(sum(counts))})
+    return rows
+
+
+def _leakage(paths: RunPaths, dist: Mapping[str, Any] | None,
+             dataset: Dataset | None) -> dict[str, Any] | None:
+    found = _read_json(paths.run_dir / "leakage.json", what="leakage.json")
+    if found is None and dist:
+        found = dist.get("leakage")
+    if found is None and dataset is not None:
+        from .data.summary import leakage_check
+        found = leakage_check(dataset)
+    if not found:
+        return None
+    pairs = [{"pair": k, "n": int(v)} for k, v in (found.get("exact_duplicates") or {}).items()
+             if v is not None]
+    return {"pairs": pairs, "total": sum(p["n"] for p in pairs)}
+
+
+def _imbalance(config: Mapping[str, Any], dist: Mapping[str, Any] | None) -> dict[str, Any]:
+    method = (config.get("train") or {}).get("imbalance", "none")
+    out: dict[str, Any] = {"method": method, "ratio": None, "majority": None, "minority": None}
+    counts = ((dist or {}).get("splits") or {}).get("train")
+    names = (dist or {}).get("class_names") or []
+    if counts and len(counts) == len(names) and min(counts) > 0:
+        out.update(ratio=max(counts) / min(counts), majority=names[counts.index(max(counts))],
+                   minority=names[counts.index(min(counts))])
+    return out
+
+
+def _pipeline(meta: Mapping[str, Any]) -> list[dict[str, str]]:
+    steps = []
+    for step in meta.get("pipeline") or []:
+        params = step.get("params") or {}
+        detail = ", ".join(f"{k}={v}" for k, v in params.items() if v is not None)
+        steps.append({"name": str(step.get("step", "?")), "detail": detail})
+    return steps
+
+
+def _join_floats(values: Any) -> str:
+    if values is None:
+        return "—"
+    values = values if isinstance(values, (list, tuple)) else [values]
+    return ", ".join(f"{float(v):.3f}" for v in values)
+
+
+def _example_figures(meta: Mapping[str, Any], config: Mapping[str, Any], dataset: Dataset | None,
+                     maker: FigureMaker, names_by_lang: Mapping[str, list[str]],
+                     seed: int) -> tuple[dict[str, str] | None, dict[str, str] | None]:
+    """Example grid from the loaded data set; before/after from the raw data when reachable."""
+    from . import charts
+
+    examples = None
+    split = next((dataset.splits[s] for s in ("train", "val", "test")
+                  if dataset is not None and s in dataset.splits
+                  and dataset.splits[s].labels is not None), None)
+    if split is not None:
+        rng = np.random.default_rng(seed)
+        labels = split.labels.numpy()
+        picked = [int(i) for c in np.unique(labels)
+                  for i in rng.permutation(np.flatnonzero(labels == c))[:EXAMPLES_PER_CLASS]]
+        images = [split.images[i].numpy() for i in picked]
+        examples = maker.draw("examples", lambda t, lang: charts.example_grid(
+            images, [int(labels[i]) for i in picked], names_by_lang[lang], t=t,
+            per_class=EXAMPLES_PER_CLASS))
+    before_after = None
+    try:
+        from .config import from_dict
+        from .data import raw_examples
+        from .data.preprocess import preprocess_image
+
+        cfg = from_dict(dict(config), source="checkpoint config")
+        raw = raw_examples(cfg.data, 1, seed)[:BEFORE_AFTER_PAIRS]
+        pairs = [(img, preprocess_image(img, cfg.preprocess, cfg.image_size)) for img, _ in raw]
+    except (XReportError, OSError, ImportError) as exc:
+        logger.info("before/after figure omitted: %s", exc)
+        pairs = []
+    if pairs:
+        before_after = maker.draw("before_after",
+                                  lambda t, lang: charts.preprocessing_before_after(pairs, t=t))
+    return examples, before_after
+
+
+def _model(meta: Mapping[str, Any], explain: Mapping[str, Any] | None) -> dict[str, Any]:
+    from . import models
+
+    info: dict[str, Any] = {
+        "arch": meta.get("arch", "?"),
+        "stem": "small" if meta.get("small_input_stem") else "standard",
+        "params": meta.get("params"), "trainable": None, "flops": None,
+        "pretrained": bool(meta.get("pretrained", False)),
+        "cam_layer": (explain or {}).get("target_layer"),
+        "in_channels": meta.get("in_channels"), "image_size": meta.get("image_size"),
+        "num_classes": meta.get("num_classes"), "dropout": float(meta.get("dropout", 0.0)),
+    }
+    try:
+        model = models.model_from_meta(meta)
+        counts = models.count_parameters(model)
+        info["params"], info["trainable"] = counts["total"], counts["trainable"]
+        info["flops"] = models.count_flops(model, int(meta["image_size"]), int(meta["in_channels"]))
+        if not info["cam_layer"]:
+            info["cam_layer"] = models.cam_target_layer(model)[1]
+    except (XReportError, KeyError, ValueError, RuntimeError) as exc:
+        logger.warning("model details from the checkpoint meta are incomplete: %s", exc)
+    return info
+
+
+def _training(meta: Mapping[str, Any], config: Mapping[str, Any],
+              history: list[dict[str, Any]], curves: dict[str, str] | None) -> dict[str, Any]:
+    train = config.get("train") or {}
+    val = meta.get("val_metrics") or {}
+    return {
+        "optimizer": train.get("optimizer", "?"), "lr": train.get("lr"),
+        "weight_decay": train.get("weight_decay"), "schedule": train.get("schedule", "none"),
+        "warmup_epochs": train.get("warmup_epochs", 0), "epochs_planned": train.get("epochs"),
+        "epochs_run": len(history) if history else None, "early_stopping": train.get("early_stopping", 0),
+        "batch_size": train.get("batch_size"), "imbalance": train.get("imbalance", "none"),
+        "label_smoothing": train.get("label_smoothing", 0.0), "seed": meta.get("seed", train.get("seed")),
+        "selected_epoch": meta.get("epoch"), "selected_by": meta.get("selected_by", train.get("select_metric", "val_loss")),
+        "val_metrics": [(k, val[k]) for k in ("loss", "acc", "f1", "auc") if val.get(k) is not None],
+        "figures": {"curves": curves},
+    }
+
+
+def _report_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    keys = ("precision", "recall", "specificity", "f1", "auc")
+    rows = [{"label": r["class"], "kind": "class", "support": r.get("support"),
+             **{k: r.get(k) for k in keys}} for r in metrics.get("per_class") or []]
+    for kind in ("macro", "weighted"):
+        avg = metrics.get(f"{kind}_avg") or {}
+        rows.append({"label": kind, "kind": kind, "support": avg.get("support"),
+                     **{k: avg.get(k) for k in keys}})
+    return rows
+
+
+def _results(metrics: Mapping[str, Any] | None, evaluation: Mapping[str, Any],
+             figures: Figures) -> dict[str, Any]:
+    if not metrics:
+        return {"available": False}
+    overall = [("metric.accuracy", metrics.get("accuracy")),
+               ("metric.balanced_accuracy", metrics.get("balanced_accuracy")),
+               ("metric.mcc", metrics.get("mcc")), ("metric.roc_auc", metrics.get("roc_auc"))]
+    if metrics.get("roc_auc_weighted") is not None:
+        overall.append(("metric.roc_auc_weighted", metrics["roc_auc_weighted"]))
+    overall.append(("metric.average_precision", metrics.get("average_precision")))
+    cm = metrics.get("confusion_matrix") or {}
+    ops = [{"name": op.get("name"), "threshold": op.get("threshold"), "chosen_on": op.get("chosen_on", "fixed"),
+            "sensitivity": op.get("sensitivity"), "specificity": op.get("specificity"),
+            "ppv": op.get("ppv"), "npv": op.get("npv"), "cm": op.get("confusion_matrix")}
+           for op in metrics.get("operating_points") or []]
+    return {
+        "available": True, "task": metrics.get("task"), "n": metrics.get("n"),
+        "split": evaluation.get("split", "test"), "bootstrap": metrics.get("bootstrap"),
+        "overall": overall, "report_rows": _report_rows(metrics),
+        "confusion": {"labels": cm.get("labels") or metrics.get("class_names", []),
+                      "raw": cm.get("raw") or [], "by_true": cm.get("by_true") or []},
+        "operating_points": ops, "calibration": metrics.get("calibration"),
+        "ordinal": metrics.get("ordinal"), "figures": figures,
+    }
+
+
+def _gallery(explain: Mapping[str, Any], paths: RunPaths) -> list[dict[str, Any]]:
+    groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for entry in explain.get("gallery") or []:
+        rel = entry.get("file")
+        if not rel or not (paths.report_dir / rel).is_file():
+            logger.warning("gallery image %s is missing; left out", rel)
+            continue
+        groups.setdefault(str(entry.get("class")), {}).setdefault(str(entry.get("kind")), []).append(
+            {"file": rel, "id": str(entry.get("id", entry.get("index", "?"))), "prob": entry.get("prob")})
+    return [{"cls": cls, "kinds": [{"kind": k, "entries": kinds[k]}
+                                     for k in sorted(kinds, key=lambda k: (KIND_ORDER + (k,)).index(k))]}
+            for cls, kinds in groups.items()]
+
+
+def _explain(explain: Mapping[str, Any] | None, paths: RunPaths,
+             faith_figure: dict[str, str] | None) -> dict[str, Any]:
+    if not explain:
+        return {"available": False}
+    faith = explain.get("faithfulness")
+    faith_ctx = None
+    if faith:
+        rows = []
+        for metric, lower_better in (("deletion_auc", True), ("insertion_auc", False)):
+            pair = faith.get(metric) or {}
+            cam, rnd = pair.get("cam"), pair.get("random")
+            if cam is None or rnd is None:
+                continue
+            rows.append({"metric": metric, "cam": cam, "random": rnd,
+                         "better": cam < rnd if lower_better else cam > rnd})
+        faith_ctx = {"n": faith.get("n"), "rows": rows} if rows else None
+    sanity = explain.get("sanity")
+    sanity_ctx = None
+    if sanity:
+        stages = sanity.get("stages") or [{"randomised": "+".join(sanity.get("layers_randomised") or []),
+                                           "spearman": sanity.get("spearman"), "ssim": sanity.get("ssim")}]
+        sanity_ctx = {"n": sanity.get("n"), "stages": stages}
+    loc = explain.get("localisation")
+    loc_ctx = None
+    if loc:
+        rows = [{"metric": m, "cam": (loc.get(m) or {}).get("cam"), "random": (loc.get(m) or {}).get("random")}
+                for m in ("pointing_game", "energy_inside") if loc.get(m)]
+        loc_ctx = {"n": loc.get("n"), "rows": rows}
+    return {"available": True, "method": explain.get("method", "?"),
+            "target_layer": explain.get("target_layer"), "gallery": _gallery(explain, paths),
+            "faithfulness": faith_ctx, "sanity": sanity_ctx, "localisation": loc_ctx,
+            "figures": {"faithfulness": faith_figure}}
+
+
+def _repro(meta: Mapping[str, Any], config: Mapping[str, Any], paths: RunPaths,
+           evaluation: Mapping[str, Any], command: str | None) -> dict[str, Any]:
+    if paths.config.is_file():
+        config_toml = paths.config.read_text(encoding="utf-8")
+    else:
+        config_toml = tomli_w.dumps(_toml_safe(config))
+    checkpoint = evaluation.get("checkpoint") or {}
+    sha = checkpoint.get("sha256") or (sha256_file(paths.best) if paths.best.is_file() else None)
+    train_cmd = meta.get("command")
+    if isinstance(train_cmd, (list, tuple)):
+        train_cmd = shlex.join(str(a) for a in train_cmd)
+    return {"config_toml": config_toml, "seed": meta.get("seed", (config.get("train") or {}).get("seed")),
+            "checkpoint_path": str(paths.best), "checkpoint_sha256": sha or "—",
+            "data_fingerprint": meta.get("data_fingerprint") or (evaluation.get("data") or {}).get("fingerprint"),
+            "versions": _versions(meta), "command": command, "train_command": train_cmd,
+            "created": meta.get("created")}
+
+
+def _toml_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _toml_safe(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_toml_safe(v) for v in value if v is not None]
+    return value
+
+
+def _skipped(evaluation: Mapping[str, Any], dataset: Dataset | None) -> list[dict[str, str]]:
+    seen: dict[tuple[str, str], dict[str, str]] = {}
+    for item in list(evaluation.get("skipped") or []) + list(dataset.skipped if dataset else []):
+        entry = {"file": str(item.get("file", "?")), "reason": str(item.get("reason", ""))}
+        seen.setdefault((entry["file"], entry["reason"]), entry)
+    return list(seen.values())
+
+
+# ---------------------------------------------------------------- the context
+
+def _chart_set(metrics: Mapping[str, Any] | None, maker: FigureMaker,
+               mappings: Mapping[str, Mapping[str, str]]) -> Figures:
+    from . import charts
+
+    if not metrics:
+        return {}
+    local = {lang: _localised_metrics(metrics, mappings[lang]) for lang in maker.langs}
+    cm = metrics.get("confusion_matrix") or {}
+    labels = cm.get("labels") or metrics.get("class_names", [])
+    figs: Figures = {
+        "roc": maker.draw("roc", lambda t, lang: charts.roc_curves(local[lang], t=t)),
+        "pr": maker.draw("pr", lambda t, lang: charts.pr_curves(local[lang], t=t)),
+        "cm_raw": maker.draw("confusion_raw", lambda t, lang: charts.confusion_matrix(
+            cm["raw"], [mappings[lang].get(n, n) for n in labels], normalized=False, t=t)),
+        "cm_true": maker.draw("confusion_by_true", lambda t, lang: charts.confusion_matrix(
+            cm["by_true"], [mappings[lang].get(n, n) for n in labels], normalized=True, t=t)),
+        "reliability": None, "operating_points": None,
+    }
+    if metrics.get("calibration"):
+        figs["reliability"] = maker.draw("reliability", lambda t, lang: charts.reliability_diagram(
+            metrics["calibration"], t=t))
+    if metrics.get("operating_points"):
+        figs["operating_points"] = maker.draw("operating_points", lambda t, lang: charts.operating_points(
+            local[lang], t=t))
+    return figs
+
+
+def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | None = None,
+                  command: str | None = None) -> dict[str, Any]:
+    """Everything the templates show, as plain data; draws the figures per language."""
+    from . import charts
+    from .render import translator
+
+    if not paths.best.is_file():
+        raise ReportError(f"{paths.best}: checkpoint not found; train the run first "
+                          f"(`xreport train`) or check --checkpoints")
+    meta = load_checkpoint(paths.best).meta
+    evaluation = read_metrics(paths)
+    metrics = evaluation.get("metrics")
+    explain = evaluation.get("explain")
+    config = meta.get("config") or {}
+    history = read_history(paths.history)
+    dist = _distribution(paths, dataset)
+    seed = int(meta.get("seed", 0) or 0)
+
+    class_names = list(meta.get("class_names") or (metrics or {}).get("class_names") or [])
+    i18n = {"en": class_names, "zh-TW": list(meta.get("class_names_zh_tw") or []),
+            "zh-CN": list(meta.get("class_names_zh_cn") or [])}
+    mappings = {lang: _localise(class_names, i18n.get(lang) or []) for lang in langs}
+    names_by_lang = {lang: [mappings[lang].get(n, n) for n in class_names] for lang in langs}
+    maker = FigureMaker(paths, langs, {lang: translator(lang) for lang in langs})
+
+    dist_fig = None
+    if dist and _split_rows(dist):
+        dist_fig = maker.draw("class_distribution", lambda t, lang: charts.class_distribution(
+            {**dist, "class_names": names_by_lang[lang]}, t=t))
+    curves_fig = None
+    if history:
+        curves_fig = maker.draw("training_curves", lambda t, lang: charts.training_curves(
+            history, selected_epoch=meta.get("epoch"), t=t))
+    examples_fig, before_after_fig = _example_figures(meta, config, dataset, maker, names_by_lang, seed)
+    result_figs = _chart_set(metrics, maker, mappings)
+    faith_fig = None
+    faith = (explain or {}).get("faithfulness") or {}
+    if faith.get("deletion_curve") or faith.get("insertion_curve"):
+        faith_fig = maker.draw("faithfulness", lambda t, lang: charts.faithfulness_curves(faith, t=t))
+
+    name = _dataset_name(meta, dataset)
+    data_cfg = meta.get("data") or {}
+    context = {
+        "schema": 1,
+        "run": paths.name,
+        "report_dir": str(paths.report_dir.resolve()),
+        "langs": list(langs),
+        "generated": str(evaluation.get("created", ""))[:16].replace("T", " ") or "—",
+        "class_names": class_names,
+        "class_names_i18n": {k: v for k, v in i18n.items() if v},
+        "summary": _summary(meta, metrics, evaluation, name),
+        "data": {
+            "dataset": name, "kind": dataset.kind if dataset else data_cfg.get("kind"),
+            "source": dataset.source if dataset else (evaluation.get("data") or {}).get("source")
+            or data_cfg.get("dataset", "—"),
+            "class_names": class_names, "splits": _split_rows(dist),
+            "image_size": meta.get("image_size"), "channels": meta.get("in_channels"),
+            "original_size": (f"{dataset.original_size[0]} × {dataset.original_size[1]}"
+                              if dataset is not None and dataset.original_size else None),
+            "original_channels": dataset.original_channels if dataset is not None else None,
+            "pipeline": _pipeline(meta),
+            "normalization": {"mode": (meta.get("preprocess") or {}).get("normalize", "dataset"),
+                              "mean": _join_floats(meta.get("mean")), "std": _join_floats(meta.get("std"))},
+            "augment": [(k, v) for k, v in (config.get("augment") or {}).items()],
+            "imbalance": _imbalance(config, dist),
+            "leakage": _leakage(paths, dist, dataset),
+            "figures": {"distribution": dist_fig, "examples": examples_fig, "before_after": before_after_fig},
+        },
+        "model": _model(meta, explain),
+        "training": _training(meta, config, history, curves_fig),
+        "results": _results(metrics, evaluation, result_figs),
+        "explain": _explain(explain, paths, faith_fig),
+        "discussion": discussion.observations(metrics, history=history, distribution=dist,
+                                              explain=explain),
+        "repro": _repro(meta, config, paths, evaluation, command),
+        "skipped": _skipped(evaluation, dataset),
+        "failed_charts": sorted(set(maker.failed)),
+    }
+    return context
