@@ -102,7 +102,7 @@ def test_catalogs_have_identical_keys_and_cover_every_key_used() -> None:
     en = catalogs["en"]
     used: set[str] = set()
     for path in TEMPLATES.rglob("*.j2"):
-        used |= set(re.findall(r"""t\(\s*["']([\w.\-]+)["']""", path.read_text()))
+        used |= set(re.findall(r"""(?<![\w.])t\(\s*["']([\w.\-]+)["']\s*[,)]""", path.read_text()))
         used |= set(re.findall(r"""["']((?:fig|data|results|explain|training)\.[\w.]+\.title|fig\.[\w.]+)["']""", path.read_text()))
     for path in (REPO / "xreport" / "report.py", REPO / "xreport" / "discussion.py"):
         used |= set(re.findall(r"""["']((?:discussion|metric|note)\.[a-z_0-9.]+)["']""", path.read_text()))

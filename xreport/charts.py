@@ -200,11 +200,17 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> Path:
     # Metadata without dates or versions keeps the bytes identical from run to run.
     metadata = {"Software": None} if fmt == "png" else {"Date": None} if fmt == "svg" else {
         "CreationDate": None}
-    with chart_style(), atomic_path(path) as tmp:
-        # One layout pass first: the layout engine starts from the last positions, so the
-        # first saved file then equals every later one.
-        fig.draw_without_rendering()
-        fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white", metadata=metadata)
+    old_dpi = fig.get_dpi()
+    try:
+        with chart_style(), atomic_path(path) as tmp:
+            # One layout pass at the output resolution first: the layout engine starts from
+            # the last positions (and text sizes vary a little with dpi), so without it the
+            # first file saved differs from later ones.
+            fig.set_dpi(dpi)
+            fig.draw_without_rendering()
+            fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white", metadata=metadata)
+    finally:
+        fig.set_dpi(old_dpi)
     return path
 
 
@@ -838,7 +844,8 @@ def faithfulness_curves(faith: Mapping[str, Any], *, t: Translate) -> Figure:
             (line,) = ax.plot(x, y, **styles[which])
             area = _value(areas.get(which)) if which in areas else _auc(y)
             handles.append(line)
-            labels.append(f"{names[which]} ({t('chart.faith.area')} = {_fmt(area)})")
+            # Two lines keep the legend narrower than the panel.
+            labels.append(f"{names[which]}\n{t('chart.faith.area')} = {_fmt(area)}")
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.set_xlim(0, 1)

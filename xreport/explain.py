@@ -223,7 +223,8 @@ def _score_map(model: nn.Module, xb: Tensor, tb: Tensor, acts: Tensor, *,
     size = xb.shape[-2:]
     weights = []
     for i in range(xb.shape[0]):
-        up = F.interpolate(acts[i:i + 1].float(), size=size, mode="bilinear", align_corners=False)[0]
+        # align_corners=True as in pytorch_grad_cam's ScoreCAM (UpsamplingBilinear2d).
+        up = F.interpolate(acts[i:i + 1].float(), size=size, mode="bilinear", align_corners=True)[0]
         lo = up.amin(dim=(1, 2), keepdim=True)
         hi = up.amax(dim=(1, 2), keepdim=True)
         up = (up - lo) / (hi - lo + 1e-8)

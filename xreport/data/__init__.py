@@ -236,7 +236,7 @@ def _load_csv(source: str, d: DataConfig, p: PreprocessConfig, *, image_size: in
     csvs = manifest.find_csvs(src)
     _require(splits, set(csvs), str(src))
     manifests = {s: manifest.read_manifest(path) for s, path in csvs.items()}
-    found = manifest.class_names(list(manifests.values()), configured=())
+    found = manifest.class_names(list(manifests.values()), configured=d.class_names)
     names, task = _names_and_task(d, found, where=str(src))
     labelled = any(manifests[s].has_labels for s in splits)
     _check_classes(names, str(src), labelled=labelled)
@@ -287,7 +287,7 @@ def raw_examples(data_cfg: DataConfig, n_per_class: int, seed: int, *,
         arrays, _k = medmnist.read_npz(path, (present[0],), num_classes=None)
         images, labels = arrays[present[0]]
         return [(_hwc(images[i]), int(labels[i])) for i in _pick(labels, n_per_class, rng)]
-    files, labels = _file_split(kind, Path(source), split)
+    files, labels = _file_split(kind, Path(source), split, configured=data_cfg.class_names)
     out: list[tuple[np.ndarray, int | None]] = []
     label_arr = np.asarray(labels if labels is not None else [-1] * len(files))
     for cls in (np.unique(label_arr) if labels is not None else [-1]):
@@ -304,14 +304,15 @@ def raw_examples(data_cfg: DataConfig, n_per_class: int, seed: int, *,
     return out
 
 
-def _file_split(kind: str, source: Path, split: str) -> tuple[list[Path], list[int] | None]:
+def _file_split(kind: str, source: Path, split: str, *,
+                configured: tuple[str, ...]) -> tuple[list[Path], list[int] | None]:
     if kind == "folder":
         scanned, _names = folder.scan(source)
         use = next(s for s in (split, *SPLITS) if s in scanned)
         return scanned[use].files, scanned[use].labels
     csvs = manifest.find_csvs(source)
     manifests = {s: manifest.read_manifest(p) for s, p in csvs.items()}
-    names = manifest.class_names(list(manifests.values()), configured=())
+    names = manifest.class_names(list(manifests.values()), configured=configured)
     use = next(s for s in (split, *SPLITS) if s in manifests)
     return [r.path for r in manifests[use].rows], manifest.encode_labels(manifests[use], names)
 

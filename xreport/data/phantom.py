@@ -114,8 +114,8 @@ def _lesion_params(rng: np.random.Generator, labels: np.ndarray, specs: list[Les
     side = rng.integers(0, 2, shape)
     radius, angle = np.sqrt(u(0.0, 0.5, shape)), u(0.0, 2 * np.pi, shape)
     sigma_jitter, amp_jitter, aspect = u(0.85, 1.15, shape), u(0.85, 1.15, shape), u(0.7, 1.4, shape)
-    sigma_nodule, sigma_opacity = u(0.05, 0.09, shape), u(0.12, 0.18, shape)
-    amp_nodule, amp_opacity = u(0.22, 0.38, shape), u(0.12, 0.2, shape)
+    sigma_nodule, sigma_opacity = u(0.06, 0.1, shape), u(0.12, 0.18, shape)
+    amp_nodule, amp_opacity = u(0.28, 0.45, shape), u(0.16, 0.26, shape)
     depth = u(0.2, 0.4, shape)                        # effusion depth as a fraction of lung height
     count_draw = rng.integers(1, 3, n)                # 1..2 lesions for a positive image
     active = np.zeros(shape, dtype=bool)

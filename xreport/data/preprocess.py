@@ -166,7 +166,8 @@ def preprocess_image_and_mask(img: np.ndarray, mask: np.ndarray | None, cfg: Pre
         img = clahe(img)
     if cfg.unsharp:
         img = unsharp(img)
-    chw = torch.from_numpy(np.ascontiguousarray(img if img.ndim == 3 else img[..., None])).permute(2, 0, 1)
+    hwc = img if img.ndim == 3 else img[..., None]
+    chw = torch.from_numpy(np.require(hwc, requirements=["C", "W"])).permute(2, 0, 1)
     out = resize_stack(chw[None], image_size, keep_aspect=cfg.keep_aspect)[0]
     if cfg.to_rgb and out.shape[0] == 1:
         out = out.expand(3, -1, -1)

@@ -1,0 +1,423 @@
+"""CAMs, gallery, faithfulness, sanity check and localisation (xreport/explain.py)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from pytorch_grad_cam import (GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM,
+                              XGradCAM)
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+from xreport import explain
+from xreport.errors import ConfigError, ReportError
+
+SIZE = 32
+
+
+class QuadrantMask(nn.Module):
+    """Zeroes every feature outside the top-left quadrant."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = torch.zeros_like(x)
+        mask[..., : x.shape[-2] // 2, : x.shape[-1] // 2] = 1
+        return x * mask
+
+
+class RegionNet(nn.Module):
+    """A tiny CNN that sees only the top-left quadrant; positive weights make every class
+    rise with the activity there, so every CAM method must point at that quadrant."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 2) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(), QuadrantMask())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, num_classes)
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for module in (self.features[0], self.features[2], self.fc):
+                module.weight.copy_(torch.rand(module.weight.shape, generator=gen) * 0.5 + 0.05)
+                module.bias.fill_(0.05)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+class QuadrantLogit(nn.Module):
+    """No parameters: the class-1 logit is four times the mean of the top-left quadrant."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        s = x[:, :, : h // 2, : w // 2].mean(dim=(1, 2, 3))
+        return torch.stack([torch.zeros_like(s), 4 * s], dim=1)
+
+
+class CheckerLogit(nn.Module):
+    """No parameters: the class-1 logit measures a fine checkerboard texture in the top-left
+    quadrant, so both a blurred and a mean baseline erase the evidence."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        checker = _checker(h // 2, w // 2).to(x)
+        s = (x[:, :, : h // 2, : w // 2] * checker).mean(dim=(1, 2, 3))
+        return torch.stack([torch.zeros_like(s), 8 * s - 1], dim=1)
+
+
+def _checker(h: int, w: int) -> torch.Tensor:
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return ((rows + cols) % 2 * 2 - 1).float()
+
+
+def _images(n: int = 4, channels: int = 1, size: int = SIZE, seed: int = 0) -> torch.Tensor:
+    return torch.rand((n, channels, size, size), generator=torch.Generator().manual_seed(seed))
+
+
+def _quadrant_share(cams: torch.Tensor) -> torch.Tensor:
+    h, w = cams.shape[-2:]
+    # One pixel of slack: the bilinear upsampling bleeds across the quadrant's edge.
+    return cams[:, : h // 2 + 1, : w // 2 + 1].sum(dim=(1, 2)) / cams.sum(dim=(1, 2))
+
+
+# ---------------------------------------------------------------- CAMs
+
+@pytest.mark.parametrize("method", explain.METHODS)
+def test_every_method_points_at_the_only_region_the_model_sees(method: str) -> None:
+    model = RegionNet()
+    x = _images(4)
+    cams = explain.compute_cams(model, x, target_layer=model.features[-1],
+                                targets=torch.tensor([0, 1, 1, 0]), method=method, batch_size=3)
+    assert cams.shape == (4, SIZE, SIZE) and cams.dtype == torch.float32
+    assert not torch.isnan(cams).any()
+    assert cams.min() >= 0 and cams.max() <= 1
+    assert torch.allclose(cams.amax(dim=(1, 2)), torch.ones(4))
+    assert (_quadrant_share(cams) > 0.95).all(), _quadrant_share(cams)
+    peak = cams.flatten(1).argmax(1)
+    rows, cols = peak // SIZE, peak % SIZE
+    assert (rows < SIZE // 2).all() and (cols < SIZE // 2).all()
+
+
+@pytest.mark.parametrize("method", explain.METHODS)
+def test_a_model_blind_to_its_input_gives_zero_maps_without_nan(method: str) -> None:
+    model = RegionNet()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    cams = explain.compute_cams(model, _images(3), target_layer=model.features[-1],
+                                targets=torch.tensor([0, 1, 0]), method=method)
+    assert cams.shape == (3, SIZE, SIZE)
+    assert not torch.isnan(cams).any()
+    assert (cams == 0).all()
+
+
+def test_three_channel_inputs_and_empty_batch() -> None:
+    model = RegionNet(in_channels=3, num_classes=3)
+    cams = explain.compute_cams(model, _images(2, channels=3, size=28), target_layer=model.features[-1],
+                                targets=torch.tensor([2, 0]))
+    assert cams.shape == (2, 28, 28)
+    empty = explain.compute_cams(model, _images(0, channels=3), target_layer=model.features[-1],
+                                 targets=torch.zeros(0, dtype=torch.long))
+    assert empty.shape == (0, SIZE, SIZE)
+
+
+def test_model_state_is_restored() -> None:
+    model = RegionNet()
+    model.train()
+    model.features[0].weight.requires_grad_(False)
+    before = [p.requires_grad for p in model.parameters()]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    explain.compute_cams(model, _images(2), target_layer=model.features[-1], targets=torch.tensor([1, 1]))
+    assert model.training
+    assert [p.requires_grad for p in model.parameters()] == before
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert not model.features[-1]._forward_hooks  # the hook is removed
+
+
+def test_bad_method_and_targets_are_clear_errors() -> None:
+    model = RegionNet()
+    with pytest.raises(ConfigError, match="not one of"):
+        explain.compute_cams(model, _images(1), target_layer=model.features[-1],
+                             targets=torch.tensor([0]), method="gradcam+++")
+    with pytest.raises(ReportError, match="out of range"):
+        explain.compute_cams(model, _images(1), target_layer=model.features[-1], targets=torch.tensor([5]))
+    with pytest.raises(ReportError, match="targets must have shape"):
+        explain.compute_cams(model, _images(2), target_layer=model.features[-1], targets=torch.tensor([0]))
+
+
+LIBRARY = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM,
+           "xgradcam": XGradCAM, "layercam": LayerCAM}
+
+
+@pytest.fixture(scope="module")
+def resnet18() -> nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=3).eval()
+
+
+@pytest.mark.parametrize("method", sorted(LIBRARY))
+def test_batched_methods_equal_pytorch_grad_cam_on_resnet18(method: str, resnet18: nn.Module) -> None:
+    model = resnet18
+    x = torch.randn((3, 3, 64, 64), generator=torch.Generator().manual_seed(1))
+    targets = torch.tensor([0, 2, 1])
+    with LIBRARY[method](model, [model.layer4[-1]]) as cam:
+        ref = cam(x, [ClassifierOutputTarget(int(t)) for t in targets])
+    ours = explain.compute_cams(model, x, target_layer=model.layer4[-1], targets=targets,
+                                method=method, batch_size=2)
+    np.testing.assert_allclose(ours.numpy(), ref, atol=1e-4)
+
+
+def test_gradcam_equals_pytorch_grad_cam_on_densenet121() -> None:
+    # DenseNet's in-place relu after norm5 is the tricky case for a hooked leaf.
+    torch.manual_seed(0)
+    model = torchvision.models.densenet121(num_classes=2).eval()
+    x = torch.randn(2, 3, 64, 64)
+    targets = torch.tensor([1, 0])
+    with GradCAM(model, [model.features.norm5]) as cam:
+        ref = cam(x, [ClassifierOutputTarget(int(t)) for t in targets])
+    ours = explain.compute_cams(model, x, target_layer=model.features.norm5, targets=targets)
+    np.testing.assert_allclose(ours.numpy(), ref, atol=1e-4)
+
+
+def test_scorecam_equals_pytorch_grad_cam() -> None:
+    torch.manual_seed(0)
+    model = RegionNet(num_classes=3)
+    nn.init.normal_(model.fc.weight)  # signed weights, so channels compete
+    x = _images(2)
+    targets = torch.tensor([2, 1])
+    cam = ScoreCAM(model, [model.features[2]])
+    ref = cam(x, [ClassifierOutputTarget(int(t)) for t in targets])
+    cam.activations_and_grads.release()
+    ours = explain.compute_cams(model, x, target_layer=model.features[2], targets=targets,
+                                method="scorecam", batch_size=5)
+    np.testing.assert_allclose(ours.numpy(), ref, atol=1e-4)
+
+
+def test_fc_weight_cam_is_the_classifier_weighted_feature_sum() -> None:
+    model = RegionNet(num_classes=3)
+    nn.init.normal_(model.fc.weight, generator=torch.Generator().manual_seed(1))
+    x = _images(2)
+    with torch.no_grad():
+        feats = model.features(x)
+    raw = torch.einsum("bc,bchw->bhw", model.fc.weight[[2, 0]], feats).clamp(min=0)
+    expected = explain._normalise_maps(raw, (SIZE, SIZE))
+    ours = explain.compute_cams(model, x, target_layer=model.features[-1],
+                                targets=torch.tensor([2, 0]), method="cam")
+    torch.testing.assert_close(ours, expected)
+
+
+# ---------------------------------------------------------------- gallery
+
+def test_gallery_binary_kinds_order_and_probabilities() -> None:
+    y = np.array([1, 1, 1, 0, 0, 0, 1, 0])
+    p1 = np.array([0.95, 0.70, 0.20, 0.10, 0.30, 0.80, 0.45, 0.99])
+    probs = np.stack([1 - p1, p1], axis=1)
+    gallery = explain.select_gallery(y, probs, class_names=["NORMAL", "PNEUMONIA"], per_kind=2)
+    by_kind = {k: [g["index"] for g in gallery if g["kind"] == k] for k in explain.KINDS}
+    assert by_kind == {"TP": [0, 1], "TN": [3, 4], "FP": [7, 5], "FN": [2, 6]}
+    assert {g["class"] for g in gallery} == {"PNEUMONIA"}
+    assert all(g["class_index"] == 1 for g in gallery)
+    assert all(g["prob"] == pytest.approx(p1[g["index"]]) for g in gallery)
+    assert [g["kind"] for g in gallery] == ["TP", "TP", "TN", "TN", "FP", "FP", "FN", "FN"]
+
+
+def test_gallery_multiclass_is_one_vs_rest_and_empty_kinds_are_absent() -> None:
+    y = np.array([0, 1, 2, 2])
+    probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.7, 0.2], [0.2, 0.1, 0.7], [0.6, 0.3, 0.1]])
+    gallery = explain.select_gallery(y, probs, class_names=["a", "b", "c"], per_kind=5)
+    kinds = {(g["class_index"], g["kind"]) for g in gallery}
+    assert (0, "FP") in kinds and (2, "FN") in kinds  # row 3: a 2 called 0
+    assert (1, "FP") not in kinds and (1, "FN") not in kinds
+    tn0 = [g["index"] for g in gallery if g == g and g["class_index"] == 0 and g["kind"] == "TN"]
+    assert tn0 == [1, 2]  # p0 0.1 before 0.2
+    assert len(gallery) == len({(g["class_index"], g["kind"], g["index"]) for g in gallery})
+
+
+def test_gallery_ties_follow_the_seed_and_are_deterministic() -> None:
+    y = np.ones(20, dtype=int)
+    probs = np.tile([0.1, 0.9], (20, 1))  # 20 tied true positives
+    pick = {s: [g["index"] for g in explain.select_gallery(y, probs, class_names=["n", "p"], seed=s)]
+            for s in range(6)}
+    assert pick[0] == [g["index"] for g in explain.select_gallery(y, probs, class_names=["n", "p"], seed=0)]
+    assert len({tuple(v) for v in pick.values()}) > 1
+
+
+def test_gallery_rejects_mismatched_inputs() -> None:
+    with pytest.raises(ReportError, match="class names"):
+        explain.select_gallery([0, 1], np.array([[0.5, 0.5], [0.2, 0.8]]), class_names=["a", "b", "c"])
+
+
+# ---------------------------------------------------------------- faithfulness
+
+def _textured_quadrant_images(n: int = 6) -> torch.Tensor:
+    x = _images(n, size=SIZE) * 0.2
+    x[:, :, : SIZE // 2, : SIZE // 2] += 0.4 + 0.4 * _checker(SIZE // 2, SIZE // 2)
+    return x
+
+
+def _quadrant_map(n: int, *, top_left: bool = True) -> torch.Tensor:
+    maps = torch.zeros(n, SIZE, SIZE)
+    if top_left:
+        maps[:, : SIZE // 2, : SIZE // 2] = 1
+    else:
+        maps[:, SIZE // 2:, SIZE // 2:] = 1
+    return maps
+
+
+@pytest.mark.parametrize("baseline", explain.BASELINES)
+def test_a_map_of_the_evidence_beats_random_maps(baseline: str) -> None:
+    model = CheckerLogit()
+    x = _textured_quadrant_images()
+    targets = torch.ones(6, dtype=torch.long)
+    good = explain.faithfulness(model, x, _quadrant_map(6), targets=targets, steps=8,
+                                baseline=baseline, batch_size=16)
+    assert good["n"] == 6 and good["steps"] == 8
+    assert good["deletion_auc"]["cam"] < good["deletion_auc"]["random"] - 0.02
+    assert good["insertion_auc"]["cam"] > good["insertion_auc"]["random"] + 0.02
+    for kind in ("deletion_curve", "insertion_curve"):
+        assert all(len(good[kind][m]) == 9 for m in ("cam", "random"))
+    # Both curves start/end at the untouched image and at the baseline image.
+    assert good["deletion_curve"]["cam"][0] == pytest.approx(good["insertion_curve"]["cam"][-1])
+    assert good["deletion_curve"]["cam"][-1] == pytest.approx(good["insertion_curve"]["random"][0])
+    bad = explain.faithfulness(model, x, _quadrant_map(6, top_left=False), targets=targets, steps=8,
+                               baseline=baseline)
+    assert bad["deletion_auc"]["cam"] > good["deletion_auc"]["cam"]
+    json.dumps(good, allow_nan=False)
+
+
+def test_faithfulness_auc_matches_the_trapezoid_of_a_known_curve() -> None:
+    # The probability falls linearly as the top-left quadrant is deleted pixel by pixel.
+    model = QuadrantLogit()
+    x = torch.zeros(1, 1, SIZE, SIZE)
+    x[:, :, : SIZE // 2, : SIZE // 2] = 1.0
+    out = explain.faithfulness(model, x, _quadrant_map(1), targets=torch.tensor([1]), steps=4,
+                               baseline="mean")
+    expected = [torch.sigmoid(torch.tensor(4.0 * v)).item() for v in (1, 0.25, 0.25, 0.25, 0.25)]
+    np.testing.assert_allclose(out["deletion_curve"]["cam"], expected, atol=1e-5)
+    trapezoid = (sum(expected) - (expected[0] + expected[-1]) / 2) / 4
+    assert out["deletion_auc"]["cam"] == pytest.approx(trapezoid, abs=1e-5)
+
+
+def test_faithfulness_is_seeded_and_checks_its_options() -> None:
+    model, x = CheckerLogit(), _textured_quadrant_images(3)
+    t = torch.ones(3, dtype=torch.long)
+    maps = explain.random_maps(3, SIZE, SIZE, seed=5)
+    a = explain.faithfulness(model, x, maps, targets=t, seed=1)
+    assert a == explain.faithfulness(model, x, maps, targets=t, seed=1)
+    assert a["deletion_auc"]["random"] != explain.faithfulness(model, x, maps, targets=t, seed=2)["deletion_auc"]["random"]
+    with pytest.raises(ConfigError, match="blur, mean"):
+        explain.faithfulness(model, x, maps, targets=t, baseline="zeros")
+
+
+def test_random_maps_are_blob_like_and_normalised() -> None:
+    maps = explain.random_maps(4, 28, 28, seed=0)
+    assert maps.shape == (4, 28, 28) and maps.min() == 0 and maps.max() == 1
+    assert torch.equal(maps, explain.random_maps(4, 28, 28, seed=0))
+    # Neighbouring pixels are close: smooth blobs, not per-pixel noise.
+    assert (maps[:, :, 1:] - maps[:, :, :-1]).abs().mean() < 0.1
+
+
+# ---------------------------------------------------------------- sanity check
+
+def test_similarity_measures() -> None:
+    maps = explain.random_maps(3, SIZE, SIZE, seed=0)
+    assert torch.allclose(explain.spearman(maps, maps), torch.ones(3))
+    assert torch.allclose(explain.ssim(maps, maps), torch.ones(3))
+    assert (explain.spearman(maps, 1 - maps) < -0.99).all()
+    assert (explain.ssim(maps, 1 - maps) < 0.5).all()
+    assert torch.isnan(explain.spearman(maps, torch.zeros_like(maps))).all()
+
+
+def test_sanity_check_resnet_one_entry_per_stage_and_original_untouched() -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=2).eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(3, 3, 64, 64)
+    out = explain.sanity_check(model, x, targets=torch.tensor([0, 1, 1]), method="gradcam",
+                               target_layer_fn=lambda m: (m.layer4[-1], "layer4"), seed=0)
+    assert out["n"] == 3
+    assert [s["randomised"] for s in out["stages"]] == ["fc", "layer4.1"]
+    for stage in out["stages"]:
+        for key in ("spearman", "ssim"):
+            assert stage[key] is None or -1 <= stage[key] <= 1
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_sanity_check_region_net_maps_change_when_the_classifier_is_random() -> None:
+    model = RegionNet(num_classes=2)
+    nn.init.normal_(model.fc.weight, generator=torch.Generator().manual_seed(3))
+    out = explain.sanity_check(model, _images(4), targets=torch.tensor([0, 1, 0, 1]), method="gradcam",
+                               target_layer_fn=lambda m: m.features[-1], seed=0)
+    assert [s["randomised"] for s in out["stages"]] == ["fc", "features.2"]
+    assert out["stages"][0]["spearman"] is not None and out["stages"][0]["spearman"] < 0.99
+
+
+def test_densenet_stages_include_norm5_after_the_last_block() -> None:
+    model = torchvision.models.densenet121(num_classes=2)
+    stages = explain._randomisation_stages(model, model.features.norm5)
+    assert stages == [["classifier"], ["features.denseblock4", "features.norm5"]]
+
+
+# ---------------------------------------------------------------- localisation
+
+def test_localisation_on_hand_made_masks() -> None:
+    masks = torch.zeros(3, 8, 8, dtype=torch.bool)
+    masks[0, 2:4, 2:4] = True
+    masks[1, 5:7, 5:7] = True        # image 2 has no lesion: it must not count
+    cams = torch.zeros(3, 8, 8)
+    cams[0, 3, 3] = 1.0              # peak inside, all energy inside
+    cams[1, 5, 4] = 1.0              # peak one pixel left of the mask
+    cams[1, 6, 6] = 0.5
+    cams[2, 0, 0] = 1.0
+    out = explain.localisation(cams, masks, tolerance=1)
+    assert out["n"] == 2
+    assert out["pointing_game"]["cam"] == 1.0
+    assert out["energy_inside"]["cam"] == pytest.approx((1.0 + 0.5 / 1.5) / 2)
+    assert out["mask_area"] == pytest.approx(4 / 64)
+    assert 0 <= out["pointing_game"]["random"] <= 1 and 0 <= out["energy_inside"]["random"] <= 1
+    strict = explain.localisation(cams, masks, tolerance=0)
+    assert strict["pointing_game"]["cam"] == 0.5
+
+
+def test_localisation_without_lesions_and_with_empty_maps() -> None:
+    out = explain.localisation(torch.rand(2, 8, 8), torch.zeros(2, 8, 8, dtype=torch.bool))
+    assert out["n"] == 0 and out["pointing_game"]["cam"] is None
+    masks = torch.ones(1, 8, 8, dtype=torch.bool)
+    zero = explain.localisation(torch.zeros(1, 8, 8), masks)
+    assert zero["pointing_game"]["cam"] == 0.0 and zero["energy_inside"]["cam"] == 0.0
+
+
+# ---------------------------------------------------------------- the whole split
+
+def test_explain_split_end_to_end() -> None:
+    model = RegionNet(num_classes=2)
+    nn.init.normal_(model.fc.weight, generator=torch.Generator().manual_seed(2))
+    n = 12
+    x = _images(n)
+    gen = np.random.default_rng(0)
+    y = gen.integers(0, 2, n)
+    p1 = gen.random(n)
+    probs = np.stack([1 - p1, p1], axis=1)
+    masks = torch.zeros(n, SIZE, SIZE, dtype=torch.bool)
+    masks[y == 1, 4:10, 4:10] = True
+    summary, cams = explain.explain_split(
+        model, x, y_true=y, probs=probs, class_names=["NORMAL", "LESION"],
+        target_layer=model.features[-1], layer_name="features", method="gradcam", masks=masks,
+        faithfulness_n=8, sanity_n=4, seed=0)
+    assert summary["method"] == "gradcam" and summary["target_layer"] == "features"
+    assert cams.shape == (len(summary["gallery"]), SIZE, SIZE) and len(summary["gallery"]) > 0
+    assert all({"class", "class_index", "kind", "index", "prob", "target"} <= set(g) for g in summary["gallery"])
+    assert summary["faithfulness"]["n"] == 8
+    assert summary["sanity"]["n"] == 4 and summary["sanity"]["layers_randomised"] == ["fc", "features.2"]
+    assert summary["localisation"]["n"] == min(8, int((y == 1).sum()))
+    json.dumps(summary, allow_nan=False)
+    again, cams_again = explain.explain_split(
+        model, x, y_true=y, probs=probs, class_names=["NORMAL", "LESION"],
+        target_layer=model.features[-1], layer_name="features", method="gradcam", masks=masks,
+        faithfulness_n=8, sanity_n=4, seed=0)
+    again.pop("timings"), summary.pop("timings")
+    assert again == summary and torch.equal(cams, cams_again)

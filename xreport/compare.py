@@ -1,0 +1,645 @@
+"""`xreport compare`: several evaluated runs side by side in one bilingual report.
+
+Each run is evaluated first when its ``reports/NAME/metrics.json`` is missing or stale. The
+report holds a metrics table with 95% intervals, overlaid training and ROC curves, confusion
+matrices side by side, and paired tests of every run against the first (reference) run on
+the same test images: McNemar's test for accuracy and DeLong's test (binary) or a paired
+bootstrap (multi-class) for ROC-AUC, with Holm-adjusted p-values when there are several
+comparisons. Runs whose test images differ are still compared on their metrics; the report
+says why their paired tests are missing.
+
+The context is language-neutral (numbers, names, message keys with parameters); the wording
+lives in ``templates/i18n/<lang>/compare.json`` and the layout in ``templates/compare.html.j2``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from . import metrics as metrics_mod
+from . import runs
+from .errors import ConfigError, ReportError, RunError, XReportError
+
+logger = logging.getLogger(__name__)
+
+ALPHA = 0.05
+N_BOOT = 1000
+SPLIT = "test"
+BODY_TEMPLATE = "compare.html.j2"
+# (message key, path into compute_all's dict, which direction is better)
+METRIC_ROWS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("metric.accuracy", ("accuracy",), "max"),
+    ("metric.balanced_accuracy", ("balanced_accuracy",), "max"),
+    ("metric.macro_f1", ("macro_avg", "f1"), "max"),
+    ("metric.roc_auc", ("roc_auc",), "max"),
+    ("metric.ece", ("calibration", "ece"), "min"),
+)
+# The shell templates (report.html.j2, pdf.html.j2) title the page with this key.
+TITLE_ALIASES = {"report.title": "compare.title"}
+_NAME_BYTES = 120   # a longer default folder name is shortened with a hash
+
+
+@dataclass
+class CompareResult:
+    report_dir: Path
+    files: list[Path] = field(default_factory=list)
+    evaluated: list[str] = field(default_factory=list)   # runs whose predictions were (re)made
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class EvaluatedRun:
+    """What the comparison needs from one run: checkpoint meta, metrics.json, predictions."""
+
+    paths: runs.RunPaths
+    meta: dict[str, Any]
+    evaluation: dict[str, Any]
+    ids: list[str]
+    y_true: np.ndarray
+    probs: np.ndarray
+    history: list[dict[str, Any]]
+
+    @property
+    def name(self) -> str:
+        return self.paths.name
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.evaluation["metrics"]
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.metrics.get("class_names") or self.meta.get("class_names") or [])
+
+
+# ---------------------------------------------------------------- names and inputs
+
+def default_name(run_names: Sequence[str]) -> str:
+    """``compare-A-B[-C]``; shortened with a hash when it would be an unwieldy folder name."""
+    name = "compare-" + "-".join(run_names)
+    if len(name.encode("utf-8")) <= _NAME_BYTES:
+        return name
+    digest = hashlib.sha256("\0".join(run_names).encode("utf-8")).hexdigest()[:10]
+    return f"compare-{len(run_names)}runs-{digest}"
+
+
+def _check_runs(run_paths: Sequence[runs.RunPaths]) -> None:
+    if len(run_paths) < 2:
+        raise ConfigError(f"--runs needs at least 2 runs to compare; got {len(run_paths)} "
+                          f"({', '.join(p.name for p in run_paths) or 'none'})")
+    seen: set[str] = set()
+    for p in run_paths:
+        if p.name in seen:
+            raise ConfigError(f"--runs names {p.name!r} twice; give each run once")
+        seen.add(p.name)
+
+
+# ---------------------------------------------------------------- evaluation
+
+def _cached_cam_method(paths: runs.RunPaths) -> str:
+    """The CAM method of an existing metrics.json, so CAMs alone never make a run stale."""
+    try:
+        cached = json.loads(paths.metrics.read_text(encoding="utf-8"))
+        return str((cached.get("explain") or {}).get("method") or "gradcam")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return "gradcam"
+
+
+def ensure_evaluated(paths: runs.RunPaths, *, device: str = "auto", progress: bool = True) -> bool:
+    """Evaluate the run on the test split unless its metrics.json is fresh; True if it ran."""
+    from .build import cached_metrics
+    from .device import resolve_device
+    from .evaluate import dataset_for_run, evaluate_run, load_run
+
+    with runs.run_lock(paths.report_dir, what="report"):
+        run = load_run(paths, device=resolve_device(device))
+        dataset = dataset_for_run(run, splits=(SPLIT, "val"))
+        if cached_metrics(paths, run, dataset, cam_method=_cached_cam_method(paths), split=SPLIT):
+            logger.info("%s: metrics.json is fresh; reusing its predictions", paths.name)
+            return False
+        logger.info("%s: evaluating on the %s split (no CAMs)", paths.name, SPLIT)
+        evaluate_run(paths, split=SPLIT, device=device, explain=False, dataset=dataset, run=run,
+                     progress=progress)
+        return True
+
+
+def load_evaluated(paths: runs.RunPaths) -> EvaluatedRun:
+    """Read an evaluated run: checkpoint meta, metrics.json, predictions.csv, history.csv."""
+    from .evaluate import checkpoint_path, read_predictions
+    from .report import read_history, read_metrics
+
+    meta = runs.load_checkpoint(checkpoint_path(paths)).meta
+    evaluation = read_metrics(paths)
+    if not evaluation.get("metrics"):
+        raise ReportError(f"{paths.metrics}: run {paths.name!r} has no test metrics (its test split "
+                          "has no labels), so it cannot be compared")
+    if evaluation.get("split", SPLIT) != SPLIT:
+        raise ReportError(f"{paths.metrics}: run {paths.name!r} was evaluated on the "
+                          f"{evaluation.get('split')!r} split; compare needs the {SPLIT!r} split "
+                          f"(xreport evaluate --run {paths.name})")
+    if not paths.predictions.is_file():
+        raise ReportError(f"{paths.predictions}: not found; evaluate run {paths.name!r} first")
+    ids, y_true, probs = read_predictions(paths.predictions)
+    if y_true is None:
+        raise ReportError(f"{paths.predictions}: run {paths.name!r} has no y_true column, so it "
+                          "cannot be compared")
+    n = evaluation["metrics"].get("n")
+    if n is not None and int(n) != len(ids):
+        raise ReportError(f"{paths.predictions}: {len(ids)} rows but {paths.metrics} counts {n}; "
+                          f"evaluate run {paths.name!r} again")
+    return EvaluatedRun(paths=paths, meta=meta, evaluation=evaluation, ids=ids, y_true=y_true,
+                        probs=probs, history=read_history(paths.history))
+
+
+# ---------------------------------------------------------------- pairing and tests
+
+def _msg(key: str, **params: Any) -> dict[str, Any]:
+    return {"key": key, "params": params}
+
+
+def align(reference: EvaluatedRun, run: EvaluatedRun) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+    """Rows of ``run`` in the reference's image order, or None and why they cannot be paired.
+
+    The same ids in another order are re-ordered; other ids, other class names or other true
+    labels for the same image rule the paired tests out.
+    """
+    if run.class_names != reference.class_names:
+        return None, _msg("compare.unpaired.classes", run=run.name, ref=reference.name,
+                             run_classes=", ".join(run.class_names),
+                             ref_classes=", ".join(reference.class_names))
+    position = {ident: i for i, ident in enumerate(run.ids)}
+    common = sum(1 for ident in reference.ids if ident in position)
+    unique = len(position) == len(run.ids) and len(set(reference.ids)) == len(reference.ids)
+    if not unique or common != len(reference.ids) or len(run.ids) != len(reference.ids):
+        return None, _msg("compare.unpaired.ids", run=run.name, ref=reference.name,
+                             n_run=len(run.ids), n_ref=len(reference.ids), n_common=common)
+    order = np.array([position[ident] for ident in reference.ids], dtype=np.int64)
+    differ = int(np.sum(run.y_true[order] != reference.y_true))
+    if differ:
+        return None, _msg("compare.unpaired.labels", run=run.name, ref=reference.name, n=differ)
+    return order, None
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment; None stays None and does not count as a comparison."""
+    defined = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    m = len(defined)
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(defined):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+def p_text(p: float | None) -> str:
+    """"0.041" or "< 0.001": three decimals, so 0.049 never reads as 0.05."""
+    if p is None or not math.isfinite(p):
+        return "—"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def format_p(p: float | None) -> str:
+    """"p = 0.041" or "p < 0.001"."""
+    text = p_text(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
+def _signed(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "—"
+    return f"{x:+.3f}".replace("-", "−")
+
+
+def _verdict(delta: float, significant: bool, words: tuple[str, str, str, str, str]) -> str:
+    """``words`` = (better, worse, not_better, not_worse, same) for delta = run − reference."""
+    better, worse, not_better, not_worse, same = words
+    if abs(delta) < 1e-12:
+        return same
+    if significant:
+        return better if delta > 0 else worse
+    return not_better if delta > 0 else not_worse
+
+
+def _value(v: Any) -> float | None:
+    if isinstance(v, Mapping):
+        v = v.get("value")
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def paired_tests(reference: EvaluatedRun, others: Sequence[EvaluatedRun], *, n_boot: int = N_BOOT,
+                 seed: int = 0) -> list[dict[str, Any]]:
+    """Each run against the reference: McNemar on accuracy and a paired ROC-AUC test."""
+    tests: list[dict[str, Any]] = []
+    y = reference.y_true
+    pred_ref = reference.probs.argmax(axis=1)
+    for run in others:
+        order, why = align(reference, run)
+        entry: dict[str, Any] = {"run": run.name, "ref": reference.name, "paired": order is not None,
+                                 "reason": why, "mcnemar": None, "auc": None}
+        if order is not None:
+            probs = run.probs[order]
+            # a = reference, b = this run: b counts images only the reference got right.
+            entry["mcnemar"] = metrics_mod.mcnemar(y, pred_ref, probs.argmax(axis=1))
+            method = "delong" if probs.shape[1] == 2 else "bootstrap"
+            # probs_a = this run, so "difference" is run − reference.
+            entry["auc"] = metrics_mod.paired_auc_test(y, probs, reference.probs, method=method,
+                                                       n_boot=n_boot, seed=seed)
+            entry["n"] = int(len(y))
+        tests.append(entry)
+    _add_holm(tests)
+    for entry in tests:
+        _add_sentences(entry, reference=reference, run=_by_name(others, entry["run"]),
+                       adjusted=len([t for t in tests if t["paired"]]) > 1)
+    return tests
+
+
+def _by_name(items: Sequence[EvaluatedRun], name: str) -> EvaluatedRun:
+    return next(r for r in items if r.name == name)
+
+
+def _add_holm(tests: list[dict[str, Any]]) -> None:
+    for family in ("mcnemar", "auc"):
+        adjusted = holm([(t[family] or {}).get("p_value") for t in tests])
+        for entry, p_adj in zip(tests, adjusted):
+            if entry[family] is not None:
+                entry[family]["p_holm"] = p_adj
+
+
+def _add_sentences(entry: dict[str, Any], *, reference: EvaluatedRun, run: EvaluatedRun,
+                   adjusted: bool) -> None:
+    """The plain-words verdicts as nested {key, params} items (the catalogs word them)."""
+    if not entry["paired"]:
+        return
+    names = {"run": run.name, "ref": reference.name}
+    mc = entry["mcnemar"]
+    p_acc = mc["p_holm"] if adjusted else mc["p_value"]
+    mc["significant"] = p_acc is not None and p_acc < ALPHA
+    verdict = _verdict(mc["c"] - mc["b"], mc["significant"],
+                       ("better", "worse", "not_better", "not_worse", "same"))
+    detail = _msg("compare.acc.detail_holm" if adjusted else "compare.acc.detail",
+                     acc_run=_value(run.metrics.get("accuracy")),
+                     acc_ref=_value(reference.metrics.get("accuracy")),
+                     p=format_p(mc["p_value"]), p_holm=format_p(mc.get("p_holm")))
+    mc["sentence"] = _msg("compare.acc." + verdict, **names, detail=detail)
+
+    auc = entry["auc"]
+    if auc.get("p_value") is None or auc.get("difference") is None:
+        auc["significant"] = False
+        auc["sentence"] = _msg("compare.auc.undefined", **names,
+                                  reason=auc.get("reason") or "no p-value")
+        return
+    p_auc = auc["p_holm"] if adjusted else auc["p_value"]
+    auc["significant"] = p_auc is not None and p_auc < ALPHA
+    verdict = _verdict(auc["difference"], auc["significant"],
+                       ("higher", "lower", "not_higher", "not_lower", "same"))
+    ci = auc.get("ci95") or [None, None]
+    detail = _msg("compare.auc.detail_holm" if adjusted else "compare.auc.detail",
+                     auc_run=auc["auc_a"], auc_ref=auc["auc_b"], diff=_signed(auc["difference"]),
+                     lo=_signed(ci[0]), hi=_signed(ci[1]),
+                     method=_msg("compare.method." + auc["method"]),
+                     p=format_p(auc["p_value"]), p_holm=format_p(auc.get("p_holm")))
+    auc["sentence"] = _msg("compare.auc." + verdict, **names, detail=detail)
+
+
+# ---------------------------------------------------------------- the context
+
+def _dig(d: Mapping[str, Any] | None, path: Sequence[str]) -> Any:
+    for key in path:
+        if not isinstance(d, Mapping):
+            return None
+        d = d.get(key)
+    return d
+
+
+def _metric_rows(evaluated: Sequence[EvaluatedRun]) -> list[dict[str, Any]]:
+    rows = []
+    for key, path, better in METRIC_ROWS:
+        values = [_dig(r.metrics, path) for r in evaluated]
+        numbers = [_value(v) for v in values]
+        defined = [x for x in numbers if x is not None]
+        target = (max if better == "max" else min)(defined) if len(defined) > 1 else None
+        rows.append({"key": key, "values": values, "better": better,
+                     "best": [target is not None and x is not None and abs(x - target) < 1e-12
+                              for x in numbers]})
+    return rows
+
+
+def _duration(seconds: float | None) -> dict[str, Any] | None:
+    if seconds is None:
+        return None
+    s = int(round(seconds))
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    if h:
+        return {"key": "compare.duration.hm", "params": {"h": h, "m": m}}
+    if m:
+        return {"key": "compare.duration.ms", "params": {"m": m, "s": sec}}
+    return {"key": "compare.duration.s", "params": {"s": sec}}
+
+
+def _train_seconds(history: Sequence[Mapping[str, Any]]) -> float | None:
+    values = [row.get("seconds") for row in history]
+    if not values or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        return None
+    return float(sum(values))
+
+
+def _params(meta: Mapping[str, Any]) -> int | None:
+    if isinstance(meta.get("params"), int):
+        return int(meta["params"])
+    from . import models
+    try:
+        return models.count_parameters(models.model_from_meta(meta))["total"]
+    except (XReportError, KeyError, ValueError, RuntimeError) as exc:
+        logger.warning("parameter count unknown: %s", exc)
+        return None
+
+
+def _run_row(run: EvaluatedRun) -> dict[str, Any]:
+    meta, config = run.meta, run.meta.get("config") or {}
+    evaluation = run.evaluation
+    return {
+        "name": run.name, "arch": meta.get("arch", "?"), "params": _params(meta),
+        "image_size": meta.get("image_size"), "in_channels": meta.get("in_channels"),
+        "pretrained": bool(meta.get("pretrained", False)),
+        "epochs_run": len(run.history) if run.history else None,
+        "epochs_planned": (config.get("train") or {}).get("epochs"),
+        "best_epoch": meta.get("epoch"), "selected_by": meta.get("selected_by"),
+        "train_time": _duration(_train_seconds(run.history)),
+        "n": len(run.ids), "task": run.metrics.get("task"),
+        "checkpoint_sha256": (evaluation.get("checkpoint") or {}).get("sha256") or "—",
+        "data_fingerprint": (evaluation.get("data") or {}).get("fingerprint")
+        or meta.get("data_fingerprint") or "—",
+        "data_source": (evaluation.get("data") or {}).get("source") or "—",
+        "evaluated": str(evaluation.get("created", ""))[:16].replace("T", " ") or "—",
+    }
+
+
+def _localised_names(meta: Mapping[str, Any], names: Sequence[str], lang: str) -> list[str]:
+    translated = {"zh-TW": meta.get("class_names_zh_tw"), "zh-CN": meta.get("class_names_zh_cn")}.get(lang) or []
+    return [translated[i] if i < len(translated) and translated[i] else n for i, n in enumerate(names)]
+
+
+def _roc_curve(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The positive class's ROC (binary) or the macro average of one-vs-rest curves."""
+    entries = [e for e in (metrics.get("curves") or {}).get("roc") or [] if e.get("fpr")]
+    if not entries:
+        return None
+    auc = metrics.get("roc_auc")
+    if metrics.get("task") == "binary" or len(entries) == 1:
+        names = metrics.get("class_names") or []
+        entry = next((e for e in entries if len(names) > 1 and e.get("class") == names[1]), entries[-1])
+        return {"fpr": entry["fpr"], "tpr": entry["tpr"], "auc": auc}
+    grid = np.linspace(0.0, 1.0, 201)
+    tpr = np.mean([np.interp(grid, e["fpr"], e["tpr"]) for e in entries], axis=0)
+    tpr[0] = 0.0
+    return {"fpr": grid.tolist(), "tpr": tpr.tolist(), "auc": auc}
+
+
+def _figures(evaluated: Sequence[EvaluatedRun], *, maker: Any) -> dict[str, Any]:
+    from . import charts
+
+    histories = {r.name: r.history for r in evaluated if r.history}
+    curves = None
+    if histories:
+        curves = maker.draw("compare_training", lambda t, lang: charts.compare_training_curves(
+            histories, t=t))
+    rocs = {r.name: c for r in evaluated if (c := _roc_curve(r.metrics)) is not None}
+    roc = maker.draw("compare_roc", lambda t, lang: charts.compare_roc(rocs, t=t)) if rocs else None
+    confusion = []
+    for i, run in enumerate(evaluated):
+        cm = run.metrics.get("confusion_matrix") or {}
+        labels = list(cm.get("labels") or run.class_names)
+
+        def draw(t: Any, lang: str, cm: Mapping[str, Any] = cm, labels: list[str] = labels,
+                 meta: Mapping[str, Any] = run.meta) -> Any:
+            return charts.confusion_matrix(cm["by_true"], _localised_names(meta, labels, lang),
+                                           normalized=True, t=t)
+        confusion.append({"run": run.name, "figure": maker.draw(f"compare_confusion_{i}", draw)
+                          if cm.get("by_true") else None})
+    return {"curves": curves, "roc": roc, "confusion": confusion,
+            "roc_multiclass": any(r.metrics.get("task") != "binary" for r in evaluated)}
+
+
+def _versions() -> dict[str, str]:
+    from . import __version__
+    return {"xreport": __version__}
+
+
+def compare_context(evaluated: Sequence[EvaluatedRun], *, name: str, reports_root: Path,
+                    langs: Sequence[str], command: str | None = None, n_boot: int = N_BOOT,
+                    seed: int = 0) -> dict[str, Any]:
+    """Everything the compare templates show, as plain data; draws figures per language."""
+    from .render import translator
+    from .report import FigureMaker
+
+    if len(evaluated) < 2:
+        raise ReportError(f"compare needs at least 2 evaluated runs; got {len(evaluated)}")
+    out_paths = runs.RunPaths(runs.check_run_name(name), reports_root=reports_root)
+    reference = evaluated[0]
+    maker = FigureMaker(out_paths, langs, {lang: translator(lang) for lang in langs})
+    figures = _figures(evaluated, maker=maker)
+    tests = paired_tests(reference, evaluated[1:], n_boot=n_boot, seed=seed)
+    n_paired = sum(1 for t in tests if t["paired"])
+    class_names = reference.class_names
+    i18n = {lang: _localised_names(reference.meta, class_names, lang) for lang in ("zh-TW", "zh-CN")}
+    return {
+        "schema": 1, "kind": "compare", "run": name,
+        "report_dir": str(out_paths.report_dir.resolve()),
+        "langs": list(langs),
+        "generated": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "versions": _versions(),
+        "reference": reference.name,
+        "run_names": [r.name for r in evaluated],
+        "class_names": class_names,
+        "class_names_i18n": {k: v for k, v in i18n.items() if v != class_names},
+        "runs": [_run_row(r) for r in evaluated],
+        "metric_rows": _metric_rows(evaluated),
+        "bootstrap": reference.metrics.get("bootstrap"),
+        "figures": figures,
+        "tests": tests,
+        "alpha": ALPHA,
+        "n_paired": n_paired,
+        "adjusted": n_paired > 1,
+        "n_boot": n_boot, "seed": seed,
+        "command": command,
+        "failed_charts": sorted(set(maker.failed)),
+    }
+
+
+# ---------------------------------------------------------------- rendering
+
+class _Retitled:
+    """A translator whose "report.title" reads "compare.title", for the shared page shells."""
+
+    def __init__(self, t: Any) -> None:
+        self._t = t
+
+    def has(self, key: str) -> bool:
+        return self._t.has(TITLE_ALIASES.get(key, key))
+
+    def __call__(self, key: str, **params: Any) -> str:
+        return self._t(TITLE_ALIASES.get(key, key), **params)
+
+
+def _say(t: Callable[..., str]) -> Callable[[Mapping[str, Any] | None], str]:
+    """Fill a {key, params} item; a param that is itself such an item is filled first."""
+    def say(item: Mapping[str, Any] | None) -> str:
+        if not item:
+            return ""
+        params = {}
+        for k, v in dict(item.get("params") or {}).items():
+            if isinstance(v, Mapping) and "key" in v:
+                v = say(v)
+            elif v is None:
+                v = "—"
+            params[k] = v
+        return t(item["key"], **params)
+    return say
+
+
+def make_environment(templates_dir: Path | None = None) -> Any:
+    """The report's sandboxed environment plus the two filters the comparison needs."""
+    from . import render
+
+    env = render.make_environment(templates_dir)
+    env.filters["pval"] = p_text
+    env.filters["signed"] = _signed
+    return env
+
+
+def render_compare_body(context: Mapping[str, Any], *, lang: str, env: Any,
+                        templates_dir: Path | None = None, mode: str = "data") -> Any:
+    """One language's comparison body (the shared env, ``t()``, filters and ``img()``)."""
+    import jinja2
+    from markupsafe import Markup
+
+    from . import render
+
+    g = render._globals_for(context, lang, templates_dir=templates_dir, mode=mode)
+    g["say"] = _say(g["t"])
+    try:
+        return Markup(env.get_template(BODY_TEMPLATE).render(**g))
+    except jinja2.UndefinedError as exc:
+        raise ReportError(f"template {BODY_TEMPLATE} ({lang}): {exc}") from None
+
+
+def render_compare_html(context: Mapping[str, Any], *, langs: Sequence[str],
+                        templates_dir: Path | None = None) -> str:
+    """One self-contained HTML file with every language, in the single-run report's shell."""
+    import jinja2
+
+    from . import render
+
+    langs = render._check_langs(langs)
+    env = make_environment(templates_dir)
+    bodies = [(lang, render_compare_body(context, lang=lang, env=env, templates_dir=templates_dir))
+              for lang in langs]
+    try:
+        return env.get_template("report.html.j2").render(
+            ctx=context, langs=langs, bodies=bodies, lang_labels=render.LANG_LABELS,
+            t=_Retitled(render.translator(langs[0], templates_dir)),
+            css=render._read_css(env, "css/report.css"), mobile_css=render._read_css(env, "css/mobile.css"))
+    except jinja2.UndefinedError as exc:
+        raise ReportError(f"template report.html.j2: {exc}") from None
+
+
+def render_compare_pdf(context: Mapping[str, Any], *, lang: str, out_path: Path,
+                       templates_dir: Path | None = None) -> Path:
+    """Lay out one language with WeasyPrint (local files only) and write it atomically."""
+    import jinja2
+    from markupsafe import Markup
+
+    from . import render
+
+    try:
+        import weasyprint
+    except ImportError as exc:  # a system library (pango) is missing
+        raise ReportError(f"PDF output needs WeasyPrint and its system libraries: {exc}") from None
+    (lang,) = render._check_langs([lang])
+    env = make_environment(templates_dir)
+    body = render_compare_body(context, lang=lang, env=env, templates_dir=templates_dir, mode="file")
+    try:
+        html = env.get_template("pdf.html.j2").render(
+            ctx=context, lang=lang, body=body, t=_Retitled(render.translator(lang, templates_dir)),
+            font_family=Markup(render.PDF_FONTS[lang]), css=render._read_css(env, "css/report.css"),
+            print_css=render._read_css(env, "css/print.css"))
+    except jinja2.UndefinedError as exc:
+        raise ReportError(f"template pdf.html.j2: {exc}") from None
+    report_dir = Path(context["report_dir"])
+    roots = [report_dir, render.templates_root()] + ([Path(templates_dir)] if templates_dir else [])
+    document = weasyprint.HTML(string=html, base_url=str(report_dir) + "/",
+                               url_fetcher=render.make_url_fetcher(roots))
+    with runs.atomic_path(out_path) as tmp:
+        document.write_pdf(tmp)
+    return Path(out_path)
+
+
+# ---------------------------------------------------------------- orchestration
+
+def _clear_figures(folder: Path) -> None:
+    # Old figures of a comparison with other runs must not linger beside the new ones.
+    for old in folder.glob("*.png"):
+        old.unlink()
+
+
+def compare_runs(runs_: Sequence[runs.RunPaths], name: str | None, reports_root: Path,
+                 langs: Sequence[str], formats: Sequence[str], device: str = "auto",
+                 command: str | None = None, *, templates: Path | None = None,
+                 n_boot: int = N_BOOT, seed: int = 0, progress: bool = True) -> CompareResult:
+    """Evaluate stale runs, then write ``reports/compare-A-B/report.html`` and PDFs."""
+    from .build import FORMATS, LANGS, check_choices
+
+    started = time.perf_counter()
+    langs = check_choices(langs, LANGS, what="lang")
+    formats = check_choices(formats, FORMATS, what="format")
+    _check_runs(runs_)
+    name = runs.check_run_name(name or default_name([p.name for p in runs_]))
+    out_dir = Path(reports_root) / name
+    for p in runs_:
+        if p.report_dir.resolve() == out_dir.resolve():
+            raise RunError(f"--name {name!r} is the report folder of run {p.name!r}; "
+                           "choose another name")
+    result = CompareResult(report_dir=out_dir)
+    for p in runs_:
+        if ensure_evaluated(p, device=device, progress=progress):
+            result.evaluated.append(p.name)
+    result.seconds["evaluate"] = round(time.perf_counter() - started, 2)
+    evaluated = [load_evaluated(p) for p in runs_]
+    with runs.run_lock(out_dir, what="comparison report"):
+        _clear_figures(out_dir / "figures")
+        context = compare_context(evaluated, name=name, reports_root=Path(reports_root), langs=langs,
+                                  command=command, n_boot=n_boot, seed=seed)
+        runs.write_json(out_dir / "compare.json", _json_summary(context))
+        result.files.append(out_dir / "compare.json")
+        if "html" in formats:
+            html = render_compare_html(context, langs=langs, templates_dir=templates)
+            runs.write_text(out_dir / "report.html", html)
+            result.files.append(out_dir / "report.html")
+        if "pdf" in formats:
+            for lang in langs:
+                out = out_dir / f"report.{lang}.pdf"
+                render_compare_pdf(context, lang=lang, out_path=out, templates_dir=templates)
+                result.files.append(out)
+    result.seconds["total"] = round(time.perf_counter() - started, 2)
+    return result
+
+
+def _json_summary(context: Mapping[str, Any]) -> dict[str, Any]:
+    """The machine-readable comparison: runs, metrics and paired tests (no figures)."""
+    return {"schema": 1, "name": context["run"], "generated": context["generated"],
+            "reference": context["reference"], "runs": context["runs"],
+            "metrics": [{"key": row["key"], "values": dict(zip(context["run_names"], row["values"]))}
+                        for row in context["metric_rows"]],
+            "tests": context["tests"], "alpha": context["alpha"], "n_boot": context["n_boot"],
+            "seed": context["seed"]}

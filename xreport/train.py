@@ -1,0 +1,739 @@
+"""The training loop: writes ``checkpoints/NAME/`` (config, best/last checkpoints, history, log).
+
+Images stay in memory as uint8; each batch is gathered by index, moved to the device,
+augmented and normalised there as one tensor, so no DataLoader workers are needed.
+Randomness: the model is initialised from ``train.seed``; each epoch's shuffle and
+augmentation generators are derived from (seed, epoch, rank), and the global RNG states
+(dropout) are saved in ``last.pt``, so ``resume`` reproduces an uninterrupted run exactly.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from . import __version__, runs
+from .config import RunConfig, to_dict, to_toml
+from .data.base import Dataset, Split
+from .errors import CheckpointError, ConfigError, DataError, RunError, TrainingError
+from .models import (build_model, count_parameters, load_weights, resolve_small_stem,
+                     set_train_mode)
+
+logger = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "train_f1", "val_loss", "val_acc",
+                   "val_f1", "val_auc", "lr", "seconds")
+# Keys that may differ between a run and its resume (they do not change the maths of the
+# epochs already done).
+RESUMABLE_CHANGES = ("train.epochs", "train.early_stopping", "train.max_steps", "train.device",
+                     "train.num_threads")
+_RUN_FILES = ("config.toml", "best.pt", "last.pt", "history.csv", "class_distribution.json",
+              "train.log")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    best_score: float
+    history: list[dict[str, float]]
+    seconds: float
+
+
+@dataclass
+class _Setup:
+    """Everything fixed for the whole run."""
+
+    device: torch.device
+    precision: str              # fp32 | bf16 | fp16
+    channels_last: bool
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    def autocast(self) -> AbstractContextManager:
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+
+@dataclass
+class _State:
+    """What changes from epoch to epoch and is saved in ``last.pt`` for resuming."""
+
+    epoch: int = 0                      # epochs completed
+    global_step: int = 0
+    best_score: float = math.nan
+    best_epoch: int = 0
+    bad_epochs: int = 0                 # epochs since the selection metric last improved
+    stopped: str = ""                   # why training ended early ("" while it goes on)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- device and precision
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device {setting!r}: CUDA is not available on this machine; "
+                          "use auto or cpu")
+    return torch.device(setting)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 matmul units (AVX512-BF16 or AMX)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_precision(setting: str, device: torch.device) -> str:
+    """auto: CUDA -> bf16 where supported, else fp16 with a GradScaler; CPU -> fp32.
+
+    CPU bf16 autocast was measured slower than fp32 for the small-stem ResNet on this
+    project's reference machine (AMD Zen 4, AVX512-BF16; see the lead's BENCHMARKS.md), so
+    auto keeps fp32 on CPU; ``bf16`` can still be forced.
+    """
+    if setting != "auto":
+        if setting == "fp16" and device.type == "cpu":
+            logger.warning("fp16 on CPU is emulated and slow; bf16 or fp32 are faster")
+        return setting
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def resolve_channels_last(setting: str, device: torch.device, precision: str) -> bool:
+    """auto: on for CUDA (tensor cores want NHWC) and for CPU bf16 (oneDNN's NHWC kernels)."""
+    if setting != "auto":
+        return setting == "on"
+    return device.type == "cuda" or precision == "bf16"
+
+
+# ---------------------------------------------------------------- distributed
+
+def _init_distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); joins the process group torchrun describes, if any."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized():
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return 0, 1
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _local_device(device: torch.device, world_size: int) -> torch.device:
+    if device.type == "cuda" and world_size > 1 and device.index is None:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return device
+
+
+def _all_reduce(t: torch.Tensor, setup: _Setup) -> torch.Tensor:
+    if setup.world_size > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(t)
+    return t
+
+
+# ---------------------------------------------------------------- randomness
+
+def _epoch_generator(seed: int, epoch: int, stream: int, rank: int = 0) -> torch.Generator:
+    """A CPU generator for one (epoch, purpose, rank): resuming needs no generator state."""
+    mixed = (seed * 1_000_003 + epoch * 9_176 + stream * 101 + rank * 7_919) % (2 ** 63)
+    return torch.Generator().manual_seed(mixed)
+
+
+def _rng_state() -> dict[str, Any]:
+    """Global RNG states as tensors and plain lists (weights_only-loadable)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": {"version": py_state[0], "internal": list(py_state[1]), "gauss": py_state[2]},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    random.seed(seed)
+
+
+# ---------------------------------------------------------------- batches
+
+def epoch_indices(n: int, *, generator: torch.Generator,
+                  weights: torch.Tensor | None = None) -> torch.Tensor:
+    """One epoch's order: a permutation, or n draws with replacement by ``weights``."""
+    if weights is None:
+        return torch.randperm(n, generator=generator)
+    return torch.multinomial(weights.double(), n, replacement=True, generator=generator)
+
+
+def shard(indices: torch.Tensor, *, rank: int, world_size: int) -> torch.Tensor:
+    """This rank's share; padded by wrapping so every rank takes the same number of steps."""
+    if world_size == 1:
+        return indices
+    per_rank = math.ceil(len(indices) / world_size)
+    padded = torch.cat([indices, indices[: per_rank * world_size - len(indices)]])
+    return padded[rank::world_size]
+
+
+def batches(indices: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Chunks of ``batch_size``; a trailing single image is dropped (BatchNorm needs two)."""
+    chunks = list(torch.split(indices, batch_size))
+    if len(chunks) > 1 and len(chunks[-1]) == 1:
+        chunks.pop()
+    return chunks
+
+
+def _to_device(images_u8: torch.Tensor, setup: _Setup) -> torch.Tensor:
+    if setup.device.type == "cuda":
+        return images_u8.pin_memory().to(setup.device, non_blocking=True)
+    return images_u8
+
+
+# ---------------------------------------------------------------- metrics
+
+def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(true, predicted) counts as float64, on the tensors' device (cheap to all-reduce)."""
+    flat = target.long() * num_classes + pred.long()
+    counts = torch.bincount(flat, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes).double()
+
+
+def accuracy_f1(cm: torch.Tensor) -> tuple[float, float]:
+    """Accuracy and macro-F1 (a class never true nor predicted scores 0, as sklearn does)."""
+    cm = cm.double().cpu()
+    total = float(cm.sum())
+    tp = cm.diag()
+    denom = cm.sum(0) + cm.sum(1)
+    f1 = torch.where(denom > 0, 2 * tp / denom.clamp_min(1e-12), torch.zeros_like(tp))
+    return (float(tp.sum()) / total if total else math.nan), float(f1.mean())
+
+
+def roc_auc(y: np.ndarray, probs: np.ndarray) -> float:
+    """Binary AUC, or macro one-vs-rest AUC; NaN when the split lacks a class."""
+    from sklearn.metrics import roc_auc_score
+
+    num_classes = probs.shape[1]
+    if len(np.unique(y)) < num_classes:
+        return math.nan
+    if num_classes == 2:
+        return float(roc_auc_score(y, probs[:, 1]))
+    return float(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
+
+
+def _better(score: float, best: float, metric: str) -> bool:
+    if math.isnan(score):
+        return False
+    if math.isnan(best):
+        return True
+    return score < best if metric == "val_loss" else score > best
+
+
+# ---------------------------------------------------------------- schedule and optimiser
+
+def make_optimizer(params: Sequence[nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    raise ConfigError(f"train.optimizer {cfg.optimizer!r} is not one of adamw, adam, sgd")
+
+
+def lr_factor(step: int, *, cfg: Any, steps_per_epoch: int) -> float:
+    """Multiplier of the base lr at optimiser step ``step`` (0-based), updated per step."""
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return (step + 1) / warmup
+    if cfg.schedule == "cosine":
+        total = cfg.epochs * steps_per_epoch
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if cfg.schedule == "step":
+        return cfg.gamma ** ((step // steps_per_epoch) // max(1, cfg.step_size))
+    return 1.0
+
+
+# ---------------------------------------------------------------- the run folder
+
+def _prepare_run_dir(paths: runs.RunPaths, *, resume: bool, overwrite: bool) -> None:
+    run_dir = paths.run_dir
+    if resume:
+        if not paths.last.is_file():
+            raise RunError(f"{paths.last}: nothing to resume (no last.pt); train without --resume")
+        return
+    existing = [name for name in _RUN_FILES if (run_dir / name).exists()]
+    if existing and not overwrite:
+        raise RunError(f"{run_dir}: a run already exists ({', '.join(existing)}); use --resume "
+                       "to continue it, --overwrite to replace it, or another --name")
+    for name in existing:
+        (run_dir / name).unlink()
+
+
+@contextmanager
+def _log_to_file(path: Path, *, enabled: bool, append: bool) -> Iterator[None]:
+    """Send the package's INFO logs to the run's train.log while training."""
+    if not enabled:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="a" if append else "w", encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package = logging.getLogger("xreport")
+    old_level = package.level
+    if package.getEffectiveLevel() > logging.INFO:
+        package.setLevel(logging.INFO)
+    package.addHandler(handler)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(old_level)
+        handler.close()
+
+
+def history_csv(history: Sequence[dict[str, float]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: ("" if isinstance(row[k], float) and math.isnan(row[k]) else row[k])
+                         for k in HISTORY_COLUMNS})
+    return out.getvalue()
+
+
+def _versions() -> dict[str, str]:
+    import sklearn
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "xreport": __version__,
+            "numpy": np.__version__, "sklearn": sklearn.__version__}
+
+
+def _json_float(value: float) -> float | None:
+    return None if math.isnan(value) or math.isinf(value) else float(value)
+
+
+def _data_meta(config: RunConfig, ds: Dataset) -> dict[str, Any]:
+    data = asdict(config.data)
+    data["dataset"] = "phantom" if ds.kind == "phantom" else str(ds.source)
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items()}
+
+
+def _static_meta(config: RunConfig, ds: Dataset, *, model: nn.Module, small_stem: bool,
+                 mean: Sequence[float], std: Sequence[float], setup: _Setup,
+                 command: Sequence[str]) -> dict[str, Any]:
+    """The checkpoint meta that does not change from epoch to epoch."""
+    from .data import describe_pipeline
+
+    return {
+        "arch": config.model.arch, "num_classes": ds.num_classes,
+        "class_names": list(ds.class_names),
+        "class_names_zh_tw": list(config.data.class_names_zh_tw),
+        "class_names_zh_cn": list(config.data.class_names_zh_cn),
+        "task": ds.task, "in_channels": ds.channels, "image_size": config.image_size,
+        "small_input_stem": small_stem, "dropout": config.model.dropout,
+        "pretrained": config.model.pretrained, "freeze_backbone": config.model.freeze_backbone,
+        "mean": list(mean), "std": list(std), "preprocess": asdict(config.preprocess),
+        "pipeline": describe_pipeline(config.preprocess, config.image_size),
+        "data": _data_meta(config, ds), "data_fingerprint": ds.fingerprint,
+        "selected_by": config.train.select_metric, "seed": config.train.seed,
+        "config": to_dict(config), "versions": _versions(), "params": count_parameters(model),
+        "device": setup.device.type, "precision": setup.precision,
+        "channels_last": setup.channels_last, "world_size": setup.world_size,
+        "command": list(command),
+    }
+
+
+# ---------------------------------------------------------------- one epoch
+
+@dataclass
+class _Loop:
+    """The pieces one epoch needs."""
+
+    config: RunConfig
+    setup: _Setup
+    model: nn.Module               # possibly DDP-wrapped
+    bare: nn.Module                # the model itself
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    train: Split
+    val: Split
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int
+    sample_weights: torch.Tensor | None
+
+    def prepare(self, images_u8: torch.Tensor, *, augment_generator: torch.Generator | None) -> torch.Tensor:
+        from .data import augment_batch, normalize_batch
+
+        x = _to_device(images_u8, self.setup).float().div_(255.0)
+        if augment_generator is not None:
+            x = augment_batch(x, self.config.augment, generator=augment_generator)
+        x = normalize_batch(x, self.mean, self.std)
+        if self.setup.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+def _train_epoch(loop: _Loop, state: _State, *, epoch: int) -> dict[str, float]:
+    cfg, setup = loop.config.train, loop.setup
+    set_train_mode(loop.model, freeze_backbone=loop.config.model.freeze_backbone)
+    order = epoch_indices(len(loop.train), generator=_epoch_generator(cfg.seed, epoch, 0),
+                          weights=loop.sample_weights)
+    order = shard(order, rank=setup.rank, world_size=setup.world_size)
+    aug_gen = _epoch_generator(cfg.seed, epoch, 1, setup.rank)
+    chunks = batches(order, cfg.batch_size)
+    if cfg.max_steps > 0:
+        chunks = chunks[: max(0, cfg.max_steps - state.global_step)]
+    loss_sum = torch.zeros((), dtype=torch.float64, device=setup.device)
+    cm = torch.zeros(loop.num_classes, loop.num_classes, dtype=torch.float64, device=setup.device)
+    bar = tqdm(chunks, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, unit="batch",
+               disable=not (setup.is_main and sys.stderr.isatty()))
+    for step_in_epoch, idx in enumerate(bar, start=1):
+        x = loop.prepare(loop.train.images[idx], augment_generator=aug_gen)
+        y = _to_device(loop.train.labels[idx], setup)
+        with setup.autocast():
+            logits = loop.model(x)
+            loss = loop.criterion(logits.float(), y)
+        if not torch.isfinite(loss):
+            kept = (f"the checkpoints of epoch {state.epoch} were kept" if state.epoch
+                    else "no checkpoint was written")
+            raise TrainingError(
+                f"loss became {float(loss)} at epoch {epoch}, step {step_in_epoch} "
+                f"(optimiser step {state.global_step + 1}); {kept}; lower train.lr "
+                f"(now {cfg.lr}) or use fp32")
+        loop.optimizer.zero_grad(set_to_none=True)
+        loop.scaler.scale(loss).backward()
+        loop.scaler.step(loop.optimizer)
+        loop.scaler.update()
+        loop.scheduler.step()
+        state.global_step += 1
+        loss_sum += loss.detach().double() * len(idx)
+        cm += confusion(logits.detach().argmax(1), y, loop.num_classes)
+    bar.close()
+    totals = _all_reduce(torch.cat([loss_sum.view(1), cm.flatten()]), setup).cpu()
+    cm_all = totals[1:].view(loop.num_classes, loop.num_classes)
+    seen = float(cm_all.sum())
+    acc, f1 = accuracy_f1(cm_all)
+    return {"train_loss": float(totals[0]) / seen if seen else math.nan,
+            "train_acc": acc, "train_f1": f1}
+
+
+@torch.no_grad()
+def evaluate_split(loop: _Loop, split: Split) -> dict[str, float]:
+    """Loss (plain cross-entropy), accuracy, macro-F1 and AUC of the bare model on ``split``."""
+    loop.bare.eval()
+    probs, losses = [], torch.zeros((), dtype=torch.float64)
+    size = loop.config.train.batch_size * 2
+    for start in range(0, len(split), size):
+        x = loop.prepare(split.images[start:start + size], augment_generator=None)
+        y = split.labels[start:start + size]
+        with loop.setup.autocast():
+            logits = loop.bare(x).float().cpu()
+        losses += F.cross_entropy(logits, y, reduction="sum").double()
+        probs.append(logits.softmax(1))
+    p = torch.cat(probs)
+    acc, f1 = accuracy_f1(confusion(p.argmax(1), split.labels, loop.num_classes))
+    return {"val_loss": float(losses) / len(split), "val_acc": acc, "val_f1": f1,
+            "val_auc": roc_auc(split.labels.numpy(), p.numpy())}
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def _resume_extra(loop: _Loop, state: _State) -> dict[str, Any]:
+    return {"optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(),
+            "scaler": loop.scaler.state_dict(), "rng": _rng_state(), "epoch": state.epoch,
+            "global_step": state.global_step, "best_score": state.best_score,
+            "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs,
+            "stopped": state.stopped, "history": [dict(r) for r in state.history]}
+
+
+def _save_epoch(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[str, Any],
+                row: dict[str, float], improved: bool) -> None:
+    """best.pt (when improved), last.pt, then history.csv; each write atomic."""
+    weights = {k: v.detach().cpu().clone() for k, v in loop.bare.state_dict().items()}
+    epoch_meta = {**meta, "epoch": state.epoch,
+                  "val_metrics": {k: _json_float(row[f"val_{k}"]) for k in ("loss", "acc", "f1", "auc")},
+                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if improved:
+        runs.save_checkpoint(paths.best, state_dict=weights, meta=epoch_meta)
+    runs.save_checkpoint(paths.last, state_dict=weights, meta=epoch_meta,
+                         extra=_resume_extra(loop, state))
+    runs.write_text(paths.history, history_csv(state.history))
+
+
+def _restore(loop: _Loop, paths: runs.RunPaths, config: RunConfig) -> _State:
+    ckpt = runs.load_checkpoint(paths.last)
+    _check_resume_config(ckpt.meta.get("config", {}), to_dict(config), path=paths.last)
+    extra = ckpt.extra
+    needed = ("optimizer", "scheduler", "scaler", "rng", "epoch", "history")
+    if any(k not in extra for k in needed):
+        raise CheckpointError(f"{paths.last}: holds no training state to resume from")
+    load_weights(loop.bare, ckpt.state_dict, path=paths.last)
+    loop.optimizer.load_state_dict(extra["optimizer"])
+    loop.scheduler.load_state_dict(extra["scheduler"])
+    loop.scaler.load_state_dict(extra["scaler"])
+    _set_rng_state(extra["rng"])
+    state = _State(epoch=int(extra["epoch"]), global_step=int(extra["global_step"]),
+                   best_score=float(extra["best_score"]), best_epoch=int(extra["best_epoch"]),
+                   bad_epochs=int(extra["bad_epochs"]), history=[dict(r) for r in extra["history"]])
+    # Re-judged with the (possibly changed) epochs / patience / max_steps of this call.
+    state.stopped = stop_reason(state, config.train)
+    return state
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _check_resume_config(saved: dict[str, Any], current: dict[str, Any], *, path: Path) -> None:
+    old, new = _flatten(saved), _flatten(current)
+    changed = sorted(k for k in set(old) | set(new)
+                     if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
+    if changed:
+        key = changed[0]
+        raise ConfigError(f"{path}: cannot resume with a different {key} "
+                          f"({old.get(key)!r} -> {new.get(key)!r}); only "
+                          f"{', '.join(RESUMABLE_CHANGES)} may change")
+    if old.get("train.epochs") != new.get("train.epochs") and new.get("train.schedule") != "none":
+        logger.warning("train.epochs changed from %s to %s on resume: the lr schedule is "
+                       "stretched from here on", old.get("train.epochs"), new.get("train.epochs"))
+
+
+# ---------------------------------------------------------------- the run
+
+def _load_data(config: RunConfig) -> Dataset:
+    from .data import load_dataset
+
+    return load_dataset(config.data, config.preprocess, image_size=config.image_size,
+                        splits=("train", "val"))
+
+
+def _check_data(ds: Dataset) -> tuple[Split, Split]:
+    for name in ("train", "val"):
+        split = ds.splits.get(name)
+        if split is None or len(split) == 0:
+            raise DataError(f"{ds.source}: the {name} split is missing or empty; "
+                            "training needs labelled train and val splits")
+        if split.labels is None:
+            raise DataError(f"{ds.source}: the {name} split has no labels; training needs them")
+    return ds.splits["train"], ds.splits["val"]
+
+
+def _build_loop(config: RunConfig, ds: Dataset, setup: _Setup, *, small_stem: bool) -> _Loop:
+    from .data import class_weights, resolve_normalization, sampler_weights
+
+    train_split, val_split = _check_data(ds)
+    cfg = config.train
+    mean, std = resolve_normalization(config.preprocess, train_split)
+    _seed_everything(cfg.seed)
+    bare = build_model(config.model.arch, num_classes=ds.num_classes, in_channels=ds.channels,
+                       small_input_stem=small_stem, dropout=config.model.dropout,
+                       pretrained=config.model.pretrained,
+                       freeze_backbone=config.model.freeze_backbone)
+    memory_format = torch.channels_last if setup.channels_last else torch.contiguous_format
+    bare = bare.to(setup.device, memory_format=memory_format)
+    model: nn.Module = bare
+    if setup.world_size > 1:
+        device_ids = [setup.device.index] if setup.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(bare, device_ids=device_ids)
+    weight = None
+    if cfg.imbalance == "class_weights":
+        weight = class_weights(train_split.labels, ds.num_classes).float().to(setup.device)
+    sample_weights = (sampler_weights(train_split.labels, ds.num_classes)
+                      if cfg.imbalance == "sampler" else None)
+    optimizer = make_optimizer([p for p in bare.parameters() if p.requires_grad], cfg)
+    per_rank = math.ceil(len(train_split) / setup.world_size)
+    steps_per_epoch = max(1, len(batches(torch.arange(per_rank), cfg.batch_size)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, cfg=cfg, steps_per_epoch=steps_per_epoch))
+    scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.precision == "fp16")
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    return _Loop(config=config, setup=setup, model=model, bare=bare, optimizer=optimizer,
+                 scheduler=scheduler, scaler=scaler, criterion=criterion, train=train_split,
+                 val=val_split, mean=tuple(mean), std=tuple(std), num_classes=ds.num_classes,
+                 sample_weights=sample_weights)
+
+
+def _make_setup(config: RunConfig) -> _Setup:
+    device = resolve_device(config.train.device)
+    rank, world_size = _init_distributed(device)
+    device = _local_device(device, world_size)
+    precision = resolve_precision(config.train.precision, device)
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"train.precision 'bf16' is not supported by {torch.cuda.get_device_name(device)}; "
+                          "use fp16 or auto")
+    return _Setup(device=device, precision=precision,
+                  channels_last=resolve_channels_last(config.train.channels_last, device, precision),
+                  rank=rank, world_size=world_size)
+
+
+def stop_reason(state: _State, cfg: Any) -> str:
+    """Why training ends before ``train.epochs`` ("" when it goes on)."""
+    if cfg.early_stopping and state.bad_epochs >= cfg.early_stopping:
+        return f"early stopping: {cfg.select_metric} did not improve for {state.bad_epochs} epochs"
+    if cfg.max_steps and state.global_step >= cfg.max_steps:
+        return f"max_steps {cfg.max_steps} reached"
+    return ""
+
+
+def _run_epochs(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[str, Any],
+                on_epoch_end: Callable[[dict[str, float]], None] | None) -> None:
+    cfg, setup = loop.config.train, loop.setup
+    while state.epoch < cfg.epochs and not state.stopped:
+        epoch = state.epoch + 1
+        started = time.perf_counter()
+        row: dict[str, float] = {"epoch": epoch}
+        row.update(_train_epoch(loop, state, epoch=epoch))
+        row.update(evaluate_split(loop, loop.val))
+        row["lr"] = loop.optimizer.param_groups[0]["lr"]
+        row["seconds"] = round(time.perf_counter() - started, 3)
+        state.epoch = epoch
+        state.history.append(row)
+        score = row[cfg.select_metric]
+        improved = _better(score, state.best_score, cfg.select_metric) or state.best_epoch == 0
+        if improved:
+            state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
+        else:
+            state.bad_epochs += 1
+        state.stopped = stop_reason(state, cfg)
+        logger.info("epoch %d/%d  train loss %.4f acc %.4f f1 %.4f | val loss %.4f acc %.4f "
+                    "f1 %.4f auc %.4f | lr %.3g  %.1fs%s", epoch, cfg.epochs, row["train_loss"],
+                    row["train_acc"], row["train_f1"], row["val_loss"], row["val_acc"],
+                    row["val_f1"], row["val_auc"], row["lr"], row["seconds"],
+                    "  (best)" if improved else "")
+        if setup.is_main:
+            _save_epoch(loop, state, paths=paths, meta=meta, row=row, improved=improved)
+        if on_epoch_end is not None:
+            on_epoch_end(row)
+    if state.stopped:
+        logger.info("stopped after epoch %d: %s", state.epoch, state.stopped)
+
+
+@contextmanager
+def _main_lock(paths: runs.RunPaths, *, setup: _Setup, resume: bool,
+               overwrite: bool) -> Iterator[None]:
+    """Rank 0 holds the run folder's lock, then checks / clears the folder under it."""
+    if not setup.is_main:
+        yield
+        return
+    with runs.run_lock(paths.run_dir):
+        _prepare_run_dir(paths, resume=resume, overwrite=overwrite)
+        yield
+
+
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    if n <= 0:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def train(config: RunConfig, *, checkpoints_root: Path = Path("checkpoints"), resume: bool = False,
+          command: Sequence[str] | None = None, overwrite: bool = False,
+          dataset: Dataset | None = None,
+          on_epoch_end: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+    """Train ``config`` into ``checkpoints_root/config.name/`` and return the summary.
+
+    ``resume`` continues from ``last.pt`` (the next epoch onward) to the same weights and
+    history as an uninterrupted run. ``overwrite`` replaces an existing run's files (without
+    it, an existing run is an error). ``dataset`` skips ``load_dataset`` (already loaded data);
+    ``on_epoch_end`` is called with each history row after the epoch's files are written.
+    """
+    started = time.perf_counter()
+    paths = runs.RunPaths(config.name, checkpoints_root=Path(checkpoints_root))
+    setup = _make_setup(config)
+    with _main_lock(paths, setup=setup, resume=resume, overwrite=overwrite), \
+            _threads(config.train.num_threads), \
+            _log_to_file(paths.train_log, enabled=setup.is_main, append=resume):
+        logger.info("training %s on %s (%s%s, %d process%s)", config.name, setup.device,
+                    setup.precision, ", channels-last" if setup.channels_last else "",
+                    setup.world_size, "es" if setup.world_size > 1 else "")
+        ds = dataset if dataset is not None else _load_data(config)
+        small_stem = resolve_small_stem(config.model.small_input_stem, config.image_size)
+        loop = _build_loop(config, ds, setup, small_stem=small_stem)
+        meta = _static_meta(config, ds, model=loop.bare, small_stem=small_stem, mean=loop.mean,
+                            std=loop.std, setup=setup, command=command if command is not None else sys.argv)
+        state = _restore(loop, paths, config) if resume else _State()
+        if resume:
+            logger.info("resuming %s after epoch %d", config.name, state.epoch)
+        if setup.is_main:
+            from .data import class_distribution
+
+            runs.write_text(paths.config, to_toml(config))
+            runs.write_json(paths.class_distribution, class_distribution(ds))
+        _run_epochs(loop, state, paths=paths, meta=meta, on_epoch_end=on_epoch_end)
+        logger.info("best epoch %d: %s %.4f", state.best_epoch, config.train.select_metric,
+                    state.best_score)
+    return TrainResult(run_dir=paths.run_dir, best_epoch=state.best_epoch,
+                       best_score=state.best_score, history=state.history,
+                       seconds=time.perf_counter() - started)
