@@ -47,15 +47,11 @@ def xreport_batched(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tens
                         batch_size=batch_size).numpy()
 
 
-def best_rate(fn: Callable[[], np.ndarray], n: int, *, repeats: int) -> tuple[float, np.ndarray]:
-    """Images per second, best of ``repeats`` (the machine may be shared: the best run is the
-    least disturbed one)."""
-    best, out = 0.0, np.zeros(0)
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = max(best, n / (time.perf_counter() - start))
-    return best, out
+def timed(fn: Callable[[], np.ndarray]) -> tuple[float, float, np.ndarray]:
+    """(wall seconds, process CPU seconds, result) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - wall, time.process_time() - cpu, out
 
 
 def machine() -> dict[str, object]:
@@ -88,27 +84,41 @@ def main() -> None:
     xreport_batched(model, x[:8], targets[:8], batch_size=8)  # warm-up (oneDNN kernels, allocator)
 
     n = args.images
-    rates = {}
-    rates["grad_cam_per_image"], ref = best_rate(lambda: grad_cam_per_image(model, x, targets), n,
-                                                 repeats=args.repeats)
-    rates["grad_cam_batched_32"], _ = best_rate(lambda: grad_cam_batched(model, x, targets, batch_size=32),
-                                                n, repeats=args.repeats)
-    rates["xreport_batched_64"], ours = best_rate(lambda: xreport_batched(model, x, targets, batch_size=64),
-                                                  n, repeats=args.repeats)
-    max_diff = float(np.abs(ref - ours).max())
+    variants: dict[str, Callable[[], np.ndarray]] = {
+        "grad_cam_per_image": lambda: grad_cam_per_image(model, x, targets),
+        "grad_cam_batched_32": lambda: grad_cam_batched(model, x, targets, batch_size=32),
+        "xreport_batched_64": lambda: xreport_batched(model, x, targets, batch_size=64),
+    }
+    # Rounds interleave the variants so a busy neighbour slows them alike; the best round of
+    # each is the least disturbed one.
+    rates = {k: 0.0 for k in variants}
+    cpu_rates = {k: 0.0 for k in variants}
+    outputs: dict[str, np.ndarray] = {}
+    for _ in range(args.repeats):
+        for key, fn in variants.items():
+            wall, cpu, outputs[key] = timed(fn)
+            rates[key] = max(rates[key], n / wall)
+            cpu_rates[key] = max(cpu_rates[key], n / cpu)
+    max_diff = float(np.abs(outputs["grad_cam_per_image"] - outputs["xreport_batched_64"]).max())
 
     result = {
         "benchmark": "cam_speed", "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine(), "torch": torch.__version__, "torchvision": torchvision.__version__,
         "threads": args.threads, "model": "resnet18 (random weights)", "input": [n, 3, args.size, args.size],
         "method": "gradcam", "repeats": args.repeats,
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "images_per_s": {k: round(v, 2) for k, v in rates.items()},
         "ratio_vs_per_image": {k: round(v / rates["grad_cam_per_image"], 2) for k, v in rates.items()},
+        "images_per_cpu_s": {k: round(v, 2) for k, v in cpu_rates.items()},
+        "cpu_ratio_vs_per_image": {k: round(v / cpu_rates["grad_cam_per_image"], 2)
+                                   for k, v in cpu_rates.items()},
         "max_abs_diff_vs_grad_cam": max_diff,
     }
-    print(f"{'variant':<24}{'images/s':>10}{'x per-image':>13}")
-    for key, rate in rates.items():
-        print(f"{key:<24}{rate:>10.2f}{rate / rates['grad_cam_per_image']:>13.2f}")
+    base, cpu_base = rates["grad_cam_per_image"], cpu_rates["grad_cam_per_image"]
+    print(f"{'variant':<24}{'images/s':>10}{'x per-image':>13}{'images/cpu-s':>14}{'x per-image':>13}")
+    for key in variants:
+        print(f"{key:<24}{rates[key]:>10.2f}{rates[key] / base:>13.2f}"
+              f"{cpu_rates[key]:>14.2f}{cpu_rates[key] / cpu_base:>13.2f}")
     print(f"max |xreport - pytorch_grad_cam| = {max_diff:.2e}")
     runs.write_json(args.out, result)
     print(f"wrote {args.out}")

@@ -133,7 +133,7 @@ def test_model_state_is_restored() -> None:
     explain.compute_cams(model, _images(2), target_layer=model.features[-1], targets=torch.tensor([1, 1]))
     assert model.training
     assert [p.requires_grad for p in model.parameters()] == before
-    assert all(p.grad is None for p in model.parameters())
+    assert all(p.grad is None and p.is_contiguous() for p in model.parameters())
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert not model.features[-1]._forward_hooks  # the hook is removed
 
@@ -171,10 +171,12 @@ def test_batched_methods_equal_pytorch_grad_cam_on_resnet18(method: str, resnet1
     np.testing.assert_allclose(ours.numpy(), ref, atol=1e-4)
 
 
-def test_gradcam_equals_pytorch_grad_cam_on_densenet121() -> None:
-    # DenseNet's in-place relu after norm5 is the tricky case for a hooked leaf.
+def test_gradcam_equals_pytorch_grad_cam_on_densenet() -> None:
+    # DenseNet's in-place relu after norm5 is the tricky case for a hooked leaf. A narrow,
+    # shallow torchvision DenseNet runs the same forward as DenseNet-121, in a fraction of the time.
     torch.manual_seed(0)
-    model = torchvision.models.densenet121(num_classes=2).eval()
+    model = torchvision.models.DenseNet(growth_rate=8, block_config=(2, 2, 2, 2),
+                                        num_init_features=16, num_classes=2).eval()
     x = torch.randn(2, 3, 64, 64)
     targets = torch.tensor([1, 0])
     with GradCAM(model, [model.features.norm5]) as cam:
@@ -276,8 +278,8 @@ def test_a_map_of_the_evidence_beats_random_maps(baseline: str) -> None:
     good = explain.faithfulness(model, x, _quadrant_map(6), targets=targets, steps=8,
                                 baseline=baseline, batch_size=16)
     assert good["n"] == 6 and good["steps"] == 8
-    assert good["deletion_auc"]["cam"] < good["deletion_auc"]["random"] - 0.02
-    assert good["insertion_auc"]["cam"] > good["insertion_auc"]["random"] + 0.02
+    assert good["deletion_auc"]["cam"] < good["deletion_auc"]["random"] - 0.1
+    assert good["insertion_auc"]["cam"] > good["insertion_auc"]["random"] + 0.1
     for kind in ("deletion_curve", "insertion_curve"):
         assert all(len(good[kind][m]) == 9 for m in ("cam", "random"))
     # Both curves start/end at the untouched image and at the baseline image.
@@ -329,15 +331,16 @@ def test_similarity_measures() -> None:
     assert torch.allclose(explain.ssim(maps, maps), torch.ones(3))
     assert (explain.spearman(maps, 1 - maps) < -0.99).all()
     assert (explain.ssim(maps, 1 - maps) < 0.5).all()
-    assert torch.isnan(explain.spearman(maps, torch.zeros_like(maps))).all()
+    flat = torch.zeros_like(maps)
+    assert torch.equal(explain.spearman(maps, flat), torch.zeros(3))
+    assert torch.equal(explain.spearman(flat, flat), torch.ones(3))
 
 
-def test_sanity_check_resnet_one_entry_per_stage_and_original_untouched() -> None:
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=2).eval()
+def test_sanity_check_resnet_one_entry_per_stage_and_original_untouched(resnet18: nn.Module) -> None:
+    model = resnet18
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    x = torch.randn(3, 3, 64, 64)
-    out = explain.sanity_check(model, x, targets=torch.tensor([0, 1, 1]), method="gradcam",
+    x = torch.randn((3, 3, 64, 64), generator=torch.Generator().manual_seed(2))
+    out = explain.sanity_check(model, x, targets=torch.tensor([0, 2, 1]), method="gradcam",
                                target_layer_fn=lambda m: (m.layer4[-1], "layer4"), seed=0)
     assert out["n"] == 3
     assert [s["randomised"] for s in out["stages"]] == ["fc", "layer4.1"]
@@ -347,13 +350,16 @@ def test_sanity_check_resnet_one_entry_per_stage_and_original_untouched() -> Non
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
-def test_sanity_check_region_net_maps_change_when_the_classifier_is_random() -> None:
+def test_sanity_check_flags_a_class_agnostic_method() -> None:
+    # EigenCAM ignores the classifier: randomising it leaves the maps identical (a fail of
+    # the check, as Adebayo et al. would call it); randomising the last block changes them.
     model = RegionNet(num_classes=2)
-    nn.init.normal_(model.fc.weight, generator=torch.Generator().manual_seed(3))
-    out = explain.sanity_check(model, _images(4), targets=torch.tensor([0, 1, 0, 1]), method="gradcam",
-                               target_layer_fn=lambda m: m.features[-1], seed=0)
+    out = explain.sanity_check(model, _images(4, seed=3), targets=torch.tensor([0, 1, 0, 1]),
+                               method="eigencam", target_layer_fn=lambda m: m.features[-1], seed=0)
     assert [s["randomised"] for s in out["stages"]] == ["fc", "features.2"]
-    assert out["stages"][0]["spearman"] is not None and out["stages"][0]["spearman"] < 0.99
+    fc, block = out["stages"]
+    assert fc["spearman"] == pytest.approx(1.0) and fc["ssim"] == pytest.approx(1.0)
+    assert block["spearman"] < 0.999 and block["ssim"] < 0.99
 
 
 def test_densenet_stages_include_norm5_after_the_last_block() -> None:

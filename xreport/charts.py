@@ -9,6 +9,7 @@ run names are drawn literally (a ``$`` in them never starts mathtext).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
 import math
@@ -50,27 +51,53 @@ LATIN_FAMILY = "DejaVu Sans"
 
 # ---------------------------------------------------------------- style
 
-@functools.lru_cache(maxsize=1)
-def font_families() -> tuple[str, ...]:
-    """The installed CJK families (in preference order) followed by DejaVu Sans.
+# The face of the collection whose glyph shapes follow a language's conventions.
+_LANG_FAMILY = {"zh-TW": "Noto Sans CJK TC", "zh-CN": "Noto Sans CJK SC", "ja": "Noto Sans CJK JP"}
+_chart_lang: contextvars.ContextVar[str | None] = contextvars.ContextVar("chart_lang", default=None)
 
-    Only installed names are listed, so matplotlib never warns about a missing family.
-    """
+
+@functools.lru_cache(maxsize=1)
+def _installed_cjk() -> tuple[str, ...]:
     installed = {entry.name for entry in font_manager.fontManager.ttflist}
     found = tuple(name for name in CJK_FAMILIES if name in installed)
     if not found:
         logger.warning("no Noto Sans CJK font found (Debian: fonts-noto-cjk); "
                        "Chinese chart text will not render")
+    return found
+
+
+def font_families(lang: str | None = None) -> tuple[str, ...]:
+    """The installed CJK families (``lang``'s own first) followed by DejaVu Sans.
+
+    Only installed names are listed, so matplotlib never warns about a missing family.
+    """
+    found = _installed_cjk()
+    first = _LANG_FAMILY.get(lang or "")
+    if first in found:
+        found = (first,) + tuple(name for name in found if name != first)
     return found + (LATIN_FAMILY,)
 
 
 def has_cjk_font() -> bool:
-    return font_families()[0] != LATIN_FAMILY
+    return bool(_installed_cjk())
+
+
+@contextlib.contextmanager
+def chart_language(lang: str | None) -> Iterator[None]:
+    """Figures built in this block prefer ``lang``'s CJK glyph forms (zh-TW, zh-CN).
+
+    Optional: without it every figure still renders Chinese, with the default face first.
+    """
+    token = _chart_lang.set(lang)
+    try:
+        yield
+    finally:
+        _chart_lang.reset(token)
 
 
 def _rc() -> dict[str, Any]:
     return {
-        "font.family": list(font_families()),
+        "font.family": list(font_families(_chart_lang.get())),
         "font.size": 8.5,
         "axes.titlesize": 9.5,
         "axes.labelsize": 8.5,
@@ -204,8 +231,8 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> Path:
     try:
         with chart_style(), atomic_path(path) as tmp:
             # One layout pass at the output resolution first: the layout engine starts from
-            # the last positions (and text sizes vary a little with dpi), so without it the
-            # first file saved differs from later ones.
+            # the last positions (and text sizes vary a little with dpi); without it the first
+            # file saved is laid out visibly differently from later ones.
             fig.set_dpi(dpi)
             fig.draw_without_rendering()
             fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white", metadata=metadata)
@@ -442,7 +469,8 @@ def pr_curves(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
         labels.append(_score_label(entry["class"], t("chart.pr.ap"), entry.get("ap"), ci, t))
         support = _value(_per_class(metrics, entry["class"]).get("support"))
         if n and support is not None:
-            ax.axhline(support / n, color=color, linestyle=":", linewidth=1.0, alpha=0.8)
+            ax.axhline(support / n, color="#888888" if binary else color, linestyle=":",
+                       linewidth=1.0, alpha=0.8)
     handles.append(Line2D([], [], color="#888888", linestyle=":", linewidth=1.0))
     labels.append(t("chart.pr.chance"))
     _unit_square(ax)
@@ -601,7 +629,7 @@ def confusion_matrix(matrix: Sequence[Sequence[Any]], class_names: Sequence[str]
         cbar.ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
         cbar.set_label(t("chart.cm.colorbar_fraction"))
     else:
-        cbar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        cbar.ax.yaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
         cbar.set_label(t("chart.cm.colorbar_counts"))
     return fig
 
@@ -851,7 +879,8 @@ def faithfulness_curves(faith: Mapping[str, Any], *, t: Translate) -> Figure:
         ax.set_xlim(0, 1)
         ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
         if handles:
-            ax.legend(handles, labels, loc="upper right" if kind == "deletion" else "lower right")
+            ax.legend(handles, labels, loc="upper right" if kind == "deletion" else "lower right",
+                      labelspacing=0.9)
     axes[0].set_ylabel(t("chart.faith.ylabel"))
     axes[0].set_ylim(0, 1.02)
     return fig

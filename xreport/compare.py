@@ -245,7 +245,9 @@ def paired_tests(reference: EvaluatedRun, others: Sequence[EvaluatedRun], *, n_b
     for run in others:
         order, why = align(reference, run)
         entry: dict[str, Any] = {"run": run.name, "ref": reference.name, "paired": order is not None,
-                                 "reason": why, "mcnemar": None, "auc": None}
+                                 "reason": why, "mcnemar": None, "auc": None,
+                                 "acc_run": _value(run.metrics.get("accuracy")),
+                                 "acc_ref": _value(reference.metrics.get("accuracy"))}
         if order is not None:
             probs = run.probs[order]
             # a = reference, b = this run: b counts images only the reference got right.
@@ -287,8 +289,7 @@ def _add_sentences(entry: dict[str, Any], *, reference: EvaluatedRun, run: Evalu
     verdict = _verdict(mc["c"] - mc["b"], mc["significant"],
                        ("better", "worse", "not_better", "not_worse", "same"))
     detail = _msg("compare.acc.detail_holm" if adjusted else "compare.acc.detail",
-                     acc_run=_value(run.metrics.get("accuracy")),
-                     acc_ref=_value(reference.metrics.get("accuracy")),
+                     acc_run=entry["acc_run"], acc_ref=entry["acc_ref"],
                      p=format_p(mc["p_value"]), p_holm=format_p(mc.get("p_holm")))
     mc["sentence"] = _msg("compare.acc." + verdict, **names, detail=detail)
 

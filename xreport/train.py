@@ -441,6 +441,7 @@ def _train_epoch(loop: _Loop, state: _State, *, epoch: int) -> dict[str, float]:
     chunks = batches(order, cfg.batch_size)
     if cfg.max_steps > 0:
         chunks = chunks[: max(0, cfg.max_steps - state.global_step)]
+    lr = loop.optimizer.param_groups[0]["lr"]   # the lr of the epoch's last step
     loss_sum = torch.zeros((), dtype=torch.float64, device=setup.device)
     cm = torch.zeros(loop.num_classes, loop.num_classes, dtype=torch.float64, device=setup.device)
     bar = tqdm(chunks, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, unit="batch",
@@ -455,9 +456,10 @@ def _train_epoch(loop: _Loop, state: _State, *, epoch: int) -> dict[str, float]:
             kept = (f"the checkpoints of epoch {state.epoch} were kept" if state.epoch
                     else "no checkpoint was written")
             raise TrainingError(
-                f"loss became {float(loss)} at epoch {epoch}, step {step_in_epoch} "
+                f"loss became {float(loss.detach())} at epoch {epoch}, step {step_in_epoch} "
                 f"(optimiser step {state.global_step + 1}); {kept}; lower train.lr "
                 f"(now {cfg.lr}) or use fp32")
+        lr = loop.optimizer.param_groups[0]["lr"]
         loop.optimizer.zero_grad(set_to_none=True)
         loop.scaler.scale(loss).backward()
         loop.scaler.step(loop.optimizer)
@@ -472,7 +474,7 @@ def _train_epoch(loop: _Loop, state: _State, *, epoch: int) -> dict[str, float]:
     seen = float(cm_all.sum())
     acc, f1 = accuracy_f1(cm_all)
     return {"train_loss": float(totals[0]) / seen if seen else math.nan,
-            "train_acc": acc, "train_f1": f1}
+            "train_acc": acc, "train_f1": f1, "lr": lr}
 
 
 @torch.no_grad()
@@ -649,7 +651,6 @@ def _run_epochs(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[
         row: dict[str, float] = {"epoch": epoch}
         row.update(_train_epoch(loop, state, epoch=epoch))
         row.update(evaluate_split(loop, loop.val))
-        row["lr"] = loop.optimizer.param_groups[0]["lr"]
         row["seconds"] = round(time.perf_counter() - started, 3)
         state.epoch = epoch
         state.history.append(row)

@@ -1,0 +1,199 @@
+"""Architecture registry: shapes, stems, heads, CAM layers, offline weights, meta round trip."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from xreport.errors import CheckpointError, ConfigError, OfflineError
+from xreport.models import (ARCHS, build_model, cam_target_layer, classifier_layer,
+                            count_flops, count_parameters, load_weights, model_from_meta,
+                            resolve_small_stem, set_train_mode, weights_cache_path, weights_url)
+
+
+def _first_conv(model: nn.Module) -> nn.Conv2d:
+    return model.features.conv0 if arch_is_densenet(model) else model.conv1
+
+
+def arch_is_densenet(model: nn.Module) -> bool:
+    return isinstance(model, torchvision.models.DenseNet)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_small_stem_forward_shape_and_cam_layer(arch: str, in_channels: int) -> None:
+    # On the meta device: every layer's shapes are checked without the cost of real maths.
+    with torch.device("meta"):
+        model = build_model(arch, num_classes=3, in_channels=in_channels,
+                            small_input_stem=True).eval()
+        out = model(torch.rand(2, in_channels, 8, 8))
+    assert out.shape == (2, 3)
+    conv = _first_conv(model)
+    assert (conv.in_channels, conv.kernel_size, conv.stride) == (in_channels, (3, 3), (1, 1))
+    pool = model.features.pool0 if arch_is_densenet(model) else model.maxpool
+    assert isinstance(pool, nn.Identity)
+    layer, name = cam_target_layer(model)
+    if arch.startswith("densenet"):
+        assert name == "features.norm5" and layer is model.features.norm5
+    else:
+        assert name == "layer4" and layer is model.layer4[-1]
+    assert classifier_layer(model).out_features == 3
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "densenet121"])
+def test_real_forward_on_tiny_grey_input(arch: str) -> None:
+    model = build_model(arch, num_classes=2, in_channels=1, small_input_stem=True).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 1, 8, 8))
+    assert out.shape == (2, 2) and torch.isfinite(out).all()
+
+
+def test_standard_stem_keeps_imagenet_layout() -> None:
+    model = build_model("resnet18", num_classes=2, in_channels=1, small_input_stem=False)
+    assert model.conv1.kernel_size == (7, 7) and model.conv1.stride == (2, 2)
+    assert isinstance(model.maxpool, nn.MaxPool2d)
+    with torch.no_grad():
+        assert model.eval()(torch.rand(1, 1, 64, 64)).shape == (1, 2)
+
+
+def test_dropout_head_and_plain_head() -> None:
+    model = build_model("densenet121", num_classes=4, in_channels=1, small_input_stem=True,
+                        dropout=0.3)
+    assert isinstance(model.classifier, nn.Sequential)
+    assert isinstance(model.classifier[0], nn.Dropout) and model.classifier[0].p == 0.3
+    assert classifier_layer(model) is model.classifier[1]
+    plain = build_model("resnet18", num_classes=4, in_channels=1, small_input_stem=True)
+    assert isinstance(plain.fc, nn.Linear)
+
+
+def test_invalid_arguments() -> None:
+    with pytest.raises(ConfigError, match="resnet18"):
+        build_model("vgg16", num_classes=2)
+    with pytest.raises(ConfigError, match="in_channels"):
+        build_model("resnet18", num_classes=2, in_channels=2)
+    with pytest.raises(ConfigError, match="num_classes"):
+        build_model("resnet18", num_classes=1)
+
+
+@pytest.mark.parametrize(("setting", "size", "expected"), [
+    ("auto", 28, True), ("auto", 64, True), ("auto", 95, True), ("auto", 96, False),
+    ("auto", 224, False), ("on", 224, True), ("off", 28, False)])
+def test_resolve_small_stem(setting: str, size: int, expected: bool) -> None:
+    assert resolve_small_stem(setting, size) is expected
+
+
+def test_resolve_small_stem_rejects_unknown() -> None:
+    with pytest.raises(ConfigError, match="auto, on, off"):
+        resolve_small_stem("yes", 64)
+
+
+def test_freeze_backbone_trains_only_the_head() -> None:
+    model = build_model("resnet18", num_classes=2, in_channels=1, small_input_stem=True,
+                        freeze_backbone=True)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"fc.weight", "fc.bias"}
+    counts = count_parameters(model)
+    assert counts["trainable"] == 512 * 2 + 2 < counts["total"]
+    set_train_mode(model, freeze_backbone=True)
+    assert model.training and not model.bn1.training and not model.layer4[0].bn2.training
+
+
+def test_count_flops_counts_multiply_adds_twice() -> None:
+    with torch.device("meta"):
+        model = build_model("resnet18", num_classes=1000, in_channels=3, small_input_stem=False)
+        flops = count_flops(model, 224, 3)
+    # torchvision lists 1.81 G multiply-adds for ResNet-18 at 224 px.
+    assert 3.5e9 < flops < 3.8e9
+    assert model.training  # the count does not leave the model in eval mode
+    with torch.device("meta"):
+        small = build_model("resnet18", num_classes=2, in_channels=1, small_input_stem=True)
+        standard = build_model("resnet18", num_classes=2, in_channels=1, small_input_stem=False)
+        # The small stem keeps 16x the pixels through layer1..layer4.
+        assert count_flops(small, 28, 1) > 10 * count_flops(standard, 28, 1)
+
+
+# ---------------------------------------------------------------- pretrained, offline
+
+@pytest.fixture
+def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_pretrained_absent_raises_offline_error(torch_home: Path) -> None:
+    expected = torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert weights_cache_path("resnet18") == expected
+    with pytest.raises(OfflineError) as info:
+        build_model("resnet18", num_classes=2, pretrained=True)
+    message = str(info.value)
+    assert str(expected) in message and weights_url("resnet18") in message
+    assert "\n" not in message
+
+
+def test_pretrained_loads_from_the_cache(torch_home: Path) -> None:
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet18(weights=None).state_dict()
+    path = weights_cache_path("resnet18")
+    path.parent.mkdir(parents=True)
+    torch.save(reference, path)
+    grey = build_model("resnet18", num_classes=2, in_channels=1, pretrained=True)
+    assert torch.equal(grey.conv1.weight, reference["conv1.weight"].sum(dim=1, keepdim=True))
+    assert torch.equal(grey.layer3[1].conv2.weight, reference["layer3.1.conv2.weight"])
+    assert grey.fc.out_features == 2
+    rgb_small = build_model("resnet18", num_classes=3, in_channels=3, small_input_stem=True,
+                            pretrained=True, freeze_backbone=True)
+    assert torch.equal(rgb_small.layer4[1].bn2.running_var, reference["layer4.1.bn2.running_var"])
+    # The new 3x3 stem is random, so it trains along with the head.
+    assert rgb_small.conv1.weight.requires_grad and not rgb_small.layer1[0].conv1.weight.requires_grad
+
+
+def test_pretrained_densenet_accepts_legacy_key_names(torch_home: Path) -> None:
+    reference = torchvision.models.densenet121(weights=None).state_dict()
+    # Old checkpoints say "norm.1" / "conv.2" and predate BatchNorm's num_batches_tracked.
+    legacy = {k.replace(".norm1.", ".norm.1.").replace(".conv2.", ".conv.2."): v
+              for k, v in reference.items() if not k.endswith("num_batches_tracked")}
+    assert legacy.keys() != reference.keys()
+    path = weights_cache_path("densenet121")
+    path.parent.mkdir(parents=True)
+    torch.save(legacy, path)
+    model = build_model("densenet121", num_classes=2, in_channels=3, pretrained=True)
+    key = "features.denseblock2.denselayer3.conv2.weight"
+    assert torch.equal(model.state_dict()[key], reference[key])
+
+
+# ---------------------------------------------------------------- checkpoint meta
+
+def _meta(**changes: object) -> dict[str, object]:
+    meta: dict[str, object] = {"arch": "resnet18", "num_classes": 2, "in_channels": 1,
+                               "small_input_stem": True, "dropout": 0.0}
+    meta.update(changes)
+    return meta
+
+
+def test_model_from_meta_round_trip() -> None:
+    source = build_model("resnet18", num_classes=2, in_channels=1, small_input_stem=True)
+    rebuilt = model_from_meta(_meta())
+    load_weights(rebuilt, source.state_dict(), path="best.pt")
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(source.eval()(x), rebuilt.eval()(x))
+
+
+@pytest.mark.parametrize("changes", [{"num_classes": 3}, {"arch": "resnet34"},
+                                     {"in_channels": 3}, {"small_input_stem": False}])
+def test_load_weights_mismatch_names_the_file(changes: dict[str, object]) -> None:
+    source = build_model("resnet18", num_classes=2, in_channels=1, small_input_stem=True)
+    other = model_from_meta(_meta(**changes))
+    with pytest.raises(CheckpointError, match="runs/x/best.pt"):
+        load_weights(other, source.state_dict(), path="runs/x/best.pt")
+
+
+def test_model_from_meta_rejects_incomplete_meta() -> None:
+    with pytest.raises(CheckpointError, match="in_channels"):
+        model_from_meta({"arch": "resnet18", "num_classes": 2, "small_input_stem": True},
+                        path="best.pt")
+    with pytest.raises(CheckpointError, match="best.pt"):
+        model_from_meta(_meta(arch="alexnet"), path="best.pt")

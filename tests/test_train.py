@@ -1,0 +1,283 @@
+"""The training loop on tiny phantom data: run folder, determinism, resume, NaN stop."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import f1_score
+
+from xreport import config as config_mod
+from xreport import runs
+from xreport import train as train_mod
+from xreport.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
+from xreport.data import load_dataset, normalize_batch
+from xreport.data.base import Dataset, Split
+from xreport.errors import ConfigError, RunError, TrainingError
+from xreport.models import model_from_meta, load_weights
+from xreport.train import (HISTORY_COLUMNS, accuracy_f1, batches, confusion, epoch_indices,
+                           lr_factor, resolve_channels_last, resolve_precision, roc_auc, shard,
+                           train)
+
+META_KEYS = ("arch", "num_classes", "class_names", "class_names_zh_tw", "class_names_zh_cn",
+             "task", "in_channels", "image_size", "small_input_stem", "dropout", "pretrained",
+             "mean", "std", "preprocess", "pipeline", "data", "data_fingerprint", "epoch",
+             "val_metrics", "selected_by", "seed", "config", "versions", "params", "created",
+             "command")
+
+
+def tiny_config(name: str = "tiny", **train_changes: object) -> RunConfig:
+    """Phantom 16 px, 16 train / 12 val images, 2 steps an epoch: about a second an epoch."""
+    train_cfg = replace(TrainConfig(epochs=3, batch_size=8, lr=3e-3, seed=7, warmup_epochs=1,
+                                    precision="fp32", num_threads=0), **train_changes)
+    return RunConfig(name=name, image_size=16,
+                     data=DataConfig(phantom_size=16, phantom_train=16, phantom_val=12,
+                                     phantom_test=4, phantom_seed=3),
+                     augment=AugmentConfig(rotation=5.0, noise=0.01),
+                     train=train_cfg)
+
+
+def _rows(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """History without the wall-clock column."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def _same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - (config, root, result)
+    root = tmp_path_factory.mktemp("checkpoints")
+    cfg = tiny_config()
+    return cfg, root, train(cfg, checkpoints_root=root, command=["xreport", "train", "tiny"])
+
+
+# ---------------------------------------------------------------- the run folder
+
+def test_run_writes_every_file(straight_run) -> None:  # noqa: ANN001
+    cfg, root, result = straight_run
+    paths = runs.RunPaths(cfg.name, checkpoints_root=root)
+    assert result.run_dir == paths.run_dir
+    for path in (paths.config, paths.best, paths.last, paths.history, paths.class_distribution,
+                 paths.train_log):
+        assert path.is_file(), path
+    assert config_mod.load(paths.config) == cfg
+    with open(paths.history, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == HISTORY_COLUMNS and [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [float(r["val_loss"]) for r in rows] == [r["val_loss"] for r in result.history]
+    distribution = json.loads(paths.class_distribution.read_text())
+    assert distribution["class_names"] == ["normal", "lesion"]
+    assert sum(distribution["splits"]["train"]) == 16
+    log = paths.train_log.read_text()
+    assert "epoch 3/3" in log and "best epoch" in log
+    assert not list(paths.run_dir.glob("*.tmp"))
+
+
+def test_best_checkpoint_reloads_and_reproduces_its_val_metrics(straight_run) -> None:  # noqa: ANN001
+    cfg, root, result = straight_run
+    paths = runs.RunPaths(cfg.name, checkpoints_root=root)
+    ckpt = runs.load_checkpoint(paths.best)
+    meta = ckpt.meta
+    assert set(META_KEYS) <= set(meta)
+    assert meta["epoch"] == result.best_epoch and meta["selected_by"] == "val_auc"
+    assert meta["small_input_stem"] is True and meta["in_channels"] == 1
+    assert meta["data"]["dataset"] == "phantom" and meta["command"] == ["xreport", "train", "tiny"]
+    assert not ckpt.extra  # resume state lives in last.pt only
+    best_row = result.history[result.best_epoch - 1]
+    assert result.best_score == best_row["val_auc"] == max(r["val_auc"] for r in result.history)
+
+    model = model_from_meta(meta, path=paths.best).eval()
+    load_weights(model, ckpt.state_dict, path=paths.best)
+    val = load_dataset(cfg.data, cfg.preprocess, image_size=cfg.image_size, splits=("val",))
+    split = val.splits["val"]
+    assert val.fingerprint == meta["data_fingerprint"]
+    with torch.no_grad():
+        probs = model(normalize_batch(split.images, meta["mean"], meta["std"])).softmax(1)
+    assert roc_auc(split.labels.numpy(), probs.numpy()) == pytest.approx(meta["val_metrics"]["auc"])
+    acc = float((probs.argmax(1) == split.labels).float().mean())
+    assert acc == pytest.approx(meta["val_metrics"]["acc"])
+
+
+def test_last_checkpoint_holds_resume_state(straight_run) -> None:  # noqa: ANN001
+    cfg, root, result = straight_run
+    ckpt = runs.load_checkpoint(runs.RunPaths(cfg.name, checkpoints_root=root).last)
+    extra = ckpt.extra
+    assert extra["epoch"] == 3 and extra["global_step"] == 6
+    assert {"optimizer", "scheduler", "scaler", "rng"} <= set(extra)
+    assert _rows(extra["history"]) == _rows(result.history)
+
+
+# ---------------------------------------------------------------- reproducibility
+
+def test_same_seed_gives_the_same_history_and_weights(straight_run, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg, root, result = straight_run
+    again = train(cfg, checkpoints_root=tmp_path)
+    assert _rows(again.history) == _rows(result.history)
+    first = runs.load_checkpoint(runs.RunPaths(cfg.name, checkpoints_root=root).last).state_dict
+    second = runs.load_checkpoint(runs.RunPaths(cfg.name, checkpoints_root=tmp_path).last).state_dict
+    assert _same_tensors(first, second)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_reaches_the_uninterrupted_result(straight_run, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg, root, result = straight_run
+
+    def kill_after_two(row: dict[str, float]) -> None:
+        if row["epoch"] == 2:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train(cfg, checkpoints_root=tmp_path, on_epoch_end=kill_after_two)
+    paths = runs.RunPaths(cfg.name, checkpoints_root=tmp_path)
+    assert runs.load_checkpoint(paths.last).extra["epoch"] == 2
+    resumed = train(cfg, checkpoints_root=tmp_path, resume=True)
+    assert _rows(resumed.history) == _rows(result.history)
+    assert resumed.best_epoch == result.best_epoch
+    straight = runs.RunPaths(cfg.name, checkpoints_root=root)
+    for name in ("last", "best"):
+        assert _same_tensors(runs.load_checkpoint(getattr(paths, name)).state_dict,
+                             runs.load_checkpoint(getattr(straight, name)).state_dict)
+    with open(paths.history, newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 3
+    # Resuming a finished run trains nothing more.
+    assert _rows(train(cfg, checkpoints_root=tmp_path, resume=True).history) == _rows(result.history)
+
+
+def test_resume_refuses_a_changed_recipe(straight_run, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg, root, _result = straight_run
+    shutil.copytree(root / cfg.name, tmp_path / cfg.name)
+    changed = replace(cfg, train=replace(cfg.train, lr=1e-2))
+    with pytest.raises(ConfigError, match="train.lr"):
+        train(changed, checkpoints_root=tmp_path, resume=True)
+
+
+# ---------------------------------------------------------------- stopping and errors
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tiny_config(epochs=2)
+    paths = runs.RunPaths(cfg.name, checkpoints_root=tmp_path)
+    digests: dict[str, str] = {}
+
+    def poison_after_first(row: dict[str, float]) -> None:
+        digests.update({p.name: runs.sha256_file(p) for p in (paths.best, paths.last, paths.history)})
+        monkeypatch.setattr(torch.nn.functional, "cross_entropy",
+                            lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+
+    with pytest.raises(TrainingError, match=r"epoch 2, step 1 \(optimiser step 3\)"):
+        train(cfg, checkpoints_root=tmp_path, on_epoch_end=poison_after_first)
+    assert digests == {p.name: runs.sha256_file(p) for p in (paths.best, paths.last, paths.history)}
+    assert runs.load_checkpoint(paths.last).meta["epoch"] == 1
+
+
+def test_huge_learning_rate_is_caught_as_a_training_error(tmp_path: Path) -> None:
+    cfg = tiny_config(epochs=1, lr=1e30, warmup_epochs=0, schedule="none", optimizer="sgd",
+                      momentum=0.0)
+    with pytest.raises(TrainingError, match="epoch 1.*no checkpoint was written.*train.lr"):
+        train(cfg, checkpoints_root=tmp_path)
+    assert not runs.RunPaths(cfg.name, checkpoints_root=tmp_path).best.exists()
+
+
+def test_max_steps_stops_mid_epoch(tmp_path: Path) -> None:
+    capped = train(tiny_config("capped", epochs=5, max_steps=3), checkpoints_root=tmp_path)
+    assert len(capped.history) == 2  # 2 steps in epoch 1, 1 in epoch 2
+    ckpt = runs.load_checkpoint(tmp_path / "capped" / "last.pt")
+    assert ckpt.extra["global_step"] == 3 and "max_steps" in ckpt.extra["stopped"]
+
+
+def test_early_stopping_on_a_flat_selection_metric(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    flat = {"val_loss": 0.7, "val_acc": 0.5, "val_f1": 0.4, "val_auc": 0.6}
+    monkeypatch.setattr(train_mod, "evaluate_split", lambda loop, split: dict(flat))
+    result = train(tiny_config("flat", epochs=5, early_stopping=1),
+                   checkpoints_root=tmp_path)
+    assert [r["epoch"] for r in result.history] == [1, 2]
+    assert result.best_epoch == 1 and result.best_score == 0.6
+    stopped = runs.load_checkpoint(tmp_path / "flat" / "last.pt").extra["stopped"]
+    assert stopped.startswith("early stopping")
+
+
+def test_existing_run_needs_resume_or_overwrite(straight_run, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg, root, _result = straight_run
+    with pytest.raises(RunError, match="--resume"):
+        train(cfg, checkpoints_root=root)
+    with pytest.raises(RunError, match="nothing to resume"):
+        train(cfg, checkpoints_root=tmp_path, resume=True)
+
+
+def _random_dataset(num_classes: int, *, seed: int) -> Dataset:
+    g = torch.Generator().manual_seed(seed)
+
+    def split(name: str, n: int) -> Split:
+        labels = torch.arange(n) % num_classes
+        images = torch.randint(0, 256, (n, 3, 16, 16), generator=g, dtype=torch.uint8)
+        return Split(name, images, labels, [f"{name}-{i}" for i in range(n)])
+
+    return Dataset(name="random", source="memory", kind="memory",
+                   class_names=[f"c{i}" for i in range(num_classes)], task="multiclass",
+                   splits={"train": split("train", 18), "val": split("val", 12)},
+                   fingerprint="random")
+
+
+@pytest.mark.parametrize("imbalance", ["sampler", "class_weights"])
+def test_in_memory_multiclass_dataset_with_imbalance_handling(tmp_path: Path, imbalance: str) -> None:
+    cfg = tiny_config("multi", epochs=1, max_steps=2, imbalance=imbalance, select_metric="val_f1",
+                      early_stopping=1)
+    result = train(cfg, checkpoints_root=tmp_path, dataset=_random_dataset(3, seed=1))
+    row = result.history[0]
+    assert 0.0 <= row["val_auc"] <= 1.0 and result.best_score == row["val_f1"]
+    meta = runs.load_checkpoint(tmp_path / "multi" / "best.pt").meta
+    assert meta["num_classes"] == 3 and meta["in_channels"] == 3 and len(meta["mean"]) == 3
+
+
+# ---------------------------------------------------------------- pure helpers
+
+def test_lr_schedule_warmup_cosine_and_step() -> None:
+    cfg = TrainConfig(epochs=4, warmup_epochs=1, schedule="cosine")
+    factors = [lr_factor(s, cfg=cfg, steps_per_epoch=2) for s in range(8)]
+    assert factors[:2] == [0.5, 1.0]
+    assert factors[2] == 1.0 and factors[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 6)))
+    assert all(a >= b for a, b in zip(factors[1:], factors[2:]))
+    step = TrainConfig(epochs=6, schedule="step", step_size=2, gamma=0.5)
+    assert [lr_factor(s, cfg=step, steps_per_epoch=1) for s in range(6)] == [1, 1, 0.5, 0.5, 0.25, 0.25]
+
+
+def test_sampling_sharding_and_batches() -> None:
+    g = torch.Generator().manual_seed(0)
+    order = epoch_indices(10, generator=g)
+    assert sorted(order.tolist()) == list(range(10))
+    weights = torch.tensor([0.0] * 9 + [1.0], dtype=torch.float64)
+    assert set(epoch_indices(10, generator=g, weights=weights).tolist()) == {9}
+    parts = [shard(order, rank=r, world_size=3) for r in range(3)]
+    assert {len(p) for p in parts} == {4} and set(torch.cat(parts).tolist()) == set(range(10))
+    assert [len(b) for b in batches(torch.arange(9), 4)] == [4, 4]   # a lone image is dropped
+    assert [len(b) for b in batches(torch.arange(10), 4)] == [4, 4, 2]
+
+
+def test_accuracy_and_macro_f1_match_sklearn() -> None:
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 4, 50), rng.integers(0, 3, 50)   # class 3 never predicted
+    acc, f1 = accuracy_f1(confusion(torch.from_numpy(p), torch.from_numpy(y), 4))
+    assert acc == pytest.approx(float((y == p).mean()))
+    assert f1 == pytest.approx(f1_score(y, p, average="macro", labels=range(4), zero_division=0))
+    assert math.isnan(roc_auc(np.zeros(4, dtype=int), np.full((4, 2), 0.5)))
+
+
+def test_precision_and_layout_resolution() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_channels_last("auto", cpu, "fp32") is False
+    assert resolve_channels_last("auto", cpu, "bf16") is True
+    assert resolve_channels_last("off", torch.device("cuda"), "bf16") is False
