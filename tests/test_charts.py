@@ -19,7 +19,6 @@ from matplotlib import cbook
 from PIL import Image
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.text import Text
 from sklearn.metrics import (average_precision_score, precision_recall_curve, roc_auc_score,
                              roc_curve)
@@ -187,9 +186,11 @@ def fake_cam(size: int) -> np.ndarray:
 def fake_faithfulness(steps: int = 21) -> dict[str, Any]:
     x = np.linspace(0.0, 1.0, steps)
     deletion = {"cam": (0.92 * np.exp(-5 * x)).tolist(), "random": (0.92 * (1 - x) ** 0.8).tolist()}
-    insertion = {"cam": (0.92 * (1 - np.exp(-6 * x))).tolist(), "random": (0.92 * x ** 1.3).tolist()}
+    insertion = {"cam": (0.92 * (1 - np.exp(-6 * x))).tolist(),
+                 "random": (0.92 * x ** 1.3).tolist()}
     return {"n": 64, "deletion_curve": deletion, "insertion_curve": insertion,
-            "deletion_auc": {"cam": 0.18, "random": 0.51}, "insertion_auc": {"cam": 0.77, "random": 0.40}}
+            "deletion_auc": {"cam": 0.18, "random": 0.51},
+            "insertion_auc": {"cam": 0.77, "random": 0.40}}
 
 
 def all_figures(t: Callable[[str], str], names: list[str]) -> dict[str, Figure]:
@@ -197,8 +198,8 @@ def all_figures(t: Callable[[str], str], names: list[str]) -> dict[str, Figure]:
     metrics = fake_metrics(names)
     images = np.stack([fake_image(64, seed=i, lesion=i % 2 == 1) for i in range(12)])[:, None]
     labels = [i % 2 for i in range(12)]
-    pairs = [(fake_image(96, seed=20 + i, lesion=i == 1)[8:88, :], fake_image(64, seed=20 + i, lesion=i == 1))
-             for i in range(3)]
+    pairs = [(fake_image(96, seed=20 + i, lesion=i == 1)[8:88, :],
+              fake_image(64, seed=20 + i, lesion=i == 1)) for i in range(3)]
     image = fake_image(64, seed=3, lesion=True)
     return {
         "class_distribution": charts.class_distribution(fake_distribution(names), t=t),
@@ -331,7 +332,8 @@ def test_charts_leave_global_state_alone() -> None:
 def test_import_neither_picks_a_backend_nor_loads_pyplot(tmp_path: Path) -> None:
     code = ("import sys, matplotlib; import xreport.charts as c; "
             "fig = c.roc_curves({'task': 'binary', 'class_names': ['a', 'b'], "
-            "'curves': {'roc': [{'class': 'b', 'fpr': [0, 1], 'tpr': [0, 1], 'auc': 0.5}]}}, t=str); "
+            "'curves': {'roc': [{'class': 'b', 'fpr': [0, 1], 'tpr': [0, 1], "
+            "'auc': 0.5}]}}, t=str); "
             f"c.save_figure(fig, {str(tmp_path / 'x.png')!r}); "
             "assert 'matplotlib.pyplot' not in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -340,7 +342,11 @@ def test_import_neither_picks_a_backend_nor_loads_pyplot(tmp_path: Path) -> None
 
 # ---------------------------------------------------------------- fonts and literal names
 
-@pytest.mark.skipif(not charts.has_cjk_font(), reason="Noto Sans CJK not installed (fonts-noto-cjk)")
+needs_cjk = pytest.mark.skipif(not charts.has_cjk_font(),
+                               reason="Noto Sans CJK not installed (fonts-noto-cjk)")
+
+
+@needs_cjk
 @pytest.mark.parametrize("lang", ["zh-TW", "zh-CN"])
 def test_chinese_charts_render_without_missing_glyphs(lang: str) -> None:
     # zh-TW with the default font order, zh-CN with its own glyph forms first.
@@ -364,7 +370,7 @@ def test_font_list_prefers_cjk_then_dejavu() -> None:
     assert charts.font_families("en") == families
 
 
-@pytest.mark.skipif(not charts.has_cjk_font(), reason="Noto Sans CJK not installed (fonts-noto-cjk)")
+@needs_cjk
 def test_chart_language_puts_its_own_glyph_forms_first() -> None:
     with charts.chart_language("zh-CN"):
         fig = charts.roc_curves(fake_metrics(ZH_NAMES), t=catalog_t("zh-CN"))
@@ -389,7 +395,8 @@ def test_class_names_with_dollars_and_html_draw_literally(tmp_path: Path) -> Non
     # "$\\alpha_{$" would be a mathtext parse error if it were interpreted.
     names = ["$x$ <script>alert(1)</script>", "$\\alpha_{$ & <b>"]
     metrics = fake_metrics(names)
-    figs = [charts.confusion_matrix(metrics["confusion_matrix"]["raw"], names, normalized=False, t=fake_t),
+    figs = [charts.confusion_matrix(metrics["confusion_matrix"]["raw"], names, normalized=False,
+                                    t=fake_t),
             charts.roc_curves(metrics, t=fake_t),
             charts.class_distribution(fake_distribution(names), t=fake_t),
             charts.compare_roc({"$run$": metrics["curves"]["roc"][0]}, t=fake_t)]
@@ -460,7 +467,8 @@ def test_confusion_matrix_annotations_and_readable_colours() -> None:
 
 def test_reliability_diagram_title_has_the_ece(en_figures: dict[str, Figure]) -> None:
     title = en_figures["reliability"].axes[0].get_title()
-    assert re.match(r"<<chart\.calibration\.title>> \(<<chart\.calibration\.ece>> = 0\.\d{3}", title)
+    assert re.match(r"<<chart\.calibration\.title>> "
+                    r"\(<<chart\.calibration\.ece>> = 0\.\d{3}", title)
     assert en_figures["reliability"].axes[1].get_ylabel() == "<<chart.calibration.count>>"
 
 
@@ -504,6 +512,8 @@ def test_faithfulness_area_in_legend(en_figures: dict[str, Figure]) -> None:
     computed = charts.faithfulness_curves({"deletion_curve": {"cam": [1.0, 0.0]}}, t=fake_t)
     label = computed.axes[0].get_legend().get_texts()[0].get_text()
     assert label.endswith("= 0.500")
+    with pytest.raises(ReportError, match="deletion_curve"):
+        charts.faithfulness_curves({"deletion_curve": {}, "insertion_curve": {}}, t=fake_t)
 
 
 # ---------------------------------------------------------------- saving
@@ -525,7 +535,8 @@ def test_save_figure_writes_a_png_atomically(tmp_path: Path) -> None:
     assert sorted(p.name for p in target.parent.iterdir()) == ["roc.png"]
 
 
-def test_save_figure_failure_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_save_figure_failure_keeps_the_old_file(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "a.png"
     target.write_bytes(b"old")
     fig = charts.cam_overlay(fake_image(16, seed=0, lesion=False), fake_cam(16))

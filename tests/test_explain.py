@@ -234,7 +234,7 @@ def test_gallery_multiclass_is_one_vs_rest_and_empty_kinds_are_absent() -> None:
     kinds = {(g["class_index"], g["kind"]) for g in gallery}
     assert (0, "FP") in kinds and (2, "FN") in kinds  # row 3: a 2 called 0
     assert (1, "FP") not in kinds and (1, "FN") not in kinds
-    tn0 = [g["index"] for g in gallery if g == g and g["class_index"] == 0 and g["kind"] == "TN"]
+    tn0 = [g["index"] for g in gallery if g["class_index"] == 0 and g["kind"] == "TN"]
     assert tn0 == [1, 2]  # p0 0.1 before 0.2
     assert len(gallery) == len({(g["class_index"], g["kind"], g["index"]) for g in gallery})
 

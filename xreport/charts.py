@@ -234,7 +234,8 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> Path:
             # the last positions (and text sizes vary a little with dpi); without it the first
             # file saved is laid out visibly differently from later ones.
             fig.set_dpi(dpi)
-            fig.draw_without_rendering()
+            if fig.get_layout_engine() is not None:  # CAM figures have fixed axes: no pass
+                fig.draw_without_rendering()
             fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white", metadata=metadata)
     finally:
         fig.set_dpi(old_dpi)
@@ -436,8 +437,8 @@ def roc_curves(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
     handles, labels = [], []
     with_ci = len(entries) <= 4  # more curves: keep the legend short; the table has the CIs
     for i, entry in enumerate(entries):
-        ci = _ci(metrics.get("roc_auc")) if binary else _ci(_per_class(metrics, entry["class"]).get("auc"))
-        ci = ci if with_ci else None
+        auc = metrics.get("roc_auc") if binary else _per_class(metrics, entry["class"]).get("auc")
+        ci = _ci(auc) if with_ci else None
         (line,) = ax.plot(entry["fpr"], entry["tpr"], **_series_style(i))
         handles.append(line)
         labels.append(_score_label(entry["class"], t("chart.roc.auc"), entry.get("auc"), ci, t))
@@ -540,7 +541,8 @@ def operating_points(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
             xerr = [[max(0.0, x - (1 - ci[1]))], [max(0.0, (1 - ci[0]) - x)]]
         if (ci := _ci(op.get("sensitivity"))) is not None:
             yerr = [[max(0.0, y - ci[0])], [max(0.0, ci[1] - y)]]
-        reach = max(reach, x + (xerr[1][0] if xerr else 0.0), 1.0 - y + (yerr[0][0] if yerr else 0.0))
+        reach = max(reach, x + (xerr[1][0] if xerr else 0.0),
+                    1.0 - y + (yerr[0][0] if yerr else 0.0))
         color = PALETTE[(i + 1) % len(PALETTE)]
         handle = ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt=_OP_MARKERS[i % len(_OP_MARKERS)],
                              color=color, markersize=6, markeredgecolor="white",
@@ -733,7 +735,7 @@ def _bare(ax: Axes) -> None:
 def example_grid(images: Any, labels: Sequence[int], class_names: Sequence[str], *,
                  t: Translate, per_class: int = 4) -> Figure:
     """One row per class with its first ``per_class`` images (pass a shuffled selection)."""
-    items = list(images) if not isinstance(images, np.ndarray) else [images[i] for i in range(len(images))]
+    items = [images[i] for i in range(len(images))]
     labels = [int(x) for x in labels]
     if len(items) != len(labels):
         raise ReportError(f"example grid: {len(items)} images but {len(labels)} labels")
@@ -751,8 +753,8 @@ def example_grid(images: Any, labels: Sequence[int], class_names: Sequence[str],
                 _show(ax, rows[c][j])
             else:
                 _bare(ax)
-        axes[c, 0].set_ylabel(_lit(class_names[c], limit=NAME_LIMIT), rotation=0, ha="right", va="center",
-                              labelpad=6)
+        axes[c, 0].set_ylabel(_lit(class_names[c], limit=NAME_LIMIT), rotation=0, ha="right",
+                              va="center", labelpad=6)
     fig.suptitle(t("chart.examples.title"), fontsize=9.5)
     return fig
 
@@ -854,7 +856,7 @@ def faithfulness_curves(faith: Mapping[str, Any], *, t: Translate) -> Figure:
         ("deletion", t("chart.faith.deletion_title"), t("chart.faith.deletion_xlabel")),
         ("insertion", t("chart.faith.insertion_title"), t("chart.faith.insertion_xlabel")),
     )
-    if not any(f"{kind}_curve" in faith for kind, _, _ in panels):
+    if not any(faith.get(f"{kind}_curve") for kind, _, _ in panels):
         raise ReportError("faithfulness: no deletion_curve or insertion_curve to plot")
     fig = _new_figure(WIDE)
     axes = fig.subplots(1, 2, sharey=True)

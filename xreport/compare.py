@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from . import metrics as metrics_mod
-from . import runs
+from . import runs as run_folder
 from .errors import ConfigError, ReportError, RunError, XReportError
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class CompareResult:
 class EvaluatedRun:
     """What the comparison needs from one run: checkpoint meta, metrics.json, predictions."""
 
-    paths: runs.RunPaths
+    paths: run_folder.RunPaths
     meta: dict[str, Any]
     evaluation: dict[str, Any]
     ids: list[str]
@@ -92,7 +92,7 @@ def default_name(run_names: Sequence[str]) -> str:
     return f"compare-{len(run_names)}runs-{digest}"
 
 
-def _check_runs(run_paths: Sequence[runs.RunPaths]) -> None:
+def _check_runs(run_paths: Sequence[run_folder.RunPaths]) -> None:
     if len(run_paths) < 2:
         raise ConfigError(f"--runs needs at least 2 runs to compare; got {len(run_paths)} "
                           f"({', '.join(p.name for p in run_paths) or 'none'})")
@@ -105,7 +105,7 @@ def _check_runs(run_paths: Sequence[runs.RunPaths]) -> None:
 
 # ---------------------------------------------------------------- evaluation
 
-def _cached_cam_method(paths: runs.RunPaths) -> str:
+def _cached_cam_method(paths: run_folder.RunPaths) -> str:
     """The CAM method of an existing metrics.json, so CAMs alone never make a run stale."""
     try:
         cached = json.loads(paths.metrics.read_text(encoding="utf-8"))
@@ -114,13 +114,13 @@ def _cached_cam_method(paths: runs.RunPaths) -> str:
         return "gradcam"
 
 
-def ensure_evaluated(paths: runs.RunPaths, *, device: str = "auto", progress: bool = True) -> bool:
+def ensure_evaluated(paths: run_folder.RunPaths, *, device: str = "auto", progress: bool = True) -> bool:
     """Evaluate the run on the test split unless its metrics.json is fresh; True if it ran."""
     from .build import cached_metrics
     from .device import resolve_device
     from .evaluate import dataset_for_run, evaluate_run, load_run
 
-    with runs.run_lock(paths.report_dir, what="report"):
+    with run_folder.run_lock(paths.report_dir, what="report"):
         run = load_run(paths, device=resolve_device(device))
         dataset = dataset_for_run(run, splits=(SPLIT, "val"))
         if cached_metrics(paths, run, dataset, cam_method=_cached_cam_method(paths), split=SPLIT):
@@ -132,12 +132,12 @@ def ensure_evaluated(paths: runs.RunPaths, *, device: str = "auto", progress: bo
         return True
 
 
-def load_evaluated(paths: runs.RunPaths) -> EvaluatedRun:
+def load_evaluated(paths: run_folder.RunPaths) -> EvaluatedRun:
     """Read an evaluated run: checkpoint meta, metrics.json, predictions.csv, history.csv."""
     from .evaluate import checkpoint_path, read_predictions
     from .report import read_history, read_metrics
 
-    meta = runs.load_checkpoint(checkpoint_path(paths)).meta
+    meta = run_folder.load_checkpoint(checkpoint_path(paths)).meta
     evaluation = read_metrics(paths)
     if not evaluation.get("metrics"):
         raise ReportError(f"{paths.metrics}: run {paths.name!r} has no test metrics (its test split "
@@ -202,16 +202,17 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
 
 
 def p_text(p: float | None) -> str:
-    """"0.041" or "< 0.001": three decimals, so 0.049 never reads as 0.05."""
+    """A table cell: "0.041" or "< 0.001" (three decimals, so 0.049 never reads as 0.05)."""
     if p is None or not math.isfinite(p):
         return "—"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+    return "<\u00a00.001" if p < 0.001 else f"{p:.3f}"   # no line break inside "< 0.001"
 
 
 def format_p(p: float | None) -> str:
-    """"p = 0.041" or "p < 0.001"."""
-    text = p_text(p)
-    return f"p {text}" if text.startswith("<") else f"p = {text}"
+    """For a sentence: "p = 0.041" or "p < 0.001"."""
+    if p is None or not math.isfinite(p):
+        return "p = —"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
 def _signed(x: float | None) -> str:
@@ -446,7 +447,7 @@ def compare_context(evaluated: Sequence[EvaluatedRun], *, name: str, reports_roo
 
     if len(evaluated) < 2:
         raise ReportError(f"compare needs at least 2 evaluated runs; got {len(evaluated)}")
-    out_paths = runs.RunPaths(runs.check_run_name(name), reports_root=reports_root)
+    out_paths = run_folder.RunPaths(run_folder.check_run_name(name), reports_root=reports_root)
     reference = evaluated[0]
     maker = FigureMaker(out_paths, langs, {lang: translator(lang) for lang in langs})
     figures = _figures(evaluated, maker=maker)
@@ -581,7 +582,7 @@ def render_compare_pdf(context: Mapping[str, Any], *, lang: str, out_path: Path,
     roots = [report_dir, render.templates_root()] + ([Path(templates_dir)] if templates_dir else [])
     document = weasyprint.HTML(string=html, base_url=str(report_dir) + "/",
                                url_fetcher=render.make_url_fetcher(roots))
-    with runs.atomic_path(out_path) as tmp:
+    with run_folder.atomic_path(out_path) as tmp:
         document.write_pdf(tmp)
     return Path(out_path)
 
@@ -594,7 +595,7 @@ def _clear_figures(folder: Path) -> None:
         old.unlink()
 
 
-def compare_runs(runs_: Sequence[runs.RunPaths], name: str | None, reports_root: Path,
+def compare_runs(runs: Sequence[run_folder.RunPaths], name: str | None, reports_root: Path,
                  langs: Sequence[str], formats: Sequence[str], device: str = "auto",
                  command: str | None = None, *, templates: Path | None = None,
                  n_boot: int = N_BOOT, seed: int = 0, progress: bool = True) -> CompareResult:
@@ -604,28 +605,28 @@ def compare_runs(runs_: Sequence[runs.RunPaths], name: str | None, reports_root:
     started = time.perf_counter()
     langs = check_choices(langs, LANGS, what="lang")
     formats = check_choices(formats, FORMATS, what="format")
-    _check_runs(runs_)
-    name = runs.check_run_name(name or default_name([p.name for p in runs_]))
+    _check_runs(runs)
+    name = run_folder.check_run_name(name or default_name([p.name for p in runs]))
     out_dir = Path(reports_root) / name
-    for p in runs_:
+    for p in runs:
         if p.report_dir.resolve() == out_dir.resolve():
             raise RunError(f"--name {name!r} is the report folder of run {p.name!r}; "
                            "choose another name")
     result = CompareResult(report_dir=out_dir)
-    for p in runs_:
+    for p in runs:
         if ensure_evaluated(p, device=device, progress=progress):
             result.evaluated.append(p.name)
     result.seconds["evaluate"] = round(time.perf_counter() - started, 2)
-    evaluated = [load_evaluated(p) for p in runs_]
-    with runs.run_lock(out_dir, what="comparison report"):
+    evaluated = [load_evaluated(p) for p in runs]
+    with run_folder.run_lock(out_dir, what="comparison report"):
         _clear_figures(out_dir / "figures")
         context = compare_context(evaluated, name=name, reports_root=Path(reports_root), langs=langs,
                                   command=command, n_boot=n_boot, seed=seed)
-        runs.write_json(out_dir / "compare.json", _json_summary(context))
+        run_folder.write_json(out_dir / "compare.json", _json_summary(context))
         result.files.append(out_dir / "compare.json")
         if "html" in formats:
             html = render_compare_html(context, langs=langs, templates_dir=templates)
-            runs.write_text(out_dir / "report.html", html)
+            run_folder.write_text(out_dir / "report.html", html)
             result.files.append(out_dir / "report.html")
         if "pdf" in formats:
             for lang in langs:

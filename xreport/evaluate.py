@@ -73,8 +73,19 @@ def dataset_for_run(run: LoadedRun, *, splits: Sequence[str], data: str | None =
         data_cfg = replace(data_cfg, dataset=str(data), kind="auto")
     elif resolved:
         data_cfg = replace(data_cfg, dataset=str(resolved))
-    return load_dataset(data_cfg, run.config.preprocess, image_size=int(run.meta["image_size"]),
-                        splits=tuple(splits))
+    # The checkpoint's class names win: an unlabelled test CSV has none of its own.
+    data_cfg = replace(data_cfg, class_names=tuple(run.meta["class_names"]))
+    dataset = load_dataset(data_cfg, run.config.preprocess, image_size=int(run.meta["image_size"]),
+                           splits=tuple(splits))
+    return _match_channels(dataset, int(run.meta["in_channels"]))
+
+
+def _match_channels(dataset: Dataset, channels: int) -> Dataset:
+    """An all-grey split for an RGB-trained model gets its channel repeated."""
+    if dataset.channels == 1 and channels == 3:
+        for split in dataset.splits.values():
+            split.images = split.images.expand(-1, 3, -1, -1).contiguous()
+    return dataset
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:

@@ -109,7 +109,7 @@ def _hooked(target_layer: nn.Module) -> Iterator[_Capture]:
 
 
 def _to_device(x: Tensor, device: torch.device) -> Tensor:
-    x = x.to(device)
+    x = x.detach().to(device)  # an input that requires grad would make autograd record the backbone
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else x
 
 

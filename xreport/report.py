@@ -87,8 +87,9 @@ class FigureMaker:
         for lang in self.langs:
             rel = f"figures/{name}.{lang}.png"
             try:
-                fig = fn(self.translators[lang], lang)
-                charts.save_figure(fig, self.paths.report_dir / rel)
+                with charts.chart_language(lang):  # Traditional/Simplified glyph forms
+                    fig = fn(self.translators[lang], lang)
+                    charts.save_figure(fig, self.paths.report_dir / rel)
             except (XReportError, ValueError, KeyError, TypeError, IndexError) as exc:
                 # A chart that cannot be drawn should not cost the whole report.
                 logger.warning("chart %s (%s) skipped: %s", name, lang, exc, exc_info=True)
