@@ -47,11 +47,14 @@ def cached_metrics(paths: runs.RunPaths, run: LoadedRun, dataset: Dataset, *, ca
         cached = json.loads(paths.metrics.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-    explain = cached.get("explain") or {}
+    explain = cached.get("explain")
+    labelled = cached.get("metrics") is not None
+    # `compare` evaluates without CAMs; a report needs them whenever the split has labels.
+    explain_ok = (not labelled) or (explain is not None and explain.get("method") == cam_method)
     fresh = (cached.get("checkpoint", {}).get("sha256") == run.sha256
              and cached.get("data", {}).get("fingerprint") == dataset.fingerprint
              and cached.get("split") == split
-             and (not explain or explain.get("method") == cam_method))
+             and explain_ok)
     return cached if fresh else None
 
 

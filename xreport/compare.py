@@ -260,14 +260,10 @@ def paired_tests(reference: EvaluatedRun, others: Sequence[EvaluatedRun], *, n_b
             entry["n"] = int(len(y))
         tests.append(entry)
     _add_holm(tests)
-    for entry in tests:
-        _add_sentences(entry, reference=reference, run=_by_name(others, entry["run"]),
-                       adjusted=len([t for t in tests if t["paired"]]) > 1)
+    adjusted = sum(1 for t in tests if t["paired"]) > 1
+    for entry, run in zip(tests, others):
+        _add_sentences(entry, reference=reference, run=run, adjusted=adjusted)
     return tests
-
-
-def _by_name(items: Sequence[EvaluatedRun], name: str) -> EvaluatedRun:
-    return next(r for r in items if r.name == name)
 
 
 def _add_holm(tests: list[dict[str, Any]]) -> None:

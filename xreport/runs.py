@@ -110,6 +110,9 @@ class RunPaths:
 
 # ---------------------------------------------------------------- atomic writes
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` on success."""
@@ -122,6 +125,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; reports are for sharing
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
