@@ -310,7 +310,8 @@ def test_faithfulness_is_seeded_and_checks_its_options() -> None:
     maps = explain.random_maps(3, SIZE, SIZE, seed=5)
     a = explain.faithfulness(model, x, maps, targets=t, seed=1)
     assert a == explain.faithfulness(model, x, maps, targets=t, seed=1)
-    assert a["deletion_auc"]["random"] != explain.faithfulness(model, x, maps, targets=t, seed=2)["deletion_auc"]["random"]
+    b = explain.faithfulness(model, x, maps, targets=t, seed=2)
+    assert a["deletion_auc"]["random"] != b["deletion_auc"]["random"]
     with pytest.raises(ConfigError, match="blur, mean"):
         explain.faithfulness(model, x, maps, targets=t, baseline="zeros")
 
@@ -416,7 +417,8 @@ def test_explain_split_end_to_end() -> None:
         faithfulness_n=8, sanity_n=4, seed=0)
     assert summary["method"] == "gradcam" and summary["target_layer"] == "features"
     assert cams.shape == (len(summary["gallery"]), SIZE, SIZE) and len(summary["gallery"]) > 0
-    assert all({"class", "class_index", "kind", "index", "prob", "target"} <= set(g) for g in summary["gallery"])
+    keys = {"class", "class_index", "kind", "index", "prob", "target"}
+    assert all(keys <= set(g) for g in summary["gallery"])
     assert summary["faithfulness"]["n"] == 8
     assert summary["sanity"]["n"] == 4 and summary["sanity"]["layers_randomised"] == ["fc", "features.2"]
     assert summary["localisation"]["n"] == min(8, int((y == 1).sum()))

@@ -21,7 +21,8 @@ from xreport.data import load_dataset, normalize_batch
 from xreport.data.base import Dataset, Split
 from xreport.errors import ConfigError, RunError, TrainingError
 from xreport.models import model_from_meta, load_weights
-from xreport.train import (HISTORY_COLUMNS, accuracy_f1, batches, confusion, epoch_indices,
+from xreport.train import (HISTORY_COLUMNS, accuracy_f1, batches, confusion, cpu_has_fast_bf16,
+                           epoch_indices,
                            lr_factor, resolve_channels_last, resolve_precision, roc_auc, shard,
                            train)
 
@@ -235,13 +236,15 @@ def _random_dataset(num_classes: int, *, seed: int) -> Dataset:
 
 @pytest.mark.parametrize("imbalance", ["sampler", "class_weights"])
 def test_in_memory_multiclass_dataset_with_imbalance_handling(tmp_path: Path, imbalance: str) -> None:
+    # bf16 autocast and channels-last run here too (the CPU auto choice where supported).
     cfg = tiny_config("multi", epochs=1, max_steps=2, imbalance=imbalance, select_metric="val_f1",
-                      early_stopping=1)
+                      early_stopping=1, precision="bf16", channels_last="on")
     result = train(cfg, checkpoints_root=tmp_path, dataset=_random_dataset(3, seed=1))
     row = result.history[0]
     assert 0.0 <= row["val_auc"] <= 1.0 and result.best_score == row["val_f1"]
     meta = runs.load_checkpoint(tmp_path / "multi" / "best.pt").meta
     assert meta["num_classes"] == 3 and meta["in_channels"] == 3 and len(meta["mean"]) == 3
+    assert meta["precision"] == "bf16" and meta["channels_last"] is True
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -279,7 +282,8 @@ def test_accuracy_and_macro_f1_match_sklearn() -> None:
 
 def test_precision_and_layout_resolution() -> None:
     cpu = torch.device("cpu")
-    assert resolve_precision("auto", cpu) == "fp32"
+    assert resolve_precision("auto", cpu) == ("bf16" if cpu_has_fast_bf16() else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32"
     assert resolve_precision("bf16", cpu) == "bf16"
     assert resolve_channels_last("auto", cpu, "fp32") is False
     assert resolve_channels_last("auto", cpu, "bf16") is True

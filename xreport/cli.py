@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--skip-bad-images", action="store_true", default=None,
                    help="skip unreadable images (counted and listed) instead of stopping")
     t.add_argument("--resume", action="store_true", help="continue from last.pt")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the files of an existing run of the same name")
     t.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS)
 
     e = sub.add_parser("evaluate", help="run a checkpoint on a split -> predictions.csv, metrics.json")
@@ -115,7 +117,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = config_mod.from_dict(config_mod.apply_overrides({}, overrides), source="command line")
     result = train(cfg, checkpoints_root=args.checkpoints, resume=args.resume,
-                   command=args.command_line)
+                   overwrite=args.overwrite, command=shlex.split(args.command_line))
     print(f"trained {cfg.name}: best epoch {result.best_epoch} "
           f"({cfg.train.select_metric} {result.best_score:.4f}) -> {result.run_dir}")
     return 0

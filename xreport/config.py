@@ -6,6 +6,7 @@ from that file alone.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -205,10 +206,46 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return out
 
 
+MAX_IMAGE_SIZE = 2048   # far above any radiograph input; a typo here would exhaust memory
+_PROBABILITIES = ("hflip", "vflip", "blur")
+_NON_NEGATIVE = ("rotation", "translate", "scale", "brightness", "contrast", "noise")
+
+
+def _non_finite(config: RunConfig) -> str | None:
+    """The first float option that is NaN or infinite (TOML allows both), as "section.key"."""
+    for name in SECTIONS:
+        section = getattr(config, name)
+        for f in fields(section):
+            values = getattr(section, f.name)
+            for v in values if isinstance(values, tuple) else (values,):
+                if isinstance(v, float) and not math.isfinite(v):
+                    return f"{name}.{f.name}"
+    return None
+
+
+def _augment_checks(a: AugmentConfig) -> list[tuple[bool, str]]:
+    return ([(0 <= getattr(a, k) <= 1, f"augment.{k} is a probability in [0, 1], got {getattr(a, k)}")
+             for k in _PROBABILITIES]
+            + [(getattr(a, k) >= 0, f"augment.{k} must be >= 0, got {getattr(a, k)}") for k in _NON_NEGATIVE]
+            + [(a.translate < 1 and a.scale < 1, "augment.translate and augment.scale must be below 1")])
+
+
 def validate(config: RunConfig, *, source: str = "config") -> None:
     t, m, d = config.train, config.model, config.data
+    bad_float = _non_finite(config)
+    if bad_float:
+        raise ConfigError(f"{source}: {bad_float} must be a finite number, not NaN or infinity")
     checks = [
         (config.image_size >= 8, f"image_size must be at least 8, got {config.image_size}"),
+        (config.image_size <= MAX_IMAGE_SIZE,
+         f"image_size must be at most {MAX_IMAGE_SIZE}, got {config.image_size}"),
+        (t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}"),
+        (0 <= t.momentum < 1, f"train.momentum must be in [0, 1), got {t.momentum}"),
+        (t.step_size >= 1, f"train.step_size must be at least 1, got {t.step_size}"),
+        (t.gamma > 0, f"train.gamma must be positive, got {t.gamma}"),
+        (t.max_steps >= 0, f"train.max_steps must be >= 0, got {t.max_steps}"),
+        (t.num_threads >= 0, f"train.num_threads must be >= 0, got {t.num_threads}"),
+        (d.phantom_size >= 8, f"data.phantom_size must be at least 8, got {d.phantom_size}"),
         (t.epochs >= 1, f"train.epochs must be at least 1, got {t.epochs}"),
         (t.batch_size >= 1, f"train.batch_size must be at least 1, got {t.batch_size}"),
         (t.lr > 0, f"train.lr must be positive, got {t.lr}"),
@@ -223,12 +260,14 @@ def validate(config: RunConfig, *, source: str = "config") -> None:
         (t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
          f"train.device {t.device!r} is not auto, cpu, cuda or cuda:N"),
     ]
-    for ok, message in checks:
+    for ok, message in checks + _augment_checks(config.augment):
         if not ok:
             raise ConfigError(f"{source}: {message}")
     p = config.preprocess
     if p.normalize == "fixed" and len(p.mean) != len(p.std):
         raise ConfigError(f"{source}: preprocess.mean and preprocess.std differ in length")
+    if p.normalize == "fixed" and not all(s > 0 for s in p.std):
+        raise ConfigError(f"{source}: preprocess.std values must be positive, got {list(p.std)}")
 
 
 def to_dict(config: RunConfig) -> dict[str, Any]:

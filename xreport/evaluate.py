@@ -50,15 +50,44 @@ def checkpoint_path(paths: runs.RunPaths) -> Path:
                           f"(xreport train --name {paths.name})")
 
 
+def _is_number_list(value: Any) -> bool:
+    return (isinstance(value, list) and bool(value)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+
+
+def check_meta(meta: dict[str, Any], *, path: Path) -> None:
+    """Refuse checkpoint meta whose fields have the wrong type before anything uses them."""
+    def whole(key: str, lo: int, hi: int) -> bool:
+        v = meta.get(key)
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+    names = meta.get("class_names")
+    checks = [
+        (isinstance(meta.get("arch"), str), "arch must be a string"),
+        (whole("num_classes", 2, 100_000), "num_classes must be a whole number >= 2"),
+        (isinstance(names, list) and all(isinstance(n, str) for n in names)
+         and len(names) == meta.get("num_classes"), "class_names must list num_classes strings"),
+        (meta.get("in_channels") in (1, 3) and not isinstance(meta.get("in_channels"), bool),
+         "in_channels must be 1 or 3"),
+        (whole("image_size", 8, config_mod.MAX_IMAGE_SIZE), "image_size must be a whole number of pixels"),
+        (_is_number_list(meta.get("mean")) and _is_number_list(meta.get("std")),
+         "mean and std must be lists of numbers"),
+        (isinstance(meta.get("small_input_stem"), bool), "small_input_stem must be true or false"),
+        (isinstance(meta.get("config"), dict), "config must be a table (the run's config)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise CheckpointError(f"{path}: checkpoint meta is not usable: {message}; "
+                                  "was it written by `xreport train`?")
+
+
 def load_run(paths: runs.RunPaths, *, device: torch.device, checkpoint: Path | None = None) -> LoadedRun:
     path = checkpoint or checkpoint_path(paths)
     ckpt = runs.load_checkpoint(path)
     meta = ckpt.meta
-    try:
-        run_config = config_mod.from_dict(meta["config"], source=f"{path} (meta.config)")
-    except KeyError:
-        raise CheckpointError(f"{path}: checkpoint meta has no 'config'; not written by xreport train") from None
-    model = model_from_meta(meta)
+    check_meta(meta, path=path)
+    run_config = config_mod.from_dict(meta["config"], source=f"{path} (meta.config)")
+    model = model_from_meta(meta, path=path)
     load_weights(model, ckpt.state_dict, path=path)
     model.to(device).eval()
     return LoadedRun(checkpoint=ckpt, model=model, config=run_config, meta=meta,

@@ -342,7 +342,7 @@ def faithfulness(model: nn.Module, x: Tensor, cams: Tensor, *, targets: Tensor, 
     result: dict[str, Any] = {"n": int(n), "steps": int(steps), "baseline": baseline,
                               "deletion_auc": {}, "insertion_auc": {},
                               "deletion_curve": {}, "insertion_curve": {}}
-    with _prepared(model, device) as dev, torch.no_grad():
+    with _prepared(model, device) as dev, torch.inference_mode():
         ends = _probs_of(model, torch.cat([x, base]), targets.repeat(2), batch_size, dev)
         p_full, p_base = ends[:n], ends[n:]
         for name, m in maps.items():
@@ -464,7 +464,8 @@ def sanity_check(model: nn.Module, x: Tensor, *, targets: Tensor, method: str,
         _reinitialise(twin, names, seed=seed + i)
         maps = compute_cams(twin, x, target_layer=_as_module(target_layer_fn(twin)), targets=targets,
                             method=method, batch_size=batch_size, device=device)
-        stages.append({"randomised": "+".join(names), "spearman": _mean_or_none(spearman(original, maps)),
+        stages.append({"randomised": "+".join(names),
+                       "spearman": _mean_or_none(spearman(original, maps)),
                        "ssim": _mean_or_none(ssim(original, maps))})
         logger.debug("sanity stage %s: %s", names, stages[-1])
     return {"n": int(x.shape[0]), "stages": stages}
@@ -553,7 +554,8 @@ def localisation(cams: Tensor, masks: Tensor, *, tolerance: int = 1, seed: int =
     """
     masks = masks.bool().cpu()
     if cams.shape != masks.shape:
-        raise ReportError(f"localisation: cams {tuple(cams.shape)} and masks {tuple(masks.shape)} differ in shape")
+        raise ReportError(f"localisation: cams {tuple(cams.shape)} and masks "
+                          f"{tuple(masks.shape)} differ in shape")
     keep = masks.flatten(1).any(1)
     cams, masks = cams[keep].float().cpu(), masks[keep]
     n = int(keep.sum())
@@ -583,6 +585,7 @@ def explain_split(model: nn.Module, images_float: Tensor, *, y_true: np.ndarray 
                   probs: np.ndarray | Tensor, class_names: Sequence[str], target_layer: nn.Module,
                   layer_name: str, method: str = "gradcam", masks: Tensor | None = None,
                   gallery_per_kind: int = 2, faithfulness_n: int = 64, sanity_n: int = 16,
+                  faithfulness_steps: int = 10, faithfulness_baseline: str = "blur",
                   seed: int = 0, batch_size: int = 64,
                   device: str | torch.device | None = None) -> tuple[dict[str, Any], Tensor]:
     """Gallery CAMs, faithfulness, sanity check and (with masks) localisation for one split.
@@ -590,6 +593,7 @@ def explain_split(model: nn.Module, images_float: Tensor, *, y_true: np.ndarray 
     Returns the "explain" summary of metrics.json (gallery entries without "file"/"id",
     which the caller adds when it writes the overlays) and the gallery CAMs (G, H, W).
     CAMs target the predicted class, except for localisation, which targets the true class.
+    Faithfulness dominates the cost: 4 * (steps - 1) + 2 forward passes per sampled image.
     """
     if method not in METHODS:
         raise ConfigError(f"explain method {method!r} is not one of {', '.join(METHODS)}")
@@ -618,8 +622,9 @@ def explain_split(model: nn.Module, images_float: Tensor, *, y_true: np.ndarray 
     sample = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:faithfulness_n]
     x_f = images_float[sample]
     cams_f = compute_cams(model, x_f, target_layer=target_layer, targets=pred[sample], **options)
-    faith = faithfulness(model, x_f, cams_f, targets=pred[sample], seed=seed,
-                         batch_size=batch_size, device=device)
+    faith = faithfulness(model, x_f, cams_f, targets=pred[sample], steps=faithfulness_steps,
+                         baseline=faithfulness_baseline, seed=seed, batch_size=batch_size,
+                         device=device)
     summary["faithfulness"] = faith
     timings["faithfulness_s"] = time.perf_counter() - clock
 

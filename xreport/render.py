@@ -10,6 +10,7 @@ report and templates folders.
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib.resources
 import json
 import logging
@@ -17,7 +18,7 @@ import math
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
 import jinja2
@@ -298,10 +299,30 @@ def render_body(context: Mapping[str, Any], *, lang: str, env: jinja2.Environmen
                 templates_dir: Path | None = None, mode: str = "data") -> Markup:
     """One language's report body (all sections) as HTML."""
     g = _globals_for(context, lang, templates_dir=templates_dir, mode=mode)
-    try:
+    with template_errors(f"body.html.j2 ({lang})"):
         return Markup(env.get_template("body.html.j2").render(**g))
-    except jinja2.UndefinedError as exc:
-        raise ReportError(f"template body.html.j2 ({lang}): {exc}") from None
+
+
+@contextlib.contextmanager
+def template_errors(name: str) -> Iterator[None]:
+    """Any template failure (undefined name, sandbox refusal, syntax) is one ReportError line."""
+    try:
+        yield
+    except jinja2.TemplateSyntaxError as exc:
+        where = f"{exc.filename or exc.name or name}, line {exc.lineno}"
+        raise ReportError(f"template {where}: syntax error: {_one_line(exc)}") from None
+    except jinja2.exceptions.SecurityError as exc:
+        raise ReportError(f"template {name}: refused by the sandbox: {_one_line(exc)}") from None
+    except jinja2.TemplateNotFound as exc:
+        raise ReportError(f"template {name}: includes {exc.name!r}, which is not in the "
+                          "templates folders") from None
+    except jinja2.TemplateError as exc:
+        raise ReportError(f"template {name}: {_one_line(exc)}") from None
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] if text else type(exc).__name__
 
 
 def render_html(context: Mapping[str, Any], *, langs: Sequence[str],
@@ -312,12 +333,10 @@ def render_html(context: Mapping[str, Any], *, langs: Sequence[str],
     bodies = [(lang, render_body(context, lang=lang, env=env, templates_dir=templates_dir))
               for lang in langs]
     t = translator(langs[0], templates_dir)
-    try:
+    with template_errors("report.html.j2"):
         return env.get_template("report.html.j2").render(
             ctx=context, langs=langs, bodies=bodies, lang_labels=LANG_LABELS, t=t,
             css=_read_css(env, "css/report.css"), mobile_css=_read_css(env, "css/mobile.css"))
-    except jinja2.UndefinedError as exc:
-        raise ReportError(f"template report.html.j2: {exc}") from None
 
 
 def write_html(context: Mapping[str, Any], out_path: Path, *, langs: Sequence[str],
@@ -358,12 +377,10 @@ def render_pdf_html(context: Mapping[str, Any], *, lang: str,
     env = make_environment(templates_dir)
     body = render_body(context, lang=lang, env=env, templates_dir=templates_dir, mode="file")
     t = translator(lang, templates_dir)
-    try:
+    with template_errors("pdf.html.j2"):
         return env.get_template("pdf.html.j2").render(
             ctx=context, lang=lang, body=body, t=t, font_family=Markup(PDF_FONTS[lang]),
             css=_read_css(env, "css/report.css"), print_css=_read_css(env, "css/print.css"))
-    except jinja2.UndefinedError as exc:
-        raise ReportError(f"template pdf.html.j2: {exc}") from None
 
 
 def render_pdf(context: Mapping[str, Any], *, lang: str, out_path: Path,

@@ -14,6 +14,7 @@ import os
 import pickle
 import tempfile
 import unicodedata
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -195,6 +196,13 @@ def save_checkpoint(path: str | Path, *, state_dict: dict[str, torch.Tensor],
     write_bytes(path, buffer.getvalue())
 
 
+def _unpickling_reason(exc: Exception) -> str:
+    """The line of torch's long weights_only message that names the refused object."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    named = [line for line in lines if "unsupported" in line.lower() or "WeightsUnpickler" in line]
+    return ((named or lines or ["unsafe content"])[0])[:160]
+
+
 @dataclass
 class Checkpoint:
     path: Path
@@ -208,12 +216,15 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    # torch.save writes a zip archive; anything else (text, an old pickle) is not ours.
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a checkpoint (not a torch.save zip archive; "
+                              "empty, truncated or another kind of file)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
         raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors "
-                              f"({first[:160]})") from None
+                              f"({_unpickling_reason(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - a damaged file can fail in many ways inside torch
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: "
                               f"{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
@@ -224,5 +235,11 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         meta = json.loads(payload["meta_json"])
     except (TypeError, json.JSONDecodeError):
         raise CheckpointError(f"{path}: checkpoint metadata is corrupt") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: checkpoint metadata is a {type(meta).__name__}, not a mapping")
+    state = payload["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise CheckpointError(f"{path}: state_dict is not a mapping of parameter names to tensors")
     return Checkpoint(path=path, state_dict=payload["state_dict"], meta=meta,
                       extra=payload.get("extra", {}) or {})

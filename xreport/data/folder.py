@@ -72,6 +72,10 @@ def scan(root: Path) -> tuple[dict[str, FolderSplit], list[str]]:
         out[split] = FolderSplit(files, labels)
     for split, files in unlabelled.items():
         out[split] = FolderSplit(files, None)
+    for index, name in enumerate(reference):
+        if not any(fs.labels is not None and index in fs.labels for fs in out.values()):
+            raise DataError(f"{root}: class folder {name!r} holds no images in any split; "
+                            "remove it or add its images")
     for split, fs in out.items():
         if not fs.files:
             raise DataError(f"{root / split}: no images ({', '.join(IMAGE_SUFFIXES)}) in this split")

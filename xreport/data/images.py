@@ -34,6 +34,8 @@ def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     CMYK, palette and alpha images are converted (alpha composited over black).
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, not an image file")
     if path.suffix.lower() == ".dcm":
         from .dicom import read_dicom
         return read_dicom(path)
@@ -60,9 +62,24 @@ def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"{path}: refused as a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
+        if _has_image_signature(path):
+            raise DataError(f"{path}: corrupt or truncated image (its header is damaged)") from None
         raise DataError(f"{path}: not a recognised image file (expected PNG or JPEG)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: corrupt or truncated image ({exc})") from None
+
+
+_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+
+
+def _has_image_signature(path: Path) -> bool:
+    """A PNG or JPEG magic number: the file is an image that PIL could not parse."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return False
+    return any(head.startswith(sig) for sig in _SIGNATURES)
 
 
 def _to_uint8(im: Image.Image) -> np.ndarray:

@@ -94,6 +94,8 @@ def read_manifest(csv_path: Path) -> Manifest:
 
 def _inside(root: Path, raw: str, csv_path: Path, line: int) -> Path:
     """Resolve a path relative to the CSV's folder; refuse one that leaves it."""
+    if "\x00" in raw:
+        raise DataError(f"{csv_path}: line {line}: path {raw!r} holds a NUL character")
     target = (root / raw).resolve()
     if not target.is_relative_to(root):
         raise DataError(f"{csv_path}: line {line}: path {raw!r} points outside the data folder {root}")
@@ -118,11 +120,25 @@ def class_names(manifests: list[Manifest], *, configured: tuple[str, ...]) -> li
                         raise DataError(f"{m.csv_path}: line {r.line}: label {r.label} is named "
                                         f"{r.class_name!r} here and {previous!r} elsewhere")
         count = max(max(i for i in ints if i is not None) + 1, max(named, default=-1) + 1)
+        _check_no_gaps(manifests, set(ints) | set(named), count)  # type: ignore[arg-type]
         return [named.get(i, f"class_{i}") for i in range(count)]
     if any(i is not None for i in ints):
-        raise DataError(f"{manifests[0].csv_path.parent}: the label columns mix class indices and "
-                        "class names; use one or the other")
+        m, r = next((m, r) for m in manifests if m.has_labels for r in m.rows if _as_int(r.label) is None)
+        raise DataError(f"{m.csv_path}: line {r.line}: label {r.label!r} is not a class index but other "
+                        "labels are: the labels mix class indices and class names; use one or the other")
     return sorted(set(labels))  # type: ignore[arg-type]
+
+
+def _check_no_gaps(manifests: list[Manifest], used: set[int], count: int) -> None:
+    """Labels 0, 1, 7 would make classes 2..6 with no image at all: almost surely a typo."""
+    unused = [i for i in range(count) if i not in used]
+    if not unused:
+        return
+    top = max(used)
+    m, r = next((m, r) for m in manifests if m.has_labels for r in m.rows if _as_int(r.label) == top)
+    raise DataError(f"{m.csv_path}: line {r.line}: label {top} leaves class(es) "
+                    f"{', '.join(map(str, unused[:5]))} without any image; labels must be 0..K-1 "
+                    "(or name every class in a class_name column)")
 
 
 def _as_int(value: str | None) -> int | None:

@@ -123,6 +123,9 @@ def read_npz(path: Path, splits: tuple[str, ...], *, num_classes: int | None,
 
     ``num_classes`` None: the highest label in any split of the file, plus one.
     """
+    # np.load reads a non-zip file as a pickle and then blames pickling; say what it is.
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not a .npz archive (empty, truncated, or another kind of file)")
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
@@ -183,6 +186,8 @@ def _images(path: Path, split: str, x: np.ndarray) -> np.ndarray:
     else:
         raise DataError(f"{path}: '{key}' has shape {x.shape}; expected (N, H, W) or (N, H, W, 3) "
                         "(3D MedMNIST sets are not supported)")
+    if 0 in x.shape[2:]:
+        raise DataError(f"{path}: '{key}' has shape {x.shape}; images must be at least 1x1 pixels")
     if x.dtype != np.uint8:
         if x.dtype.kind in "iu" and (x.size == 0 or (int(x.min()) >= 0 and int(x.max()) <= 255)):
             x = x.astype(np.uint8)
