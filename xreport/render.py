@@ -318,6 +318,11 @@ def template_errors(name: str) -> Iterator[None]:
                           "templates folders") from None
     except jinja2.TemplateError as exc:
         raise ReportError(f"template {name}: {_one_line(exc)}") from None
+    except OverflowError as exc:   # the sandbox's limit on range()
+        raise ReportError(f"template {name}: refused by the sandbox: {_one_line(exc)}") from None
+    except (ArithmeticError, TypeError, ValueError, LookupError, AttributeError) as exc:
+        # A user's template can fail at run time like any program; name it, no traceback.
+        raise ReportError(f"template {name}: {type(exc).__name__}: {_one_line(exc)}") from None
 
 
 def _one_line(exc: Exception) -> str:
