@@ -1,6 +1,7 @@
 """Architecture registry: shapes, stems, heads, CAM layers, offline weights, meta round trip."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,15 @@ from xreport.errors import CheckpointError, ConfigError, OfflineError
 from xreport.models import (ARCHS, build_model, cam_target_layer, classifier_layer,
                             count_flops, count_parameters, load_weights, model_from_meta,
                             resolve_small_stem, set_train_mode, weights_cache_path, weights_url)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Two spinning OpenMP threads on a busy 2-core machine are several times slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 def _first_conv(model: nn.Module) -> nn.Conv2d:

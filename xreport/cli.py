@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--skip-bad-images", action="store_true", default=None,
                    help="skip unreadable images (counted and listed) instead of stopping")
     t.add_argument("--resume", action="store_true", help="continue from last.pt")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run of this name")
     t.add_argument("--overwrite", action="store_true",
                    help="replace the files of an existing run of the same name")
     t.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS)

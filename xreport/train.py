@@ -477,22 +477,53 @@ def _train_epoch(loop: _Loop, state: _State, *, epoch: int) -> dict[str, float]:
             "train_acc": acc, "train_f1": f1, "lr": lr}
 
 
+def _sync_buffers(model: nn.Module, setup: _Setup) -> None:
+    """Give every rank rank 0's BatchNorm running stats (DDP leaves each rank its own after
+    the last step), so all ranks validate, select and stop on the same model rank 0 saves."""
+    if setup.world_size > 1:
+        import torch.distributed as dist
+
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def _gather_logits(logits: torch.Tensor, idx: torch.Tensor, n: int, setup: _Setup) -> torch.Tensor:
+    """All ranks' logits of their (equal-sized, wrapped) shards, back in split order."""
+    import torch.distributed as dist
+
+    pieces = [torch.empty_like(logits) for _ in range(setup.world_size)]
+    positions = [torch.empty_like(idx) for _ in range(setup.world_size)]
+    dist.all_gather(pieces, logits)
+    dist.all_gather(positions, idx)
+    out = torch.empty(n, logits.shape[1], dtype=logits.dtype, device=logits.device)
+    out[torch.cat(positions)] = torch.cat(pieces)   # padded duplicates write the same rows
+    return out
+
+
 @torch.no_grad()
 def evaluate_split(loop: _Loop, split: Split) -> dict[str, float]:
-    """Loss (plain cross-entropy), accuracy, macro-F1 and AUC of the bare model on ``split``."""
+    """Loss (plain cross-entropy), accuracy, macro-F1 and AUC of the bare model on ``split``.
+
+    Under DDP each rank scores its shard and the logits are gathered, so every rank gets
+    the same figures."""
+    setup = loop.setup
+    _sync_buffers(loop.bare, setup)
     loop.bare.eval()
-    probs, losses = [], torch.zeros((), dtype=torch.float64)
+    idx = shard(torch.arange(len(split)), rank=setup.rank, world_size=setup.world_size)
     size = loop.config.train.batch_size * 2
-    for start in range(0, len(split), size):
-        x = loop.prepare(split.images[start:start + size], augment_generator=None)
-        y = split.labels[start:start + size]
-        with loop.setup.autocast():
-            logits = loop.bare(x).float().cpu()
-        losses += F.cross_entropy(logits, y, reduction="sum").double()
-        probs.append(logits.softmax(1))
-    p = torch.cat(probs)
+    chunks = []
+    for start in range(0, len(idx), size):
+        x = loop.prepare(split.images[idx[start:start + size]], augment_generator=None)
+        with setup.autocast():
+            chunks.append(loop.bare(x).float())
+    logits = torch.cat(chunks)
+    if setup.world_size > 1:
+        logits = _gather_logits(logits, idx.to(logits.device), len(split), setup)
+    logits = logits.cpu()
+    loss = F.cross_entropy(logits, split.labels, reduction="sum").double()
+    p = logits.softmax(1)
     acc, f1 = accuracy_f1(confusion(p.argmax(1), split.labels, loop.num_classes))
-    return {"val_loss": float(losses) / len(split), "val_acc": acc, "val_f1": f1,
+    return {"val_loss": float(loss) / len(split), "val_acc": acc, "val_f1": f1,
             "val_auc": roc_auc(split.labels.numpy(), p.numpy())}
 
 

@@ -1,0 +1,103 @@
+"""Model quality on PneumoniaMNIST against the published table.
+
+Trains each recipe with several seeds (selection on the validation split only), evaluates
+each trained model once on the test split, and writes bench/results/quality.json.
+
+    .venv/bin/python bench/quality.py configs/pneumoniamnist_r18.toml --seeds 0 1 2
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from xreport import config as config_mod  # noqa: E402
+from xreport.evaluate import evaluate_run  # noqa: E402
+from xreport.runs import RunPaths  # noqa: E402
+from xreport.train import train  # noqa: E402
+
+# MedMNIST v2 (Yang et al. 2023, Table 3) and MedMNIST+ (three seeds, 28 px) on this test split.
+PUBLISHED = {
+    "MedMNIST v2 ResNet-18 (28)": {"acc": 0.854, "auc": 0.944},
+    "MedMNIST v2 ResNet-50 (224)": {"acc": 0.884, "auc": 0.962},
+    "MedMNIST v2 AutoKeras": {"acc": 0.878, "auc": 0.947},
+    "MedMNIST v2 Google AutoML Vision": {"acc": 0.946, "auc": 0.991},
+    "MedMNIST+ ResNet-18 (28)": {"acc": 0.831, "auc": 0.950},
+    "MedMNIST+ best (28)": {"acc": 0.866, "auc": 0.973},
+}
+
+
+def machine() -> dict:
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+            "python": platform.python_version(), "cuda": torch.cuda.is_available()}
+
+
+def run_seed(recipe: Path, seed: int, workdir: Path) -> dict:
+    cfg = config_mod.load(recipe, overrides={"train.seed": seed, "name": f"{recipe.stem}-s{seed}"})
+    started = time.perf_counter()
+    result = train(cfg, checkpoints_root=workdir / "checkpoints")
+    train_s = time.perf_counter() - started
+    paths = RunPaths(cfg.name, checkpoints_root=workdir / "checkpoints", reports_root=workdir / "reports")
+    out = evaluate_run(paths, split="test", explain=False, n_boot=200, progress=False)
+    m = out["metrics"]
+    return {"seed": seed, "test_acc": m["accuracy"]["value"], "test_auc": m["roc_auc"]["value"],
+            "best_epoch": result.best_epoch, "val_score": result.best_score,
+            "minutes": round((time.perf_counter() - started) / 60, 2),
+            "train_minutes": round(train_s / 60, 2), "load": os.getloadavg()}
+
+
+def summarise(recipe: Path, seeds: list[dict]) -> dict:
+    accs = [s["test_acc"] for s in seeds]
+    aucs = [s["test_auc"] for s in seeds]
+    sd = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0)
+    return {"recipe": str(recipe.relative_to(REPO)) if recipe.is_relative_to(REPO) else str(recipe),
+            "test_acc_mean": round(statistics.mean(accs), 4), "test_acc_std": round(sd(accs), 4),
+            "test_auc_mean": round(statistics.mean(aucs), 4), "test_auc_std": round(sd(aucs), 4),
+            "seeds": [s["seed"] for s in seeds],
+            "minutes_per_seed": round(statistics.mean(s["minutes"] for s in seeds), 2),
+            "per_seed": seeds}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipes", nargs="+", type=Path)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "quality.json")
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    existing = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results = existing.get("recipes", {})
+    with tempfile.TemporaryDirectory(prefix="xreport-quality-") as tmp:
+        for recipe in args.recipes:
+            seeds = []
+            for seed in args.seeds:
+                row = run_seed(recipe.resolve(), seed, Path(tmp))
+                print(json.dumps({"recipe": recipe.stem, **row}), flush=True)
+                seeds.append(row)
+            results[recipe.stem] = summarise(recipe.resolve(), seeds)
+            payload = {"date": dt.date.today().isoformat(), "machine": machine(),
+                       "command": " ".join(["python", *sys.argv]), "published": PUBLISHED,
+                       "recipes": results}
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(json.dumps({k: {x: v[x] for x in ("test_acc_mean", "test_acc_std", "test_auc_mean",
+                                               "test_auc_std", "minutes_per_seed")}
+                      for k, v in results.items()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
