@@ -60,7 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--skip-bad-images", action="store_true", default=None,
                    help="skip unreadable images (counted and listed) instead of stopping")
     t.add_argument("--resume", action="store_true", help="continue from last.pt")
-    t.add_argument("--overwrite", action="store_true", help="replace an existing run of this name")
     t.add_argument("--overwrite", action="store_true",
                    help="replace the files of an existing run of the same name")
     t.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS)
@@ -187,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = _command_line(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # WeasyPrint and fontTools narrate every layout step at INFO; keep the user's log readable.
+    for noisy in ("weasyprint", "fontTools", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return COMMANDS[args.command](args)
     except XReportError as exc:

@@ -155,11 +155,11 @@ def _dataset_name(meta: Mapping[str, Any], dataset: Dataset | None) -> str:
 
 
 def _distribution(paths: RunPaths, dataset: Dataset | None) -> dict[str, Any] | None:
-    dist = _read_json(paths.class_distribution, what="class_distribution.json")
-    if dist is None and dataset is not None:
+    # The loaded data set has the test split too; the run folder's file only train and val.
+    if dataset is not None:
         from .data.summary import class_distribution
-        dist = class_distribution(dataset)
-    return dist
+        return class_distribution(dataset)
+    return _read_json(paths.class_distribution, what="class_distribution.json")
 
 
 def _split_rows(dist: Mapping[str, Any] | None) -> list[dict[str, Any]]:
