@@ -175,3 +175,56 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+@dataclass
+class ChildRun:
+    """A child process's wall time, CPU time and peak resident memory (from wait4)."""
+
+    seconds: float
+    cpu_seconds: float
+    peak_rss_mib: float
+    returncode: int
+    load_before: list[float]
+    load_after: list[float]
+    output_tail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seconds": round(self.seconds, 2), "cpu_seconds": round(self.cpu_seconds, 2),
+                "peak_rss_mib": round(self.peak_rss_mib, 1), "load_before": self.load_before,
+                "load_after": self.load_after}
+
+
+def run_child(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> ChildRun:
+    """Run ``argv`` and measure it alone: wait4 gives this child's own rusage (ru_maxrss)."""
+    import subprocess
+    import tempfile
+
+    load_before = load_average()
+    with tempfile.TemporaryFile("w+") as log:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        tail = log.read()[-3000:]
+    run = ChildRun(seconds=seconds, cpu_seconds=usage.ru_utime + usage.ru_stime,
+                   peak_rss_mib=usage.ru_maxrss / 1024, returncode=proc.returncode,
+                   load_before=load_before, load_after=load_average(), output_tail=tail)
+    if run.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed with exit code {run.returncode}:\n{tail}")
+    return run
+
+
+def xreport_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "xreport", *args]
+
+
+def train_tiny_run(data: Path, *, name: str, checkpoints: Path, max_steps: int, batch_size: int = 64,
+                   image_size: int = 28) -> ChildRun:
+    """A small real checkpoint (one epoch cut to ``max_steps``) to evaluate and build from."""
+    return run_child(xreport_argv("train", "--dataset", str(data), "--name", name,
+                                  "--image-size", str(image_size), "--epochs", "1",
+                                  "--max-steps", str(max_steps), "--batch-size", str(batch_size),
+                                  "--device", "cpu", "--checkpoints", str(checkpoints), "--overwrite"))

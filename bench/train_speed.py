@@ -11,7 +11,7 @@ variant, so only the input pipeline and precision differ), standard and 3x3 smal
 Each measurement builds a fresh model, takes --warmup untimed steps, then times --steps steps.
 The variants are interleaved for --rounds rounds; the best round of each is reported.
 
-    .venv/bin/python bench/train_speed.py [--steps 20] [--rounds 2] [--smoke]
+    .venv/bin/python bench/train_speed.py [--steps 8] [--rounds 2] [--threads 1] [--smoke]
 """
 from __future__ import annotations
 
@@ -208,21 +208,25 @@ def run_benchmark(data: Path, *, steps: int, warmup: int, rounds: int, batch_siz
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="a MedMNIST .npz (default: pneumoniamnist.npz)")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--stems", default="standard,small")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: on a loaded shared machine 2 OpenMP threads spin-wait)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--smoke", action="store_true",
-                        help="seconds-long check on random images (1 step, batch 8, one round)")
+                        help="a quick check on random images (standard stem, 1 step of 8, one round)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     started = common.load_average()
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or common.find_pneumoniamnist()
         if args.smoke:
             data = common.synthetic_npz(Path(tmp) / "smoke.npz", n_train=48, n_val=8, n_test=8)
             args.steps, args.warmup, args.rounds, args.batch_size = 1, 1, 1, 8
+            args.stems = "standard"
         elif data is None:
             sys.exit("pneumoniamnist.npz not found: set $XREPORT_DATA_DIR or pass --data")
         body = run_benchmark(data, steps=args.steps, warmup=args.warmup, rounds=args.rounds,

@@ -472,6 +472,14 @@ def test_html_in_names_is_escaped_and_skipped_files_are_listed(tiny_run, capsys)
     assert "http://" not in html and "https://" not in html and "src=\"//" not in html
     assert "train/a/broken.png" in html and "test/b/notes.png" in html
     assert RUN in html
+    # A hostile --templates folder: one line, and the report already there is untouched.
+    hostile = tiny_run["root"] / "hostile"
+    hostile.mkdir(exist_ok=True)
+    (hostile / "body.html.j2").write_text(HOSTILE_TEMPLATES["mro"], encoding="utf-8")
+    rc, _, err = cli(capsys, "build", "--run", RUN, "--format", "html", "--templates", str(hostile),
+                     *roots(tiny_run))
+    one_error(rc, err, "refused by the sandbox", "__class__")
+    assert (tiny_run["root"] / "reports" / RUN / "report.html").read_text(encoding="utf-8") == html
 
 
 @pytest.mark.xfail(strict=True, reason="xreport/train.py opens train.log (and writes config.toml) "
@@ -486,3 +494,73 @@ def test_half_written_runs_are_not_left_by_a_data_error(tmp_path, capsys):
     png(data / "train" / "a" / "0.png", seed=1)              # the user fixes the data ...
     rc, _, err = cli(capsys, *train_args(data, "retry", tmp_path))
     assert rc == 0, err                                      # ... and the same command works
+
+
+# ---------------------------------------------------------------- hostile templates
+
+HOSTILE_TEMPLATES = {
+    "mro": "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "globals": "{{ t.__init__.__globals__['os'] }}",
+    "cycler": "{{ cycler.__init__.__globals__.os.popen('touch pwned').read() }}",
+    "attr_filter": "{{ ctx|attr('__class__') }}",
+    "format": "{{ '{0.__class__}'.format(ctx) }}",
+    "include_outside": "{% include '../../../../etc/passwd' %}",
+    "huge_range": "{{ range(10**9)|list|length }}",
+    "syntax": "{% for %}",
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_TEMPLATES))
+def test_a_hostile_user_template_fails_with_one_line(tmp_path, monkeypatch, case):
+    from report_fixture import shared_run
+
+    from xreport import render
+    from xreport.errors import ReportError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "body.html.j2").write_text(HOSTILE_TEMPLATES[case], encoding="utf-8")
+    _, context = shared_run()
+    with pytest.raises(ReportError) as info:
+        render.render_html(context, langs=["en"], templates_dir=tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and "template" in message
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_pdf_rendering_makes_no_network_request(tmp_path):
+    """A user template pointing at a local HTTP server: WeasyPrint must never call it."""
+    pytest.importorskip("weasyprint")
+    import http.server
+    import threading
+
+    from report_fixture import shared_run
+
+    from xreport import render
+
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        (tmp_path / "body.html.j2").write_text(
+            f'<style>@import url("{url}/a.css"); body {{ background: url("{url}/bg.png"); }}</style>'
+            f'<img src="{url}/x.png"><link rel="stylesheet" href="{url}/b.css"><p>{{{{ lang }}}}</p>',
+            encoding="utf-8")
+        _, context = shared_run()
+        out = render.render_pdf(context, lang="en", out_path=tmp_path / "out.pdf", templates_dir=tmp_path)
+        assert out.stat().st_size > 1000
+        html = render.render_html(context, langs=["en"], templates_dir=tmp_path)
+    finally:
+        server.shutdown()
+    assert hits == []
+    assert url in html          # the user asked for it; the HTML is theirs, the fetch is ours

@@ -132,8 +132,8 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert last.meta["epoch"] == done and 1 <= best.meta["epoch"] <= done
     assert all(torch.isfinite(t).all() for t in last.state_dict.values() if t.is_floating_point())
 
-    resumed = subprocess.run(xreport("train", "--config", str(config), "--name", "cut", "--resume"), cwd=tmp_path, capture_output=True, text=True,
-                             env=env, timeout=300)
+    resumed = subprocess.run(xreport("train", "--config", str(config), "--name", "cut", "--resume"),
+                             cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
 
     def comparable(rows: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -207,21 +207,25 @@ def roots(root: Path) -> list[str]:
     return ["--checkpoints", str(root / "checkpoints"), "--reports", str(root / "reports")]
 
 
-def test_a_locked_run_is_refused_not_corrupted(two_runs, capsys):
-    """A second writer of the same report or run folder gets one clear line."""
-    report = two_runs / "reports" / "a"
-    before = (report / "report.html").read_bytes()
+def test_a_locked_run_is_refused_not_corrupted(tmp_path, capsys):
+    """A second writer of the same report or run folder gets one clear line and changes nothing.
+
+    The lock is taken before anything else, so no trained run is needed to test it."""
+    report = tmp_path / "reports" / "a"
+    report.mkdir(parents=True)
+    (report / "report.html").write_text("<html>previous</html>", encoding="utf-8")
     with runs.run_lock(report, what="report"):          # as if another build were running
         capsys.readouterr()
-        rc = main(["build", "--run", "a", "--format", "html", "--lang", "en", *roots(two_runs)])
+        rc = main(["build", "--run", "a", "--format", "html", "--lang", "en", *roots(tmp_path)])
         err = capsys.readouterr().err
     assert rc == 2 and "another xreport process is writing this report" in err and "Traceback" not in err
-    assert (report / "report.html").read_bytes() == before
-    with runs.run_lock(two_runs / "checkpoints" / "b"):  # as if it were training
-        config = tiny_config(two_runs / "b.toml", epochs=1, name="b")
-        rc = main(["train", "--config", str(config), "--resume", "--checkpoints", str(two_runs / "checkpoints")])
+    assert (report / "report.html").read_text(encoding="utf-8") == "<html>previous</html>"
+    with runs.run_lock(tmp_path / "checkpoints" / "b"):  # as if "b" were training
+        config = tiny_config(tmp_path / "b.toml", epochs=1, name="b")
+        rc = main(["train", "--config", str(config), "--checkpoints", str(tmp_path / "checkpoints")])
         err = capsys.readouterr().err
     assert rc == 2 and "another xreport process is writing this run" in err
+    assert [p.name for p in (tmp_path / "checkpoints" / "b").iterdir()] == [".lock"]
 
 
 def _newer_than(folder: Path, t0: float) -> bool:

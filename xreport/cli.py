@@ -192,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except XReportError as exc:
-        print(f"xreport: error: {exc}", file=sys.stderr)
+        # One line, always: a value quoted in the message may itself hold a line break.
+        print(f"xreport: error: {' '.join(str(exc).splitlines())}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("xreport: interrupted; files already written are complete", file=sys.stderr)

@@ -18,7 +18,8 @@ import tomli_w
 
 from .errors import ConfigError
 
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "densenet121")
+# resnet_tiny: a narrow ResNet for fixture checkpoints and smoke tests (kilobytes).
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "densenet121", "resnet_tiny")
 
 
 @dataclass(frozen=True)

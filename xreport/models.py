@@ -76,6 +76,31 @@ def load_pretrained_state_dict(arch: str) -> dict[str, torch.Tensor]:
 
 # ---------------------------------------------------------------- building
 
+TINY_ARCH = "resnet_tiny"
+TINY_WIDTHS = (8, 16, 32, 64)
+
+
+def _tiny_resnet() -> nn.Module:
+    """A torchvision ResNet with one BasicBlock per stage and widths 8-64 (~80k weights).
+
+    For fixture checkpoints and smoke runs that must stay in kilobytes; it is a real ResNet
+    (same modules, same CAM layer), just narrow. Not a model for real data.
+    """
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    model = ResNet(BasicBlock, [1, 1, 1, 1])
+    w0 = TINY_WIDTHS[0]
+    model.conv1 = nn.Conv2d(3, w0, kernel_size=7, stride=2, padding=3, bias=False)
+    model.bn1 = nn.BatchNorm2d(w0)
+    model.inplanes = w0
+    model.layer1 = model._make_layer(BasicBlock, TINY_WIDTHS[0], 1)
+    model.layer2 = model._make_layer(BasicBlock, TINY_WIDTHS[1], 1, stride=2)
+    model.layer3 = model._make_layer(BasicBlock, TINY_WIDTHS[2], 1, stride=2)
+    model.layer4 = model._make_layer(BasicBlock, TINY_WIDTHS[3], 1, stride=2)
+    model.fc = nn.Linear(TINY_WIDTHS[3], 1000)
+    return model
+
+
 def resolve_small_stem(setting: Literal["auto", "on", "off"] | str, image_size: int) -> bool:
     """``auto`` turns the small-input stem on below 96 px (ImageNet stems shrink 4x at once)."""
     if setting == "auto":
@@ -155,7 +180,9 @@ def build_model(arch: str, *, num_classes: int, in_channels: int = 3,
         raise ConfigError(f"num_classes must be at least 2, got {num_classes}")
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
-    model = torchvision.models.get_model(arch, weights=None)
+    if arch == TINY_ARCH and pretrained:
+        raise ConfigError(f"model.arch {TINY_ARCH} has no pretrained weights")
+    model = _tiny_resnet() if arch == TINY_ARCH else torchvision.models.get_model(arch, weights=None)
     if pretrained:
         model.load_state_dict(load_pretrained_state_dict(arch))
     reinitialised = _replace_stem(model, in_channels=in_channels, small=small_input_stem)

@@ -67,7 +67,8 @@ def read_manifest(csv_path: Path) -> Manifest:
     if not numbered:
         raise DataError(f"{csv_path}: empty CSV; expected a header with a path column and a label column")
     _header_line, header = numbered[0]
-    columns = [c.strip().lower() for c in header]
+    # Quoted header cells may hold line breaks; the message must stay on one line.
+    columns = [" ".join(c.split()).lower() for c in header]
     path_col = next((columns.index(c) for c in PATH_COLUMNS if c in columns), None)
     if path_col is None:
         raise DataError(f"{csv_path}: no path column; found {', '.join(columns) or 'none'}, "

@@ -170,7 +170,8 @@ def _labels(path: Path, split: str, y: np.ndarray) -> np.ndarray:
     if y.ndim not in (1, 2):
         raise DataError(f"{path}: '{key}' has shape {y.shape}; expected (N,) or (N, 1)")
     y = y.reshape(-1)
-    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+    if (y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))
+            and np.all(np.abs(y) < 2**31)):
         y = y.astype(np.int64)
     if y.dtype.kind not in "iub":
         raise DataError(f"{path}: '{key}' has dtype {y.dtype}; expected integer class indices")

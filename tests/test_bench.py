@@ -1,0 +1,58 @@
+"""Each speed benchmark runs end to end in --smoke mode (random images, a step or two) and
+writes a result JSON with the machine, the command, load averages and its figures."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_smoke(script: str, out: Path) -> dict:
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / script), "--smoke", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    result = json.loads(out.read_text())
+    assert result["smoke"] is True
+    assert result["machine"]["nproc"] >= 1 and result["machine"]["torch"]
+    assert f"bench/{script} --smoke" in result["command"]
+    assert len(result["load_average_start"]) == 3 and len(result["load_average_end"]) == 3
+    return result
+
+
+def test_train_speed_smoke(tmp_path: Path) -> None:
+    result = run_smoke("train_speed.py", tmp_path / "train.json")
+    rates = result["images_per_s"]
+    for variant in ("pil_w0", "pil_w2", "memory_fp32", "memory_bf16cl", "xreport_fp32", "xreport_auto"):
+        entry = rates[f"standard/{variant}"]
+        assert entry["best_per_s"] > 0
+        assert entry["rounds"][0]["items"] == result["setup"]["batch_size"] * result["setup"]["steps"]
+        assert len(entry["rounds"][0]["load_before"]) == 3
+    assert set(result["ratios"]["standard"]["targets"]) == {
+        "xreport_auto >= 2x best PIL loop", "xreport_auto >= memory_fp32"}
+    assert result["setup"]["xreport_resolved"]["standard/xreport_fp32"]["precision"] == "fp32"
+
+
+def test_eval_speed_smoke(tmp_path: Path) -> None:
+    result = run_smoke("eval_speed.py", tmp_path / "eval.json")
+    n = result["setup"]["images"]
+    for variant in ("loader_pil", "loader_tensor", "xreport"):
+        assert result["images_per_s"][f"standard/{variant}"]["rounds"][0]["items"] == n
+    whole = result["xreport_evaluate_no_cam"]
+    assert whole["best_images_per_s"] > 0
+    assert {"load", "predict", "metrics"} <= set(whole["rounds"][0]["timings"])
+
+
+@pytest.mark.slow
+def test_build_scale_smoke(tmp_path: Path) -> None:
+    result = run_smoke("build_scale.py", tmp_path / "scale.json")
+    build = result["build_test_split"]
+    assert build["best_seconds"]["cold"] > 0 and build["best_seconds"]["cached"] > 0
+    scale = result["evaluate_scale"]
+    assert scale["sizes"] == [40, 80]
+    assert all(v > 0 for v in scale["peak_rss_mib"].values())
+    assert set(scale["linear_fit"]) == {"fixed_s", "per_1000_images_s", "max_relative_residual"}
