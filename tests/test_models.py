@@ -207,3 +207,17 @@ def test_model_from_meta_rejects_incomplete_meta() -> None:
                         path="best.pt")
     with pytest.raises(CheckpointError, match="best.pt"):
         model_from_meta(_meta(arch="alexnet"), path="best.pt")
+
+
+@pytest.mark.parametrize("arch, size, small, expected", [
+    ("resnet18", 224, False, "layer4"),      # 7x7: the usual choice
+    ("resnet18", 32, True, "layer3"),        # layer4 would be 4x4
+    ("resnet18", 64, False, "layer2"),       # standard stem: layer4 2x2, layer3 4x4
+    ("resnet_tiny", 28, True, "layer3"),     # 28 -> 28, 14, 7, 4
+    ("densenet121", 224, False, "features.norm5"),
+    ("densenet121", 32, True, "features.denseblock3"),
+])
+def test_cam_layer_keeps_a_usable_grid(arch, size, small, expected):
+    model = build_model(arch, num_classes=2, in_channels=1, small_input_stem=small)
+    assert cam_target_layer(model, input_size=size, in_channels=1)[1] == expected
+    assert model.training  # the probe forward leaves the mode as it was

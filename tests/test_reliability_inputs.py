@@ -564,3 +564,20 @@ def test_pdf_rendering_makes_no_network_request(tmp_path):
         server.shutdown()
     assert hits == []
     assert url in html          # the user asked for it; the HTML is theirs, the fetch is ours
+
+
+def test_truncated_images_are_refused_even_after_weasyprint_is_imported(tmp_path):
+    """WeasyPrint sets PIL's process-wide LOAD_TRUNCATED_IMAGES on when it is imported."""
+    pytest.importorskip("weasyprint")
+    import weasyprint  # noqa: F401
+    from PIL import ImageFile
+
+    from xreport.errors import DataError
+
+    assert ImageFile.LOAD_TRUNCATED_IMAGES
+    path = tmp_path / "cut.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DataError, match="cut.png: corrupt or truncated"):
+        read_image(path)
+    assert ImageFile.LOAD_TRUNCATED_IMAGES           # put back as found

@@ -277,7 +277,8 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, paths: 
     """CAM gallery, faithfulness, sanity check (and localisation on phantom data)."""
     from . import charts, explain
 
-    layer, layer_name = cam_target_layer(run.model)
+    layer, layer_name = cam_target_layer(run.model, input_size=int(run.meta["image_size"]),
+                                         in_channels=int(run.meta["in_channels"]))
     x = normalize_batch(split.images, run.meta["mean"], run.meta["std"])
     # Deletion/insertion costs ~4*steps forward passes per image: a smaller sample on CPU.
     on_gpu = device.type == "cuda"

@@ -208,15 +208,60 @@ def set_train_mode(model: nn.Module, *, freeze_backbone: bool) -> None:
 
 # ---------------------------------------------------------------- introspection
 
-def cam_target_layer(model: nn.Module) -> tuple[nn.Module, str]:
-    """The layer CAMs are taken from: ResNet ``layer4[-1]``, DenseNet ``features.norm5``."""
-    bare = _unwrap(model)
+# A CAM is only as fine as its layer's grid: below this many cells a side (layer4 of a
+# 28-64 px input is 1-4 cells) the upsampled map cannot point at a lesion, so a shallower
+# stage is used. 7 keeps layer4 / norm5 for the usual 224 px input.
+MIN_CAM_GRID = 7
+
+
+def _cam_candidates(bare: nn.Module) -> list[tuple[nn.Module, str]]:
+    """Candidate CAM layers, deepest first."""
     if is_densenet(bare):
-        return bare.features.norm5, "features.norm5"
+        f = bare.features
+        return [(f.norm5, "features.norm5"), (f.denseblock3, "features.denseblock3"),
+                (f.denseblock2, "features.denseblock2")]
     if isinstance(bare, torchvision.models.ResNet):
-        return bare.layer4[-1], "layer4"
+        return [(bare.layer4[-1], "layer4"), (bare.layer3[-1], "layer3"), (bare.layer2[-1], "layer2")]
     raise ConfigError(f"no CAM target layer known for {type(bare).__name__}; "
                       f"supported: {', '.join(ARCHS)}")
+
+
+def cam_target_layer(model: nn.Module, *, input_size: int | None = None,
+                     in_channels: int | None = None) -> tuple[nn.Module, str]:
+    """The layer CAMs are taken from.
+
+    ResNet ``layer4[-1]`` and DenseNet ``features.norm5`` by default; given the input size,
+    the deepest stage whose feature map is at least ``MIN_CAM_GRID`` cells a side.
+    """
+    bare = _unwrap(model)
+    candidates = _cam_candidates(bare)
+    if input_size is None:
+        return candidates[0]
+    sizes = _feature_sizes(bare, [m for m, _ in candidates], input_size=input_size,
+                           in_channels=in_channels or _first_conv(bare)[2].in_channels)
+    for (module, name), side in zip(candidates, sizes):
+        if side >= MIN_CAM_GRID:
+            return module, name
+    return candidates[-1]
+
+
+def _feature_sizes(model: nn.Module, modules: list[nn.Module], *, input_size: int,
+                   in_channels: int) -> list[int]:
+    """Spatial side of each module's output for one input, from a meta-device forward."""
+    sizes: dict[int, int] = {}
+    hooks = [m.register_forward_hook(lambda mod, _in, out, i=i: sizes.__setitem__(i, out.shape[-1]))
+             for i, m in enumerate(modules)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            model(torch.zeros(1, in_channels, input_size, input_size, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return [sizes[i] for i in range(len(modules))]
 
 
 def classifier_layer(model: nn.Module) -> nn.Linear:

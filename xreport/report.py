@@ -270,7 +270,8 @@ def _model(meta: Mapping[str, Any], explain: Mapping[str, Any] | None) -> dict[s
         info["params"], info["trainable"] = counts["total"], counts["trainable"]
         info["flops"] = models.count_flops(model, int(meta["image_size"]), int(meta["in_channels"]))
         if not info["cam_layer"]:
-            info["cam_layer"] = models.cam_target_layer(model)[1]
+            info["cam_layer"] = models.cam_target_layer(model, input_size=int(meta["image_size"]),
+                                                        in_channels=int(meta["in_channels"]))[1]
     except (XReportError, KeyError, ValueError, RuntimeError) as exc:
         logger.warning("model details from the checkpoint meta are incomplete: %s", exc)
     return info

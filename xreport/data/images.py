@@ -5,14 +5,16 @@ the file and record why (``data.skip_bad_images``).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from ..config import PreprocessConfig
@@ -49,7 +51,7 @@ def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         with warnings.catch_warnings():
             # PIL only warns below twice its own limit; a warning here must stop the load.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with _strict_decoding(), Image.open(path) as im:
                 width, height = im.size
                 if width * height > max_pixels:
                     raise DataError(f"{path}: {width}x{height} pixels exceeds the limit of "
@@ -67,6 +69,18 @@ def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise DataError(f"{path}: not a recognised image file (expected PNG or JPEG)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: corrupt or truncated image ({exc})") from None
+
+
+@contextlib.contextmanager
+def _strict_decoding() -> Iterator[None]:
+    """Refuse truncated files even when another library (WeasyPrint does, on import) has
+    switched PIL's process-wide ``LOAD_TRUNCATED_IMAGES`` on."""
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
 _SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
