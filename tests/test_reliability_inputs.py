@@ -482,9 +482,6 @@ def test_html_in_names_is_escaped_and_skipped_files_are_listed(tiny_run, capsys)
     assert (tiny_run["root"] / "reports" / RUN / "report.html").read_text(encoding="utf-8") == html
 
 
-@pytest.mark.xfail(strict=True, reason="xreport/train.py opens train.log (and writes config.toml) "
-                   "before the data load, and _prepare_run_dir then counts a folder with no "
-                   "best.pt/last.pt as an existing run")
 def test_half_written_runs_are_not_left_by_a_data_error(tmp_path, capsys):
     """A failed first attempt must not block the retry with 'a run already exists'."""
     data = image_folder(tmp_path / "data")

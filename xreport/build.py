@@ -39,7 +39,7 @@ def check_choices(values: Sequence[str], valid: Sequence[str], *, what: str) -> 
 
 
 def cached_metrics(paths: runs.RunPaths, run: LoadedRun, dataset: Dataset, *, cam_method: str,
-                   split: str) -> dict[str, Any] | None:
+                   split: str, need_explain: bool = True) -> dict[str, Any] | None:
     """metrics.json when it was made from this checkpoint, these data and this CAM method."""
     if not (paths.metrics.is_file() and paths.predictions.is_file()):
         return None
@@ -50,7 +50,10 @@ def cached_metrics(paths: runs.RunPaths, run: LoadedRun, dataset: Dataset, *, ca
     explain = cached.get("explain")
     labelled = cached.get("metrics") is not None
     # `compare` evaluates without CAMs; a report needs them whenever the split has labels.
-    explain_ok = (not labelled) or (explain is not None and explain.get("method") == cam_method)
+    if explain is None:
+        explain_ok = not (need_explain and labelled)
+    else:
+        explain_ok = explain.get("method") == cam_method
     fresh = (cached.get("checkpoint", {}).get("sha256") == run.sha256
              and cached.get("data", {}).get("fingerprint") == dataset.fingerprint
              and cached.get("split") == split

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,8 @@ def run_demo(out: Path, *, quick: bool = False, formats: Sequence[str] = ("html"
                      reports_root=Path(out) / "reports")
     logger.info("demo: training %s on phantom data (%d train images, %d epochs)",
                 cfg.model.arch, cfg.data.phantom_train, cfg.train.epochs)
-    train(cfg, checkpoints_root=paths.checkpoints_root, overwrite=True, command=command)
+    train(cfg, checkpoints_root=paths.checkpoints_root, overwrite=True,
+          command=shlex.split(command) if command else None)
     built = build_report(paths, langs=("en", "zh-TW", "zh-CN"), formats=formats, force=True,
                          command=command)
     import json

@@ -314,7 +314,10 @@ def _prepare_run_dir(paths: runs.RunPaths, *, resume: bool, overwrite: bool) -> 
             raise RunError(f"{paths.last}: nothing to resume (no last.pt); train without --resume")
         return
     existing = [name for name in _RUN_FILES if (run_dir / name).exists()]
-    if existing and not overwrite:
+    # A folder without a checkpoint is a run that failed before its first epoch (bad data,
+    # say): the corrected command may reuse it.
+    has_checkpoint = paths.best.exists() or paths.last.exists()
+    if existing and has_checkpoint and not overwrite:
         raise RunError(f"{run_dir}: a run already exists ({', '.join(existing)}); use --resume "
                        "to continue it, --overwrite to replace it, or another --name")
     for name in existing:
