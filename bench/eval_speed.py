@@ -113,9 +113,9 @@ def main() -> None:
         if args.smoke:
             data = common.synthetic_npz(tmp / "smoke.npz", n_train=32, n_val=16, n_test=24)
             args.rounds, args.batch_size = 1, 8
-        stems = {"standard": False} if args.smoke else STEMS
         elif data is None:
             sys.exit("pneumoniamnist.npz not found: set $XREPORT_DATA_DIR or pass --data")
+        stems = {"standard": False} if args.smoke else STEMS
         images = load_dataset(config_mod.DataConfig(dataset=str(data)), config_mod.PreprocessConfig(),
                               image_size=IMAGE_SIZE, splits=("test",)).splits["test"].images
         variants = {f"{stem}/{k}": fn for stem, small in stems.items()
