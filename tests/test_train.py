@@ -21,9 +21,10 @@ from xreport.data import load_dataset, normalize_batch
 from xreport.data.base import Dataset, Split
 from xreport.errors import ConfigError, RunError, TrainingError
 from xreport.models import model_from_meta, load_weights
-from xreport.train import (HISTORY_COLUMNS, accuracy_f1, batches, confusion, cpu_has_fast_bf16,
+from xreport.device import cpu_has_fast_bf16, resolve_channels_last, resolve_precision
+from xreport.train import (HISTORY_COLUMNS, accuracy_f1, batches, confusion,
                            epoch_indices,
-                           lr_factor, resolve_channels_last, resolve_precision, roc_auc, shard,
+                           lr_factor, roc_auc, shard,
                            train)
 
 META_KEYS = ("arch", "num_classes", "class_names", "class_names_zh_tw", "class_names_zh_cn",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -118,6 +119,8 @@ def _train(args: argparse.Namespace) -> int:
         cfg = config_mod.from_dict(config_mod.apply_overrides({}, overrides), source="command line")
     result = train(cfg, checkpoints_root=args.checkpoints, resume=args.resume,
                    overwrite=args.overwrite, command=shlex.split(args.command_line))
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one summary line
+        return 0
     print(f"trained {cfg.name}: best epoch {result.best_epoch} "
           f"({cfg.train.select_metric} {result.best_score:.4f}) -> {result.run_dir}")
     return 0

@@ -1,9 +1,14 @@
 """Choosing the compute device, shared by training and evaluation."""
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import torch
 
 from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -18,3 +23,40 @@ def resolve_device(name: str = "auto") -> torch.device:
                               "use --device cpu or auto")
         return torch.device(name)
     raise ConfigError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 matmul units (AVX512-BF16 or AMX)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_precision(setting: str, device: torch.device) -> str:
+    """auto: CUDA -> bf16 where supported, else fp16 with a GradScaler; CPU -> bf16 autocast
+    when the CPU has native bf16 units (AVX512-BF16 / AMX), else fp32.
+
+    Measured on a 2-core AMD Zen 4 (AVX512-BF16), ResNet-18 small stem, batch 64, one
+    thread: 28 px fp32 25 img/s vs bf16+channels-last 66 img/s; 64 px 4.2 vs 12.5 img/s.
+    """
+    if setting != "auto":
+        if setting == "fp16" and device.type == "cpu":
+            logger.warning("fp16 on CPU is emulated and slow; bf16 or fp32 are faster")
+        return setting
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def resolve_channels_last(setting: str, device: torch.device, precision: str) -> bool:
+    """auto: on for CUDA (tensor cores want NHWC) and for CPU bf16 (oneDNN's NHWC kernels)."""
+    if setting != "auto":
+        return setting == "on"
+    return device.type == "cuda" or precision == "bf16"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast for bf16/fp16, nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)

@@ -23,7 +23,7 @@ from . import metrics as metrics_mod
 from . import runs
 from .data import load_dataset, normalize_batch
 from .data.base import Dataset, Split
-from .device import resolve_device
+from .device import autocast, resolve_channels_last, resolve_device, resolve_precision
 from .errors import CheckpointError, DataError, ReportError
 from .models import cam_target_layer, load_weights, model_from_meta
 
@@ -117,12 +117,6 @@ def _match_channels(dataset: Dataset, channels: int) -> Dataset:
     return dataset
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
 def predict(model: torch.nn.Module, images: torch.Tensor, *, mean: Sequence[float],
             std: Sequence[float], device: torch.device, batch_size: int = 256,
@@ -131,18 +125,27 @@ def predict(model: torch.nn.Module, images: torch.Tensor, *, mean: Sequence[floa
     model.eval()
     out = []
     pin = device.type == "cuda"
+    # The same choice as training: bf16 autocast + NHWC where the hardware has bf16 units.
+    precision = resolve_precision("auto", device)
+    channels_last = resolve_channels_last("auto", device, precision)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch",
                       disable=not progress, leave=False):
         batch = images[start:start + batch_size]
         if pin:
             batch = batch.pin_memory()
         x = normalize_batch(batch.to(device, non_blocking=pin), mean, std)
-        with _autocast(device):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
             logits = model(x).float()
             probs = logits.softmax(dim=1)
             if tta:  # horizontal flip, averaged in probability space
                 probs = (probs + model(x.flip(-1)).float().softmax(dim=1)) / 2
         out.append(probs.cpu())
+    if channels_last:
+        model.to(memory_format=torch.contiguous_format)
     if not out:
         return np.zeros((0, 0), dtype=np.float64)
     return torch.cat(out).double().numpy()
