@@ -420,9 +420,14 @@ def _curves(model: nn.Module, x: Tensor, base: Tensor, ranks: Tensor, targets: T
 
 def _probs_of(model: nn.Module, x: Tensor, targets: Tensor, batch_size: int,
               device: torch.device) -> Tensor:
+    from .device import autocast, resolve_precision
+
+    # Forward-only: the evaluation precision (bf16 where the CPU/GPU has it) is 2-3x faster.
+    precision = resolve_precision("auto", device)
     out = []
     for start in range(0, x.shape[0], max(1, batch_size)):
-        logits = model(_to_device(x[start:start + batch_size], device)).float()
+        with autocast(device, precision):
+            logits = model(_to_device(x[start:start + batch_size], device)).float()
         out.append(_target_probs(logits, targets[start:start + batch_size].to(device)).cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
