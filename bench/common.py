@@ -167,16 +167,6 @@ def synthetic_npz(path: Path, *, n_train: int, n_val: int, n_test: int, size: in
     return path
 
 
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 @dataclass
 class ChildRun:
     """A child process's wall time, CPU time and peak resident memory (from wait4)."""

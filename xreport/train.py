@@ -33,7 +33,7 @@ from tqdm import tqdm
 from . import __version__, runs
 from .config import RunConfig, to_dict, to_toml
 from .data.base import Dataset, Split
-from .device import (resolve_channels_last, resolve_device,
+from .device import (resolve_channels_last, resolve_device, torch_threads,
                      resolve_precision)
 from .errors import CheckpointError, ConfigError, DataError, RunError, TrainingError
 from .models import (build_model, count_parameters, load_weights, resolve_small_stem,
@@ -684,19 +684,6 @@ def _main_lock(paths: runs.RunPaths, *, setup: _Setup, resume: bool,
         yield
 
 
-@contextmanager
-def _threads(n: int) -> Iterator[None]:
-    if n <= 0:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def train(config: RunConfig, *, checkpoints_root: Path = Path("checkpoints"), resume: bool = False,
           command: Sequence[str] | None = None, overwrite: bool = False,
           dataset: Dataset | None = None,
@@ -712,7 +699,7 @@ def train(config: RunConfig, *, checkpoints_root: Path = Path("checkpoints"), re
     paths = runs.RunPaths(config.name, checkpoints_root=Path(checkpoints_root))
     setup = _make_setup(config)
     with _main_lock(paths, setup=setup, resume=resume, overwrite=overwrite), \
-            _threads(config.train.num_threads), \
+            torch_threads(config.train.num_threads), \
             _log_to_file(paths.train_log, enabled=setup.is_main, append=resume):
         logger.info("training %s on %s (%s%s, %d process%s)", config.name, setup.device,
                     setup.precision, ", channels-last" if setup.channels_last else "",
