@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from .metrics import value_of
 from .errors import ReportError
 from .runs import atomic_path
 
@@ -165,22 +166,9 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _value(v: Any) -> float | None:
-    """The number of a metrics value: ``{"value": x, ...}``, a plain number, or None."""
-    if isinstance(v, Mapping):
-        v = v.get("value")
-    if v is None:
-        return None
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
 def _ci(v: Any) -> tuple[float, float] | None:
     if isinstance(v, Mapping) and isinstance(v.get("ci95"), Sequence) and len(v["ci95"]) == 2:
-        lo, hi = (_value(x) for x in v["ci95"])
+        lo, hi = (value_of(x) for x in v["ci95"])
         if lo is not None and hi is not None:
             return lo, hi
     return None
@@ -306,7 +294,7 @@ def _history_columns(history: Any) -> dict[str, np.ndarray]:
         raise ReportError("training history is empty: nothing to plot")
     cols: dict[str, np.ndarray] = {}
     for name in HISTORY_COLUMNS:
-        values = [_value(row.get(name)) for row in rows]
+        values = [value_of(row.get(name)) for row in rows]
         cols[name] = np.array([np.nan if v is None else v for v in values], dtype=float)
     if np.isnan(cols["epoch"]).all():
         cols["epoch"] = np.arange(1, len(rows) + 1, dtype=float)
@@ -421,7 +409,7 @@ def _per_class(metrics: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 
 def _score_label(name: str, metric: str, value: Any, ci: tuple[float, float] | None,
                  t: Translate) -> str:
-    text = f"{_lit(name, limit=NAME_LIMIT)} ({metric} = {_fmt(_value(value))}"
+    text = f"{_lit(name, limit=NAME_LIMIT)} ({metric} = {_fmt(value_of(value))}"
     if ci is not None:
         text += f", {t('chart.ci95')} {_fmt(ci[0])}–{_fmt(ci[1])}"
     return text + ")"
@@ -457,7 +445,7 @@ def pr_curves(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
     """Precision–recall curves, AP in the legend; chance = the class's prevalence."""
     entries = _curve_entries(metrics, "pr")
     binary = metrics.get("task") == "binary"
-    n = _value(metrics.get("n"))
+    n = value_of(metrics.get("n"))
     fig = _new_figure(WIDE, fixed_aspect=True)
     ax = fig.add_subplot()
     handles, labels = [], []
@@ -468,7 +456,7 @@ def pr_curves(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
         ci = _ci(metrics.get("average_precision")) if binary else None
         handles.append(line)
         labels.append(_score_label(entry["class"], t("chart.pr.ap"), entry.get("ap"), ci, t))
-        support = _value(_per_class(metrics, entry["class"]).get("support"))
+        support = value_of(_per_class(metrics, entry["class"]).get("support"))
         if n and support is not None:
             ax.axhline(support / n, color="#888888" if binary else color, linestyle=":",
                        linewidth=1.0, alpha=0.8)
@@ -532,7 +520,7 @@ def operating_points(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
                            _ci(metrics.get("roc_auc")), t)]
     reach = 0.0  # how far from the top-left corner the points (with their CIs) go
     for i, op in enumerate(points):
-        sens, spec = _value(op.get("sensitivity")), _value(op.get("specificity"))
+        sens, spec = value_of(op.get("sensitivity")), value_of(op.get("specificity"))
         if sens is None or spec is None:
             continue
         x, y = 1.0 - spec, sens
@@ -548,7 +536,7 @@ def operating_points(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
                              color=color, markersize=6, markeredgecolor="white",
                              markeredgewidth=0.8, elinewidth=0.9, capsize=2, zorder=3)
         handles.append(handle)
-        threshold = _value(op.get("threshold"))
+        threshold = value_of(op.get("threshold"))
         labels.append(f"{_op_name(str(op.get('name')), t)} "
                       f"({t('chart.op.threshold')} = {_fmt(threshold)})")
     # Zoom on the top-left square that holds every point: good models crowd them there.
@@ -647,9 +635,9 @@ def reliability_diagram(calibration: Mapping[str, Any], *, t: Translate) -> Figu
     lo = np.array([float(b["lo"]) for b in bins])
     hi = np.array([float(b["hi"]) for b in bins])
     counts = np.array([int(b.get("count") or 0) for b in bins])
-    acc = np.array([_value(b.get("accuracy")) if b.get("count") else None for b in bins],
+    acc = np.array([value_of(b.get("accuracy")) if b.get("count") else None for b in bins],
                    dtype=float)
-    conf = np.array([_value(b.get("confidence")) if b.get("count") else None for b in bins],
+    conf = np.array([value_of(b.get("confidence")) if b.get("count") else None for b in bins],
                     dtype=float)
     filled = counts > 0
     width = hi - lo
@@ -666,7 +654,7 @@ def reliability_diagram(calibration: Mapping[str, Any], *, t: Translate) -> Figu
     top.set_aspect("auto")
     top.set_ylabel(t("chart.calibration.ylabel"))
     ece = calibration.get("ece")
-    title = f"{t('chart.calibration.title')} ({t('chart.calibration.ece')} = {_fmt(_value(ece))}"
+    title = f"{t('chart.calibration.title')} ({t('chart.calibration.ece')} = {_fmt(value_of(ece))}"
     if (ci := _ci(ece)) is not None:
         title += f", {t('chart.ci95')} {_fmt(ci[0])}–{_fmt(ci[1])}"
     top.set_title(title + ")")
@@ -872,7 +860,7 @@ def faithfulness_curves(faith: Mapping[str, Any], *, t: Translate) -> Figure:
             y = np.asarray(curves[which], dtype=float)
             x = np.linspace(0.0, 1.0, y.size)
             (line,) = ax.plot(x, y, **styles[which])
-            area = _value(areas.get(which)) if which in areas else _auc(y)
+            area = value_of(areas.get(which)) if which in areas else _auc(y)
             handles.append(line)
             # Two lines keep the legend narrower than the panel.
             labels.append(f"{names[which]}\n{t('chart.faith.area')} = {_fmt(area)}")

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import metrics as metrics_mod
 from . import runs as run_folder
+from .metrics import value_of
 from .errors import ConfigError, ReportError, RunError, XReportError
 
 logger = logging.getLogger(__name__)
@@ -232,12 +233,6 @@ def _verdict(delta: float, significant: bool, words: tuple[str, str, str, str, s
     return not_better if delta > 0 else not_worse
 
 
-def _value(v: Any) -> float | None:
-    if isinstance(v, Mapping):
-        v = v.get("value")
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
-
-
 def paired_tests(reference: EvaluatedRun, others: Sequence[EvaluatedRun], *, n_boot: int = N_BOOT,
                  seed: int = 0) -> list[dict[str, Any]]:
     """Each run against the reference: McNemar on accuracy and a paired ROC-AUC test."""
@@ -248,8 +243,8 @@ def paired_tests(reference: EvaluatedRun, others: Sequence[EvaluatedRun], *, n_b
         order, why = align(reference, run)
         entry: dict[str, Any] = {"run": run.name, "ref": reference.name, "paired": order is not None,
                                  "reason": why, "mcnemar": None, "auc": None,
-                                 "acc_run": _value(run.metrics.get("accuracy")),
-                                 "acc_ref": _value(reference.metrics.get("accuracy"))}
+                                 "acc_run": value_of(run.metrics.get("accuracy")),
+                                 "acc_ref": value_of(reference.metrics.get("accuracy"))}
         if order is not None:
             probs = run.probs[order]
             # a = reference, b = this run: b counts images only the reference got right.
@@ -324,7 +319,7 @@ def _metric_rows(evaluated: Sequence[EvaluatedRun]) -> list[dict[str, Any]]:
     rows = []
     for key, path, better in METRIC_ROWS:
         values = [_dig(r.metrics, path) for r in evaluated]
-        numbers = [_value(v) for v in values]
+        numbers = [value_of(v) for v in values]
         defined = [x for x in numbers if x is not None]
         target = (max if better == "max" else min)(defined) if len(defined) > 1 else None
         rows.append({"key": key, "values": values, "better": better,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
+from .metrics import value_of
+
 Item = dict[str, Any]
 
 # Thresholds: a difference below these is noise at the sizes of typical student test sets.
@@ -27,19 +29,6 @@ LOCALISATION_MARGIN = 0.05
 SANITY_SPEARMAN = 0.5
 
 
-def _value(v: Any) -> float | None:
-    """A metric value as float: accepts {"value": x, ...}, a number, or None."""
-    if isinstance(v, Mapping):
-        v = v.get("value")
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
 def _item(key: str, ref: str, **params: Any) -> Item:
     return {"key": key, "params": params, "ref": ref}
 
@@ -50,7 +39,7 @@ def leans_towards(metrics: Mapping[str, Any]) -> list[Item]:
     """Recall of a class clearly above its precision: the model over-predicts it."""
     out = []
     for row in metrics.get("per_class") or []:
-        recall, precision = _value(row.get("recall")), _value(row.get("precision"))
+        recall, precision = value_of(row.get("recall")), value_of(row.get("precision"))
         if recall is None or precision is None:
             continue
         if recall - precision > LEAN_MARGIN:
@@ -64,7 +53,7 @@ def leans_towards(metrics: Mapping[str, Any]) -> list[Item]:
 
 def threshold_matters(metrics: Mapping[str, Any]) -> list[Item]:
     """A good ranking (AUC) with a clearly lower accuracy at the default threshold."""
-    auc, acc = _value(metrics.get("roc_auc")), _value(metrics.get("accuracy"))
+    auc, acc = value_of(metrics.get("roc_auc")), value_of(metrics.get("accuracy"))
     if auc is None or acc is None or auc < THRESHOLD_AUC or auc - acc < THRESHOLD_GAP:
         return []
     ref = "results-operating-points" if metrics.get("operating_points") else "results-roc"
@@ -72,7 +61,7 @@ def threshold_matters(metrics: Mapping[str, Any]) -> list[Item]:
 
 
 def poor_calibration(metrics: Mapping[str, Any]) -> list[Item]:
-    ece = _value((metrics.get("calibration") or {}).get("ece"))
+    ece = value_of((metrics.get("calibration") or {}).get("ece"))
     if ece is None or ece <= ECE_LIMIT:
         return []
     return [_item("discussion.poor_calibration", "results-calibration", ece=ece)]
@@ -81,9 +70,9 @@ def poor_calibration(metrics: Mapping[str, Any]) -> list[Item]:
 def wide_interval(metrics: Mapping[str, Any]) -> list[Item]:
     """The accuracy interval is wide: the test split is too small for fine comparisons."""
     acc = metrics.get("accuracy")
-    if not isinstance(acc, Mapping) or not acc.get("ci95") or _value(acc) is None:
+    if not isinstance(acc, Mapping) or not acc.get("ci95") or value_of(acc) is None:
         return []
-    lo, hi = (_value(b) for b in acc["ci95"])
+    lo, hi = (value_of(b) for b in acc["ci95"])
     if lo is None or hi is None or hi - lo <= CI_WIDTH:
         return []
     return [_item("discussion.wide_ci", "results-overall", n=int(metrics.get("n", 0)),
@@ -92,7 +81,7 @@ def wide_interval(metrics: Mapping[str, Any]) -> list[Item]:
 
 def weak_class(metrics: Mapping[str, Any]) -> list[Item]:
     """A class whose F1 is far below the mean F1 of the others (3+ classes)."""
-    rows = [(r["class"], _value(r.get("f1"))) for r in metrics.get("per_class") or []]
+    rows = [(r["class"], value_of(r.get("f1"))) for r in metrics.get("per_class") or []]
     rows = [(c, f) for c, f in rows if f is not None]
     if len(rows) < 3:
         return []
@@ -127,11 +116,11 @@ def imbalance(distribution: Mapping[str, Any] | None) -> list[Item]:
 def overfitting(history: Sequence[Mapping[str, Any]] | None) -> list[Item]:
     """Validation loss turns up while training loss keeps falling: the gap grows after k."""
     rows = [r for r in history or []
-            if _value(r.get("train_loss")) is not None and _value(r.get("val_loss")) is not None]
+            if value_of(r.get("train_loss")) is not None and value_of(r.get("val_loss")) is not None]
     if len(rows) < 3:
         return []
-    val = [_value(r["val_loss"]) for r in rows]
-    train = [_value(r["train_loss"]) for r in rows]
+    val = [value_of(r["val_loss"]) for r in rows]
+    train = [value_of(r["train_loss"]) for r in rows]
     k = min(range(len(val)), key=val.__getitem__)
     if k >= len(rows) - 1:
         return []
@@ -139,7 +128,7 @@ def overfitting(history: Sequence[Mapping[str, Any]] | None) -> list[Item]:
     gap_k, gap_end = val[k] - train[k], val[-1] - train[-1]
     if not rose or gap_end <= gap_k or train[-1] > train[k]:
         return []
-    epoch = int(_value(rows[k].get("epoch")) or k + 1)
+    epoch = int(value_of(rows[k].get("epoch")) or k + 1)
     return [_item("discussion.overfitting", "training-curves", epoch=epoch,
                   gap_start=gap_k, gap_end=gap_end)]
 
@@ -150,7 +139,7 @@ def faithfulness(explain: Mapping[str, Any] | None) -> list[Item]:
     """Deletion AUC (lower is better) against the random-map baseline."""
     faith = (explain or {}).get("faithfulness") or {}
     deletion = faith.get("deletion_auc") or {}
-    cam, rnd = _value(deletion.get("cam")), _value(deletion.get("random"))
+    cam, rnd = value_of(deletion.get("cam")), value_of(deletion.get("random"))
     if cam is None or rnd is None:
         return []
     key = "discussion.cam_faithful" if cam < rnd - FAITHFUL_MARGIN else "discussion.cam_unfaithful"
@@ -161,7 +150,7 @@ def localisation(explain: Mapping[str, Any] | None) -> list[Item]:
     """Pointing-game hit rate of the CAM against a random map (phantom or masked data)."""
     loc = (explain or {}).get("localisation") or {}
     hits = loc.get("pointing_game") or {}
-    cam, rnd = _value(hits.get("cam")), _value(hits.get("random"))
+    cam, rnd = value_of(hits.get("cam")), value_of(hits.get("random"))
     if cam is None or rnd is None:
         return []
     good = cam > rnd + LOCALISATION_MARGIN
@@ -173,8 +162,8 @@ def sanity(explain: Mapping[str, Any] | None) -> list[Item]:
     """Maps that barely change when the weights are randomised do not explain the model."""
     check = (explain or {}).get("sanity") or {}
     # Judge the most randomised stage (cascading randomisation); older output has one value.
-    stages = [st for st in check.get("stages") or [] if _value(st.get("spearman")) is not None]
-    rho = _value(stages[-1]["spearman"]) if stages else _value(check.get("spearman"))
+    stages = [st for st in check.get("stages") or [] if value_of(st.get("spearman")) is not None]
+    rho = value_of(stages[-1]["spearman"]) if stages else value_of(check.get("spearman"))
     if rho is None or rho <= SANITY_SPEARMAN:
         return []
     return [_item("discussion.sanity_failed", "explain-sanity", spearman=rho)]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -856,3 +856,20 @@ def paired_auc_test(y_true: Any, probs_a: Any, probs_b: Any, *, method: str = "d
     full = {"auc_a": None, "auc_b": None, "difference": None, "ci95": None, "p_value": None,
             **res, "method": method}
     return _jsonable(full)
+
+
+def value_of(v: Any) -> float | None:
+    """The number of a metrics value: ``{"value": x, ...}``, a plain number, or None.
+
+    Readers of metrics.json (charts, discussion, compare) use this so that an undefined
+    value (``{"value": null, "reason": ...}``), a bool or a non-finite number is None.
+    """
+    if isinstance(v, Mapping):
+        v = v.get("value")
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
