@@ -8,7 +8,6 @@ floats three.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Sequence
 
 from .metrics import value_of
