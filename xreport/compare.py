@@ -44,8 +44,6 @@ METRIC_ROWS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("metric.roc_auc", ("roc_auc",), "max"),
     ("metric.ece", ("calibration", "ece"), "min"),
 )
-# The shell templates (report.html.j2, pdf.html.j2) title the page with this key.
-TITLE_ALIASES = {"report.title": "compare.title"}
 _NAME_BYTES = 120   # a longer default folder name is shortened with a hash
 
 
@@ -473,19 +471,6 @@ def compare_context(evaluated: Sequence[EvaluatedRun], *, name: str, reports_roo
 
 # ---------------------------------------------------------------- rendering
 
-class _Retitled:
-    """A translator whose "report.title" reads "compare.title", for the shared page shells."""
-
-    def __init__(self, t: Any) -> None:
-        self._t = t
-
-    def has(self, key: str) -> bool:
-        return self._t.has(TITLE_ALIASES.get(key, key))
-
-    def __call__(self, key: str, **params: Any) -> str:
-        return self._t(TITLE_ALIASES.get(key, key), **params)
-
-
 def _say(t: Callable[..., str]) -> Callable[[Mapping[str, Any] | None], str]:
     """Fill a {key, params} item; a param that is itself such an item is filled first."""
     def say(item: Mapping[str, Any] | None) -> str:
@@ -502,81 +487,31 @@ def _say(t: Callable[..., str]) -> Callable[[Mapping[str, Any] | None], str]:
     return say
 
 
-def make_environment(templates_dir: Path | None = None) -> Any:
-    """The report's sandboxed environment plus the two filters the comparison needs."""
+def _document_kind() -> Any:
+    """The comparison in the single-run report's shell: its own body, title and filters."""
     from . import render
 
-    env = render.make_environment(templates_dir)
-    env.filters["pval"] = p_text
-    env.filters["signed"] = _signed
-    return env
-
-
-def render_compare_body(context: Mapping[str, Any], *, lang: str, env: Any,
-                        templates_dir: Path | None = None, mode: str = "data") -> Any:
-    """One language's comparison body (the shared env, ``t()``, filters and ``img()``)."""
-    import jinja2
-    from markupsafe import Markup
-
-    from . import render
-
-    g = render._globals_for(context, lang, templates_dir=templates_dir, mode=mode)
-    g["say"] = _say(g["t"])
-    try:
-        return Markup(env.get_template(BODY_TEMPLATE).render(**g))
-    except jinja2.UndefinedError as exc:
-        raise ReportError(f"template {BODY_TEMPLATE} ({lang}): {exc}") from None
+    return render.DocumentKind(body_template=BODY_TEMPLATE, title_key="compare.title",
+                               filters={"pval": p_text, "signed": _signed},
+                               make_say=lambda t, _cname: _say(t))
 
 
 def render_compare_html(context: Mapping[str, Any], *, langs: Sequence[str],
                         templates_dir: Path | None = None) -> str:
     """One self-contained HTML file with every language, in the single-run report's shell."""
-    import jinja2
-
     from . import render
 
-    langs = render._check_langs(langs)
-    env = make_environment(templates_dir)
-    bodies = [(lang, render_compare_body(context, lang=lang, env=env, templates_dir=templates_dir))
-              for lang in langs]
-    try:
-        return env.get_template("report.html.j2").render(
-            ctx=context, langs=langs, bodies=bodies, lang_labels=render.LANG_LABELS,
-            t=_Retitled(render.translator(langs[0], templates_dir)),
-            css=render._read_css(env, "css/report.css"), mobile_css=render._read_css(env, "css/mobile.css"))
-    except jinja2.UndefinedError as exc:
-        raise ReportError(f"template report.html.j2: {exc}") from None
+    return render.render_html(context, langs=langs, templates_dir=templates_dir,
+                              kind=_document_kind())
 
 
 def render_compare_pdf(context: Mapping[str, Any], *, lang: str, out_path: Path,
                        templates_dir: Path | None = None) -> Path:
     """Lay out one language with WeasyPrint (local files only) and write it atomically."""
-    import jinja2
-    from markupsafe import Markup
-
     from . import render
 
-    try:
-        import weasyprint
-    except ImportError as exc:  # a system library (pango) is missing
-        raise ReportError(f"PDF output needs WeasyPrint and its system libraries: {exc}") from None
-    (lang,) = render._check_langs([lang])
-    env = make_environment(templates_dir)
-    body = render_compare_body(context, lang=lang, env=env, templates_dir=templates_dir, mode="file")
-    try:
-        html = env.get_template("pdf.html.j2").render(
-            ctx=context, lang=lang, body=body, t=_Retitled(render.translator(lang, templates_dir)),
-            font_family=Markup(render.PDF_FONTS[lang]), css=render._read_css(env, "css/report.css"),
-            print_css=render._read_css(env, "css/print.css"))
-    except jinja2.UndefinedError as exc:
-        raise ReportError(f"template pdf.html.j2: {exc}") from None
-    report_dir = Path(context["report_dir"])
-    roots = [report_dir, render.templates_root()] + ([Path(templates_dir)] if templates_dir else [])
-    document = weasyprint.HTML(string=html, base_url=str(report_dir) + "/",
-                               url_fetcher=render.make_url_fetcher(roots))
-    with run_folder.atomic_path(out_path) as tmp:
-        document.write_pdf(tmp)
-    return Path(out_path)
+    return render.render_pdf(context, lang=lang, out_path=out_path, templates_dir=templates_dir,
+                             kind=_document_kind())
 
 
 # ---------------------------------------------------------------- orchestration

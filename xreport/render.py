@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -269,13 +270,29 @@ def _observation_param(name: str, value: Any, cname: Callable[[Any], str]) -> st
     return _param_text(value)
 
 
+@dataclass(frozen=True)
+class DocumentKind:
+    """What differs between the single-run report and other documents in the same shell
+    (the comparison): the body template, the page title, extra filters, and how
+    ``say({key, params})`` items are filled."""
+
+    body_template: str = "body.html.j2"
+    title_key: str = "report.title"
+    filters: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    make_say: Callable[[Messages, Callable[[Any], str]], Callable[..., str]] | None = None
+
+
+REPORT = DocumentKind()
+
+
 def _globals_for(context: Mapping[str, Any], lang: str, *, templates_dir: Path | None,
-                 mode: str) -> dict[str, Any]:
+                 mode: str, kind: DocumentKind = REPORT) -> dict[str, Any]:
     t = translator(lang, templates_dir)
     cname = _class_namer(context, lang)
     report_dir = Path(context.get("report_dir", "."))
+    say = (kind.make_say or _discussion_text)(t, cname)
     return {"ctx": context, "lang": lang, "t": t, "has_key": t.has, "cname": cname,
-            "say": _discussion_text(t, cname), "img": _image_source(report_dir, mode=mode),
+            "say": say, "img": _image_source(report_dir, mode=mode),
             "lang_labels": LANG_LABELS, "mode": mode}
 
 
@@ -296,11 +313,18 @@ def _read_css(env: jinja2.Environment, name: str) -> Markup:
 
 
 def render_body(context: Mapping[str, Any], *, lang: str, env: jinja2.Environment,
-                templates_dir: Path | None = None, mode: str = "data") -> Markup:
-    """One language's report body (all sections) as HTML."""
-    g = _globals_for(context, lang, templates_dir=templates_dir, mode=mode)
-    with template_errors(f"body.html.j2 ({lang})"):
-        return Markup(env.get_template("body.html.j2").render(**g))
+                templates_dir: Path | None = None, mode: str = "data",
+                kind: DocumentKind = REPORT) -> Markup:
+    """One language's document body (all sections) as HTML."""
+    g = _globals_for(context, lang, templates_dir=templates_dir, mode=mode, kind=kind)
+    with template_errors(f"{kind.body_template} ({lang})"):
+        return Markup(env.get_template(kind.body_template).render(**g))
+
+
+def _environment(templates_dir: Path | None, kind: DocumentKind) -> jinja2.Environment:
+    env = make_environment(templates_dir)
+    env.filters.update(kind.filters)
+    return env
 
 
 @contextlib.contextmanager
@@ -331,16 +355,17 @@ def _one_line(exc: Exception) -> str:
 
 
 def render_html(context: Mapping[str, Any], *, langs: Sequence[str],
-                templates_dir: Path | None = None) -> str:
+                templates_dir: Path | None = None, kind: DocumentKind = REPORT) -> str:
     """One self-contained HTML file holding every language; a CSS-only language switch."""
     langs = _check_langs(langs)
-    env = make_environment(templates_dir)
-    bodies = [(lang, render_body(context, lang=lang, env=env, templates_dir=templates_dir))
+    env = _environment(templates_dir, kind)
+    bodies = [(lang, render_body(context, lang=lang, env=env, templates_dir=templates_dir, kind=kind))
               for lang in langs]
     t = translator(langs[0], templates_dir)
     with template_errors("report.html.j2"):
         return env.get_template("report.html.j2").render(
             ctx=context, langs=langs, bodies=bodies, lang_labels=LANG_LABELS, t=t,
+            title_key=kind.title_key,
             css=_read_css(env, "css/report.css"), mobile_css=_read_css(env, "css/mobile.css"))
 
 
@@ -376,27 +401,29 @@ def make_url_fetcher(allowed_roots: Sequence[Path]) -> Any:
 
 
 def render_pdf_html(context: Mapping[str, Any], *, lang: str,
-                    templates_dir: Path | None = None) -> str:
+                    templates_dir: Path | None = None, kind: DocumentKind = REPORT) -> str:
     """The single-language HTML that WeasyPrint lays out (file URIs for figures)."""
     (lang,) = _check_langs([lang])
-    env = make_environment(templates_dir)
-    body = render_body(context, lang=lang, env=env, templates_dir=templates_dir, mode="file")
+    env = _environment(templates_dir, kind)
+    body = render_body(context, lang=lang, env=env, templates_dir=templates_dir, mode="file",
+                       kind=kind)
     t = translator(lang, templates_dir)
     with template_errors("pdf.html.j2"):
         return env.get_template("pdf.html.j2").render(
-            ctx=context, lang=lang, body=body, t=t, font_family=Markup(PDF_FONTS[lang]),
+            ctx=context, lang=lang, body=body, t=t, title_key=kind.title_key,
+            font_family=Markup(PDF_FONTS[lang]),
             css=_read_css(env, "css/report.css"), print_css=_read_css(env, "css/print.css"))
 
 
 def render_pdf(context: Mapping[str, Any], *, lang: str, out_path: Path,
-               templates_dir: Path | None = None) -> Path:
+               templates_dir: Path | None = None, kind: DocumentKind = REPORT) -> Path:
     """Lay out the ``lang`` report with WeasyPrint and write it atomically to ``out_path``."""
     try:
         import weasyprint
     except ImportError as exc:  # a system library (pango) is missing
         raise ReportError(f"PDF output needs WeasyPrint and its system libraries: {exc}") from None
     start = time.perf_counter()
-    html = render_pdf_html(context, lang=lang, templates_dir=templates_dir)
+    html = render_pdf_html(context, lang=lang, templates_dir=templates_dir, kind=kind)
     report_dir = Path(context.get("report_dir", Path(out_path).parent))
     roots = [report_dir, templates_root()] + ([Path(templates_dir)] if templates_dir else [])
     document = weasyprint.HTML(string=html, base_url=str(report_dir.resolve()) + "/",
