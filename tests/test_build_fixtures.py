@@ -5,31 +5,15 @@ import json
 import shutil
 import subprocess
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
+from html_facts import HtmlFacts
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "checkpoints"
 SECTIONS = ("summary", "data", "model", "training", "results", "explain", "discussion", "repro")
 ZH_TW_HEADINGS = ("摘要", "資料", "模型", "訓練")
-
-
-class Collector(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ids: set[str] = set()
-        self.srcs: list[str] = []
-        self.scripts = 0
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if "id" in attrs:
-            self.ids.add(attrs["id"])
-        if tag == "img":
-            self.srcs.append(attrs.get("src", ""))
-        if tag == "script":
-            self.scripts += 1
 
 
 def xreport(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -59,7 +43,7 @@ def test_fixture_checkpoints_stay_small():
 
 def test_html_holds_every_section_in_each_language(binary_report):
     html = (binary_report / "report.html").read_text(encoding="utf-8")
-    parser = Collector()
+    parser = HtmlFacts()
     parser.feed(html)
     for lang in ("en", "zh-TW"):
         for section in SECTIONS:

@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,8 @@ from xreport import metrics as xmetrics
 from xreport import render, runs
 from xreport.compare import EvaluatedRun
 from xreport.errors import ConfigError, ReportError, RunError
+
+from html_facts import HtmlFacts
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["NORMAL", "PNEUMONIA"]
@@ -84,20 +85,6 @@ def _labels(n: int, seed: int = 7, k: int = 2) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, k, n)
 
 
-class Collector(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.srcs: list[str] = []
-        self.ids: set[str] = set()
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        if a.get("id"):
-            self.ids.add(a["id"])
-        if tag == "img":
-            self.srcs.append(a.get("src") or "")
-
-
 def _text(html: str) -> str:
     """Visible text without tags and data URIs, whitespace collapsed."""
     html = re.sub(r"<style.*?</style>", " ", html, flags=re.S)
@@ -131,7 +118,7 @@ def three(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, Path]:
 
 def test_html_is_self_contained_and_names_every_run_in_every_language(three: tuple[dict, str, Path]) -> None:
     ctx, html, _ = three
-    parser = Collector()
+    parser = HtmlFacts()
     parser.feed(html)
     parser.close()
     assert parser.srcs and all(s.startswith("data:image/png;base64,") for s in parser.srcs)

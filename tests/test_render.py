@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 
 import jinja2
@@ -16,6 +15,8 @@ import pytest
 from report_fixture import EVIL_CLASS, shared_run
 from xreport import render
 from xreport.errors import ReportError
+
+from html_facts import HtmlFacts
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / "templates"
@@ -36,23 +37,6 @@ DYNAMIC = {
 }
 
 
-class Collector(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ids: set[str] = set()
-        self.srcs: list[str] = []
-        self.langs: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        if a.get("id"):
-            self.ids.add(a["id"])
-        if tag == "img":
-            self.srcs.append(a.get("src") or "")
-        if tag == "div" and a.get("lang"):
-            self.langs.append(a["lang"])
-
-
 @pytest.fixture(scope="module")
 def html() -> str:
     _, ctx = shared_run()
@@ -60,7 +44,7 @@ def html() -> str:
 
 
 def test_html_is_self_contained_with_every_section_per_language(html: str) -> None:
-    parser = Collector()
+    parser = HtmlFacts()
     parser.feed(html)
     assert parser.langs == ["en", "zh-TW"]
     for lang in ("en", "zh-TW"):
@@ -76,7 +60,7 @@ def test_html_is_self_contained_with_every_section_per_language(html: str) -> No
 
 
 def test_discussion_links_point_at_existing_anchors(html: str) -> None:
-    parser = Collector()
+    parser = HtmlFacts()
     parser.feed(html)
     for href in re.findall(r'href="#([^"]+)"', html):
         assert href in parser.ids, href
