@@ -415,6 +415,16 @@ def _score_label(name: str, metric: str, value: Any, ci: tuple[float, float] | N
     return text + ")"
 
 
+def _finish_curve_plot(ax: Any, handles: list[Any], labels: list[str], *, title: str,
+                       xlabel: str, ylabel: str) -> None:
+    """The common end of ROC/PR plots: unit square, titles, legend beside the axes."""
+    _unit_square(ax)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    _legend_right(ax, handles, labels)
+
+
 @_styled
 def roc_curves(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
     """ROC curve of the positive class (binary) or one-vs-rest per class, AUC in the legend."""
@@ -432,11 +442,8 @@ def roc_curves(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
         labels.append(_score_label(entry["class"], t("chart.roc.auc"), entry.get("auc"), ci, t))
     handles.append(_chance_diagonal(ax, t("chart.chance")))
     labels.append(t("chart.chance"))
-    _unit_square(ax)
-    ax.set_title(t("chart.roc.title_binary") if binary else t("chart.roc.title_ovr"))
-    ax.set_xlabel(t("chart.roc.xlabel"))
-    ax.set_ylabel(t("chart.roc.ylabel"))
-    _legend_right(ax, handles, labels)
+    _finish_curve_plot(ax, handles, labels, title=t("chart.roc.title_binary") if binary else t("chart.roc.title_ovr"),
+                       xlabel=t("chart.roc.xlabel"), ylabel=t("chart.roc.ylabel"))
     return fig
 
 
@@ -462,11 +469,8 @@ def pr_curves(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
                        linewidth=1.0, alpha=0.8)
     handles.append(Line2D([], [], color="#888888", linestyle=":", linewidth=1.0))
     labels.append(t("chart.pr.chance"))
-    _unit_square(ax)
-    ax.set_title(t("chart.pr.title_binary") if binary else t("chart.pr.title_ovr"))
-    ax.set_xlabel(t("chart.pr.xlabel"))
-    ax.set_ylabel(t("chart.pr.ylabel"))
-    _legend_right(ax, handles, labels)
+    _finish_curve_plot(ax, handles, labels, title=t("chart.pr.title_binary") if binary else t("chart.pr.title_ovr"),
+                       xlabel=t("chart.pr.xlabel"), ylabel=t("chart.pr.ylabel"))
     return fig
 
 
@@ -484,11 +488,8 @@ def compare_roc(curves: Mapping[str, Mapping[str, Any]], *, t: Translate) -> Fig
         labels.append(_score_label(run, t("chart.roc.auc"), roc.get("auc"), _ci(roc.get("auc")), t))
     handles.append(_chance_diagonal(ax, t("chart.chance")))
     labels.append(t("chart.chance"))
-    _unit_square(ax)
-    ax.set_title(t("chart.compare.roc_title"))
-    ax.set_xlabel(t("chart.roc.xlabel"))
-    ax.set_ylabel(t("chart.roc.ylabel"))
-    _legend_right(ax, handles, labels)
+    _finish_curve_plot(ax, handles, labels, title=t("chart.compare.roc_title"),
+                       xlabel=t("chart.roc.xlabel"), ylabel=t("chart.roc.ylabel"))
     return fig
 
 
