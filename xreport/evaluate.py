@@ -275,6 +275,18 @@ def _check_compatible(run: LoadedRun, dataset: Dataset) -> None:
                         f"checkpoint expects {run.meta['in_channels']}")
 
 
+class NormalizedView:
+    """Normalised float images on demand: explain only indexes the gallery and its samples,
+    so the whole split never exists as float (10,000 RGB 224 px images would be 6 GB)."""
+
+    def __init__(self, images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.images, self.mean, self.std = images, mean, std
+        self.shape = images.shape
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        return normalize_batch(self.images[index], self.mean, self.std)
+
+
 def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, paths: runs.RunPaths,
                      method: str, seed: int, device: torch.device) -> dict[str, Any]:
     """CAM gallery, faithfulness, sanity check (and localisation on phantom data)."""
@@ -282,7 +294,7 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, paths: 
 
     layer, layer_name = cam_target_layer(run.model, input_size=int(run.meta["image_size"]),
                                          in_channels=int(run.meta["in_channels"]))
-    x = normalize_batch(split.images, run.meta["mean"], run.meta["std"])
+    x = NormalizedView(split.images, run.meta["mean"], run.meta["std"])
     # Deletion/insertion costs ~4*steps forward passes per image: a smaller sample on CPU.
     on_gpu = device.type == "cuda"
     summary, gallery_cams = explain.explain_split(
