@@ -1,9 +1,14 @@
 """Model quality on PneumoniaMNIST against the published table.
 
 Trains each recipe with several seeds (selection on the validation split only), evaluates
-each trained model once on the test split, and writes bench/results/quality.json.
+each trained model once on the test split, and writes bench/results/quality.json (merged per
+recipe, rewritten after every seed so a stopped run keeps what it finished).
 
-    .venv/bin/python bench/quality.py configs/pneumoniamnist_r18.toml --seeds 0 1 2
+    .venv/bin/python bench/quality.py configs/pneumoniamnist_r18.toml --seeds 0 1 2 [--keep .]
+
+--keep DIR keeps the trained run folders as DIR/checkpoints/<recipe>-s<seed> for `xreport build`
+and `xreport compare` (`--keep .` puts them where `xreport build --run` looks). They are made
+from the data set's images, so they stay out of git.
 """
 from __future__ import annotations
 
@@ -59,7 +64,7 @@ def run_seed(recipe: Path, seed: int, workdir: Path) -> dict:
             "train_minutes": round(train_s / 60, 2), "load": os.getloadavg()}
 
 
-def summarise(recipe: Path, seeds: list[dict]) -> dict:
+def summarise(recipe: Path, seeds: list[dict], command: str) -> dict:
     accs = [s["test_acc"] for s in seeds]
     aucs = [s["test_auc"] for s in seeds]
     sd = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0)
@@ -68,7 +73,7 @@ def summarise(recipe: Path, seeds: list[dict]) -> dict:
             "test_auc_mean": round(statistics.mean(aucs), 4), "test_auc_std": round(sd(aucs), 4),
             "seeds": [s["seed"] for s in seeds],
             "minutes_per_seed": round(statistics.mean(s["minutes"] for s in seeds), 2),
-            "per_seed": seeds}
+            "command": command, "per_seed": seeds}
 
 
 def main() -> int:
@@ -76,23 +81,28 @@ def main() -> int:
     parser.add_argument("recipes", nargs="+", type=Path)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "quality.json")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep the trained run folders under DIR (default: a temporary folder)")
     args = parser.parse_args()
+    command = " ".join(["python", *sys.argv])
     torch.set_num_threads(os.cpu_count() or 1)
     existing = json.loads(args.out.read_text()) if args.out.exists() else {}
     results = existing.get("recipes", {})
     with tempfile.TemporaryDirectory(prefix="xreport-quality-") as tmp:
+        workdir = args.keep.resolve() if args.keep else Path(tmp)
         for recipe in args.recipes:
             seeds = []
             for seed in args.seeds:
-                row = run_seed(recipe.resolve(), seed, Path(tmp))
+                row = run_seed(recipe.resolve(), seed, workdir)
                 print(json.dumps({"recipe": recipe.stem, **row}), flush=True)
                 seeds.append(row)
-            results[recipe.stem] = summarise(recipe.resolve(), seeds)
-            payload = {"date": dt.date.today().isoformat(), "machine": machine(),
-                       "command": " ".join(["python", *sys.argv]), "published": PUBLISHED,
-                       "recipes": results}
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(payload, indent=2) + "\n")
+                results[recipe.stem] = summarise(recipe.resolve(), seeds, command)
+                payload = {"date": dt.date.today().isoformat(), "machine": machine(),
+                           "published": PUBLISHED, "recipes": results}
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                tmp_out = args.out.with_suffix(".json.tmp")
+                tmp_out.write_text(json.dumps(payload, indent=2) + "\n")
+                tmp_out.replace(args.out)
     print(json.dumps({k: {x: v[x] for x in ("test_acc_mean", "test_acc_std", "test_auc_mean",
                                                "test_auc_std", "minutes_per_seed")}
                       for k, v in results.items()}, indent=2))

@@ -167,6 +167,20 @@ def test_resume_refuses_a_changed_recipe(straight_run, tmp_path: Path) -> None: 
         train(changed, checkpoints_root=tmp_path, resume=True)
 
 
+def test_resume_refuses_another_process_count(straight_run, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg, root, _result = straight_run
+    shutil.copytree(root / cfg.name, tmp_path / cfg.name)
+    paths = runs.RunPaths(cfg.name, checkpoints_root=tmp_path)
+    ckpt = runs.load_checkpoint(paths.last)
+    runs.save_checkpoint(paths.last, state_dict=ckpt.state_dict,
+                         meta={**ckpt.meta, "world_size": 2}, extra=ckpt.extra)
+    before = runs.sha256_file(paths.last)
+    with pytest.raises(ConfigError, match=r"last\.pt: trained with 2 process\(es\), resuming with 1.*"
+                                          r"torchrun --nproc_per_node 2"):
+        train(cfg, checkpoints_root=tmp_path, resume=True)
+    assert runs.sha256_file(paths.last) == before
+
+
 # ---------------------------------------------------------------- stopping and errors
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path,

@@ -521,6 +521,7 @@ def _save_epoch(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[
 def _restore(loop: _Loop, paths: runs.RunPaths, config: RunConfig) -> _State:
     ckpt = runs.load_checkpoint(paths.last)
     _check_resume_config(ckpt.meta.get("config", {}), to_dict(config), path=paths.last)
+    _check_resume_world_size(int(ckpt.meta.get("world_size", 1)), loop.setup.world_size, path=paths.last)
     extra = ckpt.extra
     needed = ("optimizer", "scheduler", "scaler", "rng", "epoch", "history")
     if any(k not in extra for k in needed):
@@ -561,6 +562,15 @@ def _check_resume_config(saved: dict[str, Any], current: dict[str, Any], *, path
     if old.get("train.epochs") != new.get("train.epochs") and new.get("train.schedule") != "none":
         logger.warning("train.epochs changed from %s to %s on resume: the lr schedule is "
                        "stretched from here on", old.get("train.epochs"), new.get("train.epochs"))
+
+
+def _check_resume_world_size(saved: int, current: int, *, path: Path) -> None:
+    # Another process count changes the images per optimiser step (batch_size x processes) and
+    # each rank's share of the shuffled order: the resumed run would be a different experiment.
+    if saved != current:
+        how = f"torchrun --nproc_per_node {saved}" if saved > 1 else "a single process (no torchrun)"
+        raise ConfigError(f"{path}: trained with {saved} process(es), resuming with {current}: the "
+                          f"images per step and the data order would change; resume with {how}")
 
 
 # ---------------------------------------------------------------- the run
