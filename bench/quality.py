@@ -1,8 +1,9 @@
 """Model quality on PneumoniaMNIST against the published table.
 
 Trains each recipe with several seeds (selection on the validation split only), evaluates
-each trained model once on the test split, and writes bench/results/quality.json (merged per
-recipe, rewritten after every seed so a stopped run keeps what it finished).
+each trained model once on the test split, and writes bench/results/quality.json: merged per
+recipe and seed (a later run of some seeds replaces just those), rewritten after every seed so
+a stopped run keeps what it finished.
 
     .venv/bin/python bench/quality.py configs/pneumoniamnist_r18.toml --seeds 0 1 2 [--keep .]
 
@@ -50,8 +51,11 @@ def machine() -> dict:
             "python": platform.python_version(), "cuda": torch.cuda.is_available()}
 
 
-def run_seed(recipe: Path, seed: int, workdir: Path) -> dict:
-    cfg = config_mod.load(recipe, overrides={"train.seed": seed, "name": f"{recipe.stem}-s{seed}"})
+def run_seed(recipe: Path, seed: int, workdir: Path, *, overrides: dict | None = None,
+             name: str | None = None) -> dict:
+    """Train ``recipe`` (with dotted-key ``overrides``) on one seed, then test it once."""
+    cfg = config_mod.load(recipe, overrides={**(overrides or {}), "train.seed": seed,
+                                             "name": f"{name or recipe.stem}-s{seed}"})
     started = time.perf_counter()
     result = train(cfg, checkpoints_root=workdir / "checkpoints")
     train_s = time.perf_counter() - started
@@ -91,11 +95,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="xreport-quality-") as tmp:
         workdir = args.keep.resolve() if args.keep else Path(tmp)
         for recipe in args.recipes:
-            seeds = []
+            # Seeds run before (and not re-run now) stay: runs of one recipe merge by seed.
+            earlier = results.get(recipe.stem, {}).get("per_seed", [])
+            seeds = [row for row in earlier if row["seed"] not in args.seeds]
             for seed in args.seeds:
                 row = run_seed(recipe.resolve(), seed, workdir)
                 print(json.dumps({"recipe": recipe.stem, **row}), flush=True)
-                seeds.append(row)
+                seeds = sorted([*seeds, row], key=lambda r: r["seed"])
                 results[recipe.stem] = summarise(recipe.resolve(), seeds, command)
                 payload = {"date": dt.date.today().isoformat(), "machine": machine(),
                            "published": PUBLISHED, "recipes": results}

@@ -56,3 +56,41 @@ def test_build_scale_smoke(tmp_path: Path) -> None:
     assert scale["sizes"] == [40, 80]
     assert all(v > 0 for v in scale["peak_rss_mib"].values())
     assert set(scale["linear_fit"]) == {"fixed_s", "per_1000_images_s", "max_relative_residual"}
+
+
+def _bench_module(name: str):  # noqa: ANN202
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+
+
+def test_each_ablation_variant_changes_exactly_what_it_names() -> None:
+    from xreport import config as config_mod
+    from xreport.config import to_dict
+
+    ablation = _bench_module("ablation")
+    flat = lambda cfg: {f"{s}.{k}": v for s, d in to_dict(cfg).items() if isinstance(d, dict)  # noqa: E731
+                        for k, v in d.items()}
+    recipe = flat(config_mod.load(ablation.RECIPE))
+    for name, (change, overrides) in ablation.VARIANTS.items():
+        variant = flat(config_mod.load(ablation.RECIPE, overrides=overrides))
+        changed = {k for k in recipe if recipe[k] != variant[k]}
+        assert changed == set(overrides), (name, changed)
+        assert change
+
+
+def test_quality_results_hold_what_the_issue_asks_for_each_recipe() -> None:
+    quality = json.loads((REPO / "bench" / "results" / "quality.json").read_text())
+    assert quality["machine"]["cores"] >= 1
+    for name, entry in quality["recipes"].items():
+        assert (REPO / entry["recipe"]).exists(), name
+        seeds = entry["per_seed"]
+        assert [s["seed"] for s in seeds] == entry["seeds"]
+        for metric in ("acc", "auc"):
+            values = [s[f"test_{metric}"] for s in seeds]
+            assert 0.5 < entry[f"test_{metric}_mean"] <= 1
+            assert abs(entry[f"test_{metric}_mean"] - sum(values) / len(values)) < 1e-3, name
+            assert entry[f"test_{metric}_std"] >= 0
+        assert entry["minutes_per_seed"] > 0
