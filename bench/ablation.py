@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from quality import REPO, machine, run_seed
+from xreport import runs
 
 RECIPE = REPO / "configs" / "pneumoniamnist_r18.toml"
 QUALITY = REPO / "bench" / "results" / "quality.json"
@@ -83,9 +84,7 @@ def main() -> int:
             payload = {"date": dt.date.today().isoformat(), "machine": machine(),
                        "recipe": str(RECIPE.relative_to(REPO)), "seed": args.seed,
                        "command": " ".join(["python", *sys.argv]), "variants": rows}
-            tmp_out = args.out.with_suffix(".json.tmp")
-            tmp_out.write_text(json.dumps(payload, indent=2) + "\n")
-            tmp_out.replace(args.out)
+            runs.write_text(args.out, json.dumps(payload, indent=2) + "\n")  # atomic
     return 0
 
 

@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from xreport import config as config_mod  # noqa: E402
 from xreport.evaluate import evaluate_run  # noqa: E402
+from xreport import runs  # noqa: E402
 from xreport.runs import RunPaths  # noqa: E402
 from xreport.train import train  # noqa: E402
 
@@ -106,9 +107,7 @@ def main() -> int:
                 payload = {"date": dt.date.today().isoformat(), "machine": machine(),
                            "published": PUBLISHED, "recipes": results}
                 args.out.parent.mkdir(parents=True, exist_ok=True)
-                tmp_out = args.out.with_suffix(".json.tmp")
-                tmp_out.write_text(json.dumps(payload, indent=2) + "\n")
-                tmp_out.replace(args.out)
+                runs.write_text(args.out, json.dumps(payload, indent=2) + "\n")  # atomic
     print(json.dumps({k: {x: v[x] for x in ("test_acc_mean", "test_acc_std", "test_auc_mean",
                                                "test_auc_std", "minutes_per_seed")}
                       for k, v in results.items()}, indent=2))
