@@ -95,19 +95,18 @@ def main() -> int:
     results = existing.get("recipes", {})
     with tempfile.TemporaryDirectory(prefix="xreport-quality-") as tmp:
         workdir = args.keep.resolve() if args.keep else Path(tmp)
-        for recipe in args.recipes:
+        for recipe in map(Path.resolve, args.recipes):
             # Seeds run before (and not re-run now) stay: runs of one recipe merge by seed.
             earlier = results.get(recipe.stem, {}).get("per_seed", [])
             seeds = [row for row in earlier if row["seed"] not in args.seeds]
             for seed in args.seeds:
-                row = run_seed(recipe.resolve(), seed, workdir)
+                row = run_seed(recipe, seed, workdir)
                 print(json.dumps({"recipe": recipe.stem, **row}), flush=True)
                 seeds = sorted([*seeds, row], key=lambda r: r["seed"])
-                results[recipe.stem] = summarise(recipe.resolve(), seeds, command)
+                results[recipe.stem] = summarise(recipe, seeds, command)
                 payload = {"date": dt.date.today().isoformat(), "machine": machine(),
                            "published": PUBLISHED, "recipes": results}
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                runs.write_text(args.out, json.dumps(payload, indent=2) + "\n")  # atomic
+                runs.write_text(args.out, json.dumps(payload, indent=2) + "\n")  # atomic, makes parents
     print(json.dumps({k: {x: v[x] for x in ("test_acc_mean", "test_acc_std", "test_auc_mean",
                                                "test_auc_std", "minutes_per_seed")}
                       for k, v in results.items()}, indent=2))
