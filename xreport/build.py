@@ -15,7 +15,6 @@ from .evaluate import LoadedRun, dataset_for_run, evaluate_run, load_run
 
 logger = logging.getLogger(__name__)
 
-LANGS = ("en", "zh-TW", "zh-CN")
 FORMATS = ("html", "pdf")
 
 
@@ -73,7 +72,7 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
     """Build ``reports/NAME/`` from ``checkpoints/NAME/``; reuse predictions when fresh."""
     from . import render, report
 
-    langs = check_choices(langs, LANGS, what="lang")
+    langs = check_choices(langs, render.LANGS, what="lang")
     formats = check_choices(formats, FORMATS, what="format")
     result = BuildResult(report_dir=paths.report_dir)
     started = time.perf_counter()
@@ -88,7 +87,9 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
         result.reused_predictions = cached is not None
         result.seconds["evaluate"] = round(time.perf_counter() - started, 2)
 
-        context = report.build_context(paths, langs=langs, dataset=dataset, command=command)
+        # figures (in the user's wording) -> context -> render
+        context = report.build_context(paths, langs=langs, dataset=dataset, command=command,
+                                       templates_dir=templates, meta=run.meta, model=run.model)
         result.seconds["figures"] = round(time.perf_counter() - started - result.seconds["evaluate"], 2)
         if "html" in formats:
             html = render.render_html(context, langs=langs, templates_dir=templates)
