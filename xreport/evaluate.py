@@ -88,10 +88,25 @@ def load_run(paths: runs.RunPaths, *, device: torch.device, checkpoint: Path | N
     check_meta(meta, path=path)
     run_config = config_mod.from_dict(meta["config"], source=f"{path} (meta.config)")
     model = model_from_meta(meta, path=path)
+    _check_checkpoint_size(model, path)
     load_weights(model, ckpt.state_dict, path=path)
+    runs.check_finite(ckpt.state_dict, path=path)
     model.to(device).eval()
     return LoadedRun(checkpoint=ckpt, model=model, config=run_config, meta=meta,
                      sha256=runs.sha256_file(path))
+
+
+def _check_checkpoint_size(model: torch.nn.Module, path: Path) -> None:
+    """A checkpoint holds the weights, and for last.pt the optimiser state (up to 2 more
+    copies) and RNG states: anything far larger is not this architecture's checkpoint."""
+    from .limits import human
+
+    needed = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    allowed = 4 * needed + 16 * 2**20
+    held = runs.checkpoint_storage_bytes(path)
+    if held > allowed:
+        raise CheckpointError(f"{path}: holds {human(held)} of tensors but its architecture needs "
+                              f"{human(needed)}; refused (not this architecture's checkpoint)")
 
 
 def dataset_for_run(run: LoadedRun, *, splits: Sequence[str], data: str | None = None) -> Dataset:
@@ -149,6 +164,14 @@ def predict(model: torch.nn.Module, images: torch.Tensor, *, mean: Sequence[floa
     if not out:
         return np.zeros((0, 0), dtype=np.float64)
     return torch.cat(out).double().numpy()
+
+
+def check_outputs(probs: np.ndarray, ids: Sequence[str], *, path: Path) -> None:
+    """NaN outputs: name the checkpoint and the first image instead of writing NaN rows."""
+    bad = np.flatnonzero(~np.isfinite(probs).all(axis=1)) if probs.size else []
+    if len(bad):
+        raise CheckpointError(f"{path}: the model outputs NaN or infinite values for {len(bad)} "
+                              f"image(s), first {ids[int(bad[0])]!r}; the checkpoint is not usable")
 
 
 def write_predictions(path: Path, split: Split, probs: np.ndarray) -> None:
@@ -221,6 +244,7 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
     with _timed(timings, "predict"):
         probs = predict(run.model, target.images, mean=mean, std=std, device=dev,
                         batch_size=batch_size, tta=tta, progress=progress)
+    check_outputs(probs, target.ids, path=run.checkpoint.path)
     write_predictions(paths.predictions, target, probs)
 
     metrics = None

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import torch
 
-from .errors import CheckpointError, RunError
+from .errors import CheckpointError, OutputError, RunError
 
 DEFAULT_CHECKPOINTS = Path("checkpoints")
 DEFAULT_REPORTS = Path("reports")
@@ -116,21 +116,37 @@ os.umask(_UMASK)
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` on success."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` on success.
+
+    A write that fails (disk full, read-only folder, a file where the folder should be)
+    leaves ``path`` as it was and raises ``OutputError`` naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot be written ({_os_reason(exc)})") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; reports are for sharing
-        os.replace(tmp_path, path)
+        try:
+            yield tmp_path
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; reports are for sharing
+            os.replace(tmp_path, path)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot be written ({_os_reason(exc)}); "
+                              "the previous file, if any, is unchanged") from None
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        with contextlib.suppress(OSError):
+            if tmp_path.exists():
+                tmp_path.unlink()
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -160,9 +176,12 @@ def run_lock(folder: str | Path, *, what: str = "run") -> Iterator[None]:
     import fcntl
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     lock_path = folder / ".lock"
-    fh = open(lock_path, "a+")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fh = open(lock_path, "a+")
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot be used as the {what} folder ({_os_reason(exc)})") from None
     try:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -203,6 +222,40 @@ def _unpickling_reason(exc: Exception) -> str:
     return ((named or lines or ["unsafe content"])[0])[:160]
 
 
+def checkpoint_storage_bytes(path: Path) -> int:
+    """Bytes of tensor data a checkpoint declares, from its zip directory alone."""
+    with zipfile.ZipFile(path) as zf:
+        return sum(i.file_size for i in zf.infolist() if "/data/" in i.filename)
+
+
+def check_checkpoint_storages(path: Path) -> None:
+    """torch.save stores tensors uncompressed; a compressed storage is a forged file that
+    could inflate to any size, and the declared total must fit in memory."""
+    from .limits import human, memory_budget
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from None
+    compressed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
+    if compressed:
+        raise CheckpointError(f"{path}: not written by torch.save (member {compressed[0]!r} is "
+                              "compressed); refused: it could inflate to any size")
+    declared = sum(i.file_size for i in infos)
+    if declared > memory_budget():
+        raise CheckpointError(f"{path}: declares {human(declared)} of tensors, more than the "
+                              f"{human(memory_budget())} this machine allows for one input")
+
+
+def check_finite(state: dict[str, torch.Tensor], *, path: Path) -> None:
+    """NaN or infinite weights would give NaN predictions and a report of nothing."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: weight {key} holds NaN or infinite values (training "
+                                  "diverged); use another checkpoint or retrain with a lower train.lr")
+
+
 @dataclass
 class Checkpoint:
     path: Path
@@ -220,8 +273,10 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: not a checkpoint (not a torch.save zip archive; "
                               "empty, truncated or another kind of file)")
+    check_checkpoint_storages(path)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        # mmap: tensor data is read only when used, after the shapes were checked.
+        payload = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors "
                               f"({_unpickling_reason(exc)})") from None

@@ -590,6 +590,9 @@ def _check_data(ds: Dataset) -> tuple[Split, Split]:
                             "training needs labelled train and val splits")
         if split.labels is None:
             raise DataError(f"{ds.source}: the {name} split has no labels; training needs them")
+    if len(ds.splits["train"]) < 2:
+        raise DataError(f"{ds.source}: the train split has {len(ds.splits['train'])} image; training "
+                        "needs at least 2 (BatchNorm normalises over the images of a batch)")
     return ds.splits["train"], ds.splits["val"]
 
 
