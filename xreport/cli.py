@@ -129,11 +129,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_run
+    from .evaluate import evaluate_report
 
     paths = _run_paths(args.run, checkpoints=args.checkpoints, reports=args.reports)
-    out = evaluate_run(paths, split=args.split, device=args.device, data=args.data, tta=args.tta,
-                       cam_method=args.cam, explain=not args.no_cam)
+    out = evaluate_report(paths, split=args.split, device=args.device, data=args.data, tta=args.tta,
+                          cam_method=args.cam, explain=not args.no_cam)
     acc = (out.get("metrics") or {}).get("accuracy", {}).get("value")
     summary = f"accuracy {acc:.4f}" if isinstance(acc, float) else "no labels: predictions only"
     print(f"evaluated {paths.name} on {args.split} ({summary}) -> {paths.predictions}, {paths.metrics}")
@@ -189,6 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.command_line = _command_line(argv)
+    # A log file on a full disk must not print a traceback of its own; the write that
+    # matters (a checkpoint, a report) fails with one line.
+    logging.raiseExceptions = False
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     # WeasyPrint and fontTools narrate every layout step at INFO; keep the user's log readable.

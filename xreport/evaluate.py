@@ -289,6 +289,20 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
     return result
 
 
+def evaluate_report(paths: runs.RunPaths, *, split: str = "test", device: str = "auto",
+                    data: str | None = None, tta: bool = False, cam_method: str = "gradcam",
+                    explain: bool = True, progress: bool = True) -> dict[str, Any]:
+    """``xreport evaluate``: options checked first, then under the report lock (the same as
+    ``build``) the run's predictions, metrics and CAMs are written to a staging copy of the
+    report folder and swapped in whole."""
+    from .build import check_report_options
+
+    check_report_options(split=split, cam_method=cam_method if explain else None, device=device)
+    with runs.run_lock(paths.report_dir, what="report"), runs.staged_report(paths) as staged:
+        return evaluate_run(staged, split=split, device=device, data=data, tta=tta,
+                            cam_method=cam_method, explain=explain, progress=progress)
+
+
 def _check_compatible(run: LoadedRun, dataset: Dataset) -> None:
     meta_classes = len(run.meta["class_names"])
     if dataset.num_classes != meta_classes:
