@@ -33,6 +33,8 @@ class DataConfig:
     class_names_zh_cn: tuple[str, ...] = ()
     task: Literal["auto", "binary", "multiclass", "ordinal"] = "auto"
     skip_bad_images: bool = False
+    # A class with no training images (it can only be guessed): warn instead of stopping.
+    allow_missing_classes: bool = False
     # Phantom generator only.
     phantom_size: int = 64
     phantom_train: int = 600
@@ -325,11 +327,29 @@ def validate(config: RunConfig, *, source: str = "config") -> None:
         if not ok:
             raise ConfigError(f"{source}: {message}")
     _bound_checks(config, source)
+    _class_name_checks(d, source)
     p = config.preprocess
     if p.normalize == "fixed" and len(p.mean) != len(p.std):
         raise ConfigError(f"{source}: preprocess.mean and preprocess.std differ in length")
     if p.normalize == "fixed" and not all(s > 0 for s in p.std):
         raise ConfigError(f"{source}: preprocess.std values must be positive, got {list(p.std)}")
+
+
+def _class_name_checks(d: DataConfig, source: str) -> None:
+    """Duplicate names, and translations whose length differs from the names they translate."""
+    for key in ("class_names", "class_names_zh_tw", "class_names_zh_cn"):
+        names = getattr(d, key)
+        seen = {n for n in names if names.count(n) > 1}
+        if seen:
+            raise ConfigError(f"{source}: data.{key} lists {', '.join(map(repr, sorted(seen)))} more "
+                              "than once; each class needs its own name")
+        if any(not n.strip() for n in names):
+            raise ConfigError(f"{source}: data.{key} has an empty name")
+    for key in ("class_names_zh_tw", "class_names_zh_cn"):
+        translated = getattr(d, key)
+        if d.class_names and translated and len(translated) != len(d.class_names):
+            raise ConfigError(f"{source}: data.{key} has {len(translated)} names but data.class_names "
+                              f"has {len(d.class_names)}; give one translation per class, in order")
 
 
 def to_dict(config: RunConfig) -> dict[str, Any]:

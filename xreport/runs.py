@@ -177,6 +177,7 @@ def run_lock(folder: str | Path, *, what: str = "run") -> Iterator[None]:
 
     folder = Path(folder)
     lock_path = folder / ".lock"
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fh = open(lock_path, "a+")
@@ -188,7 +189,15 @@ def run_lock(folder: str | Path, *, what: str = "run") -> Iterator[None]:
         except BlockingIOError:
             raise RunError(f"{folder}: another xreport process is writing this {what}; "
                            "wait for it to finish") from None
-        yield
+        try:
+            yield
+        finally:
+            # A command that failed before writing anything leaves no folder it created.
+            if created:
+                with contextlib.suppress(OSError):
+                    if [p.name for p in folder.iterdir()] == [".lock"]:
+                        lock_path.unlink()
+                        folder.rmdir()
     finally:
         fh.close()
 

@@ -143,6 +143,7 @@ def read_npz(path: Path, splits: tuple[str, ...], *, num_classes: int | None,
                   for s in sorted({k[:-7] for k in keys if k.endswith("_labels")})}
         if num_classes is None:
             num_classes = 1 + max((int(v.max()) for v in labels.values() if v.size), default=1)
+            _check_no_gaps(path, labels, num_classes)
         out = {}
         for split in splits:
             images = _images(path, split, _get(npz, path, f"{split}_images"))
@@ -198,6 +199,19 @@ def check_declared_sizes(path: Path, keys: list[str]) -> None:
             raise DataError(f"{path}: key '{key}' declares shape {shape} ({dtype}); the arrays need "
                             f"{human(total)}, more than the {human(budget)} this machine allows "
                             "for one input")
+
+
+def _check_no_gaps(path: Path, labels: dict[str, np.ndarray], num_classes: int) -> None:
+    """Labels 0, 1, 7 would make classes 2..6 with no image in any split: almost surely a
+    mistake (the labels must be 0..K-1)."""
+    used = set()
+    for y in labels.values():
+        used |= set(np.unique(y[y >= 0]).tolist()) if y.size else set()
+    unused = [i for i in range(num_classes) if i not in used]
+    if unused and used:
+        raise DataError(f"{path}: labels go up to {num_classes - 1} but class(es) "
+                        f"{', '.join(map(str, unused[:5]))} have no image in any split; labels must be "
+                        "0..K-1 (or name the classes in data.class_names)")
 
 
 def _get(npz: Any, path: Path, key: str) -> np.ndarray:
