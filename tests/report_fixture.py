@@ -81,12 +81,20 @@ def make_run(root: Path, *, name: str = "fixture_run", class_names: tuple[str, s
 
     gallery = []
     for ci, cls in enumerate(class_names):
+        other = class_names[1 - ci]
         for kind in ("TP", "FN"):
             for j in range(2):
-                rel = f"cams/{ci}_{kind}_{j}.png"
-                _cam_png(paths.report_dir / rel, seed=ci * 10 + j)
-                gallery.append({"class": cls, "class_index": ci, "kind": kind, "id": f"img_{ci}{j}.png",
-                                "index": j, "prob": 0.9 - 0.1 * j, "file": rel})
+                pred = cls if kind == "TP" else other
+                maps = []
+                for target in dict.fromkeys([cls, pred]):
+                    rel = f"cams/{ci}_{kind}_{j}_{target}.png"
+                    _cam_png(paths.report_dir / rel, seed=ci * 10 + j)
+                    maps.append({"target": class_names.index(target), "class": target, "file": rel,
+                                 "prob": 0.9 - 0.1 * j if target == pred else 0.1 + 0.1 * j})
+                gallery.append({"class": cls, "class_index": ci, "kind": kind, "id": f"img_{ci}{j}{kind}.png",
+                                "index": j, "prob": maps[0]["prob"], "true": cls, "prob_true": maps[0]["prob"],
+                                "pred": pred, "prob_pred": 0.9 - 0.1 * j, "repeated": False,
+                                "target": ci, "maps": maps, "file": maps[0]["file"]})
     explain = {
         "method": "gradcam", "target_layer": "layer4", "gallery": gallery,
         "faithfulness": {"n": 16, "steps": 4, "deletion_auc": {"cam": 0.31, "random": 0.42},

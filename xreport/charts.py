@@ -694,14 +694,6 @@ def _to_display(img: Any) -> tuple[np.ndarray, bool]:
     return f, f.ndim == 2
 
 
-def _grey(img: Any) -> np.ndarray:
-    """Luminance in [0, 1] (ITU-R BT.601 weights for a colour image)."""
-    f, is_grey = _to_display(img)
-    if is_grey:
-        return f
-    return f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
-
-
 def _show(ax: Axes, img: Any) -> None:
     f, is_grey = _to_display(img)
     if is_grey:
@@ -778,14 +770,27 @@ def _cam_array(cam: Any) -> np.ndarray:
 
 
 def _draw_overlay(ax: Axes, image: Any, cam: Any, alpha: float) -> Any:
-    grey = _grey(image)
-    h, w = grey.shape
+    """The image as the model saw it (colour stays colour, grey stays grey) with the map on
+    top; the map's opacity grows with its value, so cold regions leave the image visible."""
+    shown, is_grey = _to_display(image)
+    h, w = shown.shape[:2]
     extent = (-0.5, w - 0.5, h - 0.5, -0.5)  # the CAM is stretched over the image if smaller
-    ax.imshow(grey, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", extent=extent)
-    heat = ax.imshow(_cam_array(cam), cmap=CAM_CMAP, vmin=0.0, vmax=1.0, alpha=alpha,
-                     interpolation="bilinear", extent=extent)
+    if is_grey:
+        ax.imshow(shown, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", extent=extent)
+    else:
+        ax.imshow(np.clip(shown, 0.0, 1.0), interpolation="nearest", extent=extent)
+    heat_map = _cam_array(cam)
+    heat = ax.imshow(heat_map, cmap=CAM_CMAP, vmin=0.0, vmax=1.0,
+                     alpha=alpha * (0.25 + 0.75 * heat_map), interpolation="bilinear",
+                     extent=extent)
     _bare(ax)
     return heat
+
+
+def cam_scale_colors(steps: int = 7) -> list[str]:
+    """The CAM colour map as ``steps`` hex colours from 0 to 1 (for an HTML colour bar)."""
+    cmap = matplotlib.colormaps[CAM_CMAP]
+    return [matplotlib.colors.to_hex(cmap(i / (steps - 1))) for i in range(steps)]
 
 
 def _cam_colorbar(fig: Figure, mappable: Any, cax: Axes) -> None:
@@ -803,9 +808,14 @@ def _check_alpha(alpha: float) -> None:
 
 
 @_styled
-def cam_overlay(image: Any, cam: Any, *, alpha: float = 0.45) -> Figure:
-    """The image in grey with the CAM (fixed 0..1 scale) blended on top and a slim colour bar."""
+def cam_overlay(image: Any, cam: Any, *, alpha: float = 0.55, colorbar: bool = True) -> Figure:
+    """The image with the CAM (fixed 0..1 scale) blended on top; a slim colour bar unless
+    ``colorbar`` is False (the report's gallery draws one shared colour scale instead)."""
     _check_alpha(alpha)
+    if not colorbar:
+        fig = Figure(figsize=(1.6, 1.6))
+        _draw_overlay(fig.add_axes((0.0, 0.0, 1.0, 1.0)), image, cam, alpha)
+        return fig
     fig = Figure(figsize=(2.45, 2.2))
     ax = fig.add_axes((0.02, 0.02, 0.78, 0.96))
     cax = fig.add_axes((0.83, 0.12, 0.045, 0.76))
@@ -815,15 +825,14 @@ def cam_overlay(image: Any, cam: Any, *, alpha: float = 0.45) -> Figure:
 
 
 @_styled
-def cam_panel(image: Any, cam: Any, *, alpha: float = 0.45) -> Figure:
+def cam_panel(image: Any, cam: Any, *, alpha: float = 0.55) -> Figure:
     """The original and the overlay side by side, with a slim colour bar."""
     _check_alpha(alpha)
     fig = Figure(figsize=(4.5, 2.2))
     left = fig.add_axes((0.01, 0.02, 0.43, 0.96))
     right = fig.add_axes((0.46, 0.02, 0.43, 0.96))
     cax = fig.add_axes((0.91, 0.12, 0.025, 0.76))
-    left.imshow(_grey(image), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-    _bare(left)
+    _show(left, image)
     heat = _draw_overlay(right, image, cam, alpha)
     _cam_colorbar(fig, heat, cax)
     return fig

@@ -306,12 +306,17 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, paths: 
     paths.cams.mkdir(parents=True, exist_ok=True)
     for old in paths.cams.glob("*.png"):
         old.unlink()
-    for i, (entry, cam) in enumerate(zip(summary["gallery"], gallery_cams)):
-        image = split.images[entry["index"]].permute(1, 2, 0).numpy()
+    flat_maps = iter(gallery_cams)
+    for i, entry in enumerate(summary["gallery"]):
+        raw = split.images[entry["index"]]
+        content = explain.content_mask(raw)
+        image = raw.permute(1, 2, 0).numpy()
         image = image[..., 0] if image.shape[2] == 1 else image
-        name = f"{i:02d}_{entry['kind']}_c{entry['class_index']}_{entry['index']}.png"
-        fig = charts.cam_overlay(image, cam.cpu().numpy())
-        charts.save_figure(fig, paths.cams / name)
-        entry["file"] = f"cams/{name}"
+        for item in entry["maps"]:
+            name = f"{i:02d}_{entry['kind']}_c{entry['class_index']}_{entry['index']}_m{item['target']}.png"
+            cam = explain.without_padding(next(flat_maps), content)
+            charts.save_figure(charts.cam_overlay(image, cam, colorbar=False), paths.cams / name)
+            item["file"] = f"cams/{name}"
+        entry["file"] = entry["maps"][0]["file"]
         entry["id"] = split.ids[entry["index"]]
     return summary

@@ -331,22 +331,50 @@ def _results(metrics: Mapping[str, Any] | None, evaluation: Mapping[str, Any],
     }
 
 
-def _gallery(explain: Mapping[str, Any], paths: RunPaths) -> list[dict[str, Any]]:
-    groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
+def _gallery_maps(entry: Mapping[str, Any], class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """The entry's maps, each naming its class and role (true / predicted class).
+
+    metrics.json from before per-class maps has one ``file`` whose map is for ``target``
+    (a class index)."""
+    maps = entry.get("maps")
+    if not maps:
+        target = entry.get("target")
+        named = class_names[target] if isinstance(target, int) and 0 <= target < len(class_names) else None
+        maps = [{"file": entry.get("file"), "class": named, "prob": None}]
+    out = []
+    for item in maps:
+        cls = item.get("class")
+        roles = [role for role, key in (("true", "true"), ("pred", "pred"))
+                 if cls is not None and entry.get(key) == cls]
+        out.append({"file": item.get("file"), "cls": cls, "prob": item.get("prob"), "roles": roles})
+    return out
+
+
+def _gallery(explain: Mapping[str, Any], paths: RunPaths,
+             class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Gallery panels grouped by the class they explain, in class order then TP/TN/FP/FN."""
+    groups: dict[str, list[dict[str, Any]]] = {}
     for entry in explain.get("gallery") or []:
-        rel = entry.get("file")
-        if not rel or not (paths.report_dir / rel).is_file():
-            logger.warning("gallery image %s is missing; left out", rel)
+        maps = _gallery_maps(entry, class_names)
+        missing = [m["file"] for m in maps if not m["file"] or not (paths.report_dir / m["file"]).is_file()]
+        if missing:
+            logger.warning("gallery image(s) %s missing; panel left out", ", ".join(map(str, missing)))
             continue
-        groups.setdefault(str(entry.get("class")), {}).setdefault(str(entry.get("kind")), []).append(
-            {"file": rel, "id": str(entry.get("id", entry.get("index", "?"))), "prob": entry.get("prob")})
-    return [{"cls": cls, "kinds": [{"kind": k, "entries": kinds[k]}
-                                     for k in sorted(kinds, key=lambda k: (KIND_ORDER + (k,)).index(k))]}
-            for cls, kinds in groups.items()]
+        groups.setdefault(str(entry.get("class")), []).append({
+            "kind": str(entry.get("kind")), "id": str(entry.get("id", entry.get("index", "?"))),
+            "prob": entry.get("prob"), "true": entry.get("true"), "prob_true": entry.get("prob_true"),
+            "pred": entry.get("pred"), "prob_pred": entry.get("prob_pred"),
+            "repeated": bool(entry.get("repeated")), "maps": maps})
+    order = {name: i for i, name in enumerate(class_names)}
+    kind_rank = {k: i for i, k in enumerate(KIND_ORDER)}
+    return [{"cls": cls, "panels": sorted(panels, key=lambda e: kind_rank.get(e["kind"], len(KIND_ORDER)))}
+            for cls, panels in sorted(groups.items(), key=lambda g: order.get(g[0], len(order)))]
 
 
 def _explain(explain: Mapping[str, Any] | None, paths: RunPaths,
-             faith_figure: dict[str, str] | None) -> dict[str, Any]:
+             faith_figure: dict[str, str] | None, class_names: Sequence[str]) -> dict[str, Any]:
+    from . import charts
+
     if not explain:
         return {"available": False}
     faith = explain.get("faithfulness")
@@ -374,7 +402,8 @@ def _explain(explain: Mapping[str, Any] | None, paths: RunPaths,
                 for m in ("pointing_game", "energy_inside") if loc.get(m)]
         loc_ctx = {"n": loc.get("n"), "rows": rows}
     return {"available": True, "method": explain.get("method", "?"),
-            "target_layer": explain.get("target_layer"), "gallery": _gallery(explain, paths),
+            "target_layer": explain.get("target_layer"), "gallery": _gallery(explain, paths, class_names),
+            "cam_scale": charts.cam_scale_colors(),
             "faithfulness": faith_ctx, "sanity": sanity_ctx, "localisation": loc_ctx,
             "figures": {"faithfulness": faith_figure}}
 
@@ -513,7 +542,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "model": _model(meta, explain),
         "training": _training(meta, config, history, curves_fig),
         "results": _results(metrics, evaluation, result_figs),
-        "explain": _explain(explain, paths, faith_fig),
+        "explain": _explain(explain, paths, faith_fig, class_names),
         "discussion": discussion.observations(metrics, history=history, distribution=dist,
                                               explain=explain),
         "repro": _repro(meta, config, paths, evaluation, command),
