@@ -415,14 +415,31 @@ def _score_label(name: str, metric: str, value: Any, ci: tuple[float, float] | N
     return text + ")"
 
 
+# More curves than this: the legend goes below the axes in two columns (beside them, a
+# dozen long class names would squeeze the plot to a stamp).
+LEGEND_BESIDE_MAX = 5
+
+
+def _curve_figure(n_curves: int) -> Figure:
+    """WIDE for a few curves; taller for many, to leave room for the legend below."""
+    if n_curves <= LEGEND_BESIDE_MAX:
+        return _new_figure(WIDE, fixed_aspect=True)
+    rows = math.ceil((n_curves + 1) / 2)
+    return _new_figure((WIDE[0], 4.0 + 0.2 * rows), fixed_aspect=True)
+
+
 def _finish_curve_plot(ax: Any, handles: list[Any], labels: list[str], *, title: str,
                        xlabel: str, ylabel: str) -> None:
-    """The common end of ROC/PR plots: unit square, titles, legend beside the axes."""
+    """The common end of ROC/PR plots: unit square, titles, legend beside (or below) the axes."""
     _unit_square(ax)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    _legend_right(ax, handles, labels)
+    if len(handles) - 1 <= LEGEND_BESIDE_MAX:  # the last handle is the chance line
+        _legend_right(ax, handles, labels)
+    else:
+        ax.figure.legend(list(handles), list(labels), loc="outside lower center", ncols=2,
+                         fontsize=7, handlelength=1.6, columnspacing=1.2)
 
 
 @_styled
@@ -430,7 +447,7 @@ def roc_curves(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
     """ROC curve of the positive class (binary) or one-vs-rest per class, AUC in the legend."""
     entries = _curve_entries(metrics, "roc")
     binary = metrics.get("task") == "binary"
-    fig = _new_figure(WIDE, fixed_aspect=True)
+    fig = _curve_figure(len(entries))
     ax = fig.add_subplot()
     handles, labels = [], []
     with_ci = len(entries) <= 4  # more curves: keep the legend short; the table has the CIs
@@ -453,7 +470,7 @@ def pr_curves(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
     entries = _curve_entries(metrics, "pr")
     binary = metrics.get("task") == "binary"
     n = value_of(metrics.get("n"))
-    fig = _new_figure(WIDE, fixed_aspect=True)
+    fig = _curve_figure(len(entries))
     ax = fig.add_subplot()
     handles, labels = [], []
     for i, entry in enumerate(entries):

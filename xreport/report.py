@@ -32,6 +32,12 @@ BEFORE_AFTER_PAIRS = 4
 
 Figures = dict[str, dict[str, str] | None]
 
+# Beyond this many classes a table with one column per class no longer fits an A4 page
+# with the names in full: the distribution table turns (one row per class), the confusion
+# matrix heads its columns with numbers (the rows carry number and name), and paired
+# figures are stacked instead of side by side.
+WIDE_CLASSES = 4
+
 
 # ---------------------------------------------------------------- reading the run folder
 
@@ -160,6 +166,13 @@ def _distribution(paths: RunPaths, dataset: Dataset | None) -> dict[str, Any] | 
         from .data.summary import class_distribution
         return class_distribution(dataset)
     return _read_json(paths.class_distribution, what="class_distribution.json")
+
+
+def layout(num_classes: int) -> dict[str, Any]:
+    """How tables and figures are laid out for ``num_classes`` (see WIDE_CLASSES)."""
+    wide = num_classes > WIDE_CLASSES
+    return {"n_classes": num_classes, "transpose_splits": wide, "numbered_columns": wide,
+            "stack_figures": wide}
 
 
 def _split_rows(dist: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -521,6 +534,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "generated": str(evaluation.get("created", ""))[:16].replace("T", " ") or "—",
         "class_names": class_names,
         "class_names_i18n": {k: v for k, v in i18n.items() if v},
+        "layout": layout(len(class_names)),
         "summary": _summary(meta, metrics, evaluation, name),
         "data": {
             "dataset": name, "kind": dataset.kind if dataset else data_cfg.get("kind"),
