@@ -24,7 +24,7 @@ from . import runs
 from .data import load_dataset, normalize_batch
 from .data.base import Dataset, Split
 from .device import autocast, resolve_channels_last, resolve_device, resolve_precision
-from .errors import DataError
+from .errors import CheckpointError, DataError
 from .models import cam_target_layer, load_weights, model_from_meta
 
 logger = logging.getLogger(__name__)
