@@ -211,7 +211,7 @@ def all_figures(t: Callable[[str], str], names: list[str]) -> dict[str, Figure]:
         "confusion_normalized": charts.confusion_matrix(metrics["confusion_matrix"]["by_true"],
                                                         names, normalized=True, t=t),
         "reliability": charts.reliability_diagram(metrics["calibration"], t=t),
-        "operating_points": charts.operating_points(metrics, t=t),
+        "operating_points": charts.operating_point_chart(metrics, t=t),
         "example_grid": charts.example_grid(images, labels, names, t=t, per_class=4),
         "preprocessing": charts.preprocessing_before_after(pairs, t=t),
         "cam_overlay": charts.cam_overlay(image, fake_cam(64)),
@@ -451,7 +451,7 @@ def test_multiclass_roc_and_pr_have_one_curve_per_class() -> None:
     pr = charts.pr_curves(metrics, t=fake_t).axes[0]
     assert [t.get_text().split(" ")[0] for t in pr.get_legend().get_texts()][:3] == names
     with pytest.raises(ReportError, match="binary"):
-        charts.operating_points(metrics, t=fake_t)
+        charts.operating_point_chart(metrics, t=fake_t)
 
 
 def test_confusion_matrix_annotations_and_readable_colours() -> None:

@@ -24,7 +24,7 @@ from xreport.models import model_from_meta, load_weights
 from xreport.device import cpu_has_fast_bf16, resolve_channels_last, resolve_precision
 from xreport.train import (HISTORY_COLUMNS, accuracy_f1, batches, confusion,
                            epoch_indices,
-                           lr_factor, roc_auc, shard,
+                           lr_factor, macro_roc_auc, shard,
                            train)
 
 META_KEYS = ("arch", "num_classes", "class_names", "class_names_zh_tw", "class_names_zh_cn",
@@ -106,7 +106,7 @@ def test_best_checkpoint_reloads_and_reproduces_its_val_metrics(straight_run) ->
     assert val.fingerprint == meta["data_fingerprint"]
     with torch.no_grad():
         probs = model(normalize_batch(split.images, meta["mean"], meta["std"])).softmax(1)
-    assert roc_auc(split.labels.numpy(), probs.numpy()) == pytest.approx(meta["val_metrics"]["auc"])
+    assert macro_roc_auc(split.labels.numpy(), probs.numpy()) == pytest.approx(meta["val_metrics"]["auc"])
     acc = float((probs.argmax(1) == split.labels).float().mean())
     assert acc == pytest.approx(meta["val_metrics"]["acc"])
 
@@ -292,7 +292,7 @@ def test_accuracy_and_macro_f1_match_sklearn() -> None:
     acc, f1 = accuracy_f1(confusion(torch.from_numpy(p), torch.from_numpy(y), 4))
     assert acc == pytest.approx(float((y == p).mean()))
     assert f1 == pytest.approx(f1_score(y, p, average="macro", labels=range(4), zero_division=0))
-    assert math.isnan(roc_auc(np.zeros(4, dtype=int), np.full((4, 2), 0.5)))
+    assert math.isnan(macro_roc_auc(np.zeros(4, dtype=int), np.full((4, 2), 0.5)))
 
 
 def test_precision_and_layout_resolution() -> None:

@@ -686,3 +686,47 @@ def class_names_in(meta: typing.Mapping[str, Any], lang: str,
     has one, else the name itself."""
     mapping = class_name_map(meta["class_names"], class_name_translations(meta).get(lang))
     return [mapping.get(n, n) for n in (meta["class_names"] if names is None else names)]
+
+
+# ---------------------------------------------------------------- class balance
+
+class TrainImbalance(TypedDict):
+    """The training split's largest and smallest class (by image count)."""
+
+    ratio: float              # largest / smallest count
+    majority: str
+    minority: str
+    n_majority: int
+    n_minority: int
+    majority_share: float     # largest count / all training images
+    balanced: bool            # every class has the same count
+
+
+def train_imbalance(distribution: typing.Mapping[str, Any] | None) -> TrainImbalance | None:
+    """Imbalance of the training split; None without counts for every class (or a class
+    without images, where the ratio is undefined)."""
+    if not distribution:
+        return None
+    names = list(distribution.get("class_names") or [])
+    counts = list((distribution.get("splits") or {}).get("train") or [])
+    if len(counts) < 2 or len(counts) != len(names) or min(counts) <= 0:
+        return None
+    big, small = counts.index(max(counts)), counts.index(min(counts))
+    return {"ratio": max(counts) / min(counts), "majority": names[big], "minority": names[small],
+            "n_majority": int(counts[big]), "n_minority": int(counts[small]),
+            "majority_share": max(counts) / sum(counts), "balanced": max(counts) == min(counts)}
+
+
+def runtime_versions() -> dict[str, str]:
+    """The library versions recorded in checkpoint meta (and shown in the reports)."""
+    import platform
+
+    import sklearn
+    import torch
+    import torchvision
+
+    from . import __version__
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "xreport": __version__,
+            "numpy": np.__version__, "sklearn": sklearn.__version__}

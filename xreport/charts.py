@@ -27,7 +27,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from .metrics import value_of
+from .artifacts import HISTORY_COLUMNS
+from .metrics import curve_area, value_of
 from .errors import ReportError
 from .runs import atomic_path
 
@@ -180,6 +181,15 @@ def _new_figure(figsize: tuple[float, float], *, fixed_aspect: bool = False) -> 
     return Figure(figsize=figsize, layout="compressed" if fixed_aspect else "constrained")
 
 
+def _figure_and_axes(ax: Axes | None, new_figure: Callable[[], Figure]) -> tuple[Figure, Axes]:
+    """Draw into the caller's ``ax`` (their own layout, as scikit-learn's ``Display.plot(ax=)``)
+    and return its figure, or into one axes of a new figure."""
+    if ax is not None:
+        return ax.figure, ax
+    fig = new_figure()
+    return fig, fig.add_subplot()
+
+
 def _unit_square(ax: Axes) -> None:
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
@@ -242,15 +252,15 @@ def _split_label(name: str, t: Translate) -> str:
 
 
 @_styled
-def class_distribution(dist: Mapping[str, Any], *, t: Translate) -> Figure:
+def class_distribution(dist: Mapping[str, Any], *, t: Translate, ax: Axes | None = None) -> Figure:
     """Grouped bars: images per class, one bar per split, the count written on each bar."""
     names = [_lit(n, limit=NAME_LIMIT) for n in dist["class_names"]]
     splits = dict(dist["splits"])
     order = [s for s in _SPLIT_KEYS if s in splits] + [s for s in splits if s not in _SPLIT_KEYS]
     order = [s for s in order if splits[s] is not None]
     n_classes, n_splits = len(names), max(len(order), 1)
-    fig = _new_figure(WIDE)
-    ax = fig.add_subplot()
+    own = ax is None
+    fig, ax = _figure_and_axes(ax, lambda: _new_figure(WIDE))
     width = 0.8 / n_splits
     x = np.arange(n_classes)
     top = 0
@@ -274,15 +284,11 @@ def class_distribution(dist: Mapping[str, Any], *, t: Translate) -> Figure:
     ax.set_xlabel(t("chart.class_distribution.xlabel"))
     ax.set_ylabel(t("chart.class_distribution.ylabel"))
     handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper")
+    (fig.legend if own else ax.legend)(handles, labels, loc="outside right upper" if own else "best")
     return fig
 
 
 # ---------------------------------------------------------------- training
-
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "train_acc", "val_acc", "train_f1",
-                   "val_f1", "val_auc", "lr")
-
 
 def _history_columns(history: Any) -> dict[str, np.ndarray]:
     """History (list of row dicts or a DataFrame) -> column -> float array (NaN where absent)."""
@@ -293,7 +299,7 @@ def _history_columns(history: Any) -> dict[str, np.ndarray]:
     if not rows:
         raise ReportError("training history is empty: nothing to plot")
     cols: dict[str, np.ndarray] = {}
-    for name in HISTORY_COLUMNS:
+    for name in HISTORY_COLUMNS:   # artifacts.HISTORY_COLUMNS: what train writes
         values = [value_of(row.get(name)) for row in rows]
         cols[name] = np.array([np.nan if v is None else v for v in values], dtype=float)
     if np.isnan(cols["epoch"]).all():
@@ -449,12 +455,11 @@ def _finish_curve_plot(ax: Any, handles: list[Any], labels: list[str], *, title:
 
 
 @_styled
-def roc_curves(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
+def roc_curves(metrics: Mapping[str, Any], *, t: Translate, ax: Axes | None = None) -> Figure:
     """ROC curve of the positive class (binary) or one-vs-rest per class, AUC in the legend."""
     entries = _curve_entries(metrics, "roc")
     binary = metrics.get("task") == "binary"
-    fig = _curve_figure(len(entries))
-    ax = fig.add_subplot()
+    fig, ax = _figure_and_axes(ax, lambda: _curve_figure(len(entries)))
     handles, labels = [], []
     with_ci = len(entries) <= 4  # more curves: keep the legend short; the table has the CIs
     for i, entry in enumerate(entries):
@@ -471,13 +476,12 @@ def roc_curves(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
 
 
 @_styled
-def pr_curves(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
+def pr_curves(metrics: Mapping[str, Any], *, t: Translate, ax: Axes | None = None) -> Figure:
     """Precision–recall curves, AP in the legend; chance = the class's prevalence."""
     entries = _curve_entries(metrics, "pr")
     binary = metrics.get("task") == "binary"
     n = value_of(metrics.get("n"))
-    fig = _curve_figure(len(entries))
-    ax = fig.add_subplot()
+    fig, ax = _figure_and_axes(ax, lambda: _curve_figure(len(entries)))
     handles, labels = [], []
     for i, entry in enumerate(entries):
         style = _series_style(i)
@@ -498,12 +502,12 @@ def pr_curves(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
 
 
 @_styled
-def compare_roc(curves: Mapping[str, Mapping[str, Any]], *, t: Translate) -> Figure:
+def compare_roc(curves: Mapping[str, Mapping[str, Any]], *, t: Translate,
+                ax: Axes | None = None) -> Figure:
     """ROC curves of several runs on one set of axes (``run -> {"fpr", "tpr", "auc"}``)."""
     if not curves:
         raise ReportError("compare: no ROC curves to plot")
-    fig = _new_figure(WIDE, fixed_aspect=True)
-    ax = fig.add_subplot()
+    fig, ax = _figure_and_axes(ax, lambda: _new_figure(WIDE, fixed_aspect=True))
     handles, labels = [], []
     for i, (run, roc) in enumerate(curves.items()):
         (line,) = ax.plot(roc["fpr"], roc["tpr"], **_series_style(i))
@@ -526,7 +530,8 @@ def _op_name(name: str, t: Translate) -> str:
 
 
 @_styled
-def operating_points(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
+def operating_point_chart(metrics: Mapping[str, Any], *, t: Translate,
+                          ax: Axes | None = None) -> Figure:
     """The positive class's ROC with each operating point marked (95% CI as error bars)."""
     if metrics.get("task") != "binary":
         raise ReportError(f"operating points are drawn for binary tasks only; this task is "
@@ -536,8 +541,7 @@ def operating_points(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
         raise ReportError("metrics: no operating points to plot (metrics['operating_points'] "
                           "is empty)")
     roc = _curve_entries(metrics, "roc")[0]
-    fig = _new_figure(WIDE, fixed_aspect=True)
-    ax = fig.add_subplot()
+    fig, ax = _figure_and_axes(ax, lambda: _new_figure(WIDE, fixed_aspect=True))
     (curve,) = ax.plot(roc["fpr"], roc["tpr"], color="#777777", linewidth=1.3)
     handles = [curve]
     labels = [_score_label(roc["class"], t("chart.roc.auc"), roc.get("auc"),
@@ -604,13 +608,12 @@ def _matrix(matrix: Sequence[Sequence[Any]], n: int, *, normalized: bool) -> np.
 
 @_styled
 def confusion_matrix(matrix: Sequence[Sequence[Any]], class_names: Sequence[str], *,
-                     normalized: bool, t: Translate) -> Figure:
+                     normalized: bool, t: Translate, ax: Axes | None = None) -> Figure:
     """Annotated confusion matrix (rows = true class); ``normalized`` takes fractions."""
     n = len(class_names)
     values = _matrix(matrix, n, normalized=normalized)
     side = min(6.5, max(3.2, 1.6 + 0.55 * n))
-    fig = _new_figure((side + 0.9, side), fixed_aspect=True)
-    ax = fig.add_subplot()
+    fig, ax = _figure_and_axes(ax, lambda: _new_figure((side + 0.9, side), fixed_aspect=True))
     ax.grid(False)
     vmax = 1.0 if normalized else max(float(np.nanmax(values, initial=0.0)), 1.0)
     norm = Normalize(vmin=0.0, vmax=vmax)
@@ -866,8 +869,7 @@ def cam_panel(image: Any, cam: Any, *, alpha: float = 0.55) -> Figure:
 def _auc(curve: np.ndarray) -> float | None:
     if curve.size < 2 or not np.isfinite(curve).all():
         return None
-    x = np.linspace(0.0, 1.0, curve.size)
-    return float(np.sum((curve[1:] + curve[:-1]) * np.diff(x)) / 2.0)
+    return float(curve_area(curve))
 
 
 @_styled

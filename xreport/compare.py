@@ -26,7 +26,7 @@ import numpy as np
 
 from . import artifacts
 from . import metrics as metrics_mod
-from . import runs as run_folder
+from . import runs
 from .metrics import value_of
 from .errors import ConfigError, ReportError, RunError, XReportError
 
@@ -59,7 +59,7 @@ class CompareResult:
 class EvaluatedRun:
     """What the comparison needs from one run: checkpoint meta, metrics.json, predictions."""
 
-    paths: run_folder.RunPaths
+    paths: runs.RunPaths
     meta: artifacts.CheckpointMeta
     evaluation: artifacts.Evaluation
     ids: list[str]
@@ -93,7 +93,7 @@ def default_name(run_names: Sequence[str]) -> str:
     return f"compare-{len(run_names)}runs-{digest}"
 
 
-def _check_runs(run_paths: Sequence[run_folder.RunPaths]) -> None:
+def _check_runs(run_paths: Sequence[runs.RunPaths]) -> None:
     if len(run_paths) < 2:
         raise ConfigError(f"--runs needs at least 2 runs to compare; got {len(run_paths)} "
                           f"({', '.join(p.name for p in run_paths) or 'none'})")
@@ -106,13 +106,13 @@ def _check_runs(run_paths: Sequence[run_folder.RunPaths]) -> None:
 
 # ---------------------------------------------------------------- evaluation
 
-def ensure_evaluated(paths: run_folder.RunPaths, *, device: str = "auto", progress: bool = True) -> bool:
+def ensure_evaluated(paths: runs.RunPaths, *, device: str = "auto", progress: bool = True) -> bool:
     """Evaluate the run on the test split unless its metrics.json is fresh; True if it ran."""
     from .build import cached_metrics
     from .device import resolve_device
     from .evaluate import dataset_for_run, evaluate_run, load_run
 
-    with run_folder.run_lock(paths.report_dir, what="report"):
+    with runs.run_lock(paths.report_dir, what="report"):
         run = load_run(paths, device=resolve_device(device))
         dataset = dataset_for_run(run, splits=(SPLIT, "val"))
         if cached_metrics(paths, run, dataset, cam_method=None, split=SPLIT,
@@ -121,13 +121,13 @@ def ensure_evaluated(paths: run_folder.RunPaths, *, device: str = "auto", progre
             return False
         logger.info("%s: evaluating on the %s split (no CAMs)", paths.name, SPLIT)
         # Staged and swapped in whole, as build does: an interruption keeps the old set.
-        with run_folder.staged_report(paths) as staged:
+        with runs.staged_report(paths) as staged:
             evaluate_run(staged, split=SPLIT, device=device, explain=False, dataset=dataset,
                          run=run, progress=progress)
         return True
 
 
-def load_evaluated(paths: run_folder.RunPaths) -> EvaluatedRun:
+def load_evaluated(paths: runs.RunPaths) -> EvaluatedRun:
     """Read an evaluated run: metrics.json, checkpoint meta, predictions.csv, history.csv."""
     evaluation = artifacts.load_evaluation(paths)
     metrics = evaluation["metrics"]
@@ -337,8 +337,11 @@ def _train_seconds(history: Sequence[Mapping[str, Any]]) -> float | None:
 
 
 def _params(meta: Mapping[str, Any]) -> int | None:
-    if isinstance(meta.get("params"), int):
-        return int(meta["params"])
+    params = meta.get("params")
+    if isinstance(params, dict) and isinstance(params.get("total"), int):
+        return int(params["total"])
+    if isinstance(params, int):
+        return params
     from . import models
     try:
         return models.count_parameters(models.model_from_meta(meta))["total"]
@@ -408,11 +411,6 @@ def _figures(evaluated: Sequence[EvaluatedRun], *, maker: Any) -> dict[str, Any]
             "roc_multiclass": any(r.metrics.get("task") != "binary" for r in evaluated)}
 
 
-def _versions() -> dict[str, str]:
-    from . import __version__
-    return {"xreport": __version__}
-
-
 def compare_context(evaluated: Sequence[EvaluatedRun], *, name: str, reports_root: Path,
                     langs: Sequence[str], command: str | None = None, n_boot: int = N_BOOT,
                     seed: int = 0, templates_dir: Path | None = None) -> dict[str, Any]:
@@ -421,7 +419,7 @@ def compare_context(evaluated: Sequence[EvaluatedRun], *, name: str, reports_roo
 
     if len(evaluated) < 2:
         raise ReportError(f"compare needs at least 2 evaluated runs; got {len(evaluated)}")
-    out_paths = run_folder.RunPaths(run_folder.check_run_name(name), reports_root=reports_root)
+    out_paths = runs.RunPaths(runs.check_run_name(name), reports_root=reports_root)
     reference = evaluated[0]
     maker = FigureMaker(out_paths.report_dir, langs, templates_dir=templates_dir)
     figures = _figures(evaluated, maker=maker)
@@ -434,7 +432,7 @@ def compare_context(evaluated: Sequence[EvaluatedRun], *, name: str, reports_roo
         "report_dir": str(out_paths.report_dir.resolve()),
         "langs": list(langs),
         "generated": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "versions": _versions(),
+        "versions": artifacts.runtime_versions(),
         "reference": reference.name,
         "run_names": [r.name for r in evaluated],
         "class_names": class_names,
@@ -489,7 +487,7 @@ def _clear_figures(folder: Path) -> None:
         old.unlink()
 
 
-def compare_runs(runs: Sequence[run_folder.RunPaths], name: str | None, reports_root: Path,
+def compare_runs(run_paths: Sequence[runs.RunPaths], name: str | None, reports_root: Path,
                  langs: Sequence[str], formats: Sequence[str], device: str = "auto",
                  command: str | None = None, *, templates: Path | None = None,
                  n_boot: int = N_BOOT, seed: int = 0, progress: bool = True) -> CompareResult:
@@ -500,28 +498,28 @@ def compare_runs(runs: Sequence[run_folder.RunPaths], name: str | None, reports_
     started = time.perf_counter()
     langs = check_choices(langs, LANGS, what="lang")
     formats = check_choices(formats, FORMATS, what="format")
-    _check_runs(runs)
-    name = run_folder.check_run_name(name or default_name([p.name for p in runs]))
+    _check_runs(run_paths)
+    name = runs.check_run_name(name or default_name([p.name for p in run_paths]))
     out_dir = Path(reports_root) / name
-    for p in runs:
+    for p in run_paths:
         if p.report_dir.resolve() == out_dir.resolve():
             raise RunError(f"--name {name!r} is the report folder of run {p.name!r}; "
                            "choose another name")
     result = CompareResult(report_dir=out_dir)
-    for p in runs:
+    for p in run_paths:
         if ensure_evaluated(p, device=device, progress=progress):
             result.evaluated.append(p.name)
     result.seconds["evaluate"] = round(time.perf_counter() - started, 2)
-    evaluated = [load_evaluated(p) for p in runs]
-    with run_folder.run_lock(out_dir, what="comparison report"):
+    evaluated = [load_evaluated(p) for p in run_paths]
+    with runs.run_lock(out_dir, what="comparison report"):
         _clear_figures(out_dir / "figures")
         context = compare_context(evaluated, name=name, reports_root=Path(reports_root), langs=langs,
                                   command=command, n_boot=n_boot, seed=seed, templates_dir=templates)
-        run_folder.write_json(out_dir / "compare.json", _json_summary(context))
+        runs.write_json(out_dir / "compare.json", _json_summary(context))
         result.files.append(out_dir / "compare.json")
         if "html" in formats:
             html = render_compare_html(context, langs=langs, templates_dir=templates)
-            run_folder.write_text(out_dir / "report.html", html)
+            runs.write_text(out_dir / "report.html", html)
             result.files.append(out_dir / "report.html")
         if "pdf" in formats:
             for lang in langs:

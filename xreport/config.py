@@ -8,9 +8,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
-import types
 import typing
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -366,7 +365,3 @@ def to_toml(config: RunConfig) -> str:
             return [plain(v) for v in value]
         return value
     return tomli_w.dumps(plain(dataclasses.asdict(config)))
-
-
-def with_name(config: RunConfig, name: str) -> RunConfig:
-    return replace(config, name=name)

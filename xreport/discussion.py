@@ -98,18 +98,14 @@ def weak_class(metrics: Mapping[str, Any]) -> list[Item]:
 
 def imbalance(distribution: Mapping[str, Any] | None) -> list[Item]:
     """The majority class dominates the training split."""
-    if not distribution:
+    from .artifacts import train_imbalance
+
+    found = train_imbalance(distribution)
+    if found is None or found["ratio"] < IMBALANCE_RATIO:
         return []
-    names = list(distribution.get("class_names") or [])
-    counts = list((distribution.get("splits") or {}).get("train") or [])
-    if len(counts) < 2 or len(counts) != len(names) or min(counts) <= 0:
-        return []
-    ratio = max(counts) / min(counts)
-    if ratio < IMBALANCE_RATIO:
-        return []
-    major, minor = counts.index(max(counts)), counts.index(min(counts))
-    return [_item("discussion.imbalance", "data-distribution", cls=names[major],
-                  cls_minor=names[minor], ratio=ratio, share_pct=max(counts) / sum(counts))]
+    return [_item("discussion.imbalance", "data-distribution", cls=found["majority"],
+                  cls_minor=found["minority"], ratio=found["ratio"],
+                  share_pct=found["majority_share"])]
 
 
 def overfitting(history: Sequence[Mapping[str, Any]] | None) -> list[Item]:

@@ -22,7 +22,7 @@ from . import config as config_mod
 from . import metrics as metrics_mod
 from . import runs
 from .data import load_dataset, normalize_batch
-from .data.base import Dataset, Split
+from .data.base import Dataset, Split, grey_to_rgb
 from .device import autocast, resolve_channels_last, resolve_device, resolve_precision
 from .errors import CheckpointError, DataError
 from .models import cam_target_layer, load_weights, model_from_meta
@@ -84,10 +84,9 @@ def dataset_for_run(run: LoadedRun, *, splits: Sequence[str], data: str | None =
 
 
 def _match_channels(dataset: Dataset, channels: int) -> Dataset:
-    """An all-grey split for an RGB-trained model gets its channel repeated."""
+    """An all-grey data set for an RGB-trained model gets its channel repeated."""
     if dataset.channels == 1 and channels == 3:
-        for split in dataset.splits.values():
-            split.images = split.images.expand(-1, 3, -1, -1).contiguous()
+        return replace(dataset, splits={name: grey_to_rgb(s) for name, s in dataset.splits.items()})
     return dataset
 
 

@@ -124,7 +124,7 @@ def _result_figures(metrics: artifacts.Metrics | None, maker: FigureMaker,
         figs["reliability"] = maker.draw("reliability", lambda t, lang: charts.reliability_diagram(
             calibration, t=t))
     if metrics["operating_points"]:
-        figs["operating_points"] = maker.draw("operating_points", lambda t, lang: charts.operating_points(
+        figs["operating_points"] = maker.draw("operating_points", lambda t, lang: charts.operating_point_chart(
             local[lang], t=t))
     return figs
 

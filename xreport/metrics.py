@@ -27,7 +27,7 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from .errors import DataError, XReportError
+from .errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -108,12 +108,12 @@ def _as_labels(y: np.ndarray, k: int, split: str) -> np.ndarray:
 
 def _check_options(class_names: Sequence[str], task: str) -> list[str]:
     if task not in TASKS:
-        raise XReportError(f"task {task!r} is not known; choose one of {', '.join(TASKS)}")
+        raise ConfigError(f"task {task!r} is not known; choose one of {', '.join(TASKS)}")
     names = [str(c) for c in class_names]
     if len(names) < 2:
-        raise XReportError(f"class_names {names!r} must name at least 2 classes")
+        raise ConfigError(f"class_names {names!r} must name at least 2 classes")
     if task == "binary" and len(names) != 2:
-        raise XReportError(f"task 'binary' needs exactly 2 class names; got {len(names)}")
+        raise ConfigError(f"task 'binary' needs exactly 2 class names; got {len(names)}")
     return names
 
 
@@ -392,7 +392,7 @@ def bootstrap_intervals(y_true: Any, probs: Any, *, class_names: Sequence[str] |
     _default_names(class_names, p.shape[1])
     _check_n_boot(n_boot)
     if task not in TASKS:
-        raise XReportError(f"task {task!r} is not known; choose one of {', '.join(TASKS)}")
+        raise ConfigError(f"task {task!r} is not known; choose one of {', '.join(TASKS)}")
     if len(y) == 0:
         return {}
     arrays = _bootstrap_arrays(
@@ -403,7 +403,7 @@ def bootstrap_intervals(y_true: Any, probs: Any, *, class_names: Sequence[str] |
 
 def _check_n_boot(n_boot: int) -> None:
     if not isinstance(n_boot, (int, np.integer)) or isinstance(n_boot, bool) or n_boot < 0:
-        raise XReportError(f"n_boot={n_boot!r} must be a whole number >= 0 (0 skips intervals)")
+        raise ConfigError(f"n_boot={n_boot!r} must be a whole number >= 0 (0 skips intervals)")
 
 
 # ---------------------------------------------------------------- public pieces
@@ -427,16 +427,6 @@ def confusion_matrices(y_true: Any, y_pred: Any, *, class_names: Sequence[str]) 
             "by_true": norm(raw.sum(axis=1, keepdims=True)),
             "by_pred": norm(raw.sum(axis=0, keepdims=True)),
             "by_all": norm(np.full_like(raw, n))}
-
-
-def classification_table(y_true: Any, probs: Any, *, class_names: Sequence[str] | None = None
-                         ) -> dict:
-    """Accuracy, balanced accuracy, MCC, per-class precision/recall/specificity/F1/support/AUC,
-    macro and weighted averages (point values, no intervals)."""
-    y, p = validate_inputs(y_true, probs)
-    names = _default_names(class_names, p.shape[1])
-    v = _valuer(y, p, names, _point_metrics(y, p, ordinal=False), {})
-    return _jsonable(_table(v, y, names))
 
 
 def _confusion(y: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -469,20 +459,6 @@ def _table(v: Callable[[str], Value], y: np.ndarray, names: list[str]) -> dict:
                       "support": int(len(y))} for avg in ("macro_avg", "weighted_avg")}
     return {"accuracy": v("accuracy"), "balanced_accuracy": v("balanced_accuracy"),
             "mcc": v("mcc"), "per_class": per_class, **averages}
-
-
-def roc_auc(y_true: Any, probs: Any, *, average: str = "macro",
-            class_names: Sequence[str] | None = None) -> Value:
-    """ROC-AUC: binary (positive class = column 1) or one-vs-rest ``macro``/``weighted``."""
-    if average not in ("macro", "weighted"):
-        raise XReportError(f"average {average!r} is not known; choose macro or weighted")
-    y, p = validate_inputs(y_true, probs)
-    names = _default_names(class_names, p.shape[1])
-    k = p.shape[1]
-    key = "roc_auc_weighted" if k > 2 and average == "weighted" else "roc_auc"
-    out = _valuer(y, p, names, _point_metrics(y, p, ordinal=False), {})(key)
-    out["average"] = "binary" if k == 2 else f"{average}-ovr"
-    return _jsonable(out)
 
 
 def _curve_classes(k: int) -> list[int]:
@@ -544,7 +520,7 @@ def calibration(y_true: Any, probs: Any, *, n_bins: int = CALIBRATION_BINS) -> d
     (binary: on the positive class; multi-class: squared error summed over the one-hot
     classes, averaged over samples) and the reliability bins."""
     if not isinstance(n_bins, int) or n_bins < 1:
-        raise XReportError(f"n_bins={n_bins!r} must be a whole number >= 1")
+        raise ConfigError(f"n_bins={n_bins!r} must be a whole number >= 1")
     y, p = validate_inputs(y_true, probs)
     n, k = p.shape
     conf = p.max(axis=1)
@@ -564,17 +540,6 @@ def calibration(y_true: Any, probs: Any, *, n_bins: int = CALIBRATION_BINS) -> d
              "confidence": float(conf_mean[i]) if counts[i] else None,
              "accuracy": float(acc_mean[i]) if counts[i] else None} for i in range(n_bins)]
     return _jsonable({"ece": ece, "brier": _value(brier, EMPTY), "bins": bins})
-
-
-def ordinal_metrics(y_true: Any, probs: Any, *, n_boot: int = 0, seed: int = 0) -> dict:
-    """Quadratic weighted kappa and the MAE of the predicted grade (argmax), grades 0..k-1."""
-    y, p = validate_inputs(y_true, probs)
-    _check_n_boot(n_boot)
-    names = [str(i) for i in range(p.shape[1])]
-    point = _point_metrics(y, p, ordinal=True)
-    intervals = (bootstrap_intervals(y, p, task="ordinal", n_boot=n_boot, seed=seed)
-                 if n_boot else {})
-    return _ordinal_part(y, p, names, point, intervals)
 
 
 def _ordinal_part(y: np.ndarray, p: np.ndarray, names: list[str], point: dict[str, float],
@@ -835,7 +800,7 @@ def paired_auc_test(y_true: Any, probs_a: Any, probs_b: Any, *, method: str = "d
     computed are None with a ``reason``.
     """
     if method not in PAIRED_AUC_METHODS:
-        raise XReportError(f"method {method!r} is not known; choose "
+        raise ConfigError(f"method {method!r} is not known; choose "
                            f"{' or '.join(PAIRED_AUC_METHODS)}")
     _check_n_boot(n_boot)
     y, p_a = validate_inputs(y_true, probs_a, split="model A")
@@ -850,6 +815,14 @@ def paired_auc_test(y_true: Any, probs_a: Any, probs_b: Any, *, method: str = "d
     full = {"auc_a": None, "auc_b": None, "difference": None, "ci95": None, "p_value": None,
             **res, "method": method}
     return _jsonable(full)
+
+
+def curve_area(curves: Any) -> np.ndarray:
+    """Trapezoid area under curves sampled evenly on [0, 1], along the last axis
+    (deletion/insertion curves: explain scores them, the faithfulness chart labels them)."""
+    c = np.asarray(curves, dtype=np.float64)
+    steps = c.shape[-1] - 1
+    return (c.sum(axis=-1) - (c[..., 0] + c[..., -1]) / 2) / steps
 
 
 def value_of(v: Any) -> float | None:

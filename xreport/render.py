@@ -43,8 +43,6 @@ PDF_FONTS = {"en": '"DejaVu Sans", "Noto Sans CJK JP", sans-serif',
              "zh-CN": '"Noto Sans CJK SC", sans-serif'}
 DASH = "—"
 
-Translator = Callable[..., str]
-
 
 # ---------------------------------------------------------------- templates and catalogs
 
@@ -773,14 +771,6 @@ def render_html(context: Mapping[str, Any], *, langs: Sequence[str],
             ctx=context, langs=langs, bodies=bodies, lang_labels=LANG_LABELS, t=t,
             title_key=kind.title_key,
             css=_read_css(env, "css/report.css"), mobile_css=_read_css(env, "css/mobile.css"))
-
-
-def write_html(context: Mapping[str, Any], out_path: Path, *, langs: Sequence[str],
-               templates_dir: Path | None = None) -> Path:
-    html = render_html(context, langs=langs, templates_dir=templates_dir)
-    with atomic_path(out_path) as tmp:
-        tmp.write_text(html, encoding="utf-8")
-    return Path(out_path)
 
 
 # ---------------------------------------------------------------- PDF

@@ -17,6 +17,9 @@ from typing import Any, Mapping, Sequence
 import tomli_w
 
 from . import artifacts, discussion
+from .config import RunConfig, TrainConfig
+from .config import from_dict as config_from_dict
+from .config import to_dict as config_to_dict
 from .data.base import Dataset
 from .errors import ReportError, XReportError
 from .figures import Figures
@@ -34,34 +37,27 @@ SUMMARY_VERSIONS = ("python", "torch", "torchvision", "xreport")
 # figures are stacked instead of side by side.
 WIDE_CLASSES = 4
 
-
-# ---------------------------------------------------------------- reading the run folder
-
 # ---------------------------------------------------------------- sections
 
-def _versions(meta: Mapping[str, Any]) -> dict[str, str]:
-    return {str(k): str(v) for k, v in (meta.get("versions") or {}).items()}
-
-
-def _summary(meta: Mapping[str, Any], metrics: Mapping[str, Any] | None, evaluation: Mapping[str, Any],
-             dataset_name: str) -> dict[str, Any]:
-    versions = _versions(meta)
+def _summary(meta: artifacts.CheckpointMeta, metrics: artifacts.Metrics | None,
+             evaluation: artifacts.Evaluation, dataset_name: str) -> dict[str, Any]:
+    versions = meta.get("versions", {})
     headline = []
     if metrics:
-        headline = [{"key": "metric.accuracy", "value": metrics.get("accuracy")},
-                    {"key": "metric.roc_auc", "value": metrics.get("roc_auc")},
-                    {"key": "metric.macro_f1", "value": (metrics.get("macro_avg") or {}).get("f1")}]
-        if metrics.get("ordinal"):
-            headline.append({"key": "metric.qwk", "value": metrics["ordinal"].get("qwk")})
-        else:
-            headline.append({"key": "metric.balanced_accuracy", "value": metrics.get("balanced_accuracy")})
+        ordinal = metrics.get("ordinal")
+        headline = [{"key": "metric.accuracy", "value": metrics["accuracy"]},
+                    {"key": "metric.roc_auc", "value": metrics["roc_auc"]},
+                    {"key": "metric.macro_f1", "value": metrics["macro_avg"].get("f1")},
+                    {"key": "metric.qwk", "value": ordinal["qwk"]} if ordinal else
+                    {"key": "metric.balanced_accuracy", "value": metrics["balanced_accuracy"]}]
+    data = evaluation.get("data", {})
     return {
-        "task": (metrics or {}).get("task") or meta.get("task", "binary"),
-        "num_classes": int(meta.get("num_classes", len(meta.get("class_names", [])))),
+        "task": metrics["task"] if metrics else meta.get("task", "binary"),
+        "num_classes": meta["num_classes"],
         "dataset": dataset_name,
-        "arch": meta.get("arch", "?"),
-        "pretrained": bool(meta.get("pretrained", False)),
-        "n_test": (evaluation.get("data") or {}).get("n", (metrics or {}).get("n")),
+        "arch": meta["arch"],
+        "pretrained": meta.get("pretrained", False),
+        "n_test": data["n"] if "n" in data else (metrics["n"] if metrics else None),
         "date": str(meta.get("created", ""))[:16].replace("T", " ") or "—",
         "versions": [(k, versions[k]) for k in SUMMARY_VERSIONS if k in versions],
         "headline": headline,
@@ -94,7 +90,7 @@ def _split_rows(dist: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     if not dist:
         return []
     rows = []
-    for split, counts in (dist.get("splits") or {}).items():
+    for split, counts in dist["splits"].items():
         if counts is None:
             continue
         rows.append({"split": split, "counts": [int(c) for c in counts], "total": int(sum(counts))})
@@ -114,19 +110,15 @@ def _leakage(paths: RunPaths, dist: Mapping[str, Any] | None,
     return {"pairs": pairs, "total": sum(p["n"] for p in pairs)}
 
 
-def _imbalance(config: Mapping[str, Any], dist: Mapping[str, Any] | None) -> dict[str, Any]:
+def _imbalance(method: str, dist: artifacts.ClassDistribution | None) -> dict[str, Any]:
     """The handling method and the training split's largest-to-smallest class ratio;
     ``balanced`` when every class has the same count (the sentence then says so)."""
-    method = (config.get("train") or {}).get("imbalance", "none")
     out: dict[str, Any] = {"method": method, "ratio": None, "balanced": False, "majority": None,
                            "minority": None, "n_majority": None, "n_minority": None}
-    counts = ((dist or {}).get("splits") or {}).get("train")
-    names = (dist or {}).get("class_names") or []
-    if counts and len(counts) == len(names) and min(counts) > 0:
-        big, small = counts.index(max(counts)), counts.index(min(counts))
-        out.update(ratio=max(counts) / min(counts), balanced=max(counts) == min(counts),
-                   majority=names[big], minority=names[small],
-                   n_majority=int(counts[big]), n_minority=int(counts[small]))
+    found = artifacts.train_imbalance(dist)
+    if found is not None:
+        out.update({k: found[k] for k in ("ratio", "balanced", "majority", "minority",
+                                          "n_majority", "n_minority")})
     return out
 
 
@@ -153,85 +145,90 @@ def _join_floats(values: Any) -> str:
     return ", ".join(f"{float(v):.3f}" for v in values)
 
 
-def _model(meta: Mapping[str, Any], explain: Mapping[str, Any] | None, model: Any = None) -> dict[str, Any]:
+def _model(meta: artifacts.CheckpointMeta, explain: artifacts.Explanation | None,
+           model: Any = None) -> dict[str, Any]:
     from . import models
 
     info: dict[str, Any] = {
-        "arch": meta.get("arch", "?"),
-        "stem": "small" if meta.get("small_input_stem") else "standard",
+        "arch": meta["arch"],
+        "stem": "small" if meta["small_input_stem"] else "standard",
         "params": meta.get("params"), "trainable": None, "flops": None,
-        "pretrained": bool(meta.get("pretrained", False)),
-        "cam_layer": (explain or {}).get("target_layer"),
-        "in_channels": meta.get("in_channels"), "image_size": meta.get("image_size"),
-        "num_classes": meta.get("num_classes"), "dropout": float(meta.get("dropout", 0.0)),
+        "pretrained": meta.get("pretrained", False),
+        "cam_layer": explain.get("target_layer") if explain else None,
+        "in_channels": meta["in_channels"], "image_size": meta["image_size"],
+        "num_classes": meta["num_classes"], "dropout": float(meta.get("dropout", 0.0)),
     }
     try:
         if model is None:
             model = models.model_from_meta(meta)
         counts = models.count_parameters(model)
         info["params"], info["trainable"] = counts["total"], counts["trainable"]
-        info["flops"] = models.count_flops(model, int(meta["image_size"]), int(meta["in_channels"]))
+        info["flops"] = models.count_flops(model, meta["image_size"], meta["in_channels"])
         if not info["cam_layer"]:
-            info["cam_layer"] = models.cam_target_layer(model, input_size=int(meta["image_size"]),
-                                                        in_channels=int(meta["in_channels"]))[1]
+            info["cam_layer"] = models.cam_target_layer(model, input_size=meta["image_size"],
+                                                        in_channels=meta["in_channels"])[1]
     except (XReportError, KeyError, ValueError, RuntimeError) as exc:
         logger.warning("model details from the checkpoint meta are incomplete: %s", exc)
     return info
 
 
-def _training(meta: Mapping[str, Any], config: Mapping[str, Any],
-              history: list[dict[str, Any]], curves: dict[str, str] | None) -> dict[str, Any]:
-    train = config.get("train") or {}
-    val = meta.get("val_metrics") or {}
+def _training(meta: artifacts.CheckpointMeta, train: TrainConfig, history: artifacts.History,
+              curves: dict[str, str] | None) -> dict[str, Any]:
+    val = meta.get("val_metrics", {})
     return {
-        "optimizer": train.get("optimizer", "?"), "lr": train.get("lr"),
-        "weight_decay": train.get("weight_decay"), "schedule": train.get("schedule", "none"),
-        "warmup_epochs": train.get("warmup_epochs", 0), "epochs_planned": train.get("epochs"),
-        "epochs_run": len(history) if history else None, "early_stopping": train.get("early_stopping", 0),
-        "batch_size": train.get("batch_size"), "imbalance": train.get("imbalance", "none"),
-        "label_smoothing": train.get("label_smoothing", 0.0), "seed": meta.get("seed", train.get("seed")),
-        "selected_epoch": meta.get("epoch"), "selected_by": meta.get("selected_by", train.get("select_metric", "val_loss")),
-        "val_metrics": [(k, val[k]) for k in ("loss", "acc", "f1", "auc") if val.get(k) is not None],
+        "optimizer": train.optimizer, "lr": train.lr,
+        "weight_decay": train.weight_decay, "schedule": train.schedule,
+        "warmup_epochs": train.warmup_epochs, "epochs_planned": train.epochs,
+        "epochs_run": len(history) if history else None, "early_stopping": train.early_stopping,
+        "batch_size": train.batch_size, "imbalance": train.imbalance,
+        "label_smoothing": train.label_smoothing, "seed": meta.get("seed", train.seed),
+        "selected_epoch": meta.get("epoch"), "selected_by": meta.get("selected_by", train.select_metric),
+        "val_metrics": [(k, v) for k in ("loss", "acc", "f1", "auc") if (v := val.get(k)) is not None],
         "figures": {"curves": curves},
     }
 
 
-def _report_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
-    keys = ("precision", "recall", "specificity", "f1", "auc")
-    rows = [{"label": r["class"], "kind": "class", "support": r.get("support"),
-             **{k: r.get(k) for k in keys}} for r in metrics.get("per_class") or []]
-    for kind in ("macro", "weighted"):
-        avg = metrics.get(f"{kind}_avg") or {}
-        rows.append({"label": kind, "kind": kind, "support": avg.get("support"),
-                     **{k: avg.get(k) for k in keys}})
-    return rows
+_REPORT_COLUMNS = ("precision", "recall", "specificity", "f1", "auc")
 
 
-def _results(metrics: Mapping[str, Any] | None, evaluation: Mapping[str, Any],
+def _report_row(label: str, kind: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    # "auc" (and an average's other columns) may be absent: the cell shows a dash.
+    return {"label": label, "kind": kind, "support": row.get("support"),
+            **{k: row.get(k) for k in _REPORT_COLUMNS}}
+
+
+def _report_rows(metrics: artifacts.Metrics) -> list[dict[str, Any]]:
+    return ([_report_row(r["class"], "class", r) for r in metrics["per_class"]]
+            + [_report_row("macro", "macro", metrics["macro_avg"]),
+               _report_row("weighted", "weighted", metrics["weighted_avg"])])
+
+
+def _results(metrics: artifacts.Metrics | None, evaluation: artifacts.Evaluation,
              figures: Figures) -> dict[str, Any]:
     if not metrics:
         return {"available": False}
-    binary = metrics.get("task") == "binary"
-    overall = [("metric.accuracy", metrics.get("accuracy")),
-               ("metric.balanced_accuracy", metrics.get("balanced_accuracy")),
-               ("metric.mcc", metrics.get("mcc")),
-               ("metric.roc_auc" if binary else "metric.roc_auc_macro", metrics.get("roc_auc"))]
-    if metrics.get("roc_auc_weighted") is not None:
-        overall.append(("metric.roc_auc_weighted", metrics["roc_auc_weighted"]))
-    overall.append(("metric.average_precision", metrics.get("average_precision")))
-    cm = metrics.get("confusion_matrix") or {}
-    ops = [{"name": op.get("name"), "threshold": op.get("threshold"), "chosen_on": op.get("chosen_on", "fixed"),
-            "sensitivity": op.get("sensitivity"), "specificity": op.get("specificity"),
-            "ppv": op.get("ppv"), "npv": op.get("npv"), "cm": op.get("confusion_matrix")}
-           for op in metrics.get("operating_points") or []]
+    binary = metrics["task"] == "binary"
+    overall = [("metric.accuracy", metrics["accuracy"]),
+               ("metric.balanced_accuracy", metrics["balanced_accuracy"]),
+               ("metric.mcc", metrics["mcc"]),
+               ("metric.roc_auc" if binary else "metric.roc_auc_macro", metrics["roc_auc"])]
+    weighted = metrics.get("roc_auc_weighted")
+    if weighted is not None:
+        overall.append(("metric.roc_auc_weighted", weighted))
+    overall.append(("metric.average_precision", metrics["average_precision"]))
+    cm = metrics["confusion_matrix"]
+    ops = [{"name": op["name"], "threshold": op["threshold"], "chosen_on": op["chosen_on"],
+            "sensitivity": op["sensitivity"], "specificity": op["specificity"],
+            "ppv": op["ppv"], "npv": op["npv"], "cm": op.get("confusion_matrix")}
+           for op in metrics["operating_points"]]
     return {
-        "available": True, "task": metrics.get("task"), "n": metrics.get("n"),
+        "available": True, "task": metrics["task"], "n": metrics["n"],
         # Binary: the positive class, named in the 0.5-threshold sentence.
-        "positive": (metrics.get("class_names") or [None, None])[1] if binary else None,
+        "positive": metrics["class_names"][1] if binary else None,
         "split": evaluation.get("split", "test"), "bootstrap": metrics.get("bootstrap"),
         "overall": overall, "report_rows": _report_rows(metrics),
-        "confusion": {"labels": cm.get("labels") or metrics.get("class_names", []),
-                      "raw": cm.get("raw") or [], "by_true": cm.get("by_true") or []},
+        "confusion": {"labels": cm["labels"] or metrics["class_names"],
+                      "raw": cm["raw"], "by_true": cm["by_true"]},
         "operating_points": ops, "calibration": metrics.get("calibration"),
         "ordinal": metrics.get("ordinal"), "figures": figures,
     }
@@ -260,14 +257,14 @@ def _gallery(explain: Mapping[str, Any], paths: RunPaths,
              class_names: Sequence[str]) -> list[dict[str, Any]]:
     """Gallery panels grouped by the class they explain, in class order then TP/TN/FP/FN."""
     groups: dict[str, list[dict[str, Any]]] = {}
-    for entry in explain.get("gallery") or []:
+    for entry in explain["gallery"]:
         maps = _gallery_maps(entry, class_names)
         missing = [m["file"] for m in maps if not m["file"] or not (paths.report_dir / m["file"]).is_file()]
         if missing:
             logger.warning("gallery image(s) %s missing; panel left out", ", ".join(map(str, missing)))
             continue
-        groups.setdefault(str(entry.get("class")), []).append({
-            "kind": str(entry.get("kind")), "id": str(entry.get("id", entry.get("index", "?"))),
+        groups.setdefault(str(entry["class"]), []).append({
+            "kind": str(entry["kind"]), "id": str(entry.get("id", entry["index"])),
             "prob": entry.get("prob"), "true": entry.get("true"), "prob_true": entry.get("prob_true"),
             "pred": entry.get("pred"), "prob_pred": entry.get("prob_pred"),
             "repeated": bool(entry.get("repeated")), "maps": maps})
@@ -307,28 +304,28 @@ def _explain(explain: Mapping[str, Any] | None, paths: RunPaths,
         rows = [{"metric": m, "cam": (loc.get(m) or {}).get("cam"), "random": (loc.get(m) or {}).get("random")}
                 for m in ("pointing_game", "energy_inside") if loc.get(m)]
         loc_ctx = {"n": loc.get("n"), "rows": rows}
-    return {"available": True, "method": explain.get("method", "?"),
+    return {"available": True, "method": explain["method"],
             "target_layer": explain.get("target_layer"), "gallery": _gallery(explain, paths, class_names),
             "cam_scale": charts.cam_scale_colors(),
             "faithfulness": faith_ctx, "sanity": sanity_ctx, "localisation": loc_ctx,
             "figures": {"faithfulness": faith_figure}}
 
 
-def _repro(meta: Mapping[str, Any], config: Mapping[str, Any], paths: RunPaths,
-           evaluation: Mapping[str, Any], command: str | None) -> dict[str, Any]:
+def _repro(meta: artifacts.CheckpointMeta, run_config: RunConfig, paths: RunPaths,
+           evaluation: artifacts.Evaluation, command: str | None) -> dict[str, Any]:
     if paths.config.is_file():
         config_toml = paths.config.read_text(encoding="utf-8")
     else:
-        config_toml = tomli_w.dumps(_toml_safe(config))
-    checkpoint = evaluation.get("checkpoint") or {}
-    sha = checkpoint.get("sha256") or (sha256_file(paths.best) if paths.best.is_file() else None)
+        config_toml = tomli_w.dumps(_toml_safe(meta["config"]))
+    sha = evaluation.get("checkpoint", {}).get("sha256") or (
+        sha256_file(paths.best) if paths.best.is_file() else None)
     train_cmd = meta.get("command")
     if isinstance(train_cmd, (list, tuple)):
         train_cmd = shlex.join(str(a) for a in train_cmd)
-    return {"config_toml": config_toml, "seed": meta.get("seed", (config.get("train") or {}).get("seed")),
+    return {"config_toml": config_toml, "seed": meta.get("seed", run_config.train.seed),
             "checkpoint_path": str(paths.best), "checkpoint_sha256": sha or "—",
-            "data_fingerprint": meta.get("data_fingerprint") or (evaluation.get("data") or {}).get("fingerprint"),
-            "versions": _versions(meta), "command": command, "train_command": train_cmd,
+            "data_fingerprint": meta.get("data_fingerprint") or evaluation.get("data", {}).get("fingerprint"),
+            "versions": meta.get("versions", {}), "command": command, "train_command": train_cmd,
             "created": meta.get("created")}
 
 
@@ -340,10 +337,10 @@ def _toml_safe(value: Any) -> Any:
     return value
 
 
-def _skipped(evaluation: Mapping[str, Any], dataset: Dataset | None) -> list[dict[str, str]]:
+def _skipped(evaluation: artifacts.Evaluation, dataset: Dataset | None) -> list[dict[str, str]]:
     seen: dict[tuple[str, str], dict[str, str]] = {}
-    for item in list(evaluation.get("skipped") or []) + list(dataset.skipped if dataset else []):
-        entry = {"file": str(item.get("file", "?")), "reason": str(item.get("reason", ""))}
+    for item in list(evaluation.get("skipped", [])) + list(dataset.skipped if dataset else []):
+        entry = {"file": str(item["file"]), "reason": str(item["reason"])}
         seen.setdefault((entry["file"], entry["reason"]), entry)
     return list(seen.values())
 
@@ -368,7 +365,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
     evaluation = artifacts.load_evaluation(paths)
     metrics = evaluation["metrics"]
     explain = evaluation.get("explain")
-    config = meta["config"]
+    run_config = config_from_dict(meta["config"], source=f"{paths.best} (meta.config)")
     history = artifacts.load_history(paths)
     dist = _distribution(paths, dataset)
     class_names = list(meta["class_names"])
@@ -380,7 +377,8 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
     examples_fig, before_after_fig, result_figs = figs.examples, figs.before_after, figs.results
 
     name = _dataset_name(meta, dataset)
-    data_cfg = meta.get("data") or {}
+    data_cfg = meta.get("data", {})
+    data_ref = evaluation.get("data", {})
     context = {
         "schema": 1,
         "run": paths.name,
@@ -393,28 +391,28 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "summary": _summary(meta, metrics, evaluation, name),
         "data": {
             "dataset": name, "kind": dataset.kind if dataset else data_cfg.get("kind"),
-            "source": dataset.source if dataset else (evaluation.get("data") or {}).get("source")
+            "source": dataset.source if dataset else data_ref.get("source")
             or data_cfg.get("dataset", "—"),
             "class_names": class_names, "splits": _split_rows(dist),
-            "image_size": meta.get("image_size"), "channels": meta.get("in_channels"),
+            "image_size": meta["image_size"], "channels": meta["in_channels"],
             "original_size": (f"{dataset.original_size[0]} × {dataset.original_size[1]}"
                               if dataset is not None and dataset.original_size else None),
             "original_channels": dataset.original_channels if dataset is not None else None,
             "pipeline": _pipeline(meta),
-            "normalization": {"mode": (meta.get("preprocess") or {}).get("normalize", "dataset"),
-                              "mean": _join_floats(meta.get("mean")), "std": _join_floats(meta.get("std"))},
-            "augment": [(k, v) for k, v in (config.get("augment") or {}).items()],
-            "imbalance": _imbalance(config, dist),
+            "normalization": {"mode": run_config.preprocess.normalize,
+                              "mean": _join_floats(meta["mean"]), "std": _join_floats(meta["std"])},
+            "augment": list(config_to_dict(run_config)["augment"].items()),
+            "imbalance": _imbalance(run_config.train.imbalance, dist),
             "leakage": _leakage(paths, dist, dataset),
             "figures": {"distribution": dist_fig, "examples": examples_fig, "before_after": before_after_fig},
         },
         "model": _model(meta, explain, model),
-        "training": _training(meta, config, history, curves_fig),
+        "training": _training(meta, run_config.train, history, curves_fig),
         "results": _results(metrics, evaluation, result_figs),
         "explain": _explain(explain, paths, faith_fig, class_names),
         "discussion": discussion.observations(metrics, history=history, distribution=dist,
                                               explain=explain),
-        "repro": _repro(meta, config, paths, evaluation, command),
+        "repro": _repro(meta, run_config, paths, evaluation, command),
         "skipped": _skipped(evaluation, dataset),
         "failed_charts": figs.failed,
     }

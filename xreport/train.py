@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 import math
 import os
-import platform
 import random
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,10 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from . import __version__, artifacts, runs
+from . import artifacts, runs
 from .artifacts import HISTORY_COLUMNS  # noqa: F401  (re-exported: the columns train writes)
 from .config import RunConfig, to_dict, to_toml
 from .data.base import Dataset, Split
+from .device import autocast as device_autocast
 from .device import (resolve_channels_last, resolve_device, torch_threads,
                      resolve_precision)
 from .errors import CheckpointError, ConfigError, DataError, OutputError, RunError, TrainingError
@@ -71,14 +71,8 @@ class _Setup:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    @property
-    def amp_dtype(self) -> torch.dtype | None:
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-
     def autocast(self) -> AbstractContextManager:
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return device_autocast(self.device, self.precision)
 
 
 @dataclass
@@ -219,7 +213,7 @@ def accuracy_f1(cm: torch.Tensor) -> tuple[float, float]:
     return (float(tp.sum()) / total if total else math.nan), float(f1.mean())
 
 
-def roc_auc(y: np.ndarray, probs: np.ndarray) -> float:
+def macro_roc_auc(y: np.ndarray, probs: np.ndarray) -> float:
     """Binary AUC, or macro one-vs-rest AUC; NaN when the split lacks a class."""
     from sklearn.metrics import roc_auc_score
 
@@ -308,15 +302,6 @@ def _log_to_file(path: Path, *, enabled: bool, append: bool) -> Iterator[None]:
         handler.close()
 
 
-def _versions() -> dict[str, str]:
-    import sklearn
-    import torchvision
-
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "xreport": __version__,
-            "numpy": np.__version__, "sklearn": sklearn.__version__}
-
-
 def _json_float(value: float) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else float(value)
 
@@ -345,7 +330,7 @@ def _static_meta(config: RunConfig, ds: Dataset, *, model: nn.Module, small_stem
         "pipeline": describe_pipeline(config.preprocess, config.image_size),
         "data": _data_meta(config, ds), "data_fingerprint": ds.fingerprint,
         "selected_by": config.train.select_metric, "seed": config.train.seed,
-        "config": to_dict(config), "versions": _versions(), "params": count_parameters(model),
+        "config": to_dict(config), "versions": artifacts.runtime_versions(), "params": count_parameters(model),
         "device": setup.device.type, "precision": setup.precision,
         "channels_last": setup.channels_last, "world_size": setup.world_size,
         "command": list(command),
@@ -478,7 +463,7 @@ def evaluate_split(loop: _Loop, split: Split) -> dict[str, float]:
     p = logits.softmax(1)
     acc, f1 = accuracy_f1(confusion(p.argmax(1), split.labels, loop.num_classes))
     return {"val_loss": float(loss) / len(split), "val_acc": acc, "val_f1": f1,
-            "val_auc": roc_auc(split.labels.numpy(), p.numpy())}
+            "val_auc": macro_roc_auc(split.labels.numpy(), p.numpy())}
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -3,7 +3,6 @@ imbalance helpers and summaries. See docs/ARCHITECTURE.md ("Data")."""
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from ..errors import DataError
 from ..runs import sha256_file
 from . import folder, manifest, medmnist, phantom
 from .augment import augment_batch
-from .base import SPLITS, Dataset, Split, Task
+from .base import SPLITS, Dataset, Split, Task, grey_to_rgb
 from .images import decode_files, read_image
 from .imbalance import class_weights, sampler_weights
 from .preprocess import (compute_mean_std, describe_pipeline, normalize_batch, preprocess_image,
@@ -298,9 +297,7 @@ def _load_csv(source: str, d: DataConfig, p: PreprocessConfig, *, image_size: in
 def _unify_channels(ds: Dataset) -> None:
     """A data set with any colour split gets 3 channels everywhere."""
     if len({s.images.shape[1] for s in ds.splits.values()}) > 1:
-        for name, split in ds.splits.items():
-            if split.images.shape[1] == 1:
-                ds.splits[name] = replace(split, images=split.images.expand(-1, 3, -1, -1).contiguous())
+        ds.splits = {name: grey_to_rgb(split) for name, split in ds.splits.items()}
 
 
 # ---------------------------------------------------------------- raw examples

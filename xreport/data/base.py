@@ -1,7 +1,7 @@
 """The one data set interface every adapter returns."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -58,3 +58,11 @@ class Dataset:
     def channels(self) -> int:
         first = next(iter(self.splits.values()))
         return int(first.images.shape[1])
+
+
+def grey_to_rgb(split: Split) -> Split:
+    """The split with its one grey channel repeated to three (a new Split; the input is
+    left as it is). A colour split is returned unchanged."""
+    if split.images.shape[1] != 1:
+        return split
+    return replace(split, images=split.images.expand(-1, 3, -1, -1).contiguous())

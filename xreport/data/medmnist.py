@@ -38,7 +38,6 @@ CLASS_NAMES: dict[str, list[str]] = {
 }
 ORDINAL = {"retinamnist"}
 MULTI_LABEL = {"chestmnist"}
-KNOWN = tuple(sorted(set(CLASS_NAMES) | MULTI_LABEL))
 _PYTHON_CLASS = {"pneumoniamnist": "PneumoniaMNIST", "breastmnist": "BreastMNIST",
                  "retinamnist": "RetinaMNIST", "dermamnist": "DermaMNIST", "bloodmnist": "BloodMNIST",
                  "pathmnist": "PathMNIST", "octmnist": "OCTMNIST", "tissuemnist": "TissueMNIST",
