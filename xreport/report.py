@@ -345,38 +345,53 @@ def _gallery(explain: Mapping[str, Any], paths: RunPaths) -> list[dict[str, Any]
             for cls, kinds in groups.items()]
 
 
+FAITH_ROWS = ("deletion_auc", "insertion_auc", "road_morf", "road_lerf")
+
+
+def _stat_row(metric: str, stat: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """One table row of a paired statistic from metrics.json (older files lack the statistics)."""
+    return {"metric": metric, "cam": stat.get("cam"), "random": stat.get("random"),
+            "difference": stat.get("difference"), "ci95": stat.get("ci95"), "p_value": stat.get("p_value"),
+            "n": stat.get("n"), "verdict": stat.get("verdict"), **extra}
+
+
 def _explain(explain: Mapping[str, Any] | None, paths: RunPaths,
-             faith_figure: dict[str, str] | None) -> dict[str, Any]:
+             figures: Mapping[str, dict[str, str] | None]) -> dict[str, Any]:
+    from .verdicts import FAITHFULNESS_MARGIN, LOCALISATION_MARGIN, SANITY_SPEARMAN_LIMIT
+
     if not explain:
         return {"available": False}
     faith = explain.get("faithfulness")
     faith_ctx = None
     if faith:
-        rows = []
-        for metric, lower_better in (("deletion_auc", True), ("insertion_auc", False)):
-            pair = faith.get(metric) or {}
-            cam, rnd = pair.get("cam"), pair.get("random")
-            if cam is None or rnd is None:
-                continue
-            rows.append({"metric": metric, "cam": cam, "random": rnd,
-                         "better": cam < rnd if lower_better else cam > rnd})
-        faith_ctx = {"n": faith.get("n"), "rows": rows} if rows else None
+        rows = [_stat_row(m, faith[m]) for m in FAITH_ROWS
+                if isinstance(faith.get(m), Mapping) and faith[m].get("cam") is not None]
+        faith_ctx = {"n": faith.get("n"), "rows": rows, "verdict": faith.get("verdict"),
+                     "maps": (faith.get("random_maps") or {}).get("per_image", 1),
+                     "margin": FAITHFULNESS_MARGIN, "road": any(r["metric"].startswith("road") for r in rows)
+                     } if rows else None
     sanity = explain.get("sanity")
     sanity_ctx = None
-    if sanity:
-        stages = sanity.get("stages") or [{"randomised": "+".join(sanity.get("layers_randomised") or []),
-                                           "spearman": sanity.get("spearman"), "ssim": sanity.get("ssim")}]
-        sanity_ctx = {"n": sanity.get("n"), "stages": stages}
+    if sanity and sanity.get("stages"):
+        stages = [{"randomised": st.get("randomised"), "verdict": st.get("verdict"),
+                   **{key: {"mean": None, "sd_seeds": None, "ci95": None, "n": None,
+                            **(st[key] if isinstance(st.get(key), Mapping) else {"mean": st.get(key)})}
+                      for key in ("spearman", "ssim")}}
+                  for st in sanity["stages"]]
+        sanity_ctx = {"n": sanity.get("n"), "seeds": sanity.get("seeds", 1), "stages": stages,
+                      "verdict": sanity.get("verdict"), "limit": SANITY_SPEARMAN_LIMIT}
     loc = explain.get("localisation")
     loc_ctx = None
-    if loc:
-        rows = [{"metric": m, "cam": (loc.get(m) or {}).get("cam"), "random": (loc.get(m) or {}).get("random")}
-                for m in ("pointing_game", "energy_inside") if loc.get(m)]
-        loc_ctx = {"n": loc.get("n"), "rows": rows}
+    if loc and loc.get("n"):
+        rows = [_stat_row(m, loc[m], chance=loc[m].get("chance")) for m in ("pointing_game", "energy_inside")
+                if isinstance(loc.get(m), Mapping)]
+        loc_ctx = {"n": loc.get("n"), "rows": rows, "verdict": loc.get("verdict"),
+                   "tolerance": loc.get("tolerance", 0), "maps": loc.get("random_per_image", 1),
+                   "margin": LOCALISATION_MARGIN}
     return {"available": True, "method": explain.get("method", "?"),
             "target_layer": explain.get("target_layer"), "gallery": _gallery(explain, paths),
             "faithfulness": faith_ctx, "sanity": sanity_ctx, "localisation": loc_ctx,
-            "figures": {"faithfulness": faith_figure}}
+            "figures": dict(figures)}
 
 
 def _repro(meta: Mapping[str, Any], config: Mapping[str, Any], paths: RunPaths,
@@ -477,10 +492,14 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
             history, selected_epoch=meta.get("epoch"), t=t))
     examples_fig, before_after_fig = _example_figures(meta, config, dataset, maker, names_by_lang, seed)
     result_figs = _chart_set(metrics, maker, mappings)
-    faith_fig = None
+    explain_figs: dict[str, dict[str, str] | None] = {"faithfulness": None, "sanity": None}
     faith = (explain or {}).get("faithfulness") or {}
     if faith.get("deletion_curve") or faith.get("insertion_curve"):
-        faith_fig = maker.draw("faithfulness", lambda t, lang: charts.faithfulness_curves(faith, t=t))
+        explain_figs["faithfulness"] = maker.draw("faithfulness",
+                                                  lambda t, lang: charts.faithfulness_curves(faith, t=t))
+    sanity = (explain or {}).get("sanity") or {}
+    if any(isinstance(st.get("spearman"), Mapping) for st in sanity.get("stages") or []):
+        explain_figs["sanity"] = maker.draw("sanity", lambda t, lang: charts.sanity_similarity(sanity, t=t))
 
     name = _dataset_name(meta, dataset)
     data_cfg = meta.get("data") or {}
@@ -513,7 +532,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "model": _model(meta, explain),
         "training": _training(meta, config, history, curves_fig),
         "results": _results(metrics, evaluation, result_figs),
-        "explain": _explain(explain, paths, faith_fig),
+        "explain": _explain(explain, paths, explain_figs),
         "discussion": discussion.observations(metrics, history=history, distribution=dist,
                                               explain=explain),
         "repro": _repro(meta, config, paths, evaluation, command),
