@@ -8,8 +8,6 @@ All wording is left to the templates and message catalogs.
 """
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import shlex
 from pathlib import Path
@@ -18,10 +16,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import tomli_w
 
-from . import discussion
+from . import artifacts, discussion
 from .data.base import Dataset
 from .errors import ReportError, XReportError
-from .runs import RunPaths, load_checkpoint, sha256_file
+from .runs import RunPaths, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -32,43 +30,14 @@ BEFORE_AFTER_PAIRS = 4
 
 Figures = dict[str, dict[str, str] | None]
 
+# Beyond this many classes a table with one column per class no longer fits an A4 page
+# with the names in full: the distribution table turns (one row per class), the confusion
+# matrix heads its columns with numbers (the rows carry number and name), and paired
+# figures are stacked instead of side by side.
+WIDE_CLASSES = 4
+
 
 # ---------------------------------------------------------------- reading the run folder
-
-def _read_json(path: Path, *, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(f"{path}: {what} is not valid JSON ({exc})") from None
-
-
-def _number(text: str) -> Any:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return text if text != "" else None
-    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
-
-
-def read_history(path: Path) -> list[dict[str, Any]]:
-    """history.csv as rows of numbers; [] when the file is absent."""
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        return [{k: _number(v) for k, v in row.items() if k} for row in csv.DictReader(fh)]
-
-
-def read_metrics(paths: RunPaths) -> dict[str, Any]:
-    data = _read_json(paths.metrics, what="metrics.json")
-    if data is None:
-        raise ReportError(f"{paths.metrics}: not found; evaluate the run first "
-                          f"(`xreport build --run {paths.name}` does it)")
-    if not isinstance(data, dict) or "metrics" not in data:
-        raise ReportError(f"{paths.metrics}: not an xreport metrics file (no \"metrics\" key)")
-    return data
-
 
 # ---------------------------------------------------------------- figures
 
@@ -154,12 +123,19 @@ def _dataset_name(meta: Mapping[str, Any], dataset: Dataset | None) -> str:
     return Path(source).stem if "/" in source or source.endswith(".npz") else source
 
 
-def _distribution(paths: RunPaths, dataset: Dataset | None) -> dict[str, Any] | None:
+def _distribution(paths: RunPaths, dataset: Dataset | None) -> artifacts.ClassDistribution | None:
     # The loaded data set has the test split too; the run folder's file only train and val.
     if dataset is not None:
         from .data.summary import class_distribution
         return class_distribution(dataset)
-    return _read_json(paths.class_distribution, what="class_distribution.json")
+    return artifacts.load_class_distribution(paths)
+
+
+def layout(num_classes: int) -> dict[str, Any]:
+    """How tables and figures are laid out for ``num_classes`` (see WIDE_CLASSES)."""
+    wide = num_classes > WIDE_CLASSES
+    return {"n_classes": num_classes, "transpose_splits": wide, "numbered_columns": wide,
+            "stack_figures": wide}
 
 
 def _split_rows(dist: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -175,9 +151,7 @@ def _split_rows(dist: Mapping[str, Any] | None) -> list[dict[str, Any]]:
 
 def _leakage(paths: RunPaths, dist: Mapping[str, Any] | None,
              dataset: Dataset | None) -> dict[str, Any] | None:
-    found = _read_json(paths.run_dir / "leakage.json", what="leakage.json")
-    if found is None and dist:
-        found = dist.get("leakage")
+    found = dist.get("leakage") if dist else None
     if found is None and dataset is not None:
         from .data.summary import leakage_check
         found = leakage_check(dataset)
@@ -331,18 +305,44 @@ def _results(metrics: Mapping[str, Any] | None, evaluation: Mapping[str, Any],
     }
 
 
-def _gallery(explain: Mapping[str, Any], paths: RunPaths) -> list[dict[str, Any]]:
-    groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
+def _gallery_maps(entry: Mapping[str, Any], class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """The entry's maps, each naming its class and role (true / predicted class).
+
+    metrics.json from before per-class maps has one ``file`` whose map is for ``target``
+    (a class index)."""
+    maps = entry.get("maps")
+    if not maps:
+        target = entry.get("target")
+        named = class_names[target] if isinstance(target, int) and 0 <= target < len(class_names) else None
+        maps = [{"file": entry.get("file"), "class": named, "prob": None}]
+    out = []
+    for item in maps:
+        cls = item.get("class")
+        roles = [role for role, key in (("true", "true"), ("pred", "pred"))
+                 if cls is not None and entry.get(key) == cls]
+        out.append({"file": item.get("file"), "cls": cls, "prob": item.get("prob"), "roles": roles})
+    return out
+
+
+def _gallery(explain: Mapping[str, Any], paths: RunPaths,
+             class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Gallery panels grouped by the class they explain, in class order then TP/TN/FP/FN."""
+    groups: dict[str, list[dict[str, Any]]] = {}
     for entry in explain.get("gallery") or []:
-        rel = entry.get("file")
-        if not rel or not (paths.report_dir / rel).is_file():
-            logger.warning("gallery image %s is missing; left out", rel)
+        maps = _gallery_maps(entry, class_names)
+        missing = [m["file"] for m in maps if not m["file"] or not (paths.report_dir / m["file"]).is_file()]
+        if missing:
+            logger.warning("gallery image(s) %s missing; panel left out", ", ".join(map(str, missing)))
             continue
-        groups.setdefault(str(entry.get("class")), {}).setdefault(str(entry.get("kind")), []).append(
-            {"file": rel, "id": str(entry.get("id", entry.get("index", "?"))), "prob": entry.get("prob")})
-    return [{"cls": cls, "kinds": [{"kind": k, "entries": kinds[k]}
-                                     for k in sorted(kinds, key=lambda k: (KIND_ORDER + (k,)).index(k))]}
-            for cls, kinds in groups.items()]
+        groups.setdefault(str(entry.get("class")), []).append({
+            "kind": str(entry.get("kind")), "id": str(entry.get("id", entry.get("index", "?"))),
+            "prob": entry.get("prob"), "true": entry.get("true"), "prob_true": entry.get("prob_true"),
+            "pred": entry.get("pred"), "prob_pred": entry.get("prob_pred"),
+            "repeated": bool(entry.get("repeated")), "maps": maps})
+    order = {name: i for i, name in enumerate(class_names)}
+    kind_rank = {k: i for i, k in enumerate(KIND_ORDER)}
+    return [{"cls": cls, "panels": sorted(panels, key=lambda e: kind_rank.get(e["kind"], len(KIND_ORDER)))}
+            for cls, panels in sorted(groups.items(), key=lambda g: order.get(g[0], len(order)))]
 
 
 FAITH_ROWS = ("deletion_auc", "insertion_auc", "road_morf", "road_lerf")
@@ -356,7 +356,8 @@ def _stat_row(metric: str, stat: Mapping[str, Any], **extra: Any) -> dict[str, A
 
 
 def _explain(explain: Mapping[str, Any] | None, paths: RunPaths,
-             figures: Mapping[str, dict[str, str] | None]) -> dict[str, Any]:
+             figures: Mapping[str, dict[str, str] | None], class_names: Sequence[str]) -> dict[str, Any]:
+    from . import charts
     from .verdicts import FAITHFULNESS_MARGIN, LOCALISATION_MARGIN, SANITY_SPEARMAN_LIMIT
 
     if not explain:
@@ -389,7 +390,8 @@ def _explain(explain: Mapping[str, Any] | None, paths: RunPaths,
                    "tolerance": loc.get("tolerance", 0), "maps": loc.get("random_per_image", 1),
                    "margin": LOCALISATION_MARGIN}
     return {"available": True, "method": explain.get("method", "?"),
-            "target_layer": explain.get("target_layer"), "gallery": _gallery(explain, paths),
+            "target_layer": explain.get("target_layer"), "gallery": _gallery(explain, paths, class_names),
+            "cam_scale": charts.cam_scale_colors(),
             "faithfulness": faith_ctx, "sanity": sanity_ctx, "localisation": loc_ctx,
             "figures": dict(figures)}
 
@@ -466,12 +468,12 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
     if not paths.best.is_file():
         raise ReportError(f"{paths.best}: checkpoint not found; train the run first "
                           f"(`xreport train`) or check --checkpoints")
-    meta = load_checkpoint(paths.best).meta
-    evaluation = read_metrics(paths)
+    meta = artifacts.load_checkpoint_meta(paths.best)
+    evaluation = artifacts.load_evaluation(paths)
     metrics = evaluation.get("metrics")
     explain = evaluation.get("explain")
     config = meta.get("config") or {}
-    history = read_history(paths.history)
+    history = artifacts.load_history(paths)
     dist = _distribution(paths, dataset)
     seed = int(meta.get("seed", 0) or 0)
 
@@ -511,6 +513,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "generated": str(evaluation.get("created", ""))[:16].replace("T", " ") or "—",
         "class_names": class_names,
         "class_names_i18n": {k: v for k, v in i18n.items() if v},
+        "layout": layout(len(class_names)),
         "summary": _summary(meta, metrics, evaluation, name),
         "data": {
             "dataset": name, "kind": dataset.kind if dataset else data_cfg.get("kind"),
@@ -532,7 +535,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "model": _model(meta, explain),
         "training": _training(meta, config, history, curves_fig),
         "results": _results(metrics, evaluation, result_figs),
-        "explain": _explain(explain, paths, explain_figs),
+        "explain": _explain(explain, paths, explain_figs, class_names),
         "discussion": discussion.observations(metrics, history=history, distribution=dist,
                                               explain=explain),
         "repro": _repro(meta, config, paths, evaluation, command),
