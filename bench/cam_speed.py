@@ -72,7 +72,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--smoke", action="store_true", help="2 images of 64 px, 1 round (tests)")
     args = parser.parse_args()
+    if args.smoke:
+        args.images, args.batch_size, args.size, args.rounds = 2, 2, 64, 1
     threads = [int(t) for t in args.threads.split(",")]
     started = common.load_average()
 
@@ -118,7 +121,7 @@ def main() -> None:
     print(f"max |xreport - pytorch_grad_cam| = {max_diff:.2e}")
     common.write_result(args.out, benchmark="cam_speed", started_load=started, body={
         "cpu": cpu_flags(), "model": "resnet18 (random weights)", "input": [n, 3, args.size, args.size],
-        "method": "gradcam", "batch_size": bs, "threads": threads, "rounds": args.rounds,
+        "smoke": args.smoke, "method": "gradcam", "batch_size": bs, "threads": threads, "rounds": args.rounds,
         "note": "interleaved rounds on a machine shared with other work; quote the median ratio",
         "variants": common.summarize(results), "ratios": ratios, "max_abs_diff_vs_grad_cam": max_diff})
 

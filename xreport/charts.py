@@ -922,8 +922,10 @@ def faithfulness_curves(faith: Mapping[str, Any], *, t: Translate) -> Figure:
         ax.set_xlim(0, 1)
         ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
         if deltas:
-            ax.text(0.02, 0.02, "\n".join(deltas + ([f"n = {n}"] if n else [])), transform=ax.transAxes,
-                    fontsize="x-small", va="bottom", ha="left",
+            # Insertion rises from the lower left: its box goes to the empty upper left.
+            top = kind == "insertion"
+            ax.text(0.02, 0.98 if top else 0.02, "\n".join(deltas + ([f"n = {n}"] if n else [])),
+                    transform=ax.transAxes, fontsize="x-small", va="top" if top else "bottom", ha="left",
                     bbox=dict(boxstyle="round,pad=0.25", facecolor="white", edgecolor="#cccccc", alpha=0.9))
         if handles:
             ax.legend(handles, labels, loc="upper right" if kind != "insertion" else "lower right",

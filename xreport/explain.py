@@ -44,6 +44,7 @@ RANDOM_PER_IMAGE = 3  # random maps per image whose scores are averaged into its
 SANITY_SEEDS = 3  # initialisations of the cascade; the report shows their mean ± sd per stage
 ROAD_NOISE = 0.01  # std of the noise ROAD adds to imputed pixels (Rong et al.'s default)
 CURVES = ("deletion", "insertion", "road_morf", "road_lerf")
+_CHUNK_VALUES = 2 ** 22  # floats per perturbed chunk (16 MB): bounds memory at 224 px
 # score -> (curve it summarises, higher is better)
 FAITH_SCORES = {"deletion_auc": ("deletion", False), "insertion_auc": ("insertion", True),
                 "road_morf": ("road_morf", False), "road_lerf": ("road_lerf", True)}
@@ -517,8 +518,9 @@ def _curves(model: nn.Module, x: Tensor, base: Tensor, ranks: Tensor, targets: T
         return {key: torch.zeros((m, 0)) for key in CURVES}
     counts = torch.round(torch.arange(1, steps) / steps * hw).long()
     noise = torch.Generator().manual_seed(seed + 3)
-    # Maps per chunk so that one chunk's four perturbations fill about one batch.
-    per = max(1, batch_size // (len(CURVES) * inner))
+    # Maps per chunk: at least one batch of perturbed images, and as many more as fit in
+    # _CHUNK_VALUES, since the ROAD imputation costs about the same per call at any size.
+    per = max(1, batch_size // (len(CURVES) * inner), _CHUNK_VALUES // (len(CURVES) * inner * c * h * w))
     out: dict[str, list[Tensor]] = {key: [] for key in CURVES}
     for start in tqdm(range(0, m, per), desc="faithfulness", leave=False, disable=None):
         sl = slice(start, start + per)
