@@ -274,3 +274,42 @@ def test_faithfulness_chart_shows_road_and_the_interval_with_n() -> None:
     assert len(boxes) == 3 and all("n = 8" in b and "[" in b for b in boxes)
     lo, hi = faith["deletion_auc"]["ci95"]
     assert f"[{lo:.3f}, {hi:.3f}]" in boxes[0]
+
+
+# ---------------------------------------------------------------- a trained model
+
+@pytest.mark.slow
+def test_verdicts_on_a_trained_fixture_model_and_what_the_discussion_says() -> None:
+    from pathlib import Path
+
+    from xreport import runs
+    from xreport.data import normalize_batch
+    from xreport.evaluate import EXPLAIN_BUDGET, dataset_for_run, load_run, predict
+    from xreport.models import cam_target_layer
+
+    fixtures = Path(__file__).resolve().parent / "fixtures" / "checkpoints"
+    paths = runs.RunPaths("fixture_binary", checkpoints_root=fixtures)
+    run = load_run(paths, device=torch.device("cpu"))
+    test = dataset_for_run(run, splits=["test"]).splits["test"]
+    probs = predict(run.model, test.images, mean=run.meta["mean"], std=run.meta["std"],
+                    device=torch.device("cpu"), batch_size=256, progress=False)
+    layer, name = cam_target_layer(run.model, input_size=32, in_channels=1)
+    x = normalize_batch(test.images, run.meta["mean"], run.meta["std"])
+    summary, _ = explain.explain_split(
+        run.model, x, y_true=test.labels.numpy(), probs=probs, class_names=run.meta["class_names"],
+        target_layer=layer, layer_name=name, masks=test.masks, seed=0, **EXPLAIN_BUDGET["cpu"])
+    faith, sanity = summary["faithfulness"], summary["sanity"]
+    assert faith["n"] == 64 and sanity["n"] == 16 and sanity["seeds"] == 3
+    # The trained model's maps: ROAD removes its evidence faster than random maps do, and the
+    # cascade (fc, then each stage's block down to the target's) leaves nothing of the maps.
+    assert sanity["layers_randomised"] == ["fc", "layer4.0", "layer3.0"]
+    assert faith["road_morf"]["verdict"] == "better" and faith["road_morf"]["p_value"] < 1e-4
+    assert sanity["verdict"] == "pass"
+    said = {i["key"] for i in discussion.observations(None, explain=summary)}
+    topic = {"better": "discussion.cam_faithful", "not_distinguishable": "discussion.cam_not_distinguishable",
+             "worse": "discussion.cam_worse"}[faith["verdict"]]
+    assert topic in said and "discussion.sanity_passed" in said
+    # Phantom lesions are small: chance (the dilated lesion's share) is a few percent, and the
+    # random maps, whose peaks can fall anywhere, land near it.
+    hits = summary["localisation"]["pointing_game"]
+    assert 0 < hits["chance"] < 0.2 and abs(hits["random"] - hits["chance"]) < 0.1
