@@ -637,7 +637,8 @@ def _interior_mean(curves: Tensor) -> Tensor:
 
 def sanity_check(model: nn.Module, x: Tensor, *, targets: Tensor, method: str,
                  target_layer_fn: TargetLayerFn, seed: int = 0, seeds: int = SANITY_SEEDS,
-                 batch_size: int = 64, device: str | torch.device | None = None) -> dict[str, Any]:
+                 original: Tensor | None = None, batch_size: int = 64,
+                 device: str | torch.device | None = None) -> dict[str, Any]:
     """Cascading model-parameter randomisation (Adebayo et al., 2018), over several seeds.
 
     A deep copy of the model has its classifier re-initialised, then, cumulatively and top
@@ -647,12 +648,14 @@ def sanity_check(model: nn.Module, x: Tensor, *, targets: Tensor, method: str,
     initialisations. Per stage: the mean over seeds and images, the sd over seeds of the
     per-seed means, and ``verdicts.below_limit`` on the per-image means over seeds. The
     verdict of the check is that of the last, most randomised stage: maps that survive
-    randomisation reflect the image (edges), not what the model learned.
+    randomisation reflect the image (edges), not what the model learned. ``original``: the
+    trained model's maps of ``x`` when the caller already has them.
     """
     if seeds < 1:
         raise ConfigError(f"sanity check needs at least 1 seed, got {seeds}")
-    original = compute_cams(model, x, target_layer=_as_module(target_layer_fn(model)),
-                            targets=targets, method=method, batch_size=batch_size, device=device)
+    if original is None:
+        original = compute_cams(model, x, target_layer=_as_module(target_layer_fn(model)),
+                                targets=targets, method=method, batch_size=batch_size, device=device)
     names = cascade_stages(model, _as_module(target_layer_fn(model)))
     similarity = {key: torch.full((seeds, len(names), x.shape[0]), float("nan")) for key in ("spearman", "ssim")}
     for s in range(seeds):
@@ -881,9 +884,11 @@ def explain_split(model: nn.Module, images_float: Tensor, *, y_true: np.ndarray 
 
     clock = time.perf_counter()
     s_rows = sample[:sanity_n]
+    # The sanity images are the first of the faithfulness sample: their trained maps exist.
     sanity = sanity_check(model, images_float[s_rows], targets=pred[s_rows], method=method,
                           target_layer_fn=lambda m: m.get_submodule(layer_path), seed=seed,
-                          seeds=sanity_seeds, batch_size=batch_size, device=device)
+                          seeds=sanity_seeds, original=cams_f[:sanity_n], batch_size=batch_size,
+                          device=device)
     summary["sanity"] = sanity
     timings["sanity_s"] = time.perf_counter() - clock
 
