@@ -9,6 +9,7 @@ All wording is left to the templates and message catalogs.
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -163,22 +164,34 @@ def _leakage(paths: RunPaths, dist: Mapping[str, Any] | None,
 
 
 def _imbalance(config: Mapping[str, Any], dist: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The handling method and the training split's largest-to-smallest class ratio;
+    ``balanced`` when every class has the same count (the sentence then says so)."""
     method = (config.get("train") or {}).get("imbalance", "none")
-    out: dict[str, Any] = {"method": method, "ratio": None, "majority": None, "minority": None}
+    out: dict[str, Any] = {"method": method, "ratio": None, "balanced": False, "majority": None,
+                           "minority": None, "n_majority": None, "n_minority": None}
     counts = ((dist or {}).get("splits") or {}).get("train")
     names = (dist or {}).get("class_names") or []
     if counts and len(counts) == len(names) and min(counts) > 0:
-        out.update(ratio=max(counts) / min(counts), majority=names[counts.index(max(counts))],
-                   minority=names[counts.index(min(counts))])
+        big, small = counts.index(max(counts)), counts.index(min(counts))
+        out.update(ratio=max(counts) / min(counts), balanced=max(counts) == min(counts),
+                   majority=names[big], minority=names[small],
+                   n_majority=int(counts[big]), n_minority=int(counts[small]))
     return out
 
 
-def _pipeline(meta: Mapping[str, Any]) -> list[dict[str, str]]:
+def _param_slug(value: Any) -> str:
+    """A parameter value as a catalog key part: "black, centred" -> "black_centred"."""
+    return re.sub(r"[^a-z0-9]+", "_", str(value).lower()).strip("_")
+
+
+def _pipeline(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each step's name and parameters; the templates translate parameter names and the
+    word-like values (``pipeline.param.*``, ``pipeline.value.*``), numbers stay as they are."""
     steps = []
     for step in meta.get("pipeline") or []:
-        params = step.get("params") or {}
-        detail = ", ".join(f"{k}={v}" for k, v in params.items() if v is not None)
-        steps.append({"name": str(step.get("step", "?")), "detail": detail})
+        params = [{"key": str(k), "value": v, "slug": _param_slug(v) if isinstance(v, (str, bool)) else None}
+                  for k, v in (step.get("params") or {}).items() if v is not None]
+        steps.append({"name": str(step.get("step", "?")), "params": params})
     return steps
 
 
@@ -283,9 +296,11 @@ def _results(metrics: Mapping[str, Any] | None, evaluation: Mapping[str, Any],
              figures: Figures) -> dict[str, Any]:
     if not metrics:
         return {"available": False}
+    binary = metrics.get("task") == "binary"
     overall = [("metric.accuracy", metrics.get("accuracy")),
                ("metric.balanced_accuracy", metrics.get("balanced_accuracy")),
-               ("metric.mcc", metrics.get("mcc")), ("metric.roc_auc", metrics.get("roc_auc"))]
+               ("metric.mcc", metrics.get("mcc")),
+               ("metric.roc_auc" if binary else "metric.roc_auc_macro", metrics.get("roc_auc"))]
     if metrics.get("roc_auc_weighted") is not None:
         overall.append(("metric.roc_auc_weighted", metrics["roc_auc_weighted"]))
     overall.append(("metric.average_precision", metrics.get("average_precision")))
@@ -296,6 +311,8 @@ def _results(metrics: Mapping[str, Any] | None, evaluation: Mapping[str, Any],
            for op in metrics.get("operating_points") or []]
     return {
         "available": True, "task": metrics.get("task"), "n": metrics.get("n"),
+        # Binary: the positive class, named in the 0.5-threshold sentence.
+        "positive": (metrics.get("class_names") or [None, None])[1] if binary else None,
         "split": evaluation.get("split", "test"), "bootstrap": metrics.get("bootstrap"),
         "overall": overall, "report_rows": _report_rows(metrics),
         "confusion": {"labels": cm.get("labels") or metrics.get("class_names", []),
