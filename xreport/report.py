@@ -49,7 +49,8 @@ def _summary(meta: Mapping[str, Any], metrics: Mapping[str, Any] | None, evaluat
     headline = []
     if metrics:
         headline = [{"key": "metric.accuracy", "value": metrics.get("accuracy")},
-                    {"key": "metric.roc_auc", "value": metrics.get("roc_auc")},
+                    {"key": "metric.roc_auc" if metrics.get("task") == "binary" else "metric.roc_auc_macro",
+                     "value": metrics.get("roc_auc")},
                     {"key": "metric.macro_f1", "value": (metrics.get("macro_avg") or {}).get("f1")}]
         if metrics.get("ordinal"):
             headline.append({"key": "metric.qwk", "value": metrics["ordinal"].get("qwk")})
