@@ -808,7 +808,7 @@ def localisation(cams: Tensor, masks: Tensor, *, tolerance: int = 1, seed: int =
                                              dilated.repeat_interleave(random_per_image, 0))}
     for metric in ("pointing_game", "energy_inside"):
         stat = verdicts.paired(scores["cam"][metric].numpy(), chance[metric].numpy(), higher_is_better=True,
-                               margin=verdicts.LOCALISATION_MARGIN, seed=seed)
+                               margin=verdicts.LOCALISATION_MARGIN, seed=seed, test="sign_flip")
         stat["chance"] = stat.pop("reference")
         stat["random"] = float(scores["random"][metric].mean())
         result[metric] = stat
