@@ -33,6 +33,8 @@ DYNAMIC = {
     "op": ("default_0.5", "youden", "sens_90", "sens_95"), "chosen_on": ("fixed", "val", "test"),
     "kind": ("TP", "TN", "FP", "FN"), "faith": ("deletion_auc", "insertion_auc"),
     "loc": ("pointing_game", "energy_inside"),
+    "viewer.set": ("gallery", "confident", "uncertain"),
+    "viewer.outcome": ("TP", "FP", "TN", "FN", "correct", "incorrect"),
     "pipeline": ("decode", "crop_black_border", "equalize", "clahe", "unsharp", "resize", "to_rgb", "normalize"),
 }
 

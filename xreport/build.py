@@ -11,13 +11,14 @@ from typing import Any, Sequence
 from . import runs
 from .data.base import Dataset
 from .device import resolve_device
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .evaluate import LoadedRun, dataset_for_run, evaluate_run, load_run
 
 logger = logging.getLogger(__name__)
 
 LANGS = ("en", "zh-TW", "zh-CN")
 FORMATS = ("html", "pdf")
+SPLITS = ("test", "val")
 
 
 @dataclass
@@ -38,13 +39,14 @@ def check_choices(values: Sequence[str], valid: Sequence[str], *, what: str) -> 
     return values
 
 
-def cached_metrics(paths: runs.RunPaths, run: LoadedRun, dataset: Dataset, *, cam_method: str,
+def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, *, cam_method: str,
                    split: str, need_explain: bool = True) -> dict[str, Any] | None:
-    """metrics.json when it was made from this checkpoint, these data and this CAM method."""
-    if not (paths.metrics.is_file() and paths.predictions.is_file()):
+    """An evaluation's metrics.json when it was made from this checkpoint, these data and this
+    CAM method (with its viewer data)."""
+    if not (out.metrics.is_file() and out.predictions.is_file()):
         return None
     try:
-        cached = json.loads(paths.metrics.read_text(encoding="utf-8"))
+        cached = json.loads(out.metrics.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
     explain = cached.get("explain")
@@ -53,7 +55,10 @@ def cached_metrics(paths: runs.RunPaths, run: LoadedRun, dataset: Dataset, *, ca
     if explain is None:
         explain_ok = not (need_explain and labelled)
     else:
-        explain_ok = explain.get("method") == cam_method
+        viewer = explain.get("viewer") or {}
+        # An evaluation from before the viewer existed is redone once to add it.
+        viewer_ok = not need_explain or (out.folder / str(viewer.get("file", ""))).is_file()
+        explain_ok = explain.get("method") == cam_method and viewer_ok
     fresh = (cached.get("checkpoint", {}).get("sha256") == run.sha256
              and cached.get("data", {}).get("fingerprint") == dataset.fingerprint
              and cached.get("split") == split
@@ -66,25 +71,48 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
                  cam_method: str = "gradcam", device: str = "auto", split: str = "test",
                  force: bool = False, command: str | None = None,
                  progress: bool = True) -> BuildResult:
-    """Build ``reports/NAME/`` from ``checkpoints/NAME/``; reuse predictions when fresh."""
+    """Build ``reports/NAME/`` from ``checkpoints/NAME/``; reuse predictions when fresh.
+
+    ``split`` is the split the report is about. A split without labels (a Kaggle-style test
+    set) still gets its predictions (predictions.csv, the submission); the report's metrics
+    and CAMs then come from the validation split, labelled as such.
+    """
     from . import render, report
 
     langs = check_choices(langs, LANGS, what="lang")
     formats = check_choices(formats, FORMATS, what="format")
+    split = check_choices([split], SPLITS, what="split")[0]
     result = BuildResult(report_dir=paths.report_dir)
     started = time.perf_counter()
     with runs.run_lock(paths.report_dir, what="report"):
         dev = resolve_device(device)
         run = load_run(paths, device=dev)
         dataset = dataset_for_run(run, splits=("train", "val", "test"))
-        cached = None if force else cached_metrics(paths, run, dataset, cam_method=cam_method, split=split)
-        if cached is None:
-            evaluate_run(paths, split=split, device=device, cam_method=cam_method,
-                         dataset=dataset, run=run, progress=progress)
-        result.reused_predictions = cached is not None
+        if split not in dataset.splits or len(dataset.splits[split]) == 0:
+            raise DataError(f"{dataset.source}: has no {split!r} images; available: "
+                            f"{', '.join(s for s in dataset.splits if len(dataset.splits[s]))}")
+        reused = []
+
+        def evaluated(which: str) -> runs.EvaluationPaths:
+            out = paths.evaluation(which)
+            cached = None if force else cached_metrics(out, run, dataset, cam_method=cam_method, split=which)
+            if cached is None:
+                evaluate_run(paths, split=which, device=device, cam_method=cam_method,
+                             dataset=dataset, run=run, out=out, progress=progress)
+            reused.append(cached is not None)
+            return out
+
+        shown = evaluated(split)
+        predictions_only = None
+        val = dataset.splits.get("val")
+        if (dataset.splits[split].labels is None and split != "val" and val is not None
+                and val.labels is not None and len(val)):
+            predictions_only, shown = shown, evaluated("val")
+        result.reused_predictions = all(reused)
         result.seconds["evaluate"] = round(time.perf_counter() - started, 2)
 
-        context = report.build_context(paths, langs=langs, dataset=dataset, command=command)
+        context = report.build_context(paths, langs=langs, dataset=dataset, command=command,
+                                       evaluation=shown, predictions_only=predictions_only)
         result.seconds["figures"] = round(time.perf_counter() - started - result.seconds["evaluate"], 2)
         if "html" in formats:
             html = render.render_html(context, langs=langs, templates_dir=templates)

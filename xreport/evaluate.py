@@ -151,19 +151,20 @@ def predict(model: torch.nn.Module, images: torch.Tensor, *, mean: Sequence[floa
     return torch.cat(out).double().numpy()
 
 
-def write_predictions(path: Path, split: Split, probs: np.ndarray) -> None:
-    """One row per image: id, y_true (when known), y_pred, prob_0.. in class-index order."""
+def write_predictions(path: Path, split: Split, probs: np.ndarray, *, class_names: Sequence[str]) -> None:
+    """One row per image: id, y_true (when known), y_pred, y_pred_name, prob_0.. in class-index order."""
     import csv
 
     k = probs.shape[1]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    header = ["id"] + (["y_true"] if split.labels is not None else []) + ["y_pred"] + [f"prob_{i}" for i in range(k)]
+    header = (["id"] + (["y_true"] if split.labels is not None else []) + ["y_pred", "y_pred_name"]
+              + [f"prob_{i}" for i in range(k)])
     writer.writerow(header)
     preds = probs.argmax(axis=1)
     labels = split.labels.tolist() if split.labels is not None else None
     for i, ident in enumerate(split.ids):
-        row = [ident] + ([labels[i]] if labels is not None else []) + [int(preds[i])]
+        row = [ident] + ([labels[i]] if labels is not None else []) + [int(preds[i]), class_names[int(preds[i])]]
         row += [f"{p:.6f}" for p in probs[i]]
         writer.writerow(row)
     runs.write_text(path, buffer.getvalue())
@@ -198,9 +199,14 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
                  data: str | None = None, tta: bool = False, cam_method: str = "gradcam",
                  explain: bool = True, n_boot: int = 1000, seed: int = 0,
                  batch_size: int = 256, dataset: Dataset | None = None,
-                 run: LoadedRun | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run the checkpoint on ``split``; write predictions.csv, cams/ and metrics.json."""
+                 run: LoadedRun | None = None, out: runs.EvaluationPaths | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """Run the checkpoint on ``split``; write predictions.csv, metrics.json, cams/ and viewer.json
+    into ``out``: by default the run's own evaluation of that split, or for other ``data``
+    ``reports/NAME/external-<data name>/`` (never the run's own files)."""
     timings: dict[str, float] = {}
+    if out is None:
+        out = paths.external(data) if data is not None else paths.evaluation(split)
     dev = resolve_device(device)
     with _timed(timings, "load"):
         run = run or load_run(paths, device=dev)
@@ -221,7 +227,7 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
     with _timed(timings, "predict"):
         probs = predict(run.model, target.images, mean=mean, std=std, device=dev,
                         batch_size=batch_size, tta=tta, progress=progress)
-    write_predictions(paths.predictions, target, probs)
+    write_predictions(out.predictions, target, probs, class_names=class_names)
 
     metrics = None
     if target.labels is not None:
@@ -239,8 +245,8 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
     explanation = None
     if explain and target.labels is not None:
         with _timed(timings, "explain"):
-            explanation = explain_and_draw(run, target, probs, paths=paths, method=cam_method,
-                                           seed=seed, device=dev)
+            explanation = explain_and_draw(run, target, probs, out=out, method=cam_method,
+                                           seed=seed, device=dev, task=task, split_name=split)
 
     result = {
         "schema": 1,
@@ -255,13 +261,15 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
                  "external": data is not None},
         "class_names": class_names,
         "task": task,
+        # What the model said, with or without labels: an unlabelled test split's only summary.
+        "predicted_counts": np.bincount(probs.argmax(axis=1), minlength=len(class_names)).tolist(),
         "metrics": metrics,
         "explain": explanation,
         "timings": timings,
         "skipped": list(dataset.skipped),
     }
-    runs.write_json(paths.metrics, result)
-    logger.info("wrote %s and %s", paths.predictions, paths.metrics)
+    runs.write_json(out.metrics, result)
+    logger.info("wrote %s and %s", out.predictions, out.metrics)
     return result
 
 
@@ -287,9 +295,11 @@ class NormalizedView:
         return normalize_batch(self.images[index], self.mean, self.std)
 
 
-def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, paths: runs.RunPaths,
-                     method: str, seed: int, device: torch.device) -> dict[str, Any]:
-    """CAM gallery, faithfulness, sanity check (and localisation on phantom data)."""
+def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: runs.EvaluationPaths,
+                     method: str, seed: int, device: torch.device, task: str = "binary",
+                     split_name: str = "test") -> dict[str, Any]:
+    """CAM gallery, faithfulness, sanity check (and localisation on phantom data), and the
+    interactive viewer's data."""
     from . import charts, explain
 
     layer, layer_name = cam_target_layer(run.model, input_size=int(run.meta["image_size"]),
@@ -303,15 +313,38 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, paths: 
         method=method, masks=split.masks, seed=seed, device=device,
         faithfulness_n=64 if on_gpu else 24, faithfulness_steps=10 if on_gpu else 8,
         sanity_n=16 if on_gpu else 8)
-    paths.cams.mkdir(parents=True, exist_ok=True)
-    for old in paths.cams.glob("*.png"):
+    out.cams.mkdir(parents=True, exist_ok=True)
+    for old in out.cams.glob("*.png"):
         old.unlink()
     for i, (entry, cam) in enumerate(zip(summary["gallery"], gallery_cams)):
         image = split.images[entry["index"]].permute(1, 2, 0).numpy()
         image = image[..., 0] if image.shape[2] == 1 else image
         name = f"{i:02d}_{entry['kind']}_c{entry['class_index']}_{entry['index']}.png"
         fig = charts.cam_overlay(image, cam.cpu().numpy())
-        charts.save_figure(fig, paths.cams / name)
+        charts.save_figure(fig, out.cams / name)
         entry["file"] = f"cams/{name}"
         entry["id"] = split.ids[entry["index"]]
+    summary["viewer"] = write_viewer_data(run, split, probs, layer=layer, layer_name=layer_name,
+                                          gallery_rows=[e["index"] for e in summary["gallery"]],
+                                          out=out, method=method, task=task, split_name=split_name,
+                                          device=device)
     return summary
+
+
+def write_viewer_data(run: LoadedRun, split: Split, probs: np.ndarray, *, layer: torch.nn.Module,
+                      layer_name: str, gallery_rows: Sequence[int], out: runs.EvaluationPaths,
+                      method: str, task: str, split_name: str, device: torch.device) -> dict[str, Any]:
+    """viewer.json: the gallery's images and the most and least confident ones, with a map for
+    every class (one batched pass). Returns the reference that metrics.json keeps."""
+    from . import explain, viewer
+
+    sets = viewer.select_rows(probs, gallery_rows)
+    rows = sorted(sets)
+    x = NormalizedView(split.images, run.meta["mean"], run.meta["std"])
+    index = torch.tensor(rows, dtype=torch.long)
+    maps = explain.viewer_maps(run.model, x[index], target_layer=layer, method=method, device=device)
+    data = viewer.build_viewer(split.images, split.ids, split.labels.numpy(), probs, maps, rows, sets,
+                               class_names=list(run.meta["class_names"]), task=task, split=split_name,
+                               method=method, layer=layer_name)
+    viewer.write_viewer(out.viewer, data)
+    return {"file": out.viewer.name, "n": len(rows)}

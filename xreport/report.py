@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import shlex
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -21,7 +22,7 @@ import tomli_w
 from . import discussion
 from .data.base import Dataset
 from .errors import ReportError, XReportError
-from .runs import RunPaths, load_checkpoint, sha256_file
+from .runs import EvaluationPaths, RunPaths, load_checkpoint, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +61,15 @@ def read_history(path: Path) -> list[dict[str, Any]]:
         return [{k: _number(v) for k, v in row.items() if k} for row in csv.DictReader(fh)]
 
 
-def read_metrics(paths: RunPaths) -> dict[str, Any]:
-    data = _read_json(paths.metrics, what="metrics.json")
+def read_metrics(paths: RunPaths, evaluation: EvaluationPaths | None = None) -> dict[str, Any]:
+    """metrics.json of ``evaluation`` (by default the run's own test evaluation)."""
+    path = (evaluation or paths.evaluation("test")).metrics
+    data = _read_json(path, what="metrics.json")
     if data is None:
-        raise ReportError(f"{paths.metrics}: not found; evaluate the run first "
+        raise ReportError(f"{path}: not found; evaluate the run first "
                           f"(`xreport build --run {paths.name}` does it)")
     if not isinstance(data, dict) or "metrics" not in data:
-        raise ReportError(f"{paths.metrics}: not an xreport metrics file (no \"metrics\" key)")
+        raise ReportError(f"{path}: not an xreport metrics file (no \"metrics\" key)")
     return data
 
 
@@ -162,14 +165,24 @@ def _distribution(paths: RunPaths, dataset: Dataset | None) -> dict[str, Any] | 
     return _read_json(paths.class_distribution, what="class_distribution.json")
 
 
-def _split_rows(dist: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+def _split_rows(dist: Mapping[str, Any] | None,
+                predicted: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One row per split: class counts, or (an unlabelled split) its size alone; then the
+    predicted class counts of an unlabelled split, marked as predictions."""
     if not dist:
         return []
     rows = []
+    sizes = dist.get("sizes") or {}
     for split, counts in (dist.get("splits") or {}).items():
         if counts is None:
+            if sizes.get(split):
+                rows.append({"split": split, "counts": None, "total": int(sizes[split]), "predicted": False})
             continue
-        rows.append({"split": split, "counts": [int(c) for c in counts], "total": int(sum(counts))})
+        rows.append({"split": split, "counts": [int(c) for c in counts], "total": int(sum(counts)),
+                     "predicted": False})
+    if predicted:
+        rows.append({"split": predicted["split"], "counts": list(predicted["counts"]),
+                     "total": int(predicted["n"]), "predicted": True})
     return rows
 
 
@@ -331,13 +344,15 @@ def _results(metrics: Mapping[str, Any] | None, evaluation: Mapping[str, Any],
     }
 
 
-def _gallery(explain: Mapping[str, Any], paths: RunPaths) -> list[dict[str, Any]]:
+def _gallery(explain: Mapping[str, Any], paths: RunPaths, folder: Path) -> list[dict[str, Any]]:
     groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for entry in explain.get("gallery") or []:
         rel = entry.get("file")
-        if not rel or not (paths.report_dir / rel).is_file():
+        if not rel or not (folder / rel).is_file():
             logger.warning("gallery image %s is missing; left out", rel)
             continue
+        # The files sit in their evaluation's folder; the report resolves them from its own.
+        rel = os.path.relpath(folder / rel, paths.report_dir)
         groups.setdefault(str(entry.get("class")), {}).setdefault(str(entry.get("kind")), []).append(
             {"file": rel, "id": str(entry.get("id", entry.get("index", "?"))), "prob": entry.get("prob")})
     return [{"cls": cls, "kinds": [{"kind": k, "entries": kinds[k]}
@@ -345,10 +360,28 @@ def _gallery(explain: Mapping[str, Any], paths: RunPaths) -> list[dict[str, Any]
             for cls, kinds in groups.items()]
 
 
+def _viewer(explain: Mapping[str, Any], folder: Path, mappings: Mapping[str, Mapping[str, str]]) -> dict[str, Any] | None:
+    """The interactive viewer's data (embedded once in the HTML) and what its markup needs."""
+    from . import charts, viewer
+
+    ref = explain.get("viewer") or {}
+    data = viewer.load_viewer(folder / str(ref.get("file", viewer.FILE_NAME)))
+    if data is None:
+        return None
+    data["colormap"] = charts.colormap_lut()
+    names = data["class_names"]
+    return {"data": data, "n": len(data["items"]), "task": data["task"], "split": data["split"],
+            "classes": list(range(len(names))),
+            "sets": [s for s in viewer.SETS if any(s in it["sets"] for it in data["items"])],
+            "names": {lang: [m.get(n, n) for n in names] for lang, m in mappings.items()}}
+
+
 def _explain(explain: Mapping[str, Any] | None, paths: RunPaths,
-             faith_figure: dict[str, str] | None) -> dict[str, Any]:
+             faith_figure: dict[str, str] | None, *, folder: Path | None = None,
+             mappings: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
     if not explain:
-        return {"available": False}
+        return {"available": False, "viewer": None}
+    folder = folder or paths.report_dir
     faith = explain.get("faithfulness")
     faith_ctx = None
     if faith:
@@ -374,7 +407,8 @@ def _explain(explain: Mapping[str, Any] | None, paths: RunPaths,
                 for m in ("pointing_game", "energy_inside") if loc.get(m)]
         loc_ctx = {"n": loc.get("n"), "rows": rows}
     return {"available": True, "method": explain.get("method", "?"),
-            "target_layer": explain.get("target_layer"), "gallery": _gallery(explain, paths),
+            "target_layer": explain.get("target_layer"), "gallery": _gallery(explain, paths, folder),
+            "viewer": _viewer(explain, folder, mappings or {}),
             "faithfulness": faith_ctx, "sanity": sanity_ctx, "localisation": loc_ctx,
             "figures": {"faithfulness": faith_figure}}
 
@@ -442,9 +476,30 @@ def _chart_set(metrics: Mapping[str, Any] | None, maker: FigureMaker,
     return figs
 
 
+def _predicted(evaluation: EvaluationPaths | None, class_names: Sequence[str]) -> dict[str, Any] | None:
+    """The predicted class counts of an unlabelled split (a Kaggle-style test set)."""
+    if evaluation is None:
+        return None
+    data = _read_json(evaluation.metrics, what="metrics.json") or {}
+    counts = data.get("predicted_counts")
+    if not counts or len(counts) != len(class_names):
+        from .evaluate import read_predictions
+
+        _, _, probs = read_predictions(evaluation.predictions)
+        counts = np.bincount(probs.argmax(axis=1), minlength=len(class_names)).tolist()
+    return {"split": str(data.get("split", "test")), "n": int(sum(counts)),
+            "counts": [int(c) for c in counts], "file": evaluation.predictions.name}
+
+
 def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | None = None,
-                  command: str | None = None) -> dict[str, Any]:
-    """Everything the templates show, as plain data; draws the figures per language."""
+                  command: str | None = None, evaluation: EvaluationPaths | None = None,
+                  predictions_only: EvaluationPaths | None = None) -> dict[str, Any]:
+    """Everything the templates show, as plain data; draws the figures per language.
+
+    ``evaluation`` is the labelled evaluation whose metrics and CAMs the report shows (the
+    run's test evaluation by default); ``predictions_only`` an unlabelled split's evaluation,
+    of which the report shows the predicted class counts.
+    """
     from . import charts
     from .render import translator
 
@@ -452,7 +507,8 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         raise ReportError(f"{paths.best}: checkpoint not found; train the run first "
                           f"(`xreport train`) or check --checkpoints")
     meta = load_checkpoint(paths.best).meta
-    evaluation = read_metrics(paths)
+    evaluation_paths = evaluation or paths.evaluation("test")
+    evaluation = read_metrics(paths, evaluation_paths)
     metrics = evaluation.get("metrics")
     explain = evaluation.get("explain")
     config = meta.get("config") or {}
@@ -461,6 +517,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
     seed = int(meta.get("seed", 0) or 0)
 
     class_names = list(meta.get("class_names") or (metrics or {}).get("class_names") or [])
+    predicted = _predicted(predictions_only, class_names)
     i18n = {"en": class_names, "zh-TW": list(meta.get("class_names_zh_tw") or []),
             "zh-CN": list(meta.get("class_names_zh_cn") or [])}
     mappings = {lang: _localise(class_names, i18n.get(lang) or []) for lang in langs}
@@ -497,7 +554,8 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
             "dataset": name, "kind": dataset.kind if dataset else data_cfg.get("kind"),
             "source": dataset.source if dataset else (evaluation.get("data") or {}).get("source")
             or data_cfg.get("dataset", "—"),
-            "class_names": class_names, "splits": _split_rows(dist),
+            "class_names": class_names, "splits": _split_rows(dist, predicted),
+            "predicted": predicted,
             "image_size": meta.get("image_size"), "channels": meta.get("in_channels"),
             "original_size": (f"{dataset.original_size[0]} × {dataset.original_size[1]}"
                               if dataset is not None and dataset.original_size else None),
@@ -513,7 +571,9 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "model": _model(meta, explain),
         "training": _training(meta, config, history, curves_fig),
         "results": _results(metrics, evaluation, result_figs),
-        "explain": _explain(explain, paths, faith_fig),
+        "explain": _explain(explain, paths, faith_fig, folder=evaluation_paths.folder, mappings=mappings),
+        # The split the metrics and CAMs are from: "val" when the test split has no labels.
+        "evaluated_split": str(evaluation.get("split", "test")),
         "discussion": discussion.observations(metrics, history=history, distribution=dist,
                                               explain=explain),
         "repro": _repro(meta, config, paths, evaluation, command),

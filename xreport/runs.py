@@ -108,6 +108,47 @@ class RunPaths:
     def report_pdf(self, lang: str) -> Path:
         return self.report_dir / f"report.{lang}.pdf"
 
+    def evaluation(self, split: str = "test") -> "EvaluationPaths":
+        """The run's own evaluation of ``split``: the test split at the top of the report folder
+        (its predictions.csv is the submission file), any other split in a subfolder of its own
+        so that evaluating it never replaces the test files."""
+        return EvaluationPaths(self.report_dir if split == "test" else self.report_dir / split)
+
+    def external(self, data: str | Path) -> "EvaluationPaths":
+        """``reports/NAME/external-<data name>/``: an evaluation on other data, kept apart."""
+        return EvaluationPaths(self.report_dir / f"external-{data_name(data)}")
+
+
+def data_name(data: str | Path) -> str:
+    """A folder-safe name for a data source: ``/x/wbc`` -> ``wbc``, ``/x/set.npz`` -> ``set``."""
+    path = Path(str(data).rstrip("/\\") or "data")
+    stem = path.stem if path.suffix.lower() in (".npz", ".csv") else path.name
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem).strip("._")
+    return safe or "data"
+
+
+@dataclass(frozen=True)
+class EvaluationPaths:
+    """The files one evaluation writes: predictions, metrics, CAM overlays, viewer data."""
+
+    folder: Path
+
+    @property
+    def predictions(self) -> Path:
+        return Path(self.folder) / "predictions.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return Path(self.folder) / "metrics.json"
+
+    @property
+    def cams(self) -> Path:
+        return Path(self.folder) / "cams"
+
+    @property
+    def viewer(self) -> Path:
+        return Path(self.folder) / "viewer.json"
+
 
 # ---------------------------------------------------------------- atomic writes
 
