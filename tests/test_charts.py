@@ -552,3 +552,19 @@ def test_save_figure_failure_keeps_the_old_file(tmp_path: Path,
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
     with pytest.raises(ReportError, match="not supported"):
         charts.save_figure(fig, tmp_path / "a.gif")
+
+
+def test_cam_overlay_keeps_colour_inputs_in_colour_and_grey_in_grey() -> None:
+    rng = np.random.default_rng(0)
+    colour = (rng.random((24, 24, 3)) * 255).astype(np.uint8)
+    cam = fake_cam(24)
+    fig = charts.cam_overlay(colour, cam, colorbar=False)
+    base = fig.axes[0].images[0].get_array()
+    assert base.shape == (24, 24, 3)  # drawn in colour, not converted to grey
+    assert len(fig.axes) == 1  # no per-image colour bar: the report draws one scale
+    grey = charts.cam_overlay(colour[..., 0], cam, colorbar=False)
+    assert grey.axes[0].images[0].get_cmap().name == "gray"
+    # The map is transparent where cold and most opaque where warm.
+    alpha = np.asarray(fig.axes[0].images[1].get_alpha())
+    assert alpha[np.unravel_index(cam.argmax(), cam.shape)] > alpha[np.unravel_index(cam.argmin(), cam.shape)]
+    assert len(charts.cam_scale_colors()) >= 5

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 
 import browser
 from report_fixture import EVIL_CLASS, shared_run
-from xreport import explain, render, report, viewer
+from xreport import artifacts, explain, render, report, viewer
+from xreport.errors import ReportError
+from xreport.runs import EvaluationPaths
 from xreport.models import build_model, cam_target_layer
 
 # ---------------------------------------------------------------- maps for every class
@@ -91,16 +93,21 @@ def _fake_viewer(k: int, n: int, *, seed: int = 0, names: list[str] | None = Non
                                method="gradcam", layer="layer3")
 
 
-def test_viewer_file_round_trips_and_a_damaged_one_is_left_out(tmp_path):
+def test_viewer_file_round_trips_and_a_damaged_one_is_refused(tmp_path):
     data = _fake_viewer(3, 12)
-    viewer.write_viewer(tmp_path / "viewer.json", data)
-    loaded = viewer.load_viewer(tmp_path / "viewer.json")
+    folder = EvaluationPaths(tmp_path, "run")
+    artifacts.save_viewer(folder, data)
+    loaded = artifacts.load_viewer(folder)
     assert loaded == json.loads(json.dumps(data))
     assert [it["p"] for it in loaded["items"]] == sorted([it["p"] for it in loaded["items"]], key=lambda p: -max(p))
     data["items"][3]["maps"] = data["items"][3]["maps"][:8]
-    viewer.write_viewer(tmp_path / "bad.json", data)
-    assert viewer.load_viewer(tmp_path / "bad.json") is None
-    assert viewer.load_viewer(tmp_path / "absent.json") is None
+    artifacts.save_viewer(folder, data)
+    with pytest.raises(ReportError, match=r"viewer.json: item 'img\d+.png' does not fit 3 classes and a 7x7 grid"):
+        artifacts.load_viewer(folder)
+    # The report then keeps its static gallery and leaves the viewer out.
+    assert report._viewer({"viewer": {"file": "viewer.json", "n": 12}}, tmp_path, {"en": {}}) is None
+    with pytest.raises(ReportError, match="absent.json: not found"):
+        artifacts.load_viewer(folder, "absent.json")
 
 
 # ---------------------------------------------------------------- the page in a browser
@@ -109,7 +116,7 @@ def test_viewer_file_round_trips_and_a_damaged_one_is_left_out(tmp_path):
 def _report_with_viewer(tmp_path: Path, data: dict, *, langs=("en", "zh-TW")) -> tuple[Path, dict]:
     _, ctx = shared_run()
     ctx = copy.deepcopy(ctx)
-    viewer.write_viewer(tmp_path / "viewer.json", data)
+    artifacts.save_viewer(EvaluationPaths(tmp_path), data)
     mappings = {lang: {} for lang in langs}
     if "zh-TW" in langs and len(data["class_names"]) == 2:
         mappings["zh-TW"] = dict(zip(data["class_names"], ["正常", "肺炎"]))

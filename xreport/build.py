@@ -1,17 +1,16 @@
 """`xreport build`: evaluate when stale, draw the figures, render HTML and PDFs."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from . import runs
+from . import artifacts, runs
 from .data.base import Dataset
 from .device import resolve_device
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, ReportError
 from .evaluate import LoadedRun, dataset_for_run, evaluate_run, load_run
 
 logger = logging.getLogger(__name__)
@@ -39,18 +38,23 @@ def check_choices(values: Sequence[str], valid: Sequence[str], *, what: str) -> 
     return values
 
 
-def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, *, cam_method: str,
-                   split: str, need_explain: bool = True) -> dict[str, Any] | None:
+def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, *, cam_method: str | None,
+                   split: str, need_explain: bool = True) -> artifacts.Evaluation | None:
     """An evaluation's metrics.json when it was made from this checkpoint, these data and this
-    CAM method (with its viewer data)."""
+    CAM method (with its viewer data).
+
+    ``cam_method`` None accepts whichever method the file holds. A missing, stale (older
+    schema) or damaged file is not fresh: the caller evaluates again and overwrites it.
+    """
     if not (out.metrics.is_file() and out.predictions.is_file()):
         return None
     try:
-        cached = json.loads(out.metrics.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        cached = artifacts.load_evaluation(out)
+    except ReportError as exc:
+        logger.info("evaluating again: %s", exc)
         return None
     explain = cached.get("explain")
-    labelled = cached.get("metrics") is not None
+    labelled = cached["metrics"] is not None
     # `compare` evaluates without CAMs; a report needs them whenever the split has labels.
     if explain is None:
         explain_ok = not (need_explain and labelled)
@@ -58,7 +62,7 @@ def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, 
         viewer = explain.get("viewer") or {}
         # An evaluation from before the viewer existed is redone once to add it.
         viewer_ok = not need_explain or (out.folder / str(viewer.get("file", ""))).is_file()
-        explain_ok = explain.get("method") == cam_method and viewer_ok
+        explain_ok = (cam_method is None or explain["method"] == cam_method) and viewer_ok
     fresh = (cached.get("checkpoint", {}).get("sha256") == run.sha256
              and cached.get("data", {}).get("fingerprint") == dataset.fingerprint
              and cached.get("split") == split

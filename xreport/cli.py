@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .errors import XReportError
-from .runs import DEFAULT_CHECKPOINTS, DEFAULT_REPORTS, RunPaths
+from .errors import ConfigError, XReportError
+from .runs import DEFAULT_CHECKPOINTS, DEFAULT_REPORTS, EvaluationPaths, RunPaths
 
 logger = logging.getLogger("xreport")
 
@@ -68,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="run a checkpoint on a split -> predictions.csv, metrics.json")
     e.add_argument("--run", required=True, help="run name, run folder, or checkpoint path")
     e.add_argument("--split", default="test", choices=("train", "val", "test"))
-    e.add_argument("--data", help="evaluate on other data (external validation)")
+    e.add_argument("--data", help="evaluate on other data (external validation); written to "
+                   "reports/NAME/external-<data name>/, never over the run's own files")
+    e.add_argument("--out", type=Path, help="folder for predictions.csv, metrics.json, cams/ "
+                   "(default: reports/NAME/ for the test split, reports/NAME/<split>/ for another, "
+                   "reports/NAME/external-<data name>/ with --data)")
     e.add_argument("--device", default="auto")
     e.add_argument("--tta", action="store_true", help="average with a horizontal flip")
     e.add_argument("--cam", default="gradcam", help="CAM method (gradcam, gradcam++, hirescam, "
@@ -82,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--format", default="html,pdf", help="comma list of html, pdf")
     b.add_argument("--templates", type=Path, help="a folder with your copy of the templates")
     b.add_argument("--cam", default="gradcam", help="CAM method")
+    b.add_argument("--split", default="test", choices=("test", "val"),
+                   help="the split the report is about; an unlabelled test split gets its "
+                   "predictions (predictions.csv) and the report shows the validation metrics")
     b.add_argument("--device", default="auto")
     b.add_argument("--force", action="store_true", help="re-run inference even when cached")
     _add_roots(b)
@@ -130,11 +137,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run
 
     paths = _run_paths(args.run, checkpoints=args.checkpoints, reports=args.reports)
+    if args.out is not None:
+        if args.out.exists() and not args.out.is_dir():
+            raise ConfigError(f"--out {args.out}: exists and is not a folder")
+        where = EvaluationPaths(args.out, paths.name)
+    else:
+        where = paths.external(args.data) if args.data else paths.evaluation(args.split)
     out = evaluate_run(paths, split=args.split, device=args.device, data=args.data, tta=args.tta,
-                       cam_method=args.cam, explain=not args.no_cam)
+                       cam_method=args.cam, explain=not args.no_cam, out=where)
     acc = (out.get("metrics") or {}).get("accuracy", {}).get("value")
     summary = f"accuracy {acc:.4f}" if isinstance(acc, float) else "no labels: predictions only"
-    print(f"evaluated {paths.name} on {args.split} ({summary}) -> {paths.predictions}, {paths.metrics}")
+    print(f"evaluated {paths.name} on {args.split} ({summary}) -> {where.predictions}, {where.metrics}")
     return 0
 
 
@@ -144,7 +157,7 @@ def _build(args: argparse.Namespace) -> int:
     paths = _run_paths(args.run, checkpoints=args.checkpoints, reports=args.reports)
     result = build_report(paths, langs=_split_list(args.lang), formats=_split_list(args.format),
                           templates=args.templates, cam_method=args.cam, device=args.device,
-                          force=args.force, command=args.command_line)
+                          force=args.force, command=args.command_line, split=args.split)
     how = "cached predictions" if result.reused_predictions else "fresh predictions"
     print(f"built {paths.name} in {result.seconds['total']:.1f} s ({how}):")
     for f in result.files:

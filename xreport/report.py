@@ -8,8 +8,6 @@ All wording is left to the templates and message catalogs.
 """
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
 import shlex
@@ -19,10 +17,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import tomli_w
 
-from . import discussion
+from . import artifacts, discussion
 from .data.base import Dataset
 from .errors import ReportError, XReportError
-from .runs import EvaluationPaths, RunPaths, load_checkpoint, sha256_file
+from .runs import EvaluationPaths, RunPaths, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -33,45 +31,14 @@ BEFORE_AFTER_PAIRS = 4
 
 Figures = dict[str, dict[str, str] | None]
 
+# Beyond this many classes a table with one column per class no longer fits an A4 page
+# with the names in full: the distribution table turns (one row per class), the confusion
+# matrix heads its columns with numbers (the rows carry number and name), and paired
+# figures are stacked instead of side by side.
+WIDE_CLASSES = 4
+
 
 # ---------------------------------------------------------------- reading the run folder
-
-def _read_json(path: Path, *, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(f"{path}: {what} is not valid JSON ({exc})") from None
-
-
-def _number(text: str) -> Any:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return text if text != "" else None
-    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
-
-
-def read_history(path: Path) -> list[dict[str, Any]]:
-    """history.csv as rows of numbers; [] when the file is absent."""
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        return [{k: _number(v) for k, v in row.items() if k} for row in csv.DictReader(fh)]
-
-
-def read_metrics(paths: RunPaths, evaluation: EvaluationPaths | None = None) -> dict[str, Any]:
-    """metrics.json of ``evaluation`` (by default the run's own test evaluation)."""
-    path = (evaluation or paths.evaluation("test")).metrics
-    data = _read_json(path, what="metrics.json")
-    if data is None:
-        raise ReportError(f"{path}: not found; evaluate the run first "
-                          f"(`xreport build --run {paths.name}` does it)")
-    if not isinstance(data, dict) or "metrics" not in data:
-        raise ReportError(f"{path}: not an xreport metrics file (no \"metrics\" key)")
-    return data
-
 
 # ---------------------------------------------------------------- figures
 
@@ -157,12 +124,19 @@ def _dataset_name(meta: Mapping[str, Any], dataset: Dataset | None) -> str:
     return Path(source).stem if "/" in source or source.endswith(".npz") else source
 
 
-def _distribution(paths: RunPaths, dataset: Dataset | None) -> dict[str, Any] | None:
+def _distribution(paths: RunPaths, dataset: Dataset | None) -> artifacts.ClassDistribution | None:
     # The loaded data set has the test split too; the run folder's file only train and val.
     if dataset is not None:
         from .data.summary import class_distribution
         return class_distribution(dataset)
-    return _read_json(paths.class_distribution, what="class_distribution.json")
+    return artifacts.load_class_distribution(paths)
+
+
+def layout(num_classes: int) -> dict[str, Any]:
+    """How tables and figures are laid out for ``num_classes`` (see WIDE_CLASSES)."""
+    wide = num_classes > WIDE_CLASSES
+    return {"n_classes": num_classes, "transpose_splits": wide, "numbered_columns": wide,
+            "stack_figures": wide}
 
 
 def _split_rows(dist: Mapping[str, Any] | None,
@@ -188,9 +162,7 @@ def _split_rows(dist: Mapping[str, Any] | None,
 
 def _leakage(paths: RunPaths, dist: Mapping[str, Any] | None,
              dataset: Dataset | None) -> dict[str, Any] | None:
-    found = _read_json(paths.run_dir / "leakage.json", what="leakage.json")
-    if found is None and dist:
-        found = dist.get("leakage")
+    found = dist.get("leakage") if dist else None
     if found is None and dataset is not None:
         from .data.summary import leakage_check
         found = leakage_check(dataset)
@@ -344,29 +316,60 @@ def _results(metrics: Mapping[str, Any] | None, evaluation: Mapping[str, Any],
     }
 
 
-def _gallery(explain: Mapping[str, Any], paths: RunPaths, folder: Path) -> list[dict[str, Any]]:
-    groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
+def _gallery_maps(entry: Mapping[str, Any], class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """The entry's maps, each naming its class and role (true / predicted class).
+
+    metrics.json from before per-class maps has one ``file`` whose map is for ``target``
+    (a class index)."""
+    maps = entry.get("maps")
+    if not maps:
+        target = entry.get("target")
+        named = class_names[target] if isinstance(target, int) and 0 <= target < len(class_names) else None
+        maps = [{"file": entry.get("file"), "class": named, "prob": None}]
+    out = []
+    for item in maps:
+        cls = item.get("class")
+        roles = [role for role, key in (("true", "true"), ("pred", "pred"))
+                 if cls is not None and entry.get(key) == cls]
+        out.append({"file": item.get("file"), "cls": cls, "prob": item.get("prob"), "roles": roles})
+    return out
+
+
+def _gallery(explain: Mapping[str, Any], paths: RunPaths, class_names: Sequence[str], *,
+             folder: Path) -> list[dict[str, Any]]:
+    """Gallery panels grouped by the class they explain, in class order then TP/TN/FP/FN."""
+    groups: dict[str, list[dict[str, Any]]] = {}
     for entry in explain.get("gallery") or []:
-        rel = entry.get("file")
-        if not rel or not (folder / rel).is_file():
-            logger.warning("gallery image %s is missing; left out", rel)
+        maps = _gallery_maps(entry, class_names)
+        missing = [m["file"] for m in maps if not m["file"] or not (folder / m["file"]).is_file()]
+        if missing:
+            logger.warning("gallery image(s) %s missing; panel left out", ", ".join(map(str, missing)))
             continue
-        # The files sit in their evaluation's folder; the report resolves them from its own.
-        rel = os.path.relpath(folder / rel, paths.report_dir)
-        groups.setdefault(str(entry.get("class")), {}).setdefault(str(entry.get("kind")), []).append(
-            {"file": rel, "id": str(entry.get("id", entry.get("index", "?"))), "prob": entry.get("prob")})
-    return [{"cls": cls, "kinds": [{"kind": k, "entries": kinds[k]}
-                                     for k in sorted(kinds, key=lambda k: (KIND_ORDER + (k,)).index(k))]}
-            for cls, kinds in groups.items()]
+        for m in maps:  # the files sit in their evaluation's folder; the report resolves them from its own
+            m["file"] = os.path.relpath(folder / m["file"], paths.report_dir)
+        groups.setdefault(str(entry.get("class")), []).append({
+            "kind": str(entry.get("kind")), "id": str(entry.get("id", entry.get("index", "?"))),
+            "prob": entry.get("prob"), "true": entry.get("true"), "prob_true": entry.get("prob_true"),
+            "pred": entry.get("pred"), "prob_pred": entry.get("prob_pred"),
+            "repeated": bool(entry.get("repeated")), "maps": maps})
+    order = {name: i for i, name in enumerate(class_names)}
+    kind_rank = {k: i for i, k in enumerate(KIND_ORDER)}
+    return [{"cls": cls, "panels": sorted(panels, key=lambda e: kind_rank.get(e["kind"], len(KIND_ORDER)))}
+            for cls, panels in sorted(groups.items(), key=lambda g: order.get(g[0], len(order)))]
 
 
 def _viewer(explain: Mapping[str, Any], folder: Path, mappings: Mapping[str, Mapping[str, str]]) -> dict[str, Any] | None:
     """The interactive viewer's data (embedded once in the HTML) and what its markup needs."""
     from . import charts, viewer
 
-    ref = explain.get("viewer") or {}
-    data = viewer.load_viewer(folder / str(ref.get("file", viewer.FILE_NAME)))
-    if data is None:
+    ref = explain.get("viewer")
+    if not ref:
+        return None
+    try:
+        data = dict(artifacts.load_viewer(EvaluationPaths(folder), ref["file"]))
+    except ReportError as exc:
+        # The static gallery stays: a damaged viewer file costs only the viewer.
+        logger.warning("interactive viewer left out: %s", exc)
         return None
     data["colormap"] = charts.colormap_lut()
     names = data["class_names"]
@@ -377,8 +380,11 @@ def _viewer(explain: Mapping[str, Any], folder: Path, mappings: Mapping[str, Map
 
 
 def _explain(explain: Mapping[str, Any] | None, paths: RunPaths,
-             faith_figure: dict[str, str] | None, *, folder: Path | None = None,
+             faith_figure: dict[str, str] | None, class_names: Sequence[str], *,
+             folder: Path | None = None,
              mappings: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
+    from . import charts
+
     if not explain:
         return {"available": False, "viewer": None}
     folder = folder or paths.report_dir
@@ -407,8 +413,10 @@ def _explain(explain: Mapping[str, Any] | None, paths: RunPaths,
                 for m in ("pointing_game", "energy_inside") if loc.get(m)]
         loc_ctx = {"n": loc.get("n"), "rows": rows}
     return {"available": True, "method": explain.get("method", "?"),
-            "target_layer": explain.get("target_layer"), "gallery": _gallery(explain, paths, folder),
+            "target_layer": explain.get("target_layer"),
+            "gallery": _gallery(explain, paths, class_names, folder=folder),
             "viewer": _viewer(explain, folder, mappings or {}),
+            "cam_scale": charts.cam_scale_colors(),
             "faithfulness": faith_ctx, "sanity": sanity_ctx, "localisation": loc_ctx,
             "figures": {"faithfulness": faith_figure}}
 
@@ -480,12 +488,10 @@ def _predicted(evaluation: EvaluationPaths | None, class_names: Sequence[str]) -
     """The predicted class counts of an unlabelled split (a Kaggle-style test set)."""
     if evaluation is None:
         return None
-    data = _read_json(evaluation.metrics, what="metrics.json") or {}
+    data = artifacts.load_evaluation(evaluation)
     counts = data.get("predicted_counts")
-    if not counts or len(counts) != len(class_names):
-        from .evaluate import read_predictions
-
-        _, _, probs = read_predictions(evaluation.predictions)
+    if not counts or len(counts) != len(class_names):  # metrics.json from before the counts
+        probs = artifacts.load_predictions(evaluation).probs
         counts = np.bincount(probs.argmax(axis=1), minlength=len(class_names)).tolist()
     return {"split": str(data.get("split", "test")), "n": int(sum(counts)),
             "counts": [int(c) for c in counts], "file": evaluation.predictions.name}
@@ -506,13 +512,13 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
     if not paths.best.is_file():
         raise ReportError(f"{paths.best}: checkpoint not found; train the run first "
                           f"(`xreport train`) or check --checkpoints")
-    meta = load_checkpoint(paths.best).meta
+    meta = artifacts.load_checkpoint_meta(paths.best)
     evaluation_paths = evaluation or paths.evaluation("test")
-    evaluation = read_metrics(paths, evaluation_paths)
+    evaluation = artifacts.load_evaluation(evaluation_paths)
     metrics = evaluation.get("metrics")
     explain = evaluation.get("explain")
     config = meta.get("config") or {}
-    history = read_history(paths.history)
+    history = artifacts.load_history(paths)
     dist = _distribution(paths, dataset)
     seed = int(meta.get("seed", 0) or 0)
 
@@ -549,6 +555,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "generated": str(evaluation.get("created", ""))[:16].replace("T", " ") or "—",
         "class_names": class_names,
         "class_names_i18n": {k: v for k, v in i18n.items() if v},
+        "layout": layout(len(class_names)),
         "summary": _summary(meta, metrics, evaluation, name),
         "data": {
             "dataset": name, "kind": dataset.kind if dataset else data_cfg.get("kind"),
@@ -571,7 +578,8 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "model": _model(meta, explain),
         "training": _training(meta, config, history, curves_fig),
         "results": _results(metrics, evaluation, result_figs),
-        "explain": _explain(explain, paths, faith_fig, folder=evaluation_paths.folder, mappings=mappings),
+        "explain": _explain(explain, paths, faith_fig, class_names, folder=evaluation_paths.folder,
+                            mappings=mappings),
         # The split the metrics and CAMs are from: "val" when the test split has no labels.
         "evaluated_split": str(evaluation.get("split", "test")),
         "discussion": discussion.observations(metrics, history=history, distribution=dist,

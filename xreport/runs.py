@@ -112,11 +112,11 @@ class RunPaths:
         """The run's own evaluation of ``split``: the test split at the top of the report folder
         (its predictions.csv is the submission file), any other split in a subfolder of its own
         so that evaluating it never replaces the test files."""
-        return EvaluationPaths(self.report_dir if split == "test" else self.report_dir / split)
+        return EvaluationPaths(self.report_dir if split == "test" else self.report_dir / split, self.name)
 
     def external(self, data: str | Path) -> "EvaluationPaths":
         """``reports/NAME/external-<data name>/``: an evaluation on other data, kept apart."""
-        return EvaluationPaths(self.report_dir / f"external-{data_name(data)}")
+        return EvaluationPaths(self.report_dir / f"external-{data_name(data)}", self.name)
 
 
 def data_name(data: str | Path) -> str:
@@ -132,6 +132,7 @@ class EvaluationPaths:
     """The files one evaluation writes: predictions, metrics, CAM overlays, viewer data."""
 
     folder: Path
+    name: str = "NAME"  # the run's name, for messages that say what to re-run
 
     @property
     def predictions(self) -> Path:

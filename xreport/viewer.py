@@ -1,6 +1,6 @@
 """The interactive attention viewer's data: which images, their thumbnails, a map for every class.
 
-``evaluate`` writes ``viewer.json`` beside metrics.json; ``report.html`` embeds it once (not
+``evaluate`` writes ``viewer.json`` beside metrics.json (``artifacts.save_viewer``); ``report.html`` embeds it once (not
 once per language) and ``templates/js/viewer.js`` draws it in the browser. The maps are the
 target layer's own small uint8 grids (``explain.viewer_maps``), upsampled and coloured in
 the browser, and the images are small WebP thumbnails, so a few hundred images cost tens of
@@ -10,20 +10,14 @@ from __future__ import annotations
 
 import base64
 import io
-import logging
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from . import runs
+from . import artifacts
 from .errors import ReportError
 
-logger = logging.getLogger(__name__)
-
-SCHEMA = 1
-FILE_NAME = "viewer.json"
 N_EXTREME = 100          # the 100 most and the 100 least confident images, beside the gallery
 THUMB_MAX = 160          # thumbnails wider than this are scaled down (the panel shows 224 px)
 THUMB_QUALITY = 85       # WebP: about 250 bytes for a 28 px grey image, ~6 kB for 160 px colour
@@ -65,7 +59,7 @@ def thumbnail(image: np.ndarray | torch.Tensor) -> str:
 def build_viewer(images: torch.Tensor, ids: Sequence[str], y_true: np.ndarray, probs: np.ndarray,
                  maps: torch.Tensor, rows: Sequence[int], sets: dict[int, list[str]], *,
                  class_names: Sequence[str], task: str, split: str, method: str,
-                 layer: str) -> dict[str, Any]:
+                 layer: str) -> artifacts.ViewerData:
     """viewer.json's content: one item per row of ``rows`` (maps[i] belongs to rows[i])."""
     if maps.dim() != 4 or maps.shape[0] != len(rows) or maps.shape[1] != len(class_names):
         raise ReportError(f"viewer: {tuple(maps.shape)} maps for {len(rows)} images and "
@@ -82,38 +76,6 @@ def build_viewer(images: torch.Tensor, ids: Sequence[str], y_true: np.ndarray, p
         })
     # Most confident first: the list reads from clear calls down to the coin flips.
     items.sort(key=lambda it: (-max(it["p"]), it["row"]))
-    return {"schema": SCHEMA, "split": split, "method": method, "layer": layer, "task": task,
+    return {"schema": artifacts.VIEWER_SCHEMA, "split": split, "method": method, "layer": layer, "task": task,
             "class_names": list(class_names), "grid": [int(maps.shape[2]), int(maps.shape[3])],
             "image_size": int(images.shape[-1]), "channels": int(images.shape[1]), "items": items}
-
-
-def write_viewer(path: Path, data: dict[str, Any]) -> None:
-    # Compact: the file is embedded in report.html as it is.
-    import json
-
-    runs.write_text(path, json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
-
-
-def load_viewer(path: Path) -> dict[str, Any] | None:
-    """viewer.json checked for what the browser code relies on; None when absent or unusable."""
-    import json
-
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        k = len(data["class_names"])
-        h, w = data["grid"]
-        for item in data["items"]:
-            ok = (len(item["p"]) == k and 0 <= item["y"] < k and 0 <= item["pred"] < k
-                  and len(base64.b64decode(item["maps"], validate=True)) == k * h * w
-                  and str(item["img"]).startswith("data:image/"))
-            if not ok:
-                raise ValueError(f"item {item.get('id')!r} does not match {k} classes and a {h}x{w} grid")
-        if data.get("schema") != SCHEMA:
-            raise ValueError(f"schema {data.get('schema')!r}, expected {SCHEMA}")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        # The report still has its static gallery: a bad viewer file costs only the viewer.
-        logger.warning("%s: viewer data left out (%s)", path, exc)
-        return None
-    return data
