@@ -184,14 +184,19 @@ def _raw_maps(model: nn.Module, xb: Tensor, tb: Tensor, capture: _Capture, *,
         _check_targets(tb, logits.shape[1])
         acts = capture.out.detach()
         if method == "cam":
-            weight = _final_linear(model)[1].weight
-            if weight.shape[1] != acts.shape[1]:
-                raise ReportError(f"method 'cam': the classifier takes {weight.shape[1]} features but "
-                                  f"the target layer gives {acts.shape[1]} channels")
-            return torch.einsum("bc,bchw->bhw", weight[tb].to(acts.dtype), acts)
+            return torch.einsum("bc,bchw->bhw", _classifier_weight(model, acts)[tb], acts)
         if method == "eigencam":
             return _eigen_map(acts)
         return _score_map(model, xb, tb, acts, batch_size=batch_size)
+
+
+def _classifier_weight(model: nn.Module, acts: Tensor) -> Tensor:
+    """The classifier's (K, C) weight for method 'cam', which needs it to read the target layer."""
+    weight = _final_linear(model)[1].weight
+    if weight.shape[1] != acts.shape[1]:
+        raise ReportError(f"method 'cam': the classifier takes {weight.shape[1]} features but "
+                          f"the target layer gives {acts.shape[1]} channels")
+    return weight.to(acts.dtype)
 
 
 def _gradient_map(method: str, acts: Tensor, grads: Tensor) -> Tensor:
@@ -320,11 +325,7 @@ def _all_class_maps(model: nn.Module, xb: Tensor, capture: _Capture, *, method: 
         k = logits.shape[1]
         acts = capture.out.detach()
         if method == "cam":
-            weight = _final_linear(model)[1].weight
-            if weight.shape[1] != acts.shape[1]:
-                raise ReportError(f"method 'cam': the classifier takes {weight.shape[1]} features but "
-                                  f"the target layer gives {acts.shape[1]} channels")
-            return torch.einsum("kc,bchw->bkhw", weight.to(acts.dtype), acts)
+            return torch.einsum("kc,bchw->bkhw", _classifier_weight(model, acts), acts)
         if method == "eigencam":  # class-agnostic: the same map for every class
             return _eigen_map(acts)[:, None].expand(-1, k, -1, -1)
         weights = [torch.softmax(_score_logits(model, xb[i], acts[i], batch_size=batch_size), dim=0).T

@@ -301,13 +301,17 @@ def _results(metrics: Mapping[str, Any] | None, evaluation: Mapping[str, Any],
         overall.append(("metric.roc_auc_weighted", metrics["roc_auc_weighted"]))
     overall.append(("metric.average_precision", metrics.get("average_precision")))
     cm = metrics.get("confusion_matrix") or {}
-    ops = [{"name": op.get("name"), "threshold": op.get("threshold"), "chosen_on": op.get("chosen_on", "fixed"),
+    split = evaluation.get("split", "test")
+    # metrics.py says "test" for thresholds chosen on the evaluated data itself: on a
+    # validation report that is the validation split, still optimistic.
+    ops = [{"name": op.get("name"), "threshold": op.get("threshold"),
+            "chosen_on": "evaluated" if op.get("chosen_on") == "test" and split != "test" else op.get("chosen_on", "fixed"),
             "sensitivity": op.get("sensitivity"), "specificity": op.get("specificity"),
             "ppv": op.get("ppv"), "npv": op.get("npv"), "cm": op.get("confusion_matrix")}
            for op in metrics.get("operating_points") or []]
     return {
         "available": True, "task": metrics.get("task"), "n": metrics.get("n"),
-        "split": evaluation.get("split", "test"), "bootstrap": metrics.get("bootstrap"),
+        "split": split, "bootstrap": metrics.get("bootstrap"),
         "overall": overall, "report_rows": _report_rows(metrics),
         "confusion": {"labels": cm.get("labels") or metrics.get("class_names", []),
                       "raw": cm.get("raw") or [], "by_true": cm.get("by_true") or []},
@@ -386,7 +390,7 @@ def _explain(explain: Mapping[str, Any] | None, paths: RunPaths,
     from . import charts
 
     if not explain:
-        return {"available": False, "viewer": None}
+        return {"available": False}
     folder = folder or paths.report_dir
     faith = explain.get("faithfulness")
     faith_ctx = None

@@ -87,11 +87,11 @@ class RunPaths:
 
     @property
     def predictions(self) -> Path:
-        return self.report_dir / "predictions.csv"
+        return self.evaluation("test").predictions  # the run's own test evaluation
 
     @property
     def metrics(self) -> Path:
-        return self.report_dir / "metrics.json"
+        return self.evaluation("test").metrics
 
     @property
     def figures(self) -> Path:
@@ -99,7 +99,7 @@ class RunPaths:
 
     @property
     def cams(self) -> Path:
-        return self.report_dir / "cams"
+        return self.evaluation("test").cams
 
     @property
     def report_html(self) -> Path:

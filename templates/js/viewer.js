@@ -203,7 +203,7 @@
     it.p.map(function (p, k) { return [p, k]; }).sort(function (a, b) { return b[0] - a[0]; })
       .forEach(function (pk) {
         var tr = document.createElement("tr"), th = document.createElement("th"), td = document.createElement("td");
-        th.textContent = names[pk[1]] + (pk[1] === it.y ? " " + m.true_mark : "");
+        th.textContent = pk[1] === it.y ? fill(m.true_mark, { cls: names[pk[1]] }) : names[pk[1]];
         td.textContent = pk[0].toFixed(3);
         if (pk[1] === it.pred) { tr.className = "xv-predicted"; }
         tr.appendChild(th); tr.appendChild(td); body.appendChild(tr);
@@ -227,7 +227,7 @@
     this.root.setAttribute("data-map-class", String(k));
     imageOf(it, function (img) {
       if (self.current !== it) { return; }
-      var smooth = img.naturalWidth >= SIZE;  /* small inputs stay crisp, as in the gallery */
+      var smooth = img.naturalWidth >= 96;  /* small inputs (MedMNIST 28 px) stay crisp, as in the gallery */
       [self.orig, self.overlay].forEach(function (c) {
         var ctx = c.getContext("2d");
         ctx.imageSmoothingEnabled = smooth;
