@@ -92,3 +92,84 @@ def test_twelve_class_pdf_shows_every_class_name_and_confusion_cell(twelve, tmp_
     wanted_shares = Counter(f"({100 * v:.1f}%)" for row in by_true for v in row)
     for token, n in (wanted_counts + wanted_shares).items():
         assert on_page[token] >= n, (token, on_page[token], n)
+
+
+# ---------------------------------------------------------------- wording by task
+
+def _results_section(html: str, lang: str = "en") -> str:
+    start = html.index(f'id="{lang}-results"')
+    return html[start:html.index("</section>", start)]
+
+
+def test_multiclass_results_speak_of_argmax_not_thresholds(twelve) -> None:
+    _, ctx = twelve
+    t = render.translator("en")
+    results = _results_section(render.render_html(ctx, langs=["en"]))
+    assert t("results.decision.argmax") in results
+    assert "threshold" not in results.replace(t("results.decision.argmax"), "")
+    assert t("metric.roc_auc_macro") in results
+
+
+def test_binary_results_name_the_threshold_and_the_positive_class() -> None:
+    from report_fixture import shared_run
+
+    _, ctx = shared_run()
+    t = render.translator("en")
+    results = _results_section(render.render_html(ctx, langs=["en"]))
+    assert t("results.decision.binary", cls="PNEUMONIA") in results
+    assert t("results.decision.argmax") not in results
+
+
+def test_results_sentence_claims_intervals_only_where_shown(twelve) -> None:
+    _, ctx = twelve
+    intro = render.translator("en")("results.intro", n=1, split="test")
+    assert "every value" not in intro
+    # Values without an interval exist in this report (e.g. average precision), and the
+    # sentence must stay true of them.
+    overall = dict(ctx["results"]["overall"])
+    assert any(not (isinstance(v, dict) and v.get("ci95")) for v in overall.values())
+
+
+def test_imbalance_sentence_follows_the_ratio(tmp_path: Path) -> None:
+    from xreport.report import _imbalance
+
+    balanced = _imbalance({}, {"class_names": ["a", "b", "c"], "splits": {"train": [40, 40, 40]}})
+    assert balanced["balanced"] and balanced["ratio"] == 1.0
+    skewed = _imbalance({}, {"class_names": ["a", "b", "c"], "splits": {"train": [10, 45, 30]}})
+    assert not skewed["balanced"] and (skewed["majority"], skewed["n_majority"]) == ("b", 45)
+    assert (skewed["minority"], skewed["n_minority"]) == ("a", 10)
+    from report_fixture import make_run
+
+    paths = make_run(tmp_path, name="even", class_names=("p", "q", "r"), n_test=4)
+    import json
+    dist = json.loads(paths.class_distribution.read_text())
+    dist["splits"]["train"] = [50, 50, 50]
+    paths.class_distribution.write_text(json.dumps(dist))
+    ctx = build_context(paths, langs=["en"])
+    html = render.render_html(ctx, langs=["en"])
+    t = render.translator("en")
+    assert t("data.imbalance.balanced", n=50) in html
+    assert " : 1 (" not in html  # no "1.0 : 1 (p vs p)"
+
+
+def test_chinese_sentences_set_class_names_without_spaces() -> None:
+    for lang in ("zh-TW", "zh-CN"):
+        t = render.translator(lang)
+        text = t("data.imbalance.ratio", ratio="2.0", cls_major="甲", n_major=20, cls_minor="乙", n_minor=10)
+        assert "甲" in text and " 甲" not in text and "甲 " not in text and " 乙" not in text
+        assert render.translator("en")("data.imbalance.ratio", ratio="2.0", cls_major="A", n_major=20,
+                                       cls_minor="B", n_minor=10).count("(A, 20 images") == 1
+    assert render.tight_class_names("為 {cls}，以") == "為{cls}，以"
+    assert render.tight_class_names("ratio {ratio} : 1") == "ratio {ratio} : 1"
+
+
+def test_preprocessing_parameters_are_translated() -> None:
+    from report_fixture import shared_run
+
+    _, ctx = shared_run()
+    html = render.render_html(ctx, langs=["zh-TW"])
+    pipeline = html[html.index('<ol class="pipeline">'):]
+    pipeline = pipeline[:pipeline.index("</ol>")]
+    t = render.translator("zh-TW")
+    assert t("pipeline.param.size") in pipeline and t("pipeline.param.keep_aspect") in pipeline
+    assert "size=" not in pipeline and "keep_aspect" not in pipeline and "True" not in pipeline

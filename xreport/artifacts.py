@@ -47,13 +47,21 @@ from .errors import CheckpointError, ReportError, XReportError
 Task = Literal["binary", "multiclass", "ordinal"]
 
 
+class Message(TypedDict):
+    """Words for the catalogs to fill: ``t(key, **params)`` in each report language (a
+    parameter may itself be a Message; see ``render.message_text``)."""
+
+    key: str
+    params: NotRequired[dict[str, Any]]
+
+
 class Value(TypedDict, total=False):
     """A metric: ``value`` with an optional bootstrap interval, or None and why."""
 
     value: float | None
     ci95: list[float | None] | None
-    reason: Any            # why ``value`` is None (str in schema 1)
-    ci95_reason: Any       # why ``ci95`` is None
+    reason: Message        # why ``value`` is None
+    ci95_reason: Message   # why ``ci95`` is None
 
 
 class RocAuc(Value, total=False):
@@ -234,7 +242,8 @@ class Explanation(TypedDict):
 
 # ---------------------------------------------------------------- metrics.json: the file
 
-EVALUATION_SCHEMA = 1
+# 2: reasons are Messages (schema 1 had English sentences)
+EVALUATION_SCHEMA = 2
 
 
 class CheckpointRef(TypedDict, total=False):
@@ -518,7 +527,24 @@ def _rerun(paths: runs.RunPaths | runs.EvaluationPaths | None) -> str:
 
 # Older metrics.json schemas that can be brought up to date without the data; a version
 # missing here (and below EVALUATION_SCHEMA) asks for `xreport evaluate` again.
-_MIGRATIONS: dict[int, typing.Callable[[dict[str, Any]], dict[str, Any]]] = {}
+def _reasons_as_messages(value: Any) -> Any:
+    """Schema 1 -> 2 inside metrics: an English reason becomes ``reason.text`` (shown as is)."""
+    if isinstance(value, list):
+        return [_reasons_as_messages(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _reasons_as_messages(v) for k, v in value.items()}
+    for key in ("reason", "ci95_reason"):
+        if isinstance(out.get(key), str) and (key == "ci95_reason" or "value" in out):
+            out[key] = {"key": "reason.text", "params": {"text": out[key]}}
+    return out
+
+
+def _migrate_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "schema": 2, "metrics": _reasons_as_messages(data["metrics"])}
+
+
+_MIGRATIONS: dict[int, typing.Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2}
 
 
 def load_evaluation(paths: runs.RunPaths | runs.EvaluationPaths) -> Evaluation:
@@ -682,6 +708,29 @@ def load_predictions(paths: runs.RunPaths | runs.EvaluationPaths) -> Predictions
     except (ValueError, TypeError) as exc:
         raise ReportError(f"{path}: y_true and prob_* must be numbers ({exc})") from None
     return Predictions(frame["id"].astype(str).tolist(), y_true, probs)
+
+
+# ---------------------------------------------------------------- class names by language
+
+def class_name_map(names: typing.Sequence[str], translated: typing.Sequence[str] | None) -> dict[str, str]:
+    """name -> its translation at the same position (the name itself where there is none)."""
+    translated = translated or []
+    return {n: (translated[i] if i < len(translated) and translated[i] else n)
+            for i, n in enumerate(names)}
+
+
+def class_name_translations(meta: typing.Mapping[str, Any]) -> dict[str, list[str]]:
+    """The class names a run was trained with, by report language (empty: not translated)."""
+    return {"en": list(meta["class_names"]), "zh-TW": list(meta.get("class_names_zh_tw") or []),
+            "zh-CN": list(meta.get("class_names_zh_cn") or [])}
+
+
+def class_names_in(meta: typing.Mapping[str, Any], lang: str,
+                   names: typing.Sequence[str] | None = None) -> list[str]:
+    """``names`` (default: all the run's classes) in ``lang``: the run's translation where it
+    has one, else the name itself."""
+    mapping = class_name_map(meta["class_names"], class_name_translations(meta).get(lang))
+    return [mapping.get(n, n) for n in (meta["class_names"] if names is None else names)]
 
 
 def save_viewer(paths: runs.EvaluationPaths, data: ViewerData) -> None:

@@ -15,7 +15,6 @@ from .evaluate import LoadedRun, dataset_for_run, evaluate_run, load_run
 
 logger = logging.getLogger(__name__)
 
-LANGS = ("en", "zh-TW", "zh-CN")
 FORMATS = ("html", "pdf")
 SPLITS = ("test", "val")
 
@@ -36,6 +35,21 @@ def check_choices(values: Sequence[str], valid: Sequence[str], *, what: str) -> 
     if not values:
         raise ConfigError(f"--{what} is empty; choose from {', '.join(valid)}")
     return values
+
+
+def check_report_options(*, split: str = "test", cam_method: str | None = None,
+                         device: str | None = None, templates: Path | None = None) -> None:
+    """The options of evaluate/build that can be checked without the data: before any write."""
+    from .explain import METHODS
+
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"--split {split!r} is not one of train, val, test")
+    if cam_method is not None and cam_method not in METHODS:
+        raise ConfigError(f"--cam {cam_method!r} is not one of {', '.join(METHODS)}")
+    if device is not None:
+        resolve_device(device)
+    if templates is not None and not Path(templates).is_dir():
+        raise ConfigError(f"--templates {templates}: not a folder")
 
 
 def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, *, cam_method: str | None,
@@ -83,12 +97,16 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
     """
     from . import render, report
 
-    langs = check_choices(langs, LANGS, what="lang")
+    # Every option is checked before anything is written.
+    langs = check_choices(langs, render.LANGS, what="lang")
     formats = check_choices(formats, FORMATS, what="format")
+    check_report_options(split=split, cam_method=cam_method, device=device, templates=templates)
     split = check_choices([split], SPLITS, what="split")[0]
     result = BuildResult(report_dir=paths.report_dir)
     started = time.perf_counter()
-    with runs.run_lock(paths.report_dir, what="report"):
+    # The whole file set is written into a staging copy and swapped in at the end: an
+    # interrupted or failed build leaves the previous complete report.
+    with runs.run_lock(paths.report_dir, what="report"), runs.staged_report(paths) as staged:
         dev = resolve_device(device)
         run = load_run(paths, device=dev)
         dataset = dataset_for_run(run, splits=("train", "val", "test"))
@@ -98,10 +116,10 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
         reused = []
 
         def evaluated(which: str) -> runs.EvaluationPaths:
-            out = paths.evaluation(which)
+            out = staged.evaluation(which)
             cached = None if force else cached_metrics(out, run, dataset, cam_method=cam_method, split=which)
             if cached is None:
-                evaluate_run(paths, split=which, device=device, cam_method=cam_method,
+                evaluate_run(staged, split=which, device=device, cam_method=cam_method,
                              dataset=dataset, run=run, out=out, progress=progress)
             reused.append(cached is not None)
             return out
@@ -115,16 +133,18 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
         result.reused_predictions = all(reused)
         result.seconds["evaluate"] = round(time.perf_counter() - started, 2)
 
-        context = report.build_context(paths, langs=langs, dataset=dataset, command=command,
+        # figures (in the user's wording) -> context -> render
+        context = report.build_context(staged, langs=langs, dataset=dataset, command=command,
+                                       templates_dir=templates, meta=run.meta, model=run.model,
                                        evaluation=shown, predictions_only=predictions_only)
         result.seconds["figures"] = round(time.perf_counter() - started - result.seconds["evaluate"], 2)
         if "html" in formats:
             html = render.render_html(context, langs=langs, templates_dir=templates)
-            runs.write_text(paths.report_html, html)
+            runs.write_text(staged.report_html, html)
             result.files.append(paths.report_html)
         if "pdf" in formats:
             for lang in langs:
-                render.render_pdf(context, lang=lang, out_path=paths.report_pdf(lang),
+                render.render_pdf(context, lang=lang, out_path=staged.report_pdf(lang),
                                   templates_dir=templates)
                 result.files.append(paths.report_pdf(lang))
     result.seconds["total"] = round(time.perf_counter() - started, 2)

@@ -41,7 +41,7 @@ R = TypeVar("R")
 # (the yellow is last: it is hard to see as a thin line).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#56B4E9", "#CC79A7", "#000000",
            "#F0E442")
-TRAIN_COLOR, VAL_COLOR, AUC_COLOR = "#0072B2", "#D55E00", "#009E73"
+TRAIN_COLOR, VAL_COLOR = "#0072B2", "#D55E00"
 GRID_COLOR = "#e3e3e3"
 CAM_CMAP = "turbo"
 WIDE = (6.5, 3.5)  # inches: the text width of an A4 page with 2 cm margins
@@ -312,16 +312,19 @@ def _fraction_axis(ax: Axes, *arrays: np.ndarray) -> None:
 
 @_styled
 def training_curves(history: Any, *, selected_epoch: int | None, t: Translate) -> Figure:
-    """Three panels: loss, accuracy, macro-F1 (+ val AUC dashed); the selected epoch marked."""
+    """Loss, accuracy and macro-F1 panels (train and val), and a fourth panel of validation
+    ROC-AUC when the history has it (its own axes: an AUC is not an F1); the selected epoch
+    marked on every panel."""
     cols = _history_columns(history)
     epochs = cols["epoch"]
-    fig = _new_figure(WIDE)
-    axes = fig.subplots(1, 3, sharex=True)
-    panels = (
+    with_auc = _has(cols["val_auc"])
+    fig = _new_figure((WIDE[0], 4.6) if with_auc else WIDE)
+    axes = list(fig.subplots(2, 2, sharex=True).flat) if with_auc else list(fig.subplots(1, 3, sharex=True))
+    panels = [
         (axes[0], "loss", t("chart.training.loss")),
         (axes[1], "acc", t("chart.training.accuracy")),
         (axes[2], "f1", t("chart.training.f1")),
-    )
+    ]
     train_label, val_label = t("chart.training.train"), t("chart.training.val")
     for ax, stem, title in panels:
         train, val = cols[f"train_{stem}"], cols[f"val_{stem}"]
@@ -330,13 +333,16 @@ def training_curves(history: Any, *, selected_epoch: int | None, t: Translate) -
         if _has(val):
             ax.plot(epochs, val, color=VAL_COLOR, label=val_label)
         ax.set_title(title)
-        ax.set_xlabel(t("chart.training.epoch"))
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
         if stem != "loss":
-            _fraction_axis(ax, train, val, cols["val_auc"] if stem == "f1" else train)
-    if _has(cols["val_auc"]):
-        axes[2].plot(epochs, cols["val_auc"], color=AUC_COLOR, linestyle="--",
-                     label=t("chart.training.val_auc"))
+            _fraction_axis(ax, train, val)
+    if with_auc:
+        axes[3].plot(epochs, cols["val_auc"], color=VAL_COLOR, label=val_label)
+        axes[3].set_title(t("chart.training.val_auc"))
+        _fraction_axis(axes[3], cols["val_auc"])
+    for ax in axes[-2:] if with_auc else axes:
+        ax.set_xlabel(t("chart.training.epoch"))
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
     if selected_epoch is not None:
         label = t("chart.training.selected").replace("{epoch}", str(int(selected_epoch)))
         for ax in axes:

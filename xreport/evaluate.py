@@ -24,7 +24,7 @@ from . import runs
 from .data import load_dataset, normalize_batch
 from .data.base import Dataset, Split
 from .device import autocast, resolve_channels_last, resolve_device, resolve_precision
-from .errors import DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .models import cam_target_layer, load_weights, model_from_meta
 
 logger = logging.getLogger(__name__)
@@ -47,10 +47,25 @@ def load_run(paths: runs.RunPaths, *, device: torch.device, checkpoint: Path | N
     meta = artifacts.check_checkpoint_meta(ckpt.meta, path=path)
     run_config = config_mod.from_dict(meta["config"], source=f"{path} (meta.config)")
     model = model_from_meta(meta, path=path)
+    _check_checkpoint_size(model, path)
     load_weights(model, ckpt.state_dict, path=path)
+    runs.check_finite(ckpt.state_dict, path=path)
     model.to(device).eval()
     return LoadedRun(checkpoint=ckpt, model=model, config=run_config, meta=meta,
                      sha256=runs.sha256_file(path))
+
+
+def _check_checkpoint_size(model: torch.nn.Module, path: Path) -> None:
+    """A checkpoint holds the weights, and for last.pt the optimiser state (up to 2 more
+    copies) and RNG states: anything far larger is not this architecture's checkpoint."""
+    from .limits import human
+
+    needed = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    allowed = 4 * needed + 16 * 2**20
+    held = runs.checkpoint_storage_bytes(path)
+    if held > allowed:
+        raise CheckpointError(f"{path}: holds {human(held)} of tensors but its architecture needs "
+                              f"{human(needed)}; refused (not this architecture's checkpoint)")
 
 
 def dataset_for_run(run: LoadedRun, *, splits: Sequence[str], data: str | None = None) -> Dataset:
@@ -110,6 +125,14 @@ def predict(model: torch.nn.Module, images: torch.Tensor, *, mean: Sequence[floa
     return torch.cat(out).double().numpy()
 
 
+def check_outputs(probs: np.ndarray, ids: Sequence[str], *, path: Path) -> None:
+    """NaN outputs: name the checkpoint and the first image instead of writing NaN rows."""
+    bad = np.flatnonzero(~np.isfinite(probs).all(axis=1)) if probs.size else []
+    if len(bad):
+        raise CheckpointError(f"{path}: the model outputs NaN or infinite values for {len(bad)} "
+                              f"image(s), first {ids[int(bad[0])]!r}; the checkpoint is not usable")
+
+
 def _timed(timings: dict[str, float], key: str):
     @contextlib.contextmanager
     def cm():
@@ -151,6 +174,7 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
     with _timed(timings, "predict"):
         probs = predict(run.model, target.images, mean=mean, std=std, device=dev,
                         batch_size=batch_size, tta=tta, progress=progress)
+    check_outputs(probs, target.ids, path=run.checkpoint.path)
     artifacts.save_predictions(out, target.ids, target.labels.numpy() if target.labels is not None else None,
                                probs, class_names=class_names)
 
@@ -196,6 +220,35 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
     artifacts.save_evaluation(out, result)
     logger.info("wrote %s and %s", out.predictions, out.metrics)
     return result
+
+
+def evaluate_report(paths: runs.RunPaths, *, split: str = "test", device: str = "auto",
+                    data: str | None = None, tta: bool = False, cam_method: str = "gradcam",
+                    explain: bool = True, out: Path | None = None,
+                    progress: bool = True) -> tuple[artifacts.Evaluation, runs.EvaluationPaths]:
+    """``xreport evaluate``: options checked first, then under the folder's lock (the same as
+    ``build``) the predictions, metrics and CAMs are written to a staging copy and swapped in
+    whole. They go to ``out`` when given, else to the run's own evaluation of ``split`` or,
+    for other ``data``, to ``reports/NAME/external-<data name>/``: never over the run's own
+    files. Returns the evaluation and where its files now are."""
+    from .build import check_report_options
+
+    check_report_options(split=split, cam_method=cam_method if explain else None, device=device)
+    if out is not None:
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out}: exists and is not a folder")
+        with runs.run_lock(out, what="evaluation"), runs.staged_folder(out) as staged:
+            result = evaluate_run(paths, split=split, device=device, data=data, tta=tta, cam_method=cam_method,
+                                  explain=explain, out=runs.EvaluationPaths(staged, paths.name),
+                                  progress=progress)
+        return result, runs.EvaluationPaths(out, paths.name)
+    final = paths.external(data) if data is not None else paths.evaluation(split)
+    with runs.run_lock(paths.report_dir, what="report"), runs.staged_report(paths) as staged:
+        where = staged.external(data) if data is not None else staged.evaluation(split)
+        result = evaluate_run(staged, split=split, device=device, data=data, tta=tta,
+                              cam_method=cam_method, explain=explain, out=where, progress=progress)
+    return result, final
 
 
 def _check_compatible(run: LoadedRun, dataset: Dataset) -> None:

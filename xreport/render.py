@@ -375,7 +375,8 @@ def make_environment(templates_dir: Path | None = None) -> jinja2.Environment:
             default_for_string=True, default=True),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters["fmt"] = fmt
+    env.filters["fmt"] = jinja2.pass_context(
+        lambda context, v, digits=3: fmt(v, digits, say=context.get("say")))
     env.filters["pct"] = pct
     env.filters["num"] = num
     env.filters["ci"] = ci
@@ -456,8 +457,22 @@ class Messages:
                 raise ReportError(f"message key {key!r} is missing from templates/i18n/en")
         if not params:
             return text
+        if self.lang.startswith("zh"):
+            text = tight_class_names(text)
         return format_message(text, {k: _param_text(v) for k, v in params.items()},
                               where=f"message {key!r} ({self.lang})")
+
+
+# Chinese sets no spaces between words: a class name ({cls}, {cls_minor}, ...) sits directly
+# against the Han characters and full-width punctuation around it, whatever the catalog says.
+_CJK = "\u2e80-\u9fff\u3000-\u303f\uff00-\uffef"
+_SPACE_BEFORE_NAME = re.compile(f"(?<=[{_CJK}]) +(?=\\{{cls[A-Za-z0-9_]*\\}})")
+_SPACE_AFTER_NAME = re.compile(f"(\\{{cls[A-Za-z0-9_]*\\}}) +(?=[{_CJK}])")
+
+
+def tight_class_names(text: str) -> str:
+    """Drop the spaces between a ``{cls*}`` placeholder and neighbouring CJK text."""
+    return _SPACE_AFTER_NAME.sub(r"\1", _SPACE_BEFORE_NAME.sub("", text))
 
 
 _PLACEHOLDER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -555,15 +570,16 @@ def ci(v: Any, digits: int = 3) -> str:
     return ""
 
 
-def fmt(v: Any, digits: int = 3) -> Markup:
-    """A metric value for a table cell: "0.912 (0.889–0.934)", or "—" with the reason."""
+def fmt(v: Any, digits: int = 3, *, say: Callable[[Any], str] | None = None) -> Markup:
+    """A metric value for a table cell: "0.912 (0.889–0.934)", or "—" with the reason
+    (a reason message is worded by ``say``, the template's language)."""
     if isinstance(v, Mapping):
         value = v.get("value")
         if _is_missing(value):
             reason = v.get("reason")
             if reason:
-                return Markup('{}<span class="reason">{}</span>').format(
-                    DASH, f" ({reason})")
+                text = say(reason) if say is not None and isinstance(reason, Mapping) else str(reason)
+                return Markup('{}<span class="reason">{}</span>').format(DASH, f" ({text})")
             return Markup(DASH)
         interval = ci(v, digits)
         text = num(value, digits)
@@ -613,10 +629,10 @@ def _image_source(report_dir: Path, scope: FileScope, *, mode: str) -> Callable[
 # ---------------------------------------------------------------- rendering
 
 def _class_namer(context: Mapping[str, Any], lang: str) -> Callable[[Any], str]:
+    from .artifacts import class_name_map
+
     names = list(context.get("class_names", []))
-    translated = context.get("class_names_i18n", {}).get(lang) or []
-    mapping = {n: (translated[i] if i < len(translated) and translated[i] else n)
-               for i, n in enumerate(names)}
+    mapping = class_name_map(names, context.get("class_names_i18n", {}).get(lang))
 
     def cname(name: Any) -> str:
         if isinstance(name, int) and 0 <= name < len(names):
@@ -625,15 +641,28 @@ def _class_namer(context: Mapping[str, Any], lang: str) -> Callable[[Any], str]:
     return cname
 
 
-def _discussion_text(t: Messages, cname: Callable[[Any], str]) -> Callable[[Mapping[str, Any]], str]:
-    """Fill one observation's message; params named ``cls*`` are class names to translate."""
-    def say(item: Mapping[str, Any]) -> str:
-        return t(item["key"], **{k: _observation_param(k, v, cname)
-                                  for k, v in dict(item.get("params", {})).items()})
+def message_text(t: Messages, cname: Callable[[Any], str]) -> Callable[[Any], str]:
+    """``say(message)``: word a ``{key, params}`` message (an observation, a metric's reason,
+    a comparison verdict) in ``t``'s language. A parameter that is itself a message is worded
+    first; ``cls*`` parameters are class names, ``*_pct`` fractions are percentages, None is
+    a dash. A plain string (an older metrics.json) is shown as it is; nothing is "".
+    """
+    def say(item: Any) -> str:
+        if not item:
+            return ""
+        if isinstance(item, str):
+            return item
+        return t(item["key"], **{k: _observation_param(k, v, cname, say)
+                                  for k, v in dict(item.get("params") or {}).items()})
     return say
 
 
-def _observation_param(name: str, value: Any, cname: Callable[[Any], str]) -> str:
+def _observation_param(name: str, value: Any, cname: Callable[[Any], str],
+                       say: Callable[[Any], str]) -> str:
+    if isinstance(value, Mapping) and "key" in value:
+        return say(value)
+    if value is None:
+        return DASH
     if name.startswith("cls"):
         return cname(value)
     if name.endswith("_pct"):
@@ -646,13 +675,11 @@ def _observation_param(name: str, value: Any, cname: Callable[[Any], str]) -> st
 @dataclass(frozen=True)
 class DocumentKind:
     """What differs between the single-run report and other documents in the same shell
-    (the comparison): the body template, the page title, extra filters, and how
-    ``say({key, params})`` items are filled."""
+    (the comparison): the body template, the page title and extra filters."""
 
     body_template: str = "body.html.j2"
     title_key: str = "report.title"
     filters: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
-    make_say: Callable[[Messages, Callable[[Any], str]], Callable[..., str]] | None = None
 
 
 REPORT = DocumentKind()
@@ -663,7 +690,7 @@ def _globals_for(context: Mapping[str, Any], lang: str, *, templates_dir: Path |
     t = translator(lang, templates_dir)
     cname = _class_namer(context, lang)
     report_dir = Path(context.get("report_dir", "."))
-    say = (kind.make_say or _discussion_text)(t, cname)
+    say = message_text(t, cname)
     scope = template_scope(templates_dir, report_dir)
     return {"ctx": context, "lang": lang, "t": t, "has_key": t.has, "cname": cname,
             "say": say, "img": _image_source(report_dir, scope, mode=mode),

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import tomli_w
@@ -20,16 +21,14 @@ import tomli_w
 from . import artifacts, discussion
 from .data.base import Dataset
 from .errors import ReportError, XReportError
+from .figures import Figures
 from .runs import EvaluationPaths, RunPaths, sha256_file
 
 logger = logging.getLogger(__name__)
 
 KIND_ORDER = ("TP", "TN", "FP", "FN")
 SUMMARY_VERSIONS = ("python", "torch", "torchvision", "xreport")
-EXAMPLES_PER_CLASS = 4
-BEFORE_AFTER_PAIRS = 4
 
-Figures = dict[str, dict[str, str] | None]
 
 # Beyond this many classes a table with one column per class no longer fits an A4 page
 # with the names in full: the distribution table turns (one row per class), the confusion
@@ -39,52 +38,6 @@ WIDE_CLASSES = 4
 
 
 # ---------------------------------------------------------------- reading the run folder
-
-# ---------------------------------------------------------------- figures
-
-class FigureMaker:
-    """Draw one chart per language into figures/<name>.<lang>.png (a failed chart is logged)."""
-
-    def __init__(self, paths: RunPaths, langs: Sequence[str], translators: Mapping[str, Any]) -> None:
-        self.paths, self.langs, self.translators = paths, list(langs), translators
-        self.failed: list[str] = []
-
-    def draw(self, name: str, fn: Callable[..., Any]) -> dict[str, str] | None:
-        """``fn(t, lang) -> Figure``; returns {lang: relative path} or None when it failed."""
-        from . import charts
-
-        out: dict[str, str] = {}
-        for lang in self.langs:
-            rel = f"figures/{name}.{lang}.png"
-            try:
-                with charts.chart_language(lang):  # Traditional/Simplified glyph forms
-                    fig = fn(self.translators[lang], lang)
-                    charts.save_figure(fig, self.paths.report_dir / rel)
-            except (XReportError, ValueError, KeyError, TypeError, IndexError) as exc:
-                # A chart that cannot be drawn should not cost the whole report.
-                logger.warning("chart %s (%s) skipped: %s", name, lang, exc, exc_info=True)
-                self.failed.append(name)
-                return None
-            out[lang] = rel
-        return out
-
-
-def _localise(names: Sequence[str], translated: Sequence[str]) -> dict[str, str]:
-    return {n: (translated[i] if i < len(translated) and translated[i] else n)
-            for i, n in enumerate(names)}
-
-
-def _localised_metrics(metrics: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
-    """A shallow copy with class names translated, for chart legends and axes."""
-    out = dict(metrics)
-    out["class_names"] = [mapping.get(n, n) for n in metrics.get("class_names", [])]
-    out["per_class"] = [{**row, "class": mapping.get(row.get("class"), row.get("class"))}
-                        for row in metrics.get("per_class") or []]
-    curves = metrics.get("curves") or {}
-    out["curves"] = {kind: [{**c, "class": mapping.get(c.get("class"), c.get("class"))} for c in entries]
-                     for kind, entries in curves.items()}
-    return out
-
 
 # ---------------------------------------------------------------- sections
 
@@ -174,22 +127,34 @@ def _leakage(paths: RunPaths, dist: Mapping[str, Any] | None,
 
 
 def _imbalance(config: Mapping[str, Any], dist: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The handling method and the training split's largest-to-smallest class ratio;
+    ``balanced`` when every class has the same count (the sentence then says so)."""
     method = (config.get("train") or {}).get("imbalance", "none")
-    out: dict[str, Any] = {"method": method, "ratio": None, "majority": None, "minority": None}
+    out: dict[str, Any] = {"method": method, "ratio": None, "balanced": False, "majority": None,
+                           "minority": None, "n_majority": None, "n_minority": None}
     counts = ((dist or {}).get("splits") or {}).get("train")
     names = (dist or {}).get("class_names") or []
     if counts and len(counts) == len(names) and min(counts) > 0:
-        out.update(ratio=max(counts) / min(counts), majority=names[counts.index(max(counts))],
-                   minority=names[counts.index(min(counts))])
+        big, small = counts.index(max(counts)), counts.index(min(counts))
+        out.update(ratio=max(counts) / min(counts), balanced=max(counts) == min(counts),
+                   majority=names[big], minority=names[small],
+                   n_majority=int(counts[big]), n_minority=int(counts[small]))
     return out
 
 
-def _pipeline(meta: Mapping[str, Any]) -> list[dict[str, str]]:
+def _param_slug(value: Any) -> str:
+    """A parameter value as a catalog key part: "black, centred" -> "black_centred"."""
+    return re.sub(r"[^a-z0-9]+", "_", str(value).lower()).strip("_")
+
+
+def _pipeline(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each step's name and parameters; the templates translate parameter names and the
+    word-like values (``pipeline.param.*``, ``pipeline.value.*``), numbers stay as they are."""
     steps = []
     for step in meta.get("pipeline") or []:
-        params = step.get("params") or {}
-        detail = ", ".join(f"{k}={v}" for k, v in params.items() if v is not None)
-        steps.append({"name": str(step.get("step", "?")), "detail": detail})
+        params = [{"key": str(k), "value": v, "slug": _param_slug(v) if isinstance(v, (str, bool)) else None}
+                  for k, v in (step.get("params") or {}).items() if v is not None]
+        steps.append({"name": str(step.get("step", "?")), "params": params})
     return steps
 
 
@@ -200,44 +165,7 @@ def _join_floats(values: Any) -> str:
     return ", ".join(f"{float(v):.3f}" for v in values)
 
 
-def _example_figures(meta: Mapping[str, Any], config: Mapping[str, Any], dataset: Dataset | None,
-                     maker: FigureMaker, names_by_lang: Mapping[str, list[str]],
-                     seed: int) -> tuple[dict[str, str] | None, dict[str, str] | None]:
-    """Example grid from the loaded data set; before/after from the raw data when reachable."""
-    from . import charts
-
-    examples = None
-    split = next((dataset.splits[s] for s in ("train", "val", "test")
-                  if dataset is not None and s in dataset.splits
-                  and dataset.splits[s].labels is not None), None)
-    if split is not None:
-        rng = np.random.default_rng(seed)
-        labels = split.labels.numpy()
-        picked = [int(i) for c in np.unique(labels)
-                  for i in rng.permutation(np.flatnonzero(labels == c))[:EXAMPLES_PER_CLASS]]
-        images = [split.images[i].numpy() for i in picked]
-        examples = maker.draw("examples", lambda t, lang: charts.example_grid(
-            images, [int(labels[i]) for i in picked], names_by_lang[lang], t=t,
-            per_class=EXAMPLES_PER_CLASS))
-    before_after = None
-    try:
-        from .config import from_dict
-        from .data import raw_examples
-        from .data.preprocess import preprocess_image
-
-        cfg = from_dict(dict(config), source="checkpoint config")
-        raw = raw_examples(cfg.data, 1, seed)[:BEFORE_AFTER_PAIRS]
-        pairs = [(img, preprocess_image(img, cfg.preprocess, cfg.image_size)) for img, _ in raw]
-    except (XReportError, OSError, ImportError) as exc:
-        logger.info("before/after figure omitted: %s", exc)
-        pairs = []
-    if pairs:
-        before_after = maker.draw("before_after",
-                                  lambda t, lang: charts.preprocessing_before_after(pairs, t=t))
-    return examples, before_after
-
-
-def _model(meta: Mapping[str, Any], explain: Mapping[str, Any] | None) -> dict[str, Any]:
+def _model(meta: Mapping[str, Any], explain: Mapping[str, Any] | None, model: Any = None) -> dict[str, Any]:
     from . import models
 
     info: dict[str, Any] = {
@@ -250,7 +178,8 @@ def _model(meta: Mapping[str, Any], explain: Mapping[str, Any] | None) -> dict[s
         "num_classes": meta.get("num_classes"), "dropout": float(meta.get("dropout", 0.0)),
     }
     try:
-        model = models.model_from_meta(meta)
+        if model is None:
+            model = models.model_from_meta(meta)
         counts = models.count_parameters(model)
         info["params"], info["trainable"] = counts["total"], counts["trainable"]
         info["flops"] = models.count_flops(model, int(meta["image_size"]), int(meta["in_channels"]))
@@ -294,9 +223,11 @@ def _results(metrics: Mapping[str, Any] | None, evaluation: Mapping[str, Any],
              figures: Figures) -> dict[str, Any]:
     if not metrics:
         return {"available": False}
+    binary = metrics.get("task") == "binary"
     overall = [("metric.accuracy", metrics.get("accuracy")),
                ("metric.balanced_accuracy", metrics.get("balanced_accuracy")),
-               ("metric.mcc", metrics.get("mcc")), ("metric.roc_auc", metrics.get("roc_auc"))]
+               ("metric.mcc", metrics.get("mcc")),
+               ("metric.roc_auc" if binary else "metric.roc_auc_macro", metrics.get("roc_auc"))]
     if metrics.get("roc_auc_weighted") is not None:
         overall.append(("metric.roc_auc_weighted", metrics["roc_auc_weighted"]))
     overall.append(("metric.average_precision", metrics.get("average_precision")))
@@ -311,6 +242,8 @@ def _results(metrics: Mapping[str, Any] | None, evaluation: Mapping[str, Any],
            for op in metrics.get("operating_points") or []]
     return {
         "available": True, "task": metrics.get("task"), "n": metrics.get("n"),
+        # Binary: the positive class, named in the 0.5-threshold sentence.
+        "positive": (metrics.get("class_names") or [None, None])[1] if binary else None,
         "split": split, "bootstrap": metrics.get("bootstrap"),
         "overall": overall, "report_rows": _report_rows(metrics),
         "confusion": {"labels": cm.get("labels") or metrics.get("class_names", []),
@@ -461,33 +394,6 @@ def _skipped(evaluation: Mapping[str, Any], dataset: Dataset | None) -> list[dic
 
 # ---------------------------------------------------------------- the context
 
-def _chart_set(metrics: Mapping[str, Any] | None, maker: FigureMaker,
-               mappings: Mapping[str, Mapping[str, str]]) -> Figures:
-    from . import charts
-
-    if not metrics:
-        return {}
-    local = {lang: _localised_metrics(metrics, mappings[lang]) for lang in maker.langs}
-    cm = metrics.get("confusion_matrix") or {}
-    labels = cm.get("labels") or metrics.get("class_names", [])
-    figs: Figures = {
-        "roc": maker.draw("roc", lambda t, lang: charts.roc_curves(local[lang], t=t)),
-        "pr": maker.draw("pr", lambda t, lang: charts.pr_curves(local[lang], t=t)),
-        "cm_raw": maker.draw("confusion_raw", lambda t, lang: charts.confusion_matrix(
-            cm["raw"], [mappings[lang].get(n, n) for n in labels], normalized=False, t=t)),
-        "cm_true": maker.draw("confusion_by_true", lambda t, lang: charts.confusion_matrix(
-            cm["by_true"], [mappings[lang].get(n, n) for n in labels], normalized=True, t=t)),
-        "reliability": None, "operating_points": None,
-    }
-    if metrics.get("calibration"):
-        figs["reliability"] = maker.draw("reliability", lambda t, lang: charts.reliability_diagram(
-            metrics["calibration"], t=t))
-    if metrics.get("operating_points"):
-        figs["operating_points"] = maker.draw("operating_points", lambda t, lang: charts.operating_points(
-            local[lang], t=t))
-    return figs
-
-
 def _predicted(evaluation: EvaluationPaths | None, class_names: Sequence[str]) -> dict[str, Any] | None:
     """The predicted class counts of an unlabelled split (a Kaggle-style test set)."""
     if evaluation is None:
@@ -502,52 +408,41 @@ def _predicted(evaluation: EvaluationPaths | None, class_names: Sequence[str]) -
 
 
 def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | None = None,
-                  command: str | None = None, evaluation: EvaluationPaths | None = None,
+                  command: str | None = None, templates_dir: Path | None = None,
+                  meta: artifacts.CheckpointMeta | None = None, model: Any = None,
+                  evaluation: EvaluationPaths | None = None,
                   predictions_only: EvaluationPaths | None = None) -> dict[str, Any]:
-    """Everything the templates show, as plain data; draws the figures per language.
+    """Everything the templates show, as plain data; the figures stage draws the charts.
 
+    ``meta`` and ``model`` are the already-loaded run (``build`` passes them, so the
+    checkpoint is not read again); without them the checkpoint's meta is loaded here.
     ``evaluation`` is the labelled evaluation whose metrics and CAMs the report shows (the
     run's test evaluation by default); ``predictions_only`` an unlabelled split's evaluation,
     of which the report shows the predicted class counts.
     """
-    from . import charts
-    from .render import translator
+    from .figures import draw_report_figures
 
-    if not paths.best.is_file():
-        raise ReportError(f"{paths.best}: checkpoint not found; train the run first "
-                          f"(`xreport train`) or check --checkpoints")
-    meta = artifacts.load_checkpoint_meta(paths.best)
+    if meta is None:
+        if not paths.best.is_file():
+            raise ReportError(f"{paths.best}: checkpoint not found; train the run first "
+                              f"(`xreport train`) or check --checkpoints")
+        meta = artifacts.load_checkpoint_meta(paths.best)
     evaluation_paths = evaluation or paths.evaluation("test")
     evaluation = artifacts.load_evaluation(evaluation_paths)
-    metrics = evaluation.get("metrics")
+    metrics = evaluation["metrics"]
     explain = evaluation.get("explain")
-    config = meta.get("config") or {}
+    config = meta["config"]
     history = artifacts.load_history(paths)
     dist = _distribution(paths, dataset)
-    seed = int(meta.get("seed", 0) or 0)
-
-    class_names = list(meta.get("class_names") or (metrics or {}).get("class_names") or [])
+    class_names = list(meta["class_names"])
+    i18n = artifacts.class_name_translations(meta)
+    mappings = {lang: artifacts.class_name_map(class_names, i18n.get(lang)) for lang in langs}
     predicted = _predicted(predictions_only, class_names)
-    i18n = {"en": class_names, "zh-TW": list(meta.get("class_names_zh_tw") or []),
-            "zh-CN": list(meta.get("class_names_zh_cn") or [])}
-    mappings = {lang: _localise(class_names, i18n.get(lang) or []) for lang in langs}
-    names_by_lang = {lang: [mappings[lang].get(n, n) for n in class_names] for lang in langs}
-    maker = FigureMaker(paths, langs, {lang: translator(lang) for lang in langs})
-
-    dist_fig = None
-    if dist and _split_rows(dist):
-        dist_fig = maker.draw("class_distribution", lambda t, lang: charts.class_distribution(
-            {**dist, "class_names": names_by_lang[lang]}, t=t))
-    curves_fig = None
-    if history:
-        curves_fig = maker.draw("training_curves", lambda t, lang: charts.training_curves(
-            history, selected_epoch=meta.get("epoch"), t=t))
-    examples_fig, before_after_fig = _example_figures(meta, config, dataset, maker, names_by_lang, seed)
-    result_figs = _chart_set(metrics, maker, mappings)
-    faith_fig = None
-    faith = (explain or {}).get("faithfulness") or {}
-    if faith.get("deletion_curve") or faith.get("insertion_curve"):
-        faith_fig = maker.draw("faithfulness", lambda t, lang: charts.faithfulness_curves(faith, t=t))
+    figs = draw_report_figures(paths.report_dir, meta=meta, evaluation=evaluation, history=history,
+                               distribution=dist, dataset=dataset, langs=langs,
+                               templates_dir=templates_dir)
+    dist_fig, curves_fig, faith_fig = figs.distribution, figs.curves, figs.faithfulness
+    examples_fig, before_after_fig, result_figs = figs.examples, figs.before_after, figs.results
 
     name = _dataset_name(meta, dataset)
     data_cfg = meta.get("data") or {}
@@ -579,7 +474,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
             "leakage": _leakage(paths, dist, dataset),
             "figures": {"distribution": dist_fig, "examples": examples_fig, "before_after": before_after_fig},
         },
-        "model": _model(meta, explain),
+        "model": _model(meta, explain, model),
         "training": _training(meta, config, history, curves_fig),
         "results": _results(metrics, evaluation, result_figs),
         "explain": _explain(explain, paths, faith_fig, class_names, folder=evaluation_paths.folder,
@@ -590,6 +485,6 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
                                               explain=explain),
         "repro": _repro(meta, config, paths, evaluation, command),
         "skipped": _skipped(evaluation, dataset),
-        "failed_charts": sorted(set(maker.failed)),
+        "failed_charts": figs.failed,
     }
     return context
