@@ -3,7 +3,7 @@ imbalance helpers and summaries. See docs/ARCHITECTURE.md ("Data")."""
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ __all__ = [
     "Dataset", "Split", "SPLITS", "load_dataset", "resolve_source", "raw_examples",
     "compute_mean_std", "resolve_normalization", "normalize_batch", "augment_batch",
     "preprocess_image", "describe_pipeline", "class_weights", "sampler_weights",
-    "class_distribution", "leakage_check", "read_image",
+    "class_distribution", "leakage_check", "read_image", "SourceProbe", "probe_source",
 ]
 
 logger = logging.getLogger(__name__)
@@ -263,6 +263,80 @@ def _unify_channels(ds: Dataset) -> None:
         for name, split in ds.splits.items():
             if split.images.shape[1] == 1:
                 ds.splits[name] = replace(split, images=split.images.expand(-1, 3, -1, -1).contiguous())
+
+
+# ---------------------------------------------------------------- probing (for the auto recipe)
+@dataclass(frozen=True)
+class SourceProbe:
+    """What the auto recipe needs to know of a data source, read without preprocessing it."""
+
+    kind: str
+    source: str
+    native_size: int          # short side of the train images (median over a sample), px
+    colour: bool              # any sampled train image has distinct colour channels
+    train_counts: list[int]   # images per class in the train split
+    n_val: int
+    task: Task
+
+
+def _npz_shape(path: Path, key: str) -> tuple[int, ...]:
+    """Shape of one array of an .npz from its header, without reading the pixels."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as fh:
+        version = np.lib.format.read_magic(fh)
+        shape, _order, _dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                                 else np.lib.format.read_array_header_2_0(fh))
+    return tuple(int(v) for v in shape)
+
+
+def probe_source(data_cfg: DataConfig, *, sample: int = 16) -> SourceProbe:
+    """Native size, colour, train class counts and task of ``data.dataset``.
+
+    MedMNIST: array headers and labels only; image folders / CSV manifests: the file list
+    and ``sample`` decoded train images; phantom: its generator's train split."""
+    kind, source = resolve_source(data_cfg)
+    if kind == "phantom":
+        ds = load_dataset(data_cfg, PreprocessConfig(), image_size=data_cfg.phantom_size,
+                          splits=("train",))
+        train = ds.splits["train"]
+        return SourceProbe(kind, source, data_cfg.phantom_size, False, train.class_counts(ds.num_classes),
+                           data_cfg.phantom_val, ds.task)
+    if kind == "medmnist":
+        path = Path(source)
+        name = medmnist.base_name(path)
+        table = medmnist.CLASS_NAMES.get(name)
+        arrays, k = medmnist.read_npz(path, (), num_classes=len(table) if table else None)
+        del arrays
+        with np.load(path, allow_pickle=False) as npz:
+            y_train = medmnist._labels(path, "train", npz["train_labels"])
+            n_val = int(npz["val_labels"].shape[0]) if "val_labels" in npz.files else 0
+        shape = _npz_shape(path, "train_images")
+        colour = len(shape) == 4 and shape[3] == 3
+        names = table if table and len(table) == k else [str(i) for i in range(k)]
+        _names, task = _names_and_task(data_cfg, names, where=str(path),
+                                       default_task="ordinal" if name in medmnist.ORDINAL else None)
+        return SourceProbe(kind, source, min(shape[1], shape[2]), colour,
+                           np.bincount(y_train, minlength=k).tolist(), n_val, task)
+    root = Path(source)
+    files, labels = _file_split(kind, root, "train", configured=data_cfg.class_names)
+    if labels is None:
+        raise DataError(f"{root}: the train split has no labels; training needs them")
+    # (with no val split this counts another split's files: an estimate of the val cost only)
+    val_files, _val_labels = _file_split(kind, root, "val", configured=data_cfg.class_names)
+    k = max(labels) + 1
+    if data_cfg.class_names:
+        k = max(k, len(data_cfg.class_names))
+    picks = np.linspace(0, len(files) - 1, num=min(sample, len(files))).round().astype(int)
+    sides, colour = [], False
+    for i in sorted(set(picks.tolist())):
+        img = read_image(files[i])
+        sides.append(min(img.shape[0], img.shape[1]))
+        colour = colour or img.ndim == 3
+    _names, task = _names_and_task(data_cfg, [str(i) for i in range(k)], where=str(root))
+    return SourceProbe(kind, source, int(np.median(sides)), colour,
+                       np.bincount(np.asarray(labels), minlength=k).tolist(),
+                       len(val_files), task)
 
 
 # ---------------------------------------------------------------- raw examples
