@@ -371,8 +371,8 @@ def _static_meta(config: RunConfig, ds: Dataset, *, model: nn.Module, small_stem
     return {
         "arch": config.model.arch, "num_classes": ds.num_classes,
         "class_names": list(ds.class_names),
-        "class_names_zh_tw": list(config.data.class_names_zh_tw),
-        "class_names_zh_cn": list(config.data.class_names_zh_cn),
+        "class_names_zh_tw": list(config.data.class_names_zh_tw or ds.class_names_zh_tw),
+        "class_names_zh_cn": list(config.data.class_names_zh_cn or ds.class_names_zh_cn),
         "task": ds.task, "in_channels": ds.channels, "image_size": config.image_size,
         "small_input_stem": small_stem, "head": head, "dropout": config.model.dropout,
         "pretrained": config.model.pretrained, "freeze_backbone": config.model.freeze_backbone,

@@ -183,9 +183,12 @@ def _load_medmnist(source: str, d: DataConfig, p: PreprocessConfig, *, image_siz
         x, _ = preprocess_stack(torch.from_numpy(images), p, image_size)
         out[split] = Split(split, x, torch.from_numpy(labels), [str(i) for i in range(len(labels))])
     (c, h, w), = shapes if len(shapes) == 1 else ((None, None, None),)
+    from_table = bool(table) and names == table   # not renamed by data.class_names
     return Dataset(name=name, source=str(path), kind="medmnist", class_names=names, task=task,
                    splits=out, fingerprint=sha256_file(path),
-                   original_size=(h, w) if h is not None else None, original_channels=c)
+                   original_size=(h, w) if h is not None else None, original_channels=c,
+                   class_names_zh_tw=list(medmnist.CLASS_NAMES_ZH_TW.get(name, [])) if from_table else [],
+                   class_names_zh_cn=list(medmnist.CLASS_NAMES_ZH_CN.get(name, [])) if from_table else [])
 
 
 def _split_from_files(split: str, files: list[Path], labels: list[int] | None, *, root: Path,
