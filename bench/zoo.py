@@ -19,6 +19,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,24 @@ def summarise(base: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
             "target": TARGETS.get(base), "per_seed": rows}
 
 
+def _read_sets(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()).get("sets", {}) if path.exists() else {}
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock beside ``path`` for one read-merge-write."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
@@ -116,8 +136,7 @@ def main() -> int:
                         help="synthetic 28 px data, 2 optimiser steps: checks the script runs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    existing = json.loads(args.out.read_text()) if args.out.exists() and not args.smoke else {}
-    results = existing.get("sets", {})
+    results = _read_sets(args.out) if not args.smoke else {}
     started_load = load_average()
     with tempfile.TemporaryDirectory(prefix="xreport-zoo-") as tmp:
         workdir = args.keep.resolve() if args.keep else Path(tmp)
@@ -135,13 +154,17 @@ def main() -> int:
                 print(json.dumps({"set": key, **{k: v for k, v in row.items() if k != "chosen"}}),
                       flush=True)
                 earlier = sorted([*earlier, row], key=lambda r: r["seed"])
-                results[key] = summarise(base, earlier)
-                payload = {"benchmark": "zoo", "date": now(), "command": command_line(),
-                           "smoke": args.smoke, "threads": args.threads, "machine": machine(),
-                           "load_average_start": started_load, "load_average_end": load_average(),
-                           "note": "timings on a 2-core machine shared with other jobs",
-                           "sets": results}
-                runs.write_json(args.out, payload)
+                with _locked(args.out):
+                    # Other zoo processes (other sets, run at the same time) may have written
+                    # since: merge this set into what the file holds now.
+                    results = {**(_read_sets(args.out) if not args.smoke else {}),
+                               key: summarise(base, earlier)}
+                    payload = {"benchmark": "zoo", "date": now(), "command": command_line(),
+                               "smoke": args.smoke, "threads": args.threads, "machine": machine(),
+                               "load_average_start": started_load, "load_average_end": load_average(),
+                               "note": "timings on a 2-core machine shared with other jobs",
+                               "sets": results}
+                    runs.write_json(args.out, payload)
     print(json.dumps({k: {x: v[x] for x in ("test_acc_mean", "test_auc_mean", "test_qwk_mean",
                                             "minutes_per_seed")} for k, v in results.items()},
                      indent=2))

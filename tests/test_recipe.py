@@ -143,3 +143,42 @@ def test_probe_of_medmnist_reads_headers_and_the_ordinal_task(tmp_path: Path) ->
     path = write_npz(tmp_path / "retinamnist.npz", [6, 3, 2, 2, 1], size=28, rgb=True)
     p = probe_source(DataConfig(dataset=str(path)))
     assert (p.native_size, p.colour, p.train_counts, p.task) == (28, True, [6, 3, 2, 2, 1], "ordinal")
+
+
+# ---------------------------------------------------------------- through the CLI
+
+TINY = '''name = "auto"
+[data]
+dataset = "phantom"
+phantom_size = 16
+phantom_train = 16
+phantom_val = 8
+phantom_test = 4
+[train]
+num_threads = 1
+precision = "fp32"
+max_steps = 1
+'''
+
+
+@pytest.mark.parametrize("flag", ["auto", "plain"])
+def test_cli_writes_what_the_recipe_chose(tmp_path: Path, flag: str) -> None:
+    from xreport import runs
+    from xreport.cli import main
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY, encoding="utf-8")
+    assert main(["train", "--config", str(path), "--recipe", flag, "--epochs", "1",
+                 "--checkpoints", str(tmp_path / "ck")]) == 0
+    paths = runs.RunPaths("auto", checkpoints_root=tmp_path / "ck")
+    meta = runs.load_checkpoint(paths.best).meta
+    saved = config_mod.load(paths.config)
+    assert meta["recipe"]["name"] == flag and saved.train.epochs == 1
+    chosen = {c["key"]: c["value"] for c in meta["recipe"]["choices"]}
+    if flag == "plain":
+        assert chosen == {} and saved.image_size == RunConfig().image_size
+        return
+    # phantom: 16 px grey, balanced binary -> native size, small stem, no rebalancing, AUC
+    assert chosen["image_size"] == 16 == saved.image_size and "train.epochs" not in chosen
+    assert chosen["train.imbalance"] == "none" and chosen["train.select_metric"] == "val_auc"
+    assert saved.augment.hflip == 0.0 and saved.train.label_smoothing == recipe.BASE["train.label_smoothing"]
