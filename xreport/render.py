@@ -15,6 +15,8 @@ import importlib.resources
 import json
 import logging
 import math
+import re
+import string
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -68,10 +70,306 @@ def _search_path(templates_dir: Path | None) -> list[str]:
     return paths
 
 
+# ---------------------------------------------------------------- files a template may reach
+
+# A template, a catalog or a figure larger than this is not one we wrote (a symlink to a
+# device or a huge log); refusing it keeps a render from reading without end.
+MAX_TEMPLATE_BYTES = 4 * 2**20
+MAX_EMBEDDED_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class FileScope:
+    """The folders whose files a template may reach (includes, CSS, catalogs, ``img()``,
+    the PDF fetcher): the templates folders and the report folder. One resolver for all of
+    them, so a symlink or ``../`` can never lead a report to another file."""
+
+    roots: tuple[Path, ...]
+
+    @classmethod
+    def of(cls, *folders: Path | str | None) -> "FileScope":
+        return cls(tuple(dict.fromkeys(Path(f).resolve() for f in folders if f is not None)))
+
+    def resolve(self, path: Path | str, *, what: str, max_bytes: int = MAX_EMBEDDED_BYTES) -> Path:
+        """The real file behind ``path`` (every symlink followed), if it lies inside a root."""
+        shown = str(path)
+        try:
+            # Containment first (on the path with every existing symlink followed), so a
+            # refused path says nothing about whether the file exists.
+            real = Path(path).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte
+            raise ReportError(f"{what} {shown!r}: not a usable path ({type(exc).__name__})") from None
+        if not any(real == r or real.is_relative_to(r) for r in self.roots):
+            raise ReportError(f"{what} {shown}: refused, it leads to {real}, outside the templates "
+                              "and report folders")
+        if not real.exists():
+            raise ReportError(f"{what} {shown}: cannot be read (no such file)")
+        if not real.is_file():
+            raise ReportError(f"{what} {shown}: not a regular file")
+        size = real.stat().st_size
+        if size > max_bytes:
+            raise ReportError(f"{what} {shown}: {size} bytes is more than the limit of {max_bytes}")
+        return real
+
+    def read_bytes(self, path: Path | str, *, what: str, max_bytes: int = MAX_EMBEDDED_BYTES) -> bytes:
+        real = self.resolve(path, what=what, max_bytes=max_bytes)
+        try:
+            return real.read_bytes()
+        except OSError as exc:
+            raise ReportError(f"{what} {path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def template_scope(templates_dir: Path | None, *extra: Path | str | None) -> FileScope:
+    return FileScope.of(templates_root(), templates_dir, *extra)
+
+
+class ConfinedLoader(jinja2.FileSystemLoader):
+    """A FileSystemLoader that refuses any template whose real file (after symlinks) lies
+    outside the template roots, and any file too large to be a template."""
+
+    def __init__(self, searchpath: Sequence[str]) -> None:
+        super().__init__(list(searchpath))
+        self.scope = FileScope.of(*searchpath)
+
+    def get_source(self, environment: jinja2.Environment,
+                   template: str) -> tuple[str, str, Callable[[], bool]]:
+        from jinja2.loaders import split_template_path
+
+        pieces = split_template_path(template)  # refuses ".." pieces
+        for root in self.searchpath:
+            candidate = Path(root, *pieces)
+            if not (candidate.is_file() or candidate.is_symlink()):
+                continue
+            real = self.scope.resolve(candidate, what="template", max_bytes=MAX_TEMPLATE_BYTES)
+            try:
+                source = real.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise ReportError(f"template {candidate}: not UTF-8 text") from None
+            mtime = real.stat().st_mtime
+            return source, str(candidate), lambda: real.is_file() and real.stat().st_mtime == mtime
+        raise jinja2.TemplateNotFound(template)
+
+
+# ---------------------------------------------------------------- render limits
+
+# A template is a program from the user's folder: bound what one render may cost. Real
+# reports stay far below each limit (a report renders in about a second, a few MB).
+MAX_OUTPUT_CHARS = 64 * 2**20      # one rendered document
+MAX_VALUE_CHARS = 16 * 2**20       # one string or list made inside a template
+MAX_LOOP_ITEMS = 1_000_000         # range() items over one render, however nested
+MAX_FORMAT_WIDTH = 1_000           # width / precision in a format spec, fill widths
+RENDER_SECONDS = 120.0             # wall clock for one document
+
+
+class TemplateLimitError(jinja2.exceptions.SecurityError):
+    """A template asked for more time, memory or output than a report may take."""
+
+
+class RenderBudget:
+    """Counted per render: range() items, and a deadline checked at every sandbox call."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.items = 0
+        self.deadline = time.monotonic() + RENDER_SECONDS
+
+    def tick(self, n: int = 1) -> None:
+        self.items += n
+        if self.items > MAX_LOOP_ITEMS:
+            raise TemplateLimitError(f"more than {MAX_LOOP_ITEMS:,} loop iterations (range) in one render")
+        if time.monotonic() > self.deadline:
+            raise TemplateLimitError(f"rendering took longer than {RENDER_SECONDS:.0f} s")
+
+
+_PERCENT_SPEC = re.compile(r"%[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+_FORMAT_WIDTH = re.compile(r"(\d+)")
+
+
+def _check_width(spec: str, what: str) -> None:
+    for digits in _FORMAT_WIDTH.findall(spec):
+        if len(digits) > 6 or int(digits) > MAX_FORMAT_WIDTH:
+            raise TemplateLimitError(f"{what}: a width or precision above {MAX_FORMAT_WIDTH} "
+                                     f"in {spec[:40]!r}")
+
+
+def _check_percent_format(text: str) -> None:
+    for match in _PERCENT_SPEC.finditer(text):
+        if "*" in match.group(0):
+            raise TemplateLimitError("'%' formatting with a '*' width is not allowed in templates")
+        _check_width(match.group(0), "'%' formatting")
+
+
+def _check_str_format(text: str, depth: int = 0) -> None:
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError:
+        return  # str.format will say what is wrong
+    for _literal, _field, spec, _conv in parsed:
+        if spec:
+            _check_width(spec, "format()")
+            if depth < 2:
+                _check_str_format(spec, depth + 1)
+
+
+def _size(value: Any) -> int:
+    return len(value) if isinstance(value, (str, bytes, list, tuple)) else 0
+
+
+def _check_value(value: Any) -> Any:
+    if _size(value) > MAX_VALUE_CHARS:
+        raise TemplateLimitError(f"a value of {_size(value):,} items is larger than the "
+                                 f"limit of {MAX_VALUE_CHARS:,}")
+    return value
+
+
+# Builtin methods and filters whose integer argument sets the size of the result.
+_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+_WIDTH_FILTERS = frozenset({"center", "indent", "slice", "wordwrap", "truncate", "batch"})
+
+
+def _check_call(name: str, obj: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    for value in (*args, *kwargs.values()):
+        _check_value(value)
+    if name in ("replace",) and isinstance(obj, str) and len(args) >= 2:
+        old, new = str(args[0]), str(args[1])
+        grown = len(obj) + (obj.count(old) if old else len(obj) + 1) * len(new)
+        _check_value_len(grown)
+    if name == "format" and isinstance(obj, str):
+        _check_str_format(obj)
+    if name == "format_map" and isinstance(obj, str):
+        _check_str_format(obj)
+
+
+def _check_value_len(n: int) -> None:
+    if n > MAX_VALUE_CHARS:
+        raise TemplateLimitError(f"the result would hold {n:,} characters, more than the limit "
+                                 f"of {MAX_VALUE_CHARS:,}")
+
+
+def _check_ints(args: Sequence[Any], kwargs: Mapping[str, Any], what: str) -> None:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_FORMAT_WIDTH:
+            raise TemplateLimitError(f"{what}({value}) is above the limit of {MAX_FORMAT_WIDTH}")
+
+
+class BoundedSandbox(jinja2.sandbox.SandboxedEnvironment):
+    """The sandbox, plus limits on time, loop items, value sizes and output size."""
+
+    intercepted_binops = frozenset({"*", "**", "%", "+", "//"})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.budget = RenderBudget()
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        self.budget.tick(0)
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if (isinstance(seq, (str, list, tuple)) and isinstance(times, int)
+                        and not isinstance(times, bool)):
+                    _check_value_len(len(seq) * max(times, 0))
+        elif operator == "**":
+            if isinstance(left, int) and isinstance(right, int) and abs(left) > 1:
+                if right > 0 and right * max(abs(left), 2).bit_length() > 100_000:
+                    raise TemplateLimitError(f"a power with {right:,} as exponent is too large")
+        elif operator == "%" and isinstance(left, str):
+            _check_percent_format(left)
+        elif operator == "+":
+            if isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
+                _check_value_len(len(left) + len(right))
+        return _check_value(super().call_binop(context, operator, left, right))
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        text = value.__self__
+
+        def checked(*args: Any, **kwargs: Any) -> str:
+            _check_str_format(text)
+            return wrapped(*args, **kwargs)
+        return checked
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        self.budget.tick(0)
+        return _check_value(super().getattr(obj, attribute))
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        self.budget.tick(0)
+        return _check_value(super().getitem(obj, argument))
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        __self.budget.tick(0)
+        name = getattr(__obj, "__name__", "")
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str) and name in _WIDTH_METHODS:
+            _check_ints(args, kwargs, name)
+        _check_call(name, owner, args, kwargs)
+        return _check_value(super().call(__context, __obj, *args, **kwargs))
+
+
+def _guarded_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Filters are called directly by compiled templates, not through ``call``: wrap them."""
+    import functools
+
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        plain = [a for a in args if not isinstance(a, (jinja2.runtime.Context,
+                                                         jinja2.nodes.EvalContext,
+                                                         jinja2.Environment))]
+        if name in _WIDTH_FILTERS:
+            _check_ints(plain[1:], kwargs, name)
+        if name == "format" and plain and isinstance(plain[0], str):
+            _check_percent_format(plain[0])
+        if name == "replace" and len(plain) >= 3 and isinstance(plain[0], str):
+            _check_call("replace", plain[0], [str(plain[1]), str(plain[2])], {})
+        for value in (*plain, *kwargs.values()):
+            _check_value(value)
+        return _check_value(fn(*args, **kwargs))
+    return guarded
+
+
+class CountedRange:
+    """``range()`` for templates: a real range whose iteration counts against the render's
+    budget, so nested loops cannot run without end."""
+
+    def __init__(self, numbers: range, budget: RenderBudget) -> None:
+        self._numbers, self._budget = numbers, budget
+
+    def __len__(self) -> int:
+        return len(self._numbers)
+
+    def __getitem__(self, index: Any) -> Any:
+        item = self._numbers[index]
+        return CountedRange(item, self._budget) if isinstance(item, range) else item
+
+    def __contains__(self, value: Any) -> bool:
+        return value in self._numbers
+
+    def __iter__(self) -> Iterator[int]:
+        for n in self._numbers:
+            self._budget.tick()
+            yield n
+
+    def __reversed__(self) -> Iterator[int]:
+        return iter(CountedRange(self._numbers[::-1], self._budget))
+
+    def __repr__(self) -> str:
+        return repr(self._numbers)
+
+
+def _budgeted_range(env: BoundedSandbox) -> Callable[..., CountedRange]:
+    def counted_range(*args: int) -> CountedRange:
+        return CountedRange(jinja2.sandbox.safe_range(*args), env.budget)
+    return counted_range
+
+
 def make_environment(templates_dir: Path | None = None) -> jinja2.Environment:
     """A sandboxed, autoescaping, strict Jinja environment over the template folders."""
-    env = jinja2.sandbox.SandboxedEnvironment(
-        loader=jinja2.FileSystemLoader(_search_path(templates_dir)),
+    env = BoundedSandbox(
+        loader=ConfinedLoader(_search_path(templates_dir)),
         autoescape=jinja2.select_autoescape(
             enabled_extensions=("html", "xml", "html.j2", "xml.j2", "j2"),
             default_for_string=True, default=True),
@@ -81,16 +379,35 @@ def make_environment(templates_dir: Path | None = None) -> jinja2.Environment:
     env.filters["pct"] = pct
     env.filters["num"] = num
     env.filters["ci"] = ci
+    env.filters = {name: _guarded_filter(name, fn) for name, fn in env.filters.items()}
+    env.globals.pop("lipsum", None)   # lipsum(n=10**9) would write without end
+    env.globals["range"] = _budgeted_range(env)
     env.globals["DASH"] = DASH
     return env
 
 
+def render_template(env: jinja2.Environment, name: str, **values: Any) -> str:
+    """Render ``name`` with the output size bounded (streamed, so a runaway stops early)."""
+    template = env.get_template(name)
+    if isinstance(env, BoundedSandbox):
+        env.budget.reset()
+    chunks: list[str] = []
+    total = 0
+    for chunk in template.generate(**values):
+        total += len(chunk)
+        if total > MAX_OUTPUT_CHARS:
+            raise TemplateLimitError(f"the output exceeds {MAX_OUTPUT_CHARS:,} characters")
+        chunks.append(chunk)
+    return "".join(chunks)
+
+
 @lru_cache(maxsize=32)
-def _read_catalog_dir(folder: str, mtimes: tuple[float, ...]) -> dict[str, str]:
+def _read_catalog_dir(folder: str, mtimes: tuple[float, ...], scope: FileScope) -> dict[str, str]:
     merged: dict[str, str] = {}
     for path in sorted(Path(folder).glob("*.json")):
+        raw = scope.read_bytes(path, what="message catalog", max_bytes=MAX_TEMPLATE_BYTES)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(raw.decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ReportError(f"{path}: not a valid JSON message catalog ({exc})") from None
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
@@ -99,20 +416,24 @@ def _read_catalog_dir(folder: str, mtimes: tuple[float, ...]) -> dict[str, str]:
     return merged
 
 
-def _catalog_files(folder: Path) -> dict[str, str]:
+def _catalog_files(folder: Path, scope: FileScope) -> dict[str, str]:
     if not folder.is_dir():
         return {}
-    mtimes = tuple(p.stat().st_mtime for p in sorted(folder.glob("*.json")))
-    return dict(_read_catalog_dir(str(folder), mtimes))
+    try:
+        mtimes = tuple(p.lstat().st_mtime for p in sorted(folder.glob("*.json")))
+    except OSError as exc:
+        raise ReportError(f"{folder}: message catalogs cannot be read ({exc.strerror or exc})") from None
+    return dict(_read_catalog_dir(str(folder), mtimes, scope))
 
 
 def load_catalog(lang: str, templates_dir: Path | None = None) -> dict[str, str]:
     """All ``i18n/<lang>/*.json`` merged; a user's templates folder overrides single keys."""
     if lang not in LANGS:
         raise ReportError(f"language {lang!r} is not one of {', '.join(LANGS)}")
-    catalog = _catalog_files(templates_root() / "i18n" / lang)
+    scope = template_scope(templates_dir)
+    catalog = _catalog_files(templates_root() / "i18n" / lang, scope)
     if templates_dir is not None:
-        catalog.update(_catalog_files(Path(templates_dir) / "i18n" / lang))
+        catalog.update(_catalog_files(Path(templates_dir) / "i18n" / lang, scope))
     return catalog
 
 
@@ -135,10 +456,55 @@ class Messages:
                 raise ReportError(f"message key {key!r} is missing from templates/i18n/en")
         if not params:
             return text
+        return format_message(text, {k: _param_text(v) for k, v in params.items()},
+                              where=f"message {key!r} ({self.lang})")
+
+
+_PLACEHOLDER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# [[fill]align][sign][0][width][grouping][.precision][type]: no nested fields.
+_MESSAGE_SPEC = re.compile(r"(?:[^{}]?[<>^=])?[-+ ]?0?(?P<width>\d{0,4})[,_]?"
+                           r"(?:\.(?P<precision>\d{1,3}))?[bcdeEfFgGnosxX%]?\Z")
+MAX_MESSAGE_WIDTH = 200
+
+
+def format_message(text: str, params: Mapping[str, Any], *, where: str) -> str:
+    """Fill ``{name}`` placeholders of a catalog message; never ``str.format``.
+
+    Catalogs may come from a user's folder and ``str.format`` reaches attributes and items
+    (``{date.__class__}``), so only plain names are allowed, no conversion, and a format
+    spec only with a bounded width and precision.
+    """
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise ReportError(f"{where}: bad placeholder ({exc})") from None
+    out: list[str] = []
+    for literal, name, spec, conversion in parsed:
+        out.append(literal)
+        if name is None:
+            continue
+        if not _PLACEHOLDER_NAME.match(name):
+            raise ReportError(f"{where}: placeholder {{{name[:40]}}} is not allowed; use a plain "
+                              "name such as {count} (no attribute, index or position)")
+        if conversion:
+            raise ReportError(f"{where}: placeholder {{{name}!{conversion}}}: conversions are not allowed")
+        if name not in params:
+            raise ReportError(f"{where}: unknown placeholder {{{name}}}; this message has "
+                              f"{', '.join(sorted(params)) or 'no placeholders'}")
+        value = params[name]
+        if not spec:
+            out.append(str(value))
+            continue
+        match = _MESSAGE_SPEC.match(spec)
+        if (match is None or int(match.group("width") or 0) > MAX_MESSAGE_WIDTH
+                or int(match.group("precision") or 0) > MAX_MESSAGE_WIDTH):
+            raise ReportError(f"{where}: format {{{name}:{spec[:20]}}} is not allowed (plain "
+                              f"alignment, width and precision up to {MAX_MESSAGE_WIDTH})")
         try:
-            return text.format_map({k: _param_text(v) for k, v in params.items()})
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ReportError(f"message {key!r} ({self.lang}): bad placeholder {exc}") from None
+            out.append(format(value, spec))
+        except (ValueError, TypeError) as exc:
+            raise ReportError(f"{where}: format {{{name}:{spec}}}: {exc}") from None
+    return "".join(out)
 
 
 def translator(lang: str, templates_dir: Path | None = None) -> Messages:
@@ -215,25 +581,32 @@ def _mime(path: Path) -> str:
                                                                "application/octet-stream")
 
 
-def data_uri(path: Path) -> str:
-    try:
-        payload = Path(path).read_bytes()
-    except OSError as exc:
-        raise ReportError(f"{path}: figure cannot be read ({exc.strerror})") from None
-    return f"data:{_mime(path)};base64,{base64.b64encode(payload).decode('ascii')}"
+def data_uri(path: Path, scope: FileScope | None = None) -> str:
+    """``path`` as a data URI; with ``scope``, only a file inside its folders."""
+    if scope is not None:
+        payload = scope.read_bytes(path, what="figure")
+    else:
+        try:
+            payload = Path(path).read_bytes()
+        except OSError as exc:
+            raise ReportError(f"{path}: figure cannot be read ({exc.strerror})") from None
+    return f"data:{_mime(Path(path))};base64,{base64.b64encode(payload).decode('ascii')}"
 
 
-def _image_source(report_dir: Path, *, mode: str) -> Callable[[Any, str], str]:
-    """``img(ref, lang)``: a figure ref (a path, or {lang: path}) -> a data or file URI."""
+def _image_source(report_dir: Path, scope: FileScope, *, mode: str) -> Callable[[Any, str], str]:
+    """``img(ref, lang)``: a figure ref (a path, or {lang: path}) -> a data or file URI.
+    Relative refs are under the report folder; every ref must resolve inside ``scope``."""
     def img(ref: Any, lang: str = "en") -> str:
         if isinstance(ref, Mapping):
             ref = ref.get(lang) or ref.get("en") or next(iter(ref.values()))
+        if not isinstance(ref, (str, Path)):
+            raise ReportError(f"img(): expected a file name, got {type(ref).__name__}")
         path = Path(ref)
         if not path.is_absolute():
             path = report_dir / path
         if mode == "file":
-            return path.resolve().as_uri()
-        return data_uri(path)
+            return scope.resolve(path, what="figure").as_uri()
+        return data_uri(path, scope)
     return img
 
 
@@ -291,8 +664,9 @@ def _globals_for(context: Mapping[str, Any], lang: str, *, templates_dir: Path |
     cname = _class_namer(context, lang)
     report_dir = Path(context.get("report_dir", "."))
     say = (kind.make_say or _discussion_text)(t, cname)
+    scope = template_scope(templates_dir, report_dir)
     return {"ctx": context, "lang": lang, "t": t, "has_key": t.has, "cname": cname,
-            "say": say, "img": _image_source(report_dir, mode=mode),
+            "say": say, "img": _image_source(report_dir, scope, mode=mode),
             "lang_labels": LANG_LABELS, "mode": mode}
 
 
@@ -318,7 +692,7 @@ def render_body(context: Mapping[str, Any], *, lang: str, env: jinja2.Environmen
     """One language's document body (all sections) as HTML."""
     g = _globals_for(context, lang, templates_dir=templates_dir, mode=mode, kind=kind)
     with template_errors(f"{kind.body_template} ({lang})"):
-        return Markup(env.get_template(kind.body_template).render(**g))
+        return Markup(render_template(env, kind.body_template, **g))
 
 
 def _environment(templates_dir: Path | None, kind: DocumentKind) -> jinja2.Environment:
@@ -344,6 +718,11 @@ def template_errors(name: str) -> Iterator[None]:
         raise ReportError(f"template {name}: {_one_line(exc)}") from None
     except OverflowError as exc:   # the sandbox's limit on range()
         raise ReportError(f"template {name}: refused by the sandbox: {_one_line(exc)}") from None
+    except MemoryError:
+        raise ReportError(f"template {name}: refused: it needs more memory than this machine "
+                          "has (a huge repetition or loop)") from None
+    except RecursionError:
+        raise ReportError(f"template {name}: refused: macros or includes nest too deeply") from None
     except (ArithmeticError, TypeError, ValueError, LookupError, AttributeError) as exc:
         # A user's template can fail at run time like any program; name it, no traceback.
         raise ReportError(f"template {name}: {type(exc).__name__}: {_one_line(exc)}") from None
@@ -363,7 +742,7 @@ def render_html(context: Mapping[str, Any], *, langs: Sequence[str],
               for lang in langs]
     t = translator(langs[0], templates_dir)
     with template_errors("report.html.j2"):
-        return env.get_template("report.html.j2").render(
+        return render_template(env, "report.html.j2",
             ctx=context, langs=langs, bodies=bodies, lang_labels=LANG_LABELS, t=t,
             title_key=kind.title_key,
             css=_read_css(env, "css/report.css"), mobile_css=_read_css(env, "css/mobile.css"))
@@ -379,11 +758,11 @@ def write_html(context: Mapping[str, Any], out_path: Path, *, langs: Sequence[st
 
 # ---------------------------------------------------------------- PDF
 
-def make_url_fetcher(allowed_roots: Sequence[Path]) -> Any:
-    """A WeasyPrint fetcher serving ``data:`` URIs and files under ``allowed_roots`` only."""
+def make_url_fetcher(allowed_roots: Sequence[Path] | FileScope) -> Any:
+    """A WeasyPrint fetcher serving ``data:`` URIs and files inside the scope only."""
     from weasyprint.urls import URLFetcher
 
-    roots = [Path(r).resolve() for r in allowed_roots]
+    scope = allowed_roots if isinstance(allowed_roots, FileScope) else FileScope.of(*allowed_roots)
 
     class LocalOnlyFetcher(URLFetcher):
         def fetch(self, url: str, headers: Any = None) -> Any:
@@ -391,10 +770,8 @@ def make_url_fetcher(allowed_roots: Sequence[Path]) -> Any:
             if scheme == "data":
                 return super().fetch(url, headers)
             if scheme == "file":
-                path = Path(unquote(urlsplit(url).path)).resolve()
-                if any(path == r or r in path.parents for r in roots):
-                    return super().fetch(url, headers)
-                raise ReportError(f"refused to read {path}: outside the report and templates folders")
+                real = scope.resolve(unquote(urlsplit(url).path), what="PDF resource")
+                return super().fetch(real.as_uri(), headers)
             raise ReportError(f"refused to fetch {url[:80]!r}: reports never load remote URLs")
 
     return LocalOnlyFetcher(allowed_protocols=("data", "file"), allow_redirects=False)
@@ -409,7 +786,7 @@ def render_pdf_html(context: Mapping[str, Any], *, lang: str,
                        kind=kind)
     t = translator(lang, templates_dir)
     with template_errors("pdf.html.j2"):
-        return env.get_template("pdf.html.j2").render(
+        return render_template(env, "pdf.html.j2",
             ctx=context, lang=lang, body=body, t=t, title_key=kind.title_key,
             font_family=Markup(PDF_FONTS[lang]),
             css=_read_css(env, "css/report.css"), print_css=_read_css(env, "css/print.css"))
@@ -425,9 +802,8 @@ def render_pdf(context: Mapping[str, Any], *, lang: str, out_path: Path,
     start = time.perf_counter()
     html = render_pdf_html(context, lang=lang, templates_dir=templates_dir, kind=kind)
     report_dir = Path(context.get("report_dir", Path(out_path).parent))
-    roots = [report_dir, templates_root()] + ([Path(templates_dir)] if templates_dir else [])
     document = weasyprint.HTML(string=html, base_url=str(report_dir.resolve()) + "/",
-                               url_fetcher=make_url_fetcher(roots))
+                               url_fetcher=make_url_fetcher(template_scope(templates_dir, report_dir)))
     with atomic_path(out_path) as tmp:
         document.write_pdf(tmp)
     logger.info("wrote %s in %.1f s", out_path, time.perf_counter() - start)

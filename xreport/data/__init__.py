@@ -219,11 +219,11 @@ def _finish_files(name: str, source: Path, kind: str, names: list[str], task: Ta
 def _load_folder(source: str, d: DataConfig, p: PreprocessConfig, *, image_size: int,
                  splits: tuple[str, ...]) -> Dataset:
     root = Path(source)
-    scanned, found = folder.scan(root)
+    skipped: list[dict] = []
+    scanned, found = folder.scan(root, skip_bad=d.skip_bad_images, skipped=skipped)
     _require(splits, set(scanned), str(root))
     names, task = _names_and_task(d, found, where=str(root))
     _check_classes(names, str(root), labelled=any(scanned[s].labels is not None for s in splits))
-    skipped: list[dict] = []
     sizes: set = set()
     channels: set = set()
     out = {s: _split_from_files(s, scanned[s].files, scanned[s].labels, root=root, d=d, p=p,
@@ -384,7 +384,7 @@ def raw_examples(data_cfg: DataConfig, n_per_class: int, seed: int, *,
 def _file_split(kind: str, source: Path, split: str, *,
                 configured: tuple[str, ...]) -> tuple[list[Path], list[int] | None]:
     if kind == "folder":
-        scanned, _names = folder.scan(source)
+        scanned, _names = folder.scan(source, skip_bad=True)
         use = next(s for s in (split, *SPLITS) if s in scanned)
         return scanned[use].files, scanned[use].labels
     csvs = manifest.find_csvs(source)

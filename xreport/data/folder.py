@@ -32,15 +32,39 @@ def _visible(path: Path) -> bool:
     return not path.name.startswith(".")
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and _visible(p) and p.suffix.lower() in IMAGE_SUFFIXES)
+def _images_in(folder: Path, root: Path, *, skip_bad: bool,
+               skipped: list[dict[str, str]]) -> list[Path]:
+    """The image files of one folder; a symlink whose target leaves the data root is refused
+    (or, with ``skip_bad``, recorded and left out) before anything opens it."""
+    kept = []
+    real_root = root.resolve()
+    for p in sorted(folder.iterdir()):
+        if not (_visible(p) and p.suffix.lower() in IMAGE_SUFFIXES):
+            continue
+        real = p.resolve()
+        if not real.is_relative_to(real_root):
+            reason = (f"{p}: leads outside the data folder {real_root} (to {real}); "
+                      "copy the file into the data folder instead of linking it")
+            if not skip_bad:
+                raise DataError(reason)
+            skipped.append({"file": p.relative_to(root).as_posix(), "reason": reason})
+            logger.warning("skipped %s", reason)
+            continue
+        if p.is_file():
+            kept.append(p)
+    return kept
 
 
-def scan(root: Path) -> tuple[dict[str, FolderSplit], list[str]]:
-    """Every present split's files and labels, and the class names."""
+def scan(root: Path, *, skip_bad: bool = False,
+         skipped: list[dict[str, str]] | None = None) -> tuple[dict[str, FolderSplit], list[str]]:
+    """Every present split's files and labels, and the class names.
+
+    Files that are symlinks out of ``root`` are refused, or with ``skip_bad`` appended to
+    ``skipped`` as {"file", "reason"}.
+    """
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found")
+    skipped = [] if skipped is None else skipped
     found: dict[str, tuple[list[str], Path]] = {}
     unlabelled: dict[str, list[Path]] = {}
     for split in SPLITS:
@@ -51,7 +75,7 @@ def scan(root: Path) -> tuple[dict[str, FolderSplit], list[str]]:
         if classes:
             found[split] = (classes, folder)
         else:
-            unlabelled[split] = _images_in(folder)
+            unlabelled[split] = _images_in(folder, root, skip_bad=skip_bad, skipped=skipped)
     if not found and not unlabelled:
         raise DataError(f"{root}: no split folders; expected {root}/{{train,val,test}}/CLASS/*.png")
     class_sets = {split: classes for split, (classes, _f) in found.items()}
@@ -66,7 +90,7 @@ def scan(root: Path) -> tuple[dict[str, FolderSplit], list[str]]:
         files: list[Path] = []
         labels: list[int] = []
         for index, name in enumerate(classes):
-            these = _images_in(folder / name)
+            these = _images_in(folder / name, root, skip_bad=skip_bad, skipped=skipped)
             files += these
             labels += [index] * len(these)
         out[split] = FolderSplit(files, labels)
