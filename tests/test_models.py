@@ -301,6 +301,8 @@ def test_model_from_meta_rejects_incomplete_meta() -> None:
     ("resnet18", 32, True, "layer3"),        # layer4 would be 4x4
     ("resnet18", 64, False, "layer2"),       # standard stem: layer4 2x2, layer3 4x4
     ("resnet_tiny", 28, True, "layer3"),     # 28 -> 28, 14, 7, 4
+    ("resnet18", 160, False, "layer3"),      # the wbc recipe: layer4 5x5, layer3 10x10
+    ("resnet18", 192, False, "layer3"),      # the auto recipe on wbc: layer4 6x6, layer3 12x12
     ("densenet121", 224, False, "features.norm5"),
     ("densenet121", 32, True, "features.denseblock3"),
 ])
