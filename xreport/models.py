@@ -109,6 +109,18 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     return _normalise_keys(state)
 
 
+def _require_keys(expected: list[str], state: Mapping[str, Any], own: Mapping[str, Any], *,
+                  where: str) -> None:
+    """``CheckpointError`` naming ``where`` when ``state`` lacks an expected key or has extra ones."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        sample = (missing or unexpected)[:3]
+        raise CheckpointError(f"{where}: weights do not fit this architecture "
+                              f"({len(missing)} missing, {len(unexpected)} unexpected keys, "
+                              f"e.g. {', '.join(sample)})")
+
+
 def _load_backbone(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str) -> None:
     """Load every backbone weight of ``state``; the classifier is left out (it is replaced)
     and a 1-channel first conv is spread over RGB (the stem is adapted afterwards)."""
@@ -119,14 +131,9 @@ def _load_backbone(model: nn.Module, state: Mapping[str, torch.Tensor], *, sourc
     stem = state.get(stem_key)
     if stem is not None and stem.dim() == 4 and stem.shape[1] == 1 and own[stem_key].shape[1] == 3:
         state[stem_key] = stem.repeat(1, 3, 1, 1) / 3
-    backbone = [k for k in own if not k.startswith(head)]
-    missing = [k for k in backbone if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        sample = (missing or unexpected)[:3]
-        raise CheckpointError(f"{source}: weights do not fit {type(model).__name__} "
-                              f"({len(missing)} missing, {len(unexpected)} unexpected keys, "
-                              f"e.g. {', '.join(sample)})")
+    # Old files predate BatchNorm's num_batches_tracked; it is only a counter.
+    _require_keys([k for k in own if not k.startswith(head) and not k.endswith("num_batches_tracked")],
+                  state, own, where=source)
     for key in state:
         if tuple(state[key].shape) != tuple(own[key].shape):
             raise CheckpointError(f"{source}: {key} has shape {tuple(state[key].shape)} but the "
@@ -464,13 +471,7 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
     bare = _unwrap(model)
     state = {k.removeprefix("module."): v for k, v in state_dict.items()}
     own = bare.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        sample = (missing or unexpected)[:3]
-        raise CheckpointError(f"{path}: weights do not fit this architecture "
-                              f"({len(missing)} missing, {len(unexpected)} unexpected keys, "
-                              f"e.g. {', '.join(sample)})")
+    _require_keys(list(own), state, own, where=str(path))
     for key, tensor in own.items():
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise CheckpointError(f"{path}: {key} has shape {tuple(state[key].shape)} in the "
