@@ -1,17 +1,16 @@
 """`xreport build`: evaluate when stale, draw the figures, render HTML and PDFs."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from . import runs
+from . import artifacts, runs
 from .data.base import Dataset
 from .device import resolve_device
-from .errors import ConfigError
+from .errors import ConfigError, ReportError
 from .evaluate import LoadedRun, dataset_for_run, evaluate_run, load_run
 
 logger = logging.getLogger(__name__)
@@ -38,22 +37,27 @@ def check_choices(values: Sequence[str], valid: Sequence[str], *, what: str) -> 
     return values
 
 
-def cached_metrics(paths: runs.RunPaths, run: LoadedRun, dataset: Dataset, *, cam_method: str,
-                   split: str, need_explain: bool = True) -> dict[str, Any] | None:
-    """metrics.json when it was made from this checkpoint, these data and this CAM method."""
+def cached_metrics(paths: runs.RunPaths, run: LoadedRun, dataset: Dataset, *, cam_method: str | None,
+                   split: str, need_explain: bool = True) -> artifacts.Evaluation | None:
+    """metrics.json when it was made from this checkpoint, these data and this CAM method.
+
+    ``cam_method`` None accepts whichever method the file holds. A missing, stale (older
+    schema) or damaged file is not fresh: the caller evaluates again and overwrites it.
+    """
     if not (paths.metrics.is_file() and paths.predictions.is_file()):
         return None
     try:
-        cached = json.loads(paths.metrics.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        cached = artifacts.load_evaluation(paths)
+    except ReportError as exc:
+        logger.info("evaluating again: %s", exc)
         return None
     explain = cached.get("explain")
-    labelled = cached.get("metrics") is not None
+    labelled = cached["metrics"] is not None
     # `compare` evaluates without CAMs; a report needs them whenever the split has labels.
     if explain is None:
         explain_ok = not (need_explain and labelled)
     else:
-        explain_ok = explain.get("method") == cam_method
+        explain_ok = cam_method is None or explain["method"] == cam_method
     fresh = (cached.get("checkpoint", {}).get("sha256") == run.sha256
              and cached.get("data", {}).get("fingerprint") == dataset.fingerprint
              and cached.get("split") == split

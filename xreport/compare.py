@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import logging
 import math
 import time
@@ -25,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from . import artifacts
 from . import metrics as metrics_mod
 from . import runs as run_folder
 from .metrics import value_of
@@ -65,20 +65,22 @@ class EvaluatedRun:
     """What the comparison needs from one run: checkpoint meta, metrics.json, predictions."""
 
     paths: run_folder.RunPaths
-    meta: dict[str, Any]
-    evaluation: dict[str, Any]
+    meta: artifacts.CheckpointMeta
+    evaluation: artifacts.Evaluation
     ids: list[str]
     y_true: np.ndarray
     probs: np.ndarray
-    history: list[dict[str, Any]]
+    history: artifacts.History
 
     @property
     def name(self) -> str:
         return self.paths.name
 
     @property
-    def metrics(self) -> dict[str, Any]:
-        return self.evaluation["metrics"]
+    def metrics(self) -> artifacts.Metrics:
+        metrics = self.evaluation["metrics"]
+        assert metrics is not None, "load_evaluated refuses a run without test metrics"
+        return metrics
 
     @property
     def class_names(self) -> list[str]:
@@ -109,15 +111,6 @@ def _check_runs(run_paths: Sequence[run_folder.RunPaths]) -> None:
 
 # ---------------------------------------------------------------- evaluation
 
-def _cached_cam_method(paths: run_folder.RunPaths) -> str:
-    """The CAM method of an existing metrics.json, so CAMs alone never make a run stale."""
-    try:
-        cached = json.loads(paths.metrics.read_text(encoding="utf-8"))
-        return str((cached.get("explain") or {}).get("method") or "gradcam")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return "gradcam"
-
-
 def ensure_evaluated(paths: run_folder.RunPaths, *, device: str = "auto", progress: bool = True) -> bool:
     """Evaluate the run on the test split unless its metrics.json is fresh; True if it ran."""
     from .build import cached_metrics
@@ -127,7 +120,7 @@ def ensure_evaluated(paths: run_folder.RunPaths, *, device: str = "auto", progre
     with run_folder.run_lock(paths.report_dir, what="report"):
         run = load_run(paths, device=resolve_device(device))
         dataset = dataset_for_run(run, splits=(SPLIT, "val"))
-        if cached_metrics(paths, run, dataset, cam_method=_cached_cam_method(paths), split=SPLIT,
+        if cached_metrics(paths, run, dataset, cam_method=None, split=SPLIT,
                           need_explain=False):
             logger.info("%s: metrics.json is fresh; reusing its predictions", paths.name)
             return False
@@ -138,31 +131,26 @@ def ensure_evaluated(paths: run_folder.RunPaths, *, device: str = "auto", progre
 
 
 def load_evaluated(paths: run_folder.RunPaths) -> EvaluatedRun:
-    """Read an evaluated run: checkpoint meta, metrics.json, predictions.csv, history.csv."""
-    from .evaluate import checkpoint_path, read_predictions
-    from .report import read_history, read_metrics
-
-    meta = run_folder.load_checkpoint(checkpoint_path(paths)).meta
-    evaluation = read_metrics(paths)
-    if not evaluation.get("metrics"):
+    """Read an evaluated run: metrics.json, checkpoint meta, predictions.csv, history.csv."""
+    evaluation = artifacts.load_evaluation(paths)
+    metrics = evaluation["metrics"]
+    if not metrics:
         raise ReportError(f"{paths.metrics}: run {paths.name!r} has no test metrics (its test split "
                           "has no labels), so it cannot be compared")
     if evaluation.get("split", SPLIT) != SPLIT:
         raise ReportError(f"{paths.metrics}: run {paths.name!r} was evaluated on the "
                           f"{evaluation.get('split')!r} split; compare needs the {SPLIT!r} split "
                           f"(xreport evaluate --run {paths.name})")
-    if not paths.predictions.is_file():
-        raise ReportError(f"{paths.predictions}: not found; evaluate run {paths.name!r} first")
-    ids, y_true, probs = read_predictions(paths.predictions)
+    meta = artifacts.load_checkpoint_meta(artifacts.checkpoint_path(paths))
+    ids, y_true, probs = artifacts.load_predictions(paths)
     if y_true is None:
         raise ReportError(f"{paths.predictions}: run {paths.name!r} has no y_true column, so it "
                           "cannot be compared")
-    n = evaluation["metrics"].get("n")
-    if n is not None and int(n) != len(ids):
-        raise ReportError(f"{paths.predictions}: {len(ids)} rows but {paths.metrics} counts {n}; "
-                          f"evaluate run {paths.name!r} again")
+    if metrics["n"] != len(ids):
+        raise ReportError(f"{paths.predictions}: {len(ids)} rows but {paths.metrics} counts "
+                          f"{metrics['n']}; evaluate run {paths.name!r} again")
     return EvaluatedRun(paths=paths, meta=meta, evaluation=evaluation, ids=ids, y_true=y_true,
-                        probs=probs, history=read_history(paths.history))
+                        probs=probs, history=artifacts.load_history(paths))
 
 
 # ---------------------------------------------------------------- pairing and tests

@@ -65,11 +65,12 @@ def run_demo(out: Path, *, quick: bool = False, formats: Sequence[str] = ("html"
           command=shlex.split(command) if command else None)
     built = build_report(paths, langs=("en", "zh-TW", "zh-CN"), formats=formats, force=True,
                          command=command)
-    import json
+    from .artifacts import load_evaluation
+    from .metrics import value_of
 
-    metrics = json.loads(paths.metrics.read_text(encoding="utf-8")).get("metrics") or {}
-    acc = metrics.get("accuracy", {}).get("value")
-    auc = metrics.get("roc_auc", {}).get("value")
+    metrics = load_evaluation(paths)["metrics"]
+    acc = value_of(metrics["accuracy"]) if metrics else None
+    auc = value_of(metrics["roc_auc"]) if metrics else None
     headline = (f"test accuracy {acc:.3f}, ROC-AUC {auc:.3f}" if acc is not None and auc is not None
                 else "metrics unavailable")
     return DemoResult(run_dir=paths.run_dir, report_dir=paths.report_dir, files=built.files,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import io
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -18,13 +17,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import artifacts
 from . import config as config_mod
 from . import metrics as metrics_mod
 from . import runs
 from .data import load_dataset, normalize_batch
 from .data.base import Dataset, Split
 from .device import autocast, resolve_channels_last, resolve_device, resolve_precision
-from .errors import CheckpointError, DataError, ReportError
+from .errors import DataError
 from .models import cam_target_layer, load_weights, model_from_meta
 
 logger = logging.getLogger(__name__)
@@ -37,55 +37,14 @@ class LoadedRun:
     checkpoint: runs.Checkpoint
     model: torch.nn.Module
     config: config_mod.RunConfig
-    meta: dict[str, Any]
+    meta: artifacts.CheckpointMeta
     sha256: str
 
 
-def checkpoint_path(paths: runs.RunPaths) -> Path:
-    """best.pt, or last.pt when a run was stopped before any best was kept."""
-    for candidate in (paths.best, paths.last):
-        if candidate.is_file():
-            return candidate
-    raise CheckpointError(f"{paths.run_dir}: no best.pt or last.pt; train the run first "
-                          f"(xreport train --name {paths.name})")
-
-
-def _is_number_list(value: Any) -> bool:
-    return (isinstance(value, list) and bool(value)
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
-
-
-def check_meta(meta: dict[str, Any], *, path: Path) -> None:
-    """Refuse checkpoint meta whose fields have the wrong type before anything uses them."""
-    def whole(key: str, lo: int, hi: int) -> bool:
-        v = meta.get(key)
-        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
-
-    names = meta.get("class_names")
-    checks = [
-        (isinstance(meta.get("arch"), str), "arch must be a string"),
-        (whole("num_classes", 2, 100_000), "num_classes must be a whole number >= 2"),
-        (isinstance(names, list) and all(isinstance(n, str) for n in names)
-         and len(names) == meta.get("num_classes"), "class_names must list num_classes strings"),
-        (meta.get("in_channels") in (1, 3) and not isinstance(meta.get("in_channels"), bool),
-         "in_channels must be 1 or 3"),
-        (whole("image_size", 8, config_mod.MAX_IMAGE_SIZE), "image_size must be a whole number of pixels"),
-        (_is_number_list(meta.get("mean")) and _is_number_list(meta.get("std")),
-         "mean and std must be lists of numbers"),
-        (isinstance(meta.get("small_input_stem"), bool), "small_input_stem must be true or false"),
-        (isinstance(meta.get("config"), dict), "config must be a table (the run's config)"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise CheckpointError(f"{path}: checkpoint meta is not usable: {message}; "
-                                  "was it written by `xreport train`?")
-
-
 def load_run(paths: runs.RunPaths, *, device: torch.device, checkpoint: Path | None = None) -> LoadedRun:
-    path = checkpoint or checkpoint_path(paths)
+    path = checkpoint or artifacts.checkpoint_path(paths)
     ckpt = runs.load_checkpoint(path)
-    meta = ckpt.meta
-    check_meta(meta, path=path)
+    meta = artifacts.check_checkpoint_meta(ckpt.meta, path=path)
     run_config = config_mod.from_dict(meta["config"], source=f"{path} (meta.config)")
     model = model_from_meta(meta, path=path)
     load_weights(model, ckpt.state_dict, path=path)
@@ -151,40 +110,6 @@ def predict(model: torch.nn.Module, images: torch.Tensor, *, mean: Sequence[floa
     return torch.cat(out).double().numpy()
 
 
-def write_predictions(path: Path, split: Split, probs: np.ndarray) -> None:
-    """One row per image: id, y_true (when known), y_pred, prob_0.. in class-index order."""
-    import csv
-
-    k = probs.shape[1]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    header = ["id"] + (["y_true"] if split.labels is not None else []) + ["y_pred"] + [f"prob_{i}" for i in range(k)]
-    writer.writerow(header)
-    preds = probs.argmax(axis=1)
-    labels = split.labels.tolist() if split.labels is not None else None
-    for i, ident in enumerate(split.ids):
-        row = [ident] + ([labels[i]] if labels is not None else []) + [int(preds[i])]
-        row += [f"{p:.6f}" for p in probs[i]]
-        writer.writerow(row)
-    runs.write_text(path, buffer.getvalue())
-
-
-def read_predictions(path: Path) -> tuple[list[str], np.ndarray | None, np.ndarray]:
-    """(ids, y_true or None, probs) from a predictions.csv."""
-    import pandas as pd
-
-    try:
-        frame = pd.read_csv(path, dtype={"id": str})
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"{path}: cannot read predictions ({exc})") from None
-    prob_cols = [c for c in frame.columns if c.startswith("prob_")]
-    if not prob_cols or "id" not in frame.columns:
-        raise ReportError(f"{path}: not a predictions file (needs id and prob_0.. columns)")
-    probs = frame[prob_cols].to_numpy(dtype=np.float64)
-    y_true = frame["y_true"].to_numpy(dtype=np.int64) if "y_true" in frame.columns else None
-    return frame["id"].astype(str).tolist(), y_true, probs
-
-
 def _timed(timings: dict[str, float], key: str):
     @contextlib.contextmanager
     def cm():
@@ -198,7 +123,7 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
                  data: str | None = None, tta: bool = False, cam_method: str = "gradcam",
                  explain: bool = True, n_boot: int = 1000, seed: int = 0,
                  batch_size: int = 256, dataset: Dataset | None = None,
-                 run: LoadedRun | None = None, progress: bool = True) -> dict[str, Any]:
+                 run: LoadedRun | None = None, progress: bool = True) -> artifacts.Evaluation:
     """Run the checkpoint on ``split``; write predictions.csv, cams/ and metrics.json."""
     timings: dict[str, float] = {}
     dev = resolve_device(device)
@@ -221,7 +146,8 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
     with _timed(timings, "predict"):
         probs = predict(run.model, target.images, mean=mean, std=std, device=dev,
                         batch_size=batch_size, tta=tta, progress=progress)
-    write_predictions(paths.predictions, target, probs)
+    artifacts.save_predictions(paths, target.ids, target.labels.numpy() if target.labels is not None else None,
+                               probs)
 
     metrics = None
     if target.labels is not None:
@@ -242,8 +168,8 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
             explanation = explain_and_draw(run, target, probs, paths=paths, method=cam_method,
                                            seed=seed, device=dev)
 
-    result = {
-        "schema": 1,
+    result: artifacts.Evaluation = {
+        "schema": artifacts.EVALUATION_SCHEMA,
         "run": paths.name,
         "split": split,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -260,7 +186,7 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
         "timings": timings,
         "skipped": list(dataset.skipped),
     }
-    runs.write_json(paths.metrics, result)
+    artifacts.save_evaluation(paths, result)
     logger.info("wrote %s and %s", paths.predictions, paths.metrics)
     return result
 
@@ -288,7 +214,7 @@ class NormalizedView:
 
 
 def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, paths: runs.RunPaths,
-                     method: str, seed: int, device: torch.device) -> dict[str, Any]:
+                     method: str, seed: int, device: torch.device) -> artifacts.Explanation:
     """CAM gallery, faithfulness, sanity check (and localisation on phantom data)."""
     from . import charts, explain
 

@@ -8,8 +8,6 @@ All wording is left to the templates and message catalogs.
 """
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import shlex
 from pathlib import Path
@@ -18,10 +16,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import tomli_w
 
-from . import discussion
+from . import artifacts, discussion
 from .data.base import Dataset
 from .errors import ReportError, XReportError
-from .runs import RunPaths, load_checkpoint, sha256_file
+from .runs import RunPaths, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -34,41 +32,6 @@ Figures = dict[str, dict[str, str] | None]
 
 
 # ---------------------------------------------------------------- reading the run folder
-
-def _read_json(path: Path, *, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(f"{path}: {what} is not valid JSON ({exc})") from None
-
-
-def _number(text: str) -> Any:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return text if text != "" else None
-    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
-
-
-def read_history(path: Path) -> list[dict[str, Any]]:
-    """history.csv as rows of numbers; [] when the file is absent."""
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        return [{k: _number(v) for k, v in row.items() if k} for row in csv.DictReader(fh)]
-
-
-def read_metrics(paths: RunPaths) -> dict[str, Any]:
-    data = _read_json(paths.metrics, what="metrics.json")
-    if data is None:
-        raise ReportError(f"{paths.metrics}: not found; evaluate the run first "
-                          f"(`xreport build --run {paths.name}` does it)")
-    if not isinstance(data, dict) or "metrics" not in data:
-        raise ReportError(f"{paths.metrics}: not an xreport metrics file (no \"metrics\" key)")
-    return data
-
 
 # ---------------------------------------------------------------- figures
 
@@ -154,12 +117,12 @@ def _dataset_name(meta: Mapping[str, Any], dataset: Dataset | None) -> str:
     return Path(source).stem if "/" in source or source.endswith(".npz") else source
 
 
-def _distribution(paths: RunPaths, dataset: Dataset | None) -> dict[str, Any] | None:
+def _distribution(paths: RunPaths, dataset: Dataset | None) -> artifacts.ClassDistribution | None:
     # The loaded data set has the test split too; the run folder's file only train and val.
     if dataset is not None:
         from .data.summary import class_distribution
         return class_distribution(dataset)
-    return _read_json(paths.class_distribution, what="class_distribution.json")
+    return artifacts.load_class_distribution(paths)
 
 
 def _split_rows(dist: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -175,9 +138,7 @@ def _split_rows(dist: Mapping[str, Any] | None) -> list[dict[str, Any]]:
 
 def _leakage(paths: RunPaths, dist: Mapping[str, Any] | None,
              dataset: Dataset | None) -> dict[str, Any] | None:
-    found = _read_json(paths.run_dir / "leakage.json", what="leakage.json")
-    if found is None and dist:
-        found = dist.get("leakage")
+    found = dist.get("leakage") if dist else None
     if found is None and dataset is not None:
         from .data.summary import leakage_check
         found = leakage_check(dataset)
@@ -455,12 +416,12 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
     if not paths.best.is_file():
         raise ReportError(f"{paths.best}: checkpoint not found; train the run first "
                           f"(`xreport train`) or check --checkpoints")
-    meta = load_checkpoint(paths.best).meta
-    evaluation = read_metrics(paths)
+    meta = artifacts.load_checkpoint_meta(paths.best)
+    evaluation = artifacts.load_evaluation(paths)
     metrics = evaluation.get("metrics")
     explain = evaluation.get("explain")
     config = meta.get("config") or {}
-    history = read_history(paths.history)
+    history = artifacts.load_history(paths)
     dist = _distribution(paths, dataset)
     seed = int(meta.get("seed", 0) or 0)
 

@@ -8,8 +8,6 @@ augmentation generators are derived from (seed, epoch, rank), and the global RNG
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import os
@@ -30,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from . import __version__, runs
+from . import __version__, artifacts, runs
+from .artifacts import HISTORY_COLUMNS  # noqa: F401  (re-exported: the columns train writes)
 from .config import RunConfig, to_dict, to_toml
 from .data.base import Dataset, Split
 from .device import (resolve_channels_last, resolve_device, torch_threads,
@@ -41,8 +40,6 @@ from .models import (build_model, count_parameters, load_weights, resolve_head,
 
 logger = logging.getLogger(__name__)
 
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "train_f1", "val_loss", "val_acc",
-                   "val_f1", "val_auc", "lr", "seconds", "val_bacc", "val_qwk")
 # Keys that may differ between a run and its resume (they do not change the maths of the
 # epochs already done).
 RESUMABLE_CHANGES = ("train.epochs", "train.early_stopping", "train.max_steps", "train.device",
@@ -333,16 +330,6 @@ def _log_to_file(path: Path, *, enabled: bool, append: bool) -> Iterator[None]:
         handler.close()
 
 
-def history_csv(history: Sequence[dict[str, float]]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: ("" if isinstance(row[k], float) and math.isnan(row[k]) else row[k])
-                         for k in HISTORY_COLUMNS})
-    return out.getvalue()
-
-
 def _versions() -> dict[str, str]:
     import sklearn
     import torchvision
@@ -543,7 +530,7 @@ def _save_epoch(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[
         runs.save_checkpoint(paths.best, state_dict=weights, meta=epoch_meta)
     runs.save_checkpoint(paths.last, state_dict=weights, meta=epoch_meta,
                          extra=_resume_extra(loop, state))
-    runs.write_text(paths.history, history_csv(state.history))
+    artifacts.save_history(paths, state.history)
 
 
 def _restore(loop: _Loop, paths: runs.RunPaths, config: RunConfig) -> _State:
@@ -762,7 +749,7 @@ def train(config: RunConfig, *, checkpoints_root: Path = Path("checkpoints"), re
             from .data import class_distribution
 
             runs.write_text(paths.config, to_toml(config))
-            runs.write_json(paths.class_distribution, class_distribution(ds))
+            artifacts.save_class_distribution(paths, class_distribution(ds))
         _run_epochs(loop, state, paths=paths, meta=meta, on_epoch_end=on_epoch_end)
         logger.info("best epoch %d: %s %.4f", state.best_epoch, config.train.select_metric,
                     state.best_score)

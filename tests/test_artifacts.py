@@ -1,0 +1,125 @@
+"""The typed run-folder artifacts: one load/save per file, validated, forward compatible."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from report_fixture import make_run
+from xreport import artifacts, runs
+from xreport.errors import CheckpointError, ReportError
+
+PACKAGE = Path(__file__).resolve().parents[1] / "xreport"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> runs.RunPaths:
+    return make_run(tmp_path_factory.mktemp("artifacts"))
+
+
+def _rewrite(paths: runs.RunPaths, edit) -> None:
+    data = json.loads(paths.metrics.read_text(encoding="utf-8"))
+    edit(data)
+    paths.metrics.write_text(json.dumps(data), encoding="utf-8")
+
+
+@pytest.fixture()
+def copy(run: runs.RunPaths, tmp_path: Path) -> runs.RunPaths:
+    """A private run folder with the fixture's metrics.json, checkpoint and history."""
+    paths = runs.RunPaths(run.name, checkpoints_root=tmp_path / "c", reports_root=tmp_path / "r")
+    for src, dst in ((run.metrics, paths.metrics), (run.best, paths.best), (run.history, paths.history)):
+        runs.write_bytes(dst, src.read_bytes())
+    return paths
+
+
+def test_evaluation_round_trip_keeps_keys_a_newer_writer_added(copy: runs.RunPaths) -> None:
+    def add(data: dict) -> None:
+        data["explain"]["faithfulness"]["paired_test"] = {"p_value": 0.01, "verdict": "faithful"}
+        data["metrics"]["per_class"][0]["new_stat"] = 1.5
+        data["added_by_a_newer_writer"] = [1, 2]
+    _rewrite(copy, add)
+    loaded = artifacts.load_evaluation(copy)
+    assert loaded["explain"]["faithfulness"]["paired_test"]["verdict"] == "faithful"
+    artifacts.save_evaluation(copy, loaded)
+    again = artifacts.load_evaluation(copy)
+    assert again["added_by_a_newer_writer"] == [1, 2] and again["metrics"]["per_class"][0]["new_stat"] == 1.5
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda d: d["metrics"]["per_class"][1].__setitem__("support", "many"), "metrics.per_class[1].support"),
+    (lambda d: d["metrics"].pop("confusion_matrix"), "metrics.confusion_matrix is missing"),
+    (lambda d: d["metrics"]["accuracy"].__setitem__("value", "0.9"), "metrics.accuracy.value"),
+    (lambda d: d["explain"]["gallery"][0].pop("kind"), "explain.gallery[0].kind is missing"),
+    (lambda d: d.__setitem__("metrics", [1, 2]), "metrics must be"),
+])
+def test_a_foreign_field_fails_in_one_line_naming_file_and_field(copy: runs.RunPaths, edit, field: str) -> None:
+    _rewrite(copy, edit)
+    with pytest.raises(ReportError) as info:
+        artifacts.load_evaluation(copy)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{copy.metrics}: ")
+    assert field in message and "xreport evaluate --run fixture_run" in message
+
+
+def test_schema_versions_older_ask_for_evaluate_newer_ask_for_upgrade(copy: runs.RunPaths) -> None:
+    _rewrite(copy, lambda d: d.__setitem__("schema", 0))
+    with pytest.raises(ReportError, match=r"schema 0 is out of date.*re-run `xreport evaluate"):
+        artifacts.load_evaluation(copy)
+    _rewrite(copy, lambda d: d.__setitem__("schema", artifacts.EVALUATION_SCHEMA + 1))
+    with pytest.raises(ReportError, match="newer than this xreport reads"):
+        artifacts.load_evaluation(copy)
+    copy.metrics.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ReportError, match="metrics.json: not valid JSON"):
+        artifacts.load_evaluation(copy)
+    copy.metrics.unlink()
+    with pytest.raises(ReportError, match="metrics.json: not found; evaluate the run first"):
+        artifacts.load_evaluation(copy)
+
+
+def test_checkpoint_meta_is_validated_on_load(copy: runs.RunPaths) -> None:
+    meta = artifacts.load_checkpoint_meta(copy.best)
+    assert meta["arch"] == "resnet18" and meta["class_names"] == ["NORMAL", "PNEUMONIA"]
+    for key, value, field in (("in_channels", 2, "in_channels must be 1 or 3"),
+                              ("mean", ["a"], "mean[0] must be a number"),
+                              ("class_names", ["only one"], "class_names must list num_classes")):
+        runs.save_checkpoint(copy.last, state_dict={}, meta={**meta, key: value})
+        with pytest.raises(CheckpointError, match=re.escape(field)) as info:
+            artifacts.load_checkpoint_meta(copy.last)
+        assert str(info.value).startswith(f"{copy.last}: ")
+
+
+def test_history_round_trip_reads_empty_cells_as_none_and_refuses_text(copy: runs.RunPaths) -> None:
+    rows = [{c: float(i) for c in artifacts.HISTORY_COLUMNS} for i in range(1, 4)]
+    rows[1]["val_auc"] = float("nan")
+    for row in rows:
+        row["epoch"] = int(row["epoch"])
+    artifacts.save_history(copy, rows)
+    loaded = artifacts.load_history(copy)
+    assert [r["epoch"] for r in loaded] == [1, 2, 3] and loaded[1]["val_auc"] is None
+    assert loaded[2]["lr"] == 3.0
+    copy.history.write_text(copy.history.read_text().replace("3.0", "three", 1), encoding="utf-8")
+    with pytest.raises(ReportError, match=r"history.csv: row 3 column \w+ must be a number, not 'three'"):
+        artifacts.load_history(copy)
+    copy.history.unlink()
+    assert artifacts.load_history(copy) == []
+
+
+def test_predictions_round_trip(copy: runs.RunPaths) -> None:
+    probs = np.array([[0.25, 0.75], [0.9, 0.1]])
+    artifacts.save_predictions(copy, ["a.png", "007"], np.array([1, 0]), probs)
+    ids, y_true, loaded = artifacts.load_predictions(copy)
+    assert ids == ["a.png", "007"] and y_true.tolist() == [1, 0] and np.allclose(loaded, probs)
+    artifacts.save_predictions(copy, ["x"], None, probs[:1])
+    assert artifacts.load_predictions(copy).y_true is None
+
+
+def test_no_module_but_artifacts_reads_run_folder_json_or_csv() -> None:
+    """The run folder's files are read in one place (render reads catalogs, config TOML)."""
+    readers = re.compile(r"json\.loads?\(|csv\.(DictReader|reader)\(|read_csv\(")
+    allowed = {"artifacts.py", "runs.py", "render.py", "manifest.py"}  # + catalogs, user CSVs
+    offenders = [f"{p.relative_to(PACKAGE)}:{i}" for p in sorted(PACKAGE.rglob("*.py")) if p.name not in allowed
+                 for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if readers.search(line)]
+    assert offenders == []

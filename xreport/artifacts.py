@@ -1,0 +1,650 @@
+"""Typed run-folder artifacts: one schema, one load and one save per file.
+
+The stages talk only through the run folder (``train`` -> ``checkpoints/NAME/`` ->
+``evaluate`` -> ``reports/NAME/`` -> ``build``). Each file there has a schema below and is
+read and written here and nowhere else:
+
+| file | type | load / save |
+| --- | --- | --- |
+| ``best.pt`` / ``last.pt`` meta | `CheckpointMeta` | `load_checkpoint_meta` / `runs.save_checkpoint` |
+| ``history.csv`` | `History` (rows of `HistoryRow`) | `load_history` / `save_history` |
+| ``class_distribution.json`` | `ClassDistribution` | `load_class_distribution` / `save_class_distribution` |
+| ``predictions.csv`` | `Predictions` | `load_predictions` / `save_predictions` |
+| ``metrics.json`` | `Evaluation` (`Metrics`, `Explanation`) | `load_evaluation` / `save_evaluation` |
+
+The schemas are ``TypedDict``: on disk and in memory an artifact is plain JSON data, so a
+template or a test can read it like any mapping, and the validator below checks a loaded
+file against the declared types (a stale or foreign file fails with one line naming the
+file and the field).
+
+Forward compatibility (how to extend a schema): a writer may add keys at any level; readers
+ignore keys they do not know and the loaders keep them (nothing is dropped on a load/save
+round trip). Declare a new key in its ``TypedDict`` as ``NotRequired`` so that older files
+still load. Changing the meaning or type of an existing key, or removing one, bumps the
+file's schema version (``EVALUATION_SCHEMA``) and adds a step to ``_MIGRATIONS`` (or leaves
+the old version to the "re-run `xreport evaluate`" message).
+"""
+# No `from __future__ import annotations`: TypedDict must see NotRequired[...] unquoted.
+
+import csv
+import functools
+import io
+import json
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, NotRequired, TypedDict, Union
+
+import numpy as np
+
+from . import runs
+from .errors import CheckpointError, ReportError, XReportError
+
+# ---------------------------------------------------------------- metrics.json: metrics
+
+Task = Literal["binary", "multiclass", "ordinal"]
+
+
+class Value(TypedDict, total=False):
+    """A metric: ``value`` with an optional bootstrap interval, or None and why."""
+
+    value: float | None
+    ci95: list[float | None] | None
+    reason: Any            # why ``value`` is None (str in schema 1)
+    ci95_reason: Any       # why ``ci95`` is None
+
+
+class RocAuc(Value, total=False):
+    average: str
+
+
+# "class" is a Python keyword, hence the functional form for the rows that carry it.
+ClassRow = TypedDict("ClassRow", {
+    "class": str, "index": int, "precision": Value, "recall": Value, "specificity": Value,
+    "f1": Value, "support": int, "auc": NotRequired[Value]})
+
+
+class AverageRow(TypedDict, total=False):
+    precision: Value
+    recall: Value
+    specificity: Value
+    f1: Value
+    support: int
+    auc: Value
+
+
+Matrix = list[list[float | None]]
+
+
+class ConfusionMatrix(TypedDict):
+    labels: list[str]
+    raw: list[list[int]]
+    by_true: Matrix
+    by_pred: NotRequired[Matrix]
+    by_all: NotRequired[Matrix]
+
+
+RocCurve = TypedDict("RocCurve", {"class": str, "fpr": list[float], "tpr": list[float],
+                                  "auc": NotRequired[float | None]})
+PrCurve = TypedDict("PrCurve", {"class": str, "precision": list[float], "recall": list[float],
+                                "ap": NotRequired[float | None]})
+
+
+class Curves(TypedDict):
+    roc: list[RocCurve]
+    pr: list[PrCurve]
+
+
+class CalibrationBin(TypedDict, total=False):
+    lo: float
+    hi: float
+    count: int
+    confidence: float | None
+    accuracy: float | None
+
+
+class Calibration(TypedDict):
+    ece: Value
+    brier: Value
+    bins: list[CalibrationBin]
+
+
+class OperatingPoint(TypedDict):
+    name: str
+    threshold: float | None
+    chosen_on: str
+    sensitivity: Value
+    specificity: Value
+    ppv: Value
+    npv: Value
+    confusion_matrix: NotRequired[list[list[int]] | None]
+
+
+class Ordinal(TypedDict):
+    qwk: Value
+    mae: Value
+
+
+class Bootstrap(TypedDict, total=False):
+    resamples: int
+    seed: int
+    stratified: bool
+
+
+class Metrics(TypedDict):
+    """``metrics.compute_all``'s output: everything measured on one labelled split."""
+
+    task: Task
+    class_names: list[str]
+    n: int
+    accuracy: Value
+    balanced_accuracy: Value
+    mcc: Value
+    roc_auc: RocAuc
+    roc_auc_weighted: NotRequired[Value | None]
+    average_precision: Value
+    per_class: list[ClassRow]
+    macro_avg: AverageRow
+    weighted_avg: AverageRow
+    confusion_matrix: ConfusionMatrix
+    curves: Curves
+    calibration: NotRequired[Calibration | None]
+    operating_points: list[OperatingPoint]
+    ordinal: NotRequired[Ordinal | None]
+    bootstrap: NotRequired[Bootstrap]
+
+
+# ---------------------------------------------------------------- metrics.json: explain
+
+GalleryEntry = TypedDict("GalleryEntry", {
+    "class": str, "class_index": int, "kind": str, "index": int,   # kind: TP | TN | FP | FN
+    "prob": NotRequired[float | None], "target": NotRequired[Any], "id": NotRequired[str],
+    "file": NotRequired[str]})
+
+
+class CamVsRandom(TypedDict, total=False):
+    cam: float | None
+    random: float | None
+
+
+class Faithfulness(TypedDict, total=False):
+    n: int
+    steps: int
+    baseline: str
+    deletion_auc: CamVsRandom
+    insertion_auc: CamVsRandom
+    deletion_curve: dict[str, list[float]]
+    insertion_curve: dict[str, list[float]]
+
+
+class SanityStage(TypedDict, total=False):
+    randomised: str
+    spearman: float | None
+    ssim: float | None
+
+
+class Sanity(TypedDict, total=False):
+    n: int
+    layers_randomised: list[str]
+    spearman: float | None
+    ssim: float | None
+    stages: list[SanityStage]
+
+
+class Localisation(TypedDict, total=False):
+    n: int
+    pointing_game: CamVsRandom
+    energy_inside: CamVsRandom
+
+
+class Explanation(TypedDict):
+    """``explain.explain_split``'s summary (with gallery files), inside metrics.json.
+
+    The sub-dicts are ``total=False`` and carry statistics that grow over time; readers take
+    what they know and leave the rest.
+    """
+
+    method: str
+    target_layer: NotRequired[str]
+    gallery: list[GalleryEntry]
+    faithfulness: NotRequired[Faithfulness | None]
+    sanity: NotRequired[Sanity | None]
+    localisation: NotRequired[Localisation | None]
+
+
+# ---------------------------------------------------------------- metrics.json: the file
+
+EVALUATION_SCHEMA = 1
+
+
+class CheckpointRef(TypedDict, total=False):
+    path: str
+    sha256: str
+    epoch: int | None
+
+
+class DataRef(TypedDict, total=False):
+    source: str
+    fingerprint: str
+    n: int
+    external: bool
+
+
+class Skipped(TypedDict):
+    file: str
+    reason: str
+
+
+class Evaluation(TypedDict):
+    """metrics.json: one evaluation of a checkpoint on a split."""
+
+    schema: int
+    metrics: Metrics | None            # None when the split has no labels
+    run: NotRequired[str]
+    split: NotRequired[str]
+    created: NotRequired[str]
+    device: NotRequired[str]
+    tta: NotRequired[bool]
+    checkpoint: NotRequired[CheckpointRef]
+    data: NotRequired[DataRef]
+    class_names: NotRequired[list[str]]
+    task: NotRequired[Task]
+    explain: NotRequired[Explanation | None]
+    timings: NotRequired[dict[str, float]]
+    skipped: NotRequired[list[Skipped]]
+
+
+# ---------------------------------------------------------------- checkpoint meta
+
+class ValMetrics(TypedDict, total=False):
+    loss: float | None
+    acc: float | None
+    f1: float | None
+    auc: float | None
+    bacc: float | None
+    qwk: float | None
+
+
+class RecipeChoice(TypedDict):
+    """One choice of the auto recipe (xreport.recipe.Choice.as_dict)."""
+
+    key: str            # dotted config key
+    value: Any
+    rule: str           # size | epochs | stem | imbalance | select | batch | flip | head | base
+    why: str            # the figures it rests on, in English
+
+
+class RecipeMeta(TypedDict):
+    name: str                       # "auto" | "plain"
+    choices: list[RecipeChoice]     # [] when nothing was chosen from the data
+
+
+class PipelineStep(TypedDict):
+    step: str
+    params: NotRequired[dict[str, Any]]
+
+
+class CheckpointMeta(TypedDict):
+    """The JSON meta stored in best.pt / last.pt by ``train``."""
+
+    arch: str
+    num_classes: int
+    class_names: list[str]
+    in_channels: int
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    small_input_stem: bool
+    config: dict[str, Any]          # config.to_dict of the run; config.from_dict validates it
+    class_names_zh_tw: NotRequired[list[str]]
+    class_names_zh_cn: NotRequired[list[str]]
+    task: NotRequired[Task]
+    dropout: NotRequired[float]
+    pretrained: NotRequired[bool]
+    freeze_backbone: NotRequired[bool]
+    head: NotRequired[str]          # "linear" | "ordinal" (models.HEADS); absent: linear
+    weights: NotRequired[str]       # the local state_dict the backbone started from, "" if none
+    recipe: NotRequired[RecipeMeta]
+    preprocess: NotRequired[dict[str, Any]]
+    pipeline: NotRequired[list[PipelineStep]]
+    data: NotRequired[dict[str, Any]]
+    data_fingerprint: NotRequired[str]
+    epoch: NotRequired[int]
+    val_metrics: NotRequired[ValMetrics]
+    selected_by: NotRequired[str]
+    seed: NotRequired[int]
+    versions: NotRequired[dict[str, str]]
+    params: NotRequired[int | dict[str, int]]   # count_parameters: {"total", "trainable"}
+    flops: NotRequired[int | None]
+    created: NotRequired[str]
+    command: NotRequired[list[str]]
+    device: NotRequired[str]
+    precision: NotRequired[str]
+    channels_last: NotRequired[bool]
+    world_size: NotRequired[int]
+
+
+# ---------------------------------------------------------------- history and the rest
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "train_f1", "val_loss", "val_acc",
+                   "val_f1", "val_auc", "lr", "seconds", "val_bacc", "val_qwk")
+
+
+class HistoryRow(TypedDict, total=False):
+    """One epoch of history.csv; an empty cell (NaN when written) reads as None."""
+
+    epoch: int
+    train_loss: float | None
+    train_acc: float | None
+    train_f1: float | None
+    val_loss: float | None
+    val_acc: float | None
+    val_f1: float | None
+    val_auc: float | None
+    lr: float | None
+    seconds: float | None
+    val_bacc: float | None          # balanced accuracy
+    val_qwk: float | None           # quadratic weighted kappa
+
+
+History = list[HistoryRow]
+
+
+class ClassDistribution(TypedDict):
+    """Images per class and split (``data.class_distribution``); test may be None."""
+
+    class_names: list[str]
+    splits: dict[str, list[int] | None]
+    leakage: NotRequired[dict[str, Any]]
+
+
+class Predictions(typing.NamedTuple):
+    """predictions.csv: one row per image of the evaluated split."""
+
+    ids: list[str]
+    y_true: np.ndarray | None       # int64 (N,), None for an unlabelled split
+    probs: np.ndarray               # float64 (N, K)
+
+
+# ---------------------------------------------------------------- the validator
+
+class SchemaProblem(Exception):
+    """Where a value does not match its declared type (internal: the loaders add the file)."""
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (list, dict):
+        return "a list" if origin is list else "a mapping"
+    if typing.is_typeddict(tp):
+        return "a mapping"
+    return {type(None): "null", float: "a number", int: "a whole number", bool: "true/false",
+            str: "a string"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(tp: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(tp)
+    hints.update({k: v for k, v in tp.__annotations__.items() if k not in hints})
+    return hints
+
+
+def _check(value: Any, tp: Any, where: str) -> None:
+    """Raise SchemaProblem naming ``where`` when ``value`` does not match ``tp``."""
+    if tp is Any:
+        return
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        problems = []
+        for arm in typing.get_args(tp):
+            try:
+                _check(value, arm, where)
+                return
+            except SchemaProblem as exc:
+                problems.append(exc)
+        # A mapping that fails inside names the inner field, which says more than "or".
+        inner = [p for p in problems if not str(p).startswith(f"{where} ")]
+        raise inner[0] if inner else _mismatch(value, tp, where)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise _mismatch(value, tp, where)
+        return
+    if origin is list:
+        if not isinstance(value, list):
+            raise _mismatch(value, tp, where)
+        (item,) = typing.get_args(tp) or (Any,)
+        for i, v in enumerate(value):
+            _check(v, item, f"{where}[{i}]")
+        return
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _mismatch(value, tp, where)
+        _, item = typing.get_args(tp) or (str, Any)
+        for k, v in value.items():
+            _check(v, item, f"{where}.{k}")
+        return
+    if typing.is_typeddict(tp):
+        if not isinstance(value, dict):
+            raise _mismatch(value, tp, where)
+        hints = _hints(tp)
+        for key in sorted(tp.__required_keys__):
+            if key not in value:
+                raise SchemaProblem(f"{where}.{key} is missing" if where else f"{key} is missing")
+        for key, v in value.items():
+            if key in hints:      # unknown keys are a newer writer's: kept, not checked
+                _check(v, hints[key], f"{where}.{key}" if where else key)
+        return
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is type(None):
+        ok = value is None
+    else:
+        ok = isinstance(value, tp)
+    if not ok:
+        raise _mismatch(value, tp, where)
+
+
+def _mismatch(value: Any, tp: Any, where: str) -> SchemaProblem:
+    found = "null" if value is None else type(value).__name__
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        found = f"{found} {value!r}"[:60]
+    return SchemaProblem(f"{where} must be {_type_name(tp)}, not {found}")
+
+
+def validate(value: Any, tp: Any, *, path: str | Path, error: type[XReportError] = ReportError,
+             hint: str = "") -> None:
+    """Check a loaded artifact against its schema; one line naming the file and the field."""
+    try:
+        _check(value, tp, "")
+    except SchemaProblem as exc:
+        problem = str(exc).lstrip(".")
+        raise error(f"{path}: {problem}" + (f"; {hint}" if hint else "")) from None
+
+
+# ---------------------------------------------------------------- JSON files
+
+def _read_json(path: Path, *, error: type[XReportError], missing: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: not found; {missing}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: not valid JSON ({str(exc).splitlines()[0][:120]})") from None
+
+
+def _rerun(paths: runs.RunPaths | None) -> str:
+    name = paths.name if paths is not None else "NAME"
+    return f"re-run `xreport evaluate --run {name}` (or `xreport build --run {name} --force`)"
+
+
+# Older metrics.json schemas that can be brought up to date without the data; a version
+# missing here (and below EVALUATION_SCHEMA) asks for `xreport evaluate` again.
+_MIGRATIONS: dict[int, typing.Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def load_evaluation(paths: runs.RunPaths) -> Evaluation:
+    """metrics.json of a run, validated (and migrated from an older schema when possible)."""
+    path = paths.metrics
+    data = _read_json(path, error=ReportError,
+                      missing=f"evaluate the run first (`xreport build --run {paths.name}` does it)")
+    if not isinstance(data, dict) or "metrics" not in data:
+        raise ReportError(f"{path}: not an xreport metrics file (no \"metrics\" key)")
+    schema = data.get("schema")
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise ReportError(f"{path}: schema must be a whole number, not {schema!r}; {_rerun(paths)}")
+    if schema > EVALUATION_SCHEMA:
+        raise ReportError(f"{path}: schema {schema} is newer than this xreport reads "
+                          f"({EVALUATION_SCHEMA}); upgrade xreport or {_rerun(paths)}")
+    while schema < EVALUATION_SCHEMA:
+        if schema not in _MIGRATIONS:
+            raise ReportError(f"{path}: schema {schema} is out of date (now {EVALUATION_SCHEMA}); "
+                              f"{_rerun(paths)}")
+        data = _MIGRATIONS[schema](data)
+        schema = data["schema"]
+    validate(data, Evaluation, path=path, hint=_rerun(paths))
+    return typing.cast(Evaluation, data)
+
+
+def save_evaluation(paths: runs.RunPaths, evaluation: Evaluation) -> None:
+    runs.write_json(paths.metrics, evaluation)
+
+
+def load_class_distribution(paths: runs.RunPaths) -> ClassDistribution | None:
+    """class_distribution.json written by ``train``; None when the run has none."""
+    if not paths.class_distribution.is_file():
+        return None
+    data = _read_json(paths.class_distribution, error=ReportError, missing="")
+    validate(data, ClassDistribution, path=paths.class_distribution)
+    return typing.cast(ClassDistribution, data)
+
+
+def save_class_distribution(paths: runs.RunPaths, distribution: ClassDistribution) -> None:
+    runs.write_json(paths.class_distribution, distribution)
+
+
+# ---------------------------------------------------------------- checkpoint meta
+
+def check_checkpoint_meta(meta: Any, *, path: Path) -> CheckpointMeta:
+    """Refuse checkpoint meta whose fields have the wrong type before anything uses them."""
+    hint = "was it written by `xreport train`?"
+    validate(meta, CheckpointMeta, path=path, error=CheckpointError, hint=hint)
+    from .config import MAX_IMAGE_SIZE
+
+    checks = [
+        (2 <= meta["num_classes"] <= 100_000, "num_classes must be a whole number >= 2"),
+        (len(meta["class_names"]) == meta["num_classes"], "class_names must list num_classes strings"),
+        (meta["in_channels"] in (1, 3), "in_channels must be 1 or 3"),
+        (8 <= meta["image_size"] <= MAX_IMAGE_SIZE, "image_size must be a whole number of pixels"),
+        (bool(meta["mean"]) and bool(meta["std"]), "mean and std must be lists of numbers"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise CheckpointError(f"{path}: checkpoint meta is not usable: {message}; {hint}")
+    return typing.cast(CheckpointMeta, meta)
+
+
+def load_checkpoint_meta(path: Path) -> CheckpointMeta:
+    """The validated meta of a checkpoint file (weights are loaded and dropped)."""
+    return check_checkpoint_meta(runs.load_checkpoint(path).meta, path=Path(path))
+
+
+def checkpoint_path(paths: runs.RunPaths) -> Path:
+    """best.pt, or last.pt when a run was stopped before any best was kept."""
+    for candidate in (paths.best, paths.last):
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError(f"{paths.run_dir}: no best.pt or last.pt; train the run first "
+                          f"(xreport train --name {paths.name})")
+
+
+# ---------------------------------------------------------------- CSV files
+
+def _history_cell(text: str, *, path: Path, row: int, column: str) -> int | float | None:
+    if text == "" or text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ReportError(f"{path}: row {row} column {column} must be a number, not {text!r}") from None
+    if column == "epoch" or (value.is_integer() and "." not in text and "e" not in text.lower()):
+        return int(value)
+    return value
+
+
+def load_history(paths: runs.RunPaths) -> History:
+    """history.csv as rows of numbers; [] when the file is absent. Unknown columns are kept."""
+    path = paths.history
+    if not path.is_file():
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ReportError(f"{path}: cannot read the training history ({exc})") from None
+    history: History = []
+    for i, row in enumerate(rows, start=1):
+        parsed = {k: _history_cell(v, path=path, row=i, column=k) for k, v in row.items() if k}
+        validate(parsed, HistoryRow, path=path)
+        history.append(typing.cast(HistoryRow, parsed))
+    return history
+
+
+def history_csv(history: typing.Sequence[typing.Mapping[str, Any]]) -> str:
+    """The text of history.csv (NaN written as an empty cell)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=HISTORY_COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: ("" if isinstance(row[k], float) and math.isnan(row[k]) else row[k])
+                         for k in HISTORY_COLUMNS})
+    return out.getvalue()
+
+
+def save_history(paths: runs.RunPaths, history: typing.Sequence[typing.Mapping[str, Any]]) -> None:
+    runs.write_text(paths.history, history_csv(history))
+
+
+def save_predictions(paths: runs.RunPaths, ids: typing.Sequence[str], y_true: np.ndarray | None,
+                     probs: np.ndarray) -> None:
+    """One row per image: id, y_true (when known), y_pred, prob_0.. in class-index order."""
+    k = probs.shape[1]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id"] + (["y_true"] if y_true is not None else []) + ["y_pred"]
+                    + [f"prob_{i}" for i in range(k)])
+    preds = probs.argmax(axis=1)
+    labels = y_true.tolist() if y_true is not None else None
+    for i, ident in enumerate(ids):
+        row = [ident] + ([labels[i]] if labels is not None else []) + [int(preds[i])]
+        row += [f"{p:.6f}" for p in probs[i]]
+        writer.writerow(row)
+    runs.write_text(paths.predictions, buffer.getvalue())
+
+
+def load_predictions(paths: runs.RunPaths) -> Predictions:
+    """(ids, y_true or None, probs) from predictions.csv."""
+    import pandas as pd
+
+    path = paths.predictions
+    if not path.is_file():
+        raise ReportError(f"{path}: not found; {_rerun(paths)}")
+    try:
+        frame = pd.read_csv(path, dtype={"id": str})
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{path}: cannot read predictions ({exc})") from None
+    prob_cols = [c for c in frame.columns if c.startswith("prob_")]
+    if not prob_cols or "id" not in frame.columns:
+        raise ReportError(f"{path}: not a predictions file (needs id and prob_0.. columns)")
+    try:
+        probs = frame[prob_cols].to_numpy(dtype=np.float64)
+        y_true = frame["y_true"].to_numpy(dtype=np.int64) if "y_true" in frame.columns else None
+    except (ValueError, TypeError) as exc:
+        raise ReportError(f"{path}: y_true and prob_* must be numbers ({exc})") from None
+    return Predictions(frame["id"].astype(str).tolist(), y_true, probs)
