@@ -182,3 +182,13 @@ def test_cli_writes_what_the_recipe_chose(tmp_path: Path, flag: str) -> None:
     assert chosen["image_size"] == 16 == saved.image_size and "train.epochs" not in chosen
     assert chosen["train.imbalance"] == "none" and chosen["train.select_metric"] == "val_auc"
     assert saved.augment.hflip == 0.0 and saved.train.label_smoothing == recipe.BASE["train.label_smoothing"]
+
+
+def test_probe_passes_over_unreadable_images(tmp_path: Path) -> None:
+    for cls in ("a", "b"):
+        folder = tmp_path / "train" / cls
+        folder.mkdir(parents=True)
+        Image.fromarray(np.zeros((30, 30), dtype=np.uint8)).save(folder / "0.png")
+    (tmp_path / "train" / "a" / "1.png").write_text("not an image")
+    p = probe_source(DataConfig(dataset=str(tmp_path)))
+    assert p.native_size == 30 and p.train_counts == [2, 1]

@@ -333,9 +333,16 @@ def probe_source(data_cfg: DataConfig, *, sample: int = 16) -> SourceProbe:
     picks = np.linspace(0, len(files) - 1, num=min(sample, len(files))).round().astype(int)
     sides, colour = [], False
     for i in sorted(set(picks.tolist())):
-        img = read_image(files[i])
+        try:
+            img = read_image(files[i])
+        except DataError as exc:   # the loader stops on it or skips it (data.skip_bad_images)
+            logger.debug("probe: %s", exc)
+            continue
         sides.append(min(img.shape[0], img.shape[1]))
         colour = colour or img.ndim == 3
+    if not sides:
+        raise DataError(f"{root}: none of {len(picks)} sampled train images could be read "
+                        f"(first: {files[int(picks[0])]})")
     _names, task = _names_and_task(data_cfg, [str(i) for i in range(k)], where=str(root))
     return SourceProbe(kind, source, int(np.median(sides)), colour,
                        np.bincount(np.asarray(labels), minlength=k).tolist(),
