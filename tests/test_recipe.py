@@ -192,3 +192,9 @@ def test_probe_passes_over_unreadable_images(tmp_path: Path) -> None:
     (tmp_path / "train" / "a" / "1.png").write_text("not an image")
     p = probe_source(DataConfig(dataset=str(tmp_path)))
     assert p.native_size == 30 and p.train_counts == [2, 1]
+
+
+def test_data_the_probe_cannot_read_is_left_to_the_loader(tmp_path: Path) -> None:
+    path = write_npz(tmp_path / "oneclass.npz", [12])
+    resolved = recipe.resolve({"data": {"dataset": str(path)}})
+    assert resolved.choices == [] and resolved.probe is None

@@ -282,21 +282,10 @@ class SourceProbe:
     task: Task
 
 
-def _npz_shape(path: Path, key: str) -> tuple[int, ...]:
-    """Shape of one array of an .npz from its header, without reading the pixels."""
-    import zipfile
-
-    with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as fh:
-        version = np.lib.format.read_magic(fh)
-        shape, _order, _dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
-                                 else np.lib.format.read_array_header_2_0(fh))
-    return tuple(int(v) for v in shape)
-
-
 def probe_source(data_cfg: DataConfig, *, sample: int = 16) -> SourceProbe:
     """Native size, colour, train class counts and task of ``data.dataset``.
 
-    MedMNIST: array headers and labels only; image folders / CSV manifests: the file list
+    MedMNIST: the validated train arrays; image folders / CSV manifests: the file list
     and ``sample`` decoded train images; phantom: its generator's train split."""
     kind, source = resolve_source(data_cfg)
     if kind == "phantom":
@@ -309,21 +298,18 @@ def probe_source(data_cfg: DataConfig, *, sample: int = 16) -> SourceProbe:
         path = Path(source)
         name = medmnist.base_name(path)
         table = medmnist.CLASS_NAMES.get(name)
-        arrays, k = medmnist.read_npz(path, (), num_classes=len(table) if table else None)
-        del arrays
+        arrays, k = medmnist.read_npz(path, ("train",), num_classes=len(table) if table else None)
+        images, y_train = arrays["train"]
         with np.load(path, allow_pickle=False) as npz:
-            y_train = medmnist._labels(path, "train", npz["train_labels"])
             n_val = int(npz["val_labels"].shape[0]) if "val_labels" in npz.files else 0
-        shape = _npz_shape(path, "train_images")
-        colour = len(shape) == 4 and shape[3] == 3
         names = table if table and len(table) == k else [str(i) for i in range(k)]
         _names, task = _names_and_task(data_cfg, names, where=str(path),
                                        default_task="ordinal" if name in medmnist.ORDINAL else None)
-        return SourceProbe(kind, source, min(shape[1], shape[2]), colour,
-                           np.bincount(y_train, minlength=k).tolist(), n_val, task)
+        return _checked_probe(SourceProbe(kind, source, min(images.shape[2:]), images.shape[1] == 3,
+                                          np.bincount(y_train, minlength=k).tolist(), n_val, task))
     root = Path(source)
     files, labels = _file_split(kind, root, "train", configured=data_cfg.class_names)
-    if labels is None:
+    if labels is None or not files:
         raise DataError(f"{root}: the train split has no labels; training needs them")
     # (with no val split this counts another split's files: an estimate of the val cost only)
     val_files, _val_labels = _file_split(kind, root, "val", configured=data_cfg.class_names)
@@ -344,9 +330,16 @@ def probe_source(data_cfg: DataConfig, *, sample: int = 16) -> SourceProbe:
         raise DataError(f"{root}: none of {len(picks)} sampled train images could be read "
                         f"(first: {files[int(picks[0])]})")
     _names, task = _names_and_task(data_cfg, [str(i) for i in range(k)], where=str(root))
-    return SourceProbe(kind, source, int(np.median(sides)), colour,
-                       np.bincount(np.asarray(labels), minlength=k).tolist(),
-                       len(val_files), task)
+    return _checked_probe(SourceProbe(kind, source, int(np.median(sides)), colour,
+                                      np.bincount(np.asarray(labels), minlength=k).tolist(),
+                                      len(val_files), task))
+
+
+def _checked_probe(probe: SourceProbe) -> SourceProbe:
+    if len(probe.train_counts) < 2 or sum(probe.train_counts) == 0:
+        raise DataError(f"{probe.source}: the train split has {sum(probe.train_counts)} images in "
+                        f"{len(probe.train_counts)} class(es); training needs at least 2 classes")
+    return probe
 
 
 # ---------------------------------------------------------------- raw examples
