@@ -35,9 +35,14 @@ def _cam_png(path: Path, seed: int) -> None:
     Image.fromarray(img).save(path)
 
 
-def make_run(root: Path, *, name: str = "fixture_run", class_names: tuple[str, str] = ("NORMAL", "PNEUMONIA"),
-             n_test: int = 80, seed: int = 0) -> runs.RunPaths:
-    """Write checkpoints/NAME and reports/NAME under ``root``; returns their RunPaths."""
+def make_run(root: Path, *, name: str = "fixture_run", class_names: tuple[str, ...] = ("NORMAL", "PNEUMONIA"),
+             n_test: int = 80, seed: int = 0, class_names_zh: tuple[str, ...] | None = None) -> runs.RunPaths:
+    """Write checkpoints/NAME and reports/NAME under ``root``; returns their RunPaths.
+
+    Two classes give the binary fixture; more give a multi-class one (``n_test`` images per
+    class then), for the layout tests."""
+    k = len(class_names)
+    zh = list(class_names_zh) if class_names_zh else (["正常", "肺炎"] if k == 2 else list(class_names))
     paths = runs.RunPaths(name, checkpoints_root=root / "checkpoints", reports_root=root / "reports")
     cfg = xconfig.RunConfig(
         name=name, image_size=32,
@@ -46,11 +51,11 @@ def make_run(root: Path, *, name: str = "fixture_run", class_names: tuple[str, s
         train=xconfig.TrainConfig(epochs=6, batch_size=16, imbalance="sampler", seed=seed))
     runs.write_text(paths.config, xconfig.to_toml(cfg))
 
-    model = build_model("resnet18", num_classes=2, in_channels=1, small_input_stem=True)
+    model = build_model("resnet18", num_classes=k, in_channels=1, small_input_stem=True)
     meta = {
-        "arch": "resnet18", "num_classes": 2, "class_names": list(class_names),
-        "class_names_zh_tw": ["正常", "肺炎"], "class_names_zh_cn": ["正常", "肺炎"],
-        "task": "binary", "in_channels": 1, "image_size": 32, "small_input_stem": True,
+        "arch": "resnet18", "num_classes": k, "class_names": list(class_names),
+        "class_names_zh_tw": zh, "class_names_zh_cn": zh,
+        "task": "binary" if k == 2 else "multiclass", "in_channels": 1, "image_size": 32, "small_input_stem": True,
         "dropout": 0.0, "pretrained": False, "mean": [0.48], "std": [0.22],
         "preprocess": dataclasses.asdict(cfg.preprocess),
         "pipeline": [{"step": "decode", "params": {"dtype": "uint8"}},
@@ -69,24 +74,37 @@ def make_run(root: Path, *, name: str = "fixture_run", class_names: tuple[str, s
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    runs.write_json(paths.class_distribution, {"class_names": list(class_names),
-                                               "splits": {"train": [6, 18], "val": [4, 8], "test": [30, 50]}})
-
     rng = np.random.default_rng(seed)
-    y = np.array([0] * 30 + [1] * (n_test - 30))
-    logits = rng.normal(0, 1, n_test) + 1.6 * y + 0.8     # shifted: leans to class 1
-    p1 = 1 / (1 + np.exp(-logits))
-    probs = np.stack([1 - p1, p1], axis=1)
-    metrics = xmetrics.compute_all(y, probs, class_names=list(class_names), task="binary", n_boot=100, seed=0)
+    if k == 2:
+        splits = {"train": [6, 18], "val": [4, 8], "test": [30, 50]}
+        y = np.array([0] * 30 + [1] * (n_test - 30))
+        logits = rng.normal(0, 1, n_test) + 1.6 * y + 0.8     # shifted: leans to class 1
+        p1 = 1 / (1 + np.exp(-logits))
+        probs = np.stack([1 - p1, p1], axis=1)
+    else:
+        splits = {"train": [60 + 7 * c for c in range(k)], "val": [12] * k, "test": [n_test] * k}
+        y = np.repeat(np.arange(k), n_test)
+        logits = rng.normal(0, 1, (y.size, k)) + 2.0 * np.eye(k)[y]
+        probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    runs.write_json(paths.class_distribution, {"class_names": list(class_names), "splits": splits})
+    metrics = xmetrics.compute_all(y, probs, class_names=list(class_names), task=meta["task"], n_boot=100, seed=0)
 
     gallery = []
     for ci, cls in enumerate(class_names):
+        other = class_names[(ci + 1) % k]
         for kind in ("TP", "FN"):
             for j in range(2):
-                rel = f"cams/{ci}_{kind}_{j}.png"
-                _cam_png(paths.report_dir / rel, seed=ci * 10 + j)
-                gallery.append({"class": cls, "class_index": ci, "kind": kind, "id": f"img_{ci}{j}.png",
-                                "index": j, "prob": 0.9 - 0.1 * j, "file": rel})
+                pred = cls if kind == "TP" else other
+                maps = []
+                for target in dict.fromkeys([cls, pred]):
+                    rel = f"cams/{ci}_{kind}_{j}_{target}.png"
+                    _cam_png(paths.report_dir / rel, seed=ci * 10 + j)
+                    maps.append({"target": class_names.index(target), "class": target, "file": rel,
+                                 "prob": 0.9 - 0.1 * j if target == pred else 0.1 + 0.1 * j})
+                gallery.append({"class": cls, "class_index": ci, "kind": kind, "id": f"img_{ci}{j}{kind}.png",
+                                "index": j, "prob": maps[0]["prob"], "true": cls, "prob_true": maps[0]["prob"],
+                                "pred": pred, "prob_pred": 0.9 - 0.1 * j, "repeated": False,
+                                "target": ci, "maps": maps, "file": maps[0]["file"]})
     explain = {
         "method": "gradcam", "target_layer": "layer4", "gallery": gallery,
         "faithfulness": {"n": 16, "steps": 4, "deletion_auc": {"cam": 0.31, "random": 0.42},
@@ -103,7 +121,7 @@ def make_run(root: Path, *, name: str = "fixture_run", class_names: tuple[str, s
     runs.write_json(paths.metrics, {
         "schema": 1, "run": name, "split": "test", "created": "2025-01-03T10:00:00", "device": "cpu",
         "tta": False, "checkpoint": {"path": str(paths.best), "sha256": runs.sha256_file(paths.best), "epoch": 3},
-        "data": {"source": "phantom(seed=1234)", "fingerprint": "ab" * 32, "n": n_test},
+        "data": {"source": "phantom(seed=1234)", "fingerprint": "ab" * 32, "n": int(y.size)},
         "metrics": metrics, "explain": explain, "timings": {},
         "skipped": [{"file": "bad/broken.png", "reason": "not an image"}]})
     return paths

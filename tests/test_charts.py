@@ -243,7 +243,7 @@ def drawn_texts(fig: Figure) -> list[str]:
 
 
 EXPECTED_AXES = {
-    "class_distribution": 1, "training_curves": 3, "roc_curves": 1, "pr_curves": 1,
+    "class_distribution": 1, "training_curves": 4, "roc_curves": 1, "pr_curves": 1,
     "confusion_counts": 2, "confusion_normalized": 2, "reliability": 2, "operating_points": 1,
     "example_grid": 8, "preprocessing": 6, "cam_overlay": 2, "cam_panel": 3, "faithfulness": 2,
     "compare_training": 3, "compare_roc": 1,
@@ -283,8 +283,11 @@ def test_titles_and_labels_come_from_t(en_figures: dict[str, Figure],
     cm = en_figures["confusion_counts"].axes[0]
     assert (cm.get_xlabel(), cm.get_ylabel()) == ("<<chart.cm.predicted>>", "<<chart.cm.true>>")
     titles = [ax.get_title() for ax in en_figures["training_curves"].axes]
+    # Validation AUC has its own panel, not a line in the macro-F1 one.
     assert titles == ["<<chart.training.loss>>", "<<chart.training.accuracy>>",
-                      "<<chart.training.f1>>"]
+                      "<<chart.training.f1>>", "<<chart.training.val_auc>>"]
+    f1_labels = {line.get_label() for line in en_figures["training_curves"].axes[2].get_lines()}
+    assert f1_labels == {"<<chart.training.train>>", "<<chart.training.val>>", "<<chart.training.selected>>"}
     assert en_figures["faithfulness"].axes[0].get_title() == "<<chart.faith.deletion_title>>"
 
 
@@ -420,7 +423,7 @@ def test_training_curves_accepts_a_dataframe_and_marks_the_selected_epoch() -> N
         assert marks, "selected epoch line missing"
     legend_texts = [text.get_text() for legend in fig.legends for text in legend.get_texts()]
     assert "<<chart.training.selected>>" in legend_texts
-    assert "<<chart.training.val_auc>>" in legend_texts
+    assert fig.axes[3].get_title() == "<<chart.training.val_auc>>"
 
 
 def test_training_curves_skip_missing_columns() -> None:
@@ -552,3 +555,19 @@ def test_save_figure_failure_keeps_the_old_file(tmp_path: Path,
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
     with pytest.raises(ReportError, match="not supported"):
         charts.save_figure(fig, tmp_path / "a.gif")
+
+
+def test_cam_overlay_keeps_colour_inputs_in_colour_and_grey_in_grey() -> None:
+    rng = np.random.default_rng(0)
+    colour = (rng.random((24, 24, 3)) * 255).astype(np.uint8)
+    cam = fake_cam(24)
+    fig = charts.cam_overlay(colour, cam, colorbar=False)
+    base = fig.axes[0].images[0].get_array()
+    assert base.shape == (24, 24, 3)  # drawn in colour, not converted to grey
+    assert len(fig.axes) == 1  # no per-image colour bar: the report draws one scale
+    grey = charts.cam_overlay(colour[..., 0], cam, colorbar=False)
+    assert grey.axes[0].images[0].get_cmap().name == "gray"
+    # The map is transparent where cold and most opaque where warm.
+    alpha = np.asarray(fig.axes[0].images[1].get_alpha())
+    assert alpha[np.unravel_index(cam.argmax(), cam.shape)] > alpha[np.unravel_index(cam.argmin(), cam.shape)]
+    assert len(charts.cam_scale_colors()) >= 5

@@ -234,9 +234,65 @@ def test_gallery_multiclass_is_one_vs_rest_and_empty_kinds_are_absent() -> None:
     kinds = {(g["class_index"], g["kind"]) for g in gallery}
     assert (0, "FP") in kinds and (2, "FN") in kinds  # row 3: a 2 called 0
     assert (1, "FP") not in kinds and (1, "FN") not in kinds
-    tn0 = [g["index"] for g in gallery if g["class_index"] == 0 and g["kind"] == "TN"]
-    assert tn0 == [1, 2]  # p0 0.1 before 0.2
+    # Rows 1 and 2 are already shown as true positives of b and c: class a's true negatives
+    # fall back to the most confident of them (p0 0.1 before 0.2), marked as repeated.
+    tn0 = [(g["index"], g["repeated"]) for g in gallery if g["class_index"] == 0 and g["kind"] == "TN"]
+    assert tn0 == [(1, True)]
+    # Row 3 (a 2 called 0) is c's false negative first, then a's false positive, repeated.
+    errors = {(g["class_index"], g["kind"]): (g["index"], g["repeated"]) for g in gallery
+              if g["kind"] in ("FP", "FN")}
+    assert errors == {(2, "FN"): (3, False), (0, "FP"): (3, True)}
     assert len(gallery) == len({(g["class_index"], g["kind"], g["index"]) for g in gallery})
+
+
+def test_gallery_rule_each_panel_explains_its_class_errors_show_true_and_predicted() -> None:
+    rng = np.random.default_rng(3)
+    n, k = 60, 5
+    y = rng.integers(0, k, n)
+    logits = rng.normal(0, 1, (n, k)) + 1.5 * np.eye(k)[y]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    names = [f"class {i}" for i in range(k)]
+    gallery = explain.select_gallery(y, probs, class_names=names)
+    assert gallery and all(sum(1 for g in gallery if g["class_index"] == c and g["kind"] == kind) <= 1
+                           for c in range(k) for kind in explain.KINDS)  # 5 classes: one per kind
+    seen: set[int] = set()
+    for g in gallery:
+        row, c = g["index"], g["class_index"]
+        true, pred = int(y[row]), int(probs[row].argmax())
+        assert (g["true_index"], g["pred_index"]) == (true, pred)
+        assert (g["true"], g["pred"]) == (names[true], names[pred])
+        assert g["prob_true"] == pytest.approx(probs[row, true])
+        assert g["prob_pred"] == pytest.approx(probs[row, pred])
+        assert c in g["targets"]  # the panel's own class is always explained
+        if true != pred:
+            assert g["targets"][-2:] == [true, pred]  # true beside predicted, in that order
+        else:
+            assert g["targets"] == list(dict.fromkeys([c, true]))
+        assert g["repeated"] == (row in seen)  # an image is shown once, or marked
+        seen.add(row)
+    assert any(g["kind"] in ("FP", "FN") for g in gallery)
+
+
+def test_gallery_targets() -> None:
+    assert explain.gallery_targets(1, 1, 1) == [1]           # TP
+    assert explain.gallery_targets(1, 0, 0) == [1, 0]        # TN: own class, then the true one
+    assert explain.gallery_targets(1, 1, 0) == [1, 0]        # FN: true, predicted
+    assert explain.gallery_targets(1, 0, 1) == [0, 1]        # FP: true, predicted
+    assert explain.gallery_targets(2, 0, 1) == [2, 0, 1]     # a TN of 2 that is an error elsewhere
+    assert explain.gallery_per_kind(2) == 2 and explain.gallery_per_kind(12) == 1
+
+
+def test_padding_is_left_out_of_gallery_maps() -> None:
+    image = np.zeros((3, 10, 10), dtype=np.uint8)
+    image[:, 3:7, :] = 120  # a wide image padded above and below
+    content = explain.content_mask(image)
+    assert content[3:7].all() and not content[:3].any() and not content[7:].any()
+    cam = np.zeros((10, 10), dtype=np.float32)
+    cam[0, :] = 1.0          # the map's peak on the padding
+    cam[4, 2] = 0.4
+    shown = explain.without_padding(cam, content)
+    assert shown[:3].max() == 0.0 and shown[4, 2] == pytest.approx(1.0)
+    assert explain.without_padding(cam, np.ones((10, 10), dtype=bool)) is not None
 
 
 def test_gallery_ties_follow_the_seed_and_are_deterministic() -> None:
@@ -416,9 +472,17 @@ def test_explain_split_end_to_end() -> None:
         target_layer=model.features[-1], layer_name="features", method="gradcam", masks=masks,
         faithfulness_n=8, sanity_n=4, seed=0)
     assert summary["method"] == "gradcam" and summary["target_layer"] == "features"
-    assert cams.shape == (len(summary["gallery"]), SIZE, SIZE) and len(summary["gallery"]) > 0
-    keys = {"class", "class_index", "kind", "index", "prob", "target"}
+    maps = [(g["index"], m["target"]) for g in summary["gallery"] for m in g["maps"]]
+    assert cams.shape == (len(maps), SIZE, SIZE) and len(summary["gallery"]) > 0
+    keys = {"class", "class_index", "kind", "index", "prob", "target", "true", "pred", "maps", "repeated"}
     assert all(keys <= set(g) for g in summary["gallery"])
+    assert all(g["target"] == g["class_index"] == g["maps"][0]["target"] or g["kind"] == "FP"
+               for g in summary["gallery"])
+    # Each map is the CAM of the class it names, not of the prediction.
+    expected = explain.compute_cams(model, x[torch.tensor([r for r, _ in maps])],
+                                    target_layer=model.features[-1],
+                                    targets=torch.tensor([c for _, c in maps]), method="gradcam")
+    torch.testing.assert_close(cams, expected)
     assert summary["faithfulness"]["n"] == 8
     assert summary["sanity"]["n"] == 4 and summary["sanity"]["layers_randomised"] == ["fc", "features.2"]
     assert summary["localisation"]["n"] == min(8, int((y == 1).sum()))

@@ -60,8 +60,13 @@ def test_gallery_grouped_by_class_then_kind() -> None:
     _, ctx = shared_run()
     gallery = ctx["explain"]["gallery"]
     assert [g["cls"] for g in gallery] == ["NORMAL", "PNEUMONIA"]
-    assert [k["kind"] for k in gallery[0]["kinds"]] == ["TP", "FN"]
-    assert all(len(k["entries"]) == 2 for g in gallery for k in g["kinds"])
+    assert [p["kind"] for p in gallery[0]["panels"]] == ["TP", "TP", "FN", "FN"]
+    # A correct panel shows its class's map; a false negative the true class's map beside the
+    # predicted class's, each with its role.
+    tp, fn = gallery[0]["panels"][0], gallery[0]["panels"][2]
+    assert [(m["cls"], m["roles"]) for m in tp["maps"]] == [("NORMAL", ["true", "pred"])]
+    assert [(m["cls"], m["roles"]) for m in fn["maps"]] == [("NORMAL", ["true"]), ("PNEUMONIA", ["pred"])]
+    assert (fn["true"], fn["pred"]) == ("NORMAL", "PNEUMONIA") and fn["prob_pred"] is not None
     assert [s["randomised"] for s in ctx["explain"]["sanity"]["stages"]] == ["fc", "fc+layer4"]
     assert ctx["explain"]["faithfulness"]["rows"][0]["better"] is True
 

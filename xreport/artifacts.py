@@ -157,10 +157,20 @@ class Metrics(TypedDict):
 
 # ---------------------------------------------------------------- metrics.json: explain
 
+# One map of a gallery panel: the CAM of ``class`` (index ``target``) with its probability.
+GalleryMap = TypedDict("GalleryMap", {
+    "target": int, "class": str, "prob": NotRequired[float | None], "file": NotRequired[str]})
+
+# A gallery panel explains ``class`` (its heading) on one image. ``maps`` (explain.gallery_targets)
+# hold the panel class's map and, for an error, the true and predicted class's maps; ``file``
+# is the first map's. Files written before per-class maps have ``file`` and ``target`` only.
 GalleryEntry = TypedDict("GalleryEntry", {
     "class": str, "class_index": int, "kind": str, "index": int,   # kind: TP | TN | FP | FN
     "prob": NotRequired[float | None], "target": NotRequired[Any], "id": NotRequired[str],
-    "file": NotRequired[str]})
+    "file": NotRequired[str], "true": NotRequired[str], "true_index": NotRequired[int],
+    "prob_true": NotRequired[float], "pred": NotRequired[str], "pred_index": NotRequired[int],
+    "prob_pred": NotRequired[float], "repeated": NotRequired[bool],
+    "maps": NotRequired[list[GalleryMap]]})
 
 
 class CamVsRandom(TypedDict, total=False):

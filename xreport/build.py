@@ -37,6 +37,21 @@ def check_choices(values: Sequence[str], valid: Sequence[str], *, what: str) -> 
     return values
 
 
+def check_report_options(*, split: str = "test", cam_method: str | None = None,
+                         device: str | None = None, templates: Path | None = None) -> None:
+    """The options of evaluate/build that can be checked without the data: before any write."""
+    from .explain import METHODS
+
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"--split {split!r} is not one of train, val, test")
+    if cam_method is not None and cam_method not in METHODS:
+        raise ConfigError(f"--cam {cam_method!r} is not one of {', '.join(METHODS)}")
+    if device is not None:
+        resolve_device(device)
+    if templates is not None and not Path(templates).is_dir():
+        raise ConfigError(f"--templates {templates}: not a folder")
+
+
 def cached_metrics(paths: runs.RunPaths, run: LoadedRun, dataset: Dataset, *, cam_method: str | None,
                    split: str, need_explain: bool = True) -> artifacts.Evaluation | None:
     """metrics.json when it was made from this checkpoint, these data and this CAM method.
@@ -73,30 +88,34 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
     """Build ``reports/NAME/`` from ``checkpoints/NAME/``; reuse predictions when fresh."""
     from . import render, report
 
+    # Every option is checked before anything is written.
     langs = check_choices(langs, LANGS, what="lang")
     formats = check_choices(formats, FORMATS, what="format")
+    check_report_options(split=split, cam_method=cam_method, device=device, templates=templates)
     result = BuildResult(report_dir=paths.report_dir)
     started = time.perf_counter()
-    with runs.run_lock(paths.report_dir, what="report"):
+    # The whole file set is written into a staging copy and swapped in at the end: an
+    # interrupted or failed build leaves the previous complete report.
+    with runs.run_lock(paths.report_dir, what="report"), runs.staged_report(paths) as staged:
         dev = resolve_device(device)
         run = load_run(paths, device=dev)
         dataset = dataset_for_run(run, splits=("train", "val", "test"))
-        cached = None if force else cached_metrics(paths, run, dataset, cam_method=cam_method, split=split)
+        cached = None if force else cached_metrics(staged, run, dataset, cam_method=cam_method, split=split)
         if cached is None:
-            evaluate_run(paths, split=split, device=device, cam_method=cam_method,
+            evaluate_run(staged, split=split, device=device, cam_method=cam_method,
                          dataset=dataset, run=run, progress=progress)
         result.reused_predictions = cached is not None
         result.seconds["evaluate"] = round(time.perf_counter() - started, 2)
 
-        context = report.build_context(paths, langs=langs, dataset=dataset, command=command)
+        context = report.build_context(staged, langs=langs, dataset=dataset, command=command)
         result.seconds["figures"] = round(time.perf_counter() - started - result.seconds["evaluate"], 2)
         if "html" in formats:
             html = render.render_html(context, langs=langs, templates_dir=templates)
-            runs.write_text(paths.report_html, html)
+            runs.write_text(staged.report_html, html)
             result.files.append(paths.report_html)
         if "pdf" in formats:
             for lang in langs:
-                render.render_pdf(context, lang=lang, out_path=paths.report_pdf(lang),
+                render.render_pdf(context, lang=lang, out_path=staged.report_pdf(lang),
                                   templates_dir=templates)
                 result.files.append(paths.report_pdf(lang))
     result.seconds["total"] = round(time.perf_counter() - started, 2)

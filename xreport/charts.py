@@ -41,7 +41,7 @@ R = TypeVar("R")
 # (the yellow is last: it is hard to see as a thin line).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#56B4E9", "#CC79A7", "#000000",
            "#F0E442")
-TRAIN_COLOR, VAL_COLOR, AUC_COLOR = "#0072B2", "#D55E00", "#009E73"
+TRAIN_COLOR, VAL_COLOR = "#0072B2", "#D55E00"
 GRID_COLOR = "#e3e3e3"
 CAM_CMAP = "turbo"
 WIDE = (6.5, 3.5)  # inches: the text width of an A4 page with 2 cm margins
@@ -312,16 +312,19 @@ def _fraction_axis(ax: Axes, *arrays: np.ndarray) -> None:
 
 @_styled
 def training_curves(history: Any, *, selected_epoch: int | None, t: Translate) -> Figure:
-    """Three panels: loss, accuracy, macro-F1 (+ val AUC dashed); the selected epoch marked."""
+    """Loss, accuracy and macro-F1 panels (train and val), and a fourth panel of validation
+    ROC-AUC when the history has it (its own axes: an AUC is not an F1); the selected epoch
+    marked on every panel."""
     cols = _history_columns(history)
     epochs = cols["epoch"]
-    fig = _new_figure(WIDE)
-    axes = fig.subplots(1, 3, sharex=True)
-    panels = (
+    with_auc = _has(cols["val_auc"])
+    fig = _new_figure((WIDE[0], 4.6) if with_auc else WIDE)
+    axes = list(fig.subplots(2, 2, sharex=True).flat) if with_auc else list(fig.subplots(1, 3, sharex=True))
+    panels = [
         (axes[0], "loss", t("chart.training.loss")),
         (axes[1], "acc", t("chart.training.accuracy")),
         (axes[2], "f1", t("chart.training.f1")),
-    )
+    ]
     train_label, val_label = t("chart.training.train"), t("chart.training.val")
     for ax, stem, title in panels:
         train, val = cols[f"train_{stem}"], cols[f"val_{stem}"]
@@ -330,13 +333,16 @@ def training_curves(history: Any, *, selected_epoch: int | None, t: Translate) -
         if _has(val):
             ax.plot(epochs, val, color=VAL_COLOR, label=val_label)
         ax.set_title(title)
-        ax.set_xlabel(t("chart.training.epoch"))
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
         if stem != "loss":
-            _fraction_axis(ax, train, val, cols["val_auc"] if stem == "f1" else train)
-    if _has(cols["val_auc"]):
-        axes[2].plot(epochs, cols["val_auc"], color=AUC_COLOR, linestyle="--",
-                     label=t("chart.training.val_auc"))
+            _fraction_axis(ax, train, val)
+    if with_auc:
+        axes[3].plot(epochs, cols["val_auc"], color=VAL_COLOR, label=val_label)
+        axes[3].set_title(t("chart.training.val_auc"))
+        _fraction_axis(axes[3], cols["val_auc"])
+    for ax in axes[-2:] if with_auc else axes:
+        ax.set_xlabel(t("chart.training.epoch"))
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
     if selected_epoch is not None:
         label = t("chart.training.selected").replace("{epoch}", str(int(selected_epoch)))
         for ax in axes:
@@ -415,14 +421,31 @@ def _score_label(name: str, metric: str, value: Any, ci: tuple[float, float] | N
     return text + ")"
 
 
+# More curves than this: the legend goes below the axes in two columns (beside them, a
+# dozen long class names would squeeze the plot to a stamp).
+LEGEND_BESIDE_MAX = 5
+
+
+def _curve_figure(n_curves: int) -> Figure:
+    """WIDE for a few curves; taller for many, to leave room for the legend below."""
+    if n_curves <= LEGEND_BESIDE_MAX:
+        return _new_figure(WIDE, fixed_aspect=True)
+    rows = math.ceil((n_curves + 1) / 2)
+    return _new_figure((WIDE[0], 4.0 + 0.2 * rows), fixed_aspect=True)
+
+
 def _finish_curve_plot(ax: Any, handles: list[Any], labels: list[str], *, title: str,
                        xlabel: str, ylabel: str) -> None:
-    """The common end of ROC/PR plots: unit square, titles, legend beside the axes."""
+    """The common end of ROC/PR plots: unit square, titles, legend beside (or below) the axes."""
     _unit_square(ax)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    _legend_right(ax, handles, labels)
+    if len(handles) - 1 <= LEGEND_BESIDE_MAX:  # the last handle is the chance line
+        _legend_right(ax, handles, labels)
+    else:
+        ax.figure.legend(list(handles), list(labels), loc="outside lower center", ncols=2,
+                         fontsize=7, handlelength=1.6, columnspacing=1.2)
 
 
 @_styled
@@ -430,7 +453,7 @@ def roc_curves(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
     """ROC curve of the positive class (binary) or one-vs-rest per class, AUC in the legend."""
     entries = _curve_entries(metrics, "roc")
     binary = metrics.get("task") == "binary"
-    fig = _new_figure(WIDE, fixed_aspect=True)
+    fig = _curve_figure(len(entries))
     ax = fig.add_subplot()
     handles, labels = [], []
     with_ci = len(entries) <= 4  # more curves: keep the legend short; the table has the CIs
@@ -453,7 +476,7 @@ def pr_curves(metrics: Mapping[str, Any], *, t: Translate) -> Figure:
     entries = _curve_entries(metrics, "pr")
     binary = metrics.get("task") == "binary"
     n = value_of(metrics.get("n"))
-    fig = _new_figure(WIDE, fixed_aspect=True)
+    fig = _curve_figure(len(entries))
     ax = fig.add_subplot()
     handles, labels = [], []
     for i, entry in enumerate(entries):
@@ -694,14 +717,6 @@ def _to_display(img: Any) -> tuple[np.ndarray, bool]:
     return f, f.ndim == 2
 
 
-def _grey(img: Any) -> np.ndarray:
-    """Luminance in [0, 1] (ITU-R BT.601 weights for a colour image)."""
-    f, is_grey = _to_display(img)
-    if is_grey:
-        return f
-    return f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
-
-
 def _show(ax: Axes, img: Any) -> None:
     f, is_grey = _to_display(img)
     if is_grey:
@@ -778,14 +793,27 @@ def _cam_array(cam: Any) -> np.ndarray:
 
 
 def _draw_overlay(ax: Axes, image: Any, cam: Any, alpha: float) -> Any:
-    grey = _grey(image)
-    h, w = grey.shape
+    """The image as the model saw it (colour stays colour, grey stays grey) with the map on
+    top; the map's opacity grows with its value, so cold regions leave the image visible."""
+    shown, is_grey = _to_display(image)
+    h, w = shown.shape[:2]
     extent = (-0.5, w - 0.5, h - 0.5, -0.5)  # the CAM is stretched over the image if smaller
-    ax.imshow(grey, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", extent=extent)
-    heat = ax.imshow(_cam_array(cam), cmap=CAM_CMAP, vmin=0.0, vmax=1.0, alpha=alpha,
-                     interpolation="bilinear", extent=extent)
+    if is_grey:
+        ax.imshow(shown, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", extent=extent)
+    else:
+        ax.imshow(np.clip(shown, 0.0, 1.0), interpolation="nearest", extent=extent)
+    heat_map = _cam_array(cam)
+    heat = ax.imshow(heat_map, cmap=CAM_CMAP, vmin=0.0, vmax=1.0,
+                     alpha=alpha * (0.25 + 0.75 * heat_map), interpolation="bilinear",
+                     extent=extent)
     _bare(ax)
     return heat
+
+
+def cam_scale_colors(steps: int = 7) -> list[str]:
+    """The CAM colour map as ``steps`` hex colours from 0 to 1 (for an HTML colour bar)."""
+    cmap = matplotlib.colormaps[CAM_CMAP]
+    return [matplotlib.colors.to_hex(cmap(i / (steps - 1))) for i in range(steps)]
 
 
 def _cam_colorbar(fig: Figure, mappable: Any, cax: Axes) -> None:
@@ -803,9 +831,14 @@ def _check_alpha(alpha: float) -> None:
 
 
 @_styled
-def cam_overlay(image: Any, cam: Any, *, alpha: float = 0.45) -> Figure:
-    """The image in grey with the CAM (fixed 0..1 scale) blended on top and a slim colour bar."""
+def cam_overlay(image: Any, cam: Any, *, alpha: float = 0.55, colorbar: bool = True) -> Figure:
+    """The image with the CAM (fixed 0..1 scale) blended on top; a slim colour bar unless
+    ``colorbar`` is False (the report's gallery draws one shared colour scale instead)."""
     _check_alpha(alpha)
+    if not colorbar:
+        fig = Figure(figsize=(1.6, 1.6))
+        _draw_overlay(fig.add_axes((0.0, 0.0, 1.0, 1.0)), image, cam, alpha)
+        return fig
     fig = Figure(figsize=(2.45, 2.2))
     ax = fig.add_axes((0.02, 0.02, 0.78, 0.96))
     cax = fig.add_axes((0.83, 0.12, 0.045, 0.76))
@@ -815,15 +848,14 @@ def cam_overlay(image: Any, cam: Any, *, alpha: float = 0.45) -> Figure:
 
 
 @_styled
-def cam_panel(image: Any, cam: Any, *, alpha: float = 0.45) -> Figure:
+def cam_panel(image: Any, cam: Any, *, alpha: float = 0.55) -> Figure:
     """The original and the overlay side by side, with a slim colour bar."""
     _check_alpha(alpha)
     fig = Figure(figsize=(4.5, 2.2))
     left = fig.add_axes((0.01, 0.02, 0.43, 0.96))
     right = fig.add_axes((0.46, 0.02, 0.43, 0.96))
     cax = fig.add_axes((0.91, 0.12, 0.025, 0.76))
-    left.imshow(_grey(image), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-    _bare(left)
+    _show(left, image)
     heat = _draw_overlay(right, image, cam, alpha)
     _cam_colorbar(fig, heat, cax)
     return fig

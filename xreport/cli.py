@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import shlex
 import sys
+import traceback
 from pathlib import Path
 from typing import Sequence
 
@@ -137,11 +139,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_run
+    from .evaluate import evaluate_report
 
     paths = _run_paths(args.run, checkpoints=args.checkpoints, reports=args.reports)
-    out = evaluate_run(paths, split=args.split, device=args.device, data=args.data, tta=args.tta,
-                       cam_method=args.cam, explain=not args.no_cam)
+    out = evaluate_report(paths, split=args.split, device=args.device, data=args.data, tta=args.tta,
+                          cam_method=args.cam, explain=not args.no_cam)
     acc = (out.get("metrics") or {}).get("accuracy", {}).get("value")
     summary = f"accuracy {acc:.4f}" if isinstance(acc, float) else "no labels: predictions only"
     print(f"evaluated {paths.name} on {args.split} ({summary}) -> {paths.predictions}, {paths.metrics}")
@@ -197,6 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.command_line = _command_line(argv)
+    # A log file on a full disk must not print a traceback of its own; the write that
+    # matters (a checkpoint, a report) fails with one line.
+    logging.raiseExceptions = False
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     # WeasyPrint and fontTools narrate every layout step at INFO; keep the user's log readable.
@@ -205,12 +210,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except XReportError as exc:
-        # One line, always: a value quoted in the message may itself hold a line break.
-        print(f"xreport: error: {' '.join(str(exc).splitlines())}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         print("xreport: interrupted; files already written are complete", file=sys.stderr)
         return 130
+    except MemoryError:
+        return _fail("out of memory: an input (data, checkpoint, template or config) asks for "
+                     "more memory than this machine has; check its declared sizes", 2)
+    except OSError as exc:
+        return _fail(os_error_text(exc), 2)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        if _is_out_of_memory(exc):
+            return _fail(f"out of memory ({_first_line(exc)}); use a smaller batch size, "
+                         "image size or data set", 2)
+        if args.verbose:
+            traceback.print_exc()
+        return _fail(f"internal error ({type(exc).__name__}: {_first_line(exc)}); this is a bug "
+                     "in xreport, please report it with the command line"
+                     + ("" if args.verbose else " (run with -v for the traceback)"), 1)
+
+
+def _fail(message: str, code: int) -> int:
+    # One line, always: a value quoted in the message may itself hold a line break.
+    print(f"xreport: error: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] if text else type(exc).__name__
+
+
+def os_error_text(exc: OSError) -> str:
+    """An OSError as "<file>: <what is wrong>" (disk full, read-only, a file for a folder)."""
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    what = exc.strerror or _first_line(exc)
+    hint = {errno.ENOSPC: "; free some space and run the command again",
+            errno.EROFS: "; choose a writable folder",
+            errno.EACCES: "; check the permissions", errno.EPERM: "; check the permissions",
+            errno.ENOTDIR: "; a file stands where a folder is expected",
+            errno.EISDIR: "; a folder was given where a file is expected"}.get(exc.errno or 0, "")
+    return f"{' -> '.join(names) or 'a file'}: {what}{hint}"
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
+                                              or "not enough memory" in text)
 
 
 if __name__ == "__main__":

@@ -125,8 +125,10 @@ def ensure_evaluated(paths: run_folder.RunPaths, *, device: str = "auto", progre
             logger.info("%s: metrics.json is fresh; reusing its predictions", paths.name)
             return False
         logger.info("%s: evaluating on the %s split (no CAMs)", paths.name, SPLIT)
-        evaluate_run(paths, split=SPLIT, device=device, explain=False, dataset=dataset, run=run,
-                     progress=progress)
+        # Staged and swapped in whole, as build does: an interruption keeps the old set.
+        with run_folder.staged_report(paths) as staged:
+            evaluate_run(staged, split=SPLIT, device=device, explain=False, dataset=dataset,
+                         run=run, progress=progress)
         return True
 
 

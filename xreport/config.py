@@ -33,6 +33,8 @@ class DataConfig:
     class_names_zh_cn: tuple[str, ...] = ()
     task: Literal["auto", "binary", "multiclass", "ordinal"] = "auto"
     skip_bad_images: bool = False
+    # A class with no training images (it can only be guessed): warn instead of stopping.
+    allow_missing_classes: bool = False
     # Phantom generator only.
     phantom_size: int = 64
     phantom_train: int = 600
@@ -201,6 +203,10 @@ def load_raw(path: str | Path, *, overrides: dict[str, Any] | None = None) -> di
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a folder, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: config file cannot be read ({exc.strerror or exc})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     return apply_overrides(raw, overrides or {})
@@ -255,6 +261,61 @@ def _augment_checks(a: AugmentConfig) -> list[tuple[bool, str]]:
             + [(a.translate < 1 and a.scale < 1, "augment.translate and augment.scale must be below 1")])
 
 
+# Ranges of the numeric options, as (low, high) inclusive. Upper bounds are far above any
+# real use and far below what exhausts memory or time; a typo must not reach an allocation.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "image_size": (8, MAX_IMAGE_SIZE),
+    "data.phantom_size": (8, 1024),
+    "data.phantom_train": (1, 200_000),
+    "data.phantom_val": (1, 200_000),
+    "data.phantom_test": (1, 200_000),
+    "data.phantom_classes": (2, 64),
+    "data.phantom_seed": (0, 2**32 - 1),
+    "train.epochs": (1, 100_000),
+    "train.batch_size": (1, 65_536),
+    "train.lr": (0, 100),
+    "train.seed": (0, 2**32 - 1),
+    "train.warmup_epochs": (0, 100_000),
+    "train.step_size": (1, 100_000),
+    "train.gamma": (0, 1_000),
+    "train.early_stopping": (0, 100_000),
+    "train.num_threads": (0, 4_096),
+    "train.max_steps": (0, 10**12),
+    "train.weight_decay": (0, 100),
+    "model.dropout": (0, 1),
+    "augment.rotation": (0, 360),
+}
+# Any other number: a magnitude far above every option's use (new options get this too).
+GENERIC_BOUND = 10**9
+# Pixels the phantom generator may draw over all splits (float64 while drawing).
+MAX_PHANTOM_PIXELS = 400_000_000
+
+
+def _numbers(config: RunConfig) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = [("image_size", config.image_size)]
+    for name in SECTIONS:
+        section = getattr(config, name)
+        for f in fields(section):
+            values = getattr(section, f.name)
+            for v in values if isinstance(values, tuple) else (values,):
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    out.append((f"{name}.{f.name}", v))
+    return out
+
+
+def _bound_checks(config: RunConfig, source: str) -> None:
+    for key, value in _numbers(config):
+        low, high = BOUNDS.get(key, (-GENERIC_BOUND, GENERIC_BOUND))
+        if not low <= value <= high:
+            raise ConfigError(f"{source}: {key} must be between {low:g} and {high:g}, got {value!r}")
+    d = config.data
+    drawn = (d.phantom_train + d.phantom_val + d.phantom_test) * d.phantom_size ** 2
+    uses_phantom = d.kind == "phantom" or (d.kind == "auto" and d.dataset.strip().lower() == "phantom")
+    if uses_phantom and drawn > MAX_PHANTOM_PIXELS:
+        raise ConfigError(f"{source}: data.phantom_train/val/test x phantom_size^2 is {drawn:,} pixels, "
+                          f"more than the limit of {MAX_PHANTOM_PIXELS:,}; use fewer or smaller images")
+
+
 def validate(config: RunConfig, *, source: str = "config") -> None:
     t, m, d = config.train, config.model, config.data
     bad_float = _non_finite(config)
@@ -273,7 +334,8 @@ def validate(config: RunConfig, *, source: str = "config") -> None:
         (d.phantom_size >= 8, f"data.phantom_size must be at least 8, got {d.phantom_size}"),
         (t.epochs >= 1, f"train.epochs must be at least 1, got {t.epochs}"),
         (t.time_budget_min > 0, f"train.time_budget_min must be positive, got {t.time_budget_min}"),
-        (t.batch_size >= 1, f"train.batch_size must be at least 1, got {t.batch_size}"),
+        (t.batch_size >= 2, f"train.batch_size must be at least 2 (BatchNorm needs two images "
+                            f"per batch), got {t.batch_size}"),
         (t.lr > 0, f"train.lr must be positive, got {t.lr}"),
         (0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}"),
         (t.warmup_epochs >= 0, f"train.warmup_epochs must be >= 0, got {t.warmup_epochs}"),
@@ -281,19 +343,36 @@ def validate(config: RunConfig, *, source: str = "config") -> None:
         (0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}"),
         (m.arch in ARCHS, f"model.arch {m.arch!r} is not one of {', '.join(ARCHS)}"),
         (d.phantom_classes >= 2, f"data.phantom_classes must be at least 2, got {d.phantom_classes}"),
-        (min(d.phantom_train, d.phantom_val, d.phantom_test) >= 1,
-         "data.phantom_train/val/test must each be at least 1"),
         (t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
          f"train.device {t.device!r} is not auto, cpu, cuda or cuda:N"),
     ]
     for ok, message in checks + _augment_checks(config.augment):
         if not ok:
             raise ConfigError(f"{source}: {message}")
+    _bound_checks(config, source)
+    _class_name_checks(d, source)
     p = config.preprocess
     if p.normalize == "fixed" and len(p.mean) != len(p.std):
         raise ConfigError(f"{source}: preprocess.mean and preprocess.std differ in length")
     if p.normalize == "fixed" and not all(s > 0 for s in p.std):
         raise ConfigError(f"{source}: preprocess.std values must be positive, got {list(p.std)}")
+
+
+def _class_name_checks(d: DataConfig, source: str) -> None:
+    """Duplicate names, and translations whose length differs from the names they translate."""
+    for key in ("class_names", "class_names_zh_tw", "class_names_zh_cn"):
+        names = getattr(d, key)
+        seen = {n for n in names if names.count(n) > 1}
+        if seen:
+            raise ConfigError(f"{source}: data.{key} lists {', '.join(map(repr, sorted(seen)))} more "
+                              "than once; each class needs its own name")
+        if any(not n.strip() for n in names):
+            raise ConfigError(f"{source}: data.{key} has an empty name")
+    for key in ("class_names_zh_tw", "class_names_zh_cn"):
+        translated = getattr(d, key)
+        if d.class_names and translated and len(translated) != len(d.class_names):
+            raise ConfigError(f"{source}: data.{key} has {len(translated)} names but data.class_names "
+                              f"has {len(d.class_names)}; give one translation per class, in order")
 
 
 def to_dict(config: RunConfig) -> dict[str, Any]:

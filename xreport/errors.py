@@ -34,3 +34,7 @@ class TrainingError(XReportError):
 
 class ReportError(XReportError):
     """A report cannot be assembled or rendered."""
+
+
+class OutputError(XReportError):
+    """A file cannot be written (disk full, read-only folder, a file where a folder should be)."""

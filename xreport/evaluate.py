@@ -24,7 +24,7 @@ from . import runs
 from .data import load_dataset, normalize_batch
 from .data.base import Dataset, Split
 from .device import autocast, resolve_channels_last, resolve_device, resolve_precision
-from .errors import DataError
+from .errors import CheckpointError, DataError
 from .models import cam_target_layer, load_weights, model_from_meta
 
 logger = logging.getLogger(__name__)
@@ -47,10 +47,25 @@ def load_run(paths: runs.RunPaths, *, device: torch.device, checkpoint: Path | N
     meta = artifacts.check_checkpoint_meta(ckpt.meta, path=path)
     run_config = config_mod.from_dict(meta["config"], source=f"{path} (meta.config)")
     model = model_from_meta(meta, path=path)
+    _check_checkpoint_size(model, path)
     load_weights(model, ckpt.state_dict, path=path)
+    runs.check_finite(ckpt.state_dict, path=path)
     model.to(device).eval()
     return LoadedRun(checkpoint=ckpt, model=model, config=run_config, meta=meta,
                      sha256=runs.sha256_file(path))
+
+
+def _check_checkpoint_size(model: torch.nn.Module, path: Path) -> None:
+    """A checkpoint holds the weights, and for last.pt the optimiser state (up to 2 more
+    copies) and RNG states: anything far larger is not this architecture's checkpoint."""
+    from .limits import human
+
+    needed = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    allowed = 4 * needed + 16 * 2**20
+    held = runs.checkpoint_storage_bytes(path)
+    if held > allowed:
+        raise CheckpointError(f"{path}: holds {human(held)} of tensors but its architecture needs "
+                              f"{human(needed)}; refused (not this architecture's checkpoint)")
 
 
 def dataset_for_run(run: LoadedRun, *, splits: Sequence[str], data: str | None = None) -> Dataset:
@@ -110,6 +125,14 @@ def predict(model: torch.nn.Module, images: torch.Tensor, *, mean: Sequence[floa
     return torch.cat(out).double().numpy()
 
 
+def check_outputs(probs: np.ndarray, ids: Sequence[str], *, path: Path) -> None:
+    """NaN outputs: name the checkpoint and the first image instead of writing NaN rows."""
+    bad = np.flatnonzero(~np.isfinite(probs).all(axis=1)) if probs.size else []
+    if len(bad):
+        raise CheckpointError(f"{path}: the model outputs NaN or infinite values for {len(bad)} "
+                              f"image(s), first {ids[int(bad[0])]!r}; the checkpoint is not usable")
+
+
 def _timed(timings: dict[str, float], key: str):
     @contextlib.contextmanager
     def cm():
@@ -146,6 +169,7 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
     with _timed(timings, "predict"):
         probs = predict(run.model, target.images, mean=mean, std=std, device=dev,
                         batch_size=batch_size, tta=tta, progress=progress)
+    check_outputs(probs, target.ids, path=run.checkpoint.path)
     artifacts.save_predictions(paths, target.ids, target.labels.numpy() if target.labels is not None else None,
                                probs)
 
@@ -191,6 +215,20 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
     return result
 
 
+def evaluate_report(paths: runs.RunPaths, *, split: str = "test", device: str = "auto",
+                    data: str | None = None, tta: bool = False, cam_method: str = "gradcam",
+                    explain: bool = True, progress: bool = True) -> dict[str, Any]:
+    """``xreport evaluate``: options checked first, then under the report lock (the same as
+    ``build``) the run's predictions, metrics and CAMs are written to a staging copy of the
+    report folder and swapped in whole."""
+    from .build import check_report_options
+
+    check_report_options(split=split, cam_method=cam_method if explain else None, device=device)
+    with runs.run_lock(paths.report_dir, what="report"), runs.staged_report(paths) as staged:
+        return evaluate_run(staged, split=split, device=device, data=data, tta=tta,
+                            cam_method=cam_method, explain=explain, progress=progress)
+
+
 def _check_compatible(run: LoadedRun, dataset: Dataset) -> None:
     meta_classes = len(run.meta["class_names"])
     if dataset.num_classes != meta_classes:
@@ -232,12 +270,17 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, paths: 
     paths.cams.mkdir(parents=True, exist_ok=True)
     for old in paths.cams.glob("*.png"):
         old.unlink()
-    for i, (entry, cam) in enumerate(zip(summary["gallery"], gallery_cams)):
-        image = split.images[entry["index"]].permute(1, 2, 0).numpy()
+    flat_maps = iter(gallery_cams)
+    for i, entry in enumerate(summary["gallery"]):
+        raw = split.images[entry["index"]]
+        content = explain.content_mask(raw)
+        image = raw.permute(1, 2, 0).numpy()
         image = image[..., 0] if image.shape[2] == 1 else image
-        name = f"{i:02d}_{entry['kind']}_c{entry['class_index']}_{entry['index']}.png"
-        fig = charts.cam_overlay(image, cam.cpu().numpy())
-        charts.save_figure(fig, paths.cams / name)
-        entry["file"] = f"cams/{name}"
+        for item in entry["maps"]:
+            name = f"{i:02d}_{entry['kind']}_c{entry['class_index']}_{entry['index']}_m{item['target']}.png"
+            cam = explain.without_padding(next(flat_maps), content)
+            charts.save_figure(charts.cam_overlay(image, cam, colorbar=False), paths.cams / name)
+            item["file"] = f"cams/{name}"
+        entry["file"] = entry["maps"][0]["file"]
         entry["id"] = split.ids[entry["index"]]
     return summary

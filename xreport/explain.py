@@ -272,13 +272,41 @@ def random_maps(n: int, height: int, width: int, *, seed: int = 0) -> Tensor:
 
 # ---------------------------------------------------------------- gallery
 
+# Kinds are filled in this order, so that an image goes to its most telling panel first:
+# a true positive of its own class, then the errors; true negatives take what is left.
+_SELECTION_ORDER = ("TP", "FN", "FP", "TN")
+
+
+def gallery_per_kind(num_classes: int) -> int:
+    """Images per class and kind: two for up to four classes, one beyond (the PDF stays short)."""
+    return 2 if num_classes <= 4 else 1
+
+
+def gallery_targets(class_index: int, true: int, pred: int) -> list[int]:
+    """The classes whose maps a gallery panel shows, in display order.
+
+    Every panel shows the map of its own class (the class its heading names). An error shows
+    the true and the predicted class's maps side by side, in that order (after the panel's
+    class when it is neither); a true negative's own map comes first, then the map of the
+    class the image was rightly given.
+    """
+    if true != pred:  # an error: the true class, then the predicted one
+        return ([] if class_index in (true, pred) else [class_index]) + [true, pred]
+    return list(dict.fromkeys([class_index, true]))
+
+
 def select_gallery(y_true: np.ndarray | Tensor | Sequence[int], probs: np.ndarray | Tensor, *,
-                   class_names: Sequence[str], per_kind: int = 2, seed: int = 0) -> list[dict[str, Any]]:
-    """The most confident TP, TN, FP and FN per class (one-vs-rest).
+                   class_names: Sequence[str], per_kind: int | None = None,
+                   seed: int = 0) -> list[dict[str, Any]]:
+    """The most confident TP, TN, FP and FN per class (one-vs-rest), each image once.
 
     A binary task uses the positive class (index 1) only. Confidence is the class
     probability for TP/FP (highest first) and one minus it for TN/FN. Ties are broken by a
-    seeded shuffle; a kind with no members is left out.
+    seeded shuffle; a kind with no members is left out. An image already shown elsewhere
+    in the gallery is passed over; when a kind has only such images, its most confident
+    one is shown once, marked ``repeated``. Each entry names the true and predicted class,
+    their probabilities, and ``targets``: the classes whose maps it shows
+    (:func:`gallery_targets`). ``per_kind`` None: :func:`gallery_per_kind`.
     """
     y = np.asarray(y_true, dtype=np.int64).reshape(-1)
     p = _as_prob_matrix(probs)
@@ -287,16 +315,54 @@ def select_gallery(y_true: np.ndarray | Tensor | Sequence[int], probs: np.ndarra
     if p.shape[1] != len(class_names):
         raise ReportError(f"gallery: probabilities have {p.shape[1]} columns but there are "
                           f"{len(class_names)} class names")
+    k = gallery_per_kind(p.shape[1]) if per_kind is None else per_kind
     pred = p.argmax(axis=1)
     shuffled = np.random.default_rng(seed).permutation(y.shape[0])
     classes = [1] if p.shape[1] == 2 else range(p.shape[1])
+    shown: set[int] = set()
+    picked: dict[tuple[int, str], list[tuple[int, bool]]] = {}
+    for kind in _SELECTION_ORDER:
+        for c in classes:
+            ranked = _most_confident(y, pred, p[:, c], c, kind, shuffled, y.shape[0])
+            fresh = [row for row in ranked if row not in shown][:k]
+            rows = [(row, False) for row in fresh] or [(row, True) for row in ranked[:1]]
+            shown.update(row for row, _ in rows)
+            picked[(c, kind)] = rows
     gallery: list[dict[str, Any]] = []
     for c in classes:
         for kind in KINDS:
-            for row in _most_confident(y, pred, p[:, c], c, kind, shuffled, per_kind):
+            for row, repeated in picked.get((c, kind), []):
+                t, q = int(y[row]), int(pred[row])
                 gallery.append({"class": str(class_names[c]), "class_index": int(c), "kind": kind,
-                                "index": int(row), "prob": float(p[row, c])})
+                                "index": int(row), "prob": float(p[row, c]),
+                                "true": str(class_names[t]), "true_index": t, "prob_true": float(p[row, t]),
+                                "pred": str(class_names[q]), "pred_index": q, "prob_pred": float(p[row, q]),
+                                "targets": gallery_targets(c, t, q), "repeated": repeated})
     return gallery
+
+
+def content_mask(image: np.ndarray | Tensor) -> np.ndarray:
+    """True where a (C, H, W) uint8 image has content, False on the black padding that a
+    keep-aspect resize adds as whole rows or columns at the borders."""
+    a = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
+    lit = (a.reshape(-1, *a.shape[-2:]) > 0).any(axis=0)
+    rows, cols = np.flatnonzero(lit.any(axis=1)), np.flatnonzero(lit.any(axis=0))
+    keep = np.zeros(lit.shape, dtype=bool)
+    if rows.size and cols.size:
+        keep[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = True
+    return keep
+
+
+def without_padding(cam: np.ndarray | Tensor, content: np.ndarray) -> np.ndarray:
+    """A map with the padding zeroed and the content rescaled to [0, 1], so that the
+    colours compare regions of the image, not the image with its black border."""
+    c = cam.detach().cpu().numpy() if isinstance(cam, Tensor) else np.asarray(cam, dtype=np.float32)
+    if content.all() or not content.any():
+        return c
+    inside = c[content]
+    lo, hi = float(inside.min()), float(inside.max())
+    scaled = (c - lo) / (hi - lo) if hi - lo > _EPS else np.zeros_like(c)
+    return np.where(content, np.clip(scaled, 0.0, 1.0), 0.0).astype(np.float32)
 
 
 def _as_prob_matrix(probs: np.ndarray | Tensor) -> np.ndarray:
@@ -589,15 +655,16 @@ def localisation(cams: Tensor, masks: Tensor, *, tolerance: int = 1, seed: int =
 def explain_split(model: nn.Module, images_float: Tensor, *, y_true: np.ndarray | Tensor | None,
                   probs: np.ndarray | Tensor, class_names: Sequence[str], target_layer: nn.Module,
                   layer_name: str, method: str = "gradcam", masks: Tensor | None = None,
-                  gallery_per_kind: int = 2, faithfulness_n: int = 64, sanity_n: int = 16,
+                  gallery_per_kind: int | None = None, faithfulness_n: int = 64, sanity_n: int = 16,
                   faithfulness_steps: int = 10, faithfulness_baseline: str = "blur",
                   seed: int = 0, batch_size: int = 64,
                   device: str | torch.device | None = None) -> tuple[dict[str, Any], Tensor]:
     """Gallery CAMs, faithfulness, sanity check and (with masks) localisation for one split.
 
     Returns the "explain" summary of metrics.json (gallery entries without "file"/"id",
-    which the caller adds when it writes the overlays) and the gallery CAMs (G, H, W).
-    CAMs target the predicted class, except for localisation, which targets the true class.
+    which the caller adds when it writes the overlays) and the gallery CAMs (M, H, W): one
+    per entry and target class, in the order of the entries' ``maps``. Faithfulness and the
+    sanity check target the predicted class, localisation the true class.
     Faithfulness dominates the cost: 4 * (steps - 1) + 2 forward passes per sampled image.
     """
     if method not in METHODS:
@@ -615,11 +682,15 @@ def explain_split(model: nn.Module, images_float: Tensor, *, y_true: np.ndarray 
     clock = time.perf_counter()
     gallery = [] if y_true is None else select_gallery(y_true, p, class_names=class_names,
                                                        per_kind=gallery_per_kind, seed=seed)
-    rows = torch.tensor([g["index"] for g in gallery], dtype=torch.long)
+    # One map per (entry, target class), flattened in entry order, then target order.
+    rows = torch.tensor([g["index"] for g in gallery for _ in g["targets"]], dtype=torch.long)
+    map_targets = torch.tensor([c for g in gallery for c in g["targets"]], dtype=torch.long)
     for entry in gallery:
-        entry["target"] = int(pred[entry["index"]])  # the class the gallery CAM explains
+        entry["target"] = entry["class_index"]  # the class the panel explains (its heading)
+        entry["maps"] = [{"target": c, "class": str(class_names[c]), "prob": float(p[entry["index"], c])}
+                         for c in entry.pop("targets")]
     gallery_cams = compute_cams(model, images_float[rows], target_layer=target_layer,
-                                targets=pred[rows], **options)
+                                targets=map_targets, **options)
     summary["gallery"] = gallery
     timings["gallery_s"] = time.perf_counter() - clock
 

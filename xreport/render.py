@@ -456,8 +456,22 @@ class Messages:
                 raise ReportError(f"message key {key!r} is missing from templates/i18n/en")
         if not params:
             return text
+        if self.lang.startswith("zh"):
+            text = tight_class_names(text)
         return format_message(text, {k: _param_text(v) for k, v in params.items()},
                               where=f"message {key!r} ({self.lang})")
+
+
+# Chinese sets no spaces between words: a class name ({cls}, {cls_minor}, ...) sits directly
+# against the Han characters and full-width punctuation around it, whatever the catalog says.
+_CJK = "\u2e80-\u9fff\u3000-\u303f\uff00-\uffef"
+_SPACE_BEFORE_NAME = re.compile(f"(?<=[{_CJK}]) +(?=\\{{cls[A-Za-z0-9_]*\\}})")
+_SPACE_AFTER_NAME = re.compile(f"(\\{{cls[A-Za-z0-9_]*\\}}) +(?=[{_CJK}])")
+
+
+def tight_class_names(text: str) -> str:
+    """Drop the spaces between a ``{cls*}`` placeholder and neighbouring CJK text."""
+    return _SPACE_AFTER_NAME.sub(r"\1", _SPACE_BEFORE_NAME.sub("", text))
 
 
 _PLACEHOLDER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")

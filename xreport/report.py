@@ -9,6 +9,7 @@ All wording is left to the templates and message catalogs.
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -29,6 +30,12 @@ EXAMPLES_PER_CLASS = 4
 BEFORE_AFTER_PAIRS = 4
 
 Figures = dict[str, dict[str, str] | None]
+
+# Beyond this many classes a table with one column per class no longer fits an A4 page
+# with the names in full: the distribution table turns (one row per class), the confusion
+# matrix heads its columns with numbers (the rows carry number and name), and paired
+# figures are stacked instead of side by side.
+WIDE_CLASSES = 4
 
 
 # ---------------------------------------------------------------- reading the run folder
@@ -125,6 +132,13 @@ def _distribution(paths: RunPaths, dataset: Dataset | None) -> artifacts.ClassDi
     return artifacts.load_class_distribution(paths)
 
 
+def layout(num_classes: int) -> dict[str, Any]:
+    """How tables and figures are laid out for ``num_classes`` (see WIDE_CLASSES)."""
+    wide = num_classes > WIDE_CLASSES
+    return {"n_classes": num_classes, "transpose_splits": wide, "numbered_columns": wide,
+            "stack_figures": wide}
+
+
 def _split_rows(dist: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     if not dist:
         return []
@@ -150,22 +164,34 @@ def _leakage(paths: RunPaths, dist: Mapping[str, Any] | None,
 
 
 def _imbalance(config: Mapping[str, Any], dist: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The handling method and the training split's largest-to-smallest class ratio;
+    ``balanced`` when every class has the same count (the sentence then says so)."""
     method = (config.get("train") or {}).get("imbalance", "none")
-    out: dict[str, Any] = {"method": method, "ratio": None, "majority": None, "minority": None}
+    out: dict[str, Any] = {"method": method, "ratio": None, "balanced": False, "majority": None,
+                           "minority": None, "n_majority": None, "n_minority": None}
     counts = ((dist or {}).get("splits") or {}).get("train")
     names = (dist or {}).get("class_names") or []
     if counts and len(counts) == len(names) and min(counts) > 0:
-        out.update(ratio=max(counts) / min(counts), majority=names[counts.index(max(counts))],
-                   minority=names[counts.index(min(counts))])
+        big, small = counts.index(max(counts)), counts.index(min(counts))
+        out.update(ratio=max(counts) / min(counts), balanced=max(counts) == min(counts),
+                   majority=names[big], minority=names[small],
+                   n_majority=int(counts[big]), n_minority=int(counts[small]))
     return out
 
 
-def _pipeline(meta: Mapping[str, Any]) -> list[dict[str, str]]:
+def _param_slug(value: Any) -> str:
+    """A parameter value as a catalog key part: "black, centred" -> "black_centred"."""
+    return re.sub(r"[^a-z0-9]+", "_", str(value).lower()).strip("_")
+
+
+def _pipeline(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each step's name and parameters; the templates translate parameter names and the
+    word-like values (``pipeline.param.*``, ``pipeline.value.*``), numbers stay as they are."""
     steps = []
     for step in meta.get("pipeline") or []:
-        params = step.get("params") or {}
-        detail = ", ".join(f"{k}={v}" for k, v in params.items() if v is not None)
-        steps.append({"name": str(step.get("step", "?")), "detail": detail})
+        params = [{"key": str(k), "value": v, "slug": _param_slug(v) if isinstance(v, (str, bool)) else None}
+                  for k, v in (step.get("params") or {}).items() if v is not None]
+        steps.append({"name": str(step.get("step", "?")), "params": params})
     return steps
 
 
@@ -274,9 +300,11 @@ def _results(metrics: Mapping[str, Any] | None, evaluation: Mapping[str, Any],
              figures: Figures) -> dict[str, Any]:
     if not metrics:
         return {"available": False}
+    binary = metrics.get("task") == "binary"
     overall = [("metric.accuracy", metrics.get("accuracy")),
                ("metric.balanced_accuracy", metrics.get("balanced_accuracy")),
-               ("metric.mcc", metrics.get("mcc")), ("metric.roc_auc", metrics.get("roc_auc"))]
+               ("metric.mcc", metrics.get("mcc")),
+               ("metric.roc_auc" if binary else "metric.roc_auc_macro", metrics.get("roc_auc"))]
     if metrics.get("roc_auc_weighted") is not None:
         overall.append(("metric.roc_auc_weighted", metrics["roc_auc_weighted"]))
     overall.append(("metric.average_precision", metrics.get("average_precision")))
@@ -287,6 +315,8 @@ def _results(metrics: Mapping[str, Any] | None, evaluation: Mapping[str, Any],
            for op in metrics.get("operating_points") or []]
     return {
         "available": True, "task": metrics.get("task"), "n": metrics.get("n"),
+        # Binary: the positive class, named in the 0.5-threshold sentence.
+        "positive": (metrics.get("class_names") or [None, None])[1] if binary else None,
         "split": evaluation.get("split", "test"), "bootstrap": metrics.get("bootstrap"),
         "overall": overall, "report_rows": _report_rows(metrics),
         "confusion": {"labels": cm.get("labels") or metrics.get("class_names", []),
@@ -296,22 +326,50 @@ def _results(metrics: Mapping[str, Any] | None, evaluation: Mapping[str, Any],
     }
 
 
-def _gallery(explain: Mapping[str, Any], paths: RunPaths) -> list[dict[str, Any]]:
-    groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
+def _gallery_maps(entry: Mapping[str, Any], class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """The entry's maps, each naming its class and role (true / predicted class).
+
+    metrics.json from before per-class maps has one ``file`` whose map is for ``target``
+    (a class index)."""
+    maps = entry.get("maps")
+    if not maps:
+        target = entry.get("target")
+        named = class_names[target] if isinstance(target, int) and 0 <= target < len(class_names) else None
+        maps = [{"file": entry.get("file"), "class": named, "prob": None}]
+    out = []
+    for item in maps:
+        cls = item.get("class")
+        roles = [role for role, key in (("true", "true"), ("pred", "pred"))
+                 if cls is not None and entry.get(key) == cls]
+        out.append({"file": item.get("file"), "cls": cls, "prob": item.get("prob"), "roles": roles})
+    return out
+
+
+def _gallery(explain: Mapping[str, Any], paths: RunPaths,
+             class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Gallery panels grouped by the class they explain, in class order then TP/TN/FP/FN."""
+    groups: dict[str, list[dict[str, Any]]] = {}
     for entry in explain.get("gallery") or []:
-        rel = entry.get("file")
-        if not rel or not (paths.report_dir / rel).is_file():
-            logger.warning("gallery image %s is missing; left out", rel)
+        maps = _gallery_maps(entry, class_names)
+        missing = [m["file"] for m in maps if not m["file"] or not (paths.report_dir / m["file"]).is_file()]
+        if missing:
+            logger.warning("gallery image(s) %s missing; panel left out", ", ".join(map(str, missing)))
             continue
-        groups.setdefault(str(entry.get("class")), {}).setdefault(str(entry.get("kind")), []).append(
-            {"file": rel, "id": str(entry.get("id", entry.get("index", "?"))), "prob": entry.get("prob")})
-    return [{"cls": cls, "kinds": [{"kind": k, "entries": kinds[k]}
-                                     for k in sorted(kinds, key=lambda k: (KIND_ORDER + (k,)).index(k))]}
-            for cls, kinds in groups.items()]
+        groups.setdefault(str(entry.get("class")), []).append({
+            "kind": str(entry.get("kind")), "id": str(entry.get("id", entry.get("index", "?"))),
+            "prob": entry.get("prob"), "true": entry.get("true"), "prob_true": entry.get("prob_true"),
+            "pred": entry.get("pred"), "prob_pred": entry.get("prob_pred"),
+            "repeated": bool(entry.get("repeated")), "maps": maps})
+    order = {name: i for i, name in enumerate(class_names)}
+    kind_rank = {k: i for i, k in enumerate(KIND_ORDER)}
+    return [{"cls": cls, "panels": sorted(panels, key=lambda e: kind_rank.get(e["kind"], len(KIND_ORDER)))}
+            for cls, panels in sorted(groups.items(), key=lambda g: order.get(g[0], len(order)))]
 
 
 def _explain(explain: Mapping[str, Any] | None, paths: RunPaths,
-             faith_figure: dict[str, str] | None) -> dict[str, Any]:
+             faith_figure: dict[str, str] | None, class_names: Sequence[str]) -> dict[str, Any]:
+    from . import charts
+
     if not explain:
         return {"available": False}
     faith = explain.get("faithfulness")
@@ -339,7 +397,8 @@ def _explain(explain: Mapping[str, Any] | None, paths: RunPaths,
                 for m in ("pointing_game", "energy_inside") if loc.get(m)]
         loc_ctx = {"n": loc.get("n"), "rows": rows}
     return {"available": True, "method": explain.get("method", "?"),
-            "target_layer": explain.get("target_layer"), "gallery": _gallery(explain, paths),
+            "target_layer": explain.get("target_layer"), "gallery": _gallery(explain, paths, class_names),
+            "cam_scale": charts.cam_scale_colors(),
             "faithfulness": faith_ctx, "sanity": sanity_ctx, "localisation": loc_ctx,
             "figures": {"faithfulness": faith_figure}}
 
@@ -457,6 +516,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "generated": str(evaluation.get("created", ""))[:16].replace("T", " ") or "—",
         "class_names": class_names,
         "class_names_i18n": {k: v for k, v in i18n.items() if v},
+        "layout": layout(len(class_names)),
         "summary": _summary(meta, metrics, evaluation, name),
         "data": {
             "dataset": name, "kind": dataset.kind if dataset else data_cfg.get("kind"),
@@ -478,7 +538,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "model": _model(meta, explain),
         "training": _training(meta, config, history, curves_fig),
         "results": _results(metrics, evaluation, result_figs),
-        "explain": _explain(explain, paths, faith_fig),
+        "explain": _explain(explain, paths, faith_fig, class_names),
         "discussion": discussion.observations(metrics, history=history, distribution=dist,
                                               explain=explain),
         "repro": _repro(meta, config, paths, evaluation, command),

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import torch
 
-from .errors import CheckpointError, RunError
+from .errors import CheckpointError, OutputError, RunError
 
 DEFAULT_CHECKPOINTS = Path("checkpoints")
 DEFAULT_REPORTS = Path("reports")
@@ -116,21 +116,37 @@ os.umask(_UMASK)
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` on success."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` on success.
+
+    A write that fails (disk full, read-only folder, a file where the folder should be)
+    leaves ``path`` as it was and raises ``OutputError`` naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot be written ({_os_reason(exc)})") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; reports are for sharing
-        os.replace(tmp_path, path)
+        try:
+            yield tmp_path
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; reports are for sharing
+            os.replace(tmp_path, path)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot be written ({_os_reason(exc)}); "
+                              "the previous file, if any, is unchanged") from None
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        with contextlib.suppress(OSError):
+            if tmp_path.exists():
+                tmp_path.unlink()
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -160,18 +176,177 @@ def run_lock(folder: str | Path, *, what: str = "run") -> Iterator[None]:
     import fcntl
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     lock_path = folder / ".lock"
-    fh = open(lock_path, "a+")
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fh = open(lock_path, "a+")
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot be used as the {what} folder ({_os_reason(exc)})") from None
     try:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunError(f"{folder}: another xreport process is writing this {what}; "
                            "wait for it to finish") from None
-        yield
+        try:
+            yield
+        finally:
+            # A command that failed before writing anything leaves no folder it created.
+            if created:
+                with contextlib.suppress(OSError):
+                    if [p.name for p in folder.iterdir()] == [".lock"]:
+                        lock_path.unlink()
+                        folder.rmdir()
     finally:
         fh.close()
+
+
+def write_together(files: dict[Path, bytes]) -> None:
+    """Write several files so that a failure (disk full) changes none of them: each goes to a
+    temporary beside its target first, and only when all are written are they renamed, in
+    the given order (put the file that marks the set complete last)."""
+    temps: list[tuple[Path, Path]] = []
+    current = next(iter(files), Path("."))
+    try:
+        for current, data in files.items():
+            current.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{current.name}.", suffix=".tmp", dir=current.parent)
+            temps.append((current, Path(tmp)))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o666 & ~_UMASK)
+        for current, tmp in temps:
+            os.replace(tmp, current)
+    except OSError as exc:
+        raise OutputError(f"{current}: cannot be written ({_os_reason(exc)}); the files written "
+                          "before this step are unchanged") from None
+    finally:
+        for _path, tmp in temps:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+# ---------------------------------------------------------------- report folders: staged, swapped whole
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one atomic step (Linux renameat2); False where unsupported."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
+
+
+_COMPLETE = ".complete"
+
+
+def _staging_roots(folder: Path) -> list[Path]:
+    return sorted(folder.parent.glob(f".{folder.name}.staging-*"))
+
+
+def recover_staged(folder: Path) -> None:
+    """Finish or drop what an interrupted swap left (call with the folder's lock held):
+    a complete staged set whose swap was cut between its two renames is moved in; any other
+    staging folder is deleted."""
+    import shutil
+
+    for root in _staging_roots(folder):
+        staged = root / folder.name
+        if not folder.exists() and (staged / _COMPLETE).is_file():
+            os.replace(staged, folder)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """dst mirrors src with hard links (cheap; every later write replaces, never edits, a
+    file), copies where links are not supported. ``.lock`` is linked too, so the lock held
+    on the old folder's inode still guards the swapped-in folder."""
+    import shutil
+
+    for item in src.iterdir():
+        if item.name == _COMPLETE:
+            continue
+        target = dst / item.name
+        if item.is_dir() and not item.is_symlink():
+            target.mkdir()
+            _link_tree(item, target)
+        elif item.is_file() and not item.is_symlink():
+            try:
+                os.link(item, target)
+            except OSError:
+                shutil.copy2(item, target)
+
+
+@contextlib.contextmanager
+def staged_folder(folder: str | Path) -> Iterator[Path]:
+    """Yield a staging copy of ``folder``; on success swap it in whole, on failure drop it.
+
+    Every file of a report (predictions, metrics, CAMs, figures, HTML, PDF) is written into
+    the staging copy, so an interrupted or failed command leaves the previous complete set,
+    and a finished one the new complete set, never a mix. Hold the folder's ``run_lock``.
+    Reusable for any output folder (external evaluations, comparisons).
+    """
+    import shutil
+
+    folder = Path(folder)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        recover_staged(folder)
+        root = Path(tempfile.mkdtemp(prefix=f".{folder.name}.staging-", dir=folder.parent))
+        staged = root / folder.name
+        staged.mkdir()
+        if folder.is_dir():
+            _link_tree(folder, staged)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot prepare the new files ({_os_reason(exc)})") from None
+    try:
+        yield staged
+        (staged / _COMPLETE).write_bytes(b"")
+        _fsync_tree(staged)
+        if folder.exists():
+            if not _exchange(staged, folder):
+                old = root / ".previous"
+                os.replace(folder, old)      # a crash here is finished by recover_staged
+                os.replace(staged, folder)
+        else:
+            os.replace(staged, folder)
+        with contextlib.suppress(OSError):
+            (folder / _COMPLETE).unlink()
+    except OSError as exc:
+        raise OutputError(f"{folder}: the new files cannot be put in place ({_os_reason(exc)}); "
+                          "the previous files are unchanged") from None
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+@contextlib.contextmanager
+def staged_report(paths: RunPaths) -> Iterator[RunPaths]:
+    """``paths`` whose report folder is a staging copy (see ``staged_folder``)."""
+    with staged_folder(paths.report_dir) as staged:
+        yield RunPaths(paths.name, checkpoints_root=paths.checkpoints_root,
+                       reports_root=staged.parent)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -187,13 +362,19 @@ def save_checkpoint(path: str | Path, *, state_dict: dict[str, torch.Tensor],
     file never needs a pickle of arbitrary objects. ``extra`` holds tensors and plain
     containers (optimiser state, RNG states) for resuming.
     """
+    write_bytes(path, checkpoint_bytes(state_dict=state_dict, meta=meta, extra=extra))
+
+
+def checkpoint_bytes(*, state_dict: dict[str, torch.Tensor], meta: dict[str, Any],
+                     extra: dict[str, Any] | None = None) -> bytes:
+    """The bytes ``save_checkpoint`` writes (for ``write_together``)."""
     payload = {"format": CHECKPOINT_FORMAT, "meta_json": json.dumps(meta, ensure_ascii=False),
                "state_dict": state_dict}
     if extra:
         payload["extra"] = extra
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def _unpickling_reason(exc: Exception) -> str:
@@ -201,6 +382,40 @@ def _unpickling_reason(exc: Exception) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     named = [line for line in lines if "unsupported" in line.lower() or "WeightsUnpickler" in line]
     return ((named or lines or ["unsafe content"])[0])[:160]
+
+
+def checkpoint_storage_bytes(path: Path) -> int:
+    """Bytes of tensor data a checkpoint declares, from its zip directory alone."""
+    with zipfile.ZipFile(path) as zf:
+        return sum(i.file_size for i in zf.infolist() if "/data/" in i.filename)
+
+
+def check_checkpoint_storages(path: Path) -> None:
+    """torch.save stores tensors uncompressed; a compressed storage is a forged file that
+    could inflate to any size, and the declared total must fit in memory."""
+    from .limits import human, memory_budget
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from None
+    compressed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
+    if compressed:
+        raise CheckpointError(f"{path}: not written by torch.save (member {compressed[0]!r} is "
+                              "compressed); refused: it could inflate to any size")
+    declared = sum(i.file_size for i in infos)
+    if declared > memory_budget():
+        raise CheckpointError(f"{path}: declares {human(declared)} of tensors, more than the "
+                              f"{human(memory_budget())} this machine allows for one input")
+
+
+def check_finite(state: dict[str, torch.Tensor], *, path: Path) -> None:
+    """NaN or infinite weights would give NaN predictions and a report of nothing."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: weight {key} holds NaN or infinite values (training "
+                                  "diverged); use another checkpoint or retrain with a lower train.lr")
 
 
 @dataclass
@@ -220,8 +435,10 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: not a checkpoint (not a torch.save zip archive; "
                               "empty, truncated or another kind of file)")
+    check_checkpoint_storages(path)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        # mmap: tensor data is read only when used, after the shapes were checked.
+        payload = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors "
                               f"({_unpickling_reason(exc)})") from None

@@ -34,7 +34,7 @@ from .config import RunConfig, to_dict, to_toml
 from .data.base import Dataset, Split
 from .device import (resolve_channels_last, resolve_device, torch_threads,
                      resolve_precision)
-from .errors import CheckpointError, ConfigError, DataError, RunError, TrainingError
+from .errors import CheckpointError, ConfigError, DataError, OutputError, RunError, TrainingError
 from .models import (build_model, count_parameters, load_weights, resolve_head,
                      resolve_small_stem, set_train_mode)
 
@@ -526,11 +526,18 @@ def _save_epoch(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[
                   "val_metrics": {k: _json_float(row[f"val_{k}"])
                                   for k in ("loss", "acc", "f1", "auc", "bacc", "qwk")},
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    if improved:
-        runs.save_checkpoint(paths.best, state_dict=weights, meta=epoch_meta)
-    runs.save_checkpoint(paths.last, state_dict=weights, meta=epoch_meta,
-                         extra=_resume_extra(loop, state))
-    artifacts.save_history(paths, state.history)
+    # All or nothing: a failed write (disk full) leaves the previous epoch's set, which
+    # --resume continues; last.pt is renamed last because it marks the epoch complete.
+    files = {paths.best: runs.checkpoint_bytes(state_dict=weights, meta=epoch_meta)} if improved else {}
+    files[paths.history] = artifacts.history_csv(state.history).encode("utf-8")
+    files[paths.last] = runs.checkpoint_bytes(state_dict=weights, meta=epoch_meta,
+                                              extra=_resume_extra(loop, state))
+    try:
+        runs.write_together(files)
+    except OutputError as exc:
+        kept = (f"the files of epoch {state.epoch - 1} were kept; run the same command with --resume"
+                if state.epoch > 1 else "no epoch was kept; run the same command again")
+        raise OutputError(f"epoch {state.epoch} could not be saved: {exc}; {kept}") from None
 
 
 def _restore(loop: _Loop, paths: runs.RunPaths, config: RunConfig) -> _State:
@@ -605,6 +612,9 @@ def _check_data(ds: Dataset) -> tuple[Split, Split]:
                             "training needs labelled train and val splits")
         if split.labels is None:
             raise DataError(f"{ds.source}: the {name} split has no labels; training needs them")
+    if len(ds.splits["train"]) < 2:
+        raise DataError(f"{ds.source}: the train split has {len(ds.splits['train'])} image; training "
+                        "needs at least 2 (BatchNorm normalises over the images of a batch)")
     return ds.splits["train"], ds.splits["val"]
 
 

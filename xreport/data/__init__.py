@@ -101,10 +101,38 @@ def load_dataset(data_cfg: DataConfig, preprocess_cfg: PreprocessConfig, *, imag
     loader = {"phantom": _load_phantom, "medmnist": _load_medmnist,
               "folder": _load_folder, "csv": _load_csv}[kind]
     ds = loader(source, data_cfg, preprocess_cfg, image_size=image_size, splits=splits)
+    check_class_sets(ds, allow_missing=data_cfg.allow_missing_classes)
     _unify_channels(ds)
     logger.info("loaded %s (%s): %s", ds.name, kind,
                 ", ".join(f"{k} {len(v)}" for k, v in ds.splits.items()))
     return ds
+
+
+def check_class_sets(ds: Dataset, *, allow_missing: bool = False) -> None:
+    """Across splits: the train split must hold at least two classes, and every class needs
+    training images (val/test labels of a class the model never saw are an error, or with
+    ``data.allow_missing_classes`` a warning)."""
+    train = ds.splits.get("train")
+    k = ds.num_classes
+    if train is None or train.labels is None or len(train) == 0 or k < 2:
+        return
+    counts = train.class_counts(k)
+    present = [i for i in range(k) if counts[i] > 0]
+    if len(present) == 1:
+        raise DataError(f"{ds.source}: the train split holds only class {ds.class_names[present[0]]!r} "
+                        f"({counts[present[0]]} images); a classifier needs at least 2 classes to learn")
+    missing = [i for i in range(k) if counts[i] == 0]
+    if not missing:
+        return
+    found = {name: sum(split.class_counts(k)[i] for i in missing) for name, split in ds.splits.items()
+             if name != "train" and split.labels is not None}
+    elsewhere = ", ".join(f"{name} {n}" for name, n in found.items() if n) or "the labels of another split"
+    message = (f"{ds.source}: class(es) {', '.join(repr(ds.class_names[i]) for i in missing[:5])} have "
+               f"no training images (images of them in: {elsewhere})")
+    if not allow_missing:
+        raise DataError(f"{message}; add training images, or set data.allow_missing_classes = true "
+                        "to train anyway")
+    logger.warning("%s; training anyway (data.allow_missing_classes)", message)
 
 
 def _names_and_task(data_cfg: DataConfig, found: list[str], *, where: str,
@@ -115,6 +143,15 @@ def _names_and_task(data_cfg: DataConfig, found: list[str], *, where: str,
             raise DataError(f"{where}: data.class_names has {len(data_cfg.class_names)} names but the "
                             f"data has {len(names)} classes ({', '.join(names)})")
         names = list(data_cfg.class_names)
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise DataError(f"{where}: class name(s) {', '.join(map(repr, duplicated))} name more than "
+                        "one class; each class needs its own name")
+    for key in ("class_names_zh_tw", "class_names_zh_cn"):
+        translated = getattr(data_cfg, key)
+        if translated and names and len(translated) != len(names):
+            raise DataError(f"{where}: data.{key} has {len(translated)} names but the data has "
+                            f"{len(names)} classes ({', '.join(names)}); give one per class, in order")
     k = len(names)
     if data_cfg.task != "auto":
         if data_cfg.task == "binary" and k not in (0, 2):
@@ -241,6 +278,7 @@ def _load_csv(source: str, d: DataConfig, p: PreprocessConfig, *, image_size: in
     manifests = {s: manifest.read_manifest(path) for s, path in csvs.items()}
     found = manifest.class_names(list(manifests.values()), configured=d.class_names)
     names, task = _names_and_task(d, found, where=str(src))
+    manifest.check_conflicting_labels(list(manifests.values()), names)
     labelled = any(manifests[s].has_labels for s in splits)
     _check_classes(names, str(src), labelled=labelled)
     if not names:

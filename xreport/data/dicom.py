@@ -31,6 +31,7 @@ def read_dicom(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     pydicom = _pydicom()
+    check_declared_size(path)
     try:
         ds = pydicom.dcmread(path)
         pixels = ds.pixel_array
@@ -53,6 +54,53 @@ def read_dicom(path: str | Path) -> np.ndarray:
     if photometric == "MONOCHROME1":
         out = 255 - out
     return out
+
+
+DEFLATED = "1.2.840.10008.1.2.1.99"
+# Bytes a deflated DICOM may inflate to: a 50-megapixel 16-bit RGB image and its tags.
+MAX_INFLATED_BYTES = 50_000_000 * 2 * 3 + 2**20
+
+
+def check_declared_size(path: Path) -> None:
+    """Refuse a DICOM whose tags declare more pixels than any image we read (rows x columns
+    x frames x samples), and a deflated one that inflates beyond that, before decoding."""
+    import zlib
+
+    from .images import MAX_PIXELS
+
+    pydicom = _pydicom()
+    try:
+        with open(path, "rb") as fh:
+            pydicom.filereader.read_preamble(fh, True)
+            meta = pydicom.filereader._read_file_meta_info(fh)  # leaves fh at the data set
+            if str(meta.get("TransferSyntaxUID", "")) == DEFLATED:
+                inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+                inflated = 0
+                while chunk := fh.read(1 << 16):
+                    inflated += len(inflater.decompress(chunk, MAX_INFLATED_BYTES))
+                    while inflater.unconsumed_tail and inflated <= MAX_INFLATED_BYTES:
+                        inflated += len(inflater.decompress(inflater.unconsumed_tail,
+                                                            MAX_INFLATED_BYTES))
+                    if inflated > MAX_INFLATED_BYTES:
+                        raise DataError(f"{path}: deflated DICOM inflates to more than "
+                                        f"{MAX_INFLATED_BYTES:,} bytes (possible decompression bomb)")
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+    except DataError:
+        raise
+    except Exception as exc:  # pydicom raises many types for bad files; all mean the same here
+        raise DataError(f"{path}: not a readable DICOM image ({type(exc).__name__}: {exc})") from None
+    try:
+        rows, cols = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
+        frames = int(header.get("NumberOfFrames", 1) or 1)
+        samples = int(header.get("SamplesPerPixel", 1) or 1)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{path}: DICOM size tags are not numbers ({exc})") from None
+    if frames > 1:
+        raise DataError(f"{path}: multi-frame DICOM ({frames} frames) is not supported; "
+                        "export one frame per file")
+    if min(rows, cols, samples) < 1 or rows * cols * samples > MAX_PIXELS:
+        raise DataError(f"{path}: DICOM declares {rows}x{cols} pixels x {samples} samples; "
+                        f"the limit is {MAX_PIXELS:,} values (possible decompression bomb)")
 
 
 def _first(value: Any) -> float:

@@ -96,6 +96,7 @@ def scan(root: Path, *, skip_bad: bool = False,
         out[split] = FolderSplit(files, labels)
     for split, files in unlabelled.items():
         out[split] = FolderSplit(files, None)
+    _check_conflicting_labels(out, list(reference))
     for index, name in enumerate(reference):
         if not any(fs.labels is not None and index in fs.labels for fs in out.values()):
             raise DataError(f"{root}: class folder {name!r} holds no images in any split; "
@@ -104,6 +105,19 @@ def scan(root: Path, *, skip_bad: bool = False,
         if not fs.files:
             raise DataError(f"{root / split}: no images ({', '.join(IMAGE_SUFFIXES)}) in this split")
     return out, list(reference)
+
+
+def _check_conflicting_labels(splits: dict[str, FolderSplit], names: list[str]) -> None:
+    """One image (the same file reached through links) in two class folders."""
+    seen: dict[Path, tuple[Path, int]] = {}
+    for fs in splits.values():
+        if fs.labels is None:
+            continue
+        for path, label in zip(fs.files, fs.labels):
+            first = seen.setdefault(path.resolve(), (path, label))
+            if first[1] != label:
+                raise DataError(f"{path}: the same image as {first[0]}, but in class folder "
+                                f"{names[label]!r} instead of {names[first[1]]!r}; one image has one label")
 
 
 def fingerprint(root: Path, splits: dict[str, FolderSplit]) -> str:

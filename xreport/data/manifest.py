@@ -120,6 +120,10 @@ def class_names(manifests: list[Manifest], *, configured: tuple[str, ...]) -> li
                     if previous != r.class_name:
                         raise DataError(f"{m.csv_path}: line {r.line}: label {r.label} is named "
                                         f"{r.class_name!r} here and {previous!r} elsewhere")
+        clash = sorted({n for n in named.values() if list(named.values()).count(n) > 1})
+        if clash:
+            raise DataError(f"{manifests[0].csv_path}: class_name {clash[0]!r} names more than one "
+                            "label; each class needs its own name")
         count = max(max(i for i in ints if i is not None) + 1, max(named, default=-1) + 1)
         _check_no_gaps(manifests, set(ints) | set(named), count)  # type: ignore[arg-type]
         return [named.get(i, f"class_{i}") for i in range(count)]
@@ -164,6 +168,22 @@ def encode_labels(manifest: Manifest, names: list[str]) -> list[int] | None:
                             f"valid: 0..{len(names) - 1} or {', '.join(names)}")
         out.append(index)
     return out
+
+
+def check_conflicting_labels(manifests: list[Manifest], names: list[str]) -> None:
+    """The same image listed twice (in one CSV or across splits) with different labels."""
+    seen: dict[Path, tuple[Manifest, ManifestRow, int]] = {}
+    for m in manifests:
+        labels = encode_labels(m, names) if names else None
+        if labels is None:
+            continue
+        for row, label in zip(m.rows, labels):
+            first = seen.setdefault(row.path, (m, row, label))
+            if first[2] != label:
+                fm, fr, fl = first
+                raise DataError(f"{m.csv_path}: line {row.line}: {row.path.name} is labelled "
+                                f"{names[label]!r} here but {names[fl]!r} at {fm.csv_path.name} line "
+                                f"{fr.line}; one image has one label")
 
 
 def fingerprint(manifests: list[Manifest]) -> str:

@@ -172,10 +172,13 @@ def read_npz(path: Path, splits: tuple[str, ...], *, num_classes: int | None,
                 if f"{split}_{part}" not in keys:
                     raise DataError(f"{path}: key '{split}_{part}' is missing; the file has "
                                     f"{', '.join(sorted(keys)) or 'no arrays'}")
+        check_declared_sizes(path, [k for k in keys if k.endswith("_labels")]
+                             + [f"{s}_images" for s in splits])
         labels = {s: _labels(path, s, _get(npz, path, f"{s}_labels"))
                   for s in sorted({k[:-7] for k in keys if k.endswith("_labels")})}
         if num_classes is None:
             num_classes = 1 + max((int(v.max()) for v in labels.values() if v.size), default=1)
+            _check_no_gaps(path, labels, num_classes)
         out = {}
         for split in splits:
             images = _images(path, split, _get(npz, path, f"{split}_images"))
@@ -188,6 +191,62 @@ def read_npz(path: Path, splits: tuple[str, ...], *, num_classes: int | None,
                                 f"valid range is 0..{num_classes - 1}")
             out[split] = (images, y)
     return out, num_classes
+
+
+def declared_array(path: Path, key: str) -> tuple[tuple[int, ...], np.dtype, int, int]:
+    """(shape, dtype, declared bytes, bytes the zip member holds) of ``key`` in an .npz,
+    read from the .npy header alone: nothing is allocated."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo(f"{key}.npy")
+            with zf.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                          else np.lib.format.read_array_header_2_0)
+                shape, _fortran, dtype = reader(fh)
+                header_len = fh.tell()
+    except KeyError:
+        raise DataError(f"{path}: key '{key}' is missing") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, SyntaxError) as exc:
+        raise DataError(f"{path}: key '{key}' has an unreadable header ({exc})") from None
+    if dtype.hasobject:
+        raise DataError(f"{path}: key '{key}' holds Python objects (dtype {dtype}); expected numbers")
+    if any(not isinstance(n, int) or n < 0 for n in shape):
+        raise DataError(f"{path}: key '{key}' declares an invalid shape {shape}")
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    return tuple(shape), dtype, nbytes, info.file_size - header_len
+
+
+def check_declared_sizes(path: Path, keys: list[str]) -> None:
+    """Refuse arrays whose header declares more bytes than the file holds or than memory
+    allows, before numpy allocates them."""
+    from ..limits import human, memory_budget
+
+    budget = memory_budget()
+    total = 0
+    for key in sorted(set(keys)):
+        shape, dtype, nbytes, held = declared_array(path, key)
+        if nbytes > held:
+            raise DataError(f"{path}: key '{key}' declares shape {shape} ({dtype}, {human(nbytes)}) "
+                            f"but holds only {human(max(held, 0))}; the file is damaged or forged")
+        total += nbytes
+        if total > budget:
+            raise DataError(f"{path}: key '{key}' declares shape {shape} ({dtype}); the arrays need "
+                            f"{human(total)}, more than the {human(budget)} this machine allows "
+                            "for one input")
+
+
+def _check_no_gaps(path: Path, labels: dict[str, np.ndarray], num_classes: int) -> None:
+    """Labels 0, 1, 7 would make classes 2..6 with no image in any split: almost surely a
+    mistake (the labels must be 0..K-1)."""
+    used = set()
+    for y in labels.values():
+        used |= set(np.unique(y[y >= 0]).tolist()) if y.size else set()
+    unused = [i for i in range(num_classes) if i not in used]
+    if unused and used:
+        raise DataError(f"{path}: labels go up to {num_classes - 1} but class(es) "
+                        f"{', '.join(map(str, unused[:5]))} have no image in any split; labels must be "
+                        "0..K-1 (or name the classes in data.class_names)")
 
 
 def _get(npz: Any, path: Path, key: str) -> np.ndarray:

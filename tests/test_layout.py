@@ -1,0 +1,175 @@
+"""Reports fit any class count: a 12-class run with 25-character names on A4 (issue 11).
+
+A synthetic run folder (tests/report_fixture.py) is rendered to PDF; pdftotext says what is
+on each page and where, so nothing cut off at the right edge can pass.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections import Counter
+from html import unescape
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from report_fixture import make_run
+from xreport import render
+from xreport.report import build_context, layout
+
+# 25 characters each, as the issue asks.
+LONG_NAMES = ("Atypical lymphocyte cells", "Basophilic stippled cells", "Eosinophil granulocyte 03",
+              "Small resting lymphocytes", "Activated large monocytes", "Segmented neutrophil band",
+              "Immature myeloblast cells", "Granular promyelocytes 08", "Metamyelocyte kidney form",
+              "Plasma cells eccentric 10", "Nucleated erythroblast 11", "Aggregated platelet clump")
+assert all(len(n) == 25 for n in LONG_NAMES)
+POPPLER = shutil.which("pdftotext") is not None
+
+
+@pytest.fixture(scope="module")
+def twelve(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("layout12")
+    paths = make_run(root, name="twelve", class_names=LONG_NAMES, n_test=6)
+    ctx = build_context(paths, langs=["en"])
+    return paths.report_dir, ctx
+
+
+def _bbox_pages(pdf: Path) -> list[tuple[float, list[tuple[str, float, float]]]]:
+    """(page width, [(word, xMin, xMax)]) per page, from ``pdftotext -bbox``."""
+    html = subprocess.run(["pdftotext", "-bbox", str(pdf), "-"], capture_output=True, text=True,
+                          check=True).stdout
+    body = re.sub(r"<!DOCTYPE[^>]*>", "", html)
+    body = re.sub(r"<head>.*?</head>", "", body, flags=re.S)
+    tree = ElementTree.fromstring(body)
+    pages = []
+    for page in tree.iter("{http://www.w3.org/1999/xhtml}page"):
+        words = [(unescape(w.text or ""), float(w.get("xMin")), float(w.get("xMax")))
+                 for w in page.iter("{http://www.w3.org/1999/xhtml}word")]
+        pages.append((float(page.get("width")), words))
+    return pages
+
+
+def test_layout_rule_switches_wide_tables_beyond_four_classes() -> None:
+    assert layout(2)["transpose_splits"] is False and layout(4)["numbered_columns"] is False
+    assert layout(5)["transpose_splits"] and layout(12)["numbered_columns"] and layout(8)["stack_figures"]
+
+
+def test_twelve_class_html_tables_have_a_row_per_class(twelve) -> None:
+    _, ctx = twelve
+    html = render.render_html(ctx, langs=["en"])
+    dist = html[html.index('class="num-table dist-table dist-by-class"'):]
+    dist = dist[:dist.index("</table>")]
+    assert dist.count("<tr>") == 1 + len(LONG_NAMES)  # header + one row per class (+ total row)
+    cm = html[html.index('class="num-table cm-table cm-numbered"'):]
+    cm = cm[:cm.index("</table>")]
+    head = cm[:cm.index("</thead>")]
+    assert all(f">{i}</th>" in head for i in range(1, 13))  # numbered columns ...
+    assert all(name in cm for name in LONG_NAMES)            # ... and named rows
+
+
+@pytest.mark.skipif(not POPPLER, reason="poppler-utils absent")
+def test_twelve_class_pdf_shows_every_class_name_and_confusion_cell(twelve, tmp_path: Path) -> None:
+    pytest.importorskip("weasyprint")
+    _, ctx = twelve
+    pdf = render.render_pdf(ctx, lang="en", out_path=tmp_path / "report.en.pdf")
+    pages = _bbox_pages(pdf)
+    for width, words in pages:  # nothing runs off the right (or left) edge of a page
+        outside = [w for w, x0, x1 in words if x1 > width + 0.5 or x0 < -0.5]
+        assert not outside, outside[:10]
+    text = " ".join(w for _, words in pages for w, _, _ in words)
+    for name in LONG_NAMES:
+        assert name in text, name
+    # The confusion-matrix table: every cell (count and share of its row) on one page.
+    cm_pages = [words for _, words in pages
+                if "The columns are numbered 1–12" in " ".join(w for w, _, _ in words)]
+    assert cm_pages, "confusion-matrix table not found"
+    on_page = Counter(w for w, _, _ in cm_pages[0])
+    raw, by_true = ctx["results"]["confusion"]["raw"], ctx["results"]["confusion"]["by_true"]
+    assert len(raw) == 12 and all(len(row) == 12 for row in raw)
+    wanted_counts = Counter(str(c) for row in raw for c in row)
+    wanted_shares = Counter(f"({100 * v:.1f}%)" for row in by_true for v in row)
+    for token, n in (wanted_counts + wanted_shares).items():
+        assert on_page[token] >= n, (token, on_page[token], n)
+
+
+# ---------------------------------------------------------------- wording by task
+
+def _results_section(html: str, lang: str = "en") -> str:
+    start = html.index(f'id="{lang}-results"')
+    return html[start:html.index("</section>", start)]
+
+
+def test_multiclass_results_speak_of_argmax_not_thresholds(twelve) -> None:
+    _, ctx = twelve
+    t = render.translator("en")
+    results = _results_section(render.render_html(ctx, langs=["en"]))
+    assert t("results.decision.argmax") in results
+    assert "threshold" not in results.replace(t("results.decision.argmax"), "")
+    assert t("metric.roc_auc_macro") in results
+
+
+def test_binary_results_name_the_threshold_and_the_positive_class() -> None:
+    from report_fixture import shared_run
+
+    _, ctx = shared_run()
+    t = render.translator("en")
+    results = _results_section(render.render_html(ctx, langs=["en"]))
+    assert t("results.decision.binary", cls="PNEUMONIA") in results
+    assert t("results.decision.argmax") not in results
+
+
+def test_results_sentence_claims_intervals_only_where_shown(twelve) -> None:
+    _, ctx = twelve
+    intro = render.translator("en")("results.intro", n=1, split="test")
+    assert "every value" not in intro
+    # Values without an interval exist in this report (e.g. average precision), and the
+    # sentence must stay true of them.
+    overall = dict(ctx["results"]["overall"])
+    assert any(not (isinstance(v, dict) and v.get("ci95")) for v in overall.values())
+
+
+def test_imbalance_sentence_follows_the_ratio(tmp_path: Path) -> None:
+    from xreport.report import _imbalance
+
+    balanced = _imbalance({}, {"class_names": ["a", "b", "c"], "splits": {"train": [40, 40, 40]}})
+    assert balanced["balanced"] and balanced["ratio"] == 1.0
+    skewed = _imbalance({}, {"class_names": ["a", "b", "c"], "splits": {"train": [10, 45, 30]}})
+    assert not skewed["balanced"] and (skewed["majority"], skewed["n_majority"]) == ("b", 45)
+    assert (skewed["minority"], skewed["n_minority"]) == ("a", 10)
+    from report_fixture import make_run
+
+    paths = make_run(tmp_path, name="even", class_names=("p", "q", "r"), n_test=4)
+    import json
+    dist = json.loads(paths.class_distribution.read_text())
+    dist["splits"]["train"] = [50, 50, 50]
+    paths.class_distribution.write_text(json.dumps(dist))
+    ctx = build_context(paths, langs=["en"])
+    html = render.render_html(ctx, langs=["en"])
+    t = render.translator("en")
+    assert t("data.imbalance.balanced", n=50) in html
+    assert " : 1 (" not in html  # no "1.0 : 1 (p vs p)"
+
+
+def test_chinese_sentences_set_class_names_without_spaces() -> None:
+    for lang in ("zh-TW", "zh-CN"):
+        t = render.translator(lang)
+        text = t("data.imbalance.ratio", ratio="2.0", cls_major="甲", n_major=20, cls_minor="乙", n_minor=10)
+        assert "甲" in text and " 甲" not in text and "甲 " not in text and " 乙" not in text
+        assert render.translator("en")("data.imbalance.ratio", ratio="2.0", cls_major="A", n_major=20,
+                                       cls_minor="B", n_minor=10).count("(A, 20 images") == 1
+    assert render.tight_class_names("為 {cls}，以") == "為{cls}，以"
+    assert render.tight_class_names("ratio {ratio} : 1") == "ratio {ratio} : 1"
+
+
+def test_preprocessing_parameters_are_translated() -> None:
+    from report_fixture import shared_run
+
+    _, ctx = shared_run()
+    html = render.render_html(ctx, langs=["zh-TW"])
+    pipeline = html[html.index('<ol class="pipeline">'):]
+    pipeline = pipeline[:pipeline.index("</ol>")]
+    t = render.translator("zh-TW")
+    assert t("pipeline.param.size") in pipeline and t("pipeline.param.keep_aspect") in pipeline
+    assert "size=" not in pipeline and "keep_aspect" not in pipeline and "True" not in pipeline

@@ -1,0 +1,37 @@
+"""Bounds on what an input may make xreport allocate, checked before the allocation.
+
+An input declares sizes (an .npy header, DICOM rows x columns x frames, a checkpoint's
+storages) that a forged or damaged file can set to terabytes. Each reader compares the
+declared size with ``memory_budget()`` before reading, so the answer is one clear line
+instead of a MemoryError, an OOM kill or minutes of swapping.
+"""
+from __future__ import annotations
+
+import os
+
+# Share of physical memory one declared array (or a checkpoint's storages together) may take.
+MEMORY_FRACTION = 0.5
+
+
+def physical_memory() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume a modest machine
+        return 8 * 2**30
+
+
+def memory_budget() -> int:
+    """Bytes one input may declare; ``XREPORT_MAX_INPUT_BYTES`` lowers (or raises) it."""
+    configured = os.environ.get("XREPORT_MAX_INPUT_BYTES")
+    if configured and configured.isdigit():
+        return int(configured)
+    return int(physical_memory() * MEMORY_FRACTION)
+
+
+def human(n: int) -> str:
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if size < 1024 or unit == "PiB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} bytes"
