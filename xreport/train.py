@@ -619,7 +619,7 @@ def _check_data(ds: Dataset) -> tuple[Split, Split]:
 
 
 def _build_loop(config: RunConfig, ds: Dataset, setup: _Setup, *, small_stem: bool,
-                head: str) -> _Loop:
+                head: str = "linear") -> _Loop:
     from .data import class_weights, resolve_normalization, sampler_weights
 
     train_split, val_split = _check_data(ds)
