@@ -123,3 +123,80 @@ def test_no_module_but_artifacts_reads_run_folder_json_or_csv() -> None:
     offenders = [f"{p.relative_to(PACKAGE)}:{i}" for p in sorted(PACKAGE.rglob("*.py")) if p.name not in allowed
                  for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if readers.search(line)]
     assert offenders == []
+
+
+# ---------------------------------------------------------------- the figures stage
+
+def test_user_templates_reach_the_chart_labels(run: runs.RunPaths, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user's i18n/<lang>/charts.json changes the drawn titles and axes, not only the HTML."""
+    from xreport import charts, figures
+
+    user = tmp_path / "my_templates"
+    (user / "i18n" / "en").mkdir(parents=True)
+    (user / "i18n" / "en" / "charts.json").write_text(json.dumps(
+        {"chart.roc.title_binary": "Custom ROC title", "chart.roc.xlabel": "Custom FPR axis"}),
+        encoding="utf-8")
+    drawn: dict[str, list[str]] = {}
+
+    def capture(fig, path, **kwargs):
+        drawn[Path(path).name] = [text for ax in fig.axes for text in (ax.get_title(), ax.get_xlabel())]
+        return Path(path)
+    monkeypatch.setattr(charts, "save_figure", capture)
+    kwargs = dict(meta=artifacts.load_checkpoint_meta(run.best), evaluation=artifacts.load_evaluation(run),
+                  history=artifacts.load_history(run), distribution=None, dataset=None, langs=["en"])
+    stock = figures.draw_report_figures(tmp_path / "stock", **kwargs)
+    stock_roc = drawn["roc.en.png"]
+    mine = figures.draw_report_figures(tmp_path / "mine", templates_dir=user, **kwargs)
+    assert stock.results["roc"] == mine.results["roc"] == {"en": "figures/roc.en.png"}
+    assert "Custom ROC title" not in stock_roc and "Custom FPR axis" not in stock_roc
+    assert {"Custom ROC title", "Custom FPR axis"} <= set(drawn["roc.en.png"])
+    assert mine.failed == []
+
+
+def test_a_failing_chart_raises_when_strict_and_is_left_out_otherwise(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from xreport.figures import STRICT_ENV, FigureMaker
+
+    def broken(t, lang):
+        raise ValueError("no data to draw")
+    monkeypatch.setenv(STRICT_ENV, "1")
+    with pytest.raises(ValueError, match="no data to draw"):
+        FigureMaker(tmp_path, ["en"]).draw("broken", broken)
+    monkeypatch.setenv(STRICT_ENV, "0")
+    maker = FigureMaker(tmp_path, ["en"])
+    assert maker.draw("broken", broken) is None and maker.failed == ["broken"]
+
+
+def test_schema_1_english_reasons_migrate_to_messages(copy: runs.RunPaths) -> None:
+    from xreport import render
+
+    def old(data: dict) -> None:
+        data["schema"] = 1
+        data["metrics"]["mcc"] = {"value": None, "reason": "MCC is 0/0: every prediction is the same class"}
+        data["metrics"]["accuracy"]["ci95"] = None
+        data["metrics"]["accuracy"]["ci95_reason"] = "no bootstrap resamples"
+        data["skipped"] = [{"file": "x.png", "reason": "not an image"}]
+    _rewrite(copy, old)
+    loaded = artifacts.load_evaluation(copy)
+    assert loaded["schema"] == artifacts.EVALUATION_SCHEMA
+    assert loaded["metrics"]["mcc"]["reason"] == {
+        "key": "reason.text", "params": {"text": "MCC is 0/0: every prediction is the same class"}}
+    assert loaded["metrics"]["accuracy"]["ci95_reason"]["params"]["text"] == "no bootstrap resamples"
+    assert loaded["skipped"] == [{"file": "x.png", "reason": "not an image"}]   # not a metric: kept
+    say = render.message_text(render.translator("zh-TW"), str)
+    assert say(loaded["metrics"]["mcc"]["reason"]) == "MCC is 0/0: every prediction is the same class"
+
+
+def test_reasons_are_worded_in_the_report_language() -> None:
+    from xreport import metrics, render
+
+    r = metrics.compute_all(np.zeros(6, dtype=int), np.tile([0.7, 0.3], (6, 1)), class_names=["NORMAL", "PNEU"],
+                            task="binary", n_boot=0)
+    reason = r["roc_auc"]["reason"]
+    assert reason == {"key": "reason.auc_class_absent", "params": {"cls": "PNEU"}}
+    names = {"PNEU": {"en": "PNEU", "zh-TW": "肺炎", "zh-CN": "肺炎"}}
+    words = {lang: render.message_text(render.translator(lang), lambda n, lang=lang: names[n][lang])(reason)
+             for lang in render.LANGS}
+    assert "does not occur in y_true" in words["en"]
+    assert "肺炎" in words["zh-TW"] and "未出現" in words["zh-TW"] and "未出现" in words["zh-CN"]

@@ -51,12 +51,23 @@ def walk(obj):
             yield from walk(v)
 
 
+def english(reason) -> str:
+    """A reason message worded by the English catalog (metrics.json holds codes, not prose)."""
+    from xreport import render
+    return render.message_text(render.translator("en"), str)(reason)
+
+
 def assert_clean(result) -> None:
-    """JSON without NaN, and no undefined value without a reason."""
+    """JSON without NaN, and no undefined value without a reason every catalog can word."""
+    from xreport import render
+
     json.dumps(result, allow_nan=False)
+    says = [render.message_text(render.translator(lang), str) for lang in render.LANGS]
     for d in walk(result):
-        if "value" in d and d["value"] is None:
-            assert isinstance(d.get("reason"), str) and d["reason"], d
+        for key in ("reason", "ci95_reason"):
+            if d.get(key) is not None or ("value" in d and d["value"] is None and key == "reason"):
+                assert isinstance(d.get(key), dict) and d[key]["key"].startswith("reason."), d
+                assert all(say(d[key]) for say in says), d
 
 
 def val(d):
@@ -152,7 +163,7 @@ def test_operating_points_without_positives_in_validation_say_why():
     val_split = (np.array([0, 0]), two_col([0.2, 0.4]))
     ops = {o["name"]: o for o in M.operating_points(Y2, P2, val=val_split)}
     assert ops["youden"]["threshold"] is None and ops["youden"]["confusion_matrix"] is None
-    assert "no positive samples" in ops["youden"]["sensitivity"]["reason"]
+    assert "no positive samples" in english(ops["youden"]["sensitivity"]["reason"])
     assert val(ops["default_0.5"]["sensitivity"]) == pytest.approx(5 / 6)
 
 
@@ -347,7 +358,9 @@ def test_bootstrap_intervals_standalone_match_compute_all():
 def test_interval_is_omitted_when_mostly_undefined():
     samples = np.array([0.5, 0.6, np.nan, np.nan, np.nan])
     out = M.percentile_interval(samples)
-    assert out["ci95"] is None and "60%" in out["ci95_reason"]
+    assert out["ci95"] is None and out["ci95_reason"] == {
+        "key": "reason.interval_omitted", "params": {"share_pct": pytest.approx(0.6), "resamples": 5}}
+    assert "60.0% of 5 bootstrap resamples" in english(out["ci95_reason"])
     assert M.percentile_interval(np.array([0.5, 0.7, np.nan]))["ci95"] == pytest.approx([0.505,
                                                                                         0.695])
 
@@ -363,7 +376,7 @@ def test_single_class_y_true_gives_reasons_not_zeros():
               r["per_class"][1]["recall"], r["per_class"][0]["specificity"],
               r["macro_avg"]["recall"]):
         assert v["value"] is None and v["reason"]
-    assert "PNEU" in r["roc_auc"]["reason"] and "y_true" in r["roc_auc"]["reason"]
+    assert "PNEU" in english(r["roc_auc"]["reason"]) and "y_true" in english(r["roc_auc"]["reason"])
     assert r["curves"]["roc"][0] == {"class": "PNEU", "fpr": [], "tpr": [], "auc": None}
     assert r["confusion_matrix"]["by_true"][1] == [None, None]
     assert_clean(r)
@@ -375,7 +388,7 @@ def test_never_predicted_class_has_undefined_precision():
     r = M.compute_all(y, p, class_names=["a", "b", "c"], task="multiclass", n_boot=30)
     c = r["per_class"][2]
     assert c["precision"]["value"] is None
-    assert "'c' is never predicted" in c["precision"]["reason"]
+    assert "'c' is never predicted" in english(c["precision"]["reason"])
     assert val(c["recall"]) == 0.0 and val(c["f1"]) == 0.0  # defined: it occurs, never found
     assert r["macro_avg"]["precision"]["value"] is None
     assert r["weighted_avg"]["precision"]["value"] is None
@@ -387,7 +400,8 @@ def test_empty_input():
     r = M.compute_all(np.array([], dtype=int), np.empty((0, 2)), class_names=["n", "p"],
                       task="binary")
     assert r["n"] == 0
-    assert r["accuracy"] == {"value": None, "reason": "no samples: the input is empty"}
+    assert r["accuracy"] == {"value": None, "reason": {"key": "reason.empty", "params": {}}}
+    assert english(r["accuracy"]["reason"]) == "no samples: the input is empty"
     assert r["calibration"]["ece"]["value"] is None
     assert all(b["count"] == 0 for b in r["calibration"]["bins"])
     assert_clean(r)

@@ -46,13 +46,21 @@ from .errors import CheckpointError, ReportError, XReportError
 Task = Literal["binary", "multiclass", "ordinal"]
 
 
+class Message(TypedDict):
+    """Words for the catalogs to fill: ``t(key, **params)`` in each report language (a
+    parameter may itself be a Message; see ``render.message_text``)."""
+
+    key: str
+    params: NotRequired[dict[str, Any]]
+
+
 class Value(TypedDict, total=False):
     """A metric: ``value`` with an optional bootstrap interval, or None and why."""
 
     value: float | None
     ci95: list[float | None] | None
-    reason: Any            # why ``value`` is None (str in schema 1)
-    ci95_reason: Any       # why ``ci95`` is None
+    reason: Message        # why ``value`` is None
+    ci95_reason: Message   # why ``ci95`` is None
 
 
 class RocAuc(Value, total=False):
@@ -173,39 +181,76 @@ GalleryEntry = TypedDict("GalleryEntry", {
     "maps": NotRequired[list[GalleryMap]]})
 
 
-class CamVsRandom(TypedDict, total=False):
+class PairedStatistic(TypedDict, total=False):
+    """One score, CAM against its per-image reference (xreport.verdicts.paired)."""
+
     cam: float | None
-    random: float | None
+    random: float | None               # the mean of the random maps (empirical reference)
+    chance: float | None               # localisation only: the analytic chance level
+    difference: float | None           # mean over images of CAM minus reference
+    ci95: list[float] | None           # bootstrap interval of that mean
+    p_value: float | None              # Wilcoxon signed-rank, two-sided
+    n: int
+    margin: float
+    higher_is_better: bool
+    verdict: str                       # better | not_distinguishable | worse
 
 
 class Faithfulness(TypedDict, total=False):
     n: int
     steps: int
     baseline: str
-    deletion_auc: CamVsRandom
-    insertion_auc: CamVsRandom
+    random_maps: dict[str, Any]        # per_image, grid, how they are made
+    ties: str
+    road_noise: float
+    scores: list[str]                  # deletion_auc, insertion_auc, road_morf, road_lerf
+    verdict: str                       # over all scores (xreport.verdicts.overall)
+    deletion_auc: PairedStatistic
+    insertion_auc: PairedStatistic
+    road_morf: PairedStatistic
+    road_lerf: PairedStatistic
     deletion_curve: dict[str, list[float]]
     insertion_curve: dict[str, list[float]]
+    road_morf_curve: dict[str, list[float]]
+    road_lerf_curve: dict[str, list[float]]
+
+
+class Similarity(TypedDict, total=False):
+    """A similarity of one cascade stage (xreport.verdicts.below_limit plus the seeds' spread)."""
+
+    mean: float | None
+    ci95: list[float] | None
+    n: int
+    sd_seeds: float | None
+    per_seed: list[float]
+    limit: float                       # Spearman only
+    verdict: str                       # Spearman only: pass | inconclusive | fail
 
 
 class SanityStage(TypedDict, total=False):
-    randomised: str
-    spearman: float | None
-    ssim: float | None
+    randomised: str                    # the module re-initialised at this stage (cumulative)
+    spearman: Similarity
+    ssim: Similarity
+    verdict: str
 
 
 class Sanity(TypedDict, total=False):
     n: int
+    seeds: int
     layers_randomised: list[str]
-    spearman: float | None
-    ssim: float | None
     stages: list[SanityStage]
+    verdict: str                       # the last stage's
+    rule: dict[str, Any]
 
 
 class Localisation(TypedDict, total=False):
     n: int
-    pointing_game: CamVsRandom
-    energy_inside: CamVsRandom
+    tolerance: int
+    random_per_image: int
+    mask_area: float | None
+    pointing_game: PairedStatistic
+    energy_inside: PairedStatistic
+    verdict: str
 
 
 class Explanation(TypedDict):
@@ -225,7 +270,8 @@ class Explanation(TypedDict):
 
 # ---------------------------------------------------------------- metrics.json: the file
 
-EVALUATION_SCHEMA = 1
+# 2: reasons are Messages (schema 1 had English sentences)
+EVALUATION_SCHEMA = 2
 
 
 class CheckpointRef(TypedDict, total=False):
@@ -496,7 +542,24 @@ def _rerun(paths: runs.RunPaths | None) -> str:
 
 # Older metrics.json schemas that can be brought up to date without the data; a version
 # missing here (and below EVALUATION_SCHEMA) asks for `xreport evaluate` again.
-_MIGRATIONS: dict[int, typing.Callable[[dict[str, Any]], dict[str, Any]]] = {}
+def _reasons_as_messages(value: Any) -> Any:
+    """Schema 1 -> 2 inside metrics: an English reason becomes ``reason.text`` (shown as is)."""
+    if isinstance(value, list):
+        return [_reasons_as_messages(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _reasons_as_messages(v) for k, v in value.items()}
+    for key in ("reason", "ci95_reason"):
+        if isinstance(out.get(key), str) and (key == "ci95_reason" or "value" in out):
+            out[key] = {"key": "reason.text", "params": {"text": out[key]}}
+    return out
+
+
+def _migrate_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "schema": 2, "metrics": _reasons_as_messages(data["metrics"])}
+
+
+_MIGRATIONS: dict[int, typing.Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2}
 
 
 def load_evaluation(paths: runs.RunPaths) -> Evaluation:
@@ -658,3 +721,26 @@ def load_predictions(paths: runs.RunPaths) -> Predictions:
     except (ValueError, TypeError) as exc:
         raise ReportError(f"{path}: y_true and prob_* must be numbers ({exc})") from None
     return Predictions(frame["id"].astype(str).tolist(), y_true, probs)
+
+
+# ---------------------------------------------------------------- class names by language
+
+def class_name_map(names: typing.Sequence[str], translated: typing.Sequence[str] | None) -> dict[str, str]:
+    """name -> its translation at the same position (the name itself where there is none)."""
+    translated = translated or []
+    return {n: (translated[i] if i < len(translated) and translated[i] else n)
+            for i, n in enumerate(names)}
+
+
+def class_name_translations(meta: typing.Mapping[str, Any]) -> dict[str, list[str]]:
+    """The class names a run was trained with, by report language (empty: not translated)."""
+    return {"en": list(meta["class_names"]), "zh-TW": list(meta.get("class_names_zh_tw") or []),
+            "zh-CN": list(meta.get("class_names_zh_cn") or [])}
+
+
+def class_names_in(meta: typing.Mapping[str, Any], lang: str,
+                   names: typing.Sequence[str] | None = None) -> list[str]:
+    """``names`` (default: all the run's classes) in ``lang``: the run's translation where it
+    has one, else the name itself."""
+    mapping = class_name_map(meta["class_names"], class_name_translations(meta).get(lang))
+    return [mapping.get(n, n) for n in (meta["class_names"] if names is None else names)]

@@ -15,7 +15,6 @@ from .evaluate import LoadedRun, dataset_for_run, evaluate_run, load_run
 
 logger = logging.getLogger(__name__)
 
-LANGS = ("en", "zh-TW", "zh-CN")
 FORMATS = ("html", "pdf")
 
 
@@ -89,7 +88,7 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
     from . import render, report
 
     # Every option is checked before anything is written.
-    langs = check_choices(langs, LANGS, what="lang")
+    langs = check_choices(langs, render.LANGS, what="lang")
     formats = check_choices(formats, FORMATS, what="format")
     check_report_options(split=split, cam_method=cam_method, device=device, templates=templates)
     result = BuildResult(report_dir=paths.report_dir)
@@ -107,7 +106,9 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
         result.reused_predictions = cached is not None
         result.seconds["evaluate"] = round(time.perf_counter() - started, 2)
 
-        context = report.build_context(staged, langs=langs, dataset=dataset, command=command)
+        # figures (in the user's wording) -> context -> render
+        context = report.build_context(staged, langs=langs, dataset=dataset, command=command,
+                                       templates_dir=templates, meta=run.meta, model=run.model)
         result.seconds["figures"] = round(time.perf_counter() - started - result.seconds["evaluate"], 2)
         if "html" in formats:
             html = render.render_html(context, langs=langs, templates_dir=templates)

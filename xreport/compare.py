@@ -20,7 +20,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -283,7 +283,7 @@ def _add_sentences(entry: dict[str, Any], *, reference: EvaluatedRun, run: Evalu
     if auc.get("p_value") is None or auc.get("difference") is None:
         auc["significant"] = False
         auc["sentence"] = _msg("compare.auc.undefined", **names,
-                                  reason=auc.get("reason") or "no p-value")
+                                  reason=auc.get("reason") or metrics_mod.why("no_p_value"))
         return
     p_auc = auc["p_holm"] if adjusted else auc["p_value"]
     auc["significant"] = p_auc is not None and p_auc < ALPHA
@@ -373,11 +373,6 @@ def _run_row(run: EvaluatedRun) -> dict[str, Any]:
     }
 
 
-def _localised_names(meta: Mapping[str, Any], names: Sequence[str], lang: str) -> list[str]:
-    translated = {"zh-TW": meta.get("class_names_zh_tw"), "zh-CN": meta.get("class_names_zh_cn")}.get(lang) or []
-    return [translated[i] if i < len(translated) and translated[i] else n for i, n in enumerate(names)]
-
-
 def _roc_curve(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
     """The positive class's ROC (binary) or the macro average of one-vs-rest curves."""
     entries = [e for e in (metrics.get("curves") or {}).get("roc") or [] if e.get("fpr")]
@@ -411,7 +406,7 @@ def _figures(evaluated: Sequence[EvaluatedRun], *, maker: Any) -> dict[str, Any]
 
         def draw(t: Any, lang: str, cm: Mapping[str, Any] = cm, labels: list[str] = labels,
                  meta: Mapping[str, Any] = run.meta) -> Any:
-            return charts.confusion_matrix(cm["by_true"], _localised_names(meta, labels, lang),
+            return charts.confusion_matrix(cm["by_true"], artifacts.class_names_in(meta, lang, labels),
                                            normalized=True, t=t)
         confusion.append({"run": run.name, "figure": maker.draw(f"compare_confusion_{i}", draw)
                           if cm.get("by_true") else None})
@@ -426,21 +421,20 @@ def _versions() -> dict[str, str]:
 
 def compare_context(evaluated: Sequence[EvaluatedRun], *, name: str, reports_root: Path,
                     langs: Sequence[str], command: str | None = None, n_boot: int = N_BOOT,
-                    seed: int = 0) -> dict[str, Any]:
+                    seed: int = 0, templates_dir: Path | None = None) -> dict[str, Any]:
     """Everything the compare templates show, as plain data; draws figures per language."""
-    from .render import translator
-    from .report import FigureMaker
+    from .figures import FigureMaker
 
     if len(evaluated) < 2:
         raise ReportError(f"compare needs at least 2 evaluated runs; got {len(evaluated)}")
     out_paths = run_folder.RunPaths(run_folder.check_run_name(name), reports_root=reports_root)
     reference = evaluated[0]
-    maker = FigureMaker(out_paths, langs, {lang: translator(lang) for lang in langs})
+    maker = FigureMaker(out_paths.report_dir, langs, templates_dir=templates_dir)
     figures = _figures(evaluated, maker=maker)
     tests = paired_tests(reference, evaluated[1:], n_boot=n_boot, seed=seed)
     n_paired = sum(1 for t in tests if t["paired"])
     class_names = reference.class_names
-    i18n = {lang: _localised_names(reference.meta, class_names, lang) for lang in ("zh-TW", "zh-CN")}
+    i18n = {lang: artifacts.class_names_in(reference.meta, lang, class_names) for lang in ("zh-TW", "zh-CN")}
     return {
         "schema": 1, "kind": "compare", "run": name,
         "report_dir": str(out_paths.report_dir.resolve()),
@@ -467,29 +461,12 @@ def compare_context(evaluated: Sequence[EvaluatedRun], *, name: str, reports_roo
 
 # ---------------------------------------------------------------- rendering
 
-def _say(t: Callable[..., str]) -> Callable[[Mapping[str, Any] | None], str]:
-    """Fill a {key, params} item; a param that is itself such an item is filled first."""
-    def say(item: Mapping[str, Any] | None) -> str:
-        if not item:
-            return ""
-        params = {}
-        for k, v in dict(item.get("params") or {}).items():
-            if isinstance(v, Mapping) and "key" in v:
-                v = say(v)
-            elif v is None:
-                v = "—"
-            params[k] = v
-        return t(item["key"], **params)
-    return say
-
-
 def _document_kind() -> Any:
     """The comparison in the single-run report's shell: its own body, title and filters."""
     from . import render
 
     return render.DocumentKind(body_template=BODY_TEMPLATE, title_key="compare.title",
-                               filters={"pval": p_text, "signed": _signed},
-                               make_say=lambda t, _cname: _say(t))
+                               filters={"pval": p_text, "signed": _signed})
 
 
 def render_compare_html(context: Mapping[str, Any], *, langs: Sequence[str],
@@ -523,11 +500,13 @@ def compare_runs(runs: Sequence[run_folder.RunPaths], name: str | None, reports_
                  command: str | None = None, *, templates: Path | None = None,
                  n_boot: int = N_BOOT, seed: int = 0, progress: bool = True) -> CompareResult:
     """Evaluate stale runs, then write ``reports/compare-A-B/report.html`` and PDFs."""
-    from .build import FORMATS, LANGS, check_choices
+    from .build import FORMATS, check_choices, check_report_options
+    from .render import LANGS
 
     started = time.perf_counter()
     langs = check_choices(langs, LANGS, what="lang")
     formats = check_choices(formats, FORMATS, what="format")
+    check_report_options(device=device, templates=templates)
     _check_runs(runs)
     name = run_folder.check_run_name(name or default_name([p.name for p in runs]))
     out_dir = Path(reports_root) / name
@@ -541,21 +520,23 @@ def compare_runs(runs: Sequence[run_folder.RunPaths], name: str | None, reports_
             result.evaluated.append(p.name)
     result.seconds["evaluate"] = round(time.perf_counter() - started, 2)
     evaluated = [load_evaluated(p) for p in runs]
-    with run_folder.run_lock(out_dir, what="comparison report"):
-        _clear_figures(out_dir / "figures")
-        context = compare_context(evaluated, name=name, reports_root=Path(reports_root), langs=langs,
-                                  command=command, n_boot=n_boot, seed=seed)
-        run_folder.write_json(out_dir / "compare.json", _json_summary(context))
+    # Written into a staging copy and swapped in whole (see runs.staged_folder).
+    with run_folder.run_lock(out_dir, what="comparison report"), \
+            run_folder.staged_folder(out_dir) as staged:
+        _clear_figures(staged / "figures")
+        context = compare_context(evaluated, name=name, reports_root=staged.parent, langs=langs,
+                                  command=command, n_boot=n_boot, seed=seed, templates_dir=templates)
+        run_folder.write_json(staged / "compare.json", _json_summary(context))
         result.files.append(out_dir / "compare.json")
         if "html" in formats:
             html = render_compare_html(context, langs=langs, templates_dir=templates)
-            run_folder.write_text(out_dir / "report.html", html)
+            run_folder.write_text(staged / "report.html", html)
             result.files.append(out_dir / "report.html")
         if "pdf" in formats:
             for lang in langs:
-                out = out_dir / f"report.{lang}.pdf"
-                render_compare_pdf(context, lang=lang, out_path=out, templates_dir=templates)
-                result.files.append(out)
+                render_compare_pdf(context, lang=lang, out_path=staged / f"report.{lang}.pdf",
+                                   templates_dir=templates)
+                result.files.append(out_dir / f"report.{lang}.pdf")
     result.seconds["total"] = round(time.perf_counter() - started, 2)
     return result
 

@@ -4,10 +4,13 @@
 to 1. Predictions are always ``argmax(probs)`` (for two classes that is the 0.5 threshold).
 
 A metric value is ``{"value": x}`` (plus ``"ci95": [lo, hi]`` when it was bootstrapped), or
-``{"value": None, "reason": "..."}`` when it is undefined (0/0, a class absent, no samples):
+``{"value": None, "reason": R}`` when it is undefined (0/0, a class absent, no samples):
 an undefined metric is never reported as 0. When a value is defined but its interval is not
 (undefined in more than half the resamples) the value carries ``"ci95": None`` and
-``"ci95_reason"``.
+``"ci95_reason": R``. A reason R is a message, ``{"key": "reason.<code>", "params": {...}}``,
+worded by the catalogs (``templates/i18n/<lang>/report.json``) in each report language;
+a parameter that is itself such a message is worded first, ``cls*`` parameters are class
+names (translated with the run's class names).
 
 Point estimates and bootstrap resamples go through the same code: a resample is a row of
 per-sample weights (how often each sample was drawn), and every metric is computed from
@@ -39,6 +42,7 @@ _BOOT_ELEMENTS = 4_000_000  # resamples x samples held in memory at once
 _Z95 = float(stats.norm.ppf(0.975))
 
 Value = dict[str, Any]
+Message = dict[str, Any]     # {"key": "reason.<code>", "params": {...}}
 Arrays = dict[str, np.ndarray]
 ValSplit = tuple[Any, Any]
 
@@ -131,7 +135,15 @@ def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def _value(x: float, reason: str | Callable[[], str]) -> Value:
+def why(code: str, **params: Any) -> Message:
+    """A reason as a message key with parameters (the catalogs word it per language)."""
+    return {"key": f"reason.{code}", "params": params}
+
+
+EMPTY = why("empty")
+
+
+def _value(x: float, reason: Message | Callable[[], Message]) -> Value:
     if x is not None and math.isfinite(x):
         return {"value": float(x)}
     return {"value": None, "reason": reason() if callable(reason) else reason}
@@ -275,22 +287,17 @@ def _point_metrics(y: np.ndarray, probs: np.ndarray, *, ordinal: bool) -> dict[s
 
 # ---------------------------------------------------------------- reasons
 
-def _class_reason(metric: str, c: int, cm: np.ndarray, names: list[str]) -> str:
+def _class_reason(metric: str, c: int, cm: np.ndarray, names: list[str]) -> Message:
     name, n = names[c], int(cm.sum())
     support, predicted = int(cm[c].sum()), int(cm[:, c].sum())
-    if metric == "precision":
-        return f"class '{name}' is never predicted, so its precision is 0/0"
-    if metric == "recall":
-        return f"class '{name}' does not occur in y_true, so its recall is 0/0"
-    if metric == "specificity":
-        return f"every sample is class '{name}': no negatives, so its specificity is 0/0"
-    if metric == "f1":
-        return f"class '{name}' neither occurs in y_true nor is predicted, so its F1 is 0/0"
+    if metric in ("precision", "recall", "specificity", "f1"):
+        return why(f"{metric}_undefined", cls=name)
     if support == 0:
-        return f"class '{name}' does not occur in y_true; AUC needs positive and negative samples"
+        return why("auc_class_absent", cls=name)
     if support == n:
-        return f"every sample is class '{name}'; AUC needs positive and negative samples"
-    return f"{metric} of class '{name}' is undefined ({predicted} predicted, {support} true)"
+        return why("auc_class_only", cls=name)
+    return why("class_metric_undefined", metric=why(f"metric.{metric}"), cls=name,
+               predicted=predicted, support=support)
 
 
 def _first_undefined(point: dict[str, float], metric: str, k: int,
@@ -303,35 +310,29 @@ def _first_undefined(point: dict[str, float], metric: str, k: int,
     return 0
 
 
-_DISPLAY = {"f1": "F1", "auc": "AUC"}
-
-
-def _reason(key: str, point: dict[str, float], cm: np.ndarray, names: list[str]) -> str:
-    """Plain-English reason why the metric ``key`` is undefined on these data."""
+def _reason(key: str, point: dict[str, float], cm: np.ndarray, names: list[str]) -> Message:
+    """Why the metric ``key`` is undefined on these data."""
     k, n = len(names), int(cm.sum())
     if n == 0:
-        return "no samples: the input is empty"
+        return EMPTY
     parts = key.split("/")
     if parts[0] == "per_class":
         return _class_reason(parts[2], int(parts[1]), cm, names)
     if parts[0] in ("macro_avg", "weighted_avg"):
         c = _first_undefined(point, parts[1], k, cm if parts[0] == "weighted_avg" else None)
-        label = f"{parts[0].replace('_avg', '')} {_DISPLAY.get(parts[1], parts[1])}"
-        return f"{label} is undefined: " + _class_reason(parts[1], c, cm, names)
+        return why(f"{parts[0]}_undefined", metric=why(f"metric.{parts[1]}"),
+                   cause=_class_reason(parts[1], c, cm, names))
     if key == "balanced_accuracy":
-        c = _first_undefined(point, "recall", k)
-        return (f"class '{names[c]}' does not occur in y_true, so balanced accuracy "
-                "(the mean recall over all classes) is undefined")
+        return why("balanced_accuracy_undefined", cls=names[_first_undefined(point, "recall", k)])
     if key == "mcc":
-        which = "true label" if (cm.sum(axis=1) == n).any() else "prediction"
-        return f"MCC is 0/0: every {which} is the same class"
+        return why("mcc_same_label" if (cm.sum(axis=1) == n).any() else "mcc_same_prediction")
     if key in ("roc_auc", "roc_auc_weighted", "average_precision"):
         weighted = cm if key == "roc_auc_weighted" else None
         c = 1 if k == 2 else _first_undefined(point, "auc", k, weighted)
         return _class_reason("auc", c, cm, names)
     if key == "qwk":
-        return "quadratic weighted kappa is 0/0: all labels and predictions are one grade"
-    return f"{key} is undefined on these data"
+        return why("qwk_one_grade")
+    return why("undefined", metric=key)
 
 
 # ---------------------------------------------------------------- bootstrap
@@ -369,12 +370,12 @@ def percentile_interval(samples: np.ndarray, *, max_undefined: float = 0.5) -> V
     """
     samples = np.asarray(samples, dtype=float)
     if samples.size == 0:
-        return {"ci95": None, "ci95_reason": "no bootstrap resamples"}
+        return {"ci95": None, "ci95_reason": why("no_resamples")}
     finite = samples[np.isfinite(samples)]
     undefined = 1.0 - finite.size / samples.size
     if undefined > max_undefined:
-        return {"ci95": None, "ci95_reason": f"interval omitted: the metric is undefined in "
-                f"{undefined:.0%} of {samples.size} bootstrap resamples"}
+        return {"ci95": None, "ci95_reason": why("interval_omitted", share_pct=undefined,
+                                                 resamples=int(samples.size))}
     lo, hi = np.percentile(finite, [2.5, 97.5])
     return {"ci95": [float(lo), float(hi)]}
 
@@ -528,14 +529,13 @@ def average_precision(y_true: Any, probs: Any, *, class_names: Sequence[str] | N
     y, p = validate_inputs(y_true, probs)
     names = _default_names(class_names, p.shape[1])
     if not len(y):
-        return {"value": None, "reason": "no samples: the input is empty"}
+        return {"value": None, "reason": EMPTY}
     classes = _curve_classes(p.shape[1])
     aps = [_average_precision(y == c, p[:, c])[0] for c in classes]
     bad = [c for c, ap in zip(classes, aps) if not math.isfinite(ap)]
     if bad:
-        what = "average precision" if len(classes) == 1 else "macro average precision"
-        return {"value": None, "reason": f"class '{names[bad[0]]}' does not occur in y_true, "
-                f"so {what} (which needs positive samples) is undefined"}
+        code = "ap_class_absent" if len(classes) == 1 else "macro_ap_class_absent"
+        return {"value": None, "reason": why(code, cls=names[bad[0]])}
     return {"value": float(np.mean(aps))}
 
 
@@ -555,8 +555,7 @@ def calibration(y_true: Any, probs: Any, *, n_bins: int = CALIBRATION_BINS) -> d
     conf_mean = _div(np.bincount(which, conf, minlength=n_bins), counts)
     acc_mean = _div(np.bincount(which, correct, minlength=n_bins), counts)
     gaps = np.where(counts > 0, np.abs(acc_mean - conf_mean) * counts, 0.0)
-    empty = "no samples: the input is empty"
-    ece = _value(gaps.sum() / n if n else math.nan, empty)
+    ece = _value(gaps.sum() / n if n else math.nan, EMPTY)
     if k == 2:
         brier = np.mean((p[:, 1] - y) ** 2) if n else math.nan
     else:
@@ -564,7 +563,7 @@ def calibration(y_true: Any, probs: Any, *, n_bins: int = CALIBRATION_BINS) -> d
     bins = [{"lo": float(edges[i]), "hi": float(edges[i + 1]), "count": int(counts[i]),
              "confidence": float(conf_mean[i]) if counts[i] else None,
              "accuracy": float(acc_mean[i]) if counts[i] else None} for i in range(n_bins)]
-    return _jsonable({"ece": ece, "brier": _value(brier, empty), "bins": bins})
+    return _jsonable({"ece": ece, "brier": _value(brier, EMPTY), "bins": bins})
 
 
 def ordinal_metrics(y_true: Any, probs: Any, *, n_boot: int = 0, seed: int = 0) -> dict:
@@ -586,29 +585,30 @@ def _ordinal_part(y: np.ndarray, p: np.ndarray, names: list[str], point: dict[st
 
 # ---------------------------------------------------------------- operating points
 
-def _youden_threshold(y: np.ndarray, score: np.ndarray, split: str) -> tuple[float | None, str]:
+def _youden_threshold(y: np.ndarray, score: np.ndarray, split: str
+                      ) -> tuple[float | None, Message | None]:
     pos, neg = np.sort(score[y == 1]), np.sort(score[y == 0])
     if not pos.size or not neg.size:
-        missing = "positive" if not pos.size else "negative"
-        return None, f"the {split} split has no {missing} samples, so Youden's J cannot be found"
+        missing = "positives" if not pos.size else "negatives"
+        return None, why(f"youden_no_{missing}", split=why(f"split.{split}"))
     cand = np.unique(score)[::-1]
     tpr = (pos.size - np.searchsorted(pos, cand, side="left")) / pos.size
     fpr = (neg.size - np.searchsorted(neg, cand, side="left")) / neg.size
     j = tpr - fpr
     # Ties within rounding: take the highest threshold (the most specific one).
     best = int(np.flatnonzero(j >= j.max() - 1e-12)[0])
-    return float(cand[best]), ""
+    return float(cand[best]), None
 
 
 def _sensitivity_threshold(y: np.ndarray, score: np.ndarray, target: float,
-                           split: str) -> tuple[float | None, str]:
+                           split: str) -> tuple[float | None, Message | None]:
     """Highest threshold t with sensitivity(score >= t) >= target."""
     pos = np.sort(score[y == 1])[::-1]
     if not pos.size:
-        return None, (f"the {split} split has no positive samples, so no threshold reaches "
-                      f"{target:.0%} sensitivity")
+        return None, why("sensitivity_target_no_positives", split=why(f"split.{split}"),
+                         target_pct=target)
     needed = math.ceil(target * pos.size - 1e-9)
-    return float(pos[needed - 1]), ""
+    return float(pos[needed - 1]), None
 
 
 def _binary_counts(y: np.ndarray, pos_pred: np.ndarray, weights: np.ndarray) -> Arrays:
@@ -618,22 +618,17 @@ def _binary_counts(y: np.ndarray, pos_pred: np.ndarray, weights: np.ndarray) -> 
             "ppv": _div(tp, tp + fp), "npv": _div(tn, tn + fn)}
 
 
-_OP_REASONS = {
-    "sensitivity": "the split has no positive samples, so sensitivity is 0/0",
-    "specificity": "the split has no negative samples, so specificity is 0/0",
-    "ppv": "no sample is called positive at this threshold, so PPV is 0/0",
-    "npv": "no sample is called negative at this threshold, so NPV is 0/0",
-}
+_OP_REASONS = {metric: why(f"op_{metric}_undefined") for metric in ("sensitivity", "specificity", "ppv", "npv")}
 
 
 class _Choice:
     """One operating point: its threshold (None with ``why`` when none exists) and the
     test-set positive calls it gives."""
 
-    def __init__(self, name: str, threshold: float | None, chosen_on: str, why: str,
+    def __init__(self, name: str, threshold: float | None, chosen_on: str, reason: Message | None,
                  pos_pred: np.ndarray | None) -> None:
         self.name, self.threshold, self.chosen_on = name, threshold, chosen_on
-        self.why, self.pos_pred = why, pos_pred
+        self.reason, self.pos_pred = reason, pos_pred
 
 
 def _choose_points(y: np.ndarray, p: np.ndarray, val: ValSplit | None) -> list[_Choice]:
@@ -644,12 +639,12 @@ def _choose_points(y: np.ndarray, p: np.ndarray, val: ValSplit | None) -> list[_
         sel_y, sel_p, chosen, split = y, p, "test", "test"
         logger.info("operating thresholds chosen on the test split (no validation predictions)")
     # The default point is the argmax rule itself (p1 > p0), so it matches the main matrix.
-    out = [_Choice("default_0.5", 0.5, "fixed", "", p.argmax(axis=1) == 1)]
+    out = [_Choice("default_0.5", 0.5, "fixed", None, p.argmax(axis=1) == 1)]
     found = [("youden", *_youden_threshold(sel_y, sel_p[:, 1], split))]
     found += [(name, *_sensitivity_threshold(sel_y, sel_p[:, 1], target, split))
               for name, target in SENSITIVITY_TARGETS]
-    for name, t, why in found:
-        out.append(_Choice(name, t, chosen, why, None if t is None else p[:, 1] >= t))
+    for name, t, reason in found:
+        out.append(_Choice(name, t, chosen, reason, None if t is None else p[:, 1] >= t))
     return out
 
 
@@ -670,7 +665,7 @@ def _point_dicts(y: np.ndarray, choices: list[_Choice], intervals: dict[str, Val
         out: dict[str, Any] = {"name": ch.name, "threshold": ch.threshold,
                                "chosen_on": ch.chosen_on}
         if ch.pos_pred is None:
-            out.update({m: {"value": None, "reason": f"no threshold: {ch.why}"}
+            out.update({m: {"value": None, "reason": why("no_threshold", cause=ch.reason)}
                         for m in _OP_REASONS})
             out["confusion_matrix"] = None
             result.append(out)
@@ -678,7 +673,7 @@ def _point_dicts(y: np.ndarray, choices: list[_Choice], intervals: dict[str, Val
         for metric, reason in _OP_REASONS.items():
             key = f"op/{ch.name}/{metric}"
             out[metric] = _value(float(point[key][0]),
-                                 reason if len(y) else "no samples: the input is empty")
+                                 reason if len(y) else EMPTY)
             if out[metric]["value"] is not None and key in intervals:
                 out[metric].update(intervals[key])
         cm = np.bincount(y * 2 + ch.pos_pred.astype(np.int64), minlength=4).reshape(2, 2)
@@ -783,8 +778,7 @@ def _delong_components(y: np.ndarray, score: np.ndarray) -> tuple[float, np.ndar
 def _delong(y: np.ndarray, s_a: np.ndarray, s_b: np.ndarray) -> dict:
     m, n = int((y == 1).sum()), int((y == 0).sum())
     if m < 2 or n < 2:
-        return {"reason": f"DeLong needs at least 2 positive and 2 negative samples; got {m} "
-                f"positive and {n} negative"}
+        return {"reason": why("delong_too_few", positives=m, negatives=n)}
     auc_a, v10_a, v01_a = _delong_components(y, s_a)
     auc_b, v10_b, v01_b = _delong_components(y, s_b)
     cov = np.cov(np.stack([v10_a, v10_b])) / m + np.cov(np.stack([v01_a, v01_b])) / n
@@ -796,7 +790,7 @@ def _delong(y: np.ndarray, s_a: np.ndarray, s_b: np.ndarray) -> dict:
         if abs(diff) < 1e-12:
             return {**out, "ci95": [0.0, 0.0], "p_value": 1.0}
         return {**out, "ci95": None, "p_value": None,
-                "reason": "the variance of the AUC difference is 0, so DeLong's test is undefined"}
+                "reason": why("delong_zero_variance")}
     half = _Z95 * math.sqrt(var)
     p_value = float(2 * stats.norm.sf(abs(diff) / math.sqrt(var)))
     return {**out, "ci95": [diff - half, diff + half], "p_value": min(1.0, p_value)}
@@ -814,7 +808,7 @@ def _paired_bootstrap(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, n_boot: i
     ones = np.ones((1, len(y)))
     auc_a, auc_b = float(_auc_summary(y, p_a, ones)[0]), float(_auc_summary(y, p_b, ones)[0])
     if not (math.isfinite(auc_a) and math.isfinite(auc_b)):
-        return {"reason": "AUC is undefined: every class must occur in y_true (and not alone)"}
+        return {"reason": why("paired_auc_undefined")}
     diffs = _bootstrap_arrays(
         y, lambda w: {"d": _auc_summary(y, p_a, w) - _auc_summary(y, p_b, w)},
         n_boot=n_boot, seed=seed).get("d", np.empty(0))
@@ -822,7 +816,7 @@ def _paired_bootstrap(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, n_boot: i
     out: dict[str, Any] = {"auc_a": auc_a, "auc_b": auc_b, "difference": auc_a - auc_b}
     if not diffs.size:
         return {**out, "ci95": None, "p_value": None,
-                "reason": "no bootstrap resamples (n_boot = 0)"}
+                "reason": why("no_resamples")}
     # Two-sided: how often the resampled difference lands on either side of 0.
     below = (np.sum(diffs <= 0) + 1) / (diffs.size + 1)
     above = (np.sum(diffs >= 0) + 1) / (diffs.size + 1)

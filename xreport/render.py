@@ -90,9 +90,11 @@ class FileScope:
     def of(cls, *folders: Path | str | None) -> "FileScope":
         return cls(tuple(dict.fromkeys(Path(f).resolve() for f in folders if f is not None)))
 
-    def resolve(self, path: Path | str, *, what: str, max_bytes: int = MAX_EMBEDDED_BYTES) -> Path:
-        """The real file behind ``path`` (every symlink followed), if it lies inside a root."""
-        shown = str(path)
+    def resolve(self, path: Path | str, *, what: str, max_bytes: int = MAX_EMBEDDED_BYTES,
+                shown: str | None = None) -> Path:
+        """The real file behind ``path`` (every symlink followed), if it lies inside a root.
+        ``shown`` is how the message names it (what the user wrote)."""
+        shown = shown or str(path)
         try:
             # Containment first (on the path with every existing symlink followed), so a
             # refused path says nothing about whether the file exists.
@@ -111,8 +113,9 @@ class FileScope:
             raise ReportError(f"{what} {shown}: {size} bytes is more than the limit of {max_bytes}")
         return real
 
-    def read_bytes(self, path: Path | str, *, what: str, max_bytes: int = MAX_EMBEDDED_BYTES) -> bytes:
-        real = self.resolve(path, what=what, max_bytes=max_bytes)
+    def read_bytes(self, path: Path | str, *, what: str, max_bytes: int = MAX_EMBEDDED_BYTES,
+                   shown: str | None = None) -> bytes:
+        real = self.resolve(path, what=what, max_bytes=max_bytes, shown=shown)
         try:
             return real.read_bytes()
         except OSError as exc:
@@ -375,7 +378,8 @@ def make_environment(templates_dir: Path | None = None) -> jinja2.Environment:
             default_for_string=True, default=True),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters["fmt"] = fmt
+    env.filters["fmt"] = jinja2.pass_context(
+        lambda context, v, digits=3: fmt(v, digits, say=context.get("say")))
     env.filters["pct"] = pct
     env.filters["num"] = num
     env.filters["ci"] = ci
@@ -569,15 +573,16 @@ def ci(v: Any, digits: int = 3) -> str:
     return ""
 
 
-def fmt(v: Any, digits: int = 3) -> Markup:
-    """A metric value for a table cell: "0.912 (0.889–0.934)", or "—" with the reason."""
+def fmt(v: Any, digits: int = 3, *, say: Callable[[Any], str] | None = None) -> Markup:
+    """A metric value for a table cell: "0.912 (0.889–0.934)", or "—" with the reason
+    (a reason message is worded by ``say``, the template's language)."""
     if isinstance(v, Mapping):
         value = v.get("value")
         if _is_missing(value):
             reason = v.get("reason")
             if reason:
-                return Markup('{}<span class="reason">{}</span>').format(
-                    DASH, f" ({reason})")
+                text = say(reason) if say is not None and isinstance(reason, Mapping) else str(reason)
+                return Markup('{}<span class="reason">{}</span>').format(DASH, f" ({text})")
             return Markup(DASH)
         interval = ci(v, digits)
         text = num(value, digits)
@@ -595,10 +600,10 @@ def _mime(path: Path) -> str:
                                                                "application/octet-stream")
 
 
-def data_uri(path: Path, scope: FileScope | None = None) -> str:
+def data_uri(path: Path, scope: FileScope | None = None, *, shown: str | None = None) -> str:
     """``path`` as a data URI; with ``scope``, only a file inside its folders."""
     if scope is not None:
-        payload = scope.read_bytes(path, what="figure")
+        payload = scope.read_bytes(path, what="figure", shown=shown)
     else:
         try:
             payload = Path(path).read_bytes()
@@ -619,18 +624,18 @@ def _image_source(report_dir: Path, scope: FileScope, *, mode: str) -> Callable[
         if not path.is_absolute():
             path = report_dir / path
         if mode == "file":
-            return scope.resolve(path, what="figure").as_uri()
-        return data_uri(path, scope)
+            return scope.resolve(path, what="figure", shown=str(ref)).as_uri()
+        return data_uri(path, scope, shown=str(ref))
     return img
 
 
 # ---------------------------------------------------------------- rendering
 
 def _class_namer(context: Mapping[str, Any], lang: str) -> Callable[[Any], str]:
+    from .artifacts import class_name_map
+
     names = list(context.get("class_names", []))
-    translated = context.get("class_names_i18n", {}).get(lang) or []
-    mapping = {n: (translated[i] if i < len(translated) and translated[i] else n)
-               for i, n in enumerate(names)}
+    mapping = class_name_map(names, context.get("class_names_i18n", {}).get(lang))
 
     def cname(name: Any) -> str:
         if isinstance(name, int) and 0 <= name < len(names):
@@ -639,15 +644,28 @@ def _class_namer(context: Mapping[str, Any], lang: str) -> Callable[[Any], str]:
     return cname
 
 
-def _discussion_text(t: Messages, cname: Callable[[Any], str]) -> Callable[[Mapping[str, Any]], str]:
-    """Fill one observation's message; params named ``cls*`` are class names to translate."""
-    def say(item: Mapping[str, Any]) -> str:
-        return t(item["key"], **{k: _observation_param(k, v, cname)
-                                  for k, v in dict(item.get("params", {})).items()})
+def message_text(t: Messages, cname: Callable[[Any], str]) -> Callable[[Any], str]:
+    """``say(message)``: word a ``{key, params}`` message (an observation, a metric's reason,
+    a comparison verdict) in ``t``'s language. A parameter that is itself a message is worded
+    first; ``cls*`` parameters are class names, ``*_pct`` fractions are percentages, None is
+    a dash. A plain string (an older metrics.json) is shown as it is; nothing is "".
+    """
+    def say(item: Any) -> str:
+        if not item:
+            return ""
+        if isinstance(item, str):
+            return item
+        return t(item["key"], **{k: _observation_param(k, v, cname, say)
+                                  for k, v in dict(item.get("params") or {}).items()})
     return say
 
 
-def _observation_param(name: str, value: Any, cname: Callable[[Any], str]) -> str:
+def _observation_param(name: str, value: Any, cname: Callable[[Any], str],
+                       say: Callable[[Any], str]) -> str:
+    if isinstance(value, Mapping) and "key" in value:
+        return say(value)
+    if value is None:
+        return DASH
     if name.startswith("cls"):
         return cname(value)
     if name.endswith("_pct"):
@@ -660,13 +678,11 @@ def _observation_param(name: str, value: Any, cname: Callable[[Any], str]) -> st
 @dataclass(frozen=True)
 class DocumentKind:
     """What differs between the single-run report and other documents in the same shell
-    (the comparison): the body template, the page title, extra filters, and how
-    ``say({key, params})`` items are filled."""
+    (the comparison): the body template, the page title and extra filters."""
 
     body_template: str = "body.html.j2"
     title_key: str = "report.title"
     filters: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
-    make_say: Callable[[Messages, Callable[[Any], str]], Callable[..., str]] | None = None
 
 
 REPORT = DocumentKind()
@@ -677,7 +693,7 @@ def _globals_for(context: Mapping[str, Any], lang: str, *, templates_dir: Path |
     t = translator(lang, templates_dir)
     cname = _class_namer(context, lang)
     report_dir = Path(context.get("report_dir", "."))
-    say = (kind.make_say or _discussion_text)(t, cname)
+    say = message_text(t, cname)
     scope = template_scope(templates_dir, report_dir)
     return {"ctx": context, "lang": lang, "t": t, "has_key": t.has, "cname": cname,
             "say": say, "img": _image_source(report_dir, scope, mode=mode),

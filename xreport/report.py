@@ -12,24 +12,21 @@ import logging
 import re
 import shlex
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-import numpy as np
 import tomli_w
 
 from . import artifacts, discussion
 from .data.base import Dataset
 from .errors import ReportError, XReportError
+from .figures import Figures
 from .runs import RunPaths, sha256_file
 
 logger = logging.getLogger(__name__)
 
 KIND_ORDER = ("TP", "TN", "FP", "FN")
 SUMMARY_VERSIONS = ("python", "torch", "torchvision", "xreport")
-EXAMPLES_PER_CLASS = 4
-BEFORE_AFTER_PAIRS = 4
 
-Figures = dict[str, dict[str, str] | None]
 
 # Beyond this many classes a table with one column per class no longer fits an A4 page
 # with the names in full: the distribution table turns (one row per class), the confusion
@@ -39,52 +36,6 @@ WIDE_CLASSES = 4
 
 
 # ---------------------------------------------------------------- reading the run folder
-
-# ---------------------------------------------------------------- figures
-
-class FigureMaker:
-    """Draw one chart per language into figures/<name>.<lang>.png (a failed chart is logged)."""
-
-    def __init__(self, paths: RunPaths, langs: Sequence[str], translators: Mapping[str, Any]) -> None:
-        self.paths, self.langs, self.translators = paths, list(langs), translators
-        self.failed: list[str] = []
-
-    def draw(self, name: str, fn: Callable[..., Any]) -> dict[str, str] | None:
-        """``fn(t, lang) -> Figure``; returns {lang: relative path} or None when it failed."""
-        from . import charts
-
-        out: dict[str, str] = {}
-        for lang in self.langs:
-            rel = f"figures/{name}.{lang}.png"
-            try:
-                with charts.chart_language(lang):  # Traditional/Simplified glyph forms
-                    fig = fn(self.translators[lang], lang)
-                    charts.save_figure(fig, self.paths.report_dir / rel)
-            except (XReportError, ValueError, KeyError, TypeError, IndexError) as exc:
-                # A chart that cannot be drawn should not cost the whole report.
-                logger.warning("chart %s (%s) skipped: %s", name, lang, exc, exc_info=True)
-                self.failed.append(name)
-                return None
-            out[lang] = rel
-        return out
-
-
-def _localise(names: Sequence[str], translated: Sequence[str]) -> dict[str, str]:
-    return {n: (translated[i] if i < len(translated) and translated[i] else n)
-            for i, n in enumerate(names)}
-
-
-def _localised_metrics(metrics: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
-    """A shallow copy with class names translated, for chart legends and axes."""
-    out = dict(metrics)
-    out["class_names"] = [mapping.get(n, n) for n in metrics.get("class_names", [])]
-    out["per_class"] = [{**row, "class": mapping.get(row.get("class"), row.get("class"))}
-                        for row in metrics.get("per_class") or []]
-    curves = metrics.get("curves") or {}
-    out["curves"] = {kind: [{**c, "class": mapping.get(c.get("class"), c.get("class"))} for c in entries]
-                     for kind, entries in curves.items()}
-    return out
-
 
 # ---------------------------------------------------------------- sections
 
@@ -98,7 +49,8 @@ def _summary(meta: Mapping[str, Any], metrics: Mapping[str, Any] | None, evaluat
     headline = []
     if metrics:
         headline = [{"key": "metric.accuracy", "value": metrics.get("accuracy")},
-                    {"key": "metric.roc_auc", "value": metrics.get("roc_auc")},
+                    {"key": "metric.roc_auc" if metrics.get("task") == "binary" else "metric.roc_auc_macro",
+                     "value": metrics.get("roc_auc")},
                     {"key": "metric.macro_f1", "value": (metrics.get("macro_avg") or {}).get("f1")}]
         if metrics.get("ordinal"):
             headline.append({"key": "metric.qwk", "value": metrics["ordinal"].get("qwk")})
@@ -202,44 +154,7 @@ def _join_floats(values: Any) -> str:
     return ", ".join(f"{float(v):.3f}" for v in values)
 
 
-def _example_figures(meta: Mapping[str, Any], config: Mapping[str, Any], dataset: Dataset | None,
-                     maker: FigureMaker, names_by_lang: Mapping[str, list[str]],
-                     seed: int) -> tuple[dict[str, str] | None, dict[str, str] | None]:
-    """Example grid from the loaded data set; before/after from the raw data when reachable."""
-    from . import charts
-
-    examples = None
-    split = next((dataset.splits[s] for s in ("train", "val", "test")
-                  if dataset is not None and s in dataset.splits
-                  and dataset.splits[s].labels is not None), None)
-    if split is not None:
-        rng = np.random.default_rng(seed)
-        labels = split.labels.numpy()
-        picked = [int(i) for c in np.unique(labels)
-                  for i in rng.permutation(np.flatnonzero(labels == c))[:EXAMPLES_PER_CLASS]]
-        images = [split.images[i].numpy() for i in picked]
-        examples = maker.draw("examples", lambda t, lang: charts.example_grid(
-            images, [int(labels[i]) for i in picked], names_by_lang[lang], t=t,
-            per_class=EXAMPLES_PER_CLASS))
-    before_after = None
-    try:
-        from .config import from_dict
-        from .data import raw_examples
-        from .data.preprocess import preprocess_image
-
-        cfg = from_dict(dict(config), source="checkpoint config")
-        raw = raw_examples(cfg.data, 1, seed)[:BEFORE_AFTER_PAIRS]
-        pairs = [(img, preprocess_image(img, cfg.preprocess, cfg.image_size)) for img, _ in raw]
-    except (XReportError, OSError, ImportError) as exc:
-        logger.info("before/after figure omitted: %s", exc)
-        pairs = []
-    if pairs:
-        before_after = maker.draw("before_after",
-                                  lambda t, lang: charts.preprocessing_before_after(pairs, t=t))
-    return examples, before_after
-
-
-def _model(meta: Mapping[str, Any], explain: Mapping[str, Any] | None) -> dict[str, Any]:
+def _model(meta: Mapping[str, Any], explain: Mapping[str, Any] | None, model: Any = None) -> dict[str, Any]:
     from . import models
 
     info: dict[str, Any] = {
@@ -252,7 +167,8 @@ def _model(meta: Mapping[str, Any], explain: Mapping[str, Any] | None) -> dict[s
         "num_classes": meta.get("num_classes"), "dropout": float(meta.get("dropout", 0.0)),
     }
     try:
-        model = models.model_from_meta(meta)
+        if model is None:
+            model = models.model_from_meta(meta)
         counts = models.count_parameters(model)
         info["params"], info["trainable"] = counts["total"], counts["trainable"]
         info["flops"] = models.count_flops(model, int(meta["image_size"]), int(meta["in_channels"]))
@@ -366,41 +282,55 @@ def _gallery(explain: Mapping[str, Any], paths: RunPaths,
             for cls, panels in sorted(groups.items(), key=lambda g: order.get(g[0], len(order)))]
 
 
+FAITH_ROWS = ("deletion_auc", "insertion_auc", "road_morf", "road_lerf")
+
+
+def _stat_row(metric: str, stat: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """One table row of a paired statistic from metrics.json (older files lack the statistics)."""
+    return {"metric": metric, "cam": stat.get("cam"), "random": stat.get("random"),
+            "difference": stat.get("difference"), "ci95": stat.get("ci95"), "p_value": stat.get("p_value"),
+            "n": stat.get("n"), "verdict": stat.get("verdict"), **extra}
+
+
 def _explain(explain: Mapping[str, Any] | None, paths: RunPaths,
-             faith_figure: dict[str, str] | None, class_names: Sequence[str]) -> dict[str, Any]:
+             figures: Mapping[str, dict[str, str] | None], class_names: Sequence[str]) -> dict[str, Any]:
     from . import charts
+    from .verdicts import FAITHFULNESS_MARGIN, LOCALISATION_MARGIN, SANITY_SPEARMAN_LIMIT
 
     if not explain:
         return {"available": False}
     faith = explain.get("faithfulness")
     faith_ctx = None
     if faith:
-        rows = []
-        for metric, lower_better in (("deletion_auc", True), ("insertion_auc", False)):
-            pair = faith.get(metric) or {}
-            cam, rnd = pair.get("cam"), pair.get("random")
-            if cam is None or rnd is None:
-                continue
-            rows.append({"metric": metric, "cam": cam, "random": rnd,
-                         "better": cam < rnd if lower_better else cam > rnd})
-        faith_ctx = {"n": faith.get("n"), "rows": rows} if rows else None
+        rows = [_stat_row(m, faith[m]) for m in FAITH_ROWS
+                if isinstance(faith.get(m), Mapping) and faith[m].get("cam") is not None]
+        faith_ctx = {"n": faith.get("n"), "rows": rows, "verdict": faith.get("verdict"),
+                     "maps": (faith.get("random_maps") or {}).get("per_image", 1),
+                     "margin": FAITHFULNESS_MARGIN, "road": any(r["metric"].startswith("road") for r in rows)
+                     } if rows else None
     sanity = explain.get("sanity")
     sanity_ctx = None
-    if sanity:
-        stages = sanity.get("stages") or [{"randomised": "+".join(sanity.get("layers_randomised") or []),
-                                           "spearman": sanity.get("spearman"), "ssim": sanity.get("ssim")}]
-        sanity_ctx = {"n": sanity.get("n"), "stages": stages}
+    if sanity and sanity.get("stages"):
+        stages = [{"randomised": st.get("randomised"), "verdict": st.get("verdict"),
+                   **{key: {"mean": None, "sd_seeds": None, "ci95": None, "n": None,
+                            **(st[key] if isinstance(st.get(key), Mapping) else {"mean": st.get(key)})}
+                      for key in ("spearman", "ssim")}}
+                  for st in sanity["stages"]]
+        sanity_ctx = {"n": sanity.get("n"), "seeds": sanity.get("seeds", 1), "stages": stages,
+                      "verdict": sanity.get("verdict"), "limit": SANITY_SPEARMAN_LIMIT}
     loc = explain.get("localisation")
     loc_ctx = None
-    if loc:
-        rows = [{"metric": m, "cam": (loc.get(m) or {}).get("cam"), "random": (loc.get(m) or {}).get("random")}
-                for m in ("pointing_game", "energy_inside") if loc.get(m)]
-        loc_ctx = {"n": loc.get("n"), "rows": rows}
+    if loc and loc.get("n"):
+        rows = [_stat_row(m, loc[m], chance=loc[m].get("chance")) for m in ("pointing_game", "energy_inside")
+                if isinstance(loc.get(m), Mapping)]
+        loc_ctx = {"n": loc.get("n"), "rows": rows, "verdict": loc.get("verdict"),
+                   "tolerance": loc.get("tolerance", 0), "maps": loc.get("random_per_image", 1),
+                   "margin": LOCALISATION_MARGIN}
     return {"available": True, "method": explain.get("method", "?"),
             "target_layer": explain.get("target_layer"), "gallery": _gallery(explain, paths, class_names),
             "cam_scale": charts.cam_scale_colors(),
             "faithfulness": faith_ctx, "sanity": sanity_ctx, "localisation": loc_ctx,
-            "figures": {"faithfulness": faith_figure}}
+            "figures": dict(figures)}
 
 
 def _repro(meta: Mapping[str, Any], config: Mapping[str, Any], paths: RunPaths,
@@ -439,72 +369,35 @@ def _skipped(evaluation: Mapping[str, Any], dataset: Dataset | None) -> list[dic
 
 # ---------------------------------------------------------------- the context
 
-def _chart_set(metrics: Mapping[str, Any] | None, maker: FigureMaker,
-               mappings: Mapping[str, Mapping[str, str]]) -> Figures:
-    from . import charts
-
-    if not metrics:
-        return {}
-    local = {lang: _localised_metrics(metrics, mappings[lang]) for lang in maker.langs}
-    cm = metrics.get("confusion_matrix") or {}
-    labels = cm.get("labels") or metrics.get("class_names", [])
-    figs: Figures = {
-        "roc": maker.draw("roc", lambda t, lang: charts.roc_curves(local[lang], t=t)),
-        "pr": maker.draw("pr", lambda t, lang: charts.pr_curves(local[lang], t=t)),
-        "cm_raw": maker.draw("confusion_raw", lambda t, lang: charts.confusion_matrix(
-            cm["raw"], [mappings[lang].get(n, n) for n in labels], normalized=False, t=t)),
-        "cm_true": maker.draw("confusion_by_true", lambda t, lang: charts.confusion_matrix(
-            cm["by_true"], [mappings[lang].get(n, n) for n in labels], normalized=True, t=t)),
-        "reliability": None, "operating_points": None,
-    }
-    if metrics.get("calibration"):
-        figs["reliability"] = maker.draw("reliability", lambda t, lang: charts.reliability_diagram(
-            metrics["calibration"], t=t))
-    if metrics.get("operating_points"):
-        figs["operating_points"] = maker.draw("operating_points", lambda t, lang: charts.operating_points(
-            local[lang], t=t))
-    return figs
-
-
 def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | None = None,
-                  command: str | None = None) -> dict[str, Any]:
-    """Everything the templates show, as plain data; draws the figures per language."""
-    from . import charts
-    from .render import translator
+                  command: str | None = None, templates_dir: Path | None = None,
+                  meta: artifacts.CheckpointMeta | None = None, model: Any = None) -> dict[str, Any]:
+    """Everything the templates show, as plain data; the figures stage draws the charts.
 
-    if not paths.best.is_file():
-        raise ReportError(f"{paths.best}: checkpoint not found; train the run first "
-                          f"(`xreport train`) or check --checkpoints")
-    meta = artifacts.load_checkpoint_meta(paths.best)
+    ``meta`` and ``model`` are the already-loaded run (``build`` passes them, so the
+    checkpoint is not read again); without them the checkpoint's meta is loaded here.
+    """
+    from .figures import draw_report_figures
+
+    if meta is None:
+        if not paths.best.is_file():
+            raise ReportError(f"{paths.best}: checkpoint not found; train the run first "
+                              f"(`xreport train`) or check --checkpoints")
+        meta = artifacts.load_checkpoint_meta(paths.best)
     evaluation = artifacts.load_evaluation(paths)
-    metrics = evaluation.get("metrics")
+    metrics = evaluation["metrics"]
     explain = evaluation.get("explain")
-    config = meta.get("config") or {}
+    config = meta["config"]
     history = artifacts.load_history(paths)
     dist = _distribution(paths, dataset)
-    seed = int(meta.get("seed", 0) or 0)
-
-    class_names = list(meta.get("class_names") or (metrics or {}).get("class_names") or [])
-    i18n = {"en": class_names, "zh-TW": list(meta.get("class_names_zh_tw") or []),
-            "zh-CN": list(meta.get("class_names_zh_cn") or [])}
-    mappings = {lang: _localise(class_names, i18n.get(lang) or []) for lang in langs}
-    names_by_lang = {lang: [mappings[lang].get(n, n) for n in class_names] for lang in langs}
-    maker = FigureMaker(paths, langs, {lang: translator(lang) for lang in langs})
-
-    dist_fig = None
-    if dist and _split_rows(dist):
-        dist_fig = maker.draw("class_distribution", lambda t, lang: charts.class_distribution(
-            {**dist, "class_names": names_by_lang[lang]}, t=t))
-    curves_fig = None
-    if history:
-        curves_fig = maker.draw("training_curves", lambda t, lang: charts.training_curves(
-            history, selected_epoch=meta.get("epoch"), t=t))
-    examples_fig, before_after_fig = _example_figures(meta, config, dataset, maker, names_by_lang, seed)
-    result_figs = _chart_set(metrics, maker, mappings)
-    faith_fig = None
-    faith = (explain or {}).get("faithfulness") or {}
-    if faith.get("deletion_curve") or faith.get("insertion_curve"):
-        faith_fig = maker.draw("faithfulness", lambda t, lang: charts.faithfulness_curves(faith, t=t))
+    class_names = list(meta["class_names"])
+    i18n = artifacts.class_name_translations(meta)
+    figs = draw_report_figures(paths.report_dir, meta=meta, evaluation=evaluation, history=history,
+                               distribution=dist, dataset=dataset, langs=langs,
+                               templates_dir=templates_dir)
+    dist_fig, curves_fig = figs.distribution, figs.curves
+    explain_figs = {"faithfulness": figs.faithfulness, "sanity": figs.sanity}
+    examples_fig, before_after_fig, result_figs = figs.examples, figs.before_after, figs.results
 
     name = _dataset_name(meta, dataset)
     data_cfg = meta.get("data") or {}
@@ -535,14 +428,14 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
             "leakage": _leakage(paths, dist, dataset),
             "figures": {"distribution": dist_fig, "examples": examples_fig, "before_after": before_after_fig},
         },
-        "model": _model(meta, explain),
+        "model": _model(meta, explain, model),
         "training": _training(meta, config, history, curves_fig),
         "results": _results(metrics, evaluation, result_figs),
-        "explain": _explain(explain, paths, faith_fig, class_names),
+        "explain": _explain(explain, paths, explain_figs, class_names),
         "discussion": discussion.observations(metrics, history=history, distribution=dist,
                                               explain=explain),
         "repro": _repro(meta, config, paths, evaluation, command),
         "skipped": _skipped(evaluation, dataset),
-        "failed_charts": sorted(set(maker.failed)),
+        "failed_charts": figs.failed,
     }
     return context

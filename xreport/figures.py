@@ -1,0 +1,199 @@
+"""The figures stage: every chart of a report, once per language, in the user's wording.
+
+It receives the run's artifacts (checkpoint meta, evaluation, history, class distribution),
+the loaded data set when there is one, the report languages and the templates folder, so a
+user's ``--templates`` catalogs (``i18n/<lang>/charts.json``) reach every chart title, axis
+and legend, exactly as they reach the HTML and PDF text. It writes
+``reports/NAME/figures/<chart>.<lang>.png`` and returns the paths relative to the report
+folder; the context (report.py) only places them.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from . import artifacts
+from .data.base import Dataset
+from .errors import XReportError
+
+logger = logging.getLogger(__name__)
+
+# Set (to anything but "" or "0") to let a chart that fails raise instead of being left
+# out with a warning: the tests set it, so a chart bug fails a test instead of hiding.
+STRICT_ENV = "XREPORT_STRICT_FIGURES"
+EXAMPLES_PER_CLASS = 4
+BEFORE_AFTER_PAIRS = 4
+
+FigurePaths = dict[str, str]               # language -> path relative to the report folder
+Figures = dict[str, FigurePaths | None]    # chart -> its files, None when not drawn
+Translate = Callable[..., str]
+
+
+def strict() -> bool:
+    return os.environ.get(STRICT_ENV, "") not in ("", "0")
+
+
+class FigureMaker:
+    """Draw one chart per language into figures/<name>.<lang>.png (a failed chart is logged,
+    or raised when ``XREPORT_STRICT_FIGURES`` is set)."""
+
+    def __init__(self, report_dir: Path, langs: Sequence[str], *,
+                 templates_dir: Path | None = None) -> None:
+        from .render import translator
+
+        self.report_dir, self.langs = Path(report_dir), list(langs)
+        self.translators = {lang: translator(lang, templates_dir) for lang in self.langs}
+        self.failed: list[str] = []
+
+    def draw(self, name: str, fn: Callable[[Translate, str], Figure]) -> FigurePaths | None:
+        """``fn(t, lang) -> Figure``; returns {lang: relative path} or None when it failed."""
+        from . import charts
+
+        out: FigurePaths = {}
+        for lang in self.langs:
+            rel = f"figures/{name}.{lang}.png"
+            try:
+                with charts.chart_language(lang):  # Traditional/Simplified glyph forms
+                    fig = fn(self.translators[lang], lang)
+                    charts.save_figure(fig, self.report_dir / rel)
+            except (XReportError, ValueError, KeyError, TypeError, IndexError) as exc:
+                if strict():
+                    raise
+                # A chart that cannot be drawn should not cost the whole report.
+                logger.warning("chart %s (%s) skipped: %s", name, lang, exc, exc_info=True)
+                self.failed.append(name)
+                return None
+            out[lang] = rel
+        return out
+
+
+def localised_metrics(metrics: artifacts.Metrics, mapping: Mapping[str, str]) -> artifacts.Metrics:
+    """A shallow copy with class names translated, for chart legends and axes."""
+    out = dict(metrics)
+    out["class_names"] = [mapping.get(n, n) for n in metrics["class_names"]]
+    out["per_class"] = [{**row, "class": mapping.get(row["class"], row["class"])}
+                        for row in metrics["per_class"]]
+    out["curves"] = {kind: [{**c, "class": mapping.get(c["class"], c["class"])} for c in entries]
+                     for kind, entries in metrics["curves"].items()}
+    return out  # type: ignore[return-value]
+
+
+@dataclass
+class ReportFigures:
+    """What the figures stage drew for one run (relative paths by chart and language)."""
+
+    distribution: FigurePaths | None = None
+    curves: FigurePaths | None = None
+    examples: FigurePaths | None = None
+    before_after: FigurePaths | None = None
+    results: Figures = field(default_factory=dict)
+    faithfulness: FigurePaths | None = None
+    sanity: FigurePaths | None = None
+    failed: list[str] = field(default_factory=list)
+
+
+def _has_counts(dist: artifacts.ClassDistribution | None) -> bool:
+    return bool(dist) and any(counts is not None for counts in dist["splits"].values())
+
+
+def _result_figures(metrics: artifacts.Metrics | None, maker: FigureMaker,
+                    mappings: Mapping[str, Mapping[str, str]]) -> Figures:
+    from . import charts
+
+    if not metrics:
+        return {}
+    local = {lang: localised_metrics(metrics, mappings[lang]) for lang in maker.langs}
+    cm = metrics["confusion_matrix"]
+    labels = cm["labels"] or metrics["class_names"]
+    figs: Figures = {
+        "roc": maker.draw("roc", lambda t, lang: charts.roc_curves(local[lang], t=t)),
+        "pr": maker.draw("pr", lambda t, lang: charts.pr_curves(local[lang], t=t)),
+        "cm_raw": maker.draw("confusion_raw", lambda t, lang: charts.confusion_matrix(
+            cm["raw"], [mappings[lang].get(n, n) for n in labels], normalized=False, t=t)),
+        "cm_true": maker.draw("confusion_by_true", lambda t, lang: charts.confusion_matrix(
+            cm["by_true"], [mappings[lang].get(n, n) for n in labels], normalized=True, t=t)),
+        "reliability": None, "operating_points": None,
+    }
+    calibration = metrics.get("calibration")
+    if calibration:
+        figs["reliability"] = maker.draw("reliability", lambda t, lang: charts.reliability_diagram(
+            calibration, t=t))
+    if metrics["operating_points"]:
+        figs["operating_points"] = maker.draw("operating_points", lambda t, lang: charts.operating_points(
+            local[lang], t=t))
+    return figs
+
+
+def _example_figures(config: Mapping[str, object], dataset: Dataset | None, maker: FigureMaker,
+                     names_by_lang: Mapping[str, list[str]],
+                     seed: int) -> tuple[FigurePaths | None, FigurePaths | None]:
+    """Example grid from the loaded data set; before/after from the raw data when reachable."""
+    from . import charts
+
+    examples = None
+    split = next((dataset.splits[s] for s in ("train", "val", "test")
+                  if dataset is not None and s in dataset.splits
+                  and dataset.splits[s].labels is not None), None)
+    if split is not None:
+        rng = np.random.default_rng(seed)
+        labels = split.labels.numpy()
+        picked = [int(i) for c in np.unique(labels)
+                  for i in rng.permutation(np.flatnonzero(labels == c))[:EXAMPLES_PER_CLASS]]
+        images = [split.images[i].numpy() for i in picked]
+        examples = maker.draw("examples", lambda t, lang: charts.example_grid(
+            images, [int(labels[i]) for i in picked], names_by_lang[lang], t=t,
+            per_class=EXAMPLES_PER_CLASS))
+    before_after = None
+    try:
+        from .config import from_dict
+        from .data import raw_examples
+        from .data.preprocess import preprocess_image
+
+        cfg = from_dict(dict(config), source="checkpoint config")
+        raw = raw_examples(cfg.data, 1, seed)[:BEFORE_AFTER_PAIRS]
+        pairs = [(img, preprocess_image(img, cfg.preprocess, cfg.image_size)) for img, _ in raw]
+    except (XReportError, OSError, ImportError) as exc:
+        logger.info("before/after figure omitted: %s", exc)
+        pairs = []
+    if pairs:
+        before_after = maker.draw("before_after",
+                                  lambda t, lang: charts.preprocessing_before_after(pairs, t=t))
+    return examples, before_after
+
+
+def draw_report_figures(report_dir: Path, *, meta: artifacts.CheckpointMeta,
+                        evaluation: artifacts.Evaluation, history: artifacts.History,
+                        distribution: artifacts.ClassDistribution | None, dataset: Dataset | None,
+                        langs: Sequence[str], templates_dir: Path | None = None) -> ReportFigures:
+    """Every chart of the single-run report, per language, with ``templates_dir``'s wording."""
+    from . import charts
+
+    maker = FigureMaker(report_dir, langs, templates_dir=templates_dir)
+    names = list(meta["class_names"])
+    translations = artifacts.class_name_translations(meta)
+    mappings = {lang: artifacts.class_name_map(names, translations.get(lang)) for lang in langs}
+    names_by_lang = {lang: artifacts.class_names_in(meta, lang) for lang in langs}
+    out = ReportFigures()
+    if distribution is not None and _has_counts(distribution):
+        out.distribution = maker.draw("class_distribution", lambda t, lang: charts.class_distribution(
+            {**distribution, "class_names": names_by_lang[lang]}, t=t))
+    if history:
+        out.curves = maker.draw("training_curves", lambda t, lang: charts.training_curves(
+            history, selected_epoch=meta.get("epoch"), t=t))
+    out.examples, out.before_after = _example_figures(meta["config"], dataset, maker, names_by_lang,
+                                                      int(meta.get("seed", 0) or 0))
+    out.results = _result_figures(evaluation["metrics"], maker, mappings)
+    faith = (evaluation.get("explain") or {}).get("faithfulness") or {}
+    if faith.get("deletion_curve") or faith.get("insertion_curve"):
+        out.faithfulness = maker.draw("faithfulness", lambda t, lang: charts.faithfulness_curves(faith, t=t))
+    sanity = (evaluation.get("explain") or {}).get("sanity") or {}
+    if any(isinstance(st.get("spearman"), Mapping) for st in sanity.get("stages") or []):
+        out.sanity = maker.draw("sanity", lambda t, lang: charts.sanity_similarity(sanity, t=t))
+    out.failed = sorted(set(maker.failed))
+    return out
