@@ -1,17 +1,21 @@
-"""CAM speed: pytorch_grad_cam one image at a time, pytorch_grad_cam in batches, xreport batched.
+"""CAM speed: xreport's batched Grad-CAM against pytorch_grad_cam, with 1 and 2 threads.
 
-ResNet-18 (random weights: speed does not depend on them) at 224 px, 3 channels, torch on
-2 threads. Writes bench/results/cam_speed.json and prints a table.
+ResNet-18 (random weights: speed does not depend on them) at 224 px, 3 channels. Three
+variants, each at 1 and at 2 torch threads:
+- pytorch_grad_cam one image at a time,
+- pytorch_grad_cam in batches of --batch-size (the same batch size as xreport),
+- xreport ``compute_cams`` in batches of --batch-size.
+The six runs are interleaved round by round, so a busy neighbour (the machine may be shared)
+slows all of them alike; each ratio is taken within a round, between runs minutes apart at
+most, and the median over rounds is the figure to quote (best and worst are kept too).
+Writes bench/results/cam_speed.json with the CPU flags that decide the kernels.
 
-    .venv/bin/python bench/cam_speed.py [--images 64] [--threads 2] [--repeats 2]
+    .venv/bin/python bench/cam_speed.py [--images 64] [--batch-size 64] [--threads 1,2] [--rounds 3]
 """
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import platform
-import time
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,10 +25,12 @@ import torchvision
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from xreport import runs
+import common
 from xreport.explain import compute_cams
 
-RESULTS = Path(__file__).resolve().parent / "results" / "cam_speed.json"
+RESULTS = common.RESULTS_DIR / "cam_speed.json"
+# CPU features that change which kernels torch uses (bf16/AMX matmuls, AVX-512 convolutions).
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
 
 
 def grad_cam_per_image(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
@@ -47,81 +53,77 @@ def xreport_batched(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tens
                         batch_size=batch_size).numpy()
 
 
-def timed(fn: Callable[[], np.ndarray]) -> tuple[float, float, np.ndarray]:
-    """(wall seconds, process CPU seconds, result) of one call."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    return time.perf_counter() - wall, time.process_time() - cpu, out
-
-
-def machine() -> dict[str, object]:
-    cpu = platform.processor() or platform.machine()
+def cpu_flags() -> dict[str, object]:
+    """lscpu's model name and which of FLAGS the CPU has (None when lscpu is missing)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores_visible": len(os.sched_getaffinity(0)), "platform": platform.platform(),
-            "python": platform.python_version()}
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return {"lscpu": None}
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    flags = set(fields.get("Flags", "").split())
+    return {"model_name": fields.get("Model name", "").strip(), "flags": {f: f in flags for f in FLAGS}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--smoke", action="store_true", help="2 images of 64 px, 1 round (tests)")
     args = parser.parse_args()
+    if args.smoke:
+        args.images, args.batch_size, args.size, args.rounds = 2, 2, 64, 1
+    threads = [int(t) for t in args.threads.split(",")]
+    started = common.load_average()
 
-    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=2).eval()
     x = torch.randn(args.images, 3, args.size, args.size)
     targets = torch.randint(0, 2, (args.images,))
+    n, bs = args.images, args.batch_size
     xreport_batched(model, x[:8], targets[:8], batch_size=8)  # warm-up (oneDNN kernels, allocator)
 
-    n = args.images
-    variants: dict[str, Callable[[], np.ndarray]] = {
-        "grad_cam_per_image": lambda: grad_cam_per_image(model, x, targets),
-        "grad_cam_batched_32": lambda: grad_cam_batched(model, x, targets, batch_size=32),
-        "xreport_batched_64": lambda: xreport_batched(model, x, targets, batch_size=64),
-    }
-    # Rounds interleave the variants so a busy neighbour slows them alike; the best round of
-    # each is the least disturbed one.
-    rates = {k: 0.0 for k in variants}
-    cpu_rates = {k: 0.0 for k in variants}
     outputs: dict[str, np.ndarray] = {}
-    for _ in range(args.repeats):
-        for key, fn in variants.items():
-            wall, cpu, outputs[key] = timed(fn)
-            rates[key] = max(rates[key], n / wall)
-            cpu_rates[key] = max(cpu_rates[key], n / cpu)
-    max_diff = float(np.abs(outputs["grad_cam_per_image"] - outputs["xreport_batched_64"]).max())
 
-    result = {
-        "benchmark": "cam_speed", "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": machine(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-        "threads": args.threads, "model": "resnet18 (random weights)", "input": [n, 3, args.size, args.size],
-        "method": "gradcam", "repeats": args.repeats,
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        "images_per_s": {k: round(v, 2) for k, v in rates.items()},
-        "ratio_vs_per_image": {k: round(v / rates["grad_cam_per_image"], 2) for k, v in rates.items()},
-        "images_per_cpu_s": {k: round(v, 2) for k, v in cpu_rates.items()},
-        "cpu_ratio_vs_per_image": {k: round(v / cpu_rates["grad_cam_per_image"], 2)
-                                   for k, v in cpu_rates.items()},
-        "max_abs_diff_vs_grad_cam": max_diff,
-    }
-    base, cpu_base = rates["grad_cam_per_image"], cpu_rates["grad_cam_per_image"]
-    print(f"{'variant':<24}{'images/s':>10}{'x per-image':>13}{'images/cpu-s':>14}{'x per-image':>13}")
-    for key in variants:
-        print(f"{key:<24}{rates[key]:>10.2f}{rates[key] / base:>13.2f}"
-              f"{cpu_rates[key]:>14.2f}{cpu_rates[key] / cpu_base:>13.2f}")
+    def run(name: str, t: int, fn: Callable[[], np.ndarray]) -> Callable[[], int]:
+        def go() -> int:
+            torch.set_num_threads(t)
+            outputs[name] = fn()
+            return n
+        return go
+
+    variants: dict[str, Callable[[], int]] = {}
+    for t in threads:
+        variants[f"grad_cam_per_image@{t}"] = run("per_image", t, lambda: grad_cam_per_image(model, x, targets))
+        variants[f"grad_cam_batched_{bs}@{t}"] = run(
+            "pgc_batched", t, lambda: grad_cam_batched(model, x, targets, batch_size=bs))
+        variants[f"xreport_batched_{bs}@{t}"] = run(
+            "xreport", t, lambda: xreport_batched(model, x, targets, batch_size=bs))
+    results = common.interleaved(variants, rounds=args.rounds)
+
+    ratios: dict[str, dict[str, object]] = {}
+    for t in threads:
+        ours = results[f"xreport_batched_{bs}@{t}"]
+        for other in (f"grad_cam_per_image@{t}", f"grad_cam_batched_{bs}@{t}"):
+            # Within a round the two runs are adjacent in time: their ratio cancels slow phases.
+            per_round = [a.rate / b.rate for a, b in zip(ours, results[other])]
+            ratios[f"xreport_batched_{bs}@{t} / {other}"] = {
+                "median": round(float(np.median(per_round)), 2), "min": round(min(per_round), 2),
+                "max": round(max(per_round), 2), "per_round": [round(r, 2) for r in per_round]}
+    max_diff = float(np.abs(outputs["per_image"] - outputs["xreport"]).max())
+
+    print(f"\n{'ratio (median of rounds, min-max)':<72}")
+    for key, r in ratios.items():
+        print(f"{key:<64}{r['median']:>7.2f}  ({r['min']:.2f}-{r['max']:.2f})")
     print(f"max |xreport - pytorch_grad_cam| = {max_diff:.2e}")
-    runs.write_json(args.out, result)
-    print(f"wrote {args.out}")
+    common.write_result(args.out, benchmark="cam_speed", started_load=started, body={
+        "cpu": cpu_flags(), "model": "resnet18 (random weights)", "input": [n, 3, args.size, args.size],
+        "smoke": args.smoke, "method": "gradcam", "batch_size": bs, "threads": threads, "rounds": args.rounds,
+        "note": "interleaved rounds on a machine shared with other work; quote the median ratio",
+        "variants": common.summarize(results), "ratios": ratios, "max_abs_diff_vs_grad_cam": max_diff})
 
 
 if __name__ == "__main__":

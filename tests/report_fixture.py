@@ -16,6 +16,13 @@ from xreport.models import build_model
 EVIL_CLASS = "<script>alert(1)</script>"
 
 
+
+def _stat(cam: float, random: float, difference: float, ci95: list[float], p: float, verdict: str, *,
+          n: int) -> dict:
+    """A paired statistic as explain writes it into metrics.json."""
+    return {"cam": cam, "random": random, "difference": difference, "ci95": ci95, "p_value": p, "n": n,
+            "margin": 0.02, "higher_is_better": difference > 0, "verdict": verdict}
+
 def _history_rows(epochs: int) -> list[dict]:
     rows = []
     for e in range(1, epochs + 1):
@@ -107,16 +114,35 @@ def make_run(root: Path, *, name: str = "fixture_run", class_names: tuple[str, .
                                 "target": ci, "maps": maps, "file": maps[0]["file"]})
     explain = {
         "method": "gradcam", "target_layer": "layer4", "gallery": gallery,
-        "faithfulness": {"n": 16, "steps": 4, "deletion_auc": {"cam": 0.31, "random": 0.42},
-                         "insertion_auc": {"cam": 0.66, "random": 0.51},
+        "faithfulness": {"n": 16, "steps": 5, "baseline": "blur", "verdict": "not_distinguishable",
+                         "random_maps": {"per_image": 2}, "scores": ["deletion_auc", "insertion_auc",
+                                                                     "road_morf", "road_lerf"],
+                         "deletion_auc": _stat(0.31, 0.42, -0.11, [-0.15, -0.07], 0.0004, "better", n=16),
+                         "insertion_auc": _stat(0.66, 0.51, 0.15, [0.1, 0.2], 0.0002, "better", n=16),
+                         "road_morf": _stat(0.52, 0.55, -0.03, [-0.07, 0.01], 0.21, "not_distinguishable", n=16),
+                         "road_lerf": _stat(0.7, 0.6, 0.1, [0.05, 0.15], 0.003, "better", n=16),
                          "deletion_curve": {"cam": [0.9, 0.5, 0.3, 0.2, 0.1, 0.1],
                                             "random": [0.9, 0.7, 0.5, 0.4, 0.3, 0.1]},
                          "insertion_curve": {"cam": [0.1, 0.5, 0.7, 0.8, 0.9, 0.9],
-                                             "random": [0.1, 0.3, 0.4, 0.6, 0.7, 0.9]}},
-        "sanity": {"n": 8, "stages": [{"randomised": "fc", "spearman": 0.42, "ssim": 0.5},
-                                      {"randomised": "fc+layer4", "spearman": 0.12, "ssim": 0.2}]},
-        "localisation": {"n": 16, "pointing_game": {"cam": 0.62, "random": 0.2},
-                         "energy_inside": {"cam": 0.4, "random": 0.15}},
+                                             "random": [0.1, 0.3, 0.4, 0.6, 0.7, 0.9]},
+                         "road_morf_curve": {"cam": [0.7, 0.5, 0.45, 0.4], "random": [0.75, 0.6, 0.5, 0.4]},
+                         "road_lerf_curve": {"cam": [0.9, 0.8, 0.7, 0.6], "random": [0.8, 0.7, 0.5, 0.4]}},
+        "sanity": {"n": 8, "seeds": 3, "verdict": "pass", "layers_randomised": ["fc", "layer4.1"],
+                   "stages": [{"randomised": "fc", "verdict": "inconclusive",
+                               "spearman": {"mean": 0.42, "sd_seeds": 0.2, "ci95": [0.2, 0.6], "n": 8,
+                                            "limit": 0.5, "verdict": "inconclusive", "per_seed": [0.3, 0.4, 0.56]},
+                               "ssim": {"mean": 0.5, "sd_seeds": 0.1, "ci95": [0.4, 0.6], "n": 8,
+                                        "per_seed": [0.4, 0.5, 0.6]}},
+                              {"randomised": "layer4.1", "verdict": "pass",
+                               "spearman": {"mean": 0.12, "sd_seeds": 0.05, "ci95": [0.05, 0.2], "n": 8,
+                                            "limit": 0.5, "verdict": "pass", "per_seed": [0.1, 0.12, 0.14]},
+                               "ssim": {"mean": 0.2, "sd_seeds": 0.05, "ci95": [0.1, 0.3], "n": 8,
+                                        "per_seed": [0.15, 0.2, 0.25]}}]},
+        "localisation": {"n": 16, "tolerance": 1, "random_per_image": 2, "verdict": "better",
+                         "pointing_game": {**_stat(0.62, 0.2, 0.55, [0.4, 0.7], 0.001, "better", n=16),
+                                           "chance": 0.07},
+                         "energy_inside": {**_stat(0.4, 0.15, 0.35, [0.3, 0.4], 0.0004, "better", n=16),
+                                           "chance": 0.05}},
     }
     runs.write_json(paths.metrics, {
         "schema": 1, "run": name, "split": "test", "created": "2025-01-03T10:00:00", "device": "cpu",

@@ -37,6 +37,19 @@ def test_train_speed_smoke(tmp_path: Path) -> None:
     assert result["setup"]["xreport_resolved"]["standard/xreport_fp32"]["precision"] == "fp32"
 
 
+def test_cam_speed_smoke_interleaves_thread_counts_at_one_batch_size(tmp_path: Path) -> None:
+    result = run_smoke("cam_speed.py", tmp_path / "cam.json")
+    assert result["threads"] == [1, 2] and result["batch_size"] == 2
+    assert set(result["variants"]) == {f"{v}@{t}" for t in (1, 2) for v in
+                                       ("grad_cam_per_image", "grad_cam_batched_2", "xreport_batched_2")}
+    for t in (1, 2):
+        for other in (f"grad_cam_per_image@{t}", f"grad_cam_batched_2@{t}"):
+            r = result["ratios"][f"xreport_batched_2@{t} / {other}"]
+            assert r["min"] <= r["median"] <= r["max"] and len(r["per_round"]) == 1
+    assert set(result["cpu"]["flags"]) >= {"avx512_bf16", "amx_bf16"}
+    assert result["max_abs_diff_vs_grad_cam"] < 1e-4
+
+
 def test_eval_speed_smoke(tmp_path: Path) -> None:
     result = run_smoke("eval_speed.py", tmp_path / "eval.json")
     n = result["setup"]["images"]

@@ -47,12 +47,13 @@ def test_undefined_values_never_fire() -> None:
     assert d.leans_towards(m) == [] and d.poor_calibration(m) == [] and d.threshold_matters(m) == []
 
 
-def test_imbalance_fires_on_the_train_split_only_above_the_ratio() -> None:
+def test_imbalance_reads_the_train_split_and_names_the_ratio() -> None:
     dist = {"class_names": ["NORMAL", "PNEUMONIA"], "splits": {"train": [100, 300], "test": [50, 50]}}
     (item,) = d.imbalance(dist)
     assert item["params"]["cls"] == "PNEUMONIA" and item["params"]["cls_minor"] == "NORMAL"
     assert item["params"]["ratio"] == pytest.approx(3.0) and item["params"]["share_pct"] == pytest.approx(0.75)
-    assert d.imbalance({"class_names": ["a", "b"], "splits": {"train": [100, 120]}}) == []
+    assert keys(d.imbalance({"class_names": ["a", "b"], "splits": {"train": [100, 120]}})) == \
+        ["discussion.mild_imbalance"]
     assert d.imbalance(None) == []
 
 
@@ -92,31 +93,95 @@ def test_weak_class_needs_three_classes_and_a_large_gap() -> None:
     assert d.weak_class({"per_class": even}) == [] and d.weak_class(binary_metrics()) == []
 
 
-def test_faithfulness_against_random_maps() -> None:
-    good = {"faithfulness": {"deletion_auc": {"cam": 0.2, "random": 0.4}}}
-    bad = {"faithfulness": {"deletion_auc": {"cam": 0.45, "random": 0.4}}}
-    assert keys(d.faithfulness(good)) == ["discussion.cam_faithful"]
-    assert keys(d.faithfulness(bad)) == ["discussion.cam_unfaithful"]
+def _faith(verdict: str, scores: dict[str, str]) -> dict:
+    return {"faithfulness": {"n": 64, "verdict": verdict, "random_maps": {"per_image": 3},
+                             "scores": list(scores),
+                             # Raw numbers that disagree with the verdicts: the rule must not read them.
+                             **{s: {"cam": 0.1, "random": 0.9, "verdict": v} for s, v in scores.items()}}}
+
+
+def test_faithfulness_reads_the_topic_verdict_not_the_numbers() -> None:
+    good = _faith("better", {"deletion_auc": "better", "insertion_auc": "better"})
+    (item,) = d.faithfulness(good)
+    assert item["key"] == "discussion.cam_faithful" and item["params"]["better"] == 2
+    assert item["params"]["n"] == 64 and item["params"]["maps"] == 3
+    tie = _faith("not_distinguishable", {"deletion_auc": "better", "insertion_auc": "worse"})
+    assert keys(d.faithfulness(tie)) == ["discussion.cam_not_distinguishable"]
+    assert d.faithfulness(tie)[0]["params"]["worse"] == 1
+    bad = _faith("worse", {"deletion_auc": "worse", "insertion_auc": "not_distinguishable"})
+    assert keys(d.faithfulness(bad)) == ["discussion.cam_worse"]
     assert d.faithfulness(None) == [] and d.faithfulness({"faithfulness": None}) == []
+    # An old metrics.json without verdicts says nothing rather than guess.
+    assert d.faithfulness({"faithfulness": {"deletion_auc": {"cam": 0.2, "random": 0.4}}}) == []
 
 
-def test_localisation_hit_rate_against_random() -> None:
-    assert keys(d.localisation({"localisation": {"pointing_game": {"cam": 0.7, "random": 0.2}}})) == \
-        ["discussion.localisation_good"]
-    assert keys(d.localisation({"localisation": {"pointing_game": {"cam": 0.22, "random": 0.2}}})) == \
-        ["discussion.localisation_poor"]
+def test_localisation_verdict_against_chance() -> None:
+    def loc(verdict: str) -> dict:
+        return {"localisation": {"pointing_game": {"cam": 0.7, "random": 0.0, "chance": 0.04, "n": 64,
+                                                   "verdict": verdict}}}
+    assert keys(d.localisation(loc("better"))) == ["discussion.localisation_good"]
+    assert keys(d.localisation(loc("not_distinguishable"))) == ["discussion.localisation_chance"]
+    assert keys(d.localisation(loc("worse"))) == ["discussion.localisation_worse"]
+    assert d.localisation(loc("better"))[0]["params"]["chance_pct"] == 0.04
     assert d.localisation({"localisation": None}) == []
 
 
-def test_sanity_check_judges_the_most_randomised_stage() -> None:
-    failing = {"sanity": {"stages": [{"spearman": 0.2}, {"spearman": 0.8}]}}
-    passing = {"sanity": {"stages": [{"spearman": 0.9}, {"spearman": 0.1}]}}
-    assert keys(d.sanity(failing)) == ["discussion.sanity_failed"]
-    assert d.sanity(passing) == [] and d.sanity({"sanity": {"spearman": 0.3}}) == []
+def test_sanity_reads_the_cascade_verdict() -> None:
+    def check(verdict: str) -> dict:
+        return {"sanity": {"n": 16, "seeds": 3, "verdict": verdict,
+                           "stages": [{"randomised": "fc", "spearman": {"mean": 0.9}},
+                                      {"randomised": "layer3.0", "spearman": {"mean": 0.2}}]}}
+    (item,) = d.sanity(check("pass"))
+    assert item["key"] == "discussion.sanity_passed"
+    assert item["params"]["layer"] == "layer3.0" and item["params"]["spearman"] == 0.2
+    assert keys(d.sanity(check("fail"))) == ["discussion.sanity_failed"]
+    assert keys(d.sanity(check("inconclusive"))) == ["discussion.sanity_inconclusive"]
+    assert d.sanity({"sanity": {"spearman": 0.3}}) == []
+
+
+def test_one_sentence_per_explanation_topic() -> None:
+    explain = {**_faith("better", {"deletion_auc": "better"}),
+               "sanity": {"n": 16, "seeds": 3, "verdict": "fail",
+                          "stages": [{"randomised": "layer4.0", "spearman": {"mean": 0.8}}]},
+               "localisation": {"pointing_game": {"cam": 0.7, "chance": 0.04, "n": 64, "verdict": "better"}}}
+    got = keys(d.observations(None, explain=explain))
+    assert got == ["discussion.cam_faithful", "discussion.localisation_good", "discussion.sanity_failed"]
+
+
+def test_threshold_wording_only_for_binary_tasks() -> None:
+    m = binary_metrics(roc_auc=V(0.95), accuracy=V(0.8))
+    assert keys(d.threshold_matters(m)) == ["discussion.threshold_matters"]
+    multi = {**m, "task": "multiclass"}
+    assert keys(d.threshold_matters(multi)) == ["discussion.argmax_matters"]
+    assert d.threshold_matters(multi)[0]["ref"] == "results-confusion"
+
+
+def test_imbalance_wording_by_ratio() -> None:
+    def dist(counts: list[int]) -> dict:
+        return {"class_names": ["a", "b"], "splits": {"train": counts}}
+    assert keys(d.imbalance(dist([200, 200]))) == ["discussion.balanced"]
+    assert d.imbalance(dist([200, 200]))[0]["params"] == {"count": 200}
+    assert keys(d.imbalance(dist([240, 200]))) == ["discussion.mild_imbalance"]
+    assert keys(d.imbalance(dist([300, 100]))) == ["discussion.imbalance"]
+
+
+def test_an_auc_near_chance_is_always_said() -> None:
+    chance = binary_metrics(roc_auc=V(0.55, 0.48, 0.62), accuracy=V(0.52, 0.47, 0.57),
+                            per_class=[{"class": "NORMAL", "precision": V(0.5), "recall": V(0.5), "f1": V(0.5)},
+                                       {"class": "PNEUMONIA", "precision": V(0.5), "recall": V(0.5),
+                                        "f1": V(0.5)}])
+    assert "discussion.near_chance_test" in keys(d.observations(chance))
+    interval = binary_metrics(roc_auc=V(0.7, 0.45, 0.9))
+    assert keys(d.near_chance(interval)) == ["discussion.near_chance_test"]
+    assert d.near_chance(binary_metrics()) == []
+    history = [{"epoch": 1, "val_auc": 0.5}, {"epoch": 2, "val_auc": 0.52}]
+    assert keys(d.near_chance(None, history)) == ["discussion.near_chance_val"]
+    assert d.observations(binary_metrics(roc_auc=V(0.5))) != []
 
 
 def test_observations_collects_in_report_order() -> None:
     dist = {"class_names": ["NORMAL", "PNEUMONIA"], "splits": {"train": [100, 300]}}
     m = binary_metrics(calibration={"ece": V(0.2)})
-    got = keys(d.observations(m, distribution=dist, explain={"faithfulness": {"deletion_auc": {"cam": 0.5, "random": 0.4}}}))
-    assert got == ["discussion.imbalance", "discussion.poor_calibration", "discussion.cam_unfaithful"]
+    explain = _faith("not_distinguishable", {"deletion_auc": "not_distinguishable"})
+    got = keys(d.observations(m, distribution=dist, explain=explain))
+    assert got == ["discussion.imbalance", "discussion.poor_calibration", "discussion.cam_not_distinguishable"]

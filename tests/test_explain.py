@@ -398,12 +398,15 @@ def test_sanity_check_resnet_one_entry_per_stage_and_original_untouched(resnet18
     state = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn((3, 3, 64, 64), generator=torch.Generator().manual_seed(2))
     out = explain.sanity_check(model, x, targets=torch.tensor([0, 2, 1]), method="gradcam",
-                               target_layer_fn=lambda m: (m.layer4[-1], "layer4"), seed=0)
-    assert out["n"] == 3
-    assert [s["randomised"] for s in out["stages"]] == ["fc", "layer4.1"]
+                               target_layer_fn=lambda m: (m.layer4[-1], "layer4"), seed=0, seeds=2)
+    assert out["n"] == 3 and out["seeds"] == 2
+    assert [s["randomised"] for s in out["stages"]] == ["fc", "layer4.1", "layer4.0"]
     for stage in out["stages"]:
         for key in ("spearman", "ssim"):
-            assert stage[key] is None or -1 <= stage[key] <= 1
+            assert -1 <= stage[key]["mean"] <= 1 and len(stage[key]["per_seed"]) == 2
+            assert stage[key]["sd_seeds"] >= 0 and stage[key]["n"] == 3
+        assert stage["verdict"] in ("pass", "inconclusive", "fail")
+    assert out["verdict"] == out["stages"][-1]["verdict"]
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
@@ -415,14 +418,11 @@ def test_sanity_check_flags_a_class_agnostic_method() -> None:
                                method="eigencam", target_layer_fn=lambda m: m.features[-1], seed=0)
     assert [s["randomised"] for s in out["stages"]] == ["fc", "features.2"]
     fc, block = out["stages"]
-    assert fc["spearman"] == pytest.approx(1.0) and fc["ssim"] == pytest.approx(1.0)
-    assert block["spearman"] < 0.999 and block["ssim"] < 0.99
+    assert fc["spearman"]["mean"] == pytest.approx(1.0) and fc["ssim"]["mean"] == pytest.approx(1.0)
+    assert fc["spearman"]["sd_seeds"] == pytest.approx(0.0, abs=1e-6) and fc["verdict"] == "fail"
+    assert block["spearman"]["mean"] < 0.999 and block["ssim"]["mean"] < 0.99
 
 
-def test_densenet_stages_include_norm5_after_the_last_block() -> None:
-    model = torchvision.models.densenet121(num_classes=2)
-    stages = explain._randomisation_stages(model, model.features.norm5)
-    assert stages == [["classifier"], ["features.denseblock4", "features.norm5"]]
 
 
 # ---------------------------------------------------------------- localisation
@@ -442,6 +442,10 @@ def test_localisation_on_hand_made_masks() -> None:
     assert out["energy_inside"]["cam"] == pytest.approx((1.0 + 0.5 / 1.5) / 2)
     assert out["mask_area"] == pytest.approx(4 / 64)
     assert 0 <= out["pointing_game"]["random"] <= 1 and 0 <= out["energy_inside"]["random"] <= 1
+    # Chance: a 2x2 lesion dilated by one pixel covers 16 of 64 pixels; energy = 4 of 64.
+    assert out["pointing_game"]["chance"] == pytest.approx(16 / 64)
+    assert out["energy_inside"]["chance"] == pytest.approx(4 / 64)
+    assert out["pointing_game"]["n"] == 2
     strict = explain.localisation(cams, masks, tolerance=0)
     assert strict["pointing_game"]["cam"] == 0.5
 
@@ -485,6 +489,8 @@ def test_explain_split_end_to_end() -> None:
     torch.testing.assert_close(cams, expected)
     assert summary["faithfulness"]["n"] == 8
     assert summary["sanity"]["n"] == 4 and summary["sanity"]["layers_randomised"] == ["fc", "features.2"]
+    assert summary["sanity"]["seeds"] == explain.SANITY_SEEDS
+    assert summary["faithfulness"]["random_maps"]["per_image"] == explain.RANDOM_PER_IMAGE
     assert summary["localisation"]["n"] == min(8, int((y == 1).sum()))
     json.dumps(summary, allow_nan=False)
     again, cams_again = explain.explain_split(

@@ -28,7 +28,7 @@ def test_every_figure_is_drawn_once_per_language() -> None:
             **ctx["explain"]["figures"]}
     drawn = {k: v for k, v in figs.items() if v}
     assert {"distribution", "curves", "roc", "pr", "cm_raw", "cm_true", "reliability",
-            "operating_points", "faithfulness", "before_after"} <= set(drawn)
+            "operating_points", "faithfulness", "sanity", "before_after"} <= set(drawn)
     for ref in drawn.values():
         assert set(ref) == {"en", "zh-TW"}
         for lang, rel in ref.items():
@@ -67,8 +67,13 @@ def test_gallery_grouped_by_class_then_kind() -> None:
     assert [(m["cls"], m["roles"]) for m in tp["maps"]] == [("NORMAL", ["true", "pred"])]
     assert [(m["cls"], m["roles"]) for m in fn["maps"]] == [("NORMAL", ["true"]), ("PNEUMONIA", ["pred"])]
     assert (fn["true"], fn["pred"]) == ("NORMAL", "PNEUMONIA") and fn["prob_pred"] is not None
-    assert [s["randomised"] for s in ctx["explain"]["sanity"]["stages"]] == ["fc", "fc+layer4"]
-    assert ctx["explain"]["faithfulness"]["rows"][0]["better"] is True
+    assert [s["randomised"] for s in ctx["explain"]["sanity"]["stages"]] == ["fc", "layer4.1"]
+    assert ctx["explain"]["sanity"]["verdict"] == "pass" and ctx["explain"]["sanity"]["seeds"] == 3
+    faith = ctx["explain"]["faithfulness"]
+    assert [r["metric"] for r in faith["rows"]] == ["deletion_auc", "insertion_auc", "road_morf", "road_lerf"]
+    assert faith["rows"][0]["verdict"] == "better" and faith["rows"][0]["ci95"] == [-0.15, -0.07]
+    assert faith["verdict"] == "not_distinguishable" and faith["maps"] == 2
+    assert [r["chance"] for r in ctx["explain"]["localisation"]["rows"]] == [0.07, 0.05]
 
 
 def test_discussion_items_have_catalog_keys_and_anchors() -> None:

@@ -181,39 +181,76 @@ GalleryEntry = TypedDict("GalleryEntry", {
     "maps": NotRequired[list[GalleryMap]]})
 
 
-class CamVsRandom(TypedDict, total=False):
+class PairedStatistic(TypedDict, total=False):
+    """One score, CAM against its per-image reference (xreport.verdicts.paired)."""
+
     cam: float | None
-    random: float | None
+    random: float | None               # the mean of the random maps (empirical reference)
+    chance: float | None               # localisation only: the analytic chance level
+    difference: float | None           # mean over images of CAM minus reference
+    ci95: list[float] | None           # bootstrap interval of that mean
+    p_value: float | None              # Wilcoxon signed-rank, two-sided
+    n: int
+    margin: float
+    higher_is_better: bool
+    verdict: str                       # better | not_distinguishable | worse
 
 
 class Faithfulness(TypedDict, total=False):
     n: int
     steps: int
     baseline: str
-    deletion_auc: CamVsRandom
-    insertion_auc: CamVsRandom
+    random_maps: dict[str, Any]        # per_image, grid, how they are made
+    ties: str
+    road_noise: float
+    scores: list[str]                  # deletion_auc, insertion_auc, road_morf, road_lerf
+    verdict: str                       # over all scores (xreport.verdicts.overall)
+    deletion_auc: PairedStatistic
+    insertion_auc: PairedStatistic
+    road_morf: PairedStatistic
+    road_lerf: PairedStatistic
     deletion_curve: dict[str, list[float]]
     insertion_curve: dict[str, list[float]]
+    road_morf_curve: dict[str, list[float]]
+    road_lerf_curve: dict[str, list[float]]
+
+
+class Similarity(TypedDict, total=False):
+    """A similarity of one cascade stage (xreport.verdicts.below_limit plus the seeds' spread)."""
+
+    mean: float | None
+    ci95: list[float] | None
+    n: int
+    sd_seeds: float | None
+    per_seed: list[float]
+    limit: float                       # Spearman only
+    verdict: str                       # Spearman only: pass | inconclusive | fail
 
 
 class SanityStage(TypedDict, total=False):
-    randomised: str
-    spearman: float | None
-    ssim: float | None
+    randomised: str                    # the module re-initialised at this stage (cumulative)
+    spearman: Similarity
+    ssim: Similarity
+    verdict: str
 
 
 class Sanity(TypedDict, total=False):
     n: int
+    seeds: int
     layers_randomised: list[str]
-    spearman: float | None
-    ssim: float | None
     stages: list[SanityStage]
+    verdict: str                       # the last stage's
+    rule: dict[str, Any]
 
 
 class Localisation(TypedDict, total=False):
     n: int
-    pointing_game: CamVsRandom
-    energy_inside: CamVsRandom
+    tolerance: int
+    random_per_image: int
+    mask_area: float | None
+    pointing_game: PairedStatistic
+    energy_inside: PairedStatistic
+    verdict: str
 
 
 class Explanation(TypedDict):

@@ -870,40 +870,103 @@ def _auc(curve: np.ndarray) -> float | None:
     return float(np.sum((curve[1:] + curve[:-1]) * np.diff(x)) / 2.0)
 
 
+def _delta_text(stat: Any) -> str | None:
+    """"Δ 0.123 [0.080, 0.170]" from a paired statistic of metrics.json (None when absent)."""
+    if not isinstance(stat, Mapping) or value_of(stat.get("difference")) is None:
+        return None
+    ci = stat.get("ci95") or [None, None]
+    return f"{_fmt(value_of(stat['difference']))} [{_fmt(value_of(ci[0]))}, {_fmt(value_of(ci[1]))}]"
+
+
 @_styled
 def faithfulness_curves(faith: Mapping[str, Any], *, t: Translate) -> Figure:
-    """Deletion and insertion curves of the CAM against a random map (area in the legend)."""
-    panels = (
-        ("deletion", t("chart.faith.deletion_title"), t("chart.faith.deletion_xlabel")),
-        ("insertion", t("chart.faith.insertion_title"), t("chart.faith.insertion_xlabel")),
-    )
-    if not any(faith.get(f"{kind}_curve") for kind, _, _ in panels):
+    """Deletion, insertion and (when measured) ROAD curves of the CAM against the mean of the
+    random maps; each legend entry gives the score, each panel the paired Δ with its 95% CI and n."""
+    panels = [
+        ("deletion", t("chart.faith.deletion_title"), t("chart.faith.deletion_xlabel"), ("deletion",)),
+        ("insertion", t("chart.faith.insertion_title"), t("chart.faith.insertion_xlabel"), ("insertion",)),
+    ]
+    if faith.get("road_morf_curve") or faith.get("road_lerf_curve"):
+        panels.append(("road", t("chart.faith.road_title"), t("chart.faith.road_xlabel"),
+                       ("road_morf", "road_lerf")))
+    if not any(faith.get(f"{kind}_curve") for kind, _, _, _ in panels[:2]):
         raise ReportError("faithfulness: no deletion_curve or insertion_curve to plot")
-    fig = _new_figure(WIDE)
-    axes = fig.subplots(1, 2, sharey=True)
+    fig = _new_figure((WIDE[0], WIDE[1] * (1.1 if len(panels) == 3 else 1.0)))
+    axes = fig.subplots(1, len(panels), sharey=True)
     names = {"cam": t("chart.faith.cam"), "random": t("chart.faith.random")}
-    styles = {"cam": dict(color=PALETTE[1]), "random": dict(color="#777777", linestyle="--")}
-    for ax, (kind, title, xlabel) in zip(axes, panels):
-        curves = faith.get(f"{kind}_curve") or {}
-        areas = faith.get(f"{kind}_auc") or {}
-        handles, labels = [], []
-        for which in ("cam", "random"):
-            if curves.get(which) is None:
-                continue
-            y = np.asarray(curves[which], dtype=float)
-            x = np.linspace(0.0, 1.0, y.size)
-            (line,) = ax.plot(x, y, **styles[which])
-            area = value_of(areas.get(which)) if which in areas else _auc(y)
-            handles.append(line)
-            # Two lines keep the legend narrower than the panel.
-            labels.append(f"{names[which]}\n{t('chart.faith.area')} = {_fmt(area)}")
-        ax.set_title(title)
+    curve_names = {"road_morf": t("chart.faith.morf"), "road_lerf": t("chart.faith.lerf")}
+    score_of = {"deletion": "deletion_auc", "insertion": "insertion_auc",
+                "road_morf": "road_morf", "road_lerf": "road_lerf"}
+    n = faith.get("n")
+    for ax, (kind, title, xlabel, curves_in_panel) in zip(axes, panels):
+        handles, labels, deltas = [], [], []
+        for j, curve in enumerate(curves_in_panel):
+            curves = faith.get(f"{curve}_curve") or {}
+            stat = faith.get(score_of[curve]) or {}
+            for which in ("cam", "random"):
+                if curves.get(which) is None:
+                    continue
+                y = np.asarray(curves[which], dtype=float)
+                # ROAD samples only the interior removal levels; the others span 0..1.
+                x = (np.arange(1, y.size + 1) / (y.size + 1)) if kind == "road" else np.linspace(0.0, 1.0, y.size)
+                style = dict(color=PALETTE[1 + 2 * j]) if which == "cam" else dict(color="#777777", linestyle="--")
+                if j:
+                    style["marker"] = "o" if which == "cam" else "s"
+                    style["markersize"] = 3
+                (line,) = ax.plot(x, y, **style)
+                area = value_of(stat.get(which)) if which in stat else (_auc(y) if kind != "road" else None)
+                prefix = f"{curve_names[curve]} " if curve in curve_names else ""
+                handles.append(line)
+                # Two lines keep the legend narrower than the panel.
+                labels.append(f"{prefix}{names[which]}\n{t('chart.faith.area')} = {_fmt(area)}")
+            delta = _delta_text(stat)
+            if delta:
+                prefix = f"{curve_names[curve]} " if curve in curve_names else ""
+                deltas.append(f"{prefix}{t('chart.faith.delta')} {delta}")
+        ax.set_title(title, fontsize="medium")
         ax.set_xlabel(xlabel)
         ax.set_xlim(0, 1)
         ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+        if deltas:
+            # Insertion rises from the lower left: its box goes to the empty upper left.
+            top = kind == "insertion"
+            ax.text(0.02, 0.98 if top else 0.02, "\n".join(deltas + ([f"n = {n}"] if n else [])),
+                    transform=ax.transAxes, fontsize="x-small", va="top" if top else "bottom", ha="left",
+                    bbox=dict(boxstyle="round,pad=0.25", facecolor="white", edgecolor="#cccccc", alpha=0.9))
         if handles:
-            ax.legend(handles, labels, loc="upper right" if kind == "deletion" else "lower right",
-                      labelspacing=0.9)
+            ax.legend(handles, labels, loc="upper right" if kind != "insertion" else "lower right",
+                      labelspacing=0.6, fontsize="x-small")
     axes[0].set_ylabel(t("chart.faith.ylabel"))
     axes[0].set_ylim(0, 1.02)
+    return fig
+
+
+@_styled
+def sanity_similarity(sanity: Mapping[str, Any], *, t: Translate) -> Figure:
+    """Similarity of the randomised model's maps to the trained model's, stage by stage
+    (Adebayo et al. 2018, Fig. 2): mean ± sd over the seeds, the pass limit dashed."""
+    stages = [st for st in sanity.get("stages") or [] if isinstance(st, Mapping)]
+    if not stages:
+        raise ReportError("sanity: no stages to plot")
+    fig = _new_figure(WIDE)
+    ax = fig.subplots()
+    labels = [t("chart.sanity.trained")] + [_lit(st.get("randomised", "?"), limit=22) for st in stages]
+    x = np.arange(len(labels))
+    for i, (key, name) in enumerate((("spearman", t("chart.sanity.spearman")), ("ssim", t("chart.sanity.ssim")))):
+        means = [1.0] + [value_of((st.get(key) or {}).get("mean")) for st in stages]
+        sds = [0.0] + [value_of((st.get(key) or {}).get("sd_seeds")) or 0.0 for st in stages]
+        y = np.array([np.nan if m is None else m for m in means], dtype=float)
+        ax.errorbar(x, y, yerr=np.array(sds, dtype=float), label=name, capsize=3,
+                    marker="o" if i == 0 else "s", color=PALETTE[i], linestyle="-" if i == 0 else "--")
+    limit = value_of(((stages[-1].get("spearman") or {}).get("limit")))
+    if limit is not None:
+        ax.axhline(limit, color="#777777", linestyle=":", linewidth=1, label=t("chart.sanity.limit"))
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=35 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center",
+                       fontsize="small")
+    ax.set_ylim(min(-0.1, float(np.nanmin(ax.get_ylim()[0]))), 1.05)
+    ax.set_xlabel(t("chart.sanity.xlabel"))
+    ax.set_ylabel(t("chart.sanity.ylabel"))
+    ax.set_title(t("chart.sanity.title"))
+    ax.legend(loc="upper right", fontsize="x-small")
     return fig

@@ -5,6 +5,11 @@ message text lives in the catalogs under ``discussion.*``. Params follow the ren
 conventions: names starting with ``cls`` are class names (translated per language), names
 ending in ``_pct`` are fractions shown as percentages, ``ratio`` gets one decimal, other
 floats three.
+
+The explainability rules read the verdicts that ``xreport.verdicts`` wrote into
+metrics.json (one verdict per topic: faithfulness, sanity, localisation), never the raw
+scores, so two sentences cannot draw different conclusions from the same numbers; the
+numbers they quote are the statistic behind the verdict, for the reader.
 """
 from __future__ import annotations
 
@@ -23,9 +28,8 @@ THRESHOLD_GAP = 0.08         # AUC minus accuracy at 0.5
 ECE_LIMIT = 0.05
 CI_WIDTH = 0.10
 WEAK_F1_GAP = 0.15
-FAITHFUL_MARGIN = 0.0
-LOCALISATION_MARGIN = 0.05
-SANITY_SPEARMAN = 0.5
+BALANCED_RATIO = 1.0         # every class of the training split the same size
+CHANCE_AUC = 0.60            # a ROC-AUC this low (or an interval reaching 0.5) is near chance
 
 
 def _item(key: str, ref: str, **params: Any) -> Item:
@@ -51,12 +55,33 @@ def leans_towards(metrics: Mapping[str, Any]) -> list[Item]:
 
 
 def threshold_matters(metrics: Mapping[str, Any]) -> list[Item]:
-    """A good ranking (AUC) with a clearly lower accuracy at the default threshold."""
+    """A good ranking (AUC) with a clearly lower accuracy: the decision rule costs accuracy.
+
+    Binary: the 0.5 threshold (operating points show others). Multi-class: accuracy is the
+    argmax of the probabilities, there is no threshold to move.
+    """
     auc, acc = value_of(metrics.get("roc_auc")), value_of(metrics.get("accuracy"))
     if auc is None or acc is None or auc < THRESHOLD_AUC or auc - acc < THRESHOLD_GAP:
         return []
-    ref = "results-operating-points" if metrics.get("operating_points") else "results-roc"
-    return [_item("discussion.threshold_matters", ref, auc=auc, accuracy=acc)]
+    if metrics.get("task") == "binary":
+        ref = "results-operating-points" if metrics.get("operating_points") else "results-roc"
+        return [_item("discussion.threshold_matters", ref, auc=auc, accuracy=acc)]
+    return [_item("discussion.argmax_matters", "results-confusion", auc=auc, accuracy=acc)]
+
+
+def near_chance(metrics: Mapping[str, Any] | None,
+                history: Sequence[Mapping[str, Any]] | None = None) -> list[Item]:
+    """The test AUC (or its interval) sits at chance, or the validation AUC never left it."""
+    auc = (metrics or {}).get("roc_auc")
+    value = value_of(auc)
+    lo = value_of((auc.get("ci95") or [None])[0]) if isinstance(auc, Mapping) else None
+    if value is not None and (value <= CHANCE_AUC or (lo is not None and lo <= 0.5)):
+        return [_item("discussion.near_chance_test", "results-roc", auc=value)]
+    val = [value_of(r.get("val_auc")) for r in history or []]
+    val = [v for v in val if v is not None]
+    if value is None and val and max(val) <= CHANCE_AUC:
+        return [_item("discussion.near_chance_val", "training-curves", auc=max(val))]
+    return []
 
 
 def poor_calibration(metrics: Mapping[str, Any]) -> list[Item]:
@@ -97,7 +122,7 @@ def weak_class(metrics: Mapping[str, Any]) -> list[Item]:
 # ---------------------------------------------------------------- data and training rules
 
 def imbalance(distribution: Mapping[str, Any] | None) -> list[Item]:
-    """The majority class dominates the training split."""
+    """How unequal the training split's classes are: balanced, mildly or clearly imbalanced."""
     if not distribution:
         return []
     names = list(distribution.get("class_names") or [])
@@ -105,11 +130,12 @@ def imbalance(distribution: Mapping[str, Any] | None) -> list[Item]:
     if len(counts) < 2 or len(counts) != len(names) or min(counts) <= 0:
         return []
     ratio = max(counts) / min(counts)
-    if ratio < IMBALANCE_RATIO:
-        return []
     major, minor = counts.index(max(counts)), counts.index(min(counts))
-    return [_item("discussion.imbalance", "data-distribution", cls=names[major],
-                  cls_minor=names[minor], ratio=ratio, share_pct=max(counts) / sum(counts))]
+    if ratio <= BALANCED_RATIO:
+        return [_item("discussion.balanced", "data-distribution", count=int(counts[0]))]
+    key = "discussion.imbalance" if ratio >= IMBALANCE_RATIO else "discussion.mild_imbalance"
+    return [_item(key, "data-distribution", cls=names[major], cls_minor=names[minor], ratio=ratio,
+                  share_pct=max(counts) / sum(counts))]
 
 
 def overfitting(history: Sequence[Mapping[str, Any]] | None) -> list[Item]:
@@ -134,38 +160,49 @@ def overfitting(history: Sequence[Mapping[str, Any]] | None) -> list[Item]:
 
 # ---------------------------------------------------------------- explainability rules
 
+_FAITH_KEYS = {"better": "discussion.cam_faithful", "not_distinguishable": "discussion.cam_not_distinguishable",
+               "worse": "discussion.cam_worse"}
+_SANITY_KEYS = {"pass": "discussion.sanity_passed", "inconclusive": "discussion.sanity_inconclusive",
+                "fail": "discussion.sanity_failed"}
+_LOCAL_KEYS = {"better": "discussion.localisation_good", "not_distinguishable": "discussion.localisation_chance",
+               "worse": "discussion.localisation_worse"}
+
+
 def faithfulness(explain: Mapping[str, Any] | None) -> list[Item]:
-    """Deletion AUC (lower is better) against the random-map baseline."""
+    """The faithfulness verdict over deletion, insertion and ROAD against random maps."""
     faith = (explain or {}).get("faithfulness") or {}
-    deletion = faith.get("deletion_auc") or {}
-    cam, rnd = value_of(deletion.get("cam")), value_of(deletion.get("random"))
-    if cam is None or rnd is None:
+    key = _FAITH_KEYS.get(str(faith.get("verdict")))
+    scores = [faith.get(s) for s in faith.get("scores") or [] if isinstance(faith.get(s), Mapping)]
+    if key is None or not scores:
         return []
-    key = "discussion.cam_faithful" if cam < rnd - FAITHFUL_MARGIN else "discussion.cam_unfaithful"
-    return [_item(key, "explain-faithfulness", cam=cam, random=rnd)]
+    better = sum(1 for s in scores if s.get("verdict") == "better")
+    worse = sum(1 for s in scores if s.get("verdict") == "worse")
+    return [_item(key, "explain-faithfulness", n=int(faith.get("n") or 0), better=better, worse=worse,
+                  scores=len(scores), maps=int((faith.get("random_maps") or {}).get("per_image") or 0))]
 
 
 def localisation(explain: Mapping[str, Any] | None) -> list[Item]:
-    """Pointing-game hit rate of the CAM against a random map (phantom or masked data)."""
+    """The pointing-game verdict against chance (the dilated lesion's share of the image)."""
     loc = (explain or {}).get("localisation") or {}
     hits = loc.get("pointing_game") or {}
-    cam, rnd = value_of(hits.get("cam")), value_of(hits.get("random"))
-    if cam is None or rnd is None:
+    key = _LOCAL_KEYS.get(str(hits.get("verdict")))
+    cam, chance = value_of(hits.get("cam")), value_of(hits.get("chance"))
+    if key is None or cam is None or chance is None:
         return []
-    good = cam > rnd + LOCALISATION_MARGIN
-    key = "discussion.localisation_good" if good else "discussion.localisation_poor"
-    return [_item(key, "explain-localisation", cam_pct=cam, random_pct=rnd)]
+    return [_item(key, "explain-localisation", cam_pct=cam, chance_pct=chance, n=int(hits.get("n") or 0))]
 
 
 def sanity(explain: Mapping[str, Any] | None) -> list[Item]:
-    """Maps that barely change when the weights are randomised do not explain the model."""
+    """The cascade's verdict: do the maps change once the weights down to the target are random?"""
     check = (explain or {}).get("sanity") or {}
-    # Judge the most randomised stage (cascading randomisation); older output has one value.
-    stages = [st for st in check.get("stages") or [] if value_of(st.get("spearman")) is not None]
-    rho = value_of(stages[-1]["spearman"]) if stages else value_of(check.get("spearman"))
-    if rho is None or rho <= SANITY_SPEARMAN:
+    stages = check.get("stages") or []
+    key = _SANITY_KEYS.get(str(check.get("verdict")))
+    last = stages[-1] if stages else {}
+    rho = value_of((last.get("spearman") or {}).get("mean")) if isinstance(last.get("spearman"), Mapping) else None
+    if key is None or rho is None:
         return []
-    return [_item("discussion.sanity_failed", "explain-sanity", spearman=rho)]
+    return [_item(key, "explain-sanity", spearman=rho, layer=str(last.get("randomised", "")),
+                  seeds=int(check.get("seeds") or 1), n=int(check.get("n") or 0))]
 
 
 def observations(metrics: Mapping[str, Any] | None, *,
@@ -173,7 +210,7 @@ def observations(metrics: Mapping[str, Any] | None, *,
                  distribution: Mapping[str, Any] | None = None,
                  explain: Mapping[str, Any] | None = None) -> list[Item]:
     """Every observation whose condition holds, in report order (data, training, results, CAMs)."""
-    items = imbalance(distribution) + overfitting(history)
+    items = imbalance(distribution) + overfitting(history) + near_chance(metrics, history)
     if metrics:
         for rule in (leans_towards, weak_class, threshold_matters, poor_calibration, wide_interval):
             items += rule(metrics)

@@ -251,6 +251,15 @@ class NormalizedView:
         return normalize_batch(self.images[index], self.mean, self.std)
 
 
+# Images, curve steps, random maps per image and cascade seeds of the explanation checks.
+EXPLAIN_BUDGET: dict[str, dict[str, int]] = {
+    "cpu": {"faithfulness_n": 64, "sanity_n": 16, "faithfulness_steps": 5, "random_per_image": 2,
+            "sanity_seeds": 3, "batch_size": 128},
+    "cuda": {"faithfulness_n": 64, "sanity_n": 16, "faithfulness_steps": 10, "random_per_image": 4,
+             "sanity_seeds": 5, "batch_size": 256},
+}
+
+
 def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, paths: runs.RunPaths,
                      method: str, seed: int, device: torch.device) -> artifacts.Explanation:
     """CAM gallery, faithfulness, sanity check (and localisation on phantom data)."""
@@ -259,14 +268,13 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, paths: 
     layer, layer_name = cam_target_layer(run.model, input_size=int(run.meta["image_size"]),
                                          in_channels=int(run.meta["in_channels"]))
     x = NormalizedView(split.images, run.meta["mean"], run.meta["std"])
-    # Deletion/insertion costs ~4*steps forward passes per image: a smaller sample on CPU.
-    on_gpu = device.type == "cuda"
+    # Faithfulness costs 4 * (steps - 1) * (1 + random maps) forward passes per image: the
+    # same 64 images and 16 sanity images everywhere, fewer steps and random maps on CPU.
+    budget = EXPLAIN_BUDGET["cuda" if device.type == "cuda" else "cpu"]
     summary, gallery_cams = explain.explain_split(
         run.model, x, y_true=split.labels.numpy(), probs=probs,
         class_names=list(run.meta["class_names"]), target_layer=layer, layer_name=layer_name,
-        method=method, masks=split.masks, seed=seed, device=device,
-        faithfulness_n=64 if on_gpu else 24, faithfulness_steps=10 if on_gpu else 8,
-        sanity_n=16 if on_gpu else 8)
+        method=method, masks=split.masks, seed=seed, device=device, **budget)
     paths.cams.mkdir(parents=True, exist_ok=True)
     for old in paths.cams.glob("*.png"):
         old.unlink()

@@ -29,6 +29,7 @@ from scipy.stats import rankdata
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import verdicts
 from .errors import ConfigError, ReportError
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,14 @@ BASELINES = ("blur", "mean")
 KINDS = ("TP", "TN", "FP", "FN")
 _EPS = 1e-7
 _RANDOM_GRID = 7  # random maps are upsampled from a coarse grid so they are blob-like, as CAMs are
+RANDOM_PER_IMAGE = 3  # random maps per image whose scores are averaged into its reference
+SANITY_SEEDS = 3  # initialisations of the cascade; the report shows their mean ± sd per stage
+ROAD_NOISE = 0.01  # std of the noise ROAD adds to imputed pixels (Rong et al.'s default)
+CURVES = ("deletion", "insertion", "road_morf", "road_lerf")
+_CHUNK_VALUES = 2 ** 22  # floats per perturbed chunk (16 MB): bounds memory at 224 px
+# score -> (curve it summarises, higher is better)
+FAITH_SCORES = {"deletion_auc": ("deletion", False), "insertion_auc": ("insertion", True),
+                "road_morf": ("road_morf", False), "road_lerf": ("road_lerf", True)}
 
 TargetLayerFn = Callable[[nn.Module], "nn.Module | tuple[nn.Module, str]"]
 
@@ -263,10 +272,26 @@ def _minmax(maps: Tensor) -> Tensor:
 
 
 def random_maps(n: int, height: int, width: int, *, seed: int = 0) -> Tensor:
-    """Seeded blob-like random maps (n, H, W) in [0, 1]: uniform noise on a 7x7 grid, upsampled."""
+    """Seeded blob-like random maps (n, H, W) in [0, 1], made the way a CAM is made.
+
+    Uniform noise on a 7x7 grid (the CAM grid of the usual target layer) is upsampled
+    bilinearly, so the blobs are as large as a CAM's; each map's grid is shifted by a
+    random fraction of a cell, so its maximum can fall on any pixel (an unshifted grid puts
+    every maximum on one of 49 node positions, and the random pointing game would depend
+    on where those happen to lie).
+    """
     gen = torch.Generator().manual_seed(seed)
-    coarse = torch.rand((n, 1, _RANDOM_GRID, _RANDOM_GRID), generator=gen)
-    maps = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+    g = _RANDOM_GRID
+    coarse = torch.rand((n, 1, g + 1, g + 1), generator=gen)
+    shift = torch.rand((n, 1, 1, 2), generator=gen)  # (x, y) in cells, [0, 1)
+    # Pixel centres in coarse-cell units, as bilinear upsampling (align_corners=False) puts them.
+    xs = (torch.arange(width, dtype=torch.float32) + 0.5) * g / width - 0.5
+    ys = (torch.arange(height, dtype=torch.float32) + 0.5) * g / height - 0.5
+    px = (xs[None, None, :] + shift[..., 0]).expand(n, height, width)
+    py = (ys[None, :, None] + shift[..., 1]).expand(n, height, width)
+    # grid_sample's normalised coordinates for an input of g + 1 cells (align_corners=False).
+    grid = torch.stack([(2 * px + 1) / (g + 1) - 1, (2 * py + 1) / (g + 1) - 1], dim=-1)
+    maps = F.grid_sample(coarse, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, 0]
     return _minmax(maps)
 
 
@@ -386,40 +411,63 @@ def _most_confident(y: np.ndarray, pred: np.ndarray, p_c: np.ndarray, c: int, ki
 # ---------------------------------------------------------------- faithfulness
 
 def faithfulness(model: nn.Module, x: Tensor, cams: Tensor, *, targets: Tensor, steps: int = 10,
-                 seed: int = 0, baseline: str = "blur", batch_size: int = 64,
-                 device: str | torch.device | None = None) -> dict[str, Any]:
-    """Deletion and insertion curves of the target-class probability, CAM vs random maps.
+                 seed: int = 0, baseline: str = "blur", random_per_image: int = RANDOM_PER_IMAGE,
+                 batch_size: int = 64, device: str | torch.device | None = None) -> dict[str, Any]:
+    """Deletion, insertion and ROAD of the CAM against random maps, with a paired verdict per score.
 
-    Deletion replaces the most salient pixels (per the map) with the baseline image in
-    ``steps`` equal increments; insertion starts from the baseline and puts them back. AUC
-    by the trapezoid rule on [0, 1]: a faithful map has a lower deletion and a higher
-    insertion AUC than the random maps.
+    Pixels are removed in the order the map ranks them (ties in a seeded random order, so
+    exactly the stated share goes at each step), in ``steps`` equal increments:
+    - deletion replaces the most salient pixels with the baseline image (a heavy blur, or the
+      image mean); insertion starts from the baseline and puts them back; the score is the
+      trapezoid area under the target-class probability on [0, 1];
+    - ROAD (Rong et al., 2022, remove and debias) fills the removed pixels by noisy linear
+      imputation (each one the weighted mean of its 8 neighbours, plus N(0, 0.01) noise), most
+      relevant first (MoRF, lower is better) and least relevant first (LeRF, higher is
+      better) at the interior fractions; the score is the mean probability over them.
+    The reference of each image is the mean score of ``random_per_image`` random maps
+    (``random_maps``, seeded). Each score gets ``verdicts.paired`` over the images.
     """
     if baseline not in BASELINES:
         raise ConfigError(f"faithfulness baseline {baseline!r} is not one of {', '.join(BASELINES)}")
     if steps < 1:
         raise ConfigError(f"faithfulness steps must be at least 1, got {steps}")
+    if random_per_image < 1:
+        raise ConfigError(f"faithfulness needs at least 1 random map per image, got {random_per_image}")
     n, _, h, w = x.shape
     if cams.shape != (n, h, w):
         raise ReportError(f"faithfulness: cams have shape {tuple(cams.shape)}, expected {(n, h, w)}")
     targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
+    k = int(random_per_image)
     base = _baseline_images(x, baseline)
-    maps = {"cam": cams.float().cpu(), "random": random_maps(n, h, w, seed=seed)}
-    result: dict[str, Any] = {"n": int(n), "steps": int(steps), "baseline": baseline,
-                              "deletion_auc": {}, "insertion_auc": {},
-                              "deletion_curve": {}, "insertion_curve": {}}
+    rand = random_maps(n * k, h, w, seed=seed)  # k consecutive maps per image
+    result: dict[str, Any] = {
+        "n": int(n), "steps": int(steps), "baseline": baseline,
+        "random_maps": {"per_image": k, "grid": _RANDOM_GRID, "made": "uniform noise on a 7x7 grid, "
+                        "upsampled bilinearly with a random sub-cell shift, min-max normalised"},
+        "ties": "seeded random order", "road_noise": ROAD_NOISE, "scores": list(FAITH_SCORES)}
     with _prepared(model, device) as dev, torch.inference_mode():
         ends = _probs_of(model, torch.cat([x, base]), targets.repeat(2), batch_size, dev)
         p_full, p_base = ends[:n], ends[n:]
-        for name, m in maps.items():
-            ranks = _pixel_ranks(m, seed=seed)
-            deletion, insertion = _curves(model, x, base, ranks, targets, steps=steps,
-                                          batch_size=batch_size, device=dev)
-            deletion = torch.cat([p_full[:, None], deletion, p_base[:, None]], dim=1)
-            insertion = torch.cat([p_base[:, None], insertion, p_full[:, None]], dim=1)
-            for key, curve in (("deletion", deletion), ("insertion", insertion)):
-                result[f"{key}_auc"][name] = _auc(curve) if n else None
-                result[f"{key}_curve"][name] = curve.mean(0).tolist() if n else []
+        per_image: dict[str, dict[str, Tensor]] = {}
+        for name, maps, rows in (("cam", cams.float().cpu(), torch.arange(n)),
+                                 ("random", rand, torch.arange(n).repeat_interleave(k))):
+            curves = _curves(model, x, base, _pixel_ranks(maps, seed=seed), targets, rows=rows,
+                             steps=steps, batch_size=batch_size, device=dev, seed=seed)
+            curves["deletion"] = torch.cat([p_full[rows, None], curves["deletion"], p_base[rows, None]], 1)
+            curves["insertion"] = torch.cat([p_base[rows, None], curves["insertion"], p_full[rows, None]], 1)
+            # The reference curve of an image is the mean over its k random maps.
+            reps = 1 if name == "cam" else k
+            per_image[name] = {key: c.reshape(n, reps, -1).mean(1) for key, c in curves.items()}
+    for score, (curve, higher) in FAITH_SCORES.items():
+        cam_c, rnd_c = per_image["cam"][curve], per_image["random"][curve]
+        summarise = _trapezoid if curve in ("deletion", "insertion") else _interior_mean
+        stat = verdicts.paired(summarise(cam_c).numpy(), summarise(rnd_c).numpy(), higher_is_better=higher,
+                               margin=verdicts.FAITHFULNESS_MARGIN, seed=seed)
+        stat["random"] = stat.pop("reference")
+        result[score] = stat
+        result[f"{curve}_curve"] = {"cam": cam_c.mean(0).tolist() if n else [],
+                                    "random": rnd_c.mean(0).tolist() if n else []}
+    result["verdict"] = verdicts.overall([result[s]["verdict"] for s in FAITH_SCORES])
     return result
 
 
@@ -456,32 +504,95 @@ def _pixel_ranks(maps: Tensor, *, seed: int) -> Tensor:
 
 
 def _curves(model: nn.Module, x: Tensor, base: Tensor, ranks: Tensor, targets: Tensor, *,
-            steps: int, batch_size: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Target probabilities at the interior steps 1..steps-1: deletion and insertion, (n, steps-1)."""
-    n, c, h, w = x.shape
+            rows: Tensor, steps: int, batch_size: int, device: torch.device,
+            seed: int) -> dict[str, Tensor]:
+    """Target probabilities at the interior steps 1..steps-1 for every perturbation, (m, steps-1).
+
+    Map ``i`` (row of ``ranks``) perturbs image ``rows[i]``; deletion, insertion, ROAD MoRF
+    and ROAD LeRF of a chunk of maps go through the model as one batch.
+    """
+    m, hw = ranks.shape
+    c, h, w = x.shape[1:]
     inner = steps - 1
-    if inner == 0 or n == 0:
-        empty = torch.zeros((n, 0))
-        return empty, empty
-    counts = torch.round(torch.arange(1, steps) / steps * h * w).long().to(x.device)
-    ranks = ranks.to(x.device)
-    # Images per chunk so that one chunk's deletion + insertion inputs fill about one batch.
-    per = max(1, batch_size // (2 * inner))
-    deletion, insertion = [], []
-    for start in tqdm(range(0, n, per), desc="faithfulness", leave=False, disable=None):
+    if inner == 0 or m == 0:
+        return {key: torch.zeros((m, 0)) for key in CURVES}
+    counts = torch.round(torch.arange(1, steps) / steps * hw).long()
+    noise = torch.Generator().manual_seed(seed + 3)
+    # Maps per chunk: at least one batch of perturbed images, and as many more as fit in
+    # _CHUNK_VALUES, since the ROAD imputation costs about the same per call at any size.
+    per = max(1, batch_size // (len(CURVES) * inner), _CHUNK_VALUES // (len(CURVES) * inner * c * h * w))
+    out: dict[str, list[Tensor]] = {key: [] for key in CURVES}
+    for start in tqdm(range(0, m, per), desc="faithfulness", leave=False, disable=None):
         sl = slice(start, start + per)
-        removed = (ranks[sl, None, :] < counts[None, :, None]).view(-1, inner, 1, h, w)
-        xb, bb = x[sl, None], base[sl, None]
-        m = removed.to(x.dtype)
-        deleted = xb * (1 - m) + bb * m
-        inserted = bb * (1 - m) + xb * m
-        b = deleted.shape[0]
-        batch = torch.cat([deleted.reshape(-1, c, h, w), inserted.reshape(-1, c, h, w)])
-        tb = targets[sl].repeat_interleave(inner).repeat(2)
-        probs = _probs_of(model, batch, tb, batch_size, device).view(2, b, inner)
-        deletion.append(probs[0])
-        insertion.append(probs[1])
-    return torch.cat(deletion), torch.cat(insertion)
+        r = ranks[sl, None, :]
+        top = (r < counts[None, :, None]).view(-1, inner, 1, h, w).to(x.dtype)        # most salient
+        bottom = (r >= hw - counts[None, :, None]).view(-1, inner, 1, h, w).to(x.dtype)  # least salient
+        idx = rows[sl]
+        xb, bb = x[idx][:, None], base[idx][:, None]
+        b = top.shape[0]
+        flat = (b * inner, c, h, w)
+        xs = xb.expand(b, inner, c, h, w).reshape(flat)
+        batch = torch.cat([
+            (xb * (1 - top) + bb * top).reshape(flat),
+            (bb * (1 - top) + xb * top).reshape(flat),
+            noisy_linear_impute(xs, top.reshape(b * inner, 1, h, w), generator=noise),
+            noisy_linear_impute(xs, bottom.reshape(b * inner, 1, h, w), generator=noise),
+        ])
+        tb = targets[idx].repeat_interleave(inner).repeat(len(CURVES))
+        probs = _probs_of(model, batch, tb, batch_size, device).view(len(CURVES), b, inner)
+        for key, p in zip(CURVES, probs):
+            out[key].append(p)
+    return {key: torch.cat(parts) for key, parts in out.items()}
+
+
+_NEIGHBOUR_WEIGHTS = ((1 / 12, 1 / 6, 1 / 12), (1 / 6, 0.0, 1 / 6), (1 / 12, 1 / 6, 1 / 12))
+
+
+def noisy_linear_impute(x: Tensor, removed: Tensor, *, noise: float = ROAD_NOISE,
+                        generator: torch.Generator | None = None, tol: float = 1e-3) -> Tensor:
+    """ROAD's noisy linear imputation of the ``removed`` pixels of (B, C, H, W) images.
+
+    Each removed pixel equals the weighted mean of its 8 neighbours (weights 1/6 sideways,
+    1/12 diagonal, only neighbours inside the image), the known pixels stay: the same sparse
+    system as Rong et al.'s reference code, solved for the whole batch at once by conjugate
+    gradients from a normalised-convolution start; N(0, ``noise``) is added to the filled
+    pixels. ``removed`` is (B, 1, H, W), 1 where a pixel is removed.
+    """
+    b, c, h, w = x.shape
+    u = removed.to(x.dtype).expand(b, c, h, w)
+    known = 1 - u
+    kernel = torch.tensor(_NEIGHBOUR_WEIGHTS, dtype=x.dtype, device=x.device).expand(c, 1, 3, 3)
+
+    def neighbours(t: Tensor) -> Tensor:
+        return F.conv2d(t, kernel, padding=1, groups=c)
+
+    degree = neighbours(torch.ones_like(x))  # sum of the weights of the neighbours inside the image
+
+    def system(v: Tensor) -> Tensor:  # symmetric positive definite on the removed pixels
+        return (degree * v - neighbours(v * u)) * u
+
+    rhs = neighbours(x * known) * u
+    # Start: a Gaussian-weighted mean of the known pixels (the image mean where none is near).
+    sigma = max(1.0, min(h, w) / 8)
+    num, den = gaussian_blur(x * known, sigma=sigma), gaussian_blur(known, sigma=sigma)
+    fallback = (x * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True).clamp(min=1)
+    v = torch.where(den > 1e-3, num / den.clamp(min=1e-3), fallback.expand_as(x)) * u
+    r = rhs - system(v)
+    p = r.clone()
+    rs = (r * r).sum((2, 3), keepdim=True)
+    scale = (rhs * rhs).sum((2, 3), keepdim=True).clamp(min=1e-12)
+    for it in range(4 * max(h, w)):
+        if it % 8 == 0 and bool((rs <= tol * tol * scale).all()):
+            break
+        ap = system(p)
+        alpha = rs / (p * ap).sum((2, 3), keepdim=True).clamp(min=1e-20)
+        v = v + alpha * p
+        r = r - alpha * ap
+        rs_new = (r * r).sum((2, 3), keepdim=True)
+        p = r + (rs_new / rs.clamp(min=1e-20)) * p
+        rs = rs_new
+    jitter = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device) * noise
+    return x * known + (v + jitter) * u
 
 
 def _probs_of(model: nn.Module, x: Tensor, targets: Tensor, batch_size: int,
@@ -507,62 +618,112 @@ def _target_probs(logits: Tensor, targets: Tensor) -> Tensor:
     return torch.softmax(logits, dim=1).gather(1, targets[:, None])[:, 0]
 
 
-def _auc(curves: Tensor) -> float:
-    """Mean over images of the trapezoid area under curves sampled evenly on [0, 1]."""
+def _trapezoid(curves: Tensor) -> Tensor:
+    """Per-image trapezoid area under curves sampled evenly on [0, 1], (n,)."""
     steps = curves.shape[1] - 1
-    area = (curves.sum(1) - (curves[:, 0] + curves[:, -1]) / 2) / steps
-    return float(area.mean())
+    if steps < 1:
+        return torch.full((curves.shape[0],), float("nan"))
+    return (curves.sum(1) - (curves[:, 0] + curves[:, -1]) / 2) / steps
+
+
+def _interior_mean(curves: Tensor) -> Tensor:
+    """Per-image mean over the interior fractions (ROAD averages its removal levels), (n,)."""
+    if curves.shape[1] == 0:
+        return torch.full((curves.shape[0],), float("nan"))
+    return curves.mean(1)
 
 
 # ---------------------------------------------------------------- sanity check
 
 def sanity_check(model: nn.Module, x: Tensor, *, targets: Tensor, method: str,
-                 target_layer_fn: TargetLayerFn, seed: int = 0, batch_size: int = 64,
+                 target_layer_fn: TargetLayerFn, seed: int = 0, seeds: int = SANITY_SEEDS,
+                 original: Tensor | None = None, batch_size: int = 64,
                  device: str | torch.device | None = None) -> dict[str, Any]:
-    """Cascading model-parameter randomisation (Adebayo et al., 2018).
+    """Cascading model-parameter randomisation (Adebayo et al., 2018), over several seeds.
 
-    A deep copy of the model has its classifier re-initialised, then (cumulatively) its last
-    block; the maps are recomputed after each stage and compared with the original ones by
-    mean Spearman rank correlation and SSIM. Low similarity means the maps depend on the
-    learned weights (pass); maps that survive randomisation are edge detectors, not
-    explanations.
+    A deep copy of the model has its classifier re-initialised, then, cumulatively and top
+    down, one block at a time down to the target layer's stage (``cascade_stages``); the maps
+    are recomputed after each stage and compared with the trained model's maps by Spearman
+    rank correlation and SSIM per image. The cascade is repeated with ``seeds`` different
+    initialisations. Per stage: the mean over seeds and images, the sd over seeds of the
+    per-seed means, and ``verdicts.below_limit`` on the per-image means over seeds. The
+    verdict of the check is that of the last, most randomised stage: maps that survive
+    randomisation reflect the image (edges), not what the model learned. ``original``: the
+    trained model's maps of ``x`` when the caller already has them.
     """
-    original = compute_cams(model, x, target_layer=_as_module(target_layer_fn(model)),
-                            targets=targets, method=method, batch_size=batch_size, device=device)
-    twin = copy.deepcopy(model)
+    if seeds < 1:
+        raise ConfigError(f"sanity check needs at least 1 seed, got {seeds}")
+    if original is None:
+        original = compute_cams(model, x, target_layer=_as_module(target_layer_fn(model)),
+                                targets=targets, method=method, batch_size=batch_size, device=device)
+    names = cascade_stages(model, _as_module(target_layer_fn(model)))
+    similarity = {key: torch.full((seeds, len(names), x.shape[0]), float("nan")) for key in ("spearman", "ssim")}
+    for s in range(seeds):
+        twin = copy.deepcopy(model)
+        for i, name in enumerate(names):
+            _reinitialise(twin, [name], seed=seed + 1000 * s + i)
+            maps = compute_cams(twin, x, target_layer=_as_module(target_layer_fn(twin)), targets=targets,
+                                method=method, batch_size=batch_size, device=device)
+            similarity["spearman"][s, i] = spearman(original, maps)
+            similarity["ssim"][s, i] = ssim(original, maps)
+        del twin
     stages = []
-    for i, names in enumerate(_randomisation_stages(twin, _as_module(target_layer_fn(twin)))):
-        _reinitialise(twin, names, seed=seed + i)
-        maps = compute_cams(twin, x, target_layer=_as_module(target_layer_fn(twin)), targets=targets,
-                            method=method, batch_size=batch_size, device=device)
-        stages.append({"randomised": "+".join(names),
-                       "spearman": _mean_or_none(spearman(original, maps)),
-                       "ssim": _mean_or_none(ssim(original, maps))})
-        logger.debug("sanity stage %s: %s", names, stages[-1])
-    return {"n": int(x.shape[0]), "stages": stages}
+    for i, name in enumerate(names):
+        stage: dict[str, Any] = {"randomised": name}
+        for key in ("spearman", "ssim"):
+            values = similarity[key][:, i]  # (seeds, n)
+            per_seed = values.nanmean(1)
+            stat = verdicts.below_limit(values.nanmean(0).numpy(), limit=verdicts.SANITY_SPEARMAN_LIMIT,
+                                        seed=seed)
+            stat["sd_seeds"] = float(per_seed.std(unbiased=True)) if seeds > 1 else None
+            stat["per_seed"] = [float(v) for v in per_seed]
+            stage[key] = stat
+        stage["ssim"].pop("verdict"), stage["ssim"].pop("limit")  # the rule reads Spearman only
+        stage["verdict"] = stage["spearman"]["verdict"]
+        stages.append(stage)
+        logger.debug("sanity stage %s: %s", name, stage)
+    verdict = stages[-1]["verdict"] if stages else verdicts.INCONCLUSIVE
+    return {"n": int(x.shape[0]), "seeds": int(seeds), "stages": stages,
+            "layers_randomised": names, "verdict": verdict,
+            "rule": {"similarity": "spearman", "stage": "last", "limit": verdicts.SANITY_SPEARMAN_LIMIT}}
 
 
-def _randomisation_stages(model: nn.Module, target_layer: nn.Module) -> list[list[str]]:
-    """[[classifier], [last block (+ the target layer when it sits after that block)]]."""
+def cascade_stages(model: nn.Module, target_layer: nn.Module) -> list[str]:
+    """The modules the cascade re-initialises, one per stage, top down.
+
+    The classifier first, then the blocks in reverse order of the forward pass, one at a
+    time: a block is the outermost module with parameters whose parent is an
+    ``nn.Sequential`` (ResNet's ``layer4.1``, DenseNet's ``features.denseblock4`` or
+    ``features.norm5``). The cascade goes down to and including the target layer's stage:
+    the nearest block at or before the target that holds a convolution (DenseNet's
+    ``norm5`` extends to ``denseblock4``), and, when that block sits in a Sequential of
+    blocks of one type (a ResNet stage such as ``layer3``), every block of that stage.
+    """
     classifier = _final_linear(model)[0]
-    names = dict((m, n) for n, m in model.named_modules())
-    parents = {n: m for n, m in model.named_modules()}
-    blocks = []
-    for name, module in model.named_modules():
-        parent = parents.get(name.rpartition(".")[0]) if name else None
-        has_conv = any(isinstance(m, nn.Conv2d) for m in module.modules())
-        if isinstance(parent, nn.Sequential) and has_conv:
+    modules = dict(model.named_modules())
+    order = {name: i for i, name in enumerate(modules)}
+    blocks: list[str] = []
+    for name, module in modules.items():
+        parent = modules.get(name.rpartition(".")[0]) if name else None
+        inside = any(name.startswith(b + ".") for b in blocks)
+        if (isinstance(parent, nn.Sequential) and not inside
+                and any(True for _ in module.parameters())):
             blocks.append(name)
-    stages = [[classifier]]
-    if blocks:
-        last = blocks[-1]
-        second = [last]
-        target_name = names.get(target_layer, "")
-        inside = target_name == last or target_name.startswith(last + ".")
-        if target_name and not inside and any(True for _ in target_layer.parameters()):
-            second.append(target_name)  # DenseNet: norm5 follows denseblock4
-        stages.append(second)
-    return stages
+    target = _module_path(model, target_layer)
+
+    def has_conv(name: str) -> bool:
+        return any(isinstance(m, nn.Conv2d) for m in modules[name].modules())
+
+    candidates = [b for b in blocks if order[b] <= order[target] and has_conv(b)]
+    if not candidates:
+        return [classifier]
+    floor = candidates[-1]
+    stage_name = floor.rpartition(".")[0]
+    stage = modules.get(stage_name)
+    if stage_name and isinstance(stage, nn.Sequential) and len({type(m) for m in stage}) == 1:
+        floor = f"{stage_name}.{next(iter(stage._modules))}"  # the stage's first block
+    after_target = [b for b in blocks if order[b] >= order[floor]]
+    return [classifier] + after_target[::-1]
 
 
 def _reinitialise(model: nn.Module, names: Sequence[str], *, seed: int) -> None:
@@ -572,11 +733,6 @@ def _reinitialise(model: nn.Module, names: Sequence[str], *, seed: int) -> None:
             for module in model.get_submodule(name).modules():
                 if hasattr(module, "reset_parameters"):
                     module.reset_parameters()
-
-
-def _mean_or_none(values: Tensor) -> float | None:
-    values = values[~torch.isnan(values)]
-    return float(values.mean()) if values.numel() else None
 
 
 def spearman(a: Tensor, b: Tensor) -> Tensor:
@@ -616,12 +772,17 @@ def ssim(a: Tensor, b: Tensor, *, window: int = 11, sigma: float = 1.5) -> Tenso
 
 # ---------------------------------------------------------------- localisation
 
-def localisation(cams: Tensor, masks: Tensor, *, tolerance: int = 1, seed: int = 0) -> dict[str, Any]:
-    """Pointing game and energy inside known lesion masks, CAM vs seeded random maps.
+def localisation(cams: Tensor, masks: Tensor, *, tolerance: int = 1, seed: int = 0,
+                 random_per_image: int = RANDOM_PER_IMAGE) -> dict[str, Any]:
+    """Pointing game and energy inside known lesion masks: CAM, random maps and chance.
 
     Only images with a non-empty mask count. The pointing game scores a hit when the map's
     maximum lies in the mask dilated by ``tolerance`` pixels; energy is the share of the
-    map's total inside the (undilated) mask. A map with no energy scores neither.
+    map's total inside the (undilated) mask. A map with no energy scores neither. Chance is
+    analytic: a peak placed uniformly at random hits with probability the dilated mask's
+    share of the image, and a uniform map puts the mask's area fraction inside it. The
+    verdicts compare the CAM with chance per image (``verdicts.paired``); the mean of
+    ``random_per_image`` seeded random maps is shown beside it as an empirical check.
     """
     masks = masks.bool().cpu()
     if cams.shape != masks.shape:
@@ -630,24 +791,39 @@ def localisation(cams: Tensor, masks: Tensor, *, tolerance: int = 1, seed: int =
     keep = masks.flatten(1).any(1)
     cams, masks = cams[keep].float().cpu(), masks[keep]
     n = int(keep.sum())
-    result: dict[str, Any] = {"n": n, "tolerance": int(tolerance),
-                              "pointing_game": {"cam": None, "random": None},
-                              "energy_inside": {"cam": None, "random": None},
-                              "mask_area": float(masks.float().mean()) if n else None}
+    result: dict[str, Any] = {"n": n, "tolerance": int(tolerance), "random_per_image": int(random_per_image),
+                              "pointing_game": {"cam": None, "random": None, "chance": None},
+                              "energy_inside": {"cam": None, "random": None, "chance": None},
+                              "mask_area": float(masks.float().mean()) if n else None,
+                              "verdict": verdicts.NOT_DISTINGUISHABLE}
     if n == 0:
         return result
     k = 2 * tolerance + 1
     dilated = F.max_pool2d(masks[:, None].float(), k, stride=1, padding=tolerance)[:, 0] > 0
-    rand = random_maps(n, masks.shape[1], masks.shape[2], seed=seed)
-    for name, maps in (("cam", cams), ("random", rand)):
-        flat = maps.flatten(1)
-        total = flat.sum(1)
-        alive = total > 0
-        hit = dilated.flatten(1).gather(1, flat.argmax(1, keepdim=True))[:, 0] & alive
-        inside = (flat * masks.flatten(1)).sum(1) / torch.where(alive, total, torch.ones_like(total))
-        result["pointing_game"][name] = float(hit.float().mean())
-        result["energy_inside"][name] = float(inside.mean())
+    chance = {"pointing_game": dilated.flatten(1).float().mean(1),
+              "energy_inside": masks.flatten(1).float().mean(1)}
+    rand = random_maps(n * random_per_image, masks.shape[1], masks.shape[2], seed=seed)
+    scores = {"cam": _localisation_scores(cams, masks, dilated),
+              "random": _localisation_scores(rand, masks.repeat_interleave(random_per_image, 0),
+                                             dilated.repeat_interleave(random_per_image, 0))}
+    for metric in ("pointing_game", "energy_inside"):
+        stat = verdicts.paired(scores["cam"][metric].numpy(), chance[metric].numpy(), higher_is_better=True,
+                               margin=verdicts.LOCALISATION_MARGIN, seed=seed)
+        stat["chance"] = stat.pop("reference")
+        stat["random"] = float(scores["random"][metric].mean())
+        result[metric] = stat
+    result["verdict"] = verdicts.overall([result[m]["verdict"] for m in ("pointing_game", "energy_inside")])
     return result
+
+
+def _localisation_scores(maps: Tensor, masks: Tensor, dilated: Tensor) -> dict[str, Tensor]:
+    """Per-map hit (0/1) of the maximum in the dilated mask and energy share inside the mask."""
+    flat = maps.flatten(1)
+    total = flat.sum(1)
+    alive = total > 0
+    hit = dilated.flatten(1).gather(1, flat.argmax(1, keepdim=True))[:, 0] & alive
+    inside = (flat * masks.flatten(1)).sum(1) / torch.where(alive, total, torch.ones_like(total))
+    return {"pointing_game": hit.float(), "energy_inside": inside}
 
 
 # ---------------------------------------------------------------- the whole split
@@ -657,6 +833,7 @@ def explain_split(model: nn.Module, images_float: Tensor, *, y_true: np.ndarray 
                   layer_name: str, method: str = "gradcam", masks: Tensor | None = None,
                   gallery_per_kind: int | None = None, faithfulness_n: int = 64, sanity_n: int = 16,
                   faithfulness_steps: int = 10, faithfulness_baseline: str = "blur",
+                  random_per_image: int = RANDOM_PER_IMAGE, sanity_seeds: int = SANITY_SEEDS,
                   seed: int = 0, batch_size: int = 64,
                   device: str | torch.device | None = None) -> tuple[dict[str, Any], Tensor]:
     """Gallery CAMs, faithfulness, sanity check and (with masks) localisation for one split.
@@ -665,7 +842,8 @@ def explain_split(model: nn.Module, images_float: Tensor, *, y_true: np.ndarray 
     which the caller adds when it writes the overlays) and the gallery CAMs (M, H, W): one
     per entry and target class, in the order of the entries' ``maps``. Faithfulness and the
     sanity check target the predicted class, localisation the true class.
-    Faithfulness dominates the cost: 4 * (steps - 1) + 2 forward passes per sampled image.
+    Faithfulness dominates the cost: 4 * (steps - 1) * (1 + random_per_image) + 2 forward
+    passes per sampled image; the sanity check costs one CAM batch per stage and seed.
     """
     if method not in METHODS:
         raise ConfigError(f"explain method {method!r} is not one of {', '.join(METHODS)}")
@@ -699,24 +877,27 @@ def explain_split(model: nn.Module, images_float: Tensor, *, y_true: np.ndarray 
     x_f = images_float[sample]
     cams_f = compute_cams(model, x_f, target_layer=target_layer, targets=pred[sample], **options)
     faith = faithfulness(model, x_f, cams_f, targets=pred[sample], steps=faithfulness_steps,
-                         baseline=faithfulness_baseline, seed=seed, batch_size=batch_size,
-                         device=device)
+                         baseline=faithfulness_baseline, random_per_image=random_per_image,
+                         seed=seed, batch_size=batch_size, device=device)
     summary["faithfulness"] = faith
     timings["faithfulness_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     s_rows = sample[:sanity_n]
+    # The sanity images are the first of the faithfulness sample: their trained maps exist.
     sanity = sanity_check(model, images_float[s_rows], targets=pred[s_rows], method=method,
                           target_layer_fn=lambda m: m.get_submodule(layer_path), seed=seed,
-                          batch_size=batch_size, device=device)
-    summary["sanity"] = _sanity_summary(sanity)
+                          seeds=sanity_seeds, original=cams_f[:sanity_n], batch_size=batch_size,
+                          device=device)
+    summary["sanity"] = sanity
     timings["sanity_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     summary["localisation"] = None
     if masks is not None:
         summary["localisation"] = _localise(model, images_float, masks, y_true, pred, target_layer,
-                                            limit=faithfulness_n, seed=seed, options=options)
+                                            limit=faithfulness_n, seed=seed, options=options,
+                                            random_per_image=random_per_image)
     timings["localisation_s"] = time.perf_counter() - clock
     summary["timings"] = {k: round(v, 3) for k, v in timings.items()}
     logger.info("explain (%s at %s): %s", method, layer_name, summary["timings"])
@@ -731,20 +912,13 @@ def _module_path(model: nn.Module, target: nn.Module) -> str:
                       f"{type(model).__name__}")
 
 
-def _sanity_summary(sanity: dict[str, Any]) -> dict[str, Any]:
-    """Headline = the last, most randomised stage; every stage kept for the report."""
-    stages = sanity["stages"]
-    last = stages[-1] if stages else {"spearman": None, "ssim": None}
-    return {"n": sanity["n"], "layers_randomised": [s["randomised"] for s in stages],
-            "spearman": last["spearman"], "ssim": last["ssim"], "stages": stages}
-
-
 def _localise(model: nn.Module, images: Tensor, masks: Tensor, y_true: Any, pred: Tensor,
-              target_layer: nn.Module, *, limit: int, seed: int, options: dict[str, Any]) -> dict[str, Any]:
+              target_layer: nn.Module, *, limit: int, seed: int, options: dict[str, Any],
+              random_per_image: int) -> dict[str, Any]:
     masks = torch.as_tensor(masks).bool()
     positive = torch.nonzero(masks.flatten(1).any(1)).flatten()
     gen = torch.Generator().manual_seed(seed + 2)
     rows = positive[torch.randperm(positive.numel(), generator=gen)[:limit]]
     targets = pred[rows] if y_true is None else torch.as_tensor(np.asarray(y_true)).long()[rows]
     cams = compute_cams(model, images[rows], target_layer=target_layer, targets=targets, **options)
-    return localisation(cams, masks[rows], seed=seed)
+    return localisation(cams, masks[rows], seed=seed, random_per_image=random_per_image)

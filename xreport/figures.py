@@ -94,6 +94,7 @@ class ReportFigures:
     before_after: FigurePaths | None = None
     results: Figures = field(default_factory=dict)
     faithfulness: FigurePaths | None = None
+    sanity: FigurePaths | None = None
     failed: list[str] = field(default_factory=list)
 
 
@@ -191,5 +192,8 @@ def draw_report_figures(report_dir: Path, *, meta: artifacts.CheckpointMeta,
     faith = (evaluation.get("explain") or {}).get("faithfulness") or {}
     if faith.get("deletion_curve") or faith.get("insertion_curve"):
         out.faithfulness = maker.draw("faithfulness", lambda t, lang: charts.faithfulness_curves(faith, t=t))
+    sanity = (evaluation.get("explain") or {}).get("sanity") or {}
+    if any(isinstance(st.get("spearman"), Mapping) for st in sanity.get("stages") or []):
+        out.sanity = maker.draw("sanity", lambda t, lang: charts.sanity_similarity(sanity, t=t))
     out.failed = sorted(set(maker.failed))
     return out

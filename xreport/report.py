@@ -278,41 +278,55 @@ def _gallery(explain: Mapping[str, Any], paths: RunPaths,
             for cls, panels in sorted(groups.items(), key=lambda g: order.get(g[0], len(order)))]
 
 
+FAITH_ROWS = ("deletion_auc", "insertion_auc", "road_morf", "road_lerf")
+
+
+def _stat_row(metric: str, stat: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """One table row of a paired statistic from metrics.json (older files lack the statistics)."""
+    return {"metric": metric, "cam": stat.get("cam"), "random": stat.get("random"),
+            "difference": stat.get("difference"), "ci95": stat.get("ci95"), "p_value": stat.get("p_value"),
+            "n": stat.get("n"), "verdict": stat.get("verdict"), **extra}
+
+
 def _explain(explain: Mapping[str, Any] | None, paths: RunPaths,
-             faith_figure: dict[str, str] | None, class_names: Sequence[str]) -> dict[str, Any]:
+             figures: Mapping[str, dict[str, str] | None], class_names: Sequence[str]) -> dict[str, Any]:
     from . import charts
+    from .verdicts import FAITHFULNESS_MARGIN, LOCALISATION_MARGIN, SANITY_SPEARMAN_LIMIT
 
     if not explain:
         return {"available": False}
     faith = explain.get("faithfulness")
     faith_ctx = None
     if faith:
-        rows = []
-        for metric, lower_better in (("deletion_auc", True), ("insertion_auc", False)):
-            pair = faith.get(metric) or {}
-            cam, rnd = pair.get("cam"), pair.get("random")
-            if cam is None or rnd is None:
-                continue
-            rows.append({"metric": metric, "cam": cam, "random": rnd,
-                         "better": cam < rnd if lower_better else cam > rnd})
-        faith_ctx = {"n": faith.get("n"), "rows": rows} if rows else None
+        rows = [_stat_row(m, faith[m]) for m in FAITH_ROWS
+                if isinstance(faith.get(m), Mapping) and faith[m].get("cam") is not None]
+        faith_ctx = {"n": faith.get("n"), "rows": rows, "verdict": faith.get("verdict"),
+                     "maps": (faith.get("random_maps") or {}).get("per_image", 1),
+                     "margin": FAITHFULNESS_MARGIN, "road": any(r["metric"].startswith("road") for r in rows)
+                     } if rows else None
     sanity = explain.get("sanity")
     sanity_ctx = None
-    if sanity:
-        stages = sanity.get("stages") or [{"randomised": "+".join(sanity.get("layers_randomised") or []),
-                                           "spearman": sanity.get("spearman"), "ssim": sanity.get("ssim")}]
-        sanity_ctx = {"n": sanity.get("n"), "stages": stages}
+    if sanity and sanity.get("stages"):
+        stages = [{"randomised": st.get("randomised"), "verdict": st.get("verdict"),
+                   **{key: {"mean": None, "sd_seeds": None, "ci95": None, "n": None,
+                            **(st[key] if isinstance(st.get(key), Mapping) else {"mean": st.get(key)})}
+                      for key in ("spearman", "ssim")}}
+                  for st in sanity["stages"]]
+        sanity_ctx = {"n": sanity.get("n"), "seeds": sanity.get("seeds", 1), "stages": stages,
+                      "verdict": sanity.get("verdict"), "limit": SANITY_SPEARMAN_LIMIT}
     loc = explain.get("localisation")
     loc_ctx = None
-    if loc:
-        rows = [{"metric": m, "cam": (loc.get(m) or {}).get("cam"), "random": (loc.get(m) or {}).get("random")}
-                for m in ("pointing_game", "energy_inside") if loc.get(m)]
-        loc_ctx = {"n": loc.get("n"), "rows": rows}
+    if loc and loc.get("n"):
+        rows = [_stat_row(m, loc[m], chance=loc[m].get("chance")) for m in ("pointing_game", "energy_inside")
+                if isinstance(loc.get(m), Mapping)]
+        loc_ctx = {"n": loc.get("n"), "rows": rows, "verdict": loc.get("verdict"),
+                   "tolerance": loc.get("tolerance", 0), "maps": loc.get("random_per_image", 1),
+                   "margin": LOCALISATION_MARGIN}
     return {"available": True, "method": explain.get("method", "?"),
             "target_layer": explain.get("target_layer"), "gallery": _gallery(explain, paths, class_names),
             "cam_scale": charts.cam_scale_colors(),
             "faithfulness": faith_ctx, "sanity": sanity_ctx, "localisation": loc_ctx,
-            "figures": {"faithfulness": faith_figure}}
+            "figures": dict(figures)}
 
 
 def _repro(meta: Mapping[str, Any], config: Mapping[str, Any], paths: RunPaths,
@@ -377,7 +391,8 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
     figs = draw_report_figures(paths.report_dir, meta=meta, evaluation=evaluation, history=history,
                                distribution=dist, dataset=dataset, langs=langs,
                                templates_dir=templates_dir)
-    dist_fig, curves_fig, faith_fig = figs.distribution, figs.curves, figs.faithfulness
+    dist_fig, curves_fig = figs.distribution, figs.curves
+    explain_figs = {"faithfulness": figs.faithfulness, "sanity": figs.sanity}
     examples_fig, before_after_fig, result_figs = figs.examples, figs.before_after, figs.results
 
     name = _dataset_name(meta, dataset)
@@ -412,7 +427,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "model": _model(meta, explain, model),
         "training": _training(meta, config, history, curves_fig),
         "results": _results(metrics, evaluation, result_figs),
-        "explain": _explain(explain, paths, faith_fig, class_names),
+        "explain": _explain(explain, paths, explain_figs, class_names),
         "discussion": discussion.observations(metrics, history=history, distribution=dist,
                                               explain=explain),
         "repro": _repro(meta, config, paths, evaluation, command),

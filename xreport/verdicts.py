@@ -1,0 +1,131 @@
+"""The statistics behind every explanation verdict, and the rules that turn them into words.
+
+Each faithfulness or localisation score is a *paired* comparison over images: per image,
+the CAM's score minus the score of the reference (the mean of several random maps, or the
+analytic chance level). The verdict reads three things about those per-image differences:
+the two-sided Wilcoxon signed-rank p-value, the 95% bootstrap (percentile) interval of their
+mean, and an effect-size margin below which a difference is too small to matter:
+
+- ``better``: p < ALPHA, the interval lies entirely on the good side of 0 and the mean
+  difference exceeds the margin;
+- ``worse``: the same on the bad side;
+- ``not_distinguishable``: everything else (too few images, too noisy, or too small).
+
+The sanity check compares a similarity (Spearman rank correlation of the maps before and
+after randomisation) with a fixed limit: ``pass`` when the interval of the mean similarity
+lies below the limit (the maps changed), ``fail`` when it lies above (they survived),
+``inconclusive`` otherwise. The discussion reads only these verdict strings.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy.stats import wilcoxon
+
+BETTER, NOT_DISTINGUISHABLE, WORSE = "better", "not_distinguishable", "worse"
+PASS, INCONCLUSIVE, FAIL = "pass", "inconclusive", "fail"
+ALPHA = 0.05
+N_BOOT = 2000
+# An AUC-type faithfulness score (probabilities averaged over the curve, 0..1) must differ
+# from the random maps' by at least this much: 0.432 against 0.434 is not a finding.
+FAITHFULNESS_MARGIN = 0.02
+# Hit rates and energy shares (0..1) against chance: five percentage points.
+LOCALISATION_MARGIN = 0.05
+# Spearman rank correlation of the maps before/after randomisation (Adebayo et al. 2018
+# treat a correlation that stays high as a failed check).
+SANITY_SPEARMAN_LIMIT = 0.5
+
+
+def _finite(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    return arr[np.isfinite(arr)]
+
+
+def bootstrap_mean_ci(values: Sequence[float] | np.ndarray, *, seed: int = 0,
+                      n_boot: int = N_BOOT) -> list[float] | None:
+    """95% percentile interval of the mean over ``n_boot`` seeded resamples (None below 2 values)."""
+    d = _finite(values)
+    if d.size < 2:
+        return None
+    idx = np.random.default_rng(seed).integers(0, d.size, size=(n_boot, d.size))
+    lo, hi = np.quantile(d[idx].mean(axis=1), [0.025, 0.975])
+    return [float(lo), float(hi)]
+
+
+def wilcoxon_p(diffs: Sequence[float] | np.ndarray) -> float | None:
+    """Two-sided Wilcoxon signed-rank p-value; 1.0 when every difference is zero."""
+    d = _finite(diffs)
+    if d.size == 0:
+        return None
+    if not np.any(d != 0):
+        return 1.0
+    p = float(wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
+    return p if math.isfinite(p) else None
+
+
+def paired(cam: Sequence[float] | np.ndarray, reference: Sequence[float] | np.ndarray, *,
+           higher_is_better: bool, margin: float, seed: int = 0) -> dict[str, Any]:
+    """Per-image CAM score against its reference: means, the difference's CI and p, the verdict.
+
+    ``difference`` is CAM minus reference (its sign is that of the raw score); the verdict
+    accounts for the direction.
+    """
+    a = np.asarray(cam, dtype=np.float64).reshape(-1)
+    b = np.asarray(reference, dtype=np.float64).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores need equal lengths, got {a.size} and {b.size}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    d = a - b
+    n = int(d.size)
+    mean = float(d.mean()) if n else None
+    ci = bootstrap_mean_ci(d, seed=seed)
+    p = wilcoxon_p(d)
+    return {"cam": float(a.mean()) if n else None, "reference": float(b.mean()) if n else None,
+            "difference": mean, "ci95": ci, "p_value": p, "n": n, "margin": margin,
+            "higher_is_better": higher_is_better,
+            "verdict": paired_verdict(mean, ci, p, higher_is_better=higher_is_better, margin=margin)}
+
+
+def paired_verdict(mean: float | None, ci: Sequence[float] | None, p: float | None, *,
+                   higher_is_better: bool, margin: float) -> str:
+    """The three-way rule of the module docstring, on a difference oriented by ``higher_is_better``."""
+    if mean is None or ci is None or p is None or p >= ALPHA:
+        return NOT_DISTINGUISHABLE
+    sign = 1.0 if higher_is_better else -1.0
+    gain, lo, hi = sign * mean, *sorted((sign * ci[0], sign * ci[1]))
+    if lo > 0 and gain > margin:
+        return BETTER
+    if hi < 0 and gain < -margin:
+        return WORSE
+    return NOT_DISTINGUISHABLE
+
+
+def overall(verdicts: Sequence[str]) -> str:
+    """One verdict for a topic: better only if every score is, worse if any is and none is better."""
+    if not verdicts:
+        return NOT_DISTINGUISHABLE
+    if all(v == BETTER for v in verdicts):
+        return BETTER
+    if WORSE in verdicts and BETTER not in verdicts:
+        return WORSE
+    return NOT_DISTINGUISHABLE
+
+
+def below_limit(values: Sequence[float] | np.ndarray, *, limit: float, seed: int = 0) -> dict[str, Any]:
+    """Mean similarity, its 95% CI over images, and pass (CI below ``limit``) / fail / inconclusive."""
+    d = _finite(values)
+    mean = float(d.mean()) if d.size else None
+    ci = bootstrap_mean_ci(d, seed=seed)
+    if ci is None:
+        verdict = INCONCLUSIVE
+    elif ci[1] < limit:
+        verdict = PASS
+    elif ci[0] > limit:
+        verdict = FAIL
+    else:
+        verdict = INCONCLUSIVE
+    return {"mean": mean, "ci95": ci, "n": int(d.size), "limit": limit, "verdict": verdict}
