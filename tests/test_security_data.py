@@ -67,7 +67,8 @@ def test_folder_links_out_of_the_root_are_refused(tmp_path, capsys, outside, whe
 
 def test_links_inside_the_root_are_fine(tmp_path, capsys):
     data = image_folder(tmp_path / "data")
-    (data / "train" / "a" / "again.png").symlink_to(data / "train" / "b" / "0.png")
+    pool = png(data / "pool" / "x.png", seed=5)           # inside the root, outside the splits
+    (data / "train" / "a" / "linked.png").symlink_to(pool)
     rc, _, err = cli(capsys, *train_args(data, "inside", tmp_path))
     assert rc == 0, err
 

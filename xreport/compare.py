@@ -494,12 +494,13 @@ def compare_runs(runs: Sequence[run_folder.RunPaths], name: str | None, reports_
                  command: str | None = None, *, templates: Path | None = None,
                  n_boot: int = N_BOOT, seed: int = 0, progress: bool = True) -> CompareResult:
     """Evaluate stale runs, then write ``reports/compare-A-B/report.html`` and PDFs."""
-    from .build import FORMATS, check_choices
+    from .build import FORMATS, check_choices, check_report_options
     from .render import LANGS
 
     started = time.perf_counter()
     langs = check_choices(langs, LANGS, what="lang")
     formats = check_choices(formats, FORMATS, what="format")
+    check_report_options(device=device, templates=templates)
     _check_runs(runs)
     name = run_folder.check_run_name(name or default_name([p.name for p in runs]))
     out_dir = Path(reports_root) / name
@@ -513,21 +514,23 @@ def compare_runs(runs: Sequence[run_folder.RunPaths], name: str | None, reports_
             result.evaluated.append(p.name)
     result.seconds["evaluate"] = round(time.perf_counter() - started, 2)
     evaluated = [load_evaluated(p) for p in runs]
-    with run_folder.run_lock(out_dir, what="comparison report"):
-        _clear_figures(out_dir / "figures")
-        context = compare_context(evaluated, name=name, reports_root=Path(reports_root), langs=langs,
+    # Written into a staging copy and swapped in whole (see runs.staged_folder).
+    with run_folder.run_lock(out_dir, what="comparison report"), \
+            run_folder.staged_folder(out_dir) as staged:
+        _clear_figures(staged / "figures")
+        context = compare_context(evaluated, name=name, reports_root=staged.parent, langs=langs,
                                   command=command, n_boot=n_boot, seed=seed, templates_dir=templates)
-        run_folder.write_json(out_dir / "compare.json", _json_summary(context))
+        run_folder.write_json(staged / "compare.json", _json_summary(context))
         result.files.append(out_dir / "compare.json")
         if "html" in formats:
             html = render_compare_html(context, langs=langs, templates_dir=templates)
-            run_folder.write_text(out_dir / "report.html", html)
+            run_folder.write_text(staged / "report.html", html)
             result.files.append(out_dir / "report.html")
         if "pdf" in formats:
             for lang in langs:
-                out = out_dir / f"report.{lang}.pdf"
-                render_compare_pdf(context, lang=lang, out_path=out, templates_dir=templates)
-                result.files.append(out)
+                render_compare_pdf(context, lang=lang, out_path=staged / f"report.{lang}.pdf",
+                                   templates_dir=templates)
+                result.files.append(out_dir / f"report.{lang}.pdf")
     result.seconds["total"] = round(time.perf_counter() - started, 2)
     return result
 

@@ -90,9 +90,11 @@ class FileScope:
     def of(cls, *folders: Path | str | None) -> "FileScope":
         return cls(tuple(dict.fromkeys(Path(f).resolve() for f in folders if f is not None)))
 
-    def resolve(self, path: Path | str, *, what: str, max_bytes: int = MAX_EMBEDDED_BYTES) -> Path:
-        """The real file behind ``path`` (every symlink followed), if it lies inside a root."""
-        shown = str(path)
+    def resolve(self, path: Path | str, *, what: str, max_bytes: int = MAX_EMBEDDED_BYTES,
+                shown: str | None = None) -> Path:
+        """The real file behind ``path`` (every symlink followed), if it lies inside a root.
+        ``shown`` is how the message names it (what the user wrote)."""
+        shown = shown or str(path)
         try:
             # Containment first (on the path with every existing symlink followed), so a
             # refused path says nothing about whether the file exists.
@@ -111,8 +113,9 @@ class FileScope:
             raise ReportError(f"{what} {shown}: {size} bytes is more than the limit of {max_bytes}")
         return real
 
-    def read_bytes(self, path: Path | str, *, what: str, max_bytes: int = MAX_EMBEDDED_BYTES) -> bytes:
-        real = self.resolve(path, what=what, max_bytes=max_bytes)
+    def read_bytes(self, path: Path | str, *, what: str, max_bytes: int = MAX_EMBEDDED_BYTES,
+                   shown: str | None = None) -> bytes:
+        real = self.resolve(path, what=what, max_bytes=max_bytes, shown=shown)
         try:
             return real.read_bytes()
         except OSError as exc:
@@ -597,10 +600,10 @@ def _mime(path: Path) -> str:
                                                                "application/octet-stream")
 
 
-def data_uri(path: Path, scope: FileScope | None = None) -> str:
+def data_uri(path: Path, scope: FileScope | None = None, *, shown: str | None = None) -> str:
     """``path`` as a data URI; with ``scope``, only a file inside its folders."""
     if scope is not None:
-        payload = scope.read_bytes(path, what="figure")
+        payload = scope.read_bytes(path, what="figure", shown=shown)
     else:
         try:
             payload = Path(path).read_bytes()
@@ -621,8 +624,8 @@ def _image_source(report_dir: Path, scope: FileScope, *, mode: str) -> Callable[
         if not path.is_absolute():
             path = report_dir / path
         if mode == "file":
-            return scope.resolve(path, what="figure").as_uri()
-        return data_uri(path, scope)
+            return scope.resolve(path, what="figure", shown=str(ref)).as_uri()
+        return data_uri(path, scope, shown=str(ref))
     return img
 
 
