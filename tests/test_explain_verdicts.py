@@ -169,6 +169,21 @@ def test_paired_verdicts_need_significance_direction_and_margin() -> None:
     assert verdicts.paired([0.9] * 5, [0.1] * 5, higher_is_better=True, margin=0.02)["p_value"] > 0.05
 
 
+def test_hit_rates_are_tested_on_their_mean_not_their_median() -> None:
+    # 20 of 60 peaks in a lesion whose dilated share is 4%: far above chance, yet most images
+    # miss, so the median difference is negative and Wilcoxon's p is large.
+    hits = np.array([1.0] * 20 + [0.0] * 40)
+    chance = np.full(60, 0.04)
+    assert verdicts.wilcoxon_p(hits - chance) > 0.05
+    stat = verdicts.paired(hits, chance, higher_is_better=True, margin=0.05, test="sign_flip")
+    assert stat["p_value"] < 0.001 and stat["test"] == "sign_flip" and stat["verdict"] == "better"
+    at_chance = np.array([1.0] * 2 + [0.0] * 58)
+    assert verdicts.paired(at_chance, chance, higher_is_better=True, margin=0.05,
+                           test="sign_flip")["verdict"] == "not_distinguishable"
+    with pytest.raises(ValueError, match="sign_flip"):
+        verdicts.paired(hits, chance, higher_is_better=True, margin=0.05, test="t")
+
+
 def test_overall_and_similarity_rules() -> None:
     assert verdicts.overall(["better", "better"]) == "better"
     assert verdicts.overall(["better", "worse"]) == "not_distinguishable"

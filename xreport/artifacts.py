@@ -328,6 +328,22 @@ class ValMetrics(TypedDict, total=False):
     acc: float | None
     f1: float | None
     auc: float | None
+    bacc: float | None
+    qwk: float | None
+
+
+class RecipeChoice(TypedDict):
+    """One choice of the auto recipe (xreport.recipe.Choice.as_dict)."""
+
+    key: str            # dotted config key
+    value: Any
+    rule: str           # size | epochs | stem | imbalance | select | batch | flip | head | base
+    why: str            # the figures it rests on, in English
+
+
+class RecipeMeta(TypedDict):
+    name: str                       # "auto" | "plain"
+    choices: list[RecipeChoice]     # [] when nothing was chosen from the data
 
 
 class PipelineStep(TypedDict):
@@ -353,6 +369,9 @@ class CheckpointMeta(TypedDict):
     dropout: NotRequired[float]
     pretrained: NotRequired[bool]
     freeze_backbone: NotRequired[bool]
+    head: NotRequired[str]          # "linear" | "ordinal" (models.HEADS); absent: linear
+    weights: NotRequired[str]       # the local state_dict the backbone started from, "" if none
+    recipe: NotRequired[RecipeMeta]
     preprocess: NotRequired[dict[str, Any]]
     pipeline: NotRequired[list[PipelineStep]]
     data: NotRequired[dict[str, Any]]
@@ -375,7 +394,7 @@ class CheckpointMeta(TypedDict):
 # ---------------------------------------------------------------- history and the rest
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "train_f1", "val_loss", "val_acc",
-                   "val_f1", "val_auc", "lr", "seconds")
+                   "val_f1", "val_auc", "lr", "seconds", "val_bacc", "val_qwk")
 
 
 class HistoryRow(TypedDict, total=False):
@@ -391,6 +410,8 @@ class HistoryRow(TypedDict, total=False):
     val_auc: float | None
     lr: float | None
     seconds: float | None
+    val_bacc: float | None          # balanced accuracy
+    val_qwk: float | None           # quadratic weighted kappa
 
 
 History = list[HistoryRow]

@@ -56,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float)
     t.add_argument("--image-size", type=int)
     t.add_argument("--pretrained", action="store_true", default=None,
-                   help="ImageNet weights from the local torch cache (no download)")
+                   help="torchvision ImageNet weights (torch hub cache, else downloaded into it)")
+    t.add_argument("--weights", help="a local torchvision-compatible state_dict to start from")
+    t.add_argument("--recipe", choices=("auto", "plain"),
+                   help="auto (default): unset keys chosen from the data; plain: fixed defaults")
     t.add_argument("--seed", type=int)
     t.add_argument("--device", help="auto|cpu|cuda|cuda:N")
     t.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (smoke tests)")
@@ -113,21 +116,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> int:
     from . import config as config_mod
+    from .recipe import resolve
     from .train import train
 
     overrides = {
         "name": args.name, "image_size": args.image_size,
         "data.dataset": args.dataset, "data.skip_bad_images": args.skip_bad_images,
         "model.arch": args.arch, "model.pretrained": args.pretrained,
+        "model.weights": args.weights, "train.recipe": args.recipe,
         "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.lr": args.lr,
         "train.seed": args.seed, "train.device": args.device, "train.max_steps": args.max_steps,
     }
     if args.config:
-        cfg = config_mod.load(args.config, overrides=overrides)
+        resolved = resolve(config_mod.load_raw(args.config, overrides=overrides), source=str(args.config))
     else:
-        cfg = config_mod.from_dict(config_mod.apply_overrides({}, overrides), source="command line")
+        resolved = resolve(config_mod.apply_overrides({}, overrides), source="command line")
+    cfg = resolved.config
+    for choice in resolved.choices:
+        if choice["rule"] != "base":
+            logger.info("auto recipe: %s = %r (%s)", choice["key"], choice["value"], choice["why"])
     result = train(cfg, checkpoints_root=args.checkpoints, resume=args.resume,
-                   overwrite=args.overwrite, command=shlex.split(args.command_line))
+                   overwrite=args.overwrite, command=shlex.split(args.command_line),
+                   recipe_choices=resolved.choices)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one summary line
         return 0
     print(f"trained {cfg.name}: best epoch {result.best_epoch} "

@@ -853,7 +853,8 @@ def localisation(cams: Tensor, masks: Tensor, *, tolerance: int = 1, seed: int =
     map's total inside the (undilated) mask. A map with no energy scores neither. Chance is
     analytic: a peak placed uniformly at random hits with probability the dilated mask's
     share of the image, and a uniform map puts the mask's area fraction inside it. The
-    verdicts compare the CAM with chance per image (``verdicts.paired``); the mean of
+    verdicts compare the CAM with chance per image (``verdicts.paired``, sign-flip test of
+    the mean); the localisation verdict is the pointing game's; the mean of
     ``random_per_image`` seeded random maps is shown beside it as an empirical check.
     """
     masks = masks.bool().cpu()
@@ -880,11 +881,13 @@ def localisation(cams: Tensor, masks: Tensor, *, tolerance: int = 1, seed: int =
                                              dilated.repeat_interleave(random_per_image, 0))}
     for metric in ("pointing_game", "energy_inside"):
         stat = verdicts.paired(scores["cam"][metric].numpy(), chance[metric].numpy(), higher_is_better=True,
-                               margin=verdicts.LOCALISATION_MARGIN, seed=seed)
+                               margin=verdicts.LOCALISATION_MARGIN, seed=seed, test="sign_flip")
         stat["chance"] = stat.pop("reference")
         stat["random"] = float(scores["random"][metric].mean())
         result[metric] = stat
-    result["verdict"] = verdicts.overall([result[m]["verdict"] for m in ("pointing_game", "energy_inside")])
+    # The topic's verdict (what the discussion says) is the pointing game's: energy shares of
+    # small lesions are a few percent, so a fixed margin makes them rarely decisive.
+    result["verdict"] = result["pointing_game"]["verdict"]
     return result
 
 

@@ -205,6 +205,10 @@ def _training(meta: Mapping[str, Any], config: Mapping[str, Any],
         "label_smoothing": train.get("label_smoothing", 0.0), "seed": meta.get("seed", train.get("seed")),
         "selected_epoch": meta.get("epoch"), "selected_by": meta.get("selected_by", train.get("select_metric", "val_loss")),
         "val_metrics": [(k, val[k]) for k in ("loss", "acc", "f1", "auc") if val.get(k) is not None],
+        "head": meta.get("head", "linear"),
+        # What the auto recipe chose from the data (the "why" figures in English, as a tooltip).
+        "recipe": [c for c in ((meta.get("recipe") or {}).get("choices") or [])
+                   if isinstance(c, Mapping) and c.get("rule") != "base"],
         "figures": {"curves": curves},
     }
 

@@ -3,8 +3,11 @@
 Each faithfulness or localisation score is a *paired* comparison over images: per image,
 the CAM's score minus the score of the reference (the mean of several random maps, or the
 analytic chance level). The verdict reads three things about those per-image differences:
-the two-sided Wilcoxon signed-rank p-value, the 95% bootstrap (percentile) interval of their
-mean, and an effect-size margin below which a difference is too small to matter:
+a two-sided p-value, the 95% bootstrap (percentile) interval of their mean, and an
+effect-size margin below which a difference is too small to matter. The p-value is the
+Wilcoxon signed-rank test's for continuous scores (faithfulness) and a sign-flip permutation
+test of the mean for 0/1 hits (the pointing game), where a median test would miss a hit rate
+far above chance because most images still miss:
 
 - ``better``: p < ALPHA, the interval lies entirely on the good side of 0 and the mean
   difference exceeds the margin;
@@ -29,6 +32,8 @@ BETTER, NOT_DISTINGUISHABLE, WORSE = "better", "not_distinguishable", "worse"
 PASS, INCONCLUSIVE, FAIL = "pass", "inconclusive", "fail"
 ALPHA = 0.05
 N_BOOT = 2000
+N_FLIPS = 10000
+TESTS = ("wilcoxon", "sign_flip")
 # An AUC-type faithfulness score (probabilities averaged over the curve, 0..1) must differ
 # from the random maps' by at least this much: 0.432 against 0.434 is not a finding.
 FAITHFULNESS_MARGIN = 0.02
@@ -66,8 +71,20 @@ def wilcoxon_p(diffs: Sequence[float] | np.ndarray) -> float | None:
     return p if math.isfinite(p) else None
 
 
+def sign_flip_p(diffs: Sequence[float] | np.ndarray, *, seed: int = 0, n_flips: int = N_FLIPS) -> float | None:
+    """Two-sided p of the mean difference under random sign flips (paired permutation test)."""
+    d = _finite(diffs)
+    if d.size == 0:
+        return None
+    if not np.any(d != 0):
+        return 1.0
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_flips, d.size))
+    null = np.abs((signs * d).mean(axis=1))
+    return float((1 + np.sum(null >= abs(d.mean()) - 1e-12)) / (n_flips + 1))
+
+
 def paired(cam: Sequence[float] | np.ndarray, reference: Sequence[float] | np.ndarray, *,
-           higher_is_better: bool, margin: float, seed: int = 0) -> dict[str, Any]:
+           higher_is_better: bool, margin: float, seed: int = 0, test: str = "wilcoxon") -> dict[str, Any]:
     """Per-image CAM score against its reference: means, the difference's CI and p, the verdict.
 
     ``difference`` is CAM minus reference (its sign is that of the raw score); the verdict
@@ -82,10 +99,12 @@ def paired(cam: Sequence[float] | np.ndarray, reference: Sequence[float] | np.nd
     d = a - b
     n = int(d.size)
     mean = float(d.mean()) if n else None
+    if test not in TESTS:
+        raise ValueError(f"paired test {test!r} is not one of {', '.join(TESTS)}")
     ci = bootstrap_mean_ci(d, seed=seed)
-    p = wilcoxon_p(d)
+    p = wilcoxon_p(d) if test == "wilcoxon" else sign_flip_p(d, seed=seed)
     return {"cam": float(a.mean()) if n else None, "reference": float(b.mean()) if n else None,
-            "difference": mean, "ci95": ci, "p_value": p, "n": n, "margin": margin,
+            "difference": mean, "ci95": ci, "p_value": p, "test": test, "n": n, "margin": margin,
             "higher_is_better": higher_is_better,
             "verdict": paired_verdict(mean, ci, p, higher_is_better=higher_is_better, margin=margin)}
 
