@@ -107,3 +107,31 @@ def test_quality_results_hold_what_the_issue_asks_for_each_recipe() -> None:
             assert abs(entry[f"test_{metric}_mean"] - sum(values) / len(values)) < 1e-3, name
             assert entry[f"test_{metric}_std"] >= 0
         assert entry["minutes_per_seed"] > 0
+
+
+def test_zoo_smoke(tmp_path: Path) -> None:
+    result = run_smoke("zoo.py", tmp_path / "zoo.json")
+    entry = result["sets"]["synthetic"]
+    (row,) = entry["per_seed"]
+    assert entry["test_acc_mean"] == pytest.approx(row["test_acc"], abs=1e-4)
+    assert entry["test_auc_mean"] == pytest.approx(row["test_auc"], abs=1e-4)
+    assert entry["minutes_per_seed"] > 0 and row["epochs_run"] == 1
+    chosen = {c["key"]: c["value"] for c in entry["chosen"]}
+    # The synthetic set is 28 px grey and balanced: what the rules must pick for it.
+    assert chosen["image_size"] == 28 and chosen["train.imbalance"] == "none"
+    assert chosen["train.select_metric"] == "val_auc" and row["selected_by"] == "val_auc"
+
+
+def test_zoo_results_hold_means_and_choices_per_set() -> None:
+    path = REPO / "bench" / "results" / "zoo.json"
+    if not path.exists():
+        pytest.skip("bench/results/zoo.json not yet written")
+    zoo = json.loads(path.read_text())
+    assert zoo["smoke"] is False
+    for name, entry in zoo["sets"].items():
+        seeds = entry["per_seed"]
+        assert [s["seed"] for s in seeds] == entry["seeds"], name
+        for metric in ("acc", "auc"):
+            values = [s[f"test_{metric}"] for s in seeds]
+            assert abs(entry[f"test_{metric}_mean"] - sum(values) / len(values)) < 1e-3, name
+        assert entry["minutes_per_seed"] > 0 and entry["chosen"], name

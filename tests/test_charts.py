@@ -24,7 +24,7 @@ from sklearn.metrics import (average_precision_score, precision_recall_curve, ro
                              roc_curve)
 
 from xreport import charts
-from xreport.errors import ReportError
+from xreport.errors import OutputError, ReportError
 
 ROOT = Path(__file__).resolve().parents[1]
 I18N = ROOT / "templates" / "i18n"
@@ -549,7 +549,8 @@ def test_save_figure_failure_keeps_the_old_file(tmp_path: Path,
         raise OSError("disk full")
 
     monkeypatch.setattr(fig, "savefig", broken)
-    with pytest.raises(OSError):
+    # The OS error becomes one line that names the file and says the old one is kept.
+    with pytest.raises(OutputError, match=r"a\.png: cannot be written \(disk full\)"):
         charts.save_figure(fig, target)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]

@@ -399,3 +399,21 @@ def test_chinese_pdf_holds_the_verdicts_and_embeds_cjk(three: tuple[dict, str, P
     for key in ("compare.title", "compare.metrics.title", "compare.tests.title"):
         assert t(key).replace(" ", "") in text, key
     assert "r50_pre的準確率顯著高於r18" in text
+
+
+def test_graded_runs_are_compared_on_qwk_and_grade_error(tmp_path: Path) -> None:
+    names = ["grade 0", "grade 1", "grade 2"]
+    y = _labels(150, seed=6, k=3)
+    ids = [f"g{i}" for i in range(150)]
+    runs_ = [memory_run(tmp_path, n, y=y, ids=ids, separation=s, seed=i, class_names=names)
+             for i, (n, s) in enumerate((("ce", 0.5), ("ordinal", 2.5)))]
+    plain_keys = [row["key"] for row in compare._metric_rows(runs_)]
+    assert "metric.qwk" not in plain_keys            # multiclass runs: no grade agreement rows
+    for run in runs_:
+        run.evaluation["metrics"] = xmetrics.compute_all(y, run.probs, class_names=names, task="ordinal",
+                                                         n_boot=N_BOOT, seed=0)
+    rows = {row["key"]: row for row in compare._metric_rows(runs_)}
+    qwk, mae = rows["metric.qwk"], rows["metric.mae"]
+    assert qwk["better"] == "max" and qwk["best"] == [False, True]
+    assert mae["better"] == "min" and mae["best"] == [False, True]
+    assert xmetrics.value_of(qwk["values"][1]) == runs_[1].metrics["ordinal"]["qwk"]["value"]

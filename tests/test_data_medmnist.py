@@ -12,6 +12,7 @@ import torch
 
 from xreport.config import DataConfig, PreprocessConfig
 from xreport.data import load_dataset, resolve_source
+from xreport.data.medmnist import CLASS_NAMES, CLASS_NAMES_ZH_CN, CLASS_NAMES_ZH_TW
 from xreport.data.preprocess import preprocess_image
 from xreport.errors import DataError, OfflineError
 
@@ -58,7 +59,7 @@ def test_rgb_npz_with_flat_labels_and_unknown_name(tmp_path: Path) -> None:
 def test_retinamnist_is_ordinal_and_config_names_override(tmp_path: Path) -> None:
     path = write_npz(tmp_path / "retinamnist_64.npz", size=64, classes=5)
     ds = load(path)
-    assert ds.name == "retinamnist" and ds.task == "ordinal" and ds.class_names == list("01234")
+    assert ds.name == "retinamnist" and ds.task == "ordinal" and ds.class_names == CLASS_NAMES["retinamnist"]
     named = load(path, class_names=("a", "b", "c", "d", "e"))
     assert named.class_names == ["a", "b", "c", "d", "e"]
     with pytest.raises(DataError, match="class_names has 2 names"):
@@ -161,3 +162,24 @@ def test_real_pneumoniamnist_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     rgb = load_dataset(DataConfig(dataset="pneumoniamnist"), replace(PreprocessConfig(), to_rgb=True),
                        image_size=32, splits=("test",))
     assert rgb.splits["test"].images.shape == (624, 3, 32, 32)
+
+
+# ---------------------------------------------------------------- class names from MedMNIST
+
+def test_every_known_set_has_named_classes_and_both_translations() -> None:
+    for name, names in CLASS_NAMES.items():
+        assert len(set(names)) == len(names) and not any(n.startswith("class_") for n in names), name
+        for table in (CLASS_NAMES_ZH_TW, CLASS_NAMES_ZH_CN):
+            assert len(table[name]) == len(names), name
+    assert CLASS_NAMES["bloodmnist"][1] == "eosinophil" and CLASS_NAMES_ZH_TW["bloodmnist"][1] == "嗜酸性球"
+    assert [n.split(":")[0] for n in CLASS_NAMES["retinamnist"]] == list("01234")
+
+
+def test_medmnist_names_and_translations_reach_the_dataset(tmp_path: Path) -> None:
+    ds = load(write_npz(tmp_path / "bloodmnist.npz", classes=8))
+    assert ds.class_names == CLASS_NAMES["bloodmnist"]
+    assert ds.class_names_zh_tw == CLASS_NAMES_ZH_TW["bloodmnist"]
+    assert ds.class_names_zh_cn == CLASS_NAMES_ZH_CN["bloodmnist"]
+    renamed = load(write_npz(tmp_path / "pneumoniamnist.npz"), class_names=("N", "P"))
+    # User names replace the table, so its translations (of other words) are dropped.
+    assert renamed.class_names == ["N", "P"] and renamed.class_names_zh_tw == []

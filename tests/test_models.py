@@ -1,6 +1,7 @@
 """Architecture registry: shapes, stems, heads, CAM layers, offline weights, meta round trip."""
 from __future__ import annotations
 
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from torch import nn
 from xreport.errors import CheckpointError, ConfigError, OfflineError
 from xreport.models import (ARCHS, build_model, cam_target_layer, classifier_layer,
                             count_flops, count_parameters, load_weights, model_from_meta,
-                            resolve_small_stem, set_train_mode, weights_cache_path, weights_url)
+                            resolve_small_stem, set_train_mode, weights_cache_path, weights_url,
+                            OrdinalHead, resolve_head)
 
 
 @pytest.fixture(autouse=True)
@@ -133,14 +135,99 @@ def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_pretrained_absent_raises_offline_error(torch_home: Path) -> None:
+def _offline(url: str, *args: object, **kwargs: object) -> None:
+    raise urllib.error.URLError("no network")
+
+
+def test_pretrained_absent_and_offline_says_where_to_put_the_file(
+        torch_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _offline)
     expected = torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     assert weights_cache_path("resnet18") == expected
     with pytest.raises(OfflineError) as info:
         build_model("resnet18", num_classes=2, pretrained=True)
     message = str(info.value)
     assert str(expected) in message and weights_url("resnet18") in message
-    assert "\n" not in message
+    assert "model.weights" in message and "\n" not in message
+
+
+def test_pretrained_downloads_through_torch_hub_with_the_hash_checked(
+        torch_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet18(weights=None).state_dict()
+    calls: list[tuple[str, dict]] = []
+
+    def fake_download(url: str, **kwargs: object) -> dict:
+        calls.append((url, kwargs))
+        return reference
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_download)
+    model = build_model("resnet18", num_classes=3, in_channels=3, pretrained=True)
+    assert calls == [(weights_url("resnet18"), {"map_location": "cpu", "progress": False,
+                                                "check_hash": True, "weights_only": True})]
+    assert torch.equal(model.layer2[0].conv1.weight, reference["layer2.0.conv1.weight"])
+    assert model.fc.out_features == 3
+
+
+def test_local_weights_file_adapts_head_and_channels(tmp_path: Path) -> None:
+    # A domain backbone: 1-channel stem, a 14-class head, saved wrapped as training scripts do.
+    source = torchvision.models.resnet18(weights=None, num_classes=14)
+    source.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    state = {f"module.{k}": v for k, v in source.state_dict().items()}
+    path = tmp_path / "chest.pth"
+    torch.save({"state_dict": state, "epoch": 3}, path)
+    rgb = build_model("resnet18", num_classes=2, in_channels=3, weights=path)
+    assert torch.allclose(rgb.conv1.weight, source.conv1.weight.repeat(1, 3, 1, 1) / 3)
+    assert torch.equal(rgb.layer4[1].bn2.running_mean, source.layer4[1].bn2.running_mean)
+    assert rgb.fc.out_features == 2
+    grey = build_model("resnet18", num_classes=2, in_channels=1, weights=path)
+    assert torch.allclose(grey.conv1.weight, source.conv1.weight, atol=1e-6)
+
+
+def test_local_weights_of_another_architecture_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "r34.pth"
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), path)
+    with pytest.raises(CheckpointError, match="r34.pth"):
+        build_model("resnet18", num_classes=2, weights=path)
+    with pytest.raises(ConfigError, match="no such file"):
+        build_model("resnet18", num_classes=2, weights=tmp_path / "missing.pth")
+
+
+# ---------------------------------------------------------------- ordinal head
+
+def test_ordinal_head_gives_ordered_probabilities() -> None:
+    torch.manual_seed(0)
+    head = OrdinalHead(16, 5)
+    features = torch.randn(64, 16) * 5
+    log_probs = head(features)
+    probs = log_probs.exp()
+    assert torch.allclose(probs.sum(1), torch.ones(64), atol=1e-5)
+    assert torch.allclose(log_probs.softmax(1), probs, atol=1e-6)   # consumers' softmax is a no-op
+    assert (head.thresholds().diff() > 0).all()
+    # A higher score moves mass to higher grades: the expected grade rises with the score.
+    order = head.linear(features)[:, 0].argsort()
+    assert (head.expected_grade(features)[order].diff() >= -1e-5).all()
+
+
+def test_ordinal_head_trains_with_cross_entropy_and_round_trips() -> None:
+    torch.manual_seed(0)
+    model = build_model("resnet_tiny", num_classes=4, in_channels=1, head="ordinal")
+    assert isinstance(model.fc, OrdinalHead) and classifier_layer(model) is model.fc.linear
+    x, y = torch.rand(8, 1, 16, 16), torch.tensor([0, 1, 2, 3] * 2)
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    assert torch.isfinite(loss) and model.fc.threshold_gaps.grad is not None
+    rebuilt = model_from_meta({"arch": "resnet_tiny", "num_classes": 4, "in_channels": 1,
+                               "small_input_stem": False, "head": "ordinal"})
+    load_weights(rebuilt, model.state_dict(), path="best.pt")
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(x), model.eval()(x))
+
+
+def test_head_auto_follows_the_task() -> None:
+    assert resolve_head("auto", "ordinal") == "ordinal"
+    assert resolve_head("auto", "multiclass") == "linear"
+    assert resolve_head("linear", "ordinal") == "linear"
 
 
 def test_pretrained_loads_from_the_cache(torch_home: Path) -> None:
@@ -214,6 +301,8 @@ def test_model_from_meta_rejects_incomplete_meta() -> None:
     ("resnet18", 32, True, "layer3"),        # layer4 would be 4x4
     ("resnet18", 64, False, "layer2"),       # standard stem: layer4 2x2, layer3 4x4
     ("resnet_tiny", 28, True, "layer3"),     # 28 -> 28, 14, 7, 4
+    ("resnet18", 160, False, "layer3"),      # the wbc recipe: layer4 5x5, layer3 10x10
+    ("resnet18", 192, False, "layer3"),      # the auto recipe on wbc: layer4 6x6, layer3 12x12
     ("densenet121", 224, False, "features.norm5"),
     ("densenet121", 32, True, "features.denseblock3"),
 ])

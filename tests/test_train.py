@@ -217,7 +217,8 @@ def test_max_steps_stops_mid_epoch(tmp_path: Path) -> None:
 
 def test_early_stopping_on_a_flat_selection_metric(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    flat = {"val_loss": 0.7, "val_acc": 0.5, "val_f1": 0.4, "val_auc": 0.6}
+    flat = {"val_loss": 0.7, "val_acc": 0.5, "val_f1": 0.4, "val_auc": 0.6, "val_bacc": 0.5,
+            "val_qwk": 0.0}
     monkeypatch.setattr(train_mod, "evaluate_split", lambda loop, split: dict(flat))
     result = train(tiny_config("flat", epochs=5, early_stopping=1),
                    checkpoints_root=tmp_path)
@@ -303,3 +304,54 @@ def test_precision_and_layout_resolution() -> None:
     assert resolve_channels_last("auto", cpu, "fp32") is False
     assert resolve_channels_last("auto", cpu, "bf16") is True
     assert resolve_channels_last("off", torch.device("cuda"), "bf16") is False
+
+
+# ---------------------------------------------------------------- ordinal head, auto recipe meta
+
+def test_ordinal_task_trains_the_ordinal_head_and_selects_on_qwk(tmp_path: Path) -> None:
+    base = tiny_config("graded", epochs=2, select_metric="val_qwk")
+    cfg = replace(base, data=replace(base.data, phantom_classes=3, phantom_ordinal=True))
+    choices = [{"key": "train.select_metric", "value": "val_qwk", "rule": "select", "why": "task ordinal"}]
+    result = train(cfg, checkpoints_root=tmp_path, recipe_choices=choices)
+    ckpt = runs.load_checkpoint(runs.RunPaths("graded", checkpoints_root=tmp_path).best)
+    meta = ckpt.meta
+    assert meta["task"] == "ordinal" and meta["head"] == "ordinal" and meta["selected_by"] == "val_qwk"
+    assert meta["recipe"] == {"name": "auto", "choices": choices}
+    assert "fc.threshold_gaps" in ckpt.state_dict
+    qwks = [row["val_qwk"] for row in result.history]
+    assert result.best_score == max(q for q in qwks if not math.isnan(q))
+    model = model_from_meta(meta)
+    load_weights(model, ckpt.state_dict, path="best.pt")
+    with torch.no_grad():
+        probs = model.eval()(torch.rand(3, 1, 16, 16)).softmax(1)
+    assert torch.allclose(probs.sum(1), torch.ones(3), atol=1e-5)
+
+
+def test_head_linear_overrides_the_ordinal_default(tmp_path: Path) -> None:
+    base = tiny_config("graded_ce", epochs=1)
+    cfg = replace(base, data=replace(base.data, phantom_classes=3, phantom_ordinal=True),
+                  model=replace(base.model, head="linear"))
+    train(cfg, checkpoints_root=tmp_path)
+    meta = runs.load_checkpoint(runs.RunPaths("graded_ce", checkpoints_root=tmp_path).best).meta
+    assert meta["task"] == "ordinal" and meta["head"] == "linear" and meta["recipe"]["choices"] == []
+
+
+def test_validation_balanced_accuracy_and_qwk() -> None:
+    cm = torch.tensor([[8.0, 2.0, 0.0], [1.0, 3.0, 0.0], [0.0, 0.0, 0.0]])
+    assert train_mod.balanced_accuracy(cm) == pytest.approx((0.8 + 0.75) / 2)
+    from sklearn.metrics import cohen_kappa_score
+
+    y = [0, 0, 1, 2, 2, 1, 0, 2]
+    p = [0, 1, 1, 2, 1, 1, 0, 0]
+    cm2 = confusion(torch.tensor(p), torch.tensor(y), 3)
+    assert train_mod.quadratic_kappa(cm2) == pytest.approx(cohen_kappa_score(y, p, weights="quadratic"))
+
+
+def test_sqrt_sampler_draws_in_proportion_to_the_square_root_of_class_size() -> None:
+    from xreport.data import sampler_weights
+
+    labels = torch.tensor([0] * 100 + [1] * 25)
+    w = sampler_weights(labels, 2, power=0.5)
+    share = float(w[labels == 1].sum() / w.sum())
+    assert share == pytest.approx(5 / 15)       # sqrt(25) / (sqrt(100) + sqrt(25))
+    assert float(sampler_weights(labels, 2)[labels == 1].sum() / sampler_weights(labels, 2).sum()) == pytest.approx(0.5)

@@ -44,6 +44,11 @@ METRIC_ROWS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("metric.roc_auc", ("roc_auc",), "max"),
     ("metric.ece", ("calibration", "ece"), "min"),
 )
+# Graded (ordinal) runs add the agreement of grades: QWK, then the mean absolute grade error.
+ORDINAL_ROWS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("metric.qwk", ("ordinal", "qwk"), "max"),
+    ("metric.mae", ("ordinal", "mae"), "min"),
+)
 _NAME_BYTES = 120   # a longer default folder name is shortened with a hash
 
 
@@ -115,7 +120,7 @@ def ensure_evaluated(paths: runs.RunPaths, *, device: str = "auto", progress: bo
     with runs.run_lock(paths.report_dir, what="report"):
         run = load_run(paths, device=resolve_device(device))
         dataset = dataset_for_run(run, splits=(SPLIT, "val"))
-        if cached_metrics(paths, run, dataset, cam_method=None, split=SPLIT,
+        if cached_metrics(paths.evaluation(SPLIT), run, dataset, cam_method=None, split=SPLIT,
                           need_explain=False):
             logger.info("%s: metrics.json is fresh; reusing its predictions", paths.name)
             return False
@@ -305,7 +310,8 @@ def _dig(d: Mapping[str, Any] | None, path: Sequence[str]) -> Any:
 
 def _metric_rows(evaluated: Sequence[EvaluatedRun]) -> list[dict[str, Any]]:
     rows = []
-    for key, path, better in METRIC_ROWS:
+    graded = any(isinstance(r.metrics.get("ordinal"), Mapping) for r in evaluated)
+    for key, path, better in METRIC_ROWS + (ORDINAL_ROWS if graded else ()):
         values = [_dig(r.metrics, path) for r in evaluated]
         numbers = [value_of(v) for v in values]
         defined = [x for x in numbers if x is not None]

@@ -75,6 +75,11 @@ class ModelConfig:
     arch: str = "resnet18"
     small_input_stem: Literal["auto", "on", "off"] = "auto"   # auto: on below 96 px
     pretrained: bool = False
+    # A torchvision-compatible state_dict file (ImageNet or domain weights) to start from;
+    # "" = none. The classifier and, for another channel count, the first conv are adapted.
+    weights: str = ""
+    # auto: the ordinal (cumulative-link) head for task "ordinal", else a linear softmax head.
+    head: Literal["auto", "linear", "ordinal"] = "auto"
     dropout: float = 0.0
     freeze_backbone: bool = False
 
@@ -92,8 +97,14 @@ class TrainConfig:
     step_size: int = 10
     gamma: float = 0.1
     label_smoothing: float = 0.0
-    imbalance: Literal["none", "sampler", "class_weights"] = "none"
-    select_metric: Literal["val_auc", "val_acc", "val_f1", "val_loss"] = "val_auc"
+    # sampler: each class equally likely per draw; sqrt_sampler: draws in proportion to the
+    # square root of the class size (a softer balance for heavy imbalance).
+    imbalance: Literal["none", "sampler", "sqrt_sampler", "class_weights"] = "none"
+    select_metric: Literal["val_auc", "val_acc", "val_f1", "val_bacc", "val_qwk", "val_loss"] = "val_auc"
+    # auto: keys a TOML / the command line leave unset are chosen from the data (xreport.recipe);
+    # plain: the fixed defaults above. Python-built configs are taken as they are.
+    recipe: Literal["auto", "plain"] = "auto"
+    time_budget_min: float = 10.0     # CPU minutes the auto recipe sizes epochs and input for
     early_stopping: int = 0           # patience in epochs; 0 = off
     device: str = "auto"              # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -184,8 +195,8 @@ def from_dict(raw: dict[str, Any], *, source: str = "config") -> RunConfig:
     return config
 
 
-def load(path: str | Path, *, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a TOML config; ``overrides`` maps dotted keys ("train.epochs") to values."""
+def load_raw(path: str | Path, *, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A TOML config as a plain dict with dotted ``overrides`` applied, not yet validated."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -197,7 +208,18 @@ def load(path: str | Path, *, overrides: dict[str, Any] | None = None) -> RunCon
         raise ConfigError(f"{path}: config file cannot be read ({exc.strerror or exc})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return from_dict(apply_overrides(raw, overrides or {}), source=str(path))
+    return apply_overrides(raw, overrides or {})
+
+
+def load(path: str | Path, *, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a TOML config; ``overrides`` maps dotted keys ("train.epochs") to values."""
+    return from_dict(load_raw(path, overrides=overrides), source=str(path))
+
+
+def given_keys(raw: dict[str, Any]) -> set[str]:
+    """The dotted keys ("train.epochs", "image_size") a raw config sets explicitly."""
+    return {f"{k}.{sub}" if isinstance(v, dict) else k
+            for k, v in raw.items() for sub in (v if isinstance(v, dict) else [None])}
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -310,6 +332,7 @@ def validate(config: RunConfig, *, source: str = "config") -> None:
         (t.num_threads >= 0, f"train.num_threads must be >= 0, got {t.num_threads}"),
         (d.phantom_size >= 8, f"data.phantom_size must be at least 8, got {d.phantom_size}"),
         (t.epochs >= 1, f"train.epochs must be at least 1, got {t.epochs}"),
+        (t.time_budget_min > 0, f"train.time_budget_min must be positive, got {t.time_budget_min}"),
         (t.batch_size >= 2, f"train.batch_size must be at least 2 (BatchNorm needs two images "
                             f"per batch), got {t.batch_size}"),
         (t.lr > 0, f"train.lr must be positive, got {t.lr}"),

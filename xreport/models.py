@@ -2,12 +2,14 @@
 
 ``build_model`` gives a model for any class count, 1 or 3 input channels, and an optional
 small-input stem (3x3 stride-1 first conv, no max-pool) so that 28-64 px images keep their
-spatial detail. Pretrained ImageNet weights come only from the local torch hub cache: the
-network is never touched implicitly.
+spatial detail, and a linear or ordinal (cumulative-link) head. Pretrained ImageNet weights
+come through torch hub (its cache, else its checksum-checked download, only when asked for
+with ``pretrained``), or from a local state_dict file.
 """
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +18,7 @@ from urllib.parse import urlparse
 
 import torch
 import torchvision
+import torch.nn.functional as F
 from torch import nn
 
 from .config import ARCHS
@@ -58,20 +61,84 @@ def weights_cache_path(arch: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
+def _normalise_keys(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Strip DDP's ``module.`` prefix and rename old DenseNet keys ("norm.1" -> "norm1")."""
+    return {_DENSENET_OLD_KEY.sub(r"\1\2", k.removeprefix("module.")): v for k, v in state.items()}
+
+
 def load_pretrained_state_dict(arch: str) -> dict[str, torch.Tensor]:
-    """ImageNet weights from the local cache only; ``OfflineError`` when the file is absent."""
-    path = weights_cache_path(arch)
-    if not path.is_file():
-        raise OfflineError(f"pretrained weights for {arch} not found at {path}; "
-                           f"download {weights_url(arch)} to that path where a network exists")
+    """torchvision's ImageNet weights through torch hub: the cached file when present, else
+    torch's own download into the cache (the hash in the file name is checked).
+
+    Offline without the file: ``OfflineError`` saying where to put it."""
+    url, path = weights_url(arch), weights_cache_path(arch)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False,
+                                                   check_hash=True, weights_only=True)
+    except (OSError, ValueError) as exc:   # URLError is an OSError; ValueError: spoilt cache
+        if path.is_file():
+            raise CheckpointError(f"{path}: not a readable weights file ({type(exc).__name__}); "
+                                  f"delete it and download {url} again") from None
+        raise OfflineError(f"pretrained weights for {arch} not found at {path} and the download "
+                           f"failed ({type(exc).__name__}); download {url} to that path where a "
+                           "network exists, or set model.weights to a local state_dict file") from None
     except Exception as exc:  # torch raises several types for a truncated/corrupt file
         raise CheckpointError(f"{path}: not a readable weights file ({type(exc).__name__}); "
-                              f"delete it and download {weights_url(arch)} again") from None
+                              f"delete it and download {url} again") from None
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: not a state_dict of {arch}")
-    return {_DENSENET_OLD_KEY.sub(r"\1\2", k): v for k, v in state.items()}
+    return _normalise_keys(state)
+
+
+def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A local torchvision-compatible state_dict (``model.weights``); a dict that wraps it
+    under "state_dict" or "model" (common training-script checkpoints) is unwrapped."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"model.weights {str(path)!r}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip errors of many types; weights_only refusals
+        raise CheckpointError(f"{path}: not a readable state_dict ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:160]})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: not a state_dict (a mapping of names to tensors)")
+    return _normalise_keys(state)
+
+
+def _require_keys(expected: list[str], state: Mapping[str, Any], own: Mapping[str, Any], *,
+                  where: str) -> None:
+    """``CheckpointError`` naming ``where`` when ``state`` lacks an expected key or has extra ones."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        sample = (missing or unexpected)[:3]
+        raise CheckpointError(f"{where}: weights do not fit this architecture "
+                              f"({len(missing)} missing, {len(unexpected)} unexpected keys, "
+                              f"e.g. {', '.join(sample)})")
+
+
+def _load_backbone(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str) -> None:
+    """Load every backbone weight of ``state``; the classifier is left out (it is replaced)
+    and a 1-channel first conv is spread over RGB (the stem is adapted afterwards)."""
+    head = _head_attr(model) + "."
+    own = model.state_dict()
+    stem_key = ("features.conv0.weight" if is_densenet(model) else "conv1.weight")
+    state = {k: v for k, v in state.items() if not k.startswith(head)}
+    stem = state.get(stem_key)
+    if stem is not None and stem.dim() == 4 and stem.shape[1] == 1 and own[stem_key].shape[1] == 3:
+        state[stem_key] = stem.repeat(1, 3, 1, 1) / 3
+    # Old files predate BatchNorm's num_batches_tracked; it is only a counter.
+    _require_keys([k for k in own if not k.startswith(head) and not k.endswith("num_batches_tracked")],
+                  state, own, where=source)
+    for key in state:
+        if tuple(state[key].shape) != tuple(own[key].shape):
+            raise CheckpointError(f"{source}: {key} has shape {tuple(state[key].shape)} but the "
+                                  f"model needs {tuple(own[key].shape)} (another architecture?)")
+    model.load_state_dict(state, strict=False)
 
 
 # ---------------------------------------------------------------- building
@@ -145,9 +212,72 @@ def _head_attr(model: nn.Module) -> str:
     return "classifier" if is_densenet(model) else "fc"
 
 
-def _replace_head(model: nn.Module, *, num_classes: int, dropout: float) -> None:
+HEADS = ("linear", "ordinal")
+
+
+class OrdinalHead(nn.Module):
+    """Cumulative-link (proportional-odds) head for ordered grades 0..K-1.
+
+    One score ``s = w.x + b`` and K-1 increasing thresholds ``t_k`` (a first one plus
+    softplus gaps, so the order holds by construction): ``P(y > k) = sigmoid(s - t_k)``.
+    The output is the log of the K class probabilities, so a softmax of it returns them
+    unchanged: every consumer of logits (predict, metrics, CAMs) works as for a linear head,
+    and cross-entropy on it is the model's negative log-likelihood.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ConfigError(f"an ordinal head needs at least 2 grades, got {num_classes}")
+        self.num_classes = num_classes
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.linear = nn.Linear(in_features, 1)
+        self.first_threshold = nn.Parameter(torch.empty(1))
+        self.threshold_gaps = nn.Parameter(torch.empty(num_classes - 2))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Thresholds one unit apart around 0 (softplus(0.5413) = 1)."""
+        self.linear.reset_parameters()
+        with torch.no_grad():
+            self.first_threshold.fill_(-(self.num_classes - 2) / 2)
+            self.threshold_gaps.fill_(0.5413)
+
+    def thresholds(self) -> torch.Tensor:
+        gaps = F.softplus(self.threshold_gaps.float())
+        return self.first_threshold.float() + torch.cat([gaps.new_zeros(1), gaps.cumsum(0)])
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        score = self.linear(self.dropout(features)).float()            # (B, 1)
+        above = score - self.thresholds()                              # logit of P(y > k)
+        inf = above.new_full((above.shape[0], 1), math.inf)
+        upper = torch.cat([inf, above], dim=1)    # logit of P(y > k-1); +inf for grade 0
+        lower = torch.cat([above, -inf], dim=1)   # logit of P(y > k);   -inf for the top grade
+        # log(sigmoid(u) - sigmoid(l)) = logsig(u) + logsig(-l) + log(1 - exp(l - u)), stable.
+        gap = (-torch.expm1(lower - upper)).clamp_min(1e-12)
+        return F.logsigmoid(upper) + F.logsigmoid(-lower) + gap.log()
+
+    def expected_grade(self, features: torch.Tensor) -> torch.Tensor:
+        """Mean grade under the predicted distribution (for regression-style summaries)."""
+        probs = self.forward(features).exp()
+        return (probs * torch.arange(self.num_classes, device=probs.device)).sum(1)
+
+
+def resolve_head(setting: str, task: str) -> str:
+    """``auto``: the ordinal head for ordinal tasks, a linear softmax head otherwise."""
+    if setting == "auto":
+        return "ordinal" if task == "ordinal" else "linear"
+    if setting in HEADS:
+        return setting
+    raise ConfigError(f"model.head {setting!r} is not one of auto, {', '.join(HEADS)}")
+
+
+def _replace_head(model: nn.Module, *, num_classes: int, dropout: float, head: str = "linear") -> None:
     attr = _head_attr(model)
     in_features = classifier_layer(model).in_features
+    if head == "ordinal":
+        setattr(model, attr, OrdinalHead(in_features, num_classes, dropout))
+        return
     linear = nn.Linear(in_features, num_classes)
     setattr(model, attr, nn.Sequential(nn.Dropout(dropout), linear) if dropout > 0 else linear)
 
@@ -165,13 +295,16 @@ def _freeze_backbone(model: nn.Module, *, keep_stem: bool) -> None:
 
 def build_model(arch: str, *, num_classes: int, in_channels: int = 3,
                 small_input_stem: bool = False, dropout: float = 0.0, pretrained: bool = False,
-                freeze_backbone: bool = False) -> nn.Module:
+                freeze_backbone: bool = False, weights: str | Path = "",
+                head: str = "linear") -> nn.Module:
     """A torchvision ResNet/DenseNet for ``num_classes`` and 1- or 3-channel input.
 
-    With ``pretrained`` the ImageNet weights are read from the torch hub cache (never the
-    network); a 1-channel stem gets the RGB kernels summed; a small-input stem is new and
-    random. With ``freeze_backbone`` only the classifier head (plus a re-initialised
-    pretrained stem) has ``requires_grad``: linear probing.
+    With ``pretrained`` torchvision's ImageNet weights come from the torch hub cache, or are
+    downloaded into it (torch's checksum-checked download); ``weights`` names a local
+    torchvision-compatible state_dict instead. Either way the classifier is new, a 1-channel
+    stem gets the RGB kernels summed and a small-input stem is new and random. ``head``
+    "ordinal" puts an ``OrdinalHead`` where the linear classifier was. With
+    ``freeze_backbone`` only the head (plus a re-initialised stem) has ``requires_grad``.
     """
     _check_arch(arch)
     if in_channels not in (1, 3):
@@ -182,16 +315,21 @@ def build_model(arch: str, *, num_classes: int, in_channels: int = 3,
         raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
     if arch == TINY_ARCH and pretrained:
         raise ConfigError(f"model.arch {TINY_ARCH} has no pretrained weights")
+    if head not in HEADS:
+        raise ConfigError(f"model.head {head!r} is not one of {', '.join(HEADS)}")
     model = _tiny_resnet() if arch == TINY_ARCH else torchvision.models.get_model(arch, weights=None)
-    if pretrained:
-        model.load_state_dict(load_pretrained_state_dict(arch))
+    if weights:
+        _load_backbone(model, load_weights_file(weights), source=str(weights))
+    elif pretrained:
+        _load_backbone(model, load_pretrained_state_dict(arch), source=str(weights_cache_path(arch)))
+    started = bool(weights) or pretrained
     reinitialised = _replace_stem(model, in_channels=in_channels, small=small_input_stem)
-    if pretrained and reinitialised:
+    if started and reinitialised:
         logger.info("%s: the stem conv is new (small-input stem or channel change) and starts "
-                    "random; the rest is ImageNet-pretrained", arch)
-    _replace_head(model, num_classes=num_classes, dropout=dropout)
+                    "random; the rest is pretrained", arch)
+    _replace_head(model, num_classes=num_classes, dropout=dropout, head=head)
     if freeze_backbone:
-        _freeze_backbone(model, keep_stem=pretrained and reinitialised)
+        _freeze_backbone(model, keep_stem=started and reinitialised)
     return model
 
 
@@ -265,8 +403,10 @@ def _feature_sizes(model: nn.Module, modules: list[nn.Module], *, input_size: in
 
 
 def classifier_layer(model: nn.Module) -> nn.Linear:
-    """The final Linear (its weights give fc-weight CAMs)."""
+    """The final Linear (its weights give fc-weight CAMs; an ordinal head's score layer)."""
     head = getattr(_unwrap(model), _head_attr(_unwrap(model)))
+    if isinstance(head, OrdinalHead):
+        return head.linear
     if isinstance(head, nn.Sequential):
         head = [m for m in head if isinstance(m, nn.Linear)][-1]
     if not isinstance(head, nn.Linear):
@@ -319,7 +459,8 @@ def model_from_meta(meta: Mapping[str, Any], *, path: str | Path | None = None) 
         return build_model(str(meta["arch"]), num_classes=int(meta["num_classes"]),
                            in_channels=int(meta["in_channels"]),
                            small_input_stem=bool(meta["small_input_stem"]),
-                           dropout=float(meta.get("dropout", 0.0)), pretrained=False)
+                           dropout=float(meta.get("dropout", 0.0)), pretrained=False,
+                           head=str(meta.get("head", "linear")))
     except ConfigError as exc:
         raise CheckpointError(f"{where}checkpoint meta describes no buildable model: {exc}") from None
 
@@ -330,13 +471,7 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
     bare = _unwrap(model)
     state = {k.removeprefix("module."): v for k, v in state_dict.items()}
     own = bare.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        sample = (missing or unexpected)[:3]
-        raise CheckpointError(f"{path}: weights do not fit this architecture "
-                              f"({len(missing)} missing, {len(unexpected)} unexpected keys, "
-                              f"e.g. {', '.join(sample)})")
+    _require_keys(list(own), state, own, where=str(path))
     for key, tensor in own.items():
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise CheckpointError(f"{path}: {key} has shape {tuple(state[key].shape)} in the "

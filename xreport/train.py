@@ -35,8 +35,8 @@ from .device import autocast as device_autocast
 from .device import (resolve_channels_last, resolve_device, torch_threads,
                      resolve_precision)
 from .errors import CheckpointError, ConfigError, DataError, OutputError, RunError, TrainingError
-from .models import (build_model, count_parameters, load_weights, resolve_small_stem,
-                     set_train_mode)
+from .models import (build_model, count_parameters, load_weights, resolve_head,
+                     resolve_small_stem, set_train_mode)
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +213,28 @@ def accuracy_f1(cm: torch.Tensor) -> tuple[float, float]:
     return (float(tp.sum()) / total if total else math.nan), float(f1.mean())
 
 
+def balanced_accuracy(cm: torch.Tensor) -> float:
+    """Mean recall over the classes present in the split."""
+    cm = cm.double().cpu()
+    support = cm.sum(1)
+    present = support > 0
+    return float((cm.diag()[present] / support[present]).mean()) if present.any() else math.nan
+
+
+def quadratic_kappa(cm: torch.Tensor) -> float:
+    """Quadratic weighted kappa of a (true, predicted) confusion matrix; NaN when undefined."""
+    cm = cm.double().cpu()
+    k = cm.shape[0]
+    total = float(cm.sum())
+    if total == 0:
+        return math.nan
+    grades = torch.arange(k, dtype=torch.float64)
+    weights = (grades[:, None] - grades[None, :]) ** 2
+    expected = torch.outer(cm.sum(1), cm.sum(0)) / total
+    denom = float((weights * expected).sum())
+    return math.nan if denom == 0 else 1.0 - float((weights * cm).sum()) / denom
+
+
 def macro_roc_auc(y: np.ndarray, probs: np.ndarray) -> float:
     """Binary AUC, or macro one-vs-rest AUC; NaN when the split lacks a class."""
     from sklearn.metrics import roc_auc_score
@@ -313,19 +335,22 @@ def _data_meta(config: RunConfig, ds: Dataset) -> dict[str, Any]:
 
 
 def _static_meta(config: RunConfig, ds: Dataset, *, model: nn.Module, small_stem: bool,
-                 mean: Sequence[float], std: Sequence[float], setup: _Setup,
-                 command: Sequence[str]) -> dict[str, Any]:
+                 head: str, mean: Sequence[float], std: Sequence[float], setup: _Setup,
+                 command: Sequence[str], recipe: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The checkpoint meta that does not change from epoch to epoch."""
     from .data import describe_pipeline
 
     return {
         "arch": config.model.arch, "num_classes": ds.num_classes,
         "class_names": list(ds.class_names),
-        "class_names_zh_tw": list(config.data.class_names_zh_tw),
-        "class_names_zh_cn": list(config.data.class_names_zh_cn),
+        "class_names_zh_tw": list(config.data.class_names_zh_tw or ds.class_names_zh_tw),
+        "class_names_zh_cn": list(config.data.class_names_zh_cn or ds.class_names_zh_cn),
         "task": ds.task, "in_channels": ds.channels, "image_size": config.image_size,
-        "small_input_stem": small_stem, "dropout": config.model.dropout,
+        "small_input_stem": small_stem, "head": head, "dropout": config.model.dropout,
         "pretrained": config.model.pretrained, "freeze_backbone": config.model.freeze_backbone,
+        "weights": config.model.weights,
+        # What the auto recipe chose and why (xreport.recipe); [] for a plain recipe.
+        "recipe": {"name": config.train.recipe, "choices": [dict(c) for c in recipe]},
         "mean": list(mean), "std": list(std), "preprocess": asdict(config.preprocess),
         "pipeline": describe_pipeline(config.preprocess, config.image_size),
         "data": _data_meta(config, ds), "data_fingerprint": ds.fingerprint,
@@ -461,9 +486,11 @@ def evaluate_split(loop: _Loop, split: Split) -> dict[str, float]:
     logits = logits.cpu()
     loss = F.cross_entropy(logits, split.labels, reduction="sum").double()
     p = logits.softmax(1)
-    acc, f1 = accuracy_f1(confusion(p.argmax(1), split.labels, loop.num_classes))
+    cm = confusion(p.argmax(1), split.labels, loop.num_classes)
+    acc, f1 = accuracy_f1(cm)
     return {"val_loss": float(loss) / len(split), "val_acc": acc, "val_f1": f1,
-            "val_auc": macro_roc_auc(split.labels.numpy(), p.numpy())}
+            "val_auc": macro_roc_auc(split.labels.numpy(), p.numpy()),
+            "val_bacc": balanced_accuracy(cm), "val_qwk": quadratic_kappa(cm)}
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -481,7 +508,8 @@ def _save_epoch(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[
     """best.pt (when improved), last.pt, then history.csv; each write atomic."""
     weights = {k: v.detach().cpu().clone() for k, v in loop.bare.state_dict().items()}
     epoch_meta = {**meta, "epoch": state.epoch,
-                  "val_metrics": {k: _json_float(row[f"val_{k}"]) for k in ("loss", "acc", "f1", "auc")},
+                  "val_metrics": {k: _json_float(row[f"val_{k}"])
+                                  for k in ("loss", "acc", "f1", "auc", "bacc", "qwk")},
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     # All or nothing: a failed write (disk full) leaves the previous epoch's set, which
     # --resume continues; last.pt is renamed last because it marks the epoch complete.
@@ -575,7 +603,8 @@ def _check_data(ds: Dataset) -> tuple[Split, Split]:
     return ds.splits["train"], ds.splits["val"]
 
 
-def _build_loop(config: RunConfig, ds: Dataset, setup: _Setup, *, small_stem: bool) -> _Loop:
+def _build_loop(config: RunConfig, ds: Dataset, setup: _Setup, *, small_stem: bool,
+                head: str = "linear") -> _Loop:
     from .data import class_weights, resolve_normalization, sampler_weights
 
     train_split, val_split = _check_data(ds)
@@ -585,7 +614,8 @@ def _build_loop(config: RunConfig, ds: Dataset, setup: _Setup, *, small_stem: bo
     bare = build_model(config.model.arch, num_classes=ds.num_classes, in_channels=ds.channels,
                        small_input_stem=small_stem, dropout=config.model.dropout,
                        pretrained=config.model.pretrained,
-                       freeze_backbone=config.model.freeze_backbone)
+                       freeze_backbone=config.model.freeze_backbone,
+                       weights=config.model.weights, head=head)
     memory_format = torch.channels_last if setup.channels_last else torch.contiguous_format
     bare = bare.to(setup.device, memory_format=memory_format)
     model: nn.Module = bare
@@ -595,8 +625,9 @@ def _build_loop(config: RunConfig, ds: Dataset, setup: _Setup, *, small_stem: bo
     weight = None
     if cfg.imbalance == "class_weights":
         weight = class_weights(train_split.labels, ds.num_classes).float().to(setup.device)
-    sample_weights = (sampler_weights(train_split.labels, ds.num_classes)
-                      if cfg.imbalance == "sampler" else None)
+    sample_weights = (sampler_weights(train_split.labels, ds.num_classes,
+                                      power=0.5 if cfg.imbalance == "sqrt_sampler" else 1.0)
+                      if cfg.imbalance in ("sampler", "sqrt_sampler") else None)
     optimizer = make_optimizer([p for p in bare.parameters() if p.requires_grad], cfg)
     per_rank = math.ceil(len(train_split) / setup.world_size)
     steps_per_epoch = max(1, len(batches(torch.arange(per_rank), cfg.batch_size)))
@@ -679,13 +710,15 @@ def _main_lock(paths: runs.RunPaths, *, setup: _Setup, resume: bool,
 def train(config: RunConfig, *, checkpoints_root: Path = Path("checkpoints"), resume: bool = False,
           command: Sequence[str] | None = None, overwrite: bool = False,
           dataset: Dataset | None = None,
-          on_epoch_end: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+          on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+          recipe_choices: Sequence[dict[str, Any]] = ()) -> TrainResult:
     """Train ``config`` into ``checkpoints_root/config.name/`` and return the summary.
 
     ``resume`` continues from ``last.pt`` (the next epoch onward) to the same weights and
     history as an uninterrupted run. ``overwrite`` replaces an existing run's files (without
     it, an existing run is an error). ``dataset`` skips ``load_dataset`` (already loaded data);
     ``on_epoch_end`` is called with each history row after the epoch's files are written.
+    ``recipe_choices`` (from ``xreport.recipe.resolve``) go into the checkpoint meta.
     """
     started = time.perf_counter()
     paths = runs.RunPaths(config.name, checkpoints_root=Path(checkpoints_root))
@@ -698,9 +731,12 @@ def train(config: RunConfig, *, checkpoints_root: Path = Path("checkpoints"), re
                     setup.world_size, "es" if setup.world_size > 1 else "")
         ds = dataset if dataset is not None else _load_data(config)
         small_stem = resolve_small_stem(config.model.small_input_stem, config.image_size)
-        loop = _build_loop(config, ds, setup, small_stem=small_stem)
-        meta = _static_meta(config, ds, model=loop.bare, small_stem=small_stem, mean=loop.mean,
-                            std=loop.std, setup=setup, command=command if command is not None else sys.argv)
+        head = resolve_head(config.model.head, ds.task)
+        loop = _build_loop(config, ds, setup, small_stem=small_stem, head=head)
+        meta = _static_meta(config, ds, model=loop.bare, small_stem=small_stem, head=head,
+                            mean=loop.mean, std=loop.std, setup=setup,
+                            command=command if command is not None else sys.argv,
+                            recipe=recipe_choices)
         state = _restore(loop, paths, config) if resume else _State()
         if resume:
             logger.info("resuming %s after epoch %d", config.name, state.epoch)

@@ -3,6 +3,7 @@ imbalance helpers and summaries. See docs/ARCHITECTURE.md ("Data")."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ __all__ = [
     "Dataset", "Split", "SPLITS", "load_dataset", "resolve_source", "raw_examples",
     "compute_mean_std", "resolve_normalization", "normalize_batch", "augment_batch",
     "preprocess_image", "describe_pipeline", "class_weights", "sampler_weights",
-    "class_distribution", "leakage_check", "read_image",
+    "class_distribution", "leakage_check", "read_image", "SourceProbe", "probe_source",
 ]
 
 logger = logging.getLogger(__name__)
@@ -219,9 +220,12 @@ def _load_medmnist(source: str, d: DataConfig, p: PreprocessConfig, *, image_siz
         x, _ = preprocess_stack(torch.from_numpy(images), p, image_size)
         out[split] = Split(split, x, torch.from_numpy(labels), [str(i) for i in range(len(labels))])
     (c, h, w), = shapes if len(shapes) == 1 else ((None, None, None),)
+    from_table = bool(table) and names == table   # not renamed by data.class_names
     return Dataset(name=name, source=str(path), kind="medmnist", class_names=names, task=task,
                    splits=out, fingerprint=sha256_file(path),
-                   original_size=(h, w) if h is not None else None, original_channels=c)
+                   original_size=(h, w) if h is not None else None, original_channels=c,
+                   class_names_zh_tw=list(medmnist.CLASS_NAMES_ZH_TW.get(name, [])) if from_table else [],
+                   class_names_zh_cn=list(medmnist.CLASS_NAMES_ZH_CN.get(name, [])) if from_table else [])
 
 
 def _split_from_files(split: str, files: list[Path], labels: list[int] | None, *, root: Path,
@@ -298,6 +302,80 @@ def _unify_channels(ds: Dataset) -> None:
     """A data set with any colour split gets 3 channels everywhere."""
     if len({s.images.shape[1] for s in ds.splits.values()}) > 1:
         ds.splits = {name: grey_to_rgb(split) for name, split in ds.splits.items()}
+
+
+# ---------------------------------------------------------------- probing (for the auto recipe)
+@dataclass(frozen=True)
+class SourceProbe:
+    """What the auto recipe needs to know of a data source, read without preprocessing it."""
+
+    kind: str
+    source: str
+    native_size: int          # short side of the train images (median over a sample), px
+    colour: bool              # any sampled train image has distinct colour channels
+    train_counts: list[int]   # images per class in the train split
+    n_val: int
+    task: Task
+
+
+def probe_source(data_cfg: DataConfig, *, sample: int = 16) -> SourceProbe:
+    """Native size, colour, train class counts and task of ``data.dataset``.
+
+    MedMNIST: the validated train arrays; image folders / CSV manifests: the file list
+    and ``sample`` decoded train images; phantom: its generator's train split."""
+    kind, source = resolve_source(data_cfg)
+    if kind == "phantom":
+        ds = load_dataset(data_cfg, PreprocessConfig(), image_size=data_cfg.phantom_size,
+                          splits=("train",))
+        train = ds.splits["train"]
+        return SourceProbe(kind, source, data_cfg.phantom_size, False, train.class_counts(ds.num_classes),
+                           data_cfg.phantom_val, ds.task)
+    if kind == "medmnist":
+        path = Path(source)
+        name = medmnist.base_name(path)
+        table = medmnist.CLASS_NAMES.get(name)
+        arrays, k = medmnist.read_npz(path, ("train",), num_classes=len(table) if table else None)
+        images, y_train = arrays["train"]
+        with np.load(path, allow_pickle=False) as npz:
+            n_val = int(npz["val_labels"].shape[0]) if "val_labels" in npz.files else 0
+        names = table if table and len(table) == k else [str(i) for i in range(k)]
+        _names, task = _names_and_task(data_cfg, names, where=str(path),
+                                       default_task="ordinal" if name in medmnist.ORDINAL else None)
+        return _checked_probe(SourceProbe(kind, source, min(images.shape[2:]), images.shape[1] == 3,
+                                          np.bincount(y_train, minlength=k).tolist(), n_val, task))
+    root = Path(source)
+    files, labels = _file_split(kind, root, "train", configured=data_cfg.class_names)
+    if labels is None or not files:
+        raise DataError(f"{root}: the train split has no labels; training needs them")
+    # (with no val split this counts another split's files: an estimate of the val cost only)
+    val_files, _val_labels = _file_split(kind, root, "val", configured=data_cfg.class_names)
+    k = max(labels) + 1
+    if data_cfg.class_names:
+        k = max(k, len(data_cfg.class_names))
+    picks = np.linspace(0, len(files) - 1, num=min(sample, len(files))).round().astype(int)
+    sides, colour = [], False
+    for i in sorted(set(picks.tolist())):
+        try:
+            img = read_image(files[i])
+        except DataError as exc:   # the loader stops on it or skips it (data.skip_bad_images)
+            logger.debug("probe: %s", exc)
+            continue
+        sides.append(min(img.shape[0], img.shape[1]))
+        colour = colour or img.ndim == 3
+    if not sides:
+        raise DataError(f"{root}: none of {len(picks)} sampled train images could be read "
+                        f"(first: {files[int(picks[0])]})")
+    _names, task = _names_and_task(data_cfg, [str(i) for i in range(k)], where=str(root))
+    return _checked_probe(SourceProbe(kind, source, int(np.median(sides)), colour,
+                                      np.bincount(np.asarray(labels), minlength=k).tolist(),
+                                      len(val_files), task))
+
+
+def _checked_probe(probe: SourceProbe) -> SourceProbe:
+    if len(probe.train_counts) < 2 or sum(probe.train_counts) == 0:
+        raise DataError(f"{probe.source}: the train split has {sum(probe.train_counts)} images in "
+                        f"{len(probe.train_counts)} class(es); training needs at least 2 classes")
+    return probe
 
 
 # ---------------------------------------------------------------- raw examples

@@ -49,6 +49,9 @@ class Dataset:
     original_size: tuple[int, int] | None = None     # (H, W) before preprocessing, when uniform
     original_channels: int | None = None
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}
+    # Translations of class_names known from the source (MedMNIST's tables); [] otherwise.
+    class_names_zh_tw: list[str] = field(default_factory=list)
+    class_names_zh_cn: list[str] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:

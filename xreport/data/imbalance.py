@@ -35,8 +35,14 @@ def class_weights(labels: torch.Tensor | None, num_classes: int) -> torch.Tensor
     return (inverse / inverse.mean()).float()
 
 
-def sampler_weights(labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
-    """Per-sample weights (float64) for ``WeightedRandomSampler``: each class equally likely."""
+def sampler_weights(labels: torch.Tensor | None, num_classes: int, *,
+                    power: float = 1.0) -> torch.Tensor:
+    """Per-sample weights (float64) for drawing with replacement.
+
+    ``power`` 1: each class equally likely per draw; 0.5: classes drawn in proportion to the
+    square root of their size (a softer balance that repeats rare images less).
+    """
     counts = _counts(labels, num_classes)
     labels = torch.as_tensor(labels).long().reshape(-1)
-    return (1.0 / counts)[labels]
+    # A class of n images gets n * n**-power of the draws: n**(1 - power).
+    return (counts.clamp_min(1.0) ** -power)[labels]

@@ -21,7 +21,9 @@ _ORGAN = ["bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidne
 CLASS_NAMES: dict[str, list[str]] = {
     "pneumoniamnist": ["normal", "pneumonia"],
     "breastmnist": ["malignant", "normal, benign"],
-    "retinamnist": ["0", "1", "2", "3", "4"],
+    # MedMNIST's INFO labels RetinaMNIST "0".."4"; these are the DeepDRiD (ICDR) grades they mean.
+    "retinamnist": ["0: no DR", "1: mild NPDR", "2: moderate NPDR", "3: severe NPDR",
+                    "4: proliferative DR"],
     "dermamnist": ["actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma",
                    "benign keratosis-like lesions", "dermatofibroma", "melanoma", "melanocytic nevi",
                    "vascular lesions"],
@@ -35,6 +37,39 @@ CLASS_NAMES: dict[str, list[str]] = {
                     "glomerular endothelial cells", "interstitial endothelial cells", "leukocytes",
                     "podocytes", "proximal tubule segments", "thick ascending limb"],
     "organamnist": _ORGAN, "organcmnist": _ORGAN, "organsmnist": _ORGAN,
+}
+_ORGAN_ZH_TW = ["膀胱", "左股骨", "右股骨", "心臟", "左腎", "右腎", "肝臟", "左肺", "右肺", "胰臟", "脾臟"]
+_ORGAN_ZH_CN = ["膀胱", "左股骨", "右股骨", "心脏", "左肾", "右肾", "肝脏", "左肺", "右肺", "胰腺", "脾脏"]
+# Translations of CLASS_NAMES for the report, same order.
+CLASS_NAMES_ZH_TW: dict[str, list[str]] = {
+    "pneumoniamnist": ["正常", "肺炎"],
+    "breastmnist": ["惡性", "正常或良性"],
+    "retinamnist": ["0：無視網膜病變", "1：輕度非增殖性", "2：中度非增殖性", "3：重度非增殖性", "4：增殖性"],
+    "dermamnist": ["光化性角化症與上皮內癌", "基底細胞癌", "良性角化樣病變", "皮膚纖維瘤", "黑色素瘤",
+                   "黑色素細胞痣", "血管病變"],
+    "bloodmnist": ["嗜鹼性球", "嗜酸性球", "紅血球母細胞", "未成熟顆粒球", "淋巴球", "單核球", "嗜中性球",
+                   "血小板"],
+    "pathmnist": ["脂肪組織", "背景", "碎屑", "淋巴球", "黏液", "平滑肌", "正常結腸黏膜", "癌相關基質",
+                  "大腸直腸腺癌上皮"],
+    "octmnist": ["脈絡膜新生血管", "糖尿病黃斑部水腫", "隱結", "正常"],
+    "tissuemnist": ["集尿管、連接小管", "遠曲小管", "腎絲球內皮細胞", "間質內皮細胞", "白血球", "足細胞",
+                    "近曲小管段", "亨利氏環升支粗段"],
+    "organamnist": _ORGAN_ZH_TW, "organcmnist": _ORGAN_ZH_TW, "organsmnist": _ORGAN_ZH_TW,
+}
+CLASS_NAMES_ZH_CN: dict[str, list[str]] = {
+    "pneumoniamnist": ["正常", "肺炎"],
+    "breastmnist": ["恶性", "正常或良性"],
+    "retinamnist": ["0：无视网膜病变", "1：轻度非增殖性", "2：中度非增殖性", "3：重度非增殖性", "4：增殖性"],
+    "dermamnist": ["光化性角化病与上皮内癌", "基底细胞癌", "良性角化样病变", "皮肤纤维瘤", "黑色素瘤",
+                   "黑色素细胞痣", "血管病变"],
+    "bloodmnist": ["嗜碱性粒细胞", "嗜酸性粒细胞", "成红细胞", "未成熟粒细胞", "淋巴细胞", "单核细胞",
+                   "中性粒细胞", "血小板"],
+    "pathmnist": ["脂肪组织", "背景", "碎屑", "淋巴细胞", "黏液", "平滑肌", "正常结肠黏膜", "癌相关间质",
+                  "结直肠腺癌上皮"],
+    "octmnist": ["脉络膜新生血管", "糖尿病黄斑水肿", "玻璃膜疣", "正常"],
+    "tissuemnist": ["集合管、连接小管", "远曲小管", "肾小球内皮细胞", "间质内皮细胞", "白细胞", "足细胞",
+                    "近端小管段", "髓袢升支粗段"],
+    "organamnist": _ORGAN_ZH_CN, "organcmnist": _ORGAN_ZH_CN, "organsmnist": _ORGAN_ZH_CN,
 }
 ORDINAL = {"retinamnist"}
 MULTI_LABEL = {"chestmnist"}

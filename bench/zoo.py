@@ -1,0 +1,175 @@
+"""Defaults only, on several data sets: what `xreport train --dataset X` gives a new user.
+
+Each set is trained with nothing but its path (the auto recipe chooses the rest from the
+data), selected on its validation split, and tested once; bench/results/zoo.json is merged
+per set and seed and rewritten after every seed, so a stopped run keeps what it finished.
+
+    .venv/bin/python bench/zoo.py --sets pneumoniamnist retinamnist wbc --seeds 0 1 2
+    .venv/bin/python bench/zoo.py --sets retinamnist --variant ce     # plain softmax head
+    .venv/bin/python bench/zoo.py --smoke --out /tmp/zoo.json          # 2 steps, synthetic
+
+A variant changes one key against the defaults and is stored as "<set>+<variant>".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import torch  # noqa: E402
+
+from common import (RESULTS_DIR, command_line, load_average, machine, now,  # noqa: E402
+                    synthetic_npz)
+from xreport import runs  # noqa: E402
+from xreport.evaluate import evaluate_run  # noqa: E402
+from xreport.recipe import resolve  # noqa: E402
+from xreport.runs import RunPaths  # noqa: E402
+from xreport.train import train  # noqa: E402
+
+# MedMNIST v2 (Yang et al. 2023, Table 3) on the official test splits (../shared/data/README.md).
+PUBLISHED = {
+    "pneumoniamnist": {"MedMNIST v2 ResNet-18 (28)": {"acc": 0.854, "auc": 0.944},
+                       "MedMNIST v2 ResNet-50 (224)": {"acc": 0.884, "auc": 0.962},
+                       "MedMNIST v2 Google AutoML Vision": {"acc": 0.946, "auc": 0.991}},
+    "retinamnist": {"MedMNIST v2 ResNet-18 (28)": {"acc": 0.524, "auc": 0.717},
+                    "MedMNIST v2 ResNet-50 (28)": {"acc": 0.528, "auc": 0.726},
+                    "MedMNIST v2 Google AutoML Vision": {"acc": 0.531, "auc": 0.750}},
+    "wbc": {},
+}
+TARGETS = {"pneumoniamnist": {"acc": 0.95, "auc": 0.985}, "retinamnist": {"acc": 0.55, "auc": 0.75}}
+SETS = {"pneumoniamnist": "pneumoniamnist.npz", "retinamnist": "retinamnist.npz", "wbc": "wbc"}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "ce": {"model": {"head": "linear"}},          # plain cross-entropy instead of the ordinal head
+}
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("XREPORT_DATA_DIR") or REPO.parent / "shared" / "data")
+
+
+def run_seed(name: str, dataset: Path, seed: int, workdir: Path, *,
+             extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train on ``dataset`` with the defaults (plus ``extra`` raw keys), test once."""
+    raw: dict[str, Any] = {"name": f"zoo-{name}-s{seed}", "data": {"dataset": str(dataset)},
+                           "train": {"seed": seed}}
+    for section, values in (extra or {}).items():
+        raw.setdefault(section, {}).update(values)
+    load_before = load_average()
+    started = time.perf_counter()
+    resolved = resolve(raw, source=f"zoo {name}")
+    result = train(resolved.config, checkpoints_root=workdir / "checkpoints",
+                   recipe_choices=resolved.choices, overwrite=True)
+    train_s = time.perf_counter() - started
+    paths = RunPaths(resolved.config.name, checkpoints_root=workdir / "checkpoints",
+                     reports_root=workdir / "reports")
+    m = evaluate_run(paths, split="test", explain=False, n_boot=200, progress=False)["metrics"]
+    ordinal = m.get("ordinal") or {}
+    return {"seed": seed, "test_acc": m["accuracy"]["value"], "test_auc": m["roc_auc"]["value"],
+            "test_bacc": m["balanced_accuracy"]["value"],
+            "test_qwk": (ordinal.get("qwk") or {}).get("value"),
+            "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+            "val_score": result.best_score, "selected_by": resolved.config.train.select_metric,
+            "minutes": round((time.perf_counter() - started) / 60, 2),
+            "train_minutes": round(train_s / 60, 2),
+            "load_before": load_before, "load_after": load_average(),
+            "chosen": [c for c in resolved.choices if c["rule"] != "base"]}
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return round(statistics.mean(values), 4) if values else None
+
+
+def _sd(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return round(statistics.stdev(values), 4) if len(values) > 1 else None
+
+
+def summarise(base: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out = {f"test_{k}_{s}": f(rows, f"test_{k}") for k in ("acc", "auc", "bacc", "qwk")
+           for s, f in (("mean", _mean), ("sd", _sd))}
+    return {**out, "minutes_per_seed": _mean(rows, "minutes"), "seeds": [r["seed"] for r in rows],
+            "chosen": rows[0]["chosen"], "published": PUBLISHED.get(base, {}),
+            "target": TARGETS.get(base), "per_seed": rows}
+
+
+def _read_sets(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()).get("sets", {}) if path.exists() else {}
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock beside ``path`` for one read-merge-write."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--variant", choices=list(VARIANTS), help="one change against the defaults")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1 on a shared, loaded machine: spin-waits cost more)")
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the run folders under DIR")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "zoo.json")
+    parser.add_argument("--smoke", action="store_true",
+                        help="synthetic 28 px data, 2 optimiser steps: checks the script runs")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = _read_sets(args.out) if not args.smoke else {}
+    started_load = load_average()
+    with tempfile.TemporaryDirectory(prefix="xreport-zoo-") as tmp:
+        workdir = args.keep.resolve() if args.keep else Path(tmp)
+        todo = ([("synthetic", synthetic_npz(Path(tmp) / "synthetic.npz", n_train=64, n_val=32,
+                                             n_test=32))] if args.smoke
+                else [(s, data_dir() / SETS[s]) for s in args.sets])
+        extra = dict(VARIANTS[args.variant]) if args.variant else {}
+        if args.smoke:
+            extra["train"] = {"max_steps": 2, "epochs": 1}
+        for base, dataset in todo:
+            key = f"{base}+{args.variant}" if args.variant else base
+            earlier = [r for r in results.get(key, {}).get("per_seed", []) if r["seed"] not in args.seeds]
+            for seed in (args.seeds[:1] if args.smoke else args.seeds):
+                row = run_seed(key.replace("+", "-"), dataset, seed, workdir, extra=extra)
+                print(json.dumps({"set": key, **{k: v for k, v in row.items() if k != "chosen"}}),
+                      flush=True)
+                earlier = sorted([*earlier, row], key=lambda r: r["seed"])
+                with _locked(args.out):
+                    # Other zoo processes (other sets, run at the same time) may have written
+                    # since: merge this set into what the file holds now.
+                    results = {**(_read_sets(args.out) if not args.smoke else {}),
+                               key: summarise(base, earlier)}
+                    payload = {"benchmark": "zoo", "date": now(), "command": command_line(),
+                               "smoke": args.smoke, "threads": args.threads, "machine": machine(),
+                               "load_average_start": started_load, "load_average_end": load_average(),
+                               "note": "timings on a 2-core machine shared with other jobs",
+                               "sets": results}
+                    runs.write_json(args.out, payload)
+    print(json.dumps({k: {x: v[x] for x in ("test_acc_mean", "test_auc_mean", "test_qwk_mean",
+                                            "minutes_per_seed")} for k, v in results.items()},
+                     indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

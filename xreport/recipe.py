@@ -1,0 +1,187 @@
+"""The auto recipe: training defaults chosen from the data a user brings.
+
+``resolve(raw)`` takes a config as given (TOML and command-line keys, not yet defaulted),
+looks at the data source once (``data.probe_source``: native image size, colour, train class
+counts, task) and fills every key the user left unset by the rules below. A key the user set
+is never changed; ``train.recipe = "plain"`` turns all of this off. Each choice comes back
+with the rule and the figures it rests on, for ``config.toml``, the checkpoint meta and the
+report. The rules are about the data (size, balance, modality, task), never about one data
+set: they must hold for sets nobody here has seen.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .config import RunConfig, apply_overrides, from_dict, given_keys
+from .data import SourceProbe, probe_source
+from .errors import DataError
+from .models import build_model, count_flops, resolve_small_stem
+
+logger = logging.getLogger(__name__)
+
+# Nominal training throughput of 2 CPU cores (bf16 autocast), in FLOPs as count_flops counts
+# them (a multiply-add is 2): ResNet-18 with the small stem at 28 px trained at ~135 images/s
+# and a 10-epoch PneumoniaMNIST run took ~40 s an epoch (BENCHMARKS.md, quiet machine): ~3.3e11.
+CPU_TRAIN_FLOPS = 3.0e11
+# Native sides at or below this are used as they are (MedMNIST 28/64); larger images are
+# resized to the largest of SIZE_LADDER (not above the native side) that fits the budget.
+KEEP_NATIVE_UP_TO = 64
+SIZE_LADDER = (224, 192, 160, 128, 112, 96, 64)
+# Epochs: about TARGET_IMAGE_PASSES images seen in all (small sets get more epochs), within
+# [MIN_EPOCHS, MAX_EPOCHS] and then within the time budget.
+TARGET_IMAGE_PASSES = 50_000
+MIN_EPOCHS, MAX_EPOCHS = 8, 40
+# Imbalance: largest/smallest train class. Below BALANCED_BELOW nothing is done; up to
+# FULL_BALANCE_UP_TO each class is drawn equally often (each rare image repeats at most that
+# many times per epoch); beyond it the draws follow sqrt(class size), which repeats rare
+# images less and keeps the prior closer to the data's.
+BALANCED_BELOW = 1.5
+FULL_BALANCE_UP_TO = 4.0
+SELECT_BY_TASK = {"binary": "val_auc", "multiclass": "val_f1", "ordinal": "val_qwk"}
+# Ingredients that helped in the PneumoniaMNIST ablation (BENCHMARKS.md) and are generic:
+# warm-up + cosine, label smoothing, mild geometric/intensity augmentation, no dropout.
+BASE = {
+    "train.lr": 2e-3, "train.weight_decay": 5e-4, "train.optimizer": "adamw",
+    "train.schedule": "cosine", "train.warmup_epochs": 1, "train.label_smoothing": 0.05,
+    "model.dropout": 0.0, "augment.rotation": 10.0, "augment.translate": 0.06,
+    "augment.scale": 0.1, "augment.brightness": 0.1, "augment.contrast": 0.15,
+}
+
+
+@dataclass(frozen=True)
+class Choice:
+    key: str          # dotted config key
+    value: Any
+    rule: str         # which rule chose it (a message key suffix in the report)
+    why: str          # the figures it rests on, in English
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "value": self.value, "rule": self.rule, "why": self.why}
+
+
+@dataclass
+class Resolved:
+    config: RunConfig
+    choices: list[dict[str, Any]] = field(default_factory=list)
+    probe: SourceProbe | None = None
+
+
+# ---------------------------------------------------------------- the rules
+
+def imbalance_rule(counts: list[int]) -> Choice:
+    present = [c for c in counts if c > 0]
+    ratio = max(present) / min(present)
+    where = f"train classes {'/'.join(map(str, counts))}: largest/smallest {ratio:.2f}"
+    if ratio < BALANCED_BELOW:
+        return Choice("train.imbalance", "none", "imbalance", f"{where} < {BALANCED_BELOW}")
+    if ratio <= FULL_BALANCE_UP_TO:
+        return Choice("train.imbalance", "sampler", "imbalance",
+                      f"{where} in [{BALANCED_BELOW}, {FULL_BALANCE_UP_TO}]: balanced sampler")
+    return Choice("train.imbalance", "sqrt_sampler", "imbalance",
+                  f"{where} > {FULL_BALANCE_UP_TO}: sampler by sqrt(class size)")
+
+
+def select_rule(task: str) -> Choice:
+    return Choice("train.select_metric", SELECT_BY_TASK[task], "select", f"task {task}")
+
+
+def batch_rule(n_train: int) -> Choice:
+    # At least ~16 steps an epoch: BatchNorm and the schedule need some steps on tiny sets.
+    size = 128 if n_train >= 2048 else 64 if n_train >= 512 else 32
+    return Choice("train.batch_size", size, "batch", f"{n_train} train images")
+
+
+def flip_rule(colour: bool) -> Choice:
+    if colour:
+        return Choice("augment.hflip", 0.5, "flip",
+                      "colour images (microscopy, skin, fundus): mirror images are valid samples")
+    return Choice("augment.hflip", 0.0, "flip",
+                  "grey images (radiographs, scans): left and right are anatomy, no mirroring")
+
+
+def epoch_cost_s(arch: str, *, size: int, channels: int, n_train: int, n_val: int,
+                 num_classes: int, small_stem: str = "auto") -> float:
+    """Nominal CPU seconds of one epoch: forward+backward of the train split, forward of val."""
+    with torch.device("meta"):
+        model = build_model(arch, num_classes=num_classes, in_channels=channels,
+                            small_input_stem=resolve_small_stem(small_stem, size))
+    flops = count_flops(model, size, channels)
+    return (3 * n_train + n_val) * flops / CPU_TRAIN_FLOPS
+
+
+def size_and_epochs(probe: SourceProbe, *, arch: str, budget_s: float, size: int | None,
+                    epochs: int | None, small_stem: str) -> tuple[int, int, str]:
+    """(image_size, epochs, why) within ``budget_s``; a given size / epoch count is kept."""
+    n_train = sum(probe.train_counts)
+    channels = 3 if probe.colour else 1
+    wanted = epochs or min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(TARGET_IMAGE_PASSES / n_train)))
+
+    def cost(s: int) -> float:
+        return epoch_cost_s(arch, size=s, channels=channels, n_train=n_train, n_val=probe.n_val,
+                            num_classes=len(probe.train_counts), small_stem=small_stem)
+
+    if size is None:
+        if probe.native_size <= KEEP_NATIVE_UP_TO:
+            size = probe.native_size
+        else:
+            fitting = [s for s in SIZE_LADDER if s <= probe.native_size]
+            size = next((s for s in fitting if wanted * cost(s) <= budget_s), fitting[-1] if fitting
+                        else probe.native_size)
+    per_epoch = cost(size)
+    if epochs is None:
+        epochs = max(1, min(wanted, int(budget_s // per_epoch)))
+    why = (f"native side {probe.native_size} px, {n_train} train images, {arch} at {size} px "
+           f"~{per_epoch:.0f} s/epoch on 2 CPU cores (nominal), budget {budget_s / 60:.0f} min "
+           f"-> {epochs} epochs")
+    return size, epochs, why
+
+
+def choose(probe: SourceProbe, config: RunConfig, given: set[str]) -> list[Choice]:
+    """Every rule's choice for the keys not in ``given``."""
+    t = config.train
+    n_train = sum(probe.train_counts)
+    size, epochs, why = size_and_epochs(
+        probe, arch=config.model.arch, budget_s=t.time_budget_min * 60,
+        size=config.image_size if "image_size" in given else None,
+        epochs=t.epochs if "train.epochs" in given else None,
+        small_stem=config.model.small_input_stem)
+    stem = resolve_small_stem(config.model.small_input_stem, size)
+    choices = [
+        Choice("image_size", size, "size", why),
+        Choice("train.epochs", epochs, "epochs", why),
+        Choice("model.small_input_stem", "on" if stem else "off", "stem",
+               f"input {size} px {'<' if stem else '>='} 96 px: "
+               f"{'3x3 stride-1 stem, no max-pool' if stem else 'standard 7x7/2 stem'}"),
+        imbalance_rule(probe.train_counts),
+        select_rule(probe.task),
+        batch_rule(n_train),
+        flip_rule(probe.colour),
+        Choice("model.head", "ordinal" if probe.task == "ordinal" else "linear", "head",
+               f"task {probe.task}"),
+    ]
+    choices += [Choice(k, v, "base", "generic ingredients (BENCHMARKS.md ablation)")
+                for k, v in BASE.items()]
+    return [c for c in choices if c.key not in given]
+
+
+def resolve(raw: dict[str, Any], *, source: str = "config") -> Resolved:
+    """The config ``raw`` describes, with the auto recipe's choices filled in."""
+    config = from_dict(raw, source=source)
+    if config.train.recipe == "plain":
+        return Resolved(config)
+    given = given_keys(raw)
+    try:
+        probe = probe_source(config.data)
+    except DataError as exc:
+        # Bad data is reported by the loader's own checks when training starts, with the
+        # message users and tests expect; the recipe only steps aside.
+        logger.warning("auto recipe skipped, the data could not be probed: %s", exc)
+        return Resolved(config)
+    choices = choose(probe, config, given)
+    resolved = from_dict(apply_overrides(raw, {c.key: c.value for c in choices}), source=source)
+    return Resolved(resolved, [c.as_dict() for c in choices], probe)
