@@ -109,10 +109,12 @@ def test_history_round_trip_reads_empty_cells_as_none_and_refuses_text(copy: run
 
 def test_predictions_round_trip(copy: runs.RunPaths) -> None:
     probs = np.array([[0.25, 0.75], [0.9, 0.1]])
-    artifacts.save_predictions(copy, ["a.png", "007"], np.array([1, 0]), probs)
+    artifacts.save_predictions(copy, ["a.png", "007"], np.array([1, 0]), probs, class_names=["NORMAL", "PNEUMONIA"])
     ids, y_true, loaded = artifacts.load_predictions(copy)
     assert ids == ["a.png", "007"] and y_true.tolist() == [1, 0] and np.allclose(loaded, probs)
-    artifacts.save_predictions(copy, ["x"], None, probs[:1])
+    # The predicted class is named beside its index.
+    assert copy.predictions.read_text().splitlines()[1] == "a.png,1,1,PNEUMONIA,0.250000,0.750000"
+    artifacts.save_predictions(copy, ["x"], None, probs[:1], class_names=["NORMAL", "PNEUMONIA"])
     assert artifacts.load_predictions(copy).y_true is None
 
 

@@ -49,7 +49,10 @@ def test_html_holds_every_section_in_each_language(binary_report):
         for section in SECTIONS:
             assert f"{lang}-{section}" in parser.ids, (lang, section)
     assert parser.srcs and all(src.startswith("data:image/") for src in parser.srcs)
-    assert parser.scripts == 0
+    # Only the interactive viewer's own inline data and script: nothing loaded from elsewhere.
+    assert parser.scripts == 2 and "<script src" not in html and html.count('id="xr-viewer-data"') == 1
+    for lang in ("en", "zh-TW"):
+        assert f"{lang}-viewer" in parser.ids
     for leak in ("jinja2.", "None</", ">nan<", "{{", "http://", "https://"):
         assert leak not in html, leak
     for heading in ZH_TW_HEADINGS:
@@ -71,6 +74,12 @@ def test_metrics_and_predictions_agree(binary_report):
     gallery = metrics["explain"]["gallery"]
     assert gallery and all((binary_report / g["file"]).is_file() for g in gallery)
     assert metrics["explain"]["localisation"] is not None  # phantom lesions have masks
+    # The predicted class is named beside its index.
+    assert (frame.y_pred_name == frame.y_pred.map(dict(enumerate(metrics["class_names"])))).all()
+    # The viewer holds every gallery image (and here all 80: fewer than the 100 most confident).
+    view = json.loads((binary_report / "viewer.json").read_text())
+    assert metrics["explain"]["viewer"] == {"file": "viewer.json", "n": len(view["items"])} and len(view["items"]) == 80
+    assert {g["id"] for g in gallery} <= {it["id"] for it in view["items"]}
 
 
 @pytest.mark.skipif(shutil.which("pdffonts") is None, reason="poppler-utils not installed")

@@ -30,9 +30,11 @@ DYNAMIC = {
     "stem": ("small", "standard"), "schedule": ("cosine", "step", "none"),
     "select": ("val_auc", "val_acc", "val_f1", "val_loss"), "metric.val": ("loss", "acc", "f1", "auc"),
     "results.avg": ("macro", "weighted"), "results.roc.hint": ("binary", "ovr"),
-    "op": ("default_0.5", "youden", "sens_90", "sens_95"), "chosen_on": ("fixed", "val", "test"),
+    "op": ("default_0.5", "youden", "sens_90", "sens_95"), "chosen_on": ("fixed", "val", "test", "evaluated"),
     "kind": ("TP", "TN", "FP", "FN"), "faith": ("deletion_auc", "insertion_auc"),
     "loc": ("pointing_game", "energy_inside"),
+    "viewer.set": ("gallery", "confident", "uncertain"),
+    "viewer.outcome": ("TP", "FP", "TN", "FN", "correct", "incorrect"),
     "pipeline": ("decode", "crop_black_border", "equalize", "clahe", "unsharp", "resize", "to_rgb", "normalize"),
 }
 

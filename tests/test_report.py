@@ -49,7 +49,7 @@ def test_numbers_come_from_the_run_folder() -> None:
     assert ctx["model"]["params"] > 10_000_000 and ctx["model"]["flops"] > 0
     assert ctx["model"]["cam_layer"] == "layer4" and ctx["model"]["stem"] == "small"
     assert ctx["training"]["selected_epoch"] == 3 and ctx["training"]["epochs_run"] == 6
-    assert ctx["data"]["splits"][0] == {"split": "train", "counts": [6, 18], "total": 24}
+    assert ctx["data"]["splits"][0] == {"split": "train", "counts": [6, 18], "total": 24, "predicted": False}
     assert ctx["data"]["imbalance"]["method"] == "sampler"
     assert ctx["repro"]["checkpoint_sha256"] == runs.sha256_file(paths.best)
     assert "[train]" in ctx["repro"]["config_toml"]

@@ -11,6 +11,7 @@ read and written here and nowhere else:
 | ``class_distribution.json`` | `ClassDistribution` | `load_class_distribution` / `save_class_distribution` |
 | ``predictions.csv`` | `Predictions` | `load_predictions` / `save_predictions` |
 | ``metrics.json`` | `Evaluation` (`Metrics`, `Explanation`) | `load_evaluation` / `save_evaluation` |
+| ``viewer.json`` | `ViewerData` (`ViewerItem`) | `load_viewer` / `save_viewer` |
 
 The schemas are ``TypedDict``: on disk and in memory an artifact is plain JSON data, so a
 template or a test can read it like any mapping, and the validator below checks a loaded
@@ -253,6 +254,13 @@ class Localisation(TypedDict, total=False):
     verdict: str
 
 
+class ViewerRef(TypedDict):
+    """Where the interactive viewer's data (``viewer.py``) sits, beside metrics.json."""
+
+    file: str
+    n: int
+
+
 class Explanation(TypedDict):
     """``explain.explain_split``'s summary (with gallery files), inside metrics.json.
 
@@ -266,6 +274,7 @@ class Explanation(TypedDict):
     faithfulness: NotRequired[Faithfulness | None]
     sanity: NotRequired[Sanity | None]
     localisation: NotRequired[Localisation | None]
+    viewer: NotRequired[ViewerRef | None]
 
 
 # ---------------------------------------------------------------- metrics.json: the file
@@ -307,6 +316,7 @@ class Evaluation(TypedDict):
     class_names: NotRequired[list[str]]
     task: NotRequired[Task]
     explain: NotRequired[Explanation | None]
+    predicted_counts: NotRequired[list[int]]   # images per predicted class, labels or not
     timings: NotRequired[dict[str, float]]
     skipped: NotRequired[list[Skipped]]
 
@@ -423,6 +433,39 @@ class Predictions(typing.NamedTuple):
     probs: np.ndarray               # float64 (N, K)
 
 
+# ---------------------------------------------------------------- viewer.json
+
+VIEWER_SCHEMA = 1
+
+
+class ViewerItem(TypedDict):
+    """One image of the interactive viewer (``viewer.build_viewer``)."""
+
+    id: str
+    row: int                 # row in the evaluated split
+    y: int                   # true class index
+    pred: int                # predicted class index
+    p: list[float]           # probability per class
+    sets: list[str]          # "gallery" / "confident" / "uncertain"
+    img: str                 # data URI of a small WebP thumbnail
+    maps: str                # base64 of K x h x w uint8: a map per class on the grid
+
+
+class ViewerData(TypedDict):
+    """viewer.json: what report.html embeds once for its interactive attention viewer."""
+
+    schema: int
+    split: str
+    method: str
+    layer: str
+    task: Task
+    class_names: list[str]
+    grid: list[int]          # [h, w] of every map
+    image_size: int
+    channels: int
+    items: list[ViewerItem]
+
+
 # ---------------------------------------------------------------- the validator
 
 class SchemaProblem(Exception):
@@ -535,7 +578,7 @@ def _read_json(path: Path, *, error: type[XReportError], missing: str) -> Any:
         raise error(f"{path}: not valid JSON ({str(exc).splitlines()[0][:120]})") from None
 
 
-def _rerun(paths: runs.RunPaths | None) -> str:
+def _rerun(paths: runs.RunPaths | runs.EvaluationPaths | None) -> str:
     name = paths.name if paths is not None else "NAME"
     return f"re-run `xreport evaluate --run {name}` (or `xreport build --run {name} --force`)"
 
@@ -562,7 +605,7 @@ def _migrate_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
 _MIGRATIONS: dict[int, typing.Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2}
 
 
-def load_evaluation(paths: runs.RunPaths) -> Evaluation:
+def load_evaluation(paths: runs.RunPaths | runs.EvaluationPaths) -> Evaluation:
     """metrics.json of a run, validated (and migrated from an older schema when possible)."""
     path = paths.metrics
     data = _read_json(path, error=ReportError,
@@ -585,7 +628,7 @@ def load_evaluation(paths: runs.RunPaths) -> Evaluation:
     return typing.cast(Evaluation, data)
 
 
-def save_evaluation(paths: runs.RunPaths, evaluation: Evaluation) -> None:
+def save_evaluation(paths: runs.RunPaths | runs.EvaluationPaths, evaluation: Evaluation) -> None:
     runs.write_json(paths.metrics, evaluation)
 
 
@@ -684,24 +727,26 @@ def save_history(paths: runs.RunPaths, history: typing.Sequence[typing.Mapping[s
     runs.write_text(paths.history, history_csv(history))
 
 
-def save_predictions(paths: runs.RunPaths, ids: typing.Sequence[str], y_true: np.ndarray | None,
-                     probs: np.ndarray) -> None:
-    """One row per image: id, y_true (when known), y_pred, prob_0.. in class-index order."""
+def save_predictions(paths: runs.RunPaths | runs.EvaluationPaths, ids: typing.Sequence[str],
+                     y_true: np.ndarray | None, probs: np.ndarray, *,
+                     class_names: typing.Sequence[str]) -> None:
+    """One row per image: id, y_true (when known), y_pred and its class name y_pred_name,
+    prob_0.. in class-index order."""
     k = probs.shape[1]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["id"] + (["y_true"] if y_true is not None else []) + ["y_pred"]
+    writer.writerow(["id"] + (["y_true"] if y_true is not None else []) + ["y_pred", "y_pred_name"]
                     + [f"prob_{i}" for i in range(k)])
     preds = probs.argmax(axis=1)
     labels = y_true.tolist() if y_true is not None else None
     for i, ident in enumerate(ids):
-        row = [ident] + ([labels[i]] if labels is not None else []) + [int(preds[i])]
+        row = [ident] + ([labels[i]] if labels is not None else []) + [int(preds[i]), class_names[int(preds[i])]]
         row += [f"{p:.6f}" for p in probs[i]]
         writer.writerow(row)
     runs.write_text(paths.predictions, buffer.getvalue())
 
 
-def load_predictions(paths: runs.RunPaths) -> Predictions:
+def load_predictions(paths: runs.RunPaths | runs.EvaluationPaths) -> Predictions:
     """(ids, y_true or None, probs) from predictions.csv."""
     import pandas as pd
 
@@ -744,3 +789,34 @@ def class_names_in(meta: typing.Mapping[str, Any], lang: str,
     has one, else the name itself."""
     mapping = class_name_map(meta["class_names"], class_name_translations(meta).get(lang))
     return [mapping.get(n, n) for n in (meta["class_names"] if names is None else names)]
+
+
+def save_viewer(paths: runs.EvaluationPaths, data: ViewerData) -> None:
+    # Compact: report.html embeds the file as it is.
+    runs.write_text(paths.viewer, json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
+
+
+def load_viewer(paths: runs.EvaluationPaths, file: str = "viewer.json") -> ViewerData:
+    """viewer.json validated, and each item checked against the class count and map grid."""
+    import base64
+    import binascii
+
+    path = Path(paths.folder) / file
+    data = _read_json(path, error=ReportError, missing=_rerun(paths))
+    validate(data, ViewerData, path=path, hint=_rerun(paths))
+    if data["schema"] != VIEWER_SCHEMA:
+        raise ReportError(f"{path}: schema {data['schema']!r}, this xreport reads {VIEWER_SCHEMA}; {_rerun(paths)}")
+    k = len(data["class_names"])
+    if len(data["grid"]) != 2 or min(data["grid"]) < 1:
+        raise ReportError(f"{path}: grid must be [height, width], got {data['grid']}")
+    cells = k * data["grid"][0] * data["grid"][1]
+    for item in data["items"]:
+        try:
+            size = len(base64.b64decode(item["maps"], validate=True))
+        except (binascii.Error, ValueError):
+            size = -1
+        if (len(item["p"]) != k or not (0 <= item["y"] < k and 0 <= item["pred"] < k) or size != cells
+                or not item["img"].startswith("data:image/")):
+            raise ReportError(f"{path}: item {item['id']!r} does not fit {k} classes and a "
+                              f"{data['grid'][0]}x{data['grid'][1]} grid; {_rerun(paths)}")
+    return typing.cast(ViewerData, data)

@@ -10,12 +10,13 @@ from typing import Sequence
 from . import artifacts, runs
 from .data.base import Dataset
 from .device import resolve_device
-from .errors import ConfigError, ReportError
+from .errors import ConfigError, DataError, ReportError
 from .evaluate import LoadedRun, dataset_for_run, evaluate_run, load_run
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("html", "pdf")
+SPLITS = ("test", "val")
 
 
 @dataclass
@@ -51,17 +52,18 @@ def check_report_options(*, split: str = "test", cam_method: str | None = None,
         raise ConfigError(f"--templates {templates}: not a folder")
 
 
-def cached_metrics(paths: runs.RunPaths, run: LoadedRun, dataset: Dataset, *, cam_method: str | None,
+def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, *, cam_method: str | None,
                    split: str, need_explain: bool = True) -> artifacts.Evaluation | None:
-    """metrics.json when it was made from this checkpoint, these data and this CAM method.
+    """An evaluation's metrics.json when it was made from this checkpoint, these data and this
+    CAM method (with its viewer data).
 
     ``cam_method`` None accepts whichever method the file holds. A missing, stale (older
     schema) or damaged file is not fresh: the caller evaluates again and overwrites it.
     """
-    if not (paths.metrics.is_file() and paths.predictions.is_file()):
+    if not (out.metrics.is_file() and out.predictions.is_file()):
         return None
     try:
-        cached = artifacts.load_evaluation(paths)
+        cached = artifacts.load_evaluation(out)
     except ReportError as exc:
         logger.info("evaluating again: %s", exc)
         return None
@@ -71,7 +73,10 @@ def cached_metrics(paths: runs.RunPaths, run: LoadedRun, dataset: Dataset, *, ca
     if explain is None:
         explain_ok = not (need_explain and labelled)
     else:
-        explain_ok = cam_method is None or explain["method"] == cam_method
+        viewer = explain.get("viewer") or {}
+        # An evaluation from before the viewer existed is redone once to add it.
+        viewer_ok = not need_explain or (out.folder / str(viewer.get("file", ""))).is_file()
+        explain_ok = (cam_method is None or explain["method"] == cam_method) and viewer_ok
     fresh = (cached.get("checkpoint", {}).get("sha256") == run.sha256
              and cached.get("data", {}).get("fingerprint") == dataset.fingerprint
              and cached.get("split") == split
@@ -84,13 +89,19 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
                  cam_method: str = "gradcam", device: str = "auto", split: str = "test",
                  force: bool = False, command: str | None = None,
                  progress: bool = True) -> BuildResult:
-    """Build ``reports/NAME/`` from ``checkpoints/NAME/``; reuse predictions when fresh."""
+    """Build ``reports/NAME/`` from ``checkpoints/NAME/``; reuse predictions when fresh.
+
+    ``split`` is the split the report is about. A split without labels (a Kaggle-style test
+    set) still gets its predictions (predictions.csv, the submission); the report's metrics
+    and CAMs then come from the validation split, labelled as such.
+    """
     from . import render, report
 
     # Every option is checked before anything is written.
     langs = check_choices(langs, render.LANGS, what="lang")
     formats = check_choices(formats, FORMATS, what="format")
     check_report_options(split=split, cam_method=cam_method, device=device, templates=templates)
+    split = check_choices([split], SPLITS, what="split")[0]
     result = BuildResult(report_dir=paths.report_dir)
     started = time.perf_counter()
     # The whole file set is written into a staging copy and swapped in at the end: an
@@ -99,16 +110,33 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
         dev = resolve_device(device)
         run = load_run(paths, device=dev)
         dataset = dataset_for_run(run, splits=("train", "val", "test"))
-        cached = None if force else cached_metrics(staged, run, dataset, cam_method=cam_method, split=split)
-        if cached is None:
-            evaluate_run(staged, split=split, device=device, cam_method=cam_method,
-                         dataset=dataset, run=run, progress=progress)
-        result.reused_predictions = cached is not None
+        if split not in dataset.splits or len(dataset.splits[split]) == 0:
+            raise DataError(f"{dataset.source}: has no {split!r} images; available: "
+                            f"{', '.join(s for s in dataset.splits if len(dataset.splits[s]))}")
+        reused = []
+
+        def evaluated(which: str) -> runs.EvaluationPaths:
+            out = staged.evaluation(which)
+            cached = None if force else cached_metrics(out, run, dataset, cam_method=cam_method, split=which)
+            if cached is None:
+                evaluate_run(staged, split=which, device=device, cam_method=cam_method,
+                             dataset=dataset, run=run, out=out, progress=progress)
+            reused.append(cached is not None)
+            return out
+
+        shown = evaluated(split)
+        predictions_only = None
+        val = dataset.splits.get("val")
+        if (dataset.splits[split].labels is None and split != "val" and val is not None
+                and val.labels is not None and len(val)):
+            predictions_only, shown = shown, evaluated("val")
+        result.reused_predictions = all(reused)
         result.seconds["evaluate"] = round(time.perf_counter() - started, 2)
 
         # figures (in the user's wording) -> context -> render
         context = report.build_context(staged, langs=langs, dataset=dataset, command=command,
-                                       templates_dir=templates, meta=run.meta, model=run.model)
+                                       templates_dir=templates, meta=run.meta, model=run.model,
+                                       evaluation=shown, predictions_only=predictions_only)
         result.seconds["figures"] = round(time.perf_counter() - started - result.seconds["evaluate"], 2)
         if "html" in formats:
             html = render.render_html(context, langs=langs, templates_dir=templates)

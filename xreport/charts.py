@@ -830,6 +830,15 @@ def _check_alpha(alpha: float) -> None:
         raise ReportError(f"CAM overlay alpha must be in [0, 1], got {alpha}")
 
 
+def colormap_lut(name: str = CAM_CMAP) -> str:
+    """The CAM colour map as 256 RGB byte triples, base64: the report's interactive viewer
+    colours its maps in the browser with the same scale as the static overlays."""
+    import base64
+
+    rgb = np.round(matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+    return base64.b64encode(rgb.tobytes()).decode("ascii")
+
+
 @_styled
 def cam_overlay(image: Any, cam: Any, *, alpha: float = 0.55, colorbar: bool = True) -> Figure:
     """The image with the CAM (fixed 0..1 scale) blended on top; a slim colour bar unless

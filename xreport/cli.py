@@ -73,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="run a checkpoint on a split -> predictions.csv, metrics.json")
     e.add_argument("--run", required=True, help="run name, run folder, or checkpoint path")
     e.add_argument("--split", default="test", choices=("train", "val", "test"))
-    e.add_argument("--data", help="evaluate on other data (external validation)")
+    e.add_argument("--data", help="evaluate on other data (external validation); written to "
+                   "reports/NAME/external-<data name>/, never over the run's own files")
+    e.add_argument("--out", type=Path, help="folder for predictions.csv, metrics.json, cams/ "
+                   "(default: reports/NAME/ for the test split, reports/NAME/<split>/ for another, "
+                   "reports/NAME/external-<data name>/ with --data)")
     e.add_argument("--device", default="auto")
     e.add_argument("--tta", action="store_true", help="average with a horizontal flip")
     e.add_argument("--cam", default="gradcam", help="CAM method (gradcam, gradcam++, hirescam, "
@@ -87,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--format", default="html,pdf", help="comma list of html, pdf")
     b.add_argument("--templates", type=Path, help="a folder with your copy of the templates")
     b.add_argument("--cam", default="gradcam", help="CAM method")
+    b.add_argument("--split", default="test", choices=("test", "val"),
+                   help="the split the report is about; an unlabelled test split gets its "
+                   "predictions (predictions.csv) and the report shows the validation metrics")
     b.add_argument("--device", default="auto")
     b.add_argument("--force", action="store_true", help="re-run inference even when cached")
     _add_roots(b)
@@ -142,11 +149,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_report
 
     paths = _run_paths(args.run, checkpoints=args.checkpoints, reports=args.reports)
-    out = evaluate_report(paths, split=args.split, device=args.device, data=args.data, tta=args.tta,
-                          cam_method=args.cam, explain=not args.no_cam)
+    out, where = evaluate_report(paths, split=args.split, device=args.device, data=args.data, tta=args.tta,
+                                 cam_method=args.cam, explain=not args.no_cam, out=args.out)
     acc = (out.get("metrics") or {}).get("accuracy", {}).get("value")
     summary = f"accuracy {acc:.4f}" if isinstance(acc, float) else "no labels: predictions only"
-    print(f"evaluated {paths.name} on {args.split} ({summary}) -> {paths.predictions}, {paths.metrics}")
+    print(f"evaluated {paths.name} on {args.split} ({summary}) -> {where.predictions}, {where.metrics}")
     return 0
 
 
@@ -156,7 +163,7 @@ def _build(args: argparse.Namespace) -> int:
     paths = _run_paths(args.run, checkpoints=args.checkpoints, reports=args.reports)
     result = build_report(paths, langs=_split_list(args.lang), formats=_split_list(args.format),
                           templates=args.templates, cam_method=args.cam, device=args.device,
-                          force=args.force, command=args.command_line)
+                          force=args.force, command=args.command_line, split=args.split)
     how = "cached predictions" if result.reused_predictions else "fresh predictions"
     print(f"built {paths.name} in {result.seconds['total']:.1f} s ({how}):")
     for f in result.files:

@@ -120,7 +120,7 @@ def ensure_evaluated(paths: run_folder.RunPaths, *, device: str = "auto", progre
     with run_folder.run_lock(paths.report_dir, what="report"):
         run = load_run(paths, device=resolve_device(device))
         dataset = dataset_for_run(run, splits=(SPLIT, "val"))
-        if cached_metrics(paths, run, dataset, cam_method=None, split=SPLIT,
+        if cached_metrics(paths.evaluation(SPLIT), run, dataset, cam_method=None, split=SPLIT,
                           need_explain=False):
             logger.info("%s: metrics.json is fresh; reusing its predictions", paths.name)
             return False

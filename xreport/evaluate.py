@@ -24,7 +24,7 @@ from . import runs
 from .data import load_dataset, normalize_batch
 from .data.base import Dataset, Split
 from .device import autocast, resolve_channels_last, resolve_device, resolve_precision
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .models import cam_target_layer, load_weights, model_from_meta
 
 logger = logging.getLogger(__name__)
@@ -146,9 +146,14 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
                  data: str | None = None, tta: bool = False, cam_method: str = "gradcam",
                  explain: bool = True, n_boot: int = 1000, seed: int = 0,
                  batch_size: int = 256, dataset: Dataset | None = None,
-                 run: LoadedRun | None = None, progress: bool = True) -> artifacts.Evaluation:
-    """Run the checkpoint on ``split``; write predictions.csv, cams/ and metrics.json."""
+                 run: LoadedRun | None = None, out: runs.EvaluationPaths | None = None,
+                 progress: bool = True) -> artifacts.Evaluation:
+    """Run the checkpoint on ``split``; write predictions.csv, metrics.json, cams/ and viewer.json
+    into ``out``: by default the run's own evaluation of that split, or for other ``data``
+    ``reports/NAME/external-<data name>/`` (never the run's own files)."""
     timings: dict[str, float] = {}
+    if out is None:
+        out = paths.external(data) if data is not None else paths.evaluation(split)
     dev = resolve_device(device)
     with _timed(timings, "load"):
         run = run or load_run(paths, device=dev)
@@ -170,8 +175,8 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
         probs = predict(run.model, target.images, mean=mean, std=std, device=dev,
                         batch_size=batch_size, tta=tta, progress=progress)
     check_outputs(probs, target.ids, path=run.checkpoint.path)
-    artifacts.save_predictions(paths, target.ids, target.labels.numpy() if target.labels is not None else None,
-                               probs)
+    artifacts.save_predictions(out, target.ids, target.labels.numpy() if target.labels is not None else None,
+                               probs, class_names=class_names)
 
     metrics = None
     if target.labels is not None:
@@ -189,8 +194,8 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
     explanation = None
     if explain and target.labels is not None:
         with _timed(timings, "explain"):
-            explanation = explain_and_draw(run, target, probs, paths=paths, method=cam_method,
-                                           seed=seed, device=dev)
+            explanation = explain_and_draw(run, target, probs, out=out, method=cam_method,
+                                           seed=seed, device=dev, task=task, split_name=split)
 
     result: artifacts.Evaluation = {
         "schema": artifacts.EVALUATION_SCHEMA,
@@ -205,28 +210,45 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
                  "external": data is not None},
         "class_names": class_names,
         "task": task,
+        # What the model said, with or without labels: an unlabelled test split's only summary.
+        "predicted_counts": np.bincount(probs.argmax(axis=1), minlength=len(class_names)).tolist(),
         "metrics": metrics,
         "explain": explanation,
         "timings": timings,
         "skipped": list(dataset.skipped),
     }
-    artifacts.save_evaluation(paths, result)
-    logger.info("wrote %s and %s", paths.predictions, paths.metrics)
+    artifacts.save_evaluation(out, result)
+    logger.info("wrote %s and %s", out.predictions, out.metrics)
     return result
 
 
 def evaluate_report(paths: runs.RunPaths, *, split: str = "test", device: str = "auto",
                     data: str | None = None, tta: bool = False, cam_method: str = "gradcam",
-                    explain: bool = True, progress: bool = True) -> dict[str, Any]:
-    """``xreport evaluate``: options checked first, then under the report lock (the same as
-    ``build``) the run's predictions, metrics and CAMs are written to a staging copy of the
-    report folder and swapped in whole."""
+                    explain: bool = True, out: Path | None = None,
+                    progress: bool = True) -> tuple[artifacts.Evaluation, runs.EvaluationPaths]:
+    """``xreport evaluate``: options checked first, then under the folder's lock (the same as
+    ``build``) the predictions, metrics and CAMs are written to a staging copy and swapped in
+    whole. They go to ``out`` when given, else to the run's own evaluation of ``split`` or,
+    for other ``data``, to ``reports/NAME/external-<data name>/``: never over the run's own
+    files. Returns the evaluation and where its files now are."""
     from .build import check_report_options
 
     check_report_options(split=split, cam_method=cam_method if explain else None, device=device)
+    if out is not None:
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out}: exists and is not a folder")
+        with runs.run_lock(out, what="evaluation"), runs.staged_folder(out) as staged:
+            result = evaluate_run(paths, split=split, device=device, data=data, tta=tta, cam_method=cam_method,
+                                  explain=explain, out=runs.EvaluationPaths(staged, paths.name),
+                                  progress=progress)
+        return result, runs.EvaluationPaths(out, paths.name)
+    final = paths.external(data) if data is not None else paths.evaluation(split)
     with runs.run_lock(paths.report_dir, what="report"), runs.staged_report(paths) as staged:
-        return evaluate_run(staged, split=split, device=device, data=data, tta=tta,
-                            cam_method=cam_method, explain=explain, progress=progress)
+        where = staged.external(data) if data is not None else staged.evaluation(split)
+        result = evaluate_run(staged, split=split, device=device, data=data, tta=tta,
+                              cam_method=cam_method, explain=explain, out=where, progress=progress)
+    return result, final
 
 
 def _check_compatible(run: LoadedRun, dataset: Dataset) -> None:
@@ -260,9 +282,11 @@ EXPLAIN_BUDGET: dict[str, dict[str, int]] = {
 }
 
 
-def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, paths: runs.RunPaths,
-                     method: str, seed: int, device: torch.device) -> artifacts.Explanation:
-    """CAM gallery, faithfulness, sanity check (and localisation on phantom data)."""
+def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: runs.EvaluationPaths,
+                     method: str, seed: int, device: torch.device, task: str = "binary",
+                     split_name: str = "test") -> artifacts.Explanation:
+    """CAM gallery, faithfulness, sanity check (and localisation on phantom data), and the
+    interactive viewer's data."""
     from . import charts, explain
 
     layer, layer_name = cam_target_layer(run.model, input_size=int(run.meta["image_size"]),
@@ -275,8 +299,8 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, paths: 
         run.model, x, y_true=split.labels.numpy(), probs=probs,
         class_names=list(run.meta["class_names"]), target_layer=layer, layer_name=layer_name,
         method=method, masks=split.masks, seed=seed, device=device, **budget)
-    paths.cams.mkdir(parents=True, exist_ok=True)
-    for old in paths.cams.glob("*.png"):
+    out.cams.mkdir(parents=True, exist_ok=True)
+    for old in out.cams.glob("*.png"):
         old.unlink()
     flat_maps = iter(gallery_cams)
     for i, entry in enumerate(summary["gallery"]):
@@ -287,8 +311,31 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, paths: 
         for item in entry["maps"]:
             name = f"{i:02d}_{entry['kind']}_c{entry['class_index']}_{entry['index']}_m{item['target']}.png"
             cam = explain.without_padding(next(flat_maps), content)
-            charts.save_figure(charts.cam_overlay(image, cam, colorbar=False), paths.cams / name)
+            charts.save_figure(charts.cam_overlay(image, cam, colorbar=False), out.cams / name)
             item["file"] = f"cams/{name}"
         entry["file"] = entry["maps"][0]["file"]
         entry["id"] = split.ids[entry["index"]]
+    summary["viewer"] = write_viewer_data(run, split, probs, layer=layer, layer_name=layer_name,
+                                          gallery_rows=[e["index"] for e in summary["gallery"]],
+                                          out=out, method=method, task=task, split_name=split_name,
+                                          device=device)
     return summary
+
+
+def write_viewer_data(run: LoadedRun, split: Split, probs: np.ndarray, *, layer: torch.nn.Module,
+                      layer_name: str, gallery_rows: Sequence[int], out: runs.EvaluationPaths,
+                      method: str, task: str, split_name: str, device: torch.device) -> artifacts.ViewerRef:
+    """viewer.json: the gallery's images and the most and least confident ones, with a map for
+    every class (one batched pass). Returns the reference that metrics.json keeps."""
+    from . import explain, viewer
+
+    sets = viewer.select_rows(probs, gallery_rows)
+    rows = sorted(sets)
+    x = NormalizedView(split.images, run.meta["mean"], run.meta["std"])
+    index = torch.tensor(rows, dtype=torch.long)
+    maps = explain.viewer_maps(run.model, x[index], target_layer=layer, method=method, device=device)
+    data = viewer.build_viewer(split.images, split.ids, split.labels.numpy(), probs, maps, rows, sets,
+                               class_names=list(run.meta["class_names"]), task=task, split=split_name,
+                               method=method, layer=layer_name)
+    artifacts.save_viewer(out, data)
+    return {"file": out.viewer.name, "n": len(rows)}

@@ -193,14 +193,19 @@ def _raw_maps(model: nn.Module, xb: Tensor, tb: Tensor, capture: _Capture, *,
         _check_targets(tb, logits.shape[1])
         acts = capture.out.detach()
         if method == "cam":
-            weight = _final_linear(model)[1].weight
-            if weight.shape[1] != acts.shape[1]:
-                raise ReportError(f"method 'cam': the classifier takes {weight.shape[1]} features but "
-                                  f"the target layer gives {acts.shape[1]} channels")
-            return torch.einsum("bc,bchw->bhw", weight[tb].to(acts.dtype), acts)
+            return torch.einsum("bc,bchw->bhw", _classifier_weight(model, acts)[tb], acts)
         if method == "eigencam":
             return _eigen_map(acts)
         return _score_map(model, xb, tb, acts, batch_size=batch_size)
+
+
+def _classifier_weight(model: nn.Module, acts: Tensor) -> Tensor:
+    """The classifier's (K, C) weight for method 'cam', which needs it to read the target layer."""
+    weight = _final_linear(model)[1].weight
+    if weight.shape[1] != acts.shape[1]:
+        raise ReportError(f"method 'cam': the classifier takes {weight.shape[1]} features but "
+                          f"the target layer gives {acts.shape[1]} channels")
+    return weight.to(acts.dtype)
 
 
 def _gradient_map(method: str, acts: Tensor, grads: Tensor) -> Tensor:
@@ -241,20 +246,21 @@ def _score_map(model: nn.Module, xb: Tensor, tb: Tensor, acts: Tensor, *,
                batch_size: int) -> Tensor:
     """Score-CAM (Wang et al.): each channel's upsampled map masks the input; the softmax of
     the target logits over channels weights the channels. C forward passes per image."""
-    size = xb.shape[-2:]
-    weights = []
-    for i in range(xb.shape[0]):
-        # align_corners=True as in pytorch_grad_cam's ScoreCAM (UpsamplingBilinear2d).
-        up = F.interpolate(acts[i:i + 1].float(), size=size, mode="bilinear", align_corners=True)[0]
-        lo = up.amin(dim=(1, 2), keepdim=True)
-        hi = up.amax(dim=(1, 2), keepdim=True)
-        up = (up - lo) / (hi - lo + 1e-8)
-        scores = []
-        for start in range(0, up.shape[0], max(1, batch_size)):
-            masked = xb[i:i + 1] * up[start:start + batch_size, None]
-            scores.append(model(masked)[:, tb[i]])
-        weights.append(torch.softmax(torch.cat(scores).float(), dim=0))
+    weights = [torch.softmax(_score_logits(model, xb[i], acts[i], batch_size=batch_size)[:, tb[i]], dim=0)
+               for i in range(xb.shape[0])]
     return torch.einsum("bc,bchw->bhw", torch.stack(weights).to(acts.dtype), acts)
+
+
+def _score_logits(model: nn.Module, image: Tensor, acts: Tensor, *, batch_size: int) -> Tensor:
+    """Logits (C, K) of one image (c, H, W) masked by each of its C upsampled activation maps."""
+    # align_corners=True as in pytorch_grad_cam's ScoreCAM (UpsamplingBilinear2d).
+    up = F.interpolate(acts[None].float(), size=image.shape[-2:], mode="bilinear", align_corners=True)[0]
+    lo = up.amin(dim=(1, 2), keepdim=True)
+    hi = up.amax(dim=(1, 2), keepdim=True)
+    up = (up - lo) / (hi - lo + 1e-8)
+    logits = [model(image[None] * up[start:start + batch_size, None]).float()
+              for start in range(0, up.shape[0], max(1, batch_size))]
+    return torch.cat(logits)
 
 
 def _normalise_maps(raw: Tensor, size: tuple[int, int]) -> Tensor:
@@ -293,6 +299,72 @@ def random_maps(n: int, height: int, width: int, *, seed: int = 0) -> Tensor:
     grid = torch.stack([(2 * px + 1) / (g + 1) - 1, (2 * py + 1) / (g + 1) - 1], dim=-1)
     maps = F.grid_sample(coarse, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, 0]
     return _minmax(maps)
+
+
+# ---------------------------------------------------------------- viewer maps (every class)
+
+VIEWER_MAX_GRID = 32  # the report's viewer upsamples in the browser: a coarse grid is enough
+
+
+def viewer_maps(model: nn.Module, x: Tensor, *, target_layer: nn.Module, method: str = "gradcam",
+                batch_size: int = 64, device: str | torch.device | None = None) -> Tensor:
+    """Maps for EVERY class, (N, K, h, w) uint8 in 0..255, at the target layer's own grid.
+
+    For the interactive viewer, which lets a reader pick the class a map explains. One
+    forward pass per batch serves all K classes: the gradient methods take K backward passes
+    through the head only (the target layer's output is a leaf), 'cam' and 'eigencam' need no
+    backward, and 'scorecam' scores every class on the same masked inputs. Each map is
+    relu'd and min-max normalised on its own grid (a constant map becomes zeros); a grid
+    wider than VIEWER_MAX_GRID is average-pooled down to it.
+    """
+    _check_inputs(x, torch.zeros(x.shape[0], dtype=torch.long), method)
+    out: list[Tensor] = []
+    with _prepared(model, device) as dev, _hooked(target_layer) as capture:
+        for start in tqdm(range(0, x.shape[0], max(1, batch_size)), desc=f"{method} maps (all classes)",
+                          leave=False, disable=None):
+            xb = _to_device(x[start:start + batch_size], dev)
+            raw = _all_class_maps(model, xb, capture, method=method, batch_size=batch_size)
+            out.append(_quantise_grid(raw).cpu())
+    if not out:
+        return torch.zeros((0, 0, 0, 0), dtype=torch.uint8)
+    return torch.cat(out)
+
+
+def _all_class_maps(model: nn.Module, xb: Tensor, capture: _Capture, *, method: str,
+                    batch_size: int) -> Tensor:
+    """Unnormalised (B, K, h, w) maps of one batch for every output class."""
+    if method in GRADIENT_METHODS:
+        with torch.enable_grad():
+            logits = model(xb)
+            k = logits.shape[1]
+            acts = capture.out.detach()
+            maps = []
+            for c in range(k):
+                (grads,) = torch.autograd.grad(logits[:, c].sum(), capture.leaf,
+                                               retain_graph=c < k - 1, allow_unused=True)
+                grads = torch.zeros_like(acts) if grads is None else grads
+                maps.append(_gradient_map(method, acts, grads))
+        return torch.stack(maps, dim=1)
+    with torch.no_grad():
+        logits = model(xb)
+        k = logits.shape[1]
+        acts = capture.out.detach()
+        if method == "cam":
+            return torch.einsum("kc,bchw->bkhw", _classifier_weight(model, acts), acts)
+        if method == "eigencam":  # class-agnostic: the same map for every class
+            return _eigen_map(acts)[:, None].expand(-1, k, -1, -1)
+        weights = [torch.softmax(_score_logits(model, xb[i], acts[i], batch_size=batch_size), dim=0).T
+                   for i in range(xb.shape[0])]  # (K, C) per image
+        return torch.einsum("bkc,bchw->bkhw", torch.stack(weights).to(acts.dtype), acts)
+
+
+def _quantise_grid(raw: Tensor) -> Tensor:
+    b, k, h, w = raw.shape
+    maps = torch.nan_to_num(raw.float()).clamp(min=0)
+    if max(h, w) > VIEWER_MAX_GRID:
+        maps = F.adaptive_avg_pool2d(maps, (min(h, VIEWER_MAX_GRID), min(w, VIEWER_MAX_GRID)))
+    maps = _minmax(maps.reshape(b * k, *maps.shape[-2:]))
+    return (maps * 255).round().to(torch.uint8).reshape(b, k, *maps.shape[-2:])
 
 
 # ---------------------------------------------------------------- gallery

@@ -711,9 +711,29 @@ def _check_langs(langs: Sequence[str]) -> list[str]:
 
 
 def _read_css(env: jinja2.Environment, name: str) -> Markup:
-    # CSS goes through the loader so a user's folder can override it; it is ours, not data.
+    # CSS (and the viewer's script) go through the loader so a user's folder can override
+    # them; they are ours, not data.
     source, _, _ = env.loader.get_source(env, name)
     return Markup(source.replace("</", "<\\/"))
+
+
+def script_json(obj: Any) -> Markup:
+    """JSON safe inside <script type="application/json">: no "</script>", no "<!--", and
+    the two line separators JavaScript once refused are escaped too."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(raw, escaped)
+    return Markup(text)
+
+
+def _viewer_assets(context: Mapping[str, Any], env: jinja2.Environment) -> dict[str, Any]:
+    """The interactive viewer's data and script, once per HTML file (every language uses them)."""
+    viewer = (context.get("explain") or {}).get("viewer") if isinstance(context.get("explain"), Mapping) else None
+    if not viewer:
+        return {"viewer_json": None, "viewer_js": None, "viewer_css": None}
+    return {"viewer_json": script_json(viewer["data"]), "viewer_js": _read_css(env, "js/viewer.js"),
+            "viewer_css": _read_css(env, "css/viewer.css")}
 
 
 def render_body(context: Mapping[str, Any], *, lang: str, env: jinja2.Environment,
@@ -774,7 +794,7 @@ def render_html(context: Mapping[str, Any], *, langs: Sequence[str],
     with template_errors("report.html.j2"):
         return render_template(env, "report.html.j2",
             ctx=context, langs=langs, bodies=bodies, lang_labels=LANG_LABELS, t=t,
-            title_key=kind.title_key,
+            title_key=kind.title_key, **_viewer_assets(context, env),
             css=_read_css(env, "css/report.css"), mobile_css=_read_css(env, "css/mobile.css"))
 
 

@@ -9,18 +9,20 @@ All wording is left to the templates and message catalogs.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shlex
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import tomli_w
 
 from . import artifacts, discussion
 from .data.base import Dataset
 from .errors import ReportError, XReportError
 from .figures import Figures
-from .runs import RunPaths, sha256_file
+from .runs import EvaluationPaths, RunPaths, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -91,14 +93,24 @@ def layout(num_classes: int) -> dict[str, Any]:
             "stack_figures": wide}
 
 
-def _split_rows(dist: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+def _split_rows(dist: Mapping[str, Any] | None,
+                predicted: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One row per split: class counts, or (an unlabelled split) its size alone; then the
+    predicted class counts of an unlabelled split, marked as predictions."""
     if not dist:
         return []
     rows = []
+    sizes = dist.get("sizes") or {}
     for split, counts in (dist.get("splits") or {}).items():
         if counts is None:
+            if sizes.get(split):
+                rows.append({"split": split, "counts": None, "total": int(sizes[split]), "predicted": False})
             continue
-        rows.append({"split": split, "counts": [int(c) for c in counts], "total": int(sum(counts))})
+        rows.append({"split": split, "counts": [int(c) for c in counts], "total": int(sum(counts)),
+                     "predicted": False})
+    if predicted:
+        rows.append({"split": predicted["split"], "counts": list(predicted["counts"]),
+                     "total": int(predicted["n"]), "predicted": True})
     return rows
 
 
@@ -225,7 +237,11 @@ def _results(metrics: Mapping[str, Any] | None, evaluation: Mapping[str, Any],
         overall.append(("metric.roc_auc_weighted", metrics["roc_auc_weighted"]))
     overall.append(("metric.average_precision", metrics.get("average_precision")))
     cm = metrics.get("confusion_matrix") or {}
-    ops = [{"name": op.get("name"), "threshold": op.get("threshold"), "chosen_on": op.get("chosen_on", "fixed"),
+    split = evaluation.get("split", "test")
+    # metrics.py says "test" for thresholds chosen on the evaluated data itself: on a
+    # validation report that is the validation split, still optimistic.
+    ops = [{"name": op.get("name"), "threshold": op.get("threshold"),
+            "chosen_on": "evaluated" if op.get("chosen_on") == "test" and split != "test" else op.get("chosen_on", "fixed"),
             "sensitivity": op.get("sensitivity"), "specificity": op.get("specificity"),
             "ppv": op.get("ppv"), "npv": op.get("npv"), "cm": op.get("confusion_matrix")}
            for op in metrics.get("operating_points") or []]
@@ -233,7 +249,7 @@ def _results(metrics: Mapping[str, Any] | None, evaluation: Mapping[str, Any],
         "available": True, "task": metrics.get("task"), "n": metrics.get("n"),
         # Binary: the positive class, named in the 0.5-threshold sentence.
         "positive": (metrics.get("class_names") or [None, None])[1] if binary else None,
-        "split": evaluation.get("split", "test"), "bootstrap": metrics.get("bootstrap"),
+        "split": split, "bootstrap": metrics.get("bootstrap"),
         "overall": overall, "report_rows": _report_rows(metrics),
         "confusion": {"labels": cm.get("labels") or metrics.get("class_names", []),
                       "raw": cm.get("raw") or [], "by_true": cm.get("by_true") or []},
@@ -261,16 +277,18 @@ def _gallery_maps(entry: Mapping[str, Any], class_names: Sequence[str]) -> list[
     return out
 
 
-def _gallery(explain: Mapping[str, Any], paths: RunPaths,
-             class_names: Sequence[str]) -> list[dict[str, Any]]:
+def _gallery(explain: Mapping[str, Any], paths: RunPaths, class_names: Sequence[str], *,
+             folder: Path) -> list[dict[str, Any]]:
     """Gallery panels grouped by the class they explain, in class order then TP/TN/FP/FN."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for entry in explain.get("gallery") or []:
         maps = _gallery_maps(entry, class_names)
-        missing = [m["file"] for m in maps if not m["file"] or not (paths.report_dir / m["file"]).is_file()]
+        missing = [m["file"] for m in maps if not m["file"] or not (folder / m["file"]).is_file()]
         if missing:
             logger.warning("gallery image(s) %s missing; panel left out", ", ".join(map(str, missing)))
             continue
+        for m in maps:  # the files sit in their evaluation's folder; the report resolves them from its own
+            m["file"] = os.path.relpath(folder / m["file"], paths.report_dir)
         groups.setdefault(str(entry.get("class")), []).append({
             "kind": str(entry.get("kind")), "id": str(entry.get("id", entry.get("index", "?"))),
             "prob": entry.get("prob"), "true": entry.get("true"), "prob_true": entry.get("prob_true"),
@@ -280,6 +298,27 @@ def _gallery(explain: Mapping[str, Any], paths: RunPaths,
     kind_rank = {k: i for i, k in enumerate(KIND_ORDER)}
     return [{"cls": cls, "panels": sorted(panels, key=lambda e: kind_rank.get(e["kind"], len(KIND_ORDER)))}
             for cls, panels in sorted(groups.items(), key=lambda g: order.get(g[0], len(order)))]
+
+
+def _viewer(explain: Mapping[str, Any], folder: Path, mappings: Mapping[str, Mapping[str, str]]) -> dict[str, Any] | None:
+    """The interactive viewer's data (embedded once in the HTML) and what its markup needs."""
+    from . import charts, viewer
+
+    ref = explain.get("viewer")
+    if not ref:
+        return None
+    try:
+        data = dict(artifacts.load_viewer(EvaluationPaths(folder), ref["file"]))
+    except ReportError as exc:
+        # The static gallery stays: a damaged viewer file costs only the viewer.
+        logger.warning("interactive viewer left out: %s", exc)
+        return None
+    data["colormap"] = charts.colormap_lut()
+    names = data["class_names"]
+    return {"data": data, "n": len(data["items"]), "task": data["task"], "split": data["split"],
+            "classes": list(range(len(names))),
+            "sets": [s for s in viewer.SETS if any(s in it["sets"] for it in data["items"])],
+            "names": {lang: [m.get(n, n) for n in names] for lang, m in mappings.items()}}
 
 
 FAITH_ROWS = ("deletion_auc", "insertion_auc", "road_morf", "road_lerf")
@@ -293,12 +332,15 @@ def _stat_row(metric: str, stat: Mapping[str, Any], **extra: Any) -> dict[str, A
 
 
 def _explain(explain: Mapping[str, Any] | None, paths: RunPaths,
-             figures: Mapping[str, dict[str, str] | None], class_names: Sequence[str]) -> dict[str, Any]:
+             figures: Mapping[str, dict[str, str] | None], class_names: Sequence[str], *,
+             folder: Path | None = None,
+             mappings: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
     from . import charts
     from .verdicts import FAITHFULNESS_MARGIN, LOCALISATION_MARGIN, SANITY_SPEARMAN_LIMIT
 
     if not explain:
         return {"available": False}
+    folder = folder or paths.report_dir
     faith = explain.get("faithfulness")
     faith_ctx = None
     if faith:
@@ -327,7 +369,9 @@ def _explain(explain: Mapping[str, Any] | None, paths: RunPaths,
                    "tolerance": loc.get("tolerance", 0), "maps": loc.get("random_per_image", 1),
                    "margin": LOCALISATION_MARGIN}
     return {"available": True, "method": explain.get("method", "?"),
-            "target_layer": explain.get("target_layer"), "gallery": _gallery(explain, paths, class_names),
+            "target_layer": explain.get("target_layer"),
+            "gallery": _gallery(explain, paths, class_names, folder=folder),
+            "viewer": _viewer(explain, folder, mappings or {}),
             "cam_scale": charts.cam_scale_colors(),
             "faithfulness": faith_ctx, "sanity": sanity_ctx, "localisation": loc_ctx,
             "figures": dict(figures)}
@@ -369,13 +413,31 @@ def _skipped(evaluation: Mapping[str, Any], dataset: Dataset | None) -> list[dic
 
 # ---------------------------------------------------------------- the context
 
+def _predicted(evaluation: EvaluationPaths | None, class_names: Sequence[str]) -> dict[str, Any] | None:
+    """The predicted class counts of an unlabelled split (a Kaggle-style test set)."""
+    if evaluation is None:
+        return None
+    data = artifacts.load_evaluation(evaluation)
+    counts = data.get("predicted_counts")
+    if not counts or len(counts) != len(class_names):  # metrics.json from before the counts
+        probs = artifacts.load_predictions(evaluation).probs
+        counts = np.bincount(probs.argmax(axis=1), minlength=len(class_names)).tolist()
+    return {"split": str(data.get("split", "test")), "n": int(sum(counts)),
+            "counts": [int(c) for c in counts], "file": evaluation.predictions.name}
+
+
 def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | None = None,
                   command: str | None = None, templates_dir: Path | None = None,
-                  meta: artifacts.CheckpointMeta | None = None, model: Any = None) -> dict[str, Any]:
+                  meta: artifacts.CheckpointMeta | None = None, model: Any = None,
+                  evaluation: EvaluationPaths | None = None,
+                  predictions_only: EvaluationPaths | None = None) -> dict[str, Any]:
     """Everything the templates show, as plain data; the figures stage draws the charts.
 
     ``meta`` and ``model`` are the already-loaded run (``build`` passes them, so the
     checkpoint is not read again); without them the checkpoint's meta is loaded here.
+    ``evaluation`` is the labelled evaluation whose metrics and CAMs the report shows (the
+    run's test evaluation by default); ``predictions_only`` an unlabelled split's evaluation,
+    of which the report shows the predicted class counts.
     """
     from .figures import draw_report_figures
 
@@ -384,7 +446,8 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
             raise ReportError(f"{paths.best}: checkpoint not found; train the run first "
                               f"(`xreport train`) or check --checkpoints")
         meta = artifacts.load_checkpoint_meta(paths.best)
-    evaluation = artifacts.load_evaluation(paths)
+    evaluation_paths = evaluation or paths.evaluation("test")
+    evaluation = artifacts.load_evaluation(evaluation_paths)
     metrics = evaluation["metrics"]
     explain = evaluation.get("explain")
     config = meta["config"]
@@ -392,6 +455,8 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
     dist = _distribution(paths, dataset)
     class_names = list(meta["class_names"])
     i18n = artifacts.class_name_translations(meta)
+    mappings = {lang: artifacts.class_name_map(class_names, i18n.get(lang)) for lang in langs}
+    predicted = _predicted(predictions_only, class_names)
     figs = draw_report_figures(paths.report_dir, meta=meta, evaluation=evaluation, history=history,
                                distribution=dist, dataset=dataset, langs=langs,
                                templates_dir=templates_dir)
@@ -415,7 +480,8 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
             "dataset": name, "kind": dataset.kind if dataset else data_cfg.get("kind"),
             "source": dataset.source if dataset else (evaluation.get("data") or {}).get("source")
             or data_cfg.get("dataset", "—"),
-            "class_names": class_names, "splits": _split_rows(dist),
+            "class_names": class_names, "splits": _split_rows(dist, predicted),
+            "predicted": predicted,
             "image_size": meta.get("image_size"), "channels": meta.get("in_channels"),
             "original_size": (f"{dataset.original_size[0]} × {dataset.original_size[1]}"
                               if dataset is not None and dataset.original_size else None),
@@ -431,7 +497,10 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "model": _model(meta, explain, model),
         "training": _training(meta, config, history, curves_fig),
         "results": _results(metrics, evaluation, result_figs),
-        "explain": _explain(explain, paths, explain_figs, class_names),
+        "explain": _explain(explain, paths, explain_figs, class_names, folder=evaluation_paths.folder,
+                            mappings=mappings),
+        # The split the metrics and CAMs are from: "val" when the test split has no labels.
+        "evaluated_split": str(evaluation.get("split", "test")),
         "discussion": discussion.observations(metrics, history=history, distribution=dist,
                                               explain=explain),
         "repro": _repro(meta, config, paths, evaluation, command),

@@ -87,11 +87,11 @@ class RunPaths:
 
     @property
     def predictions(self) -> Path:
-        return self.report_dir / "predictions.csv"
+        return self.evaluation("test").predictions  # the run's own test evaluation
 
     @property
     def metrics(self) -> Path:
-        return self.report_dir / "metrics.json"
+        return self.evaluation("test").metrics
 
     @property
     def figures(self) -> Path:
@@ -99,7 +99,7 @@ class RunPaths:
 
     @property
     def cams(self) -> Path:
-        return self.report_dir / "cams"
+        return self.evaluation("test").cams
 
     @property
     def report_html(self) -> Path:
@@ -107,6 +107,48 @@ class RunPaths:
 
     def report_pdf(self, lang: str) -> Path:
         return self.report_dir / f"report.{lang}.pdf"
+
+    def evaluation(self, split: str = "test") -> "EvaluationPaths":
+        """The run's own evaluation of ``split``: the test split at the top of the report folder
+        (its predictions.csv is the submission file), any other split in a subfolder of its own
+        so that evaluating it never replaces the test files."""
+        return EvaluationPaths(self.report_dir if split == "test" else self.report_dir / split, self.name)
+
+    def external(self, data: str | Path) -> "EvaluationPaths":
+        """``reports/NAME/external-<data name>/``: an evaluation on other data, kept apart."""
+        return EvaluationPaths(self.report_dir / f"external-{data_name(data)}", self.name)
+
+
+def data_name(data: str | Path) -> str:
+    """A folder-safe name for a data source: ``/x/wbc`` -> ``wbc``, ``/x/set.npz`` -> ``set``."""
+    path = Path(str(data).rstrip("/\\") or "data")
+    stem = path.stem if path.suffix.lower() in (".npz", ".csv") else path.name
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem).strip("._")
+    return safe or "data"
+
+
+@dataclass(frozen=True)
+class EvaluationPaths:
+    """The files one evaluation writes: predictions, metrics, CAM overlays, viewer data."""
+
+    folder: Path
+    name: str = "NAME"  # the run's name, for messages that say what to re-run
+
+    @property
+    def predictions(self) -> Path:
+        return Path(self.folder) / "predictions.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return Path(self.folder) / "metrics.json"
+
+    @property
+    def cams(self) -> Path:
+        return Path(self.folder) / "cams"
+
+    @property
+    def viewer(self) -> Path:
+        return Path(self.folder) / "viewer.json"
 
 
 # ---------------------------------------------------------------- atomic writes
