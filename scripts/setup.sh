@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(fonts-noto-cjk libharfbuzz-subset0 poppler-utils libgl1 libglib2.0-0)
+APT_PACKAGES=(fonts-noto-cjk libharfbuzz-subset0 poppler-utils libgl1 libglib2.0-0 chromium)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
