@@ -185,3 +185,13 @@ def test_observations_collects_in_report_order() -> None:
     explain = _faith("not_distinguishable", {"deletion_auc": "not_distinguishable"})
     got = keys(d.observations(m, distribution=dist, explain=explain))
     assert got == ["discussion.imbalance", "discussion.poor_calibration", "discussion.cam_not_distinguishable"]
+
+
+def test_validation_metrics_are_never_called_test_metrics() -> None:
+    # An unlabelled test split reports on validation: the sentences name that split.
+    small = binary_metrics(roc_auc=V(0.55, 0.48, 0.62), accuracy=V(0.6, 0.4, 0.8), n=32)
+    on_test = keys(d.observations(small))
+    on_val = keys(d.observations(small, split="val"))
+    assert {"discussion.near_chance_test", "discussion.wide_ci"} <= set(on_test)
+    assert {"discussion.near_chance_val", "discussion.wide_ci_val"} <= set(on_val)
+    assert not {"discussion.near_chance_test", "discussion.wide_ci"} & set(on_val)

@@ -70,13 +70,16 @@ def threshold_matters(metrics: Mapping[str, Any]) -> list[Item]:
 
 
 def near_chance(metrics: Mapping[str, Any] | None,
-                history: Sequence[Mapping[str, Any]] | None = None) -> list[Item]:
-    """The test AUC (or its interval) sits at chance, or the validation AUC never left it."""
+                history: Sequence[Mapping[str, Any]] | None = None, *,
+                split: str = "test") -> list[Item]:
+    """The evaluated split's AUC (or its interval) sits at chance, or the validation AUC never
+    left it. ``split`` is the split the metrics are from ("val" when the test has no labels)."""
     auc = (metrics or {}).get("roc_auc")
     value = value_of(auc)
     lo = value_of((auc.get("ci95") or [None])[0]) if isinstance(auc, Mapping) else None
     if value is not None and (value <= CHANCE_AUC or (lo is not None and lo <= 0.5)):
-        return [_item("discussion.near_chance_test", "results-roc", auc=value)]
+        key = "discussion.near_chance_test" if split == "test" else "discussion.near_chance_val"
+        return [_item(key, "results-roc", auc=value)]
     val = [value_of(r.get("val_auc")) for r in history or []]
     val = [v for v in val if v is not None]
     if value is None and val and max(val) <= CHANCE_AUC:
@@ -91,16 +94,16 @@ def poor_calibration(metrics: Mapping[str, Any]) -> list[Item]:
     return [_item("discussion.poor_calibration", "results-calibration", ece=ece)]
 
 
-def wide_interval(metrics: Mapping[str, Any]) -> list[Item]:
-    """The accuracy interval is wide: the test split is too small for fine comparisons."""
+def wide_interval(metrics: Mapping[str, Any], *, split: str = "test") -> list[Item]:
+    """The accuracy interval is wide: the evaluated split is too small for fine comparisons."""
     acc = metrics.get("accuracy")
     if not isinstance(acc, Mapping) or not acc.get("ci95") or value_of(acc) is None:
         return []
     lo, hi = (value_of(b) for b in acc["ci95"])
     if lo is None or hi is None or hi - lo <= CI_WIDTH:
         return []
-    return [_item("discussion.wide_ci", "results-overall", n=int(metrics.get("n", 0)),
-                  width_pct=hi - lo)]
+    key = "discussion.wide_ci" if split == "test" else "discussion.wide_ci_val"
+    return [_item(key, "results-overall", n=int(metrics.get("n", 0)), width_pct=hi - lo)]
 
 
 def weak_class(metrics: Mapping[str, Any]) -> list[Item]:
@@ -205,11 +208,15 @@ def sanity(explain: Mapping[str, Any] | None) -> list[Item]:
 def observations(metrics: Mapping[str, Any] | None, *,
                  history: Sequence[Mapping[str, Any]] | None = None,
                  distribution: Mapping[str, Any] | None = None,
-                 explain: Mapping[str, Any] | None = None) -> list[Item]:
-    """Every observation whose condition holds, in report order (data, training, results, CAMs)."""
-    items = imbalance(distribution) + overfitting(history) + near_chance(metrics, history)
+                 explain: Mapping[str, Any] | None = None,
+                 split: str = "test") -> list[Item]:
+    """Every observation whose condition holds, in report order (data, training, results, CAMs).
+    ``split`` names the split the metrics come from, so a sentence never calls validation
+    figures "test" figures (an unlabelled test split reports on validation)."""
+    items = imbalance(distribution) + overfitting(history) + near_chance(metrics, history, split=split)
     if metrics:
-        for rule in (leans_towards, weak_class, threshold_matters, poor_calibration, wide_interval):
+        for rule in (leans_towards, weak_class, threshold_matters, poor_calibration):
             items += rule(metrics)
+        items += wide_interval(metrics, split=split)
     items += faithfulness(explain) + localisation(explain) + sanity(explain)
     return items

@@ -499,7 +499,8 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         # The split the metrics and CAMs are from: "val" when the test split has no labels.
         "evaluated_split": str(evaluation.get("split", "test")),
         "discussion": discussion.observations(metrics, history=history, distribution=dist,
-                                              explain=explain),
+                                              explain=explain,
+                                              split=str(evaluation.get("split", "test"))),
         "repro": _repro(meta, run_config, paths, evaluation, command),
         "skipped": _skipped(evaluation, dataset),
         "failed_charts": figs.failed,
