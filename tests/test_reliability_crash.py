@@ -12,23 +12,14 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from test_reliability_inputs import cli, one_error
 from test_reliability_interrupt import tiny_config
+from test_reliability_limits import fixture_run  # noqa: F401  (the shared copy of the binary fixture run)
 from xreport import runs
-
-FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints"
-
-
-@pytest.fixture()
-def fixture_run(tmp_path: Path) -> Path:
-    target = tmp_path / "checkpoints" / "fx"
-    shutil.copytree(FIXTURES / "fixture_binary", target)
-    return target
 
 
 def snapshot(folder: Path) -> dict[str, str]:
