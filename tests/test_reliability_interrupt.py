@@ -242,7 +242,11 @@ def test_a_build_killed_midway_keeps_the_previous_report(two_runs):
     proc = subprocess.Popen(xreport("build", "--run", "a", "--force", "--format", "html,pdf",
                                     "--lang", "en", *roots(two_runs)),
                             cwd=two_runs, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: _newer_than(report, t0), proc=proc, timeout=180, what="the build to start writing")
+    # The build writes into a staging copy beside the report (swapped in whole at the end),
+    # so "started writing" is the first new file there; the report itself must not change.
+    def staging_started() -> bool:
+        return any(_newer_than(p, t0) for p in report.parent.glob(f".{report.name}.staging-*"))
+    wait_for(staging_started, proc=proc, timeout=180, what="the build to start writing")
     kill(proc)
     assert (report / "report.html").read_bytes() == html_before
     json.loads((report / "metrics.json").read_text(encoding="utf-8"))      # whole, not cut
