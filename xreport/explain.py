@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from . import verdicts
 from .errors import ConfigError, ReportError
+from .metrics import curve_area
 
 logger = logging.getLogger(__name__)
 
@@ -532,8 +533,8 @@ def faithfulness(model: nn.Module, x: Tensor, cams: Tensor, *, targets: Tensor, 
             per_image[name] = {key: c.reshape(n, reps, -1).mean(1) for key, c in curves.items()}
     for score, (curve, higher) in FAITH_SCORES.items():
         cam_c, rnd_c = per_image["cam"][curve], per_image["random"][curve]
-        summarise = _trapezoid if curve in ("deletion", "insertion") else _interior_mean
-        stat = verdicts.paired(summarise(cam_c).numpy(), summarise(rnd_c).numpy(), higher_is_better=higher,
+        summarise = _curve_area if curve in ("deletion", "insertion") else _interior_mean
+        stat = verdicts.paired(summarise(cam_c), summarise(rnd_c), higher_is_better=higher,
                                margin=verdicts.FAITHFULNESS_MARGIN, seed=seed)
         stat["random"] = stat.pop("reference")
         result[score] = stat
@@ -690,19 +691,17 @@ def _target_probs(logits: Tensor, targets: Tensor) -> Tensor:
     return torch.softmax(logits, dim=1).gather(1, targets[:, None])[:, 0]
 
 
-def _trapezoid(curves: Tensor) -> Tensor:
-    """Per-image trapezoid area under curves sampled evenly on [0, 1], (n,)."""
-    steps = curves.shape[1] - 1
-    if steps < 1:
-        return torch.full((curves.shape[0],), float("nan"))
-    return (curves.sum(1) - (curves[:, 0] + curves[:, -1]) / 2) / steps
+def _curve_area(curves: Tensor) -> np.ndarray:
+    """Per-image area under deletion/insertion curves, (n,): metrics.curve_area, the one
+    trapezoid rule the faithfulness chart labels its curves with too."""
+    return curve_area(curves.numpy())
 
 
-def _interior_mean(curves: Tensor) -> Tensor:
+def _interior_mean(curves: Tensor) -> np.ndarray:
     """Per-image mean over the interior fractions (ROAD averages its removal levels), (n,)."""
     if curves.shape[1] == 0:
-        return torch.full((curves.shape[0],), float("nan"))
-    return curves.mean(1)
+        return np.full(curves.shape[0], np.nan)
+    return curves.mean(1).numpy()
 
 
 # ---------------------------------------------------------------- sanity check

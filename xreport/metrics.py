@@ -822,6 +822,8 @@ def curve_area(curves: Any) -> np.ndarray:
     (deletion/insertion curves: explain scores them, the faithfulness chart labels them)."""
     c = np.asarray(curves, dtype=np.float64)
     steps = c.shape[-1] - 1
+    if steps < 1:  # a single point has no area
+        return np.full(c.shape[:-1], np.nan)
     return (c.sum(axis=-1) - (c[..., 0] + c[..., -1]) / 2) / steps
 
 
