@@ -217,7 +217,7 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
         "skipped": list(dataset.skipped),
     }
     artifacts.save_evaluation(out, result)
-    logger.info("wrote %s and %s", out.predictions, out.metrics)
+    logger.debug("wrote %s and %s", out.predictions, out.metrics)
     return result
 
 

@@ -846,5 +846,5 @@ def render_pdf(context: Mapping[str, Any], *, lang: str, out_path: Path,
                                url_fetcher=make_url_fetcher(template_scope(templates_dir, report_dir)))
     with atomic_path(out_path) as tmp:
         document.write_pdf(tmp)
-    logger.info("wrote %s in %.1f s", out_path, time.perf_counter() - start)
+    logger.debug("wrote %s in %.1f s", out_path, time.perf_counter() - start)
     return Path(out_path)

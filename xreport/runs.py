@@ -10,8 +10,10 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import pickle
+import shutil
 import tempfile
 import unicodedata
 import zipfile
@@ -22,6 +24,8 @@ from typing import Any, Iterator
 import torch
 
 from .errors import CheckpointError, OutputError, RunError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINTS = Path("checkpoints")
 DEFAULT_REPORTS = Path("reports")
@@ -302,8 +306,6 @@ def recover_staged(folder: Path) -> None:
     """Finish or drop what an interrupted swap left (call with the folder's lock held):
     a complete staged set whose swap was cut between its two renames is moved in; any other
     staging folder is deleted."""
-    import shutil
-
     for root in _staging_roots(folder):
         staged = root / folder.name
         if not folder.exists() and (staged / _COMPLETE).is_file():
@@ -315,8 +317,6 @@ def _link_tree(src: Path, dst: Path) -> None:
     """dst mirrors src with hard links (cheap; every later write replaces, never edits, a
     file), copies where links are not supported. ``.lock`` is linked too, so the lock held
     on the old folder's inode still guards the swapped-in folder."""
-    import shutil
-
     for item in src.iterdir():
         if item.name == _COMPLETE:
             continue
@@ -340,8 +340,6 @@ def staged_folder(folder: str | Path) -> Iterator[Path]:
     and a finished one the new complete set, never a mix. Hold the folder's ``run_lock``.
     Reusable for any output folder (external evaluations, comparisons).
     """
-    import shutil
-
     folder = Path(folder)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -366,6 +364,7 @@ def staged_folder(folder: str | Path) -> Iterator[Path]:
             os.replace(staged, folder)
         with contextlib.suppress(OSError):
             (folder / _COMPLETE).unlink()
+        logger.info("wrote %s", folder)   # the files inside were logged under the staging name
     except OSError as exc:
         raise OutputError(f"{folder}: the new files cannot be put in place ({_os_reason(exc)}); "
                           "the previous files are unchanged") from None
