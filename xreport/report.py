@@ -220,6 +220,19 @@ def _report_rows(metrics: artifacts.Metrics) -> list[dict[str, Any]]:
                _report_row("weighted", "weighted", metrics["weighted_avg"])])
 
 
+def _every_value_has_interval(metrics: Any) -> bool:
+    """Whether every defined metric value carries a 95% interval: only then may the results
+    sentence say so (an interval can be missing: too few resamples defined, or one that
+    leaves out the estimate)."""
+    if isinstance(metrics, Mapping):
+        if "value" in metrics and metrics["value"] is not None and not metrics.get("ci95"):
+            return False
+        return all(_every_value_has_interval(v) for v in metrics.values())
+    if isinstance(metrics, list):
+        return all(_every_value_has_interval(v) for v in metrics)
+    return True
+
+
 def _results(metrics: artifacts.Metrics | None, evaluation: artifacts.Evaluation,
              figures: Figures) -> dict[str, Any]:
     if not metrics:
@@ -246,6 +259,7 @@ def _results(metrics: artifacts.Metrics | None, evaluation: artifacts.Evaluation
         # Binary: the positive class, named in the 0.5-threshold sentence.
         "positive": (metrics.get("class_names") or [None, None])[1] if binary else None,
         "split": split, "bootstrap": metrics.get("bootstrap"),
+        "every_value_has_interval": _every_value_has_interval(metrics),
         "overall": overall, "report_rows": _report_rows(metrics),
         "confusion": {"labels": cm["labels"] or metrics["class_names"],
                       "raw": cm["raw"], "by_true": cm["by_true"]},
