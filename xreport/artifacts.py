@@ -27,6 +27,7 @@ the old version to the "re-run `xreport evaluate`" message).
 """
 # No `from __future__ import annotations`: TypedDict must see NotRequired[...] unquoted.
 
+import copy
 import csv
 import functools
 import io
@@ -35,7 +36,7 @@ import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, NotRequired, TypedDict, Union
+from typing import Literal, NotRequired, TypedDict, Union
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class Message(TypedDict):
     parameter may itself be a Message; see ``render.message_text``)."""
 
     key: str
-    params: NotRequired[dict[str, Any]]
+    params: NotRequired[dict[str, object]]   # numbers, names, nested Messages
 
 
 class Value(TypedDict, total=False):
@@ -71,16 +72,18 @@ class RocAuc(Value, total=False):
 # "class" is a Python keyword, hence the functional form for the rows that carry it.
 ClassRow = TypedDict("ClassRow", {
     "class": str, "index": int, "precision": Value, "recall": Value, "specificity": Value,
-    "f1": Value, "support": int, "auc": NotRequired[Value]})
+    "f1": Value, "support": int, "auc": Value | None})
 
 
-class AverageRow(TypedDict, total=False):
-    precision: Value
-    recall: Value
-    specificity: Value
-    f1: Value
-    support: int
-    auc: Value
+class AverageRow(TypedDict):
+    """A macro or weighted average (a column a writer left out reads as None)."""
+
+    precision: Value | None
+    recall: Value | None
+    specificity: Value | None
+    f1: Value | None
+    support: int | None
+    auc: Value | None
 
 
 Matrix = list[list[float | None]]
@@ -127,7 +130,7 @@ class OperatingPoint(TypedDict):
     specificity: Value
     ppv: Value
     npv: Value
-    confusion_matrix: NotRequired[list[list[int]] | None]
+    confusion_matrix: list[list[int]] | None
 
 
 class Ordinal(TypedDict):
@@ -151,39 +154,40 @@ class Metrics(TypedDict):
     balanced_accuracy: Value
     mcc: Value
     roc_auc: RocAuc
-    roc_auc_weighted: NotRequired[Value | None]
+    roc_auc_weighted: Value | None
     average_precision: Value
     per_class: list[ClassRow]
     macro_avg: AverageRow
     weighted_avg: AverageRow
     confusion_matrix: ConfusionMatrix
     curves: Curves
-    calibration: NotRequired[Calibration | None]
+    calibration: Calibration | None
     operating_points: list[OperatingPoint]
-    ordinal: NotRequired[Ordinal | None]
-    bootstrap: NotRequired[Bootstrap]
+    ordinal: Ordinal | None
+    bootstrap: Bootstrap | None
 
 
 # ---------------------------------------------------------------- metrics.json: explain
 
 # One map of a gallery panel: the CAM of ``class`` (index ``target``) with its probability.
 GalleryMap = TypedDict("GalleryMap", {
-    "target": int, "class": str, "prob": NotRequired[float | None], "file": NotRequired[str]})
+    "target": int, "class": str, "prob": float | None, "file": str | None})
 
 # A gallery panel explains ``class`` (its heading) on one image. ``maps`` (explain.gallery_targets)
 # hold the panel class's map and, for an error, the true and predicted class's maps; ``file``
 # is the first map's. Files written before per-class maps have ``file`` and ``target`` only.
 GalleryEntry = TypedDict("GalleryEntry", {
     "class": str, "class_index": int, "kind": str, "index": int,   # kind: TP | TN | FP | FN
-    "prob": NotRequired[float | None], "target": NotRequired[Any], "id": NotRequired[str],
-    "file": NotRequired[str], "true": NotRequired[str], "true_index": NotRequired[int],
-    "prob_true": NotRequired[float], "pred": NotRequired[str], "pred_index": NotRequired[int],
-    "prob_pred": NotRequired[float], "repeated": NotRequired[bool],
-    "maps": NotRequired[list[GalleryMap]]})
+    "prob": float | None, "target": int | None, "id": str | None,
+    "file": str | None, "true": str | None, "true_index": int | None,
+    "prob_true": float | None, "pred": str | None, "pred_index": int | None,
+    "prob_pred": float | None, "repeated": bool,
+    "maps": list[GalleryMap] | None})
 
 
-class PairedStatistic(TypedDict, total=False):
-    """One score, CAM against its per-image reference (xreport.verdicts.paired)."""
+class PairedStatistic(TypedDict):
+    """One score, CAM against its per-image reference (xreport.verdicts.paired); files
+    from before the statistics have the means alone (the rest reads as None)."""
 
     cam: float | None
     random: float | None               # the mean of the random maps (empirical reference)
@@ -191,67 +195,78 @@ class PairedStatistic(TypedDict, total=False):
     difference: float | None           # mean over images of CAM minus reference
     ci95: list[float] | None           # bootstrap interval of that mean
     p_value: float | None              # Wilcoxon signed-rank, two-sided
-    n: int
-    margin: float
-    higher_is_better: bool
-    verdict: str                       # better | not_distinguishable | worse
+    n: int | None
+    margin: float | None
+    higher_is_better: bool | None
+    verdict: str | None                # better | not_distinguishable | worse
 
 
-class Faithfulness(TypedDict, total=False):
-    n: int
-    steps: int
-    baseline: str
-    random_maps: dict[str, Any]        # per_image, grid, how they are made
-    ties: str
-    road_noise: float
+class RandomMaps(TypedDict, total=False):
+    per_image: int
+    grid: int
+    made: str                          # how they are made, in English
+
+
+class CamCurves(TypedDict):
+    cam: list[float]
+    random: list[float]
+
+
+class Faithfulness(TypedDict):
+    n: int | None
+    steps: NotRequired[int]
+    baseline: NotRequired[str]
+    random_maps: RandomMaps
+    ties: NotRequired[str]
+    road_noise: NotRequired[float]
     scores: list[str]                  # deletion_auc, insertion_auc, road_morf, road_lerf
-    verdict: str                       # over all scores (xreport.verdicts.overall)
-    deletion_auc: PairedStatistic
-    insertion_auc: PairedStatistic
-    road_morf: PairedStatistic
-    road_lerf: PairedStatistic
-    deletion_curve: dict[str, list[float]]
-    insertion_curve: dict[str, list[float]]
-    road_morf_curve: dict[str, list[float]]
-    road_lerf_curve: dict[str, list[float]]
+    verdict: str | None                # over all scores (xreport.verdicts.overall)
+    deletion_auc: PairedStatistic | None
+    insertion_auc: PairedStatistic | None
+    road_morf: PairedStatistic | None
+    road_lerf: PairedStatistic | None
+    deletion_curve: CamCurves | None
+    insertion_curve: CamCurves | None
+    road_morf_curve: CamCurves | None
+    road_lerf_curve: CamCurves | None
 
 
-class Similarity(TypedDict, total=False):
+class Similarity(TypedDict):
     """A similarity of one cascade stage (xreport.verdicts.below_limit plus the seeds' spread)."""
 
     mean: float | None
     ci95: list[float] | None
-    n: int
+    n: int | None
     sd_seeds: float | None
-    per_seed: list[float]
-    limit: float                       # Spearman only
-    verdict: str                       # Spearman only: pass | inconclusive | fail
+    per_seed: NotRequired[list[float]]
+    limit: NotRequired[float]          # Spearman only
+    verdict: NotRequired[str]          # Spearman only: pass | inconclusive | fail
 
 
-class SanityStage(TypedDict, total=False):
-    randomised: str                    # the module re-initialised at this stage (cumulative)
-    spearman: Similarity
-    ssim: Similarity
-    verdict: str
+class SanityStage(TypedDict):
+    randomised: str | None             # the module re-initialised at this stage (cumulative)
+    spearman: Similarity | None
+    ssim: Similarity | None
+    verdict: str | None
 
 
-class Sanity(TypedDict, total=False):
-    n: int
+class Sanity(TypedDict):
+    n: int | None
     seeds: int
-    layers_randomised: list[str]
+    layers_randomised: NotRequired[list[str]]
     stages: list[SanityStage]
-    verdict: str                       # the last stage's
-    rule: dict[str, Any]
+    verdict: str | None                # the last stage's
+    rule: NotRequired[dict[str, object]]
 
 
-class Localisation(TypedDict, total=False):
-    n: int
+class Localisation(TypedDict):
+    n: int | None
     tolerance: int
     random_per_image: int
-    mask_area: float | None
-    pointing_game: PairedStatistic
-    energy_inside: PairedStatistic
-    verdict: str
+    mask_area: NotRequired[float | None]
+    pointing_game: PairedStatistic | None
+    energy_inside: PairedStatistic | None
+    verdict: str | None
 
 
 class ViewerRef(TypedDict):
@@ -264,17 +279,17 @@ class ViewerRef(TypedDict):
 class Explanation(TypedDict):
     """``explain.explain_split``'s summary (with gallery files), inside metrics.json.
 
-    The sub-dicts are ``total=False`` and carry statistics that grow over time; readers take
-    what they know and leave the rest.
+    The statistics grow over time: a key an older writer did not write reads as None (or
+    its default in `_ABSENT`) once loaded, so readers index every declared key directly.
     """
 
     method: str
-    target_layer: NotRequired[str]
+    target_layer: str | None
     gallery: list[GalleryEntry]
-    faithfulness: NotRequired[Faithfulness | None]
-    sanity: NotRequired[Sanity | None]
-    localisation: NotRequired[Localisation | None]
-    viewer: NotRequired[ViewerRef | None]
+    faithfulness: Faithfulness | None
+    sanity: Sanity | None
+    localisation: Localisation | None
+    viewer: ViewerRef | None
 
 
 # ---------------------------------------------------------------- metrics.json: the file
@@ -307,18 +322,18 @@ class Evaluation(TypedDict):
     schema: int
     metrics: Metrics | None            # None when the split has no labels
     run: NotRequired[str]
-    split: NotRequired[str]
-    created: NotRequired[str]
+    split: NotRequired[str]            # absent in files from before splits: not assumed
+    created: str | None
     device: NotRequired[str]
     tta: NotRequired[bool]
-    checkpoint: NotRequired[CheckpointRef]
-    data: NotRequired[DataRef]
+    checkpoint: CheckpointRef
+    data: DataRef
     class_names: NotRequired[list[str]]
     task: NotRequired[Task]
-    explain: NotRequired[Explanation | None]
-    predicted_counts: NotRequired[list[int]]   # images per predicted class, labels or not
+    explain: Explanation | None
+    predicted_counts: list[int] | None   # images per predicted class, labels or not
     timings: NotRequired[dict[str, float]]
-    skipped: NotRequired[list[Skipped]]
+    skipped: list[Skipped]
 
 
 # ---------------------------------------------------------------- checkpoint meta
@@ -336,7 +351,7 @@ class RecipeChoice(TypedDict):
     """One choice of the auto recipe (xreport.recipe.Choice.as_dict)."""
 
     key: str            # dotted config key
-    value: Any
+    value: object       # the TOML value chosen
     rule: str           # size | epochs | stem | imbalance | select | batch | flip | head | base
     why: str            # the figures it rests on, in English
 
@@ -348,7 +363,7 @@ class RecipeMeta(TypedDict):
 
 class PipelineStep(TypedDict):
     step: str
-    params: NotRequired[dict[str, Any]]
+    params: NotRequired[dict[str, object]]   # TOML-like values of the step's settings
 
 
 class CheckpointMeta(TypedDict):
@@ -362,29 +377,29 @@ class CheckpointMeta(TypedDict):
     mean: list[float]
     std: list[float]
     small_input_stem: bool
-    config: dict[str, Any]          # config.to_dict of the run; config.from_dict validates it
+    config: dict[str, object]       # config.to_dict of the run; config.from_dict validates it
     class_names_zh_tw: NotRequired[list[str]]
     class_names_zh_cn: NotRequired[list[str]]
     task: NotRequired[Task]
-    dropout: NotRequired[float]
-    pretrained: NotRequired[bool]
+    dropout: float
+    pretrained: bool
     freeze_backbone: NotRequired[bool]
-    head: NotRequired[str]          # "linear" | "ordinal" (models.HEADS); absent: linear
+    head: str                       # "linear" | "ordinal" (models.HEADS)
     weights: NotRequired[str]       # the local state_dict the backbone started from, "" if none
-    recipe: NotRequired[RecipeMeta]
-    preprocess: NotRequired[dict[str, Any]]
-    pipeline: NotRequired[list[PipelineStep]]
-    data: NotRequired[dict[str, Any]]
-    data_fingerprint: NotRequired[str]
-    epoch: NotRequired[int]
-    val_metrics: NotRequired[ValMetrics]
+    recipe: RecipeMeta | None
+    preprocess: NotRequired[dict[str, object]]
+    pipeline: list[PipelineStep]
+    data: dict[str, object]         # the [data] table as trained (dataset resolved)
+    data_fingerprint: str | None
+    epoch: int | None
+    val_metrics: ValMetrics
     selected_by: NotRequired[str]
     seed: NotRequired[int]
-    versions: NotRequired[dict[str, str]]
-    params: NotRequired[int | dict[str, int]]   # count_parameters: {"total", "trainable"}
+    versions: dict[str, str]
+    params: int | dict[str, int] | None   # count_parameters: {"total", "trainable"}
     flops: NotRequired[int | None]
-    created: NotRequired[str]
-    command: NotRequired[list[str]]
+    created: str | None
+    command: list[str] | None
     device: NotRequired[str]
     precision: NotRequired[str]
     channels_last: NotRequired[bool]
@@ -417,12 +432,28 @@ class HistoryRow(TypedDict, total=False):
 History = list[HistoryRow]
 
 
+class LeakageExample(TypedDict):
+    pair: str                # "train-test": an image of b whose pixels also occur in a
+    a: str
+    b: str
+
+
+class Leakage(TypedDict):
+    """Exact duplicates across and within splits (``data.summary.leakage_check``)."""
+
+    method: str
+    exact_duplicates: dict[str, int | None]   # "a-b" -> count, None when a split is not loaded
+    within_split: dict[str, int]
+    examples: list[LeakageExample]
+
+
 class ClassDistribution(TypedDict):
     """Images per class and split (``data.class_distribution``); test may be None."""
 
     class_names: list[str]
     splits: dict[str, list[int] | None]
-    leakage: NotRequired[dict[str, Any]]
+    sizes: NotRequired[dict[str, int]]      # images per split (a loaded data set's, labels or not)
+    leakage: NotRequired[Leakage]
 
 
 class Predictions(typing.NamedTuple):
@@ -466,13 +497,43 @@ class ViewerData(TypedDict):
     items: list[ViewerItem]
 
 
+# ---------------------------------------------------------------- absent keys
+
+# What a declared key that is absent on disk reads as once loaded: files from older writers
+# lack statistics added since. A key declared ``X | None`` and missing here reads as None;
+# one missing here and not admitting None is an error ("... is missing").
+_ABSENT: dict[object, dict[str, object]] = {
+    Evaluation: {"checkpoint": {}, "data": {}, "skipped": []},
+    Faithfulness: {"random_maps": {}, "scores": []},
+    Sanity: {"seeds": 1, "stages": []},
+    Localisation: {"tolerance": 0, "random_per_image": 1},
+    GalleryEntry: {"repeated": False},
+    CheckpointMeta: {"dropout": 0.0, "pretrained": False, "head": "linear", "pipeline": [],
+                     "data": {}, "val_metrics": {}, "versions": {}},
+}
+
+
+def _fill_absent(value: dict[str, object], tp: type, missing: str) -> bool:
+    """Set an absent key to its declared default (or None when its type admits None);
+    False when the key has neither."""
+    defaults = _ABSENT.get(tp, {})
+    if missing in defaults:
+        value[missing] = copy.deepcopy(defaults[missing])
+        return True
+    declared = _hints(tp)[missing]
+    if typing.get_origin(declared) in (Union, types.UnionType) and type(None) in typing.get_args(declared):
+        value[missing] = None
+        return True
+    return False
+
+
 # ---------------------------------------------------------------- the validator
 
 class SchemaProblem(Exception):
     """Where a value does not match its declared type (internal: the loaders add the file)."""
 
 
-def _type_name(tp: Any) -> str:
+def _type_name(tp: object) -> str:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
@@ -483,20 +544,19 @@ def _type_name(tp: Any) -> str:
     if typing.is_typeddict(tp):
         return "a mapping"
     return {type(None): "null", float: "a number", int: "a whole number", bool: "true/false",
-            str: "a string"}.get(tp, getattr(tp, "__name__", str(tp)))
+            str: "a string"}.get(tp, getattr(tp, "__name__", str(tp)))  # type: ignore[call-overload]
 
 
 @functools.lru_cache(maxsize=None)
-def _hints(tp: type) -> dict[str, Any]:
+def _hints(tp: type) -> dict[str, object]:
     hints = typing.get_type_hints(tp)
     hints.update({k: v for k, v in tp.__annotations__.items() if k not in hints})
     return hints
 
 
-def _check(value: Any, tp: Any, where: str) -> None:
-    """Raise SchemaProblem naming ``where`` when ``value`` does not match ``tp``."""
-    if tp is Any:
-        return
+def _check(value: object, tp: object, where: str) -> None:
+    """Raise SchemaProblem naming ``where`` when ``value`` does not match ``tp`` (a declared
+    type: a TypedDict, list/dict of one, a union, Literal, a scalar, or ``object``)."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         problems = []
@@ -516,23 +576,23 @@ def _check(value: Any, tp: Any, where: str) -> None:
     if origin is list:
         if not isinstance(value, list):
             raise _mismatch(value, tp, where)
-        (item,) = typing.get_args(tp) or (Any,)
+        (item,) = typing.get_args(tp) or (object,)
         for i, v in enumerate(value):
             _check(v, item, f"{where}[{i}]")
         return
     if origin is dict:
         if not isinstance(value, dict):
             raise _mismatch(value, tp, where)
-        _, item = typing.get_args(tp) or (str, Any)
+        _, item = typing.get_args(tp) or (str, object)
         for k, v in value.items():
             _check(v, item, f"{where}.{k}")
         return
-    if typing.is_typeddict(tp):
+    if isinstance(tp, type) and typing.is_typeddict(tp):
         if not isinstance(value, dict):
             raise _mismatch(value, tp, where)
         hints = _hints(tp)
-        for key in sorted(tp.__required_keys__):
-            if key not in value:
+        for key in sorted(getattr(tp, "__required_keys__")):
+            if key not in value and not _fill_absent(value, tp, key):
                 raise SchemaProblem(f"{where}.{key} is missing" if where else f"{key} is missing")
         for key, v in value.items():
             if key in hints:      # unknown keys are a newer writer's: kept, not checked
@@ -544,20 +604,22 @@ def _check(value: Any, tp: Any, where: str) -> None:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif tp is type(None):
         ok = value is None
-    else:
+    elif isinstance(tp, type):
         ok = isinstance(value, tp)
+    else:
+        raise TypeError(f"the schema declares {tp!r}, which the validator does not know")
     if not ok:
         raise _mismatch(value, tp, where)
 
 
-def _mismatch(value: Any, tp: Any, where: str) -> SchemaProblem:
+def _mismatch(value: object, tp: object, where: str) -> SchemaProblem:
     found = "null" if value is None else type(value).__name__
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         found = f"{found} {value!r}"[:60]
     return SchemaProblem(f"{where} must be {_type_name(tp)}, not {found}")
 
 
-def validate(value: Any, tp: Any, *, path: str | Path, error: type[XReportError] = ReportError,
+def validate(value: object, tp: object, *, path: str | Path, error: type[XReportError] = ReportError,
              hint: str = "") -> None:
     """Check a loaded artifact against its schema; one line naming the file and the field."""
     try:
@@ -569,9 +631,14 @@ def validate(value: Any, tp: Any, *, path: str | Path, error: type[XReportError]
 
 # ---------------------------------------------------------------- JSON files
 
-def _read_json(path: Path, *, error: type[XReportError], missing: str) -> Any:
+# What json.loads returns: the one place where data has no declared type yet (validate next).
+JSONValue = Union[None, bool, int, float, str, list["JSONValue"], dict[str, "JSONValue"]]
+
+
+def _read_json(path: Path, *, error: type[XReportError], missing: str) -> JSONValue:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data: JSONValue = json.loads(path.read_text(encoding="utf-8"))
+        return data
     except FileNotFoundError:
         raise error(f"{path}: not found; {missing}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -585,7 +652,7 @@ def _rerun(paths: runs.RunPaths | runs.EvaluationPaths | None) -> str:
 
 # Older metrics.json schemas that can be brought up to date without the data; a version
 # missing here (and below EVALUATION_SCHEMA) asks for `xreport evaluate` again.
-def _reasons_as_messages(value: Any) -> Any:
+def _reasons_as_messages(value: JSONValue) -> JSONValue:
     """Schema 1 -> 2 inside metrics: an English reason becomes ``reason.text`` (shown as is)."""
     if isinstance(value, list):
         return [_reasons_as_messages(v) for v in value]
@@ -598,11 +665,11 @@ def _reasons_as_messages(value: Any) -> Any:
     return out
 
 
-def _migrate_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
+def _migrate_1_to_2(data: dict[str, JSONValue]) -> dict[str, JSONValue]:
     return {**data, "schema": 2, "metrics": _reasons_as_messages(data["metrics"])}
 
 
-_MIGRATIONS: dict[int, typing.Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2}
+_MIGRATIONS: dict[int, typing.Callable[[dict[str, JSONValue]], dict[str, JSONValue]]] = {1: _migrate_1_to_2}
 
 
 def load_evaluation(paths: runs.RunPaths | runs.EvaluationPaths) -> Evaluation:
@@ -623,7 +690,7 @@ def load_evaluation(paths: runs.RunPaths | runs.EvaluationPaths) -> Evaluation:
             raise ReportError(f"{path}: schema {schema} is out of date (now {EVALUATION_SCHEMA}); "
                               f"{_rerun(paths)}")
         data = _MIGRATIONS[schema](data)
-        schema = data["schema"]
+        schema += 1     # each migration is one version up
     validate(data, Evaluation, path=path, hint=_rerun(paths))
     return typing.cast(Evaluation, data)
 
@@ -647,10 +714,11 @@ def save_class_distribution(paths: runs.RunPaths, distribution: ClassDistributio
 
 # ---------------------------------------------------------------- checkpoint meta
 
-def check_checkpoint_meta(meta: Any, *, path: Path) -> CheckpointMeta:
+def check_checkpoint_meta(raw: object, *, path: Path) -> CheckpointMeta:
     """Refuse checkpoint meta whose fields have the wrong type before anything uses them."""
     hint = "was it written by `xreport train`?"
-    validate(meta, CheckpointMeta, path=path, error=CheckpointError, hint=hint)
+    validate(raw, CheckpointMeta, path=path, error=CheckpointError, hint=hint)
+    meta = typing.cast(CheckpointMeta, raw)
     from .config import MAX_IMAGE_SIZE
 
     checks = [
@@ -663,7 +731,7 @@ def check_checkpoint_meta(meta: Any, *, path: Path) -> CheckpointMeta:
     for ok, message in checks:
         if not ok:
             raise CheckpointError(f"{path}: checkpoint meta is not usable: {message}; {hint}")
-    return typing.cast(CheckpointMeta, meta)
+    return meta
 
 
 def load_checkpoint_meta(path: Path) -> CheckpointMeta:
@@ -712,18 +780,18 @@ def load_history(paths: runs.RunPaths) -> History:
     return history
 
 
-def history_csv(history: typing.Sequence[typing.Mapping[str, Any]]) -> str:
+def history_csv(history: typing.Sequence[typing.Mapping[str, float | int | None]]) -> str:
     """The text of history.csv (NaN written as an empty cell)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=HISTORY_COLUMNS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for row in history:
-        writer.writerow({k: ("" if isinstance(row[k], float) and math.isnan(row[k]) else row[k])
-                         for k in HISTORY_COLUMNS})
+        writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v)
+                         for k in HISTORY_COLUMNS for v in (row[k],)})
     return out.getvalue()
 
 
-def save_history(paths: runs.RunPaths, history: typing.Sequence[typing.Mapping[str, Any]]) -> None:
+def save_history(paths: runs.RunPaths, history: typing.Sequence[typing.Mapping[str, float | int | None]]) -> None:
     runs.write_text(paths.history, history_csv(history))
 
 
@@ -777,13 +845,13 @@ def class_name_map(names: typing.Sequence[str], translated: typing.Sequence[str]
             for i, n in enumerate(names)}
 
 
-def class_name_translations(meta: typing.Mapping[str, Any]) -> dict[str, list[str]]:
+def class_name_translations(meta: CheckpointMeta) -> dict[str, list[str]]:
     """The class names a run was trained with, by report language (empty: not translated)."""
     return {"en": list(meta["class_names"]), "zh-TW": list(meta.get("class_names_zh_tw") or []),
             "zh-CN": list(meta.get("class_names_zh_cn") or [])}
 
 
-def class_names_in(meta: typing.Mapping[str, Any], lang: str,
+def class_names_in(meta: CheckpointMeta, lang: str,
                    names: typing.Sequence[str] | None = None) -> list[str]:
     """``names`` (default: all the run's classes) in ``lang``: the run's translation where it
     has one, else the name itself."""
@@ -805,7 +873,7 @@ class TrainImbalance(TypedDict):
     balanced: bool            # every class has the same count
 
 
-def train_imbalance(distribution: typing.Mapping[str, Any] | None) -> TrainImbalance | None:
+def train_imbalance(distribution: ClassDistribution | None) -> TrainImbalance | None:
     """Imbalance of the training split; None without counts for every class (or a class
     without images, where the ratio is undefined)."""
     if not distribution:
@@ -846,8 +914,9 @@ def load_viewer(paths: runs.EvaluationPaths, file: str = "viewer.json") -> Viewe
     import binascii
 
     path = Path(paths.folder) / file
-    data = _read_json(path, error=ReportError, missing=_rerun(paths))
-    validate(data, ViewerData, path=path, hint=_rerun(paths))
+    raw = _read_json(path, error=ReportError, missing=_rerun(paths))
+    validate(raw, ViewerData, path=path, hint=_rerun(paths))
+    data = typing.cast(ViewerData, raw)
     if data["schema"] != VIEWER_SCHEMA:
         raise ReportError(f"{path}: schema {data['schema']!r}, this xreport reads {VIEWER_SCHEMA}; {_rerun(paths)}")
     k = len(data["class_names"])
@@ -863,4 +932,4 @@ def load_viewer(paths: runs.EvaluationPaths, file: str = "viewer.json") -> Viewe
                 or not item["img"].startswith("data:image/")):
             raise ReportError(f"{path}: item {item['id']!r} does not fit {k} classes and a "
                               f"{data['grid'][0]}x{data['grid'][1]} grid; {_rerun(paths)}")
-    return typing.cast(ViewerData, data)
+    return data

@@ -15,7 +15,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar, Union
 
 import matplotlib
 import numpy as np
@@ -24,9 +24,11 @@ from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from . import artifacts
 from .artifacts import HISTORY_COLUMNS
 from .metrics import curve_area, value_of
 from .errors import ReportError
@@ -35,6 +37,16 @@ from .runs import atomic_path
 logger = logging.getLogger(__name__)
 
 Translate = Callable[[str], str]
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+    from matplotlib.artist import Artist
+
+# An image as a chart takes it: HxW, HxWxC or CxHxW, uint8 or float, array or tensor.
+Image = Union[np.ndarray, "torch.Tensor"]
+# Training history: rows of history.csv (artifacts.History) or a DataFrame of them.
+HistoryTable = Union[Sequence[artifacts.HistoryRow], "pd.DataFrame"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -97,7 +109,7 @@ def chart_language(lang: str | None) -> Iterator[None]:
         _chart_lang.reset(token)
 
 
-def _rc() -> dict[str, Any]:
+def _rc() -> dict[str, object]:
     return {
         "font.family": list(font_families(_chart_lang.get())),
         "font.size": 8.5,
@@ -140,22 +152,22 @@ def _styled(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _lit(text: Any, *, limit: int | None = None) -> str:
+def _lit(text: object, *, limit: int | None = None) -> str:
     """A user string (class or run name) drawn as is: ``$`` never starts mathtext.
 
     ``limit`` shortens a long name with an ellipsis so that legends stay inside the page.
     """
-    text = str(text)
-    if limit is not None and len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return text.replace("$", r"\$")
+    shown = str(text)
+    if limit is not None and len(shown) > limit:
+        shown = shown[: limit - 1] + "…"
+    return shown.replace("$", r"\$")
 
 
 NAME_LIMIT = 30
 _LINESTYLES = ("-", "--", "-.", ":")
 
 
-def _series_style(i: int) -> dict[str, Any]:
+def _series_style(i: int) -> dict[str, str]:
     """Colour i of the palette; after the palette is used up, the same colours dashed."""
     return {"color": PALETTE[i % len(PALETTE)],
             "linestyle": _LINESTYLES[(i // len(PALETTE)) % len(_LINESTYLES)]}
@@ -167,7 +179,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _ci(v: Any) -> tuple[float, float] | None:
+def _ci(v: object) -> tuple[float, float] | None:
     if isinstance(v, Mapping) and isinstance(v.get("ci95"), Sequence) and len(v["ci95"]) == 2:
         lo, hi = (value_of(x) for x in v["ci95"])
         if lo is not None and hi is not None:
@@ -204,7 +216,7 @@ def _chance_diagonal(ax: Axes, label: str) -> Line2D:
     return line
 
 
-def _legend_right(ax: Axes, handles: Sequence[Any], labels: Sequence[str]) -> None:
+def _legend_right(ax: Axes, handles: Sequence[Artist], labels: Sequence[str]) -> None:
     # Explicit handles/labels: a name starting with "_" is not dropped from the legend.
     ax.legend(list(handles), list(labels), loc="upper left", bbox_to_anchor=(1.03, 1.0),
               borderaxespad=0.0, handlelength=1.8)
@@ -252,7 +264,7 @@ def _split_label(name: str, t: Translate) -> str:
 
 
 @_styled
-def class_distribution(dist: Mapping[str, Any], *, t: Translate, ax: Axes | None = None) -> Figure:
+def class_distribution(dist: artifacts.ClassDistribution, *, t: Translate, ax: Axes | None = None) -> Figure:
     """Grouped bars: images per class, one bar per split, the count written on each bar."""
     names = [_lit(n, limit=NAME_LIMIT) for n in dist["class_names"]]
     splits = dict(dist["splits"])
@@ -290,7 +302,7 @@ def class_distribution(dist: Mapping[str, Any], *, t: Translate, ax: Axes | None
 
 # ---------------------------------------------------------------- training
 
-def _history_columns(history: Any) -> dict[str, np.ndarray]:
+def _history_columns(history: HistoryTable) -> dict[str, np.ndarray]:
     """History (list of row dicts or a DataFrame) -> column -> float array (NaN where absent)."""
     if hasattr(history, "to_dict") and hasattr(history, "columns"):
         rows = history.to_dict("records")
@@ -317,7 +329,7 @@ def _fraction_axis(ax: Axes, *arrays: np.ndarray) -> None:
 
 
 @_styled
-def training_curves(history: Any, *, selected_epoch: int | None, t: Translate) -> Figure:
+def training_curves(history: HistoryTable, *, selected_epoch: int | None, t: Translate) -> Figure:
     """Loss, accuracy and macro-F1 panels (train and val), and a fourth panel of validation
     ROC-AUC when the history has it (its own axes: an AUC is not an F1); the selected epoch
     marked on every panel."""
@@ -355,7 +367,7 @@ def training_curves(history: Any, *, selected_epoch: int | None, t: Translate) -
             ax.axvline(selected_epoch, color="#555555", linestyle=":", linewidth=1.2,
                        label=label)
     # One legend for the figure: the union of the panels' entries, in first-seen order.
-    entries: dict[str, Any] = {}
+    entries: dict[str, Artist] = {}
     for ax in axes:
         for handle, text in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(text, handle)
@@ -365,7 +377,7 @@ def training_curves(history: Any, *, selected_epoch: int | None, t: Translate) -
 
 
 @_styled
-def compare_training_curves(histories: Mapping[str, Any], *, t: Translate) -> Figure:
+def compare_training_curves(histories: Mapping[str, HistoryTable], *, t: Translate) -> Figure:
     """Runs side by side: validation loss, accuracy and macro-F1, one colour per run."""
     if not histories:
         raise ReportError("compare: no training histories to plot")
@@ -392,7 +404,10 @@ def compare_training_curves(histories: Mapping[str, Any], *, t: Translate) -> Fi
 
 # ---------------------------------------------------------------- curves
 
-def _positive_index(metrics: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> int:
+Curve = Union[artifacts.RocCurve, artifacts.PrCurve]
+
+
+def _positive_index(metrics: artifacts.Metrics, entries: Sequence[Curve]) -> int:
     """For a binary task, the curve of the positive class (class index 1)."""
     names = list(metrics.get("class_names") or [])
     if len(names) >= 2:
@@ -402,7 +417,7 @@ def _positive_index(metrics: Mapping[str, Any], entries: Sequence[Mapping[str, A
     return len(entries) - 1
 
 
-def _curve_entries(metrics: Mapping[str, Any], kind: str) -> list[Mapping[str, Any]]:
+def _curve_entries(metrics: artifacts.Metrics, kind: Literal["roc", "pr"]) -> list[Curve]:
     entries = list((metrics.get("curves") or {}).get(kind) or [])
     if not entries:
         raise ReportError(f"metrics: no {kind!r} curves to plot (metrics['curves'][{kind!r}] "
@@ -412,14 +427,14 @@ def _curve_entries(metrics: Mapping[str, Any], kind: str) -> list[Mapping[str, A
     return entries
 
 
-def _per_class(metrics: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+def _per_class(metrics: artifacts.Metrics, name: str) -> Mapping[str, object]:
     for row in metrics.get("per_class") or []:
         if row.get("class") == name:
             return row
     return {}
 
 
-def _score_label(name: str, metric: str, value: Any, ci: tuple[float, float] | None,
+def _score_label(name: str, metric: str, value: object, ci: tuple[float, float] | None,
                  t: Translate) -> str:
     text = f"{_lit(name, limit=NAME_LIMIT)} ({metric} = {_fmt(value_of(value))}"
     if ci is not None:
@@ -440,7 +455,7 @@ def _curve_figure(n_curves: int) -> Figure:
     return _new_figure((WIDE[0], 4.0 + 0.2 * rows), fixed_aspect=True)
 
 
-def _finish_curve_plot(ax: Any, handles: list[Any], labels: list[str], *, title: str,
+def _finish_curve_plot(ax: Axes, handles: list[Artist], labels: list[str], *, title: str,
                        xlabel: str, ylabel: str) -> None:
     """The common end of ROC/PR plots: unit square, titles, legend beside (or below) the axes."""
     _unit_square(ax)
@@ -455,7 +470,7 @@ def _finish_curve_plot(ax: Any, handles: list[Any], labels: list[str], *, title:
 
 
 @_styled
-def roc_curves(metrics: Mapping[str, Any], *, t: Translate, ax: Axes | None = None) -> Figure:
+def roc_curves(metrics: artifacts.Metrics, *, t: Translate, ax: Axes | None = None) -> Figure:
     """ROC curve of the positive class (binary) or one-vs-rest per class, AUC in the legend."""
     entries = _curve_entries(metrics, "roc")
     binary = metrics.get("task") == "binary"
@@ -476,7 +491,7 @@ def roc_curves(metrics: Mapping[str, Any], *, t: Translate, ax: Axes | None = No
 
 
 @_styled
-def pr_curves(metrics: Mapping[str, Any], *, t: Translate, ax: Axes | None = None) -> Figure:
+def pr_curves(metrics: artifacts.Metrics, *, t: Translate, ax: Axes | None = None) -> Figure:
     """Precision–recall curves, AP in the legend; chance = the class's prevalence."""
     entries = _curve_entries(metrics, "pr")
     binary = metrics.get("task") == "binary"
@@ -502,7 +517,7 @@ def pr_curves(metrics: Mapping[str, Any], *, t: Translate, ax: Axes | None = Non
 
 
 @_styled
-def compare_roc(curves: Mapping[str, Mapping[str, Any]], *, t: Translate,
+def compare_roc(curves: Mapping[str, Mapping[str, object]], *, t: Translate,
                 ax: Axes | None = None) -> Figure:
     """ROC curves of several runs on one set of axes (``run -> {"fpr", "tpr", "auc"}``)."""
     if not curves:
@@ -530,7 +545,7 @@ def _op_name(name: str, t: Translate) -> str:
 
 
 @_styled
-def operating_point_chart(metrics: Mapping[str, Any], *, t: Translate,
+def operating_point_chart(metrics: artifacts.Metrics, *, t: Translate,
                           ax: Axes | None = None) -> Figure:
     """The positive class's ROC with each operating point marked (95% CI as error bars)."""
     if metrics.get("task") != "binary":
@@ -593,7 +608,7 @@ def _text_color(rgba: Sequence[float]) -> str:
     return "white" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.35 else "#222222"
 
 
-def _matrix(matrix: Sequence[Sequence[Any]], n: int, *, normalized: bool) -> np.ndarray:
+def _matrix(matrix: Sequence[Sequence[float | None]], n: int, *, normalized: bool) -> np.ndarray:
     values = np.array([[np.nan if v is None else float(v) for v in row] for row in matrix],
                       dtype=float)
     if values.shape != (n, n):
@@ -607,7 +622,7 @@ def _matrix(matrix: Sequence[Sequence[Any]], n: int, *, normalized: bool) -> np.
 
 
 @_styled
-def confusion_matrix(matrix: Sequence[Sequence[Any]], class_names: Sequence[str], *,
+def confusion_matrix(matrix: Sequence[Sequence[float | None]], class_names: Sequence[str], *,
                      normalized: bool, t: Translate, ax: Axes | None = None) -> Figure:
     """Annotated confusion matrix (rows = true class); ``normalized`` takes fractions."""
     n = len(class_names)
@@ -652,7 +667,7 @@ def confusion_matrix(matrix: Sequence[Sequence[Any]], class_names: Sequence[str]
 
 
 @_styled
-def reliability_diagram(calibration: Mapping[str, Any], *, t: Translate) -> Figure:
+def reliability_diagram(calibration: artifacts.Calibration, *, t: Translate) -> Figure:
     """Accuracy per confidence bin against the diagonal, the gap hatched, counts below."""
     bins = list(calibration.get("bins") or [])
     if not bins:
@@ -697,7 +712,7 @@ def reliability_diagram(calibration: Mapping[str, Any], *, t: Translate) -> Figu
 
 # ---------------------------------------------------------------- images
 
-def _to_display(img: Any) -> tuple[np.ndarray, bool]:
+def _to_display(img: Image) -> tuple[np.ndarray, bool]:
     """An image (HxW, HxWxC or CxHxW; uint8 or other) -> (array for imshow in [0,1], is grey)."""
     a = np.asarray(img)
     if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
@@ -720,7 +735,7 @@ def _to_display(img: Any) -> tuple[np.ndarray, bool]:
     return f, f.ndim == 2
 
 
-def _show(ax: Axes, img: Any) -> None:
+def _show(ax: Axes, img: Image) -> None:
     f, is_grey = _to_display(img)
     if is_grey:
         ax.imshow(f, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
@@ -739,7 +754,7 @@ def _bare(ax: Axes) -> None:
 
 
 @_styled
-def example_grid(images: Any, labels: Sequence[int], class_names: Sequence[str], *,
+def example_grid(images: Sequence[Image] | Image, labels: Sequence[int], class_names: Sequence[str], *,
                  t: Translate, per_class: int = 4) -> Figure:
     """One row per class with its first ``per_class`` images (pass a shuffled selection)."""
     items = [images[i] for i in range(len(images))]
@@ -767,7 +782,7 @@ def example_grid(images: Any, labels: Sequence[int], class_names: Sequence[str],
 
 
 @_styled
-def preprocessing_before_after(pairs: Sequence[tuple[Any, Any]], *, t: Translate) -> Figure:
+def preprocessing_before_after(pairs: Sequence[tuple[Image, Image]], *, t: Translate) -> Figure:
     """Top row the raw images, bottom row after preprocessing; pixel size under each."""
     if not pairs:
         raise ReportError("preprocessing figure: no image pairs to show")
@@ -787,7 +802,7 @@ def preprocessing_before_after(pairs: Sequence[tuple[Any, Any]], *, t: Translate
     return fig
 
 
-def _cam_array(cam: Any) -> np.ndarray:
+def _cam_array(cam: Image) -> np.ndarray:
     c = np.asarray(cam, dtype=np.float32)
     c = np.squeeze(c)
     if c.ndim != 2:
@@ -795,7 +810,7 @@ def _cam_array(cam: Any) -> np.ndarray:
     return np.clip(np.nan_to_num(c, nan=0.0), 0.0, 1.0)
 
 
-def _draw_overlay(ax: Axes, image: Any, cam: Any, alpha: float) -> Any:
+def _draw_overlay(ax: Axes, image: Image, cam: Image, alpha: float) -> AxesImage:
     """The image as the model saw it (colour stays colour, grey stays grey) with the map on
     top; the map's opacity grows with its value, so cold regions leave the image visible."""
     shown, is_grey = _to_display(image)
@@ -819,7 +834,7 @@ def cam_scale_colors(steps: int = 7) -> list[str]:
     return [matplotlib.colors.to_hex(cmap(i / (steps - 1))) for i in range(steps)]
 
 
-def _cam_colorbar(fig: Figure, mappable: Any, cax: Axes) -> None:
+def _cam_colorbar(fig: Figure, mappable: AxesImage, cax: Axes) -> None:
     # The colour bar shows the map at full strength with the fixed 0..1 scale.
     solid = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=mappable.get_cmap())
     cbar = fig.colorbar(solid, cax=cax, ticks=[0.0, 0.5, 1.0])
@@ -843,7 +858,7 @@ def colormap_lut(name: str = CAM_CMAP) -> str:
 
 
 @_styled
-def cam_overlay(image: Any, cam: Any, *, alpha: float = 0.55, colorbar: bool = True) -> Figure:
+def cam_overlay(image: Image, cam: Image, *, alpha: float = 0.55, colorbar: bool = True) -> Figure:
     """The image with the CAM (fixed 0..1 scale) blended on top; a slim colour bar unless
     ``colorbar`` is False (the report's gallery draws one shared colour scale instead)."""
     _check_alpha(alpha)
@@ -860,7 +875,7 @@ def cam_overlay(image: Any, cam: Any, *, alpha: float = 0.55, colorbar: bool = T
 
 
 @_styled
-def cam_panel(image: Any, cam: Any, *, alpha: float = 0.55) -> Figure:
+def cam_panel(image: Image, cam: Image, *, alpha: float = 0.55) -> Figure:
     """The original and the overlay side by side, with a slim colour bar."""
     _check_alpha(alpha)
     fig = Figure(figsize=(4.5, 2.2))
@@ -881,7 +896,7 @@ def _auc(curve: np.ndarray) -> float | None:
     return float(curve_area(curve))
 
 
-def _delta_text(stat: Any) -> str | None:
+def _delta_text(stat: artifacts.PairedStatistic | None) -> str | None:
     """"Δ 0.123 [0.080, 0.170]" from a paired statistic of metrics.json (None when absent)."""
     if not isinstance(stat, Mapping) or value_of(stat.get("difference")) is None:
         return None
@@ -890,7 +905,7 @@ def _delta_text(stat: Any) -> str | None:
 
 
 @_styled
-def faithfulness_curves(faith: Mapping[str, Any], *, t: Translate) -> Figure:
+def faithfulness_curves(faith: artifacts.Faithfulness, *, t: Translate) -> Figure:
     """Deletion, insertion and (when measured) ROAD curves of the CAM against the mean of the
     random maps; each legend entry gives the score, each panel the paired Δ with its 95% CI and n."""
     panels = [
@@ -953,7 +968,7 @@ def faithfulness_curves(faith: Mapping[str, Any], *, t: Translate) -> Figure:
 
 
 @_styled
-def sanity_similarity(sanity: Mapping[str, Any], *, t: Translate) -> Figure:
+def sanity_similarity(sanity: artifacts.Sanity, *, t: Translate) -> Figure:
     """Similarity of the randomised model's maps to the trained model's, stage by stage
     (Adebayo et al. 2018, Fig. 2): mean ± sd over the seeds, the pass limit dashed."""
     stages = [st for st in sanity.get("stages") or [] if isinstance(st, Mapping)]

@@ -20,7 +20,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, NotRequired, Sequence, TypedDict
 
 import numpy as np
 
@@ -29,6 +29,12 @@ from . import metrics as metrics_mod
 from . import runs
 from .metrics import value_of
 from .errors import ConfigError, ReportError, RunError, XReportError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .figures import FigureMaker, FigurePaths, Translate
+    from .render import DocumentKind
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +90,7 @@ class EvaluatedRun:
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.metrics.get("class_names") or self.meta.get("class_names") or [])
+        return list(self.metrics["class_names"] or self.meta["class_names"])
 
 
 # ---------------------------------------------------------------- names and inputs
@@ -157,11 +163,41 @@ def load_evaluated(paths: runs.RunPaths) -> EvaluatedRun:
 
 # ---------------------------------------------------------------- pairing and tests
 
-def _msg(key: str, **params: Any) -> dict[str, Any]:
+def _msg(key: str, **params: object) -> artifacts.Message:
     return {"key": key, "params": params}
 
 
-def align(reference: EvaluatedRun, run: EvaluatedRun) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+class McNemarTest(metrics_mod.McNemar, total=False):
+    """McNemar's test on accuracy with what the comparison adds (a = reference, b = run)."""
+
+    p_holm: float | None         # Holm-adjusted over the runs compared
+    significant: bool
+    sentence: artifacts.Message
+
+
+class AucTest(metrics_mod.PairedAuc, total=False):
+    """The paired ROC-AUC test (a = run, b = reference) with what the comparison adds."""
+
+    p_holm: float | None
+    significant: bool
+    sentence: artifacts.Message
+
+
+class PairedTest(TypedDict):
+    """One run against the reference."""
+
+    run: str
+    ref: str
+    paired: bool
+    reason: artifacts.Message | None   # why the runs cannot be paired
+    mcnemar: McNemarTest | None
+    auc: AucTest | None
+    acc_run: float | None
+    acc_ref: float | None
+    n: NotRequired[int]
+
+
+def align(reference: EvaluatedRun, run: EvaluatedRun) -> tuple[np.ndarray | None, artifacts.Message | None]:
     """Rows of ``run`` in the reference's image order, or None and why they cannot be paired.
 
     The same ids in another order are re-ordered; other ids, other class names or other true
@@ -227,25 +263,25 @@ def _verdict(delta: float, significant: bool, words: tuple[str, str, str, str, s
 
 
 def paired_tests(reference: EvaluatedRun, others: Sequence[EvaluatedRun], *, n_boot: int = N_BOOT,
-                 seed: int = 0) -> list[dict[str, Any]]:
+                 seed: int = 0) -> list[PairedTest]:
     """Each run against the reference: McNemar on accuracy and a paired ROC-AUC test."""
-    tests: list[dict[str, Any]] = []
+    tests: list[PairedTest] = []
     y = reference.y_true
     pred_ref = reference.probs.argmax(axis=1)
     for run in others:
         order, why = align(reference, run)
-        entry: dict[str, Any] = {"run": run.name, "ref": reference.name, "paired": order is not None,
-                                 "reason": why, "mcnemar": None, "auc": None,
-                                 "acc_run": value_of(run.metrics.get("accuracy")),
-                                 "acc_ref": value_of(reference.metrics.get("accuracy"))}
+        entry: PairedTest = {"run": run.name, "ref": reference.name, "paired": order is not None,
+                             "reason": why, "mcnemar": None, "auc": None,
+                             "acc_run": value_of(run.metrics["accuracy"]),
+                             "acc_ref": value_of(reference.metrics["accuracy"])}
         if order is not None:
             probs = run.probs[order]
             # a = reference, b = this run: b counts images only the reference got right.
-            entry["mcnemar"] = metrics_mod.mcnemar(y, pred_ref, probs.argmax(axis=1))
+            entry["mcnemar"] = {**metrics_mod.mcnemar(y, pred_ref, probs.argmax(axis=1))}
             method = "delong" if probs.shape[1] == 2 else "bootstrap"
             # probs_a = this run, so "difference" is run − reference.
-            entry["auc"] = metrics_mod.paired_auc_test(y, probs, reference.probs, method=method,
-                                                       n_boot=n_boot, seed=seed)
+            entry["auc"] = {**metrics_mod.paired_auc_test(y, probs, reference.probs, method=method,
+                                                          n_boot=n_boot, seed=seed)}
             entry["n"] = int(len(y))
         tests.append(entry)
     _add_holm(tests)
@@ -255,21 +291,25 @@ def paired_tests(reference: EvaluatedRun, others: Sequence[EvaluatedRun], *, n_b
     return tests
 
 
-def _add_holm(tests: list[dict[str, Any]]) -> None:
-    for family in ("mcnemar", "auc"):
-        adjusted = holm([(t[family] or {}).get("p_value") for t in tests])
-        for entry, p_adj in zip(tests, adjusted):
-            if entry[family] is not None:
-                entry[family]["p_holm"] = p_adj
+def _add_holm(tests: list[PairedTest]) -> None:
+    """Holm's adjustment within each family of tests (McNemar, paired AUC)."""
+    families: list[list[McNemarTest | None] | list[AucTest | None]] = [
+        [t["mcnemar"] for t in tests], [t["auc"] for t in tests]]
+    for family in families:
+        adjusted = holm([test["p_value"] if test is not None else None for test in family])
+        for test, p_adj in zip(family, adjusted):
+            if test is not None:
+                test["p_holm"] = p_adj
 
 
-def _add_sentences(entry: dict[str, Any], *, reference: EvaluatedRun, run: EvaluatedRun,
+def _add_sentences(entry: PairedTest, *, reference: EvaluatedRun, run: EvaluatedRun,
                    adjusted: bool) -> None:
     """The plain-words verdicts as nested {key, params} items (the catalogs word them)."""
     if not entry["paired"]:
         return
     names = {"run": run.name, "ref": reference.name}
-    mc = entry["mcnemar"]
+    mc, auc = entry["mcnemar"], entry["auc"]
+    assert mc is not None and auc is not None, "paired runs have both tests"
     p_acc = mc["p_holm"] if adjusted else mc["p_value"]
     mc["significant"] = p_acc is not None and p_acc < ALPHA
     verdict = _verdict(mc["c"] - mc["b"], mc["significant"],
@@ -279,8 +319,7 @@ def _add_sentences(entry: dict[str, Any], *, reference: EvaluatedRun, run: Evalu
                      p=format_p(mc["p_value"]), p_holm=format_p(mc.get("p_holm")))
     mc["sentence"] = _msg("compare.acc." + verdict, **names, detail=detail)
 
-    auc = entry["auc"]
-    if auc.get("p_value") is None or auc.get("difference") is None:
+    if auc["p_value"] is None or auc["difference"] is None:
         auc["significant"] = False
         auc["sentence"] = _msg("compare.auc.undefined", **names,
                                   reason=auc.get("reason") or metrics_mod.why("no_p_value"))
@@ -289,7 +328,7 @@ def _add_sentences(entry: dict[str, Any], *, reference: EvaluatedRun, run: Evalu
     auc["significant"] = p_auc is not None and p_auc < ALPHA
     verdict = _verdict(auc["difference"], auc["significant"],
                        ("higher", "lower", "not_higher", "not_lower", "same"))
-    ci = auc.get("ci95") or [None, None]
+    ci: Sequence[float | None] = auc["ci95"] or [None, None]
     detail = _msg("compare.auc.detail_holm" if adjusted else "compare.auc.detail",
                      auc_run=auc["auc_a"], auc_ref=auc["auc_b"], diff=_signed(auc["difference"]),
                      lo=_signed(ci[0]), hi=_signed(ci[1]),
@@ -300,16 +339,25 @@ def _add_sentences(entry: dict[str, Any], *, reference: EvaluatedRun, run: Evalu
 
 # ---------------------------------------------------------------- the context
 
-def _dig(d: Mapping[str, Any] | None, path: Sequence[str]) -> Any:
+def _dig(d: Mapping[str, object] | None, path: Sequence[str]) -> object:
+    """The value at ``path`` in nested mappings (None where the path ends early)."""
+    found: object = d
     for key in path:
-        if not isinstance(d, Mapping):
+        if not isinstance(found, Mapping):
             return None
-        d = d.get(key)
-    return d
+        found = found.get(key)
+    return found
 
 
-def _metric_rows(evaluated: Sequence[EvaluatedRun]) -> list[dict[str, Any]]:
-    rows = []
+class MetricRow(TypedDict):
+    key: str                     # the metric's catalog key
+    values: list[object]         # each run's metric value (a Value or None)
+    better: str                  # max | min
+    best: list[bool]             # which runs share the best value
+
+
+def _metric_rows(evaluated: Sequence[EvaluatedRun]) -> list[MetricRow]:
+    rows: list[MetricRow] = []
     graded = any(isinstance(r.metrics.get("ordinal"), Mapping) for r in evaluated)
     for key, path, better in METRIC_ROWS + (ORDINAL_ROWS if graded else ()):
         values = [_dig(r.metrics, path) for r in evaluated]
@@ -322,7 +370,7 @@ def _metric_rows(evaluated: Sequence[EvaluatedRun]) -> list[dict[str, Any]]:
     return rows
 
 
-def _duration(seconds: float | None) -> dict[str, Any] | None:
+def _duration(seconds: float | None) -> artifacts.Message | None:
     if seconds is None:
         return None
     s = int(round(seconds))
@@ -335,14 +383,15 @@ def _duration(seconds: float | None) -> dict[str, Any] | None:
     return {"key": "compare.duration.s", "params": {"s": sec}}
 
 
-def _train_seconds(history: Sequence[Mapping[str, Any]]) -> float | None:
+def _train_seconds(history: artifacts.History) -> float | None:
     values = [row.get("seconds") for row in history]
-    if not values or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+    seconds = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not values or len(seconds) != len(values):
         return None
-    return float(sum(values))
+    return float(sum(seconds))
 
 
-def _params(meta: Mapping[str, Any]) -> int | None:
+def _params(meta: artifacts.CheckpointMeta) -> int | None:
     params = meta.get("params")
     if isinstance(params, dict) and isinstance(params.get("total"), int):
         return int(params["total"])
@@ -356,35 +405,60 @@ def _params(meta: Mapping[str, Any]) -> int | None:
         return None
 
 
-def _run_row(run: EvaluatedRun) -> dict[str, Any]:
-    meta, config = run.meta, run.meta.get("config") or {}
-    evaluation = run.evaluation
+class RunRow(TypedDict):
+    name: str
+    arch: str
+    params: int | None
+    image_size: int
+    in_channels: int
+    pretrained: bool
+    epochs_run: int | None
+    epochs_planned: object       # the config's train.epochs as recorded
+    best_epoch: int | None
+    selected_by: str | None
+    train_time: artifacts.Message | None
+    n: int
+    task: str
+    checkpoint_sha256: str
+    data_fingerprint: str
+    data_source: str
+    evaluated: str
+
+
+def _run_row(run: EvaluatedRun) -> RunRow:
+    meta, evaluation = run.meta, run.evaluation
+    train = meta["config"].get("train")
     return {
-        "name": run.name, "arch": meta.get("arch", "?"), "params": _params(meta),
-        "image_size": meta.get("image_size"), "in_channels": meta.get("in_channels"),
-        "pretrained": bool(meta.get("pretrained", False)),
+        "name": run.name, "arch": meta["arch"], "params": _params(meta),
+        "image_size": meta["image_size"], "in_channels": meta["in_channels"],
+        "pretrained": bool(meta["pretrained"]),
         "epochs_run": len(run.history) if run.history else None,
-        "epochs_planned": (config.get("train") or {}).get("epochs"),
-        "best_epoch": meta.get("epoch"), "selected_by": meta.get("selected_by"),
+        "epochs_planned": train.get("epochs") if isinstance(train, Mapping) else None,
+        "best_epoch": meta["epoch"], "selected_by": meta.get("selected_by"),
         "train_time": _duration(_train_seconds(run.history)),
-        "n": len(run.ids), "task": run.metrics.get("task"),
-        "checkpoint_sha256": (evaluation.get("checkpoint") or {}).get("sha256") or "—",
-        "data_fingerprint": (evaluation.get("data") or {}).get("fingerprint")
-        or meta.get("data_fingerprint") or "—",
-        "data_source": (evaluation.get("data") or {}).get("source") or "—",
-        "evaluated": str(evaluation.get("created", ""))[:16].replace("T", " ") or "—",
+        "n": len(run.ids), "task": run.metrics["task"],
+        "checkpoint_sha256": evaluation["checkpoint"].get("sha256") or "—",
+        "data_fingerprint": evaluation["data"].get("fingerprint") or meta["data_fingerprint"] or "—",
+        "data_source": evaluation["data"].get("source") or "—",
+        "evaluated": str(evaluation["created"] or "")[:16].replace("T", " ") or "—",
     }
 
 
-def _roc_curve(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
+class RocForCompare(TypedDict):
+    fpr: list[float]
+    tpr: list[float]
+    auc: artifacts.RocAuc
+
+
+def _roc_curve(metrics: artifacts.Metrics) -> RocForCompare | None:
     """The positive class's ROC (binary) or the macro average of one-vs-rest curves."""
-    entries = [e for e in (metrics.get("curves") or {}).get("roc") or [] if e.get("fpr")]
+    entries = [e for e in metrics["curves"]["roc"] if e["fpr"]]
     if not entries:
         return None
-    auc = metrics.get("roc_auc")
-    if metrics.get("task") == "binary" or len(entries) == 1:
-        names = metrics.get("class_names") or []
-        entry = next((e for e in entries if len(names) > 1 and e.get("class") == names[1]), entries[-1])
+    auc = metrics["roc_auc"]
+    if metrics["task"] == "binary" or len(entries) == 1:
+        names = metrics["class_names"]
+        entry = next((e for e in entries if len(names) > 1 and e["class"] == names[1]), entries[-1])
         return {"fpr": entry["fpr"], "tpr": entry["tpr"], "auc": auc}
     grid = np.linspace(0.0, 1.0, 201)
     tpr = np.mean([np.interp(grid, e["fpr"], e["tpr"]) for e in entries], axis=0)
@@ -392,7 +466,19 @@ def _roc_curve(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"fpr": grid.tolist(), "tpr": tpr.tolist(), "auc": auc}
 
 
-def _figures(evaluated: Sequence[EvaluatedRun], *, maker: Any) -> dict[str, Any]:
+class ConfusionFigure(TypedDict):
+    run: str
+    figure: FigurePaths | None
+
+
+class CompareFigures(TypedDict):
+    curves: FigurePaths | None
+    roc: FigurePaths | None
+    confusion: list[ConfusionFigure]
+    roc_multiclass: bool
+
+
+def _figures(evaluated: Sequence[EvaluatedRun], *, maker: FigureMaker) -> CompareFigures:
     from . import charts
 
     histories = {r.name: r.history for r in evaluated if r.history}
@@ -402,24 +488,52 @@ def _figures(evaluated: Sequence[EvaluatedRun], *, maker: Any) -> dict[str, Any]
             histories, t=t))
     rocs = {r.name: c for r in evaluated if (c := _roc_curve(r.metrics)) is not None}
     roc = maker.draw("compare_roc", lambda t, lang: charts.compare_roc(rocs, t=t)) if rocs else None
-    confusion = []
+    confusion: list[ConfusionFigure] = []
     for i, run in enumerate(evaluated):
-        cm = run.metrics.get("confusion_matrix") or {}
-        labels = list(cm.get("labels") or run.class_names)
+        cm = run.metrics["confusion_matrix"]
+        labels = list(cm["labels"] or run.class_names)
 
-        def draw(t: Any, lang: str, cm: Mapping[str, Any] = cm, labels: list[str] = labels,
-                 meta: Mapping[str, Any] = run.meta) -> Any:
+        def draw(t: Translate, lang: str, cm: artifacts.ConfusionMatrix = cm, labels: list[str] = labels,
+                 meta: artifacts.CheckpointMeta = run.meta) -> Figure:
             return charts.confusion_matrix(cm["by_true"], artifacts.class_names_in(meta, lang, labels),
                                            normalized=True, t=t)
         confusion.append({"run": run.name, "figure": maker.draw(f"compare_confusion_{i}", draw)
-                          if cm.get("by_true") else None})
+                          if cm["by_true"] else None})
     return {"curves": curves, "roc": roc, "confusion": confusion,
-            "roc_multiclass": any(r.metrics.get("task") != "binary" for r in evaluated)}
+            "roc_multiclass": any(r.metrics["task"] != "binary" for r in evaluated)}
+
+
+class CompareContext(TypedDict):
+    """Everything the compare templates show (``ctx`` in them)."""
+
+    schema: int
+    kind: str
+    run: str
+    report_dir: str
+    langs: list[str]
+    generated: str
+    versions: dict[str, str]
+    reference: str
+    run_names: list[str]
+    class_names: list[str]
+    class_names_i18n: dict[str, list[str]]
+    runs: list[RunRow]
+    metric_rows: list[MetricRow]
+    bootstrap: artifacts.Bootstrap | None
+    figures: CompareFigures
+    tests: list[PairedTest]
+    alpha: float
+    n_paired: int
+    adjusted: bool
+    n_boot: int
+    seed: int
+    command: str | None
+    failed_charts: list[str]
 
 
 def compare_context(evaluated: Sequence[EvaluatedRun], *, name: str, reports_root: Path,
                     langs: Sequence[str], command: str | None = None, n_boot: int = N_BOOT,
-                    seed: int = 0, templates_dir: Path | None = None) -> dict[str, Any]:
+                    seed: int = 0, templates_dir: Path | None = None) -> CompareContext:
     """Everything the compare templates show, as plain data; draws figures per language."""
     from .figures import FigureMaker
 
@@ -445,7 +559,7 @@ def compare_context(evaluated: Sequence[EvaluatedRun], *, name: str, reports_roo
         "class_names_i18n": {k: v for k, v in i18n.items() if v != class_names},
         "runs": [_run_row(r) for r in evaluated],
         "metric_rows": _metric_rows(evaluated),
-        "bootstrap": reference.metrics.get("bootstrap"),
+        "bootstrap": reference.metrics["bootstrap"],
         "figures": figures,
         "tests": tests,
         "alpha": ALPHA,
@@ -459,7 +573,7 @@ def compare_context(evaluated: Sequence[EvaluatedRun], *, name: str, reports_roo
 
 # ---------------------------------------------------------------- rendering
 
-def _document_kind() -> Any:
+def _document_kind() -> DocumentKind:
     """The comparison in the single-run report's shell: its own body, title and filters."""
     from . import render
 
@@ -467,7 +581,7 @@ def _document_kind() -> Any:
                                filters={"pval": p_text, "signed": _signed})
 
 
-def render_compare_html(context: Mapping[str, Any], *, langs: Sequence[str],
+def render_compare_html(context: CompareContext, *, langs: Sequence[str],
                         templates_dir: Path | None = None) -> str:
     """One self-contained HTML file with every language, in the single-run report's shell."""
     from . import render
@@ -476,7 +590,7 @@ def render_compare_html(context: Mapping[str, Any], *, langs: Sequence[str],
                               kind=_document_kind())
 
 
-def render_compare_pdf(context: Mapping[str, Any], *, lang: str, out_path: Path,
+def render_compare_pdf(context: CompareContext, *, lang: str, out_path: Path,
                        templates_dir: Path | None = None) -> Path:
     """Lay out one language with WeasyPrint (local files only) and write it atomically."""
     from . import render
@@ -539,7 +653,7 @@ def compare_runs(run_paths: Sequence[runs.RunPaths], name: str | None, reports_r
     return result
 
 
-def _json_summary(context: Mapping[str, Any]) -> dict[str, Any]:
+def _json_summary(context: CompareContext) -> dict[str, object]:
     """The machine-readable comparison: runs, metrics and paired tests (no figures)."""
     return {"schema": 1, "name": context["run"], "generated": context["generated"],
             "reference": context["reference"], "runs": context["runs"],

@@ -13,11 +13,18 @@ numbers they quote are the statistic behind the verdict, for the reader.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Mapping, TypedDict
 
+from . import artifacts
 from .metrics import value_of
 
-Item = dict[str, Any]
+
+class Item(TypedDict):
+    """An observation: a catalog key with its parameters, and the anchor of its evidence."""
+
+    key: str
+    params: dict[str, object]
+    ref: str                     # the figure or table the sentence rests on
 
 # Thresholds: a difference below these is noise at the sizes of typical student test sets.
 LEAN_MARGIN = 0.05
@@ -32,29 +39,29 @@ BALANCED_RATIO = 1.0         # every class of the training split the same size
 CHANCE_AUC = 0.60            # a ROC-AUC this low (or an interval reaching 0.5) is near chance
 
 
-def _item(key: str, ref: str, **params: Any) -> Item:
+def _item(key: str, ref: str, **params: object) -> Item:
     return {"key": key, "params": params, "ref": ref}
 
 
 # ---------------------------------------------------------------- metric rules
 
-def leans_towards(metrics: Mapping[str, Any]) -> list[Item]:
+def leans_towards(metrics: artifacts.Metrics) -> list[Item]:
     """Recall of a class clearly above its precision: the model over-predicts it."""
-    out = []
+    leaning: list[tuple[float, Item]] = []   # (recall - precision, the sentence)
     for row in metrics.get("per_class") or []:
         recall, precision = value_of(row.get("recall")), value_of(row.get("precision"))
         if recall is None or precision is None:
             continue
         if recall - precision > LEAN_MARGIN:
-            out.append(_item("discussion.leans_towards", "results-report", cls=row["class"],
-                             recall=recall, precision=precision))
+            leaning.append((recall - precision, _item("discussion.leans_towards", "results-report",
+                                                      cls=row["class"], recall=recall, precision=precision)))
     # In a binary task both classes cannot lean; keep the stronger one.
-    if metrics.get("task") == "binary" and len(out) > 1:
-        out = [max(out, key=lambda i: i["params"]["recall"] - i["params"]["precision"])]
-    return out
+    if metrics.get("task") == "binary" and len(leaning) > 1:
+        leaning = [max(leaning, key=lambda gap_item: gap_item[0])]
+    return [item for _, item in leaning]
 
 
-def threshold_matters(metrics: Mapping[str, Any]) -> list[Item]:
+def threshold_matters(metrics: artifacts.Metrics) -> list[Item]:
     """A good ranking (AUC) with a clearly lower accuracy: the decision rule costs accuracy.
 
     Binary: the 0.5 threshold (operating points show others). Multi-class: accuracy is the
@@ -69,12 +76,12 @@ def threshold_matters(metrics: Mapping[str, Any]) -> list[Item]:
     return [_item("discussion.argmax_matters", "results-confusion", auc=auc, accuracy=acc)]
 
 
-def near_chance(metrics: Mapping[str, Any] | None,
-                history: Sequence[Mapping[str, Any]] | None = None, *,
+def near_chance(metrics: artifacts.Metrics | None,
+                history: artifacts.History | None = None, *,
                 split: str = "test") -> list[Item]:
     """The evaluated split's AUC (or its interval) sits at chance, or the validation AUC never
     left it. ``split`` is the split the metrics are from ("val" when the test has no labels)."""
-    auc = (metrics or {}).get("roc_auc")
+    auc = metrics.get("roc_auc") if metrics else None
     value = value_of(auc)
     lo = value_of((auc.get("ci95") or [None])[0]) if isinstance(auc, Mapping) else None
     if value is not None and (value <= CHANCE_AUC or (lo is not None and lo <= 0.5)):
@@ -87,14 +94,15 @@ def near_chance(metrics: Mapping[str, Any] | None,
     return []
 
 
-def poor_calibration(metrics: Mapping[str, Any]) -> list[Item]:
-    ece = value_of((metrics.get("calibration") or {}).get("ece"))
+def poor_calibration(metrics: artifacts.Metrics) -> list[Item]:
+    calibration = metrics.get("calibration")
+    ece = value_of(calibration.get("ece")) if calibration else None
     if ece is None or ece <= ECE_LIMIT:
         return []
     return [_item("discussion.poor_calibration", "results-calibration", ece=ece)]
 
 
-def wide_interval(metrics: Mapping[str, Any], *, split: str = "test") -> list[Item]:
+def wide_interval(metrics: artifacts.Metrics, *, split: str = "test") -> list[Item]:
     """The accuracy interval is wide: the evaluated split is too small for fine comparisons."""
     acc = metrics.get("accuracy")
     if not isinstance(acc, Mapping) or not acc.get("ci95") or value_of(acc) is None:
@@ -106,7 +114,7 @@ def wide_interval(metrics: Mapping[str, Any], *, split: str = "test") -> list[It
     return [_item(key, "results-overall", n=int(metrics.get("n", 0)), width_pct=hi - lo)]
 
 
-def weak_class(metrics: Mapping[str, Any]) -> list[Item]:
+def weak_class(metrics: artifacts.Metrics) -> list[Item]:
     """A class whose F1 is far below the mean F1 of the others (3+ classes)."""
     rows = [(r["class"], value_of(r.get("f1"))) for r in metrics.get("per_class") or []]
     rows = [(c, f) for c, f in rows if f is not None]
@@ -124,7 +132,7 @@ def weak_class(metrics: Mapping[str, Any]) -> list[Item]:
 
 # ---------------------------------------------------------------- data and training rules
 
-def imbalance(distribution: Mapping[str, Any] | None) -> list[Item]:
+def imbalance(distribution: artifacts.ClassDistribution | None) -> list[Item]:
     """How unequal the training split's classes are: balanced, mildly or clearly imbalanced."""
     from .artifacts import train_imbalance
 
@@ -138,7 +146,7 @@ def imbalance(distribution: Mapping[str, Any] | None) -> list[Item]:
                   ratio=found["ratio"], share_pct=found["majority_share"])]
 
 
-def overfitting(history: Sequence[Mapping[str, Any]] | None) -> list[Item]:
+def overfitting(history: artifacts.History | None) -> list[Item]:
     """Validation loss turns up while training loss keeps falling: the gap grows after k."""
     rows = [r for r in history or []
             if value_of(r.get("train_loss")) is not None and value_of(r.get("val_loss")) is not None]
@@ -168,11 +176,13 @@ _LOCAL_KEYS = {"better": "discussion.localisation_good", "not_distinguishable": 
                "worse": "discussion.localisation_worse"}
 
 
-def faithfulness(explain: Mapping[str, Any] | None) -> list[Item]:
+def faithfulness(explain: artifacts.Explanation | None) -> list[Item]:
     """The faithfulness verdict over deletion, insertion and ROAD against random maps."""
-    faith = (explain or {}).get("faithfulness") or {}
+    faith = explain.get("faithfulness") if explain else None
+    if not faith:
+        return []
     key = _FAITH_KEYS.get(str(faith.get("verdict")))
-    scores = [faith.get(s) for s in faith.get("scores") or [] if isinstance(faith.get(s), Mapping)]
+    scores = [stat for s in faith.get("scores") or [] if isinstance(stat := faith.get(s), Mapping)]
     if key is None or not scores:
         return []
     better = sum(1 for s in scores if s.get("verdict") == "better")
@@ -181,10 +191,12 @@ def faithfulness(explain: Mapping[str, Any] | None) -> list[Item]:
                   scores=len(scores), maps=int((faith.get("random_maps") or {}).get("per_image") or 0))]
 
 
-def localisation(explain: Mapping[str, Any] | None) -> list[Item]:
+def localisation(explain: artifacts.Explanation | None) -> list[Item]:
     """The pointing-game verdict against chance (the dilated lesion's share of the image)."""
-    loc = (explain or {}).get("localisation") or {}
-    hits = loc.get("pointing_game") or {}
+    loc = explain.get("localisation") if explain else None
+    hits = loc.get("pointing_game") if loc else None
+    if not hits:
+        return []
     key = _LOCAL_KEYS.get(str(hits.get("verdict")))
     cam, chance = value_of(hits.get("cam")), value_of(hits.get("chance"))
     if key is None or cam is None or chance is None:
@@ -192,9 +204,11 @@ def localisation(explain: Mapping[str, Any] | None) -> list[Item]:
     return [_item(key, "explain-localisation", cam_pct=cam, chance_pct=chance, n=int(hits.get("n") or 0))]
 
 
-def sanity(explain: Mapping[str, Any] | None) -> list[Item]:
+def sanity(explain: artifacts.Explanation | None) -> list[Item]:
     """The cascade's verdict: do the maps change once the weights down to the target are random?"""
-    check = (explain or {}).get("sanity") or {}
+    check = explain.get("sanity") if explain else None
+    if not check:
+        return []
     stages = check.get("stages") or []
     key = _SANITY_KEYS.get(str(check.get("verdict")))
     last = stages[-1] if stages else {}
@@ -205,10 +219,10 @@ def sanity(explain: Mapping[str, Any] | None) -> list[Item]:
                   seeds=int(check.get("seeds") or 1), n=int(check.get("n") or 0))]
 
 
-def observations(metrics: Mapping[str, Any] | None, *,
-                 history: Sequence[Mapping[str, Any]] | None = None,
-                 distribution: Mapping[str, Any] | None = None,
-                 explain: Mapping[str, Any] | None = None,
+def observations(metrics: artifacts.Metrics | None, *,
+                 history: artifacts.History | None = None,
+                 distribution: artifacts.ClassDistribution | None = None,
+                 explain: artifacts.Explanation | None = None,
                  split: str = "test") -> list[Item]:
     """Every observation whose condition holds, in report order (data, training, results, CAMs).
     ``split`` names the split the metrics come from, so a sentence never calls validation

@@ -21,12 +21,15 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Literal, NotRequired, TypedDict, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import stats
 from sklearn.metrics import precision_recall_curve, roc_curve
 
+from . import artifacts
+from .artifacts import JSONValue
 from .errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -41,15 +44,35 @@ _PROB_TOL = 1e-6
 _BOOT_ELEMENTS = 4_000_000  # resamples x samples held in memory at once
 _Z95 = float(stats.norm.ppf(0.975))
 
-Value = dict[str, Any]
-Message = dict[str, Any]     # {"key": "reason.<code>", "params": {...}}
+Value = artifacts.Value
+Message = artifacts.Message  # {"key": "reason.<code>", "params": {...}}
 Arrays = dict[str, np.ndarray]
-ValSplit = tuple[Any, Any]
+ValSplit = tuple[ArrayLike, ArrayLike]   # (labels, probabilities) of the validation split
+
+
+class McNemar(TypedDict):
+    statistic: float
+    p_value: float
+    b: int               # A right, B wrong
+    c: int               # A wrong, B right
+    method: Literal["exact", "chi2"]
+
+
+class PairedAuc(TypedDict):
+    """Two models' ROC-AUC on the same samples; what cannot be computed is None with a reason."""
+
+    auc_a: float | None
+    auc_b: float | None
+    difference: float | None     # a - b
+    ci95: list[float] | None
+    p_value: float | None
+    method: NotRequired[str]     # delong | bootstrap
+    reason: NotRequired[Message]
 
 
 # ---------------------------------------------------------------- validation
 
-def validate_inputs(y_true: Any, probs: Any, *, num_classes: int | None = None,
+def validate_inputs(y_true: ArrayLike, probs: ArrayLike, *, num_classes: int | None = None,
                     split: str = "test") -> tuple[np.ndarray, np.ndarray]:
     """Check and convert labels and probabilities; raise ``DataError`` naming the problem.
 
@@ -135,7 +158,7 @@ def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def why(code: str, **params: Any) -> Message:
+def why(code: str, **params: object) -> Message:
     """A reason as a message key with parameters (the catalogs word it per language)."""
     return {"key": f"reason.{code}", "params": params}
 
@@ -149,7 +172,7 @@ def _value(x: float, reason: Message | Callable[[], Message]) -> Value:
     return {"value": None, "reason": reason() if callable(reason) else reason}
 
 
-def _jsonable(obj: Any) -> Any:
+def _jsonable(obj: object) -> JSONValue:
     """Plain Python types only; a stray NaN becomes None (and is logged: it is a bug)."""
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -166,7 +189,7 @@ def _jsonable(obj: Any) -> Any:
             return float(obj)
         logger.warning("non-finite metric value replaced by null")
         return None
-    return obj
+    return cast(JSONValue, obj)   # None or str: JSON as it is
 
 
 def _thin(x: np.ndarray, y: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> np.ndarray:
@@ -380,7 +403,7 @@ def percentile_interval(samples: np.ndarray, *, max_undefined: float = 0.5) -> V
     return {"ci95": [float(lo), float(hi)]}
 
 
-def bootstrap_intervals(y_true: Any, probs: Any, *, class_names: Sequence[str] | None = None,
+def bootstrap_intervals(y_true: ArrayLike, probs: ArrayLike, *, class_names: Sequence[str] | None = None,
                         task: str = "multiclass", n_boot: int = 1000,
                         seed: int = 0) -> dict[str, Value]:
     """Stratified percentile 95% intervals, keyed like ``"accuracy"``, ``"per_class/1/f1"``,
@@ -408,7 +431,8 @@ def _check_n_boot(n_boot: int) -> None:
 
 # ---------------------------------------------------------------- public pieces
 
-def confusion_matrices(y_true: Any, y_pred: Any, *, class_names: Sequence[str]) -> dict:
+def confusion_matrices(y_true: ArrayLike, y_pred: ArrayLike, *,
+                       class_names: Sequence[str]) -> artifacts.ConfusionMatrix:
     """Raw counts and the three normalisations; a cell over an empty row/column is None."""
     names = [str(c) for c in class_names]
     k = len(names)
@@ -465,7 +489,8 @@ def _curve_classes(k: int) -> list[int]:
     return [1] if k == 2 else list(range(k))
 
 
-def _average_precision(positive: np.ndarray, score: np.ndarray) -> tuple[float, Any]:
+def _average_precision(positive: np.ndarray, score: np.ndarray
+                       ) -> tuple[float, tuple[np.ndarray, np.ndarray] | None]:
     """AP (step-wise, as scikit-learn) and the full PR curve; NaN without positives."""
     if not positive.any():
         return math.nan, None
@@ -473,8 +498,8 @@ def _average_precision(positive: np.ndarray, score: np.ndarray) -> tuple[float, 
     return float(-np.sum(np.diff(recall) * precision[:-1])), (precision, recall)
 
 
-def roc_pr_curves(y_true: Any, probs: Any, *, class_names: Sequence[str] | None = None,
-                  max_points: int = MAX_CURVE_POINTS) -> dict:
+def roc_pr_curves(y_true: ArrayLike, probs: ArrayLike, *, class_names: Sequence[str] | None = None,
+                  max_points: int = MAX_CURVE_POINTS) -> artifacts.Curves:
     """ROC and PR curves (positive class for binary, one-vs-rest per class otherwise), each
     thinned to at most ``max_points`` points with both endpoints kept. Undefined curves are
     empty with ``auc``/``ap`` None."""
@@ -483,7 +508,7 @@ def roc_pr_curves(y_true: Any, probs: Any, *, class_names: Sequence[str] | None 
     roc, pr = [], []
     for c in _curve_classes(p.shape[1]):
         positive = y == c
-        entry: dict[str, Any] = {"class": names[c], "fpr": [], "tpr": [], "auc": None}
+        entry: dict[str, object] = {"class": names[c], "fpr": [], "tpr": [], "auc": None}
         if positive.any() and not positive.all():
             fpr, tpr, _ = roc_curve(positive, p[:, c])
             keep = _thin(fpr, tpr, max_points)
@@ -491,15 +516,15 @@ def roc_pr_curves(y_true: Any, probs: Any, *, class_names: Sequence[str] | None 
             entry.update(fpr=fpr[keep], tpr=tpr[keep], auc=float(auc))
         roc.append(entry)
         ap, curve = _average_precision(positive, p[:, c])
-        pr_entry: dict[str, Any] = {"class": names[c], "precision": [], "recall": [], "ap": None}
+        pr_entry: dict[str, object] = {"class": names[c], "precision": [], "recall": [], "ap": None}
         if curve is not None:
             keep = _thin(curve[1], curve[0], max_points)
             pr_entry.update(precision=curve[0][keep], recall=curve[1][keep], ap=ap)
         pr.append(pr_entry)
-    return _jsonable({"roc": roc, "pr": pr})
+    return cast(artifacts.Curves, _jsonable({"roc": roc, "pr": pr}))
 
 
-def average_precision(y_true: Any, probs: Any, *, class_names: Sequence[str] | None = None
+def average_precision(y_true: ArrayLike, probs: ArrayLike, *, class_names: Sequence[str] | None = None
                       ) -> Value:
     """AP of the positive class (binary) or the macro mean of one-vs-rest APs."""
     y, p = validate_inputs(y_true, probs)
@@ -515,7 +540,8 @@ def average_precision(y_true: Any, probs: Any, *, class_names: Sequence[str] | N
     return {"value": float(np.mean(aps))}
 
 
-def calibration(y_true: Any, probs: Any, *, n_bins: int = CALIBRATION_BINS) -> dict:
+def calibration(y_true: ArrayLike, probs: ArrayLike, *,
+                n_bins: int = CALIBRATION_BINS) -> artifacts.Calibration:
     """ECE on the top-class confidence (``n_bins`` equal-width bins, (lo, hi]), Brier score
     (binary: on the positive class; multi-class: squared error summed over the one-hot
     classes, averaged over samples) and the reliability bins."""
@@ -539,13 +565,13 @@ def calibration(y_true: Any, probs: Any, *, n_bins: int = CALIBRATION_BINS) -> d
     bins = [{"lo": float(edges[i]), "hi": float(edges[i + 1]), "count": int(counts[i]),
              "confidence": float(conf_mean[i]) if counts[i] else None,
              "accuracy": float(acc_mean[i]) if counts[i] else None} for i in range(n_bins)]
-    return _jsonable({"ece": ece, "brier": _value(brier, EMPTY), "bins": bins})
+    return cast(artifacts.Calibration, _jsonable({"ece": ece, "brier": _value(brier, EMPTY), "bins": bins}))
 
 
 def _ordinal_part(y: np.ndarray, p: np.ndarray, names: list[str], point: dict[str, float],
-                  intervals: dict[str, Value]) -> dict:
+                  intervals: dict[str, Value]) -> artifacts.Ordinal:
     v = _valuer(y, p, names, point, intervals)
-    return _jsonable({"qwk": v("qwk"), "mae": v("mae")})
+    return cast(artifacts.Ordinal, _jsonable({"qwk": v("qwk"), "mae": v("mae")}))
 
 
 # ---------------------------------------------------------------- operating points
@@ -623,12 +649,12 @@ def _points_batch(y: np.ndarray, choices: list[_Choice], weights: np.ndarray) ->
 
 
 def _point_dicts(y: np.ndarray, choices: list[_Choice], intervals: dict[str, Value]
-                 ) -> list[dict]:
+                 ) -> list[artifacts.OperatingPoint]:
     point = _points_batch(y, choices, np.ones((1, len(y))))
     result = []
     for ch in choices:
-        out: dict[str, Any] = {"name": ch.name, "threshold": ch.threshold,
-                               "chosen_on": ch.chosen_on}
+        out: dict[str, object] = {"name": ch.name, "threshold": ch.threshold,
+                                  "chosen_on": ch.chosen_on}
         if ch.pos_pred is None:
             out.update({m: {"value": None, "reason": why("no_threshold", cause=ch.reason)}
                         for m in _OP_REASONS})
@@ -637,18 +663,18 @@ def _point_dicts(y: np.ndarray, choices: list[_Choice], intervals: dict[str, Val
             continue
         for metric, reason in _OP_REASONS.items():
             key = f"op/{ch.name}/{metric}"
-            out[metric] = _value(float(point[key][0]),
-                                 reason if len(y) else EMPTY)
-            if out[metric]["value"] is not None and key in intervals:
-                out[metric].update(intervals[key])
+            value = _value(float(point[key][0]), reason if len(y) else EMPTY)
+            if value["value"] is not None and key in intervals:
+                value.update(intervals[key])
+            out[metric] = value
         cm = np.bincount(y * 2 + ch.pos_pred.astype(np.int64), minlength=4).reshape(2, 2)
         out["confusion_matrix"] = cm.tolist()
         result.append(out)
-    return _jsonable(result)
+    return cast(list[artifacts.OperatingPoint], _jsonable(result))
 
 
-def operating_points(y_true: Any, probs: Any, *, val: ValSplit | None = None, n_boot: int = 0,
-                     seed: int = 0) -> list[dict]:
+def operating_points(y_true: ArrayLike, probs: ArrayLike, *, val: ValSplit | None = None,
+                     n_boot: int = 0, seed: int = 0) -> list[artifacts.OperatingPoint]:
     """Binary operating points on the test data: the default 0.5 (argmax), Youden's J and the
     highest thresholds reaching 90% / 95% sensitivity. Thresholds are chosen on ``val`` =
     ``(y_val, probs_val)`` when given, else on the test data (``chosen_on: "test"``, an
@@ -665,8 +691,8 @@ def operating_points(y_true: Any, probs: Any, *, val: ValSplit | None = None, n_
 
 # ---------------------------------------------------------------- everything
 
-def compute_all(y_true: Any, probs: Any, *, class_names: Sequence[str], task: str,
-                val: ValSplit | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
+def compute_all(y_true: ArrayLike, probs: ArrayLike, *, class_names: Sequence[str], task: str,
+                val: ValSplit | None = None, n_boot: int = 1000, seed: int = 0) -> artifacts.Metrics:
     """The ``metrics`` part of metrics.json (see docs/ARCHITECTURE.md), JSON-serialisable.
 
     One set of stratified resamples serves every interval (metrics and operating points).
@@ -686,7 +712,7 @@ def compute_all(y_true: Any, probs: Any, *, class_names: Sequence[str], task: st
     intervals = {key: percentile_interval(arr) for key, arr in arrays.items()}
     v = _valuer(y, p, names, point, intervals)
     table = _table(v, y, names)
-    result: dict[str, Any] = {"task": task, "class_names": names, "n": n,
+    result: dict[str, object] = {"task": task, "class_names": names, "n": n,
                               "accuracy": table["accuracy"],
                               "balanced_accuracy": table["balanced_accuracy"],
                               "mcc": table["mcc"],
@@ -702,12 +728,12 @@ def compute_all(y_true: Any, probs: Any, *, class_names: Sequence[str], task: st
     result["operating_points"] = _point_dicts(y, choices, intervals) if k == 2 else []
     result["ordinal"] = _ordinal_part(y, p, names, point, intervals) if ordinal else None
     result["bootstrap"] = {"resamples": int(n_boot), "seed": int(seed), "stratified": True}
-    return _jsonable(result)
+    return cast(artifacts.Metrics, _jsonable(result))
 
 
 # ---------------------------------------------------------------- comparing two models
 
-def mcnemar(y_true: Any, pred_a: Any, pred_b: Any) -> dict:
+def mcnemar(y_true: ArrayLike, pred_a: ArrayLike, pred_b: ArrayLike) -> McNemar:
     """McNemar's test on paired predictions. ``b``: A right and B wrong; ``c``: A wrong and B
     right. Exact two-sided binomial when b + c < 25, else chi-square with continuity
     correction."""
@@ -740,16 +766,19 @@ def _delong_components(y: np.ndarray, score: np.ndarray) -> tuple[float, np.ndar
     return float(auc), v10, v01
 
 
-def _delong(y: np.ndarray, s_a: np.ndarray, s_b: np.ndarray) -> dict:
+_NO_AUCS: PairedAuc = {"auc_a": None, "auc_b": None, "difference": None, "ci95": None, "p_value": None}
+
+
+def _delong(y: np.ndarray, s_a: np.ndarray, s_b: np.ndarray) -> PairedAuc:
     m, n = int((y == 1).sum()), int((y == 0).sum())
     if m < 2 or n < 2:
-        return {"reason": why("delong_too_few", positives=m, negatives=n)}
+        return {**_NO_AUCS, "reason": why("delong_too_few", positives=m, negatives=n)}
     auc_a, v10_a, v01_a = _delong_components(y, s_a)
     auc_b, v10_b, v01_b = _delong_components(y, s_b)
     cov = np.cov(np.stack([v10_a, v10_b])) / m + np.cov(np.stack([v01_a, v01_b])) / n
     var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
     diff = auc_a - auc_b
-    out = {"auc_a": auc_a, "auc_b": auc_b, "difference": diff}
+    out: PairedAuc = {"auc_a": auc_a, "auc_b": auc_b, "difference": diff, "ci95": None, "p_value": None}
     if var <= 1e-15:
         # Identical rankings: no difference and no variance of it.
         if abs(diff) < 1e-12:
@@ -769,16 +798,17 @@ def _auc_summary(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarra
 
 
 def _paired_bootstrap(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, n_boot: int,
-                      seed: int) -> dict:
+                      seed: int) -> PairedAuc:
     ones = np.ones((1, len(y)))
     auc_a, auc_b = float(_auc_summary(y, p_a, ones)[0]), float(_auc_summary(y, p_b, ones)[0])
     if not (math.isfinite(auc_a) and math.isfinite(auc_b)):
-        return {"reason": why("paired_auc_undefined")}
+        return {**_NO_AUCS, "reason": why("paired_auc_undefined")}
     diffs = _bootstrap_arrays(
         y, lambda w: {"d": _auc_summary(y, p_a, w) - _auc_summary(y, p_b, w)},
         n_boot=n_boot, seed=seed).get("d", np.empty(0))
     diffs = diffs[np.isfinite(diffs)]
-    out: dict[str, Any] = {"auc_a": auc_a, "auc_b": auc_b, "difference": auc_a - auc_b}
+    out: PairedAuc = {"auc_a": auc_a, "auc_b": auc_b, "difference": auc_a - auc_b,
+                      "ci95": None, "p_value": None}
     if not diffs.size:
         return {**out, "ci95": None, "p_value": None,
                 "reason": why("no_resamples")}
@@ -790,8 +820,8 @@ def _paired_bootstrap(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, n_boot: i
                                                                                      above)))}
 
 
-def paired_auc_test(y_true: Any, probs_a: Any, probs_b: Any, *, method: str = "delong",
-                    n_boot: int = 1000, seed: int = 0) -> dict:
+def paired_auc_test(y_true: ArrayLike, probs_a: ArrayLike, probs_b: ArrayLike, *,
+                    method: str = "delong", n_boot: int = 1000, seed: int = 0) -> PairedAuc:
     """Compare the ROC-AUC of two models on the same samples.
 
     ``delong`` (binary only; multi-class data fall back to the paired bootstrap) or a paired
@@ -812,12 +842,10 @@ def paired_auc_test(y_true: Any, probs_a: Any, probs_b: Any, *, method: str = "d
         res = _delong(y, p_a[:, 1], p_b[:, 1])
     else:
         res = _paired_bootstrap(y, p_a, p_b, n_boot, seed)
-    full = {"auc_a": None, "auc_b": None, "difference": None, "ci95": None, "p_value": None,
-            **res, "method": method}
-    return _jsonable(full)
+    return cast(PairedAuc, _jsonable({**res, "method": method}))
 
 
-def curve_area(curves: Any) -> np.ndarray:
+def curve_area(curves: ArrayLike) -> np.ndarray:
     """Trapezoid area under curves sampled evenly on [0, 1], along the last axis
     (deletion/insertion curves: explain scores them, the faithfulness chart labels them)."""
     c = np.asarray(curves, dtype=np.float64)
@@ -827,7 +855,7 @@ def curve_area(curves: Any) -> np.ndarray:
     return (c.sum(axis=-1) - (c[..., 0] + c[..., -1]) / 2) / steps
 
 
-def value_of(v: Any) -> float | None:
+def value_of(v: object) -> float | None:
     """The number of a metrics value: ``{"value": x, ...}``, a plain number, or None.
 
     Readers of metrics.json (charts, discussion, compare) use this so that an undefined
@@ -838,7 +866,7 @@ def value_of(v: Any) -> float | None:
     if v is None or isinstance(v, bool):
         return None
     try:
-        x = float(v)
+        x = float(v)  # type: ignore[arg-type]  # a number or numeric text; anything else is None
     except (TypeError, ValueError):
         return None
     return x if math.isfinite(x) else None

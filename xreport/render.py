@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import jinja2
@@ -214,11 +214,14 @@ def _check_str_format(text: str, depth: int = 0) -> None:
                 _check_str_format(spec, depth + 1)
 
 
-def _size(value: Any) -> int:
+T = TypeVar("T")
+
+
+def _size(value: object) -> int:
     return len(value) if isinstance(value, (str, bytes, list, tuple)) else 0
 
 
-def _check_value(value: Any) -> Any:
+def _check_value(value: T) -> T:
     if _size(value) > MAX_VALUE_CHARS:
         raise TemplateLimitError(f"a value of {_size(value):,} items is larger than the "
                                  f"limit of {MAX_VALUE_CHARS:,}")
@@ -230,7 +233,7 @@ _WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
 _WIDTH_FILTERS = frozenset({"center", "indent", "slice", "wordwrap", "truncate", "batch"})
 
 
-def _check_call(name: str, obj: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+def _check_call(name: str, obj: object, args: Sequence[object], kwargs: Mapping[str, object]) -> None:
     for value in (*args, *kwargs.values()):
         _check_value(value)
     if name in ("replace",) and isinstance(obj, str) and len(args) >= 2:
@@ -249,7 +252,7 @@ def _check_value_len(n: int) -> None:
                                  f"of {MAX_VALUE_CHARS:,}")
 
 
-def _check_ints(args: Sequence[Any], kwargs: Mapping[str, Any], what: str) -> None:
+def _check_ints(args: Sequence[object], kwargs: Mapping[str, object], what: str) -> None:
     for value in (*args, *kwargs.values()):
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_FORMAT_WIDTH:
             raise TemplateLimitError(f"{what}({value}) is above the limit of {MAX_FORMAT_WIDTH}")
@@ -260,11 +263,12 @@ class BoundedSandbox(jinja2.sandbox.SandboxedEnvironment):
 
     intercepted_binops = frozenset({"*", "**", "%", "+", "//"})
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, **options: object) -> None:
+        super().__init__(**options)
         self.budget = RenderBudget()
 
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: object,
+                   right: object) -> object:
         self.budget.tick(0)
         if operator == "*":
             for seq, times in ((left, right), (right, left)):
@@ -282,26 +286,27 @@ class BoundedSandbox(jinja2.sandbox.SandboxedEnvironment):
                 _check_value_len(len(left) + len(right))
         return _check_value(super().call_binop(context, operator, left, right))
 
-    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+    def wrap_str_format(self, value: object) -> Callable[..., str] | None:
         wrapped = super().wrap_str_format(value)
         if wrapped is None:
             return None
-        text = value.__self__
+        text = str(getattr(value, "__self__"))   # the string whose format/format_map is called
 
-        def checked(*args: Any, **kwargs: Any) -> str:
+        def checked(*args: object, **kwargs: object) -> str:
             _check_str_format(text)
             return wrapped(*args, **kwargs)
         return checked
 
-    def getattr(self, obj: Any, attribute: str) -> Any:
+    def getattr(self, obj: object, attribute: str) -> object:
         self.budget.tick(0)
         return _check_value(super().getattr(obj, attribute))
 
-    def getitem(self, obj: Any, argument: Any) -> Any:
+    def getitem(self, obj: object, argument: object) -> object:
         self.budget.tick(0)
         return _check_value(super().getitem(obj, argument))
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(__self, __context: jinja2.runtime.Context, __obj: object,  # noqa: N805
+             *args: object, **kwargs: object) -> object:
         __self.budget.tick(0)
         name = getattr(__obj, "__name__", "")
         owner = getattr(__obj, "__self__", None)
@@ -311,12 +316,12 @@ class BoundedSandbox(jinja2.sandbox.SandboxedEnvironment):
         return _check_value(super().call(__context, __obj, *args, **kwargs))
 
 
-def _guarded_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+def _guarded_filter(name: str, fn: Callable[..., object]) -> Callable[..., object]:
     """Filters are called directly by compiled templates, not through ``call``: wrap them."""
     import functools
 
     @functools.wraps(fn)
-    def guarded(*args: Any, **kwargs: Any) -> Any:
+    def guarded(*args: object, **kwargs: object) -> object:
         plain = [a for a in args if not isinstance(a, (jinja2.runtime.Context,
                                                          jinja2.nodes.EvalContext,
                                                          jinja2.Environment))]
@@ -342,11 +347,11 @@ class CountedRange:
     def __len__(self) -> int:
         return len(self._numbers)
 
-    def __getitem__(self, index: Any) -> Any:
+    def __getitem__(self, index: int | slice) -> "int | CountedRange":
         item = self._numbers[index]
         return CountedRange(item, self._budget) if isinstance(item, range) else item
 
-    def __contains__(self, value: Any) -> bool:
+    def __contains__(self, value: object) -> bool:
         return value in self._numbers
 
     def __iter__(self) -> Iterator[int]:
@@ -388,7 +393,7 @@ def make_environment(templates_dir: Path | None = None) -> jinja2.Environment:
     return env
 
 
-def render_template(env: jinja2.Environment, name: str, **values: Any) -> str:
+def render_template(env: jinja2.Environment, name: str, **values: object) -> str:
     """Render ``name`` with the output size bounded (streamed, so a runaway stops early)."""
     template = env.get_template(name)
     if isinstance(env, BoundedSandbox):
@@ -450,7 +455,7 @@ class Messages:
     def has(self, key: str) -> bool:
         return key in self.fallback or key in self.catalog
 
-    def __call__(self, key: str, **params: Any) -> str:
+    def __call__(self, key: str, **params: object) -> str:
         text = self.catalog.get(key)
         if text is None:
             text = self.fallback.get(key)
@@ -483,7 +488,7 @@ _MESSAGE_SPEC = re.compile(r"(?:[^{}]?[<>^=])?[-+ ]?0?(?P<width>\d{0,4})[,_]?"
 MAX_MESSAGE_WIDTH = 200
 
 
-def format_message(text: str, params: Mapping[str, Any], *, where: str) -> str:
+def format_message(text: str, params: Mapping[str, object], *, where: str) -> str:
     """Fill ``{name}`` placeholders of a catalog message; never ``str.format``.
 
     Catalogs may come from a user's folder and ``str.format`` reaches attributes and items
@@ -527,7 +532,7 @@ def translator(lang: str, templates_dir: Path | None = None) -> Messages:
     return Messages(lang, templates_dir)
 
 
-def _param_text(value: Any) -> str:
+def _param_text(value: object) -> str:
     if isinstance(value, float):
         return num(value)
     return str(value)
@@ -535,11 +540,11 @@ def _param_text(value: Any) -> str:
 
 # ---------------------------------------------------------------- number formatting
 
-def _is_missing(x: Any) -> bool:
+def _is_missing(x: object) -> bool:
     return x is None or (isinstance(x, float) and not math.isfinite(x))
 
 
-def num(x: Any, digits: int = 3) -> str:
+def num(x: object, digits: int = 3) -> str:
     """0.91234 -> "0.912"; ints stay whole with thousands separators; None -> "—"."""
     if _is_missing(x):
         return DASH
@@ -554,16 +559,16 @@ def num(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
-def pct(x: Any, digits: int = 1) -> str:
-    """0.912 -> "91.2%"."""
+def pct(x: object, digits: int = 1) -> str:
+    """0.912 (or a metric value {"value": 0.912, ...}) -> "91.2%"."""
     if isinstance(x, Mapping):
         x = x.get("value")
     if _is_missing(x):
         return DASH
-    return f"{100 * float(x):.{digits}f}%"
+    return f"{100 * float(cast(float, x)):.{digits}f}%"
 
 
-def ci(v: Any, digits: int = 3) -> str:
+def ci(v: object, digits: int = 3) -> str:
     """The interval of a metric value alone: "0.889–0.934", or "" when there is none."""
     if isinstance(v, Mapping) and v.get("ci95") and not any(_is_missing(b) for b in v["ci95"]):
         lo, hi = v["ci95"]
@@ -571,7 +576,7 @@ def ci(v: Any, digits: int = 3) -> str:
     return ""
 
 
-def fmt(v: Any, digits: int = 3, *, say: Callable[[Any], str] | None = None) -> Markup:
+def fmt(v: object, digits: int = 3, *, say: Callable[[object], str] | None = None) -> Markup:
     """A metric value for a table cell: "0.912 (0.889–0.934)", or "—" with the reason
     (a reason message is worded by ``say``, the template's language)."""
     if isinstance(v, Mapping):
@@ -610,10 +615,10 @@ def data_uri(path: Path, scope: FileScope | None = None, *, shown: str | None = 
     return f"data:{_mime(Path(path))};base64,{base64.b64encode(payload).decode('ascii')}"
 
 
-def _image_source(report_dir: Path, scope: FileScope, *, mode: str) -> Callable[[Any, str], str]:
+def _image_source(report_dir: Path, scope: FileScope, *, mode: str) -> Callable[[object, str], str]:
     """``img(ref, lang)``: a figure ref (a path, or {lang: path}) -> a data or file URI.
     Relative refs are under the report folder; every ref must resolve inside ``scope``."""
-    def img(ref: Any, lang: str = "en") -> str:
+    def img(ref: object, lang: str = "en") -> str:
         if isinstance(ref, Mapping):
             ref = ref.get(lang) or ref.get("en") or next(iter(ref.values()))
         if not isinstance(ref, (str, Path)):
@@ -629,37 +634,40 @@ def _image_source(report_dir: Path, scope: FileScope, *, mode: str) -> Callable[
 
 # ---------------------------------------------------------------- rendering
 
-def _class_namer(context: Mapping[str, Any], lang: str) -> Callable[[Any], str]:
+def _class_namer(context: Mapping[str, object], lang: str) -> Callable[[object], str]:
     from .artifacts import class_name_map
 
-    names = list(context.get("class_names", []))
-    mapping = class_name_map(names, context.get("class_names_i18n", {}).get(lang))
+    names = list(cast(Sequence[str], context.get("class_names", [])))
+    translated = cast(Mapping[str, Sequence[str]], context.get("class_names_i18n", {}))
+    mapping = class_name_map(names, translated.get(lang))
 
-    def cname(name: Any) -> str:
+    def cname(name: object) -> str:
         if isinstance(name, int) and 0 <= name < len(names):
             name = names[name]
         return mapping.get(str(name), str(name))
     return cname
 
 
-def message_text(t: Messages, cname: Callable[[Any], str]) -> Callable[[Any], str]:
+def message_text(t: Messages, cname: Callable[[object], str]) -> Callable[[object], str]:
     """``say(message)``: word a ``{key, params}`` message (an observation, a metric's reason,
     a comparison verdict) in ``t``'s language. A parameter that is itself a message is worded
     first; ``cls*`` parameters are class names, ``*_pct`` fractions are percentages, None is
     a dash. A plain string (an older metrics.json) is shown as it is; nothing is "".
     """
-    def say(item: Any) -> str:
+    def say(item: object) -> str:
         if not item:
             return ""
         if isinstance(item, str):
             return item
-        return t(item["key"], **{k: _observation_param(k, v, cname, say)
-                                  for k, v in dict(item.get("params") or {}).items()})
+        message = cast(Mapping[str, object], item)   # {key, params}
+        params = cast(Mapping[str, object], message.get("params") or {})
+        return t(str(message["key"]), **{k: _observation_param(k, v, cname, say)
+                                         for k, v in params.items()})
     return say
 
 
-def _observation_param(name: str, value: Any, cname: Callable[[Any], str],
-                       say: Callable[[Any], str]) -> str:
+def _observation_param(name: str, value: object, cname: Callable[[object], str],
+                       say: Callable[[object], str]) -> str:
     if isinstance(value, Mapping) and "key" in value:
         return say(value)
     if value is None:
@@ -680,17 +688,17 @@ class DocumentKind:
 
     body_template: str = "body.html.j2"
     title_key: str = "report.title"
-    filters: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    filters: Mapping[str, Callable[..., object]] = field(default_factory=dict)
 
 
 REPORT = DocumentKind()
 
 
-def _globals_for(context: Mapping[str, Any], lang: str, *, templates_dir: Path | None,
-                 mode: str, kind: DocumentKind = REPORT) -> dict[str, Any]:
+def _globals_for(context: Mapping[str, object], lang: str, *, templates_dir: Path | None,
+                 mode: str, kind: DocumentKind = REPORT) -> dict[str, object]:
     t = translator(lang, templates_dir)
     cname = _class_namer(context, lang)
-    report_dir = Path(context.get("report_dir", "."))
+    report_dir = Path(str(context.get("report_dir", ".")))
     say = message_text(t, cname)
     scope = template_scope(templates_dir, report_dir)
     return {"ctx": context, "lang": lang, "t": t, "has_key": t.has, "cname": cname,
@@ -715,7 +723,7 @@ def _read_css(env: jinja2.Environment, name: str) -> Markup:
     return Markup(source.replace("</", "<\\/"))
 
 
-def script_json(obj: Any) -> Markup:
+def script_json(obj: object) -> Markup:
     """JSON safe inside <script type="application/json">: no "</script>", no "<!--", and
     the two line separators JavaScript once refused are escaped too."""
     text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -725,16 +733,17 @@ def script_json(obj: Any) -> Markup:
     return Markup(text)
 
 
-def _viewer_assets(context: Mapping[str, Any], env: jinja2.Environment) -> dict[str, Any]:
+def _viewer_assets(context: Mapping[str, object], env: jinja2.Environment) -> dict[str, Markup | None]:
     """The interactive viewer's data and script, once per HTML file (every language uses them)."""
-    viewer = (context.get("explain") or {}).get("viewer") if isinstance(context.get("explain"), Mapping) else None
+    explain = context.get("explain")
+    viewer = explain.get("viewer") if isinstance(explain, Mapping) else None
     if not viewer:
         return {"viewer_json": None, "viewer_js": None, "viewer_css": None}
     return {"viewer_json": script_json(viewer["data"]), "viewer_js": _read_css(env, "js/viewer.js"),
             "viewer_css": _read_css(env, "css/viewer.css")}
 
 
-def render_body(context: Mapping[str, Any], *, lang: str, env: jinja2.Environment,
+def render_body(context: Mapping[str, object], *, lang: str, env: jinja2.Environment,
                 templates_dir: Path | None = None, mode: str = "data",
                 kind: DocumentKind = REPORT) -> Markup:
     """One language's document body (all sections) as HTML."""
@@ -751,7 +760,7 @@ def _environment(templates_dir: Path | None, kind: DocumentKind) -> jinja2.Envir
 
 @contextlib.contextmanager
 def template_errors(name: str) -> Iterator[None]:
-    """Any template failure (undefined name, sandbox refusal, syntax) is one ReportError line."""
+    """Every template failure (undefined name, sandbox refusal, syntax) is one ReportError line."""
     try:
         yield
     except jinja2.TemplateSyntaxError as exc:
@@ -781,7 +790,7 @@ def _one_line(exc: Exception) -> str:
     return text[:200] if text else type(exc).__name__
 
 
-def render_html(context: Mapping[str, Any], *, langs: Sequence[str],
+def render_html(context: Mapping[str, object], *, langs: Sequence[str],
                 templates_dir: Path | None = None, kind: DocumentKind = REPORT) -> str:
     """One self-contained HTML file holding every language; a CSS-only language switch."""
     langs = _check_langs(langs)
@@ -798,14 +807,14 @@ def render_html(context: Mapping[str, Any], *, langs: Sequence[str],
 
 # ---------------------------------------------------------------- PDF
 
-def make_url_fetcher(allowed_roots: Sequence[Path] | FileScope) -> Any:
+def make_url_fetcher(allowed_roots: Sequence[Path] | FileScope) -> object:
     """A WeasyPrint fetcher serving ``data:`` URIs and files inside the scope only."""
     from weasyprint.urls import URLFetcher
 
     scope = allowed_roots if isinstance(allowed_roots, FileScope) else FileScope.of(*allowed_roots)
 
     class LocalOnlyFetcher(URLFetcher):
-        def fetch(self, url: str, headers: Any = None) -> Any:
+        def fetch(self, url: str, headers: Mapping[str, str] | None = None) -> object:
             scheme = url.split(":", 1)[0].lower() if ":" in url else ""
             if scheme == "data":
                 return super().fetch(url, headers)
@@ -817,7 +826,7 @@ def make_url_fetcher(allowed_roots: Sequence[Path] | FileScope) -> Any:
     return LocalOnlyFetcher(allowed_protocols=("data", "file"), allow_redirects=False)
 
 
-def render_pdf_html(context: Mapping[str, Any], *, lang: str,
+def render_pdf_html(context: Mapping[str, object], *, lang: str,
                     templates_dir: Path | None = None, kind: DocumentKind = REPORT) -> str:
     """The single-language HTML that WeasyPrint lays out (file URIs for figures)."""
     (lang,) = _check_langs([lang])
@@ -832,7 +841,7 @@ def render_pdf_html(context: Mapping[str, Any], *, lang: str,
             css=_read_css(env, "css/report.css"), print_css=_read_css(env, "css/print.css"))
 
 
-def render_pdf(context: Mapping[str, Any], *, lang: str, out_path: Path,
+def render_pdf(context: Mapping[str, object], *, lang: str, out_path: Path,
                templates_dir: Path | None = None, kind: DocumentKind = REPORT) -> Path:
     """Lay out the ``lang`` report with WeasyPrint and write it atomically to ``out_path``."""
     try:
@@ -841,7 +850,7 @@ def render_pdf(context: Mapping[str, Any], *, lang: str, out_path: Path,
         raise ReportError(f"PDF output needs WeasyPrint and its system libraries: {exc}") from None
     start = time.perf_counter()
     html = render_pdf_html(context, lang=lang, templates_dir=templates_dir, kind=kind)
-    report_dir = Path(context.get("report_dir", Path(out_path).parent))
+    report_dir = Path(str(context.get("report_dir", Path(out_path).parent)))
     document = weasyprint.HTML(string=html, base_url=str(report_dir.resolve()) + "/",
                                url_fetcher=make_url_fetcher(template_scope(templates_dir, report_dir)))
     with atomic_path(out_path) as tmp:

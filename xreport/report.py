@@ -13,7 +13,7 @@ import os
 import re
 import shlex
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal, Mapping, NotRequired, Required, Sequence, TypedDict
 
 import numpy as np
 import tomli_w
@@ -24,8 +24,11 @@ from .config import from_dict as config_from_dict
 from .config import to_dict as config_to_dict
 from .data.base import Dataset
 from .errors import ReportError, XReportError
-from .figures import Figures
+from .figures import FigurePaths, Figures
 from .runs import EvaluationPaths, RunPaths, sha256_file
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -39,38 +42,321 @@ SUMMARY_VERSIONS = ("python", "torch", "torchvision", "xreport")
 # figures are stacked instead of side by side.
 WIDE_CLASSES = 4
 
+# ---------------------------------------------------------------- the context's pieces
+# Plain data for the templates (TypedDicts, so a template reads them like any mapping).
+
+class Headline(TypedDict):
+    key: str                              # the metric's catalog key
+    value: artifacts.Value | None
+
+
+class Summary(TypedDict):
+    task: str
+    num_classes: int
+    dataset: str
+    arch: str
+    pretrained: bool
+    n_test: int | None
+    date: str
+    versions: list[tuple[str, str]]
+    headline: list[Headline]
+
+
+class Layout(TypedDict):
+    n_classes: int
+    transpose_splits: bool
+    numbered_columns: bool
+    stack_figures: bool
+
+
+class Predicted(TypedDict):
+    """The predicted class counts of an unlabelled split."""
+
+    split: str
+    n: int
+    counts: list[int]
+    file: str
+
+
+class SplitRow(TypedDict):
+    split: str
+    counts: list[int] | None       # None: an unlabelled split (its size alone)
+    total: int
+    predicted: bool
+
+
+class LeakagePair(TypedDict):
+    pair: str                      # "train-test"
+    n: int
+
+
+class Leakage(TypedDict):
+    pairs: list[LeakagePair]
+    total: int
+
+
+class Imbalance(TypedDict):
+    method: str
+    ratio: float | None
+    balanced: bool
+    majority: str | None
+    minority: str | None
+    n_majority: int | None
+    n_minority: int | None
+
+
+class PipelineParam(TypedDict):
+    key: str
+    value: object                  # a JSON scalar or list from the meta
+    slug: str | None               # word-like values: their catalog key part
+
+
+class PipelineRow(TypedDict):
+    name: str
+    params: list[PipelineParam]
+
+
+class ModelInfo(TypedDict):
+    arch: str
+    stem: str
+    params: int | dict[str, int] | None
+    trainable: int | None
+    flops: int | None
+    pretrained: bool
+    cam_layer: str | None
+    in_channels: int
+    image_size: int
+    num_classes: int
+    dropout: float
+
+
+class Training(TypedDict):
+    optimizer: str
+    lr: float
+    weight_decay: float
+    schedule: str
+    warmup_epochs: int
+    epochs_planned: int
+    epochs_run: int | None
+    early_stopping: int
+    batch_size: int
+    imbalance: str
+    label_smoothing: float
+    seed: int
+    selected_epoch: int | None
+    selected_by: str
+    val_metrics: list[tuple[str, float]]
+    head: str
+    recipe: list[artifacts.RecipeChoice]
+    figures: dict[str, FigurePaths | None]
+
+
+class ReportRow(TypedDict):
+    label: str
+    kind: str                      # class | macro | weighted
+    support: int | None
+    precision: artifacts.Value | None
+    recall: artifacts.Value | None
+    specificity: artifacts.Value | None
+    f1: artifacts.Value | None
+    auc: artifacts.Value | None
+
+
+class OperatingPointRow(TypedDict):
+    name: str
+    threshold: float | None
+    chosen_on: str
+    sensitivity: artifacts.Value
+    specificity: artifacts.Value
+    ppv: artifacts.Value
+    npv: artifacts.Value
+    cm: list[list[int]] | None
+
+
+class Confusion(TypedDict):
+    labels: list[str]
+    raw: list[list[int]]
+    by_true: artifacts.Matrix
+
+
+class Results(TypedDict, total=False):
+    available: Required[bool]      # False: the split has no labels, nothing else is set
+    task: artifacts.Task
+    n: int
+    positive: str | None
+    split: str
+    bootstrap: artifacts.Bootstrap | None
+    overall: list[tuple[str, artifacts.Value]]
+    report_rows: list[ReportRow]
+    confusion: Confusion
+    operating_points: list[OperatingPointRow]
+    calibration: artifacts.Calibration | None
+    ordinal: artifacts.Ordinal | None
+    figures: Figures
+
+
+class GalleryMapRow(TypedDict):
+    file: str | None               # relative to the report folder once found
+    cls: str | None
+    prob: float | None
+    roles: list[str]               # "true" / "pred": the class is the image's true / predicted
+
+
+class GalleryPanel(TypedDict):
+    kind: str
+    id: str
+    prob: float | None
+    true: str | None
+    prob_true: float | None
+    pred: str | None
+    prob_pred: float | None
+    repeated: bool
+    maps: list[GalleryMapRow]
+
+
+class GalleryGroup(TypedDict):
+    cls: str
+    panels: list[GalleryPanel]
+
+
+class ViewerPayload(artifacts.ViewerData):
+    colormap: str                  # charts.colormap_lut: the CAM colours for the browser
+
+
+class Viewer(TypedDict):
+    data: ViewerPayload
+    n: int
+    task: artifacts.Task
+    split: str
+    classes: list[int]
+    sets: list[str]
+    names: dict[str, list[str]]    # language -> class names
+
+
+class StatRow(TypedDict):
+    """A paired statistic as a table row (older metrics.json lacks some statistics: None)."""
+
+    metric: str
+    cam: float | None
+    random: float | None
+    difference: float | None
+    ci95: list[float] | None
+    p_value: float | None
+    n: int | None
+    verdict: str | None
+    chance: NotRequired[float | None]   # localisation only
+
+
+class FaithfulnessContext(TypedDict):
+    n: int | None
+    rows: list[StatRow]
+    verdict: str | None
+    maps: int                      # random maps per image
+    margin: float
+    road: bool
+
+
+class SimilarityCell(TypedDict, total=False):
+    mean: float | None
+    sd_seeds: float | None
+    ci95: list[float] | None
+    n: int | None
+    per_seed: list[float]
+    limit: float
+    verdict: str
+
+
+class SanityRow(TypedDict):
+    randomised: str | None
+    verdict: str | None
+    spearman: SimilarityCell
+    ssim: SimilarityCell
+
+
+class SanityContext(TypedDict):
+    n: int | None
+    seeds: int
+    stages: list[SanityRow]
+    verdict: str | None
+    limit: float
+
+
+class LocalisationContext(TypedDict):
+    n: int
+    rows: list[StatRow]
+    verdict: str | None
+    tolerance: int
+    maps: int
+    margin: float
+
+
+class ExplainContext(TypedDict, total=False):
+    available: Required[bool]      # False: the evaluation has no explanation
+    method: str
+    target_layer: str | None
+    gallery: list[GalleryGroup]
+    viewer: Viewer | None
+    cam_scale: list[str]
+    faithfulness: FaithfulnessContext | None
+    sanity: SanityContext | None
+    localisation: LocalisationContext | None
+    figures: dict[str, FigurePaths | None]
+
+
+class Repro(TypedDict):
+    config_toml: str
+    seed: int
+    checkpoint_path: str
+    checkpoint_sha256: str
+    data_fingerprint: str | None
+    versions: dict[str, str]
+    command: str | None
+    train_command: str | None
+    created: str | None
+
+
+class SkippedFile(TypedDict):
+    file: str
+    reason: str
+
+
 # ---------------------------------------------------------------- sections
 
 def _summary(meta: artifacts.CheckpointMeta, metrics: artifacts.Metrics | None,
-             evaluation: artifacts.Evaluation, dataset_name: str) -> dict[str, Any]:
-    versions = meta.get("versions", {})
-    headline = []
+             evaluation: artifacts.Evaluation, dataset_name: str) -> Summary:
+    versions = meta["versions"]
+    headline: list[Headline] = []
     if metrics:
-        ordinal = metrics.get("ordinal")
+        ordinal = metrics["ordinal"]
         binary = metrics["task"] == "binary"
         headline = [{"key": "metric.accuracy", "value": metrics["accuracy"]},
                     {"key": "metric.roc_auc" if binary else "metric.roc_auc_macro", "value": metrics["roc_auc"]},
-                    {"key": "metric.macro_f1", "value": metrics["macro_avg"].get("f1")},
+                    {"key": "metric.macro_f1", "value": metrics["macro_avg"]["f1"]},
                     {"key": "metric.qwk", "value": ordinal["qwk"]} if ordinal else
                     {"key": "metric.balanced_accuracy", "value": metrics["balanced_accuracy"]}]
-    data = evaluation.get("data", {})
+    data = evaluation["data"]
     return {
         "task": metrics["task"] if metrics else meta.get("task", "binary"),
         "num_classes": meta["num_classes"],
         "dataset": dataset_name,
         "arch": meta["arch"],
-        "pretrained": meta.get("pretrained", False),
+        "pretrained": meta["pretrained"],
         "n_test": data["n"] if "n" in data else (metrics["n"] if metrics else None),
-        "date": str(meta.get("created", ""))[:16].replace("T", " ") or "—",
+        "date": _minutes(meta["created"]),
         "versions": [(k, versions[k]) for k in SUMMARY_VERSIONS if k in versions],
         "headline": headline,
     }
 
 
-def _dataset_name(meta: Mapping[str, Any], dataset: Dataset | None) -> str:
+def _minutes(created: str | None) -> str:
+    """An ISO time to the minute ("2026-01-02 10:30"), or a dash."""
+    return str(created or "")[:16].replace("T", " ") or "—"
+
+
+def _dataset_name(meta: artifacts.CheckpointMeta, dataset: Dataset | None) -> str:
     if dataset is not None:
         return dataset.name
-    source = str((meta.get("data") or {}).get("dataset", "")) or "?"
+    source = str(meta["data"].get("dataset", "")) or "?"
     return Path(source).stem if "/" in source or source.endswith(".npz") else source
 
 
@@ -82,22 +368,22 @@ def _distribution(paths: RunPaths, dataset: Dataset | None) -> artifacts.ClassDi
     return artifacts.load_class_distribution(paths)
 
 
-def layout(num_classes: int) -> dict[str, Any]:
+def layout(num_classes: int) -> Layout:
     """How tables and figures are laid out for ``num_classes`` (see WIDE_CLASSES)."""
     wide = num_classes > WIDE_CLASSES
     return {"n_classes": num_classes, "transpose_splits": wide, "numbered_columns": wide,
             "stack_figures": wide}
 
 
-def _split_rows(dist: Mapping[str, Any] | None,
-                predicted: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+def _split_rows(dist: artifacts.ClassDistribution | None,
+                predicted: Predicted | None = None) -> list[SplitRow]:
     """One row per split: class counts, or (an unlabelled split) its size alone; then the
     predicted class counts of an unlabelled split, marked as predictions."""
     if not dist:
         return []
-    rows = []
+    rows: list[SplitRow] = []
     sizes = dist.get("sizes") or {}
-    for split, counts in (dist.get("splits") or {}).items():
+    for split, counts in dist["splits"].items():
         if counts is None:
             if sizes.get(split):
                 rows.append({"split": split, "counts": None, "total": int(sizes[split]), "predicted": False})
@@ -110,66 +396,63 @@ def _split_rows(dist: Mapping[str, Any] | None,
     return rows
 
 
-def _leakage(paths: RunPaths, dist: Mapping[str, Any] | None,
-             dataset: Dataset | None) -> dict[str, Any] | None:
+def _leakage(dist: artifacts.ClassDistribution | None, dataset: Dataset | None) -> Leakage | None:
     found = dist.get("leakage") if dist else None
     if found is None and dataset is not None:
         from .data.summary import leakage_check
         found = leakage_check(dataset)
     if not found:
         return None
-    pairs = [{"pair": k, "n": int(v)} for k, v in (found.get("exact_duplicates") or {}).items()
-             if v is not None]
+    pairs: list[LeakagePair] = [{"pair": k, "n": int(v)}
+                                for k, v in found["exact_duplicates"].items() if v is not None]
     return {"pairs": pairs, "total": sum(p["n"] for p in pairs)}
 
 
-def _imbalance(method: str, dist: artifacts.ClassDistribution | None) -> dict[str, Any]:
+def _imbalance(method: str, dist: artifacts.ClassDistribution | None) -> Imbalance:
     """The handling method and the training split's largest-to-smallest class ratio;
     ``balanced`` when every class has the same count (the sentence then says so)."""
-    out: dict[str, Any] = {"method": method, "ratio": None, "balanced": False, "majority": None,
-                           "minority": None, "n_majority": None, "n_minority": None}
     found = artifacts.train_imbalance(dist)
-    if found is not None:
-        out.update({k: found[k] for k in ("ratio", "balanced", "majority", "minority",
-                                          "n_majority", "n_minority")})
-    return out
+    if found is None:
+        return {"method": method, "ratio": None, "balanced": False, "majority": None,
+                "minority": None, "n_majority": None, "n_minority": None}
+    return {"method": method, "ratio": found["ratio"], "balanced": found["balanced"],
+            "majority": found["majority"], "minority": found["minority"],
+            "n_majority": found["n_majority"], "n_minority": found["n_minority"]}
 
 
-def _param_slug(value: Any) -> str:
+def _param_slug(value: object) -> str:
     """A parameter value as a catalog key part: "black, centred" -> "black_centred"."""
     return re.sub(r"[^a-z0-9]+", "_", str(value).lower()).strip("_")
 
 
-def _pipeline(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _pipeline(meta: artifacts.CheckpointMeta) -> list[PipelineRow]:
     """Each step's name and parameters; the templates translate parameter names and the
     word-like values (``pipeline.param.*``, ``pipeline.value.*``), numbers stay as they are."""
-    steps = []
-    for step in meta.get("pipeline") or []:
-        params = [{"key": str(k), "value": v, "slug": _param_slug(v) if isinstance(v, (str, bool)) else None}
-                  for k, v in (step.get("params") or {}).items() if v is not None]
-        steps.append({"name": str(step.get("step", "?")), "params": params})
+    steps: list[PipelineRow] = []
+    for step in meta["pipeline"]:
+        params: list[PipelineParam] = [
+            {"key": str(k), "value": v, "slug": _param_slug(v) if isinstance(v, (str, bool)) else None}
+            for k, v in (step["params"] if "params" in step else {}).items() if v is not None]
+        steps.append({"name": str(step["step"]), "params": params})
     return steps
 
 
-def _join_floats(values: Any) -> str:
-    if values is None:
-        return "—"
-    values = values if isinstance(values, (list, tuple)) else [values]
+def _join_floats(values: Sequence[float]) -> str:
     return ", ".join(f"{float(v):.3f}" for v in values)
 
 
 def _model(meta: artifacts.CheckpointMeta, explain: artifacts.Explanation | None,
-           model: Any = None) -> dict[str, Any]:
+           model: torch.nn.Module | None = None) -> ModelInfo:
     from . import models
 
-    info: dict[str, Any] = {
+    info: ModelInfo = {
         "arch": meta["arch"],
         "stem": "small" if meta["small_input_stem"] else "standard",
-        "params": meta.get("params"), "trainable": None, "flops": None,
-        "pretrained": meta.get("pretrained", False),
-        "cam_layer": explain.get("target_layer") if explain else None,
+        "params": meta["params"], "trainable": None, "flops": None,
+        "pretrained": meta["pretrained"],
+        "cam_layer": explain["target_layer"] if explain else None,
         "in_channels": meta["in_channels"], "image_size": meta["image_size"],
-        "num_classes": meta["num_classes"], "dropout": float(meta.get("dropout", 0.0)),
+        "num_classes": meta["num_classes"], "dropout": float(meta["dropout"]),
     }
     try:
         if model is None:
@@ -185,9 +468,13 @@ def _model(meta: artifacts.CheckpointMeta, explain: artifacts.Explanation | None
     return info
 
 
+VAL_COLUMNS: tuple[Literal["loss", "acc", "f1", "auc"], ...] = ("loss", "acc", "f1", "auc")
+
+
 def _training(meta: artifacts.CheckpointMeta, train: TrainConfig, history: artifacts.History,
-              curves: dict[str, str] | None) -> dict[str, Any]:
-    val = meta.get("val_metrics", {})
+              curves: FigurePaths | None) -> Training:
+    val = meta["val_metrics"]
+    choices = meta["recipe"]["choices"] if meta["recipe"] else []
     return {
         "optimizer": train.optimizer, "lr": train.lr,
         "weight_decay": train.weight_decay, "schedule": train.schedule,
@@ -195,88 +482,94 @@ def _training(meta: artifacts.CheckpointMeta, train: TrainConfig, history: artif
         "epochs_run": len(history) if history else None, "early_stopping": train.early_stopping,
         "batch_size": train.batch_size, "imbalance": train.imbalance,
         "label_smoothing": train.label_smoothing, "seed": meta.get("seed", train.seed),
-        "selected_epoch": meta.get("epoch"), "selected_by": meta.get("selected_by", train.select_metric),
-        "val_metrics": [(k, v) for k in ("loss", "acc", "f1", "auc") if (v := val.get(k)) is not None],
-        "head": meta.get("head", "linear"),
+        "selected_epoch": meta["epoch"], "selected_by": meta.get("selected_by", train.select_metric),
+        "val_metrics": [(k, v) for k in VAL_COLUMNS if (v := val.get(k)) is not None],
+        "head": meta["head"],
         # What the auto recipe chose from the data (the "why" figures in English, as a tooltip).
-        "recipe": [c for c in ((meta.get("recipe") or {}).get("choices") or [])
-                   if isinstance(c, Mapping) and c.get("rule") != "base"],
+        "recipe": [c for c in choices if c["rule"] != "base"],
         "figures": {"curves": curves},
     }
 
 
-_REPORT_COLUMNS = ("precision", "recall", "specificity", "f1", "auc")
+def _report_row(label: str, kind: str, row: artifacts.ClassRow | artifacts.AverageRow) -> ReportRow:
+    # "auc" (and an average's other columns) may be None: the cell shows a dash.
+    return {"label": label, "kind": kind, "support": row["support"], "precision": row["precision"],
+            "recall": row["recall"], "specificity": row["specificity"], "f1": row["f1"], "auc": row["auc"]}
 
 
-def _report_row(label: str, kind: str, row: Mapping[str, Any]) -> dict[str, Any]:
-    # "auc" (and an average's other columns) may be absent: the cell shows a dash.
-    return {"label": label, "kind": kind, "support": row.get("support"),
-            **{k: row.get(k) for k in _REPORT_COLUMNS}}
-
-
-def _report_rows(metrics: artifacts.Metrics) -> list[dict[str, Any]]:
+def _report_rows(metrics: artifacts.Metrics) -> list[ReportRow]:
     return ([_report_row(r["class"], "class", r) for r in metrics["per_class"]]
             + [_report_row("macro", "macro", metrics["macro_avg"]),
                _report_row("weighted", "weighted", metrics["weighted_avg"])])
 
 
-def _results(metrics: artifacts.Metrics | None, evaluation: artifacts.Evaluation,
-             figures: Figures) -> dict[str, Any]:
-    if not metrics:
-        return {"available": False}
-    binary = metrics.get("task") == "binary"
-    overall = [("metric.accuracy", metrics.get("accuracy")),
-               ("metric.balanced_accuracy", metrics.get("balanced_accuracy")),
-               ("metric.mcc", metrics.get("mcc")),
-               ("metric.roc_auc" if binary else "metric.roc_auc_macro", metrics.get("roc_auc"))]
-    if metrics.get("roc_auc_weighted") is not None:
-        overall.append(("metric.roc_auc_weighted", metrics["roc_auc_weighted"]))
-    overall.append(("metric.average_precision", metrics.get("average_precision")))
-    cm = metrics.get("confusion_matrix") or {}
-    split = evaluation.get("split", "test")
+def _operating_point(op: artifacts.OperatingPoint, split: str) -> OperatingPointRow:
     # metrics.py says "test" for thresholds chosen on the evaluated data itself: on a
     # validation report that is the validation split, still optimistic.
-    ops = [{"name": op.get("name"), "threshold": op.get("threshold"),
-            "chosen_on": "evaluated" if op.get("chosen_on") == "test" and split != "test" else op.get("chosen_on", "fixed"),
-            "sensitivity": op.get("sensitivity"), "specificity": op.get("specificity"),
-            "ppv": op.get("ppv"), "npv": op.get("npv"), "cm": op.get("confusion_matrix")}
-           for op in metrics.get("operating_points") or []]
+    chosen_on = "evaluated" if op["chosen_on"] == "test" and split != "test" else op["chosen_on"]
+    return {"name": op["name"], "threshold": op["threshold"], "chosen_on": chosen_on,
+            "sensitivity": op["sensitivity"], "specificity": op["specificity"],
+            "ppv": op["ppv"], "npv": op["npv"], "cm": op["confusion_matrix"]}
+
+
+def _results(metrics: artifacts.Metrics | None, evaluation: artifacts.Evaluation,
+             figures: Figures) -> Results:
+    if not metrics:
+        return {"available": False}
+    binary = metrics["task"] == "binary"
+    overall = [("metric.accuracy", metrics["accuracy"]),
+               ("metric.balanced_accuracy", metrics["balanced_accuracy"]),
+               ("metric.mcc", metrics["mcc"]),
+               ("metric.roc_auc" if binary else "metric.roc_auc_macro", metrics["roc_auc"])]
+    weighted = metrics["roc_auc_weighted"]
+    if weighted is not None:
+        overall.append(("metric.roc_auc_weighted", weighted))
+    overall.append(("metric.average_precision", metrics["average_precision"]))
+    cm = metrics["confusion_matrix"]
+    split = evaluation.get("split", "test")
     return {
         "available": True, "task": metrics["task"], "n": metrics["n"],
         # Binary: the positive class, named in the 0.5-threshold sentence.
-        "positive": (metrics.get("class_names") or [None, None])[1] if binary else None,
-        "split": split, "bootstrap": metrics.get("bootstrap"),
+        "positive": metrics["class_names"][1] if binary and len(metrics["class_names"]) > 1 else None,
+        "split": split, "bootstrap": metrics["bootstrap"],
         "overall": overall, "report_rows": _report_rows(metrics),
         "confusion": {"labels": cm["labels"] or metrics["class_names"],
                       "raw": cm["raw"], "by_true": cm["by_true"]},
-        "operating_points": ops, "calibration": metrics.get("calibration"),
-        "ordinal": metrics.get("ordinal"), "figures": figures,
+        "operating_points": [_operating_point(op, split) for op in metrics["operating_points"]],
+        "calibration": metrics["calibration"],
+        "ordinal": metrics["ordinal"], "figures": figures,
     }
 
 
-def _gallery_maps(entry: Mapping[str, Any], class_names: Sequence[str]) -> list[dict[str, Any]]:
+def _gallery_maps(entry: artifacts.GalleryEntry, class_names: Sequence[str]) -> list[GalleryMapRow]:
     """The entry's maps, each naming its class and role (true / predicted class).
 
     metrics.json from before per-class maps has one ``file`` whose map is for ``target``
     (a class index)."""
-    maps = entry.get("maps")
-    if not maps:
-        target = entry.get("target")
-        named = class_names[target] if isinstance(target, int) and 0 <= target < len(class_names) else None
-        maps = [{"file": entry.get("file"), "class": named, "prob": None}]
-    out = []
-    for item in maps:
-        cls = item.get("class")
-        roles = [role for role, key in (("true", "true"), ("pred", "pred"))
-                 if cls is not None and entry.get(key) == cls]
-        out.append({"file": item.get("file"), "cls": cls, "prob": item.get("prob"), "roles": roles})
-    return out
+    found: list[tuple[str | None, str | None, float | None]]
+    if entry["maps"]:
+        found = [(m["file"], m["class"], m["prob"]) for m in entry["maps"]]
+    else:
+        target = entry["target"]
+        named = class_names[target] if target is not None and 0 <= target < len(class_names) else None
+        found = [(entry["file"], named, None)]
+    return [{"file": file, "cls": cls, "prob": prob,
+             "roles": [role for role in ("true", "pred") if cls is not None and entry[role] == cls]}
+            for file, cls, prob in found]
 
 
-def _gallery(explain: Mapping[str, Any], paths: RunPaths, class_names: Sequence[str], *,
-             folder: Path) -> list[dict[str, Any]]:
+def _panel(entry: artifacts.GalleryEntry, maps: list[GalleryMapRow]) -> GalleryPanel:
+    # Entries from before the true/predicted columns have None there: the template shows dashes.
+    return {"kind": entry["kind"], "id": str(entry["index"] if entry["id"] is None else entry["id"]),
+            "prob": entry["prob"], "true": entry["true"], "prob_true": entry["prob_true"],
+            "pred": entry["pred"], "prob_pred": entry["prob_pred"],
+            "repeated": entry["repeated"], "maps": maps}
+
+
+def _gallery(explain: artifacts.Explanation, paths: RunPaths, class_names: Sequence[str], *,
+             folder: Path) -> list[GalleryGroup]:
     """Gallery panels grouped by the class they explain, in class order then TP/TN/FP/FN."""
-    groups: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[str, list[GalleryPanel]] = {}
     for entry in explain["gallery"]:
         maps = _gallery_maps(entry, class_names)
         missing = [m["file"] for m in maps if not m["file"] or not (folder / m["file"]).is_file()]
@@ -284,32 +577,29 @@ def _gallery(explain: Mapping[str, Any], paths: RunPaths, class_names: Sequence[
             logger.warning("gallery image(s) %s missing; panel left out", ", ".join(map(str, missing)))
             continue
         for m in maps:  # the files sit in their evaluation's folder; the report resolves them from its own
-            m["file"] = os.path.relpath(folder / m["file"], paths.report_dir)
-        groups.setdefault(str(entry.get("class")), []).append({
-            "kind": str(entry.get("kind")), "id": str(entry.get("id", entry.get("index", "?"))),
-            "prob": entry.get("prob"), "true": entry.get("true"), "prob_true": entry.get("prob_true"),
-            "pred": entry.get("pred"), "prob_pred": entry.get("prob_pred"),
-            "repeated": bool(entry.get("repeated")), "maps": maps})
+            m["file"] = os.path.relpath(folder / str(m["file"]), paths.report_dir)
+        groups.setdefault(str(entry["class"]), []).append(_panel(entry, maps))
     order = {name: i for i, name in enumerate(class_names)}
     kind_rank = {k: i for i, k in enumerate(KIND_ORDER)}
     return [{"cls": cls, "panels": sorted(panels, key=lambda e: kind_rank.get(e["kind"], len(KIND_ORDER)))}
             for cls, panels in sorted(groups.items(), key=lambda g: order.get(g[0], len(order)))]
 
 
-def _viewer(explain: Mapping[str, Any], folder: Path, mappings: Mapping[str, Mapping[str, str]]) -> dict[str, Any] | None:
+def _viewer(explain: artifacts.Explanation, folder: Path,
+            mappings: Mapping[str, Mapping[str, str]]) -> Viewer | None:
     """The interactive viewer's data (embedded once in the HTML) and what its markup needs."""
     from . import charts, viewer
 
-    ref = explain.get("viewer")
+    ref = explain["viewer"]
     if not ref:
         return None
     try:
-        data = dict(artifacts.load_viewer(EvaluationPaths(folder), ref["file"]))
+        data: ViewerPayload = {**artifacts.load_viewer(EvaluationPaths(folder), ref["file"]),
+                               "colormap": charts.colormap_lut()}
     except ReportError as exc:
         # The static gallery stays: a damaged viewer file costs only the viewer.
         logger.warning("interactive viewer left out: %s", exc)
         return None
-    data["colormap"] = charts.colormap_lut()
     names = data["class_names"]
     return {"data": data, "n": len(data["items"]), "task": data["task"], "split": data["split"],
             "classes": list(range(len(names))),
@@ -317,104 +607,170 @@ def _viewer(explain: Mapping[str, Any], folder: Path, mappings: Mapping[str, Map
             "names": {lang: [m.get(n, n) for n in names] for lang, m in mappings.items()}}
 
 
-FAITH_ROWS = ("deletion_auc", "insertion_auc", "road_morf", "road_lerf")
+FAITH_ROWS: tuple[Literal["deletion_auc", "insertion_auc", "road_morf", "road_lerf"], ...] = (
+    "deletion_auc", "insertion_auc", "road_morf", "road_lerf")
+LOCALISATION_ROWS: tuple[Literal["pointing_game", "energy_inside"], ...] = ("pointing_game", "energy_inside")
 
 
-def _stat_row(metric: str, stat: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+def _stat_row(metric: str, stat: artifacts.PairedStatistic) -> StatRow:
     """One table row of a paired statistic from metrics.json (older files lack the statistics)."""
-    return {"metric": metric, "cam": stat.get("cam"), "random": stat.get("random"),
-            "difference": stat.get("difference"), "ci95": stat.get("ci95"), "p_value": stat.get("p_value"),
-            "n": stat.get("n"), "verdict": stat.get("verdict"), **extra}
+    return {"metric": metric, "cam": stat["cam"], "random": stat["random"],
+            "difference": stat["difference"], "ci95": stat["ci95"], "p_value": stat["p_value"],
+            "n": stat["n"], "verdict": stat["verdict"]}
 
 
-def _explain(explain: Mapping[str, Any] | None, paths: RunPaths,
-             figures: Mapping[str, dict[str, str] | None], class_names: Sequence[str], *,
+def _faithfulness(faith: artifacts.Faithfulness | None) -> FaithfulnessContext | None:
+    from .verdicts import FAITHFULNESS_MARGIN
+
+    if not faith:
+        return None
+    rows = [_stat_row(m, stat) for m in FAITH_ROWS if (stat := faith[m]) and stat["cam"] is not None]
+    if not rows:
+        return None
+    return {"n": faith["n"], "rows": rows, "verdict": faith["verdict"],
+            "maps": faith["random_maps"].get("per_image", 1),
+            "margin": FAITHFULNESS_MARGIN, "road": any(r["metric"].startswith("road") for r in rows)}
+
+
+def _similarity(found: artifacts.Similarity | None) -> SimilarityCell:
+    # A stage without this similarity: every column a dash.
+    return {"mean": None, "sd_seeds": None, "ci95": None, "n": None, **(found or {})}
+
+
+def _sanity(sanity: artifacts.Sanity | None) -> SanityContext | None:
+    from .verdicts import SANITY_SPEARMAN_LIMIT
+
+    if not sanity or not sanity["stages"]:
+        return None
+    stages: list[SanityRow] = [{"randomised": st["randomised"], "verdict": st["verdict"],
+                                "spearman": _similarity(st["spearman"]), "ssim": _similarity(st["ssim"])}
+                               for st in sanity["stages"]]
+    return {"n": sanity["n"], "seeds": sanity["seeds"], "stages": stages,
+            "verdict": sanity["verdict"], "limit": SANITY_SPEARMAN_LIMIT}
+
+
+def _localisation(loc: artifacts.Localisation | None) -> LocalisationContext | None:
+    from .verdicts import LOCALISATION_MARGIN
+
+    if not loc or not loc["n"]:
+        return None
+    rows: list[StatRow] = [{**_stat_row(m, stat), "chance": stat["chance"]}
+                           for m in LOCALISATION_ROWS if (stat := loc[m])]
+    return {"n": loc["n"], "rows": rows, "verdict": loc["verdict"], "tolerance": loc["tolerance"],
+            "maps": loc["random_per_image"], "margin": LOCALISATION_MARGIN}
+
+
+def _explain(explain: artifacts.Explanation | None, paths: RunPaths,
+             figures: Mapping[str, FigurePaths | None], class_names: Sequence[str], *,
              folder: Path | None = None,
-             mappings: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
+             mappings: Mapping[str, Mapping[str, str]] | None = None) -> ExplainContext:
     from . import charts
-    from .verdicts import FAITHFULNESS_MARGIN, LOCALISATION_MARGIN, SANITY_SPEARMAN_LIMIT
 
     if not explain:
         return {"available": False}
     folder = folder or paths.report_dir
-    faith = explain.get("faithfulness")
-    faith_ctx = None
-    if faith:
-        rows = [_stat_row(m, faith[m]) for m in FAITH_ROWS
-                if isinstance(faith.get(m), Mapping) and faith[m].get("cam") is not None]
-        faith_ctx = {"n": faith.get("n"), "rows": rows, "verdict": faith.get("verdict"),
-                     "maps": (faith.get("random_maps") or {}).get("per_image", 1),
-                     "margin": FAITHFULNESS_MARGIN, "road": any(r["metric"].startswith("road") for r in rows)
-                     } if rows else None
-    sanity = explain.get("sanity")
-    sanity_ctx = None
-    if sanity and sanity.get("stages"):
-        stages = [{"randomised": st.get("randomised"), "verdict": st.get("verdict"),
-                   **{key: {"mean": None, "sd_seeds": None, "ci95": None, "n": None,
-                            **(st[key] if isinstance(st.get(key), Mapping) else {"mean": st.get(key)})}
-                      for key in ("spearman", "ssim")}}
-                  for st in sanity["stages"]]
-        sanity_ctx = {"n": sanity.get("n"), "seeds": sanity.get("seeds", 1), "stages": stages,
-                      "verdict": sanity.get("verdict"), "limit": SANITY_SPEARMAN_LIMIT}
-    loc = explain.get("localisation")
-    loc_ctx = None
-    if loc and loc.get("n"):
-        rows = [_stat_row(m, loc[m], chance=loc[m].get("chance")) for m in ("pointing_game", "energy_inside")
-                if isinstance(loc.get(m), Mapping)]
-        loc_ctx = {"n": loc.get("n"), "rows": rows, "verdict": loc.get("verdict"),
-                   "tolerance": loc.get("tolerance", 0), "maps": loc.get("random_per_image", 1),
-                   "margin": LOCALISATION_MARGIN}
-    return {"available": True, "method": explain.get("method", "?"),
-            "target_layer": explain.get("target_layer"),
+    return {"available": True, "method": explain["method"],
+            "target_layer": explain["target_layer"],
             "gallery": _gallery(explain, paths, class_names, folder=folder),
             "viewer": _viewer(explain, folder, mappings or {}),
             "cam_scale": charts.cam_scale_colors(),
-            "faithfulness": faith_ctx, "sanity": sanity_ctx, "localisation": loc_ctx,
+            "faithfulness": _faithfulness(explain["faithfulness"]),
+            "sanity": _sanity(explain["sanity"]),
+            "localisation": _localisation(explain["localisation"]),
             "figures": dict(figures)}
 
 
 def _repro(meta: artifacts.CheckpointMeta, run_config: RunConfig, paths: RunPaths,
-           evaluation: artifacts.Evaluation, command: str | None) -> dict[str, Any]:
+           evaluation: artifacts.Evaluation, command: str | None) -> Repro:
     if paths.config.is_file():
         config_toml = paths.config.read_text(encoding="utf-8")
     else:
         config_toml = tomli_w.dumps(_toml_safe(meta["config"]))
-    sha = evaluation.get("checkpoint", {}).get("sha256") or (
-        sha256_file(paths.best) if paths.best.is_file() else None)
-    train_cmd = meta.get("command")
-    if isinstance(train_cmd, (list, tuple)):
-        train_cmd = shlex.join(str(a) for a in train_cmd)
+    sha = evaluation["checkpoint"].get("sha256") or (sha256_file(paths.best) if paths.best.is_file() else None)
+    train_cmd = shlex.join(str(a) for a in meta["command"]) if meta["command"] is not None else None
     return {"config_toml": config_toml, "seed": meta.get("seed", run_config.train.seed),
             "checkpoint_path": str(paths.best), "checkpoint_sha256": sha or "—",
-            "data_fingerprint": meta.get("data_fingerprint") or evaluation.get("data", {}).get("fingerprint"),
-            "versions": meta.get("versions", {}), "command": command, "train_command": train_cmd,
-            "created": meta.get("created")}
+            "data_fingerprint": meta["data_fingerprint"] or evaluation["data"].get("fingerprint"),
+            "versions": meta["versions"], "command": command, "train_command": train_cmd,
+            "created": meta["created"]}
 
 
-def _toml_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _toml_safe(v) for k, v in value.items() if v is not None}
-    if isinstance(value, (list, tuple)):
-        return [_toml_safe(v) for v in value if v is not None]
-    return value
+def _toml_safe(config: Mapping[str, object]) -> dict[str, object]:
+    """The config without None (TOML has no null), for a run folder without config.toml."""
+    def strip(value: object) -> object:
+        if isinstance(value, dict):
+            return {str(k): strip(v) for k, v in value.items() if v is not None}
+        if isinstance(value, (list, tuple)):
+            return [strip(v) for v in value if v is not None]
+        return value
+    return {str(k): strip(v) for k, v in config.items() if v is not None}
 
 
-def _skipped(evaluation: artifacts.Evaluation, dataset: Dataset | None) -> list[dict[str, str]]:
-    seen: dict[tuple[str, str], dict[str, str]] = {}
-    for item in list(evaluation.get("skipped", [])) + list(dataset.skipped if dataset else []):
-        entry = {"file": str(item["file"]), "reason": str(item["reason"])}
+def _skipped(evaluation: artifacts.Evaluation, dataset: Dataset | None) -> list[SkippedFile]:
+    seen: dict[tuple[str, str], SkippedFile] = {}
+    for item in list(evaluation["skipped"]) + list(dataset.skipped if dataset else []):
+        entry: SkippedFile = {"file": str(item["file"]), "reason": str(item["reason"])}
         seen.setdefault((entry["file"], entry["reason"]), entry)
     return list(seen.values())
 
 
 # ---------------------------------------------------------------- the context
 
-def _predicted(evaluation: EvaluationPaths | None, class_names: Sequence[str]) -> dict[str, Any] | None:
+class Normalization(TypedDict):
+    mode: str
+    mean: str
+    std: str
+
+
+class DataSection(TypedDict):
+    dataset: str
+    kind: object                   # the data set's kind ("medmnist", "folder", ...) or None
+    source: object
+    class_names: list[str]
+    splits: list[SplitRow]
+    predicted: Predicted | None
+    image_size: int
+    channels: int
+    original_size: str | None
+    original_channels: int | None
+    pipeline: list[PipelineRow]
+    normalization: Normalization
+    augment: list[tuple[str, object]]
+    imbalance: Imbalance
+    leakage: Leakage | None
+    figures: dict[str, FigurePaths | None]
+
+
+class ReportContext(TypedDict):
+    """Everything the report templates show (``ctx`` in them)."""
+
+    schema: int
+    run: str
+    report_dir: str
+    langs: list[str]
+    generated: str
+    class_names: list[str]
+    class_names_i18n: dict[str, list[str]]
+    layout: Layout
+    summary: Summary
+    data: DataSection
+    model: ModelInfo
+    training: Training
+    results: Results
+    explain: ExplainContext
+    evaluated_split: str
+    discussion: list[discussion.Item]
+    repro: Repro
+    skipped: list[SkippedFile]
+    failed_charts: list[str]
+
+
+def _predicted(evaluation: EvaluationPaths | None, class_names: Sequence[str]) -> Predicted | None:
     """The predicted class counts of an unlabelled split (a Kaggle-style test set)."""
     if evaluation is None:
         return None
     data = artifacts.load_evaluation(evaluation)
-    counts = data.get("predicted_counts")
+    counts = data["predicted_counts"]
     if not counts or len(counts) != len(class_names):  # metrics.json from before the counts
         probs = artifacts.load_predictions(evaluation).probs
         counts = np.bincount(probs.argmax(axis=1), minlength=len(class_names)).tolist()
@@ -424,9 +780,9 @@ def _predicted(evaluation: EvaluationPaths | None, class_names: Sequence[str]) -
 
 def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | None = None,
                   command: str | None = None, templates_dir: Path | None = None,
-                  meta: artifacts.CheckpointMeta | None = None, model: Any = None,
+                  meta: artifacts.CheckpointMeta | None = None, model: torch.nn.Module | None = None,
                   evaluation: EvaluationPaths | None = None,
-                  predictions_only: EvaluationPaths | None = None) -> dict[str, Any]:
+                  predictions_only: EvaluationPaths | None = None) -> ReportContext:
     """Everything the templates show, as plain data; the figures stage draws the charts.
 
     ``meta`` and ``model`` are the already-loaded run (``build`` passes them, so the
@@ -443,9 +799,10 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
                               f"(`xreport train`) or check --checkpoints")
         meta = artifacts.load_checkpoint_meta(paths.best)
     evaluation_paths = evaluation or paths.evaluation("test")
-    evaluation = artifacts.load_evaluation(evaluation_paths)
-    metrics = evaluation["metrics"]
-    explain = evaluation.get("explain")
+    loaded = artifacts.load_evaluation(evaluation_paths)
+    metrics = loaded["metrics"]
+    explain = loaded["explain"]
+    split = loaded.get("split", "test")
     run_config = config_from_dict(meta["config"], source=f"{paths.best} (meta.config)")
     history = artifacts.load_history(paths)
     dist = _distribution(paths, dataset)
@@ -453,33 +810,30 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
     i18n = artifacts.class_name_translations(meta)
     mappings = {lang: artifacts.class_name_map(class_names, i18n.get(lang)) for lang in langs}
     predicted = _predicted(predictions_only, class_names)
-    figs = draw_report_figures(paths.report_dir, meta=meta, evaluation=evaluation, history=history,
+    figs = draw_report_figures(paths.report_dir, meta=meta, evaluation=loaded, history=history,
                                distribution=dist, dataset=dataset, langs=langs,
                                templates_dir=templates_dir)
-    dist_fig, curves_fig = figs.distribution, figs.curves
-    explain_figs = {"faithfulness": figs.faithfulness, "sanity": figs.sanity}
-    examples_fig, before_after_fig, result_figs = figs.examples, figs.before_after, figs.results
 
     name = _dataset_name(meta, dataset)
-    data_cfg = meta.get("data", {})
-    data_ref = evaluation.get("data", {})
-    context = {
+    data_cfg = meta["data"]
+    data_ref = loaded["data"]
+    return {
         "schema": 1,
         "run": paths.name,
         "report_dir": str(paths.report_dir.resolve()),
         "langs": list(langs),
-        "generated": str(evaluation.get("created", ""))[:16].replace("T", " ") or "—",
+        "generated": _minutes(loaded["created"]),
         "class_names": class_names,
         "class_names_i18n": {k: v for k, v in i18n.items() if v},
         "layout": layout(len(class_names)),
-        "summary": _summary(meta, metrics, evaluation, name),
+        "summary": _summary(meta, metrics, loaded, name),
         "data": {
             "dataset": name, "kind": dataset.kind if dataset else data_cfg.get("kind"),
             "source": dataset.source if dataset else data_ref.get("source")
             or data_cfg.get("dataset", "—"),
             "class_names": class_names, "splits": _split_rows(dist, predicted),
             "predicted": predicted,
-            "image_size": meta.get("image_size"), "channels": meta.get("in_channels"),
+            "image_size": meta["image_size"], "channels": meta["in_channels"],
             "original_size": (f"{dataset.original_size[0]} × {dataset.original_size[1]}"
                               if dataset is not None and dataset.original_size else None),
             "original_channels": dataset.original_channels if dataset is not None else None,
@@ -488,21 +842,20 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
                               "mean": _join_floats(meta["mean"]), "std": _join_floats(meta["std"])},
             "augment": list(config_to_dict(run_config)["augment"].items()),
             "imbalance": _imbalance(run_config.train.imbalance, dist),
-            "leakage": _leakage(paths, dist, dataset),
-            "figures": {"distribution": dist_fig, "examples": examples_fig, "before_after": before_after_fig},
+            "leakage": _leakage(dist, dataset),
+            "figures": {"distribution": figs.distribution, "examples": figs.examples,
+                        "before_after": figs.before_after},
         },
         "model": _model(meta, explain, model),
-        "training": _training(meta, run_config.train, history, curves_fig),
-        "results": _results(metrics, evaluation, result_figs),
-        "explain": _explain(explain, paths, explain_figs, class_names, folder=evaluation_paths.folder,
-                            mappings=mappings),
+        "training": _training(meta, run_config.train, history, figs.curves),
+        "results": _results(metrics, loaded, figs.results),
+        "explain": _explain(explain, paths, {"faithfulness": figs.faithfulness, "sanity": figs.sanity},
+                            class_names, folder=evaluation_paths.folder, mappings=mappings),
         # The split the metrics and CAMs are from: "val" when the test split has no labels.
-        "evaluated_split": str(evaluation.get("split", "test")),
+        "evaluated_split": str(split),
         "discussion": discussion.observations(metrics, history=history, distribution=dist,
-                                              explain=explain,
-                                              split=str(evaluation.get("split", "test"))),
-        "repro": _repro(meta, run_config, paths, evaluation, command),
-        "skipped": _skipped(evaluation, dataset),
+                                              explain=explain, split=str(split)),
+        "repro": _repro(meta, run_config, paths, loaded, command),
+        "skipped": _skipped(loaded, dataset),
         "failed_charts": figs.failed,
     }
-    return context

@@ -5,6 +5,7 @@ import hashlib
 import itertools
 import logging
 
+from ..artifacts import ClassDistribution, Leakage, LeakageExample
 from .base import SPLITS, Dataset
 
 logger = logging.getLogger(__name__)
@@ -12,7 +13,7 @@ logger = logging.getLogger(__name__)
 MAX_EXAMPLES = 5
 
 
-def class_distribution(ds: Dataset) -> dict:
+def class_distribution(ds: Dataset) -> ClassDistribution:
     """{"class_names": [...], "splits": {split: [count per class] or None}, "sizes": {split: n}}."""
     return {
         "class_names": list(ds.class_names),
@@ -27,19 +28,19 @@ def _hashes(images) -> list[str]:  # noqa: ANN001 - uint8 tensor (N, C, H, W)
     return [hashlib.blake2b(arr[i].tobytes(), digest_size=16).hexdigest() for i in range(arr.shape[0])]
 
 
-def leakage_check(ds: Dataset) -> dict:
+def leakage_check(ds: Dataset) -> Leakage:
     """Exact duplicates (identical preprocessed pixels) across and within splits.
 
     ``exact_duplicates[a-b]`` counts the images of split b whose pixels also occur in split a
     (None when either split is not loaded); ``examples`` lists up to 5 id pairs.
     """
     hashes = {name: _hashes(split.images) for name, split in ds.splits.items()}
-    first_index = {name: {} for name in hashes}
+    first_index: dict[str, dict[str, int]] = {name: {} for name in hashes}
     for name, hs in hashes.items():
         for i, h in enumerate(hs):
             first_index[name].setdefault(h, i)
     counts: dict[str, int | None] = {}
-    examples: list[dict] = []
+    examples: list[LeakageExample] = []
     for a, b in itertools.combinations(SPLITS, 2):
         key = f"{a}-{b}"
         if a not in hashes or b not in hashes:
