@@ -159,3 +159,29 @@ def test_reasons_are_worded_in_the_report_language() -> None:
              for lang in render.LANGS}
     assert "does not occur in y_true" in words["en"]
     assert "肺炎" in words["zh-TW"] and "未出現" in words["zh-TW"] and "未出现" in words["zh-CN"]
+
+
+def test_metrics_without_ap_ece_brier_intervals_still_load_and_render(copy: runs.RunPaths) -> None:
+    """metrics.json written before AP, ECE and Brier had intervals: the interval is an optional
+    key of a Value (no schema bump, no migration); the report then shows those three as point
+    estimates and its results sentence does not claim an interval for every value."""
+    from xreport import render
+    from xreport.report import build_context
+
+    def before_intervals(data: dict) -> None:
+        data["schema"] = 2
+        metrics = data["metrics"]
+        for value in (metrics["average_precision"], metrics["calibration"]["ece"],
+                      metrics["calibration"]["brier"]):
+            value.pop("ci95", None)
+            value.pop("ci95_reason", None)
+    _rewrite(copy, before_intervals)
+    loaded = artifacts.load_evaluation(copy)
+    assert "ci95" not in loaded["metrics"]["average_precision"]
+    assert loaded["metrics"]["average_precision"]["value"] is not None
+    ctx = build_context(copy, langs=["en"])
+    assert ctx["results"]["every_value_has_interval"] is False
+    html = render.render_html(ctx, langs=["en"])
+    t = render.translator("en")
+    assert t("results.intro", n=ctx["results"]["n"], split=t("split.test")) in html
+    assert t("results.intro_all_ci", n=ctx["results"]["n"], split=t("split.test")) not in html

@@ -121,13 +121,27 @@ def test_binary_results_name_the_threshold_and_the_positive_class() -> None:
 
 
 def test_results_sentence_claims_intervals_only_where_shown(twelve) -> None:
-    _, ctx = twelve
-    intro = render.translator("en")("results.intro", n=1, split="test")
-    assert "every value" not in intro
-    # Values without an interval exist in this report (e.g. average precision), and the
-    # sentence must stay true of them.
-    overall = dict(ctx["results"]["overall"])
-    assert any(not (isinstance(v, dict) and v.get("ci95")) for v in overall.values())
+    """AP, ECE and Brier carry bootstrap intervals like every other metric, the tables show
+    them, and the sentence says "every metric" only when every value shown has one."""
+    from report_fixture import shared_run
+
+    t = render.translator("en")
+    assert "every" not in t("results.intro", n=1, split="test").lower()
+    for ctx in (twelve[1], shared_run()[1]):
+        r = ctx["results"]
+        results = _results_section(render.render_html(ctx, langs=["en"]))
+        ap, ece, brier = (dict(r["overall"])["metric.average_precision"], r["calibration"]["ece"],
+                          r["calibration"]["brier"])
+        for value in (ap, ece, brier):
+            assert value["ci95"] and value["ci95"][0] <= value["value"] <= value["ci95"][1]
+            assert f'{render.num(value["value"])} <span class="ci">({render.ci(value)})</span>' in results
+        # Every number cell but an operating point's threshold (a setting, not an estimate).
+        chosen = "|".join(re.escape(t(f"chosen_on.{c}")) for c in ("fixed", "val", "test"))
+        metric_cells = re.sub(rf"<td>\d\.\d{{3}}</td><td>({chosen})</td>", "", results)
+        cells = re.findall(r"<td>(\d\.\d{3})( <span class=\"ci\">)?", metric_cells)
+        assert cells and r["every_value_has_interval"] == all(ci for _, ci in cells)
+        intro = "results.intro_all_ci" if r["every_value_has_interval"] else "results.intro"
+        assert t(intro, n=r["n"], split=t("split." + r["split"])) in results
 
 
 def test_imbalance_sentence_follows_the_ratio(tmp_path: Path) -> None:
@@ -173,3 +187,16 @@ def test_preprocessing_parameters_are_translated() -> None:
     t = render.translator("zh-TW")
     assert t("pipeline.param.size") in pipeline and t("pipeline.param.keep_aspect") in pipeline
     assert "size=" not in pipeline and "keep_aspect" not in pipeline and "True" not in pipeline
+
+
+def test_english_sentences_name_splits_in_lower_case() -> None:
+    """"80 images of the test split", not "the Test split"; a table row still reads "Test"."""
+    from report_fixture import shared_run
+
+    _, ctx = shared_run()
+    html = render.render_html(ctx, langs=["en"])
+    assert not re.search(r"\b(the|of) (Test|Validation|Train) split", html)
+    assert f"{ctx['results']['n']} images of the test split" in html
+    data = html[html.index('id="en-data"'):]
+    data = data[:data.index("</section>")]
+    assert re.search(r"<th[^>]*>Test</th>", data) and re.search(r"<th[^>]*>Validation</th>", data)

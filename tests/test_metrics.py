@@ -280,8 +280,11 @@ def test_public_pieces_work_alone_and_agree_with_compute_all():
     y, p = random_case(200, 4, seed=6)
     names = ["a", "b", "c", "d"]
     full = M.compute_all(y, p, class_names=names, task="ordinal", n_boot=100, seed=3)
-    assert M.average_precision(y, p) == full["average_precision"]
-    assert M.calibration(y, p) == full["calibration"]
+    # compute_all adds the intervals; the values and the bins are the public pieces'.
+    assert M.average_precision(y, p) == {"value": full["average_precision"]["value"]}
+    cal = M.calibration(y, p)
+    assert cal["bins"] == full["calibration"]["bins"]
+    assert all(cal[key] == {"value": full["calibration"][key]["value"]} for key in ("ece", "brier"))
     assert M.confusion_matrices(y, p.argmax(axis=1), class_names=names) == \
         full["confusion_matrix"]
     assert M.roc_pr_curves(y, p, class_names=names) == full["curves"]
@@ -332,11 +335,59 @@ def test_bootstrap_is_seeded_and_brackets_the_point_estimate():
     assert one["bootstrap"] == {"resamples": 300, "seed": 5, "stratified": True}
     bracketed = [one["accuracy"], one["balanced_accuracy"], one["mcc"], one["roc_auc"],
                  one["roc_auc_weighted"], one["ordinal"]["qwk"], one["ordinal"]["mae"],
+                 one["average_precision"], one["calibration"]["ece"], one["calibration"]["brier"],
                  *(one["macro_avg"][m] for m in ("precision", "recall", "f1")),
                  *(c[m] for c in one["per_class"] for m in ("precision", "recall", "f1", "auc"))]
     for v in bracketed:
         lo, hi = v["ci95"]
         assert lo <= v["value"] <= hi and hi - lo < 0.3
+
+
+@pytest.mark.parametrize("k,seed", [(2, 11), (4, 12)])
+def test_ap_ece_brier_intervals_equal_an_explicit_bootstrap(k, seed):
+    """The intervals of AP, ECE and Brier are the percentiles of the metric recomputed on each
+    resample drawn out (scikit-learn for AP and Brier, the public ``calibration`` for ECE),
+    with the same resamples as every other interval."""
+    y, p = random_case(150, k, seed, signal=1.0)
+    if k == 2:  # ties in the scores exercise the grouped thresholds of AP
+        p = two_col(np.round(p[:, 1], 2))
+    n_boot, boot_seed = 200, 4
+    names = [f"c{i}" for i in range(k)]
+    full = M.compute_all(y, p, class_names=names, task="binary" if k == 2 else "multiclass",
+                         n_boot=n_boot, seed=boot_seed)
+    labels = list(range(k))
+    draws: dict[str, list[float]] = {"ap": [], "ece": [], "brier": []}
+    for w in M._resample_weights(y, n_boot, boot_seed):
+        for row in w:
+            idx = np.repeat(np.arange(len(y)), row.astype(int))
+            ys, ps = y[idx], p[idx]
+            if k == 2:
+                draws["ap"].append(skm.average_precision_score(ys, ps[:, 1]))
+                draws["brier"].append(skm.brier_score_loss(ys, ps[:, 1]))
+            else:
+                draws["ap"].append(skm.average_precision_score(
+                    label_binarize(ys, classes=labels), ps, average="macro"))
+                draws["brier"].append(skm.brier_score_loss(ys, ps, labels=labels))
+            draws["ece"].append(val(M.calibration(ys, ps)["ece"]))
+    assert len(draws["ap"]) == n_boot
+    got = {"ap": full["average_precision"], "ece": full["calibration"]["ece"],
+           "brier": full["calibration"]["brier"]}
+    missed = []
+    for key, value in got.items():
+        want = pytest.approx(list(np.percentile(draws[key], [2.5, 97.5])), abs=1e-12)
+        if value["ci95"] is None:  # the resamples' range left out the estimate: said, not shown
+            reason = value["ci95_reason"]
+            assert reason["key"] == "reason.interval_excludes_point", key
+            lo, hi = reason["params"]["lo"], reason["params"]["hi"]
+            assert [lo, hi] == want and not lo <= value["value"] <= hi, key
+            missed.append(key)
+        else:
+            assert value["ci95"] == want, key
+            lo, hi = value["ci95"]
+            assert lo <= value["value"] <= hi, key
+    # Only ECE is biased enough for that (well calibrated here); AP and Brier always bracket.
+    assert set(missed) <= {"ece"}
+    assert missed == (["ece"] if k == 4 else []), "the fixed seeds exercise both branches"
 
 
 def test_bootstrap_intervals_standalone_match_compute_all():

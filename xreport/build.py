@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import pickle
+import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from . import artifacts, runs
 from .data.base import Dataset
@@ -143,9 +147,80 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
             runs.write_text(staged.report_html, html)
             result.files.append(paths.report_html)
         if "pdf" in formats:
-            for lang in langs:
-                render.render_pdf(context, lang=lang, out_path=staged.report_pdf(lang),
-                                  templates_dir=templates)
-                result.files.append(paths.report_pdf(lang))
+            render_pdfs(context, langs=langs, out=staged, templates_dir=templates)
+            result.files.extend(paths.report_pdf(lang) for lang in langs)
     result.seconds["total"] = round(time.perf_counter() - started, 2)
     return result
+
+
+def render_pdfs(context: Mapping[str, object], *, langs: Sequence[str], out: runs.RunPaths,
+                templates_dir: Path | None) -> None:
+    """Every language's PDF. WeasyPrint lays out in pure Python on one core, so on Linux with
+    two or more cores each language after the first is laid out in a forked child at the same
+    time (a two-language report takes the time of one); elsewhere one after the other."""
+    from . import render
+
+    parallel = len(langs) > 1 and sys.platform == "linux" and (os.cpu_count() or 1) > 1
+    children = [_fork_pdf(context, lang, out, templates_dir) for lang in langs[1:]] if parallel else []
+    try:
+        for lang in (langs[:1] if parallel else langs):
+            render.render_pdf(context, lang=lang, out_path=out.report_pdf(lang), templates_dir=templates_dir)
+    except BaseException:
+        for child in children:
+            child.stop()
+        raise
+    for child in children:
+        child.join()
+
+
+@dataclass
+class _PdfChild:
+    """A forked process laying out one language's PDF; its exception comes back pickled."""
+    pid: int
+    errors: int  # read end of the pipe the child writes its exception to
+    lang: str
+
+    def join(self) -> None:
+        with os.fdopen(self.errors, "rb") as fh:
+            payload = fh.read()
+        _, status = os.waitpid(self.pid, 0)
+        if payload:
+            try:
+                error = pickle.loads(payload)
+            except Exception:  # an exception that does not unpickle: keep its text
+                error = ReportError(f"PDF ({self.lang}): {payload[-500:].decode(errors='replace')}")
+            raise error
+        if status != 0:
+            raise ReportError(f"PDF ({self.lang}): the layout process ended with status {status}")
+
+    def stop(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        os.waitpid(self.pid, 0)
+        os.close(self.errors)
+
+
+def _fork_pdf(context: Mapping[str, object], lang: str, out: runs.RunPaths,
+              templates_dir: Path | None) -> _PdfChild:
+    from . import render
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: lay out, report any exception, and leave without running the parent's cleanup
+        code = 0
+        try:
+            os.close(read_end)
+            render.render_pdf(context, lang=lang, out_path=out.report_pdf(lang), templates_dir=templates_dir)
+        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+            code = 1
+            try:
+                payload = pickle.dumps(exc)
+            except Exception:
+                payload = f"{type(exc).__name__}: {exc}".encode()
+            os.write(write_end, payload)
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    return _PdfChild(pid=pid, errors=read_end, lang=lang)

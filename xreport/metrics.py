@@ -238,6 +238,45 @@ def _auc_batch(score: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> 
     return _div(wins, w_pos.sum(axis=1) * cum[:, -1])
 
 
+def _ap_batch(score: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Step-wise average precision (as scikit-learn's) for each row of ``weights`` (B, n):
+    the sum over distinct thresholds, highest first, of the recall gained times the
+    precision there. Tied scores form one threshold. NaN when a row has no positive weight.
+    """
+    order = np.argsort(-score, kind="stable")
+    ends = np.flatnonzero(np.diff(score[order], append=-np.inf))  # last sample of each tie
+    w = weights[:, order]
+    pos = positive[order]
+    tp = np.cumsum(w * pos, axis=1)[:, ends]
+    called = np.cumsum(w, axis=1)[:, ends]
+    recall = _div(tp, tp[:, -1:])
+    gained = np.diff(recall, axis=1, prepend=0.0)
+    # A threshold with nothing called yet gains no recall: its precision does not count.
+    return (gained * np.nan_to_num(_div(tp, called))).sum(axis=1)
+
+
+def _calibration_batch(y: np.ndarray, probs: np.ndarray, weights: np.ndarray, *,
+                       n_bins: int = CALIBRATION_BINS) -> Arrays:
+    """ECE (top-class confidence, ``n_bins`` equal-width (lo, hi] bins) and Brier score
+    (binary: the positive class; multi-class: squared error summed over the one-hot
+    classes) for each row of ``weights``; NaN for a row without weight."""
+    n, k = probs.shape
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == y).astype(float)
+    inner = np.arange(1, n_bins) / n_bins  # 0.3, not 0.30000000000000004
+    which = np.clip(np.digitize(conf, inner, right=True), 0, n_bins - 1)
+    in_bin = np.zeros((n, n_bins))
+    in_bin[np.arange(n), which] = 1.0
+    gap = weights @ (in_bin * (correct - conf)[:, None])   # per bin: sum(correct - conf)
+    total = weights.sum(axis=1)
+    if k == 2:
+        error = (probs[:, 1] - y) ** 2
+    else:
+        error = ((probs - np.eye(k)[y]) ** 2).sum(axis=1)
+    return {"calibration/ece": _div(np.abs(gap).sum(axis=1), total),
+            "calibration/brier": _div(weights @ error, total)}
+
+
 def _cm_metrics(cm: np.ndarray) -> Arrays:
     """Every confusion-count metric for a batch ``(B, k, k)``; NaN where undefined."""
     k = cm.shape[1]
@@ -297,6 +336,9 @@ def _batch_metrics(y: np.ndarray, probs: np.ndarray, weights: np.ndarray, *,
     else:
         out["roc_auc"] = aucs.mean(axis=1)
         out["roc_auc_weighted"] = _weighted_mean(aucs, cm.sum(axis=2))
+    out["average_precision"] = np.mean(
+        [_ap_batch(probs[:, c], y == c, weights) for c in _curve_classes(k)], axis=0)
+    out.update(_calibration_batch(y, probs, weights))
     if ordinal:
         out["qwk"] = _qwk_batch(cm)
         out["mae"] = _div(weights @ np.abs(pred - y).astype(float), weights.sum(axis=1))
@@ -464,12 +506,26 @@ def _valuer(y: np.ndarray, p: np.ndarray, names: list[str], point: dict[str, flo
     cm = _confusion(y, p)
 
     def v(key: str) -> Value:
-        out = _value(point[key], lambda: _reason(key, point, cm, names))
-        if out["value"] is not None and key in intervals:
-            out.update(intervals[key])
-        return out
+        return _with_interval(_value(point[key], lambda: _reason(key, point, cm, names)),
+                              intervals.get(key))
 
     return v
+
+
+def _with_interval(value: Value, interval: Value | None) -> Value:
+    """A defined value with its bootstrap interval (an undefined one keeps its reason only).
+
+    A percentile interval that misses the estimate itself is not shown: it happens for a
+    statistic biased upwards such as ECE on a well-calibrated sample (every resample's ECE
+    above the data's); the reason keeps the resamples' range.
+    """
+    x = value.get("value")
+    if x is None or interval is None:
+        return value
+    lo, hi = interval.get("ci95") or (None, None)
+    if lo is not None and hi is not None and not lo - 1e-12 <= x <= hi + 1e-12:
+        return {**value, "ci95": None, "ci95_reason": why("interval_excludes_point", lo=lo, hi=hi)}
+    return {**value, **interval}
 
 
 def _table(v: Callable[[str], Value], y: np.ndarray, names: list[str]) -> dict:
@@ -491,11 +547,11 @@ def _curve_classes(k: int) -> list[int]:
 
 def _average_precision(positive: np.ndarray, score: np.ndarray
                        ) -> tuple[float, tuple[np.ndarray, np.ndarray] | None]:
-    """AP (step-wise, as scikit-learn) and the full PR curve; NaN without positives."""
+    """AP (``_ap_batch``, the bootstrap's code) and the full PR curve; NaN without positives."""
     if not positive.any():
         return math.nan, None
     precision, recall, _ = precision_recall_curve(positive, score)
-    return float(-np.sum(np.diff(recall) * precision[:-1])), (precision, recall)
+    return float(_ap_batch(score, positive, np.ones((1, len(score))))[0]), (precision, recall)
 
 
 def roc_pr_curves(y_true: ArrayLike, probs: ArrayLike, *, class_names: Sequence[str] | None = None,
@@ -548,7 +604,6 @@ def calibration(y_true: ArrayLike, probs: ArrayLike, *,
     if not isinstance(n_bins, int) or n_bins < 1:
         raise ConfigError(f"n_bins={n_bins!r} must be a whole number >= 1")
     y, p = validate_inputs(y_true, probs)
-    n, k = p.shape
     conf = p.max(axis=1)
     correct = (p.argmax(axis=1) == y).astype(float)
     edges = np.array([i / n_bins for i in range(n_bins + 1)])  # 0.3, not 0.30000000000000004
@@ -556,12 +611,10 @@ def calibration(y_true: ArrayLike, probs: ArrayLike, *,
     counts = np.bincount(which, minlength=n_bins)
     conf_mean = _div(np.bincount(which, conf, minlength=n_bins), counts)
     acc_mean = _div(np.bincount(which, correct, minlength=n_bins), counts)
-    gaps = np.where(counts > 0, np.abs(acc_mean - conf_mean) * counts, 0.0)
-    ece = _value(gaps.sum() / n if n else math.nan, EMPTY)
-    if k == 2:
-        brier = np.mean((p[:, 1] - y) ** 2) if n else math.nan
-    else:
-        brier = np.mean(((p - np.eye(k)[y]) ** 2).sum(axis=1)) if n else math.nan
+    # The scores go through the bootstrap's code, so the point and its interval agree.
+    scores = _calibration_batch(y, p, np.ones((1, len(y))), n_bins=n_bins)
+    ece = _value(float(scores["calibration/ece"][0]), EMPTY)
+    brier = float(scores["calibration/brier"][0])
     bins = [{"lo": float(edges[i]), "hi": float(edges[i + 1]), "count": int(counts[i]),
              "confidence": float(conf_mean[i]) if counts[i] else None,
              "accuracy": float(acc_mean[i]) if counts[i] else None} for i in range(n_bins)]
@@ -663,10 +716,8 @@ def _point_dicts(y: np.ndarray, choices: list[_Choice], intervals: dict[str, Val
             continue
         for metric, reason in _OP_REASONS.items():
             key = f"op/{ch.name}/{metric}"
-            value = _value(float(point[key][0]), reason if len(y) else EMPTY)
-            if value["value"] is not None and key in intervals:
-                value.update(intervals[key])
-            out[metric] = value
+            out[metric] = _with_interval(_value(float(point[key][0]), reason if len(y) else EMPTY),
+                                         intervals.get(key))
         cm = np.bincount(y * 2 + ch.pos_pred.astype(np.int64), minlength=4).reshape(2, 2)
         out["confusion_matrix"] = cm.tolist()
         result.append(out)
@@ -720,11 +771,14 @@ def compute_all(y_true: ArrayLike, probs: ArrayLike, *, class_names: Sequence[st
                                           "average": "binary" if k == 2 else "macro-ovr"}}
     if k > 2:
         result["roc_auc_weighted"] = v("roc_auc_weighted")
-    result["average_precision"] = average_precision(y, p, class_names=names)
+    result["average_precision"] = _with_interval(average_precision(y, p, class_names=names),
+                                                 intervals.get("average_precision"))
     result.update({key: table[key] for key in ("per_class", "macro_avg", "weighted_avg")})
     result["confusion_matrix"] = confusion_matrices(y, p.argmax(axis=1), class_names=names)
     result["curves"] = roc_pr_curves(y, p, class_names=names)
-    result["calibration"] = calibration(y, p)
+    cal = calibration(y, p)
+    result["calibration"] = {**cal, **{key: _with_interval(cal[key], intervals.get(f"calibration/{key}"))
+                                       for key in ("ece", "brier")}}
     result["operating_points"] = _point_dicts(y, choices, intervals) if k == 2 else []
     result["ordinal"] = _ordinal_part(y, p, names, point, intervals) if ordinal else None
     result["bootstrap"] = {"resamples": int(n_boot), "seed": int(seed), "stratified": True}

@@ -186,6 +186,7 @@ class Results(TypedDict, total=False):
     positive: str | None
     split: str
     bootstrap: artifacts.Bootstrap | None
+    every_value_has_interval: bool   # the results sentence may say "every metric" has one
     overall: list[tuple[str, artifacts.Value]]
     report_rows: list[ReportRow]
     confusion: Confusion
@@ -503,6 +504,19 @@ def _report_rows(metrics: artifacts.Metrics) -> list[ReportRow]:
                _report_row("weighted", "weighted", metrics["weighted_avg"])])
 
 
+def _every_value_has_interval(metrics: object) -> bool:
+    """Whether every defined metric value carries a 95% interval: only then may the results
+    sentence say so (an interval can be missing: too few resamples defined, or one that
+    leaves out the estimate)."""
+    if isinstance(metrics, Mapping):
+        if "value" in metrics and metrics["value"] is not None and not metrics.get("ci95"):
+            return False
+        return all(_every_value_has_interval(v) for v in metrics.values())
+    if isinstance(metrics, list):
+        return all(_every_value_has_interval(v) for v in metrics)
+    return True
+
+
 def _operating_point(op: artifacts.OperatingPoint, split: str) -> OperatingPointRow:
     # metrics.py says "test" for thresholds chosen on the evaluated data itself: on a
     # validation report that is the validation split, still optimistic.
@@ -532,6 +546,7 @@ def _results(metrics: artifacts.Metrics | None, evaluation: artifacts.Evaluation
         # Binary: the positive class, named in the 0.5-threshold sentence.
         "positive": metrics["class_names"][1] if binary and len(metrics["class_names"]) > 1 else None,
         "split": split, "bootstrap": metrics["bootstrap"],
+        "every_value_has_interval": _every_value_has_interval(metrics),
         "overall": overall, "report_rows": _report_rows(metrics),
         "confusion": {"labels": cm["labels"] or metrics["class_names"],
                       "raw": cm["raw"], "by_true": cm["by_true"]},
