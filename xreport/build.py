@@ -77,9 +77,9 @@ def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, 
     if explain is None:
         explain_ok = not (need_explain and labelled)
     else:
-        viewer = explain.get("viewer") or {}
+        viewer = explain["viewer"]
         # An evaluation from before the viewer existed is redone once to add it.
-        viewer_ok = not need_explain or (out.folder / str(viewer.get("file", ""))).is_file()
+        viewer_ok = not need_explain or (viewer is not None and (out.folder / viewer["file"]).is_file())
         explain_ok = (cam_method is None or explain["method"] == cam_method) and viewer_ok
     fresh = (cached.get("checkpoint", {}).get("sha256") == run.sha256
              and cached.get("data", {}).get("fingerprint") == dataset.fingerprint

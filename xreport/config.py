@@ -11,7 +11,7 @@ import tomllib
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, Mapping
 
 import tomli_w
 
@@ -132,7 +132,7 @@ SECTIONS = {"data": DataConfig, "preprocess": PreprocessConfig, "augment": Augme
 TOP_LEVEL = ("name", "image_size")
 
 
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
+def _coerce(value: object, annotation: object, where: str) -> object:
     """Check ``value`` against a field's type; ints are accepted where floats are."""
     hint = annotation
     origin = typing.get_origin(hint)
@@ -165,7 +165,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+def _build(cls: type, values: Mapping[str, object], where: str) -> object:
+    """An instance of the section dataclass ``cls`` from its TOML table, each value checked."""
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
     kwargs = {}
@@ -176,7 +177,7 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
-def from_dict(raw: dict[str, Any], *, source: str = "config") -> RunConfig:
+def from_dict(raw: Mapping[str, object], *, source: str = "config") -> RunConfig:
     """Build and validate a RunConfig from a plain dict (TOML layout)."""
     valid = set(TOP_LEVEL) | set(SECTIONS)
     for key in raw:
@@ -184,18 +185,18 @@ def from_dict(raw: dict[str, Any], *, source: str = "config") -> RunConfig:
             raise ConfigError(f"{source}: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}")
     hints = typing.get_type_hints(RunConfig)
     top = {k: _coerce(raw[k], hints[k], f"{source}: {k}") for k in TOP_LEVEL if k in raw}
-    sections = {}
+    sections: dict[str, object] = {}
     for name, cls in SECTIONS.items():
         section = raw.get(name, {})
         if not isinstance(section, dict):
             raise ConfigError(f"{source}: [{name}] must be a table, got {section!r}")
         sections[name] = _build(cls, section, f"{source}: {name}")
-    config = RunConfig(**top, **sections)
+    config = RunConfig(**top, **sections)  # type: ignore[arg-type]  # each checked by _coerce
     validate(config, source=source)
     return config
 
 
-def load_raw(path: str | Path, *, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def load_raw(path: str | Path, *, overrides: Mapping[str, object] | None = None) -> dict[str, object]:
     """A TOML config as a plain dict with dotted ``overrides`` applied, not yet validated."""
     path = Path(path)
     try:
@@ -211,27 +212,27 @@ def load_raw(path: str | Path, *, overrides: dict[str, Any] | None = None) -> di
     return apply_overrides(raw, overrides or {})
 
 
-def load(path: str | Path, *, overrides: dict[str, Any] | None = None) -> RunConfig:
+def load(path: str | Path, *, overrides: Mapping[str, object] | None = None) -> RunConfig:
     """Read a TOML config; ``overrides`` maps dotted keys ("train.epochs") to values."""
     return from_dict(load_raw(path, overrides=overrides), source=str(path))
 
 
-def given_keys(raw: dict[str, Any]) -> set[str]:
+def given_keys(raw: Mapping[str, object]) -> set[str]:
     """The dotted keys ("train.epochs", "image_size") a raw config sets explicitly."""
     return {f"{k}.{sub}" if isinstance(v, dict) else k
             for k, v in raw.items() for sub in (v if isinstance(v, dict) else [None])}
 
 
-def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def apply_overrides(raw: Mapping[str, object], overrides: Mapping[str, object]) -> dict[str, object]:
     """Return a copy of ``raw`` with dotted keys set (None values are ignored)."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    out: dict[str, object] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     for dotted, value in overrides.items():
         if value is None:
             continue
         parts = dotted.split(".")
         node = out
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            node = node.setdefault(part, {})  # type: ignore[assignment]  # a TOML table
         node[parts[-1]] = value
     return out
 
@@ -284,7 +285,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "model.dropout": (0, 1),
     "augment.rotation": (0, 360),
 }
-# Any other number: a magnitude far above every option's use (new options get this too).
+# Every other number: a magnitude far above every option's use (new options get this too).
 GENERIC_BOUND = 10**9
 # Pixels the phantom generator may draw over all splits (float64 while drawing).
 MAX_PHANTOM_PIXELS = 400_000_000
@@ -374,17 +375,17 @@ def _class_name_checks(d: DataConfig, source: str) -> None:
                               f"has {len(d.class_names)}; give one translation per class, in order")
 
 
-def to_dict(config: RunConfig) -> dict[str, Any]:
+def to_dict(config: RunConfig) -> dict[str, object]:
     """Plain dict in TOML layout, every default written out."""
     raw = dataclasses.asdict(config)
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in raw.items()}
 
 
 def to_toml(config: RunConfig) -> str:
-    def plain(value: Any) -> Any:
+    def plain(value: object) -> object:
         if isinstance(value, dict):
             return {k: plain(v) for k, v in value.items()}
         if isinstance(value, tuple):
             return [plain(v) for v in value]
         return value
-    return tomli_w.dumps(plain(dataclasses.asdict(config)))
+    return tomli_w.dumps({k: plain(v) for k, v in dataclasses.asdict(config).items()})

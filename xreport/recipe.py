@@ -13,10 +13,9 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
-
 import torch
 
+from .artifacts import RecipeChoice
 from .config import RunConfig, apply_overrides, from_dict, given_keys
 from .data import SourceProbe, probe_source
 from .errors import DataError
@@ -56,18 +55,18 @@ BASE = {
 @dataclass(frozen=True)
 class Choice:
     key: str          # dotted config key
-    value: Any
+    value: object     # a TOML value for ``key``
     rule: str         # which rule chose it (a message key suffix in the report)
     why: str          # the figures it rests on, in English
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> RecipeChoice:
         return {"key": self.key, "value": self.value, "rule": self.rule, "why": self.why}
 
 
 @dataclass
 class Resolved:
     config: RunConfig
-    choices: list[dict[str, Any]] = field(default_factory=list)
+    choices: list[RecipeChoice] = field(default_factory=list)
     probe: SourceProbe | None = None
 
 
@@ -169,7 +168,7 @@ def choose(probe: SourceProbe, config: RunConfig, given: set[str]) -> list[Choic
     return [c for c in choices if c.key not in given]
 
 
-def resolve(raw: dict[str, Any], *, source: str = "config") -> Resolved:
+def resolve(raw: dict[str, object], *, source: str = "config") -> Resolved:
     """The config ``raw`` describes, with the auto recipe's choices filled in."""
     config = from_dict(raw, source=source)
     if config.train.recipe == "plain":

@@ -8,6 +8,7 @@ All wording is left to the templates and message catalogs.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -21,7 +22,6 @@ import tomli_w
 from . import artifacts, discussion
 from .config import RunConfig, TrainConfig
 from .config import from_dict as config_from_dict
-from .config import to_dict as config_to_dict
 from .data.base import Dataset
 from .errors import ReportError, XReportError
 from .figures import FigurePaths, Figures
@@ -855,7 +855,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
             "pipeline": _pipeline(meta),
             "normalization": {"mode": run_config.preprocess.normalize,
                               "mean": _join_floats(meta["mean"]), "std": _join_floats(meta["std"])},
-            "augment": list(config_to_dict(run_config)["augment"].items()),
+            "augment": list(dataclasses.asdict(run_config.augment).items()),
             "imbalance": _imbalance(run_config.train.imbalance, dist),
             "leakage": _leakage(dist, dataset),
             "figures": {"distribution": figs.distribution, "examples": figs.examples,

@@ -19,7 +19,7 @@ import unicodedata
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator, Mapping
 
 import torch
 
@@ -204,7 +204,7 @@ def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path: str | Path, obj: Any) -> None:
+def write_json(path: str | Path, obj: object) -> None:
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
 
@@ -396,7 +396,7 @@ CHECKPOINT_FORMAT = 1
 
 
 def save_checkpoint(path: str | Path, *, state_dict: dict[str, torch.Tensor],
-                    meta: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+                    meta: Mapping[str, object], extra: Mapping[str, object] | None = None) -> None:
     """Write a checkpoint that loads with ``weights_only=True``.
 
     ``meta`` must hold only JSON-able values; it is stored as a JSON string so that the
@@ -406,8 +406,8 @@ def save_checkpoint(path: str | Path, *, state_dict: dict[str, torch.Tensor],
     write_bytes(path, checkpoint_bytes(state_dict=state_dict, meta=meta, extra=extra))
 
 
-def checkpoint_bytes(*, state_dict: dict[str, torch.Tensor], meta: dict[str, Any],
-                     extra: dict[str, Any] | None = None) -> bytes:
+def checkpoint_bytes(*, state_dict: dict[str, torch.Tensor], meta: Mapping[str, object],
+                     extra: Mapping[str, object] | None = None) -> bytes:
     """The bytes ``save_checkpoint`` writes (for ``write_together``)."""
     payload = {"format": CHECKPOINT_FORMAT, "meta_json": json.dumps(meta, ensure_ascii=False),
                "state_dict": state_dict}
@@ -463,8 +463,8 @@ def check_finite(state: dict[str, torch.Tensor], *, path: Path) -> None:
 class Checkpoint:
     path: Path
     state_dict: dict[str, torch.Tensor]
-    meta: dict[str, Any]
-    extra: dict[str, Any]
+    meta: dict[str, object]      # checked by artifacts.check_checkpoint_meta before use
+    extra: dict[str, object]     # last.pt: optimiser, scheduler, RNG state, history
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:

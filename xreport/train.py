@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Mapping, NotRequired, TypedDict, cast
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from . import artifacts, runs
 from .artifacts import HISTORY_COLUMNS  # noqa: F401  (re-exported: the columns train writes)
-from .config import RunConfig, to_dict, to_toml
+from .config import RunConfig, TrainConfig, to_dict, to_toml
 from .data.base import Dataset, Split
 from .device import autocast as device_autocast
 from .device import (resolve_channels_last, resolve_device, torch_threads,
@@ -129,11 +129,33 @@ def _epoch_generator(seed: int, epoch: int, stream: int, rank: int = 0) -> torch
     return torch.Generator().manual_seed(mixed)
 
 
-def _rng_state() -> dict[str, Any]:
+class _NumpyRng(TypedDict):
+    keys: torch.Tensor
+    pos: int
+    has_gauss: int
+    cached_gaussian: float
+
+
+class _PythonRng(TypedDict):
+    version: int
+    internal: list[int]
+    gauss: float | None
+
+
+class RngState(TypedDict):
+    """Global RNG states as tensors and plain lists (weights_only-loadable), in last.pt."""
+
+    torch: torch.Tensor
+    numpy: _NumpyRng
+    python: _PythonRng
+    cuda: NotRequired[list[torch.Tensor]]
+
+
+def _rng_state() -> RngState:
     """Global RNG states as tensors and plain lists (weights_only-loadable)."""
     np_state = np.random.get_state()
     py_state = random.getstate()
-    state: dict[str, Any] = {
+    state: RngState = {
         "torch": torch.get_rng_state(),
         "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
                   "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
@@ -144,7 +166,7 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def _set_rng_state(state: RngState) -> None:
     torch.set_rng_state(state["torch"].cpu())
     np_state = state["numpy"]
     np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
@@ -257,7 +279,7 @@ def _better(score: float, best: float, metric: str) -> bool:
 
 # ---------------------------------------------------------------- schedule and optimiser
 
-def make_optimizer(params: Sequence[nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
+def make_optimizer(params: Sequence[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
@@ -268,7 +290,7 @@ def make_optimizer(params: Sequence[nn.Parameter], cfg: Any) -> torch.optim.Opti
     raise ConfigError(f"train.optimizer {cfg.optimizer!r} is not one of adamw, adam, sgd")
 
 
-def lr_factor(step: int, *, cfg: Any, steps_per_epoch: int) -> float:
+def lr_factor(step: int, *, cfg: TrainConfig, steps_per_epoch: int) -> float:
     """Multiplier of the base lr at optimiser step ``step`` (0-based), updated per step."""
     warmup = cfg.warmup_epochs * steps_per_epoch
     if step < warmup:
@@ -328,7 +350,7 @@ def _json_float(value: float) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else float(value)
 
 
-def _data_meta(config: RunConfig, ds: Dataset) -> dict[str, Any]:
+def _data_meta(config: RunConfig, ds: Dataset) -> dict[str, object]:
     data = asdict(config.data)
     data["dataset"] = "phantom" if ds.kind == "phantom" else str(ds.source)
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items()}
@@ -336,7 +358,7 @@ def _data_meta(config: RunConfig, ds: Dataset) -> dict[str, Any]:
 
 def _static_meta(config: RunConfig, ds: Dataset, *, model: nn.Module, small_stem: bool,
                  head: str, mean: Sequence[float], std: Sequence[float], setup: _Setup,
-                 command: Sequence[str], recipe: Sequence[dict[str, Any]]) -> dict[str, Any]:
+                 command: Sequence[str], recipe: Sequence[artifacts.RecipeChoice]) -> dict[str, object]:
     """The checkpoint meta that does not change from epoch to epoch."""
     from .data import describe_pipeline
 
@@ -495,7 +517,23 @@ def evaluate_split(loop: _Loop, split: Split) -> dict[str, float]:
 
 # ---------------------------------------------------------------- checkpoints
 
-def _resume_extra(loop: _Loop, state: _State) -> dict[str, Any]:
+class ResumeState(TypedDict):
+    """What last.pt holds beyond the weights so that --resume continues exactly."""
+
+    optimizer: dict[str, object]
+    scheduler: dict[str, object]
+    scaler: dict[str, object]
+    rng: RngState
+    epoch: int
+    global_step: int
+    best_score: float
+    best_epoch: int
+    bad_epochs: int
+    stopped: str
+    history: list[dict[str, float]]
+
+
+def _resume_extra(loop: _Loop, state: _State) -> ResumeState:
     return {"optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(),
             "scaler": loop.scaler.state_dict(), "rng": _rng_state(), "epoch": state.epoch,
             "global_step": state.global_step, "best_score": state.best_score,
@@ -503,7 +541,7 @@ def _resume_extra(loop: _Loop, state: _State) -> dict[str, Any]:
             "stopped": state.stopped, "history": [dict(r) for r in state.history]}
 
 
-def _save_epoch(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[str, Any],
+def _save_epoch(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[str, object],
                 row: dict[str, float], improved: bool) -> None:
     """best.pt (when improved), last.pt, then history.csv; each write atomic."""
     weights = {k: v.detach().cpu().clone() for k, v in loop.bare.state_dict().items()}
@@ -527,12 +565,14 @@ def _save_epoch(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[
 
 def _restore(loop: _Loop, paths: runs.RunPaths, config: RunConfig) -> _State:
     ckpt = runs.load_checkpoint(paths.last)
-    _check_resume_config(ckpt.meta.get("config", {}), to_dict(config), path=paths.last)
-    _check_resume_world_size(int(ckpt.meta.get("world_size", 1)), loop.setup.world_size, path=paths.last)
-    extra = ckpt.extra
+    saved = cast(Mapping[str, object], ckpt.meta.get("config", {}))   # written by _static_meta
+    _check_resume_config(saved, to_dict(config), path=paths.last)
+    _check_resume_world_size(int(cast(int, ckpt.meta.get("world_size", 1))), loop.setup.world_size,
+                             path=paths.last)
     needed = ("optimizer", "scheduler", "scaler", "rng", "epoch", "history")
-    if any(k not in extra for k in needed):
+    if any(k not in ckpt.extra for k in needed):
         raise CheckpointError(f"{paths.last}: holds no training state to resume from")
+    extra = cast(ResumeState, ckpt.extra)
     load_weights(loop.bare, ckpt.state_dict, path=paths.last)
     loop.optimizer.load_state_dict(extra["optimizer"])
     loop.scheduler.load_state_dict(extra["scheduler"])
@@ -546,8 +586,8 @@ def _restore(loop: _Loop, paths: runs.RunPaths, config: RunConfig) -> _State:
     return state
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _flatten(d: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
@@ -557,7 +597,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _check_resume_config(saved: dict[str, Any], current: dict[str, Any], *, path: Path) -> None:
+def _check_resume_config(saved: Mapping[str, object], current: Mapping[str, object], *,
+                         path: Path) -> None:
     old, new = _flatten(saved), _flatten(current)
     changed = sorted(k for k in set(old) | set(new)
                      if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
@@ -654,7 +695,7 @@ def _make_setup(config: RunConfig) -> _Setup:
                   rank=rank, world_size=world_size)
 
 
-def stop_reason(state: _State, cfg: Any) -> str:
+def stop_reason(state: _State, cfg: TrainConfig) -> str:
     """Why training ends before ``train.epochs`` ("" when it goes on)."""
     if cfg.early_stopping and state.bad_epochs >= cfg.early_stopping:
         return f"early stopping: {cfg.select_metric} did not improve for {state.bad_epochs} epochs"
@@ -663,7 +704,7 @@ def stop_reason(state: _State, cfg: Any) -> str:
     return ""
 
 
-def _run_epochs(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[str, Any],
+def _run_epochs(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[str, object],
                 on_epoch_end: Callable[[dict[str, float]], None] | None) -> None:
     cfg, setup = loop.config.train, loop.setup
     while state.epoch < cfg.epochs and not state.stopped:
@@ -711,7 +752,7 @@ def train(config: RunConfig, *, checkpoints_root: Path = Path("checkpoints"), re
           command: Sequence[str] | None = None, overwrite: bool = False,
           dataset: Dataset | None = None,
           on_epoch_end: Callable[[dict[str, float]], None] | None = None,
-          recipe_choices: Sequence[dict[str, Any]] = ()) -> TrainResult:
+          recipe_choices: Sequence[artifacts.RecipeChoice] = ()) -> TrainResult:
     """Train ``config`` into ``checkpoints_root/config.name/`` and return the summary.
 
     ``resume`` continues from ``last.pt`` (the next epoch onward) to the same weights and
