@@ -519,6 +519,27 @@ def test_faithfulness_area_in_legend(en_figures: dict[str, Figure]) -> None:
         charts.faithfulness_curves({"deletion_curve": {}, "insertion_curve": {}}, t=fake_t)
 
 
+def test_faithfulness_legends_sit_below_their_panels_not_on_the_curves() -> None:
+    """ROAD's four curves leave no free corner: every panel's legend goes under its axis label,
+    inside the figure (constrained layout makes room), never over the plotted data."""
+    curve = {"cam": [0.9, 0.6, 0.4, 0.3], "random": [0.9, 0.8, 0.7, 0.6]}
+    fig = charts.faithfulness_curves({"deletion_curve": curve, "insertion_curve": curve,
+                                      "road_morf_curve": curve, "road_lerf_curve": curve}, t=fake_t)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    figure_box = fig.bbox
+    assert len(fig.axes) == 3
+    for ax in fig.axes:
+        legend = ax.get_legend().get_window_extent(renderer)
+        label = ax.xaxis.label.get_window_extent(renderer)
+        assert legend.y1 <= label.y0 + 0.5 and legend.y1 < ax.get_window_extent(renderer).y0
+        assert legend.y0 >= figure_box.y0 - 0.5, "legend cut off at the foot of the figure"
+    assert len(fig.axes[2].get_legend().get_texts()) == 4   # MoRF and LeRF, CAM and random
+
+
 # ---------------------------------------------------------------- saving
 
 def test_save_figure_writes_a_png_atomically(tmp_path: Path) -> None:

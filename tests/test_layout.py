@@ -200,3 +200,80 @@ def test_english_sentences_name_splits_in_lower_case() -> None:
     data = html[html.index('id="en-data"'):]
     data = data[:data.index("</section>")]
     assert re.search(r"<th[^>]*>Test</th>", data) and re.search(r"<th[^>]*>Validation</th>", data)
+
+
+# ---------------------------------------------------------------- pages (issue 11, item 6)
+
+# A page other than the last is at least this full (top of its content to its lowest ink).
+MIN_PAGE_FILL = 0.5
+# Blocks that announce what follows: never the last thing on a page.
+LEAD_INS = ("h2", "h3", "h4", "cam-scale")
+
+
+def _layout(html: str, report_dir: Path) -> list[tuple[float, tuple[str, ...]]]:
+    """Lay ``html`` out with WeasyPrint: per page, how full it is and the tags and classes
+    of the blocks around its lowest line or image."""
+    weasyprint = pytest.importorskip("weasyprint")
+    from weasyprint.formatting_structure import boxes
+
+    def ink(box, around: tuple[str, ...], out: list) -> None:
+        if isinstance(box, boxes.MarginBox):   # running header and page number
+            return
+        if isinstance(box, boxes.BlockLevelBox) and box.element is not None:
+            around = around + (box.element_tag, *(box.element.get("class") or "").split())
+        if isinstance(box, (boxes.LineBox, boxes.ReplacedBox)):
+            out.append((box.position_y + box.margin_height(), around))
+            return
+        for child in getattr(box, "children", []):
+            ink(child, around, out)
+
+    document = weasyprint.HTML(string=html, base_url=str(report_dir.resolve()) + "/",
+                               url_fetcher=render.make_url_fetcher([report_dir, render.templates_root()])).render()
+    pages = []
+    for page in document.pages:
+        box = page._page_box
+        found: list = []
+        ink(box, (), found)
+        bottom, around = max(found, key=lambda f: f[0], default=(box.content_box_y(), ()))
+        pages.append(((bottom - box.content_box_y()) / box.height, around))
+    return pages
+
+
+def _page_problems(pages: list[tuple[float, tuple[str, ...]]]) -> list[str]:
+    problems = [f"page {i} of {len(pages)} is {fill:.0%} full" for i, (fill, _) in enumerate(pages[:-1], 1)
+                if fill < MIN_PAGE_FILL]
+    problems += [f"page {i} ends with a lead-in ({' > '.join(around)})" for i, (_, around) in enumerate(pages, 1)
+                 if set(around) & set(LEAD_INS)]
+    return problems
+
+
+def test_pdf_pages_are_filled_and_never_end_with_a_heading(twelve) -> None:
+    """No near-empty page (tables break between rows, figures are sized so that two share a
+    page), and no heading or colour bar stranded at the foot of a page: binary (en, zh-TW)
+    and 12-class reports."""
+    from report_fixture import shared_run
+
+    paths, binary = shared_run()
+    cases = [("binary", binary, "en", paths.report_dir), ("binary", binary, "zh-TW", paths.report_dir),
+             ("twelve", twelve[1], "en", twelve[0])]
+    for name, ctx, lang, report_dir in cases:
+        pages = _layout(render.render_pdf_html(ctx, lang=lang), report_dir)
+        assert len(pages) > 5 and not _page_problems(pages), (name, lang, _page_problems(pages))
+
+
+def test_gallery_lead_in_travels_with_its_first_row() -> None:
+    """Wherever the CAM gallery starts on a page, its heading, hint and colour bar are never
+    left at the foot of a page while the first row of panels opens the next one."""
+    from report_fixture import shared_run
+
+    paths, ctx = shared_run()
+    html = render.render_pdf_html(ctx, lang="en")
+    head = html[:html.index("<body")]
+    start = html.index('<h3 id="en-explain-gallery"')
+    gallery = html[start:html.index("</p>", html.index("kinds-legend", start)) + 4]
+    for spacer_mm in range(150, 250, 12):   # the lead-in at every height near a page foot
+        pages = _layout(f'{head}<body class="pdf"><div class="langbody pdfbody"><section class="section">'
+                        f'<div style="height: {spacer_mm}mm"></div>{gallery}</section></div></body></html>',
+                        paths.report_dir)
+        assert len(pages) == 2 and not [p for p in _page_problems(pages) if "lead-in" in p], \
+            (spacer_mm, _page_problems(pages))

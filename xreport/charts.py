@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar, Union
 
 import matplotlib
 import numpy as np
-from matplotlib import font_manager
+from matplotlib import font_manager, transforms
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
@@ -904,6 +904,10 @@ def _delta_text(stat: artifacts.PairedStatistic | None) -> str | None:
     return f"{_fmt(value_of(stat['difference']))} [{_fmt(value_of(ci[0]))}, {_fmt(value_of(ci[1]))}]"
 
 
+# Tick length and pad, a tick label and the axis label below an axes (rc sizes above), in points.
+_BELOW_XLABEL_PT = 3.5 + 3.5 + 8 * 1.25 + 4 + 8.5 * 1.25
+
+
 @_styled
 def faithfulness_curves(faith: artifacts.Faithfulness, *, t: Translate) -> Figure:
     """Deletion, insertion and (when measured) ROAD curves of the CAM against the mean of the
@@ -960,8 +964,11 @@ def faithfulness_curves(faith: artifacts.Faithfulness, *, t: Translate) -> Figur
                     transform=ax.transAxes, fontsize="x-small", va="top" if top else "bottom", ha="left",
                     bbox=dict(boxstyle="round,pad=0.25", facecolor="white", edgecolor="#cccccc", alpha=0.9))
         if handles:
-            ax.legend(handles, labels, loc="upper right" if kind != "insertion" else "lower right",
-                      labelspacing=0.6, fontsize="x-small")
+            # Below the panel, under its axis label: inside, the four ROAD curves leave no
+            # free corner (constrained layout makes room for a legend outside its axes).
+            below_label = transforms.offset_copy(ax.transAxes, fig=fig, y=-_BELOW_XLABEL_PT, units="points")
+            ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                      bbox_transform=below_label, labelspacing=0.6, fontsize="x-small")
     axes[0].set_ylabel(t("chart.faith.ylabel"))
     axes[0].set_ylim(0, 1.02)
     return fig
