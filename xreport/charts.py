@@ -15,7 +15,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar, Union
+from typing import TYPE_CHECKING, Literal, ParamSpec, TypedDict, TypeVar, Union
 
 import matplotlib
 import numpy as np
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
     from matplotlib.artist import Artist
+    from matplotlib.container import Container
 
 # An image as a chart takes it: HxW, HxWxC or CxHxW, uint8 or float, array or tensor.
 Image = Union[np.ndarray, "torch.Tensor"]
@@ -167,7 +168,12 @@ NAME_LIMIT = 30
 _LINESTYLES = ("-", "--", "-.", ":")
 
 
-def _series_style(i: int) -> dict[str, str]:
+class SeriesStyle(TypedDict):
+    color: str
+    linestyle: str
+
+
+def _series_style(i: int) -> SeriesStyle:
     """Colour i of the palette; after the palette is used up, the same colours dashed."""
     return {"color": PALETTE[i % len(PALETTE)],
             "linestyle": _LINESTYLES[(i // len(PALETTE)) % len(_LINESTYLES)]}
@@ -216,7 +222,7 @@ def _chance_diagonal(ax: Axes, label: str) -> Line2D:
     return line
 
 
-def _legend_right(ax: Axes, handles: Sequence[Artist], labels: Sequence[str]) -> None:
+def _legend_right(ax: Axes, handles: Sequence[Artist | Container], labels: Sequence[str]) -> None:
     # Explicit handles/labels: a name starting with "_" is not dropped from the legend.
     ax.legend(list(handles), list(labels), loc="upper left", bbox_to_anchor=(1.03, 1.0),
               borderaxespad=0.0, handlelength=1.8)
@@ -278,7 +284,7 @@ def class_distribution(dist: artifacts.ClassDistribution, *, t: Translate, ax: A
     top = 0
     small = n_classes * n_splits > 18
     for i, split in enumerate(order):
-        counts = [int(c) for c in splits[split]]
+        counts = [int(c) for c in splits[split] or []]
         top = max([top, *counts])
         if len(counts) != n_classes:
             raise ReportError(f"class distribution: split {split!r} has {len(counts)} counts "
@@ -404,7 +410,7 @@ def compare_training_curves(histories: Mapping[str, HistoryTable], *, t: Transla
 
 # ---------------------------------------------------------------- curves
 
-Curve = Union[artifacts.RocCurve, artifacts.PrCurve]
+Curve = TypeVar("Curve", artifacts.RocCurve, artifacts.PrCurve)
 
 
 def _positive_index(metrics: artifacts.Metrics, entries: Sequence[Curve]) -> int:
@@ -417,8 +423,13 @@ def _positive_index(metrics: artifacts.Metrics, entries: Sequence[Curve]) -> int
     return len(entries) - 1
 
 
-def _curve_entries(metrics: artifacts.Metrics, kind: Literal["roc", "pr"]) -> list[Curve]:
-    entries = list((metrics.get("curves") or {}).get(kind) or [])
+def _curves(metrics: artifacts.Metrics) -> artifacts.Curves:
+    return metrics.get("curves") or {"roc": [], "pr": []}
+
+
+def _curve_entries(metrics: artifacts.Metrics, found: Sequence[Curve] | None, kind: str) -> list[Curve]:
+    """The curves to draw: the positive class's (binary) or one per class."""
+    entries = list(found or [])
     if not entries:
         raise ReportError(f"metrics: no {kind!r} curves to plot (metrics['curves'][{kind!r}] "
                           "is empty)")
@@ -472,10 +483,11 @@ def _finish_curve_plot(ax: Axes, handles: list[Artist], labels: list[str], *, ti
 @_styled
 def roc_curves(metrics: artifacts.Metrics, *, t: Translate, ax: Axes | None = None) -> Figure:
     """ROC curve of the positive class (binary) or one-vs-rest per class, AUC in the legend."""
-    entries = _curve_entries(metrics, "roc")
+    entries = _curve_entries(metrics, _curves(metrics).get("roc"), "roc")
     binary = metrics.get("task") == "binary"
     fig, ax = _figure_and_axes(ax, lambda: _curve_figure(len(entries)))
-    handles, labels = [], []
+    handles: list[Artist] = []
+    labels: list[str] = []
     with_ci = len(entries) <= 4  # more curves: keep the legend short; the table has the CIs
     for i, entry in enumerate(entries):
         auc = metrics.get("roc_auc") if binary else _per_class(metrics, entry["class"]).get("auc")
@@ -493,11 +505,12 @@ def roc_curves(metrics: artifacts.Metrics, *, t: Translate, ax: Axes | None = No
 @_styled
 def pr_curves(metrics: artifacts.Metrics, *, t: Translate, ax: Axes | None = None) -> Figure:
     """Precision–recall curves, AP in the legend; chance = the class's prevalence."""
-    entries = _curve_entries(metrics, "pr")
+    entries = _curve_entries(metrics, _curves(metrics).get("pr"), "pr")
     binary = metrics.get("task") == "binary"
     n = value_of(metrics.get("n"))
     fig, ax = _figure_and_axes(ax, lambda: _curve_figure(len(entries)))
-    handles, labels = [], []
+    handles: list[Artist] = []
+    labels: list[str] = []
     for i, entry in enumerate(entries):
         style = _series_style(i)
         color = style["color"]
@@ -516,14 +529,23 @@ def pr_curves(metrics: artifacts.Metrics, *, t: Translate, ax: Axes | None = Non
     return fig
 
 
+class RocLine(TypedDict):
+    """One run's ROC curve for the comparison (the positive class's, or a macro average)."""
+
+    fpr: list[float]
+    tpr: list[float]
+    auc: artifacts.RocAuc            # the run's ROC-AUC value with its interval
+
+
 @_styled
-def compare_roc(curves: Mapping[str, Mapping[str, object]], *, t: Translate,
+def compare_roc(curves: Mapping[str, RocLine], *, t: Translate,
                 ax: Axes | None = None) -> Figure:
     """ROC curves of several runs on one set of axes (``run -> {"fpr", "tpr", "auc"}``)."""
     if not curves:
         raise ReportError("compare: no ROC curves to plot")
     fig, ax = _figure_and_axes(ax, lambda: _new_figure(WIDE, fixed_aspect=True))
-    handles, labels = [], []
+    handles: list[Artist] = []
+    labels: list[str] = []
     for i, (run, roc) in enumerate(curves.items()):
         (line,) = ax.plot(roc["fpr"], roc["tpr"], **_series_style(i))
         handles.append(line)
@@ -555,10 +577,10 @@ def operating_point_chart(metrics: artifacts.Metrics, *, t: Translate,
     if not points:
         raise ReportError("metrics: no operating points to plot (metrics['operating_points'] "
                           "is empty)")
-    roc = _curve_entries(metrics, "roc")[0]
+    roc = _curve_entries(metrics, _curves(metrics).get("roc"), "roc")[0]
     fig, ax = _figure_and_axes(ax, lambda: _new_figure(WIDE, fixed_aspect=True))
     (curve,) = ax.plot(roc["fpr"], roc["tpr"], color="#777777", linewidth=1.3)
-    handles = [curve]
+    handles: list[Artist | Container] = [curve]
     labels = [_score_label(roc["class"], t("chart.roc.auc"), roc.get("auc"),
                            _ci(metrics.get("roc_auc")), t)]
     reach = 0.0  # how far from the top-left corner the points (with their CIs) go
@@ -900,9 +922,11 @@ def _delta_text(stat: artifacts.PairedStatistic | None) -> str | None:
     """"Δ 0.123 [0.080, 0.170]" from a paired statistic of metrics.json (None when absent)."""
     if not isinstance(stat, Mapping) or value_of(stat.get("difference")) is None:
         return None
-    ci = stat.get("ci95") or [None, None]
+    ci: Sequence[float | None] = stat.get("ci95") or [None, None]
     return f"{_fmt(value_of(stat['difference']))} [{_fmt(value_of(ci[0]))}, {_fmt(value_of(ci[1]))}]"
 
+
+_CAM_AND_RANDOM: tuple[Literal["cam", "random"], ...] = ("cam", "random")
 
 # Tick length and pad, a tick label and the axis label below an axes (rc sizes above), in points.
 _BELOW_XLABEL_PT = 3.5 + 3.5 + 8 * 1.25 + 4 + 8.5 * 1.25
@@ -912,29 +936,35 @@ _BELOW_XLABEL_PT = 3.5 + 3.5 + 8 * 1.25 + 4 + 8.5 * 1.25
 def faithfulness_curves(faith: artifacts.Faithfulness, *, t: Translate) -> Figure:
     """Deletion, insertion and (when measured) ROAD curves of the CAM against the mean of the
     random maps; each legend entry gives the score, each panel the paired Δ with its 95% CI and n."""
-    panels = [
+    panels: list[tuple[str, str, str, tuple[str, ...]]] = [
         ("deletion", t("chart.faith.deletion_title"), t("chart.faith.deletion_xlabel"), ("deletion",)),
         ("insertion", t("chart.faith.insertion_title"), t("chart.faith.insertion_xlabel"), ("insertion",)),
     ]
     if faith.get("road_morf_curve") or faith.get("road_lerf_curve"):
         panels.append(("road", t("chart.faith.road_title"), t("chart.faith.road_xlabel"),
                        ("road_morf", "road_lerf")))
-    if not any(faith.get(f"{kind}_curve") for kind, _, _, _ in panels[:2]):
+    curve_of: dict[str, artifacts.CamCurves | None] = {
+        "deletion": faith.get("deletion_curve"), "insertion": faith.get("insertion_curve"),
+        "road_morf": faith.get("road_morf_curve"), "road_lerf": faith.get("road_lerf_curve")}
+    stat_of: dict[str, artifacts.PairedStatistic | None] = {
+        "deletion": faith.get("deletion_auc"), "insertion": faith.get("insertion_auc"),
+        "road_morf": faith.get("road_morf"), "road_lerf": faith.get("road_lerf")}
+    if not any(curve_of[kind] for kind, _, _, _ in panels[:2]):
         raise ReportError("faithfulness: no deletion_curve or insertion_curve to plot")
     fig = _new_figure((WIDE[0], WIDE[1] * (1.1 if len(panels) == 3 else 1.0)))
     axes = fig.subplots(1, len(panels), sharey=True)
     names = {"cam": t("chart.faith.cam"), "random": t("chart.faith.random")}
     curve_names = {"road_morf": t("chart.faith.morf"), "road_lerf": t("chart.faith.lerf")}
-    score_of = {"deletion": "deletion_auc", "insertion": "insertion_auc",
-                "road_morf": "road_morf", "road_lerf": "road_lerf"}
     n = faith.get("n")
     for ax, (kind, title, xlabel, curves_in_panel) in zip(axes, panels):
-        handles, labels, deltas = [], [], []
+        handles: list[Artist] = []
+        labels: list[str] = []
+        deltas: list[str] = []
         for j, curve in enumerate(curves_in_panel):
-            curves = faith.get(f"{curve}_curve") or {}
-            stat = faith.get(score_of[curve]) or {}
-            for which in ("cam", "random"):
-                if curves.get(which) is None:
+            curves = curve_of[curve]
+            stat = stat_of[curve]
+            for which in _CAM_AND_RANDOM:
+                if curves is None or curves.get(which) is None:
                     continue
                 y = np.asarray(curves[which], dtype=float)
                 # ROAD samples only the interior removal levels; the others span 0..1.
@@ -944,7 +974,8 @@ def faithfulness_curves(faith: artifacts.Faithfulness, *, t: Translate) -> Figur
                     style["marker"] = "o" if which == "cam" else "s"
                     style["markersize"] = 3
                 (line,) = ax.plot(x, y, **style)
-                area = value_of(stat.get(which)) if which in stat else (_auc(y) if kind != "road" else None)
+                area = (value_of(stat.get(which)) if stat and which in stat
+                        else (_auc(y) if kind != "road" else None))
                 prefix = f"{curve_names[curve]} " if curve in curve_names else ""
                 handles.append(line)
                 # Two lines keep the legend narrower than the panel.

@@ -33,6 +33,7 @@ from .errors import ConfigError, ReportError, RunError, XReportError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from .charts import RocLine
     from .figures import FigureMaker, FigurePaths, Translate
     from .render import DocumentKind
 
@@ -444,13 +445,7 @@ def _run_row(run: EvaluatedRun) -> RunRow:
     }
 
 
-class RocForCompare(TypedDict):
-    fpr: list[float]
-    tpr: list[float]
-    auc: artifacts.RocAuc
-
-
-def _roc_curve(metrics: artifacts.Metrics) -> RocForCompare | None:
+def _roc_curve(metrics: artifacts.Metrics) -> RocLine | None:
     """The positive class's ROC (binary) or the macro average of one-vs-rest curves."""
     entries = [e for e in metrics["curves"]["roc"] if e["fpr"]]
     if not entries:

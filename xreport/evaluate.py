@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -268,7 +268,7 @@ class NormalizedView:
         self.images, self.mean, self.std = images, mean, std
         self.shape = images.shape
 
-    def __getitem__(self, index: Any) -> torch.Tensor:
+    def __getitem__(self, index: int | slice | torch.Tensor) -> torch.Tensor:
         return normalize_batch(self.images[index], self.mean, self.std)
 
 
@@ -285,8 +285,10 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: ru
                      method: str, seed: int, device: torch.device, task: str = "binary",
                      split_name: str = "test") -> artifacts.Explanation:
     """CAM gallery, faithfulness, sanity check (and localisation on phantom data), and the
-    interactive viewer's data."""
-    from . import charts, explain
+    interactive viewer's data; the figures stage draws the gallery's overlays while the
+    maps are in memory."""
+    from . import explain
+    from .figures import draw_cam_gallery
 
     layer, layer_name = cam_target_layer(run.model, input_size=int(run.meta["image_size"]),
                                          in_channels=int(run.meta["in_channels"]))
@@ -298,22 +300,7 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: ru
         run.model, x, y_true=split.labels.numpy(), probs=probs,
         class_names=list(run.meta["class_names"]), target_layer=layer, layer_name=layer_name,
         method=method, masks=split.masks, seed=seed, device=device, **budget)
-    out.cams.mkdir(parents=True, exist_ok=True)
-    for old in out.cams.glob("*.png"):
-        old.unlink()
-    flat_maps = iter(gallery_cams)
-    for i, entry in enumerate(summary["gallery"]):
-        raw = split.images[entry["index"]]
-        content = explain.content_mask(raw)
-        image = raw.permute(1, 2, 0).numpy()
-        image = image[..., 0] if image.shape[2] == 1 else image
-        for item in entry["maps"]:
-            name = f"{i:02d}_{entry['kind']}_c{entry['class_index']}_{entry['index']}_m{item['target']}.png"
-            cam = explain.without_padding(next(flat_maps), content)
-            charts.save_figure(charts.cam_overlay(image, cam, colorbar=False), out.cams / name)
-            item["file"] = f"cams/{name}"
-        entry["file"] = entry["maps"][0]["file"]
-        entry["id"] = split.ids[entry["index"]]
+    draw_cam_gallery(summary["gallery"], gallery_cams, split.images, split.ids, out=out)
     summary["viewer"] = write_viewer_data(run, split, probs, layer=layer, layer_name=layer_name,
                                           gallery_rows=[e["index"] for e in summary["gallery"]],
                                           out=out, method=method, task=task, split_name=split_name,

@@ -13,14 +13,17 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from . import artifacts
+from . import artifacts, runs
 from .data.base import Dataset
 from .errors import XReportError
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +168,36 @@ def _example_figures(config: Mapping[str, object], dataset: Dataset | None, make
         before_after = maker.draw("before_after",
                                   lambda t, lang: charts.preprocessing_before_after(pairs, t=t))
     return examples, before_after
+
+
+def draw_cam_gallery(gallery: Sequence[artifacts.GalleryEntry], cams: torch.Tensor,
+                     images: torch.Tensor, ids: Sequence[str], *, out: runs.EvaluationPaths) -> None:
+    """The CAM gallery's overlays, one PNG per map, into ``cams/`` beside metrics.json.
+
+    ``cams`` holds one map per entry and target class, in the order of the entries' ``maps``
+    (``explain.explain_split``); ``images`` the evaluated split (uint8 N x C x H x W). Each
+    map gets its ``file``, each entry its first map's ``file`` and its image ``id``. The
+    overlays carry no words, so they are drawn once per evaluation, not per language.
+    """
+    from . import charts, explain
+
+    out.cams.mkdir(parents=True, exist_ok=True)
+    for old in out.cams.glob("*.png"):
+        old.unlink()
+    flat_maps = iter(cams)
+    for i, entry in enumerate(gallery):
+        raw = images[entry["index"]]
+        content = explain.content_mask(raw)
+        image = raw.permute(1, 2, 0).numpy()
+        image = image[..., 0] if image.shape[2] == 1 else image
+        maps = entry["maps"] or []
+        for item in maps:
+            name = f"{i:02d}_{entry['kind']}_c{entry['class_index']}_{entry['index']}_m{item['target']}.png"
+            cam = explain.without_padding(next(flat_maps), content)
+            charts.save_figure(charts.cam_overlay(image, cam, colorbar=False), out.cams / name)
+            item["file"] = f"cams/{name}"
+        entry["file"] = maps[0]["file"]
+        entry["id"] = ids[entry["index"]]
 
 
 def draw_report_figures(report_dir: Path, *, meta: artifacts.CheckpointMeta,
