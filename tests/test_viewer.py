@@ -312,3 +312,20 @@ def test_the_pdf_has_no_viewer(tmp_path):
     _, ctx = _report_with_viewer(tmp_path, _fake_viewer(2, 10), langs=("en",))
     pdf_html = render.render_pdf_html(ctx, lang="en")
     assert "xr-viewer" not in pdf_html and "<script" not in pdf_html
+
+
+@pytestmark_browser
+def test_a_contents_link_lands_below_the_sticky_language_switch(tmp_path):
+    """A heading reached from the contents is not hidden under the sticky language switch."""
+    _, ctx = shared_run()
+    path = tmp_path / "report.html"
+    path.write_text(render.render_html(ctx, langs=["en", "zh-TW"]), encoding="utf-8")
+    with browser.Browser(height=800) as b:
+        b.open(path)
+        for target in ("en-results", "en-explain"):
+            b.click(f"#en-toc a[href='#{target}']")
+            b.wait_for(f"Math.abs(document.getElementById('{target}').getBoundingClientRect().top - 56) < 80")
+            heading = b.js(f"document.getElementById('{target}').getBoundingClientRect().top")
+            bar = b.js("document.querySelector('.langbar').getBoundingClientRect().bottom")
+            assert heading >= bar, (target, heading, bar)
+        assert not b.exceptions()
