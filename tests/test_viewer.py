@@ -257,7 +257,75 @@ def test_viewer_in_chinese_and_for_many_classes(tmp_path):
         assert not b.exceptions()
 
 
+def _letterboxed_viewer(n: int = 6) -> dict:
+    """Two classes, images with black keep-aspect bands (rows 0-5 and 22-27), and a class-0
+    map whose hottest cells lie in the top band."""
+    rng = np.random.default_rng(3)
+    images = torch.from_numpy(rng.integers(60, 200, size=(n, 1, 28, 28), dtype=np.uint8))
+    images[:, :, :6] = 0
+    images[:, :, 22:] = 0
+    maps = torch.zeros((n, 2, 7, 7), dtype=torch.uint8)
+    maps[:, 0, 0, :] = 255                                    # in the padding
+    maps[:, 0, 3, :] = 120                                    # the content's own peak
+    maps[:, 1, 3, 3] = 255
+    y = np.arange(n) % 2
+    probs = np.where(np.eye(2)[y] > 0, 0.8, 0.2)
+    rows = list(range(n))
+    return viewer.build_viewer(images, [f"pad{i}.png" for i in rows], y, probs, maps, rows,
+                               viewer.select_rows(probs, rows[:2], n_extreme=2), class_names=["a", "b"],
+                               task="binary", split="test", method="gradcam", layer="layer3")
+
+
+def test_content_box_finds_keep_aspect_padding():
+    image = np.full((3, 28, 28), 90, dtype=np.uint8)
+    assert viewer.content_box(image) is None                  # nothing to leave out
+    image[:, :, :4] = 0
+    image[:, :, 25:] = 0
+    assert viewer.content_box(image) == [0, 4, 28, 25]        # [top, left, bottom, right)
+    data = _letterboxed_viewer()
+    assert all(it["content"] == [6, 0, 22, 28] for it in data["items"])
+
+
+@pytestmark_browser
+def test_viewer_leaves_padding_uncoloured_in_a_real_browser(tmp_path):
+    """The map over a letterboxed image colours the content only (rescaled over it, as the
+    gallery's overlays): the black bands stay black at full opacity."""
+    data = _letterboxed_viewer()
+    path, _ = _report_with_viewer(tmp_path, data, langs=("en",))
+    with browser.Browser() as b:
+        b.open(path)
+        root = "#en-viewer"
+        b.wait_for(f"document.querySelector('{root}').getAttribute('data-current')")
+        b.js("(s => { s.value = '100'; s.dispatchEvent(new Event('input')); })(document.querySelector('#en-xv-opacity'))")
+        b.js("(s => { s.value = '0'; s.dispatchEvent(new Event('change')); })(document.querySelector('#en-xv-map'))")
+        assert b.wait_for(f"(document.querySelector('{root}').getAttribute('data-drawn') || '').endsWith('|0|100')")
+        lut = np.frombuffer(__import__("base64").b64decode(data_lut()), dtype=np.uint8).reshape(256, 3)
+        # Canvas rows 0-47 and 176-223 are the image's rows 0-5 and 22-27: the padding.
+        for x, y in ((112, 10), (30, 40), (200, 200)):
+            assert _pixel(b, root, x, y)[:3] == [0, 0, 0], (x, y)
+        # The content's own peak (grid row 3, canvas row ~112) is the top of the scale.
+        assert _pixel(b, root, 112, 112)[:3] == lut[255].tolist()
+        assert not b.exceptions()
+
+
 def test_the_pdf_has_no_viewer(tmp_path):
     _, ctx = _report_with_viewer(tmp_path, _fake_viewer(2, 10), langs=("en",))
     pdf_html = render.render_pdf_html(ctx, lang="en")
     assert "xr-viewer" not in pdf_html and "<script" not in pdf_html
+
+
+@pytestmark_browser
+def test_a_contents_link_lands_below_the_sticky_language_switch(tmp_path):
+    """A heading reached from the contents is not hidden under the sticky language switch."""
+    _, ctx = shared_run()
+    path = tmp_path / "report.html"
+    path.write_text(render.render_html(ctx, langs=["en", "zh-TW"]), encoding="utf-8")
+    with browser.Browser(height=800) as b:
+        b.open(path)
+        for target in ("en-results", "en-explain"):
+            b.click(f"#en-toc a[href='#{target}']")
+            b.wait_for(f"Math.abs(document.getElementById('{target}').getBoundingClientRect().top - 56) < 80")
+            heading = b.js(f"document.getElementById('{target}').getBoundingClientRect().top")
+            bar = b.js("document.querySelector('.langbar').getBoundingClientRect().bottom")
+            assert heading >= bar, (target, heading, bar)
+        assert not b.exceptions()

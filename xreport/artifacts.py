@@ -480,6 +480,8 @@ class ViewerItem(TypedDict):
     sets: list[str]          # "gallery" / "confident" / "uncertain"
     img: str                 # data URI of a small WebP thumbnail
     maps: str                # base64 of K x h x w uint8: a map per class on the grid
+    content: list[int] | None  # [top, left, bottom, right) of the image's content in pixels;
+                               # None: no keep-aspect padding (the map covers the whole image)
 
 
 class ViewerData(TypedDict):
@@ -928,8 +930,11 @@ def load_viewer(paths: runs.EvaluationPaths, file: str = "viewer.json") -> Viewe
             size = len(base64.b64decode(item["maps"], validate=True))
         except (binascii.Error, ValueError):
             size = -1
+        box = item["content"]
+        box_ok = box is None or (len(box) == 4 and 0 <= box[0] < box[2] <= data["image_size"]
+                                 and 0 <= box[1] < box[3] <= data["image_size"])
         if (len(item["p"]) != k or not (0 <= item["y"] < k and 0 <= item["pred"] < k) or size != cells
-                or not item["img"].startswith("data:image/")):
+                or not item["img"].startswith("data:image/") or not box_ok):
             raise ReportError(f"{path}: item {item['id']!r} does not fit {k} classes and a "
                               f"{data['grid'][0]}x{data['grid'][1]} grid; {_rerun(paths)}")
     return data

@@ -17,6 +17,7 @@ import torch
 
 from . import artifacts
 from .errors import ReportError
+from .explain import content_mask
 
 N_EXTREME = 100          # the 100 most and the 100 least confident images, beside the gallery
 THUMB_MAX = 160          # thumbnails wider than this are scaled down (the panel shows 224 px)
@@ -56,6 +57,16 @@ def thumbnail(image: np.ndarray | torch.Tensor) -> str:
     return "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def content_box(image: np.ndarray | torch.Tensor) -> list[int] | None:
+    """[top, left, bottom, right) of a (C, H, W) image's content, or None when it has no
+    keep-aspect padding: the browser leaves the padding uncoloured, as the gallery does."""
+    keep = content_mask(image)
+    if keep.all() or not keep.any():
+        return None
+    rows, cols = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
+    return [int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1]
+
+
 def build_viewer(images: torch.Tensor, ids: Sequence[str], y_true: np.ndarray, probs: np.ndarray,
                  maps: torch.Tensor, rows: Sequence[int], sets: dict[int, list[str]], *,
                  class_names: Sequence[str], task: str, split: str, method: str,
@@ -73,6 +84,7 @@ def build_viewer(images: torch.Tensor, ids: Sequence[str], y_true: np.ndarray, p
             "sets": sets.get(int(row), []),
             "img": thumbnail(images[row]),
             "maps": base64.b64encode(maps[i].contiguous().numpy().tobytes()).decode("ascii"),
+            "content": content_box(images[row]),
         })
     # Most confident first: the list reads from clear calls down to the coin flips.
     items.sort(key=lambda it: (-max(it["p"]), it["row"]))

@@ -45,7 +45,9 @@
   }
 
   /* The map of class k for one item, bilinearly upsampled (as torch's align_corners=False)
-     from its small grid to SIZE x SIZE and coloured; cached, a few dozen at most. */
+     from its small grid to SIZE x SIZE and coloured; cached, a few dozen at most. An image
+     with keep-aspect padding (it.content: [top, left, bottom, right) in image pixels) has
+     its map rescaled over the content and the padding left transparent, as in the gallery. */
   function heatOf(it, k) {
     var key = it.index + ":" + k;
     if (heats.has(key)) { return heats.get(key); }
@@ -55,6 +57,10 @@
     canvas.width = canvas.height = SIZE;
     var ctx = canvas.getContext("2d");
     var out = ctx.createImageData(SIZE, SIZE), px = out.data;
+    var values = new Float32Array(SIZE * SIZE);
+    var box = it.content ? it.content.map(function (v) { return Math.round(v * SIZE / data.image_size); })
+                         : [0, 0, SIZE, SIZE];
+    var lo = Infinity, hi = -Infinity;
     for (var y = 0; y < SIZE; y++) {
       var sy = Math.min(Math.max((y + 0.5) * GH / SIZE - 0.5, 0), GH - 1);
       var y0 = Math.floor(sy), y1 = Math.min(y0 + 1, GH - 1), fy = sy - y0;
@@ -63,10 +69,18 @@
         var x0 = Math.floor(sx), x1 = Math.min(x0 + 1, GW - 1), fx = sx - x0;
         var top = grid[base + y0 * GW + x0] * (1 - fx) + grid[base + y0 * GW + x1] * fx;
         var bottom = grid[base + y1 * GW + x0] * (1 - fx) + grid[base + y1 * GW + x1] * fx;
-        var v = Math.round(top * (1 - fy) + bottom * fy);
-        var o = 4 * (y * SIZE + x);
-        px[o] = lut[3 * v]; px[o + 1] = lut[3 * v + 1]; px[o + 2] = lut[3 * v + 2]; px[o + 3] = 255;
+        var v = top * (1 - fy) + bottom * fy;
+        values[y * SIZE + x] = v;
+        if (y >= box[0] && y < box[2] && x >= box[1] && x < box[3]) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
       }
+    }
+    var span = it.content ? hi - lo : 255;
+    if (!it.content) { lo = 0; }
+    for (var i = 0; i < SIZE * SIZE; i++) {
+      var yy = Math.floor(i / SIZE), xx = i % SIZE, o = 4 * i;
+      if (yy < box[0] || yy >= box[2] || xx < box[1] || xx >= box[3]) { px[o + 3] = 0; continue; }
+      var level = span > 1e-6 ? Math.round(255 * Math.min(Math.max((values[i] - lo) / span, 0), 1)) : 0;
+      px[o] = lut[3 * level]; px[o + 1] = lut[3 * level + 1]; px[o + 2] = lut[3 * level + 2]; px[o + 3] = 255;
     }
     ctx.putImageData(out, 0, 0);
     if (heats.size > 64) { heats.clear(); }
