@@ -64,6 +64,32 @@ def test_a_foreign_field_fails_in_one_line_naming_file_and_field(copy: runs.RunP
     assert field in message and "xreport evaluate --run fixture_run" in message
 
 
+def test_keys_an_older_writer_left_out_load_as_none_or_their_default(copy: runs.RunPaths) -> None:
+    """A declared key absent on disk reads as its default (artifacts._ABSENT) or None, so
+    readers index it directly; a required key without either still fails (the test above)."""
+    def strip(data: dict) -> None:
+        data["explain"]["faithfulness"]["deletion_auc"].pop("p_value")
+        entry = data["explain"]["gallery"][0]
+        for key in ("maps", "true", "repeated"):
+            entry.pop(key)
+        data["metrics"]["macro_avg"].pop("f1")
+        data["metrics"].pop("calibration")
+        data.pop("skipped")
+    _rewrite(copy, strip)
+    loaded = artifacts.load_evaluation(copy)
+    assert loaded["explain"]["faithfulness"]["deletion_auc"]["p_value"] is None
+    entry = loaded["explain"]["gallery"][0]
+    assert entry["maps"] is None and entry["true"] is None and entry["repeated"] is False
+    assert loaded["metrics"]["macro_avg"]["f1"] is None and loaded["metrics"]["calibration"] is None
+    assert loaded["skipped"] == []
+
+    meta = artifacts.load_checkpoint_meta(copy.best)
+    runs.save_checkpoint(copy.last, state_dict={},
+                         meta={k: v for k, v in meta.items() if k not in ("head", "dropout", "created")})
+    older = artifacts.load_checkpoint_meta(copy.last)
+    assert (older["head"], older["dropout"], older["created"]) == ("linear", 0.0, None)
+
+
 def test_schema_versions_older_ask_for_evaluate_newer_ask_for_upgrade(copy: runs.RunPaths) -> None:
     _rewrite(copy, lambda d: d.__setitem__("schema", 0))
     with pytest.raises(ReportError, match=r"schema 0 is out of date.*re-run `xreport evaluate"):

@@ -21,7 +21,8 @@ file and the field).
 Forward compatibility (how to extend a schema): a writer may add keys at any level; readers
 ignore keys they do not know and the loaders keep them (nothing is dropped on a load/save
 round trip). Declare a new key in its ``TypedDict`` as ``NotRequired`` so that older files
-still load. Changing the meaning or type of an existing key, or removing one, bumps the
+still load, or as ``X | None`` (or with a default in ``_ABSENT``): the loader then fills it
+in when a file lacks it, so every reader indexes it directly and handles None once. Changing the meaning or type of an existing key, or removing one, bumps the
 file's schema version (``EVALUATION_SCHEMA``) and adds a step to ``_MIGRATIONS`` (or leaves
 the old version to the "re-run `xreport evaluate`" message).
 """

@@ -526,8 +526,7 @@ def _operating_point(op: artifacts.OperatingPoint, split: str) -> OperatingPoint
             "ppv": op["ppv"], "npv": op["npv"], "cm": op["confusion_matrix"]}
 
 
-def _results(metrics: artifacts.Metrics | None, evaluation: artifacts.Evaluation,
-             figures: Figures) -> Results:
+def _results(metrics: artifacts.Metrics | None, split: str, figures: Figures) -> Results:
     if not metrics:
         return {"available": False}
     binary = metrics["task"] == "binary"
@@ -540,7 +539,6 @@ def _results(metrics: artifacts.Metrics | None, evaluation: artifacts.Evaluation
         overall.append(("metric.roc_auc_weighted", weighted))
     overall.append(("metric.average_precision", metrics["average_precision"]))
     cm = metrics["confusion_matrix"]
-    split = evaluation.get("split", "test")
     return {
         "available": True, "task": metrics["task"], "n": metrics["n"],
         # Binary: the positive class, named in the 0.5-threshold sentence.
@@ -863,7 +861,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         },
         "model": _model(meta, explain, model),
         "training": _training(meta, run_config.train, history, figs.curves),
-        "results": _results(metrics, loaded, figs.results),
+        "results": _results(metrics, split, figs.results),
         "explain": _explain(explain, paths, {"faithfulness": figs.faithfulness, "sanity": figs.sanity},
                             class_names, folder=evaluation_paths.folder, mappings=mappings),
         # The split the metrics and CAMs are from: "val" when the test split has no labels.
