@@ -151,7 +151,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     paths = _run_paths(args.run, checkpoints=args.checkpoints, reports=args.reports)
     out, where = evaluate_report(paths, split=args.split, device=args.device, data=args.data, tta=args.tta,
                                  cam_method=args.cam, explain=not args.no_cam, out=args.out)
-    acc = (out.get("metrics") or {}).get("accuracy", {}).get("value")
+    metrics = out["metrics"]
+    acc = metrics["accuracy"].get("value") if metrics else None
     summary = f"accuracy {acc:.4f}" if isinstance(acc, float) else "no labels: predictions only"
     print(f"evaluated {paths.name} on {args.split} ({summary}) -> {where.predictions}, {where.metrics}")
     return 0

@@ -6,7 +6,7 @@ import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from . import config as config_mod
 from .runs import RunPaths
@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 # The embedded default: synthetic chest radiographs with known lesion masks, so the report
 # can also score where the CAMs point. 32 px with the small-input stem keeps layer4's maps at
 # 4x4 (the standard stem would leave 1x1) and trains in a couple of minutes on 2 cores.
-DEMO_CONFIG: dict[str, Any] = {
+DEMO_CONFIG: dict[str, object] = {
     "name": "demo",
     "image_size": 32,
     "data": {"dataset": "phantom", "phantom_size": 64, "phantom_train": 600,

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence, cast
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from .data.base import Dataset, Split, grey_to_rgb
 from .device import autocast, resolve_channels_last, resolve_device, resolve_precision
 from .errors import CheckpointError, ConfigError, DataError
 from .models import cam_target_layer, load_weights, model_from_meta
+
+if TYPE_CHECKING:
+    from .explain import ExplainSummary
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +215,8 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
         # What the model said, with or without labels: an unlabelled test split's only summary.
         "predicted_counts": np.bincount(probs.argmax(axis=1), minlength=len(class_names)).tolist(),
         "metrics": metrics,
-        "explain": explanation,
+        # As written; artifacts.load_evaluation reads it back as an artifacts.Explanation.
+        "explain": cast("artifacts.Explanation | None", explanation),
         "timings": timings,
         "skipped": list(dataset.skipped),
     }
@@ -283,7 +287,7 @@ EXPLAIN_BUDGET: dict[str, dict[str, int]] = {
 
 def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: runs.EvaluationPaths,
                      method: str, seed: int, device: torch.device, task: str = "binary",
-                     split_name: str = "test") -> artifacts.Explanation:
+                     split_name: str = "test") -> ExplainSummary:
     """CAM gallery, faithfulness, sanity check (and localisation on phantom data), and the
     interactive viewer's data; the figures stage draws the gallery's overlays while the
     maps are in memory."""

@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import NotRequired, TypedDict
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from scipy.stats import rankdata
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import verdicts
+from . import artifacts, verdicts
 from .errors import ConfigError, ReportError
 from .metrics import curve_area
 
@@ -93,7 +93,7 @@ class _Capture:
         self.leaf: Tensor | None = None
         self.out: Tensor | None = None
 
-    def __call__(self, module: nn.Module, inputs: Any, output: Any) -> Tensor | None:
+    def __call__(self, module: nn.Module, inputs: tuple[Tensor, ...], output: object) -> Tensor | None:
         if not isinstance(output, Tensor) or output.dim() != 4:
             raise ReportError(f"CAM target layer {type(module).__name__} must output a (B, C, h, w) "
                               f"tensor, got {type(output).__name__}")
@@ -393,9 +393,23 @@ def gallery_targets(class_index: int, true: int, pred: int) -> list[int]:
     return list(dict.fromkeys([class_index, true]))
 
 
+# One map of a panel as explain_split makes it; ``file`` is added when the overlay is drawn.
+MapPick = TypedDict("MapPick", {"target": int, "class": str, "prob": float, "file": NotRequired[str]})
+
+# A gallery panel as select_gallery picks it (``targets``: the classes whose maps it shows);
+# explain_split turns ``targets`` into ``maps``, figures.draw_cam_gallery adds ``file``/``id``.
+# metrics.json holds it as artifacts.GalleryEntry.
+GalleryPick = TypedDict("GalleryPick", {
+    "class": str, "class_index": int, "kind": str, "index": int, "prob": float,
+    "true": str, "true_index": int, "prob_true": float, "pred": str, "pred_index": int,
+    "prob_pred": float, "targets": NotRequired[list[int]], "repeated": bool,
+    "target": NotRequired[int], "maps": NotRequired[list[MapPick]],
+    "file": NotRequired[str], "id": NotRequired[str]})
+
+
 def select_gallery(y_true: np.ndarray | Tensor | Sequence[int], probs: np.ndarray | Tensor, *,
                    class_names: Sequence[str], per_kind: int | None = None,
-                   seed: int = 0) -> list[dict[str, Any]]:
+                   seed: int = 0) -> list[GalleryPick]:
     """The most confident TP, TN, FP and FN per class (one-vs-rest), each image once.
 
     A binary task uses the positive class (index 1) only. Confidence is the class
@@ -426,7 +440,7 @@ def select_gallery(y_true: np.ndarray | Tensor | Sequence[int], probs: np.ndarra
             rows = [(row, False) for row in fresh] or [(row, True) for row in ranked[:1]]
             shown.update(row for row, _ in rows)
             picked[(c, kind)] = rows
-    gallery: list[dict[str, Any]] = []
+    gallery: list[GalleryPick] = []
     for c in classes:
         for kind in KINDS:
             for row, repeated in picked.get((c, kind), []):
@@ -485,7 +499,7 @@ def _most_confident(y: np.ndarray, pred: np.ndarray, p_c: np.ndarray, c: int, ki
 
 def faithfulness(model: nn.Module, x: Tensor, cams: Tensor, *, targets: Tensor, steps: int = 10,
                  seed: int = 0, baseline: str = "blur", random_per_image: int = RANDOM_PER_IMAGE,
-                 batch_size: int = 64, device: str | torch.device | None = None) -> dict[str, Any]:
+                 batch_size: int = 64, device: str | torch.device | None = None) -> dict[str, object]:
     """Deletion, insertion and ROAD of the CAM against random maps, with a paired verdict per score.
 
     Pixels are removed in the order the map ranks them (ties in a seeded random order, so
@@ -513,7 +527,7 @@ def faithfulness(model: nn.Module, x: Tensor, cams: Tensor, *, targets: Tensor, 
     k = int(random_per_image)
     base = _baseline_images(x, baseline)
     rand = random_maps(n * k, h, w, seed=seed)  # k consecutive maps per image
-    result: dict[str, Any] = {
+    result: dict[str, object] = {
         "n": int(n), "steps": int(steps), "baseline": baseline,
         "random_maps": {"per_image": k, "grid": _RANDOM_GRID, "made": "uniform noise on a 7x7 grid, "
                         "upsampled bilinearly with a random sub-cell shift, min-max normalised"},
@@ -531,6 +545,7 @@ def faithfulness(model: nn.Module, x: Tensor, cams: Tensor, *, targets: Tensor, 
             # The reference curve of an image is the mean over its k random maps.
             reps = 1 if name == "cam" else k
             per_image[name] = {key: c.reshape(n, reps, -1).mean(1) for key, c in curves.items()}
+    score_verdicts: list[str] = []
     for score, (curve, higher) in FAITH_SCORES.items():
         cam_c, rnd_c = per_image["cam"][curve], per_image["random"][curve]
         summarise = _curve_area if curve in ("deletion", "insertion") else _interior_mean
@@ -540,7 +555,8 @@ def faithfulness(model: nn.Module, x: Tensor, cams: Tensor, *, targets: Tensor, 
         result[score] = stat
         result[f"{curve}_curve"] = {"cam": cam_c.mean(0).tolist() if n else [],
                                     "random": rnd_c.mean(0).tolist() if n else []}
-    result["verdict"] = verdicts.overall([result[s]["verdict"] for s in FAITH_SCORES])
+        score_verdicts.append(str(stat["verdict"]))
+    result["verdict"] = verdicts.overall(score_verdicts)
     return result
 
 
@@ -709,7 +725,7 @@ def _interior_mean(curves: Tensor) -> np.ndarray:
 def sanity_check(model: nn.Module, x: Tensor, *, targets: Tensor, method: str,
                  target_layer_fn: TargetLayerFn, seed: int = 0, seeds: int = SANITY_SEEDS,
                  original: Tensor | None = None, batch_size: int = 64,
-                 device: str | torch.device | None = None) -> dict[str, Any]:
+                 device: str | torch.device | None = None) -> dict[str, object]:
     """Cascading model-parameter randomisation (Adebayo et al., 2018), over several seeds.
 
     A deep copy of the model has its classifier re-initialised, then, cumulatively and top
@@ -738,9 +754,9 @@ def sanity_check(model: nn.Module, x: Tensor, *, targets: Tensor, method: str,
             similarity["spearman"][s, i] = spearman(original, maps)
             similarity["ssim"][s, i] = ssim(original, maps)
         del twin
-    stages = []
+    stages: list[dict[str, object]] = []
     for i, name in enumerate(names):
-        stage: dict[str, Any] = {"randomised": name}
+        cells: dict[str, dict[str, verdicts.StatValue]] = {}
         for key in ("spearman", "ssim"):
             values = similarity[key][:, i]  # (seeds, n)
             per_seed = values.nanmean(1)
@@ -748,9 +764,9 @@ def sanity_check(model: nn.Module, x: Tensor, *, targets: Tensor, method: str,
                                         seed=seed)
             stat["sd_seeds"] = float(per_seed.std(unbiased=True)) if seeds > 1 else None
             stat["per_seed"] = [float(v) for v in per_seed]
-            stage[key] = stat
-        stage["ssim"].pop("verdict"), stage["ssim"].pop("limit")  # the rule reads Spearman only
-        stage["verdict"] = stage["spearman"]["verdict"]
+            cells[key] = stat
+        cells["ssim"].pop("verdict"), cells["ssim"].pop("limit")  # the rule reads Spearman only
+        stage: dict[str, object] = {"randomised": name, **cells, "verdict": cells["spearman"]["verdict"]}
         stages.append(stage)
         logger.debug("sanity stage %s: %s", name, stage)
     verdict = stages[-1]["verdict"] if stages else verdicts.INCONCLUSIVE
@@ -844,7 +860,7 @@ def ssim(a: Tensor, b: Tensor, *, window: int = 11, sigma: float = 1.5) -> Tenso
 # ---------------------------------------------------------------- localisation
 
 def localisation(cams: Tensor, masks: Tensor, *, tolerance: int = 1, seed: int = 0,
-                 random_per_image: int = RANDOM_PER_IMAGE) -> dict[str, Any]:
+                 random_per_image: int = RANDOM_PER_IMAGE) -> dict[str, object]:
     """Pointing game and energy inside known lesion masks: CAM, random maps and chance.
 
     Only images with a non-empty mask count. The pointing game scores a hit when the map's
@@ -863,7 +879,7 @@ def localisation(cams: Tensor, masks: Tensor, *, tolerance: int = 1, seed: int =
     keep = masks.flatten(1).any(1)
     cams, masks = cams[keep].float().cpu(), masks[keep]
     n = int(keep.sum())
-    result: dict[str, Any] = {"n": n, "tolerance": int(tolerance), "random_per_image": int(random_per_image),
+    result: dict[str, object] = {"n": n, "tolerance": int(tolerance), "random_per_image": int(random_per_image),
                               "pointing_game": {"cam": None, "random": None, "chance": None},
                               "energy_inside": {"cam": None, "random": None, "chance": None},
                               "mask_area": float(masks.float().mean()) if n else None,
@@ -884,9 +900,10 @@ def localisation(cams: Tensor, masks: Tensor, *, tolerance: int = 1, seed: int =
         stat["chance"] = stat.pop("reference")
         stat["random"] = float(scores["random"][metric].mean())
         result[metric] = stat
-    # The topic's verdict (what the discussion says) is the pointing game's: energy shares of
-    # small lesions are a few percent, so a fixed margin makes them rarely decisive.
-    result["verdict"] = result["pointing_game"]["verdict"]
+        # The topic's verdict (what the discussion says) is the pointing game's: energy shares
+        # of small lesions are a few percent, so a fixed margin makes them rarely decisive.
+        if metric == "pointing_game":
+            result["verdict"] = stat["verdict"]
     return result
 
 
@@ -902,6 +919,27 @@ def _localisation_scores(maps: Tensor, masks: Tensor, dilated: Tensor) -> dict[s
 
 # ---------------------------------------------------------------- the whole split
 
+class CamOptions(TypedDict):
+    method: str
+    batch_size: int
+    device: str | torch.device | None
+
+
+class ExplainSummary(TypedDict):
+    """What explain_split returns: metrics.json's "explain" as written (evaluate adds
+    ``viewer``; artifacts.Explanation is the loaded form). The statistics stay plain dicts
+    in the order of the file (see verdicts.StatValue)."""
+
+    method: str
+    target_layer: str
+    gallery: list[GalleryPick]
+    faithfulness: dict[str, object]
+    sanity: dict[str, object]
+    localisation: dict[str, object] | None
+    timings: dict[str, float]
+    viewer: NotRequired[artifacts.ViewerRef]
+
+
 def explain_split(model: nn.Module, images_float: Tensor, *, y_true: np.ndarray | Tensor | None,
                   probs: np.ndarray | Tensor, class_names: Sequence[str], target_layer: nn.Module,
                   layer_name: str, method: str = "gradcam", masks: Tensor | None = None,
@@ -909,7 +947,7 @@ def explain_split(model: nn.Module, images_float: Tensor, *, y_true: np.ndarray 
                   faithfulness_steps: int = 10, faithfulness_baseline: str = "blur",
                   random_per_image: int = RANDOM_PER_IMAGE, sanity_seeds: int = SANITY_SEEDS,
                   seed: int = 0, batch_size: int = 64,
-                  device: str | torch.device | None = None) -> tuple[dict[str, Any], Tensor]:
+                  device: str | torch.device | None = None) -> tuple[ExplainSummary, Tensor]:
     """Gallery CAMs, faithfulness, sanity check and (with masks) localisation for one split.
 
     Returns the "explain" summary of metrics.json (gallery entries without "file"/"id",
@@ -927,9 +965,8 @@ def explain_split(model: nn.Module, images_float: Tensor, *, y_true: np.ndarray 
         raise ReportError(f"explain: {n} images but {p.shape[0]} probability rows")
     pred = torch.from_numpy(p.argmax(axis=1)).long()
     layer_path = _module_path(model, target_layer)
-    options = {"method": method, "batch_size": batch_size, "device": device}
+    options: CamOptions = {"method": method, "batch_size": batch_size, "device": device}
     timings: dict[str, float] = {}
-    summary: dict[str, Any] = {"method": method, "target_layer": layer_name}
 
     clock = time.perf_counter()
     gallery = [] if y_true is None else select_gallery(y_true, p, class_names=class_names,
@@ -943,7 +980,6 @@ def explain_split(model: nn.Module, images_float: Tensor, *, y_true: np.ndarray 
                          for c in entry.pop("targets")]
     gallery_cams = compute_cams(model, images_float[rows], target_layer=target_layer,
                                 targets=map_targets, **options)
-    summary["gallery"] = gallery
     timings["gallery_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -953,7 +989,6 @@ def explain_split(model: nn.Module, images_float: Tensor, *, y_true: np.ndarray 
     faith = faithfulness(model, x_f, cams_f, targets=pred[sample], steps=faithfulness_steps,
                          baseline=faithfulness_baseline, random_per_image=random_per_image,
                          seed=seed, batch_size=batch_size, device=device)
-    summary["faithfulness"] = faith
     timings["faithfulness_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -963,19 +998,19 @@ def explain_split(model: nn.Module, images_float: Tensor, *, y_true: np.ndarray 
                           target_layer_fn=lambda m: m.get_submodule(layer_path), seed=seed,
                           seeds=sanity_seeds, original=cams_f[:sanity_n], batch_size=batch_size,
                           device=device)
-    summary["sanity"] = sanity
     timings["sanity_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    summary["localisation"] = None
+    located = None
     if masks is not None:
-        summary["localisation"] = _localise(model, images_float, masks, y_true, pred, target_layer,
+        located = _localise(model, images_float, masks, y_true, pred, target_layer,
                                             limit=faithfulness_n, seed=seed, options=options,
                                             random_per_image=random_per_image)
     timings["localisation_s"] = time.perf_counter() - clock
-    summary["timings"] = {k: round(v, 3) for k, v in timings.items()}
-    logger.info("explain (%s at %s): %s", method, layer_name, summary["timings"])
-    return summary, gallery_cams
+    rounded = {k: round(v, 3) for k, v in timings.items()}
+    logger.info("explain (%s at %s): %s", method, layer_name, rounded)
+    return ({"method": method, "target_layer": layer_name, "gallery": gallery, "faithfulness": faith,
+             "sanity": sanity, "localisation": located, "timings": rounded}, gallery_cams)
 
 
 def _module_path(model: nn.Module, target: nn.Module) -> str:
@@ -986,9 +1021,9 @@ def _module_path(model: nn.Module, target: nn.Module) -> str:
                       f"{type(model).__name__}")
 
 
-def _localise(model: nn.Module, images: Tensor, masks: Tensor, y_true: Any, pred: Tensor,
-              target_layer: nn.Module, *, limit: int, seed: int, options: dict[str, Any],
-              random_per_image: int) -> dict[str, Any]:
+def _localise(model: nn.Module, images: Tensor, masks: Tensor, y_true: np.ndarray | Tensor | None,
+              pred: Tensor, target_layer: nn.Module, *, limit: int, seed: int, options: CamOptions,
+              random_per_image: int) -> dict[str, object]:
     masks = torch.as_tensor(masks).bool()
     positive = torch.nonzero(masks.flatten(1).any(1)).flatten()
     gen = torch.Generator().manual_seed(seed + 2)

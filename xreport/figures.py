@@ -25,6 +25,8 @@ from .errors import XReportError
 if TYPE_CHECKING:
     import torch
 
+    from .explain import GalleryPick
+
 logger = logging.getLogger(__name__)
 
 # Set (to anything but "" or "0") to let a chart that fails raise instead of being left
@@ -102,7 +104,7 @@ class ReportFigures:
 
 
 def _has_counts(dist: artifacts.ClassDistribution | None) -> bool:
-    return bool(dist) and any(counts is not None for counts in dist["splits"].values())
+    return dist is not None and any(counts is not None for counts in dist["splits"].values())
 
 
 def _result_figures(metrics: artifacts.Metrics | None, maker: FigureMaker,
@@ -170,7 +172,7 @@ def _example_figures(config: Mapping[str, object], dataset: Dataset | None, make
     return examples, before_after
 
 
-def draw_cam_gallery(gallery: Sequence[artifacts.GalleryEntry], cams: torch.Tensor,
+def draw_cam_gallery(gallery: Sequence[GalleryPick], cams: torch.Tensor,
                      images: torch.Tensor, ids: Sequence[str], *, out: runs.EvaluationPaths) -> None:
     """The CAM gallery's overlays, one PNG per map, into ``cams/`` beside metrics.json.
 
@@ -190,7 +192,7 @@ def draw_cam_gallery(gallery: Sequence[artifacts.GalleryEntry], cams: torch.Tens
         content = explain.content_mask(raw)
         image = raw.permute(1, 2, 0).numpy()
         image = image[..., 0] if image.shape[2] == 1 else image
-        maps = entry["maps"] or []
+        maps = entry["maps"]
         for item in maps:
             name = f"{i:02d}_{entry['kind']}_c{entry['class_index']}_{entry['index']}_m{item['target']}.png"
             cam = explain.without_padding(next(flat_maps), content)
@@ -222,11 +224,12 @@ def draw_report_figures(report_dir: Path, *, meta: artifacts.CheckpointMeta,
     out.examples, out.before_after = _example_figures(meta["config"], dataset, maker, names_by_lang,
                                                       int(meta.get("seed", 0) or 0))
     out.results = _result_figures(evaluation["metrics"], maker, mappings)
-    faith = (evaluation.get("explain") or {}).get("faithfulness") or {}
-    if faith.get("deletion_curve") or faith.get("insertion_curve"):
+    explained = evaluation["explain"]
+    faith = explained["faithfulness"] if explained else None
+    if faith and (faith["deletion_curve"] or faith["insertion_curve"]):
         out.faithfulness = maker.draw("faithfulness", lambda t, lang: charts.faithfulness_curves(faith, t=t))
-    sanity = (evaluation.get("explain") or {}).get("sanity") or {}
-    if any(isinstance(st.get("spearman"), Mapping) for st in sanity.get("stages") or []):
+    sanity = explained["sanity"] if explained else None
+    if sanity and any(st["spearman"] is not None for st in sanity["stages"]):
         out.sanity = maker.draw("sanity", lambda t, lang: charts.sanity_similarity(sanity, t=t))
     out.failed = sorted(set(maker.failed))
     return out

@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlparse
 
 import torch
@@ -23,6 +23,9 @@ from torch import nn
 
 from .config import ARCHS
 from .errors import CheckpointError, ConfigError, OfflineError
+
+if TYPE_CHECKING:
+    from .artifacts import CheckpointMeta
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ def weights_cache_path(arch: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
-def _normalise_keys(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+def _normalise_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Strip DDP's ``module.`` prefix and rename old DenseNet keys ("norm.1" -> "norm1")."""
     return {_DENSENET_OLD_KEY.sub(r"\1\2", k.removeprefix("module.")): v for k, v in state.items()}
 
@@ -109,7 +112,7 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     return _normalise_keys(state)
 
 
-def _require_keys(expected: list[str], state: Mapping[str, Any], own: Mapping[str, Any], *,
+def _require_keys(expected: list[str], state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], *,
                   where: str) -> None:
     """``CheckpointError`` naming ``where`` when ``state`` lacks an expected key or has extra ones."""
     missing = [k for k in expected if k not in state]
@@ -448,7 +451,7 @@ def count_flops(model: nn.Module, input_size: int, in_channels: int) -> int:
 _META_KEYS = ("arch", "num_classes", "in_channels", "small_input_stem")
 
 
-def model_from_meta(meta: Mapping[str, Any], *, path: str | Path | None = None) -> nn.Module:
+def model_from_meta(meta: CheckpointMeta, *, path: str | Path | None = None) -> nn.Module:
     """The (untrained) model a checkpoint's meta describes; never loads ImageNet weights."""
     where = f"{path}: " if path is not None else ""
     missing = [k for k in _META_KEYS if k not in meta]

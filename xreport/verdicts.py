@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Union
 
 import numpy as np
 from scipy.stats import wilcoxon
@@ -83,8 +83,15 @@ def sign_flip_p(diffs: Sequence[float] | np.ndarray, *, seed: int = 0, n_flips: 
     return float((1 + np.sum(null >= abs(d.mean()) - 1e-12)) / (n_flips + 1))
 
 
+# A value of a statistic's summary as metrics.json holds it. The summaries stay plain dicts:
+# explain renames ``reference`` (to ``random`` or ``chance``) and adds keys, and the file's
+# order of keys is part of the output (artifacts.PairedStatistic is the loaded form).
+StatValue = Union[float, int, str, bool, list[float], None]
+
+
 def paired(cam: Sequence[float] | np.ndarray, reference: Sequence[float] | np.ndarray, *,
-           higher_is_better: bool, margin: float, seed: int = 0, test: str = "wilcoxon") -> dict[str, Any]:
+           higher_is_better: bool, margin: float, seed: int = 0,
+           test: str = "wilcoxon") -> dict[str, StatValue]:
     """Per-image CAM score against its reference: means, the difference's CI and p, the verdict.
 
     ``difference`` is CAM minus reference (its sign is that of the raw score); the verdict
@@ -134,7 +141,8 @@ def overall(verdicts: Sequence[str]) -> str:
     return NOT_DISTINGUISHABLE
 
 
-def below_limit(values: Sequence[float] | np.ndarray, *, limit: float, seed: int = 0) -> dict[str, Any]:
+def below_limit(values: Sequence[float] | np.ndarray, *, limit: float,
+                seed: int = 0) -> dict[str, StatValue]:
     """Mean similarity, its 95% CI over images, and pass (CI below ``limit``) / fail / inconclusive."""
     d = _finite(values)
     mean = float(d.mean()) if d.size else None

@@ -3,17 +3,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import DataError
 from .images import scale_to_uint8, squeeze_grey
 
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
 logger = logging.getLogger(__name__)
 
 
-def _pydicom() -> Any:
+def _pydicom() -> ModuleType:
     try:
         import pydicom
     except ImportError:
@@ -103,14 +107,14 @@ def check_declared_size(path: Path) -> None:
                         f"the limit is {MAX_PIXELS:,} values (possible decompression bomb)")
 
 
-def _first(value: Any) -> float:
+def _first(value: object) -> float:
     try:
-        return float(value[0])
+        return float(value[0])  # type: ignore[index]   # a multi-valued element: its first
     except TypeError:
-        return float(value)
+        return float(value)  # type: ignore[arg-type]
 
 
-def _window(values: np.ndarray, ds: Any) -> np.ndarray | None:
+def _window(values: np.ndarray, ds: Dataset) -> np.ndarray | None:
     """Linear window (DICOM PS3.3 C.11.2.1.2) to 0..255, or None when the file has none."""
     if "WindowCenter" not in ds or "WindowWidth" not in ds:
         return None
@@ -121,7 +125,7 @@ def _window(values: np.ndarray, ds: Any) -> np.ndarray | None:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def _colour(ds: Any, pixels: np.ndarray, photometric: str, path: Path) -> np.ndarray:
+def _colour(ds: Dataset, pixels: np.ndarray, photometric: str, path: Path) -> np.ndarray:
     if photometric.startswith("YBR"):
         from pydicom.pixels import convert_color_space
         pixels = convert_color_space(pixels, photometric, "RGB")

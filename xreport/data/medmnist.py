@@ -6,7 +6,6 @@ import os
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -138,7 +137,7 @@ def _download(name: str, dirs: list[Path], *, image_size: int | None) -> Path:
     try:
         root.mkdir(parents=True, exist_ok=True)
         cls = getattr(medmnist, _PYTHON_CLASS[name])
-        kwargs: dict[str, Any] = {"split": "test", "download": True, "root": str(root)}
+        kwargs: dict[str, object] = {"split": "test", "download": True, "root": str(root)}
         if size != 28:
             kwargs["size"] = size
         cls(**kwargs)
@@ -248,7 +247,7 @@ def _check_no_gaps(path: Path, labels: dict[str, np.ndarray], num_classes: int) 
                         "0..K-1 (or name the classes in data.class_names)")
 
 
-def _get(npz: Any, path: Path, key: str) -> np.ndarray:
+def _get(npz: np.lib.npyio.NpzFile, path: Path, key: str) -> np.ndarray:
     try:
         return npz[key]
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
