@@ -450,6 +450,11 @@ def test_multiclass_roc_and_pr_have_one_curve_per_class() -> None:
     assert roc.get_title() == "<<chart.roc.title_ovr>>"
     pr = charts.pr_curves(metrics, t=fake_t).axes[0]
     assert [t.get_text().split(" ")[0] for t in pr.get_legend().get_texts()][:3] == names
+    # Each class's AP interval, when metrics.json has it, sits beside its AP as the AUC's does.
+    for row in metrics["per_class"]:
+        row["ap"] = {"value": 0.8, "ci95": [0.71, 0.88]}
+    labels = [t.get_text() for t in charts.pr_curves(metrics, t=fake_t).axes[0].get_legend().get_texts()]
+    assert all("<<chart.ci95>> 0.710–0.880" in label for label in labels[:3])
     with pytest.raises(ReportError, match="binary"):
         charts.operating_point_chart(metrics, t=fake_t)
 

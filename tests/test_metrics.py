@@ -369,9 +369,19 @@ def test_ap_ece_brier_intervals_equal_an_explicit_bootstrap(k, seed):
                     label_binarize(ys, classes=labels), ps, average="macro"))
                 draws["brier"].append(skm.brier_score_loss(ys, ps, labels=labels))
             draws["ece"].append(val(M.calibration(ys, ps)["ece"]))
+            if k > 2:   # and each class's AP, which the PR chart's legend names
+                for c in labels:
+                    draws.setdefault(f"ap/{c}", []).append(skm.average_precision_score(ys == c, ps[:, c]))
     assert len(draws["ap"]) == n_boot
     got = {"ap": full["average_precision"], "ece": full["calibration"]["ece"],
            "brier": full["calibration"]["brier"]}
+    for row in full["per_class"]:
+        if k > 2:
+            c = row["index"]
+            assert val(row["ap"]) == pytest.approx(skm.average_precision_score(y == c, p[:, c]))
+            got[f"ap/{c}"] = row["ap"]
+        else:
+            assert row["ap"] is None   # binary: the positive class's AP is average_precision
     missed = []
     for key, value in got.items():
         want = pytest.approx(list(np.percentile(draws[key], [2.5, 97.5])), abs=1e-12)

@@ -73,7 +73,8 @@ class RocAuc(Value, total=False):
 # "class" is a Python keyword, hence the functional form for the rows that carry it.
 ClassRow = TypedDict("ClassRow", {
     "class": str, "index": int, "precision": Value, "recall": Value, "specificity": Value,
-    "f1": Value, "support": int, "auc": Value | None})
+    "f1": Value, "support": int, "auc": Value | None,
+    "ap": Value | None})   # one-vs-rest average precision (multi-class; binary: average_precision)
 
 
 class AverageRow(TypedDict):

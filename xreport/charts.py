@@ -511,11 +511,13 @@ def pr_curves(metrics: artifacts.Metrics, *, t: Translate, ax: Axes | None = Non
     fig, ax = _figure_and_axes(ax, lambda: _curve_figure(len(entries)))
     handles: list[Artist] = []
     labels: list[str] = []
+    with_ci = len(entries) <= 4  # as the ROC legend: more curves keep the legend short
     for i, entry in enumerate(entries):
         style = _series_style(i)
         color = style["color"]
         (line,) = ax.plot(entry["recall"], entry["precision"], **style)
-        ci = _ci(metrics.get("average_precision")) if binary else None
+        ap = metrics.get("average_precision") if binary else _per_class(metrics, entry["class"]).get("ap")
+        ci = _ci(ap) if with_ci else None
         handles.append(line)
         labels.append(_score_label(entry["class"], t("chart.pr.ap"), entry.get("ap"), ci, t))
         support = value_of(_per_class(metrics, entry["class"]).get("support"))

@@ -336,8 +336,10 @@ def _batch_metrics(y: np.ndarray, probs: np.ndarray, weights: np.ndarray, *,
     else:
         out["roc_auc"] = aucs.mean(axis=1)
         out["roc_auc_weighted"] = _weighted_mean(aucs, cm.sum(axis=2))
-    out["average_precision"] = np.mean(
-        [_ap_batch(probs[:, c], y == c, weights) for c in _curve_classes(k)], axis=0)
+    aps = {c: _ap_batch(probs[:, c], y == c, weights) for c in _curve_classes(k)}
+    out["average_precision"] = np.mean(list(aps.values()), axis=0)
+    if k > 2:  # the per-class APs the PR chart names (binary: the positive class's is the above)
+        out.update({f"per_class/{c}/ap": ap for c, ap in aps.items()})
     out.update(_calibration_batch(y, probs, weights))
     if ordinal:
         out["qwk"] = _qwk_batch(cm)
@@ -357,6 +359,8 @@ def _class_reason(metric: str, c: int, cm: np.ndarray, names: list[str]) -> Mess
     support, predicted = int(cm[c].sum()), int(cm[:, c].sum())
     if metric in ("precision", "recall", "specificity", "f1"):
         return why(f"{metric}_undefined", cls=name)
+    if metric == "ap":
+        return why("ap_class_absent", cls=name)
     if support == 0:
         return why("auc_class_absent", cls=name)
     if support == n:
@@ -534,7 +538,8 @@ def _table(v: Callable[[str], Value], y: np.ndarray, names: list[str]) -> dict:
     metrics = ("precision", "recall", "specificity", "f1")
     per_class = [{"class": names[c], "index": c,
                   **{m: v(f"per_class/{c}/{m}") for m in metrics},
-                  "support": int(support[c]), "auc": v(f"per_class/{c}/auc")} for c in range(k)]
+                  "support": int(support[c]), "auc": v(f"per_class/{c}/auc"),
+                  "ap": v(f"per_class/{c}/ap") if k > 2 else None} for c in range(k)]
     averages = {avg: {**{m: v(f"{avg}/{m}") for m in ("precision", "recall", "f1")},
                       "support": int(len(y))} for avg in ("macro_avg", "weighted_avg")}
     return {"accuracy": v("accuracy"), "balanced_accuracy": v("balanced_accuracy"),
