@@ -88,6 +88,21 @@ def test_gaps_in_integer_npz_labels(tmp_path, capsys):
     one_error(rc, err, "gap.npz", "2, 3, 4, 5, 6")
 
 
+@pytest.mark.parametrize("top", [1000, 10**9])
+def test_a_huge_label_is_refused_before_it_sizes_anything(tmp_path, capsys, top):
+    # A label of 10**9 (an id column read as labels) used to make a billion classes: OOM kill.
+    path = _npz(tmp_path / "ids.npz", {"train": [0, 1, top, 1], "val": [0, 1], "test": [0, 1]})
+    rc, _, err = cli(capsys, *train_args(path, "c", tmp_path))
+    one_error(rc, err, "ids.npz", f"highest label, {top},", "at most 1000")
+
+
+def test_a_huge_label_in_a_csv_is_refused(tmp_path, capsys):
+    data = _csv_data(tmp_path / "data", {"train": [("a.png", "0"), ("b.png", "1"), ("c.png", "123456789")],
+                                         "val": [("v0.png", "0"), ("v1.png", "1")]})
+    rc, _, err = cli(capsys, *train_args(data, "c", tmp_path))
+    one_error(rc, err, "train.csv", "highest label, 123456789,", "at most 1000")
+
+
 def test_the_same_image_twice_with_different_labels_in_one_csv(tmp_path, capsys):
     data = _csv_data(tmp_path / "data", {"train": [("a.png", "0"), ("b.png", "1"), ("a.png", "1")],
                                          "val": [("v0.png", "0"), ("v1.png", "1")]})

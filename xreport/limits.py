@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import os
 
+from .errors import DataError
+
+# A classifier head, the per-class tables and the charts grow with the class count; a label
+# of 10**9 (a typo, or an id column read as labels) would otherwise make a billion classes.
+MAX_CLASSES = 1000
+
 # Share of physical memory one declared array (or a checkpoint's storages together) may take.
 MEMORY_FRACTION = 0.5
 
@@ -35,3 +41,11 @@ def human(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} bytes"
+
+
+def check_class_count(count: int, *, where: str, what: str) -> None:
+    """``what`` (e.g. "the highest label, 999999") implies ``count`` classes: refuse more than
+    MAX_CLASSES before anything is sized by it."""
+    if count > MAX_CLASSES:
+        raise DataError(f"{where}: {what} would make {count} classes; xreport supports at most "
+                        f"{MAX_CLASSES} (labels 0..{MAX_CLASSES - 1})")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
+from ..limits import check_class_count
 from ..runs import sha256_file
 from .base import SPLITS
 
@@ -125,6 +126,7 @@ def class_names(manifests: list[Manifest], *, configured: tuple[str, ...]) -> li
             raise DataError(f"{manifests[0].csv_path}: class_name {clash[0]!r} names more than one "
                             "label; each class needs its own name")
         count = max(max(i for i in ints if i is not None) + 1, max(named, default=-1) + 1)
+        check_class_count(count, where=str(manifests[0].csv_path), what=f"the highest label, {count - 1},")
         _check_no_gaps(manifests, set(ints) | set(named), count)  # type: ignore[arg-type]
         return [named.get(i, f"class_{i}") for i in range(count)]
     if any(i is not None for i in ints):

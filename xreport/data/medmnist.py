@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, OfflineError
+from ..limits import check_class_count
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +177,7 @@ def read_npz(path: Path, splits: tuple[str, ...], *, num_classes: int | None,
                   for s in sorted({k[:-7] for k in keys if k.endswith("_labels")})}
         if num_classes is None:
             num_classes = 1 + max((int(v.max()) for v in labels.values() if v.size), default=1)
+            check_class_count(num_classes, where=str(path), what=f"the highest label, {num_classes - 1},")
             _check_no_gaps(path, labels, num_classes)
         out = {}
         for split in splits:
