@@ -255,6 +255,12 @@ def _ap_batch(score: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> n
     return (gained * np.nan_to_num(_div(tp, called))).sum(axis=1)
 
 
+def _confidence_bin(conf: np.ndarray, n_bins: int) -> np.ndarray:
+    """Index of each confidence's equal-width (lo, hi] bin; 0 falls in the first."""
+    inner = np.arange(1, n_bins) / n_bins  # 0.3, not 0.30000000000000004
+    return np.clip(np.digitize(conf, inner, right=True), 0, n_bins - 1)
+
+
 def _calibration_batch(y: np.ndarray, probs: np.ndarray, weights: np.ndarray, *,
                        n_bins: int = CALIBRATION_BINS) -> Arrays:
     """ECE (top-class confidence, ``n_bins`` equal-width (lo, hi] bins) and Brier score
@@ -263,8 +269,7 @@ def _calibration_batch(y: np.ndarray, probs: np.ndarray, weights: np.ndarray, *,
     n, k = probs.shape
     conf = probs.max(axis=1)
     correct = (probs.argmax(axis=1) == y).astype(float)
-    inner = np.arange(1, n_bins) / n_bins  # 0.3, not 0.30000000000000004
-    which = np.clip(np.digitize(conf, inner, right=True), 0, n_bins - 1)
+    which = _confidence_bin(conf, n_bins)
     in_bin = np.zeros((n, n_bins))
     in_bin[np.arange(n), which] = 1.0
     gap = weights @ (in_bin * (correct - conf)[:, None])   # per bin: sum(correct - conf)
@@ -593,7 +598,8 @@ def average_precision(y_true: ArrayLike, probs: ArrayLike, *, class_names: Seque
     if not len(y):
         return {"value": None, "reason": EMPTY}
     classes = _curve_classes(p.shape[1])
-    aps = [_average_precision(y == c, p[:, c])[0] for c in classes]
+    ones = np.ones((1, len(y)))
+    aps = [float(_ap_batch(p[:, c], y == c, ones)[0]) for c in classes]  # NaN: no positives
     bad = [c for c, ap in zip(classes, aps) if not math.isfinite(ap)]
     if bad:
         code = "ap_class_absent" if len(classes) == 1 else "macro_ap_class_absent"
@@ -611,8 +617,8 @@ def calibration(y_true: ArrayLike, probs: ArrayLike, *,
     y, p = validate_inputs(y_true, probs)
     conf = p.max(axis=1)
     correct = (p.argmax(axis=1) == y).astype(float)
-    edges = np.array([i / n_bins for i in range(n_bins + 1)])  # 0.3, not 0.30000000000000004
-    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    edges = np.arange(n_bins + 1) / n_bins
+    which = _confidence_bin(conf, n_bins)
     counts = np.bincount(which, minlength=n_bins)
     conf_mean = _div(np.bincount(which, conf, minlength=n_bins), counts)
     acc_mean = _div(np.bincount(which, correct, minlength=n_bins), counts)
