@@ -51,7 +51,14 @@ PUBLISHED = {
 TARGETS = {"pneumoniamnist": {"acc": 0.95, "auc": 0.985}, "retinamnist": {"acc": 0.55, "auc": 0.75}}
 SETS = {"pneumoniamnist": "pneumoniamnist.npz", "retinamnist": "retinamnist.npz", "wbc": "wbc"}
 VARIANTS: dict[str, dict[str, Any]] = {
-    "ce": {"model": {"head": "linear"}},          # plain cross-entropy instead of the ordinal head
+    # plain softmax head and cross-entropy, whatever the defaults choose for an ordinal task
+    "ce": {"model": {"head": "linear"}, "train": {"loss": "cross_entropy"}},
+    # the cumulative-link head (one score, ordered thresholds) trained by its likelihood
+    "cumlink": {"model": {"head": "ordinal"}, "train": {"loss": "cross_entropy"}},
+    # softmax head trained on soft ordinal labels (train.soft_ordinal_targets)
+    "soft": {"model": {"head": "linear"}, "train": {"loss": "soft_ordinal"}},
+    # the same without the imbalance sampler the defaults choose from the class ratio
+    "soft-nosampler": {"model": {"head": "linear"}, "train": {"loss": "soft_ordinal", "imbalance": "none"}},
 }
 
 
@@ -145,20 +152,19 @@ def main() -> int:
                 else [(s, data_dir() / SETS[s]) for s in args.sets])
         extra = dict(VARIANTS[args.variant]) if args.variant else {}
         if args.smoke:
-            extra["train"] = {"max_steps": 2, "epochs": 1}
+            extra["train"] = {**extra.get("train", {}), "max_steps": 2, "epochs": 1}
         for base, dataset in todo:
             key = f"{base}+{args.variant}" if args.variant else base
-            earlier = [r for r in results.get(key, {}).get("per_seed", []) if r["seed"] not in args.seeds]
             for seed in (args.seeds[:1] if args.smoke else args.seeds):
                 row = run_seed(key.replace("+", "-"), dataset, seed, workdir, extra=extra)
                 print(json.dumps({"set": key, **{k: v for k, v in row.items() if k != "chosen"}}),
                       flush=True)
-                earlier = sorted([*earlier, row], key=lambda r: r["seed"])
                 with _locked(args.out):
-                    # Other zoo processes (other sets, run at the same time) may have written
-                    # since: merge this set into what the file holds now.
-                    results = {**(_read_sets(args.out) if not args.smoke else {}),
-                               key: summarise(base, earlier)}
+                    # Other zoo processes (other sets or seeds, run at the same time) may have
+                    # written since: merge this seed into what the file holds now.
+                    results = _read_sets(args.out) if not args.smoke else {}
+                    others = [r for r in results.get(key, {}).get("per_seed", []) if r["seed"] != seed]
+                    results[key] = summarise(base, sorted([*others, row], key=lambda r: r["seed"]))
                     payload = {"benchmark": "zoo", "date": now(), "command": command_line(),
                                "smoke": args.smoke, "threads": args.threads, "machine": machine(),
                                "load_average_start": started_load, "load_average_end": load_average(),

@@ -336,6 +336,44 @@ def test_head_linear_overrides_the_ordinal_default(tmp_path: Path) -> None:
     assert meta["task"] == "ordinal" and meta["head"] == "linear" and meta["recipe"]["choices"] == []
 
 
+def test_soft_ordinal_targets_weigh_grades_by_squared_distance() -> None:
+    q = train_mod.soft_ordinal_targets(torch.tensor([0, 2, 4]), 5)
+    assert torch.allclose(q.sum(1), torch.ones(3))
+    assert q.argmax(1).tolist() == [0, 2, 4]                       # the true grade stays the mode
+    assert q[1, 1] / q[1, 2] == pytest.approx(math.exp(-1), rel=1e-5)
+    assert q[1, 0] / q[1, 2] == pytest.approx(math.exp(-4), rel=1e-5)
+    assert torch.allclose(q[1], q[1].flip(0))                       # symmetric around grade 2
+    assert torch.allclose(q[0], q[2].flip(0))
+
+
+def test_soft_ordinal_loss_is_cross_entropy_on_the_soft_targets_and_ranks_near_misses() -> None:
+    torch.manual_seed(0)
+    logits, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 1, 0])
+    weight = torch.tensor([1.0, 2.0, 0.5, 1.5])
+    loss = train_mod.SoftOrdinalLoss(4, weight=weight, label_smoothing=0.1)(logits, y)
+    q = train_mod.soft_ordinal_targets(y, 4) * 0.9 + 0.1 / 4
+    by_hand = -(q * weight * logits.log_softmax(1)).sum(1).mean()
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
+    plain = train_mod.SoftOrdinalLoss(4)
+    near, far = torch.tensor([[0.0, 4.0, 0.0, 0.0]]), torch.tensor([[0.0, 0.0, 0.0, 4.0]])
+    # True grade 0: confidently predicting grade 1 costs less than grade 3; cross-entropy
+    # cannot tell the two mistakes apart.
+    assert plain(near, torch.tensor([0])) < plain(far, torch.tensor([0]))
+    ce = torch.nn.CrossEntropyLoss()
+    assert ce(near, torch.tensor([0])).item() == pytest.approx(ce(far, torch.tensor([0])).item())
+
+
+def test_loss_auto_follows_the_task() -> None:
+    assert train_mod.resolve_loss("auto", "ordinal") == "soft_ordinal"
+    assert train_mod.resolve_loss("auto", "multiclass") == "cross_entropy"
+    assert train_mod.resolve_loss("auto", "binary") == "cross_entropy"
+    assert train_mod.resolve_loss("cross_entropy", "ordinal") == "cross_entropy"
+    with pytest.raises(ConfigError, match="train.loss"):
+        train_mod.resolve_loss("hinge", "binary")
+    with pytest.raises(ConfigError, match="loss"):
+        config_mod.from_dict({"train": {"loss": "hinge"}})
+
+
 def test_validation_balanced_accuracy_and_qwk() -> None:
     cm = torch.tensor([[8.0, 2.0, 0.0], [1.0, 3.0, 0.0], [0.0, 0.0, 0.0]])
     assert train_mod.balanced_accuracy(cm) == pytest.approx((0.8 + 0.75) / 2)

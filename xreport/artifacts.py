@@ -387,6 +387,7 @@ class CheckpointMeta(TypedDict):
     pretrained: bool
     freeze_backbone: NotRequired[bool]
     head: str                       # "linear" | "ordinal" (models.HEADS)
+    loss: str                       # "cross_entropy" | "soft_ordinal" (train.LOSSES)
     weights: NotRequired[str]       # the local state_dict the backbone started from, "" if none
     recipe: RecipeMeta | None
     preprocess: NotRequired[dict[str, object]]
@@ -512,7 +513,8 @@ _ABSENT: dict[object, dict[str, object]] = {
     Sanity: {"seeds": 1, "stages": []},
     Localisation: {"tolerance": 0, "random_per_image": 1},
     GalleryEntry: {"repeated": False},
-    CheckpointMeta: {"dropout": 0.0, "pretrained": False, "head": "linear", "pipeline": [],
+    CheckpointMeta: {"dropout": 0.0, "pretrained": False, "head": "linear",
+                     "loss": "cross_entropy", "pipeline": [],
                      "data": {}, "val_metrics": {}, "versions": {}},
 }
 

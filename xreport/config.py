@@ -97,6 +97,9 @@ class TrainConfig:
     step_size: int = 10
     gamma: float = 0.1
     label_smoothing: float = 0.0
+    # auto: soft_ordinal for task "ordinal", else cross_entropy. soft_ordinal trains against
+    # soft labels that give neighbouring grades part of the mass (train.soft_ordinal_targets).
+    loss: Literal["auto", "cross_entropy", "soft_ordinal"] = "auto"
     # sampler: each class equally likely per draw; sqrt_sampler: draws in proportion to the
     # square root of the class size (a softer balance for heavy imbalance).
     imbalance: Literal["none", "sampler", "sqrt_sampler", "class_weights"] = "none"

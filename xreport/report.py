@@ -147,6 +147,7 @@ class Training(TypedDict):
     selected_by: str
     val_metrics: list[tuple[str, float]]
     head: str
+    loss: str
     recipe: list[artifacts.RecipeChoice]
     figures: dict[str, FigurePaths | None]
 
@@ -485,7 +486,7 @@ def _training(meta: artifacts.CheckpointMeta, train: TrainConfig, history: artif
         "label_smoothing": train.label_smoothing, "seed": meta.get("seed", train.seed),
         "selected_epoch": meta["epoch"], "selected_by": meta.get("selected_by", train.select_metric),
         "val_metrics": [(k, v) for k in VAL_COLUMNS if (v := val.get(k)) is not None],
-        "head": meta["head"],
+        "head": meta["head"], "loss": meta["loss"],
         # What the auto recipe chose from the data (the "why" figures in English, as a tooltip).
         "recipe": [c for c in choices if c["rule"] != "base"],
         "figures": {"curves": curves},
