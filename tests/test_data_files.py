@@ -59,9 +59,13 @@ def test_folder_class_sets_must_match(tmp_path: Path) -> None:
 
 
 def test_folder_missing_split(tmp_path: Path) -> None:
-    root = make_folder(tmp_path / "xr", splits=("train", "test"))
-    with pytest.raises(DataError, match="no 'val' split \\(found: train, test\\)"):
+    root = make_folder(tmp_path / "xr", splits=("train", "val"))
+    with pytest.raises(DataError, match="no 'test' split \\(found: train, val\\)"):
         load(root)
+    # No val split: it is held out of train (tests/test_val_holdout.py), unless switched off.
+    no_val = make_folder(tmp_path / "xr2", splits=("train", "test"))
+    with pytest.raises(DataError, match="no 'val' split \\(found: train, test\\)"):
+        load(no_val, val_fraction=0.0)
 
 
 def test_corrupt_image_raises_or_is_skipped(tmp_path: Path) -> None:

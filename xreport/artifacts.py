@@ -456,6 +456,7 @@ class ClassDistribution(TypedDict):
     class_names: list[str]
     splits: dict[str, list[int] | None]
     sizes: NotRequired[dict[str, int]]      # images per split (a loaded data set's, labels or not)
+    val_held_out: float | None              # share of each train class held out as val, if any
     leakage: NotRequired[Leakage]
 
 

@@ -34,6 +34,10 @@ class DataConfig:
     skip_bad_images: bool = False
     # A class with no training images (it can only be guessed): warn instead of stopping.
     allow_missing_classes: bool = False
+    # A source with a labelled train split but no val split: this share of each train class
+    # is held out as val (fixed seed, so every run on the data holds out the same images).
+    # 0: a missing val split is an error.
+    val_fraction: float = 0.1
     # Phantom generator only.
     phantom_size: int = 64
     phantom_train: int = 600
@@ -286,6 +290,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "train.max_steps": (0, 10**12),
     "train.weight_decay": (0, 100),
     "model.dropout": (0, 1),
+    "data.val_fraction": (0, 0.5),
     "augment.rotation": (0, 360),
 }
 # Every other number: a magnitude far above every option's use (new options get this too).

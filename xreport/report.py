@@ -742,6 +742,7 @@ class DataSection(TypedDict):
     source: object
     class_names: list[str]
     splits: list[SplitRow]
+    val_held_out: float | None      # the source had no val split: this share of train became val
     predicted: Predicted | None
     image_size: int
     channels: int
@@ -846,6 +847,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
             "source": dataset.source if dataset else data_ref.get("source")
             or data_cfg.get("dataset", "—"),
             "class_names": class_names, "splits": _split_rows(dist, predicted),
+            "val_held_out": dist["val_held_out"] if dist else None,
             "predicted": predicted,
             "image_size": meta["image_size"], "channels": meta["in_channels"],
             "original_size": (f"{dataset.original_size[0]} × {dataset.original_size[1]}"

@@ -14,7 +14,7 @@ from ..errors import DataError
 from ..runs import sha256_file
 from . import folder, manifest, medmnist, phantom
 from .augment import augment_batch
-from .base import SPLITS, Dataset, Split, Task, grey_to_rgb
+from .base import SPLITS, Dataset, Split, Task, grey_to_rgb, hold_out_val
 from .images import decode_files, read_image
 from .imbalance import class_weights, sampler_weights
 from .preprocess import (compute_mean_std, describe_pipeline, normalize_batch, preprocess_image,
@@ -100,11 +100,55 @@ def load_dataset(data_cfg: DataConfig, preprocess_cfg: PreprocessConfig, *, imag
     kind, source = resolve_source(data_cfg, image_size=image_size)
     loader = {"phantom": _load_phantom, "medmnist": _load_medmnist,
               "folder": _load_folder, "csv": _load_csv}[kind]
-    ds = loader(source, data_cfg, preprocess_cfg, image_size=image_size, splits=splits)
+    present = _source_splits(kind, source)
+    carve_val = ("val" in splits and "val" not in present and "train" in present
+                 and data_cfg.val_fraction > 0)
+    load = tuple(s for s in SPLITS if (s in splits or s == "train") and s != "val") if carve_val else splits
+    ds = loader(source, data_cfg, preprocess_cfg, image_size=image_size, splits=load)
+    if carve_val:
+        ds = _with_held_out_val(ds, data_cfg.val_fraction, keep_train="train" in splits)
     check_class_sets(ds, allow_missing=data_cfg.allow_missing_classes)
     _unify_channels(ds)
     logger.info("loaded %s (%s): %s", ds.name, kind,
                 ", ".join(f"{k} {len(v)}" for k, v in ds.splits.items()))
+    return ds
+
+
+def _source_splits(kind: str, source: str) -> set[str]:
+    """The splits the source holds, as far as a cheap look tells; when unsure, all of them
+    (the loader then names what is missing or broken)."""
+    path = Path(source)
+    if kind == "folder":
+        return {s for s in SPLITS if (path / s).is_dir()}
+    if kind == "csv":
+        try:
+            return set(manifest.find_csvs(path))
+        except DataError:
+            return set(SPLITS)
+    if kind == "medmnist":
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return {s for s in SPLITS if f"{s}_images" in npz.files}
+        except Exception:  # noqa: BLE001 - a broken file is read_npz's to report
+            return set(SPLITS)
+    return set(SPLITS)
+
+
+def _with_held_out_val(ds: Dataset, fraction: float, *, keep_train: bool) -> Dataset:
+    """``ds`` with a val split held out of its train split (the source has none)."""
+    train = ds.splits["train"]
+    if train.labels is None:
+        return ds   # unlabelled train: training stops on it with its own message
+    rest, val = hold_out_val(train, fraction, ds.num_classes)
+    if len(val) == 0:
+        raise DataError(f"{ds.source}: no val split, and the train split ({len(train)} images) is too "
+                        "small to hold one out (each class needs at least 2 images); add a val split")
+    logger.info("%s has no val split: held out %d of %d train images (%.0f%% of each class) as val",
+                ds.source, len(val), len(train), 100 * fraction)
+    splits = {"train": rest} if keep_train else {}
+    splits |= {"val": val} | {k: v for k, v in ds.splits.items() if k != "train"}
+    ds.splits = {k: splits[k] for k in SPLITS if k in splits}
+    ds.val_held_out = fraction
     return ds
 
 

@@ -52,6 +52,9 @@ class Dataset:
     # Translations of class_names known from the source (MedMNIST's tables); [] otherwise.
     class_names_zh_tw: list[str] = field(default_factory=list)
     class_names_zh_cn: list[str] = field(default_factory=list)
+    # The share of each train class held out as val when the source has no val split; None
+    # when val came from the source (data.hold_out_val).
+    val_held_out: float | None = None
 
     @property
     def num_classes(self) -> int:
@@ -69,3 +72,34 @@ def grey_to_rgb(split: Split) -> Split:
     if split.images.shape[1] != 1:
         return split
     return replace(split, images=split.images.expand(-1, 3, -1, -1).contiguous())
+
+
+# The held-out val split depends on the data alone, never on train.seed: runs that differ in
+# seed are compared on the same val images.
+VAL_HOLDOUT_SEED = 20261130
+
+
+def hold_out_val(train: Split, fraction: float, num_classes: int) -> tuple[Split, Split]:
+    """(train, val): ``fraction`` of each class of the labelled ``train`` split, at random.
+
+    A class of n >= 2 images gives max(1, round(fraction * n)) of them, and always keeps one
+    for training; a class with one image stays in train. Images keep their order and ids.
+    """
+    assert train.labels is not None
+    generator = torch.Generator().manual_seed(VAL_HOLDOUT_SEED)
+    held = torch.zeros(len(train), dtype=torch.bool)
+    for k in range(num_classes):
+        members = (train.labels == k).nonzero().flatten()
+        n = len(members)
+        if n < 2:
+            continue
+        take = min(n - 1, max(1, round(fraction * n)))
+        held[members[torch.randperm(n, generator=generator)[:take]]] = True
+
+    def part(name: str, keep: torch.Tensor) -> Split:
+        index = keep.nonzero().flatten()
+        return Split(name, train.images[index], train.labels[index] if train.labels is not None else None,
+                     [train.ids[i] for i in index.tolist()],
+                     None if train.masks is None else train.masks[index])
+
+    return part("train", ~held), part("val", held)

@@ -20,6 +20,7 @@ def class_distribution(ds: Dataset) -> ClassDistribution:
         "splits": {name: (None if s.labels is None else s.class_counts(ds.num_classes))
                    for name, s in ds.splits.items()},
         "sizes": {name: len(s) for name, s in ds.splits.items()},
+        "val_held_out": ds.val_held_out,
     }
 
 
