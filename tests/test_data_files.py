@@ -271,3 +271,21 @@ def test_raw_examples_from_a_folder(tmp_path: Path) -> None:
     assert all(img.shape == (30, 20) and img.dtype == np.uint8 for img, _ in examples)
     again = raw_examples(DataConfig(dataset=str(root)), 2, 0)
     assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(examples, again))
+
+
+def test_npz_float_and_wide_integer_pixels_are_read_as_uint8(tmp_path: Path) -> None:
+    from xreport.data.medmnist import read_npz
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (4, 6, 6)).astype(np.uint8)
+    labels = np.array([0, 1, 0, 1]).reshape(-1, 1)
+    for name, stored in {"unit": pixels.astype(np.float64) / 255.0,
+                         "bytes_as_float": pixels.astype(np.float32),
+                         "int64": pixels.astype(np.int64), "half": (pixels / 255.0).astype(np.float16)}.items():
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, train_images=stored, train_labels=labels)
+        arrays, k = read_npz(path, ("train",), num_classes=None)
+        got = arrays["train"][0]
+        assert got.dtype == np.uint8 and k == 2, name
+        tolerance = 1 if name == "half" else 0            # float16 keeps 11 bits of the fraction
+        assert np.abs(got[:, 0].astype(int) - pixels.astype(int)).max() <= tolerance, name

@@ -284,8 +284,34 @@ def _images(path: Path, split: str, x: np.ndarray) -> np.ndarray:
     if 0 in x.shape[2:]:
         raise DataError(f"{path}: '{key}' has shape {x.shape}; images must be at least 1x1 pixels")
     if x.dtype != np.uint8:
-        if x.dtype.kind in "iu" and (x.size == 0 or (int(x.min()) >= 0 and int(x.max()) <= 255)):
-            x = x.astype(np.uint8)
-        else:
-            raise DataError(f"{path}: '{key}' has dtype {x.dtype}; expected uint8 pixels 0..255")
+        x = _as_uint8(path, key, x)
     return np.ascontiguousarray(x)
+
+
+def _as_uint8(path: Path, key: str, x: np.ndarray) -> np.ndarray:
+    """Pixels another pipeline stored as integers in 0..255 or as floats in [0, 1] or
+    [0, 255] (the two scales float images come in), as uint8; anything else is refused
+    rather than guessed at (a 12-bit scan needs a window the data set must choose)."""
+    if x.size == 0:
+        return x.astype(np.uint8)
+    if x.dtype.kind == "b" or x.dtype.kind not in "iuf":
+        raise DataError(f"{path}: '{key}' has dtype {x.dtype}; expected pixels 0..255 (uint8) "
+                        "or floats in [0, 1]")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise DataError(f"{path}: '{key}' holds NaN or infinite pixels")
+    low, high = float(x.min()), float(x.max())
+    if x.dtype.kind in "iu":
+        if low >= 0 and high <= 255:
+            return x.astype(np.uint8)
+        raise DataError(f"{path}: '{key}' has {x.dtype} pixels in {low:g}..{high:g}; expected 0..255 "
+                        "(window or rescale them to 8 bits first)")
+    if low < 0 or high > 255:
+        raise DataError(f"{path}: '{key}' has float pixels in {low:g}..{high:g}; expected [0, 1] or "
+                        "[0, 255]")
+    scale = 255.0 if high <= 1.0 else 1.0
+    logger.info("%s: '%s' holds float pixels in %g..%g; read as %s", path, key, low, high,
+                "[0, 1] x 255" if scale != 1.0 else "0..255, rounded")
+    x = x.astype(np.float32, copy=x.dtype != np.float32)   # in place from here on
+    x *= scale
+    np.rint(x, out=x)
+    return x.astype(np.uint8)
