@@ -59,6 +59,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "soft": {"model": {"head": "linear"}, "train": {"loss": "soft_ordinal"}},
     # the same without the imbalance sampler the defaults choose from the class ratio
     "soft-nosampler": {"model": {"head": "linear"}, "train": {"loss": "soft_ordinal", "imbalance": "none"}},
+    "ce-nosampler": {"model": {"head": "linear"}, "train": {"loss": "cross_entropy", "imbalance": "none"}},
 }
 
 
