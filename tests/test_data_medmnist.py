@@ -79,7 +79,7 @@ def test_vectorised_resize_matches_the_per_image_pipeline(tmp_path: Path) -> Non
     ({"val_labels": None}, "'val_labels' is missing"),
     ({"test_labels": np.zeros((5, 1), np.uint8)}, "6 images but 'test_labels' has 5"),
     ({"train_labels": np.full((12, 1), 7, np.uint8)}, r"labels in 7..7; valid range is 0..1"),
-    ({"train_images": np.zeros((12, 28, 28), np.float32)}, "dtype float32"),
+    ({"train_images": np.full((12, 28, 28), -1.0, np.float32)}, r"float pixels in -1..-1; expected \[0, 1\]"),
     ({"train_labels": np.zeros((12, 14), np.uint8)}, "multi-label"),
     ({"train_images": np.zeros((12, 4, 28, 28, 1), np.uint8)}, "3D MedMNIST"),
 ])

@@ -224,9 +224,11 @@ def test_ordinal_head_trains_with_cross_entropy_and_round_trips() -> None:
         assert torch.equal(rebuilt.eval()(x), model.eval()(x))
 
 
-def test_head_auto_follows_the_task() -> None:
-    assert resolve_head("auto", "ordinal") == "ordinal"
+def test_head_auto_is_the_softmax_head_and_the_cumulative_link_head_is_asked_for() -> None:
+    # Graded tasks get their order from the loss (train.resolve_loss), not from the head.
+    assert resolve_head("auto", "ordinal") == "linear"
     assert resolve_head("auto", "multiclass") == "linear"
+    assert resolve_head("ordinal", "ordinal") == "ordinal"
     assert resolve_head("linear", "ordinal") == "linear"
 
 

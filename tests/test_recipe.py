@@ -91,9 +91,14 @@ def test_epochs_scale_with_the_train_split_within_the_budget() -> None:
     assert epochs(4000, budget_s=60) == int(60 // cost)
 
 
-def test_ordinal_task_gets_the_ordinal_head_and_qwk() -> None:
+def test_ordinal_task_gets_soft_ordinal_labels_and_qwk() -> None:
     choices = {c.key: c.value for c in recipe.choose(probe([50, 20, 10], task="ordinal"), RunConfig(), set())}
-    assert choices["model.head"] == "ordinal" and choices["train.select_metric"] == "val_qwk"
+    assert choices["model.head"] == "linear" and choices["train.loss"] == "soft_ordinal"
+    assert choices["train.select_metric"] == "val_qwk"
+    flat = {c.key: c.value for c in recipe.choose(probe([50, 20, 10], task="multiclass"), RunConfig(), set())}
+    assert flat["model.head"] == "linear" and flat["train.loss"] == "cross_entropy"
+    kept = {c.key for c in recipe.choose(probe([50, 20, 10], task="ordinal"), RunConfig(), {"train.loss"})}
+    assert "train.loss" not in kept                     # a loss the user set is never changed
 
 
 def test_keys_the_user_set_are_never_chosen() -> None:

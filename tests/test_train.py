@@ -308,9 +308,10 @@ def test_precision_and_layout_resolution() -> None:
 
 # ---------------------------------------------------------------- ordinal head, auto recipe meta
 
-def test_ordinal_task_trains_the_ordinal_head_and_selects_on_qwk(tmp_path: Path) -> None:
+def test_the_cumulative_link_head_trains_and_selects_on_qwk(tmp_path: Path) -> None:
     base = tiny_config("graded", epochs=2, select_metric="val_qwk")
-    cfg = replace(base, data=replace(base.data, phantom_classes=3, phantom_ordinal=True))
+    cfg = replace(base, data=replace(base.data, phantom_classes=3, phantom_ordinal=True),
+                  model=replace(base.model, head="ordinal"))
     choices = [{"key": "train.select_metric", "value": "val_qwk", "rule": "select", "why": "task ordinal"}]
     result = train(cfg, checkpoints_root=tmp_path, recipe_choices=choices)
     ckpt = runs.load_checkpoint(runs.RunPaths("graded", checkpoints_root=tmp_path).best)
@@ -327,13 +328,20 @@ def test_ordinal_task_trains_the_ordinal_head_and_selects_on_qwk(tmp_path: Path)
     assert torch.allclose(probs.sum(1), torch.ones(3), atol=1e-5)
 
 
-def test_head_linear_overrides_the_ordinal_default(tmp_path: Path) -> None:
-    base = tiny_config("graded_ce", epochs=1)
-    cfg = replace(base, data=replace(base.data, phantom_classes=3, phantom_ordinal=True),
-                  model=replace(base.model, head="linear"))
-    train(cfg, checkpoints_root=tmp_path)
+def test_ordinal_default_is_a_softmax_head_on_soft_labels_and_the_loss_can_be_set(tmp_path: Path) -> None:
+    base = tiny_config("graded_soft", epochs=1)
+    graded = replace(base, data=replace(base.data, phantom_classes=3, phantom_ordinal=True))
+    train(graded, checkpoints_root=tmp_path)
+    ckpt = runs.load_checkpoint(runs.RunPaths("graded_soft", checkpoints_root=tmp_path).best)
+    meta = ckpt.meta
+    assert meta["task"] == "ordinal" and meta["head"] == "linear" and meta["loss"] == "soft_ordinal"
+    assert meta["recipe"]["choices"] == [] and "fc.weight" in ckpt.state_dict
+    plain = replace(graded, name="graded_ce", train=replace(graded.train, loss="cross_entropy"))
+    train(plain, checkpoints_root=tmp_path)
     meta = runs.load_checkpoint(runs.RunPaths("graded_ce", checkpoints_root=tmp_path).best).meta
-    assert meta["task"] == "ordinal" and meta["head"] == "linear" and meta["recipe"]["choices"] == []
+    assert meta["head"] == "linear" and meta["loss"] == "cross_entropy"
+    train(replace(base, name="flat"), checkpoints_root=tmp_path)
+    assert runs.load_checkpoint(runs.RunPaths("flat", checkpoints_root=tmp_path).best).meta["loss"] == "cross_entropy"
 
 
 def test_soft_ordinal_targets_weigh_grades_by_squared_distance() -> None:

@@ -82,7 +82,8 @@ class ModelConfig:
     # A torchvision-compatible state_dict file (ImageNet or domain weights) to start from;
     # "" = none. The classifier and, for another channel count, the first conv are adapted.
     weights: str = ""
-    # auto: the ordinal (cumulative-link) head for task "ordinal", else a linear softmax head.
+    # auto: a linear softmax head for every task (an ordinal task gets train.loss soft_ordinal);
+    # "ordinal": the cumulative-link head (one score, ordered thresholds; models.OrdinalHead).
     head: Literal["auto", "linear", "ordinal"] = "auto"
     dropout: float = 0.0
     freeze_backbone: bool = False

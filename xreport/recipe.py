@@ -89,6 +89,13 @@ def select_rule(task: str) -> Choice:
     return Choice("train.select_metric", SELECT_BY_TASK[task], "select", f"task {task}")
 
 
+def loss_rule(task: str) -> Choice:
+    if task == "ordinal":
+        return Choice("train.loss", "soft_ordinal", "loss",
+                      "task ordinal: soft labels, a near grade costs less than a far one")
+    return Choice("train.loss", "cross_entropy", "loss", f"task {task}")
+
+
 def batch_rule(n_train: int) -> Choice:
     # At least ~16 steps an epoch: BatchNorm and the schedule need some steps on tiny sets.
     size = 128 if n_train >= 2048 else 64 if n_train >= 512 else 32
@@ -160,8 +167,8 @@ def choose(probe: SourceProbe, config: RunConfig, given: set[str]) -> list[Choic
         select_rule(probe.task),
         batch_rule(n_train),
         flip_rule(probe.colour),
-        Choice("model.head", "ordinal" if probe.task == "ordinal" else "linear", "head",
-               f"task {probe.task}"),
+        Choice("model.head", "linear", "head", f"task {probe.task}: softmax head"),
+        loss_rule(probe.task),
     ]
     choices += [Choice(k, v, "base", "generic ingredients (BENCHMARKS.md ablation)")
                 for k, v in BASE.items()]
