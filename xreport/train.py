@@ -304,7 +304,7 @@ def lr_factor(step: int, *, cfg: TrainConfig, steps_per_epoch: int) -> float:
     return 1.0
 
 
-# ---------------------------------------------------------------- the run folder
+# ---------------------------------------------------------------- losses
 
 LOSSES = ("cross_entropy", "soft_ordinal")
 
@@ -350,6 +350,8 @@ def make_criterion(loss: str, *, num_classes: int, weight: torch.Tensor | None,
         return SoftOrdinalLoss(num_classes, weight=weight, label_smoothing=label_smoothing)
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
 
+
+# ---------------------------------------------------------------- the run folder
 
 def _prepare_run_dir(paths: runs.RunPaths, *, resume: bool, overwrite: bool) -> None:
     run_dir = paths.run_dir
