@@ -107,3 +107,12 @@ def test_the_report_says_val_was_held_out(tmp_path: Path) -> None:
     assert "15.0% of each train class was held out at random as val" in html
     assert "每個類別的訓練影像隨機保留 15.0% 作為驗證集" in html
     assert "每个类别的训练图像随机保留 15.0% 作为验证集" in html
+
+
+def test_the_recipe_probe_counts_the_val_images_that_will_be_held_out(tmp_path: Path) -> None:
+    from xreport.data import probe_source
+
+    no_val = make_folder(tmp_path / "noval", splits=("train", "test"), per_class=10)
+    assert probe_source(DataConfig(dataset=str(no_val))).n_val == 2
+    full = make_folder(tmp_path / "full", per_class=3)
+    assert probe_source(DataConfig(dataset=str(full))).n_val == 6

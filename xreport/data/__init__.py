@@ -381,7 +381,8 @@ def probe_source(data_cfg: DataConfig, *, sample: int = 16) -> SourceProbe:
         arrays, k = medmnist.read_npz(path, ("train",), num_classes=len(table) if table else None)
         images, y_train = arrays["train"]
         with np.load(path, allow_pickle=False) as npz:
-            n_val = int(npz["val_labels"].shape[0]) if "val_labels" in npz.files else 0
+            n_val = (int(npz["val_labels"].shape[0]) if "val_labels" in npz.files
+                     else _held_out_size(data_cfg, len(y_train)))
         names = table if table and len(table) == k else [str(i) for i in range(k)]
         _names, task = _names_and_task(data_cfg, names, where=str(path),
                                        default_task="ordinal" if name in medmnist.ORDINAL else None)
@@ -391,8 +392,8 @@ def probe_source(data_cfg: DataConfig, *, sample: int = 16) -> SourceProbe:
     files, labels = _file_split(kind, root, "train", configured=data_cfg.class_names)
     if labels is None or not files:
         raise DataError(f"{root}: the train split has no labels; training needs them")
-    # (with no val split this counts another split's files: an estimate of the val cost only)
-    val_files, _val_labels = _file_split(kind, root, "val", configured=data_cfg.class_names)
+    n_val = (len(_file_split(kind, root, "val", configured=data_cfg.class_names)[0])
+             if "val" in _source_splits(kind, source) else _held_out_size(data_cfg, len(files)))
     k = max(labels) + 1
     if data_cfg.class_names:
         k = max(k, len(data_cfg.class_names))
@@ -412,7 +413,12 @@ def probe_source(data_cfg: DataConfig, *, sample: int = 16) -> SourceProbe:
     _names, task = _names_and_task(data_cfg, [str(i) for i in range(k)], where=str(root))
     return _checked_probe(SourceProbe(kind, source, int(np.median(sides)), colour,
                                       np.bincount(np.asarray(labels), minlength=k).tolist(),
-                                      len(val_files), task))
+                                      n_val, task))
+
+
+def _held_out_size(data_cfg: DataConfig, n_train: int) -> int:
+    """About how many train images become val when the source has none (``hold_out_val``)."""
+    return round(data_cfg.val_fraction * n_train)
 
 
 def _checked_probe(probe: SourceProbe) -> SourceProbe:
