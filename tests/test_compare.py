@@ -48,6 +48,7 @@ def _meta(name: str, arch: str, *, class_names: list[str], pretrained: bool, cfg
             "class_names_zh_tw": ["正常", "肺炎"][: len(class_names)] if len(class_names) == 2 else [],
             "class_names_zh_cn": [], "task": "binary" if len(class_names) == 2 else "multiclass",
             "in_channels": 1, "image_size": 32, "small_input_stem": True, "dropout": 0.0,
+            "head": "linear", "loss": "cross_entropy",
             "pretrained": pretrained, "mean": [0.5], "std": [0.25], "data": {"dataset": "phantom", "kind": "phantom"},
             "data_fingerprint": "cd" * 32, "epoch": 4, "selected_by": "val_auc", "seed": 0,
             "config": xconfig.to_dict(cfg), "params": 11_170_000 if arch == "resnet18" else 23_500_000,
@@ -417,3 +418,10 @@ def test_graded_runs_are_compared_on_qwk_and_grade_error(tmp_path: Path) -> None
     assert qwk["better"] == "max" and qwk["best"] == [False, True]
     assert mae["better"] == "min" and mae["best"] == [False, True]
     assert xmetrics.value_of(qwk["values"][1]) == runs_[1].metrics["ordinal"]["qwk"]["value"]
+    # How each was trained stands beside the numbers: softmax on cross-entropy vs soft labels.
+    runs_[1].meta["loss"] = "soft_ordinal"
+    ctx = compare.compare_context(runs_, name="cmp-graded", reports_root=tmp_path / "reports",
+                                  langs=["en", "zh-TW"], n_boot=50)
+    text = _text(compare.render_compare_html(ctx, langs=["en", "zh-TW"]))
+    assert "Head · loss softmax · cross-entropy softmax · soft ordinal labels" in text
+    assert "輸出層 · 損失函數 softmax · 交叉熵 softmax · 軟序數標籤" in text

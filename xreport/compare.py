@@ -413,6 +413,8 @@ class RunRow(TypedDict):
     image_size: int
     in_channels: int
     pretrained: bool
+    head: str                    # models.HEADS
+    loss: str                    # train.LOSSES
     epochs_run: int | None
     epochs_planned: object       # the config's train.epochs as recorded
     best_epoch: int | None
@@ -432,7 +434,7 @@ def _run_row(run: EvaluatedRun) -> RunRow:
     return {
         "name": run.name, "arch": meta["arch"], "params": _params(meta),
         "image_size": meta["image_size"], "in_channels": meta["in_channels"],
-        "pretrained": bool(meta["pretrained"]),
+        "pretrained": bool(meta["pretrained"]), "head": meta["head"], "loss": meta["loss"],
         "epochs_run": len(run.history) if run.history else None,
         "epochs_planned": train.get("epochs") if isinstance(train, Mapping) else None,
         "best_epoch": meta["epoch"], "selected_by": meta.get("selected_by"),
