@@ -116,3 +116,11 @@ def test_the_recipe_probe_counts_the_val_images_that_will_be_held_out(tmp_path: 
     assert probe_source(DataConfig(dataset=str(no_val))).n_val == 2
     full = make_folder(tmp_path / "full", per_class=3)
     assert probe_source(DataConfig(dataset=str(full))).n_val == 6
+
+
+def test_a_plain_npy_named_npz_is_refused_by_the_reader_not_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "fake.npz"
+    np.save(tmp_path / "fake.npy", np.zeros((4, 8, 8), np.uint8))
+    (tmp_path / "fake.npy").rename(path)
+    with pytest.raises(DataError, match="not a .npz archive"):
+        load_dataset(DataConfig(dataset=str(path)), PreprocessConfig(), image_size=8)
