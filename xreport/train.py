@@ -404,7 +404,7 @@ def _data_meta(config: RunConfig, ds: Dataset) -> dict[str, object]:
 
 
 def _static_meta(config: RunConfig, ds: Dataset, *, model: nn.Module, small_stem: bool,
-                 head: str, mean: Sequence[float], std: Sequence[float], setup: _Setup,
+                 head: str, loss: str, mean: Sequence[float], std: Sequence[float], setup: _Setup,
                  command: Sequence[str], recipe: Sequence[artifacts.RecipeChoice]) -> dict[str, object]:
     """The checkpoint meta that does not change from epoch to epoch."""
     from .data import describe_pipeline
@@ -416,7 +416,7 @@ def _static_meta(config: RunConfig, ds: Dataset, *, model: nn.Module, small_stem
         "class_names_zh_cn": list(config.data.class_names_zh_cn or ds.class_names_zh_cn),
         "task": ds.task, "in_channels": ds.channels, "image_size": config.image_size,
         "small_input_stem": small_stem, "head": head, "dropout": config.model.dropout,
-        "loss": resolve_loss(config.train.loss, ds.task),
+        "loss": loss,
         "pretrained": config.model.pretrained, "freeze_backbone": config.model.freeze_backbone,
         "weights": config.model.weights,
         # What the auto recipe chose and why (xreport.recipe); [] for a plain recipe.
@@ -446,6 +446,7 @@ class _Loop:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
     criterion: nn.Module
+    loss: str                      # train.LOSSES: what criterion computes
     train: Split
     val: Split
     mean: tuple[float, ...]
@@ -723,10 +724,11 @@ def _build_loop(config: RunConfig, ds: Dataset, setup: _Setup, *, small_stem: bo
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, cfg=cfg, steps_per_epoch=steps_per_epoch))
     scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.precision == "fp16")
-    criterion = make_criterion(resolve_loss(cfg.loss, ds.task), num_classes=ds.num_classes,
-                               weight=weight, label_smoothing=cfg.label_smoothing)
+    loss = resolve_loss(cfg.loss, ds.task)
+    criterion = make_criterion(loss, num_classes=ds.num_classes, weight=weight,
+                               label_smoothing=cfg.label_smoothing)
     return _Loop(config=config, setup=setup, model=model, bare=bare, optimizer=optimizer,
-                 scheduler=scheduler, scaler=scaler, criterion=criterion, train=train_split,
+                 scheduler=scheduler, scaler=scaler, criterion=criterion, loss=loss, train=train_split,
                  val=val_split, mean=tuple(mean), std=tuple(std), num_classes=ds.num_classes,
                  sample_weights=sample_weights)
 
@@ -823,7 +825,7 @@ def train(config: RunConfig, *, checkpoints_root: Path = Path("checkpoints"), re
         small_stem = resolve_small_stem(config.model.small_input_stem, config.image_size)
         head = resolve_head(config.model.head, ds.task)
         loop = _build_loop(config, ds, setup, small_stem=small_stem, head=head)
-        meta = _static_meta(config, ds, model=loop.bare, small_stem=small_stem, head=head,
+        meta = _static_meta(config, ds, model=loop.bare, small_stem=small_stem, head=head, loss=loop.loss,
                             mean=loop.mean, std=loop.std, setup=setup,
                             command=command if command is not None else sys.argv,
                             recipe=recipe_choices)

@@ -101,9 +101,8 @@ def load_dataset(data_cfg: DataConfig, preprocess_cfg: PreprocessConfig, *, imag
     kind, source = resolve_source(data_cfg, image_size=image_size)
     loader = {"phantom": _load_phantom, "medmnist": _load_medmnist,
               "folder": _load_folder, "csv": _load_csv}[kind]
-    present = _source_splits(kind, source)
-    carve_val = ("val" in splits and "val" not in present and "train" in present
-                 and data_cfg.val_fraction > 0)
+    present = _source_splits(kind, source) if "val" in splits and data_cfg.val_fraction > 0 else set()
+    carve_val = bool(present) and "val" not in present and "train" in present
     load = tuple(s for s in SPLITS if (s in splits or s == "train") and s != "val") if carve_val else splits
     ds = loader(source, data_cfg, preprocess_cfg, image_size=image_size, splits=load)
     if carve_val:

@@ -85,11 +85,12 @@ def hold_out_val(train: Split, fraction: float, num_classes: int) -> tuple[Split
     A class of n >= 2 images gives max(1, round(fraction * n)) of them, and always keeps one
     for training; a class with one image stays in train. Images keep their order and ids.
     """
-    assert train.labels is not None
+    labels = train.labels
+    assert labels is not None
     generator = torch.Generator().manual_seed(VAL_HOLDOUT_SEED)
     held = torch.zeros(len(train), dtype=torch.bool)
     for k in range(num_classes):
-        members = (train.labels == k).nonzero().flatten()
+        members = (labels == k).nonzero().flatten()
         n = len(members)
         if n < 2:
             continue
@@ -98,8 +99,7 @@ def hold_out_val(train: Split, fraction: float, num_classes: int) -> tuple[Split
 
     def part(name: str, keep: torch.Tensor) -> Split:
         index = keep.nonzero().flatten()
-        return Split(name, train.images[index], train.labels[index] if train.labels is not None else None,
-                     [train.ids[i] for i in index.tolist()],
+        return Split(name, train.images[index], labels[index], [train.ids[i] for i in index.tolist()],
                      None if train.masks is None else train.masks[index])
 
     return part("train", ~held), part("val", held)

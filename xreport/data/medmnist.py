@@ -294,7 +294,7 @@ def _as_uint8(path: Path, key: str, x: np.ndarray) -> np.ndarray:
     rather than guessed at (a 12-bit scan needs a window the data set must choose)."""
     if x.size == 0:
         return x.astype(np.uint8)
-    if x.dtype.kind == "b" or x.dtype.kind not in "iuf":
+    if x.dtype.kind not in "iuf":
         raise DataError(f"{path}: '{key}' has dtype {x.dtype}; expected pixels 0..255 (uint8) "
                         "or floats in [0, 1]")
     if x.dtype.kind == "f" and not np.isfinite(x).all():
