@@ -13,6 +13,7 @@ lives in ``templates/i18n/<lang>/compare.json`` and the layout in ``templates/co
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import logging
@@ -27,6 +28,7 @@ import numpy as np
 from . import artifacts
 from . import metrics as metrics_mod
 from . import runs
+from .data.base import match_classes
 from .metrics import value_of
 from .errors import ConfigError, ReportError, RunError, XReportError
 
@@ -78,6 +80,7 @@ class EvaluatedRun:
     y_true: np.ndarray
     probs: np.ndarray
     history: artifacts.History
+    class_order: list[str] | None = None   # set when re-ordered into another run's classes
 
     @property
     def name(self) -> str:
@@ -91,7 +94,7 @@ class EvaluatedRun:
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.metrics["class_names"] or self.meta["class_names"])
+        return list(self.class_order or self.metrics["class_names"] or self.meta["class_names"])
 
 
 # ---------------------------------------------------------------- names and inputs
@@ -198,6 +201,19 @@ class PairedTest(TypedDict):
     n: NotRequired[int]
 
 
+def in_reference_classes(reference: EvaluatedRun, run: EvaluatedRun) -> EvaluatedRun:
+    """``run`` with its labels and probability columns in the reference's class order when
+    both name the same classes in another order (matched by name, ``data.match_classes``);
+    otherwise ``run`` as it is (``align`` then says the classes differ)."""
+    if run.class_names == reference.class_names or sorted(run.class_names) != sorted(reference.class_names):
+        return run
+    order = match_classes(run.class_names, reference.class_names, where=str(run.paths.predictions))
+    logger.info("%s: classes in %s's order, matched by name", run.name, reference.name)
+    columns = np.argsort(np.array(order))          # reference class j is run column columns[j]
+    return dataclasses.replace(run, y_true=np.array(order, dtype=np.int64)[run.y_true],
+                               probs=run.probs[:, columns], class_order=list(reference.class_names))
+
+
 def align(reference: EvaluatedRun, run: EvaluatedRun) -> tuple[np.ndarray | None, artifacts.Message | None]:
     """Rows of ``run`` in the reference's image order, or None and why they cannot be paired.
 
@@ -270,13 +286,14 @@ def paired_tests(reference: EvaluatedRun, others: Sequence[EvaluatedRun], *, n_b
     y = reference.y_true
     pred_ref = reference.probs.argmax(axis=1)
     for run in others:
-        order, why = align(reference, run)
+        view = in_reference_classes(reference, run)
+        order, why = align(reference, view)
         entry: PairedTest = {"run": run.name, "ref": reference.name, "paired": order is not None,
                              "reason": why, "mcnemar": None, "auc": None,
                              "acc_run": value_of(run.metrics["accuracy"]),
                              "acc_ref": value_of(reference.metrics["accuracy"])}
         if order is not None:
-            probs = run.probs[order]
+            probs = view.probs[order]
             # a = reference, b = this run: b counts images only the reference got right.
             entry["mcnemar"] = {**metrics_mod.mcnemar(y, pred_ref, probs.argmax(axis=1))}
             method = "delong" if probs.shape[1] == 2 else "bootstrap"

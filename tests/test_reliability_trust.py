@@ -1,0 +1,116 @@
+"""Issue 23: nothing trusted that should not be. One section per class of failure, each case
+a test that failed before the fix (see RELIABILITY.md, "Classes of failure closed by issue 23")."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_reliability_inputs import SIZE, cli, image_folder, one_error, png
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _train_run(capsys, tmp_path: Path, *, names: tuple[str, ...] = ("normal", "lesion"),
+               name: str = "r") -> Path:
+    """A tiny run trained on an .npz whose classes are named (in this order) by data.class_names."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 8), ("val", 4), ("test", 4)):
+        arrays[f"{split}_images"] = rng.integers(0, 255, (n, SIZE, SIZE), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % len(names))[:, None]
+    np.savez(tmp_path / "d.npz", **arrays)
+    config = tmp_path / "run.toml"
+    config.write_text(f'name = "{name}"\nimage_size = {SIZE}\n[data]\ndataset = "{tmp_path / "d.npz"}"\n'
+                      f"class_names = {list(names)!r}\n".replace("'", '"')
+                      + '[model]\narch = "resnet_tiny"\n[train]\nepochs = 1\nbatch_size = 4\nmax_steps = 1\n',
+                      encoding="utf-8")
+    rc, _, err = cli(capsys, "train", "--config", str(config), "--checkpoints", str(tmp_path / "checkpoints"))
+    assert rc == 0, err
+    return tmp_path / "checkpoints"
+
+
+def _evaluate(capsys, tmp_path: Path, data: Path, *extra: str) -> tuple[int, str, str]:
+    return cli(capsys, "evaluate", "--run", "r", "--data", str(data), "--no-cam", "--device", "cpu",
+               "--checkpoints", str(tmp_path / "checkpoints"), "--reports", str(tmp_path / "reports"), *extra)
+
+
+def _y_true_by_folder(predictions: Path) -> dict[str, set[int]]:
+    with open(predictions, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    out: dict[str, set[int]] = {}
+    for row in rows:
+        out.setdefault(row["id"].split("/")[1], set()).add(int(row["y_true"]))
+    return out
+
+
+# ---------------------------------------------------------------- 1. classes matched by name
+
+def test_the_same_class_names_in_another_order_map_by_name(tmp_path, capsys, caplog):
+    _train_run(capsys, tmp_path)              # the model's classes: normal (0), lesion (1)
+    data = image_folder(tmp_path / "ext", classes=("lesion", "normal"))   # sorted the other way
+    rc, _, err = _evaluate(capsys, tmp_path, data)
+    assert rc == 0, err
+    labels = _y_true_by_folder(tmp_path / "reports" / "r" / "external-ext" / "predictions.csv")
+    assert labels == {"normal": {0}, "lesion": {1}}
+    assert "matched to the checkpoint by name" in caplog.text
+
+
+def test_other_class_names_are_refused_naming_both_sets(tmp_path, capsys):
+    _train_run(capsys, tmp_path)
+    data = image_folder(tmp_path / "ext", classes=("cat", "dog"))
+    rc, _, err = _evaluate(capsys, tmp_path, data)
+    one_error(rc, err, "'cat'", "cat, dog", "normal, lesion", "class_map")
+    assert not (tmp_path / "reports" / "r" / "external-ext").exists()
+
+
+def test_a_class_map_maps_other_names(tmp_path, capsys):
+    _train_run(capsys, tmp_path)
+    data = image_folder(tmp_path / "ext", classes=("cat", "dog"))
+    rc, _, err = _evaluate(capsys, tmp_path, data, "--class-map", "cat=lesion,dog=normal")
+    assert rc == 0, err
+    labels = _y_true_by_folder(tmp_path / "reports" / "r" / "external-ext" / "predictions.csv")
+    assert labels == {"cat": {1}, "dog": {0}}
+
+
+def test_a_class_map_naming_a_missing_class_is_refused(tmp_path, capsys):
+    _train_run(capsys, tmp_path)
+    data = image_folder(tmp_path / "ext", classes=("lesion", "normal"))
+    rc, _, err = _evaluate(capsys, tmp_path, data, "--class-map", "bird=lesion")
+    one_error(rc, err, "'bird'", "class_map")
+
+
+def test_match_classes_is_one_function():
+    from xreport.data.base import match_classes
+    from xreport.errors import DataError
+
+    assert match_classes(["b", "a"], ["a", "b"], where="x") == [1, 0]
+    assert match_classes(["x", "a"], ["a", "b"], where="x", class_map={"x": "b"}) == [1, 0]
+    assert match_classes(["class_0", "class_1"], ["a", "b"], where="x") == [0, 1]  # no names: by index
+    with pytest.raises(DataError, match="a, c.*a, b"):
+        match_classes(["a", "c"], ["a", "b"], where="x")
+    with pytest.raises(DataError, match="two classes"):
+        match_classes(["a", "c"], ["a", "b"], where="x", class_map={"c": "a"})
+
+
+def test_compare_pairs_runs_whose_classes_are_the_same_names_in_another_order(tmp_path):
+    import dataclasses
+
+    from test_compare import _labels, memory_run
+    from xreport import compare
+
+    y = _labels(80, seed=3)
+    ids = [f"id{i}" for i in range(80)]
+    a = memory_run(tmp_path, "a", y=y, ids=ids, separation=1.0, seed=1)
+    b = memory_run(tmp_path, "b", y=y, ids=ids, separation=1.5, seed=2)
+    # b trained with the classes the other way round: label 0 is PNEUMONIA, columns swapped.
+    evaluation = {**b.evaluation, "metrics": {**b.evaluation["metrics"], "class_names": ["PNEUMONIA", "NORMAL"]}}
+    swapped = dataclasses.replace(b, y_true=1 - y, probs=b.probs[:, ::-1], evaluation=evaluation,
+                                  meta={**b.meta, "class_names": ["PNEUMONIA", "NORMAL"]})
+    (plain,) = compare.paired_tests(a, [b], n_boot=50)
+    (by_name,) = compare.paired_tests(a, [swapped], n_boot=50)
+    assert by_name["paired"], by_name["reason"]
+    assert by_name["mcnemar"] == plain["mcnemar"]
+    assert by_name["auc"]["p_value"] == pytest.approx(plain["auc"]["p_value"])
