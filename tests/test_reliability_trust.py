@@ -114,3 +114,59 @@ def test_compare_pairs_runs_whose_classes_are_the_same_names_in_another_order(tm
     assert by_name["paired"], by_name["reason"]
     assert by_name["mcnemar"] == plain["mcnemar"]
     assert by_name["auc"]["p_value"] == pytest.approx(plain["auc"]["p_value"])
+
+
+# ---------------------------------------------------------------- 2. output folders the user owns
+
+def _evaluate_out(capsys, tmp_path: Path, out: Path | str) -> tuple[int, str, str]:
+    return cli(capsys, "evaluate", "--run", "r", "--out", str(out), "--no-cam", "--device", "cpu",
+               "--checkpoints", str(tmp_path / "checkpoints"), "--reports", str(tmp_path / "reports"))
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(root.rglob("*"))}
+
+
+def test_the_runs_own_report_folder_is_refused_as_out(tmp_path, capsys):
+    _train_run(capsys, tmp_path)
+    rc, _, err = cli(capsys, "evaluate", "--run", "r", "--no-cam", "--device", "cpu",
+                     "--checkpoints", str(tmp_path / "checkpoints"), "--reports", str(tmp_path / "reports"))
+    assert rc == 0, err
+    before = _tree(tmp_path)
+    for out in (tmp_path / "reports" / "r", tmp_path / "reports" / "r" / "val", tmp_path / "checkpoints" / "r",
+                tmp_path / "reports"):
+        rc, _, err = _evaluate_out(capsys, tmp_path, out)
+        one_error(rc, err, "--out", "run's own folder")
+    assert _tree(tmp_path) == before
+
+
+def test_a_non_empty_foreign_folder_and_the_current_folder_are_refused(tmp_path, capsys, monkeypatch):
+    _train_run(capsys, tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine", encoding="utf-8")
+    (mine / "metrics.json").write_text("{}", encoding="utf-8")
+    before = _tree(tmp_path)
+    rc, _, err = _evaluate_out(capsys, tmp_path, mine)
+    one_error(rc, err, "notes.txt", "not an evaluation's")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    rc, _, err = _evaluate_out(capsys, tmp_path, ".")
+    one_error(rc, err, "current folder")
+    work.rmdir()
+    assert _tree(tmp_path) == before          # no staging folder, no lock, nothing created
+
+
+def test_a_symlinked_out_is_written_through_and_stays_a_link(tmp_path, capsys):
+    _train_run(capsys, tmp_path)
+    target = tmp_path / "real"
+    target.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(target, target_is_directory=True)
+    for _ in range(2):                        # a second evaluation replaces the first in place
+        rc, _, err = _evaluate_out(capsys, tmp_path, link)
+        assert rc == 0, err
+        assert link.is_symlink() and (target / "predictions.csv").is_file()
+    assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]

@@ -260,9 +260,7 @@ def evaluate_report(paths: runs.RunPaths, *, split: str = "test", device: str = 
 
     check_report_options(split=split, cam_method=cam_method if explain else None, device=device)
     if out is not None:
-        out = Path(out)
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {out}: exists and is not a folder")
+        out = check_external_out(Path(out), paths)
         with runs.run_lock(out, what="evaluation"), runs.staged_folder(out) as staged:
             result = evaluate_run(paths, split=split, device=device, data=data, tta=tta, cam_method=cam_method,
                                   explain=explain, out=runs.EvaluationPaths(staged, paths.name),
@@ -275,6 +273,42 @@ def evaluate_report(paths: runs.RunPaths, *, split: str = "test", device: str = 
                               cam_method=cam_method, explain=explain, out=where, progress=progress,
                               class_map=class_map)
     return result, final
+
+
+# What an evaluation writes into its folder: an --out holding anything else is the user's.
+_EVALUATION_FILES = frozenset({"predictions.csv", "metrics.json", "viewer.json", "cams", ".lock"})
+
+
+def check_external_out(out: Path, paths: runs.RunPaths) -> Path:
+    """The real folder ``evaluate --out`` may write, checked before anything is created.
+
+    A symlink is written through: its target receives the files and the link stays (the
+    checks below apply to the target). Refused: the run's own folders (and any folder that
+    holds them), the current folder and those above it, a file, and a folder that holds
+    anything an evaluation does not write (the user's files are never replaced)."""
+    real = out.resolve()
+    if real.exists() and not real.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    cwd = Path.cwd().resolve()
+    if real == cwd or real in cwd.parents:
+        raise ConfigError(f"--out {out}: is the current folder (or one above it); give a new "
+                          "folder for the evaluation's files")
+    own = [paths.report_dir, paths.run_dir]
+    for folder in own:
+        folder = folder.resolve()
+        if real == folder or real in folder.parents or folder in real.parents:
+            raise ConfigError(f"--out {out}: is {'inside ' if folder in real.parents else ''}the run's own "
+                              f"folder {folder}; external evaluations are kept apart from the run's "
+                              "files, give another folder")
+    if real.is_dir():
+        foreign = sorted(p.name for p in real.iterdir() if p.name not in _EVALUATION_FILES)
+        if foreign:
+            raise ConfigError(f"--out {out}: holds files that are not an evaluation's ("
+                              f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); give an "
+                              "empty or new folder, or the folder of an earlier `evaluate --out`")
+    if real != out.absolute():
+        logger.info("--out %s is a link: writing through it to %s", out, real)
+    return real
 
 
 def _check_compatible(run: LoadedRun, dataset: Dataset) -> None:
