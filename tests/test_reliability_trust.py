@@ -170,3 +170,95 @@ def test_a_symlinked_out_is_written_through_and_stays_a_link(tmp_path, capsys):
         assert rc == 0, err
         assert link.is_symlink() and (target / "predictions.csv").is_file()
     assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
+
+
+# ---------------------------------------------------------------- 3. one bounded loader for every byte stream
+
+def _deflated(path: Path) -> Path:
+    """The torch.save archive at ``path`` rewritten with its members deflated: what a forged
+    file declaring a tensor far larger than itself looks like (torch.save never compresses)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        members = [(info, zf.read(info)) for info in zf.infolist()]
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for info, data in members:
+            zf.writestr(info.filename, data, compress_type=zipfile.ZIP_DEFLATED)
+    return path
+
+
+def test_a_weights_file_with_an_inflating_tensor_is_refused_before_loading(tmp_path):
+    import torch
+
+    from xreport.errors import CheckpointError
+    from xreport.models import build_model
+
+    path = tmp_path / "w.pth"
+    state = build_model("resnet_tiny", num_classes=2).state_dict()
+    state["extra.big"] = torch.zeros(4 * 2**20, dtype=torch.uint8)      # 4 MB of zeros -> a few KB
+    torch.save(state, path)
+    _deflated(path)
+    assert path.stat().st_size < 2**20
+    with pytest.raises(CheckpointError, match=r"w\.pth.*compressed"):
+        build_model("resnet_tiny", num_classes=2, weights=path)
+
+
+def test_the_torch_hub_cache_file_goes_through_the_same_loader(tmp_path, monkeypatch):
+    import torch
+    import torchvision
+
+    from xreport.errors import CheckpointError
+    from xreport.models import build_model, weights_cache_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path = weights_cache_path("resnet18")
+    path.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    _deflated(path)
+    with pytest.raises(CheckpointError, match=r"resnet18-f37072fd\.pth.*compressed.*download"):
+        build_model("resnet18", num_classes=2, pretrained=True)
+
+
+@pytest.fixture
+def cached_folder(tmp_path, monkeypatch):
+    from xreport.data import images as images_mod
+
+    monkeypatch.setenv(images_mod.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(images_mod, "CACHE_MIN_FILES", 4)
+    return image_folder(tmp_path / "data", n=4)
+
+
+def _load(root: Path):
+    from xreport.config import DataConfig, PreprocessConfig
+    from xreport.data import load_dataset
+
+    return load_dataset(DataConfig(dataset=str(root)), PreprocessConfig(), image_size=SIZE,
+                        splits=("train", "test"))
+
+
+@pytest.mark.parametrize("tamper", ["fewer images", "other size", "other channels", "pixels changed",
+                                    "inflating"])
+def test_a_tampered_decode_cache_entry_is_decoded_again(cached_folder, tmp_path, caplog, tamper):
+    import torch
+
+    first = _load(cached_folder)
+    for entry in (tmp_path / "cache").glob("*.pt"):
+        blob = torch.load(entry, weights_only=True)
+        images = blob["images"]
+        if tamper == "fewer images":
+            blob.update(images=images[:3], kept=blob["kept"][:3], n=3)
+        elif tamper == "other size":
+            blob["images"] = torch.zeros((len(images), 1, 4, 4), dtype=torch.uint8)
+        elif tamper == "other channels":
+            blob["images"] = images.expand(-1, 3, -1, -1).contiguous()
+        elif tamper == "pixels changed":
+            blob["images"] = 255 - images
+        else:
+            blob["junk"] = torch.zeros(4 * 2**20, dtype=torch.uint8)
+        torch.save(blob, entry)
+        if tamper == "inflating":
+            _deflated(entry)
+    second = _load(cached_folder)
+    for split in ("train", "test"):
+        assert torch.equal(first.splits[split].images, second.splits[split].images)
+    assert "unusable decode cache" in caplog.text
