@@ -262,3 +262,143 @@ def test_a_tampered_decode_cache_entry_is_decoded_again(cached_folder, tmp_path,
     for split in ("train", "test"):
         assert torch.equal(first.splits[split].images, second.splits[split].images)
     assert "unusable decode cache" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def fixture_run(tmp_path_factory):
+    from report_fixture import make_run
+
+    return make_run(tmp_path_factory.mktemp("fixture"))
+
+
+def _edited(run, tmp_path: Path, edit) -> "object":
+    """A copy of the fixture run with its metrics.json changed by ``edit(data)``."""
+    import json
+    import shutil
+
+    from xreport import runs
+
+    paths = runs.RunPaths(run.name, checkpoints_root=tmp_path / "c", reports_root=tmp_path / "r")
+    shutil.copytree(run.run_dir, paths.run_dir)
+    shutil.copytree(run.report_dir, paths.report_dir)
+    data = json.loads(paths.metrics.read_text(encoding="utf-8"))
+    edit(data)
+    paths.metrics.write_text(json.dumps(data), encoding="utf-8")
+    return paths
+
+
+def _set(path: str, value):
+    def edit(data):
+        node = data
+        keys = path.split(".")
+        for key in keys[:-1]:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[keys[-1]] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (_set("metrics.accuracy.value", 1.5), "metrics.accuracy.value is 1.5"),
+    (_set("metrics.n", -5), "metrics.n is -5"),
+    (_set("metrics.roc_auc.ci95", [-0.2, 0.9]), "metrics.roc_auc.ci95[0]"),
+    (_set("metrics.confusion_matrix.raw", [[1, 0, 0], [0, 1, 0], [0, 0, 1]]), "not 2x2"),
+    (_set("metrics.per_class.0.support", -1), "support is -1"),
+    (_set("metrics.class_names", ["PNEUMONIA", "NORMAL"]), "not the checkpoint's"),
+    (_set("predicted_counts", [3, -1]), "predicted_counts[1]"),
+])
+def test_hand_edited_metrics_out_of_range_are_refused(fixture_run, tmp_path, edit, needle):
+    from xreport import artifacts
+    from xreport.errors import ReportError
+
+    paths = _edited(fixture_run, tmp_path, edit)
+    with pytest.raises(ReportError) as info:
+        artifacts.load_evaluation(paths, class_names=["NORMAL", "PNEUMONIA"])
+    message = str(info.value)
+    assert "metrics.json" in message and needle in message and "\n" not in message
+
+
+def test_hand_edited_predictions_and_viewer_are_refused(fixture_run, tmp_path):
+    import json
+
+    from xreport import artifacts
+    from xreport.errors import ReportError
+
+    paths = _edited(fixture_run, tmp_path, lambda d: None)
+    artifacts.save_predictions(paths, ["a", "b"], np.array([0, 1]), np.array([[0.3, 0.7], [0.6, 0.4]]),
+                               class_names=["NORMAL", "PNEUMONIA"])
+    artifacts.load_predictions(paths, class_names=["NORMAL", "PNEUMONIA"])      # as written: fine
+    paths.predictions.write_text(paths.predictions.read_text(encoding="utf-8").replace("0.700000", "1.700000"),
+                                 encoding="utf-8")
+    with pytest.raises(ReportError, match=r"predictions.csv: .*outside \[0, 1\]"):
+        artifacts.load_predictions(paths, class_names=["NORMAL", "PNEUMONIA"])
+    from test_viewer import _fake_viewer
+
+    data = _fake_viewer(2, 8, names=["NORMAL", "PNEUMONIA"])
+    folder = paths.evaluation("test")
+    artifacts.save_viewer(folder, data)
+    artifacts.load_viewer(folder, class_names=["NORMAL", "PNEUMONIA"])     # as written: fine
+    for edit, needle in ((lambda d: d.update(class_names=d["class_names"][::-1]), "not the checkpoint's"),
+                         (lambda d: d["items"][0].update(p=[1.5, -0.5]), "does not fit")):
+        edited = json.loads(json.dumps(data))
+        edit(edited)
+        artifacts.save_viewer(folder, edited)
+        with pytest.raises(ReportError, match=f"viewer.json: .*{needle}"):
+            artifacts.load_viewer(folder, class_names=["NORMAL", "PNEUMONIA"])
+
+
+def test_hand_edited_history_out_of_range_is_refused(fixture_run, tmp_path):
+    from xreport import artifacts
+    from xreport.errors import ReportError
+
+    paths = _edited(fixture_run, tmp_path, lambda d: None)
+    lines = paths.history.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split(",")
+    cells = lines[1].split(",")
+    cells[header.index("val_acc")] = "1.5"
+    paths.history.write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n", encoding="utf-8")
+    with pytest.raises(ReportError, match=r"history.csv: row 1 val_acc is 1.5"):
+        artifacts.load_history(paths)
+
+
+def test_a_hand_edited_metrics_json_is_refused_by_build_in_one_line(fixture_run, tmp_path, capsys):
+    # The fixture's metrics.json names a checkpoint hash; build would re-evaluate a stale one,
+    # so the refusal is tested where the file is read for the report.
+    from xreport.report import build_context
+    from xreport.errors import ReportError
+
+    paths = _edited(fixture_run, tmp_path, _set("metrics.confusion_matrix.raw", [[1, 0, 0], [0, 1, 0], [0, 0, 1]]))
+    with pytest.raises(ReportError, match="metrics.json: metrics.confusion_matrix.raw is not 2x2"):
+        build_context(paths, langs=["en"])
+
+
+DEEP = 200_000
+
+
+@pytest.mark.parametrize("which", ["metrics.json", "viewer.json", "catalog", "config"])
+def test_json_nested_200000_deep_is_one_line_naming_the_file(fixture_run, tmp_path, capsys, which):
+    from xreport import artifacts, config, runs
+    from xreport.errors import XReportError
+
+    deep = "[" * DEEP + "]" * DEEP
+    if which == "metrics.json":
+        paths = runs.EvaluationPaths(tmp_path)
+        paths.metrics.write_text('{"metrics": ' + deep + "}", encoding="utf-8")
+        call, name = (lambda: artifacts.load_evaluation(paths)), "metrics.json"
+    elif which == "viewer.json":
+        paths = runs.EvaluationPaths(tmp_path)
+        paths.viewer.write_text(deep, encoding="utf-8")
+        call, name = (lambda: artifacts.load_viewer(paths)), "viewer.json"
+    elif which == "catalog":
+        from xreport import render
+
+        templates = tmp_path / "templates"
+        (templates / "i18n" / "en").mkdir(parents=True)
+        (templates / "i18n" / "en" / "deep.json").write_text('{"a": ' + deep + "}", encoding="utf-8")
+        call, name = (lambda: render.load_catalog("en", templates)), "deep.json"
+    else:
+        path = tmp_path / "deep.toml"
+        path.write_text("a = " + deep + "\n", encoding="utf-8")
+        call, name = (lambda: config.load(path)), "deep.toml"
+    with pytest.raises(XReportError) as info:
+        call()
+    assert name in str(info.value) and "\n" not in str(info.value)

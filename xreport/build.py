@@ -67,7 +67,7 @@ def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, 
     if not (out.metrics.is_file() and out.predictions.is_file()):
         return None
     try:
-        cached = artifacts.load_evaluation(out)
+        cached = artifacts.load_evaluation(out, class_names=run.meta["class_names"])
     except ReportError as exc:
         logger.info("evaluating again: %s", exc)
         return None

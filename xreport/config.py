@@ -225,6 +225,8 @@ def load_raw(path: str | Path, *, overrides: Mapping[str, object] | None = None)
         raise ConfigError(f"{path}: config file cannot be read ({exc.strerror or exc})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML (nested deeper than Python can read)") from None
     return apply_overrides(raw, overrides or {})
 
 

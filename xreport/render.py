@@ -30,6 +30,7 @@ from markupsafe import Markup, escape
 
 import xreport
 
+from . import artifacts
 from .errors import ReportError
 from .runs import atomic_path
 
@@ -414,9 +415,10 @@ def _read_catalog_dir(folder: str, mtimes: tuple[float, ...], scope: FileScope) 
     for path in sorted(Path(folder).glob("*.json")):
         raw = scope.read_bytes(path, what="message catalog", max_bytes=MAX_TEMPLATE_BYTES)
         try:
-            data = json.loads(raw.decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
             raise ReportError(f"{path}: not a valid JSON message catalog ({exc})") from None
+        data = artifacts.parse_json(text, path=path, what="JSON message catalog")
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
             raise ReportError(f"{path}: a message catalog must map keys to strings")
         merged.update(data)

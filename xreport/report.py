@@ -600,7 +600,8 @@ def _gallery(explain: artifacts.Explanation, paths: RunPaths, class_names: Seque
 
 
 def _viewer(explain: artifacts.Explanation, folder: Path,
-            mappings: Mapping[str, Mapping[str, str]]) -> Viewer | None:
+            mappings: Mapping[str, Mapping[str, str]],
+            class_names: Sequence[str] | None = None) -> Viewer | None:
     """The interactive viewer's data (embedded once in the HTML) and what its markup needs."""
     from . import charts, viewer
 
@@ -608,7 +609,8 @@ def _viewer(explain: artifacts.Explanation, folder: Path,
     if not ref:
         return None
     try:
-        data: ViewerPayload = {**artifacts.load_viewer(EvaluationPaths(folder), ref["file"]),
+        data: ViewerPayload = {**artifacts.load_viewer(EvaluationPaths(folder), ref["file"],
+                                                       class_names=class_names),
                                "colormap": charts.colormap_lut()}
     except ReportError as exc:
         # The static gallery stays: a damaged viewer file costs only the viewer.
@@ -686,7 +688,7 @@ def _explain(explain: artifacts.Explanation | None, paths: RunPaths,
     return {"available": True, "method": explain["method"],
             "target_layer": explain["target_layer"],
             "gallery": _gallery(explain, paths, class_names, folder=folder),
-            "viewer": _viewer(explain, folder, mappings or {}),
+            "viewer": _viewer(explain, folder, mappings or {}, class_names),
             "cam_scale": charts.cam_scale_colors(),
             "faithfulness": _faithfulness(explain["faithfulness"]),
             "sanity": _sanity(explain["sanity"]),
@@ -784,10 +786,10 @@ def _predicted(evaluation: EvaluationPaths | None, class_names: Sequence[str]) -
     """The predicted class counts of an unlabelled split (a Kaggle-style test set)."""
     if evaluation is None:
         return None
-    data = artifacts.load_evaluation(evaluation)
+    data = artifacts.load_evaluation(evaluation, class_names=class_names)
     counts = data["predicted_counts"]
     if not counts or len(counts) != len(class_names):  # metrics.json from before the counts
-        probs = artifacts.load_predictions(evaluation).probs
+        probs = artifacts.load_predictions(evaluation, class_names=class_names).probs
         counts = np.bincount(probs.argmax(axis=1), minlength=len(class_names)).tolist()
     return {"split": str(data.get("split", "test")), "n": int(sum(counts)),
             "counts": [int(c) for c in counts], "file": evaluation.predictions.name}
@@ -814,7 +816,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
                               f"(`xreport train`) or check --checkpoints")
         meta = artifacts.load_checkpoint_meta(paths.best)
     evaluation_paths = evaluation or paths.evaluation("test")
-    loaded = artifacts.load_evaluation(evaluation_paths)
+    loaded = artifacts.load_evaluation(evaluation_paths, class_names=meta["class_names"])
     metrics = loaded["metrics"]
     explain = loaded["explain"]
     split = loaded.get("split", "test")
