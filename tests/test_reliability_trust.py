@@ -402,3 +402,23 @@ def test_json_nested_200000_deep_is_one_line_naming_the_file(fixture_run, tmp_pa
     with pytest.raises(XReportError) as info:
         call()
     assert name in str(info.value) and "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------- 7. symlink loops (a regression)
+
+@pytest.mark.parametrize("layout", ["two links", "self link", "csv"])
+def test_a_symlink_loop_in_the_data_is_one_line(tmp_path, capsys, layout):
+    from test_reliability_inputs import train_args
+
+    data = image_folder(tmp_path / "data")
+    if layout == "two links":
+        (data / "train" / "a" / "loop1.png").symlink_to("loop2.png")
+        (data / "train" / "a" / "loop2.png").symlink_to("loop1.png")
+    elif layout == "self link":
+        (data / "test" / "b" / "x.png").symlink_to("x.png")
+    else:
+        (data / "train.csv").write_text("path,label\ntrain/a/0.png,a\nself.png,b\n", encoding="utf-8")
+        (data / "self.png").symlink_to("self.png")
+        data = data / "train.csv"
+    rc, _, err = cli(capsys, *train_args(data, "loop", tmp_path))
+    one_error(rc, err, "symlink loop")

@@ -15,7 +15,7 @@ from ..errors import DataError
 from ..runs import sha256_file
 from . import folder, manifest, medmnist, phantom
 from .augment import augment_batch
-from .base import SPLITS, Dataset, Split, Task, grey_to_rgb, hold_out_val
+from .base import SPLITS, Dataset, Split, Task, grey_to_rgb, hold_out_val, real_path
 from .images import decode_files, read_image
 from .imbalance import class_weights, sampler_weights
 from .preprocess import (compute_mean_std, describe_pipeline, normalize_batch, preprocess_image,
@@ -285,7 +285,7 @@ def _split_from_files(split: str, files: list[Path], labels: list[int] | None, *
     if not decoded.kept:
         raise DataError(f"{root}: every image of the {split} split was unreadable "
                         f"(first: {decoded.skipped[0]['reason'] if decoded.skipped else 'none'})")
-    ids = [files[i].resolve().relative_to(root.resolve()).as_posix() for i in decoded.kept]
+    ids = [real_path(files[i]).relative_to(real_path(root)).as_posix() for i in decoded.kept]
     y = None if labels is None else torch.tensor([labels[i] for i in decoded.kept], dtype=torch.int64)
     return Split(split, decoded.images, y, ids)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal, Mapping, Sequence
 
 import torch
@@ -10,6 +11,17 @@ from ..errors import DataError
 
 SPLITS = ("train", "val", "test")
 Task = Literal["binary", "multiclass", "ordinal"]
+
+
+def real_path(path: Path) -> Path:
+    """``path`` with every symlink followed; a symlink loop (or a link that cannot be followed)
+    is a ``DataError`` naming the path, not the RuntimeError/OSError ``Path.resolve`` raises."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:
+        raise DataError(f"{path}: a symlink loop or a link that cannot be followed "
+                        f"({exc.strerror if isinstance(exc, OSError) and exc.strerror else 'loop'}); "
+                        "remove or fix the link") from None
 
 
 @dataclass
