@@ -422,3 +422,24 @@ def test_a_symlink_loop_in_the_data_is_one_line(tmp_path, capsys, layout):
         data = data / "train.csv"
     rc, _, err = cli(capsys, *train_args(data, "loop", tmp_path))
     one_error(rc, err, "symlink loop")
+
+
+# ---------------------------------------------------------------- 5. bidi and control characters
+
+RLO_NAME = "lesion\u202eevil\u2066x\u200f\x1b\x85"
+
+
+def test_bidi_and_control_characters_in_names_cannot_reorder_the_report(tmp_path):
+    from report_fixture import make_run
+    from xreport import render
+    from xreport.report import build_context
+
+    paths = make_run(tmp_path, class_names=("normal", RLO_NAME), class_names_zh=("正常", RLO_NAME))
+    context = build_context(paths, langs=["en", "zh-TW"])
+    html = render.render_html(context, langs=["en", "zh-TW"])
+    pdf_html = render.render_pdf_html(context, lang="en")
+    for text in (html, pdf_html):
+        assert "lesionevilx" in text                        # the name is shown, its controls gone
+        for ch in "\u202e\u2066\u200f\x1b\x85":
+            assert ch not in text, repr(ch)
+    assert render.clean_text("a\u202bb\u2069c\td\n") == "abc\td\n"
