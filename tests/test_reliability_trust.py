@@ -443,3 +443,78 @@ def test_bidi_and_control_characters_in_names_cannot_reorder_the_report(tmp_path
         for ch in "\u202e\u2066\u200f\x1b\x85":
             assert ch not in text, repr(ch)
     assert render.clean_text("a\u202bb\u2069c\td\n") == "abc\td\n"
+
+
+# ---------------------------------------------------------------- 4. degenerate data, where it enters
+
+@pytest.mark.parametrize("tag, value", [("WindowCenter", "nan"), ("WindowWidth", "inf"),
+                                        ("RescaleSlope", "nan"), ("RescaleIntercept", "-inf")])
+def test_non_finite_dicom_scaling_tags_are_refused(tmp_path, tag, value):
+    from test_data_files import write_dicom
+    from xreport.data import read_image
+    from xreport.errors import DataError
+
+    path = write_dicom(tmp_path / "a.dcm", np.array([[0, 500], [1000, 4000]]))
+    pydicom = pytest.importorskip("pydicom")
+    ds = pydicom.dcmread(path)
+    setattr(ds, tag, pydicom.valuerep.DSfloat(value, auto_format=False, validation_mode=0))
+    ds.save_as(path)
+    with pytest.raises(DataError, match=f"a.dcm: DICOM tag {tag} .*not a finite number"):
+        read_image(path)
+
+
+def test_constant_images_are_counted_warned_and_recorded(tmp_path, caplog):
+    from PIL import Image
+
+    from xreport.config import DataConfig, PreprocessConfig
+    from xreport.data import class_distribution, load_dataset
+
+    data = image_folder(tmp_path / "data")
+    for i in range(2):
+        Image.fromarray(np.full((SIZE, SIZE), 77, np.uint8)).save(data / "train" / "a" / f"{i}.png")
+    ds = load_dataset(DataConfig(dataset=str(data)), PreprocessConfig(), image_size=SIZE)
+    assert class_distribution(ds)["constant_images"] == {"train": 2, "val": 0, "test": 0}
+    assert "2 image(s) hold one grey value only" in caplog.text
+
+
+def _npz_without_val(path: Path, train: list[int], size: int = SIZE) -> Path:
+    rng = np.random.default_rng(0)
+    np.savez(path, train_images=rng.integers(0, 255, (len(train), size, size), dtype=np.uint8),
+             train_labels=np.array(train)[:, None],
+             test_images=rng.integers(0, 255, (4, size, size), dtype=np.uint8),
+             test_labels=np.array([0, 1, 0, 1])[:, None])
+    return path
+
+
+def test_a_held_out_val_split_that_would_lack_a_class_is_refused(tmp_path, capsys):
+    from test_reliability_inputs import train_args
+
+    path = _npz_without_val(tmp_path / "d.npz", [0] * 15 + [1])
+    rc, _, err = cli(capsys, *train_args(path, "v", tmp_path))
+    one_error(rc, err, "d.npz", "'class_1'", "held-out val split cannot hold", "allow_missing_classes")
+
+
+def test_a_nan_selection_metric_falls_back_to_val_loss_stated_and_recorded(tmp_path, capsys, caplog):
+    from xreport import artifacts
+
+    path = _npz_without_val(tmp_path / "d.npz", [0] * 15 + [1])
+    config = tmp_path / "run.toml"
+    config.write_text(f'name = "v"\nimage_size = {SIZE}\n[data]\ndataset = "{path}"\nallow_missing_classes = true\n'
+                      '[model]\narch = "resnet_tiny"\n[train]\nrecipe = "plain"\nepochs = 2\nbatch_size = 8\n',
+                      encoding="utf-8")
+    rc, out, err = cli(capsys, "train", "--config", str(config), "--checkpoints", str(tmp_path / "checkpoints"))
+    assert rc == 0, err
+    assert "(val_loss " in out and "val_auc nan" not in out
+    assert "val_auc is NaN at epoch 1" in caplog.text
+    meta = artifacts.load_checkpoint_meta(tmp_path / "checkpoints" / "v" / "best.pt")
+    assert meta["selected_by"] == "val_loss"
+
+
+def test_the_recipe_never_picks_an_image_size_it_would_refuse(tmp_path, capsys):
+    path = _npz_without_val(tmp_path / "d.npz", [0, 1] * 8, size=1)
+    rc, out, err = cli(capsys, "train", "--dataset", str(path), "--arch", "resnet_tiny", "--epochs", "1",
+                       "--max-steps", "1", "--name", "one", "--checkpoints", str(tmp_path / "checkpoints"))
+    assert rc == 0, err
+    from xreport import artifacts
+
+    assert artifacts.load_checkpoint_meta(tmp_path / "checkpoints" / "one" / "best.pt")["image_size"] == 8

@@ -458,6 +458,7 @@ class ClassDistribution(TypedDict):
     sizes: NotRequired[dict[str, int]]      # images per split (a loaded data set's, labels or not)
     val_held_out: float | None              # share of each train class held out as val, if any
     leakage: NotRequired[Leakage]
+    constant_images: NotRequired[dict[str, int]]   # images of one grey value per split (data.constant_images)
 
 
 class Predictions(typing.NamedTuple):

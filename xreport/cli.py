@@ -144,7 +144,7 @@ def _train(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one summary line
         return 0
     print(f"trained {cfg.name}: best epoch {result.best_epoch} "
-          f"({cfg.train.select_metric} {result.best_score:.4f}) -> {result.run_dir}")
+          f"({result.selected_by} {result.best_score:.4f}) -> {result.run_dir}")
     return 0
 
 
