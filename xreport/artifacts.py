@@ -864,6 +864,13 @@ def load_evaluation(paths: runs.RunPaths | runs.EvaluationPaths, *,
 
 
 def save_evaluation(paths: runs.RunPaths | runs.EvaluationPaths, evaluation: Evaluation) -> None:
+    from .limits import REPORT_CLASSES
+
+    if len(evaluation.get("class_names") or []) > REPORT_CLASSES:
+        # Indented, a 1000-class matrix puts each of its 10^6 cells on a line of its own.
+        runs.write_text(paths.metrics, json.dumps(evaluation, ensure_ascii=False, separators=(",", ":"),
+                                                  allow_nan=False) + "\n")
+        return
     runs.write_json(paths.metrics, evaluation)
 
 
@@ -1031,6 +1038,32 @@ def load_predictions(paths: runs.RunPaths | runs.EvaluationPaths, *,
     if problem:
         raise ReportError(f"{path}: {problem}; {_rerun(paths)}")
     return Predictions(frame["id"].astype(str).tolist(), y_true, probs)
+
+
+# ---------------------------------------------------------------- classes a report shows
+
+class ShownConfusion(typing.NamedTuple):
+    """The confusion matrix restricted to the classes a report shows (limits.shown_classes)."""
+
+    indices: list[int]
+    labels: list[str]
+    raw: list[list[int]]
+    by_true: list[list[float | None]]
+    total: int                 # classes in the run
+
+
+def shown_confusion(metrics: Metrics) -> ShownConfusion:
+    """Rows and columns of the classes shown in full: all of them up to limits.REPORT_CLASSES,
+    else those with the most test errors (then the most images)."""
+    from .limits import shown_classes
+
+    cm = metrics["confusion_matrix"]
+    labels = list(cm["labels"] or metrics["class_names"])
+    raw = cm["raw"]
+    support = [sum(row) for row in raw]
+    keep = shown_classes(support, [support[i] - raw[i][i] for i in range(len(raw))])
+    return ShownConfusion(keep, [labels[i] for i in keep], [[raw[i][j] for j in keep] for i in keep],
+                          [[cm["by_true"][i][j] for j in keep] for i in keep], len(labels))
 
 
 # ---------------------------------------------------------------- class names by language

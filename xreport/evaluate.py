@@ -364,6 +364,14 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: ru
         class_names=list(run.meta["class_names"]), target_layer=layer, layer_name=layer_name,
         method=method, masks=split.masks, seed=seed, device=device, **budget)
     draw_cam_gallery(summary["gallery"], gallery_cams, split.images, split.ids, out=out)
+    from .limits import REPORT_CLASSES
+
+    if len(run.meta["class_names"]) > REPORT_CLASSES:
+        # A map per class for every viewer image: 1000 classes made a 73 MB viewer.json.
+        logger.info("interactive viewer left out: %d classes (it shows up to %d)",
+                    len(run.meta["class_names"]), REPORT_CLASSES)
+        summary["viewer"] = None
+        return summary
     summary["viewer"] = write_viewer_data(run, split, probs, layer=layer, layer_name=layer_name,
                                           gallery_rows=[e["index"] for e in summary["gallery"]],
                                           out=out, method=method, task=task, split_name=split_name,

@@ -114,15 +114,15 @@ def _result_figures(metrics: artifacts.Metrics | None, maker: FigureMaker,
     if not metrics:
         return {}
     local = {lang: localised_metrics(metrics, mappings[lang]) for lang in maker.langs}
-    cm = metrics["confusion_matrix"]
-    labels = cm["labels"] or metrics["class_names"]
+    cm = artifacts.shown_confusion(metrics)     # the classes shown in full (legible at 1000)
+    labels = cm.labels
     figs: Figures = {
         "roc": maker.draw("roc", lambda t, lang: charts.roc_curves(local[lang], t=t)),
         "pr": maker.draw("pr", lambda t, lang: charts.pr_curves(local[lang], t=t)),
         "cm_raw": maker.draw("confusion_raw", lambda t, lang: charts.confusion_matrix(
-            cm["raw"], [mappings[lang].get(n, n) for n in labels], normalized=False, t=t)),
+            cm.raw, [mappings[lang].get(n, n) for n in labels], normalized=False, t=t)),
         "cm_true": maker.draw("confusion_by_true", lambda t, lang: charts.confusion_matrix(
-            cm["by_true"], [mappings[lang].get(n, n) for n in labels], normalized=True, t=t)),
+            cm.by_true, [mappings[lang].get(n, n) for n in labels], normalized=True, t=t)),
         "reliability": None, "operating_points": None,
     }
     calibration = metrics.get("calibration")

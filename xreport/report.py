@@ -191,6 +191,7 @@ class Results(TypedDict, total=False):
     overall: list[tuple[str, artifacts.Value]]
     report_rows: list[ReportRow]
     confusion: Confusion
+    classes_shown: NotRequired[dict[str, int] | None]   # {"n", "of"} when not every class is shown
     operating_points: list[OperatingPointRow]
     calibration: artifacts.Calibration | None
     ordinal: artifacts.Ordinal | None
@@ -499,8 +500,10 @@ def _report_row(label: str, kind: str, row: artifacts.ClassRow | artifacts.Avera
             "recall": row["recall"], "specificity": row["specificity"], "f1": row["f1"], "auc": row["auc"]}
 
 
-def _report_rows(metrics: artifacts.Metrics) -> list[ReportRow]:
-    return ([_report_row(r["class"], "class", r) for r in metrics["per_class"]]
+def _report_rows(metrics: artifacts.Metrics, shown: Sequence[int] | None = None) -> list[ReportRow]:
+    keep = None if shown is None else set(shown)
+    return ([_report_row(r["class"], "class", r) for r in metrics["per_class"]
+             if keep is None or r["index"] in keep]
             + [_report_row("macro", "macro", metrics["macro_avg"]),
                _report_row("weighted", "weighted", metrics["weighted_avg"])])
 
@@ -539,16 +542,17 @@ def _results(metrics: artifacts.Metrics | None, split: str, figures: Figures) ->
     if weighted is not None:
         overall.append(("metric.roc_auc_weighted", weighted))
     overall.append(("metric.average_precision", metrics["average_precision"]))
-    cm = metrics["confusion_matrix"]
+    shown = artifacts.shown_confusion(metrics)
     return {
         "available": True, "task": metrics["task"], "n": metrics["n"],
         # Binary: the positive class, named in the 0.5-threshold sentence.
         "positive": metrics["class_names"][1] if binary and len(metrics["class_names"]) > 1 else None,
         "split": split, "bootstrap": metrics["bootstrap"],
         "every_value_has_interval": _every_value_has_interval(metrics),
-        "overall": overall, "report_rows": _report_rows(metrics),
-        "confusion": {"labels": cm["labels"] or metrics["class_names"],
-                      "raw": cm["raw"], "by_true": cm["by_true"]},
+        "overall": overall, "report_rows": _report_rows(metrics, shown.indices),
+        "confusion": {"labels": shown.labels, "raw": shown.raw, "by_true": shown.by_true},
+        # Beyond limits.REPORT_CLASSES the tables and charts show some classes; the note says which.
+        "classes_shown": {"n": len(shown.indices), "of": shown.total} if len(shown.indices) < shown.total else None,
         "operating_points": [_operating_point(op, split) for op in metrics["operating_points"]],
         "calibration": metrics["calibration"],
         "ordinal": metrics["ordinal"], "figures": figures,
