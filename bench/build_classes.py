@@ -46,10 +46,10 @@ def disk_mib(folder: Path) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", type=int, default=1000)
-    parser.add_argument("--smoke", action="store_true", help="20 classes, HTML only (a test of the script)")
+    parser.add_argument("--smoke", action="store_true", help="30 classes, HTML only (a test of the script)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    classes = 20 if args.smoke else args.classes
+    classes = 30 if args.smoke else args.classes
     started_load = common.load_average()
     with tempfile.TemporaryDirectory(prefix="xreport-classbench-") as tmp:
         root = Path(tmp)
@@ -71,7 +71,7 @@ def main() -> int:
         print(f"{classes} classes: build {measured['seconds']} s, peak RSS {measured['peak_rss_mib']} MiB, "
               f"{measured['disk_mib']} MiB on disk in {measured['files']} files")
         within = {k: measured[k] <= v for k, v in LIMITS.items()}
-        body = {"classes": classes, "data_mib": round(data.stat().st_size / 2**20, 2),
+        body = {"smoke": args.smoke, "classes": classes, "data_mib": round(data.stat().st_size / 2**20, 2),
                 "images": {"train": 2 * classes, "val": classes, "test": 2 * classes},
                 "train": train.as_dict(), "build": {**build.as_dict(), **measured},
                 "largest_files_mib": sizes, "limits": LIMITS, "within_limits": within,

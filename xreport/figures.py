@@ -103,6 +103,17 @@ class ReportFigures:
     failed: list[str] = field(default_factory=list)
 
 
+def _largest_classes(dist: artifacts.ClassDistribution) -> list[int]:
+    """Every class up to limits.REPORT_CLASSES, else the REPORT_CLASSES with the most images."""
+    from .limits import REPORT_CLASSES
+
+    k = len(dist["class_names"])
+    if k <= REPORT_CLASSES:
+        return list(range(k))
+    totals = [sum(c[i] for c in dist["splits"].values() if c is not None) for i in range(k)]
+    return sorted(sorted(range(k), key=lambda i: (-totals[i], i))[:REPORT_CLASSES])
+
+
 def _has_counts(dist: artifacts.ClassDistribution | None) -> bool:
     return dist is not None and any(counts is not None for counts in dist["splits"].values())
 
@@ -148,7 +159,12 @@ def _example_figures(config: Mapping[str, object], dataset: Dataset | None, make
     if split is not None:
         rng = np.random.default_rng(seed)
         labels = split.labels.numpy()
-        picked = [int(i) for c in np.unique(labels)
+        from .limits import REPORT_CLASSES
+
+        present, counts = np.unique(labels, return_counts=True)
+        # Beyond REPORT_CLASSES classes, the grid shows the largest ones (a row per class).
+        shown = sorted(present[np.argsort(-counts, kind="stable")[:REPORT_CLASSES]].tolist())
+        picked = [int(i) for c in shown
                   for i in rng.permutation(np.flatnonzero(labels == c))[:EXAMPLES_PER_CLASS]]
         images = [split.images[i].numpy() for i in picked]
         examples = maker.draw("examples", lambda t, lang: charts.example_grid(
@@ -216,8 +232,11 @@ def draw_report_figures(report_dir: Path, *, meta: artifacts.CheckpointMeta,
     names_by_lang = {lang: artifacts.class_names_in(meta, lang) for lang in langs}
     out = ReportFigures()
     if distribution is not None and _has_counts(distribution):
+        keep = _largest_classes(distribution)     # 1000 groups of bars are neither legible nor quick
         out.distribution = maker.draw("class_distribution", lambda t, lang: charts.class_distribution(
-            {**distribution, "class_names": names_by_lang[lang]}, t=t))
+            {**distribution, "class_names": [names_by_lang[lang][i] for i in keep],
+             "splits": {s: (None if c is None else [c[i] for i in keep])
+                        for s, c in distribution["splits"].items()}}, t=t))
     if history:
         out.curves = maker.draw("training_curves", lambda t, lang: charts.training_curves(
             history, selected_epoch=meta.get("epoch"), t=t))
