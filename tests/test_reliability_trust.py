@@ -518,3 +518,25 @@ def test_the_recipe_never_picks_an_image_size_it_would_refuse(tmp_path, capsys):
     from xreport import artifacts
 
     assert artifacts.load_checkpoint_meta(tmp_path / "checkpoints" / "one" / "best.pt")["image_size"] == 8
+
+
+def test_a_torch_file_declaring_more_bytes_than_it_holds_is_refused(tmp_path):
+    import struct
+
+    import torch
+
+    from xreport.errors import CheckpointError
+    from xreport.models import build_model
+
+    path = tmp_path / "w.pth"
+    torch.save(build_model("resnet_tiny", num_classes=2).state_dict(), path)
+    raw = bytearray(path.read_bytes())
+    at = raw.find(b"PK\x01\x02")
+    while at != -1:                               # every central-directory entry: 2 GB declared
+        name_len = struct.unpack_from("<H", raw, at + 28)[0]
+        if b"/data/" in raw[at + 46:at + 46 + name_len]:
+            struct.pack_into("<I", raw, at + 24, 2**31)
+        at = raw.find(b"PK\x01\x02", at + 4)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r"w\.pth: declares .* in a file of"):
+        build_model("resnet_tiny", num_classes=2, weights=path)

@@ -446,6 +446,9 @@ def check_checkpoint_storages(path: Path) -> None:
         raise CheckpointError(f"{path}: not written by torch.save (member {compressed[0]!r} is "
                               "compressed); refused: it could inflate to any size")
     declared = sum(i.file_size for i in infos)
+    if declared > path.stat().st_size:    # stored members cannot hold more than the file
+        raise CheckpointError(f"{path}: declares {human(declared)} of tensors in a file of "
+                              f"{human(path.stat().st_size)}; refused (a forged or damaged file)")
     if declared > memory_budget():
         raise CheckpointError(f"{path}: declares {human(declared)} of tensors, more than the "
                               f"{human(memory_budget())} this machine allows for one input")
