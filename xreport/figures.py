@@ -104,14 +104,11 @@ class ReportFigures:
 
 
 def _largest_classes(dist: artifacts.ClassDistribution) -> list[int]:
-    """Every class up to limits.REPORT_CLASSES, else the REPORT_CLASSES with the most images."""
-    from .limits import REPORT_CLASSES
+    """limits.largest_classes over the images per class of every split."""
+    from .limits import largest_classes
 
     k = len(dist["class_names"])
-    if k <= REPORT_CLASSES:
-        return list(range(k))
-    totals = [sum(c[i] for c in dist["splits"].values() if c is not None) for i in range(k)]
-    return sorted(sorted(range(k), key=lambda i: (-totals[i], i))[:REPORT_CLASSES])
+    return largest_classes([sum(c[i] for c in dist["splits"].values() if c is not None) for i in range(k)])
 
 
 def _has_counts(dist: artifacts.ClassDistribution | None) -> bool:

@@ -41,6 +41,15 @@ def shown_classes(support: "list[int]", errors: "list[int]") -> list[int]:
     return sorted(ranked[:REPORT_CLASSES])
 
 
+def largest_classes(totals: "list[int]") -> list[int]:
+    """Every class index up to REPORT_CLASSES, else the REPORT_CLASSES with the most images
+    (in class order): what the data section's table and figures show."""
+    k = len(totals)
+    if k <= REPORT_CLASSES:
+        return list(range(k))
+    return sorted(sorted(range(k), key=lambda i: (-totals[i], i))[:REPORT_CLASSES])
+
+
 def physical_memory() -> int:
     try:
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))

@@ -500,6 +500,15 @@ def _report_row(label: str, kind: str, row: artifacts.ClassRow | artifacts.Avera
             "recall": row["recall"], "specificity": row["specificity"], "f1": row["f1"], "auc": row["auc"]}
 
 
+def _table_rows(dist: artifacts.ClassDistribution | None, k: int) -> list[int]:
+    from .limits import largest_classes
+
+    if not dist:
+        return list(range(k))
+    counts = [c for c in dist["splits"].values() if c is not None and len(c) == k]
+    return largest_classes([sum(c[i] for c in counts) for i in range(k)])
+
+
 def _report_rows(metrics: artifacts.Metrics, shown: Sequence[int] | None = None) -> list[ReportRow]:
     keep = None if shown is None else set(shown)
     return ([_report_row(r["class"], "class", r) for r in metrics["per_class"]
@@ -744,6 +753,7 @@ class Normalization(TypedDict):
 
 class DataSection(TypedDict):
     dataset: str
+    table_rows: list[int]           # class indices the distribution table lists
     kind: object                   # the data set's kind ("medmnist", "folder", ...) or None
     source: object
     class_names: list[str]
@@ -853,6 +863,8 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
             "source": dataset.source if dataset else data_ref.get("source")
             or data_cfg.get("dataset", "—"),
             "class_names": class_names, "splits": _split_rows(dist, predicted),
+            # Beyond limits.REPORT_CLASSES the per-class table lists the largest classes.
+            "table_rows": _table_rows(dist, len(class_names)),
             "val_held_out": dist["val_held_out"] if dist else None,
             "predicted": predicted,
             "image_size": meta["image_size"], "channels": meta["in_channels"],
