@@ -540,3 +540,43 @@ def test_a_torch_file_declaring_more_bytes_than_it_holds_is_refused(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match=r"w\.pth: declares .* in a file of"):
         build_model("resnet_tiny", num_classes=2, weights=path)
+
+
+# ---------------------------------------------------------------- 6. report work bounded by what it shows
+
+def test_metrics_at_many_classes_stay_bounded_and_equal_the_full_computation(monkeypatch):
+    from xreport import artifacts, metrics
+    from xreport.limits import REPORT_CLASSES
+
+    k, rng = 300, np.random.default_rng(0)
+    y = np.repeat(np.arange(k), 2)
+    logits = rng.normal(0, 1, (len(y), k))
+    logits[np.arange(len(y)), y] += 2.0
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    names = [f"c{i}" for i in range(k)]
+    counted = metrics.compute_all(y, probs, class_names=names, task="multiclass", n_boot=0)
+    monkeypatch.setattr(metrics, "_FULL_CM_CLASSES", 10**6)      # the k x k confusion batch
+    full = metrics.compute_all(y, probs, class_names=names, task="multiclass", n_boot=0)
+    for key in ("accuracy", "balanced_accuracy", "mcc", "roc_auc", "roc_auc_weighted"):
+        assert counted[key]["value"] == pytest.approx(full[key]["value"], abs=1e-12)
+    assert [r["f1"]["value"] for r in counted["per_class"]] == pytest.approx(
+        [r["f1"]["value"] for r in full["per_class"]], nan_ok=True)
+    assert len(counted["curves"]["roc"]) == REPORT_CLASSES == len(counted["curves"]["pr"])
+    assert "by_pred" not in counted["confusion_matrix"] and len(counted["confusion_matrix"]["raw"]) == k
+    assert metrics.bootstrap_resamples(1000, 1000) == 100 and metrics.bootstrap_resamples(1000, 11) == 1000
+    shown = artifacts.shown_confusion(counted)
+    assert len(shown.indices) == REPORT_CLASSES and len(shown.raw) == REPORT_CLASSES == len(shown.raw[0])
+
+
+def test_the_gallery_covers_at_most_the_shown_classes():
+    from xreport.explain import select_gallery
+    from xreport.limits import REPORT_CLASSES
+
+    k, rng = 60, np.random.default_rng(1)
+    y = np.repeat(np.arange(k), 3)
+    probs = rng.dirichlet(np.ones(k), size=len(y))
+    gallery = select_gallery(y, probs, class_names=[f"c{i}" for i in range(k)])
+    assert len({e["class_index"] for e in gallery}) == REPORT_CLASSES
+    small = select_gallery(y[:30], probs[:30, :10] / probs[:30, :10].sum(1, keepdims=True),
+                           class_names=[f"c{i}" for i in range(10)])
+    assert {e["class_index"] for e in small} == set(range(10))

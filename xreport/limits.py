@@ -24,7 +24,7 @@ REPORT_CLASSES = 20
 # Bootstrap work grows with classes x resamples (per-class AUC and AP in every resample):
 # above this product the resamples are reduced (never below MIN_RESAMPLES), and metrics.json
 # records how many were drawn.
-BOOTSTRAP_CLASS_RESAMPLES = 200_000
+BOOTSTRAP_CLASS_RESAMPLES = 100_000
 MIN_RESAMPLES = 100
 
 # Share of physical memory one declared array (or a checkpoint's storages together) may take.

@@ -601,7 +601,7 @@ def _average_precision(positive: np.ndarray, score: np.ndarray
 
 def bootstrap_resamples(n_boot: int, k: int) -> int:
     """``n_boot``, reduced when classes x resamples exceed limits.BOOTSTRAP_CLASS_RESAMPLES
-    (per-class AUC and AP are recomputed in every resample); unchanged up to 200 classes."""
+    (per-class AUC and AP are recomputed in every resample); unchanged up to 100 classes."""
     from .limits import BOOTSTRAP_CLASS_RESAMPLES, MIN_RESAMPLES
 
     if n_boot * k <= BOOTSTRAP_CLASS_RESAMPLES:
