@@ -164,9 +164,13 @@ def _example_figures(config: Mapping[str, object], dataset: Dataset | None, make
         picked = [int(i) for c in shown
                   for i in rng.permutation(np.flatnonzero(labels == c))[:EXAMPLES_PER_CLASS]]
         images = [split.images[i].numpy() for i in picked]
+        # The grid has a row per class it is given: give it the shown classes only.
+        row_of = ({c: r for r, c in enumerate(shown)}
+                  if len(names_by_lang[maker.langs[0]]) > REPORT_CLASSES else None)
+        grid_labels = [int(labels[i]) if row_of is None else row_of[int(labels[i])] for i in picked]
         examples = maker.draw("examples", lambda t, lang: charts.example_grid(
-            images, [int(labels[i]) for i in picked], names_by_lang[lang], t=t,
-            per_class=EXAMPLES_PER_CLASS))
+            images, grid_labels, names_by_lang[lang] if row_of is None
+            else [names_by_lang[lang][c] for c in shown], t=t, per_class=EXAMPLES_PER_CLASS))
     before_after = None
     try:
         from .config import from_dict
