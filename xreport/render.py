@@ -19,6 +19,7 @@ import re
 import string
 import time
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence, TypeVar, cast
@@ -544,8 +545,22 @@ def _is_missing(x: object) -> bool:
     return x is None or (isinstance(x, float) and not math.isfinite(x))
 
 
+# Float noise below this many significant digits is dropped before rounding, so equal
+# quantities computed two ways (189/240 as 0.7875 and as 0.7875000000000001) print the same.
+NOISE_DIGITS = 12
+
+
+def rounded(x: float, digits: int) -> Decimal:
+    """``x`` to ``digits`` decimals, half away from zero, after dropping float noise:
+    the one rounding rule of every number the documents print."""
+    return Decimal(f"{x:.{NOISE_DIGITS}g}").quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+
+
 def num(x: object, digits: int = 3) -> str:
-    """0.91234 -> "0.912"; ints stay whole with thousands separators; None -> "—"."""
+    """0.91234 -> "0.912"; ints stay whole with thousands separators; None -> "—".
+
+    A non-zero value that would round to zero is written as a bound, "< 0.001" (or
+    "> -0.001"), never in scientific notation among fixed-point numbers."""
     if _is_missing(x):
         return DASH
     if isinstance(x, bool):
@@ -553,9 +568,11 @@ def num(x: object, digits: int = 3) -> str:
     if isinstance(x, int):
         return f"{x:,}"
     if isinstance(x, float):
-        if x != 0 and abs(x) < 10 ** -digits:
-            return f"{x:.{max(1, digits - 1)}e}"
-        return f"{x:.{digits}f}"
+        value = rounded(x, digits)
+        if x != 0 and value == 0:
+            bound = f"{Decimal(1).scaleb(-digits):.{digits}f}"
+            return f"< {bound}" if x > 0 else f"> -{bound}"
+        return f"{value:.{digits}f}" if value != 0 else f"{0:.{digits}f}"
     return str(x)
 
 
@@ -565,7 +582,7 @@ def pct(x: object, digits: int = 1) -> str:
         x = x.get("value")
     if _is_missing(x):
         return DASH
-    return f"{100 * float(cast(float, x)):.{digits}f}%"
+    return f"{rounded(100 * float(cast(float, x)), digits):.{digits}f}%"
 
 
 def ci(v: object, digits: int = 3) -> str:
