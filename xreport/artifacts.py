@@ -196,11 +196,12 @@ class PairedStatistic(TypedDict):
     chance: float | None               # localisation only: the analytic chance level
     difference: float | None           # mean over images of CAM minus reference
     ci95: list[float] | None           # bootstrap interval of that mean
-    p_value: float | None              # Wilcoxon signed-rank, two-sided
+    p_value: float | None              # of ``test``
+    test: str | None                   # wilcoxon (two-sided) | sign_flip | poisson_binomial (one-sided)
     n: int | None
     margin: float | None
     higher_is_better: bool | None
-    verdict: str | None                # better | not_distinguishable | worse
+    verdict: str | None                # better | below_margin | not_distinguishable | worse
 
 
 class RandomMaps(TypedDict, total=False):
@@ -222,7 +223,7 @@ class Faithfulness(TypedDict):
     ties: NotRequired[str]
     road_noise: NotRequired[float]
     scores: list[str]                  # deletion_auc, insertion_auc, road_morf, road_lerf
-    verdict: str | None                # over all scores (xreport.verdicts.overall)
+    verdict: str | None                # over all scores (xreport.verdicts.overall; mixed when they disagree)
     deletion_auc: PairedStatistic | None
     insertion_auc: PairedStatistic | None
     road_morf: PairedStatistic | None
@@ -297,7 +298,9 @@ class Explanation(TypedDict):
 # ---------------------------------------------------------------- metrics.json: the file
 
 # 2: reasons are Messages (schema 1 had English sentences)
-EVALUATION_SCHEMA = 2
+# 3: paired verdicts know below_margin and mixed (schema 2 called them not_distinguishable);
+#    the evaluation precision is recorded
+EVALUATION_SCHEMA = 3
 
 
 class CheckpointRef(TypedDict, total=False):
@@ -327,6 +330,7 @@ class Evaluation(TypedDict):
     split: NotRequired[str]            # absent in files from before splits: not assumed
     created: str | None
     device: NotRequired[str]
+    precision: str | None              # fp32 | bf16 | fp16 of inference; None: not recorded (before schema 3)
     tta: NotRequired[bool]
     checkpoint: CheckpointRef
     data: DataRef
@@ -676,7 +680,36 @@ def _migrate_1_to_2(data: dict[str, JSONValue]) -> dict[str, JSONValue]:
     return {**data, "schema": 2, "metrics": _reasons_as_messages(data["metrics"])}
 
 
-_MIGRATIONS: dict[int, typing.Callable[[dict[str, JSONValue]], dict[str, JSONValue]]] = {1: _migrate_1_to_2}
+def _migrate_2_to_3(data: dict[str, JSONValue]) -> dict[str, JSONValue]:
+    """Re-derive the paired verdicts from their own numbers by today's rule (a significant
+    difference below the margin is ``below_margin``, disagreeing scores are ``mixed``)."""
+    from . import verdicts
+
+    out = copy.deepcopy(data)
+    explain = out.get("explain")
+    if isinstance(explain, dict):
+        faith = explain.get("faithfulness")
+        if isinstance(faith, dict):
+            found = []
+            for score in faith.get("scores") or []:
+                stat = faith.get(score) if isinstance(score, str) else None
+                if isinstance(stat, dict):
+                    verdicts.rederive(stat)
+                    found.append(str(stat.get("verdict")))
+            if found:
+                faith["verdict"] = verdicts.overall(found)
+        loc = explain.get("localisation")
+        if isinstance(loc, dict):
+            for metric in ("pointing_game", "energy_inside"):
+                if isinstance(stat := loc.get(metric), dict):
+                    verdicts.rederive(stat)
+            if isinstance(pg := loc.get("pointing_game"), dict) and pg.get("verdict"):
+                loc["verdict"] = pg["verdict"]
+    return {**out, "schema": 3}
+
+
+_MIGRATIONS: dict[int, typing.Callable[[dict[str, JSONValue]], dict[str, JSONValue]]] = {
+    1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def load_evaluation(paths: runs.RunPaths | runs.EvaluationPaths) -> Evaluation:
