@@ -304,3 +304,49 @@ def observations(metrics: artifacts.Metrics | None, *,
         items += wide_interval(metrics, split=split)
     items += faithfulness(explain) + localisation(explain) + sanity(explain)
     return items
+
+
+# ---------------------------------------------------------------- limitations
+
+def limitations(metrics: artifacts.Metrics | None, *,
+                distribution: artifacts.ClassDistribution | None = None,
+                leakage: Mapping[str, object] | None = None, split: str = "test",
+                synthetic: str | None = None, seed: int | None = None, external: bool = False,
+                source: str = "") -> list[Item]:
+    """What the report cannot claim, generated from the facts, each with the number it rests
+    on: synthetic data, one seed, the evaluated split's size and interval width, duplicates
+    across splits, no external validation, imbalance, a collapsed or baseline-level model."""
+    from .artifacts import train_imbalance
+
+    items: list[Item] = []
+    if synthetic:
+        items.append(_item("limitations.synthetic", "data", source=synthetic))
+    acc = metrics.get("accuracy") if metrics else None
+    ci = acc.get("ci95") if isinstance(acc, Mapping) else None
+    lo, hi = (value_of(ci[0]), value_of(ci[1])) if ci else (None, None)
+    width = hi - lo if lo is not None and hi is not None else None
+    items.append(_item("limitations.one_seed", "training", seed=seed if seed is not None else "—"))
+    if metrics and lo is not None and hi is not None:
+        items.append(_item("limitations.test_size", "results-overall", n=int(metrics.get("n", 0)),
+                           split=_split_word(split), lo=lo, hi=hi, width_pct=width))
+    if leakage is not None:
+        total = int(leakage.get("total") or 0)   # type: ignore[call-overload]
+        items.append(_item("limitations.duplicates" if total else "limitations.exact_only",
+                           "data-leakage", n=total))
+    if not external:
+        items.append(_item("limitations.no_external", "data", source=source))
+    found = train_imbalance(distribution)
+    if found is not None and found["ratio"] >= IMBALANCE_RATIO:
+        items.append(_item("limitations.imbalance", "data-distribution", cls=found["majority"],
+                           cls_minor=found["minority"], ratio=found["ratio"]))
+    if metrics:
+        fallen = _collapse(metrics)
+        if fallen:
+            items.append(_item("limitations.collapsed", "results-confusion", cls=fallen["cls"],
+                               predicted_pct=fallen["predicted_share"], true_pct=fallen["true_share"]))
+        said = against_baselines(metrics, split=split)
+        if said and said[0]["key"] != "discussion.baseline_above":
+            params = said[0]["params"]
+            items.append(_item("limitations.near_baseline", "results-overall", accuracy=params["accuracy"],
+                               chance=params["chance"], majority=params["majority"], cls=params["cls"]))
+    return items
