@@ -409,10 +409,19 @@ def render_template(env: jinja2.Environment, name: str, **values: object) -> str
     return "".join(chunks)
 
 
+# Beside a language's catalogs: the one rendering of each term (tests/test_glossary.py
+# checks every catalog string against it); not messages.
+GLOSSARY_FILE = "glossary.json"
+
+
+def _catalog_paths(folder: Path) -> list[Path]:
+    return [p for p in sorted(folder.glob("*.json")) if p.name != GLOSSARY_FILE]
+
+
 @lru_cache(maxsize=32)
 def _read_catalog_dir(folder: str, mtimes: tuple[float, ...], scope: FileScope) -> dict[str, str]:
     merged: dict[str, str] = {}
-    for path in sorted(Path(folder).glob("*.json")):
+    for path in _catalog_paths(Path(folder)):
         raw = scope.read_bytes(path, what="message catalog", max_bytes=MAX_TEMPLATE_BYTES)
         try:
             data = json.loads(raw.decode("utf-8"))
@@ -428,7 +437,7 @@ def _catalog_files(folder: Path, scope: FileScope) -> dict[str, str]:
     if not folder.is_dir():
         return {}
     try:
-        mtimes = tuple(p.lstat().st_mtime for p in sorted(folder.glob("*.json")))
+        mtimes = tuple(p.lstat().st_mtime for p in _catalog_paths(folder))
     except OSError as exc:
         raise ReportError(f"{folder}: message catalogs cannot be read ({exc.strerror or exc})") from None
     return dict(_read_catalog_dir(str(folder), mtimes, scope))
@@ -464,10 +473,10 @@ class Messages:
                 raise ReportError(f"message key {key!r} is missing from templates/i18n/en")
         if not params:
             return text
+        values = {k: _param_text(v) for k, v in params.items()}
         if self.lang.startswith("zh"):
-            text = tight_class_names(text)
-        return format_message(text, {k: _param_text(v) for k, v in params.items()},
-                              where=f"message {key!r} ({self.lang})")
+            text = spaced_class_names(tight_class_names(text), values)
+        return format_message(text, values, where=f"message {key!r} ({self.lang})")
 
 
 # Chinese sets no spaces between words: a class name ({cls}, {cls_minor}, ...) sits directly
@@ -480,6 +489,29 @@ _SPACE_AFTER_NAME = re.compile(f"(\\{{cls[A-Za-z0-9_]*\\}}) +(?=[{_CJK}])")
 def tight_class_names(text: str) -> str:
     """Drop the spaces between a ``{cls*}`` placeholder and neighbouring CJK text."""
     return _SPACE_AFTER_NAME.sub(r"\1", _SPACE_BEFORE_NAME.sub("", text))
+
+
+# The one spacing rule of Chinese text: a space between a Han character and a Latin letter
+# or digit (the catalogs write "在 {n} 張", "CAM 峰值"), none next to full-width
+# punctuation or between Han characters. A class name follows it by its own first and
+# last character: "預測為 EOSINOPHIL，" but "預測為第6級，".
+HAN = "\u3400-\u4dbf\u4e00-\u9fff"
+_HAN_CHAR = re.compile(f"[{HAN}]")
+_LATIN_CHAR = re.compile(r"[A-Za-z0-9]")
+_NAME_PLACEHOLDER = re.compile(r"\{(cls[A-Za-z0-9_]*)\}")
+
+
+def spaced_class_names(text: str, values: Mapping[str, str]) -> str:
+    """Put a space between a ``{cls*}`` placeholder and a neighbouring Han character when
+    the class name's own end there is a Latin letter or digit (see HAN)."""
+    def space(match: re.Match[str]) -> str:
+        name = str(values.get(match.group(1), ""))
+        before = text[match.start() - 1] if match.start() else ""
+        after = text[match.end()] if match.end() < len(text) else ""
+        lead = " " if name and _HAN_CHAR.match(before) and _LATIN_CHAR.match(name[0]) else ""
+        tail = " " if name and _HAN_CHAR.match(after) and _LATIN_CHAR.match(name[-1]) else ""
+        return f"{lead}{match.group(0)}{tail}"
+    return _NAME_PLACEHOLDER.sub(space, text)
 
 
 _PLACEHOLDER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
