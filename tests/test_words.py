@@ -104,3 +104,135 @@ def test_pointing_game_exact_test_holds_alpha_under_the_null() -> None:
     stat = verdicts.paired(np.r_[np.ones(9), np.zeros(55)], np.full(64, 0.04), higher_is_better=True,
                            margin=0.05, test="poisson_binomial")
     assert stat["test"] == "poisson_binomial" and stat["verdict"] == "better"
+
+
+# ---------------------------------------------------------------- decision rule, collapse, calibration
+
+def _collapsed_metrics() -> dict:
+    """The reviewer's many8: one grade predicted for 98% of 400 images, every grade 1/8 of the truth."""
+    from xreport import metrics
+
+    rng = np.random.default_rng(8)
+    y = np.repeat(np.arange(8), 50)
+    logits = rng.normal(0, 0.05, (400, 8))
+    logits[:, 6] += 0.3
+    logits[:8, :] = np.eye(8)[np.arange(8)] * 2          # a few other answers
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return metrics.compute_all(y, probs, class_names=[f"Grade {i}" for i in range(8)], task="ordinal",
+                               n_boot=50, seed=0)
+
+
+def test_a_collapsed_argmax_model_is_called_collapsed_not_a_trade_off() -> None:
+    from xreport import discussion
+
+    m = _collapsed_metrics()
+    said = discussion.observations(m)
+    keys = [i["key"] for i in said]
+    assert "discussion.collapsed" in keys
+    collapsed = next(i for i in said if i["key"] == "discussion.collapsed")
+    assert collapsed["params"]["cls"] == "Grade 6" and collapsed["params"]["predicted_pct"] >= 0.8
+    # No "leans towards ... accepting more false alarms" and no per-class weak-class noise.
+    assert not {"discussion.leans_towards", "discussion.leans_towards_argmax", "discussion.weak_class"} & set(keys)
+    # Accuracy at chance is said beside chance and the majority class, and QWK beside 0.
+    assert "discussion.baseline_not_above" in keys
+    assert {"discussion.qwk_above", "discussion.qwk_not_above"} & set(keys)
+    base = next(i for i in said if i["key"] == "discussion.baseline_not_above")["params"]
+    assert base["chance"] == pytest.approx(1 / 8) and base["majority"] == pytest.approx(1 / 8)
+
+
+def test_argmax_leaning_is_not_worded_as_a_threshold_trade() -> None:
+    from xreport import discussion, render
+
+    multi = {"task": "multiclass", "per_class": [
+        {"class": "EOSINOPHIL", "precision": {"value": 0.696}, "recall": {"value": 0.8}},
+        {"class": "LYMPHOCYTE", "precision": {"value": 0.9}, "recall": {"value": 0.88}}]}
+    (item,) = discussion.leans_towards(multi)
+    assert item["key"] == "discussion.leans_towards_argmax"
+    for lang in render.LANGS:
+        text = render.translator(lang)(item["key"], **item["params"])
+        assert "false alarms for fewer misses" not in text and "換取" not in text and "换取" not in text
+
+
+def test_miscalibration_says_its_direction() -> None:
+    from xreport import discussion, metrics
+
+    def cal(conf: float, acc: float) -> dict:
+        return {"ece": {"value": abs(conf - acc)}, "brier": {"value": 0.2},
+                "bins": [{"lo": 0.3, "hi": 0.4, "count": 60, "confidence": conf, "accuracy": acc},
+                         {"lo": 0.4, "hi": 0.5, "count": 0, "confidence": None, "accuracy": None}]}
+    under = {"calibration": cal(0.37, 0.765)}
+    over = {"calibration": cal(0.9, 0.7)}
+    assert [i["key"] for i in discussion.poor_calibration(under)] == ["discussion.poor_calibration_under"]
+    assert [i["key"] for i in discussion.poor_calibration(over)] == ["discussion.poor_calibration_over"]
+    found = metrics.calibration_direction(under["calibration"])
+    assert found["direction"] == "under" and found["bins"] == 2
+    assert found["signed_gap"] == pytest.approx(0.37 - 0.765)
+
+
+def test_the_pointing_game_is_said_as_misses_when_most_peaks_miss() -> None:
+    from xreport import discussion, render
+
+    loc = {"localisation": {"pointing_game": {"cam": 0.141, "chance": 0.038, "n": 64, "verdict": "better"}}}
+    (item,) = discussion.localisation(loc)
+    assert item["key"] == "discussion.localisation_mostly_misses"
+    assert item["params"]["miss_pct"] == pytest.approx(0.859)
+    said = render.message_text(render.translator("en"), str)(item)
+    assert said.startswith("The CAM peak misses the lesion in 85.9% of 64 images; it hits in 14.1%")
+
+
+# ---------------------------------------------------------------- context for every number
+
+def test_limitations_are_generated_from_the_facts() -> None:
+    from xreport import discussion
+
+    m = _collapsed_metrics()
+    dist = {"class_names": ["a", "b"], "splits": {"train": [300, 100]}}
+    items = discussion.limitations(m, distribution=dist, leakage={"pairs": [], "total": 0}, split="test",
+                                   synthetic="phantom(seed=1234)", seed=0, external=False, source="phantom")
+    keys = [i["key"] for i in items]
+    assert keys == ["limitations.synthetic", "limitations.one_seed", "limitations.test_size",
+                    "limitations.exact_only", "limitations.no_external", "limitations.imbalance",
+                    "limitations.collapsed", "limitations.near_baseline"]
+    size = items[2]["params"]
+    assert size["n"] == 400 and size["width_pct"] == pytest.approx(size["hi"] - size["lo"])
+    real = discussion.limitations(m, leakage={"pairs": [], "total": 3}, seed=1, external=True)
+    assert "limitations.synthetic" not in [i["key"] for i in real]
+    assert "limitations.duplicates" in [i["key"] for i in real]
+    assert "limitations.no_external" not in [i["key"] for i in real]
+
+
+def test_the_report_names_synthetic_data_baselines_limitations_and_precision(tmp_path) -> None:
+    from report_fixture import make_run
+
+    from xreport import render
+    from xreport.report import build_context
+
+    paths = make_run(tmp_path)
+    ctx = build_context(paths, langs=["en", "zh-TW"])
+    assert ctx["summary"]["synthetic"] == "phantom(seed=1234)"
+    acc = ctx["summary"]["headline"][0]
+    assert acc["key"] == "metric.accuracy" and acc["baseline"]["params"]["majority"] == pytest.approx(50 / 80)
+    assert ctx["results"]["baseline_notes"]["metric.balanced_accuracy"]["params"]["chance"] == 0.5
+    assert ctx["results"]["precision"] is None          # the fixture's metrics.json is from before it
+    html = render.render_html(ctx, langs=["en", "zh-TW"])
+    assert "Synthetic data" in html and "合成資料" in html
+    assert 'id="en-limitations"' in html and 'id="zh-TW-limitations"' in html
+    assert "always PNEUMONIA: 0.625" in html
+    assert "was not recorded" in html
+    assert "12 equal-width" not in html and "10 equal-width confidence bins" in html
+    # The faithfulness headline beside 3 of 4 better scores, none worse: mixed, with its rule.
+    assert "Faithfulness verdict over all scores: mixed (3 of 4 better, 0 worse)" in html
+    assert "not distinguishable (" not in html.split('id="en-explain-faithfulness"')[1].split("</p>")[0]
+
+
+def test_the_selection_metric_has_its_value_and_its_curve() -> None:
+    from xreport import charts
+
+    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "train_acc": 0.1 * e, "val_acc": 0.1 * e,
+                "train_f1": 0.1 * e, "val_f1": 0.1 * e, "val_auc": 0.5 + 0.05 * e, "val_qwk": -0.02 + 0.01 * e}
+               for e in range(1, 5)]
+    fig = charts.training_curves(history, selected_epoch=2, selected_by="val_qwk", t=lambda k, **_: f"<<{k}>>")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "<<chart.training.val_qwk>>" in titles and "<<chart.training.val_auc>>" in titles
+    qwk = fig.axes[titles.index("<<chart.training.val_qwk>>")]
+    assert qwk.get_ylim()[0] < -0.01               # a negative kappa stays visible

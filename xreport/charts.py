@@ -334,16 +334,29 @@ def _fraction_axis(ax: Axes, *arrays: np.ndarray) -> None:
     ax.set_ylim(max(0.0, float(finite.min()) - 0.05), 1.02)
 
 
+# Selection metrics that no other panel shows: they get a panel of their own.
+SELECTION_PANELS = ("val_qwk", "val_bacc")
+
+
 @_styled
-def training_curves(history: HistoryTable, *, selected_epoch: int | None, t: Translate) -> Figure:
-    """Loss, accuracy and macro-F1 panels (train and val), and a fourth panel of validation
-    ROC-AUC when the history has it (its own axes: an AUC is not an F1); the selected epoch
+def training_curves(history: HistoryTable, *, selected_epoch: int | None, t: Translate,
+                    selected_by: str | None = None) -> Figure:
+    """Loss, accuracy and macro-F1 panels (train and val), a panel of validation ROC-AUC when
+    the history has it (its own axes: an AUC is not an F1), and one of the selection metric
+    when no other panel shows it (validation QWK of an ordinal run); the selected epoch
     marked on every panel."""
     cols = _history_columns(history)
     epochs = cols["epoch"]
     with_auc = _has(cols["val_auc"])
-    fig = _new_figure((WIDE[0], 4.6) if with_auc else WIDE)
-    axes = list(fig.subplots(2, 2, sharex=True).flat) if with_auc else list(fig.subplots(1, 3, sharex=True))
+    selection = selected_by if selected_by in SELECTION_PANELS and _has(cols[str(selected_by)]) else None
+    extra = int(with_auc) + int(selection is not None)
+    fig = _new_figure((WIDE[0], 4.6) if extra else WIDE)
+    if extra == 2:
+        grid = list(fig.subplots(2, 3).flat)
+        grid[-1].set_axis_off()
+        axes = grid[:-1]
+    else:
+        axes = list(fig.subplots(2, 2, sharex=True).flat) if extra else list(fig.subplots(1, 3, sharex=True))
     panels = [
         (axes[0], "loss", t("chart.training.loss")),
         (axes[1], "acc", t("chart.training.accuracy")),
@@ -363,7 +376,18 @@ def training_curves(history: HistoryTable, *, selected_epoch: int | None, t: Tra
         axes[3].plot(epochs, cols["val_auc"], color=VAL_COLOR, label=val_label)
         axes[3].set_title(t("chart.training.val_auc"))
         _fraction_axis(axes[3], cols["val_auc"])
-    for ax in axes[-2:] if with_auc else axes:
+    if selection is not None:
+        ax = axes[-1]
+        values = cols[selection]
+        ax.plot(epochs, values, color=VAL_COLOR, label=val_label)
+        ax.set_title(t("chart.training.val_qwk") if selection == "val_qwk" else t("chart.training.val_bacc"))
+        if selection == "val_qwk":   # kappa runs from -1: chance is 0, not the bottom
+            finite = values[np.isfinite(values)]
+            ax.set_ylim(min(-0.05, float(finite.min()) - 0.05), 1.02)
+            ax.axhline(0.0, color="#999999", linewidth=0.8)
+        else:
+            _fraction_axis(ax, values)
+    for ax in axes if extra == 2 else axes[-2:] if extra else axes:
         ax.set_xlabel(t("chart.training.epoch"))
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))

@@ -220,7 +220,7 @@ def draw_report_figures(report_dir: Path, *, meta: artifacts.CheckpointMeta,
             {**distribution, "class_names": names_by_lang[lang]}, t=t))
     if history:
         out.curves = maker.draw("training_curves", lambda t, lang: charts.training_curves(
-            history, selected_epoch=meta.get("epoch"), t=t))
+            history, selected_epoch=meta.get("epoch"), selected_by=meta.get("selected_by"), t=t))
     out.examples, out.before_after = _example_figures(meta["config"], dataset, maker, names_by_lang,
                                                       int(meta.get("seed", 0) or 0))
     out.results = _result_figures(evaluation["metrics"], maker, mappings)
