@@ -236,3 +236,18 @@ def test_the_selection_metric_has_its_value_and_its_curve() -> None:
     assert "<<chart.training.val_qwk>>" in titles and "<<chart.training.val_auc>>" in titles
     qwk = fig.axes[titles.index("<<chart.training.val_qwk>>")]
     assert qwk.get_ylim()[0] < -0.01               # a negative kappa stays visible
+
+
+def test_predictions_keep_float32_round_trip_precision(tmp_path) -> None:
+    from xreport import artifacts, runs
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 3, (50, 3)).astype(np.float32)
+    probs32 = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    probs32[0] = [np.float32(1e-9), np.float32(0.3), np.float32(1) - np.float32(0.3) - np.float32(1e-9)]
+    probs = probs32.astype(np.float64)                  # what evaluate.predict returns
+    out = runs.EvaluationPaths(tmp_path, "r")
+    artifacts.save_predictions(out, [f"i{j}" for j in range(50)], rng.integers(0, 3, 50), probs,
+                               class_names=["a", "b", "c"])
+    loaded = artifacts.load_predictions(out)
+    assert np.array_equal(loaded.probs, probs)          # bit for bit, not to 6 decimals

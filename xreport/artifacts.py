@@ -839,7 +839,9 @@ def save_predictions(paths: runs.RunPaths | runs.EvaluationPaths, ids: typing.Se
                      y_true: np.ndarray | None, probs: np.ndarray, *,
                      class_names: typing.Sequence[str]) -> None:
     """One row per image: id, y_true (when known), y_pred and its class name y_pred_name,
-    prob_0.. in class-index order."""
+    prob_0.. in class-index order, each the shortest text that reads back as the same
+    float32 (the model's output precision), so metrics recomputed from this file (compare's
+    tests) use the very numbers the report's tables came from."""
     k = probs.shape[1]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -849,7 +851,7 @@ def save_predictions(paths: runs.RunPaths | runs.EvaluationPaths, ids: typing.Se
     labels = y_true.tolist() if y_true is not None else None
     for i, ident in enumerate(ids):
         row = [ident] + ([labels[i]] if labels is not None else []) + [int(preds[i]), class_names[int(preds[i])]]
-        row += [f"{p:.6f}" for p in probs[i]]
+        row += [np.format_float_positional(np.float32(p), unique=True, trim="0") for p in probs[i]]
         writer.writerow(row)
     runs.write_text(paths.predictions, buffer.getvalue())
 
@@ -862,14 +864,15 @@ def load_predictions(paths: runs.RunPaths | runs.EvaluationPaths) -> Predictions
     if not path.is_file():
         raise ReportError(f"{path}: not found; {_rerun(paths)}")
     try:
-        frame = pd.read_csv(path, dtype={"id": str})
+        frame = pd.read_csv(path, dtype={"id": str}, float_precision="round_trip")
     except (OSError, ValueError) as exc:
         raise ReportError(f"{path}: cannot read predictions ({exc})") from None
     prob_cols = [c for c in frame.columns if c.startswith("prob_")]
     if not prob_cols or "id" not in frame.columns:
         raise ReportError(f"{path}: not a predictions file (needs id and prob_0.. columns)")
     try:
-        probs = frame[prob_cols].to_numpy(dtype=np.float64)
+        # Written as float32 (save_predictions): read back to exactly those values.
+        probs = frame[prob_cols].to_numpy(dtype=np.float64).astype(np.float32).astype(np.float64)
         y_true = frame["y_true"].to_numpy(dtype=np.int64) if "y_true" in frame.columns else None
     except (ValueError, TypeError) as exc:
         raise ReportError(f"{path}: y_true and prob_* must be numbers ({exc})") from None
