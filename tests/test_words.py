@@ -251,3 +251,50 @@ def test_predictions_keep_float32_round_trip_precision(tmp_path) -> None:
                                class_names=["a", "b", "c"])
     loaded = artifacts.load_predictions(out)
     assert np.array_equal(loaded.probs, probs)          # bit for bit, not to 6 decimals
+
+
+def test_evaluation_runs_in_fp32_unless_bf16_is_asked_and_says_so(tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from xreport import device, evaluate, runs
+
+    assert device.EVAL_PRECISION == "fp32"
+    # The same protocol on every device (only the batch size follows it).
+    assert "cpu" not in evaluate.EXPLAIN_PROTOCOL and set(evaluate.EXPLAIN_BATCH) == {"cpu", "cuda"}
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    images = torch.randint(0, 255, (5, 1, 4, 4), dtype=torch.uint8)
+    seen = []
+    model.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    evaluate.predict(model, images, mean=[0.5], std=[0.2], device=torch.device("cpu"), progress=False)
+    assert seen == [torch.float32]
+    evaluate.predict(model, images, mean=[0.5], std=[0.2], device=torch.device("cpu"), progress=False,
+                     precision="bf16")
+    assert seen[-1] == torch.bfloat16
+    with pytest.raises(Exception, match="precision"):
+        evaluate.predict(model, images, mean=[0.5], std=[0.2], device=torch.device("cpu"), progress=False,
+                         precision="fp8")
+    # The CLI refuses an unknown precision before anything is written.
+    fixtures = Path(__file__).resolve().parent / "fixtures" / "checkpoints"
+    out = subprocess.run([sys.executable, "-m", "xreport", "evaluate", "--run", "fixture_binary",
+                          "--checkpoints", str(fixtures), "--reports", str(tmp_path), "--precision", "fp8"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and not any(tmp_path.iterdir())
+
+
+def test_metrics_json_records_the_precision(tmp_path) -> None:
+    import shutil
+    from pathlib import Path
+
+    from xreport import artifacts, runs
+    from xreport.evaluate import evaluate_run
+
+    fixtures = Path(__file__).resolve().parent / "fixtures" / "checkpoints"
+    shutil.copytree(fixtures / "fixture_binary", tmp_path / "checkpoints" / "fixture_binary")
+    paths = runs.RunPaths("fixture_binary", checkpoints_root=tmp_path / "checkpoints",
+                          reports_root=tmp_path / "reports")
+    evaluate_run(paths, device="cpu", explain=False, n_boot=10, progress=False)
+    assert artifacts.load_evaluation(paths.evaluation("test"))["precision"] == "fp32"

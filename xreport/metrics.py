@@ -1003,15 +1003,15 @@ def calibration_direction(calibration: artifacts.Calibration | None) -> Calibrat
     """Which way a model is miscalibrated, from its reliability bins: over-confident when its
     confidence exceeds its accuracy (the signed gap carries most of the ECE), under-confident
     the other way, mixed when the bins disagree."""
-    if not calibration or not calibration["bins"]:
+    bins = calibration.get("bins") if calibration else None
+    if not bins:
         return None
-    bins = calibration["bins"]
     total = sum(int(b.get("count") or 0) for b in bins)
     if total == 0:
         return None
     signed = sum(int(b.get("count") or 0) * ((b.get("confidence") or 0.0) - (b.get("accuracy") or 0.0))
                  for b in bins) / total
-    ece = value_of(calibration["ece"])
+    ece = value_of(calibration.get("ece"))
     if ece is None:
         ece = sum(int(b.get("count") or 0) * abs((b.get("confidence") or 0.0) - (b.get("accuracy") or 0.0))
                   for b in bins) / total
