@@ -298,3 +298,17 @@ def test_metrics_json_records_the_precision(tmp_path) -> None:
                           reports_root=tmp_path / "reports")
     evaluate_run(paths, device="cpu", explain=False, n_boot=10, progress=False)
     assert artifacts.load_evaluation(paths.evaluation("test"))["precision"] == "fp32"
+
+
+def test_a_model_that_learned_nothing_gets_no_strength_from_its_sanity_check() -> None:
+    from xreport import discussion
+
+    m = _collapsed_metrics()
+    explain = {"sanity": {"n": 16, "seeds": 3, "verdict": "pass",
+                          "stages": [{"randomised": "layer3.0", "spearman": {"mean": -0.18}}]}}
+    keys = [i["key"] for i in discussion.observations(m, explain=explain)]
+    assert "discussion.sanity_passed_chance" in keys and "discussion.sanity_passed" not in keys
+    # A degenerate accuracy interval is not quoted as the test split's uncertainty.
+    m["accuracy"]["ci95"] = [0.125, 0.125]
+    lim = [i["key"] for i in discussion.limitations(m, seed=0)]
+    assert "limitations.test_size_degenerate" in lim and "limitations.test_size" not in lim

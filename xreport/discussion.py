@@ -302,8 +302,13 @@ def observations(metrics: artifacts.Metrics | None, *,
         for rule in (leans_towards, weak_class, threshold_matters, poor_calibration):
             items += rule(metrics)
         items += wide_interval(metrics, split=split)
-    items += faithfulness(explain) + localisation(explain) + sanity(explain)
-    return items
+    said = faithfulness(explain) + localisation(explain) + sanity(explain)
+    if metrics and (_collapse(metrics) or near_chance(metrics, history, split=split)):
+        # Maps that change once the weights are random say little of a model that learned
+        # next to nothing (the sentences above say so).
+        said = [{**i, "key": "discussion.sanity_passed_chance"} if i["key"] == "discussion.sanity_passed" else i
+                for i in said]
+    return items + said
 
 
 # ---------------------------------------------------------------- limitations
@@ -326,9 +331,14 @@ def limitations(metrics: artifacts.Metrics | None, *,
     lo, hi = (value_of(ci[0]), value_of(ci[1])) if ci else (None, None)
     width = hi - lo if lo is not None and hi is not None else None
     items.append(_item("limitations.one_seed", "training", seed=seed if seed is not None else "—"))
-    if metrics and lo is not None and hi is not None:
+    if metrics and lo is not None and hi is not None and width is not None and width > 0:
         items.append(_item("limitations.test_size", "results-overall", n=int(metrics.get("n", 0)),
                            split=_split_word(split), lo=lo, hi=hi, width_pct=width))
+    elif metrics and lo is not None:
+        # Every resample gives the same accuracy (a constant answer on a stratified bootstrap):
+        # the interval's width says nothing about the uncertainty, so it is not quoted as such.
+        items.append(_item("limitations.test_size_degenerate", "results-overall",
+                           n=int(metrics.get("n", 0)), split=_split_word(split)))
     if leakage is not None:
         total = int(leakage.get("total") or 0)   # type: ignore[call-overload]
         items.append(_item("limitations.duplicates" if total else "limitations.exact_only",

@@ -386,6 +386,10 @@ def _summary(meta: artifacts.CheckpointMeta, metrics: artifacts.Metrics | None,
                  ("metric.macro_f1", metrics["macro_avg"]["f1"]),
                  ("metric.qwk", ordinal["qwk"]) if ordinal else
                  ("metric.balanced_accuracy", metrics["balanced_accuracy"])]
+        # A tile has no room for a class name: the majority class is named in the results table.
+        if "metric.accuracy" in notes:
+            notes["metric.accuracy"] = {"key": "baseline.accuracy_short",
+                                        "params": notes["metric.accuracy"].get("params", {})}
         headline = [{"key": key, "value": value, "baseline": notes.get(key)} for key, value in keyed]
     data = evaluation["data"]
     return {
