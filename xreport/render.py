@@ -703,7 +703,36 @@ def _globals_for(context: Mapping[str, object], lang: str, *, templates_dir: Pat
     scope = template_scope(templates_dir, report_dir)
     return {"ctx": context, "lang": lang, "t": t, "has_key": t.has, "cname": cname,
             "say": say, "img": _image_source(report_dir, scope, mode=mode),
-            "lang_labels": LANG_LABELS, "mode": mode}
+            "lang_labels": LANG_LABELS, "mode": mode, **_class_labels(context, cname)}
+
+
+def _class_labels(context: Mapping[str, object], cname: Callable[[object], str]) -> dict[str, object]:
+    """The labels that name classes where a full name does not fit, in this language
+    (``labels`` owns the rule; the charts use the same one):
+
+    - ``clabel(name)``: the column head of a wide table (row k starts with the same label);
+    - ``clabel_rest(name)``: the rest of the full name after that label ("" when none);
+    - ``chart_key``: (chart label, full name) for each class whose chart label is shortened.
+    """
+    from .labels import column_labels, label_key, short_labels
+
+    names = [str(n) for n in cast(Sequence[str], context.get("class_names", []))]
+    shown = [cname(n) for n in names]
+    columns = dict(zip(names, column_labels(shown)))
+
+    def clabel(name: object) -> str:
+        return columns.get(str(name), cname(name))
+
+    def clabel_rest(name: object) -> str:
+        label, full = clabel(name), cname(name)
+        if label == full:
+            return ""
+        # A label that starts the name ("Grade 0" of "Grade 0 - no …") is followed by the
+        # rest of it; a letter key by the whole name, after a space.
+        return full[len(label):] if full.startswith(label) else " " + full
+
+    return {"clabel": clabel, "clabel_rest": clabel_rest,
+            "chart_key": label_key(shown, short_labels(shown))}
 
 
 def _check_langs(langs: Sequence[str]) -> list[str]:
