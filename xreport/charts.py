@@ -890,21 +890,25 @@ def _bare(ax: Axes) -> None:
         spine.set_visible(False)
 
 
+# A thumbnail side (inches) below which a class shows fewer images rather than smaller ones.
+MIN_THUMB = 0.7
+
+
 def _example_layout(n: int, per_class: int) -> tuple[int, int, float]:
-    """(class blocks side by side, images per class, thumbnail side in inches) that gives
-    the largest thumbnails inside the printed figure box (PRINT_WIDTH x PRINT_HEIGHT)."""
-    best = (1, 1, 0.0)
+    """(class blocks side by side, images per class, thumbnail side in inches) for the
+    printed figure box (PRINT_WIDTH x PRINT_HEIGHT): as many images per class as keep
+    thumbnails at MIN_THUMB or more, then the layout with the largest thumbnails."""
+    options = []
     for blocks in range(1, 5):
-        for shown in range(min(per_class, 4), 0, -1):
+        for shown in range(1, min(per_class, 4) + 1):
             rows = math.ceil(n / blocks)
             label_w = 0.0 if blocks > 1 else 1.9   # one block: the class name on the left
             side = min((PRINT_WIDTH - label_w - 0.12 * blocks) / (blocks * shown),
                        (PRINT_HEIGHT - 0.3) / rows - (0.2 if blocks > 1 else 0.03), 1.35)
-            # Prefer more images per class unless that costs a fifth of the thumbnail size.
-            score = side * (1.0 + 0.05 * shown)
-            if score > best[2] * (1.0 + 0.05 * best[1]) + 1e-9:
-                best = (blocks, shown, side)
-    return best
+            options.append((side >= MIN_THUMB, shown if side >= MIN_THUMB else 0, side, -blocks,
+                            blocks, shown))
+    _, _, side, _, blocks, shown = max(options)
+    return blocks, shown, side
 
 
 @_styled
@@ -1029,19 +1033,39 @@ def colormap_lut(name: str = CAM_CMAP) -> str:
     return base64.b64encode(rgb.tobytes()).decode("ascii")
 
 
+LESION_COLOR = "white"
+
+
+def _draw_outline(ax: Axes, mask: Image) -> None:
+    """The known lesion's outline (a mask of the image's size): white over a dark edge, so it
+    shows on both the cold and the warm end of the colour map."""
+    m = np.squeeze(np.asarray(mask)).astype(float)
+    if m.ndim != 2 or not m.any():
+        return
+    for color, width in (("#000000", 2.2), (LESION_COLOR, 1.0)):
+        ax.contour(m, levels=[0.5], colors=color, linewidths=width, gid="lesion")
+
+
 @_styled
-def cam_overlay(image: Image, cam: Image, *, alpha: float = 0.55, colorbar: bool = True) -> Figure:
+def cam_overlay(image: Image, cam: Image, *, alpha: float = 0.55, colorbar: bool = True,
+                lesion: Image | None = None) -> Figure:
     """The image with the CAM (fixed 0..1 scale) blended on top; a slim colour bar unless
-    ``colorbar`` is False (the report's gallery draws one shared colour scale instead)."""
+    ``colorbar`` is False (the report's gallery draws one shared colour scale instead);
+    ``lesion`` (a mask of the image's size, where known) is outlined."""
     _check_alpha(alpha)
     if not colorbar:
         fig = Figure(figsize=(1.6, 1.6))
-        _draw_overlay(fig.add_axes((0.0, 0.0, 1.0, 1.0)), image, cam, alpha)
+        ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+        _draw_overlay(ax, image, cam, alpha)
+        if lesion is not None:
+            _draw_outline(ax, lesion)
         return fig
     fig = Figure(figsize=(2.45, 2.2))
     ax = fig.add_axes((0.02, 0.02, 0.78, 0.96))
     cax = fig.add_axes((0.83, 0.12, 0.045, 0.76))
     heat = _draw_overlay(ax, image, cam, alpha)
+    if lesion is not None:
+        _draw_outline(ax, lesion)
     _cam_colorbar(fig, heat, cax)
     return fig
 

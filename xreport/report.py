@@ -299,6 +299,7 @@ class ExplainContext(TypedDict, total=False):
     gallery: list[GalleryGroup]
     viewer: Viewer | None
     cam_scale: list[str]
+    lesion_outlines: bool          # some gallery overlay outlines its image's known lesion
     faithfulness: FaithfulnessContext | None
     sanity: SanityContext | None
     localisation: LocalisationContext | None
@@ -688,6 +689,7 @@ def _explain(explain: artifacts.Explanation | None, paths: RunPaths,
             "gallery": _gallery(explain, paths, class_names, folder=folder),
             "viewer": _viewer(explain, folder, mappings or {}),
             "cam_scale": charts.cam_scale_colors(),
+            "lesion_outlines": any(entry["lesion_outline"] for entry in explain["gallery"]),
             "faithfulness": _faithfulness(explain["faithfulness"]),
             "sanity": _sanity(explain["sanity"]),
             "localisation": _localisation(explain["localisation"]),
