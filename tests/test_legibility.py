@@ -233,3 +233,50 @@ def test_coinciding_operating_points_stay_visible() -> None:
 def test_marker_sizes_leave_separate_points_alone() -> None:
     assert charts.marker_sizes([(0.0, 0.0), (0.5, 0.5)], near=0.01) == [6.0, 6.0]
     assert charts.marker_sizes([(0.1, 0.9), (0.1, 0.9), (0.105, 0.9)], near=0.01) == [13.0, 9.5, 6.0]
+
+
+# ---------------------------------------------------------------- the confusion-matrix table
+
+def test_wide_confusion_table_heads_are_the_row_labels(tmp_path: Path) -> None:
+    from report_fixture import make_run
+    from xreport import render
+    from xreport.report import build_context
+
+    paths = make_run(tmp_path, name="grades", class_names=tuple(GRADES), n_test=6,
+                     class_names_zh=tuple(ZH_GRADES))
+    ctx = build_context(paths, langs=["en", "zh-TW"])
+    html = render.render_html(ctx, langs=["en", "zh-TW"])
+    for lang, names, heads in (("en", GRADES, [f"Grade {g}" for g in range(8)]),
+                               ("zh-TW", ZH_GRADES, [f"第{g}級" for g in range(8)])):
+        body = html[html.index(f'id="body-{lang}"'):]
+        cm = body[body.index('class="num-table cm-table cm-numbered"'):]
+        cm = cm[:cm.index("</table>")]
+        head = cm[:cm.index("</thead>")]
+        assert re.findall(r'<th title="[^"]*">([^<]*)</th>', head) == heads   # 0-based, as named
+        rows = re.findall(r'<tr><th><span class="cls-no">([^<]*)</span>([^<]*)</th>', cm)
+        assert [label for label, _ in rows] == heads
+        assert [label + rest for label, rest in rows] == names   # the row reads as the full name
+
+
+# ---------------------------------------------------------------- pictures embedded once
+
+def test_report_html_embeds_each_picture_once(tmp_path: Path) -> None:
+    from html_facts import HtmlFacts
+    from report_fixture import make_run
+    from xreport import render
+    from xreport.report import build_context
+
+    paths = make_run(tmp_path, name="twice")
+    langs = ["en", "zh-TW", "zh-CN"]
+    ctx = build_context(paths, langs=langs)
+    html = render.render_html(ctx, langs=langs)
+    payloads = Counter(re.findall(r'data:image/(?:png|jpeg|gif);base64,([A-Za-z0-9+/=]+)', html))
+    assert payloads and max(payloads.values()) == 1, "a picture is embedded more than once"
+    # Every gallery map still shows in every language: drawn from the one embedded copy.
+    uses = Counter(re.findall(r'<use href="#(xr-pic-[0-9a-f]{16})"/>', html))
+    defined = set(re.findall(r'<image id="(xr-pic-[0-9a-f]{16})"', html))
+    assert uses and set(uses) == defined and min(uses.values()) >= len(langs)
+    facts = HtmlFacts()
+    facts.feed(html)
+    assert all(src.startswith("data:image/") for src in facts.srcs)
+    assert "xr-pic:" not in html   # no placeholder left behind
