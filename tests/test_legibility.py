@@ -280,3 +280,21 @@ def test_report_html_embeds_each_picture_once(tmp_path: Path) -> None:
     facts.feed(html)
     assert all(src.startswith("data:image/") for src in facts.srcs)
     assert "xr-pic:" not in html   # no placeholder left behind
+
+
+# ---------------------------------------------------------------- sizes written W × H
+
+def test_sizes_are_written_width_by_height_everywhere(tmp_path: Path) -> None:
+    from report_fixture import make_run
+    from xreport.data.base import Dataset
+    from xreport.report import build_context
+
+    wide = np.zeros((240, 320), dtype=np.uint8)   # H 240, W 320
+    fig = charts.preprocessing_before_after([(wide, wide[:, :240])], t=catalog_t("en"))
+    assert [ax.get_xlabel() for ax in fig.axes] == ["320 × 240", "240 × 240"]
+    paths = make_run(tmp_path, name="sizes")
+    data = Dataset(name="x", source="x", kind="folder", class_names=["NORMAL", "PNEUMONIA"],
+                   task="binary", splits={}, fingerprint="0", original_size=(240, 320),
+                   original_channels=1)
+    ctx = build_context(paths, langs=["en"], dataset=data)
+    assert ctx["data"]["original_size"] == labels.size_text(320, 240) == "320 × 240"

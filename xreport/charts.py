@@ -33,7 +33,7 @@ from . import artifacts
 from .artifacts import HISTORY_COLUMNS
 from .metrics import curve_area, value_of
 from .errors import ReportError
-from .labels import short_labels
+from .labels import short_labels, size_text
 from .runs import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -971,7 +971,7 @@ def preprocessing_before_after(pairs: Sequence[tuple[Image, Image]], *, t: Trans
             ax = axes[row, j]
             _show(ax, img)
             h, w = _to_display(img)[0].shape[:2]
-            ax.set_xlabel(f"{w} × {h}", fontsize=7, labelpad=2)
+            ax.set_xlabel(size_text(w, h), fontsize=7, labelpad=2)
     axes[0, 0].set_ylabel(t("chart.preprocess.before"))
     axes[1, 0].set_ylabel(t("chart.preprocess.after"))
     fig.suptitle(t("chart.preprocess.title"), fontsize=9.5)

@@ -173,6 +173,11 @@ def column_labels(names: Sequence[str], width: int = COLUMN_WIDTH) -> list[str]:
     return letter_keys(len(names))
 
 
+def size_text(width: int, height: int) -> str:
+    """An image size as every table, chart and caption writes it: width × height."""
+    return f"{int(width)} × {int(height)}"
+
+
 def label_key(names: Sequence[str], labels: Sequence[str]) -> list[tuple[str, str]]:
     """The (label, full name) rows for the classes whose label is not their full name."""
     return [(label, name) for label, name in zip(labels, names) if label != name]

@@ -25,6 +25,7 @@ from .config import from_dict as config_from_dict
 from .data.base import Dataset
 from .errors import ReportError, XReportError
 from .figures import FigurePaths, Figures
+from .labels import size_text
 from .runs import EvaluationPaths, RunPaths, sha256_file
 
 if TYPE_CHECKING:
@@ -852,7 +853,8 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
             "val_held_out": dist["val_held_out"] if dist else None,
             "predicted": predicted,
             "image_size": meta["image_size"], "channels": meta["in_channels"],
-            "original_size": (f"{dataset.original_size[0]} × {dataset.original_size[1]}"
+            # Dataset.original_size is (H, W); written W × H like every size (labels.size_text).
+            "original_size": (size_text(dataset.original_size[1], dataset.original_size[0])
                               if dataset is not None and dataset.original_size else None),
             "original_channels": dataset.original_channels if dataset is not None else None,
             "pipeline": _pipeline(meta),
