@@ -298,3 +298,75 @@ def test_sizes_are_written_width_by_height_everywhere(tmp_path: Path) -> None:
                    original_channels=1)
     ctx = build_context(paths, langs=["en"], dataset=data)
     assert ctx["data"]["original_size"] == labels.size_text(320, 240) == "320 × 240"
+
+
+# ---------------------------------------------------------------- no cell cut or wrapped into fragments
+
+@pytest.fixture(scope="module")
+def binary_context(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from report_fixture import make_run
+    from xreport.report import build_context
+
+    root = tmp_path_factory.mktemp("binary")
+    paths = make_run(root, name="binary", class_names_zh=("正常", "肺炎"))
+    return build_context(paths, langs=["en", "zh-TW"])
+
+
+def _pdf_lines(pdf: Path) -> list[list[str]]:
+    """The words of each printed line, from ``pdftotext -bbox`` (grouped by page and yMin)."""
+    import subprocess
+    from html import unescape
+
+    out = subprocess.run(["pdftotext", "-bbox", str(pdf), "-"], capture_output=True, text=True,
+                         check=True).stdout
+    lines: dict[tuple[int, float], list[str]] = {}
+    for page, chunk in enumerate(out.split("<page ")[1:]):
+        for y, word in re.findall(r'<word [^>]*yMin="([\d.]+)"[^>]*>([^<]*)</word>', chunk):
+            lines.setdefault((page, round(float(y))), []).append(unescape(word))
+    return list(lines.values())
+
+
+@pytest.mark.skipif(not __import__("shutil").which("pdftotext"), reason="poppler-utils absent")
+@pytest.mark.parametrize("lang", ["en", "zh-TW"])
+def test_pdf_keeps_intervals_and_counts_on_one_line(binary_context: Any, lang: str,
+                                                    tmp_path: Path) -> None:
+    pytest.importorskip("weasyprint")
+    from xreport import render
+
+    pdf = render.render_pdf(binary_context, lang=lang, out_path=tmp_path / f"r.{lang}.pdf")
+    lines = _pdf_lines(pdf)
+    words = [w for line in lines for w in line]
+    # An interval cut after its dash ("(0.930–" | "1.000)") leaves a word ending in "–".
+    cut = [w for w in words if re.fullmatch(r"[(\[]?-?\d+\.\d+–", w)]
+    assert not cut, cut
+    # Each pair of operating-point counts ("TN 97 · FP 3") prints on one line.
+    text_lines = [" ".join(line) for line in lines]
+    for op in binary_context["results"]["operating_points"]:
+        (tn, fp), (fn, tp) = op["cm"]
+        for pair in (f"TN {tn} · FP {fp}", f"FN {fn} · TP {tp}"):
+            assert any(pair in line for line in text_lines), pair
+    # A probability in a gallery caption stays whole: "p = 0.912", never "p" | "= 0.912".
+    assert not [line for line in lines if line and line[0].startswith("=")]
+
+
+@pytest.mark.skipif(not __import__("browser").available(), reason="chromium absent")
+def test_html_at_1280px_cuts_no_table_and_splits_no_unit(binary_context: Any, tmp_path: Path) -> None:
+    import browser
+    from xreport import render
+
+    path = tmp_path / "report.html"
+    path.write_text(render.render_html(binary_context, langs=["en", "zh-TW"]), encoding="utf-8")
+    with browser.Browser(width=1280, height=1000) as b:
+        b.open(path)
+        for lang in ("en", "zh-TW"):
+            b.js(f"document.getElementById('lang-{lang}').click()")
+            body = f"document.getElementById('body-{lang}')"
+            # No table wider than its box (a cut column hidden behind a scroll bar).
+            cut = b.js(f"[...{body}.querySelectorAll('.table-wrap')].filter(w => w.scrollWidth > w.clientWidth + 1).map(w => w.textContent.slice(0, 60))")
+            assert cut == [], (lang, cut)
+            # An interval, a count pair or a "p = …" keeps to one line.
+            split = b.js(f"[...{body}.querySelectorAll('.ci, .nw, .metric-ci')].filter(e => e.getClientRects().length > 1 || (e.getBoundingClientRect().height > 2.2 * parseFloat(getComputedStyle(e).fontSize))).map(e => e.textContent)")
+            assert split == [], (lang, split)
+            # Pictures shown from the one embedded copy are drawn at a real size.
+            sizes = b.js(f"[...{body}.querySelectorAll('svg.pic')].map(s => s.getBoundingClientRect().width)")
+            assert sizes and min(sizes) > 20, sizes
