@@ -370,3 +370,50 @@ def test_html_at_1280px_cuts_no_table_and_splits_no_unit(binary_context: Any, tm
             # Pictures shown from the one embedded copy are drawn at a real size.
             sizes = b.js(f"[...{body}.querySelectorAll('svg.pic')].map(s => s.getBoundingClientRect().width)")
             assert sizes and min(sizes) > 20, sizes
+
+
+# ---------------------------------------------------------------- CAM scale and lesion outlines
+
+def test_cam_overlay_outlines_the_known_lesion() -> None:
+    image = fake_image(32, seed=0, lesion=True)
+    cam = np.random.default_rng(0).random((32, 32))
+    mask = np.zeros((32, 32), dtype=bool)
+    mask[18:22, 8:12] = True
+
+    def outlines(fig: Figure) -> list[Any]:
+        return fig.findobj(lambda a: a.get_gid() == "lesion")
+
+    assert outlines(charts.cam_overlay(image, cam, colorbar=False, lesion=mask))
+    assert not outlines(charts.cam_overlay(image, cam, colorbar=False))
+    assert not outlines(charts.cam_overlay(image, cam, colorbar=False, lesion=np.zeros_like(mask)))
+
+
+def test_draw_cam_gallery_outlines_lesions_where_masks_exist(tmp_path: Path) -> None:
+    import torch
+
+    from xreport import runs
+    from xreport.figures import draw_cam_gallery
+
+    images = torch.from_numpy(np.stack([fake_image(32, seed=i, lesion=True) for i in range(2)]))[:, None]
+    masks = torch.zeros((2, 32, 32), dtype=torch.bool)
+    masks[1, 18:22, 8:12] = True
+    gallery = [{"class": "lesion", "class_index": 1, "kind": "TP", "index": i, "maps": [
+        {"target": 1, "class": "lesion", "prob": 0.9, "file": None}]} for i in range(2)]
+    out = runs.EvaluationPaths(tmp_path)
+    draw_cam_gallery(gallery, torch.rand(2, 32, 32), images, ["a", "b"], out=out, masks=masks)
+    assert [entry["lesion_outline"] for entry in gallery] == [False, True]
+    plain = [dict(entry, maps=[dict(m) for m in entry["maps"]]) for entry in gallery]
+    draw_cam_gallery(plain, torch.rand(2, 32, 32), images, ["a", "b"], out=out)
+    assert [entry["lesion_outline"] for entry in plain] == [False, False]
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-TW", "zh-CN"])
+def test_gallery_says_each_map_is_scaled_on_its_own(binary_context: Any, lang: str) -> None:
+    from xreport import render
+
+    t = render.translator(lang)
+    html = render.render_html(binary_context, langs=[lang])
+    gallery = html[html.index(f'id="{lang}-explain-gallery"'):html.index(f'id="{lang}-explain-faithfulness"')]
+    assert t("explain.scale.per_map") in gallery
+    # The fixture has no masks: the outline sentence appears only where outlines are drawn.
+    assert t("explain.scale.lesion") not in gallery
