@@ -184,7 +184,10 @@ GalleryEntry = TypedDict("GalleryEntry", {
     "file": str | None, "true": str | None, "true_index": int | None,
     "prob_true": float | None, "pred": str | None, "pred_index": int | None,
     "prob_pred": float | None, "repeated": bool,
-    "maps": list[GalleryMap] | None})
+    "maps": list[GalleryMap] | None,
+    # True: the overlays outline the image's known lesion (figures.draw_cam_gallery, phantom
+    # data); None in files written before outlines were drawn.
+    "lesion_outline": bool | None})
 
 
 class PairedStatistic(TypedDict):

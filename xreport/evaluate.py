@@ -309,7 +309,8 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: ru
         class_names=list(run.meta["class_names"]), target_layer=layer, layer_name=layer_name,
         method=method, masks=split.masks, seed=seed, device=device, batch_size=batch_size,
         precision=precision, **EXPLAIN_PROTOCOL)
-    draw_cam_gallery(summary["gallery"], gallery_cams, split.images, split.ids, out=out)
+    draw_cam_gallery(summary["gallery"], gallery_cams, split.images, split.ids, out=out,
+                     masks=split.masks)
     summary["viewer"] = write_viewer_data(run, split, probs, layer=layer, layer_name=layer_name,
                                           gallery_rows=[e["index"] for e in summary["gallery"]],
                                           out=out, method=method, task=task, split_name=split_name,

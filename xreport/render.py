@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
+import io
 import importlib.resources
 import json
 import logging
@@ -18,11 +20,12 @@ import math
 import re
 import string
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence, TypeVar, cast
+from typing import Callable, ClassVar, Iterator, Mapping, Sequence, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import jinja2
@@ -664,9 +667,74 @@ def data_uri(path: Path, scope: FileScope | None = None, *, shown: str | None = 
     return f"data:{_mime(Path(path))};base64,{base64.b64encode(payload).decode('ascii')}"
 
 
-def _image_source(report_dir: Path, scope: FileScope, *, mode: str) -> Callable[[object, str], str]:
-    """``img(ref, lang)``: a figure ref (a path, or {lang: path}) -> a data or file URI.
-    Relative refs are under the report folder; every ref must resolve inside ``scope``."""
+@dataclass
+class PictureStore:
+    """The pictures of one HTML file, by content: while the language bodies are rendered,
+    ``img()`` hands out a placeholder per picture; :meth:`embed` then writes a picture that
+    appears once as a data URI in its ``<img>``, and one that appears more than once (a CAM
+    overlay shown in every language, the same chart in two languages) once, as an SVG
+    ``<image>`` that each use draws with ``<use>``. So no picture is embedded twice."""
+
+    payloads: dict[str, tuple[str, bytes]] = field(default_factory=dict)   # sha -> (mime, bytes)
+
+    PREFIX: ClassVar[str] = "xr-pic:"
+
+    def add(self, payload: bytes, mime: str) -> str:
+        sha = hashlib.sha256(payload).hexdigest()
+        self.payloads.setdefault(sha, (mime, payload))
+        return self.PREFIX + sha
+
+    def _uri(self, sha: str) -> str:
+        mime, payload = self.payloads[sha]
+        return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
+
+    def embed(self, bodies: Sequence[str]) -> tuple[list[Markup], Markup]:
+        """The bodies with every placeholder resolved, and the shared pictures' definitions
+        (an SVG of ``<image>`` elements to place once in the document)."""
+        token = re.compile(re.escape(self.PREFIX) + r"([0-9a-f]{64})")
+        tag = re.compile(r'<img\b[^>]*\bsrc="' + re.escape(self.PREFIX) + r'([0-9a-f]{64})"[^>]*>')
+        uses = Counter(m[1] for body in bodies for m in token.finditer(body))
+        sizes = {sha: _pixel_size(self.payloads[sha][1]) for sha, n in uses.items() if n > 1}
+        shared = {sha for sha, size in sizes.items() if size is not None}
+
+        def picture(match: re.Match[str]) -> str:
+            sha = match[1]
+            if sha not in shared:
+                return match[0].replace(self.PREFIX + sha, self._uri(sha))
+            w, h = cast(tuple[int, int], sizes[sha])
+            alt = re.search(r'\balt="([^"]*)"', match[0])
+            label = f' aria-label="{alt[1]}"' if alt else ' aria-hidden="true"'
+            return (f'<svg class="pic" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img"'
+                    f'{label}><use href="#xr-pic-{sha[:16]}"/></svg>')
+
+        out = []
+        for body in bodies:
+            body = tag.sub(picture, body)
+            # A placeholder outside an <img> (a user template's own use): its data URI.
+            out.append(Markup(token.sub(lambda m: self._uri(m[1]), body)))
+        defs = "".join(f'<image id="xr-pic-{sha[:16]}" width="{sizes[sha][0]}" '  # type: ignore[index]
+                       f'height="{sizes[sha][1]}" href="{self._uri(sha)}"/>' for sha in sorted(shared))
+        holder = (f'<svg class="pic-defs" width="0" height="0" aria-hidden="true" focusable="false">'
+                  f'<defs>{defs}</defs></svg>') if shared else ""
+        return out, Markup(holder)
+
+
+def _pixel_size(payload: bytes) -> tuple[int, int] | None:
+    """(width, height) of a PNG, JPEG or GIF in pixels, None when it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(payload)) as im:
+            return int(im.width), int(im.height)
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+def _image_source(report_dir: Path, scope: FileScope, *, mode: str,
+                  store: PictureStore | None = None) -> Callable[[object, str], str]:
+    """``img(ref, lang)``: a figure ref (a path, or {lang: path}) -> a data or file URI (or,
+    with a ``store``, its placeholder there). Relative refs are under the report folder;
+    every ref must resolve inside ``scope``."""
     def img(ref: object, lang: str = "en") -> str:
         if isinstance(ref, Mapping):
             ref = ref.get(lang) or ref.get("en") or next(iter(ref.values()))
@@ -677,6 +745,8 @@ def _image_source(report_dir: Path, scope: FileScope, *, mode: str) -> Callable[
             path = report_dir / path
         if mode == "file":
             return scope.resolve(path, what="figure", shown=str(ref)).as_uri()
+        if store is not None:
+            return store.add(scope.read_bytes(path, what="figure", shown=str(ref)), _mime(path))
         return data_uri(path, scope, shown=str(ref))
     return img
 
@@ -744,15 +814,45 @@ REPORT = DocumentKind()
 
 
 def _globals_for(context: Mapping[str, object], lang: str, *, templates_dir: Path | None,
-                 mode: str, kind: DocumentKind = REPORT) -> dict[str, object]:
+                 mode: str, kind: DocumentKind = REPORT,
+                 store: PictureStore | None = None) -> dict[str, object]:
     t = translator(lang, templates_dir)
     cname = _class_namer(context, lang)
     report_dir = Path(str(context.get("report_dir", ".")))
     say = message_text(t, cname)
     scope = template_scope(templates_dir, report_dir)
     return {"ctx": context, "lang": lang, "t": t, "has_key": t.has, "cname": cname,
-            "say": say, "img": _image_source(report_dir, scope, mode=mode),
-            "lang_labels": LANG_LABELS, "mode": mode}
+            "say": say, "img": _image_source(report_dir, scope, mode=mode, store=store),
+            "lang_labels": LANG_LABELS, "mode": mode, **_class_labels(context, cname)}
+
+
+def _class_labels(context: Mapping[str, object], cname: Callable[[object], str]) -> dict[str, object]:
+    """The labels that name classes where a full name does not fit, in this language
+    (``labels`` owns the rule; the charts use the same one):
+
+    - ``clabel(name)``: the column head of a wide table (row k starts with the same label);
+    - ``clabel_rest(name)``: the rest of the full name after that label ("" when none);
+    - ``chart_key``: (chart label, full name) for each class whose chart label is shortened.
+    """
+    from .labels import column_labels, label_key, short_labels
+
+    names = [str(n) for n in cast(Sequence[str], context.get("class_names", []))]
+    shown = [cname(n) for n in names]
+    columns = dict(zip(names, column_labels(shown)))
+
+    def clabel(name: object) -> str:
+        return columns.get(str(name), cname(name))
+
+    def clabel_rest(name: object) -> str:
+        label, full = clabel(name), cname(name)
+        if label == full:
+            return ""
+        # A label that starts the name ("Grade 0" of "Grade 0 - no …") is followed by the
+        # rest of it; a letter key by the whole name, after a space.
+        return full[len(label):] if full.startswith(label) else " " + full
+
+    return {"clabel": clabel, "clabel_rest": clabel_rest,
+            "chart_key": label_key(shown, short_labels(shown))}
 
 
 def _check_langs(langs: Sequence[str]) -> list[str]:
@@ -794,9 +894,11 @@ def _viewer_assets(context: Mapping[str, object], env: jinja2.Environment) -> di
 
 def render_body(context: Mapping[str, object], *, lang: str, env: jinja2.Environment,
                 templates_dir: Path | None = None, mode: str = "data",
-                kind: DocumentKind = REPORT) -> Markup:
-    """One language's document body (all sections) as HTML."""
-    g = _globals_for(context, lang, templates_dir=templates_dir, mode=mode, kind=kind)
+                kind: DocumentKind = REPORT, store: PictureStore | None = None) -> Markup:
+    """One language's document body (all sections) as HTML (with a ``store``, its pictures
+    are placeholders until :meth:`PictureStore.embed`)."""
+    g = _globals_for(context, lang, templates_dir=templates_dir, mode=mode, kind=kind,
+                     store=store)
     with template_errors(f"{kind.body_template} ({lang})"):
         return Markup(render_template(env, kind.body_template, **g))
 
@@ -844,14 +946,23 @@ def render_html(context: Mapping[str, object], *, langs: Sequence[str],
     """One self-contained HTML file holding every language; a CSS-only language switch."""
     langs = _check_langs(langs)
     env = _environment(templates_dir, kind)
-    bodies = [(lang, render_body(context, lang=lang, env=env, templates_dir=templates_dir, kind=kind))
-              for lang in langs]
+    # Every picture is embedded once, however many languages (or panels) show it.
+    store = PictureStore()
+    rendered = [render_body(context, lang=lang, env=env, templates_dir=templates_dir, kind=kind,
+                            store=store) for lang in langs]
+    embedded, pictures = store.embed(rendered)
+    bodies = list(zip(langs, embedded))
     t = translator(langs[0], templates_dir)
     with template_errors("report.html.j2"):
-        return render_template(env, "report.html.j2",
+        html = render_template(env, "report.html.j2",
             ctx=context, langs=langs, bodies=bodies, lang_labels=LANG_LABELS, t=t,
             title_key=kind.title_key, **_viewer_assets(context, env),
             css=_read_css(env, "css/report.css"), mobile_css=_read_css(env, "css/mobile.css"))
+    # The shared pictures go right after <body> (outside every language's block, which is
+    # hidden while another language is shown), whatever the user's report.html.j2 holds.
+    body = re.search(r"<body\b[^>]*>", html)
+    at = body.end() if body else 0
+    return html[:at] + str(pictures) + html[at:]
 
 
 # ---------------------------------------------------------------- PDF

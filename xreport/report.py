@@ -25,6 +25,7 @@ from .config import from_dict as config_from_dict
 from .data.base import Dataset
 from .errors import ReportError, XReportError
 from .figures import FigurePaths, Figures
+from .labels import size_text
 from .metrics import Baselines, CalibrationDirection, baselines, calibration_direction
 from .runs import EvaluationPaths, RunPaths, sha256_file
 
@@ -312,6 +313,7 @@ class ExplainContext(TypedDict, total=False):
     gallery: list[GalleryGroup]
     viewer: Viewer | None
     cam_scale: list[str]
+    lesion_outlines: bool          # some gallery overlay outlines its image's known lesion
     faithfulness: FaithfulnessContext | None
     sanity: SanityContext | None
     localisation: LocalisationContext | None
@@ -778,6 +780,7 @@ def _explain(explain: artifacts.Explanation | None, paths: RunPaths,
             "gallery": _gallery(explain, paths, class_names, folder=folder),
             "viewer": _viewer(explain, folder, mappings or {}),
             "cam_scale": charts.cam_scale_colors(),
+            "lesion_outlines": any(entry["lesion_outline"] for entry in explain["gallery"]),
             "faithfulness": _faithfulness(explain["faithfulness"]),
             "sanity": _sanity(explain["sanity"]),
             "localisation": _localisation(explain["localisation"]),
@@ -944,7 +947,8 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
             "val_held_out": dist["val_held_out"] if dist else None,
             "predicted": predicted,
             "image_size": meta["image_size"], "channels": meta["in_channels"],
-            "original_size": (f"{dataset.original_size[0]} × {dataset.original_size[1]}"
+            # Dataset.original_size is (H, W); written W × H like every size (labels.size_text).
+            "original_size": (size_text(dataset.original_size[1], dataset.original_size[0])
                               if dataset is not None and dataset.original_size else None),
             "original_channels": dataset.original_channels if dataset is not None else None,
             "pipeline": _pipeline(meta),
