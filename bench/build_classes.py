@@ -39,6 +39,19 @@ def many_class_npz(path: Path, *, classes: int, per_class: dict[str, int], size:
     return path
 
 
+def lscpu_flags() -> list[str]:
+    """The vector extensions the CPU reports (what the figures depend on beside the core count)."""
+    import re
+    import subprocess
+
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("Flags")), [])
+    return [f for f in flags if re.match(r"(avx|amx|fma|f16c|sse4)", f)]
+
+
 def disk_mib(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
 
@@ -75,7 +88,7 @@ def main() -> int:
                 "images": {"train": 2 * classes, "val": classes, "test": 2 * classes},
                 "train": train.as_dict(), "build": {**build.as_dict(), **measured},
                 "largest_files_mib": sizes, "limits": LIMITS, "within_limits": within,
-                "cores": os.cpu_count()}
+                "cores": os.cpu_count(), "lscpu_flags": lscpu_flags()}
         if not args.smoke or args.out != RESULTS:
             common.write_result(args.out, benchmark="build_classes", started_load=started_load, body=body)
     return 0 if all(within.values()) or args.smoke else 1
