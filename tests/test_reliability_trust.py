@@ -327,8 +327,10 @@ def test_hand_edited_predictions_and_viewer_are_refused(fixture_run, tmp_path):
     artifacts.save_predictions(paths, ["a", "b"], np.array([0, 1]), np.array([[0.3, 0.7], [0.6, 0.4]]),
                                class_names=["NORMAL", "PNEUMONIA"])
     artifacts.load_predictions(paths, class_names=["NORMAL", "PNEUMONIA"])      # as written: fine
-    paths.predictions.write_text(paths.predictions.read_text(encoding="utf-8").replace("0.700000", "1.700000"),
-                                 encoding="utf-8")
+    lines = paths.predictions.read_text(encoding="utf-8").splitlines()
+    cells = lines[1].split(",")
+    cells[-1] = "1.7"                             # prob_1 of the first row
+    paths.predictions.write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n", encoding="utf-8")
     with pytest.raises(ReportError, match=r"predictions.csv: .*outside \[0, 1\]"):
         artifacts.load_predictions(paths, class_names=["NORMAL", "PNEUMONIA"])
     from test_viewer import _fake_viewer
