@@ -145,8 +145,7 @@ def ensure_evaluated(paths: runs.RunPaths, *, device: str = "auto", progress: bo
 
 def load_evaluated(paths: runs.RunPaths) -> EvaluatedRun:
     """Read an evaluated run: metrics.json, checkpoint meta, predictions.csv, history.csv."""
-    meta = artifacts.load_checkpoint_meta(artifacts.checkpoint_path(paths))
-    evaluation = artifacts.load_evaluation(paths, class_names=meta["class_names"])
+    evaluation = artifacts.load_evaluation(paths)
     metrics = evaluation["metrics"]
     if not metrics:
         raise ReportError(f"{paths.metrics}: run {paths.name!r} has no test metrics (its test split "
@@ -155,6 +154,9 @@ def load_evaluated(paths: runs.RunPaths) -> EvaluatedRun:
         raise ReportError(f"{paths.metrics}: run {paths.name!r} was evaluated on the "
                           f"{evaluation.get('split')!r} split; compare needs the {SPLIT!r} split "
                           f"(xreport evaluate --run {paths.name})")
+    meta = artifacts.load_checkpoint_meta(artifacts.checkpoint_path(paths))
+    # The file's class names against the checkpoint's (the values were checked on loading).
+    artifacts.check_evaluation_values(evaluation, path=paths.metrics, class_names=meta["class_names"])
     ids, y_true, probs = artifacts.load_predictions(paths, class_names=meta["class_names"])
     if y_true is None:
         raise ReportError(f"{paths.predictions}: run {paths.name!r} has no y_true column, so it "
