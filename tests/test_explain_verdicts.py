@@ -380,7 +380,7 @@ def test_verdicts_on_a_trained_fixture_model_and_what_the_discussion_says() -> N
 
     from xreport import runs
     from xreport.data import normalize_batch
-    from xreport.evaluate import EXPLAIN_BUDGET, dataset_for_run, load_run, predict
+    from xreport.evaluate import EXPLAIN_PROTOCOLS, dataset_for_run, load_run, predict
     from xreport.models import cam_target_layer
 
     fixtures = Path(__file__).resolve().parent / "fixtures" / "checkpoints"
@@ -393,7 +393,7 @@ def test_verdicts_on_a_trained_fixture_model_and_what_the_discussion_says() -> N
     x = normalize_batch(test.images, run.meta["mean"], run.meta["std"])
     summary, _ = explain.explain_split(
         run.model, x, y_true=test.labels.numpy(), probs=probs, class_names=run.meta["class_names"],
-        target_layer=layer, layer_name=name, masks=test.masks, seed=0, **EXPLAIN_BUDGET["cpu"])
+        target_layer=layer, layer_name=name, masks=test.masks, seed=0, **EXPLAIN_PROTOCOLS["fast"])
     faith, sanity = summary["faithfulness"], summary["sanity"]
     assert faith["n"] == 64 and sanity["n"] == 16 and sanity["seeds"] == 3
     # The trained model's maps: ROAD removes its evidence faster than random maps do, and the

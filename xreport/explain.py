@@ -247,21 +247,45 @@ def _score_map(model: nn.Module, xb: Tensor, tb: Tensor, acts: Tensor, *,
                batch_size: int) -> Tensor:
     """Score-CAM (Wang et al.): each channel's upsampled map masks the input; the softmax of
     the target logits over channels weights the channels. C forward passes per image."""
-    weights = [torch.softmax(_score_logits(model, xb[i], acts[i], batch_size=batch_size)[:, tb[i]], dim=0)
-               for i in range(xb.shape[0])]
-    return torch.einsum("bc,bchw->bhw", torch.stack(weights).to(acts.dtype), acts)
+    logits = _score_logits(model, xb, acts, batch_size=batch_size)  # (B, C, K)
+    weights = torch.softmax(logits.gather(2, tb[:, None, None].expand(-1, acts.shape[1], 1))[..., 0], dim=1)
+    return torch.einsum("bc,bchw->bhw", weights.to(acts.dtype), acts)
 
 
-def _score_logits(model: nn.Module, image: Tensor, acts: Tensor, *, batch_size: int) -> Tensor:
-    """Logits (C, K) of one image (c, H, W) masked by each of its C upsampled activation maps."""
-    # align_corners=True as in pytorch_grad_cam's ScoreCAM (UpsamplingBilinear2d).
-    up = F.interpolate(acts[None].float(), size=image.shape[-2:], mode="bilinear", align_corners=True)[0]
-    lo = up.amin(dim=(1, 2), keepdim=True)
-    hi = up.amax(dim=(1, 2), keepdim=True)
-    up = (up - lo) / (hi - lo + 1e-8)
-    logits = [model(image[None] * up[start:start + batch_size, None]).float()
-              for start in range(0, up.shape[0], max(1, batch_size))]
-    return torch.cat(logits)
+def _score_logits(model: nn.Module, images: Tensor, acts: Tensor, *, batch_size: int) -> Tensor:
+    """Logits (B, C, K) of each image (B, c, H, W) masked by each of its C upsampled
+    activation maps, every (image, channel) pair in batches of ``batch_size``.
+
+    The masks stay on the CAM grid until their batch is made, and a channel that is zero
+    everywhere (common after the last ReLU) masks its image to zeros: one forward pass of a
+    zero image stands for all of them, exactly what each of their passes would return.
+    """
+    b, c = acts.shape[:2]
+    size = images.shape[-2:]
+    flat = acts.float().reshape(b * c, *acts.shape[2:])
+    alive = torch.nonzero(flat.flatten(1).ne(0).any(1)).flatten()
+    out: Tensor | None = None
+    with torch.inference_mode():
+        for start in range(0, alive.numel(), max(1, batch_size)):
+            pairs = alive[start:start + batch_size]
+            # align_corners=True as in pytorch_grad_cam's ScoreCAM (UpsamplingBilinear2d).
+            up = F.interpolate(flat[pairs, None], size=size, mode="bilinear", align_corners=True)
+            lo = up.amin(dim=(2, 3), keepdim=True)
+            hi = up.amax(dim=(2, 3), keepdim=True)
+            masked = images[pairs // c] * ((up - lo) / (hi - lo + 1e-8)).to(images.dtype)
+            logits = model(_to_device(masked, images.device)).float()
+            if out is None:
+                out = logits.new_empty((b * c, logits.shape[1]))
+            out[pairs] = logits
+        if alive.numel() < b * c:
+            empty = model(torch.zeros_like(images[:1])).float()
+            if out is None:
+                out = empty.new_empty((b * c, empty.shape[1]))
+            dead = torch.ones(b * c, dtype=torch.bool, device=out.device)
+            dead[alive] = False
+            out[dead] = empty
+    assert out is not None
+    return out.reshape(b, c, -1)
 
 
 def _normalise_maps(raw: Tensor, size: tuple[int, int]) -> Tensor:
@@ -354,9 +378,8 @@ def _all_class_maps(model: nn.Module, xb: Tensor, capture: _Capture, *, method: 
             return torch.einsum("kc,bchw->bkhw", _classifier_weight(model, acts), acts)
         if method == "eigencam":  # class-agnostic: the same map for every class
             return _eigen_map(acts)[:, None].expand(-1, k, -1, -1)
-        weights = [torch.softmax(_score_logits(model, xb[i], acts[i], batch_size=batch_size), dim=0).T
-                   for i in range(xb.shape[0])]  # (K, C) per image
-        return torch.einsum("bkc,bchw->bkhw", torch.stack(weights).to(acts.dtype), acts)
+        weights = torch.softmax(_score_logits(model, xb, acts, batch_size=batch_size), dim=1)  # (B, C, K)
+        return torch.einsum("bck,bchw->bkhw", weights.to(acts.dtype), acts)
 
 
 def _quantise_grid(raw: Tensor) -> Tensor:
@@ -805,6 +828,7 @@ def sanity_check(model: nn.Module, x: Tensor, *, targets: Tensor, method: str,
                                 targets=targets, method=method, batch_size=batch_size, device=device)
     names = cascade_stages(model, _as_module(target_layer_fn(model)))
     similarity = {key: torch.full((seeds, len(names), x.shape[0]), float("nan")) for key in ("spearman", "ssim")}
+    bar = tqdm(total=seeds * len(names), desc="sanity check", unit="stage", leave=False, disable=None)
     for s in range(seeds):
         twin = copy.deepcopy(model)
         for i, name in enumerate(names):
@@ -813,7 +837,9 @@ def sanity_check(model: nn.Module, x: Tensor, *, targets: Tensor, method: str,
                                 method=method, batch_size=batch_size, device=device)
             similarity["spearman"][s, i] = spearman(original, maps)
             similarity["ssim"][s, i] = ssim(original, maps)
+            bar.update()
         del twin
+    bar.close()
     stages: list[dict[str, object]] = []
     for i, name in enumerate(names):
         cells: dict[str, dict[str, verdicts.StatValue]] = {}
@@ -998,6 +1024,7 @@ class ExplainSummary(TypedDict):
     localisation: dict[str, object] | None
     timings: dict[str, float]
     viewer: NotRequired[artifacts.ViewerRef]
+    protocol: NotRequired[str]
 
 
 def explain_split(model: nn.Module, images_float: Tensor, *, y_true: np.ndarray | Tensor | None,

@@ -292,9 +292,22 @@ class LocalisationContext(TypedDict):
     margin: float
 
 
+class ProtocolContext(TypedDict):
+    """How much explanation was done: the protocol and the image counts the report states."""
+
+    name: str | None               # "fast" or "full"; None in evaluations from before the choice
+    total: int | None              # images evaluated
+    faith_n: int | None
+    levels: int | None             # removal levels per curve (the interior steps)
+    maps: int                      # random maps per image
+    sanity_n: int | None
+    seeds: int | None
+
+
 class ExplainContext(TypedDict, total=False):
     available: Required[bool]      # False: the evaluation has no explanation
     method: str
+    protocol: ProtocolContext
     target_layer: str | None
     gallery: list[GalleryGroup]
     viewer: Viewer | None
@@ -677,13 +690,21 @@ def _localisation(loc: artifacts.Localisation | None) -> LocalisationContext | N
 def _explain(explain: artifacts.Explanation | None, paths: RunPaths,
              figures: Mapping[str, FigurePaths | None], class_names: Sequence[str], *,
              folder: Path | None = None,
-             mappings: Mapping[str, Mapping[str, str]] | None = None) -> ExplainContext:
+             mappings: Mapping[str, Mapping[str, str]] | None = None,
+             total: int | None = None) -> ExplainContext:
     from . import charts
 
     if not explain:
         return {"available": False}
     folder = folder or paths.report_dir
-    return {"available": True, "method": explain["method"],
+    faith, sanity = explain["faithfulness"], explain["sanity"]
+    steps = faith.get("steps") if faith else None
+    protocol: ProtocolContext = {
+        "name": explain["protocol"], "total": total, "faith_n": faith["n"] if faith else None,
+        "levels": steps - 1 if isinstance(steps, int) else None,
+        "maps": int(faith["random_maps"].get("per_image", 1)) if faith else 1,
+        "sanity_n": sanity["n"] if sanity else None, "seeds": sanity["seeds"] if sanity else None}
+    return {"available": True, "method": explain["method"], "protocol": protocol,
             "target_layer": explain["target_layer"],
             "gallery": _gallery(explain, paths, class_names, folder=folder),
             "viewer": _viewer(explain, folder, mappings or {}),
@@ -866,7 +887,8 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "training": _training(meta, run_config.train, history, figs.curves),
         "results": _results(metrics, split, figs.results),
         "explain": _explain(explain, paths, {"faithfulness": figs.faithfulness, "sanity": figs.sanity},
-                            class_names, folder=evaluation_paths.folder, mappings=mappings),
+                            class_names, folder=evaluation_paths.folder, mappings=mappings,
+                            total=loaded["data"].get("n")),
         # The split the metrics and CAMs are from: "val" when the test split has no labels.
         "evaluated_split": str(split),
         "discussion": discussion.observations(metrics, history=history, distribution=dist,
