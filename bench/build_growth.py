@@ -29,6 +29,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -75,37 +76,41 @@ def cut_test(source: Path, out: Path, n_test: int) -> Path:
     return out
 
 
-def build_runs(sizes: list[int], counts: list[int], *, tmp: Path, train_steps: int,
-               build_args: list[str]) -> list[dict[str, Any]]:
-    records = []
-    for size in sizes:
-        full = phantom_npz(tmp / f"phantom_{size}.npz", size=size, n_test=max(counts))
-        for n in counts:
-            # One checkpoint per test-split size: a run names its data set, and builds on its own.
-            data = cut_test(full, tmp / f"phantom_{size}_{n}.npz", n)
-            ck, reports = tmp / f"ck{size}_{n}", tmp / f"rep{size}_{n}"
-            trained = common.run_child(common.xreport_argv(
-                "train", "--dataset", str(data), "--name", "growth", "--arch", "resnet_tiny",
-                "--image-size", str(size), "--epochs", "1", "--max-steps", str(train_steps),
-                "--batch-size", "32", "--device", "cpu", "--checkpoints", str(ck), "--overwrite"))
-            child = common.run_child(common.xreport_argv(
-                "build", "--run", "growth", "--checkpoints", str(ck), "--reports", str(reports),
-                *build_args))
-            metrics = json.loads((reports / "growth" / "metrics.json").read_text())
-            explained = metrics.get("explain") or {}
-            record = {"size": size, "images": n, "seconds": round(child.seconds, 2),
-                      "peak_rss_mb": round(child.peak_rss_mib, 1), "cpu_seconds": round(child.cpu_seconds, 2),
-                      "protocol": explained.get("protocol"), "timings": metrics.get("timings", {}),
-                      "explain_timings": explained.get("timings", {}),
-                      "train_seconds": round(trained.seconds, 2),
-                      "load_before": child.load_before, "load_after": child.load_after}
-            records.append(record)
-            print(f"{size:4d} px {n:5d} images: {child.seconds:7.1f} s  peak RSS {child.peak_rss_mib:6.0f} MiB  "
-                  f"load {child.load_before[0]:.1f}->{child.load_after[0]:.1f}  {record['explain_timings']}",
-                  flush=True)
-            shutil.rmtree(reports, ignore_errors=True)
-            shutil.rmtree(ck, ignore_errors=True)
-    return records
+def build_runs(cases: list[tuple[int, int]], *, tmp: Path, train_steps: int,
+               build_args: list[str], records: list[dict[str, Any]],
+               save: Callable[[], None]) -> None:
+    """Appends one record per (size, test images) case, in the order given, to ``records``,
+    saving after each: a long run interrupted (or still going) keeps what it measured."""
+    most = max(n for _, n in cases)
+    for size, n in cases:
+        full = tmp / f"phantom_{size}.npz"
+        if not full.is_file():
+            phantom_npz(full, size=size, n_test=most)
+        # One checkpoint per test-split size: a run names its data set, and builds on its own.
+        data = cut_test(full, tmp / f"phantom_{size}_{n}.npz", n)
+        ck, reports = tmp / f"ck{size}_{n}", tmp / f"rep{size}_{n}"
+        trained = common.run_child(common.xreport_argv(
+            "train", "--dataset", str(data), "--name", "growth", "--arch", "resnet_tiny",
+            "--image-size", str(size), "--epochs", "1", "--max-steps", str(train_steps),
+            "--batch-size", "32", "--device", "cpu", "--checkpoints", str(ck), "--overwrite"))
+        child = common.run_child(common.xreport_argv(
+            "build", "--run", "growth", "--checkpoints", str(ck), "--reports", str(reports),
+            *build_args))
+        metrics = json.loads((reports / "growth" / "metrics.json").read_text())
+        explained = metrics.get("explain") or {}
+        record = {"size": size, "images": n, "seconds": round(child.seconds, 2),
+                  "peak_rss_mb": round(child.peak_rss_mib, 1), "cpu_seconds": round(child.cpu_seconds, 2),
+                  "protocol": explained.get("protocol"), "timings": metrics.get("timings", {}),
+                  "explain_timings": explained.get("timings", {}),
+                  "train_seconds": round(trained.seconds, 2),
+                  "load_before": child.load_before, "load_after": child.load_after}
+        records.append(record)
+        save()
+        print(f"{size:4d} px {n:5d} images: {child.seconds:7.1f} s  peak RSS {child.peak_rss_mib:6.0f} MiB  "
+              f"load {child.load_before[0]:.1f}->{child.load_after[0]:.1f}  {record['explain_timings']}",
+              flush=True)
+        shutil.rmtree(reports, ignore_errors=True)
+        shutil.rmtree(ck, ignore_errors=True)
 
 
 def previous_cg_impute(x: torch.Tensor, removed: torch.Tensor, tol: float = 1e-3) -> torch.Tensor:
@@ -192,6 +197,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="28,64,128,224")
     parser.add_argument("--images", default="64,624")
+    parser.add_argument("--cases", help="SIZExIMAGES,... in this order (default: every size with "
+                        "every count); the most telling first when time is short")
     parser.add_argument("--impute-sizes", default="28,64,224")
     parser.add_argument("--impute-images", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the imputation timing (best kept)")
@@ -207,21 +214,29 @@ def main() -> None:
         args.rounds, args.train_steps = 1, 1
         build_args += ["--lang", "en", "--format", "html"]
     started = common.load_average()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    counts = [int(s) for s in args.images.split(",")]
+    if args.cases and not args.smoke:
+        cases = [(int(a), int(b)) for a, b in (c.split("x") for c in args.cases.split(","))]
+    else:
+        cases = [(s, n) for s in map(int, args.sizes.split(",")) for n in map(int, args.images.split(","))]
     torch.set_num_threads(len(common.os.sched_getaffinity(0)))
     impute = imputation_timing([int(s) for s in args.impute_sizes.split(",")], images=args.impute_images,
                                rounds=args.rounds)
-    with tempfile.TemporaryDirectory(prefix="xreport-growth-") as tmp_name:
-        records = [] if args.skip_builds else build_runs(sizes, counts, tmp=Path(tmp_name),
-                                                          train_steps=args.train_steps, build_args=build_args)
-    common.write_result(args.out, benchmark="build_growth", started_load=started, body={
-        "cpu": lscpu(), "smoke": args.smoke,
-        "setup": {"model": "resnet_tiny (xreport.models, ~80k weights), trained --train-steps steps",
-                  "data": "phantom films (xreport.data.phantom) as a MedMNIST .npz, grey, 2 classes",
-                  "build": "xreport build " + " ".join(build_args), "train_steps": args.train_steps},
-        "note": "shared machine: compare runs only alongside their load averages",
-        "runs": records, "imputation": impute})
+    records: list[dict[str, Any]] = []
+
+    def save() -> None:
+        common.write_result(args.out, benchmark="build_growth", started_load=started, body={
+            "cpu": lscpu(), "smoke": args.smoke,
+            "setup": {"model": "resnet_tiny (xreport.models, ~80k weights), trained --train-steps steps",
+                      "data": "phantom films (xreport.data.phantom) as a MedMNIST .npz, grey, 2 classes",
+                      "build": "xreport build " + " ".join(build_args), "train_steps": args.train_steps},
+            "note": "shared machine: compare runs only alongside their load averages",
+            "runs": records, "imputation": impute})
+
+    save()
+    if not args.skip_builds:
+        with tempfile.TemporaryDirectory(prefix="xreport-growth-") as tmp_name:
+            build_runs(cases, tmp=Path(tmp_name), train_steps=args.train_steps,
+                       build_args=build_args, records=records, save=save)
 
 
 if __name__ == "__main__":
