@@ -10,7 +10,7 @@ against the reference algorithm.
 2. For each test-split size (--images) a cold `xreport build --explain full` (HTML + en and
    zh-TW PDFs, the full explanation protocol) runs as a child process: wall seconds, peak
    RSS (wait4) and metrics.json's stage timings.
-3. ROAD imputation per image (3 channels, blob-like removals of 10-90%) at --impute-sizes:
+3. ROAD imputation per image (3 channels, blob-like removals of 10-90%, one torch thread) at --impute-sizes:
    xreport's multigrid solver, the plain CG solver it replaced, and the reference algorithm
    (pytorch_grad_cam's NoisyLinearImputer: scipy spsolve, one image at a time), with the
    largest difference from the reference.
@@ -176,7 +176,7 @@ def imputation_timing(sizes: list[int], *, images: int, rounds: int) -> list[dic
                 outputs[name] = fn()
                 best_wall = min(best_wall, time.perf_counter() - wall)
                 best_cpu = min(best_cpu, time.process_time() - cpu)
-            results[name] = {"wall_ms_per_image": round(best_wall / images * 1000, 2),
+            results[name] = {"threads": torch.get_num_threads(), "wall_ms_per_image": round(best_wall / images * 1000, 2),
                              "cpu_ms_per_image": round(best_cpu / images * 1000, 2),
                              "load_before": load_before, "load_after": common.load_average()}
         ref = outputs["reference_spsolve"]
@@ -218,7 +218,9 @@ def main() -> None:
         cases = [(int(a), int(b)) for a, b in (c.split("x") for c in args.cases.split(","))]
     else:
         cases = [(s, n) for s in map(int, args.sizes.split(",")) for n in map(int, args.images.split(","))]
-    torch.set_num_threads(len(common.os.sched_getaffinity(0)))
+    # One thread: the reference's spsolve is single-threaded, and on a loaded machine torch's
+    # spinning OpenMP threads would bill their waiting as CPU time.
+    torch.set_num_threads(1)
     impute = imputation_timing([int(s) for s in args.impute_sizes.split(",")], images=args.impute_images,
                                rounds=args.rounds)
     records: list[dict[str, Any]] = []
