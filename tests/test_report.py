@@ -56,6 +56,18 @@ def test_numbers_come_from_the_run_folder() -> None:
     assert ctx["skipped"] == [{"file": "bad/broken.png", "reason": "not an image"}]
 
 
+def test_the_report_states_the_explanation_protocol_and_its_image_counts() -> None:
+    from xreport.render import render_html
+
+    _, ctx = shared_run()
+    assert ctx["explain"]["protocol"] == {"name": "fast", "total": 80, "faith_n": 16, "levels": 4, "maps": 2,
+                                          "sanity_n": 8, "seeds": 3}
+    html = render_html(ctx, langs=["en", "zh-TW"])
+    assert "Explanation protocol “fast”: 16 of the 80 evaluated images for faithfulness (4 removal levels" in html
+    assert "and 8 of them for the sanity check (3 initialisations)" in html
+    assert "解釋協定「快速」：忠實度使用 80 張已評估影像中的 16 張" in html
+
+
 def test_gallery_grouped_by_class_then_kind() -> None:
     _, ctx = shared_run()
     gallery = ctx["explain"]["gallery"]
