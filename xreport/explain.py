@@ -631,7 +631,8 @@ def _curves(model: nn.Module, x: Tensor, base: Tensor, ranks: Tensor, targets: T
     counts = torch.round(torch.arange(1, steps) / steps * hw).long()
     noise = torch.Generator().manual_seed(seed + 3)
     # Maps per chunk: at least one batch of perturbed images, and as many more as fit in
-    # _CHUNK_VALUES, since the ROAD imputation costs about the same per call at any size.
+    # _CHUNK_VALUES: every image, removal level and map of a chunk is imputed in one batched
+    # multigrid solve and scored in one pass.
     per = max(1, batch_size // (len(CURVES) * inner), _CHUNK_VALUES // (len(CURVES) * inner * c * h * w))
     out: dict[str, list[Tensor]] = {key: [] for key in CURVES}
     for start in tqdm(range(0, m, per), desc="faithfulness", leave=False, disable=None):
