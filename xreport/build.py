@@ -17,9 +17,11 @@ from tqdm.auto import tqdm
 
 from . import artifacts, runs
 from .data.base import Dataset
-from .device import resolve_device
+from .device import EVAL_PRECISION, check_eval_precision, resolve_device
 from .errors import ConfigError, DataError, ReportError
-from .evaluate import LoadedRun, dataset_for_run, evaluate_run, load_run
+from .evaluate import (EXPLAIN_DEFAULT, LoadedRun, dataset_for_run, evaluate_run, load_run,
+                       protocol_matches)
+from .limits import REPORT_CLASSES
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ def check_choices(values: Sequence[str], valid: Sequence[str], *, what: str) -> 
 
 def check_report_options(*, split: str = "test", cam_method: str | None = None,
                          device: str | None = None, templates: Path | None = None,
-                         explain_protocol: str = "auto") -> None:
+                         explain_protocol: str = "fast") -> None:
     """The options of evaluate/build that can be checked without the data: before any write."""
     from .evaluate import EXPLAIN_CHOICES
     from .explain import METHODS
@@ -66,18 +68,21 @@ def check_report_options(*, split: str = "test", cam_method: str | None = None,
 
 def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, *, cam_method: str | None,
                    split: str, need_explain: bool = True,
+                   precision: str | None = EVAL_PRECISION,
                    explain_protocol: str | None = None) -> artifacts.Evaluation | None:
     """An evaluation's metrics.json when it was made from this checkpoint, these data, this
     CAM method (with its viewer data) and this explanation protocol.
 
-    ``cam_method`` / ``explain_protocol`` None accept whichever the file holds (a resolved
-    protocol name, never "auto", is compared: an older file without one reads as stale). A missing, stale (older
+    ``cam_method`` None accepts whichever method the file holds; ``precision`` None accepts
+    whichever inference precision it was made in (one not recorded is not this one);
+    ``explain_protocol`` None whichever protocol its checks ran (compared by the settings
+    recorded, so older files are judged too). A missing, stale (older
     schema) or damaged file is not fresh: the caller evaluates again and overwrites it.
     """
     if not (out.metrics.is_file() and out.predictions.is_file()):
         return None
     try:
-        cached = artifacts.load_evaluation(out)
+        cached = artifacts.load_evaluation(out, class_names=run.meta["class_names"])
     except ReportError as exc:
         logger.info("evaluating again: %s", exc)
         return None
@@ -89,12 +94,14 @@ def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, 
     else:
         viewer = explain["viewer"]
         # An evaluation from before the viewer existed is redone once to add it.
-        viewer_ok = not need_explain or (viewer is not None and (out.folder / viewer["file"]).is_file())
+        viewer_ok = (not need_explain or len(run.meta["class_names"]) > REPORT_CLASSES   # none made
+                     or (viewer is not None and (out.folder / viewer["file"]).is_file()))
         explain_ok = ((cam_method is None or explain["method"] == cam_method) and viewer_ok
-                      and (explain_protocol is None or explain["protocol"] == explain_protocol))
+                      and (explain_protocol is None or protocol_matches(explain, explain_protocol)))
     fresh = (cached.get("checkpoint", {}).get("sha256") == run.sha256
              and cached.get("data", {}).get("fingerprint") == dataset.fingerprint
              and cached.get("split") == split
+             and (precision is None or cached["precision"] == precision)
              and explain_ok)
     return cached if fresh else None
 
@@ -103,7 +110,8 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
                  formats: Sequence[str] = FORMATS, templates: Path | None = None,
                  cam_method: str = "gradcam", device: str = "auto", split: str = "test",
                  force: bool = False, command: str | None = None,
-                 progress: bool = True, explain_protocol: str = "auto") -> BuildResult:
+                 progress: bool = True, precision: str = EVAL_PRECISION,
+                 explain_protocol: str = EXPLAIN_DEFAULT) -> BuildResult:
     """Build ``reports/NAME/`` from ``checkpoints/NAME/``; reuse predictions when fresh.
 
     ``split`` is the split the report is about. A split without labels (a Kaggle-style test
@@ -117,9 +125,8 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
     formats = check_choices(formats, FORMATS, what="format")
     check_report_options(split=split, cam_method=cam_method, device=device, templates=templates,
                          explain_protocol=explain_protocol)
+    check_eval_precision(precision)
     split = check_choices([split], SPLITS, what="split")[0]
-    # "auto" reuses an evaluation made with either protocol; a named one must match.
-    wanted_protocol = None if explain_protocol == "auto" else explain_protocol
     result = BuildResult(report_dir=paths.report_dir)
     started = time.perf_counter()
     # The whole file set is written into a staging copy and swapped in at the end: an
@@ -136,10 +143,10 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
         def evaluated(which: str) -> runs.EvaluationPaths:
             out = staged.evaluation(which)
             cached = None if force else cached_metrics(out, run, dataset, cam_method=cam_method, split=which,
-                                                       explain_protocol=wanted_protocol)
+                                                       precision=precision, explain_protocol=explain_protocol)
             if cached is None:
                 evaluate_run(staged, split=which, device=device, cam_method=cam_method,
-                             dataset=dataset, run=run, out=out, progress=progress,
+                             dataset=dataset, run=run, out=out, progress=progress, precision=precision,
                              explain_protocol=explain_protocol)
             reused.append(cached is not None)
             return out
