@@ -57,6 +57,20 @@ def test_numbers_come_from_the_run_folder() -> None:
     assert ctx["skipped"] == [{"file": "bad/broken.png", "reason": "not an image"}]
 
 
+def test_the_report_states_the_explanation_protocol_and_its_image_counts() -> None:
+    from xreport.render import render_html
+
+    _, ctx = shared_run()
+    protocol = ctx["explain"]["protocol"]
+    assert {k: protocol[k] for k in ("name", "total", "faithfulness_n", "steps", "maps", "sanity_n", "seeds")} == {
+        "name": "fast", "total": 80, "faithfulness_n": 16, "steps": 5, "maps": 2, "sanity_n": 8, "seeds": 3}
+    html = render_html(ctx, langs=["en", "zh-TW"])
+    assert ("Protocol “fast” (chosen with xreport build --explain fast|full; fast is the default on every "
+            "device): faithfulness on 16 of the 80 evaluated images with 5 removal steps") in html
+    assert "the sanity check on 8 images with 3 initialisations" in html
+    assert "流程「快速」（以 xreport build --explain fast|full 選擇；各種裝置預設皆為快速）：忠實度使用 80 張已評估影像中的 16 張" in html
+
+
 def test_gallery_grouped_by_class_then_kind() -> None:
     _, ctx = shared_run()
     gallery = ctx["explain"]["gallery"]

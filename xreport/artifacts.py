@@ -296,6 +296,10 @@ class Explanation(TypedDict):
     sanity: Sanity | None
     localisation: Localisation | None
     viewer: ViewerRef | None
+    # "fast" or "full" (evaluate.EXPLAIN_PROTOCOLS); None in files from before the choice.
+    protocol: str | None
+    # The explanation's stages in seconds (gallery, faithfulness, sanity, localisation, ...).
+    timings: NotRequired[dict[str, float]]
 
 
 # ---------------------------------------------------------------- metrics.json: the file

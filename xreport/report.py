@@ -323,8 +323,11 @@ class ExplainContext(TypedDict, total=False):
 
 
 class Protocol(TypedDict):
-    """The explanation checks' settings as run (the same on every device: evaluate.EXPLAIN_PROTOCOL)."""
+    """The explanation checks' settings as run (chosen with --explain, the same default on
+    every device: evaluate.EXPLAIN_PROTOCOLS)."""
 
+    name: str | None               # "fast" or "full"; None in evaluations from before the choice
+    total: int | None              # images evaluated, of which faithfulness_n were explained
     faithfulness_n: int | None
     steps: int | None
     maps: int | None
@@ -771,9 +774,10 @@ def _localisation(loc: artifacts.Localisation | None) -> LocalisationContext | N
             "maps": loc["random_per_image"], "margin": LOCALISATION_MARGIN}
 
 
-def _protocol(explain: artifacts.Explanation, precision: str | None) -> Protocol:
+def _protocol(explain: artifacts.Explanation, precision: str | None, total: int | None) -> Protocol:
     faith, sanity = explain["faithfulness"], explain["sanity"]
-    return {"faithfulness_n": faith["n"] if faith else None,
+    return {"name": explain["protocol"], "total": total,
+            "faithfulness_n": faith["n"] if faith else None,
             "steps": faith.get("steps") if faith else None,
             "maps": faith["random_maps"].get("per_image") if faith else None,
             "sanity_n": sanity["n"] if sanity else None, "seeds": sanity["seeds"] if sanity else None,
@@ -784,7 +788,7 @@ def _explain(explain: artifacts.Explanation | None, paths: RunPaths,
              figures: Mapping[str, FigurePaths | None], class_names: Sequence[str], *,
              folder: Path | None = None,
              mappings: Mapping[str, Mapping[str, str]] | None = None,
-             precision: str | None = None) -> ExplainContext:
+             precision: str | None = None, total: int | None = None) -> ExplainContext:
     from . import charts
 
     if not explain:
@@ -799,7 +803,7 @@ def _explain(explain: artifacts.Explanation | None, paths: RunPaths,
             "faithfulness": _faithfulness(explain["faithfulness"]),
             "sanity": _sanity(explain["sanity"]),
             "localisation": _localisation(explain["localisation"]),
-            "protocol": _protocol(explain, precision),
+            "protocol": _protocol(explain, precision, total),
             "figures": dict(figures)}
 
 
@@ -983,7 +987,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "results": _results(metrics, split, figs.results, evaluation=loaded),
         "explain": _explain(explain, paths, {"faithfulness": figs.faithfulness, "sanity": figs.sanity},
                             class_names, folder=evaluation_paths.folder, mappings=mappings,
-                            precision=loaded["precision"]),
+                            precision=loaded["precision"], total=loaded["data"].get("n")),
         # The split the metrics and CAMs are from: "val" when the test split has no labels.
         "evaluated_split": str(split),
         "discussion": discussion.observations(metrics, history=history, distribution=dist,
