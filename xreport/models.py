@@ -96,14 +96,30 @@ def load_pretrained_state_dict(arch: str) -> dict[str, torch.Tensor]:
 def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A local torchvision-compatible state_dict (``model.weights``); a dict that wraps it
     under "state_dict" or "model" (common training-script checkpoints) is unwrapped."""
+    import pickle
+    import zipfile
+
+    from . import runs
+    from .limits import human, memory_budget
+
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"model.weights {str(path)!r}: no such file")
+    # Bounded before anything is unpickled: a zip (torch.save) with compressed or oversized
+    # members is refused; a legacy (non-zip) file may not exceed the input budget.
+    if zipfile.is_zipfile(path):
+        runs.check_checkpoint_storages(path)
+    elif path.stat().st_size > memory_budget():
+        raise CheckpointError(f"{path}: {human(path.stat().st_size)}, more than the "
+                              f"{human(memory_budget())} this machine allows for one input")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors of many types; weights_only refusals
-        raise CheckpointError(f"{path}: not a readable state_dict ({type(exc).__name__}: "
-                              f"{' '.join(str(exc).split())[:160]})") from None
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors "
+                              f"({runs.unpickling_reason(exc)})") from None
+    except Exception as exc:  # pickle/zip errors of many types: truncated or not torch.save
+        raise CheckpointError(f"{path}: not a readable state_dict, truncated or not written by "
+                              f"torch.save ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from None
     for key in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]
@@ -141,6 +157,41 @@ def _load_backbone(model: nn.Module, state: Mapping[str, torch.Tensor], *, sourc
         if tuple(state[key].shape) != tuple(own[key].shape):
             raise CheckpointError(f"{source}: {key} has shape {tuple(state[key].shape)} but the "
                                   f"model needs {tuple(own[key].shape)} (another architecture?)")
+    model.load_state_dict(state, strict=False)
+
+
+def stem_from_state(arch: str, state: Mapping[str, torch.Tensor], *, source: str) -> tuple[int, bool]:
+    """(input channels, small-input stem) of a state_dict's first conv: a 3x3 kernel is the
+    small stem (3x3 stride 1, no max-pool), a 7x7 the standard one."""
+    key = "features.conv0.weight" if arch.startswith("densenet") else "conv1.weight"
+    weight = state.get(key)
+    if weight is None or weight.dim() != 4:
+        raise CheckpointError(f"{source}: no first convolution {key} (4-D); not a torchvision {arch} state_dict")
+    channels, kernel = int(weight.shape[1]), int(weight.shape[-1])
+    if channels not in (1, 3) or kernel not in (3, 7):
+        raise CheckpointError(f"{source}: {key} has shape {tuple(weight.shape)}; {arch} here takes 1 or "
+                              "3 input channels and a 7x7 (standard) or 3x3 (small-input) stem")
+    return channels, kernel == 3
+
+
+def load_trained_weights(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str) -> None:
+    """A whole trained model's weights (classifier included) into ``model``: a missing or
+    unexpected key names a few of them, a classifier for another class count names the layer
+    and both shapes, any other shape mismatch names its layer."""
+    own = model.state_dict()
+    # Older files predate BatchNorm's num_batches_tracked; it is only a counter.
+    _require_keys([k for k in own if not k.endswith("num_batches_tracked")], state, own, where=source)
+    head = _head_attr(model)
+    for key in (f"{head}.weight", f"{head}.bias"):   # checked first: the usual mismatch
+        tensor = own.get(key)
+        if tensor is not None and key in state and tuple(state[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"{source}: classifier {key} has shape {tuple(state[key].shape)} "
+                                  f"({state[key].shape[0]} classes) but the data have {tensor.shape[0]} "
+                                  f"classes (shape {tuple(tensor.shape)})")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(own[key].shape):
+            raise CheckpointError(f"{source}: {key} has shape {tuple(tensor.shape)} but the model "
+                                  f"needs {tuple(own[key].shape)} (another architecture or stem?)")
     model.load_state_dict(state, strict=False)
 
 

@@ -58,6 +58,7 @@ class Summary(TypedDict):
     dataset: str
     arch: str
     pretrained: bool
+    imported: bool                 # trained elsewhere (`xreport import`)
     n_test: int | None
     date: str
     versions: list[tuple[str, str]]
@@ -125,6 +126,7 @@ class ModelInfo(TypedDict):
     trainable: int | None
     flops: int | None
     pretrained: bool
+    imported: bool
     cam_layer: str | None
     in_channels: int
     image_size: int
@@ -156,6 +158,9 @@ class Training(TypedDict):
     loss: str
     recipe: list[artifacts.RecipeChoice]
     figures: dict[str, FigurePaths | None]
+    # `xreport import`: the weights file (name, sha256); the training is not known, so the
+    # section says so instead of showing the config's unused training keys.
+    imported: artifacts.ImportedWeights | None
 
 
 class ReportRow(TypedDict):
@@ -349,6 +354,7 @@ def _summary(meta: artifacts.CheckpointMeta, metrics: artifacts.Metrics | None,
         "dataset": dataset_name,
         "arch": meta["arch"],
         "pretrained": meta["pretrained"],
+        "imported": bool(meta.get("imported")),
         "n_test": data["n"] if "n" in data else (metrics["n"] if metrics else None),
         "date": _minutes(meta["created"]),
         "versions": [(k, versions[k]) for k in SUMMARY_VERSIONS if k in versions],
@@ -477,7 +483,7 @@ def _model(meta: artifacts.CheckpointMeta, explain: artifacts.Explanation | None
         "arch": meta["arch"],
         "stem": "small" if meta["small_input_stem"] else "standard",
         "params": meta["params"], "trainable": None, "flops": None,
-        "pretrained": meta["pretrained"],
+        "pretrained": meta["pretrained"], "imported": bool(meta.get("imported")),
         "cam_layer": explain["target_layer"] if explain else None,
         "in_channels": meta["in_channels"], "image_size": meta["image_size"],
         "num_classes": meta["num_classes"], "dropout": float(meta["dropout"]),
@@ -514,6 +520,7 @@ def _training(meta: artifacts.CheckpointMeta, train: TrainConfig, history: artif
         # What the auto recipe chose from the data (the "why" figures in English, as a tooltip).
         "recipe": [c for c in choices if c["rule"] != "base"],
         "figures": {"curves": curves},
+        "imported": meta.get("imported"),
     }
 
 
