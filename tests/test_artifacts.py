@@ -139,7 +139,7 @@ def test_predictions_round_trip(copy: runs.RunPaths) -> None:
     ids, y_true, loaded = artifacts.load_predictions(copy)
     assert ids == ["a.png", "007"] and y_true.tolist() == [1, 0] and np.allclose(loaded, probs)
     # The predicted class is named beside its index.
-    assert copy.predictions.read_text().splitlines()[1] == "a.png,1,1,PNEUMONIA,0.250000,0.750000"
+    assert copy.predictions.read_text().splitlines()[1] == "a.png,1,1,PNEUMONIA,0.25,0.75"
     artifacts.save_predictions(copy, ["x"], None, probs[:1], class_names=["NORMAL", "PNEUMONIA"])
     assert artifacts.load_predictions(copy).y_true is None
 

@@ -184,7 +184,10 @@ GalleryEntry = TypedDict("GalleryEntry", {
     "file": str | None, "true": str | None, "true_index": int | None,
     "prob_true": float | None, "pred": str | None, "pred_index": int | None,
     "prob_pred": float | None, "repeated": bool,
-    "maps": list[GalleryMap] | None})
+    "maps": list[GalleryMap] | None,
+    # True: the overlays outline the image's known lesion (figures.draw_cam_gallery, phantom
+    # data); None in files written before outlines were drawn.
+    "lesion_outline": bool | None})
 
 
 class PairedStatistic(TypedDict):
@@ -196,11 +199,12 @@ class PairedStatistic(TypedDict):
     chance: float | None               # localisation only: the analytic chance level
     difference: float | None           # mean over images of CAM minus reference
     ci95: list[float] | None           # bootstrap interval of that mean
-    p_value: float | None              # Wilcoxon signed-rank, two-sided
+    p_value: float | None              # of ``test``
+    test: str | None                   # wilcoxon (two-sided) | sign_flip | poisson_binomial (one-sided)
     n: int | None
     margin: float | None
     higher_is_better: bool | None
-    verdict: str | None                # better | not_distinguishable | worse
+    verdict: str | None                # better | below_margin | not_distinguishable | worse
 
 
 class RandomMaps(TypedDict, total=False):
@@ -222,7 +226,7 @@ class Faithfulness(TypedDict):
     ties: NotRequired[str]
     road_noise: NotRequired[float]
     scores: list[str]                  # deletion_auc, insertion_auc, road_morf, road_lerf
-    verdict: str | None                # over all scores (xreport.verdicts.overall)
+    verdict: str | None                # over all scores (xreport.verdicts.overall; mixed when they disagree)
     deletion_auc: PairedStatistic | None
     insertion_auc: PairedStatistic | None
     road_morf: PairedStatistic | None
@@ -297,7 +301,9 @@ class Explanation(TypedDict):
 # ---------------------------------------------------------------- metrics.json: the file
 
 # 2: reasons are Messages (schema 1 had English sentences)
-EVALUATION_SCHEMA = 2
+# 3: paired verdicts know below_margin and mixed (schema 2 called them not_distinguishable);
+#    the evaluation precision is recorded
+EVALUATION_SCHEMA = 3
 
 
 class CheckpointRef(TypedDict, total=False):
@@ -327,6 +333,7 @@ class Evaluation(TypedDict):
     split: NotRequired[str]            # absent in files from before splits: not assumed
     created: str | None
     device: NotRequired[str]
+    precision: str | None              # fp32 | bf16 | fp16 of inference; None: not recorded (before schema 3)
     tta: NotRequired[bool]
     checkpoint: CheckpointRef
     data: DataRef
@@ -685,7 +692,36 @@ def _migrate_1_to_2(data: dict[str, JSONValue]) -> dict[str, JSONValue]:
     return {**data, "schema": 2, "metrics": _reasons_as_messages(data["metrics"])}
 
 
-_MIGRATIONS: dict[int, typing.Callable[[dict[str, JSONValue]], dict[str, JSONValue]]] = {1: _migrate_1_to_2}
+def _migrate_2_to_3(data: dict[str, JSONValue]) -> dict[str, JSONValue]:
+    """Re-derive the paired verdicts from their own numbers by today's rule (a significant
+    difference below the margin is ``below_margin``, disagreeing scores are ``mixed``)."""
+    from . import verdicts
+
+    out = copy.deepcopy(data)
+    explain = out.get("explain")
+    if isinstance(explain, dict):
+        faith = explain.get("faithfulness")
+        if isinstance(faith, dict):
+            found = []
+            for score in faith.get("scores") or []:
+                stat = faith.get(score) if isinstance(score, str) else None
+                if isinstance(stat, dict):
+                    verdicts.rederive(stat)
+                    found.append(str(stat.get("verdict")))
+            if found:
+                faith["verdict"] = verdicts.overall(found)
+        loc = explain.get("localisation")
+        if isinstance(loc, dict):
+            for metric in ("pointing_game", "energy_inside"):
+                if isinstance(stat := loc.get(metric), dict):
+                    verdicts.rederive(stat)
+            if isinstance(pg := loc.get("pointing_game"), dict) and pg.get("verdict"):
+                loc["verdict"] = pg["verdict"]
+    return {**out, "schema": 3}
+
+
+_MIGRATIONS: dict[int, typing.Callable[[dict[str, JSONValue]], dict[str, JSONValue]]] = {
+    1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def load_evaluation(paths: runs.RunPaths | runs.EvaluationPaths) -> Evaluation:
@@ -815,7 +851,9 @@ def save_predictions(paths: runs.RunPaths | runs.EvaluationPaths, ids: typing.Se
                      y_true: np.ndarray | None, probs: np.ndarray, *,
                      class_names: typing.Sequence[str]) -> None:
     """One row per image: id, y_true (when known), y_pred and its class name y_pred_name,
-    prob_0.. in class-index order."""
+    prob_0.. in class-index order, each the shortest text that reads back as the same
+    float32 (the model's output precision), so metrics recomputed from this file (compare's
+    tests) use the very numbers the report's tables came from."""
     k = probs.shape[1]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -825,7 +863,7 @@ def save_predictions(paths: runs.RunPaths | runs.EvaluationPaths, ids: typing.Se
     labels = y_true.tolist() if y_true is not None else None
     for i, ident in enumerate(ids):
         row = [ident] + ([labels[i]] if labels is not None else []) + [int(preds[i]), class_names[int(preds[i])]]
-        row += [f"{p:.6f}" for p in probs[i]]
+        row += [np.format_float_positional(np.float32(p), unique=True, trim="0") for p in probs[i]]
         writer.writerow(row)
     runs.write_text(paths.predictions, buffer.getvalue())
 
@@ -838,14 +876,15 @@ def load_predictions(paths: runs.RunPaths | runs.EvaluationPaths) -> Predictions
     if not path.is_file():
         raise ReportError(f"{path}: not found; {_rerun(paths)}")
     try:
-        frame = pd.read_csv(path, dtype={"id": str})
+        frame = pd.read_csv(path, dtype={"id": str}, float_precision="round_trip")
     except (OSError, ValueError) as exc:
         raise ReportError(f"{path}: cannot read predictions ({exc})") from None
     prob_cols = [c for c in frame.columns if c.startswith("prob_")]
     if not prob_cols or "id" not in frame.columns:
         raise ReportError(f"{path}: not a predictions file (needs id and prob_0.. columns)")
     try:
-        probs = frame[prob_cols].to_numpy(dtype=np.float64)
+        # Written as float32 (save_predictions): read back to exactly those values.
+        probs = frame[prob_cols].to_numpy(dtype=np.float64).astype(np.float32).astype(np.float64)
         y_true = frame["y_true"].to_numpy(dtype=np.int64) if "y_true" in frame.columns else None
     except (ValueError, TypeError) as exc:
         raise ReportError(f"{path}: y_true and prob_* must be numbers ({exc})") from None

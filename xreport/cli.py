@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "reports/NAME/external-<data name>/ with --data)")
     e.add_argument("--device", default="auto")
     e.add_argument("--tta", action="store_true", help="average with a horizontal flip")
+    e.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="inference precision (default fp32; bf16 moves probabilities by up to ~0.01)")
     e.add_argument("--cam", default="gradcam", help="CAM method (gradcam, gradcam++, hirescam, "
                    "xgradcam, layercam, eigencam, scorecam, cam)")
     e.add_argument("--no-cam", action="store_true", help="skip CAMs and faithfulness")
@@ -118,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "predictions (predictions.csv) and the report shows the validation metrics")
     b.add_argument("--device", default="auto")
     b.add_argument("--force", action="store_true", help="re-run inference even when cached")
+    b.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="inference precision (default fp32; bf16 moves probabilities by up to ~0.01)")
     _add_roots(b)
 
     c = sub.add_parser("compare", help="set runs side by side in one report")
@@ -217,7 +221,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     paths = _run_paths(args.run, checkpoints=args.checkpoints, reports=args.reports)
     out, where = evaluate_report(paths, split=args.split, device=args.device, data=args.data, tta=args.tta,
-                                 cam_method=args.cam, explain=not args.no_cam, out=args.out)
+                                 cam_method=args.cam, explain=not args.no_cam, out=args.out,
+                                 precision=args.precision)
     metrics = out["metrics"]
     acc = metrics["accuracy"].get("value") if metrics else None
     summary = f"accuracy {acc:.4f}" if isinstance(acc, float) else "no labels: predictions only"
@@ -231,7 +236,8 @@ def _build(args: argparse.Namespace) -> int:
     paths = _run_paths(args.run, checkpoints=args.checkpoints, reports=args.reports)
     result = build_report(paths, langs=_split_list(args.lang), formats=_split_list(args.format),
                           templates=args.templates, cam_method=args.cam, device=args.device,
-                          force=args.force, command=args.command_line, split=args.split)
+                          force=args.force, command=args.command_line, split=args.split,
+                          precision=args.precision)
     how = "cached predictions" if result.reused_predictions else "fresh predictions"
     print(f"built {paths.name} in {result.seconds['total']:.1f} s ({how}):")
     for f in result.files:

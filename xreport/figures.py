@@ -175,13 +175,16 @@ def _example_figures(config: Mapping[str, object], dataset: Dataset | None, make
 
 
 def draw_cam_gallery(gallery: Sequence[GalleryPick], cams: torch.Tensor,
-                     images: torch.Tensor, ids: Sequence[str], *, out: runs.EvaluationPaths) -> None:
+                     images: torch.Tensor, ids: Sequence[str], *, out: runs.EvaluationPaths,
+                     masks: torch.Tensor | None = None) -> None:
     """The CAM gallery's overlays, one PNG per map, into ``cams/`` beside metrics.json.
 
     ``cams`` holds one map per entry and target class, in the order of the entries' ``maps``
     (``explain.explain_split``); ``images`` the evaluated split (uint8 N x C x H x W). Each
     map gets its ``file``, each entry its first map's ``file`` and its image ``id``. The
     overlays carry no words, so they are drawn once per evaluation, not per language.
+    Where the data know the lesions (``masks``, phantom data), each overlay outlines its
+    image's lesion, so a reader sees whether the map's hot spot falls on it.
     """
     from . import charts, explain
 
@@ -195,13 +198,16 @@ def draw_cam_gallery(gallery: Sequence[GalleryPick], cams: torch.Tensor,
         image = raw.permute(1, 2, 0).numpy()
         image = image[..., 0] if image.shape[2] == 1 else image
         maps = entry["maps"]
+        lesion = None if masks is None else masks[entry["index"]].numpy()
         for item in maps:
             name = f"{i:02d}_{entry['kind']}_c{entry['class_index']}_{entry['index']}_m{item['target']}.png"
             cam = explain.without_padding(next(flat_maps), content)
-            charts.save_figure(charts.cam_overlay(image, cam, colorbar=False), out.cams / name)
+            charts.save_figure(charts.cam_overlay(image, cam, colorbar=False, lesion=lesion),
+                               out.cams / name)
             item["file"] = f"cams/{name}"
         entry["file"] = maps[0]["file"]
         entry["id"] = ids[entry["index"]]
+        entry["lesion_outline"] = lesion is not None and bool(lesion.any())
 
 
 def draw_report_figures(report_dir: Path, *, meta: artifacts.CheckpointMeta,
@@ -226,7 +232,7 @@ def draw_report_figures(report_dir: Path, *, meta: artifacts.CheckpointMeta,
             {**distribution, "class_names": names_by_lang[lang]}, t=t))
     if history:
         out.curves = maker.draw("training_curves", lambda t, lang: charts.training_curves(
-            history, selected_epoch=meta.get("epoch"), t=t))
+            history, selected_epoch=meta.get("epoch"), selected_by=meta.get("selected_by"), t=t))
     if architecture is not None and architecture["blocks"]:
         blocks = architecture["blocks"]
         out.block_diagram = maker.draw("block_diagram", lambda t, lang: charts.block_diagram(blocks, t=t))

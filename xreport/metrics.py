@@ -961,3 +961,88 @@ def value_of(v: object) -> float | None:
     except (TypeError, ValueError):
         return None
     return x if math.isfinite(x) else None
+
+
+# ---------------------------------------------------------------- context for the numbers
+
+# A model is "collapsed" when one class takes at least this share of its predictions while
+# that class is at most half as common in the truth: it then answers one class for most
+# images, and its per-class figures describe the collapse, not a trade-off.
+COLLAPSE_SHARE = 0.80
+COLLAPSE_TRUTH_RATIO = 0.5
+# A calibration gap is one-directional when the signed gap is at least this share of the ECE.
+CALIBRATION_DIRECTION_SHARE = 0.5
+
+
+class Baselines(TypedDict):
+    """What accuracy, balanced accuracy and QWK are worth without a model."""
+
+    n: int
+    k: int
+    chance: float                 # accuracy / balanced accuracy of uniform random guessing (1/k)
+    majority: float | None        # accuracy of always predicting the largest class of the split
+    majority_class: str | None
+    majority_balanced: float      # balanced accuracy of any constant prediction (1/k)
+    kappa: float                  # QWK of random or constant predictions (0)
+
+
+def baselines(confusion_raw: Sequence[Sequence[int]], class_names: Sequence[str]) -> Baselines:
+    """Chance level and the majority-class baseline of an evaluated split, from its confusion
+    matrix (rows: true class), so an older metrics.json gets them too."""
+    counts = np.asarray(confusion_raw, dtype=np.int64).reshape(len(class_names), -1).sum(axis=1)
+    n, k = int(counts.sum()), len(class_names)
+    top = int(np.argmax(counts)) if n else None
+    return {"n": n, "k": k, "chance": 1.0 / k if k else float("nan"),
+            "majority": float(counts[top] / n) if top is not None else None,
+            "majority_class": str(class_names[top]) if top is not None else None,
+            "majority_balanced": 1.0 / k if k else float("nan"), "kappa": 0.0}
+
+
+class Collapse(TypedDict):
+    cls: str
+    predicted_share: float        # of all predictions
+    true_share: float             # of the split's true labels
+    n: int
+
+
+def collapsed(confusion_raw: Sequence[Sequence[int]], class_names: Sequence[str]) -> Collapse | None:
+    """The class a collapsed model answers for most images (see COLLAPSE_SHARE), else None."""
+    cm = np.asarray(confusion_raw, dtype=np.int64).reshape(len(class_names), -1)
+    n = int(cm.sum())
+    if n == 0 or len(class_names) < 2:
+        return None
+    predicted, truth = cm.sum(axis=0) / n, cm.sum(axis=1) / n
+    top = int(np.argmax(predicted))
+    if predicted[top] >= COLLAPSE_SHARE and truth[top] <= COLLAPSE_TRUTH_RATIO * predicted[top]:
+        return {"cls": str(class_names[top]), "predicted_share": float(predicted[top]),
+                "true_share": float(truth[top]), "n": n}
+    return None
+
+
+class CalibrationDirection(TypedDict):
+    direction: Literal["over", "under", "mixed"]
+    signed_gap: float             # mean confidence minus accuracy, over all images
+    bins: int                     # the number of confidence bins of the ECE
+
+
+def calibration_direction(calibration: artifacts.Calibration | None) -> CalibrationDirection | None:
+    """Which way a model is miscalibrated, from its reliability bins: over-confident when its
+    confidence exceeds its accuracy (the signed gap carries most of the ECE), under-confident
+    the other way, mixed when the bins disagree."""
+    bins = calibration.get("bins") if calibration else None
+    if not bins:
+        return None
+    total = sum(int(b.get("count") or 0) for b in bins)
+    if total == 0:
+        return None
+    signed = sum(int(b.get("count") or 0) * ((b.get("confidence") or 0.0) - (b.get("accuracy") or 0.0))
+                 for b in bins) / total
+    ece = value_of(calibration.get("ece"))
+    if ece is None:
+        ece = sum(int(b.get("count") or 0) * abs((b.get("confidence") or 0.0) - (b.get("accuracy") or 0.0))
+                  for b in bins) / total
+    if abs(signed) >= CALIBRATION_DIRECTION_SHARE * ece and signed != 0:
+        direction: Literal["over", "under", "mixed"] = "over" if signed > 0 else "under"
+    else:
+        direction = "mixed"
+    return {"direction": direction, "signed_gap": float(signed), "bins": len(bins)}
