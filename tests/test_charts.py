@@ -630,7 +630,9 @@ def test_block_diagram_draws_the_model_own_layers_in_every_language() -> None:
     assert "Basic block\nlayer1.0 · 4 in the model" in texts
     r50 = _summary("resnet50", 64, small=False)
     texts = drawn_texts(charts.block_diagram(r50["blocks"], t=translator("zh-TW")))
-    assert "1×1 卷積，64 → 256 通道" in texts and "投影捷徑" in texts and texts.count("ReLU") == 3
+    assert "1×1 卷積，64 → 256 通道" in texts and "投影捷徑" in texts
+    # BatchNorm + ReLU pairs share a box; the ReLU after the sum stands alone.
+    assert texts.count("批次正規化（64）→ ReLU") == 2 and texts.count("ReLU") == 1
     dense = _summary("densenet121", 32, small=True)
     for lang, concat in (("zh-CN", "拼接：64 + 32 = 96 通道"), ("en", "concatenate: 64 + 32 = 96 channels")):
         texts = drawn_texts(charts.block_diagram(dense["blocks"], t=translator(lang)))

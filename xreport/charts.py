@@ -1275,6 +1275,22 @@ def _step_label(step: models.LayerStep, t: Translate) -> str:
     return _lit(step["module"].rsplit(".", 1)[-1])
 
 
+def _path_rows(steps: Sequence[models.LayerStep], t: Translate) -> list[tuple[str, str, str]]:
+    """("step", label, fill) per box; a BatchNorm directly followed by its ReLU shares one box
+    (the pair every block repeats), so the tallest block fits the printed figure box."""
+    rows: list[tuple[str, str, str]] = []
+    i = 0
+    while i < len(steps):
+        step = steps[i]
+        if step["op"] == "norm" and i + 1 < len(steps) and steps[i + 1]["op"] == "relu":
+            rows.append(("step", _say(t, "chart.block.norm_relu", c=step["out_channels"]), _OP_FILL["relu"]))
+            i += 2
+            continue
+        rows.append(("step", _step_label(step, t), _OP_FILL[step["op"]]))
+        i += 1
+    return rows
+
+
 def _box(ax: Axes, x: float, y: float, width: float, text: str, fill: str, *,
          fontsize: float = 7.5, style: str = "round,pad=0.02,rounding_size=0.12") -> None:
     from matplotlib.patches import FancyBboxPatch
@@ -1295,7 +1311,7 @@ def _draw_block(ax: Axes, block: models.BlockStructure, *, t: Translate) -> None
     (identity or projection) beside it, or the concatenation of a dense layer."""
     rows: list[tuple[str, str, str]] = [("io", _say(t, "chart.block.input", shape=_shape_text(block["in_shape"])),
                                          "#ffffff")]
-    rows += [("step", _step_label(s, t), _OP_FILL[s["op"]]) for s in block["steps"]]
+    rows += _path_rows(block["steps"], t)
     if block["merge"] == "add":
         rows.append(("merge", "+", "#ffffff"))
     else:
@@ -1303,7 +1319,7 @@ def _draw_block(ax: Axes, block: models.BlockStructure, *, t: Translate) -> None
         k = block["growth_rate"]
         total = cin + k if isinstance(cin, int) and isinstance(k, int) else "?"
         rows.append(("merge", _say(t, "chart.block.concat", cin=cin, k=k, cout=total), "#fff6cc"))
-    rows += [("step", _step_label(s, t), _OP_FILL[s["op"]]) for s in block["after_merge"]]
+    rows += _path_rows(block["after_merge"], t)
     out_shape = list(block["out_shape"])
     if block["merge"] == "concat" and block["in_shape"] and out_shape:
         out_shape = [block["in_shape"][0] + out_shape[0], *out_shape[1:]]   # after the concat
@@ -1341,12 +1357,12 @@ def _draw_block(ax: Axes, block: models.BlockStructure, *, t: Translate) -> None
         steps = block["shortcut"]
         first = middle - (len(steps) - 1) / 2
         for j, step in enumerate(steps):
-            _box(ax, _SIDE_X, first + j, _SIDE_W, _step_label(step, t), _OP_FILL[step["op"]], fontsize=6.5)
-        ax.text(_SIDE_X, first - 0.62, t("chart.block.projection"), ha="center", va="bottom", fontsize=6.5,
+            _box(ax, _SIDE_X, first + j, _SIDE_W, _step_label(step, t), _OP_FILL[step["op"]], fontsize=7)
+        ax.text(_SIDE_X, first - 0.62, t("chart.block.projection"), ha="center", va="bottom", fontsize=7,
                 bbox={"boxstyle": "round,pad=0.15", "facecolor": "#ffffff", "edgecolor": "none"})
     else:
         key = "chart.block.identity" if block["merge"] == "add" else "chart.block.concat_input"
-        ax.text(_SIDE_X, middle, t(key), ha="center", va="center", fontsize=6.5, rotation=90,
+        ax.text(_SIDE_X, middle, t(key), ha="center", va="center", fontsize=7, rotation=90,
                 bbox={"boxstyle": "round,pad=0.2", "facecolor": "#ffffff", "edgecolor": "none"})
     title_key = {"basic": "chart.block.title_basic", "bottleneck": "chart.block.title_bottleneck",
                  "dense_layer": "chart.block.title_dense"}.get(block["kind"], "chart.block.title_other")
@@ -1362,8 +1378,10 @@ def block_diagram(blocks: Sequence[models.BlockStructure], *, t: Translate) -> F
     sizes and channel counts of its first instance in the model, side by side."""
     if not blocks:
         raise ReportError("block diagram: the model has no block to draw")
-    rows = max(len(b["steps"]) + len(b["after_merge"]) + 3 for b in blocks)
-    fig = _new_figure((min(WIDE[0], _PANEL_W * len(blocks)), rows * _ROW + 0.6))
+    rows = max(len(_path_rows(b["steps"], t)) + len(_path_rows(b["after_merge"], t)) + 3 for b in blocks)
+    # Within the printed box (no shrinking below MIN_PRINT_PT for 7 pt text).
+    width, height = print_box()
+    fig = _new_figure((min(width, _PANEL_W * len(blocks)), min(height, rows * _ROW + 0.6)))
     axes = fig.subplots(1, len(blocks), squeeze=False)[0]
     for ax, block in zip(axes, blocks):
         ax.grid(False)
