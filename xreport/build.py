@@ -16,6 +16,7 @@ from .data.base import Dataset
 from .device import EVAL_PRECISION, check_eval_precision, resolve_device
 from .errors import ConfigError, DataError, ReportError
 from .evaluate import LoadedRun, dataset_for_run, evaluate_run, load_run
+from .limits import REPORT_CLASSES
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, 
     if not (out.metrics.is_file() and out.predictions.is_file()):
         return None
     try:
-        cached = artifacts.load_evaluation(out)
+        cached = artifacts.load_evaluation(out, class_names=run.meta["class_names"])
     except ReportError as exc:
         logger.info("evaluating again: %s", exc)
         return None
@@ -81,7 +82,8 @@ def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, 
     else:
         viewer = explain["viewer"]
         # An evaluation from before the viewer existed is redone once to add it.
-        viewer_ok = not need_explain or (viewer is not None and (out.folder / viewer["file"]).is_file())
+        viewer_ok = (not need_explain or len(run.meta["class_names"]) > REPORT_CLASSES   # none made
+                     or (viewer is not None and (out.folder / viewer["file"]).is_file()))
         explain_ok = (cam_method is None or explain["method"] == cam_method) and viewer_ok
     fresh = (cached.get("checkpoint", {}).get("sha256") == run.sha256
              and cached.get("data", {}).get("fingerprint") == dataset.fingerprint

@@ -380,6 +380,17 @@ def gallery_per_kind(num_classes: int) -> int:
     return 2 if num_classes <= 4 else 1
 
 
+def gallery_classes(y: np.ndarray, pred: np.ndarray, k: int) -> list[int]:
+    """The classes with gallery panels: every class up to limits.REPORT_CLASSES, else the
+    ones the report shows in full (most test errors, then most images): at 1000 classes
+    the gallery would otherwise draw some 5,000 maps."""
+    from .limits import shown_classes
+
+    support = np.bincount(y, minlength=k)
+    hits = np.bincount(y[pred == y], minlength=k)
+    return shown_classes(support.tolist(), (support - hits).tolist())
+
+
 def gallery_targets(class_index: int, true: int, pred: int) -> list[int]:
     """The classes whose maps a gallery panel shows, in display order.
 
@@ -430,7 +441,7 @@ def select_gallery(y_true: np.ndarray | Tensor | Sequence[int], probs: np.ndarra
     k = gallery_per_kind(p.shape[1]) if per_kind is None else per_kind
     pred = p.argmax(axis=1)
     shuffled = np.random.default_rng(seed).permutation(y.shape[0])
-    classes = [1] if p.shape[1] == 2 else range(p.shape[1])
+    classes = [1] if p.shape[1] == 2 else gallery_classes(y, pred, p.shape[1])
     shown: set[int] = set()
     picked: dict[tuple[int, str], list[tuple[int, bool]]] = {}
     for kind in _SELECTION_ORDER:

@@ -34,6 +34,7 @@ from markupsafe import Markup, escape
 
 import xreport
 
+from . import artifacts
 from .errors import ReportError
 from .runs import atomic_path
 
@@ -376,6 +377,24 @@ def _budgeted_range(env: BoundedSandbox) -> Callable[..., CountedRange]:
     return counted_range
 
 
+# Characters that reorder or hide text around them: the bidi embeddings, overrides, isolates
+# and marks (U+202A-202E, U+2066-2069, U+200E/F, U+061C), and C0/C1 controls other than tab
+# and line breaks. A class name, file id or note holding U+202E would otherwise reverse the
+# rest of the report's own sentence (HTML and the PDF made from it).
+_REORDERING = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c"
+                         "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def clean_text(value: object) -> object:
+    """The one owner of output text hygiene: ``value`` without the characters above (a
+    ``Markup`` stays ``Markup``: they are never part of markup). Jinja's ``finalize``, so
+    every ``{{ ... }}`` of every template, user templates included, passes here."""
+    if isinstance(value, str) and _REORDERING.search(value):
+        cleaned = _REORDERING.sub("", value)
+        return Markup(cleaned) if isinstance(value, Markup) else cleaned
+    return value
+
+
 def make_environment(templates_dir: Path | None = None) -> jinja2.Environment:
     """A sandboxed, autoescaping, strict Jinja environment over the template folders."""
     env = BoundedSandbox(
@@ -383,7 +402,7 @@ def make_environment(templates_dir: Path | None = None) -> jinja2.Environment:
         autoescape=jinja2.select_autoescape(
             enabled_extensions=("html", "xml", "html.j2", "xml.j2", "j2"),
             default_for_string=True, default=True),
-        undefined=jinja2.StrictUndefined,
+        undefined=jinja2.StrictUndefined, finalize=clean_text,
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["fmt"] = jinja2.pass_context(
         lambda context, v, digits=3: fmt(v, digits, say=context.get("say")))
@@ -427,9 +446,10 @@ def _read_catalog_dir(folder: str, mtimes: tuple[float, ...], scope: FileScope) 
     for path in _catalog_paths(Path(folder)):
         raw = scope.read_bytes(path, what="message catalog", max_bytes=MAX_TEMPLATE_BYTES)
         try:
-            data = json.loads(raw.decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
             raise ReportError(f"{path}: not a valid JSON message catalog ({exc})") from None
+        data = artifacts.parse_json(text, path=path, what="JSON message catalog")
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
             raise ReportError(f"{path}: a message catalog must map keys to strings")
         merged.update(data)

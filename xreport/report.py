@@ -207,6 +207,7 @@ class Results(TypedDict, total=False):
     overall: list[tuple[str, artifacts.Value]]
     report_rows: list[ReportRow]
     confusion: Confusion
+    classes_shown: NotRequired[dict[str, int] | None]   # {"n", "of"} when not every class is shown
     operating_points: list[OperatingPointRow]
     calibration: artifacts.Calibration | None
     calibration_direction: CalibrationDirection | None
@@ -603,8 +604,19 @@ def _report_row(label: str, kind: str, row: artifacts.ClassRow | artifacts.Avera
             "recall": row["recall"], "specificity": row["specificity"], "f1": row["f1"], "auc": row["auc"]}
 
 
-def _report_rows(metrics: artifacts.Metrics) -> list[ReportRow]:
-    return ([_report_row(r["class"], "class", r) for r in metrics["per_class"]]
+def _table_rows(dist: artifacts.ClassDistribution | None, k: int) -> list[int]:
+    from .limits import largest_classes
+
+    if not dist:
+        return list(range(k))
+    counts = [c for c in dist["splits"].values() if c is not None and len(c) == k]
+    return largest_classes([sum(c[i] for c in counts) for i in range(k)])
+
+
+def _report_rows(metrics: artifacts.Metrics, shown: Sequence[int] | None = None) -> list[ReportRow]:
+    keep = None if shown is None else set(shown)
+    return ([_report_row(r["class"], "class", r) for r in metrics["per_class"]
+             if keep is None or r["index"] in keep]
             + [_report_row("macro", "macro", metrics["macro_avg"]),
                _report_row("weighted", "weighted", metrics["weighted_avg"])])
 
@@ -645,16 +657,17 @@ def _results(metrics: artifacts.Metrics | None, split: str, figures: Figures, *,
     if weighted is not None:
         overall.append(("metric.roc_auc_weighted", weighted))
     overall.append(("metric.average_precision", metrics["average_precision"]))
-    cm = metrics["confusion_matrix"]
+    shown = artifacts.shown_confusion(metrics)
     return {
         "available": True, "task": metrics["task"], "n": metrics["n"],
         # Binary: the positive class, named in the 0.5-threshold sentence.
         "positive": metrics["class_names"][1] if binary and len(metrics["class_names"]) > 1 else None,
         "split": split, "bootstrap": metrics["bootstrap"],
         "every_value_has_interval": _every_value_has_interval(metrics),
-        "overall": overall, "report_rows": _report_rows(metrics),
-        "confusion": {"labels": cm["labels"] or metrics["class_names"],
-                      "raw": cm["raw"], "by_true": cm["by_true"]},
+        "overall": overall, "report_rows": _report_rows(metrics, shown.indices),
+        "confusion": {"labels": shown.labels, "raw": shown.raw, "by_true": shown.by_true},
+        # Beyond limits.REPORT_CLASSES the tables and charts show some classes; the note says which.
+        "classes_shown": {"n": len(shown.indices), "of": shown.total} if len(shown.indices) < shown.total else None,
         "operating_points": [_operating_point(op, split) for op in metrics["operating_points"]],
         "calibration": metrics["calibration"],
         "calibration_direction": calibration_direction(metrics["calibration"]),
@@ -711,7 +724,8 @@ def _gallery(explain: artifacts.Explanation, paths: RunPaths, class_names: Seque
 
 
 def _viewer(explain: artifacts.Explanation, folder: Path,
-            mappings: Mapping[str, Mapping[str, str]]) -> Viewer | None:
+            mappings: Mapping[str, Mapping[str, str]],
+            class_names: Sequence[str] | None = None) -> Viewer | None:
     """The interactive viewer's data (embedded once in the HTML) and what its markup needs."""
     from . import charts, viewer
 
@@ -719,7 +733,8 @@ def _viewer(explain: artifacts.Explanation, folder: Path,
     if not ref:
         return None
     try:
-        data: ViewerPayload = {**artifacts.load_viewer(EvaluationPaths(folder), ref["file"]),
+        data: ViewerPayload = {**artifacts.load_viewer(EvaluationPaths(folder), ref["file"],
+                                                       class_names=class_names),
                                "colormap": charts.colormap_lut()}
     except ReportError as exc:
         # The static gallery stays: a damaged viewer file costs only the viewer.
@@ -809,7 +824,7 @@ def _explain(explain: artifacts.Explanation | None, paths: RunPaths,
     return {"available": True, "method": explain["method"],
             "target_layer": explain["target_layer"],
             "gallery": _gallery(explain, paths, class_names, folder=folder),
-            "viewer": _viewer(explain, folder, mappings or {}),
+            "viewer": _viewer(explain, folder, mappings or {}, class_names),
             "cam_scale": charts.cam_scale_colors(),
             "lesion_outlines": any(entry["lesion_outline"] for entry in explain["gallery"]),
             "faithfulness": _faithfulness(explain["faithfulness"]),
@@ -863,6 +878,7 @@ class Normalization(TypedDict):
 
 class DataSection(TypedDict):
     dataset: str
+    table_rows: list[int]           # class indices the distribution table lists
     kind: object                   # the data set's kind ("medmnist", "folder", ...) or None
     source: object
     class_names: list[str]
@@ -910,10 +926,10 @@ def _predicted(evaluation: EvaluationPaths | None, class_names: Sequence[str]) -
     """The predicted class counts of an unlabelled split (a Kaggle-style test set)."""
     if evaluation is None:
         return None
-    data = artifacts.load_evaluation(evaluation)
+    data = artifacts.load_evaluation(evaluation, class_names=class_names)
     counts = data["predicted_counts"]
     if not counts or len(counts) != len(class_names):  # metrics.json from before the counts
-        probs = artifacts.load_predictions(evaluation).probs
+        probs = artifacts.load_predictions(evaluation, class_names=class_names).probs
         counts = np.bincount(probs.argmax(axis=1), minlength=len(class_names)).tolist()
     return {"split": str(data.get("split", "test")), "n": int(sum(counts)),
             "counts": [int(c) for c in counts], "file": evaluation.predictions.name}
@@ -940,7 +956,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
                               f"(`xreport train`) or check --checkpoints")
         meta = artifacts.load_checkpoint_meta(paths.best)
     evaluation_paths = evaluation or paths.evaluation("test")
-    loaded = artifacts.load_evaluation(evaluation_paths)
+    loaded = artifacts.load_evaluation(evaluation_paths, class_names=meta["class_names"])
     metrics = loaded["metrics"]
     explain = loaded["explain"]
     split = loaded.get("split", "test")
@@ -976,6 +992,8 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
             "source": dataset.source if dataset else data_ref.get("source")
             or data_cfg.get("dataset", "—"),
             "class_names": class_names, "splits": _split_rows(dist, predicted),
+            # Beyond limits.REPORT_CLASSES the per-class table lists the largest classes.
+            "table_rows": _table_rows(dist, len(class_names)),
             "val_held_out": dist["val_held_out"] if dist else None,
             "predicted": predicted,
             "image_size": meta["image_size"], "channels": meta["in_channels"],
