@@ -1246,9 +1246,8 @@ _MAIN_X, _BOX_W = 3.0, 5.4     # data units (axes span 0..10): the main path's b
 _SIDE_X, _SIDE_W = 8.0, 3.7    # the shortcut's line and boxes
 
 
-def _say(t: Translate, key: str, **params: object) -> str:
-    """``t(key)`` with ``{name}`` placeholders filled (works with any plain lookup)."""
-    text = t(key)
+def _fill(text: str, **params: object) -> str:
+    """A looked-up message with its ``{name}`` placeholders filled (any plain ``t`` works)."""
     for name, value in params.items():
         text = text.replace("{" + name + "}", str(value))
     return text
@@ -1261,17 +1260,17 @@ def _shape_text(shape: Sequence[int]) -> str:
 def _step_label(step: models.LayerStep, t: Translate) -> str:
     op = step["op"]
     if op == "conv":
-        text = _say(t, "chart.block.conv", k=step["kernel"], cin=step["in_channels"],
+        text = _fill(t("chart.block.conv"), k=step["kernel"], cin=step["in_channels"],
                     cout=step["out_channels"])
         if (step["stride"] or 1) > 1:
-            text += " · " + _say(t, "chart.block.stride", s=step["stride"])
+            text += " · " + _fill(t("chart.block.stride"), s=step["stride"])
         return text
     if op == "norm":
-        return _say(t, "chart.block.norm", c=step["out_channels"])
+        return _fill(t("chart.block.norm"), c=step["out_channels"])
     if op == "relu":
         return t("chart.block.relu")
     if op == "pool":
-        return _say(t, "chart.block.pool", k=step["kernel"])
+        return _fill(t("chart.block.pool"), k=step["kernel"])
     return _lit(step["module"].rsplit(".", 1)[-1])
 
 
@@ -1283,7 +1282,7 @@ def _path_rows(steps: Sequence[models.LayerStep], t: Translate) -> list[tuple[st
     while i < len(steps):
         step = steps[i]
         if step["op"] == "norm" and i + 1 < len(steps) and steps[i + 1]["op"] == "relu":
-            rows.append(("step", _say(t, "chart.block.norm_relu", c=step["out_channels"]), _OP_FILL["relu"]))
+            rows.append(("step", _fill(t("chart.block.norm_relu"), c=step["out_channels"]), _OP_FILL["relu"]))
             i += 2
             continue
         rows.append(("step", _step_label(step, t), _OP_FILL[step["op"]]))
@@ -1309,7 +1308,7 @@ def _arrow(ax: Axes, x0: float, y0: float, x1: float, y1: float) -> None:
 def _draw_block(ax: Axes, block: models.BlockStructure, *, t: Translate) -> None:
     """One block as a vertical flow chart: input, main path, merge, output; the shortcut
     (identity or projection) beside it, or the concatenation of a dense layer."""
-    rows: list[tuple[str, str, str]] = [("io", _say(t, "chart.block.input", shape=_shape_text(block["in_shape"])),
+    rows: list[tuple[str, str, str]] = [("io", _fill(t("chart.block.input"), shape=_shape_text(block["in_shape"])),
                                          "#ffffff")]
     rows += _path_rows(block["steps"], t)
     if block["merge"] == "add":
@@ -1318,12 +1317,12 @@ def _draw_block(ax: Axes, block: models.BlockStructure, *, t: Translate) -> None
         cin = block["in_shape"][0] if block["in_shape"] else "?"
         k = block["growth_rate"]
         total = cin + k if isinstance(cin, int) and isinstance(k, int) else "?"
-        rows.append(("merge", _say(t, "chart.block.concat", cin=cin, k=k, cout=total), "#fff6cc"))
+        rows.append(("merge", _fill(t("chart.block.concat"), cin=cin, k=k, cout=total), "#fff6cc"))
     rows += _path_rows(block["after_merge"], t)
     out_shape = list(block["out_shape"])
     if block["merge"] == "concat" and block["in_shape"] and out_shape:
         out_shape = [block["in_shape"][0] + out_shape[0], *out_shape[1:]]   # after the concat
-    rows.append(("io", _say(t, "chart.block.output", shape=_shape_text(out_shape)), "#ffffff"))
+    rows.append(("io", _fill(t("chart.block.output"), shape=_shape_text(out_shape)), "#ffffff"))
     n = len(rows)
     ax.set_xlim(0, 10)
     ax.set_ylim(-0.7, n - 0.3)
@@ -1361,13 +1360,18 @@ def _draw_block(ax: Axes, block: models.BlockStructure, *, t: Translate) -> None
         ax.text(_SIDE_X, first - 0.62, t("chart.block.projection"), ha="center", va="bottom", fontsize=7,
                 bbox={"boxstyle": "round,pad=0.15", "facecolor": "#ffffff", "edgecolor": "none"})
     else:
-        key = "chart.block.identity" if block["merge"] == "add" else "chart.block.concat_input"
-        ax.text(_SIDE_X, middle, t(key), ha="center", va="center", fontsize=7, rotation=90,
+        label = t("chart.block.identity") if block["merge"] == "add" else t("chart.block.concat_input")
+        ax.text(_SIDE_X, middle, label, ha="center", va="center", fontsize=7, rotation=90,
                 bbox={"boxstyle": "round,pad=0.2", "facecolor": "#ffffff", "edgecolor": "none"})
-    title_key = {"basic": "chart.block.title_basic", "bottleneck": "chart.block.title_bottleneck",
-                 "dense_layer": "chart.block.title_dense"}.get(block["kind"], "chart.block.title_other")
-    title = _say(t, title_key, k=block["growth_rate"] if block["growth_rate"] is not None else "–")
-    where = _say(t, "chart.block.where", module=_lit(block["module"]), n=block["count"])
+    if block["kind"] == "basic":
+        title = t("chart.block.title_basic")
+    elif block["kind"] == "bottleneck":
+        title = t("chart.block.title_bottleneck")
+    elif block["kind"] == "dense_layer":
+        title = _fill(t("chart.block.title_dense"), k=block["growth_rate"] if block["growth_rate"] is not None else "–")
+    else:
+        title = t("chart.block.title_other")
+    where = _fill(t("chart.block.where"), module=_lit(block["module"]), n=block["count"])
     ax.set_title(f"{title}\n{where}", fontsize=8.5)
 
 
