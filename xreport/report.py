@@ -25,6 +25,7 @@ from .config import from_dict as config_from_dict
 from .data.base import Dataset
 from .errors import ReportError, XReportError
 from .figures import FigurePaths, Figures
+from .notes import Notes
 from .runs import EvaluationPaths, RunPaths, sha256_file
 
 if TYPE_CHECKING:
@@ -778,6 +779,8 @@ class ReportContext(TypedDict):
     repro: Repro
     skipped: list[SkippedFile]
     failed_charts: list[str]
+    notes: NotRequired[dict[str, Notes | None]]   # the user's notes per language (build --notes)
+    notes_langs: NotRequired[list[str]]           # the languages that have notes
 
 
 def _predicted(evaluation: EvaluationPaths | None, class_names: Sequence[str]) -> Predicted | None:
