@@ -204,7 +204,7 @@ def test_discussion_names_the_design_keys_behind_each_difference(three: tuple[di
     assert all(i["key"] == "study.discussion.significant" for i in near)   # r18.b is weak too
     en = _text(_body(html, "en"))
     assert re.search(r"model\.arch resnet50 → resnet18; model\.pretrained true → false: ROC-AUC −0\.\d+ "
-                     r"\(r18 − r50_pre\), p [<=] [\d.]+: a significant difference", en)
+                     r"\(r18 − r50_pre\), p (?:&lt;|=) [\d.]+: a significant difference", en)
 
 
 def test_no_significant_difference_is_said_plainly(tmp_path: Path) -> None:
