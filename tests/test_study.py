@@ -333,7 +333,3 @@ def test_cli_builds_a_two_run_study_and_refuses_bad_notes(tmp_path: Path) -> Non
     summary = json.loads((out / "study.json").read_text(encoding="utf-8"))
     assert summary["kind"] == "study" and len(summary["tests"]) == 1
     assert '../fa/report.html' in html or "xreport build --run fa" in html
-    done = _cli("build", "--runs", "fa", "fa", "--format", "html", cwd=tmp_path)
-    assert done.returncode == 2 and "twice" in done.stderr
-    done = _cli("build", "--runs", "fa", "nope", "--format", "html", cwd=tmp_path)
-    assert done.returncode == 2 and "'nope' does not exist" in done.stderr
