@@ -135,3 +135,11 @@ def test_zoo_results_hold_means_and_choices_per_set() -> None:
             values = [s[f"test_{metric}"] for s in seeds]
             assert abs(entry[f"test_{metric}_mean"] - sum(values) / len(values)) < 1e-3, name
         assert entry["minutes_per_seed"] > 0 and entry["chosen"], name
+
+
+def test_study_speed_smoke_builds_three_runs_twice(tmp_path: Path) -> None:
+    result = run_smoke("study_speed.py", tmp_path / "study.json")
+    assert result["setup"]["test_images"] == 40 and len(result["setup"]["runs"]) == 3
+    assert result["cached"]["best_seconds"] > 0 and len(result["cached"]["rounds"]) == 1
+    assert {"report.html", "report.en.pdf", "study.json"} <= set(result["files"])
+    assert isinstance(result["meets_target"], bool) and result["target_seconds"] == 60.0
