@@ -137,6 +137,13 @@ def test_zoo_results_hold_means_and_choices_per_set() -> None:
         assert entry["minutes_per_seed"] > 0 and entry["chosen"], name
 
 
+@pytest.mark.slow
+def test_build_classes_smoke_caps_what_the_report_shows(tmp_path: Path) -> None:
+    result = run_smoke("build_classes.py", tmp_path / "classes.json")
+    assert result["classes"] == 30 and result["build"]["seconds"] > 0
+    assert result["build"]["peak_rss_mib"] > 0 and result["build"]["disk_mib"] > 0
+
+
 def test_study_speed_smoke_builds_three_runs_twice(tmp_path: Path) -> None:
     result = run_smoke("study_speed.py", tmp_path / "study.json")
     assert result["setup"]["test_images"] == 40 and len(result["setup"]["runs"]) == 3
