@@ -631,6 +631,74 @@ def compare_roc(curves: Mapping[str, RocLine], *, t: Translate,
     return fig
 
 
+class PrLine(TypedDict):
+    """One run's precision-recall curve for a study (the positive class's, or a macro average)."""
+
+    recall: list[float]
+    precision: list[float]
+    ap: artifacts.Value | None       # the run's average precision with its interval
+    prevalence: float | None         # the no-skill level (binary: the positive share)
+
+
+@_styled
+def compare_pr(curves: Mapping[str, PrLine], *, t: Translate, ax: Axes | None = None) -> Figure:
+    """Precision-recall curves of several runs on one set of axes."""
+    if not curves:
+        raise ReportError("study: no precision-recall curves to plot")
+    fig, ax = _figure_and_axes(ax, lambda: _new_figure(WIDE, fixed_aspect=True))
+    handles: list[Artist] = []
+    labels: list[str] = []
+    for i, (run, pr) in enumerate(curves.items()):
+        (line,) = ax.plot(pr["recall"], pr["precision"], **_series_style(i))
+        handles.append(line)
+        labels.append(_score_label(run, t("chart.pr.ap"), pr.get("ap"), _ci(pr.get("ap")), t))
+    prevalence = next((pr["prevalence"] for pr in curves.values() if pr.get("prevalence") is not None), None)
+    if prevalence is not None:
+        handles.append(ax.axhline(prevalence, color="#888888", lw=0.8, ls="--"))
+        labels.append(t("chart.chance"))
+    _finish_curve_plot(ax, handles, labels, title=t("chart.study.pr_title"),
+                       xlabel=t("chart.pr.xlabel"), ylabel=t("chart.pr.ylabel"))
+    return fig
+
+
+@_styled
+def study_cams(images: Sequence[Image], maps: Sequence[Sequence[Image | None]], *,
+               row_labels: Sequence[str], run_labels: Sequence[str], t: Translate,
+               alpha: float = 0.55) -> Figure:
+    """The same test images (rows) with each run's CAM (columns) on one fixed 0..1 scale;
+    a cell without a map (that run has none for the image) shows the image alone."""
+    if not images or not run_labels:
+        raise ReportError("study: no CAMs to draw")
+    rows, cols = len(images), len(run_labels) + 1
+    cell = 1.25
+    fig = Figure(figsize=(cell * cols + 0.5, cell * rows + 0.45))
+    grid = fig.add_gridspec(rows, cols + 1, width_ratios=[1.0] * cols + [0.07],
+                            left=0.02, right=0.95, top=1 - 0.4 / (cell * rows + 0.45),
+                            bottom=0.01, wspace=0.05, hspace=0.12)
+    heat = None
+    for r in range(rows):
+        ax = fig.add_subplot(grid[r, 0])
+        _show(ax, images[r])
+        ax.set_ylabel(_lit(row_labels[r], limit=NAME_LIMIT), fontsize=6.5)
+        ax.yaxis.set_visible(True)
+        ax.set_yticks([])
+        if r == 0:
+            ax.set_title(t("chart.study.image"), fontsize=7.5)
+        for c in range(1, cols):
+            ax = fig.add_subplot(grid[r, c])
+            cam = maps[r][c - 1]
+            if cam is None:
+                _show(ax, images[r])
+                ax.text(0.5, 0.5, "–", transform=ax.transAxes, ha="center", va="center", color="#ffffff")
+            else:
+                heat = _draw_overlay(ax, images[r], cam, alpha)
+            if r == 0:
+                ax.set_title(_lit(run_labels[c - 1], limit=NAME_LIMIT), fontsize=7.5)
+    if heat is not None:
+        _cam_colorbar(fig, heat, fig.add_subplot(grid[:, cols]))
+    return fig
+
+
 _OP_MARKERS = ("o", "s", "D", "^", "v", "P", "X")
 
 

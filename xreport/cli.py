@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from . import __version__
-from .errors import XReportError
+from .errors import ConfigError, XReportError
 from .runs import DEFAULT_CHECKPOINTS, DEFAULT_REPORTS, RunPaths
 
 if TYPE_CHECKING:
@@ -116,8 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "faithfulness and 16 sanity images")
     _add_roots(e)
 
-    b = sub.add_parser("build", help="render reports/NAME/report.html and PDFs")
-    b.add_argument("--run", required=True, help="run name, run folder, or checkpoint path")
+    b = sub.add_parser("build", help="render reports/NAME/report.html and PDFs (one run, or a study of several)")
+    which = b.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", help="run name, run folder, or checkpoint path")
+    which.add_argument("--runs", nargs="+", metavar="RUN",
+                       help="a study: several runs evaluated on the same test split, in one report")
+    b.add_argument("--name", help="with --runs: the study's report folder name (default: compare-A-B...)")
+    b.add_argument("--notes", nargs="+", type=Path, default=[], metavar="FILE",
+                   help="your own words in Markdown: notes.en.md, notes.zh-TW.md, notes.zh-CN.md "
+                   "(notes.md serves every language); front matter title, authors, affiliation, date, ...")
+    b.add_argument("--no-cams", action="store_true",
+                   help="with --runs: evaluate stale runs without CAMs (faster; no CAM comparison)")
     b.add_argument("--lang", default="en,zh-TW", help="comma list of en, zh-TW, zh-CN")
     b.add_argument("--format", default="html,pdf", help="comma list of html, pdf")
     b.add_argument("--templates", type=Path, help="a folder with your copy of the templates")
@@ -135,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inference precision (default fp32; bf16 moves probabilities by up to ~0.01)")
     _add_roots(b)
 
-    c = sub.add_parser("compare", help="set runs side by side in one report")
+    c = sub.add_parser("compare", help="set runs side by side in one report (build --runs without notes or CAMs)")
     c.add_argument("--runs", nargs="+", required=True, metavar="RUN")
     c.add_argument("--name", help="report folder name (default: compare-A-B...)")
     c.add_argument("--lang", default="en,zh-TW")
@@ -261,14 +270,33 @@ def _class_map(value: str | None) -> dict[str, str] | None:
 def _build(args: argparse.Namespace) -> int:
     from .build import build_report
 
+    if args.runs:
+        return _study(args)
+    if args.name:
+        raise ConfigError("--name names a study's report folder; use it with --runs (a run's report "
+                          "folder is named after the run)")
     paths = _run_paths(args.run, checkpoints=args.checkpoints, reports=args.reports)
     result = build_report(paths, langs=_split_list(args.lang), formats=_split_list(args.format),
                           templates=args.templates, cam_method=args.cam, device=args.device,
                           force=args.force, command=args.command_line, split=args.split,
-                          precision=args.precision, explain_protocol=args.explain)
+                          precision=args.precision, explain_protocol=args.explain, notes=args.notes)
     how = "cached predictions" if result.reused_predictions else "fresh predictions"
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items() if k != "total")
     print(f"built {paths.name} in {result.seconds['total']:.1f} s ({how}; {stages}):")
+    for f in result.files:
+        print(f"  {f}")
+    return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    from .study import build_study
+
+    runs = [_run_paths(r, checkpoints=args.checkpoints, reports=args.reports) for r in args.runs]
+    result = build_study(runs, name=args.name, reports_root=args.reports, langs=_split_list(args.lang),
+                         formats=_split_list(args.format), notes=args.notes, device=args.device,
+                         command=args.command_line, templates=args.templates, cams=not args.no_cams)
+    print(f"built study {result.report_dir.name} of {', '.join(r.name for r in runs)} "
+          f"in {result.seconds['total']:.1f} s:")
     for f in result.files:
         print(f"  {f}")
     return 0

@@ -27,6 +27,7 @@ from .errors import ReportError, XReportError
 from .figures import FigurePaths, Figures
 from .labels import size_text
 from .metrics import Baselines, CalibrationDirection, baselines, calibration_direction
+from .notes import Notes
 from .runs import EvaluationPaths, RunPaths, sha256_file
 
 if TYPE_CHECKING:
@@ -924,6 +925,8 @@ class ReportContext(TypedDict):
     repro: Repro
     skipped: list[SkippedFile]
     failed_charts: list[str]
+    notes: NotRequired[dict[str, Notes | None]]   # the user's notes per language (build --notes)
+    notes_langs: NotRequired[list[str]]           # the languages that have notes
 
 
 def _predicted(evaluation: EvaluationPaths | None, class_names: Sequence[str]) -> Predicted | None:
