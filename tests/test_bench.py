@@ -166,3 +166,11 @@ def test_build_classes_smoke_caps_what_the_report_shows(tmp_path: Path) -> None:
     result = run_smoke("build_classes.py", tmp_path / "classes.json")
     assert result["classes"] == 30 and result["build"]["seconds"] > 0
     assert result["build"]["peak_rss_mib"] > 0 and result["build"]["disk_mib"] > 0
+
+
+def test_study_speed_smoke_builds_three_runs_twice(tmp_path: Path) -> None:
+    result = run_smoke("study_speed.py", tmp_path / "study.json")
+    assert result["setup"]["test_images"] == 40 and len(result["setup"]["runs"]) == 3
+    assert result["cached"]["best_seconds"] > 0 and len(result["cached"]["rounds"]) == 1
+    assert {"report.html", "report.en.pdf", "study.json"} <= set(result["files"])
+    assert isinstance(result["meets_target"], bool) and result["target_seconds"] == 60.0

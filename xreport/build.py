@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 from tqdm.auto import tqdm
 
@@ -22,6 +22,9 @@ from .errors import ConfigError, DataError, ReportError
 from .evaluate import (EXPLAIN_DEFAULT, LoadedRun, dataset_for_run, evaluate_run, load_run,
                        protocol_matches)
 from .limits import REPORT_CLASSES
+
+if TYPE_CHECKING:
+    from . import render as render_mod
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +114,8 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
                  cam_method: str = "gradcam", device: str = "auto", split: str = "test",
                  force: bool = False, command: str | None = None,
                  progress: bool = True, precision: str = EVAL_PRECISION,
-                 explain_protocol: str = EXPLAIN_DEFAULT) -> BuildResult:
+                 explain_protocol: str = EXPLAIN_DEFAULT,
+                 notes: Sequence[Path] = ()) -> BuildResult:
     """Build ``reports/NAME/`` from ``checkpoints/NAME/``; reuse predictions when fresh.
 
     ``split`` is the split the report is about. A split without labels (a Kaggle-style test
@@ -127,6 +131,8 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
                          explain_protocol=explain_protocol)
     check_eval_precision(precision)
     split = check_choices([split], SPLITS, what="split")[0]
+    from .notes import load_notes
+    notes_by_lang = load_notes([Path(n) for n in notes], langs)   # a bad notes file: before any write
     result = BuildResult(report_dir=paths.report_dir)
     started = time.perf_counter()
     # The whole file set is written into a staging copy and swapped in at the end: an
@@ -168,6 +174,8 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
                 context = report.build_context(staged, langs=langs, dataset=dataset, command=command,
                                                templates_dir=templates, meta=run.meta, model=run.model,
                                                evaluation=shown, predictions_only=predictions_only)
+                context["notes"] = notes_by_lang
+                context["notes_langs"] = [lang for lang in langs if notes_by_lang.get(lang)]
             if "html" in formats:
                 with _stage(bar, result.seconds, "html", "HTML"):
                     html = render.render_html(context, langs=langs, templates_dir=templates)
@@ -210,17 +218,19 @@ def _record_build_seconds(out: runs.EvaluationPaths, seconds: Mapping[str, float
 
 
 def render_pdfs(context: Mapping[str, object], *, langs: Sequence[str], out: runs.RunPaths,
-                templates_dir: Path | None) -> None:
+                templates_dir: Path | None, kind: render_mod.DocumentKind | None = None) -> None:
     """Every language's PDF. WeasyPrint lays out in pure Python on one core, so on Linux with
     two or more cores each language after the first is laid out in a forked child at the same
     time (a two-language report takes the time of one); elsewhere one after the other."""
     from . import render
 
     parallel = len(langs) > 1 and sys.platform == "linux" and (os.cpu_count() or 1) > 1
-    children = [_fork_pdf(context, lang, out, templates_dir) for lang in langs[1:]] if parallel else []
+    kind = kind or render.REPORT
+    children = [_fork_pdf(context, lang, out, templates_dir, kind) for lang in langs[1:]] if parallel else []
     try:
         for lang in (langs[:1] if parallel else langs):
-            render.render_pdf(context, lang=lang, out_path=out.report_pdf(lang), templates_dir=templates_dir)
+            render.render_pdf(context, lang=lang, out_path=out.report_pdf(lang), templates_dir=templates_dir,
+                              kind=kind)
     except BaseException:
         for child in children:
             child.stop()
@@ -259,7 +269,7 @@ class _PdfChild:
 
 
 def _fork_pdf(context: Mapping[str, object], lang: str, out: runs.RunPaths,
-              templates_dir: Path | None) -> _PdfChild:
+              templates_dir: Path | None, kind: render_mod.DocumentKind) -> _PdfChild:
     from . import render
 
     read_end, write_end = os.pipe()
@@ -268,7 +278,8 @@ def _fork_pdf(context: Mapping[str, object], lang: str, out: runs.RunPaths,
         code = 0
         try:
             os.close(read_end)
-            render.render_pdf(context, lang=lang, out_path=out.report_pdf(lang), templates_dir=templates_dir)
+            render.render_pdf(context, lang=lang, out_path=out.report_pdf(lang), templates_dir=templates_dir,
+                              kind=kind)
         except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
             code = 1
             try:
