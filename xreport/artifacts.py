@@ -450,6 +450,13 @@ class Leakage(TypedDict):
     examples: list[LeakageExample]
 
 
+# A class folder matched to a class of another name (``data.classmap``): the folder's name
+# as found, the class it was taken for, the rule (class_map | case | prefix), its split.
+# ("class" is a keyword, hence the functional form.)
+ClassMatch = TypedDict("ClassMatch", {"folder": str, "class": str, "rule": str,
+                                      "split": NotRequired[str]})
+
+
 class ClassDistribution(TypedDict):
     """Images per class and split (``data.class_distribution``); test may be None."""
 
@@ -458,6 +465,7 @@ class ClassDistribution(TypedDict):
     sizes: NotRequired[dict[str, int]]      # images per split (a loaded data set's, labels or not)
     val_held_out: float | None              # share of each train class held out as val, if any
     leakage: NotRequired[Leakage]
+    class_matches: NotRequired[list[ClassMatch]]   # class folders taken for another name
 
 
 class Predictions(typing.NamedTuple):

@@ -31,6 +31,9 @@ class DataConfig:
     class_names_zh_tw: tuple[str, ...] = ()    # optional translations for the report
     class_names_zh_cn: tuple[str, ...] = ()
     task: Literal["auto", "binary", "multiclass", "ordinal"] = "auto"
+    # Class folders named differently between splits: folder name -> class name (a TOML
+    # table, e.g. {glioma_tumor = "glioma"}); see data.classmap.match_class_names.
+    class_map: dict[str, str] = field(default_factory=dict)
     skip_bad_images: bool = False
     # A class with no training images (it can only be guessed): warn instead of stopping.
     allow_missing_classes: bool = False
@@ -112,7 +115,7 @@ class TrainConfig:
     # auto: keys a TOML / the command line leave unset are chosen from the data (xreport.recipe);
     # plain: the fixed defaults above. Python-built configs are taken as they are.
     recipe: Literal["auto", "plain"] = "auto"
-    time_budget_min: float = 10.0     # CPU minutes the auto recipe sizes epochs and input for
+    time_budget_min: float = 10.0     # minutes on the training device the auto recipe sizes epochs and input for
     early_stopping: int = 0           # patience in epochs; 0 = off
     device: str = "auto"              # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -149,6 +152,11 @@ def _coerce(value: object, annotation: object, where: str) -> object:
         if value not in choices:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in value.items()):
+            raise ConfigError(f"{where}: expected a table of names to names, got {value!r}")
+        return dict(value)
     if origin is tuple:
         (item_type, _ellipsis) = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):

@@ -6,6 +6,8 @@ from typing import Literal
 
 import torch
 
+from ..artifacts import ClassMatch
+
 SPLITS = ("train", "val", "test")
 Task = Literal["binary", "multiclass", "ordinal"]
 
@@ -55,6 +57,8 @@ class Dataset:
     # The share of each train class held out as val when the source has no val split; None
     # when val came from the source (data.hold_out_val).
     val_held_out: float | None = None
+    # Class folders taken for a class of another name (data.classmap), for the log and report.
+    class_matches: list[ClassMatch] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:

@@ -15,13 +15,16 @@ MAX_EXAMPLES = 5
 
 def class_distribution(ds: Dataset) -> ClassDistribution:
     """{"class_names": [...], "splits": {split: [count per class] or None}, "sizes": {split: n}}."""
-    return {
+    out: ClassDistribution = {
         "class_names": list(ds.class_names),
         "splits": {name: (None if s.labels is None else s.class_counts(ds.num_classes))
                    for name, s in ds.splits.items()},
         "sizes": {name: len(s) for name, s in ds.splits.items()},
         "val_held_out": ds.val_held_out,
     }
+    if ds.class_matches:
+        out["class_matches"] = [dict(m) for m in ds.class_matches]  # type: ignore[misc]
+    return out
 
 
 def _hashes(images) -> list[str]:  # noqa: ANN001 - uint8 tensor (N, C, H, W)
