@@ -318,6 +318,18 @@ class Skipped(TypedDict):
     reason: str
 
 
+class Deduplicated(TypedDict):
+    """The test metrics again without the test images that duplicate a train or val image
+    (exact or near, ``data.summary.overlap_with_test``): the figures to believe."""
+
+    method: str
+    removed: int             # test images left out
+    exact: int
+    near: int
+    n: int                   # test images kept
+    metrics: Metrics | None  # None when too few images (or classes) are left to score
+
+
 class Evaluation(TypedDict):
     """metrics.json: one evaluation of a checkpoint on a split."""
 
@@ -336,6 +348,9 @@ class Evaluation(TypedDict):
     predicted_counts: list[int] | None   # images per predicted class, labels or not
     timings: NotRequired[dict[str, float]]
     skipped: list[Skipped]
+    # Present when test images duplicate train/val images (absent in older files and when
+    # none do): the same metrics on the test split without them.
+    deduplicated: NotRequired[Deduplicated]
 
 
 # ---------------------------------------------------------------- checkpoint meta
@@ -441,6 +456,15 @@ class LeakageExample(TypedDict):
     b: str
 
 
+class TestOverlap(TypedDict):
+    """Test images that are exact or near duplicates of a train or val image."""
+
+    method: str
+    exact: int
+    near: int                # near duplicates that are not exact ones
+    ids: list[str]
+
+
 class Leakage(TypedDict):
     """Exact duplicates across and within splits (``data.summary.leakage_check``)."""
 
@@ -448,6 +472,7 @@ class Leakage(TypedDict):
     exact_duplicates: dict[str, int | None]   # "a-b" -> count, None when a split is not loaded
     within_split: dict[str, int]
     examples: list[LeakageExample]
+    test_overlap: NotRequired[TestOverlap]    # absent before near duplicates were looked for
 
 
 # A class folder matched to a class of another name (``data.classmap``): the folder's name

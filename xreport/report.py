@@ -195,6 +195,20 @@ class Results(TypedDict, total=False):
     calibration: artifacts.Calibration | None
     ordinal: artifacts.Ordinal | None
     figures: Figures
+    deduplicated: Deduplicated | None
+
+
+class Deduplicated(TypedDict):
+    """The headline metrics on the full test split beside the split without the images that
+    duplicate train/val images (metrics.json ``deduplicated``)."""
+
+    removed: int
+    exact: int
+    near: int
+    n: int
+    n_full: int
+    method: str
+    rows: list[tuple[str, artifacts.Value, artifacts.Value | None]]   # key, full, without
 
 
 class GalleryMapRow(TypedDict):
@@ -527,14 +541,30 @@ def _operating_point(op: artifacts.OperatingPoint, split: str) -> OperatingPoint
             "ppv": op["ppv"], "npv": op["npv"], "cm": op["confusion_matrix"]}
 
 
-def _results(metrics: artifacts.Metrics | None, split: str, figures: Figures) -> Results:
+def _headline(metrics: artifacts.Metrics) -> list[tuple[str, artifacts.Value]]:
+    binary = metrics["task"] == "binary"
+    return [("metric.accuracy", metrics["accuracy"]),
+            ("metric.balanced_accuracy", metrics["balanced_accuracy"]),
+            ("metric.mcc", metrics["mcc"]),
+            ("metric.roc_auc" if binary else "metric.roc_auc_macro", metrics["roc_auc"])]
+
+
+def _deduplicated(metrics: artifacts.Metrics, found: artifacts.Deduplicated | None) -> Deduplicated | None:
+    if not found:
+        return None
+    kept = found["metrics"]
+    rows = [(key, value, dict(_headline(kept)).get(key) if kept else None)
+            for key, value in _headline(metrics)]
+    return {"removed": found["removed"], "exact": found["exact"], "near": found["near"], "n": found["n"],
+            "n_full": metrics["n"], "method": found["method"], "rows": rows}
+
+
+def _results(metrics: artifacts.Metrics | None, split: str, figures: Figures,
+             deduplicated: artifacts.Deduplicated | None = None) -> Results:
     if not metrics:
         return {"available": False}
     binary = metrics["task"] == "binary"
-    overall = [("metric.accuracy", metrics["accuracy"]),
-               ("metric.balanced_accuracy", metrics["balanced_accuracy"]),
-               ("metric.mcc", metrics["mcc"]),
-               ("metric.roc_auc" if binary else "metric.roc_auc_macro", metrics["roc_auc"])]
+    overall = _headline(metrics)
     weighted = metrics["roc_auc_weighted"]
     if weighted is not None:
         overall.append(("metric.roc_auc_weighted", weighted))
@@ -552,6 +582,7 @@ def _results(metrics: artifacts.Metrics | None, split: str, figures: Figures) ->
         "operating_points": [_operating_point(op, split) for op in metrics["operating_points"]],
         "calibration": metrics["calibration"],
         "ordinal": metrics["ordinal"], "figures": figures,
+        "deduplicated": _deduplicated(metrics, deduplicated) if split == "test" else None,
     }
 
 
@@ -743,6 +774,7 @@ class DataSection(TypedDict):
     class_names: list[str]
     splits: list[SplitRow]
     val_held_out: float | None      # the source had no val split: this share of train became val
+    class_matches: list[artifacts.ClassMatch]   # class folders taken for a class of another name
     predicted: Predicted | None
     image_size: int
     channels: int
@@ -848,6 +880,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
             or data_cfg.get("dataset", "—"),
             "class_names": class_names, "splits": _split_rows(dist, predicted),
             "val_held_out": dist["val_held_out"] if dist else None,
+            "class_matches": list(dist.get("class_matches", [])) if dist else [],
             "predicted": predicted,
             "image_size": meta["image_size"], "channels": meta["in_channels"],
             "original_size": (f"{dataset.original_size[0]} × {dataset.original_size[1]}"
@@ -864,13 +897,15 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         },
         "model": _model(meta, explain, model),
         "training": _training(meta, run_config.train, history, figs.curves),
-        "results": _results(metrics, split, figs.results),
+        "results": _results(metrics, split, figs.results, loaded.get("deduplicated")),
         "explain": _explain(explain, paths, {"faithfulness": figs.faithfulness, "sanity": figs.sanity},
                             class_names, folder=evaluation_paths.folder, mappings=mappings),
         # The split the metrics and CAMs are from: "val" when the test split has no labels.
         "evaluated_split": str(split),
         "discussion": discussion.observations(metrics, history=history, distribution=dist,
-                                              explain=explain, split=str(split)),
+                                              explain=explain, split=str(split),
+                                              deduplicated=loaded.get("deduplicated")
+                                              if str(split) == "test" else None),
         "repro": _repro(meta, run_config, paths, loaded, command),
         "skipped": _skipped(loaded, dataset),
         "failed_charts": figs.failed,

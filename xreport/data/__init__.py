@@ -29,7 +29,7 @@ __all__ = [
     "compute_mean_std", "resolve_normalization", "normalize_batch", "augment_batch",
     "preprocess_image", "describe_pipeline", "class_weights", "sampler_weights",
     "class_distribution", "leakage_check", "read_image", "SourceProbe", "probe_source",
-    "looks_graded",
+    "looks_graded", "source_splits",
 ]
 
 logger = logging.getLogger(__name__)
@@ -115,6 +115,12 @@ def load_dataset(data_cfg: DataConfig, preprocess_cfg: PreprocessConfig, *, imag
     logger.info("loaded %s (%s): %s", ds.name, kind,
                 ", ".join(f"{k} {len(v)}" for k, v in ds.splits.items()))
     return ds
+
+
+def source_splits(data_cfg: DataConfig) -> set[str]:
+    """The splits ``data.dataset`` holds, as far as a cheap look tells (all when unsure)."""
+    kind, source = resolve_source(data_cfg)
+    return _source_splits(kind, source)
 
 
 def _source_splits(kind: str, source: str) -> set[str]:
