@@ -140,6 +140,14 @@ def test_budget_follows_the_device_and_says_what_it_cost(monkeypatch: pytest.Mon
                                  size=32, batch=4, steps=1) > 0
 
 
+@pytest.mark.parametrize(("n_val", "averaging", "window"), [(78, "ema", 3), (524, "ema", 3), (2000, "none", 1)])
+def test_model_choice_follows_the_val_size(n_val: int, averaging: str, window: int) -> None:
+    choices = {c.key: c for c in recipe.choose(probe([300, 300], n_val=n_val), RunConfig(), set())}
+    assert choices["train.weight_averaging"].value == averaging
+    assert choices["train.select_smoothing"].value == window
+    assert f"{n_val} val images" in choices["train.weight_averaging"].why
+
+
 def test_keys_the_user_set_are_never_chosen() -> None:
     given = {"image_size", "train.imbalance", "augment.hflip", "train.lr"}
     keys = {c.key for c in recipe.choose(probe([100, 900]), RunConfig(image_size=40), given)}

@@ -412,6 +412,10 @@ class CheckpointMeta(TypedDict):
     epoch: int | None
     val_metrics: ValMetrics
     selected_by: NotRequired[str]
+    # How the saved model was chosen beyond selected_by (absent in older checkpoints):
+    # train.weight_averaging as resolved (none | ema | swa) and train.select_smoothing.
+    weight_averaging: NotRequired[str]
+    select_smoothing: NotRequired[int]
     seed: NotRequired[int]
     versions: dict[str, str]
     params: int | dict[str, int] | None   # count_parameters: {"total", "trainable"}

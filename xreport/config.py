@@ -112,6 +112,14 @@ class TrainConfig:
     # square root of the class size (a softer balance for heavy imbalance).
     imbalance: Literal["none", "sampler", "sqrt_sampler", "class_weights"] = "none"
     select_metric: Literal["val_auc", "val_acc", "val_f1", "val_bacc", "val_qwk", "val_loss"] = "val_auc"
+    # Model choice that survives a small val split: ema = exponential moving average of the
+    # weights (every step), swa = equal average of the end-of-epoch weights over the final
+    # quarter of the epochs; the averaged model is validated and saved. auto: by val size
+    # (recipe.averaging_rule).
+    weight_averaging: Literal["auto", "none", "ema", "swa"] = "none"
+    # The checkpoint is selected on the mean of select_metric over this many epochs (1: the
+    # epoch's own figure), so one lucky epoch on a small val split does not choose it.
+    select_smoothing: int = 1
     # auto: keys a TOML / the command line leave unset are chosen from the data (xreport.recipe);
     # plain: the fixed defaults above. Python-built configs are taken as they are.
     recipe: Literal["auto", "plain"] = "auto"
@@ -351,6 +359,7 @@ def validate(config: RunConfig, *, source: str = "config") -> None:
         (d.phantom_size >= 8, f"data.phantom_size must be at least 8, got {d.phantom_size}"),
         (t.epochs >= 1, f"train.epochs must be at least 1, got {t.epochs}"),
         (t.time_budget_min > 0, f"train.time_budget_min must be positive, got {t.time_budget_min}"),
+        (t.select_smoothing >= 1, f"train.select_smoothing must be at least 1, got {t.select_smoothing}"),
         (t.batch_size >= 2, f"train.batch_size must be at least 2 (BatchNorm needs two images "
                             f"per batch), got {t.batch_size}"),
         (t.lr > 0, f"train.lr must be positive, got {t.lr}"),
