@@ -113,3 +113,22 @@ def test_match_rule_is_shared_and_refuses_two_folders_on_one_class() -> None:
     with pytest.raises(DataError, match="all match class 'normal'"):
         match_class_names(["normal", "pneumonia"], ["norm", "normal_2"], class_map={}, where="x",
                           what="train|test")
+
+
+@pytest.mark.slow
+def test_real_brain_mri_folder_loads_as_four_grey_classes_without_val() -> None:
+    """The shared brain MRI set: Training/ + Testing/, grey scans partly saved as RGB."""
+    from conftest import real_data_dir
+
+    from xreport.data import folder, probe_source
+
+    base = real_data_dir()
+    if base is None or not (base / "brain_mri").is_dir():
+        pytest.skip("real data absent: ../shared/data/brain_mri (or $XREPORT_DATA_DIR)")
+    root = base / "brain_mri"
+    scanned, names = folder.scan(root)
+    assert names == ["glioma", "meningioma", "notumor", "pituitary"] and set(scanned) == {"train", "test"}
+    assert (len(scanned["train"].files), len(scanned["test"].files)) == (5708, 1311)
+    probe = probe_source(DataConfig(dataset=str(root)))
+    assert probe.colour is False and probe.n_val == 571       # held out of train
+    assert "stored as colour files" in probe.modality
