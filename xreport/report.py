@@ -148,6 +148,8 @@ class Training(TypedDict):
     val_metrics: list[tuple[str, float]]
     head: str
     loss: str
+    weight_averaging: str          # none | ema | swa (train.weight_averaging as resolved)
+    select_smoothing: int          # epochs whose mean val figure selected the checkpoint
     recipe: list[artifacts.RecipeChoice]
     figures: dict[str, FigurePaths | None]
 
@@ -501,6 +503,9 @@ def _training(meta: artifacts.CheckpointMeta, train: TrainConfig, history: artif
         "selected_epoch": meta["epoch"], "selected_by": meta.get("selected_by", train.select_metric),
         "val_metrics": [(k, v) for k in VAL_COLUMNS if (v := val.get(k)) is not None],
         "head": meta["head"], "loss": meta["loss"],
+        # How the saved model was chosen beyond the metric (absent in older checkpoints).
+        "weight_averaging": meta.get("weight_averaging", "none"),
+        "select_smoothing": meta.get("select_smoothing", 1),
         # What the auto recipe chose from the data (the "why" figures in English, as a tooltip).
         "recipe": [c for c in choices if c["rule"] != "base"],
         "figures": {"curves": curves},
