@@ -70,12 +70,12 @@ def test_metrics_twice_report_discussion_and_compare(leaky: Path, tmp_path: Path
     paths.evaluation("test").metrics.write_text(json.dumps(raw))
     assert "deduplicated" not in artifacts.load_evaluation(paths.evaluation("test"))
 
-    shown = report._results(saved["metrics"], "test", {}, dedup)["deduplicated"]  # type: ignore[arg-type]
+    shown = report._results(saved["metrics"], "test", {}, evaluation=saved)["deduplicated"]
     assert shown is not None and shown["n_full"] == 12 and shown["n"] == 9
     assert [row[0] for row in shown["rows"]][0] == "metric.accuracy"
     said = discussion.observations(saved["metrics"], deduplicated=dedup)
     assert [i["key"] for i in said if i["key"].startswith("discussion.duplicates")] == ["discussion.duplicates"]
-    assert report._results(saved["metrics"], "val", {}, dedup)["deduplicated"] is None
+    assert report._results(saved["metrics"], "val", {}, evaluation=saved)["deduplicated"] is None
 
     run = compare.EvaluatedRun(paths=paths, meta={}, evaluation=saved, ids=[], y_true=np.array([]),  # type: ignore[typeddict-item]
                                probs=np.zeros((0, 2)), history=[])

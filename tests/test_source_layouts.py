@@ -13,7 +13,7 @@ from PIL import Image
 
 from xreport.config import DataConfig, PreprocessConfig
 from xreport.data import class_distribution, load_dataset
-from xreport.data.classmap import match_class_names
+from xreport.data.base import match_classes
 from xreport.errors import DataError
 
 
@@ -83,11 +83,11 @@ def test_class_map_renames_folders(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("splits", "class_map", "message"), [
     # "a" is a prefix of both "a1" and "a2"
-    ({"train": ("a1", "a2"), "val": ("a1", "a2"), "test": ("a", "a2")}, {}, "'a' could be any of 'a1', 'a2'"),
+    ({"train": ("a1", "a2"), "val": ("a1", "a2"), "test": ("a", "a2")}, {}, "'a' of test could be any of 'a1', 'a2'"),
     ({"train": ("x", "y"), "val": ("x", "y"), "test": ("x", "y")}, {"z": "x"}, "data.class_map names 'z'"),
-    ({"train": ("x", "y"), "val": ("x", "y"), "test": ("x", "w")}, {"w": "q"}, "maps 'w' to 'q'"),
+    ({"train": ("x", "y"), "val": ("x", "y"), "test": ("x", "w")}, {"w": "q"}, "'q' of test are not classes of train"),
     ({"train": ("cat", "dog"), "val": ("cat", "dog"), "test": ("apple", "pear")}, {},
-     "class folders differ between splits: train has cat, dog; test has apple, pear"),
+     "class folders differ between splits: .*test has apple, pear; train has cat, dog"),
 ])
 def test_unmatched_class_folders_are_one_line_errors(tmp_path: Path, splits: dict, class_map: dict,
                                                      message: str) -> None:
@@ -107,12 +107,13 @@ def test_cli_exits_2_on_two_folders_for_one_split(tmp_path: Path) -> None:
 
 
 def test_match_rule_is_shared_and_refuses_two_folders_on_one_class() -> None:
-    mapping, notes = match_class_names(["normal", "pneumonia"], ["NORMAL", "pneumonia"], class_map={},
-                                       where="x", what="train|test")
-    assert mapping == {"NORMAL": "normal", "pneumonia": "pneumonia"} and notes[0]["rule"] == "case"
-    with pytest.raises(DataError, match="all match class 'normal'"):
-        match_class_names(["normal", "pneumonia"], ["norm", "normal_2"], class_map={}, where="x",
-                          what="train|test")
+    notes: list = []
+    assert match_classes(["pneumonia_viral", "NORMAL"], ["normal", "pneumonia"], where="x",
+                         matches=notes) == [1, 0]
+    assert [(n["folder"], n["class"], n["rule"]) for n in notes] == [
+        ("pneumonia_viral", "pneumonia", "prefix"), ("NORMAL", "normal", "case")]
+    with pytest.raises(DataError, match="'norm', 'normal_2' of the data all match 'normal'"):
+        match_classes(["norm", "normal_2"], ["normal", "pneumonia"], where="x")
 
 
 @pytest.mark.slow

@@ -78,8 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", type=Path, help="folder for predictions.csv, metrics.json, cams/ "
                    "(default: reports/NAME/ for the test split, reports/NAME/<split>/ for another, "
                    "reports/NAME/external-<data name>/ with --data)")
+    e.add_argument("--class-map", metavar="OLD=NEW,...",
+                   help="rename the classes of --data onto the run's (classes match by name; "
+                   "data whose names differ is refused without a map); default: the run's data.class_map")
     e.add_argument("--device", default="auto")
     e.add_argument("--tta", action="store_true", help="average with a horizontal flip")
+    e.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="inference precision (default fp32; bf16 moves probabilities by up to ~0.01)")
     e.add_argument("--cam", default="gradcam", help="CAM method (gradcam, gradcam++, hirescam, "
                    "xgradcam, layercam, eigencam, scorecam, cam)")
     e.add_argument("--no-cam", action="store_true", help="skip CAMs and faithfulness")
@@ -96,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "predictions (predictions.csv) and the report shows the validation metrics")
     b.add_argument("--device", default="auto")
     b.add_argument("--force", action="store_true", help="re-run inference even when cached")
+    b.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="inference precision (default fp32; bf16 moves probabilities by up to ~0.01)")
     _add_roots(b)
 
     c = sub.add_parser("compare", help="set runs side by side in one report")
@@ -141,7 +148,7 @@ def _train(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one summary line
         return 0
     print(f"trained {cfg.name}: best epoch {result.best_epoch} "
-          f"({cfg.train.select_metric} {result.best_score:.4f}) -> {result.run_dir}")
+          f"({result.selected_by} {result.best_score:.4f}) -> {result.run_dir}")
     return 0
 
 
@@ -150,12 +157,29 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     paths = _run_paths(args.run, checkpoints=args.checkpoints, reports=args.reports)
     out, where = evaluate_report(paths, split=args.split, device=args.device, data=args.data, tta=args.tta,
-                                 cam_method=args.cam, explain=not args.no_cam, out=args.out)
+                                 cam_method=args.cam, explain=not args.no_cam, out=args.out,
+                                 precision=args.precision, class_map=_class_map(args.class_map))
     metrics = out["metrics"]
     acc = metrics["accuracy"].get("value") if metrics else None
     summary = f"accuracy {acc:.4f}" if isinstance(acc, float) else "no labels: predictions only"
     print(f"evaluated {paths.name} on {args.split} ({summary}) -> {where.predictions}, {where.metrics}")
     return 0
+
+
+def _class_map(value: str | None) -> dict[str, str] | None:
+    """``--class-map OLD=NEW,...`` as a table (the same as the config's data.class_map)."""
+    from .errors import ConfigError
+
+    if value is None:
+        return None
+    table: dict[str, str] = {}
+    for pair in _split_list(value):
+        old, sep, new = pair.partition("=")
+        if not sep or not old.strip() or not new.strip() or old.strip() in table:
+            raise ConfigError(f"--class-map {value!r}: give OLD=NEW pairs separated by commas, each "
+                              "old name once")
+        table[old.strip()] = new.strip()
+    return table
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -164,7 +188,8 @@ def _build(args: argparse.Namespace) -> int:
     paths = _run_paths(args.run, checkpoints=args.checkpoints, reports=args.reports)
     result = build_report(paths, langs=_split_list(args.lang), formats=_split_list(args.format),
                           templates=args.templates, cam_method=args.cam, device=args.device,
-                          force=args.force, command=args.command_line, split=args.split)
+                          force=args.force, command=args.command_line, split=args.split,
+                          precision=args.precision)
     how = "cached predictions" if result.reused_predictions else "fresh predictions"
     print(f"built {paths.name} in {result.seconds['total']:.1f} s ({how}):")
     for f in result.files:

@@ -30,10 +30,13 @@ class DataConfig:
     class_names: tuple[str, ...] = ()          # empty: from the data set
     class_names_zh_tw: tuple[str, ...] = ()    # optional translations for the report
     class_names_zh_cn: tuple[str, ...] = ()
-    task: Literal["auto", "binary", "multiclass", "ordinal"] = "auto"
-    # Class folders named differently between splits: folder name -> class name (a TOML
-    # table, e.g. {glioma_tumor = "glioma"}); see data.classmap.match_class_names.
+    # Classes renamed onto others (a table old name -> new name): another data set's classes
+    # onto the model's at evaluation, and class folders named differently between splits
+    # onto the train split's (e.g. {glioma_tumor = "glioma"}). Names that differ only in case,
+    # or where one is an unambiguous prefix of the other, match without it
+    # (data.base.match_classes, the one rule).
     class_map: dict[str, str] = field(default_factory=dict)
+    task: Literal["auto", "binary", "multiclass", "ordinal"] = "auto"
     skip_bad_images: bool = False
     # A class with no training images (it can only be guessed): warn instead of stopping.
     allow_missing_classes: bool = False
@@ -160,16 +163,16 @@ def _coerce(value: object, annotation: object, where: str) -> object:
         if value not in choices:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
         return value
-    if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                  for k, v in value.items()):
-            raise ConfigError(f"{where}: expected a table of names to names, got {value!r}")
-        return dict(value)
     if origin is tuple:
         (item_type, _ellipsis) = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return tuple(_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        (key_type, item_type) = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return {_coerce(k, key_type, where): _coerce(v, item_type, f"{where}.{k}") for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
@@ -233,6 +236,8 @@ def load_raw(path: str | Path, *, overrides: Mapping[str, object] | None = None)
         raise ConfigError(f"{path}: config file cannot be read ({exc.strerror or exc})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML (nested deeper than Python can read)") from None
     return apply_overrides(raw, overrides or {})
 
 
@@ -394,6 +399,8 @@ def _class_name_checks(d: DataConfig, source: str) -> None:
                               "than once; each class needs its own name")
         if any(not n.strip() for n in names):
             raise ConfigError(f"{source}: data.{key} has an empty name")
+    if any(not str(k).strip() or not str(v).strip() for k, v in d.class_map.items()):
+        raise ConfigError(f"{source}: data.class_map has an empty class name")
     for key in ("class_names_zh_tw", "class_names_zh_cn"):
         translated = getattr(d, key)
         if d.class_names and translated and len(translated) != len(d.class_names):

@@ -3,7 +3,7 @@
 Split folders are matched case-insensitively with their usual aliases (``Training``,
 ``valid``, ``Testing``; ``SPLIT_ALIASES``). Class names are the sorted class-folder names of
 the train split (renamed by ``data.class_map``); another split's class folders are matched
-to them by ``classmap.match_class_names``. A split folder holding images but no class
+to them by ``base.match_classes``. A split folder holding images but no class
 folders is an unlabelled split (labels None).
 """
 from __future__ import annotations
@@ -17,8 +17,7 @@ from pathlib import Path
 from ..artifacts import ClassMatch
 from ..errors import DataError
 from ..runs import sha256_file
-from .base import SPLITS
-from .classmap import check_class_map, match_class_names, renamed
+from .base import SPLITS, match_classes, real_path
 from .images import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
@@ -72,14 +71,18 @@ def _images_in(folder: Path, root: Path, *, skip_bad: bool,
     """The image files of one folder; a symlink whose target leaves the data root is refused
     (or, with ``skip_bad``, recorded and left out) before anything opens it."""
     kept = []
-    real_root = root.resolve()
+    real_root = real_path(root)
     for p in sorted(folder.iterdir()):
         if not (_visible(p) and p.suffix.lower() in IMAGE_SUFFIXES):
             continue
-        real = p.resolve()
-        if not real.is_relative_to(real_root):
-            reason = (f"{p}: leads outside the data folder {real_root} (to {real}); "
-                      "copy the file into the data folder instead of linking it")
+        try:
+            real = real_path(p)
+            reason = "" if real.is_relative_to(real_root) else (
+                f"{p}: leads outside the data folder {real_root} (to {real}); "
+                "copy the file into the data folder instead of linking it")
+        except DataError as exc:     # a symlink loop
+            reason = str(exc)
+        if reason:
             if not skip_bad:
                 raise DataError(reason)
             skipped.append({"file": p.relative_to(root).as_posix(), "reason": reason})
@@ -113,16 +116,27 @@ def scan(root: Path, *, skip_bad: bool = False, skipped: list[dict[str, str]] | 
     if not found and not unlabelled:
         raise DataError(f"{root}: no split folders; expected {root}/{{train,val,test}}/CLASS/*.png "
                         f"(or {', '.join(a for aliases in SPLIT_ALIASES.values() for a in aliases[1:])})")
-    check_class_map(class_map, {c for classes, _f in found.values() for c in classes}, where=str(root))
+    every = {c for classes, _f in found.values() for c in classes}
+    unknown = sorted(k for k in class_map if k not in every)
+    if unknown:
+        raise DataError(f"{root}: data.class_map names {', '.join(map(repr, unknown))}, which is not a "
+                        f"class folder here (found: {', '.join(sorted(every))})")
     first = next(iter(found), None)
-    reference = sorted(set(renamed(found[first][0], class_map))) if first else []
+    reference = sorted({class_map.get(c, c) for c in found[first][0]}) if first else []
     out: dict[str, FolderSplit] = {}
     for split, (classes, folder) in found.items():
-        mapping, matches = match_class_names(reference, classes, class_map=class_map, where=str(root),
-                                             what=f"{found[first][1].name}|{folder.name}")  # type: ignore[index]
-        if set(mapping.values()) != set(reference):
-            lacking = [r for r in reference if r not in mapping.values()]
-            raise DataError(f"{root}: class folders differ between splits: {found[first][1].name} has "  # type: ignore[index]
+        matches: list[ClassMatch] = []
+        first_name = found[first][1].name   # type: ignore[index]  # found is not empty here
+        try:
+            order = match_classes(classes, reference, where=str(root), class_map=class_map,
+                                  strict_map=False, found_what=folder.name, reference_what=first_name,
+                                  matches=matches)
+        except DataError as exc:
+            raise DataError(f"{root}: class folders differ between splits: "
+                            f"{str(exc).removeprefix(f'{root}: ')}") from None
+        if set(order) != set(range(len(reference))):
+            lacking = [r for i, r in enumerate(reference) if i not in order]
+            raise DataError(f"{root}: class folders differ between splits: {first_name} has "
                             f"{', '.join(reference)}; {folder.name} has {', '.join(classes)} "
                             f"(nothing matches {', '.join(map(repr, lacking))})")
         for m in matches:
@@ -131,10 +145,10 @@ def scan(root: Path, *, skip_bad: bool = False, skipped: list[dict[str, str]] | 
                         m["class"], m["rule"])
         files: list[Path] = []
         labels: list[int] = []
-        for name in classes:
+        for name, index in zip(classes, order):
             these = _images_in(folder / name, root, skip_bad=skip_bad, skipped=skipped)
             files += these
-            labels += [reference.index(mapping[name])] * len(these)
+            labels += [index] * len(these)
         out[split] = FolderSplit(files, labels, folder, matches)
     for split, (files, folder) in unlabelled.items():
         out[split] = FolderSplit(files, None, folder)
@@ -158,7 +172,7 @@ def _check_conflicting_labels(splits: dict[str, FolderSplit], names: list[str]) 
         if fs.labels is None:
             continue
         for path, label in zip(fs.files, fs.labels):
-            first = seen.setdefault(path.resolve(), (path, label))
+            first = seen.setdefault(real_path(path), (path, label))
             if first[1] != label:
                 raise DataError(f"{path}: the same image as {first[0]}, but in class folder "
                                 f"{names[label]!r} instead of {names[first[1]]!r}; one image has one label")
