@@ -68,15 +68,17 @@ PRINT_WIDTH = (210 - 2 * 16) / 25.4
 PRINT_HEIGHT = 92 / 25.4
 MIN_PRINT_PT = 6.0
 # Two figures side by side (``.fig-row``: ROC beside PR, the two confusion matrices) share
-# the width, less the row's gap.
+# the width, less the row's gap, and are at most 80 mm tall (so the pair and its heading
+# still fit under a table on the same page).
 PAIRED_WIDTH = (PRINT_WIDTH - 0.15) / 2
+PAIRED_HEIGHT = 80 / 25.4
 # At most this many classes keep those figures paired (report.layout's WIDE_CLASSES).
 PAIRED_MAX_CLASSES = 4
 
 
 def print_box(*, paired: bool = False) -> tuple[float, float]:
     """The (width, height) in inches that a figure prints in on the PDF's A4 page."""
-    return (PAIRED_WIDTH if paired else PRINT_WIDTH), PRINT_HEIGHT
+    return (PAIRED_WIDTH, PAIRED_HEIGHT) if paired else (PRINT_WIDTH, PRINT_HEIGHT)
 
 CJK_FAMILIES = ("Noto Sans CJK JP", "Noto Sans CJK TC", "Noto Sans CJK SC")
 LATIN_FAMILY = "DejaVu Sans"
@@ -496,8 +498,11 @@ def _curve_figure(n_curves: int) -> Figure:
     """Drawn at its printed size: a few curves print paired (ROC beside PR), the legend below
     the plot; many print one per row, the legend beside the plot."""
     if n_curves <= PAIRED_MAX_CLASSES:
-        return _new_figure((PAIRED_WIDTH, 2.9 + 0.16 * (n_curves + 1)), fixed_aspect=True)
-    return _new_figure((PRINT_WIDTH - 0.1, PRINT_HEIGHT - 0.05), fixed_aspect=True)
+        return _new_figure((PAIRED_WIDTH, 2.75 + 0.15 * (n_curves + 1)), fixed_aspect=True)
+    # Page-wide: no taller than the legend beside the plot needs (a 92 mm pair of curve
+    # figures would leave no room on their page for the confusion-matrix table after them).
+    height = min(PRINT_HEIGHT - 0.05, max(2.9, 0.5 + 0.155 * (min(n_curves, 18) + 1)))
+    return _new_figure((PRINT_WIDTH - 0.1, height), fixed_aspect=True)
 
 
 def _finish_curve_plot(ax: Axes, handles: list[Artist], labels: list[str], *, title: str,
