@@ -30,6 +30,9 @@ class DataConfig:
     class_names: tuple[str, ...] = ()          # empty: from the data set
     class_names_zh_tw: tuple[str, ...] = ()    # optional translations for the report
     class_names_zh_cn: tuple[str, ...] = ()
+    # Classes of other data renamed onto the model's (a table old name -> new name): data
+    # whose class names differ is refused unless mapped here (classes match by name).
+    class_map: dict[str, str] = field(default_factory=dict)
     task: Literal["auto", "binary", "multiclass", "ordinal"] = "auto"
     skip_bad_images: bool = False
     # A class with no training images (it can only be guessed): warn instead of stopping.
@@ -154,6 +157,11 @@ def _coerce(value: object, annotation: object, where: str) -> object:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return tuple(_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        (key_type, item_type) = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return {_coerce(k, key_type, where): _coerce(v, item_type, f"{where}.{k}") for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
@@ -217,6 +225,8 @@ def load_raw(path: str | Path, *, overrides: Mapping[str, object] | None = None)
         raise ConfigError(f"{path}: config file cannot be read ({exc.strerror or exc})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML (nested deeper than Python can read)") from None
     return apply_overrides(raw, overrides or {})
 
 
@@ -377,6 +387,8 @@ def _class_name_checks(d: DataConfig, source: str) -> None:
                               "than once; each class needs its own name")
         if any(not n.strip() for n in names):
             raise ConfigError(f"{source}: data.{key} has an empty name")
+    if any(not str(k).strip() or not str(v).strip() for k, v in d.class_map.items()):
+        raise ConfigError(f"{source}: data.class_map has an empty class name")
     for key in ("class_names_zh_tw", "class_names_zh_cn"):
         translated = getattr(d, key)
         if d.class_names and translated and len(translated) != len(d.class_names):

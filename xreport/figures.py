@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import torch
 
     from .explain import GalleryPick
+    from .models import ArchitectureSummary
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,16 @@ class ReportFigures:
     results: Figures = field(default_factory=dict)
     faithfulness: FigurePaths | None = None
     sanity: FigurePaths | None = None
+    block_diagram: FigurePaths | None = None
     failed: list[str] = field(default_factory=list)
+
+
+def _largest_classes(dist: artifacts.ClassDistribution) -> list[int]:
+    """limits.largest_classes over the images per class of every split."""
+    from .limits import largest_classes
+
+    k = len(dist["class_names"])
+    return largest_classes([sum(c[i] for c in dist["splits"].values() if c is not None) for i in range(k)])
 
 
 def _has_counts(dist: artifacts.ClassDistribution | None) -> bool:
@@ -114,15 +124,15 @@ def _result_figures(metrics: artifacts.Metrics | None, maker: FigureMaker,
     if not metrics:
         return {}
     local = {lang: localised_metrics(metrics, mappings[lang]) for lang in maker.langs}
-    cm = metrics["confusion_matrix"]
-    labels = cm["labels"] or metrics["class_names"]
+    cm = artifacts.shown_confusion(metrics)     # the classes shown in full (legible at 1000)
+    labels = cm.labels
     figs: Figures = {
         "roc": maker.draw("roc", lambda t, lang: charts.roc_curves(local[lang], t=t)),
         "pr": maker.draw("pr", lambda t, lang: charts.pr_curves(local[lang], t=t)),
         "cm_raw": maker.draw("confusion_raw", lambda t, lang: charts.confusion_matrix(
-            cm["raw"], [mappings[lang].get(n, n) for n in labels], normalized=False, t=t)),
+            cm.raw, [mappings[lang].get(n, n) for n in labels], normalized=False, t=t)),
         "cm_true": maker.draw("confusion_by_true", lambda t, lang: charts.confusion_matrix(
-            cm["by_true"], [mappings[lang].get(n, n) for n in labels], normalized=True, t=t)),
+            cm.by_true, [mappings[lang].get(n, n) for n in labels], normalized=True, t=t)),
         "reliability": None, "operating_points": None,
     }
     calibration = metrics.get("calibration")
@@ -148,7 +158,12 @@ def _example_figures(config: Mapping[str, object], dataset: Dataset | None, make
     if split is not None:
         rng = np.random.default_rng(seed)
         labels = split.labels.numpy()
-        picked = [int(i) for c in np.unique(labels)
+        from .limits import REPORT_CLASSES
+
+        present, counts = np.unique(labels, return_counts=True)
+        # Beyond REPORT_CLASSES classes, the grid shows the largest ones (a row per class).
+        shown = sorted(present[np.argsort(-counts, kind="stable")[:REPORT_CLASSES]].tolist())
+        picked = [int(i) for c in shown
                   for i in rng.permutation(np.flatnonzero(labels == c))[:EXAMPLES_PER_CLASS]]
         images = [split.images[i].numpy() for i in picked]
         examples = maker.draw("examples", lambda t, lang: charts.example_grid(
@@ -211,8 +226,12 @@ def draw_cam_gallery(gallery: Sequence[GalleryPick], cams: torch.Tensor,
 def draw_report_figures(report_dir: Path, *, meta: artifacts.CheckpointMeta,
                         evaluation: artifacts.Evaluation, history: artifacts.History,
                         distribution: artifacts.ClassDistribution | None, dataset: Dataset | None,
-                        langs: Sequence[str], templates_dir: Path | None = None) -> ReportFigures:
-    """Every chart of the single-run report, per language, with ``templates_dir``'s wording."""
+                        langs: Sequence[str], templates_dir: Path | None = None,
+                        architecture: ArchitectureSummary | None = None) -> ReportFigures:
+    """Every chart of the single-run report, per language, with ``templates_dir``'s wording.
+
+    ``architecture`` (``models.architecture_summary`` of the run's model) gives the block
+    diagram; without it there is none."""
     from . import charts
 
     maker = FigureMaker(report_dir, langs, templates_dir=templates_dir)
@@ -222,11 +241,17 @@ def draw_report_figures(report_dir: Path, *, meta: artifacts.CheckpointMeta,
     names_by_lang = {lang: artifacts.class_names_in(meta, lang) for lang in langs}
     out = ReportFigures()
     if distribution is not None and _has_counts(distribution):
+        keep = _largest_classes(distribution)     # 1000 groups of bars are neither legible nor quick
         out.distribution = maker.draw("class_distribution", lambda t, lang: charts.class_distribution(
-            {**distribution, "class_names": names_by_lang[lang]}, t=t))
+            {**distribution, "class_names": [names_by_lang[lang][i] for i in keep],
+             "splits": {s: (None if c is None else [c[i] for i in keep])
+                        for s, c in distribution["splits"].items()}}, t=t))
     if history:
         out.curves = maker.draw("training_curves", lambda t, lang: charts.training_curves(
-            history, selected_epoch=meta.get("epoch"), t=t))
+            history, selected_epoch=meta.get("epoch"), selected_by=meta.get("selected_by"), t=t))
+    if architecture is not None and architecture["blocks"]:
+        blocks = architecture["blocks"]
+        out.block_diagram = maker.draw("block_diagram", lambda t, lang: charts.block_diagram(blocks, t=t))
     out.examples, out.before_after = _example_figures(meta["config"], dataset, maker, names_by_lang,
                                                       int(meta.get("seed", 0) or 0))
     out.results = _result_figures(evaluation["metrics"], maker, mappings)

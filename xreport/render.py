@@ -22,6 +22,7 @@ import string
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, ClassVar, Iterator, Mapping, Sequence, TypeVar, cast
@@ -33,6 +34,7 @@ from markupsafe import Markup, escape
 
 import xreport
 
+from . import artifacts
 from .errors import ReportError
 from .runs import atomic_path
 
@@ -375,6 +377,24 @@ def _budgeted_range(env: BoundedSandbox) -> Callable[..., CountedRange]:
     return counted_range
 
 
+# Characters that reorder or hide text around them: the bidi embeddings, overrides, isolates
+# and marks (U+202A-202E, U+2066-2069, U+200E/F, U+061C), and C0/C1 controls other than tab
+# and line breaks. A class name, file id or note holding U+202E would otherwise reverse the
+# rest of the report's own sentence (HTML and the PDF made from it).
+_REORDERING = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c"
+                         "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def clean_text(value: object) -> object:
+    """The one owner of output text hygiene: ``value`` without the characters above (a
+    ``Markup`` stays ``Markup``: they are never part of markup). Jinja's ``finalize``, so
+    every ``{{ ... }}`` of every template, user templates included, passes here."""
+    if isinstance(value, str) and _REORDERING.search(value):
+        cleaned = _REORDERING.sub("", value)
+        return Markup(cleaned) if isinstance(value, Markup) else cleaned
+    return value
+
+
 def make_environment(templates_dir: Path | None = None) -> jinja2.Environment:
     """A sandboxed, autoescaping, strict Jinja environment over the template folders."""
     env = BoundedSandbox(
@@ -382,7 +402,7 @@ def make_environment(templates_dir: Path | None = None) -> jinja2.Environment:
         autoescape=jinja2.select_autoescape(
             enabled_extensions=("html", "xml", "html.j2", "xml.j2", "j2"),
             default_for_string=True, default=True),
-        undefined=jinja2.StrictUndefined,
+        undefined=jinja2.StrictUndefined, finalize=clean_text,
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["fmt"] = jinja2.pass_context(
         lambda context, v, digits=3: fmt(v, digits, say=context.get("say")))
@@ -411,15 +431,25 @@ def render_template(env: jinja2.Environment, name: str, **values: object) -> str
     return "".join(chunks)
 
 
+# Beside a language's catalogs: the one rendering of each term (tests/test_glossary.py
+# checks every catalog string against it); not messages.
+GLOSSARY_FILE = "glossary.json"
+
+
+def _catalog_paths(folder: Path) -> list[Path]:
+    return [p for p in sorted(folder.glob("*.json")) if p.name != GLOSSARY_FILE]
+
+
 @lru_cache(maxsize=32)
 def _read_catalog_dir(folder: str, mtimes: tuple[float, ...], scope: FileScope) -> dict[str, str]:
     merged: dict[str, str] = {}
-    for path in sorted(Path(folder).glob("*.json")):
+    for path in _catalog_paths(Path(folder)):
         raw = scope.read_bytes(path, what="message catalog", max_bytes=MAX_TEMPLATE_BYTES)
         try:
-            data = json.loads(raw.decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
             raise ReportError(f"{path}: not a valid JSON message catalog ({exc})") from None
+        data = artifacts.parse_json(text, path=path, what="JSON message catalog")
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
             raise ReportError(f"{path}: a message catalog must map keys to strings")
         merged.update(data)
@@ -430,7 +460,7 @@ def _catalog_files(folder: Path, scope: FileScope) -> dict[str, str]:
     if not folder.is_dir():
         return {}
     try:
-        mtimes = tuple(p.lstat().st_mtime for p in sorted(folder.glob("*.json")))
+        mtimes = tuple(p.lstat().st_mtime for p in _catalog_paths(folder))
     except OSError as exc:
         raise ReportError(f"{folder}: message catalogs cannot be read ({exc.strerror or exc})") from None
     return dict(_read_catalog_dir(str(folder), mtimes, scope))
@@ -466,10 +496,10 @@ class Messages:
                 raise ReportError(f"message key {key!r} is missing from templates/i18n/en")
         if not params:
             return text
+        values = {k: _param_text(v) for k, v in params.items()}
         if self.lang.startswith("zh"):
-            text = tight_class_names(text)
-        return format_message(text, {k: _param_text(v) for k, v in params.items()},
-                              where=f"message {key!r} ({self.lang})")
+            text = spaced_class_names(tight_class_names(text), values)
+        return format_message(text, values, where=f"message {key!r} ({self.lang})")
 
 
 # Chinese sets no spaces between words: a class name ({cls}, {cls_minor}, ...) sits directly
@@ -482,6 +512,29 @@ _SPACE_AFTER_NAME = re.compile(f"(\\{{cls[A-Za-z0-9_]*\\}}) +(?=[{_CJK}])")
 def tight_class_names(text: str) -> str:
     """Drop the spaces between a ``{cls*}`` placeholder and neighbouring CJK text."""
     return _SPACE_AFTER_NAME.sub(r"\1", _SPACE_BEFORE_NAME.sub("", text))
+
+
+# The one spacing rule of Chinese text: a space between a Han character and a Latin letter
+# or digit (the catalogs write "在 {n} 張", "CAM 峰值"), none next to full-width
+# punctuation or between Han characters. A class name follows it by its own first and
+# last character: "預測為 EOSINOPHIL，" but "預測為第6級，".
+HAN = "\u3400-\u4dbf\u4e00-\u9fff"
+_HAN_CHAR = re.compile(f"[{HAN}]")
+_LATIN_CHAR = re.compile(r"[A-Za-z0-9]")
+_NAME_PLACEHOLDER = re.compile(r"\{(cls[A-Za-z0-9_]*)\}")
+
+
+def spaced_class_names(text: str, values: Mapping[str, str]) -> str:
+    """Put a space between a ``{cls*}`` placeholder and a neighbouring Han character when
+    the class name's own end there is a Latin letter or digit (see HAN)."""
+    def space(match: re.Match[str]) -> str:
+        name = str(values.get(match.group(1), ""))
+        before = text[match.start() - 1] if match.start() else ""
+        after = text[match.end()] if match.end() < len(text) else ""
+        lead = " " if name and _HAN_CHAR.match(before) and _LATIN_CHAR.match(name[0]) else ""
+        tail = " " if name and _HAN_CHAR.match(after) and _LATIN_CHAR.match(name[-1]) else ""
+        return f"{lead}{match.group(0)}{tail}"
+    return _NAME_PLACEHOLDER.sub(space, text)
 
 
 _PLACEHOLDER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -547,8 +600,22 @@ def _is_missing(x: object) -> bool:
     return x is None or (isinstance(x, float) and not math.isfinite(x))
 
 
+# Float noise below this many significant digits is dropped before rounding, so equal
+# quantities computed two ways (189/240 as 0.7875 and as 0.7875000000000001) print the same.
+NOISE_DIGITS = 12
+
+
+def rounded(x: float, digits: int) -> Decimal:
+    """``x`` to ``digits`` decimals, half away from zero, after dropping float noise:
+    the one rounding rule of every number the documents print."""
+    return Decimal(f"{x:.{NOISE_DIGITS}g}").quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+
+
 def num(x: object, digits: int = 3) -> str:
-    """0.91234 -> "0.912"; ints stay whole with thousands separators; None -> "—"."""
+    """0.91234 -> "0.912"; ints stay whole with thousands separators; None -> "—".
+
+    A non-zero value that would round to zero is written as a bound, "< 0.001" (or
+    "> -0.001"), never in scientific notation among fixed-point numbers."""
     if _is_missing(x):
         return DASH
     if isinstance(x, bool):
@@ -556,9 +623,11 @@ def num(x: object, digits: int = 3) -> str:
     if isinstance(x, int):
         return f"{x:,}"
     if isinstance(x, float):
-        if x != 0 and abs(x) < 10 ** -digits:
-            return f"{x:.{max(1, digits - 1)}e}"
-        return f"{x:.{digits}f}"
+        value = rounded(x, digits)
+        if x != 0 and value == 0:
+            bound = f"{Decimal(1).scaleb(-digits):.{digits}f}"
+            return f"< {bound}" if x > 0 else f"> -{bound}"
+        return f"{value:.{digits}f}" if value != 0 else f"{0:.{digits}f}"
     return str(x)
 
 
@@ -568,7 +637,7 @@ def pct(x: object, digits: int = 1) -> str:
         x = x.get("value")
     if _is_missing(x):
         return DASH
-    return f"{100 * float(cast(float, x)):.{digits}f}%"
+    return f"{rounded(100 * float(cast(float, x)), digits):.{digits}f}%"
 
 
 def ci(v: object, digits: int = 3) -> str:

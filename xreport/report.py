@@ -26,10 +26,14 @@ from .data.base import Dataset
 from .errors import ReportError, XReportError
 from .figures import FigurePaths, Figures
 from .labels import size_text
+from .metrics import Baselines, CalibrationDirection, baselines, calibration_direction
+from .notes import Notes
 from .runs import EvaluationPaths, RunPaths, sha256_file
 
 if TYPE_CHECKING:
     import torch
+
+    from .models import ArchitectureSummary
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +53,7 @@ WIDE_CLASSES = 4
 class Headline(TypedDict):
     key: str                              # the metric's catalog key
     value: artifacts.Value | None
+    baseline: artifacts.Message | None   # what the metric is worth without a model
 
 
 class Summary(TypedDict):
@@ -57,10 +62,12 @@ class Summary(TypedDict):
     dataset: str
     arch: str
     pretrained: bool
+    imported: bool                 # trained elsewhere (`xreport import`)
     n_test: int | None
     date: str
     versions: list[tuple[str, str]]
     headline: list[Headline]
+    synthetic: str | None                 # the generator's source when the data are synthetic
 
 
 class Layout(TypedDict):
@@ -124,11 +131,16 @@ class ModelInfo(TypedDict):
     trainable: int | None
     flops: int | None
     pretrained: bool
+    imported: bool
     cam_layer: str | None
     in_channels: int
     image_size: int
     num_classes: int
     dropout: float
+    # Stages, block structure, parameters and FLOPs from one forward pass (None: the model
+    # could not be rebuilt from the meta); the block diagram drawn from it.
+    architecture: ArchitectureSummary | None
+    figures: dict[str, FigurePaths | None]
 
 
 class Training(TypedDict):
@@ -146,11 +158,15 @@ class Training(TypedDict):
     seed: int
     selected_epoch: int | None
     selected_by: str
+    selected_value: float | None   # the selection metric's validation value at that epoch
     val_metrics: list[tuple[str, float]]
     head: str
     loss: str
     recipe: list[artifacts.RecipeChoice]
     figures: dict[str, FigurePaths | None]
+    # `xreport import`: the weights file (name, sha256); the training is not known, so the
+    # section says so instead of showing the config's unused training keys.
+    imported: artifacts.ImportedWeights | None
 
 
 class ReportRow(TypedDict):
@@ -192,9 +208,15 @@ class Results(TypedDict, total=False):
     overall: list[tuple[str, artifacts.Value]]
     report_rows: list[ReportRow]
     confusion: Confusion
+    classes_shown: NotRequired[dict[str, int] | None]   # {"n", "of"} when not every class is shown
     operating_points: list[OperatingPointRow]
     calibration: artifacts.Calibration | None
+    calibration_direction: CalibrationDirection | None
     ordinal: artifacts.Ordinal | None
+    baselines: Baselines | None
+    baseline_notes: dict[str, artifacts.Message]   # metric key -> its chance / majority note
+    precision: str | None          # of the inference; None: not recorded (older metrics.json)
+    device: str | None
     figures: Figures
 
 
@@ -245,7 +267,9 @@ class StatRow(TypedDict):
     difference: float | None
     ci95: list[float] | None
     p_value: float | None
+    test: str | None
     n: int | None
+    margin: float | None
     verdict: str | None
     chance: NotRequired[float | None]   # localisation only
 
@@ -257,6 +281,8 @@ class FaithfulnessContext(TypedDict):
     maps: int                      # random maps per image
     margin: float
     road: bool
+    better: int                    # scores whose verdict is better / worse (the headline's counts)
+    worse: int
 
 
 class SimilarityCell(TypedDict, total=False):
@@ -304,7 +330,22 @@ class ExplainContext(TypedDict, total=False):
     faithfulness: FaithfulnessContext | None
     sanity: SanityContext | None
     localisation: LocalisationContext | None
+    protocol: Protocol | None
     figures: dict[str, FigurePaths | None]
+
+
+class Protocol(TypedDict):
+    """The explanation checks' settings as run (chosen with --explain, the same default on
+    every device: evaluate.EXPLAIN_PROTOCOLS)."""
+
+    name: str | None               # "fast" or "full"; None in evaluations from before the choice
+    total: int | None              # images evaluated, of which faithfulness_n were explained
+    faithfulness_n: int | None
+    steps: int | None
+    maps: int | None
+    sanity_n: int | None
+    seeds: int | None
+    precision: str | None
 
 
 class Repro(TypedDict):
@@ -326,18 +367,48 @@ class SkippedFile(TypedDict):
 
 # ---------------------------------------------------------------- sections
 
+def _baseline_notes(metrics: artifacts.Metrics, base: Baselines | None) -> dict[str, artifacts.Message]:
+    """Per metric key, what it is worth without a model: chance and the majority class."""
+    if base is None:
+        return {}
+    notes: dict[str, artifacts.Message] = {
+        "metric.accuracy": {"key": "baseline.accuracy", "params": {
+            "chance": base["chance"], "majority": base["majority"], "cls": base["majority_class"]}},
+        "metric.balanced_accuracy": {"key": "baseline.balanced", "params": {"chance": base["chance"]}},
+        "metric.mcc": {"key": "baseline.zero", "params": {"value": 0.0}},
+        "metric.roc_auc": {"key": "baseline.auc", "params": {"value": 0.5}},
+        "metric.roc_auc_macro": {"key": "baseline.auc", "params": {"value": 0.5}},
+    }
+    if metrics["ordinal"]:
+        notes["metric.qwk"] = {"key": "baseline.zero", "params": {"value": base["kappa"]}}
+    return notes
+
+
+def _baselines(metrics: artifacts.Metrics | None) -> Baselines | None:
+    if not metrics or not metrics["confusion_matrix"]["raw"]:
+        return None
+    cm = metrics["confusion_matrix"]
+    return baselines(cm["raw"], cm["labels"] or metrics["class_names"])
+
+
 def _summary(meta: artifacts.CheckpointMeta, metrics: artifacts.Metrics | None,
-             evaluation: artifacts.Evaluation, dataset_name: str) -> Summary:
+             evaluation: artifacts.Evaluation, dataset_name: str, *, synthetic: str | None = None) -> Summary:
     versions = meta["versions"]
     headline: list[Headline] = []
     if metrics:
         ordinal = metrics["ordinal"]
         binary = metrics["task"] == "binary"
-        headline = [{"key": "metric.accuracy", "value": metrics["accuracy"]},
-                    {"key": "metric.roc_auc" if binary else "metric.roc_auc_macro", "value": metrics["roc_auc"]},
-                    {"key": "metric.macro_f1", "value": metrics["macro_avg"]["f1"]},
-                    {"key": "metric.qwk", "value": ordinal["qwk"]} if ordinal else
-                    {"key": "metric.balanced_accuracy", "value": metrics["balanced_accuracy"]}]
+        notes = _baseline_notes(metrics, _baselines(metrics))
+        keyed = [("metric.accuracy", metrics["accuracy"]),
+                 ("metric.roc_auc" if binary else "metric.roc_auc_macro", metrics["roc_auc"]),
+                 ("metric.macro_f1", metrics["macro_avg"]["f1"]),
+                 ("metric.qwk", ordinal["qwk"]) if ordinal else
+                 ("metric.balanced_accuracy", metrics["balanced_accuracy"])]
+        # A tile has no room for a class name: the majority class is named in the results table.
+        if "metric.accuracy" in notes:
+            notes["metric.accuracy"] = {"key": "baseline.accuracy_short",
+                                        "params": notes["metric.accuracy"].get("params", {})}
+        headline = [{"key": key, "value": value, "baseline": notes.get(key)} for key, value in keyed]
     data = evaluation["data"]
     return {
         "task": metrics["task"] if metrics else meta.get("task", "binary"),
@@ -345,11 +416,23 @@ def _summary(meta: artifacts.CheckpointMeta, metrics: artifacts.Metrics | None,
         "dataset": dataset_name,
         "arch": meta["arch"],
         "pretrained": meta["pretrained"],
+        "imported": bool(meta.get("imported")),
         "n_test": data["n"] if "n" in data else (metrics["n"] if metrics else None),
         "date": _minutes(meta["created"]),
         "versions": [(k, versions[k]) for k in SUMMARY_VERSIONS if k in versions],
         "headline": headline,
+        "synthetic": synthetic,
     }
+
+
+def _synthetic_source(meta: artifacts.CheckpointMeta, dataset: Dataset | None,
+                      evaluation: artifacts.Evaluation) -> str | None:
+    """The generator's source ("phantom(seed=1234)") when the evaluated images are synthetic."""
+    kind = dataset.kind if dataset is not None else meta["data"].get("kind")
+    source = str(evaluation["data"].get("source") or (dataset.source if dataset else "") or "")
+    if evaluation["data"].get("external"):
+        return source if source.startswith("phantom") else None
+    return (source or "phantom") if kind == "phantom" or source.startswith("phantom") else None
 
 
 def _minutes(created: str | None) -> str:
@@ -445,40 +528,62 @@ def _join_floats(values: Sequence[float]) -> str:
     return ", ".join(f"{float(v):.3f}" for v in values)
 
 
+def architecture(meta: artifacts.CheckpointMeta, model: torch.nn.Module | None = None
+                 ) -> tuple[ArchitectureSummary | None, torch.nn.Module | None]:
+    """The model's architecture summary at the run's input size, and the model it came from.
+
+    ``model`` is the run's loaded model when the caller has one; otherwise the model is
+    rebuilt from the meta ONCE here and returned, so the caller reuses it (a DenseNet or
+    ResNet-152 is not rebuilt twice). None when the meta describes no buildable model.
+    """
+    from . import models
+
+    try:
+        if model is None:
+            model = models.model_from_meta(meta)
+        return models.architecture_summary(model, meta["image_size"], meta["in_channels"]), model
+    except (XReportError, KeyError, ValueError, RuntimeError) as exc:
+        logger.warning("model details from the checkpoint meta are incomplete: %s", exc)
+        return None, model
+
+
 def _model(meta: artifacts.CheckpointMeta, explain: artifacts.Explanation | None,
-           model: torch.nn.Module | None = None) -> ModelInfo:
+           model: torch.nn.Module | None, summary: ArchitectureSummary | None,
+           figures: Mapping[str, FigurePaths | None]) -> ModelInfo:
     from . import models
 
     info: ModelInfo = {
         "arch": meta["arch"],
         "stem": "small" if meta["small_input_stem"] else "standard",
         "params": meta["params"], "trainable": None, "flops": None,
-        "pretrained": meta["pretrained"],
+        "pretrained": meta["pretrained"], "imported": bool(meta.get("imported")),
         "cam_layer": explain["target_layer"] if explain else None,
         "in_channels": meta["in_channels"], "image_size": meta["image_size"],
         "num_classes": meta["num_classes"], "dropout": float(meta["dropout"]),
+        "architecture": summary, "figures": dict(figures),
     }
+    if summary is not None:
+        info["params"], info["trainable"], info["flops"] = summary["params"], summary["trainable"], summary["flops"]
     try:
-        if model is None:
-            model = models.model_from_meta(meta)
-        counts = models.count_parameters(model)
-        info["params"], info["trainable"] = counts["total"], counts["trainable"]
-        info["flops"] = models.count_flops(model, meta["image_size"], meta["in_channels"])
-        if not info["cam_layer"]:
+        if not info["cam_layer"] and model is not None:
             info["cam_layer"] = models.cam_target_layer(model, input_size=meta["image_size"],
                                                         in_channels=meta["in_channels"])[1]
     except (XReportError, KeyError, ValueError, RuntimeError) as exc:
-        logger.warning("model details from the checkpoint meta are incomplete: %s", exc)
+        logger.warning("CAM layer of the checkpoint's model unknown: %s", exc)
     return info
 
 
-VAL_COLUMNS: tuple[Literal["loss", "acc", "f1", "auc"], ...] = ("loss", "acc", "f1", "auc")
+VAL_COLUMNS: tuple[Literal["loss", "acc", "f1", "auc", "bacc", "qwk"], ...] = ("loss", "acc", "f1", "auc", "bacc", "qwk")
 
 
 def _training(meta: artifacts.CheckpointMeta, train: TrainConfig, history: artifacts.History,
               curves: FigurePaths | None) -> Training:
     val = meta["val_metrics"]
     choices = meta["recipe"]["choices"] if meta["recipe"] else []
+    selected_by = meta.get("selected_by", train.select_metric)
+    selected = selected_by.removeprefix("val_")
+    # The pills: loss, accuracy, F1, AUC, and the selection metric whatever it is (QWK, ...).
+    shown = [k for k in VAL_COLUMNS if k in ("loss", "acc", "f1", "auc") or k == selected]
     return {
         "optimizer": train.optimizer, "lr": train.lr,
         "weight_decay": train.weight_decay, "schedule": train.schedule,
@@ -486,12 +591,14 @@ def _training(meta: artifacts.CheckpointMeta, train: TrainConfig, history: artif
         "epochs_run": len(history) if history else None, "early_stopping": train.early_stopping,
         "batch_size": train.batch_size, "imbalance": train.imbalance,
         "label_smoothing": train.label_smoothing, "seed": meta.get("seed", train.seed),
-        "selected_epoch": meta["epoch"], "selected_by": meta.get("selected_by", train.select_metric),
-        "val_metrics": [(k, v) for k in VAL_COLUMNS if (v := val.get(k)) is not None],
+        "selected_epoch": meta["epoch"], "selected_by": selected_by,
+        "selected_value": val.get(selected),
+        "val_metrics": [(k, v) for k in shown if (v := val.get(k)) is not None],
         "head": meta["head"], "loss": meta["loss"],
         # What the auto recipe chose from the data (the "why" figures in English, as a tooltip).
         "recipe": [c for c in choices if c["rule"] != "base"],
         "figures": {"curves": curves},
+        "imported": meta.get("imported"),
     }
 
 
@@ -501,8 +608,19 @@ def _report_row(label: str, kind: str, row: artifacts.ClassRow | artifacts.Avera
             "recall": row["recall"], "specificity": row["specificity"], "f1": row["f1"], "auc": row["auc"]}
 
 
-def _report_rows(metrics: artifacts.Metrics) -> list[ReportRow]:
-    return ([_report_row(r["class"], "class", r) for r in metrics["per_class"]]
+def _table_rows(dist: artifacts.ClassDistribution | None, k: int) -> list[int]:
+    from .limits import largest_classes
+
+    if not dist:
+        return list(range(k))
+    counts = [c for c in dist["splits"].values() if c is not None and len(c) == k]
+    return largest_classes([sum(c[i] for c in counts) for i in range(k)])
+
+
+def _report_rows(metrics: artifacts.Metrics, shown: Sequence[int] | None = None) -> list[ReportRow]:
+    keep = None if shown is None else set(shown)
+    return ([_report_row(r["class"], "class", r) for r in metrics["per_class"]
+             if keep is None or r["index"] in keep]
             + [_report_row("macro", "macro", metrics["macro_avg"]),
                _report_row("weighted", "weighted", metrics["weighted_avg"])])
 
@@ -529,9 +647,11 @@ def _operating_point(op: artifacts.OperatingPoint, split: str) -> OperatingPoint
             "ppv": op["ppv"], "npv": op["npv"], "cm": op["confusion_matrix"]}
 
 
-def _results(metrics: artifacts.Metrics | None, split: str, figures: Figures) -> Results:
+def _results(metrics: artifacts.Metrics | None, split: str, figures: Figures, *,
+             evaluation: artifacts.Evaluation | None = None) -> Results:
     if not metrics:
         return {"available": False}
+    base = _baselines(metrics)
     binary = metrics["task"] == "binary"
     overall = [("metric.accuracy", metrics["accuracy"]),
                ("metric.balanced_accuracy", metrics["balanced_accuracy"]),
@@ -541,19 +661,25 @@ def _results(metrics: artifacts.Metrics | None, split: str, figures: Figures) ->
     if weighted is not None:
         overall.append(("metric.roc_auc_weighted", weighted))
     overall.append(("metric.average_precision", metrics["average_precision"]))
-    cm = metrics["confusion_matrix"]
+    shown = artifacts.shown_confusion(metrics)
     return {
         "available": True, "task": metrics["task"], "n": metrics["n"],
         # Binary: the positive class, named in the 0.5-threshold sentence.
         "positive": metrics["class_names"][1] if binary and len(metrics["class_names"]) > 1 else None,
         "split": split, "bootstrap": metrics["bootstrap"],
         "every_value_has_interval": _every_value_has_interval(metrics),
-        "overall": overall, "report_rows": _report_rows(metrics),
-        "confusion": {"labels": cm["labels"] or metrics["class_names"],
-                      "raw": cm["raw"], "by_true": cm["by_true"]},
+        "overall": overall, "report_rows": _report_rows(metrics, shown.indices),
+        "confusion": {"labels": shown.labels, "raw": shown.raw, "by_true": shown.by_true},
+        # Beyond limits.REPORT_CLASSES the tables and charts show some classes; the note says which.
+        "classes_shown": {"n": len(shown.indices), "of": shown.total} if len(shown.indices) < shown.total else None,
         "operating_points": [_operating_point(op, split) for op in metrics["operating_points"]],
         "calibration": metrics["calibration"],
-        "ordinal": metrics["ordinal"], "figures": figures,
+        "calibration_direction": calibration_direction(metrics["calibration"]),
+        "ordinal": metrics["ordinal"], "baselines": base,
+        "baseline_notes": _baseline_notes(metrics, base),
+        "precision": evaluation["precision"] if evaluation else None,
+        "device": evaluation.get("device") if evaluation else None,
+        "figures": figures,
     }
 
 
@@ -602,7 +728,8 @@ def _gallery(explain: artifacts.Explanation, paths: RunPaths, class_names: Seque
 
 
 def _viewer(explain: artifacts.Explanation, folder: Path,
-            mappings: Mapping[str, Mapping[str, str]]) -> Viewer | None:
+            mappings: Mapping[str, Mapping[str, str]],
+            class_names: Sequence[str] | None = None) -> Viewer | None:
     """The interactive viewer's data (embedded once in the HTML) and what its markup needs."""
     from . import charts, viewer
 
@@ -610,7 +737,8 @@ def _viewer(explain: artifacts.Explanation, folder: Path,
     if not ref:
         return None
     try:
-        data: ViewerPayload = {**artifacts.load_viewer(EvaluationPaths(folder), ref["file"]),
+        data: ViewerPayload = {**artifacts.load_viewer(EvaluationPaths(folder), ref["file"],
+                                                       class_names=class_names),
                                "colormap": charts.colormap_lut()}
     except ReportError as exc:
         # The static gallery stays: a damaged viewer file costs only the viewer.
@@ -632,7 +760,7 @@ def _stat_row(metric: str, stat: artifacts.PairedStatistic) -> StatRow:
     """One table row of a paired statistic from metrics.json (older files lack the statistics)."""
     return {"metric": metric, "cam": stat["cam"], "random": stat["random"],
             "difference": stat["difference"], "ci95": stat["ci95"], "p_value": stat["p_value"],
-            "n": stat["n"], "verdict": stat["verdict"]}
+            "test": stat["test"], "n": stat["n"], "margin": stat["margin"], "verdict": stat["verdict"]}
 
 
 def _faithfulness(faith: artifacts.Faithfulness | None) -> FaithfulnessContext | None:
@@ -645,7 +773,9 @@ def _faithfulness(faith: artifacts.Faithfulness | None) -> FaithfulnessContext |
         return None
     return {"n": faith["n"], "rows": rows, "verdict": faith["verdict"],
             "maps": faith["random_maps"].get("per_image", 1),
-            "margin": FAITHFULNESS_MARGIN, "road": any(r["metric"].startswith("road") for r in rows)}
+            "margin": FAITHFULNESS_MARGIN, "road": any(r["metric"].startswith("road") for r in rows),
+            "better": sum(r["verdict"] == "better" for r in rows),
+            "worse": sum(r["verdict"] == "worse" for r in rows)}
 
 
 def _similarity(found: artifacts.Similarity | None) -> SimilarityCell:
@@ -676,10 +806,21 @@ def _localisation(loc: artifacts.Localisation | None) -> LocalisationContext | N
             "maps": loc["random_per_image"], "margin": LOCALISATION_MARGIN}
 
 
+def _protocol(explain: artifacts.Explanation, precision: str | None, total: int | None) -> Protocol:
+    faith, sanity = explain["faithfulness"], explain["sanity"]
+    return {"name": explain["protocol"], "total": total,
+            "faithfulness_n": faith["n"] if faith else None,
+            "steps": faith.get("steps") if faith else None,
+            "maps": faith["random_maps"].get("per_image") if faith else None,
+            "sanity_n": sanity["n"] if sanity else None, "seeds": sanity["seeds"] if sanity else None,
+            "precision": precision}
+
+
 def _explain(explain: artifacts.Explanation | None, paths: RunPaths,
              figures: Mapping[str, FigurePaths | None], class_names: Sequence[str], *,
              folder: Path | None = None,
-             mappings: Mapping[str, Mapping[str, str]] | None = None) -> ExplainContext:
+             mappings: Mapping[str, Mapping[str, str]] | None = None,
+             precision: str | None = None, total: int | None = None) -> ExplainContext:
     from . import charts
 
     if not explain:
@@ -688,12 +829,13 @@ def _explain(explain: artifacts.Explanation | None, paths: RunPaths,
     return {"available": True, "method": explain["method"],
             "target_layer": explain["target_layer"],
             "gallery": _gallery(explain, paths, class_names, folder=folder),
-            "viewer": _viewer(explain, folder, mappings or {}),
+            "viewer": _viewer(explain, folder, mappings or {}, class_names),
             "cam_scale": charts.cam_scale_colors(),
             "lesion_outlines": any(entry["lesion_outline"] for entry in explain["gallery"]),
             "faithfulness": _faithfulness(explain["faithfulness"]),
             "sanity": _sanity(explain["sanity"]),
             "localisation": _localisation(explain["localisation"]),
+            "protocol": _protocol(explain, precision, total),
             "figures": dict(figures)}
 
 
@@ -741,6 +883,7 @@ class Normalization(TypedDict):
 
 class DataSection(TypedDict):
     dataset: str
+    table_rows: list[int]           # class indices the distribution table lists
     kind: object                   # the data set's kind ("medmnist", "folder", ...) or None
     source: object
     class_names: list[str]
@@ -778,19 +921,22 @@ class ReportContext(TypedDict):
     explain: ExplainContext
     evaluated_split: str
     discussion: list[discussion.Item]
+    limitations: list[discussion.Item]
     repro: Repro
     skipped: list[SkippedFile]
     failed_charts: list[str]
+    notes: NotRequired[dict[str, Notes | None]]   # the user's notes per language (build --notes)
+    notes_langs: NotRequired[list[str]]           # the languages that have notes
 
 
 def _predicted(evaluation: EvaluationPaths | None, class_names: Sequence[str]) -> Predicted | None:
     """The predicted class counts of an unlabelled split (a Kaggle-style test set)."""
     if evaluation is None:
         return None
-    data = artifacts.load_evaluation(evaluation)
+    data = artifacts.load_evaluation(evaluation, class_names=class_names)
     counts = data["predicted_counts"]
     if not counts or len(counts) != len(class_names):  # metrics.json from before the counts
-        probs = artifacts.load_predictions(evaluation).probs
+        probs = artifacts.load_predictions(evaluation, class_names=class_names).probs
         counts = np.bincount(probs.argmax(axis=1), minlength=len(class_names)).tolist()
     return {"split": str(data.get("split", "test")), "n": int(sum(counts)),
             "counts": [int(c) for c in counts], "file": evaluation.predictions.name}
@@ -817,7 +963,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
                               f"(`xreport train`) or check --checkpoints")
         meta = artifacts.load_checkpoint_meta(paths.best)
     evaluation_paths = evaluation or paths.evaluation("test")
-    loaded = artifacts.load_evaluation(evaluation_paths)
+    loaded = artifacts.load_evaluation(evaluation_paths, class_names=meta["class_names"])
     metrics = loaded["metrics"]
     explain = loaded["explain"]
     split = loaded.get("split", "test")
@@ -828,13 +974,15 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
     i18n = artifacts.class_name_translations(meta)
     mappings = {lang: artifacts.class_name_map(class_names, i18n.get(lang)) for lang in langs}
     predicted = _predicted(predictions_only, class_names)
+    summary, model = architecture(meta, model)
     figs = draw_report_figures(paths.report_dir, meta=meta, evaluation=loaded, history=history,
                                distribution=dist, dataset=dataset, langs=langs,
-                               templates_dir=templates_dir)
+                               templates_dir=templates_dir, architecture=summary)
 
     name = _dataset_name(meta, dataset)
     data_cfg = meta["data"]
     data_ref = loaded["data"]
+    leakage = _leakage(dist, dataset)
     return {
         "schema": 1,
         "run": paths.name,
@@ -844,12 +992,15 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "class_names": class_names,
         "class_names_i18n": {k: v for k, v in i18n.items() if v},
         "layout": layout(len(class_names)),
-        "summary": _summary(meta, metrics, loaded, name),
+        "summary": _summary(meta, metrics, loaded, name,
+                            synthetic=_synthetic_source(meta, dataset, loaded)),
         "data": {
             "dataset": name, "kind": dataset.kind if dataset else data_cfg.get("kind"),
             "source": dataset.source if dataset else data_ref.get("source")
             or data_cfg.get("dataset", "—"),
             "class_names": class_names, "splits": _split_rows(dist, predicted),
+            # Beyond limits.REPORT_CLASSES the per-class table lists the largest classes.
+            "table_rows": _table_rows(dist, len(class_names)),
             "val_held_out": dist["val_held_out"] if dist else None,
             "predicted": predicted,
             "image_size": meta["image_size"], "channels": meta["in_channels"],
@@ -862,19 +1013,24 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
                               "mean": _join_floats(meta["mean"]), "std": _join_floats(meta["std"])},
             "augment": list(dataclasses.asdict(run_config.augment).items()),
             "imbalance": _imbalance(run_config.train.imbalance, dist),
-            "leakage": _leakage(dist, dataset),
+            "leakage": leakage,
             "figures": {"distribution": figs.distribution, "examples": figs.examples,
                         "before_after": figs.before_after},
         },
-        "model": _model(meta, explain, model),
+        "model": _model(meta, explain, model, summary, {"block_diagram": figs.block_diagram}),
         "training": _training(meta, run_config.train, history, figs.curves),
-        "results": _results(metrics, split, figs.results),
+        "results": _results(metrics, split, figs.results, evaluation=loaded),
         "explain": _explain(explain, paths, {"faithfulness": figs.faithfulness, "sanity": figs.sanity},
-                            class_names, folder=evaluation_paths.folder, mappings=mappings),
+                            class_names, folder=evaluation_paths.folder, mappings=mappings,
+                            precision=loaded["precision"], total=loaded["data"].get("n")),
         # The split the metrics and CAMs are from: "val" when the test split has no labels.
         "evaluated_split": str(split),
         "discussion": discussion.observations(metrics, history=history, distribution=dist,
                                               explain=explain, split=str(split)),
+        "limitations": discussion.limitations(
+            metrics, distribution=dist, leakage=leakage, split=str(split),
+            synthetic=_synthetic_source(meta, dataset, loaded), seed=int(meta.get("seed", run_config.train.seed)),
+            external=bool(data_ref.get("external")), source=str(data_ref.get("source") or name)),
         "repro": _repro(meta, run_config, paths, loaded, command),
         "skipped": _skipped(loaded, dataset),
         "failed_charts": figs.failed,

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping, NotRequired, TypedDict, cast
@@ -55,6 +55,10 @@ class TrainResult:
     best_score: float
     history: list[dict[str, float]]
     seconds: float
+    selected_by: str = "val_auc"        # the metric that chose best_epoch (see _State)
+
+
+FALLBACK_METRIC = "val_loss"            # defined whenever val holds an image
 
 
 @dataclass
@@ -86,6 +90,9 @@ class _State:
     bad_epochs: int = 0                 # epochs since the selection metric last improved
     stopped: str = ""                   # why training ended early ("" while it goes on)
     history: list[dict[str, float]] = field(default_factory=list)
+    # The metric that chooses best.pt: train.select_metric, or FALLBACK_METRIC once that was
+    # NaN (a val split lacking a class has no AUC); never a NaN that "wins" by default.
+    select_metric: str = ""
 
 
 # ---------------------------------------------------------------- device and precision
@@ -767,8 +774,9 @@ def _run_epochs(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[
         row["seconds"] = round(time.perf_counter() - started, 3)
         state.epoch = epoch
         state.history.append(row)
-        score = row[cfg.select_metric]
-        improved = _better(score, state.best_score, cfg.select_metric) or state.best_epoch == 0
+        metric = _selection_metric(state, row, cfg.select_metric, meta)
+        score = row[metric]
+        improved = _better(score, state.best_score, metric) or state.best_epoch == 0
         if improved:
             state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
         else:
@@ -785,6 +793,25 @@ def _run_epochs(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[
             on_epoch_end(row)
     if state.stopped:
         logger.info("stopped after epoch %d: %s", state.epoch, state.stopped)
+
+
+def _selection_metric(state: _State, row: dict[str, float], configured: str,
+                      meta: dict[str, object]) -> str:
+    """The metric choosing best.pt this epoch: ``configured`` until it is NaN, then
+    FALLBACK_METRIC for the rest of the run (logged, and recorded as the checkpoint's
+    ``selected_by``); the best epoch so far keeps its place, compared by the fallback."""
+    metric = state.select_metric or configured
+    if metric != FALLBACK_METRIC and math.isnan(row[metric]) and not math.isnan(row[FALLBACK_METRIC]):
+        logger.warning("%s is NaN at epoch %d (the val split lacks a class, or predicts one class "
+                       "only); best.pt is chosen by %s from now on", metric, int(row["epoch"]),
+                       FALLBACK_METRIC)
+        metric = FALLBACK_METRIC
+        best = next((r for r in state.history if r["epoch"] == state.best_epoch), None)
+        state.best_score = best[metric] if best is not None else math.nan
+        meta["selected_by"] = metric
+        meta["selected_by_reason"] = f"{configured} was NaN at epoch {int(row['epoch'])}"
+    state.select_metric = metric
+    return metric
 
 
 @contextmanager
@@ -838,8 +865,66 @@ def train(config: RunConfig, *, checkpoints_root: Path = Path("checkpoints"), re
             runs.write_text(paths.config, to_toml(config))
             artifacts.save_class_distribution(paths, class_distribution(ds))
         _run_epochs(loop, state, paths=paths, meta=meta, on_epoch_end=on_epoch_end)
-        logger.info("best epoch %d: %s %.4f", state.best_epoch, config.train.select_metric,
-                    state.best_score)
+        selected_by = state.select_metric or config.train.select_metric
+        logger.info("best epoch %d: %s %.4f", state.best_epoch, selected_by, state.best_score)
     return TrainResult(run_dir=paths.run_dir, best_epoch=state.best_epoch,
                        best_score=state.best_score, history=state.history,
-                       seconds=time.perf_counter() - started)
+                       seconds=time.perf_counter() - started, selected_by=selected_by)
+
+
+# ---------------------------------------------------------------- one config, several seeds
+
+def _seed_command(command: Sequence[str], *, name: str, seed: int) -> list[str]:
+    """The command line that trains this one seed: ``--seeds ...`` replaced by
+    ``--name NAME-sK --seed K`` (the run folder's config.toml repeats it too)."""
+    out: list[str] = []
+    skipping = False
+    for arg in command:
+        if arg == "--seeds" or arg.startswith("--seeds="):
+            skipping = arg == "--seeds"
+            continue
+        if skipping and not arg.startswith("-"):
+            continue
+        skipping = False
+        out.append(arg)
+    cleaned: list[str] = []
+    drop_next = False
+    for arg in out:          # the base run's --name / --seed give way to this seed's
+        if drop_next:
+            drop_next = False
+            continue
+        if arg in ("--name", "--seed"):
+            drop_next = True
+            continue
+        if arg.startswith(("--name=", "--seed=")):
+            continue
+        cleaned.append(arg)
+    return [*cleaned, "--name", name, "--seed", str(seed)]
+
+
+def train_seeds(config: RunConfig, seeds: Sequence[int], *, checkpoints_root: Path = Path("checkpoints"),
+                command: Sequence[str] | None = None, overwrite: bool = False, dataset: Dataset | None = None,
+                recipe_choices: Sequence[artifacts.RecipeChoice] = ()) -> list[TrainResult]:
+    """Train ``config`` once per seed, one after the other, into ``NAME-s<seed>`` folders
+    (``runs.seed_run_names``): each a complete run of its own, its seed in its config.
+
+    Every name is checked before the first run starts: an existing run of one of these names
+    is refused (``overwrite`` replaces them), so a half-done set is never mixed with an old one.
+    """
+    names = runs.seed_run_names(config.name, seeds)
+    if not overwrite:
+        for name in names:
+            paths = runs.RunPaths(name, checkpoints_root=Path(checkpoints_root))
+            existing = [f for f in _RUN_FILES if (paths.run_dir / f).exists()]
+            if existing:
+                raise RunError(f"{paths.run_dir}: a run already exists ({', '.join(existing)}); "
+                               "--seeds makes new runs: use another --name, or --overwrite")
+    base = list(command) if command is not None else list(sys.argv)
+    results: list[TrainResult] = []
+    for name, seed in zip(names, seeds):
+        logger.info("seed %d: training %s (%d of %d)", seed, name, len(results) + 1, len(names))
+        run_config = replace(config, name=name, train=replace(config.train, seed=seed))
+        results.append(train(run_config, checkpoints_root=checkpoints_root, overwrite=overwrite,
+                             command=_seed_command(base, name=name, seed=seed), dataset=dataset,
+                             recipe_choices=recipe_choices))
+    return results
