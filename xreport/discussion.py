@@ -317,7 +317,7 @@ def limitations(metrics: artifacts.Metrics | None, *,
                 distribution: artifacts.ClassDistribution | None = None,
                 leakage: Mapping[str, object] | None = None, split: str = "test",
                 synthetic: str | None = None, seed: int | None = None, external: bool = False,
-                source: str = "") -> list[Item]:
+                source: str = "", image_sizes: int | None = None) -> list[Item]:
     """What the report cannot claim, generated from the facts, each with the number it rests
     on: synthetic data, one seed, the evaluated split's size and interval width, duplicates
     across splits, no external validation, imbalance, a collapsed or baseline-level model."""
@@ -345,6 +345,10 @@ def limitations(metrics: artifacts.Metrics | None, *,
                            "data-leakage", n=total))
     if not external:
         items.append(_item("limitations.no_external", "data", source=source))
+    if image_sizes is not None and image_sizes > 1:
+        # Sizes that differ by class (or by source) let a model tell classes apart by size or
+        # resampling artefacts rather than by the findings.
+        items.append(_item("limitations.mixed_sizes", "data", n=image_sizes))
     found = train_imbalance(distribution)
     if found is not None and found["ratio"] >= IMBALANCE_RATIO:
         items.append(_item("limitations.imbalance", "data-distribution", cls=found["majority"],
