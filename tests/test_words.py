@@ -15,6 +15,8 @@ def test_equal_quantities_print_equal_and_no_scientific_notation() -> None:
     assert acc != bacc and abs(acc - bacc) < 1e-12
     assert render.num(acc) == render.num(bacc) == "0.788"
     assert render.num(0.7875) == render.num(0.7875000000000001)
+    from xreport import charts                      # chart labels follow the same rule
+    assert charts._fmt(acc) == charts._fmt(bacc) == render.num(acc)
     assert render.pct(0.14125) == render.pct(0.14125000000000001) == "14.1%"
     # Tiny values among 3-decimal numbers: a bound, never 9.47e-04 or 1.97e-05.
     assert render.num(1.97e-05) == "< 0.001" and render.num(-1.97e-05) == "> -0.001"
