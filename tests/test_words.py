@@ -315,3 +315,14 @@ def test_a_model_that_learned_nothing_gets_no_strength_from_its_sanity_check() -
     m["accuracy"]["ci95"] = [0.125, 0.125]
     lim = [i["key"] for i in discussion.limitations(m, seed=0)]
     assert "limitations.test_size_degenerate" in lim and "limitations.test_size" not in lim
+
+
+def test_collapse_rule_on_binary_and_imbalanced_splits() -> None:
+    from xreport import metrics
+
+    names = ["normal", "lesion"]
+    # The quick demo: 118 of 120 balanced images called normal -> collapsed.
+    assert metrics.collapsed([[60, 0], [58, 2]], names)["cls"] == "normal"
+    # 95% majority answers on an 80/20 split: leaning, not collapse.
+    assert metrics.collapsed([[78, 2], [17, 3]], names) is None
+    assert metrics.collapsed([[50, 10], [10, 50]], names) is None
