@@ -326,3 +326,18 @@ def test_collapse_rule_on_binary_and_imbalanced_splits() -> None:
     # 95% majority answers on an 80/20 split: leaning, not collapse.
     assert metrics.collapsed([[78, 2], [17, 3]], names) is None
     assert metrics.collapsed([[50, 10], [10, 50]], names) is None
+
+
+def test_the_pointing_game_interval_agrees_with_its_exact_test() -> None:
+    from xreport import verdicts
+
+    # The quick demo: no peak in any of 60 lesions with a 4% chance each. The one-sided test
+    # (more hits than chance?) cannot reject, and even "fewer" would be weak (P(0 hits) = 0.086),
+    # so the interval must include 0 (a bootstrap said [-0.044, -0.036]).
+    stat = verdicts.paired(np.zeros(60), np.full(60, 0.04), higher_is_better=True, margin=0.05,
+                           test="poisson_binomial")
+    assert stat["p_value"] == pytest.approx(1.0) and stat["ci95"][0] < 0 < stat["ci95"][1]
+    assert stat["verdict"] == "not_distinguishable"
+    strong = verdicts.paired(np.r_[np.ones(9), np.zeros(55)], np.full(64, 0.04), higher_is_better=True,
+                             margin=0.05, test="poisson_binomial")
+    assert strong["ci95"][0] > 0 and strong["p_value"] < 0.001
