@@ -196,7 +196,7 @@ def test_limitations_are_generated_from_the_facts() -> None:
                     "limitations.exact_only", "limitations.no_external", "limitations.imbalance",
                     "limitations.collapsed", "limitations.near_baseline"]
     size = items[2]["params"]
-    assert size["n"] == 400 and size["width_pct"] == pytest.approx(size["hi"] - size["lo"])
+    assert size["n"] == 400 and size["width"] == pytest.approx(size["hi"] - size["lo"])
     real = discussion.limitations(m, leakage={"pairs": [], "total": 3}, seed=1, external=True, image_sizes=37)
     assert "limitations.mixed_sizes" in [i["key"] for i in real]
     assert "limitations.synthetic" not in [i["key"] for i in real]

@@ -172,7 +172,7 @@ def wide_interval(metrics: artifacts.Metrics, *, split: str = "test") -> list[It
     if lo is None or hi is None or hi - lo <= CI_WIDTH:
         return []
     key = "discussion.wide_ci" if split == "test" else "discussion.wide_ci_val"
-    return [_item(key, "results-overall", n=int(metrics.get("n", 0)), width_pct=hi - lo)]
+    return [_item(key, "results-overall", n=int(metrics.get("n", 0)), width=hi - lo)]
 
 
 def weak_class(metrics: artifacts.Metrics) -> list[Item]:
@@ -333,7 +333,7 @@ def limitations(metrics: artifacts.Metrics | None, *,
     items.append(_item("limitations.one_seed", "training", seed=seed if seed is not None else "—"))
     if metrics and lo is not None and hi is not None and width is not None and width > 0:
         items.append(_item("limitations.test_size", "results-overall", n=int(metrics.get("n", 0)),
-                           split=_split_word(split), lo=lo, hi=hi, width_pct=width))
+                           split=_split_word(split), lo=lo, hi=hi, width=width))
     elif metrics and lo is not None:
         # Every resample gives the same accuracy (a constant answer on a stratified bootstrap):
         # the interval's width says nothing about the uncertainty, so it is not quoted as such.
