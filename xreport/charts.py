@@ -34,6 +34,7 @@ from .artifacts import HISTORY_COLUMNS
 from .metrics import curve_area, value_of
 from .errors import ReportError
 from .labels import short_labels, size_text
+from .render import rounded
 from .runs import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -210,9 +211,10 @@ def _series_style(i: int) -> SeriesStyle:
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
+    # The documents' one rounding rule (render.rounded), so a chart and its table agree.
     if value is None or not math.isfinite(value):
         return "–"
-    return f"{value:.{digits}f}"
+    return f"{rounded(float(value), digits):.{digits}f}"
 
 
 def _ci(v: object) -> tuple[float, float] | None:

@@ -172,7 +172,7 @@ def wide_interval(metrics: artifacts.Metrics, *, split: str = "test") -> list[It
     if lo is None or hi is None or hi - lo <= CI_WIDTH:
         return []
     key = "discussion.wide_ci" if split == "test" else "discussion.wide_ci_val"
-    return [_item(key, "results-overall", n=int(metrics.get("n", 0)), width_pct=hi - lo)]
+    return [_item(key, "results-overall", n=int(metrics.get("n", 0)), width=hi - lo)]
 
 
 def weak_class(metrics: artifacts.Metrics) -> list[Item]:
@@ -333,7 +333,7 @@ def limitations(metrics: artifacts.Metrics | None, *,
                 distribution: artifacts.ClassDistribution | None = None,
                 leakage: Mapping[str, object] | None = None, split: str = "test",
                 synthetic: str | None = None, seed: int | None = None, external: bool = False,
-                source: str = "") -> list[Item]:
+                source: str = "", image_sizes: int | None = None) -> list[Item]:
     """What the report cannot claim, generated from the facts, each with the number it rests
     on: synthetic data, one seed, the evaluated split's size and interval width, duplicates
     across splits, no external validation, imbalance, a collapsed or baseline-level model."""
@@ -349,7 +349,7 @@ def limitations(metrics: artifacts.Metrics | None, *,
     items.append(_item("limitations.one_seed", "training", seed=seed if seed is not None else "—"))
     if metrics and lo is not None and hi is not None and width is not None and width > 0:
         items.append(_item("limitations.test_size", "results-overall", n=int(metrics.get("n", 0)),
-                           split=_split_word(split), lo=lo, hi=hi, width_pct=width))
+                           split=_split_word(split), lo=lo, hi=hi, width=width))
     elif metrics and lo is not None:
         # Every resample gives the same accuracy (a constant answer on a stratified bootstrap):
         # the interval's width says nothing about the uncertainty, so it is not quoted as such.
@@ -361,6 +361,10 @@ def limitations(metrics: artifacts.Metrics | None, *,
                            "data-leakage", n=total))
     if not external:
         items.append(_item("limitations.no_external", "data", source=source))
+    if image_sizes is not None and image_sizes > 1:
+        # Sizes that differ by class (or by source) let a model tell classes apart by size or
+        # resampling artefacts rather than by the findings.
+        items.append(_item("limitations.mixed_sizes", "data", n=image_sizes))
     found = train_imbalance(distribution)
     if found is not None and found["ratio"] >= IMBALANCE_RATIO:
         items.append(_item("limitations.imbalance", "data-distribution", cls=found["majority"],

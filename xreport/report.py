@@ -1070,7 +1070,8 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "limitations": discussion.limitations(
             metrics, distribution=dist, leakage=leakage, split=str(split),
             synthetic=_synthetic_source(meta, dataset, loaded), seed=int(meta.get("seed", run_config.train.seed)),
-            external=bool(data_ref.get("external")), source=str(data_ref.get("source") or name)),
+            external=bool(data_ref.get("external")), source=str(data_ref.get("source") or name),
+            image_sizes=dataset.original_sizes if dataset is not None else None),
         "repro": _repro(meta, run_config, paths, loaded, command),
         "skipped": _skipped(loaded, dataset),
         "failed_charts": figs.failed,

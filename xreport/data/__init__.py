@@ -344,6 +344,7 @@ def _finish_files(name: str, source: Path, kind: str, names: list[str], task: Ta
                   channels: set) -> Dataset:
     return Dataset(name=name, source=str(source), kind=kind, class_names=names, task=task, splits=out,
                    fingerprint=fingerprint, original_size=next(iter(sizes)) if len(sizes) == 1 else None,
+                   original_sizes=len(sizes) or None,
                    original_channels=next(iter(channels)) if len(channels) == 1 else None,
                    skipped=skipped)
 

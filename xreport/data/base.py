@@ -62,6 +62,7 @@ class Dataset:
     splits: dict[str, Split]
     fingerprint: str               # sha256 over the split files (or the generator's parameters)
     original_size: tuple[int, int] | None = None     # (H, W) before preprocessing, when uniform
+    original_sizes: int | None = None                 # how many distinct (H, W) the files have
     original_channels: int | None = None
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}
     # Translations of class_names known from the source (MedMNIST's tables); [] otherwise.
