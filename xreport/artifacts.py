@@ -949,6 +949,14 @@ def load_evaluation(paths: runs.RunPaths | runs.EvaluationPaths, *,
     return typing.cast(Evaluation, data)
 
 
+def record_timings(paths: runs.RunPaths | runs.EvaluationPaths, timings: typing.Mapping[str, float]) -> None:
+    """Merge ``timings`` (stage -> seconds) into metrics.json's ``timings``: the build's stages
+    beside the evaluation's own. Read and written through the one validated load/save."""
+    evaluation = load_evaluation(paths)
+    evaluation["timings"] = {**(evaluation.get("timings") or {}), **timings}
+    save_evaluation(paths, evaluation)
+
+
 def save_evaluation(paths: runs.RunPaths | runs.EvaluationPaths, evaluation: Evaluation) -> None:
     from .limits import REPORT_CLASSES
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import pickle
@@ -202,19 +201,8 @@ def _stage(bar: tqdm, seconds: dict[str, float], key: str, label: str) -> Iterat
 
 def _record_build_seconds(out: runs.EvaluationPaths, seconds: Mapping[str, float]) -> None:
     """The report stages' seconds (figures, html, pdf) go beside the evaluation's own in
-    metrics.json ``timings`` as ``build_<stage>``: one file holds where the time went. Only
-    that key changes (the file is not re-validated or migrated here)."""
-    try:
-        data = json.loads(out.metrics.read_text(encoding="utf-8"))
-        timings = data.get("timings") if isinstance(data, dict) else None
-        if not isinstance(timings, dict):
-            timings = {}
-    except (OSError, ValueError) as exc:  # the report is written; its timing record is not worth failing it
-        logger.warning("build timings not recorded in %s: %s", out.metrics, exc)
-        return
-    timings.update({f"build_{k}": float(v) for k, v in seconds.items() if k != "total"})
-    data["timings"] = timings
-    runs.write_json(out.metrics, data)
+    metrics.json ``timings`` as ``build_<stage>``: one file holds where the time went."""
+    artifacts.record_timings(out, {f"build_{k}": float(v) for k, v in seconds.items() if k != "total"})
 
 
 def render_pdfs(context: Mapping[str, object], *, langs: Sequence[str], out: runs.RunPaths,
