@@ -28,8 +28,9 @@ from matplotlib.image import AxesImage
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from . import artifacts
+from . import artifacts, languages
 from .artifacts import HISTORY_COLUMNS
+from .data.base import SPLITS
 from .metrics import curve_area, value_of
 from .errors import ReportError
 from .runs import atomic_path
@@ -66,8 +67,6 @@ LATIN_FAMILY = "DejaVu Sans"
 
 # ---------------------------------------------------------------- style
 
-# The face of the collection whose glyph shapes follow a language's conventions.
-_LANG_FAMILY = {"zh-TW": "Noto Sans CJK TC", "zh-CN": "Noto Sans CJK SC", "ja": "Noto Sans CJK JP"}
 _chart_lang: contextvars.ContextVar[str | None] = contextvars.ContextVar("chart_lang", default=None)
 
 
@@ -87,8 +86,10 @@ def font_families(lang: str | None = None) -> tuple[str, ...]:
     Only installed names are listed, so matplotlib never warns about a missing family.
     """
     found = _installed_cjk()
-    first = _LANG_FAMILY.get(lang or "")
-    if first in found:
+    # The language's first installed face is the one whose glyph shapes follow its conventions.
+    wanted = languages.language(lang).fonts if lang is not None and lang in languages.codes() else ()
+    first = next((name for name in wanted if name in found), None)
+    if first is not None:
         found = (first,) + tuple(name for name in found if name != first)
     return found + (LATIN_FAMILY,)
 
@@ -260,7 +261,7 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> Path:
 
 # ---------------------------------------------------------------- data
 
-_SPLIT_KEYS = ("train", "val", "test")
+_SPLIT_KEYS = SPLITS   # the known splits first, in their order
 
 
 def _split_label(name: str, t: Translate) -> str:

@@ -1,4 +1,4 @@
-"""The `xreport` command: options -> config -> one library call. No maths here."""
+"""The `xreport` command: options -> one call of the Python API (``xreport.api``). No logic here."""
 from __future__ import annotations
 
 import argparse
@@ -11,21 +11,13 @@ import traceback
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
+from . import __version__, api, languages
+from .data.base import REPORT_SPLITS, SPLITS
 from .errors import XReportError
-from .runs import DEFAULT_CHECKPOINTS, DEFAULT_REPORTS, RunPaths
+from .languages import DEFAULT_LANGS
+from .runs import DEFAULT_CHECKPOINTS, DEFAULT_REPORTS
 
 logger = logging.getLogger("xreport")
-
-
-def _run_paths(value: str, *, checkpoints: Path, reports: Path) -> RunPaths:
-    """A run name, or a path to a run folder or a checkpoint file inside one."""
-    path = Path(value)
-    if path.suffix == ".pt" and path.is_file():
-        path = path.parent
-    if path.is_dir() and (path / "config.toml").exists() and ("/" in value or path.is_absolute()):
-        return RunPaths(path.name, checkpoints_root=path.parent, reports_root=reports)
-    return RunPaths(value, checkpoints_root=checkpoints, reports_root=reports)
 
 
 def _add_roots(p: argparse.ArgumentParser) -> None:
@@ -72,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="run a checkpoint on a split -> predictions.csv, metrics.json")
     e.add_argument("--run", required=True, help="run name, run folder, or checkpoint path")
-    e.add_argument("--split", default="test", choices=("train", "val", "test"))
+    e.add_argument("--split", default="test", choices=SPLITS)
     e.add_argument("--data", help="evaluate on other data (external validation); written to "
                    "reports/NAME/external-<data name>/, never over the run's own files")
     e.add_argument("--out", type=Path, help="folder for predictions.csv, metrics.json, cams/ "
@@ -87,11 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("build", help="render reports/NAME/report.html and PDFs")
     b.add_argument("--run", required=True, help="run name, run folder, or checkpoint path")
-    b.add_argument("--lang", default="en,zh-TW", help="comma list of en, zh-TW, zh-CN")
+    b.add_argument("--lang", default=",".join(DEFAULT_LANGS),
+                   help=f"comma list of {', '.join(languages.codes())} (default: %(default)s)")
     b.add_argument("--format", default="html,pdf", help="comma list of html, pdf")
     b.add_argument("--templates", type=Path, help="a folder with your copy of the templates")
     b.add_argument("--cam", default="gradcam", help="CAM method")
-    b.add_argument("--split", default="test", choices=("test", "val"),
+    b.add_argument("--split", default="test", choices=REPORT_SPLITS,
                    help="the split the report is about; an unlabelled test split gets its "
                    "predictions (predictions.csv) and the report shows the validation metrics")
     b.add_argument("--device", default="auto")
@@ -101,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="set runs side by side in one report")
     c.add_argument("--runs", nargs="+", required=True, metavar="RUN")
     c.add_argument("--name", help="report folder name (default: compare-A-B...)")
-    c.add_argument("--lang", default="en,zh-TW")
+    c.add_argument("--lang", default=",".join(DEFAULT_LANGS),
+                   help=f"comma list of {', '.join(languages.codes())} (default: %(default)s)")
     c.add_argument("--format", default="html,pdf")
     c.add_argument("--device", default="auto")
     _add_roots(c)
@@ -115,72 +109,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from . import config as config_mod
-    from .recipe import resolve
-    from .train import train
-
-    overrides = {
-        "name": args.name, "image_size": args.image_size,
-        "data.dataset": args.dataset, "data.skip_bad_images": args.skip_bad_images,
-        "model.arch": args.arch, "model.pretrained": args.pretrained,
-        "model.weights": args.weights, "train.recipe": args.recipe,
-        "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.lr": args.lr,
-        "train.seed": args.seed, "train.device": args.device, "train.max_steps": args.max_steps,
-    }
-    if args.config:
-        resolved = resolve(config_mod.load_raw(args.config, overrides=overrides), source=str(args.config))
-    else:
-        resolved = resolve(config_mod.apply_overrides({}, overrides), source="command line")
-    cfg = resolved.config
-    for choice in resolved.choices:
-        if choice["rule"] != "base":
-            logger.info("auto recipe: %s = %r (%s)", choice["key"], choice["value"], choice["why"])
-    result = train(cfg, checkpoints_root=args.checkpoints, resume=args.resume,
-                   overwrite=args.overwrite, command=shlex.split(args.command_line),
-                   recipe_choices=resolved.choices)
+    overrides = {key: getattr(args, key) for key in api.SHORT_KEYS}
+    run = api.train(args.config, checkpoints=args.checkpoints, resume=args.resume,
+                    overwrite=args.overwrite, command=shlex.split(args.command_line), **overrides)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one summary line
         return 0
-    print(f"trained {cfg.name}: best epoch {result.best_epoch} "
-          f"({cfg.train.select_metric} {result.best_score:.4f}) -> {result.run_dir}")
+    assert run.trained is not None and run.config is not None  # api.train sets both
+    result = run.trained
+    print(f"trained {run.name}: best epoch {result.best_epoch} "
+          f"({run.config.train.select_metric} {result.best_score:.4f}) -> {result.run_dir}")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_report
-
-    paths = _run_paths(args.run, checkpoints=args.checkpoints, reports=args.reports)
-    out, where = evaluate_report(paths, split=args.split, device=args.device, data=args.data, tta=args.tta,
-                                 cam_method=args.cam, explain=not args.no_cam, out=args.out)
-    metrics = out["metrics"]
+    done = api.evaluate(args.run, split=args.split, device=args.device, data=args.data, tta=args.tta,
+                        cam=args.cam, explain=not args.no_cam, out=args.out,
+                        checkpoints=args.checkpoints, reports=args.reports)
+    metrics = done.metrics
     acc = metrics["accuracy"].get("value") if metrics else None
     summary = f"accuracy {acc:.4f}" if isinstance(acc, float) else "no labels: predictions only"
-    print(f"evaluated {paths.name} on {args.split} ({summary}) -> {where.predictions}, {where.metrics}")
+    print(f"evaluated {done.run.name} on {args.split} ({summary}) -> {done.predictions}, {done.metrics_file}")
     return 0
 
 
 def _build(args: argparse.Namespace) -> int:
-    from .build import build_report
-
-    paths = _run_paths(args.run, checkpoints=args.checkpoints, reports=args.reports)
-    result = build_report(paths, langs=_split_list(args.lang), formats=_split_list(args.format),
-                          templates=args.templates, cam_method=args.cam, device=args.device,
-                          force=args.force, command=args.command_line, split=args.split)
-    how = "cached predictions" if result.reused_predictions else "fresh predictions"
-    print(f"built {paths.name} in {result.seconds['total']:.1f} s ({how}):")
-    for f in result.files:
+    report = api.build(args.run, lang=args.lang, formats=args.format, templates=args.templates,
+                       cam=args.cam, device=args.device, force=args.force, split=args.split,
+                       checkpoints=args.checkpoints, reports=args.reports, command=args.command_line)
+    how = "cached predictions" if report.reused_predictions else "fresh predictions"
+    print(f"built {report.name} in {report.seconds['total']:.1f} s ({how}):")
+    for f in report.files:
         print(f"  {f}")
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .compare import compare_runs
-
-    runs = [_run_paths(r, checkpoints=args.checkpoints, reports=args.reports) for r in args.runs]
-    result = compare_runs(runs, name=args.name, reports_root=args.reports,
-                          langs=_split_list(args.lang), formats=_split_list(args.format),
-                          device=args.device, command=args.command_line)
-    print(f"compared {', '.join(r.name for r in runs)}:")
-    for f in result.files:
+    report = api.build(runs=args.runs, name=args.name, lang=args.lang, formats=args.format,
+                       device=args.device, checkpoints=args.checkpoints, reports=args.reports,
+                       command=args.command_line)
+    print(f"compared {', '.join(report.runs)}:")
+    for f in report.files:
         print(f"  {f}")
     return 0
 
@@ -194,10 +162,6 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _command_line(argv: Sequence[str]) -> str:
-    return " ".join(shlex.quote(a) for a in ["xreport", *argv])
-
-
 COMMANDS = {"train": _train, "evaluate": _evaluate, "build": _build, "compare": _compare,
             "demo": _demo}
 
@@ -206,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    args.command_line = _command_line(argv)
+    args.command_line = api.command_line(argv)
     # A log file on a full disk must not print a traceback of its own; the write that
     # matters (a checkpoint, a report) fails with one line.
     logging.raiseExceptions = False

@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Mapping, NotRequired, Sequence, TypedDict
 
 import numpy as np
 
-from . import artifacts
+from . import artifacts, languages
 from . import metrics as metrics_mod
 from . import runs
 from .metrics import value_of
+from .render import DASH
 from .errors import ConfigError, ReportError, RunError, XReportError
 
 if TYPE_CHECKING:
@@ -236,20 +237,20 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
 def p_text(p: float | None) -> str:
     """A table cell: "0.041" or "< 0.001" (three decimals, so 0.049 never reads as 0.05)."""
     if p is None or not math.isfinite(p):
-        return "—"
+        return DASH
     return "<\u00a00.001" if p < 0.001 else f"{p:.3f}"   # no line break inside "< 0.001"
 
 
 def format_p(p: float | None) -> str:
     """For a sentence: "p = 0.041" or "p < 0.001"."""
     if p is None or not math.isfinite(p):
-        return "p = —"
+        return f"p = {DASH}"
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
 def _signed(x: float | None) -> str:
     if x is None or not math.isfinite(x):
-        return "—"
+        return DASH
     return f"{x:+.3f}".replace("-", "−")
 
 
@@ -440,10 +441,10 @@ def _run_row(run: EvaluatedRun) -> RunRow:
         "best_epoch": meta["epoch"], "selected_by": meta.get("selected_by"),
         "train_time": _duration(_train_seconds(run.history)),
         "n": len(run.ids), "task": run.metrics["task"],
-        "checkpoint_sha256": evaluation["checkpoint"].get("sha256") or "—",
-        "data_fingerprint": evaluation["data"].get("fingerprint") or meta["data_fingerprint"] or "—",
-        "data_source": evaluation["data"].get("source") or "—",
-        "evaluated": str(evaluation["created"] or "")[:16].replace("T", " ") or "—",
+        "checkpoint_sha256": evaluation["checkpoint"].get("sha256") or DASH,
+        "data_fingerprint": evaluation["data"].get("fingerprint") or meta["data_fingerprint"] or DASH,
+        "data_source": evaluation["data"].get("source") or DASH,
+        "evaluated": str(evaluation["created"] or "")[:16].replace("T", " ") or DASH,
     }
 
 
@@ -543,7 +544,7 @@ def compare_context(evaluated: Sequence[EvaluatedRun], *, name: str, reports_roo
     tests = paired_tests(reference, evaluated[1:], n_boot=n_boot, seed=seed)
     n_paired = sum(1 for t in tests if t["paired"])
     class_names = reference.class_names
-    i18n = {lang: artifacts.class_names_in(reference.meta, lang, class_names) for lang in ("zh-TW", "zh-CN")}
+    i18n = {lang: artifacts.class_names_in(reference.meta, lang, class_names) for lang in languages.codes()}
     return {
         "schema": 1, "kind": "compare", "run": name,
         "report_dir": str(out_paths.report_dir.resolve()),
@@ -610,10 +611,9 @@ def compare_runs(run_paths: Sequence[runs.RunPaths], name: str | None, reports_r
                  n_boot: int = N_BOOT, seed: int = 0, progress: bool = True) -> CompareResult:
     """Evaluate stale runs, then write ``reports/compare-A-B/report.html`` and PDFs."""
     from .build import FORMATS, check_choices, check_report_options
-    from .render import LANGS
 
     started = time.perf_counter()
-    langs = check_choices(langs, LANGS, what="lang")
+    langs = check_choices(langs, languages.codes(), what="lang")
     formats = check_choices(formats, FORMATS, what="format")
     check_report_options(device=device, templates=templates)
     _check_runs(run_paths)

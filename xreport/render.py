@@ -30,17 +30,12 @@ from markupsafe import Markup, escape
 
 import xreport
 
+from . import languages
 from .errors import ReportError
 from .runs import atomic_path
 
 logger = logging.getLogger(__name__)
 
-LANGS = ("en", "zh-TW", "zh-CN")
-LANG_LABELS = {"en": "English", "zh-TW": "繁體中文", "zh-CN": "简体中文"}
-# Debian fonts-noto-cjk family per language; the Latin text falls back to DejaVu/Noto.
-PDF_FONTS = {"en": '"DejaVu Sans", "Noto Sans CJK JP", sans-serif',
-             "zh-TW": '"Noto Sans CJK TC", sans-serif',
-             "zh-CN": '"Noto Sans CJK SC", sans-serif'}
 DASH = "—"
 
 
@@ -55,6 +50,11 @@ def templates_root() -> Path:
     if (packaged / "report.html.j2").is_file():
         return packaged
     raise ReportError(f"built-in templates not found in {dev} or {packaged}; reinstall xreport")
+
+
+# The languages are data (templates/i18n/<lang>/language.toml, read by xreport.languages);
+# this is the list at import, for callers that want a constant.
+LANGS = languages.codes()
 
 
 def _search_path(templates_dir: Path | None) -> list[str]:
@@ -435,8 +435,7 @@ def _catalog_files(folder: Path, scope: FileScope) -> dict[str, str]:
 
 def load_catalog(lang: str, templates_dir: Path | None = None) -> dict[str, str]:
     """All ``i18n/<lang>/*.json`` merged; a user's templates folder overrides single keys."""
-    if lang not in LANGS:
-        raise ReportError(f"language {lang!r} is not one of {', '.join(LANGS)}")
+    languages.language(lang)   # an unknown code fails here, in one line
     scope = template_scope(templates_dir)
     catalog = _catalog_files(templates_root() / "i18n" / lang, scope)
     if templates_dir is not None:
@@ -463,7 +462,7 @@ class Messages:
                 raise ReportError(f"message key {key!r} is missing from templates/i18n/en")
         if not params:
             return text
-        if self.lang.startswith("zh"):
+        if not languages.language(self.lang).word_spacing:
             text = tight_class_names(text)
         return format_message(text, {k: _param_text(v) for k, v in params.items()},
                               where=f"message {key!r} ({self.lang})")
@@ -703,16 +702,16 @@ def _globals_for(context: Mapping[str, object], lang: str, *, templates_dir: Pat
     scope = template_scope(templates_dir, report_dir)
     return {"ctx": context, "lang": lang, "t": t, "has_key": t.has, "cname": cname,
             "say": say, "img": _image_source(report_dir, scope, mode=mode),
-            "lang_labels": LANG_LABELS, "mode": mode}
+            "lang_labels": languages.labels(), "mode": mode,
+            "word_spacing": languages.language(lang).word_spacing}
 
 
 def _check_langs(langs: Sequence[str]) -> list[str]:
     langs = list(dict.fromkeys(langs))
     if not langs:
-        raise ReportError("no report language given; choose from " + ", ".join(LANGS))
+        raise ReportError("no report language given; choose from " + ", ".join(languages.codes()))
     for lang in langs:
-        if lang not in LANGS:
-            raise ReportError(f"language {lang!r} is not one of {', '.join(LANGS)}")
+        languages.language(lang)
     return langs
 
 
@@ -800,7 +799,7 @@ def render_html(context: Mapping[str, object], *, langs: Sequence[str],
     t = translator(langs[0], templates_dir)
     with template_errors("report.html.j2"):
         return render_template(env, "report.html.j2",
-            ctx=context, langs=langs, bodies=bodies, lang_labels=LANG_LABELS, t=t,
+            ctx=context, langs=langs, bodies=bodies, lang_labels=languages.labels(), t=t,
             title_key=kind.title_key, **_viewer_assets(context, env),
             css=_read_css(env, "css/report.css"), mobile_css=_read_css(env, "css/mobile.css"))
 
@@ -837,7 +836,7 @@ def render_pdf_html(context: Mapping[str, object], *, lang: str,
     with template_errors("pdf.html.j2"):
         return render_template(env, "pdf.html.j2",
             ctx=context, lang=lang, body=body, t=t, title_key=kind.title_key,
-            font_family=Markup(PDF_FONTS[lang]),
+            font_family=Markup(languages.language(lang).css_fonts),
             css=_read_css(env, "css/report.css"), print_css=_read_css(env, "css/print.css"))
 
 

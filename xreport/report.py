@@ -25,6 +25,7 @@ from .config import from_dict as config_from_dict
 from .data.base import Dataset
 from .errors import ReportError, XReportError
 from .figures import FigurePaths, Figures
+from .render import DASH
 from .runs import EvaluationPaths, RunPaths, sha256_file
 
 if TYPE_CHECKING:
@@ -324,21 +325,23 @@ class SkippedFile(TypedDict):
 
 # ---------------------------------------------------------------- sections
 
+def headline(metrics: artifacts.Metrics) -> list[Headline]:
+    """The summary's four numbers (also the notebook summary's, ``api.Report``)."""
+    ordinal = metrics["ordinal"]
+    binary = metrics["task"] == "binary"
+    return [{"key": "metric.accuracy", "value": metrics["accuracy"]},
+            {"key": "metric.roc_auc" if binary else "metric.roc_auc_macro", "value": metrics["roc_auc"]},
+            {"key": "metric.macro_f1", "value": metrics["macro_avg"]["f1"]},
+            {"key": "metric.qwk", "value": ordinal["qwk"]} if ordinal else
+            {"key": "metric.balanced_accuracy", "value": metrics["balanced_accuracy"]}]
+
+
 def _summary(meta: artifacts.CheckpointMeta, metrics: artifacts.Metrics | None,
              evaluation: artifacts.Evaluation, dataset_name: str) -> Summary:
     versions = meta["versions"]
-    headline: list[Headline] = []
-    if metrics:
-        ordinal = metrics["ordinal"]
-        binary = metrics["task"] == "binary"
-        headline = [{"key": "metric.accuracy", "value": metrics["accuracy"]},
-                    {"key": "metric.roc_auc" if binary else "metric.roc_auc_macro", "value": metrics["roc_auc"]},
-                    {"key": "metric.macro_f1", "value": metrics["macro_avg"]["f1"]},
-                    {"key": "metric.qwk", "value": ordinal["qwk"]} if ordinal else
-                    {"key": "metric.balanced_accuracy", "value": metrics["balanced_accuracy"]}]
     data = evaluation["data"]
     return {
-        "task": metrics["task"] if metrics else meta.get("task", "binary"),
+        "task": metrics["task"] if metrics else meta["task"],
         "num_classes": meta["num_classes"],
         "dataset": dataset_name,
         "arch": meta["arch"],
@@ -346,13 +349,13 @@ def _summary(meta: artifacts.CheckpointMeta, metrics: artifacts.Metrics | None,
         "n_test": data["n"] if "n" in data else (metrics["n"] if metrics else None),
         "date": _minutes(meta["created"]),
         "versions": [(k, versions[k]) for k in SUMMARY_VERSIONS if k in versions],
-        "headline": headline,
+        "headline": headline(metrics) if metrics else [],
     }
 
 
 def _minutes(created: str | None) -> str:
     """An ISO time to the minute ("2026-01-02 10:30"), or a dash."""
-    return str(created or "")[:16].replace("T", " ") or "—"
+    return str(created or "")[:16].replace("T", " ") or DASH
 
 
 def _dataset_name(meta: artifacts.CheckpointMeta, dataset: Dataset | None) -> str:
@@ -621,8 +624,7 @@ def _viewer(explain: artifacts.Explanation, folder: Path,
             "names": {lang: [m.get(n, n) for n in names] for lang, m in mappings.items()}}
 
 
-FAITH_ROWS: tuple[Literal["deletion_auc", "insertion_auc", "road_morf", "road_lerf"], ...] = (
-    "deletion_auc", "insertion_auc", "road_morf", "road_lerf")
+FAITH_ROWS = artifacts.FAITH_SCORES
 LOCALISATION_ROWS: tuple[Literal["pointing_game", "energy_inside"], ...] = ("pointing_game", "energy_inside")
 
 
@@ -703,7 +705,7 @@ def _repro(meta: artifacts.CheckpointMeta, run_config: RunConfig, paths: RunPath
     sha = evaluation["checkpoint"].get("sha256") or (sha256_file(paths.best) if paths.best.is_file() else None)
     train_cmd = shlex.join(str(a) for a in meta["command"]) if meta["command"] is not None else None
     return {"config_toml": config_toml, "seed": meta.get("seed", run_config.train.seed),
-            "checkpoint_path": str(paths.best), "checkpoint_sha256": sha or "—",
+            "checkpoint_path": str(paths.best), "checkpoint_sha256": sha or DASH,
             "data_fingerprint": meta["data_fingerprint"] or evaluation["data"].get("fingerprint"),
             "versions": meta["versions"], "command": command, "train_command": train_cmd,
             "created": meta["created"]}
@@ -845,7 +847,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "data": {
             "dataset": name, "kind": dataset.kind if dataset else data_cfg.get("kind"),
             "source": dataset.source if dataset else data_ref.get("source")
-            or data_cfg.get("dataset", "—"),
+            or data_cfg.get("dataset", DASH),
             "class_names": class_names, "splits": _split_rows(dist, predicted),
             "val_held_out": dist["val_held_out"] if dist else None,
             "predicted": predicted,
