@@ -171,7 +171,7 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
     _check_compatible(run, dataset)
     mean, std = run.meta["mean"], run.meta["std"]
     class_names = list(run.meta["class_names"])
-    task = run.meta.get("task", "binary" if len(class_names) == 2 else "multiclass")
+    task = run.meta["task"]   # an older meta's default is set on load (artifacts)
 
     with _timed(timings, "predict"):
         probs = predict(run.model, target.images, mean=mean, std=std, device=dev,

@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from . import artifacts, runs
-from .data.base import Dataset
+from .data.base import SPLITS, Dataset
 from .errors import XReportError
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ def _example_figures(config: Mapping[str, object], dataset: Dataset | None, make
     from . import charts
 
     examples = None
-    split = next((dataset.splits[s] for s in ("train", "val", "test")
+    split = next((dataset.splits[s] for s in SPLITS
                   if dataset is not None and s in dataset.splits
                   and dataset.splits[s].labels is not None), None)
     if split is not None:

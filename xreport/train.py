@@ -412,8 +412,9 @@ def _static_meta(config: RunConfig, ds: Dataset, *, model: nn.Module, small_stem
     return {
         "arch": config.model.arch, "num_classes": ds.num_classes,
         "class_names": list(ds.class_names),
-        "class_names_zh_tw": list(config.data.class_names_zh_tw or ds.class_names_zh_tw),
-        "class_names_zh_cn": list(config.data.class_names_zh_cn or ds.class_names_zh_cn),
+        # The config's translations win over the source's, language by language.
+        "class_names_i18n": {lang: list(names) for lang, names in
+                             {**ds.class_names_i18n, **config.data.class_names_i18n}.items() if names},
         "task": ds.task, "in_channels": ds.channels, "image_size": config.image_size,
         "small_input_stem": small_stem, "head": head, "dropout": config.model.dropout,
         "loss": loss,
@@ -614,7 +615,7 @@ def _save_epoch(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[
 
 def _restore(loop: _Loop, paths: runs.RunPaths, config: RunConfig) -> _State:
     ckpt = runs.load_checkpoint(paths.last)
-    saved = cast(Mapping[str, object], ckpt.meta.get("config", {}))   # written by _static_meta
+    saved = artifacts.migrate_meta_config(ckpt.meta.get("config", {}), path=paths.last)  # by _static_meta
     _check_resume_config(saved, to_dict(config), path=paths.last)
     _check_resume_world_size(int(cast(int, ckpt.meta.get("world_size", 1))), loop.setup.world_size,
                              path=paths.last)

@@ -193,10 +193,9 @@ def _names_and_task(data_cfg: DataConfig, found: list[str], *, where: str,
     if duplicated:
         raise DataError(f"{where}: class name(s) {', '.join(map(repr, duplicated))} name more than "
                         "one class; each class needs its own name")
-    for key in ("class_names_zh_tw", "class_names_zh_cn"):
-        translated = getattr(data_cfg, key)
+    for lang, translated in data_cfg.class_names_i18n.items():
         if translated and names and len(translated) != len(names):
-            raise DataError(f"{where}: data.{key} has {len(translated)} names but the data has "
+            raise DataError(f"{where}: data.class_names_i18n.{lang} has {len(translated)} names but the data has "
                             f"{len(names)} classes ({', '.join(names)}); give one per class, in order")
     k = len(names)
     if data_cfg.task != "auto":
@@ -270,8 +269,7 @@ def _load_medmnist(source: str, d: DataConfig, p: PreprocessConfig, *, image_siz
     return Dataset(name=name, source=str(path), kind="medmnist", class_names=names, task=task,
                    splits=out, fingerprint=sha256_file(path),
                    original_size=(h, w) if h is not None else None, original_channels=c,
-                   class_names_zh_tw=list(medmnist.CLASS_NAMES_ZH_TW.get(name, [])) if from_table else [],
-                   class_names_zh_cn=list(medmnist.CLASS_NAMES_ZH_CN.get(name, [])) if from_table else [])
+                   class_names_i18n=medmnist.class_names_i18n(name) if from_table else {})
 
 
 def _split_from_files(split: str, files: list[Path], labels: list[int] | None, *, root: Path,

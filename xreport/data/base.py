@@ -7,6 +7,8 @@ from typing import Literal
 import torch
 
 SPLITS = ("train", "val", "test")
+# The splits a report can be about (a train split is never reported on).
+REPORT_SPLITS = ("test", "val")
 Task = Literal["binary", "multiclass", "ordinal"]
 
 
@@ -49,9 +51,8 @@ class Dataset:
     original_size: tuple[int, int] | None = None     # (H, W) before preprocessing, when uniform
     original_channels: int | None = None
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}
-    # Translations of class_names known from the source (MedMNIST's tables); [] otherwise.
-    class_names_zh_tw: list[str] = field(default_factory=list)
-    class_names_zh_cn: list[str] = field(default_factory=list)
+    # Translations of class_names known from the source (MedMNIST's tables), by language.
+    class_names_i18n: dict[str, list[str]] = field(default_factory=dict)
     # The share of each train class held out as val when the source has no val split; None
     # when val came from the source (data.hold_out_val).
     val_held_out: float | None = None
