@@ -80,13 +80,14 @@ class FigureMaker:
 
 def localised_metrics(metrics: artifacts.Metrics, mapping: Mapping[str, str]) -> artifacts.Metrics:
     """A shallow copy with class names translated, for chart legends and axes."""
-    out = dict(metrics)
+    out = metrics.copy()
     out["class_names"] = [mapping.get(n, n) for n in metrics["class_names"]]
     out["per_class"] = [{**row, "class": mapping.get(row["class"], row["class"])}
                         for row in metrics["per_class"]]
-    out["curves"] = {kind: [{**c, "class": mapping.get(c["class"], c["class"])} for c in entries]
-                     for kind, entries in metrics["curves"].items()}
-    return out  # type: ignore[return-value]
+    curves = metrics["curves"]
+    out["curves"] = {"roc": [{**c, "class": mapping.get(c["class"], c["class"])} for c in curves["roc"]],
+                     "pr": [{**c, "class": mapping.get(c["class"], c["class"])} for c in curves["pr"]]}
+    return out
 
 
 @dataclass
@@ -147,7 +148,7 @@ def _example_figures(config: Mapping[str, object], dataset: Dataset | None, make
                   and dataset.splits[s].labels is not None), None)
     if split is not None:
         rng = np.random.default_rng(seed)
-        labels = split.labels.numpy()
+        labels = split.known_labels().numpy()
         picked = [int(i) for c in np.unique(labels)
                   for i in rng.permutation(np.flatnonzero(labels == c))[:EXAMPLES_PER_CLASS]]
         images = [split.images[i].numpy() for i in picked]

@@ -182,9 +182,11 @@ def resolve_small_stem(setting: Literal["auto", "on", "off"] | str, image_size: 
 
 def _first_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d]:
     """(parent module, attribute name, conv) of the stem convolution."""
-    if is_densenet(model):
-        return model.features, "conv0", model.features.conv0
-    return model, "conv1", model.conv1
+    parent, attr = (model.get_submodule("features"), "conv0") if is_densenet(model) else (model, "conv1")
+    conv = parent.get_submodule(attr)
+    if not isinstance(conv, nn.Conv2d):
+        raise ConfigError(f"{type(model).__name__}.{attr} is not a convolution; cannot adapt its stem")
+    return parent, attr, conv
 
 
 def _replace_stem(model: nn.Module, *, in_channels: int, small: bool) -> bool:
@@ -193,14 +195,16 @@ def _replace_stem(model: nn.Module, *, in_channels: int, small: bool) -> bool:
     if small:
         setattr(parent, attr, nn.Conv2d(in_channels, old.out_channels, 3, 1, 1, bias=False))
         if is_densenet(model):
-            model.features.pool0 = nn.Identity()
+            setattr(model.get_submodule("features"), "pool0", nn.Identity())
         else:
             model.maxpool = nn.Identity()
         return True
     if in_channels == old.in_channels:
         return False
-    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
-                    bias=False)
+    # A 2-d convolution's sizes are pairs (Conv2d stores them as tuple[int, ...]).
+    k, s, p = old.kernel_size, old.stride, old.padding
+    new = nn.Conv2d(in_channels, old.out_channels, (k[0], k[1]), (s[0], s[1]),
+                    p if isinstance(p, str) else (p[0], p[1]), bias=False)
     if in_channels == 1:
         # Summing the RGB kernels keeps the response to a grey image equal to the RGB one.
         with torch.no_grad():
@@ -360,9 +364,8 @@ MIN_CAM_GRID = 7
 def _cam_candidates(bare: nn.Module) -> list[tuple[nn.Module, str]]:
     """Candidate CAM layers, deepest first."""
     if is_densenet(bare):
-        f = bare.features
-        return [(f.norm5, "features.norm5"), (f.denseblock3, "features.denseblock3"),
-                (f.denseblock2, "features.denseblock2")]
+        return [(bare.get_submodule(name), name)
+                for name in ("features.norm5", "features.denseblock3", "features.denseblock2")]
     if isinstance(bare, torchvision.models.ResNet):
         return [(bare.layer4[-1], "layer4"), (bare.layer3[-1], "layer3"), (bare.layer2[-1], "layer2")]
     raise ConfigError(f"no CAM target layer known for {type(bare).__name__}; "

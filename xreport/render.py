@@ -718,6 +718,8 @@ def _check_langs(langs: Sequence[str]) -> list[str]:
 def _read_css(env: jinja2.Environment, name: str) -> Markup:
     # CSS (and the viewer's script) go through the loader so a user's folder can override
     # them; they are ours, not data.
+    if env.loader is None:   # make_environment always sets one
+        raise ReportError(f"{name}: the template environment has no loader")
     source, _, _ = env.loader.get_source(env, name)
     return Markup(source.replace("</", "<\\/"))
 

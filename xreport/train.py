@@ -153,7 +153,9 @@ class RngState(TypedDict):
 
 def _rng_state() -> RngState:
     """Global RNG states as tensors and plain lists (weights_only-loadable)."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    if not isinstance(np_state, tuple):   # legacy=True gives the tuple for numpy's MT19937
+        raise TypeError(f"numpy's global generator is not MT19937 ({type(np_state).__name__})")
     py_state = random.getstate()
     state: RngState = {
         "torch": torch.get_rng_state(),
@@ -337,6 +339,7 @@ class SoftOrdinalLoss(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
+        self.weight: torch.Tensor | None   # a buffer: it moves with the module
         self.register_buffer("weight", weight)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -484,7 +487,7 @@ def _train_epoch(loop: _Loop, state: _State, *, epoch: int) -> dict[str, float]:
                disable=not (setup.is_main and sys.stderr.isatty()))
     for step_in_epoch, idx in enumerate(bar, start=1):
         x = loop.prepare(loop.train.images[idx], augment_generator=aug_gen)
-        y = _to_device(loop.train.labels[idx], setup)
+        y = _to_device(loop.train.known_labels()[idx], setup)
         with setup.autocast():
             logits = loop.model(x)
             loss = loop.criterion(logits.float(), y)
@@ -556,12 +559,13 @@ def evaluate_split(loop: _Loop, split: Split) -> dict[str, float]:
     if setup.world_size > 1:
         logits = _gather_logits(logits, idx.to(logits.device), len(split), setup)
     logits = logits.cpu()
-    loss = F.cross_entropy(logits, split.labels, reduction="sum").double()
+    labels = split.known_labels()
+    loss = F.cross_entropy(logits, labels, reduction="sum").double()
     p = logits.softmax(1)
-    cm = confusion(p.argmax(1), split.labels, loop.num_classes)
+    cm = confusion(p.argmax(1), labels, loop.num_classes)
     acc, f1 = accuracy_f1(cm)
     return {"val_loss": float(loss) / len(split), "val_acc": acc, "val_f1": f1,
-            "val_auc": macro_roc_auc(split.labels.numpy(), p.numpy()),
+            "val_auc": macro_roc_auc(labels.numpy(), p.numpy()),
             "val_bacc": balanced_accuracy(cm), "val_qwk": quadratic_kappa(cm)}
 
 
@@ -708,7 +712,7 @@ def _build_loop(config: RunConfig, ds: Dataset, setup: _Setup, *, small_stem: bo
                        freeze_backbone=config.model.freeze_backbone,
                        weights=config.model.weights, head=head)
     memory_format = torch.channels_last if setup.channels_last else torch.contiguous_format
-    bare = bare.to(setup.device, memory_format=memory_format)
+    bare = bare.to(setup.device).to(memory_format=memory_format)
     model: nn.Module = bare
     if setup.world_size > 1:
         device_ids = [setup.device.index] if setup.device.type == "cuda" else None

@@ -6,6 +6,8 @@ from typing import Literal
 
 import torch
 
+from ..errors import DataError
+
 SPLITS = ("train", "val", "test")
 # The splits a report can be about (a train split is never reported on).
 REPORT_SPLITS = ("test", "val")
@@ -30,6 +32,12 @@ class Split:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    def known_labels(self) -> torch.Tensor:
+        """The labels of a split that must have them (train, val; a labelled test split)."""
+        if self.labels is None:
+            raise DataError(f"the {self.name} split has no labels")
+        return self.labels
 
     def class_counts(self, num_classes: int) -> list[int]:
         if self.labels is None:
