@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal, ParamSpec, TypedDict, TypeVar, Union
 
 import matplotlib
 import numpy as np
+from cycler import cycler
 from matplotlib import font_manager, transforms
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
@@ -27,6 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
+from matplotlib.typing import RcKeyType
 
 from . import artifacts, languages
 from .artifacts import HISTORY_COLUMNS
@@ -111,7 +113,7 @@ def chart_language(lang: str | None) -> Iterator[None]:
         _chart_lang.reset(token)
 
 
-def _rc() -> dict[str, object]:
+def _rc() -> dict[RcKeyType, object]:
     return {
         "font.family": list(font_families(_chart_lang.get())),
         "font.size": 8.5,
@@ -132,7 +134,7 @@ def _rc() -> dict[str, object]:
         "axes.axisbelow": True,
         "grid.color": GRID_COLOR,
         "grid.linewidth": 0.6,
-        "axes.prop_cycle": matplotlib.cycler(color=list(PALETTE)),
+        "axes.prop_cycle": cycler(color=list(PALETTE)),
         "lines.linewidth": 1.5,
         "image.cmap": "viridis",
         "svg.hashsalt": "xreport",  # stable ids in SVG output
@@ -204,7 +206,10 @@ def _figure_and_axes(ax: Axes | None, new_figure: Callable[[], Figure]) -> tuple
     """Draw into the caller's ``ax`` (their own layout, as scikit-learn's ``Display.plot(ax=)``)
     and return its figure, or into one axes of a new figure."""
     if ax is not None:
-        return ax.figure, ax
+        fig = ax.get_figure(root=True)   # the Figure to save, also for an axes in a SubFigure
+        if fig is None:
+            raise ReportError("the axes given to draw into belong to no figure")
+        return fig, ax
     fig = new_figure()
     return fig, fig.add_subplot()
 
@@ -972,7 +977,8 @@ def faithfulness_curves(faith: artifacts.Faithfulness, *, t: Translate) -> Figur
                 y = np.asarray(curves[which], dtype=float)
                 # ROAD samples only the interior removal levels; the others span 0..1.
                 x = (np.arange(1, y.size + 1) / (y.size + 1)) if kind == "road" else np.linspace(0.0, 1.0, y.size)
-                style = dict(color=PALETTE[1 + 2 * j]) if which == "cam" else dict(color="#777777", linestyle="--")
+                style: dict[str, str | int] = (dict(color=PALETTE[1 + 2 * j]) if which == "cam"
+                                               else dict(color="#777777", linestyle="--"))
                 if j:
                     style["marker"] = "o" if which == "cam" else "s"
                     style["markersize"] = 3
@@ -1019,13 +1025,16 @@ def sanity_similarity(sanity: artifacts.Sanity, *, t: Translate) -> Figure:
     ax = fig.subplots()
     labels = [t("chart.sanity.trained")] + [_lit(st.get("randomised", "?"), limit=22) for st in stages]
     x = np.arange(len(labels))
-    for i, (key, name) in enumerate((("spearman", t("chart.sanity.spearman")), ("ssim", t("chart.sanity.ssim")))):
-        means = [1.0] + [value_of((st.get(key) or {}).get("mean")) for st in stages]
-        sds = [0.0] + [value_of((st.get(key) or {}).get("sd_seeds")) or 0.0 for st in stages]
+    series = [([st.get("spearman") for st in stages], t("chart.sanity.spearman")),
+              ([st.get("ssim") for st in stages], t("chart.sanity.ssim"))]
+    for i, (similarities, name) in enumerate(series):
+        means = [1.0] + [value_of(s.get("mean")) if s else None for s in similarities]
+        sds = [0.0] + [(value_of(s.get("sd_seeds")) if s else None) or 0.0 for s in similarities]
         y = np.array([np.nan if m is None else m for m in means], dtype=float)
         ax.errorbar(x, y, yerr=np.array(sds, dtype=float), label=name, capsize=3,
                     marker="o" if i == 0 else "s", color=PALETTE[i], linestyle="-" if i == 0 else "--")
-    limit = value_of(((stages[-1].get("spearman") or {}).get("limit")))
+    last = stages[-1].get("spearman")
+    limit = value_of(last.get("limit")) if last else None
     if limit is not None:
         ax.axhline(limit, color="#777777", linestyle=":", linewidth=1, label=t("chart.sanity.limit"))
     ax.set_xticks(x)

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence, cast
+from typing import TYPE_CHECKING, Sequence, TypedDict, cast
 
 import numpy as np
 import torch
@@ -129,7 +129,7 @@ def predict(model: torch.nn.Module, images: torch.Tensor, *, mean: Sequence[floa
 
 def check_outputs(probs: np.ndarray, ids: Sequence[str], *, path: Path) -> None:
     """NaN outputs: name the checkpoint and the first image instead of writing NaN rows."""
-    bad = np.flatnonzero(~np.isfinite(probs).all(axis=1)) if probs.size else []
+    bad = np.flatnonzero(~np.isfinite(probs).all(axis=1)) if probs.size else np.zeros(0, dtype=np.intp)
     if len(bad):
         raise CheckpointError(f"{path}: the model outputs NaN or infinite values for {len(bad)} "
                               f"image(s), first {ids[int(bad[0])]!r}; the checkpoint is not usable")
@@ -218,7 +218,7 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
         # As written; artifacts.load_evaluation reads it back as an artifacts.Explanation.
         "explain": cast("artifacts.Explanation | None", explanation),
         "timings": timings,
-        "skipped": list(dataset.skipped),
+        "skipped": [{"file": s["file"], "reason": s["reason"]} for s in dataset.skipped],
     }
     artifacts.save_evaluation(out, result)
     logger.debug("wrote %s and %s", out.predictions, out.metrics)
@@ -276,8 +276,17 @@ class NormalizedView:
         return normalize_batch(self.images[index], self.mean, self.std)
 
 
+class ExplainBudget(TypedDict):
+    faithfulness_n: int
+    sanity_n: int
+    faithfulness_steps: int
+    random_per_image: int
+    sanity_seeds: int
+    batch_size: int
+
+
 # Images, curve steps, random maps per image and cascade seeds of the explanation checks.
-EXPLAIN_BUDGET: dict[str, dict[str, int]] = {
+EXPLAIN_BUDGET: dict[str, ExplainBudget] = {
     "cpu": {"faithfulness_n": 64, "sanity_n": 16, "faithfulness_steps": 4, "random_per_image": 2,
             "sanity_seeds": 3, "batch_size": 128},
     "cuda": {"faithfulness_n": 64, "sanity_n": 16, "faithfulness_steps": 10, "random_per_image": 4,
@@ -286,7 +295,7 @@ EXPLAIN_BUDGET: dict[str, dict[str, int]] = {
 
 
 def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: runs.EvaluationPaths,
-                     method: str, seed: int, device: torch.device, task: str = "binary",
+                     method: str, seed: int, device: torch.device, task: artifacts.Task = "binary",
                      split_name: str = "test") -> ExplainSummary:
     """CAM gallery, faithfulness, sanity check (and localisation on phantom data), and the
     interactive viewer's data; the figures stage draws the gallery's overlays while the
@@ -303,7 +312,7 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: ru
     # the verdicts' power comes from the 64 paired images, not the curve's resolution).
     budget = EXPLAIN_BUDGET["cuda" if device.type == "cuda" else "cpu"]
     summary, gallery_cams = explain.explain_split(
-        run.model, x, y_true=split.labels.numpy(), probs=probs,
+        run.model, x, y_true=split.known_labels().numpy(), probs=probs,
         class_names=list(run.meta["class_names"]), target_layer=layer, layer_name=layer_name,
         method=method, masks=split.masks, seed=seed, device=device, **budget)
     draw_cam_gallery(summary["gallery"], gallery_cams, split.images, split.ids, out=out)
@@ -316,7 +325,7 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: ru
 
 def write_viewer_data(run: LoadedRun, split: Split, probs: np.ndarray, *, layer: torch.nn.Module,
                       layer_name: str, gallery_rows: Sequence[int], out: runs.EvaluationPaths,
-                      method: str, task: str, split_name: str, device: torch.device) -> artifacts.ViewerRef:
+                      method: str, task: artifacts.Task, split_name: str, device: torch.device) -> artifacts.ViewerRef:
     """viewer.json: the gallery's images and the most and least confident ones, with a map for
     every class (one batched pass). Returns the reference that metrics.json keeps."""
     from . import explain, viewer
@@ -326,7 +335,7 @@ def write_viewer_data(run: LoadedRun, split: Split, probs: np.ndarray, *, layer:
     x = NormalizedView(split.images, run.meta["mean"], run.meta["std"])
     index = torch.tensor(rows, dtype=torch.long)
     maps = explain.viewer_maps(run.model, x[index], target_layer=layer, method=method, device=device)
-    data = viewer.build_viewer(split.images, split.ids, split.labels.numpy(), probs, maps, rows, sets,
+    data = viewer.build_viewer(split.images, split.ids, split.known_labels().numpy(), probs, maps, rows, sets,
                                class_names=list(run.meta["class_names"]), task=task, split=split_name,
                                method=method, layer=layer_name)
     artifacts.save_viewer(out, data)

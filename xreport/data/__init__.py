@@ -268,8 +268,8 @@ def _load_medmnist(source: str, d: DataConfig, p: PreprocessConfig, *, image_siz
     from_table = bool(table) and names == table   # not renamed by data.class_names
     return Dataset(name=name, source=str(path), kind="medmnist", class_names=names, task=task,
                    splits=out, fingerprint=sha256_file(path),
-                   original_size=(h, w) if h is not None else None, original_channels=c,
-                   class_names_i18n=medmnist.class_names_i18n(name) if from_table else {})
+                   original_size=(int(h), int(w)) if h is not None and w is not None else None,
+                   original_channels=c, class_names_i18n=medmnist.class_names_i18n(name) if from_table else {})
 
 
 def _split_from_files(split: str, files: list[Path], labels: list[int] | None, *, root: Path,
@@ -437,10 +437,10 @@ def raw_examples(data_cfg: DataConfig, n_per_class: int, seed: int, *,
     kind, source = resolve_source(data_cfg)
     if kind == "phantom":
         n = getattr(data_cfg, f"phantom_{split}")
-        images, labels, _m = phantom.generate(n, size=data_cfg.phantom_size, classes=data_cfg.phantom_classes,
-                                              ordinal=data_cfg.phantom_ordinal,
-                                              seed=_phantom_seed(data_cfg.phantom_seed, split))
-        return [(images[i, 0], int(labels[i])) for i in _pick(labels, n_per_class, rng)]
+        images, ph_labels, _m = phantom.generate(n, size=data_cfg.phantom_size, classes=data_cfg.phantom_classes,
+                                                 ordinal=data_cfg.phantom_ordinal,
+                                                 seed=_phantom_seed(data_cfg.phantom_seed, split))
+        return [(images[i, 0], int(ph_labels[i])) for i in _pick(ph_labels, n_per_class, rng)]
     if kind == "medmnist":
         path = Path(source)
         with np.load(path, allow_pickle=False) as npz:
@@ -448,8 +448,8 @@ def raw_examples(data_cfg: DataConfig, n_per_class: int, seed: int, *,
         if not present:
             raise DataError(f"{path}: no split with images")
         arrays, _k = medmnist.read_npz(path, (present[0],), num_classes=None)
-        images, labels = arrays[present[0]]
-        return [(_hwc(images[i]), int(labels[i])) for i in _pick(labels, n_per_class, rng)]
+        images, npz_labels = arrays[present[0]]
+        return [(_hwc(images[i]), int(npz_labels[i])) for i in _pick(npz_labels, n_per_class, rng)]
     files, labels = _file_split(kind, Path(source), split, configured=data_cfg.class_names)
     out: list[tuple[np.ndarray, int | None]] = []
     label_arr = np.asarray(labels if labels is not None else [-1] * len(files))

@@ -60,8 +60,7 @@ def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                     raise DataError(f"{path}: {width}x{height} pixels exceeds the limit of "
                                     f"{max_pixels} (possible decompression bomb)")
                 im.load()
-                im = ImageOps.exif_transpose(im)
-                return _to_uint8(im)
+                return _to_uint8(ImageOps.exif_transpose(im))
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
