@@ -125,7 +125,7 @@ class Report:
         if self.evaluation is not None:
             metrics = artifacts.load_evaluation(runs.EvaluationPaths(self.evaluation.parent, self.name))["metrics"]
             for item in headline(metrics) if metrics else []:
-                rows.append(f"<tr><th>{html.escape(t(item['key']))}</th>"
+                rows.append(f'<tr><th style="text-align:left">{html.escape(t(item["key"]))}</th>'
                             f"<td>{render.fmt(item['value'], say=say)}</td></tr>")
         links = ([(t("notebook.html"), self.html)] if self.html is not None else []) + \
             [(t("notebook.pdf", language=languages.labels().get(lang_, lang_)), pdf) for lang_, pdf in self.pdfs.items()]
