@@ -59,3 +59,11 @@ def test_a_meta_without_a_task_reads_one_way_everywhere(classes, task):
     summary = report._summary(meta, None, evaluation, "phantom")  # type: ignore[arg-type]
     assert summary["task"] == task
 
+
+
+def test_the_p_value_and_signed_formats_are_render_s():
+    from xreport import compare, render
+
+    assert (compare.p_text, compare.format_p, compare._signed) == (render.pval, render.p_phrase, render.signed)
+    assert [render.pval(p) for p in (0.0492, 0.0004, None)] == ["0.049", "<\u00a00.001", "—"]
+    assert render.signed(-0.0341) == "−0.034" and render.p_phrase(0.0004) == "p < 0.001"

@@ -28,7 +28,7 @@ from . import artifacts, languages
 from . import metrics as metrics_mod
 from . import runs
 from .metrics import value_of
-from .render import DASH
+from .render import DASH, p_phrase, pval, signed
 from .errors import ConfigError, ReportError, RunError, XReportError
 
 if TYPE_CHECKING:
@@ -234,24 +234,8 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
     return out
 
 
-def p_text(p: float | None) -> str:
-    """A table cell: "0.041" or "< 0.001" (three decimals, so 0.049 never reads as 0.05)."""
-    if p is None or not math.isfinite(p):
-        return DASH
-    return "<\u00a00.001" if p < 0.001 else f"{p:.3f}"   # no line break inside "< 0.001"
-
-
-def format_p(p: float | None) -> str:
-    """For a sentence: "p = 0.041" or "p < 0.001"."""
-    if p is None or not math.isfinite(p):
-        return f"p = {DASH}"
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
-
-
-def _signed(x: float | None) -> str:
-    if x is None or not math.isfinite(x):
-        return DASH
-    return f"{x:+.3f}".replace("-", "−")
+# Number formats have one owner, render; the names stay for this module's callers.
+p_text, format_p, _signed = pval, p_phrase, signed
 
 
 def _verdict(delta: float, significant: bool, words: tuple[str, str, str, str, str]) -> str:

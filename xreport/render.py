@@ -575,6 +575,28 @@ def ci(v: object, digits: int = 3) -> str:
     return ""
 
 
+def pval(p: float | None) -> str:
+    """A p-value for a table cell: "0.041" or "< 0.001" (three decimals, so 0.049 never
+    reads as 0.05)."""
+    if p is None or not math.isfinite(p):
+        return DASH
+    return "<\u00a00.001" if p < 0.001 else f"{p:.3f}"   # no line break inside "< 0.001"
+
+
+def p_phrase(p: float | None) -> str:
+    """A p-value for a sentence: "p = 0.041" or "p < 0.001"."""
+    if p is None or not math.isfinite(p):
+        return f"p = {DASH}"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def signed(x: float | None) -> str:
+    """A difference with its sign, the minus typeset: "+0.012", "−0.034"."""
+    if x is None or not math.isfinite(x):
+        return DASH
+    return f"{x:+.3f}".replace("-", "−")
+
+
 def fmt(v: object, digits: int = 3, *, say: Callable[[object], str] | None = None) -> Markup:
     """A metric value for a table cell: "0.912 (0.889–0.934)", or "—" with the reason
     (a reason message is worded by ``say``, the template's language)."""
