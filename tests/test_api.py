@@ -86,6 +86,11 @@ def test_api_trains_and_evaluates_a_tiny_phantom_run(tmp_path):
     assert run.trained is not None and run.trained.best_epoch == 1 and run.checkpoint.is_file()
     assert run.config is not None and run.config.train.epochs == 1 and run.config.train.max_steps == 2
     assert api.open_run(str(run.checkpoint)).run_dir == run.run_dir
+    # The report's training command is the call, not the interpreter's argv.
+    from xreport import artifacts
+
+    assert artifacts.load_checkpoint_meta(run.checkpoint)["command"] == [
+        "xreport.api.train", str(config), "epochs=1", "max_steps=2"]
 
     done = api.evaluate(run, split="val", explain=False)
     assert done.paths.folder == tmp_path / "reports" / "tiny" / "val" and done.metrics is not None

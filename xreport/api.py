@@ -197,9 +197,11 @@ def train(config: ConfigLike = None, *, checkpoints: Path | str = DEFAULT_CHECKP
     for choice in resolved.choices:
         if choice["rule"] != "base":
             logger.info("auto recipe: %s = %r (%s)", choice["key"], choice["value"], choice["why"])
+    if command is None:   # the call, as the report's "training command" (not the kernel's argv)
+        command = ["xreport.api.train", *([str(config)] if isinstance(config, (str, Path)) else []),
+                   *(f"{key}={value!r}" for key, value in overrides.items())]
     result = train_run(resolved.config, checkpoints_root=Path(checkpoints), resume=resume,
-                       overwrite=overwrite, command=list(command) if command is not None else None,
-                       recipe_choices=resolved.choices)
+                       overwrite=overwrite, command=list(command), recipe_choices=resolved.choices)
     paths = RunPaths(resolved.config.name, checkpoints_root=Path(checkpoints), reports_root=Path(reports))
     return Run(paths, trained=result, config=resolved.config)
 
