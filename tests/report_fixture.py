@@ -54,7 +54,9 @@ def make_run(root: Path, *, name: str = "fixture_run", class_names: tuple[str, .
     cfg = xconfig.RunConfig(
         name=name, image_size=32,
         data=xconfig.DataConfig(dataset="phantom", phantom_size=32, phantom_train=24, phantom_val=12,
-                                phantom_test=n_test),
+                                phantom_test=n_test,
+                                # the names the checkpoint records (classes match by name)
+                                class_names=tuple(class_names) if k == 2 else ()),
         train=xconfig.TrainConfig(epochs=6, batch_size=16, imbalance="sampler", seed=seed))
     runs.write_text(paths.config, xconfig.to_toml(cfg))
 

@@ -118,15 +118,15 @@ def test_checkpoint_meta_is_validated_on_load(copy: runs.RunPaths) -> None:
 
 
 def test_history_round_trip_reads_empty_cells_as_none_and_refuses_text(copy: runs.RunPaths) -> None:
-    rows = [{c: float(i) for c in artifacts.HISTORY_COLUMNS} for i in range(1, 4)]
+    rows = [{c: i / 10 for c in artifacts.HISTORY_COLUMNS} for i in range(1, 4)]   # rates in [0, 1]
     rows[1]["val_auc"] = float("nan")
-    for row in rows:
-        row["epoch"] = int(row["epoch"])
+    for i, row in enumerate(rows, start=1):
+        row["epoch"] = i
     artifacts.save_history(copy, rows)
     loaded = artifacts.load_history(copy)
     assert [r["epoch"] for r in loaded] == [1, 2, 3] and loaded[1]["val_auc"] is None
-    assert loaded[2]["lr"] == 3.0
-    copy.history.write_text(copy.history.read_text().replace("3.0", "three", 1), encoding="utf-8")
+    assert loaded[2]["lr"] == 0.3
+    copy.history.write_text(copy.history.read_text().replace("0.3", "three", 1), encoding="utf-8")
     with pytest.raises(ReportError, match=r"history.csv: row 3 column \w+ must be a number, not 'three'"):
         artifacts.load_history(copy)
     copy.history.unlink()
@@ -139,7 +139,7 @@ def test_predictions_round_trip(copy: runs.RunPaths) -> None:
     ids, y_true, loaded = artifacts.load_predictions(copy)
     assert ids == ["a.png", "007"] and y_true.tolist() == [1, 0] and np.allclose(loaded, probs)
     # The predicted class is named beside its index.
-    assert copy.predictions.read_text().splitlines()[1] == "a.png,1,1,PNEUMONIA,0.250000,0.750000"
+    assert copy.predictions.read_text().splitlines()[1] == "a.png,1,1,PNEUMONIA,0.25,0.75"
     artifacts.save_predictions(copy, ["x"], None, probs[:1], class_names=["NORMAL", "PNEUMONIA"])
     assert artifacts.load_predictions(copy).y_true is None
 

@@ -135,3 +135,10 @@ def test_zoo_results_hold_means_and_choices_per_set() -> None:
             values = [s[f"test_{metric}"] for s in seeds]
             assert abs(entry[f"test_{metric}_mean"] - sum(values) / len(values)) < 1e-3, name
         assert entry["minutes_per_seed"] > 0 and entry["chosen"], name
+
+
+@pytest.mark.slow
+def test_build_classes_smoke_caps_what_the_report_shows(tmp_path: Path) -> None:
+    result = run_smoke("build_classes.py", tmp_path / "classes.json")
+    assert result["classes"] == 30 and result["build"]["seconds"] > 0
+    assert result["build"]["peak_rss_mib"] > 0 and result["build"]["disk_mib"] > 0

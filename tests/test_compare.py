@@ -58,7 +58,9 @@ def _config(name: str, n_test: int, classes: int = 2) -> xconfig.RunConfig:
     return xconfig.RunConfig(
         name=name, image_size=32,
         data=xconfig.DataConfig(dataset="phantom", phantom_size=32, phantom_train=16, phantom_val=8,
-                                phantom_test=n_test, phantom_classes=classes),
+                                phantom_test=n_test, phantom_classes=classes,
+                                # the names the checkpoint records (classes match by name)
+                                class_names=tuple(CLASSES) if classes == 2 else ()),
         train=xconfig.TrainConfig(epochs=6, batch_size=8))
 
 

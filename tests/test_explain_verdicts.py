@@ -160,7 +160,7 @@ def test_paired_verdicts_need_significance_direction_and_margin() -> None:
     assert verdicts.paired(ref + 0.1, ref, higher_is_better=False, margin=0.02)["verdict"] == "worse"
     # Consistent but tiny (0.432 vs 0.434): significant, yet below the margin.
     tiny = verdicts.paired(ref - 0.002 + rng.normal(0, 1e-4, 40), ref, higher_is_better=False, margin=0.02)
-    assert tiny["p_value"] < 0.05 and tiny["verdict"] == "not_distinguishable"
+    assert tiny["p_value"] < 0.05 and tiny["verdict"] == "below_margin"
     # Noise around zero.
     noise = verdicts.paired(ref + rng.normal(0, 0.1, 40), ref, higher_is_better=True, margin=0.02)
     assert noise["verdict"] == "not_distinguishable"
@@ -186,8 +186,9 @@ def test_hit_rates_are_tested_on_their_mean_not_their_median() -> None:
 
 def test_overall_and_similarity_rules() -> None:
     assert verdicts.overall(["better", "better"]) == "better"
-    assert verdicts.overall(["better", "worse"]) == "not_distinguishable"
-    assert verdicts.overall(["worse", "not_distinguishable"]) == "worse"
+    assert verdicts.overall(["better", "worse"]) == "mixed"
+    assert verdicts.overall(["worse", "not_distinguishable"]) == "mixed"
+    assert verdicts.overall(["worse", "worse"]) == "worse"
     assert verdicts.overall([]) == "not_distinguishable"
     assert verdicts.below_limit([0.1, 0.2, 0.15, 0.12], limit=0.5)["verdict"] == "pass"
     assert verdicts.below_limit([0.9, 0.95, 0.85, 0.92], limit=0.5)["verdict"] == "fail"
@@ -299,7 +300,7 @@ def test_verdicts_on_a_trained_fixture_model_and_what_the_discussion_says() -> N
 
     from xreport import runs
     from xreport.data import normalize_batch
-    from xreport.evaluate import EXPLAIN_BUDGET, dataset_for_run, load_run, predict
+    from xreport.evaluate import EXPLAIN_PROTOCOL, dataset_for_run, load_run, predict
     from xreport.models import cam_target_layer
 
     fixtures = Path(__file__).resolve().parent / "fixtures" / "checkpoints"
@@ -312,7 +313,7 @@ def test_verdicts_on_a_trained_fixture_model_and_what_the_discussion_says() -> N
     x = normalize_batch(test.images, run.meta["mean"], run.meta["std"])
     summary, _ = explain.explain_split(
         run.model, x, y_true=test.labels.numpy(), probs=probs, class_names=run.meta["class_names"],
-        target_layer=layer, layer_name=name, masks=test.masks, seed=0, **EXPLAIN_BUDGET["cpu"])
+        target_layer=layer, layer_name=name, masks=test.masks, seed=0, batch_size=128, **EXPLAIN_PROTOCOL)
     faith, sanity = summary["faithfulness"], summary["sanity"]
     assert faith["n"] == 64 and sanity["n"] == 16 and sanity["seeds"] == 3
     # The trained model's maps: ROAD removes its evidence faster than random maps do, and the
@@ -322,6 +323,7 @@ def test_verdicts_on_a_trained_fixture_model_and_what_the_discussion_says() -> N
     assert sanity["verdict"] == "pass"
     said = {i["key"] for i in discussion.observations(None, explain=summary)}
     topic = {"better": "discussion.cam_faithful", "not_distinguishable": "discussion.cam_not_distinguishable",
+             "below_margin": "discussion.cam_below_margin", "mixed": "discussion.cam_mixed",
              "worse": "discussion.cam_worse"}[faith["verdict"]]
     assert topic in said and "discussion.sanity_passed" in said
     # Phantom lesions are small: chance (the dilated lesion's share) is a few percent, and the

@@ -65,8 +65,12 @@ def test_twelve_class_html_tables_have_a_row_per_class(twelve) -> None:
     cm = html[html.index('class="num-table cm-table cm-numbered"'):]
     cm = cm[:cm.index("</table>")]
     head = cm[:cm.index("</thead>")]
-    assert all(f">{i}</th>" in head for i in range(1, 13))  # numbered columns ...
-    assert all(name in cm for name in LONG_NAMES)            # ... and named rows
+    # Columns headed by short labels (letters: these names share no short start), and the row
+    # of class k starts with the label that heads column k, followed by its full name.
+    keys = [chr(ord("A") + i) for i in range(12)]
+    assert re.findall(r'<th title="[^"]*">([^<]*)</th>', head) == keys
+    rows = re.findall(r'<tr><th><span class="cls-no">([^<]*)</span> ([^<]*)</th>', cm)
+    assert rows == list(zip(keys, LONG_NAMES))
 
 
 @pytest.mark.skipif(not POPPLER, reason="poppler-utils absent")
@@ -83,7 +87,7 @@ def test_twelve_class_pdf_shows_every_class_name_and_confusion_cell(twelve, tmp_
         assert name in text, name
     # The confusion-matrix table: every cell (count and share of its row) on one page.
     cm_pages = [words for _, words in pages
-                if "The columns are numbered 1–12" in " ".join(w for w, _, _ in words)]
+                if "Each column is headed by the label" in " ".join(w for w, _, _ in words)]
     assert cm_pages, "confusion-matrix table not found"
     on_page = Counter(w for w, _, _ in cm_pages[0])
     raw, by_true = ctx["results"]["confusion"]["raw"], ctx["results"]["confusion"]["by_true"]

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence, Union
 
 from . import artifacts, languages, runs
 from .config import RunConfig
+from .device import EVAL_PRECISION
 from .errors import ConfigError, RunError
 from .languages import DEFAULT_LANGS
 from .runs import DEFAULT_CHECKPOINTS, DEFAULT_REPORTS, RunPaths
@@ -208,24 +209,29 @@ def train(config: ConfigLike = None, *, checkpoints: Path | str = DEFAULT_CHECKP
 
 def evaluate(run: RunLike, *, split: str = "test", data: str | Path | None = None, tta: bool = False,
              cam: str = "gradcam", explain: bool = True, out: Path | str | None = None,
-             device: str = "auto", checkpoints: Path | str = DEFAULT_CHECKPOINTS,
+             device: str = "auto", precision: str = EVAL_PRECISION,
+             class_map: Mapping[str, str] | None = None,
+             checkpoints: Path | str = DEFAULT_CHECKPOINTS,
              reports: Path | str = DEFAULT_REPORTS, progress: bool = True) -> Evaluated:
-    """Run the checkpoint on ``split`` (or on other ``data``) -> predictions.csv, metrics.json
-    and CAMs, in the run's report folder (or ``out``); see ``xreport evaluate --help``."""
+    """Run the checkpoint on ``split`` (or on other ``data``, its classes renamed onto the
+    model's by ``class_map``) -> predictions.csv, metrics.json and CAMs, in the run's report
+    folder (or ``out``); see ``xreport evaluate --help``."""
     from .evaluate import evaluate_report
 
     opened = open_run(run, checkpoints=checkpoints, reports=reports)
     result, where = evaluate_report(opened.paths, split=split, device=device,
                                     data=str(data) if data is not None else None, tta=tta,
                                     cam_method=cam, explain=explain,
-                                    out=Path(out) if out is not None else None, progress=progress)
+                                    out=Path(out) if out is not None else None, progress=progress,
+                                    precision=precision, class_map=class_map)
     return Evaluated(opened, result, where)
 
 
 def build(run: RunLike | None = None, *, runs: Sequence[RunLike] | None = None,
           lang: str | Sequence[str] = DEFAULT_LANGS, formats: str | Sequence[str] = ("html", "pdf"),
           templates: Path | str | None = None, cam: str = "gradcam", split: str = "test",
-          device: str = "auto", force: bool = False, name: str | None = None,
+          device: str = "auto", precision: str = EVAL_PRECISION, force: bool = False,
+          name: str | None = None,
           checkpoints: Path | str = DEFAULT_CHECKPOINTS, reports: Path | str = DEFAULT_REPORTS,
           command: str | None = None, progress: bool = True) -> Report:
     """Render ``reports/NAME/report.html`` and ``report.<lang>.pdf`` for ``run`` (evaluating it
@@ -249,7 +255,7 @@ def build(run: RunLike | None = None, *, runs: Sequence[RunLike] | None = None,
     result = build_report(opened.paths, langs=langs, formats=fmts,
                           templates=Path(templates) if templates is not None else None,
                           cam_method=cam, device=device, force=force, command=command, split=split,
-                          progress=progress)
+                          progress=progress, precision=precision)
     paths = opened.paths
     return Report(name=paths.name, report_dir=result.report_dir, langs=langs,
                   html=paths.report_html if paths.report_html in result.files else None,

@@ -185,7 +185,10 @@ GalleryEntry = TypedDict("GalleryEntry", {
     "file": str | None, "true": str | None, "true_index": int | None,
     "prob_true": float | None, "pred": str | None, "pred_index": int | None,
     "prob_pred": float | None, "repeated": bool,
-    "maps": list[GalleryMap] | None})
+    "maps": list[GalleryMap] | None,
+    # True: the overlays outline the image's known lesion (figures.draw_cam_gallery, phantom
+    # data); None in files written before outlines were drawn.
+    "lesion_outline": bool | None})
 
 
 class PairedStatistic(TypedDict):
@@ -197,11 +200,12 @@ class PairedStatistic(TypedDict):
     chance: float | None               # localisation only: the analytic chance level
     difference: float | None           # mean over images of CAM minus reference
     ci95: list[float] | None           # bootstrap interval of that mean
-    p_value: float | None              # Wilcoxon signed-rank, two-sided
+    p_value: float | None              # of ``test``
+    test: str | None                   # wilcoxon (two-sided) | sign_flip | poisson_binomial (one-sided)
     n: int | None
     margin: float | None
     higher_is_better: bool | None
-    verdict: str | None                # better | not_distinguishable | worse
+    verdict: str | None                # better | below_margin | not_distinguishable | worse
 
 
 class RandomMaps(TypedDict, total=False):
@@ -229,7 +233,7 @@ class Faithfulness(TypedDict):
     ties: NotRequired[str]
     road_noise: NotRequired[float]
     scores: list[str]                  # deletion_auc, insertion_auc, road_morf, road_lerf
-    verdict: str | None                # over all scores (xreport.verdicts.overall)
+    verdict: str | None                # over all scores (xreport.verdicts.overall; mixed when they disagree)
     deletion_auc: PairedStatistic | None
     insertion_auc: PairedStatistic | None
     road_morf: PairedStatistic | None
@@ -304,7 +308,9 @@ class Explanation(TypedDict):
 # ---------------------------------------------------------------- metrics.json: the file
 
 # 2: reasons are Messages (schema 1 had English sentences)
-EVALUATION_SCHEMA = 2
+# 3: paired verdicts know below_margin and mixed (schema 2 called them not_distinguishable);
+#    the evaluation precision is recorded
+EVALUATION_SCHEMA = 3
 
 
 class CheckpointRef(TypedDict, total=False):
@@ -334,6 +340,7 @@ class Evaluation(TypedDict):
     split: NotRequired[str]            # absent in files from before splits: not assumed
     created: str | None
     device: NotRequired[str]
+    precision: str | None              # fp32 | bf16 | fp16 of inference; None: not recorded (before schema 3)
     tta: NotRequired[bool]
     checkpoint: CheckpointRef
     data: DataRef
@@ -464,6 +471,7 @@ class ClassDistribution(TypedDict):
     sizes: NotRequired[dict[str, int]]      # images per split (a loaded data set's, labels or not)
     val_held_out: float | None              # share of each train class held out as val, if any
     leakage: NotRequired[Leakage]
+    constant_images: NotRequired[dict[str, int]]   # images of one grey value per split (data.constant_images)
 
 
 class Predictions(typing.NamedTuple):
@@ -648,14 +656,46 @@ def validate(value: object, tp: object, *, path: str | Path, error: type[XReport
 JSONValue = Union[None, bool, int, float, str, list["JSONValue"], dict[str, "JSONValue"]]
 
 
+# Deeper than any file xreport writes (metrics.json nests about 8 levels); far below the
+# interpreter's recursion limit, so validating a loaded file can never overflow the stack.
+MAX_JSON_DEPTH = 64
+
+
+def json_depth_problem(data: object, limit: int = MAX_JSON_DEPTH) -> str | None:
+    """"nested deeper than N levels" when ``data`` is, else None (iterative: no recursion)."""
+    stack: list[tuple[object, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (list, dict)):
+            if depth > limit:
+                return f"nested deeper than {limit} levels"
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return None
+
+
+def parse_json(text: str, *, path: str | Path, error: type[XReportError] = ReportError,
+               what: str = "JSON") -> JSONValue:
+    """The one JSON reader of files from outside (run-folder files, message catalogs): a
+    file nested too deep is one line naming it, never a RecursionError."""
+    try:
+        data: JSONValue = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: not valid {what} ({str(exc).splitlines()[0][:120]})") from None
+    except RecursionError:
+        raise error(f"{path}: not valid {what} (nested deeper than Python can read)") from None
+    if (problem := json_depth_problem(data)) is not None:
+        raise error(f"{path}: not valid {what} ({problem})")
+    return data
+
+
 def _read_json(path: Path, *, error: type[XReportError], missing: str) -> JSONValue:
     try:
-        data: JSONValue = json.loads(path.read_text(encoding="utf-8"))
-        return data
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise error(f"{path}: not found; {missing}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise error(f"{path}: not valid JSON ({str(exc).splitlines()[0][:120]})") from None
+    return parse_json(text, path=path, error=error)
 
 
 def _rerun(paths: runs.RunPaths | runs.EvaluationPaths | None) -> str:
@@ -682,11 +722,166 @@ def _migrate_1_to_2(data: dict[str, JSONValue]) -> dict[str, JSONValue]:
     return {**data, "schema": 2, "metrics": _reasons_as_messages(data["metrics"])}
 
 
-_MIGRATIONS: dict[int, typing.Callable[[dict[str, JSONValue]], dict[str, JSONValue]]] = {1: _migrate_1_to_2}
+def _migrate_2_to_3(data: dict[str, JSONValue]) -> dict[str, JSONValue]:
+    """Re-derive the paired verdicts from their own numbers by today's rule (a significant
+    difference below the margin is ``below_margin``, disagreeing scores are ``mixed``)."""
+    from . import verdicts
+
+    out = copy.deepcopy(data)
+    explain = out.get("explain")
+    if isinstance(explain, dict):
+        faith = explain.get("faithfulness")
+        if isinstance(faith, dict):
+            found = []
+            for score in faith.get("scores") or []:
+                stat = faith.get(score) if isinstance(score, str) else None
+                if isinstance(stat, dict):
+                    verdicts.rederive(stat)
+                    found.append(str(stat.get("verdict")))
+            if found:
+                faith["verdict"] = verdicts.overall(found)
+        loc = explain.get("localisation")
+        if isinstance(loc, dict):
+            for metric in ("pointing_game", "energy_inside"):
+                if isinstance(stat := loc.get(metric), dict):
+                    verdicts.rederive(stat)
+            if isinstance(pg := loc.get("pointing_game"), dict) and pg.get("verdict"):
+                loc["verdict"] = pg["verdict"]
+    return {**out, "schema": 3}
 
 
-def load_evaluation(paths: runs.RunPaths | runs.EvaluationPaths) -> Evaluation:
-    """metrics.json of a run, validated (and migrated from an older schema when possible)."""
+_MIGRATIONS: dict[int, typing.Callable[[dict[str, JSONValue]], dict[str, JSONValue]]] = {
+    1: _migrate_1_to_2, 2: _migrate_2_to_3}
+
+
+# ---------------------------------------------------------------- values: ranges and consistency
+
+_UNIT = (0.0, 1.0)
+# Values that are not rates in [0, 1]: correlations/kappas in [-1, 1], errors >= 0.
+_VALUE_RANGES: dict[str, tuple[float, float]] = {"mcc": (-1.0, 1.0), "qwk": (-1.0, 1.0),
+                                                 "mae": (0.0, math.inf)}
+
+
+class _Values:
+    """Collects the first value out of its range (the types were checked by ``validate``)."""
+
+    def __init__(self) -> None:
+        self.problem: str | None = None
+
+    def fail(self, where: str, what: str) -> None:
+        if self.problem is None:
+            self.problem = f"{where} {what}"
+
+    def number(self, x: object, where: str, lo: float, hi: float) -> None:
+        if isinstance(x, (int, float)) and not isinstance(x, bool) and not lo <= x <= hi:
+            bounds = f"in [{lo:g}, {hi:g}]" if math.isfinite(hi) else f">= {lo:g}"
+            self.fail(where, f"is {x!r}; it must be {bounds}")
+
+    def value(self, v: object, where: str, rng: tuple[float, float] = _UNIT) -> None:
+        if isinstance(v, dict):
+            self.number(v.get("value"), f"{where}.value", *rng)
+            for i, c in enumerate(v.get("ci95") or []):
+                self.number(c, f"{where}.ci95[{i}]", *rng)
+
+    def count(self, x: object, where: str) -> None:
+        self.number(x, where, 0, math.inf)
+
+    def matrix(self, m: object, where: str, k: int, *, counts: bool) -> None:
+        if m is None:
+            return
+        if not isinstance(m, list) or len(m) != k or any(not isinstance(r, list) or len(r) != k for r in m):
+            self.fail(where, f"is not {k}x{k} (one row and column per class)")
+            return
+        for i, row in enumerate(m):
+            for j, x in enumerate(row):
+                self.number(x, f"{where}[{i}][{j}]", *((0, math.inf) if counts else _UNIT))
+
+
+def _check_metrics_values(m: Metrics, v: _Values, class_names: typing.Sequence[str] | None) -> None:
+    k = len(m["class_names"])
+    if class_names is not None and list(m["class_names"]) != list(class_names):
+        v.fail("metrics.class_names", f"({', '.join(m['class_names'])}) are not the checkpoint's "
+               f"({', '.join(class_names)})")
+    v.count(m["n"], "metrics.n")
+    for key in ("accuracy", "balanced_accuracy", "mcc", "roc_auc", "roc_auc_weighted", "average_precision"):
+        v.value(m.get(key), f"metrics.{key}", _VALUE_RANGES.get(key, _UNIT))
+    if len(m["per_class"]) > k:
+        v.fail("metrics.per_class", f"has {len(m['per_class'])} rows for {k} classes")
+    for i, row in enumerate(m["per_class"]):
+        if not 0 <= row["index"] < k:
+            v.fail(f"metrics.per_class[{i}].index", f"is {row['index']}, not a class index")
+        v.count(row["support"], f"metrics.per_class[{i}].support")
+        for key in ("precision", "recall", "specificity", "f1", "auc", "ap"):
+            v.value(row.get(key), f"metrics.per_class[{i}].{key}")
+    for avg in ("macro_avg", "weighted_avg"):
+        for key in ("precision", "recall", "specificity", "f1", "auc"):
+            v.value(m[avg].get(key), f"metrics.{avg}.{key}")
+        v.count(m[avg].get("support"), f"metrics.{avg}.support")
+    cm = m["confusion_matrix"]
+    if list(cm["labels"]) != list(m["class_names"]):
+        v.fail("metrics.confusion_matrix.labels", "are not metrics.class_names")
+    v.matrix(cm["raw"], "metrics.confusion_matrix.raw", k, counts=True)
+    if v.problem is None and sum(sum(r) for r in cm["raw"]) != m["n"]:
+        v.fail("metrics.confusion_matrix.raw", f"counts {sum(sum(r) for r in cm['raw'])} images, not n = {m['n']}")
+    for key in ("by_true", "by_pred", "by_all"):
+        v.matrix(cm.get(key), f"metrics.confusion_matrix.{key}", k, counts=False)
+    for kind, curves in (("roc", m["curves"]["roc"]), ("pr", m["curves"]["pr"])):
+        for i, curve in enumerate(curves):
+            for key in ("fpr", "tpr", "precision", "recall"):
+                for j, x in enumerate(curve.get(key) or []):    # type: ignore[attr-defined]
+                    v.number(x, f"metrics.curves.{kind}[{i}].{key}[{j}]", *_UNIT)
+    if m["calibration"]:
+        v.value(m["calibration"]["ece"], "metrics.calibration.ece")
+        v.value(m["calibration"]["brier"], "metrics.calibration.brier")
+        for i, b in enumerate(m["calibration"]["bins"]):
+            v.count(b.get("count"), f"metrics.calibration.bins[{i}].count")
+            for key in ("confidence", "accuracy", "lo", "hi"):
+                v.number(b.get(key), f"metrics.calibration.bins[{i}].{key}", *_UNIT)
+    for i, op in enumerate(m["operating_points"]):
+        for key in ("sensitivity", "specificity", "ppv", "npv"):
+            v.value(op[key], f"metrics.operating_points[{i}].{key}")  # type: ignore[literal-required]
+        v.matrix(op["confusion_matrix"], f"metrics.operating_points[{i}].confusion_matrix", 2, counts=True)
+    if m["ordinal"]:
+        v.value(m["ordinal"]["qwk"], "metrics.ordinal.qwk", _VALUE_RANGES["qwk"])
+        v.value(m["ordinal"]["mae"], "metrics.ordinal.mae", _VALUE_RANGES["mae"])
+
+
+def check_evaluation_values(data: Evaluation, *, path: Path, hint: str = "",
+                            class_names: typing.Sequence[str] | None = None) -> None:
+    """What the types cannot say: probabilities and rates in [0, 1], counts >= 0, matrices of
+    one row and column per class, and the class names of every part (and of the checkpoint,
+    when given) the same. One line naming the file and the first value out of place."""
+    v = _Values()
+    names = data.get("class_names")
+    if class_names is not None and names is not None and list(names) != list(class_names):
+        v.fail("class_names", f"({', '.join(names)}) are not the checkpoint's ({', '.join(class_names)})")
+    reference = list(class_names) if class_names is not None else names
+    if data["metrics"] is not None:
+        _check_metrics_values(data["metrics"], v, reference)
+    k = len(reference) if reference is not None else None
+    counts = data["predicted_counts"]
+    if counts is not None:
+        if k is not None and len(counts) != k:
+            v.fail("predicted_counts", f"has {len(counts)} entries for {k} classes")
+        for i, c in enumerate(counts):
+            v.count(c, f"predicted_counts[{i}]")
+    v.count(data["data"].get("n"), "data.n")
+    explain = data["explain"]
+    for i, entry in enumerate(explain["gallery"] if explain else []):
+        for key in ("prob", "prob_true", "prob_pred"):
+            v.number(entry[key], f"explain.gallery[{i}].{key}", *_UNIT)  # type: ignore[literal-required]
+        for key in ("class_index", "true_index", "pred_index", "target"):
+            x = entry[key]  # type: ignore[literal-required]
+            if k is not None and isinstance(x, int) and not 0 <= x < k:
+                v.fail(f"explain.gallery[{i}].{key}", f"is {x}, not one of the {k} class indices")
+    if v.problem is not None:
+        raise ReportError(f"{path}: {v.problem}" + (f"; {hint}" if hint else ""))
+
+
+def load_evaluation(paths: runs.RunPaths | runs.EvaluationPaths, *,
+                    class_names: typing.Sequence[str] | None = None) -> Evaluation:
+    """metrics.json of a run, validated (and migrated from an older schema when possible):
+    its types, then its values (``check_evaluation_values``; ``class_names``: the checkpoint's)."""
     path = paths.metrics
     data = _read_json(path, error=ReportError,
                       missing=f"evaluate the run first (`xreport build --run {paths.name}` does it)")
@@ -705,10 +900,19 @@ def load_evaluation(paths: runs.RunPaths | runs.EvaluationPaths) -> Evaluation:
         data = _MIGRATIONS[schema](data)
         schema += 1     # each migration is one version up
     validate(data, Evaluation, path=path, hint=_rerun(paths))
+    check_evaluation_values(typing.cast(Evaluation, data), path=path, hint=_rerun(paths),
+                            class_names=class_names)
     return typing.cast(Evaluation, data)
 
 
 def save_evaluation(paths: runs.RunPaths | runs.EvaluationPaths, evaluation: Evaluation) -> None:
+    from .limits import REPORT_CLASSES
+
+    if len(evaluation.get("class_names") or []) > REPORT_CLASSES:
+        # Indented, a 1000-class matrix puts each of its 10^6 cells on a line of its own.
+        runs.write_text(paths.metrics, json.dumps(evaluation, ensure_ascii=False, separators=(",", ":"),
+                                                  allow_nan=False) + "\n")
+        return
     runs.write_json(paths.metrics, evaluation)
 
 
@@ -824,8 +1028,25 @@ def load_history(paths: runs.RunPaths) -> History:
     for i, row in enumerate(rows, start=1):
         parsed = {k: _history_cell(v, path=path, row=i, column=k) for k, v in row.items() if k}
         validate(parsed, HistoryRow, path=path)
+        _check_history_row(parsed, path=path, row=i)
         history.append(typing.cast(HistoryRow, parsed))
     return history
+
+
+def _check_history_row(values: dict[str, object], *, path: Path, row: int) -> None:
+    """Rates in [0, 1], losses and times >= 0, epochs >= 1 (the types were checked)."""
+    v = _Values()
+    for key, x in values.items():
+        if key == "epoch":
+            v.number(x, f"row {row} epoch", 1, math.inf)
+        elif key.endswith(("_acc", "_f1", "_auc", "_bacc")):
+            v.number(x, f"row {row} {key}", *_UNIT)
+        elif key.endswith("_qwk"):
+            v.number(x, f"row {row} {key}", -1.0, 1.0)
+        elif key.endswith("_loss") or key in ("lr", "seconds"):
+            v.number(x, f"row {row} {key}", 0.0, math.inf)
+    if v.problem is not None:
+        raise ReportError(f"{path}: {v.problem}")
 
 
 def history_csv(history: typing.Sequence[typing.Mapping[str, float | int | None]]) -> str:
@@ -847,7 +1068,9 @@ def save_predictions(paths: runs.RunPaths | runs.EvaluationPaths, ids: typing.Se
                      y_true: np.ndarray | None, probs: np.ndarray, *,
                      class_names: typing.Sequence[str]) -> None:
     """One row per image: id, y_true (when known), y_pred and its class name y_pred_name,
-    prob_0.. in class-index order."""
+    prob_0.. in class-index order, each the shortest text that reads back as the same
+    float32 (the model's output precision), so metrics recomputed from this file (compare's
+    tests) use the very numbers the report's tables came from."""
     k = probs.shape[1]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -857,31 +1080,70 @@ def save_predictions(paths: runs.RunPaths | runs.EvaluationPaths, ids: typing.Se
     labels = y_true.tolist() if y_true is not None else None
     for i, ident in enumerate(ids):
         row = [ident] + ([labels[i]] if labels is not None else []) + [int(preds[i]), class_names[int(preds[i])]]
-        row += [f"{p:.6f}" for p in probs[i]]
+        row += [np.format_float_positional(np.float32(p), unique=True, trim="0") for p in probs[i]]
         writer.writerow(row)
     runs.write_text(paths.predictions, buffer.getvalue())
 
 
-def load_predictions(paths: runs.RunPaths | runs.EvaluationPaths) -> Predictions:
-    """(ids, y_true or None, probs) from predictions.csv."""
+def load_predictions(paths: runs.RunPaths | runs.EvaluationPaths, *,
+                     class_names: typing.Sequence[str] | None = None) -> Predictions:
+    """(ids, y_true or None, probs) from predictions.csv: probabilities in [0, 1], labels and
+    probability columns for each class (``class_names``: the checkpoint's, when known)."""
     import pandas as pd
 
     path = paths.predictions
     if not path.is_file():
         raise ReportError(f"{path}: not found; {_rerun(paths)}")
     try:
-        frame = pd.read_csv(path, dtype={"id": str})
+        frame = pd.read_csv(path, dtype={"id": str}, float_precision="round_trip")
     except (OSError, ValueError) as exc:
         raise ReportError(f"{path}: cannot read predictions ({exc})") from None
     prob_cols = [c for c in frame.columns if c.startswith("prob_")]
     if not prob_cols or "id" not in frame.columns:
         raise ReportError(f"{path}: not a predictions file (needs id and prob_0.. columns)")
     try:
-        probs = frame[prob_cols].to_numpy(dtype=np.float64)
+        # Written as float32 (save_predictions): read back to exactly those values.
+        probs = frame[prob_cols].to_numpy(dtype=np.float64).astype(np.float32).astype(np.float64)
         y_true = frame["y_true"].to_numpy(dtype=np.int64) if "y_true" in frame.columns else None
     except (ValueError, TypeError) as exc:
         raise ReportError(f"{path}: y_true and prob_* must be numbers ({exc})") from None
+    k = len(prob_cols)
+    problem = (f"has {k} prob_* columns for {len(class_names)} classes ({', '.join(class_names)})"
+               if class_names is not None and k != len(class_names) else
+               "prob_* columns are not prob_0..prob_{k-1} in order" if prob_cols != [f"prob_{i}" for i in range(k)] else
+               "a probability is missing, NaN or outside [0, 1]"
+               if not (np.isfinite(probs).all() and (probs >= 0).all() and (probs <= 1).all()) else
+               f"a y_true is not a class index 0..{k - 1}"
+               if y_true is not None and len(y_true) and not (0 <= y_true.min() and y_true.max() < k) else None)
+    if problem:
+        raise ReportError(f"{path}: {problem}; {_rerun(paths)}")
     return Predictions(frame["id"].astype(str).tolist(), y_true, probs)
+
+
+# ---------------------------------------------------------------- classes a report shows
+
+class ShownConfusion(typing.NamedTuple):
+    """The confusion matrix restricted to the classes a report shows (limits.shown_classes)."""
+
+    indices: list[int]
+    labels: list[str]
+    raw: list[list[int]]
+    by_true: list[list[float | None]]
+    total: int                 # classes in the run
+
+
+def shown_confusion(metrics: Metrics) -> ShownConfusion:
+    """Rows and columns of the classes shown in full: all of them up to limits.REPORT_CLASSES,
+    else those with the most test errors (then the most images)."""
+    from .limits import shown_classes
+
+    cm = metrics["confusion_matrix"]
+    labels = list(cm["labels"] or metrics["class_names"])
+    raw = cm["raw"]
+    support = [sum(row) for row in raw]
+    keep = shown_classes(support, [support[i] - raw[i][i] for i in range(len(raw))])
+    return ShownConfusion(keep, [labels[i] for i in keep], [[raw[i][j] for j in keep] for i in keep],
+                          [[cm["by_true"][i][j] for j in keep] for i in keep], len(labels))
 
 
 # ---------------------------------------------------------------- class names by language
@@ -956,8 +1218,10 @@ def save_viewer(paths: runs.EvaluationPaths, data: ViewerData) -> None:
     runs.write_text(paths.viewer, json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
 
 
-def load_viewer(paths: runs.EvaluationPaths, file: str = "viewer.json") -> ViewerData:
-    """viewer.json validated, and each item checked against the class count and map grid."""
+def load_viewer(paths: runs.EvaluationPaths, file: str = "viewer.json", *,
+                class_names: typing.Sequence[str] | None = None) -> ViewerData:
+    """viewer.json validated, and each item checked against the class count and map grid
+    (and the file's class names against ``class_names``, the checkpoint's, when given)."""
     import base64
     import binascii
 
@@ -967,6 +1231,9 @@ def load_viewer(paths: runs.EvaluationPaths, file: str = "viewer.json") -> Viewe
     data = typing.cast(ViewerData, raw)
     if data["schema"] != VIEWER_SCHEMA:
         raise ReportError(f"{path}: schema {data['schema']!r}, this xreport reads {VIEWER_SCHEMA}; {_rerun(paths)}")
+    if class_names is not None and list(data["class_names"]) != list(class_names):
+        raise ReportError(f"{path}: class_names ({', '.join(data['class_names'])}) are not the "
+                          f"checkpoint's ({', '.join(class_names)}); {_rerun(paths)}")
     k = len(data["class_names"])
     if len(data["grid"]) != 2 or min(data["grid"]) < 1:
         raise ReportError(f"{path}: grid must be [height, width], got {data['grid']}")
@@ -980,6 +1247,7 @@ def load_viewer(paths: runs.EvaluationPaths, file: str = "viewer.json") -> Viewe
         box_ok = box is None or (len(box) == 4 and 0 <= box[0] < box[2] <= data["image_size"]
                                  and 0 <= box[1] < box[3] <= data["image_size"])
         if (len(item["p"]) != k or not (0 <= item["y"] < k and 0 <= item["pred"] < k) or size != cells
+                or not all(0.0 <= p <= 1.0 for p in item["p"])
                 or not item["img"].startswith("data:image/") or not box_ok):
             raise ReportError(f"{path}: item {item['id']!r} does not fit {k} classes and a "
                               f"{data['grid'][0]}x{data['grid'][1]} grid; {_rerun(paths)}")

@@ -14,10 +14,11 @@ from typing import Mapping, Sequence
 from . import artifacts, languages, runs
 from .data.base import REPORT_SPLITS, Dataset
 from .data.base import SPLITS as DATA_SPLITS
-from .device import resolve_device
+from .device import EVAL_PRECISION, check_eval_precision, resolve_device
 from .errors import ConfigError, DataError, ReportError
 from .evaluate import LoadedRun, dataset_for_run, evaluate_run, load_run
 from .languages import DEFAULT_LANGS
+from .limits import REPORT_CLASSES
 
 logger = logging.getLogger(__name__)
 
@@ -60,17 +61,19 @@ def check_report_options(*, split: str = "test", cam_method: str | None = None,
 
 
 def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, *, cam_method: str | None,
-                   split: str, need_explain: bool = True) -> artifacts.Evaluation | None:
+                   split: str, need_explain: bool = True,
+                   precision: str | None = EVAL_PRECISION) -> artifacts.Evaluation | None:
     """An evaluation's metrics.json when it was made from this checkpoint, these data and this
     CAM method (with its viewer data).
 
-    ``cam_method`` None accepts whichever method the file holds. A missing, stale (older
+    ``cam_method`` None accepts whichever method the file holds; ``precision`` None accepts
+    whichever inference precision it was made in (one not recorded is not this one). A missing, stale (older
     schema) or damaged file is not fresh: the caller evaluates again and overwrites it.
     """
     if not (out.metrics.is_file() and out.predictions.is_file()):
         return None
     try:
-        cached = artifacts.load_evaluation(out)
+        cached = artifacts.load_evaluation(out, class_names=run.meta["class_names"])
     except ReportError as exc:
         logger.info("evaluating again: %s", exc)
         return None
@@ -82,11 +85,13 @@ def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, 
     else:
         viewer = explain["viewer"]
         # An evaluation from before the viewer existed is redone once to add it.
-        viewer_ok = not need_explain or (viewer is not None and (out.folder / viewer["file"]).is_file())
+        viewer_ok = (not need_explain or len(run.meta["class_names"]) > REPORT_CLASSES   # none made
+                     or (viewer is not None and (out.folder / viewer["file"]).is_file()))
         explain_ok = (cam_method is None or explain["method"] == cam_method) and viewer_ok
     fresh = (cached.get("checkpoint", {}).get("sha256") == run.sha256
              and cached.get("data", {}).get("fingerprint") == dataset.fingerprint
              and cached.get("split") == split
+             and (precision is None or cached["precision"] == precision)
              and explain_ok)
     return cached if fresh else None
 
@@ -95,7 +100,7 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = DEFAULT_LANGS,
                  formats: Sequence[str] = FORMATS, templates: Path | None = None,
                  cam_method: str = "gradcam", device: str = "auto", split: str = "test",
                  force: bool = False, command: str | None = None,
-                 progress: bool = True) -> BuildResult:
+                 progress: bool = True, precision: str = EVAL_PRECISION) -> BuildResult:
     """Build ``reports/NAME/`` from ``checkpoints/NAME/``; reuse predictions when fresh.
 
     ``split`` is the split the report is about. A split without labels (a Kaggle-style test
@@ -108,6 +113,7 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = DEFAULT_LANGS,
     langs = check_choices(langs, languages.codes(), what="lang")
     formats = check_choices(formats, FORMATS, what="format")
     check_report_options(split=split, cam_method=cam_method, device=device, templates=templates)
+    check_eval_precision(precision)
     split = check_choices([split], SPLITS, what="split")[0]
     result = BuildResult(report_dir=paths.report_dir)
     started = time.perf_counter()
@@ -124,10 +130,11 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = DEFAULT_LANGS,
 
         def evaluated(which: str) -> runs.EvaluationPaths:
             out = staged.evaluation(which)
-            cached = None if force else cached_metrics(out, run, dataset, cam_method=cam_method, split=which)
+            cached = None if force else cached_metrics(out, run, dataset, cam_method=cam_method, split=which,
+                                                       precision=precision)
             if cached is None:
                 evaluate_run(staged, split=which, device=device, cam_method=cam_method,
-                             dataset=dataset, run=run, out=out, progress=progress)
+                             dataset=dataset, run=run, out=out, progress=progress, precision=precision)
             reused.append(cached is not None)
             return out
 

@@ -21,6 +21,7 @@ import matplotlib
 import numpy as np
 from cycler import cycler
 from matplotlib import font_manager, transforms
+import matplotlib.patches
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
@@ -35,6 +36,7 @@ from .artifacts import HISTORY_COLUMNS
 from .data.base import SPLITS
 from .metrics import curve_area, value_of
 from .errors import ReportError
+from .labels import short_labels, size_text
 from .runs import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,22 @@ TRAIN_COLOR, VAL_COLOR = "#0072B2", "#D55E00"
 GRID_COLOR = "#e3e3e3"
 CAM_CMAP = "turbo"
 WIDE = (6.5, 3.5)  # inches: the text width of an A4 page with 2 cm margins
+# The box a single figure prints in (templates/css/print.css: A4 less 16 mm margins each
+# side; ``figure.fig img { max-height: 92mm }``), in inches. A chart drawn larger is shrunk
+# with its text: charts are sized so their smallest text still prints at MIN_PRINT_PT.
+PRINT_WIDTH = (210 - 2 * 16) / 25.4
+PRINT_HEIGHT = 92 / 25.4
+MIN_PRINT_PT = 6.0
+# Two figures side by side (``.fig-row``: ROC beside PR, the two confusion matrices) share
+# the width, less the row's gap.
+PAIRED_WIDTH = (PRINT_WIDTH - 0.15) / 2
+# At most this many classes keep those figures paired (report.layout's WIDE_CLASSES).
+PAIRED_MAX_CLASSES = 4
+
+
+def print_box(*, paired: bool = False) -> tuple[float, float]:
+    """The (width, height) in inches that a figure prints in on the PDF's A4 page."""
+    return (PAIRED_WIDTH if paired else PRINT_WIDTH), PRINT_HEIGHT
 
 CJK_FAMILIES = ("Noto Sans CJK JP", "Noto Sans CJK TC", "Noto Sans CJK SC")
 LATIN_FAMILY = "DejaVu Sans"
@@ -159,7 +177,8 @@ def _styled(func: Callable[P, R]) -> Callable[P, R]:
 def _lit(text: object, *, limit: int | None = None) -> str:
     """A user string (class or run name) drawn as is: ``$`` never starts mathtext.
 
-    ``limit`` shortens a long name with an ellipsis so that legends stay inside the page.
+    ``limit`` shortens a long name with an ellipsis (for one-off strings such as layer
+    names; class and run names go through :func:`_labels`, which keeps them apart).
     """
     shown = str(text)
     if limit is not None and len(shown) > limit:
@@ -167,7 +186,14 @@ def _lit(text: object, *, limit: int | None = None) -> str:
     return shown.replace("$", r"\$")
 
 
-NAME_LIMIT = 30
+def _labels(names: Sequence[str]) -> list[str]:
+    """Chart labels for class (or run) names: ``labels.short_labels``, so a label names one
+    class only and is the same in every chart and in the report's key; drawn literally."""
+    return [_lit(label) for label in short_labels([str(n) for n in names])]
+
+
+def _label_map(names: Sequence[str]) -> dict[str, str]:
+    return dict(zip((str(n) for n in names), _labels(names)))
 _LINESTYLES = ("-", "--", "-.", ":")
 
 
@@ -278,7 +304,7 @@ def _split_label(name: str, t: Translate) -> str:
 @_styled
 def class_distribution(dist: artifacts.ClassDistribution, *, t: Translate, ax: Axes | None = None) -> Figure:
     """Grouped bars: images per class, one bar per split, the count written on each bar."""
-    names = [_lit(n, limit=NAME_LIMIT) for n in dist["class_names"]]
+    names = _labels(dist["class_names"])
     splits = dict(dist["splits"])
     order = [s for s in _SPLIT_KEYS if s in splits] + [s for s in splits if s not in _SPLIT_KEYS]
     order = [s for s in order if splits[s] is not None]
@@ -340,16 +366,29 @@ def _fraction_axis(ax: Axes, *arrays: np.ndarray) -> None:
     ax.set_ylim(max(0.0, float(finite.min()) - 0.05), 1.02)
 
 
+# Selection metrics that no other panel shows: they get a panel of their own.
+SELECTION_PANELS = ("val_qwk", "val_bacc")
+
+
 @_styled
-def training_curves(history: HistoryTable, *, selected_epoch: int | None, t: Translate) -> Figure:
-    """Loss, accuracy and macro-F1 panels (train and val), and a fourth panel of validation
-    ROC-AUC when the history has it (its own axes: an AUC is not an F1); the selected epoch
+def training_curves(history: HistoryTable, *, selected_epoch: int | None, t: Translate,
+                    selected_by: str | None = None) -> Figure:
+    """Loss, accuracy and macro-F1 panels (train and val), a panel of validation ROC-AUC when
+    the history has it (its own axes: an AUC is not an F1), and one of the selection metric
+    when no other panel shows it (validation QWK of an ordinal run); the selected epoch
     marked on every panel."""
     cols = _history_columns(history)
     epochs = cols["epoch"]
     with_auc = _has(cols["val_auc"])
-    fig = _new_figure((WIDE[0], 4.6) if with_auc else WIDE)
-    axes = list(fig.subplots(2, 2, sharex=True).flat) if with_auc else list(fig.subplots(1, 3, sharex=True))
+    selection = selected_by if selected_by in SELECTION_PANELS and _has(cols[str(selected_by)]) else None
+    extra = int(with_auc) + int(selection is not None)
+    fig = _new_figure((PRINT_WIDTH - 0.1, PRINT_HEIGHT - 0.05) if extra else WIDE)
+    if extra == 2:
+        grid = list(fig.subplots(2, 3).flat)
+        grid[-1].set_axis_off()
+        axes = grid[:-1]
+    else:
+        axes = list(fig.subplots(2, 2, sharex=True).flat) if extra else list(fig.subplots(1, 3, sharex=True))
     panels = [
         (axes[0], "loss", t("chart.training.loss")),
         (axes[1], "acc", t("chart.training.accuracy")),
@@ -369,7 +408,18 @@ def training_curves(history: HistoryTable, *, selected_epoch: int | None, t: Tra
         axes[3].plot(epochs, cols["val_auc"], color=VAL_COLOR, label=val_label)
         axes[3].set_title(t("chart.training.val_auc"))
         _fraction_axis(axes[3], cols["val_auc"])
-    for ax in axes[-2:] if with_auc else axes:
+    if selection is not None:
+        ax = axes[-1]
+        values = cols[selection]
+        ax.plot(epochs, values, color=VAL_COLOR, label=val_label)
+        ax.set_title(t("chart.training.val_qwk") if selection == "val_qwk" else t("chart.training.val_bacc"))
+        if selection == "val_qwk":   # kappa runs from -1: chance is 0, not the bottom
+            finite = values[np.isfinite(values)]
+            ax.set_ylim(min(-0.05, float(finite.min()) - 0.05), 1.02)
+            ax.axhline(0.0, color="#999999", linewidth=0.8)
+        else:
+            _fraction_axis(ax, values)
+    for ax in axes if extra == 2 else axes[-2:] if extra else axes:
         ax.set_xlabel(t("chart.training.epoch"))
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
@@ -398,12 +448,13 @@ def compare_training_curves(histories: Mapping[str, HistoryTable], *, t: Transla
     titles = (t("chart.compare.val_loss"), t("chart.compare.val_accuracy"),
               t("chart.compare.val_f1"))
     handles, labels = [], []
+    run_labels = _label_map(list(histories))
     for i, (run, history) in enumerate(histories.items()):
         cols = _history_columns(history)
         for ax, column in zip(axes, ("val_loss", "val_acc", "val_f1")):
             (line,) = ax.plot(cols["epoch"], cols[column], **_series_style(i))
         handles.append(line)
-        labels.append(_lit(run, limit=NAME_LIMIT))
+        labels.append(run_labels[run])
     for ax, title in zip(axes, titles):
         ax.set_title(title)
         ax.set_xlabel(t("chart.training.epoch"))
@@ -451,9 +502,16 @@ def _per_class(metrics: artifacts.Metrics, name: str) -> Mapping[str, object]:
     return {}
 
 
-def _score_label(name: str, metric: str, value: object, ci: tuple[float, float] | None,
+def _class_label(metrics: artifacts.Metrics, name: str) -> str:
+    """The chart label of class ``name`` among the task's classes (see :func:`_labels`)."""
+    names = list(metrics.get("class_names") or [])
+    return _label_map(names).get(name, _lit(name)) if name in names else _labels([*names, name])[-1]
+
+
+def _score_label(label: str, metric: str, value: object, ci: tuple[float, float] | None,
                  t: Translate) -> str:
-    text = f"{_lit(name, limit=NAME_LIMIT)} ({metric} = {_fmt(value_of(value))}"
+    """``label`` (already a chart label, see :func:`_labels`) with its score and interval."""
+    text = f"{label} ({metric} = {_fmt(value_of(value))}"
     if ci is not None:
         text += f", {t('chart.ci95')} {_fmt(ci[0])}–{_fmt(ci[1])}"
     return text + ")"
@@ -465,11 +523,11 @@ LEGEND_BESIDE_MAX = 5
 
 
 def _curve_figure(n_curves: int) -> Figure:
-    """WIDE for a few curves; taller for many, to leave room for the legend below."""
-    if n_curves <= LEGEND_BESIDE_MAX:
-        return _new_figure(WIDE, fixed_aspect=True)
-    rows = math.ceil((n_curves + 1) / 2)
-    return _new_figure((WIDE[0], 4.0 + 0.2 * rows), fixed_aspect=True)
+    """Drawn at its printed size: a few curves print paired (ROC beside PR), the legend below
+    the plot; many print one per row, the legend beside the plot."""
+    if n_curves <= PAIRED_MAX_CLASSES:
+        return _new_figure((PAIRED_WIDTH, 2.9 + 0.16 * (n_curves + 1)), fixed_aspect=True)
+    return _new_figure((PRINT_WIDTH - 0.1, PRINT_HEIGHT - 0.05), fixed_aspect=True)
 
 
 def _finish_curve_plot(ax: Axes, handles: list[Artist], labels: list[str], *, title: str,
@@ -479,11 +537,20 @@ def _finish_curve_plot(ax: Axes, handles: list[Artist], labels: list[str], *, ti
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    if len(handles) - 1 <= LEGEND_BESIDE_MAX:  # the last handle is the chance line
+    n_curves = len(handles) - 1  # the last handle is the chance line
+    fig = ax.figure
+    if fig.get_figwidth() >= PRINT_WIDTH * 0.9:   # our page-wide figure: beside the plot
+        ax.legend(list(handles), list(labels), loc="upper left", bbox_to_anchor=(1.03, 1.0),
+                  borderaxespad=0.0, handlelength=1.6, fontsize=7,
+                  ncols=1 if n_curves <= 18 else 2)
+    elif fig.get_figwidth() <= PAIRED_WIDTH * 1.05:   # our paired figure: below it
+        fig.legend(list(handles), list(labels), loc="outside lower center", ncols=1,
+                   fontsize=7, handlelength=1.6)
+    elif n_curves <= LEGEND_BESIDE_MAX:   # a caller's own axes
         _legend_right(ax, handles, labels)
     else:
-        ax.figure.legend(list(handles), list(labels), loc="outside lower center", ncols=2,
-                         fontsize=7, handlelength=1.6, columnspacing=1.2)
+        fig.legend(list(handles), list(labels), loc="outside lower center", ncols=2,
+                   fontsize=7, handlelength=1.6, columnspacing=1.2)
 
 
 @_styled
@@ -500,7 +567,8 @@ def roc_curves(metrics: artifacts.Metrics, *, t: Translate, ax: Axes | None = No
         ci = _ci(auc) if with_ci else None
         (line,) = ax.plot(entry["fpr"], entry["tpr"], **_series_style(i))
         handles.append(line)
-        labels.append(_score_label(entry["class"], t("chart.roc.auc"), entry.get("auc"), ci, t))
+        labels.append(_score_label(_class_label(metrics, entry["class"]), t("chart.roc.auc"),
+                                   entry.get("auc"), ci, t))
     handles.append(_chance_diagonal(ax, t("chart.chance")))
     labels.append(t("chart.chance"))
     _finish_curve_plot(ax, handles, labels, title=t("chart.roc.title_binary") if binary else t("chart.roc.title_ovr"),
@@ -525,7 +593,8 @@ def pr_curves(metrics: artifacts.Metrics, *, t: Translate, ax: Axes | None = Non
         ap = metrics.get("average_precision") if binary else _per_class(metrics, entry["class"]).get("ap")
         ci = _ci(ap) if with_ci else None
         handles.append(line)
-        labels.append(_score_label(entry["class"], t("chart.pr.ap"), entry.get("ap"), ci, t))
+        labels.append(_score_label(_class_label(metrics, entry["class"]), t("chart.pr.ap"),
+                                   entry.get("ap"), ci, t))
         support = value_of(_per_class(metrics, entry["class"]).get("support"))
         if n and support is not None:
             ax.axhline(support / n, color="#888888" if binary else color, linestyle=":",
@@ -554,10 +623,11 @@ def compare_roc(curves: Mapping[str, RocLine], *, t: Translate,
     fig, ax = _figure_and_axes(ax, lambda: _new_figure(WIDE, fixed_aspect=True))
     handles: list[Artist] = []
     labels: list[str] = []
+    run_labels = _label_map(list(curves))
     for i, (run, roc) in enumerate(curves.items()):
         (line,) = ax.plot(roc["fpr"], roc["tpr"], **_series_style(i))
         handles.append(line)
-        labels.append(_score_label(run, t("chart.roc.auc"), roc.get("auc"), _ci(roc.get("auc")), t))
+        labels.append(_score_label(run_labels[run], t("chart.roc.auc"), roc.get("auc"), _ci(roc.get("auc")), t))
     handles.append(_chance_diagonal(ax, t("chart.chance")))
     labels.append(t("chart.chance"))
     _finish_curve_plot(ax, handles, labels, title=t("chart.compare.roc_title"),
@@ -572,6 +642,26 @@ def _op_name(name: str, t: Translate) -> str:
     names = {"default_0.5": t("chart.op.default"), "youden": t("chart.op.youden"),
              "sens_90": t("chart.op.sens_90"), "sens_95": t("chart.op.sens_95")}
     return names.get(name, _lit(name))
+
+
+def marker_sizes(points: Sequence[tuple[float, float]], *, near: float, base: float = 6.0,
+                 step: float = 3.5) -> list[float]:
+    """Marker size per point (drawn in order): a point within ``near`` of earlier ones gets a
+    size ``step`` smaller than the smallest of them, and those earlier ones are grown so the
+    smallest stays ``base``; alone, ``base``."""
+    groups: list[list[int]] = []
+    for k, (x, y) in enumerate(points):
+        for group in groups:
+            if any(math.hypot(x - points[j][0], y - points[j][1]) <= near for j in group):
+                group.append(k)
+                break
+        else:
+            groups.append([k])
+    sizes = [base] * len(points)
+    for group in groups:
+        for rank, k in enumerate(group):
+            sizes[k] = base + step * (len(group) - 1 - rank)
+    return sizes
 
 
 @_styled
@@ -589,9 +679,10 @@ def operating_point_chart(metrics: artifacts.Metrics, *, t: Translate,
     fig, ax = _figure_and_axes(ax, lambda: _new_figure(WIDE, fixed_aspect=True))
     (curve,) = ax.plot(roc["fpr"], roc["tpr"], color="#777777", linewidth=1.3)
     handles: list[Artist | Container] = [curve]
-    labels = [_score_label(roc["class"], t("chart.roc.auc"), roc.get("auc"),
+    labels = [_score_label(_class_label(metrics, roc["class"]), t("chart.roc.auc"), roc.get("auc"),
                            _ci(metrics.get("roc_auc")), t)]
     reach = 0.0  # how far from the top-left corner the points (with their CIs) go
+    drawn: list[tuple[int, float, float, object, object]] = []
     for i, op in enumerate(points):
         sens, spec = value_of(op.get("sensitivity")), value_of(op.get("specificity"))
         if sens is None or spec is None:
@@ -604,16 +695,23 @@ def operating_point_chart(metrics: artifacts.Metrics, *, t: Translate,
             yerr = [[max(0.0, y - ci[0])], [max(0.0, ci[1] - y)]]
         reach = max(reach, x + (xerr[1][0] if xerr else 0.0),
                     1.0 - y + (yerr[0][0] if yerr else 0.0))
+        drawn.append((i, x, y, xerr, yerr))
+    side = min(1.0, max(0.2, reach * 1.2 + 0.02))
+    # Points that fall on (or within a marker of) each other are drawn as concentric
+    # markers, the first largest, so each one stays visible as a ring around the next.
+    sizes = marker_sizes([(x, y) for _, x, y, _, _ in drawn], near=0.03 * side)
+    for (i, x, y, xerr, yerr), size in zip(drawn, sizes):
+        op = points[i]
         color = PALETTE[(i + 1) % len(PALETTE)]
         handle = ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt=_OP_MARKERS[i % len(_OP_MARKERS)],
-                             color=color, markersize=6, markeredgecolor="white",
-                             markeredgewidth=0.8, elinewidth=0.9, capsize=2, zorder=3)
+                             color=color, markersize=size, markeredgecolor="white",
+                             markeredgewidth=0.8, elinewidth=0.9, capsize=2,
+                             zorder=3 + 0.01 * i)
         handles.append(handle)
         threshold = value_of(op.get("threshold"))
         labels.append(f"{_op_name(str(op.get('name')), t)} "
                       f"({t('chart.op.threshold')} = {_fmt(threshold)})")
     # Zoom on the top-left square that holds every point: good models crowd them there.
-    side = min(1.0, max(0.2, reach * 1.2 + 0.02))
     if side > 0.6:
         handles.append(_chance_diagonal(ax, t("chart.chance")))
         labels.append(t("chart.chance"))
@@ -657,28 +755,34 @@ def confusion_matrix(matrix: Sequence[Sequence[float | None]], class_names: Sequ
     """Annotated confusion matrix (rows = true class); ``normalized`` takes fractions."""
     n = len(class_names)
     values = _matrix(matrix, n, normalized=normalized)
-    side = min(6.5, max(3.2, 1.6 + 0.55 * n))
-    fig, ax = _figure_and_axes(ax, lambda: _new_figure((side + 0.9, side), fixed_aspect=True))
+    # Drawn at its printed size: paired (two side by side) for a few classes, page-wide
+    # beyond, so the cell numbers and names print at 6.5 pt or more.
+    size = ((PAIRED_WIDTH, PAIRED_WIDTH * 0.92) if n <= PAIRED_MAX_CLASSES
+            else (PRINT_WIDTH - 0.1, PRINT_HEIGHT - 0.05))
+    fig, ax = _figure_and_axes(ax, lambda: _new_figure(size, fixed_aspect=True))
     ax.grid(False)
     vmax = 1.0 if normalized else max(float(np.nanmax(values, initial=0.0)), 1.0)
     norm = Normalize(vmin=0.0, vmax=vmax)
     shown = np.ma.masked_invalid(values)
     cmap = matplotlib.colormaps["Blues"].with_extremes(bad="#eeeeee")
     image = ax.imshow(shown, cmap=cmap, norm=norm, aspect="equal")
-    fontsize = 9 if n <= 4 else 7 if n <= 8 else 5.5
+    fontsize = 8 if n <= 4 else 7 if n <= 8 else 6.5
     for i in range(n):
         for j in range(n):
             v = values[i, j]
             if not np.isfinite(v):
                 ax.text(j, i, "–", ha="center", va="center", fontsize=fontsize, color="#666666")
                 continue
-            text = f"{100 * v:.1f}%" if normalized else f"{int(round(v))}"
+            text = (f"{100 * v:.{1 if n <= 10 else 0}f}%" if normalized
+                    else f"{int(round(v))}")
             ax.text(j, i, text, ha="center", va="center", fontsize=fontsize,
                     color=_text_color(image.cmap(norm(v))))
-    names = [_lit(c, limit=NAME_LIMIT) for c in class_names]
+    # The same label heads column k and row k (and names class k in every other chart).
+    names = _labels(class_names)
     rotate = n > 3 or max((len(c) for c in names), default=0) > 12
-    ax.set_xticks(range(n), names, rotation=35 if rotate else 0, ha="right" if rotate else "center")
-    ax.set_yticks(range(n), names)
+    ax.set_xticks(range(n), names, rotation=35 if rotate else 0, ha="right" if rotate else "center",
+                  rotation_mode="anchor", fontsize=7)
+    ax.set_yticks(range(n), names, fontsize=7)
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
@@ -687,6 +791,7 @@ def confusion_matrix(matrix: Sequence[Sequence[float | None]], class_names: Sequ
     ax.set_title(t("chart.cm.title_normalized") if normalized else t("chart.cm.title_counts"))
     cbar = fig.colorbar(image, ax=ax, shrink=0.85, fraction=0.06, pad=0.03)
     cbar.outline.set_visible(False)
+    cbar.ax.tick_params(labelsize=7)
     if normalized:
         cbar.ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
         cbar.set_label(t("chart.cm.colorbar_fraction"))
@@ -696,13 +801,23 @@ def confusion_matrix(matrix: Sequence[Sequence[float | None]], class_names: Sequ
     return fig
 
 
+# A bin with fewer images than this is drawn pale and its count written on it: its accuracy
+# moves by a third or more with one image.
+SMALL_BIN = 10
+OVER_COLOR, UNDER_COLOR = "#D55E00", "#009E73"
+
+
 @_styled
 def reliability_diagram(calibration: artifacts.Calibration, *, t: Translate) -> Figure:
-    """Accuracy per confidence bin against the diagonal, the gap hatched, counts below."""
+    """Accuracy per confidence bin against the diagonal, counts below. The gap between a
+    bin's accuracy and its mean confidence is drawn in the direction it goes: above the bar,
+    red and hatched ///, where confidence exceeds accuracy (over-confident); over the top of
+    the bar, green and hatched \\\\, where accuracy exceeds confidence (under-confident). A black
+    tick marks each bin's mean confidence; bins under SMALL_BIN images are pale."""
     bins = list(calibration.get("bins") or [])
     if not bins:
         raise ReportError("calibration: no bins to plot (metrics['calibration']['bins'] is empty)")
-    fig = _new_figure((5.0, 4.4))
+    fig = _new_figure((PRINT_WIDTH - 0.1, PRINT_HEIGHT - 0.05))
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     lo = np.array([float(b["lo"]) for b in bins])
     hi = np.array([float(b["hi"]) for b in bins])
@@ -711,14 +826,31 @@ def reliability_diagram(calibration: artifacts.Calibration, *, t: Translate) -> 
                    dtype=float)
     conf = np.array([value_of(b.get("confidence")) if b.get("count") else None for b in bins],
                     dtype=float)
-    filled = counts > 0
+    filled = (counts > 0) & np.isfinite(acc) & np.isfinite(conf)
     width = hi - lo
-    top.bar(lo[filled], acc[filled], width[filled], align="edge", color=PALETTE[0],
-            edgecolor="white", linewidth=0.6, label=t("chart.calibration.accuracy_bars"))
-    gap = conf[filled] - acc[filled]
-    top.bar(lo[filled], gap, width[filled], bottom=acc[filled], align="edge",
-            facecolor="none", edgecolor=PALETTE[1], hatch="///", linewidth=0.6,
-            label=t("chart.calibration.gap"))
+    small = filled & (counts < SMALL_BIN)
+    for mask, alpha in ((filled & ~small, 1.0), (small, 0.35)):
+        if mask.any():
+            top.bar(lo[mask], acc[mask], width[mask], align="edge", color=PALETTE[0], alpha=alpha,
+                    edgecolor="white", linewidth=0.6,
+                    label=t("chart.calibration.accuracy_bars") if alpha == 1.0 or not (filled & ~small).any() else None,
+                    gid="accuracy")
+    over = filled & (conf > acc)
+    under = filled & (acc > conf)
+    if over.any():
+        top.bar(lo[over], (conf - acc)[over], width[over], bottom=acc[over], align="edge",
+                facecolor=matplotlib.colors.to_rgba(OVER_COLOR, 0.18), edgecolor=OVER_COLOR,
+                hatch="///", linewidth=0.8, label=t("chart.calibration.over"), gid="over")
+    if under.any():
+        top.bar(lo[under], (acc - conf)[under], width[under], bottom=conf[under], align="edge",
+                facecolor=matplotlib.colors.to_rgba("white", 0.55), edgecolor=UNDER_COLOR,
+                hatch="\\\\\\", linewidth=0.8, label=t("chart.calibration.under"), gid="under")
+    if filled.any():
+        top.hlines(conf[filled], lo[filled], hi[filled], colors="#111111", linewidth=1.4,
+                   label=t("chart.calibration.mean_confidence"), gid="confidence")
+    for x, n in zip((lo + width / 2)[small], counts[small]):
+        top.text(x, 0.02, f"n={n}", rotation=90, ha="center", va="bottom", fontsize=6.5,
+                 color="#333333")
     top.plot([0, 1], [0, 1], linestyle="--", color="#555555", linewidth=1.0,
              label=t("chart.calibration.perfect"))
     top.set_xlim(0, 1)
@@ -731,7 +863,12 @@ def reliability_diagram(calibration: artifacts.Calibration, *, t: Translate) -> 
         title += f", {t('chart.ci95')} {_fmt(ci[0])}–{_fmt(ci[1])}"
     top.set_title(title + ")")
     handles, labels = top.get_legend_handles_labels()
-    top.legend(handles, labels, loc="upper left")
+    if small.any():
+        handles.append(matplotlib.patches.Patch(color=PALETTE[0], alpha=0.35))
+        labels.append(t("chart.calibration.small_bin").replace("{n}", str(SMALL_BIN)))
+    # Beside the plot, not over it: bars reach every corner of the unit square.
+    top.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+               fontsize=7)
     bottom.bar(lo, counts, width, align="edge", color="#999999", edgecolor="white",
                linewidth=0.6)
     bottom.set_ylabel(t("chart.calibration.count"))
@@ -783,10 +920,34 @@ def _bare(ax: Axes) -> None:
         spine.set_visible(False)
 
 
+# A thumbnail side (inches) below which a class shows fewer images rather than smaller ones.
+MIN_THUMB = 0.7
+
+
+def _example_layout(n: int, per_class: int) -> tuple[int, int, float]:
+    """(class blocks side by side, images per class, thumbnail side in inches) for the
+    printed figure box (PRINT_WIDTH x PRINT_HEIGHT): as many images per class as keep
+    thumbnails at MIN_THUMB or more, then the layout with the largest thumbnails."""
+    options = []
+    for blocks in range(1, 5):
+        for shown in range(1, min(per_class, 4) + 1):
+            rows = math.ceil(n / blocks)
+            label_w = 0.0 if blocks > 1 else 1.9   # one block: the class name on the left
+            side = min((PRINT_WIDTH - label_w - 0.12 * blocks) / (blocks * shown),
+                       (PRINT_HEIGHT - 0.3) / rows - (0.2 if blocks > 1 else 0.03), 1.35)
+            options.append((side >= MIN_THUMB, shown if side >= MIN_THUMB else 0, side, -blocks,
+                            blocks, shown))
+    _, _, side, _, blocks, shown = max(options)
+    return blocks, shown, side
+
+
 @_styled
 def example_grid(images: Sequence[Image] | Image, labels: Sequence[int], class_names: Sequence[str], *,
                  t: Translate, per_class: int = 4) -> Figure:
-    """One row per class with its first ``per_class`` images (pass a shuffled selection)."""
+    """Up to ``per_class`` images of each class (pass a shuffled selection), laid out for the
+    printed page: one row per class with its name on the left for a few classes, for many
+    classes blocks of a class's images side by side, each under its name, so thumbnails and
+    names keep a legible size inside one page-wide figure."""
     items = [images[i] for i in range(len(images))]
     labels = [int(x) for x in labels]
     if len(items) != len(labels):
@@ -794,20 +955,35 @@ def example_grid(images: Sequence[Image] | Image, labels: Sequence[int], class_n
     if per_class < 1:
         raise ReportError(f"example grid: per_class must be >= 1, got {per_class}")
     n = len(class_names)
-    rows = [[items[i] for i, y in enumerate(labels) if y == c][:per_class] for c in range(n)]
-    cell = min(1.35, 5.6 / per_class, 8.5 / max(n, 1))
-    fig = _new_figure((cell * per_class + 1.0, cell * n + 0.45), fixed_aspect=True)
-    axes = np.atleast_2d(fig.subplots(n, per_class, squeeze=False))
+    row_labels = _labels(class_names)
+    blocks, shown, side = _example_layout(n, per_class)
+    rows = [[items[i] for i, y in enumerate(labels) if y == c][:shown] for c in range(n)]
+    n_rows = math.ceil(n / blocks)
+    label_w = 0.0 if blocks > 1 else 1.9
+    gap = 0.12
+    title_h, label_h = 0.3, (0.2 if blocks > 1 else 0.03)
+    width = label_w + blocks * (shown * side + gap)
+    height = title_h + n_rows * (side + label_h)
+    # Fixed axes (no layout engine): every thumbnail square and every name where it belongs.
+    fig = Figure(figsize=(width, height))
     for c in range(n):
-        for j in range(per_class):
-            ax = axes[c, j]
+        r, b = divmod(c, blocks)
+        top = height - title_h - r * (side + label_h) - label_h
+        left = label_w + b * (shown * side + gap)
+        for j in range(shown):
+            ax = fig.add_axes(((left + j * side + 0.02) / width, (top - side + 0.02) / height,
+                               (side - 0.04) / width, (side - 0.04) / height))
             if j < len(rows[c]):
                 _show(ax, rows[c][j])
             else:
                 _bare(ax)
-        axes[c, 0].set_ylabel(_lit(class_names[c], limit=NAME_LIMIT), rotation=0, ha="right",
-                              va="center", labelpad=6)
-    fig.suptitle(t("chart.examples.title"), fontsize=9.5)
+        if blocks > 1:
+            fig.text((left + 0.02) / width, (top + 0.03) / height, row_labels[c], fontsize=6.5,
+                     ha="left", va="bottom")
+        else:
+            fig.text((label_w - 0.06) / width, (top - side / 2) / height, row_labels[c],
+                     fontsize=7, ha="right", va="center")
+    fig.suptitle(t("chart.examples.title"), fontsize=9.5, y=1 - 0.04 / height, va="top")
     return fig
 
 
@@ -825,7 +1001,7 @@ def preprocessing_before_after(pairs: Sequence[tuple[Image, Image]], *, t: Trans
             ax = axes[row, j]
             _show(ax, img)
             h, w = _to_display(img)[0].shape[:2]
-            ax.set_xlabel(f"{w} × {h}", fontsize=7, labelpad=2)
+            ax.set_xlabel(size_text(w, h), fontsize=7, labelpad=2)
     axes[0, 0].set_ylabel(t("chart.preprocess.before"))
     axes[1, 0].set_ylabel(t("chart.preprocess.after"))
     fig.suptitle(t("chart.preprocess.title"), fontsize=9.5)
@@ -887,19 +1063,39 @@ def colormap_lut(name: str = CAM_CMAP) -> str:
     return base64.b64encode(rgb.tobytes()).decode("ascii")
 
 
+LESION_COLOR = "white"
+
+
+def _draw_outline(ax: Axes, mask: Image) -> None:
+    """The known lesion's outline (a mask of the image's size): white over a dark edge, so it
+    shows on both the cold and the warm end of the colour map."""
+    m = np.squeeze(np.asarray(mask)).astype(float)
+    if m.ndim != 2 or not m.any():
+        return
+    for color, width in (("#000000", 2.2), (LESION_COLOR, 1.0)):
+        ax.contour(m, levels=[0.5], colors=color, linewidths=width, gid="lesion")
+
+
 @_styled
-def cam_overlay(image: Image, cam: Image, *, alpha: float = 0.55, colorbar: bool = True) -> Figure:
+def cam_overlay(image: Image, cam: Image, *, alpha: float = 0.55, colorbar: bool = True,
+                lesion: Image | None = None) -> Figure:
     """The image with the CAM (fixed 0..1 scale) blended on top; a slim colour bar unless
-    ``colorbar`` is False (the report's gallery draws one shared colour scale instead)."""
+    ``colorbar`` is False (the report's gallery draws one shared colour scale instead);
+    ``lesion`` (a mask of the image's size, where known) is outlined."""
     _check_alpha(alpha)
     if not colorbar:
         fig = Figure(figsize=(1.6, 1.6))
-        _draw_overlay(fig.add_axes((0.0, 0.0, 1.0, 1.0)), image, cam, alpha)
+        ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+        _draw_overlay(ax, image, cam, alpha)
+        if lesion is not None:
+            _draw_outline(ax, lesion)
         return fig
     fig = Figure(figsize=(2.45, 2.2))
     ax = fig.add_axes((0.02, 0.02, 0.78, 0.96))
     cax = fig.add_axes((0.83, 0.12, 0.045, 0.76))
     heat = _draw_overlay(ax, image, cam, alpha)
+    if lesion is not None:
+        _draw_outline(ax, lesion)
     _cam_colorbar(fig, heat, cax)
     return fig
 

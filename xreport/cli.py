@@ -70,8 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", type=Path, help="folder for predictions.csv, metrics.json, cams/ "
                    "(default: reports/NAME/ for the test split, reports/NAME/<split>/ for another, "
                    "reports/NAME/external-<data name>/ with --data)")
+    e.add_argument("--class-map", metavar="OLD=NEW,...",
+                   help="rename the classes of --data onto the run's (classes match by name; "
+                   "data whose names differ is refused without a map); default: the run's data.class_map")
     e.add_argument("--device", default="auto")
     e.add_argument("--tta", action="store_true", help="average with a horizontal flip")
+    e.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="inference precision (default fp32; bf16 moves probabilities by up to ~0.01)")
     e.add_argument("--cam", default="gradcam", help="CAM method (gradcam, gradcam++, hirescam, "
                    "xgradcam, layercam, eigencam, scorecam, cam)")
     e.add_argument("--no-cam", action="store_true", help="skip CAMs and faithfulness")
@@ -89,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "predictions (predictions.csv) and the report shows the validation metrics")
     b.add_argument("--device", default="auto")
     b.add_argument("--force", action="store_true", help="re-run inference even when cached")
+    b.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="inference precision (default fp32; bf16 moves probabilities by up to ~0.01)")
     _add_roots(b)
 
     c = sub.add_parser("compare", help="set runs side by side in one report")
@@ -114,17 +121,18 @@ def _train(args: argparse.Namespace) -> int:
                     overwrite=args.overwrite, command=shlex.split(args.command_line), **overrides)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one summary line
         return 0
-    assert run.trained is not None and run.config is not None  # api.train sets both
+    assert run.trained is not None  # api.train sets it
     result = run.trained
     print(f"trained {run.name}: best epoch {result.best_epoch} "
-          f"({run.config.train.select_metric} {result.best_score:.4f}) -> {result.run_dir}")
+          f"({result.selected_by} {result.best_score:.4f}) -> {result.run_dir}")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     done = api.evaluate(args.run, split=args.split, device=args.device, data=args.data, tta=args.tta,
-                        cam=args.cam, explain=not args.no_cam, out=args.out,
-                        checkpoints=args.checkpoints, reports=args.reports)
+                        cam=args.cam, explain=not args.no_cam, out=args.out, precision=args.precision,
+                        class_map=_class_map(args.class_map), checkpoints=args.checkpoints,
+                        reports=args.reports)
     metrics = done.metrics
     acc = metrics["accuracy"].get("value") if metrics else None
     summary = f"accuracy {acc:.4f}" if isinstance(acc, float) else "no labels: predictions only"
@@ -132,10 +140,27 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _class_map(value: str | None) -> dict[str, str] | None:
+    """``--class-map OLD=NEW,...`` as a table (the same as the config's data.class_map)."""
+    from .errors import ConfigError
+
+    if value is None:
+        return None
+    table: dict[str, str] = {}
+    for pair in _split_list(value):
+        old, sep, new = pair.partition("=")
+        if not sep or not old.strip() or not new.strip() or old.strip() in table:
+            raise ConfigError(f"--class-map {value!r}: give OLD=NEW pairs separated by commas, each "
+                              "old name once")
+        table[old.strip()] = new.strip()
+    return table
+
+
 def _build(args: argparse.Namespace) -> int:
     report = api.build(args.run, lang=args.lang, formats=args.format, templates=args.templates,
                        cam=args.cam, device=args.device, force=args.force, split=args.split,
-                       checkpoints=args.checkpoints, reports=args.reports, command=args.command_line)
+                       precision=args.precision, checkpoints=args.checkpoints, reports=args.reports,
+                       command=args.command_line)
     how = "cached predictions" if report.reused_predictions else "fresh predictions"
     print(f"built {report.name} in {report.seconds['total']:.1f} s ({how}):")
     for f in report.files:

@@ -13,6 +13,7 @@ lives in ``templates/i18n/<lang>/compare.json`` and the layout in ``templates/co
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import logging
@@ -27,6 +28,7 @@ import numpy as np
 from . import artifacts, languages
 from . import metrics as metrics_mod
 from . import runs
+from .data.base import match_classes
 from .metrics import value_of
 from .render import DASH, p_phrase, pval, signed
 from .errors import ConfigError, ReportError, RunError, XReportError
@@ -79,6 +81,7 @@ class EvaluatedRun:
     y_true: np.ndarray
     probs: np.ndarray
     history: artifacts.History
+    class_order: list[str] | None = None   # set when re-ordered into another run's classes
 
     @property
     def name(self) -> str:
@@ -92,7 +95,7 @@ class EvaluatedRun:
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.metrics["class_names"] or self.meta["class_names"])
+        return list(self.class_order or self.metrics["class_names"] or self.meta["class_names"])
 
 
 # ---------------------------------------------------------------- names and inputs
@@ -128,8 +131,9 @@ def ensure_evaluated(paths: runs.RunPaths, *, device: str = "auto", progress: bo
     with runs.run_lock(paths.report_dir, what="report"):
         run = load_run(paths, device=resolve_device(device))
         dataset = dataset_for_run(run, splits=(SPLIT, "val"))
+        # Any recorded precision will do: compare reads the predictions the report was built on.
         if cached_metrics(paths.evaluation(SPLIT), run, dataset, cam_method=None, split=SPLIT,
-                          need_explain=False):
+                          need_explain=False, precision=None):
             logger.info("%s: metrics.json is fresh; reusing its predictions", paths.name)
             return False
         logger.info("%s: evaluating on the %s split (no CAMs)", paths.name, SPLIT)
@@ -142,7 +146,8 @@ def ensure_evaluated(paths: runs.RunPaths, *, device: str = "auto", progress: bo
 
 def load_evaluated(paths: runs.RunPaths) -> EvaluatedRun:
     """Read an evaluated run: metrics.json, checkpoint meta, predictions.csv, history.csv."""
-    evaluation = artifacts.load_evaluation(paths)
+    meta = artifacts.load_checkpoint_meta(artifacts.checkpoint_path(paths))
+    evaluation = artifacts.load_evaluation(paths, class_names=meta["class_names"])
     metrics = evaluation["metrics"]
     if not metrics:
         raise ReportError(f"{paths.metrics}: run {paths.name!r} has no test metrics (its test split "
@@ -151,8 +156,7 @@ def load_evaluated(paths: runs.RunPaths) -> EvaluatedRun:
         raise ReportError(f"{paths.metrics}: run {paths.name!r} was evaluated on the "
                           f"{evaluation.get('split')!r} split; compare needs the {SPLIT!r} split "
                           f"(xreport evaluate --run {paths.name})")
-    meta = artifacts.load_checkpoint_meta(artifacts.checkpoint_path(paths))
-    ids, y_true, probs = artifacts.load_predictions(paths)
+    ids, y_true, probs = artifacts.load_predictions(paths, class_names=meta["class_names"])
     if y_true is None:
         raise ReportError(f"{paths.predictions}: run {paths.name!r} has no y_true column, so it "
                           "cannot be compared")
@@ -197,6 +201,19 @@ class PairedTest(TypedDict):
     acc_run: float | None
     acc_ref: float | None
     n: NotRequired[int]
+
+
+def in_reference_classes(reference: EvaluatedRun, run: EvaluatedRun) -> EvaluatedRun:
+    """``run`` with its labels and probability columns in the reference's class order when
+    both name the same classes in another order (matched by name, ``data.match_classes``);
+    otherwise ``run`` as it is (``align`` then says the classes differ)."""
+    if run.class_names == reference.class_names or sorted(run.class_names) != sorted(reference.class_names):
+        return run
+    order = match_classes(run.class_names, reference.class_names, where=str(run.paths.predictions))
+    logger.info("%s: classes in %s's order, matched by name", run.name, reference.name)
+    columns = np.argsort(np.array(order))          # reference class j is run column columns[j]
+    return dataclasses.replace(run, y_true=np.array(order, dtype=np.int64)[run.y_true],
+                               probs=run.probs[:, columns], class_order=list(reference.class_names))
 
 
 def align(reference: EvaluatedRun, run: EvaluatedRun) -> tuple[np.ndarray | None, artifacts.Message | None]:
@@ -255,13 +272,14 @@ def paired_tests(reference: EvaluatedRun, others: Sequence[EvaluatedRun], *, n_b
     y = reference.y_true
     pred_ref = reference.probs.argmax(axis=1)
     for run in others:
-        order, why = align(reference, run)
+        view = in_reference_classes(reference, run)
+        order, why = align(reference, view)
         entry: PairedTest = {"run": run.name, "ref": reference.name, "paired": order is not None,
                              "reason": why, "mcnemar": None, "auc": None,
                              "acc_run": value_of(run.metrics["accuracy"]),
                              "acc_ref": value_of(reference.metrics["accuracy"])}
         if order is not None:
-            probs = run.probs[order]
+            probs = view.probs[order]
             # a = reference, b = this run: b counts images only the reference got right.
             entry["mcnemar"] = {**metrics_mod.mcnemar(y, pred_ref, probs.argmax(axis=1))}
             method = "delong" if probs.shape[1] == 2 else "bootstrap"

@@ -30,6 +30,9 @@ class DataConfig:
     class_names: tuple[str, ...] = ()          # empty: from the data set
     # Optional translations for the report, by language: [data.class_names_i18n] zh-TW = [...]
     class_names_i18n: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Classes of other data renamed onto the model's (a table old name -> new name): data
+    # whose class names differ is refused unless mapped here (classes match by name).
+    class_map: dict[str, str] = field(default_factory=dict)
     task: Literal["auto", "binary", "multiclass", "ordinal"] = "auto"
     skip_bad_images: bool = False
     # A class with no training images (it can only be guessed): warn instead of stopping.
@@ -149,17 +152,16 @@ def _coerce(value: object, annotation: object, where: str) -> object:
         if value not in choices:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
         return value
-    if origin is dict:
-        key_type, value_type = typing.get_args(hint)
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a table, got {value!r}")
-        return {_coerce(k, key_type, f"{where} key"): _coerce(v, value_type, f"{where}.{k}")
-                for k, v in value.items()}
     if origin is tuple:
         (item_type, _ellipsis) = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return tuple(_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        (key_type, item_type) = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return {_coerce(k, key_type, where): _coerce(v, item_type, f"{where}.{k}") for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
@@ -251,6 +253,8 @@ def load_raw(path: str | Path, *, overrides: Mapping[str, object] | None = None)
         raise ConfigError(f"{path}: config file cannot be read ({exc.strerror or exc})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML (nested deeper than Python can read)") from None
     return apply_overrides(raw, overrides or {})
 
 
@@ -419,6 +423,8 @@ def _class_name_checks(d: DataConfig, source: str) -> None:
                               "than once; each class needs its own name")
         if any(not n.strip() for n in names):
             raise ConfigError(f"{source}: data.{key} has an empty name")
+    if any(not str(k).strip() or not str(v).strip() for k, v in d.class_map.items()):
+        raise ConfigError(f"{source}: data.class_map has an empty class name")
     for lang, translated in d.class_names_i18n.items():
         if d.class_names and translated and len(translated) != len(d.class_names):
             raise ConfigError(f"{source}: data.class_names_i18n.{lang} has {len(translated)} names but "

@@ -47,6 +47,19 @@ def resolve_precision(setting: str, device: torch.device) -> str:
     return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
+# Evaluation (predictions, metrics, faithfulness) runs in fp32 unless bf16 is asked for:
+# bf16 moves probabilities by up to 0.01 and ECE by a few thousandths, so a report's numbers
+# would depend on the CPU. The choice is recorded in metrics.json and stated in the report.
+EVAL_PRECISIONS = ("fp32", "bf16")
+EVAL_PRECISION = "fp32"
+
+
+def check_eval_precision(precision: str) -> str:
+    if precision not in EVAL_PRECISIONS:
+        raise ConfigError(f"--precision {precision!r} is not one of {', '.join(EVAL_PRECISIONS)}")
+    return precision
+
+
 def resolve_channels_last(setting: str, device: torch.device, precision: str) -> bool:
     """auto: on for CUDA (tensor cores want NHWC) and for CPU bf16 (oneDNN's NHWC kernels)."""
     if setting != "auto":

@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import Mapping, TypedDict
 
 from . import artifacts
-from .metrics import value_of
+from .metrics import baselines, calibration_direction, collapsed, value_of
+from .render import DASH
 
 
 class Item(TypedDict):
@@ -45,15 +46,71 @@ def _item(key: str, ref: str, **params: object) -> Item:
 
 # ---------------------------------------------------------------- metric rules
 
+def _split_word(split: str) -> dict[str, object]:
+    return {"key": f"split.{split}", "params": {}}
+
+
+def _collapse(metrics: artifacts.Metrics) -> artifacts.JSONValue:
+    cm = metrics.get("confusion_matrix") or {}
+    raw = cm.get("raw")
+    names = cm.get("labels") or metrics.get("class_names") or []
+    return collapsed(raw, names) if raw and names else None  # type: ignore[return-value]
+
+
+def collapse(metrics: artifacts.Metrics, *, split: str = "test") -> list[Item]:
+    """One class answered for most images while it is much rarer in the truth
+    (metrics.COLLAPSE_SHARE): the model has collapsed onto it."""
+    found = _collapse(metrics)
+    if not found:
+        return []
+    return [_item("discussion.collapsed", "results-confusion", cls=found["cls"],
+                  predicted_pct=found["predicted_share"], true_pct=found["true_share"], n=found["n"],
+                  split=_split_word(split))]
+
+
+def against_baselines(metrics: artifacts.Metrics, *, split: str = "test") -> list[Item]:
+    """The headline accuracy beside chance (1/k) and the majority-class baseline; QWK beside
+    0 for an ordinal task. "Above" needs the interval's lower end above the larger baseline."""
+    cm = metrics.get("confusion_matrix") or {}
+    names = cm.get("labels") or metrics.get("class_names") or []
+    acc = metrics.get("accuracy")
+    value = value_of(acc)
+    if not cm.get("raw") or not names or value is None:
+        return []
+    base = baselines(cm["raw"], names)
+    ci = acc.get("ci95") if isinstance(acc, Mapping) else None
+    lo, hi = (value_of(ci[0]), value_of(ci[1])) if ci else (value, value)
+    bar = max(base["chance"], base["majority"] or 0.0)
+    key = ("discussion.baseline_above" if lo is not None and lo > bar else
+           "discussion.baseline_below" if hi is not None and hi < bar else "discussion.baseline_not_above")
+    items = [_item(key, "results-overall", accuracy=value, chance=base["chance"], k=base["k"],
+                   majority=base["majority"], cls=base["majority_class"],
+                   balanced=value_of(metrics.get("balanced_accuracy")), split=_split_word(split))]
+    ordinal = metrics.get("ordinal")
+    qwk = ordinal.get("qwk") if ordinal else None
+    q = value_of(qwk)
+    if q is not None:
+        qci = qwk.get("ci95") if isinstance(qwk, Mapping) else None
+        qlo = value_of(qci[0]) if qci else q
+        items.append(_item("discussion.qwk_above" if qlo is not None and qlo > 0 else "discussion.qwk_not_above",
+                           "results-ordinal", qwk=q))
+    return items
+
+
 def leans_towards(metrics: artifacts.Metrics) -> list[Item]:
-    """Recall of a class clearly above its precision: the model over-predicts it."""
+    """Recall of a class clearly above its precision: the model over-predicts it. A binary
+    task says it at its 0.5 threshold (a trade of false alarms for misses); a multi-class
+    argmax has no threshold to trade with. A collapsed model gets the collapse sentence instead."""
+    if _collapse(metrics):
+        return []
+    key = "discussion.leans_towards" if metrics.get("task") == "binary" else "discussion.leans_towards_argmax"
     leaning: list[tuple[float, Item]] = []   # (recall - precision, the sentence)
     for row in metrics.get("per_class") or []:
         recall, precision = value_of(row.get("recall")), value_of(row.get("precision"))
         if recall is None or precision is None:
             continue
         if recall - precision > LEAN_MARGIN:
-            leaning.append((recall - precision, _item("discussion.leans_towards", "results-report",
+            leaning.append((recall - precision, _item(key, "results-report",
                                                       cls=row["class"], recall=recall, precision=precision)))
     # In a binary task both classes cannot lean; keep the stronger one.
     if metrics.get("task") == "binary" and len(leaning) > 1:
@@ -94,11 +151,16 @@ def near_chance(metrics: artifacts.Metrics | None,
 
 
 def poor_calibration(metrics: artifacts.Metrics) -> list[Item]:
+    """ECE above the limit, with its direction from the signed gap (confidence minus accuracy)."""
     calibration = metrics.get("calibration")
     ece = value_of(calibration.get("ece")) if calibration else None
     if ece is None or ece <= ECE_LIMIT:
         return []
-    return [_item("discussion.poor_calibration", "results-calibration", ece=ece)]
+    found = calibration_direction(calibration)
+    if found is None:   # no reliability bins to read the direction from
+        return [_item("discussion.poor_calibration", "results-calibration", ece=ece)]
+    return [_item(f"discussion.poor_calibration_{found['direction']}", "results-calibration", ece=ece,
+                  gap=abs(found["signed_gap"]), bins=found["bins"])]
 
 
 def wide_interval(metrics: artifacts.Metrics, *, split: str = "test") -> list[Item]:
@@ -114,7 +176,10 @@ def wide_interval(metrics: artifacts.Metrics, *, split: str = "test") -> list[It
 
 
 def weak_class(metrics: artifacts.Metrics) -> list[Item]:
-    """A class whose F1 is far below the mean F1 of the others (3+ classes)."""
+    """A class whose F1 is far below the mean F1 of the others (3+ classes); not said of a
+    collapsed model, whose every other class is weak for the same reason."""
+    if _collapse(metrics):
+        return []
     rows = [(c, f) for c, f in ((r["class"], value_of(r.get("f1"))) for r in metrics.get("per_class") or [])
             if f is not None]
     if len(rows) < 3:
@@ -171,11 +236,12 @@ def overfitting(history: artifacts.History | None) -> list[Item]:
 # ---------------------------------------------------------------- explainability rules
 
 _FAITH_KEYS = {"better": "discussion.cam_faithful", "not_distinguishable": "discussion.cam_not_distinguishable",
+               "below_margin": "discussion.cam_below_margin", "mixed": "discussion.cam_mixed",
                "worse": "discussion.cam_worse"}
 _SANITY_KEYS = {"pass": "discussion.sanity_passed", "inconclusive": "discussion.sanity_inconclusive",
                 "fail": "discussion.sanity_failed"}
 _LOCAL_KEYS = {"better": "discussion.localisation_good", "not_distinguishable": "discussion.localisation_chance",
-               "worse": "discussion.localisation_worse"}
+               "below_margin": "discussion.localisation_below_margin", "worse": "discussion.localisation_worse"}
 
 
 def faithfulness(explain: artifacts.Explanation | None) -> list[Item]:
@@ -203,7 +269,11 @@ def localisation(explain: artifacts.Explanation | None) -> list[Item]:
     cam, chance = value_of(hits.get("cam")), value_of(hits.get("chance"))
     if key is None or cam is None or chance is None:
         return []
-    return [_item(key, "explain-localisation", cam_pct=cam, chance_pct=chance, n=int(hits.get("n") or 0))]
+    # The effect as what it is: most peaks can miss while the hit rate is above chance.
+    if key == "discussion.localisation_good" and cam < 0.5:
+        key = "discussion.localisation_mostly_misses"
+    return [_item(key, "explain-localisation", cam_pct=cam, miss_pct=1 - cam, chance_pct=chance,
+                  n=int(hits.get("n") or 0))]
 
 
 def sanity(explain: artifacts.Explanation | None) -> list[Item]:
@@ -232,8 +302,65 @@ def observations(metrics: artifacts.Metrics | None, *,
     figures "test" figures (an unlabelled test split reports on validation)."""
     items = imbalance(distribution) + overfitting(history) + near_chance(metrics, history, split=split)
     if metrics:
+        items += against_baselines(metrics, split=split) + collapse(metrics, split=split)
         for rule in (leans_towards, weak_class, threshold_matters, poor_calibration):
             items += rule(metrics)
         items += wide_interval(metrics, split=split)
-    items += faithfulness(explain) + localisation(explain) + sanity(explain)
+    said = faithfulness(explain) + localisation(explain) + sanity(explain)
+    if metrics and (_collapse(metrics) or near_chance(metrics, history, split=split)):
+        # Maps that change once the weights are random say little of a model that learned
+        # next to nothing (the sentences above say so).
+        said = [{**i, "key": "discussion.sanity_passed_chance"} if i["key"] == "discussion.sanity_passed" else i
+                for i in said]
+    return items + said
+
+
+# ---------------------------------------------------------------- limitations
+
+def limitations(metrics: artifacts.Metrics | None, *,
+                distribution: artifacts.ClassDistribution | None = None,
+                leakage: Mapping[str, object] | None = None, split: str = "test",
+                synthetic: str | None = None, seed: int | None = None, external: bool = False,
+                source: str = "") -> list[Item]:
+    """What the report cannot claim, generated from the facts, each with the number it rests
+    on: synthetic data, one seed, the evaluated split's size and interval width, duplicates
+    across splits, no external validation, imbalance, a collapsed or baseline-level model."""
+    from .artifacts import train_imbalance
+
+    items: list[Item] = []
+    if synthetic:
+        items.append(_item("limitations.synthetic", "data", source=synthetic))
+    acc = metrics.get("accuracy") if metrics else None
+    ci = acc.get("ci95") if isinstance(acc, Mapping) else None
+    lo, hi = (value_of(ci[0]), value_of(ci[1])) if ci else (None, None)
+    width = hi - lo if lo is not None and hi is not None else None
+    items.append(_item("limitations.one_seed", "training", seed=seed if seed is not None else DASH))
+    if metrics and lo is not None and hi is not None and width is not None and width > 0:
+        items.append(_item("limitations.test_size", "results-overall", n=int(metrics.get("n", 0)),
+                           split=_split_word(split), lo=lo, hi=hi, width_pct=width))
+    elif metrics and lo is not None:
+        # Every resample gives the same accuracy (a constant answer on a stratified bootstrap):
+        # the interval's width says nothing about the uncertainty, so it is not quoted as such.
+        items.append(_item("limitations.test_size_degenerate", "results-overall",
+                           n=int(metrics.get("n", 0)), split=_split_word(split)))
+    if leakage is not None:
+        total = int(leakage.get("total") or 0)   # type: ignore[call-overload]
+        items.append(_item("limitations.duplicates" if total else "limitations.exact_only",
+                           "data-leakage", n=total))
+    if not external:
+        items.append(_item("limitations.no_external", "data", source=source))
+    found = train_imbalance(distribution)
+    if found is not None and found["ratio"] >= IMBALANCE_RATIO:
+        items.append(_item("limitations.imbalance", "data-distribution", cls=found["majority"],
+                           cls_minor=found["minority"], ratio=found["ratio"]))
+    if metrics:
+        fallen = _collapse(metrics)
+        if fallen:
+            items.append(_item("limitations.collapsed", "results-confusion", cls=fallen["cls"],
+                               predicted_pct=fallen["predicted_share"], true_pct=fallen["true_share"]))
+        said = against_baselines(metrics, split=split)
+        if said and said[0]["key"] != "discussion.baseline_above":
+            params = said[0]["params"]
+            items.append(_item("limitations.near_baseline", "results-overall", accuracy=params["accuracy"],
+                               chance=params["chance"], majority=params["majority"], cls=params["cls"]))
     return items

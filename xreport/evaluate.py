@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence, TypedDict, cast
+from typing import TYPE_CHECKING, Mapping, Sequence, TypedDict, cast
 
 import numpy as np
 import torch
@@ -22,8 +22,8 @@ from . import config as config_mod
 from . import metrics as metrics_mod
 from . import runs
 from .data import load_dataset, normalize_batch
-from .data.base import Dataset, Split, grey_to_rgb
-from .device import autocast, resolve_channels_last, resolve_device, resolve_precision
+from .data.base import Dataset, Split, grey_to_rgb, match_classes, remap_labels
+from .device import EVAL_PRECISION, autocast, check_eval_precision, resolve_channels_last, resolve_device
 from .errors import CheckpointError, ConfigError, DataError
 from .models import cam_target_layer, load_weights, model_from_meta
 
@@ -71,19 +71,39 @@ def _check_checkpoint_size(model: torch.nn.Module, path: Path) -> None:
                               f"{human(needed)}; refused (not this architecture's checkpoint)")
 
 
-def dataset_for_run(run: LoadedRun, *, splits: Sequence[str], data: str | None = None) -> Dataset:
-    """Load the run's data (or ``data`` instead) with the run's own preprocessing."""
+def dataset_for_run(run: LoadedRun, *, splits: Sequence[str], data: str | None = None,
+                    class_map: Mapping[str, str] | None = None) -> Dataset:
+    """Load the run's data (or ``data`` instead) with the run's own preprocessing, its classes
+    matched to the checkpoint's by name (``data.match_classes``): the same names in another
+    order are re-ordered, other names need ``class_map`` (else the run's ``data.class_map``)."""
     data_cfg = run.config.data
     resolved = run.meta.get("data", {}).get("dataset")
     if data is not None:
-        data_cfg = replace(data_cfg, dataset=str(data), kind="auto")
+        # Other data is read with its own names: the run's data.class_names renamed the
+        # training source's classes by position, which says nothing about this source.
+        data_cfg = replace(data_cfg, dataset=str(data), kind="auto", class_names=(), class_names_i18n={})
     elif resolved:
         data_cfg = replace(data_cfg, dataset=str(resolved))
-    # The checkpoint's class names win: an unlabelled test CSV has none of its own.
-    data_cfg = replace(data_cfg, class_names=tuple(run.meta["class_names"]))
     dataset = load_dataset(data_cfg, run.config.preprocess, image_size=int(run.meta["image_size"]),
                            splits=tuple(splits))
+    dataset = match_to_checkpoint(dataset, run.meta, path=run.checkpoint.path,
+                                  class_map=run.config.data.class_map if class_map is None else class_map,
+                                  strict_map=class_map is not None)
     return _match_channels(dataset, int(run.meta["in_channels"]))
+
+
+def match_to_checkpoint(dataset: Dataset, meta: artifacts.CheckpointMeta, *, path: Path,
+                        class_map: Mapping[str, str], strict_map: bool = True) -> Dataset:
+    """``dataset`` with its labels in the checkpoint's class order and the checkpoint's names."""
+    names = list(meta["class_names"])
+    found = dataset.class_names or names     # an unlabelled source names no classes
+    order = match_classes(found, names, class_map=class_map, strict_map=strict_map,
+                          where=dataset.source, found_what="the data", reference_what=f"checkpoint {path.name}")
+    if order != list(range(len(names))):
+        logger.warning("%s: classes matched to the checkpoint by name (%s)", dataset.source,
+                       ", ".join(f"{found[i]} -> {names[j]} ({j})" for i, j in enumerate(order)))
+    return replace(dataset, class_names=names, splits={k: remap_labels(s, order) for k, s in dataset.splits.items()},
+                   class_names_i18n={lang: list(n) for lang, n in meta["class_names_i18n"].items()})
 
 
 def _match_channels(dataset: Dataset, channels: int) -> Dataset:
@@ -96,13 +116,13 @@ def _match_channels(dataset: Dataset, channels: int) -> Dataset:
 @torch.no_grad()
 def predict(model: torch.nn.Module, images: torch.Tensor, *, mean: Sequence[float],
             std: Sequence[float], device: torch.device, batch_size: int = 256,
-            tta: bool = False, progress: bool = True) -> np.ndarray:
-    """Class probabilities (N, K) for uint8 images (N, C, H, W), in batches."""
+            tta: bool = False, progress: bool = True, precision: str = EVAL_PRECISION) -> np.ndarray:
+    """Class probabilities (N, K) for uint8 images (N, C, H, W), in batches, in ``precision``
+    (fp32 unless bf16 is asked for: see device.EVAL_PRECISION)."""
     model.eval()
     out = []
     pin = device.type == "cuda"
-    # The same choice as training: bf16 autocast + NHWC where the hardware has bf16 units.
-    precision = resolve_precision("auto", device)
+    check_eval_precision(precision)
     channels_last = resolve_channels_last("auto", device, precision)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -149,7 +169,8 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
                  explain: bool = True, n_boot: int = 1000, seed: int = 0,
                  batch_size: int = 256, dataset: Dataset | None = None,
                  run: LoadedRun | None = None, out: runs.EvaluationPaths | None = None,
-                 progress: bool = True) -> artifacts.Evaluation:
+                 progress: bool = True, precision: str = EVAL_PRECISION,
+                 class_map: Mapping[str, str] | None = None) -> artifacts.Evaluation:
     """Run the checkpoint on ``split``; write predictions.csv, metrics.json, cams/ and viewer.json
     into ``out``: by default the run's own evaluation of that split, or for other ``data``
     ``reports/NAME/external-<data name>/`` (never the run's own files)."""
@@ -162,7 +183,7 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
         # val is read for the operating points; external data may have only the one split.
         wanted = [split] + (["val"] if split != "val" and data is None else [])
         if dataset is None:
-            dataset = dataset_for_run(run, splits=wanted, data=data)
+            dataset = dataset_for_run(run, splits=wanted, data=data, class_map=class_map)
     if split not in dataset.splits:
         raise DataError(f"{dataset.source}: has no {split!r} split; available: {', '.join(dataset.splits)}")
     target = dataset.splits[split]
@@ -175,7 +196,7 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
 
     with _timed(timings, "predict"):
         probs = predict(run.model, target.images, mean=mean, std=std, device=dev,
-                        batch_size=batch_size, tta=tta, progress=progress)
+                        batch_size=batch_size, tta=tta, progress=progress, precision=precision)
     check_outputs(probs, target.ids, path=run.checkpoint.path)
     artifacts.save_predictions(out, target.ids, target.labels.numpy() if target.labels is not None else None,
                                probs, class_names=class_names)
@@ -188,7 +209,7 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
             with _timed(timings, "predict_val"):
                 val = (val_split.labels.numpy(), predict(run.model, val_split.images, mean=mean, std=std,
                                                          device=dev, batch_size=batch_size, tta=tta,
-                                                         progress=progress))
+                                                         progress=progress, precision=precision))
         with _timed(timings, "metrics"):
             metrics = metrics_mod.compute_all(target.labels.numpy(), probs, class_names=class_names,
                                               task=task, val=val, n_boot=n_boot, seed=seed)
@@ -197,7 +218,8 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
     if explain and target.labels is not None:
         with _timed(timings, "explain"):
             explanation = explain_and_draw(run, target, probs, out=out, method=cam_method,
-                                           seed=seed, device=dev, task=task, split_name=split)
+                                           seed=seed, device=dev, task=task, split_name=split,
+                                           precision=precision)
 
     result: artifacts.Evaluation = {
         "schema": artifacts.EVALUATION_SCHEMA,
@@ -205,6 +227,7 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
         "split": split,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "device": str(dev),
+        "precision": precision,
         "tta": bool(tta),
         "checkpoint": {"path": str(run.checkpoint.path), "sha256": run.sha256,
                        "epoch": run.meta.get("epoch")},
@@ -227,8 +250,9 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
 
 def evaluate_report(paths: runs.RunPaths, *, split: str = "test", device: str = "auto",
                     data: str | None = None, tta: bool = False, cam_method: str = "gradcam",
-                    explain: bool = True, out: Path | None = None,
-                    progress: bool = True) -> tuple[artifacts.Evaluation, runs.EvaluationPaths]:
+                    explain: bool = True, out: Path | None = None, progress: bool = True,
+                    precision: str = EVAL_PRECISION,
+                    class_map: Mapping[str, str] | None = None) -> tuple[artifacts.Evaluation, runs.EvaluationPaths]:
     """``xreport evaluate``: options checked first, then under the folder's lock (the same as
     ``build``) the predictions, metrics and CAMs are written to a staging copy and swapped in
     whole. They go to ``out`` when given, else to the run's own evaluation of ``split`` or,
@@ -237,21 +261,57 @@ def evaluate_report(paths: runs.RunPaths, *, split: str = "test", device: str = 
     from .build import check_report_options
 
     check_report_options(split=split, cam_method=cam_method if explain else None, device=device)
+    check_eval_precision(precision)
     if out is not None:
-        out = Path(out)
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {out}: exists and is not a folder")
+        out = check_external_out(Path(out), paths)
         with runs.run_lock(out, what="evaluation"), runs.staged_folder(out) as staged:
             result = evaluate_run(paths, split=split, device=device, data=data, tta=tta, cam_method=cam_method,
                                   explain=explain, out=runs.EvaluationPaths(staged, paths.name),
-                                  progress=progress)
+                                  progress=progress, precision=precision, class_map=class_map)
         return result, runs.EvaluationPaths(out, paths.name)
     final = paths.external(data) if data is not None else paths.evaluation(split)
     with runs.run_lock(paths.report_dir, what="report"), runs.staged_report(paths) as staged:
         where = staged.external(data) if data is not None else staged.evaluation(split)
         result = evaluate_run(staged, split=split, device=device, data=data, tta=tta,
-                              cam_method=cam_method, explain=explain, out=where, progress=progress)
+                              cam_method=cam_method, explain=explain, out=where, progress=progress,
+                              precision=precision, class_map=class_map)
     return result, final
+
+
+# What an evaluation writes into its folder: an --out holding anything else is the user's.
+_EVALUATION_FILES = frozenset({"predictions.csv", "metrics.json", "viewer.json", "cams", ".lock"})
+
+
+def check_external_out(out: Path, paths: runs.RunPaths) -> Path:
+    """The real folder ``evaluate --out`` may write, checked before anything is created.
+
+    A symlink is written through: its target receives the files and the link stays (the
+    checks below apply to the target). Refused: the run's own folders (and any folder that
+    holds them), the current folder and those above it, a file, and a folder that holds
+    anything an evaluation does not write (the user's files are never replaced)."""
+    real = out.resolve()
+    if real.exists() and not real.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    cwd = Path.cwd().resolve()
+    if real == cwd or real in cwd.parents:
+        raise ConfigError(f"--out {out}: is the current folder (or one above it); give a new "
+                          "folder for the evaluation's files")
+    own = [paths.report_dir, paths.run_dir]
+    for folder in own:
+        folder = folder.resolve()
+        if real == folder or real in folder.parents or folder in real.parents:
+            raise ConfigError(f"--out {out}: is {'inside ' if folder in real.parents else ''}the run's own "
+                              f"folder {folder}; external evaluations are kept apart from the run's "
+                              "files, give another folder")
+    if real.is_dir():
+        foreign = sorted(p.name for p in real.iterdir() if p.name not in _EVALUATION_FILES)
+        if foreign:
+            raise ConfigError(f"--out {out}: holds files that are not an evaluation's ("
+                              f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); give an "
+                              "empty or new folder, or the folder of an earlier `evaluate --out`")
+    if real != out.absolute():
+        logger.info("--out %s is a link: writing through it to %s", out, real)
+    return real
 
 
 def _check_compatible(run: LoadedRun, dataset: Dataset) -> None:
@@ -276,27 +336,28 @@ class NormalizedView:
         return normalize_batch(self.images[index], self.mean, self.std)
 
 
-class ExplainBudget(TypedDict):
+# The explanation checks' protocol: images, curve steps, random maps per image and cascade
+# seeds, the same on every device so that a verdict does not depend on where it was computed
+# (the report states it). Faithfulness costs 4 * (steps - 1) * (1 + random maps) forward
+# passes per image: 4 steps (25/50/75% removed) and 2 random maps keep the 624-image cold
+# build within 30 s on 2 CPU cores; the verdicts' power comes from the 64 paired images, not
+# the curve's resolution. Only the batch size (memory, not results) follows the device.
+class ExplainProtocol(TypedDict):
     faithfulness_n: int
     sanity_n: int
     faithfulness_steps: int
     random_per_image: int
     sanity_seeds: int
-    batch_size: int
 
 
-# Images, curve steps, random maps per image and cascade seeds of the explanation checks.
-EXPLAIN_BUDGET: dict[str, ExplainBudget] = {
-    "cpu": {"faithfulness_n": 64, "sanity_n": 16, "faithfulness_steps": 4, "random_per_image": 2,
-            "sanity_seeds": 3, "batch_size": 128},
-    "cuda": {"faithfulness_n": 64, "sanity_n": 16, "faithfulness_steps": 10, "random_per_image": 4,
-             "sanity_seeds": 5, "batch_size": 256},
-}
+EXPLAIN_PROTOCOL: ExplainProtocol = {"faithfulness_n": 64, "sanity_n": 16, "faithfulness_steps": 4,
+                                    "random_per_image": 2, "sanity_seeds": 3}
+EXPLAIN_BATCH = {"cpu": 128, "cuda": 256}
 
 
 def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: runs.EvaluationPaths,
                      method: str, seed: int, device: torch.device, task: artifacts.Task = "binary",
-                     split_name: str = "test") -> ExplainSummary:
+                     split_name: str = "test", precision: str = EVAL_PRECISION) -> ExplainSummary:
     """CAM gallery, faithfulness, sanity check (and localisation on phantom data), and the
     interactive viewer's data; the figures stage draws the gallery's overlays while the
     maps are in memory."""
@@ -306,16 +367,22 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: ru
     layer, layer_name = cam_target_layer(run.model, input_size=int(run.meta["image_size"]),
                                          in_channels=int(run.meta["in_channels"]))
     x = NormalizedView(split.images, run.meta["mean"], run.meta["std"])
-    # Faithfulness costs 4 * (steps - 1) * (1 + random maps) forward passes per image: the
-    # same 64 images and 16 sanity images everywhere, fewer steps and random maps on CPU
-    # (4 steps, i.e. 25/50/75% removed, keep the 624-image cold build within 30 s on 2 cores;
-    # the verdicts' power comes from the 64 paired images, not the curve's resolution).
-    budget = EXPLAIN_BUDGET["cuda" if device.type == "cuda" else "cpu"]
+    batch_size = EXPLAIN_BATCH["cuda" if device.type == "cuda" else "cpu"]
     summary, gallery_cams = explain.explain_split(
         run.model, x, y_true=split.known_labels().numpy(), probs=probs,
         class_names=list(run.meta["class_names"]), target_layer=layer, layer_name=layer_name,
-        method=method, masks=split.masks, seed=seed, device=device, **budget)
-    draw_cam_gallery(summary["gallery"], gallery_cams, split.images, split.ids, out=out)
+        method=method, masks=split.masks, seed=seed, device=device, batch_size=batch_size,
+        precision=precision, **EXPLAIN_PROTOCOL)
+    draw_cam_gallery(summary["gallery"], gallery_cams, split.images, split.ids, out=out,
+                     masks=split.masks)
+    from .limits import REPORT_CLASSES
+
+    if len(run.meta["class_names"]) > REPORT_CLASSES:
+        # A map per class for every viewer image: 1000 classes made a 73 MB viewer.json.
+        logger.info("interactive viewer left out: %d classes (it shows up to %d)",
+                    len(run.meta["class_names"]), REPORT_CLASSES)
+        summary["viewer"] = None
+        return summary
     summary["viewer"] = write_viewer_data(run, split, probs, layer=layer, layer_name=layer_name,
                                           gallery_rows=[e["index"] for e in summary["gallery"]],
                                           out=out, method=method, task=task, split_name=split_name,

@@ -403,6 +403,17 @@ def gallery_per_kind(num_classes: int) -> int:
     return 2 if num_classes <= 4 else 1
 
 
+def gallery_classes(y: np.ndarray, pred: np.ndarray, k: int) -> list[int]:
+    """The classes with gallery panels: every class up to limits.REPORT_CLASSES, else the
+    ones the report shows in full (most test errors, then most images): at 1000 classes
+    the gallery would otherwise draw some 5,000 maps."""
+    from .limits import shown_classes
+
+    support = np.bincount(y, minlength=k)
+    hits = np.bincount(y[pred == y], minlength=k)
+    return shown_classes(support.tolist(), (support - hits).tolist())
+
+
 def gallery_targets(class_index: int, true: int, pred: int) -> list[int]:
     """The classes whose maps a gallery panel shows, in display order.
 
@@ -453,7 +464,7 @@ def select_gallery(y_true: np.ndarray | Tensor | Sequence[int], probs: np.ndarra
     k = gallery_per_kind(p.shape[1]) if per_kind is None else per_kind
     pred = p.argmax(axis=1)
     shuffled = np.random.default_rng(seed).permutation(y.shape[0])
-    classes = [1] if p.shape[1] == 2 else range(p.shape[1])
+    classes = [1] if p.shape[1] == 2 else gallery_classes(y, pred, p.shape[1])
     shown: set[int] = set()
     picked: dict[tuple[int, str], list[tuple[int, bool]]] = {}
     for kind in _SELECTION_ORDER:
@@ -522,7 +533,8 @@ def _most_confident(y: np.ndarray, pred: np.ndarray, p_c: np.ndarray, c: int, ki
 
 def faithfulness(model: nn.Module, x: Tensor, cams: Tensor, *, targets: Tensor, steps: int = 10,
                  seed: int = 0, baseline: str = "blur", random_per_image: int = RANDOM_PER_IMAGE,
-                 batch_size: int = 64, device: str | torch.device | None = None) -> dict[str, object]:
+                 batch_size: int = 64, device: str | torch.device | None = None,
+                 precision: str = "fp32") -> dict[str, object]:
     """Deletion, insertion and ROAD of the CAM against random maps, with a paired verdict per score.
 
     Pixels are removed in the order the map ranks them (ties in a seeded random order, so
@@ -554,15 +566,17 @@ def faithfulness(model: nn.Module, x: Tensor, cams: Tensor, *, targets: Tensor, 
         "n": int(n), "steps": int(steps), "baseline": baseline,
         "random_maps": {"per_image": k, "grid": _RANDOM_GRID, "made": "uniform noise on a 7x7 grid, "
                         "upsampled bilinearly with a random sub-cell shift, min-max normalised"},
-        "ties": "seeded random order", "road_noise": ROAD_NOISE, "scores": list(FAITH_SCORES)}
+        "ties": "seeded random order", "road_noise": ROAD_NOISE, "scores": list(FAITH_SCORES),
+        "precision": precision}
     with _prepared(model, device) as dev, torch.inference_mode():
-        ends = _probs_of(model, torch.cat([x, base]), targets.repeat(2), batch_size, dev)
+        ends = _probs_of(model, torch.cat([x, base]), targets.repeat(2), batch_size, dev, precision)
         p_full, p_base = ends[:n], ends[n:]
         per_image: dict[str, dict[str, Tensor]] = {}
         for name, maps, rows in (("cam", cams.float().cpu(), torch.arange(n)),
                                  ("random", rand, torch.arange(n).repeat_interleave(k))):
             curves = _curves(model, x, base, _pixel_ranks(maps, seed=seed), targets, rows=rows,
-                             steps=steps, batch_size=batch_size, device=dev, seed=seed)
+                             steps=steps, batch_size=batch_size, device=dev, seed=seed,
+                             precision=precision)
             curves["deletion"] = torch.cat([p_full[rows, None], curves["deletion"], p_base[rows, None]], 1)
             curves["insertion"] = torch.cat([p_base[rows, None], curves["insertion"], p_full[rows, None]], 1)
             # The reference curve of an image is the mean over its k random maps.
@@ -617,7 +631,7 @@ def _pixel_ranks(maps: Tensor, *, seed: int) -> Tensor:
 
 def _curves(model: nn.Module, x: Tensor, base: Tensor, ranks: Tensor, targets: Tensor, *,
             rows: Tensor, steps: int, batch_size: int, device: torch.device,
-            seed: int) -> dict[str, Tensor]:
+            seed: int, precision: str = "fp32") -> dict[str, Tensor]:
     """Target probabilities at the interior steps 1..steps-1 for every perturbation, (m, steps-1).
 
     Map ``i`` (row of ``ranks``) perturbs image ``rows[i]``; deletion, insertion, ROAD MoRF
@@ -651,7 +665,7 @@ def _curves(model: nn.Module, x: Tensor, base: Tensor, ranks: Tensor, targets: T
             noisy_linear_impute(xs, bottom.reshape(b * inner, 1, h, w), generator=noise),
         ])
         tb = targets[idx].repeat_interleave(inner).repeat(len(CURVES))
-        probs = _probs_of(model, batch, tb, batch_size, device).view(len(CURVES), b, inner)
+        probs = _probs_of(model, batch, tb, batch_size, device, precision).view(len(CURVES), b, inner)
         for key, p in zip(CURVES, probs):
             out[key].append(p)
     return {key: torch.cat(parts) for key, parts in out.items()}
@@ -708,11 +722,10 @@ def noisy_linear_impute(x: Tensor, removed: Tensor, *, noise: float = ROAD_NOISE
 
 
 def _probs_of(model: nn.Module, x: Tensor, targets: Tensor, batch_size: int,
-              device: torch.device) -> Tensor:
-    from .device import autocast, resolve_precision
+              device: torch.device, precision: str = "fp32") -> Tensor:
+    from .device import autocast
 
-    # Forward-only: the evaluation precision (bf16 where the CPU/GPU has it) is 2-3x faster.
-    precision = resolve_precision("auto", device)
+    # The evaluation's precision (fp32 unless bf16 was asked for: device.EVAL_PRECISION).
     out = []
     for start in range(0, x.shape[0], max(1, batch_size)):
         with autocast(device, precision):
@@ -892,8 +905,8 @@ def localisation(cams: Tensor, masks: Tensor, *, tolerance: int = 1, seed: int =
     map's total inside the (undilated) mask. A map with no energy scores neither. Chance is
     analytic: a peak placed uniformly at random hits with probability the dilated mask's
     share of the image, and a uniform map puts the mask's area fraction inside it. The
-    verdicts compare the CAM with chance per image (``verdicts.paired``, sign-flip test of
-    the mean); the localisation verdict is the pointing game's; the mean of
+    verdicts compare the CAM with chance per image (``verdicts.paired``: the exact one-sided
+    Poisson-binomial test for hits, a sign-flip test of the mean for energy); the localisation verdict is the pointing game's; the mean of
     ``random_per_image`` seeded random maps is shown beside it as an empirical check.
     """
     masks = masks.bool().cpu()
@@ -918,9 +931,10 @@ def localisation(cams: Tensor, masks: Tensor, *, tolerance: int = 1, seed: int =
     scores = {"cam": _localisation_scores(cams, masks, dilated),
               "random": _localisation_scores(rand, masks.repeat_interleave(random_per_image, 0),
                                              dilated.repeat_interleave(random_per_image, 0))}
+    tests = {"pointing_game": "poisson_binomial", "energy_inside": "sign_flip"}
     for metric in ("pointing_game", "energy_inside"):
         stat = verdicts.paired(scores["cam"][metric].numpy(), chance[metric].numpy(), higher_is_better=True,
-                               margin=verdicts.LOCALISATION_MARGIN, seed=seed, test="sign_flip")
+                               margin=verdicts.LOCALISATION_MARGIN, seed=seed, test=tests[metric])
         stat["chance"] = stat.pop("reference")
         stat["random"] = float(scores["random"][metric].mean())
         result[metric] = stat
@@ -971,7 +985,8 @@ def explain_split(model: nn.Module, images_float: Tensor | RowIndexed, *, y_true
                   faithfulness_steps: int = 10, faithfulness_baseline: str = "blur",
                   random_per_image: int = RANDOM_PER_IMAGE, sanity_seeds: int = SANITY_SEEDS,
                   seed: int = 0, batch_size: int = 64,
-                  device: str | torch.device | None = None) -> tuple[ExplainSummary, Tensor]:
+                  device: str | torch.device | None = None,
+                  precision: str = "fp32") -> tuple[ExplainSummary, Tensor]:
     """Gallery CAMs, faithfulness, sanity check and (with masks) localisation for one split.
 
     Returns the "explain" summary of metrics.json (gallery entries without "file"/"id",
@@ -1012,7 +1027,7 @@ def explain_split(model: nn.Module, images_float: Tensor | RowIndexed, *, y_true
     cams_f = compute_cams(model, x_f, target_layer=target_layer, targets=pred[sample], **options)
     faith = faithfulness(model, x_f, cams_f, targets=pred[sample], steps=faithfulness_steps,
                          baseline=faithfulness_baseline, random_per_image=random_per_image,
-                         seed=seed, batch_size=batch_size, device=device)
+                         seed=seed, batch_size=batch_size, device=device, precision=precision)
     timings["faithfulness_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

@@ -104,6 +104,14 @@ class ReportFigures:
     failed: list[str] = field(default_factory=list)
 
 
+def _largest_classes(dist: artifacts.ClassDistribution) -> list[int]:
+    """limits.largest_classes over the images per class of every split."""
+    from .limits import largest_classes
+
+    k = len(dist["class_names"])
+    return largest_classes([sum(c[i] for c in dist["splits"].values() if c is not None) for i in range(k)])
+
+
 def _has_counts(dist: artifacts.ClassDistribution | None) -> bool:
     return dist is not None and any(counts is not None for counts in dist["splits"].values())
 
@@ -115,15 +123,15 @@ def _result_figures(metrics: artifacts.Metrics | None, maker: FigureMaker,
     if not metrics:
         return {}
     local = {lang: localised_metrics(metrics, mappings[lang]) for lang in maker.langs}
-    cm = metrics["confusion_matrix"]
-    labels = cm["labels"] or metrics["class_names"]
+    cm = artifacts.shown_confusion(metrics)     # the classes shown in full (legible at 1000)
+    labels = cm.labels
     figs: Figures = {
         "roc": maker.draw("roc", lambda t, lang: charts.roc_curves(local[lang], t=t)),
         "pr": maker.draw("pr", lambda t, lang: charts.pr_curves(local[lang], t=t)),
         "cm_raw": maker.draw("confusion_raw", lambda t, lang: charts.confusion_matrix(
-            cm["raw"], [mappings[lang].get(n, n) for n in labels], normalized=False, t=t)),
+            cm.raw, [mappings[lang].get(n, n) for n in labels], normalized=False, t=t)),
         "cm_true": maker.draw("confusion_by_true", lambda t, lang: charts.confusion_matrix(
-            cm["by_true"], [mappings[lang].get(n, n) for n in labels], normalized=True, t=t)),
+            cm.by_true, [mappings[lang].get(n, n) for n in labels], normalized=True, t=t)),
         "reliability": None, "operating_points": None,
     }
     calibration = metrics.get("calibration")
@@ -149,7 +157,12 @@ def _example_figures(config: Mapping[str, object], dataset: Dataset | None, make
     if split is not None:
         rng = np.random.default_rng(seed)
         labels = split.known_labels().numpy()
-        picked = [int(i) for c in np.unique(labels)
+        from .limits import REPORT_CLASSES
+
+        present, counts = np.unique(labels, return_counts=True)
+        # Beyond REPORT_CLASSES classes, the grid shows the largest ones (a row per class).
+        shown = sorted(present[np.argsort(-counts, kind="stable")[:REPORT_CLASSES]].tolist())
+        picked = [int(i) for c in shown
                   for i in rng.permutation(np.flatnonzero(labels == c))[:EXAMPLES_PER_CLASS]]
         images = [split.images[i].numpy() for i in picked]
         examples = maker.draw("examples", lambda t, lang: charts.example_grid(
@@ -174,13 +187,16 @@ def _example_figures(config: Mapping[str, object], dataset: Dataset | None, make
 
 
 def draw_cam_gallery(gallery: Sequence[GalleryPick], cams: torch.Tensor,
-                     images: torch.Tensor, ids: Sequence[str], *, out: runs.EvaluationPaths) -> None:
+                     images: torch.Tensor, ids: Sequence[str], *, out: runs.EvaluationPaths,
+                     masks: torch.Tensor | None = None) -> None:
     """The CAM gallery's overlays, one PNG per map, into ``cams/`` beside metrics.json.
 
     ``cams`` holds one map per entry and target class, in the order of the entries' ``maps``
     (``explain.explain_split``); ``images`` the evaluated split (uint8 N x C x H x W). Each
     map gets its ``file``, each entry its first map's ``file`` and its image ``id``. The
     overlays carry no words, so they are drawn once per evaluation, not per language.
+    Where the data know the lesions (``masks``, phantom data), each overlay outlines its
+    image's lesion, so a reader sees whether the map's hot spot falls on it.
     """
     from . import charts, explain
 
@@ -194,13 +210,16 @@ def draw_cam_gallery(gallery: Sequence[GalleryPick], cams: torch.Tensor,
         image = raw.permute(1, 2, 0).numpy()
         image = image[..., 0] if image.shape[2] == 1 else image
         maps = entry["maps"]
+        lesion = None if masks is None else masks[entry["index"]].numpy()
         for item in maps:
             name = f"{i:02d}_{entry['kind']}_c{entry['class_index']}_{entry['index']}_m{item['target']}.png"
             cam = explain.without_padding(next(flat_maps), content)
-            charts.save_figure(charts.cam_overlay(image, cam, colorbar=False), out.cams / name)
+            charts.save_figure(charts.cam_overlay(image, cam, colorbar=False, lesion=lesion),
+                               out.cams / name)
             item["file"] = f"cams/{name}"
         entry["file"] = maps[0]["file"]
         entry["id"] = ids[entry["index"]]
+        entry["lesion_outline"] = lesion is not None and bool(lesion.any())
 
 
 def draw_report_figures(report_dir: Path, *, meta: artifacts.CheckpointMeta,
@@ -217,11 +236,14 @@ def draw_report_figures(report_dir: Path, *, meta: artifacts.CheckpointMeta,
     names_by_lang = {lang: artifacts.class_names_in(meta, lang) for lang in langs}
     out = ReportFigures()
     if distribution is not None and _has_counts(distribution):
+        keep = _largest_classes(distribution)     # 1000 groups of bars are neither legible nor quick
         out.distribution = maker.draw("class_distribution", lambda t, lang: charts.class_distribution(
-            {**distribution, "class_names": names_by_lang[lang]}, t=t))
+            {**distribution, "class_names": [names_by_lang[lang][i] for i in keep],
+             "splits": {s: (None if c is None else [c[i] for i in keep])
+                        for s, c in distribution["splits"].items()}}, t=t))
     if history:
         out.curves = maker.draw("training_curves", lambda t, lang: charts.training_curves(
-            history, selected_epoch=meta.get("epoch"), t=t))
+            history, selected_epoch=meta.get("epoch"), selected_by=meta.get("selected_by"), t=t))
     out.examples, out.before_after = _example_figures(meta["config"], dataset, maker, names_by_lang,
                                                       int(meta.get("seed", 0) or 0))
     out.results = _result_figures(evaluation["metrics"], maker, mappings)

@@ -15,8 +15,39 @@ from .errors import DataError
 # of 10**9 (a typo, or an id column read as labels) would otherwise make a billion classes.
 MAX_CLASSES = 1000
 
+# What a report shows in full: per-class tables, the confusion table and charts, ROC/PR curves,
+# the CAM gallery and the viewer cover every class up to this many; beyond it (up to
+# MAX_CLASSES), the REPORT_CLASSES classes with the most test errors (then the most images)
+# are shown and the report says so; metrics.json keeps every class's numbers.
+REPORT_CLASSES = 20
+
+# Bootstrap work grows with classes x resamples (per-class AUC and AP in every resample):
+# above this product the resamples are reduced (never below MIN_RESAMPLES), and metrics.json
+# records how many were drawn.
+BOOTSTRAP_CLASS_RESAMPLES = 100_000
+MIN_RESAMPLES = 100
+
 # Share of physical memory one declared array (or a checkpoint's storages together) may take.
 MEMORY_FRACTION = 0.5
+
+
+def shown_classes(support: "list[int]", errors: "list[int]") -> list[int]:
+    """The class indices a report shows in full (see REPORT_CLASSES), in class order: all of
+    them up to REPORT_CLASSES, else those with the most errors, then the most images."""
+    k = len(support)
+    if k <= REPORT_CLASSES:
+        return list(range(k))
+    ranked = sorted(range(k), key=lambda c: (-errors[c], -support[c], c))
+    return sorted(ranked[:REPORT_CLASSES])
+
+
+def largest_classes(totals: "list[int]") -> list[int]:
+    """Every class index up to REPORT_CLASSES, else the REPORT_CLASSES with the most images
+    (in class order): what the data section's table and figures show."""
+    k = len(totals)
+    if k <= REPORT_CLASSES:
+        return list(range(k))
+    return sorted(sorted(range(k), key=lambda i: (-totals[i], i))[:REPORT_CLASSES])
 
 
 def physical_memory() -> int:

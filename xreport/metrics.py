@@ -284,11 +284,13 @@ def _calibration_batch(y: np.ndarray, probs: np.ndarray, weights: np.ndarray, *,
 
 def _cm_metrics(cm: np.ndarray) -> Arrays:
     """Every confusion-count metric for a batch ``(B, k, k)``; NaN where undefined."""
-    k = cm.shape[1]
-    n = cm.sum(axis=(1, 2))
-    tp = np.diagonal(cm, axis1=1, axis2=2)
-    support = cm.sum(axis=2)
-    predicted = cm.sum(axis=1)
+    return _count_metrics(np.diagonal(cm, axis1=1, axis2=2), cm.sum(axis=2), cm.sum(axis=1))
+
+
+def _count_metrics(tp: np.ndarray, support: np.ndarray, predicted: np.ndarray) -> Arrays:
+    """The metrics of ``_cm_metrics`` from hits, true totals and predicted totals (B, k)."""
+    k = tp.shape[1]
+    n = support.sum(axis=1)
     per = {
         "precision": _div(tp, predicted),
         "recall": _div(tp, support),
@@ -326,13 +328,42 @@ def _qwk_batch(cm: np.ndarray) -> np.ndarray:
     return 1.0 - _div(observed, np.nan_to_num(w * expected).sum(axis=(1, 2)))
 
 
+# Above this many classes the (B, k, k) confusion batch (k^2 columns per image) is not built:
+# the metrics need only its diagonal and its row and column sums.
+_FULL_CM_CLASSES = 64
+
+
+def _count_batch(y: np.ndarray, pred: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+    """A ``(B, k, k)``-shaped stand-in holding only what ``_cm_metrics`` reads: the true and
+    predicted class totals and the hits, without the k^2 one-hot matrix (1000 classes would
+    be 10^6 columns per image)."""
+    true_1h = np.zeros((len(y), k))
+    true_1h[np.arange(len(y)), y] = 1.0
+    pred_1h = np.zeros((len(y), k))
+    pred_1h[np.arange(len(y)), pred] = 1.0
+    return _Counts(weights @ true_1h, weights @ pred_1h, weights @ (true_1h * (y == pred)[:, None]))
+
+
+class _Counts:
+    """Support, predicted totals and hits per class for a batch of resamples (B, k)."""
+
+    def __init__(self, support: np.ndarray, predicted: np.ndarray, tp: np.ndarray) -> None:
+        self.support, self.predicted, self.tp = support, predicted, tp
+
+
 def _batch_metrics(y: np.ndarray, probs: np.ndarray, weights: np.ndarray, *,
                    ordinal: bool) -> Arrays:
     """Every bootstrappable metric for each row of sample weights ``(B, n)``."""
     k = probs.shape[1]
     pred = probs.argmax(axis=1)
-    cm = _confusion_batch(y, pred, weights, k)
-    out = _cm_metrics(cm)
+    if k > _FULL_CM_CLASSES and not ordinal:
+        counts = _count_batch(y, pred, weights, k)
+        out = _count_metrics(counts.tp, counts.support, counts.predicted)
+        support = counts.support
+    else:
+        cm = _confusion_batch(y, pred, weights, k)
+        out = _cm_metrics(cm)
+        support = cm.sum(axis=2)
     aucs = np.stack([_auc_batch(probs[:, c], y == c, weights) for c in range(k)], axis=1)
     for c in range(k):
         out[f"per_class/{c}/auc"] = aucs[:, c]
@@ -340,7 +371,7 @@ def _batch_metrics(y: np.ndarray, probs: np.ndarray, weights: np.ndarray, *,
         out["roc_auc"] = aucs[:, 1]
     else:
         out["roc_auc"] = aucs.mean(axis=1)
-        out["roc_auc_weighted"] = _weighted_mean(aucs, cm.sum(axis=2))
+        out["roc_auc_weighted"] = _weighted_mean(aucs, support)
     aps = {c: _ap_batch(probs[:, c], y == c, weights) for c in _curve_classes(k)}
     out["average_precision"] = np.mean(list(aps.values()), axis=0)
     if k > 2:  # the per-class APs the PR chart names (binary: the positive class's is the above)
@@ -498,10 +529,14 @@ def confusion_matrices(y_true: ArrayLike, y_pred: ArrayLike, *,
         frac = _div(raw, den)
         return [[None if not math.isfinite(v) else float(v) for v in row] for row in frac]
 
-    return {"labels": names, "raw": raw.tolist(),
-            "by_true": norm(raw.sum(axis=1, keepdims=True)),
-            "by_pred": norm(raw.sum(axis=0, keepdims=True)),
-            "by_all": norm(np.full_like(raw, n))}
+    from .limits import REPORT_CLASSES
+
+    out: artifacts.ConfusionMatrix = {"labels": names, "raw": raw.tolist(),
+                                      "by_true": norm(raw.sum(axis=1, keepdims=True))}
+    if k <= REPORT_CLASSES:     # beyond, 3 more k x k matrices nobody reads (1000 classes: 3 x 10^6 cells)
+        out["by_pred"] = norm(raw.sum(axis=0, keepdims=True))
+        out["by_all"] = norm(np.full_like(raw, n))
+    return out
 
 
 def _confusion(y: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -564,15 +599,36 @@ def _average_precision(positive: np.ndarray, score: np.ndarray
     return float(_ap_batch(score, positive, np.ones((1, len(score))))[0]), (precision, recall)
 
 
+def bootstrap_resamples(n_boot: int, k: int) -> int:
+    """``n_boot``, reduced when classes x resamples exceed limits.BOOTSTRAP_CLASS_RESAMPLES
+    (per-class AUC and AP are recomputed in every resample); unchanged up to 100 classes."""
+    from .limits import BOOTSTRAP_CLASS_RESAMPLES, MIN_RESAMPLES
+
+    if n_boot * k <= BOOTSTRAP_CLASS_RESAMPLES:
+        return n_boot
+    return max(min(n_boot, MIN_RESAMPLES), BOOTSTRAP_CLASS_RESAMPLES // k)
+
+
+def _shown(y: np.ndarray, p: np.ndarray, k: int) -> list[int] | None:
+    """The classes whose curves are kept (limits.shown_classes); None: all of them."""
+    from .limits import REPORT_CLASSES, shown_classes
+
+    if k <= REPORT_CLASSES:
+        return None
+    support = np.bincount(y, minlength=k)
+    hits = np.bincount(y[p.argmax(axis=1) == y], minlength=k)
+    return shown_classes(support.tolist(), (support - hits).tolist())
+
+
 def roc_pr_curves(y_true: ArrayLike, probs: ArrayLike, *, class_names: Sequence[str] | None = None,
-                  max_points: int = MAX_CURVE_POINTS) -> artifacts.Curves:
+                  max_points: int = MAX_CURVE_POINTS, only: Sequence[int] | None = None) -> artifacts.Curves:
     """ROC and PR curves (positive class for binary, one-vs-rest per class otherwise), each
     thinned to at most ``max_points`` points with both endpoints kept. Undefined curves are
-    empty with ``auc``/``ap`` None."""
+    empty with ``auc``/``ap`` None. ``only``: the classes to draw (the report's shown classes)."""
     y, p = validate_inputs(y_true, probs)
     names = _default_names(class_names, p.shape[1])
     roc, pr = [], []
-    for c in _curve_classes(p.shape[1]):
+    for c in _curve_classes(p.shape[1]) if only is None else only:
         positive = y == c
         entry: dict[str, object] = {"class": names[c], "fpr": [], "tpr": [], "auc": None}
         if positive.any() and not positive.all():
@@ -770,6 +826,7 @@ def compute_all(y_true: ArrayLike, probs: ArrayLike, *, class_names: Sequence[st
     def batch(w: np.ndarray) -> Arrays:
         return {**_batch_metrics(y, p, w, ordinal=ordinal), **_points_batch(y, choices, w)}
 
+    n_boot = bootstrap_resamples(n_boot, k)
     arrays = _bootstrap_arrays(y, batch, n_boot=n_boot, seed=seed) if n_boot and n else {}
     intervals = {key: percentile_interval(arr) for key, arr in arrays.items()}
     v = _valuer(y, p, names, point, intervals)
@@ -786,7 +843,7 @@ def compute_all(y_true: ArrayLike, probs: ArrayLike, *, class_names: Sequence[st
                                                  intervals.get("average_precision"))
     result.update({key: table[key] for key in ("per_class", "macro_avg", "weighted_avg")})
     result["confusion_matrix"] = confusion_matrices(y, p.argmax(axis=1), class_names=names)
-    result["curves"] = roc_pr_curves(y, p, class_names=names)
+    result["curves"] = roc_pr_curves(y, p, class_names=names, only=_shown(y, p, k))
     cal = calibration(y, p)
     result["calibration"] = {**cal, **{key: _with_interval(cal[key], intervals.get(f"calibration/{key}"))
                                        for key in ("ece", "brier")}}
@@ -935,3 +992,88 @@ def value_of(v: object) -> float | None:
     except (TypeError, ValueError):
         return None
     return x if math.isfinite(x) else None
+
+
+# ---------------------------------------------------------------- context for the numbers
+
+# A model is "collapsed" when one class takes at least this share of its predictions while
+# that class is at most half as common in the truth: it then answers one class for most
+# images, and its per-class figures describe the collapse, not a trade-off.
+COLLAPSE_SHARE = 0.80
+COLLAPSE_TRUTH_RATIO = 0.5
+# A calibration gap is one-directional when the signed gap is at least this share of the ECE.
+CALIBRATION_DIRECTION_SHARE = 0.5
+
+
+class Baselines(TypedDict):
+    """What accuracy, balanced accuracy and QWK are worth without a model."""
+
+    n: int
+    k: int
+    chance: float                 # accuracy / balanced accuracy of uniform random guessing (1/k)
+    majority: float | None        # accuracy of always predicting the largest class of the split
+    majority_class: str | None
+    majority_balanced: float      # balanced accuracy of any constant prediction (1/k)
+    kappa: float                  # QWK of random or constant predictions (0)
+
+
+def baselines(confusion_raw: Sequence[Sequence[int]], class_names: Sequence[str]) -> Baselines:
+    """Chance level and the majority-class baseline of an evaluated split, from its confusion
+    matrix (rows: true class), so an older metrics.json gets them too."""
+    counts = np.asarray(confusion_raw, dtype=np.int64).reshape(len(class_names), -1).sum(axis=1)
+    n, k = int(counts.sum()), len(class_names)
+    top = int(np.argmax(counts)) if n else None
+    return {"n": n, "k": k, "chance": 1.0 / k if k else float("nan"),
+            "majority": float(counts[top] / n) if top is not None else None,
+            "majority_class": str(class_names[top]) if top is not None else None,
+            "majority_balanced": 1.0 / k if k else float("nan"), "kappa": 0.0}
+
+
+class Collapse(TypedDict):
+    cls: str
+    predicted_share: float        # of all predictions
+    true_share: float             # of the split's true labels
+    n: int
+
+
+def collapsed(confusion_raw: Sequence[Sequence[int]], class_names: Sequence[str]) -> Collapse | None:
+    """The class a collapsed model answers for most images (see COLLAPSE_SHARE), else None."""
+    cm = np.asarray(confusion_raw, dtype=np.int64).reshape(len(class_names), -1)
+    n = int(cm.sum())
+    if n == 0 or len(class_names) < 2:
+        return None
+    predicted, truth = cm.sum(axis=0) / n, cm.sum(axis=1) / n
+    top = int(np.argmax(predicted))
+    if predicted[top] >= COLLAPSE_SHARE and truth[top] <= COLLAPSE_TRUTH_RATIO * predicted[top]:
+        return {"cls": str(class_names[top]), "predicted_share": float(predicted[top]),
+                "true_share": float(truth[top]), "n": n}
+    return None
+
+
+class CalibrationDirection(TypedDict):
+    direction: Literal["over", "under", "mixed"]
+    signed_gap: float             # mean confidence minus accuracy, over all images
+    bins: int                     # the number of confidence bins of the ECE
+
+
+def calibration_direction(calibration: artifacts.Calibration | None) -> CalibrationDirection | None:
+    """Which way a model is miscalibrated, from its reliability bins: over-confident when its
+    confidence exceeds its accuracy (the signed gap carries most of the ECE), under-confident
+    the other way, mixed when the bins disagree."""
+    bins = calibration.get("bins") if calibration else None
+    if not bins:
+        return None
+    total = sum(int(b.get("count") or 0) for b in bins)
+    if total == 0:
+        return None
+    signed = sum(int(b.get("count") or 0) * ((b.get("confidence") or 0.0) - (b.get("accuracy") or 0.0))
+                 for b in bins) / total
+    ece = value_of(calibration.get("ece"))
+    if ece is None:
+        ece = sum(int(b.get("count") or 0) * abs((b.get("confidence") or 0.0) - (b.get("accuracy") or 0.0))
+                  for b in bins) / total
+    if abs(signed) >= CALIBRATION_DIRECTION_SHARE * ece and signed != 0:
+        direction: Literal["over", "under", "mixed"] = "over" if signed > 0 else "under"
+    else:
+        direction = "mixed"
+    return {"direction": direction, "signed_gap": float(signed), "bins": len(bins)}

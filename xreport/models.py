@@ -74,20 +74,24 @@ def load_pretrained_state_dict(arch: str) -> dict[str, torch.Tensor]:
     torch's own download into the cache (the hash in the file name is checked).
 
     Offline without the file: ``OfflineError`` saying where to put it."""
+    from .runs import load_tensor_file
+
     url, path = weights_url(arch), weights_cache_path(arch)
+    if not path.is_file():
+        match = torch.hub.HASH_REGEX.search(path.name)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(path), hash_prefix=match.group(1) if match else None,
+                                           progress=False)
+        except (OSError, RuntimeError, ValueError) as exc:   # URLError is an OSError; hash mismatch
+            raise OfflineError(f"pretrained weights for {arch} not found at {path} and the download "
+                               f"failed ({type(exc).__name__}); download {url} to that path where a "
+                               "network exists, or set model.weights to a local state_dict file") from None
+    # The cached file is read like any file from outside: bounded, weights only, mapped.
     try:
-        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False,
-                                                   check_hash=True, weights_only=True)
-    except (OSError, ValueError) as exc:   # URLError is an OSError; ValueError: spoilt cache
-        if path.is_file():
-            raise CheckpointError(f"{path}: not a readable weights file ({type(exc).__name__}); "
-                                  f"delete it and download {url} again") from None
-        raise OfflineError(f"pretrained weights for {arch} not found at {path} and the download "
-                           f"failed ({type(exc).__name__}); download {url} to that path where a "
-                           "network exists, or set model.weights to a local state_dict file") from None
-    except Exception as exc:  # torch raises several types for a truncated/corrupt file
-        raise CheckpointError(f"{path}: not a readable weights file ({type(exc).__name__}); "
-                              f"delete it and download {url} again") from None
+        state = load_tensor_file(path, what="weights file")
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; delete it and download {url} again") from None
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: not a state_dict of {arch}")
     return _normalise_keys(state)
@@ -99,11 +103,9 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"model.weights {str(path)!r}: no such file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors of many types; weights_only refusals
-        raise CheckpointError(f"{path}: not a readable state_dict ({type(exc).__name__}: "
-                              f"{' '.join(str(exc).split())[:160]})") from None
+    from .runs import load_tensor_file
+
+    state = load_tensor_file(path, what="state_dict")     # bounded, weights only, mapped
     for key in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .artifacts import RecipeChoice
-from .config import RunConfig, apply_overrides, from_dict, given_keys
+from .config import BOUNDS, MAX_IMAGE_SIZE, RunConfig, apply_overrides, from_dict, given_keys
 from .data import SourceProbe, probe_source
 from .errors import DataError
 from .models import build_model, count_flops, resolve_small_stem
@@ -120,6 +120,9 @@ def epoch_cost_s(arch: str, *, size: int, channels: int, n_train: int, n_val: in
     return (3 * n_train + n_val) * flops / CPU_TRAIN_FLOPS
 
 
+MIN_IMAGE_SIZE = int(BOUNDS["image_size"][0])   # the smallest image_size config.validate accepts
+
+
 def size_and_epochs(probe: SourceProbe, *, arch: str, budget_s: float, size: int | None,
                     epochs: int | None, small_stem: str) -> tuple[int, int, str]:
     """(image_size, epochs, why) within ``budget_s``; a given size / epoch count is kept."""
@@ -138,6 +141,8 @@ def size_and_epochs(probe: SourceProbe, *, arch: str, budget_s: float, size: int
             fitting = [s for s in SIZE_LADDER if s <= probe.native_size]
             size = next((s for s in fitting if wanted * cost(s) <= budget_s), fitting[-1] if fitting
                         else probe.native_size)
+        # Never a size the config would refuse (1x1 images would pick 1): the smallest allowed.
+        size = min(max(size, MIN_IMAGE_SIZE), MAX_IMAGE_SIZE)
     per_epoch = cost(size)
     if epochs is None:
         epochs = max(1, min(wanted, int(budget_s // per_epoch)))

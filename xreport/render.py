@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
+import io
 import importlib.resources
 import json
 import logging
@@ -18,10 +20,12 @@ import math
 import re
 import string
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence, TypeVar, cast
+from typing import Callable, ClassVar, Iterator, Mapping, Sequence, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import jinja2
@@ -30,7 +34,7 @@ from markupsafe import Markup, escape
 
 import xreport
 
-from . import languages
+from . import artifacts, languages
 from .errors import ReportError
 from .runs import atomic_path
 
@@ -372,6 +376,24 @@ def _budgeted_range(env: BoundedSandbox) -> Callable[..., CountedRange]:
     return counted_range
 
 
+# Characters that reorder or hide text around them: the bidi embeddings, overrides, isolates
+# and marks (U+202A-202E, U+2066-2069, U+200E/F, U+061C), and C0/C1 controls other than tab
+# and line breaks. A class name, file id or note holding U+202E would otherwise reverse the
+# rest of the report's own sentence (HTML and the PDF made from it).
+_REORDERING = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c"
+                         "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def clean_text(value: object) -> object:
+    """The one owner of output text hygiene: ``value`` without the characters above (a
+    ``Markup`` stays ``Markup``: they are never part of markup). Jinja's ``finalize``, so
+    every ``{{ ... }}`` of every template, user templates included, passes here."""
+    if isinstance(value, str) and _REORDERING.search(value):
+        cleaned = _REORDERING.sub("", value)
+        return Markup(cleaned) if isinstance(value, Markup) else cleaned
+    return value
+
+
 def make_environment(templates_dir: Path | None = None) -> jinja2.Environment:
     """A sandboxed, autoescaping, strict Jinja environment over the template folders."""
     env = BoundedSandbox(
@@ -379,7 +401,7 @@ def make_environment(templates_dir: Path | None = None) -> jinja2.Environment:
         autoescape=jinja2.select_autoescape(
             enabled_extensions=("html", "xml", "html.j2", "xml.j2", "j2"),
             default_for_string=True, default=True),
-        undefined=jinja2.StrictUndefined,
+        undefined=jinja2.StrictUndefined, finalize=clean_text,
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["fmt"] = jinja2.pass_context(
         lambda context, v, digits=3: fmt(v, digits, say=context.get("say")))
@@ -408,15 +430,25 @@ def render_template(env: jinja2.Environment, name: str, **values: object) -> str
     return "".join(chunks)
 
 
+# Beside a language's catalogs: the one rendering of each term (tests/test_glossary.py
+# checks every catalog string against it); not messages.
+GLOSSARY_FILE = "glossary.json"
+
+
+def _catalog_paths(folder: Path) -> list[Path]:
+    return [p for p in sorted(folder.glob("*.json")) if p.name != GLOSSARY_FILE]
+
+
 @lru_cache(maxsize=32)
 def _read_catalog_dir(folder: str, mtimes: tuple[float, ...], scope: FileScope) -> dict[str, str]:
     merged: dict[str, str] = {}
-    for path in sorted(Path(folder).glob("*.json")):
+    for path in _catalog_paths(Path(folder)):
         raw = scope.read_bytes(path, what="message catalog", max_bytes=MAX_TEMPLATE_BYTES)
         try:
-            data = json.loads(raw.decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
             raise ReportError(f"{path}: not a valid JSON message catalog ({exc})") from None
+        data = artifacts.parse_json(text, path=path, what="JSON message catalog")
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
             raise ReportError(f"{path}: a message catalog must map keys to strings")
         merged.update(data)
@@ -427,7 +459,7 @@ def _catalog_files(folder: Path, scope: FileScope) -> dict[str, str]:
     if not folder.is_dir():
         return {}
     try:
-        mtimes = tuple(p.lstat().st_mtime for p in sorted(folder.glob("*.json")))
+        mtimes = tuple(p.lstat().st_mtime for p in _catalog_paths(folder))
     except OSError as exc:
         raise ReportError(f"{folder}: message catalogs cannot be read ({exc.strerror or exc})") from None
     return dict(_read_catalog_dir(str(folder), mtimes, scope))
@@ -462,10 +494,10 @@ class Messages:
                 raise ReportError(f"message key {key!r} is missing from templates/i18n/en")
         if not params:
             return text
+        values = {k: _param_text(v) for k, v in params.items()}
         if not languages.language(self.lang).word_spacing:
-            text = tight_class_names(text)
-        return format_message(text, {k: _param_text(v) for k, v in params.items()},
-                              where=f"message {key!r} ({self.lang})")
+            text = spaced_class_names(tight_class_names(text), values)
+        return format_message(text, values, where=f"message {key!r} ({self.lang})")
 
 
 # Chinese sets no spaces between words: a class name ({cls}, {cls_minor}, ...) sits directly
@@ -478,6 +510,29 @@ _SPACE_AFTER_NAME = re.compile(f"(\\{{cls[A-Za-z0-9_]*\\}}) +(?=[{_CJK}])")
 def tight_class_names(text: str) -> str:
     """Drop the spaces between a ``{cls*}`` placeholder and neighbouring CJK text."""
     return _SPACE_AFTER_NAME.sub(r"\1", _SPACE_BEFORE_NAME.sub("", text))
+
+
+# The one spacing rule of Chinese text: a space between a Han character and a Latin letter
+# or digit (the catalogs write "在 {n} 張", "CAM 峰值"), none next to full-width
+# punctuation or between Han characters. A class name follows it by its own first and
+# last character: "預測為 EOSINOPHIL，" but "預測為第6級，".
+HAN = "\u3400-\u4dbf\u4e00-\u9fff"
+_HAN_CHAR = re.compile(f"[{HAN}]")
+_LATIN_CHAR = re.compile(r"[A-Za-z0-9]")
+_NAME_PLACEHOLDER = re.compile(r"\{(cls[A-Za-z0-9_]*)\}")
+
+
+def spaced_class_names(text: str, values: Mapping[str, str]) -> str:
+    """Put a space between a ``{cls*}`` placeholder and a neighbouring Han character when
+    the class name's own end there is a Latin letter or digit (see HAN)."""
+    def space(match: re.Match[str]) -> str:
+        name = str(values.get(match.group(1), ""))
+        before = text[match.start() - 1] if match.start() else ""
+        after = text[match.end()] if match.end() < len(text) else ""
+        lead = " " if name and _HAN_CHAR.match(before) and _LATIN_CHAR.match(name[0]) else ""
+        tail = " " if name and _HAN_CHAR.match(after) and _LATIN_CHAR.match(name[-1]) else ""
+        return f"{lead}{match.group(0)}{tail}"
+    return _NAME_PLACEHOLDER.sub(space, text)
 
 
 _PLACEHOLDER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -543,8 +598,22 @@ def _is_missing(x: object) -> bool:
     return x is None or (isinstance(x, float) and not math.isfinite(x))
 
 
+# Float noise below this many significant digits is dropped before rounding, so equal
+# quantities computed two ways (189/240 as 0.7875 and as 0.7875000000000001) print the same.
+NOISE_DIGITS = 12
+
+
+def rounded(x: float, digits: int) -> Decimal:
+    """``x`` to ``digits`` decimals, half away from zero, after dropping float noise:
+    the one rounding rule of every number the documents print."""
+    return Decimal(f"{x:.{NOISE_DIGITS}g}").quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+
+
 def num(x: object, digits: int = 3) -> str:
-    """0.91234 -> "0.912"; ints stay whole with thousands separators; None -> "—"."""
+    """0.91234 -> "0.912"; ints stay whole with thousands separators; None -> "—".
+
+    A non-zero value that would round to zero is written as a bound, "< 0.001" (or
+    "> -0.001"), never in scientific notation among fixed-point numbers."""
     if _is_missing(x):
         return DASH
     if isinstance(x, bool):
@@ -552,9 +621,11 @@ def num(x: object, digits: int = 3) -> str:
     if isinstance(x, int):
         return f"{x:,}"
     if isinstance(x, float):
-        if x != 0 and abs(x) < 10 ** -digits:
-            return f"{x:.{max(1, digits - 1)}e}"
-        return f"{x:.{digits}f}"
+        value = rounded(x, digits)
+        if x != 0 and value == 0:
+            bound = f"{Decimal(1).scaleb(-digits):.{digits}f}"
+            return f"< {bound}" if x > 0 else f"> -{bound}"
+        return f"{value:.{digits}f}" if value != 0 else f"{0:.{digits}f}"
     return str(x)
 
 
@@ -564,7 +635,7 @@ def pct(x: object, digits: int = 1) -> str:
         x = x.get("value")
     if _is_missing(x):
         return DASH
-    return f"{100 * float(cast(float, x)):.{digits}f}%"
+    return f"{rounded(100 * float(cast(float, x)), digits):.{digits}f}%"
 
 
 def ci(v: object, digits: int = 3) -> str:
@@ -636,9 +707,74 @@ def data_uri(path: Path, scope: FileScope | None = None, *, shown: str | None = 
     return f"data:{_mime(Path(path))};base64,{base64.b64encode(payload).decode('ascii')}"
 
 
-def _image_source(report_dir: Path, scope: FileScope, *, mode: str) -> Callable[[object, str], str]:
-    """``img(ref, lang)``: a figure ref (a path, or {lang: path}) -> a data or file URI.
-    Relative refs are under the report folder; every ref must resolve inside ``scope``."""
+@dataclass
+class PictureStore:
+    """The pictures of one HTML file, by content: while the language bodies are rendered,
+    ``img()`` hands out a placeholder per picture; :meth:`embed` then writes a picture that
+    appears once as a data URI in its ``<img>``, and one that appears more than once (a CAM
+    overlay shown in every language, the same chart in two languages) once, as an SVG
+    ``<image>`` that each use draws with ``<use>``. So no picture is embedded twice."""
+
+    payloads: dict[str, tuple[str, bytes]] = field(default_factory=dict)   # sha -> (mime, bytes)
+
+    PREFIX: ClassVar[str] = "xr-pic:"
+
+    def add(self, payload: bytes, mime: str) -> str:
+        sha = hashlib.sha256(payload).hexdigest()
+        self.payloads.setdefault(sha, (mime, payload))
+        return self.PREFIX + sha
+
+    def _uri(self, sha: str) -> str:
+        mime, payload = self.payloads[sha]
+        return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
+
+    def embed(self, bodies: Sequence[str]) -> tuple[list[Markup], Markup]:
+        """The bodies with every placeholder resolved, and the shared pictures' definitions
+        (an SVG of ``<image>`` elements to place once in the document)."""
+        token = re.compile(re.escape(self.PREFIX) + r"([0-9a-f]{64})")
+        tag = re.compile(r'<img\b[^>]*\bsrc="' + re.escape(self.PREFIX) + r'([0-9a-f]{64})"[^>]*>')
+        uses = Counter(m[1] for body in bodies for m in token.finditer(body))
+        sizes = {sha: _pixel_size(self.payloads[sha][1]) for sha, n in uses.items() if n > 1}
+        shared = {sha for sha, size in sizes.items() if size is not None}
+
+        def picture(match: re.Match[str]) -> str:
+            sha = match[1]
+            if sha not in shared:
+                return match[0].replace(self.PREFIX + sha, self._uri(sha))
+            w, h = cast(tuple[int, int], sizes[sha])
+            alt = re.search(r'\balt="([^"]*)"', match[0])
+            label = f' aria-label="{alt[1]}"' if alt else ' aria-hidden="true"'
+            return (f'<svg class="pic" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img"'
+                    f'{label}><use href="#xr-pic-{sha[:16]}"/></svg>')
+
+        out = []
+        for body in bodies:
+            body = tag.sub(picture, body)
+            # A placeholder outside an <img> (a user template's own use): its data URI.
+            out.append(Markup(token.sub(lambda m: self._uri(m[1]), body)))
+        defs = "".join(f'<image id="xr-pic-{sha[:16]}" width="{sizes[sha][0]}" '  # type: ignore[index]
+                       f'height="{sizes[sha][1]}" href="{self._uri(sha)}"/>' for sha in sorted(shared))
+        holder = (f'<svg class="pic-defs" width="0" height="0" aria-hidden="true" focusable="false">'
+                  f'<defs>{defs}</defs></svg>') if shared else ""
+        return out, Markup(holder)
+
+
+def _pixel_size(payload: bytes) -> tuple[int, int] | None:
+    """(width, height) of a PNG, JPEG or GIF in pixels, None when it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(payload)) as im:
+            return int(im.width), int(im.height)
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+def _image_source(report_dir: Path, scope: FileScope, *, mode: str,
+                  store: PictureStore | None = None) -> Callable[[object, str], str]:
+    """``img(ref, lang)``: a figure ref (a path, or {lang: path}) -> a data or file URI (or,
+    with a ``store``, its placeholder there). Relative refs are under the report folder;
+    every ref must resolve inside ``scope``."""
     def img(ref: object, lang: str = "en") -> str:
         if isinstance(ref, Mapping):
             ref = ref.get(lang) or ref.get("en") or next(iter(ref.values()))
@@ -649,6 +785,8 @@ def _image_source(report_dir: Path, scope: FileScope, *, mode: str) -> Callable[
             path = report_dir / path
         if mode == "file":
             return scope.resolve(path, what="figure", shown=str(ref)).as_uri()
+        if store is not None:
+            return store.add(scope.read_bytes(path, what="figure", shown=str(ref)), _mime(path))
         return data_uri(path, scope, shown=str(ref))
     return img
 
@@ -716,16 +854,46 @@ REPORT = DocumentKind()
 
 
 def _globals_for(context: Mapping[str, object], lang: str, *, templates_dir: Path | None,
-                 mode: str, kind: DocumentKind = REPORT) -> dict[str, object]:
+                 mode: str, kind: DocumentKind = REPORT,
+                 store: PictureStore | None = None) -> dict[str, object]:
     t = translator(lang, templates_dir)
     cname = _class_namer(context, lang)
     report_dir = Path(str(context.get("report_dir", ".")))
     say = message_text(t, cname)
     scope = template_scope(templates_dir, report_dir)
     return {"ctx": context, "lang": lang, "t": t, "has_key": t.has, "cname": cname,
-            "say": say, "img": _image_source(report_dir, scope, mode=mode),
+            "say": say, "img": _image_source(report_dir, scope, mode=mode, store=store),
             "lang_labels": languages.labels(), "mode": mode,
-            "word_spacing": languages.language(lang).word_spacing}
+            "word_spacing": languages.language(lang).word_spacing, **_class_labels(context, cname)}
+
+
+def _class_labels(context: Mapping[str, object], cname: Callable[[object], str]) -> dict[str, object]:
+    """The labels that name classes where a full name does not fit, in this language
+    (``labels`` owns the rule; the charts use the same one):
+
+    - ``clabel(name)``: the column head of a wide table (row k starts with the same label);
+    - ``clabel_rest(name)``: the rest of the full name after that label ("" when none);
+    - ``chart_key``: (chart label, full name) for each class whose chart label is shortened.
+    """
+    from .labels import column_labels, label_key, short_labels
+
+    names = [str(n) for n in cast(Sequence[str], context.get("class_names", []))]
+    shown = [cname(n) for n in names]
+    columns = dict(zip(names, column_labels(shown)))
+
+    def clabel(name: object) -> str:
+        return columns.get(str(name), cname(name))
+
+    def clabel_rest(name: object) -> str:
+        label, full = clabel(name), cname(name)
+        if label == full:
+            return ""
+        # A label that starts the name ("Grade 0" of "Grade 0 - no …") is followed by the
+        # rest of it; a letter key by the whole name, after a space.
+        return full[len(label):] if full.startswith(label) else " " + full
+
+    return {"clabel": clabel, "clabel_rest": clabel_rest,
+            "chart_key": label_key(shown, short_labels(shown))}
 
 
 def _check_langs(langs: Sequence[str]) -> list[str]:
@@ -768,9 +936,11 @@ def _viewer_assets(context: Mapping[str, object], env: jinja2.Environment) -> di
 
 def render_body(context: Mapping[str, object], *, lang: str, env: jinja2.Environment,
                 templates_dir: Path | None = None, mode: str = "data",
-                kind: DocumentKind = REPORT) -> Markup:
-    """One language's document body (all sections) as HTML."""
-    g = _globals_for(context, lang, templates_dir=templates_dir, mode=mode, kind=kind)
+                kind: DocumentKind = REPORT, store: PictureStore | None = None) -> Markup:
+    """One language's document body (all sections) as HTML (with a ``store``, its pictures
+    are placeholders until :meth:`PictureStore.embed`)."""
+    g = _globals_for(context, lang, templates_dir=templates_dir, mode=mode, kind=kind,
+                     store=store)
     with template_errors(f"{kind.body_template} ({lang})"):
         return Markup(render_template(env, kind.body_template, **g))
 
@@ -818,14 +988,23 @@ def render_html(context: Mapping[str, object], *, langs: Sequence[str],
     """One self-contained HTML file holding every language; a CSS-only language switch."""
     langs = _check_langs(langs)
     env = _environment(templates_dir, kind)
-    bodies = [(lang, render_body(context, lang=lang, env=env, templates_dir=templates_dir, kind=kind))
-              for lang in langs]
+    # Every picture is embedded once, however many languages (or panels) show it.
+    store = PictureStore()
+    rendered = [render_body(context, lang=lang, env=env, templates_dir=templates_dir, kind=kind,
+                            store=store) for lang in langs]
+    embedded, pictures = store.embed(rendered)
+    bodies = list(zip(langs, embedded))
     t = translator(langs[0], templates_dir)
     with template_errors("report.html.j2"):
-        return render_template(env, "report.html.j2",
+        html = render_template(env, "report.html.j2",
             ctx=context, langs=langs, bodies=bodies, lang_labels=languages.labels(), t=t,
             title_key=kind.title_key, **_viewer_assets(context, env),
             css=_read_css(env, "css/report.css"), mobile_css=_read_css(env, "css/mobile.css"))
+    # The shared pictures go right after <body> (outside every language's block, which is
+    # hidden while another language is shown), whatever the user's report.html.j2 holds.
+    body = re.search(r"<body\b[^>]*>", html)
+    at = body.end() if body else 0
+    return html[:at] + str(pictures) + html[at:]
 
 
 # ---------------------------------------------------------------- PDF

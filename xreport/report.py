@@ -25,6 +25,8 @@ from .config import from_dict as config_from_dict
 from .data.base import Dataset
 from .errors import ReportError, XReportError
 from .figures import FigurePaths, Figures
+from .labels import size_text
+from .metrics import Baselines, CalibrationDirection, baselines, calibration_direction
 from .render import DASH
 from .runs import EvaluationPaths, RunPaths, sha256_file
 
@@ -49,6 +51,7 @@ WIDE_CLASSES = 4
 class Headline(TypedDict):
     key: str                              # the metric's catalog key
     value: artifacts.Value | None
+    baseline: artifacts.Message | None   # what the metric is worth without a model
 
 
 class Summary(TypedDict):
@@ -61,6 +64,7 @@ class Summary(TypedDict):
     date: str
     versions: list[tuple[str, str]]
     headline: list[Headline]
+    synthetic: str | None                 # the generator's source when the data are synthetic
 
 
 class Layout(TypedDict):
@@ -146,6 +150,7 @@ class Training(TypedDict):
     seed: int
     selected_epoch: int | None
     selected_by: str
+    selected_value: float | None   # the selection metric's validation value at that epoch
     val_metrics: list[tuple[str, float]]
     head: str
     loss: str
@@ -192,9 +197,15 @@ class Results(TypedDict, total=False):
     overall: list[tuple[str, artifacts.Value]]
     report_rows: list[ReportRow]
     confusion: Confusion
+    classes_shown: NotRequired[dict[str, int] | None]   # {"n", "of"} when not every class is shown
     operating_points: list[OperatingPointRow]
     calibration: artifacts.Calibration | None
+    calibration_direction: CalibrationDirection | None
     ordinal: artifacts.Ordinal | None
+    baselines: Baselines | None
+    baseline_notes: dict[str, artifacts.Message]   # metric key -> its chance / majority note
+    precision: str | None          # of the inference; None: not recorded (older metrics.json)
+    device: str | None
     figures: Figures
 
 
@@ -245,7 +256,9 @@ class StatRow(TypedDict):
     difference: float | None
     ci95: list[float] | None
     p_value: float | None
+    test: str | None
     n: int | None
+    margin: float | None
     verdict: str | None
     chance: NotRequired[float | None]   # localisation only
 
@@ -257,6 +270,8 @@ class FaithfulnessContext(TypedDict):
     maps: int                      # random maps per image
     margin: float
     road: bool
+    better: int                    # scores whose verdict is better / worse (the headline's counts)
+    worse: int
 
 
 class SimilarityCell(TypedDict, total=False):
@@ -300,10 +315,23 @@ class ExplainContext(TypedDict, total=False):
     gallery: list[GalleryGroup]
     viewer: Viewer | None
     cam_scale: list[str]
+    lesion_outlines: bool          # some gallery overlay outlines its image's known lesion
     faithfulness: FaithfulnessContext | None
     sanity: SanityContext | None
     localisation: LocalisationContext | None
+    protocol: Protocol | None
     figures: dict[str, FigurePaths | None]
+
+
+class Protocol(TypedDict):
+    """The explanation checks' settings as run (the same on every device: evaluate.EXPLAIN_PROTOCOL)."""
+
+    faithfulness_n: int | None
+    steps: int | None
+    maps: int | None
+    sanity_n: int | None
+    seeds: int | None
+    precision: str | None
 
 
 class Repro(TypedDict):
@@ -325,19 +353,50 @@ class SkippedFile(TypedDict):
 
 # ---------------------------------------------------------------- sections
 
+def _baseline_notes(metrics: artifacts.Metrics, base: Baselines | None) -> dict[str, artifacts.Message]:
+    """Per metric key, what it is worth without a model: chance and the majority class."""
+    if base is None:
+        return {}
+    notes: dict[str, artifacts.Message] = {
+        "metric.accuracy": {"key": "baseline.accuracy", "params": {
+            "chance": base["chance"], "majority": base["majority"], "cls": base["majority_class"]}},
+        "metric.balanced_accuracy": {"key": "baseline.balanced", "params": {"chance": base["chance"]}},
+        "metric.mcc": {"key": "baseline.zero", "params": {"value": 0.0}},
+        "metric.roc_auc": {"key": "baseline.auc", "params": {"value": 0.5}},
+        "metric.roc_auc_macro": {"key": "baseline.auc", "params": {"value": 0.5}},
+    }
+    if metrics["ordinal"]:
+        notes["metric.qwk"] = {"key": "baseline.zero", "params": {"value": base["kappa"]}}
+    return notes
+
+
+def _baselines(metrics: artifacts.Metrics | None) -> Baselines | None:
+    if not metrics or not metrics["confusion_matrix"]["raw"]:
+        return None
+    cm = metrics["confusion_matrix"]
+    return baselines(cm["raw"], cm["labels"] or metrics["class_names"])
+
+
 def headline(metrics: artifacts.Metrics) -> list[Headline]:
-    """The summary's four numbers (also the notebook summary's, ``api.Report``)."""
+    """The summary's four numbers with what each is worth without a model (also the
+    notebook summary's, ``api.Report``)."""
     ordinal = metrics["ordinal"]
     binary = metrics["task"] == "binary"
-    return [{"key": "metric.accuracy", "value": metrics["accuracy"]},
-            {"key": "metric.roc_auc" if binary else "metric.roc_auc_macro", "value": metrics["roc_auc"]},
-            {"key": "metric.macro_f1", "value": metrics["macro_avg"]["f1"]},
-            {"key": "metric.qwk", "value": ordinal["qwk"]} if ordinal else
-            {"key": "metric.balanced_accuracy", "value": metrics["balanced_accuracy"]}]
+    notes = _baseline_notes(metrics, _baselines(metrics))
+    keyed = [("metric.accuracy", metrics["accuracy"]),
+             ("metric.roc_auc" if binary else "metric.roc_auc_macro", metrics["roc_auc"]),
+             ("metric.macro_f1", metrics["macro_avg"]["f1"]),
+             ("metric.qwk", ordinal["qwk"]) if ordinal else
+             ("metric.balanced_accuracy", metrics["balanced_accuracy"])]
+    # A tile has no room for a class name: the majority class is named in the results table.
+    if "metric.accuracy" in notes:
+        notes["metric.accuracy"] = {"key": "baseline.accuracy_short",
+                                    "params": notes["metric.accuracy"].get("params", {})}
+    return [{"key": key, "value": value, "baseline": notes.get(key)} for key, value in keyed]
 
 
 def _summary(meta: artifacts.CheckpointMeta, metrics: artifacts.Metrics | None,
-             evaluation: artifacts.Evaluation, dataset_name: str) -> Summary:
+             evaluation: artifacts.Evaluation, dataset_name: str, *, synthetic: str | None = None) -> Summary:
     versions = meta["versions"]
     data = evaluation["data"]
     return {
@@ -350,7 +409,18 @@ def _summary(meta: artifacts.CheckpointMeta, metrics: artifacts.Metrics | None,
         "date": _minutes(meta["created"]),
         "versions": [(k, versions[k]) for k in SUMMARY_VERSIONS if k in versions],
         "headline": headline(metrics) if metrics else [],
+        "synthetic": synthetic,
     }
+
+
+def _synthetic_source(meta: artifacts.CheckpointMeta, dataset: Dataset | None,
+                      evaluation: artifacts.Evaluation) -> str | None:
+    """The generator's source ("phantom(seed=1234)") when the evaluated images are synthetic."""
+    kind = dataset.kind if dataset is not None else meta["data"].get("kind")
+    source = str(evaluation["data"].get("source") or (dataset.source if dataset else "") or "")
+    if evaluation["data"].get("external"):
+        return source if source.startswith("phantom") else None
+    return (source or "phantom") if kind == "phantom" or source.startswith("phantom") else None
 
 
 def _minutes(created: str | None) -> str:
@@ -473,13 +543,17 @@ def _model(meta: artifacts.CheckpointMeta, explain: artifacts.Explanation | None
     return info
 
 
-VAL_COLUMNS: tuple[Literal["loss", "acc", "f1", "auc"], ...] = ("loss", "acc", "f1", "auc")
+VAL_COLUMNS: tuple[Literal["loss", "acc", "f1", "auc", "bacc", "qwk"], ...] = ("loss", "acc", "f1", "auc", "bacc", "qwk")
 
 
 def _training(meta: artifacts.CheckpointMeta, train: TrainConfig, history: artifacts.History,
               curves: FigurePaths | None) -> Training:
     val = meta["val_metrics"]
     choices = meta["recipe"]["choices"] if meta["recipe"] else []
+    selected_by = meta.get("selected_by", train.select_metric)
+    selected = selected_by.removeprefix("val_")
+    # The pills: loss, accuracy, F1, AUC, and the selection metric whatever it is (QWK, ...).
+    shown = [k for k in VAL_COLUMNS if k in ("loss", "acc", "f1", "auc") or k == selected]
     return {
         "optimizer": train.optimizer, "lr": train.lr,
         "weight_decay": train.weight_decay, "schedule": train.schedule,
@@ -487,8 +561,9 @@ def _training(meta: artifacts.CheckpointMeta, train: TrainConfig, history: artif
         "epochs_run": len(history) if history else None, "early_stopping": train.early_stopping,
         "batch_size": train.batch_size, "imbalance": train.imbalance,
         "label_smoothing": train.label_smoothing, "seed": meta.get("seed", train.seed),
-        "selected_epoch": meta["epoch"], "selected_by": meta.get("selected_by", train.select_metric),
-        "val_metrics": [(k, v) for k in VAL_COLUMNS if (v := val.get(k)) is not None],
+        "selected_epoch": meta["epoch"], "selected_by": selected_by,
+        "selected_value": val.get(selected),
+        "val_metrics": [(k, v) for k in shown if (v := val.get(k)) is not None],
         "head": meta["head"], "loss": meta["loss"],
         # What the auto recipe chose from the data (the "why" figures in English, as a tooltip).
         "recipe": [c for c in choices if c["rule"] != "base"],
@@ -502,8 +577,19 @@ def _report_row(label: str, kind: str, row: artifacts.ClassRow | artifacts.Avera
             "recall": row["recall"], "specificity": row["specificity"], "f1": row["f1"], "auc": row["auc"]}
 
 
-def _report_rows(metrics: artifacts.Metrics) -> list[ReportRow]:
-    return ([_report_row(r["class"], "class", r) for r in metrics["per_class"]]
+def _table_rows(dist: artifacts.ClassDistribution | None, k: int) -> list[int]:
+    from .limits import largest_classes
+
+    if not dist:
+        return list(range(k))
+    counts = [c for c in dist["splits"].values() if c is not None and len(c) == k]
+    return largest_classes([sum(c[i] for c in counts) for i in range(k)])
+
+
+def _report_rows(metrics: artifacts.Metrics, shown: Sequence[int] | None = None) -> list[ReportRow]:
+    keep = None if shown is None else set(shown)
+    return ([_report_row(r["class"], "class", r) for r in metrics["per_class"]
+             if keep is None or r["index"] in keep]
             + [_report_row("macro", "macro", metrics["macro_avg"]),
                _report_row("weighted", "weighted", metrics["weighted_avg"])])
 
@@ -530,9 +616,11 @@ def _operating_point(op: artifacts.OperatingPoint, split: str) -> OperatingPoint
             "ppv": op["ppv"], "npv": op["npv"], "cm": op["confusion_matrix"]}
 
 
-def _results(metrics: artifacts.Metrics | None, split: str, figures: Figures) -> Results:
+def _results(metrics: artifacts.Metrics | None, split: str, figures: Figures, *,
+             evaluation: artifacts.Evaluation | None = None) -> Results:
     if not metrics:
         return {"available": False}
+    base = _baselines(metrics)
     binary = metrics["task"] == "binary"
     overall = [("metric.accuracy", metrics["accuracy"]),
                ("metric.balanced_accuracy", metrics["balanced_accuracy"]),
@@ -542,19 +630,25 @@ def _results(metrics: artifacts.Metrics | None, split: str, figures: Figures) ->
     if weighted is not None:
         overall.append(("metric.roc_auc_weighted", weighted))
     overall.append(("metric.average_precision", metrics["average_precision"]))
-    cm = metrics["confusion_matrix"]
+    shown = artifacts.shown_confusion(metrics)
     return {
         "available": True, "task": metrics["task"], "n": metrics["n"],
         # Binary: the positive class, named in the 0.5-threshold sentence.
         "positive": metrics["class_names"][1] if binary and len(metrics["class_names"]) > 1 else None,
         "split": split, "bootstrap": metrics["bootstrap"],
         "every_value_has_interval": _every_value_has_interval(metrics),
-        "overall": overall, "report_rows": _report_rows(metrics),
-        "confusion": {"labels": cm["labels"] or metrics["class_names"],
-                      "raw": cm["raw"], "by_true": cm["by_true"]},
+        "overall": overall, "report_rows": _report_rows(metrics, shown.indices),
+        "confusion": {"labels": shown.labels, "raw": shown.raw, "by_true": shown.by_true},
+        # Beyond limits.REPORT_CLASSES the tables and charts show some classes; the note says which.
+        "classes_shown": {"n": len(shown.indices), "of": shown.total} if len(shown.indices) < shown.total else None,
         "operating_points": [_operating_point(op, split) for op in metrics["operating_points"]],
         "calibration": metrics["calibration"],
-        "ordinal": metrics["ordinal"], "figures": figures,
+        "calibration_direction": calibration_direction(metrics["calibration"]),
+        "ordinal": metrics["ordinal"], "baselines": base,
+        "baseline_notes": _baseline_notes(metrics, base),
+        "precision": evaluation["precision"] if evaluation else None,
+        "device": evaluation.get("device") if evaluation else None,
+        "figures": figures,
     }
 
 
@@ -603,7 +697,8 @@ def _gallery(explain: artifacts.Explanation, paths: RunPaths, class_names: Seque
 
 
 def _viewer(explain: artifacts.Explanation, folder: Path,
-            mappings: Mapping[str, Mapping[str, str]]) -> Viewer | None:
+            mappings: Mapping[str, Mapping[str, str]],
+            class_names: Sequence[str] | None = None) -> Viewer | None:
     """The interactive viewer's data (embedded once in the HTML) and what its markup needs."""
     from . import charts, viewer
 
@@ -611,7 +706,8 @@ def _viewer(explain: artifacts.Explanation, folder: Path,
     if not ref:
         return None
     try:
-        data: ViewerPayload = {**artifacts.load_viewer(EvaluationPaths(folder), ref["file"]),
+        data: ViewerPayload = {**artifacts.load_viewer(EvaluationPaths(folder), ref["file"],
+                                                       class_names=class_names),
                                "colormap": charts.colormap_lut()}
     except ReportError as exc:
         # The static gallery stays: a damaged viewer file costs only the viewer.
@@ -632,7 +728,7 @@ def _stat_row(metric: str, stat: artifacts.PairedStatistic) -> StatRow:
     """One table row of a paired statistic from metrics.json (older files lack the statistics)."""
     return {"metric": metric, "cam": stat["cam"], "random": stat["random"],
             "difference": stat["difference"], "ci95": stat["ci95"], "p_value": stat["p_value"],
-            "n": stat["n"], "verdict": stat["verdict"]}
+            "test": stat["test"], "n": stat["n"], "margin": stat["margin"], "verdict": stat["verdict"]}
 
 
 def _faithfulness(faith: artifacts.Faithfulness | None) -> FaithfulnessContext | None:
@@ -645,7 +741,9 @@ def _faithfulness(faith: artifacts.Faithfulness | None) -> FaithfulnessContext |
         return None
     return {"n": faith["n"], "rows": rows, "verdict": faith["verdict"],
             "maps": faith["random_maps"].get("per_image", 1),
-            "margin": FAITHFULNESS_MARGIN, "road": any(r["metric"].startswith("road") for r in rows)}
+            "margin": FAITHFULNESS_MARGIN, "road": any(r["metric"].startswith("road") for r in rows),
+            "better": sum(r["verdict"] == "better" for r in rows),
+            "worse": sum(r["verdict"] == "worse" for r in rows)}
 
 
 def _similarity(found: artifacts.Similarity | None) -> SimilarityCell:
@@ -676,10 +774,20 @@ def _localisation(loc: artifacts.Localisation | None) -> LocalisationContext | N
             "maps": loc["random_per_image"], "margin": LOCALISATION_MARGIN}
 
 
+def _protocol(explain: artifacts.Explanation, precision: str | None) -> Protocol:
+    faith, sanity = explain["faithfulness"], explain["sanity"]
+    return {"faithfulness_n": faith["n"] if faith else None,
+            "steps": faith.get("steps") if faith else None,
+            "maps": faith["random_maps"].get("per_image") if faith else None,
+            "sanity_n": sanity["n"] if sanity else None, "seeds": sanity["seeds"] if sanity else None,
+            "precision": precision}
+
+
 def _explain(explain: artifacts.Explanation | None, paths: RunPaths,
              figures: Mapping[str, FigurePaths | None], class_names: Sequence[str], *,
              folder: Path | None = None,
-             mappings: Mapping[str, Mapping[str, str]] | None = None) -> ExplainContext:
+             mappings: Mapping[str, Mapping[str, str]] | None = None,
+             precision: str | None = None) -> ExplainContext:
     from . import charts
 
     if not explain:
@@ -688,11 +796,13 @@ def _explain(explain: artifacts.Explanation | None, paths: RunPaths,
     return {"available": True, "method": explain["method"],
             "target_layer": explain["target_layer"],
             "gallery": _gallery(explain, paths, class_names, folder=folder),
-            "viewer": _viewer(explain, folder, mappings or {}),
+            "viewer": _viewer(explain, folder, mappings or {}, class_names),
             "cam_scale": charts.cam_scale_colors(),
+            "lesion_outlines": any(entry["lesion_outline"] for entry in explain["gallery"]),
             "faithfulness": _faithfulness(explain["faithfulness"]),
             "sanity": _sanity(explain["sanity"]),
             "localisation": _localisation(explain["localisation"]),
+            "protocol": _protocol(explain, precision),
             "figures": dict(figures)}
 
 
@@ -740,6 +850,7 @@ class Normalization(TypedDict):
 
 class DataSection(TypedDict):
     dataset: str
+    table_rows: list[int]           # class indices the distribution table lists
     kind: object                   # the data set's kind ("medmnist", "folder", ...) or None
     source: object
     class_names: list[str]
@@ -777,6 +888,7 @@ class ReportContext(TypedDict):
     explain: ExplainContext
     evaluated_split: str
     discussion: list[discussion.Item]
+    limitations: list[discussion.Item]
     repro: Repro
     skipped: list[SkippedFile]
     failed_charts: list[str]
@@ -786,10 +898,10 @@ def _predicted(evaluation: EvaluationPaths | None, class_names: Sequence[str]) -
     """The predicted class counts of an unlabelled split (a Kaggle-style test set)."""
     if evaluation is None:
         return None
-    data = artifacts.load_evaluation(evaluation)
+    data = artifacts.load_evaluation(evaluation, class_names=class_names)
     counts = data["predicted_counts"]
     if not counts or len(counts) != len(class_names):  # metrics.json from before the counts
-        probs = artifacts.load_predictions(evaluation).probs
+        probs = artifacts.load_predictions(evaluation, class_names=class_names).probs
         counts = np.bincount(probs.argmax(axis=1), minlength=len(class_names)).tolist()
     return {"split": str(data.get("split", "test")), "n": int(sum(counts)),
             "counts": [int(c) for c in counts], "file": evaluation.predictions.name}
@@ -816,7 +928,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
                               f"(`xreport train`) or check --checkpoints")
         meta = artifacts.load_checkpoint_meta(paths.best)
     evaluation_paths = evaluation or paths.evaluation("test")
-    loaded = artifacts.load_evaluation(evaluation_paths)
+    loaded = artifacts.load_evaluation(evaluation_paths, class_names=meta["class_names"])
     metrics = loaded["metrics"]
     explain = loaded["explain"]
     split = loaded.get("split", "test")
@@ -834,6 +946,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
     name = _dataset_name(meta, dataset)
     data_cfg = meta["data"]
     data_ref = loaded["data"]
+    leakage = _leakage(dist, dataset)
     return {
         "schema": 1,
         "run": paths.name,
@@ -843,16 +956,20 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "class_names": class_names,
         "class_names_i18n": {k: v for k, v in i18n.items() if v},
         "layout": layout(len(class_names)),
-        "summary": _summary(meta, metrics, loaded, name),
+        "summary": _summary(meta, metrics, loaded, name,
+                            synthetic=_synthetic_source(meta, dataset, loaded)),
         "data": {
             "dataset": name, "kind": dataset.kind if dataset else data_cfg.get("kind"),
             "source": dataset.source if dataset else data_ref.get("source")
             or data_cfg.get("dataset", DASH),
             "class_names": class_names, "splits": _split_rows(dist, predicted),
+            # Beyond limits.REPORT_CLASSES the per-class table lists the largest classes.
+            "table_rows": _table_rows(dist, len(class_names)),
             "val_held_out": dist["val_held_out"] if dist else None,
             "predicted": predicted,
             "image_size": meta["image_size"], "channels": meta["in_channels"],
-            "original_size": (f"{dataset.original_size[0]} × {dataset.original_size[1]}"
+            # Dataset.original_size is (H, W); written W × H like every size (labels.size_text).
+            "original_size": (size_text(dataset.original_size[1], dataset.original_size[0])
                               if dataset is not None and dataset.original_size else None),
             "original_channels": dataset.original_channels if dataset is not None else None,
             "pipeline": _pipeline(meta),
@@ -860,19 +977,24 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
                               "mean": _join_floats(meta["mean"]), "std": _join_floats(meta["std"])},
             "augment": list(dataclasses.asdict(run_config.augment).items()),
             "imbalance": _imbalance(run_config.train.imbalance, dist),
-            "leakage": _leakage(dist, dataset),
+            "leakage": leakage,
             "figures": {"distribution": figs.distribution, "examples": figs.examples,
                         "before_after": figs.before_after},
         },
         "model": _model(meta, explain, model),
         "training": _training(meta, run_config.train, history, figs.curves),
-        "results": _results(metrics, split, figs.results),
+        "results": _results(metrics, split, figs.results, evaluation=loaded),
         "explain": _explain(explain, paths, {"faithfulness": figs.faithfulness, "sanity": figs.sanity},
-                            class_names, folder=evaluation_paths.folder, mappings=mappings),
+                            class_names, folder=evaluation_paths.folder, mappings=mappings,
+                            precision=loaded["precision"]),
         # The split the metrics and CAMs are from: "val" when the test split has no labels.
         "evaluated_split": str(split),
         "discussion": discussion.observations(metrics, history=history, distribution=dist,
                                               explain=explain, split=str(split)),
+        "limitations": discussion.limitations(
+            metrics, distribution=dist, leakage=leakage, split=str(split),
+            synthetic=_synthetic_source(meta, dataset, loaded), seed=int(meta.get("seed", run_config.train.seed)),
+            external=bool(data_ref.get("external")), source=str(data_ref.get("source") or name)),
         "repro": _repro(meta, run_config, paths, loaded, command),
         "skipped": _skipped(loaded, dataset),
         "failed_charts": figs.failed,

@@ -446,6 +446,9 @@ def check_checkpoint_storages(path: Path) -> None:
         raise CheckpointError(f"{path}: not written by torch.save (member {compressed[0]!r} is "
                               "compressed); refused: it could inflate to any size")
     declared = sum(i.file_size for i in infos)
+    if declared > path.stat().st_size:    # stored members cannot hold more than the file
+        raise CheckpointError(f"{path}: declares {human(declared)} of tensors in a file of "
+                              f"{human(path.stat().st_size)}; refused (a forged or damaged file)")
     if declared > memory_budget():
         raise CheckpointError(f"{path}: declares {human(declared)} of tensors, more than the "
                               f"{human(memory_budget())} this machine allows for one input")
@@ -467,25 +470,35 @@ class Checkpoint:
     extra: dict[str, object]     # last.pt: optimiser, scheduler, RNG state, history
 
 
-def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Load with ``weights_only=True``: a pickled payload is refused, never run."""
+def load_tensor_file(path: str | Path, *, what: str = "checkpoint",
+                     map_location: str | torch.device = "cpu") -> object:
+    """The one loader of a torch file from outside (checkpoints, ``model.weights``, the torch
+    hub cache, decode-cache entries): a torch.save zip archive whose storages are stored
+    uncompressed and declare no more than the memory budget, loaded with ``weights_only=True``
+    (a pickled payload is refused, never run) and memory-mapped (tensor data is read only when
+    used, after the caller checked the shapes). ``CheckpointError`` naming the file otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        raise CheckpointError(f"{path}: {what} not found")
     # torch.save writes a zip archive; anything else (text, an old pickle) is not ours.
     if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path}: not a checkpoint (not a torch.save zip archive; "
+        raise CheckpointError(f"{path}: not a {what} (not a torch.save zip archive; "
                               "empty, truncated or another kind of file)")
     check_checkpoint_storages(path)
     try:
-        # mmap: tensor data is read only when used, after the shapes were checked.
-        payload = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors "
                               f"({_unpickling_reason(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - a damaged file can fail in many ways inside torch
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: "
+        raise CheckpointError(f"{path}: not a readable {what} (truncated or corrupt: "
                               f"{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load with ``weights_only=True``: a pickled payload is refused, never run."""
+    path = Path(path)
+    payload = load_tensor_file(path, what="checkpoint", map_location=map_location)
     if not isinstance(payload, dict) or "state_dict" not in payload or "meta_json" not in payload:
         raise CheckpointError(f"{path}: not an xreport checkpoint (no state_dict/meta); "
                               "train one with `xreport train`")

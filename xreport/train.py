@@ -55,6 +55,10 @@ class TrainResult:
     best_score: float
     history: list[dict[str, float]]
     seconds: float
+    selected_by: str = "val_auc"        # the metric that chose best_epoch (see _State)
+
+
+FALLBACK_METRIC = "val_loss"            # defined whenever val holds an image
 
 
 @dataclass
@@ -86,6 +90,9 @@ class _State:
     bad_epochs: int = 0                 # epochs since the selection metric last improved
     stopped: str = ""                   # why training ended early ("" while it goes on)
     history: list[dict[str, float]] = field(default_factory=list)
+    # The metric that chooses best.pt: train.select_metric, or FALLBACK_METRIC once that was
+    # NaN (a val split lacking a class has no AUC); never a NaN that "wins" by default.
+    select_metric: str = ""
 
 
 # ---------------------------------------------------------------- device and precision
@@ -772,8 +779,9 @@ def _run_epochs(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[
         row["seconds"] = round(time.perf_counter() - started, 3)
         state.epoch = epoch
         state.history.append(row)
-        score = row[cfg.select_metric]
-        improved = _better(score, state.best_score, cfg.select_metric) or state.best_epoch == 0
+        metric = _selection_metric(state, row, cfg.select_metric, meta)
+        score = row[metric]
+        improved = _better(score, state.best_score, metric) or state.best_epoch == 0
         if improved:
             state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
         else:
@@ -790,6 +798,25 @@ def _run_epochs(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[
             on_epoch_end(row)
     if state.stopped:
         logger.info("stopped after epoch %d: %s", state.epoch, state.stopped)
+
+
+def _selection_metric(state: _State, row: dict[str, float], configured: str,
+                      meta: dict[str, object]) -> str:
+    """The metric choosing best.pt this epoch: ``configured`` until it is NaN, then
+    FALLBACK_METRIC for the rest of the run (logged, and recorded as the checkpoint's
+    ``selected_by``); the best epoch so far keeps its place, compared by the fallback."""
+    metric = state.select_metric or configured
+    if metric != FALLBACK_METRIC and math.isnan(row[metric]) and not math.isnan(row[FALLBACK_METRIC]):
+        logger.warning("%s is NaN at epoch %d (the val split lacks a class, or predicts one class "
+                       "only); best.pt is chosen by %s from now on", metric, int(row["epoch"]),
+                       FALLBACK_METRIC)
+        metric = FALLBACK_METRIC
+        best = next((r for r in state.history if r["epoch"] == state.best_epoch), None)
+        state.best_score = best[metric] if best is not None else math.nan
+        meta["selected_by"] = metric
+        meta["selected_by_reason"] = f"{configured} was NaN at epoch {int(row['epoch'])}"
+    state.select_metric = metric
+    return metric
 
 
 @contextmanager
@@ -843,8 +870,8 @@ def train(config: RunConfig, *, checkpoints_root: Path = Path("checkpoints"), re
             runs.write_text(paths.config, to_toml(config))
             artifacts.save_class_distribution(paths, class_distribution(ds))
         _run_epochs(loop, state, paths=paths, meta=meta, on_epoch_end=on_epoch_end)
-        logger.info("best epoch %d: %s %.4f", state.best_epoch, config.train.select_metric,
-                    state.best_score)
+        selected_by = state.select_metric or config.train.select_metric
+        logger.info("best epoch %d: %s %.4f", state.best_epoch, selected_by, state.best_score)
     return TrainResult(run_dir=paths.run_dir, best_epoch=state.best_epoch,
                        best_score=state.best_score, history=state.history,
-                       seconds=time.perf_counter() - started)
+                       seconds=time.perf_counter() - started, selected_by=selected_by)

@@ -15,12 +15,12 @@ from ..errors import DataError
 from ..runs import sha256_file
 from . import folder, manifest, medmnist, phantom
 from .augment import augment_batch
-from .base import SPLITS, Dataset, Split, Task, grey_to_rgb, hold_out_val
+from .base import SPLITS, Dataset, Split, Task, grey_to_rgb, hold_out_val, real_path
 from .images import decode_files, read_image
 from .imbalance import class_weights, sampler_weights
 from .preprocess import (compute_mean_std, describe_pipeline, normalize_batch, preprocess_image,
                          preprocess_stack, resolve_normalization)
-from .summary import class_distribution, leakage_check
+from .summary import class_distribution, constant_images, leakage_check
 
 __all__ = [
     "Dataset", "Split", "SPLITS", "load_dataset", "resolve_source", "raw_examples",
@@ -106,9 +106,14 @@ def load_dataset(data_cfg: DataConfig, preprocess_cfg: PreprocessConfig, *, imag
     load = tuple(s for s in SPLITS if (s in splits or s == "train") and s != "val") if carve_val else splits
     ds = loader(source, data_cfg, preprocess_cfg, image_size=image_size, splits=load)
     if carve_val:
-        ds = _with_held_out_val(ds, data_cfg.val_fraction, keep_train="train" in splits)
+        ds = _with_held_out_val(ds, data_cfg.val_fraction, keep_train="train" in splits,
+                                allow_missing=data_cfg.allow_missing_classes)
     check_class_sets(ds, allow_missing=data_cfg.allow_missing_classes)
     _unify_channels(ds)
+    constant = {k: n for k, n in constant_images(ds).items() if n}
+    if constant:    # counted here, where the data enters; class_distribution.json records it
+        logger.warning("%s: %s image(s) hold one grey value only (blank): %s", ds.source,
+                       sum(constant.values()), ", ".join(f"{k} {n} of {len(ds.splits[k])}" for k, n in constant.items()))
     logger.info("loaded %s (%s): %s", ds.name, kind,
                 ", ".join(f"{k} {len(v)}" for k, v in ds.splits.items()))
     return ds
@@ -136,7 +141,8 @@ def _source_splits(kind: str, source: str) -> set[str]:
     return set(SPLITS)
 
 
-def _with_held_out_val(ds: Dataset, fraction: float, *, keep_train: bool) -> Dataset:
+def _with_held_out_val(ds: Dataset, fraction: float, *, keep_train: bool,
+                       allow_missing: bool = False) -> Dataset:
     """``ds`` with a val split held out of its train split (the source has none)."""
     train = ds.splits["train"]
     if train.labels is None:
@@ -145,6 +151,18 @@ def _with_held_out_val(ds: Dataset, fraction: float, *, keep_train: bool) -> Dat
     if len(val) == 0:
         raise DataError(f"{ds.source}: no val split, and the train split ({len(train)} images) is too "
                         "small to hold one out (each class needs at least 2 images); add a val split")
+    in_train, in_val = train.class_counts(ds.num_classes), val.class_counts(ds.num_classes)
+    lacking = [i for i in range(ds.num_classes) if in_train[i] and not in_val[i]]
+    if lacking:
+        # A val split without a class has no AUC: the checkpoint would be chosen by NaN.
+        message = (f"{ds.source}: no val split, and class(es) "
+                   f"{', '.join(repr(ds.class_names[i]) for i in lacking[:5])} have "
+                   f"{', '.join(str(in_train[i]) for i in lacking[:5])} training image(s): a held-out "
+                   "val split cannot hold them and keep one for training")
+        if not allow_missing:
+            raise DataError(f"{message}; add images of them or a val split, or set "
+                            "data.allow_missing_classes = true to train anyway")
+        logger.warning("%s; training anyway (data.allow_missing_classes)", message)
     logger.info("%s has no val split: held out %d of %d train images (%.0f%% of each class) as val",
                 ds.source, len(val), len(train), 100 * fraction)
     splits = {"train": rest} if keep_train else {}
@@ -283,7 +301,7 @@ def _split_from_files(split: str, files: list[Path], labels: list[int] | None, *
     if not decoded.kept:
         raise DataError(f"{root}: every image of the {split} split was unreadable "
                         f"(first: {decoded.skipped[0]['reason'] if decoded.skipped else 'none'})")
-    ids = [files[i].resolve().relative_to(root.resolve()).as_posix() for i in decoded.kept]
+    ids = [real_path(files[i]).relative_to(real_path(root)).as_posix() for i in decoded.kept]
     y = None if labels is None else torch.tensor([labels[i] for i in decoded.kept], dtype=torch.int64)
     return Split(split, decoded.images, y, ids)
 

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Mapping, Sequence
 
 import torch
 
@@ -12,6 +13,17 @@ SPLITS = ("train", "val", "test")
 # The splits a report can be about (a train split is never reported on).
 REPORT_SPLITS = ("test", "val")
 Task = Literal["binary", "multiclass", "ordinal"]
+
+
+def real_path(path: Path) -> Path:
+    """``path`` with every symlink followed; a symlink loop (or a link that cannot be followed)
+    is a ``DataError`` naming the path, not the RuntimeError/OSError ``Path.resolve`` raises."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:
+        raise DataError(f"{path}: a symlink loop or a link that cannot be followed "
+                        f"({exc.strerror if isinstance(exc, OSError) and exc.strerror else 'loop'}); "
+                        "remove or fix the link") from None
 
 
 @dataclass
@@ -112,3 +124,53 @@ def hold_out_val(train: Split, fraction: float, num_classes: int) -> tuple[Split
                      None if train.masks is None else train.masks[index])
 
     return part("train", ~held), part("val", held)
+
+
+# ---------------------------------------------------------------- classes matched by name
+
+def placeholder_names(k: int) -> list[str]:
+    """The names a source without class names gets (integer labels 0..k-1)."""
+    return [f"class_{i}" for i in range(k)]
+
+
+def match_classes(found: Sequence[str], reference: Sequence[str], *, where: str,
+                  class_map: Mapping[str, str] | None = None, strict_map: bool = True,
+                  found_what: str = "the data", reference_what: str = "the checkpoint") -> list[int]:
+    """For each class of ``found`` (in its order) its index in ``reference``, matched by name.
+
+    ``class_map`` (``data.class_map``, old name -> new name) renames ``found``'s classes first;
+    with ``strict_map`` a key that names no class of ``found`` is an error. The same names in
+    another order are re-ordered (never read by position); a class of ``found`` missing from
+    ``reference`` is refused in one line naming both sets. A source that names no classes
+    (integer labels 0..K-1, see ``placeholder_names``) is read in ``reference``'s order: an
+    index is all it says. The one owner of this rule: evaluation, build and compare call it,
+    and so can a loader that maps one split's folders onto another's.
+    """
+    found, reference = list(found), list(reference)
+    class_map = dict(class_map or {})
+    unknown = [k for k in class_map if k not in found]
+    if unknown and strict_map:
+        raise DataError(f"{where}: data.class_map renames {', '.join(map(repr, unknown))}, which "
+                        f"{found_what} does not have (its classes: {', '.join(found)})")
+    renamed = [class_map.get(name, name) for name in found]
+    clash = sorted({n for n in renamed if renamed.count(n) > 1})
+    if clash:
+        raise DataError(f"{where}: data.class_map maps two classes onto {clash[0]!r}; "
+                        "each class needs its own name")
+    if not class_map and found == placeholder_names(len(found)) and len(found) == len(reference):
+        return list(range(len(found)))
+    position = {name: i for i, name in enumerate(reference)}
+    missing = [n for n in renamed if n not in position]
+    if missing:
+        raise DataError(f"{where}: class(es) {', '.join(map(repr, missing[:5]))} of {found_what} are "
+                        f"not classes of {reference_what}: {found_what} has {', '.join(renamed)}; "
+                        f"{reference_what} has {', '.join(reference)}; map the names with "
+                        "data.class_map (--class-map OLD=NEW,...)")
+    return [position[n] for n in renamed]
+
+
+def remap_labels(split: Split, order: Sequence[int]) -> Split:
+    """The split with label i replaced by ``order[i]`` (see ``match_classes``)."""
+    if split.labels is None or list(order) == list(range(len(order))):
+        return split
+    return replace(split, labels=torch.tensor(list(order), dtype=torch.int64)[split.labels])

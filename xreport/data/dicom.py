@@ -48,6 +48,7 @@ def read_dicom(path: str | Path) -> np.ndarray:
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         return _colour(ds, pixels, photometric, path)
+    _check_finite_tags(ds, path)
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
     values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
     out = _window(values, ds)
@@ -105,6 +106,32 @@ def check_declared_size(path: Path) -> None:
     if min(rows, cols, samples) < 1 or rows * cols * samples > MAX_PIXELS:
         raise DataError(f"{path}: DICOM declares {rows}x{cols} pixels x {samples} samples; "
                         f"the limit is {MAX_PIXELS:,} values (possible decompression bomb)")
+
+
+# The tags that scale grey values: a NaN or infinite one turns every pixel into one value,
+# so the image would train as a blank one.
+_SCALING_TAGS = ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth")
+
+
+def _check_finite_tags(ds: Dataset, path: Path) -> None:
+    """Refuse a DICOM whose rescale or window tags are not finite numbers (one line)."""
+    import math
+
+    for tag in _SCALING_TAGS:
+        if tag not in ds or ds[tag].value in (None, ""):
+            continue
+        value = ds[tag].value
+        items = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
+        try:
+            numbers = [float(v) for v in items]
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: DICOM tag {tag} is {value!r}, not a number; fix or remove the tag") from None
+        if not all(math.isfinite(x) for x in numbers):
+            raise DataError(f"{path}: DICOM tag {tag} is {', '.join(map(str, numbers))}, not a finite "
+                            "number: the image would decode to one grey value; fix or remove the tag")
+    if "RescaleSlope" in ds and ds.RescaleSlope not in (None, "") and float(ds.RescaleSlope) == 0:
+        raise DataError(f"{path}: DICOM tag RescaleSlope is 0: the image would decode to one grey value; "
+                        "fix or remove the tag")
 
 
 def _first(value: object) -> float:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..runs import sha256_file
-from .base import SPLITS
+from .base import SPLITS, real_path
 from .images import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
@@ -37,14 +37,18 @@ def _images_in(folder: Path, root: Path, *, skip_bad: bool,
     """The image files of one folder; a symlink whose target leaves the data root is refused
     (or, with ``skip_bad``, recorded and left out) before anything opens it."""
     kept = []
-    real_root = root.resolve()
+    real_root = real_path(root)
     for p in sorted(folder.iterdir()):
         if not (_visible(p) and p.suffix.lower() in IMAGE_SUFFIXES):
             continue
-        real = p.resolve()
-        if not real.is_relative_to(real_root):
-            reason = (f"{p}: leads outside the data folder {real_root} (to {real}); "
-                      "copy the file into the data folder instead of linking it")
+        try:
+            real = real_path(p)
+            reason = "" if real.is_relative_to(real_root) else (
+                f"{p}: leads outside the data folder {real_root} (to {real}); "
+                "copy the file into the data folder instead of linking it")
+        except DataError as exc:     # a symlink loop
+            reason = str(exc)
+        if reason:
             if not skip_bad:
                 raise DataError(reason)
             skipped.append({"file": p.relative_to(root).as_posix(), "reason": reason})
@@ -114,7 +118,7 @@ def _check_conflicting_labels(splits: dict[str, FolderSplit], names: list[str]) 
         if fs.labels is None:
             continue
         for path, label in zip(fs.files, fs.labels):
-            first = seen.setdefault(path.resolve(), (path, label))
+            first = seen.setdefault(real_path(path), (path, label))
             if first[1] != label:
                 raise DataError(f"{path}: the same image as {first[0]}, but in class folder "
                                 f"{names[label]!r} instead of {names[first[1]]!r}; one image has one label")

@@ -164,7 +164,7 @@ class DecodedFiles:
 # content (sha256), the preprocessing options and the input size, so any change misses.
 CACHE_ENV = "XREPORT_DECODE_CACHE"      # a folder, or "off"
 CACHE_MIN_FILES = 64                    # smaller splits decode in well under a second
-CACHE_VERSION = 1
+CACHE_VERSION = 2                       # 2: entries carry their count, shape and sha256
 
 
 def decode_cache_dir() -> Path | None:
@@ -193,13 +193,40 @@ def decode_cache_key(files: list[Path], *, preprocess_cfg: PreprocessConfig, ima
     return digest.hexdigest()
 
 
-def _cache_read(path: Path) -> DecodedFiles | None:
+def _images_digest(images: torch.Tensor) -> str:
+    return hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()
+
+
+def _cache_read(path: Path, *, n_files: int, image_size: int, skip_bad: bool) -> DecodedFiles | None:
+    """A cache entry, trusted only when it matches its own index (count, shape, dtype, the
+    sha256 of its pixels) and the files it claims to hold; anything else is a miss (decoded
+    again and rewritten), never data to train on."""
+    from ..runs import load_tensor_file
+
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        return DecodedFiles(blob["images"], list(blob["kept"]), list(blob["skipped"]),
-                            {tuple(s) for s in blob["sizes"]}, set(blob["channels"]))
-    except Exception as exc:  # a damaged cache file is only a cache miss
-        logger.warning("%s: unusable decode cache (%s); decoding again", path, type(exc).__name__)
+        blob = load_tensor_file(path, what="decode cache entry")   # bounded before it is read
+        images, kept = blob["images"], [int(i) for i in blob["kept"]]
+        skipped = [dict(s) for s in blob["skipped"]]
+        channels = {int(c) for c in blob["channels"]}
+        problem = (
+            "not a uint8 image tensor" if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8
+                                               and images.dim() == 4) else
+            f"shape {tuple(images.shape)} is not (N, C, {image_size}, {image_size})"
+            if tuple(images.shape[2:]) != (image_size, image_size) or images.shape[1] not in (1, 3) else
+            f"{len(images)} images for {len(kept)} kept files" if len(images) != len(kept) or
+            int(blob["n"]) != len(kept) else
+            "kept files out of order or range" if kept != sorted(set(kept))
+            or (kept and not (0 <= kept[0] and kept[-1] < n_files)) else
+            f"{len(kept)} + {len(skipped)} files for {n_files}" if len(kept) + len(skipped) != n_files
+            or (skipped and not skip_bad) else
+            "channels do not match the tensor" if (3 if 3 in channels else 1) != images.shape[1] else
+            "its pixels do not match their sha256" if blob["sha256"] != _images_digest(images) else "")
+        if problem:
+            raise ValueError(problem)
+        return DecodedFiles(images.clone(), kept, skipped, {tuple(s) for s in blob["sizes"]}, channels)
+    except Exception as exc:  # a damaged or altered cache file is only a cache miss
+        logger.warning("%s: unusable decode cache (%s); decoding again", path,
+                       " ".join(str(exc).split())[:200] or type(exc).__name__)
         return None
 
 
@@ -210,7 +237,8 @@ def _cache_write(path: Path, decoded: DecodedFiles) -> None:
         with atomic_path(path) as tmp:
             torch.save({"images": decoded.images, "kept": decoded.kept, "skipped": decoded.skipped,
                         "sizes": sorted(decoded.original_sizes),
-                        "channels": sorted(decoded.original_channels)}, tmp)
+                        "channels": sorted(decoded.original_channels),
+                        "n": len(decoded.kept), "sha256": _images_digest(decoded.images)}, tmp)
     except OSError as exc:  # a read-only home is not a reason to stop training
         logger.warning("could not write the decode cache %s (%s)", path, exc)
 
@@ -230,7 +258,8 @@ def decode_files(files: list[Path], *, root: Path, preprocess_cfg: PreprocessCon
     key = decode_cache_key(files, preprocess_cfg=preprocess_cfg, image_size=image_size,
                            skip_bad=skip_bad)
     path = cache_dir / f"{key}.pt"
-    if path.is_file() and (cached := _cache_read(path)) is not None:
+    if path.is_file() and (cached := _cache_read(path, n_files=len(files), image_size=image_size,
+                                                 skip_bad=skip_bad)) is not None:
         logger.info("%s: %d images from the decode cache %s", desc, len(cached.kept), path)
         return cached
     decoded = _decode(files, root=root, preprocess_cfg=preprocess_cfg, image_size=image_size,

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import DataError
 from ..limits import check_class_count
 from ..runs import sha256_file
-from .base import SPLITS
+from .base import SPLITS, real_path
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def _inside(root: Path, raw: str, csv_path: Path, line: int) -> Path:
     """Resolve a path relative to the CSV's folder; refuse one that leaves it."""
     if "\x00" in raw:
         raise DataError(f"{csv_path}: line {line}: path {raw!r} holds a NUL character")
-    target = (root / raw).resolve()
+    target = real_path(root / raw)
     if not target.is_relative_to(root):
         raise DataError(f"{csv_path}: line {line}: path {raw!r} points outside the data folder {root}")
     return target

@@ -21,7 +21,18 @@ def class_distribution(ds: Dataset) -> ClassDistribution:
                    for name, s in ds.splits.items()},
         "sizes": {name: len(s) for name, s in ds.splits.items()},
         "val_held_out": ds.val_held_out,
+        "constant_images": constant_images(ds),
     }
+
+
+def constant_images(ds: Dataset) -> dict[str, int]:
+    """Images of one value (every pixel alike) per split: no content a classifier can use
+    (a blank export, a broken window, NaN tags decoded to one grey)."""
+    out = {}
+    for name, split in ds.splits.items():
+        flat = split.images.reshape(len(split), -1)
+        out[name] = int((flat.amax(dim=1) == flat.amin(dim=1)).sum()) if len(split) else 0
+    return out
 
 
 def _hashes(images) -> list[str]:  # noqa: ANN001 - uint8 tensor (N, C, H, W)
