@@ -733,7 +733,8 @@ def _migrate_2_to_3(data: dict[str, JSONValue]) -> dict[str, JSONValue]:
         faith = explain.get("faithfulness")
         if isinstance(faith, dict):
             found = []
-            for score in faith.get("scores") or []:
+            scores = faith.get("scores")
+            for score in scores if isinstance(scores, list) else []:
                 stat = faith.get(score) if isinstance(score, str) else None
                 if isinstance(stat, dict):
                     verdicts.rederive(stat)
@@ -827,8 +828,10 @@ def _check_metrics_values(m: Metrics, v: _Values, class_names: typing.Sequence[s
         v.matrix(cm.get(key), f"metrics.confusion_matrix.{key}", k, counts=False)
     for kind, curves in (("roc", m["curves"]["roc"]), ("pr", m["curves"]["pr"])):
         for i, curve in enumerate(curves):
+            fields: typing.Mapping[str, object] = curve
             for key in ("fpr", "tpr", "precision", "recall"):
-                for j, x in enumerate(curve.get(key) or []):    # type: ignore[attr-defined]
+                values = fields.get(key)
+                for j, x in enumerate(values if isinstance(values, list) else []):
                     v.number(x, f"metrics.curves.{kind}[{i}].{key}[{j}]", *_UNIT)
     if m["calibration"]:
         v.value(m["calibration"]["ece"], "metrics.calibration.ece")
@@ -869,7 +872,7 @@ def check_evaluation_values(data: Evaluation, *, path: Path, hint: str = "",
     explain = data["explain"]
     for i, entry in enumerate(explain["gallery"] if explain else []):
         for key in ("prob", "prob_true", "prob_pred"):
-            v.number(entry[key], f"explain.gallery[{i}].{key}", *_UNIT)  # type: ignore[literal-required]
+            v.number(entry[key], f"explain.gallery[{i}].{key}", *_UNIT)
         for key in ("class_index", "true_index", "pred_index", "target"):
             x = entry[key]  # type: ignore[literal-required]
             if k is not None and isinstance(x, int) and not 0 <= x < k:
@@ -1033,7 +1036,7 @@ def load_history(paths: runs.RunPaths) -> History:
     return history
 
 
-def _check_history_row(values: dict[str, object], *, path: Path, row: int) -> None:
+def _check_history_row(values: typing.Mapping[str, object], *, path: Path, row: int) -> None:
     """Rates in [0, 1], losses and times >= 0, epochs >= 1 (the types were checked)."""
     v = _Values()
     for key, x in values.items():

@@ -538,7 +538,9 @@ def _finish_curve_plot(ax: Axes, handles: list[Artist], labels: list[str], *, ti
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     n_curves = len(handles) - 1  # the last handle is the chance line
-    fig = ax.figure
+    fig = ax.get_figure(root=True)
+    if fig is None:
+        raise ReportError("the ROC axes belong to no figure")
     if fig.get_figwidth() >= PRINT_WIDTH * 0.9:   # our page-wide figure: beside the plot
         ax.legend(list(handles), list(labels), loc="upper left", bbox_to_anchor=(1.03, 1.0),
                   borderaxespad=0.0, handlelength=1.6, fontsize=7,
@@ -682,7 +684,7 @@ def operating_point_chart(metrics: artifacts.Metrics, *, t: Translate,
     labels = [_score_label(_class_label(metrics, roc["class"]), t("chart.roc.auc"), roc.get("auc"),
                            _ci(metrics.get("roc_auc")), t)]
     reach = 0.0  # how far from the top-left corner the points (with their CIs) go
-    drawn: list[tuple[int, float, float, object, object]] = []
+    drawn: list[tuple[int, float, float, list[list[float]] | None, list[list[float]] | None]] = []
     for i, op in enumerate(points):
         sens, spec = value_of(op.get("sensitivity")), value_of(op.get("specificity"))
         if sens is None or spec is None:

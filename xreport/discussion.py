@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Mapping, TypedDict
 
 from . import artifacts
-from .metrics import baselines, calibration_direction, collapsed, value_of
+from .metrics import Collapse, baselines, calibration_direction, collapsed, value_of
 from .render import DASH
 
 
@@ -50,11 +50,11 @@ def _split_word(split: str) -> dict[str, object]:
     return {"key": f"split.{split}", "params": {}}
 
 
-def _collapse(metrics: artifacts.Metrics) -> artifacts.JSONValue:
-    cm = metrics.get("confusion_matrix") or {}
-    raw = cm.get("raw")
-    names = cm.get("labels") or metrics.get("class_names") or []
-    return collapsed(raw, names) if raw and names else None  # type: ignore[return-value]
+def _collapse(metrics: artifacts.Metrics) -> Collapse | None:
+    cm = metrics.get("confusion_matrix")
+    raw = cm.get("raw") if cm else None
+    names = (cm.get("labels") if cm else None) or metrics.get("class_names") or []
+    return collapsed(raw, names) if raw and names else None
 
 
 def collapse(metrics: artifacts.Metrics, *, split: str = "test") -> list[Item]:

@@ -438,7 +438,7 @@ GalleryPick = TypedDict("GalleryPick", {
     "true": str, "true_index": int, "prob_true": float, "pred": str, "pred_index": int,
     "prob_pred": float, "targets": NotRequired[list[int]], "repeated": bool,
     "target": NotRequired[int], "maps": NotRequired[list[MapPick]],
-    "file": NotRequired[str], "id": NotRequired[str]})
+    "file": NotRequired[str], "id": NotRequired[str], "lesion_outline": NotRequired[bool]})
 
 
 def select_gallery(y_true: np.ndarray | Tensor | Sequence[int], probs: np.ndarray | Tensor, *,
@@ -975,7 +975,7 @@ class ExplainSummary(TypedDict):
     sanity: dict[str, object]
     localisation: dict[str, object] | None
     timings: dict[str, float]
-    viewer: NotRequired[artifacts.ViewerRef]
+    viewer: NotRequired[artifacts.ViewerRef | None]   # None: left out (too many classes)
 
 
 def explain_split(model: nn.Module, images_float: Tensor | RowIndexed, *, y_true: np.ndarray | Tensor | None,

@@ -451,7 +451,7 @@ def _read_catalog_dir(folder: str, mtimes: tuple[float, ...], scope: FileScope) 
         data = artifacts.parse_json(text, path=path, what="JSON message catalog")
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
             raise ReportError(f"{path}: a message catalog must map keys to strings")
-        merged.update(data)
+        merged.update({k: v for k, v in data.items() if isinstance(v, str)})   # all are (checked above)
     return merged
 
 
@@ -735,13 +735,13 @@ class PictureStore:
         tag = re.compile(r'<img\b[^>]*\bsrc="' + re.escape(self.PREFIX) + r'([0-9a-f]{64})"[^>]*>')
         uses = Counter(m[1] for body in bodies for m in token.finditer(body))
         sizes = {sha: _pixel_size(self.payloads[sha][1]) for sha, n in uses.items() if n > 1}
-        shared = {sha for sha, size in sizes.items() if size is not None}
+        shared = {sha: size for sha, size in sizes.items() if size is not None}   # sha -> (w, h)
 
         def picture(match: re.Match[str]) -> str:
             sha = match[1]
             if sha not in shared:
                 return match[0].replace(self.PREFIX + sha, self._uri(sha))
-            w, h = cast(tuple[int, int], sizes[sha])
+            w, h = shared[sha]
             alt = re.search(r'\balt="([^"]*)"', match[0])
             label = f' aria-label="{alt[1]}"' if alt else ' aria-hidden="true"'
             return (f'<svg class="pic" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img"'
@@ -752,8 +752,8 @@ class PictureStore:
             body = tag.sub(picture, body)
             # A placeholder outside an <img> (a user template's own use): its data URI.
             out.append(Markup(token.sub(lambda m: self._uri(m[1]), body)))
-        defs = "".join(f'<image id="xr-pic-{sha[:16]}" width="{sizes[sha][0]}" '  # type: ignore[index]
-                       f'height="{sizes[sha][1]}" href="{self._uri(sha)}"/>' for sha in sorted(shared))
+        defs = "".join(f'<image id="xr-pic-{sha[:16]}" width="{shared[sha][0]}" '
+                       f'height="{shared[sha][1]}" href="{self._uri(sha)}"/>' for sha in sorted(shared))
         holder = (f'<svg class="pic-defs" width="0" height="0" aria-hidden="true" focusable="false">'
                   f'<defs>{defs}</defs></svg>') if shared else ""
         return out, Markup(holder)

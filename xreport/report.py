@@ -562,7 +562,7 @@ def _training(meta: artifacts.CheckpointMeta, train: TrainConfig, history: artif
         "batch_size": train.batch_size, "imbalance": train.imbalance,
         "label_smoothing": train.label_smoothing, "seed": meta.get("seed", train.seed),
         "selected_epoch": meta["epoch"], "selected_by": selected_by,
-        "selected_value": val.get(selected),
+        "selected_value": next((val.get(k) for k in VAL_COLUMNS if k == selected), None),
         "val_metrics": [(k, v) for k in shown if (v := val.get(k)) is not None],
         "head": meta["head"], "loss": meta["loss"],
         # What the auto recipe chose from the data (the "why" figures in English, as a tooltip).

@@ -205,6 +205,8 @@ def _cache_read(path: Path, *, n_files: int, image_size: int, skip_bad: bool) ->
 
     try:
         blob = load_tensor_file(path, what="decode cache entry")   # bounded before it is read
+        if not isinstance(blob, dict):
+            raise ValueError(f"a {type(blob).__name__}, not a cache entry")
         images, kept = blob["images"], [int(i) for i in blob["kept"]]
         skipped = [dict(s) for s in blob["skipped"]]
         channels = {int(c) for c in blob["channels"]}
