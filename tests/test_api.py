@@ -74,7 +74,9 @@ def test_repr_html_is_a_short_escaped_summary(tmp_path):
     assert "<img" not in shown and "&lt;img src=x" in shown and "<script>" not in shown
     metrics = json.loads(paths.metrics.read_text())["metrics"]
     lo, hi = metrics["accuracy"]["ci95"]
-    assert f"{metrics['accuracy']['value']:.3f}" in shown and f"{lo:.3f}–{hi:.3f}" in shown
+    from xreport.render import num
+
+    assert num(metrics["accuracy"]["value"]) in shown and f"{num(lo)}–{num(hi)}" in shown
     assert "準確率" in shown                            # in the first language
     assert "report.html" in shown and "report.zh-TW.pdf" in shown and len(shown) < 5000
 
