@@ -24,11 +24,13 @@ from typing import TYPE_CHECKING, Mapping, Sequence, Union
 from . import artifacts, languages, runs
 from .config import RunConfig
 from .device import EVAL_PRECISION
+from .evaluate import EXPLAIN_DEFAULT
 from .errors import ConfigError, RunError
 from .languages import DEFAULT_LANGS
 from .runs import DEFAULT_CHECKPOINTS, DEFAULT_REPORTS, RunPaths
 
 if TYPE_CHECKING:
+    from .recipe import Resolved
     from .train import TrainResult
 
 logger = logging.getLogger("xreport")
@@ -180,24 +182,10 @@ def train(config: ConfigLike = None, *, checkpoints: Path | str = DEFAULT_CHECKP
     defaults) with ``overrides`` applied, into ``checkpoints/NAME/``; the auto recipe fills
     unset keys from the data as ``xreport train`` does. ``overwrite`` replaces an existing
     run of the same name, ``resume`` continues it from last.pt."""
-    from . import config as config_mod
-    from .recipe import resolve
     from .train import train as train_run
 
-    # An unknown key is refused by the config's own validation, naming the valid ones.
-    dotted = config_overrides(overrides)
-    if isinstance(config, RunConfig):  # every key is set: the recipe has nothing left to choose
-        raw, source = config_mod.apply_overrides(config_mod.to_dict(config), dotted), f"RunConfig {config.name!r}"
-    elif isinstance(config, Mapping):
-        raw, source = config_mod.apply_overrides(config, dotted), "config mapping"
-    elif config is not None:
-        raw, source = config_mod.load_raw(config, overrides=dotted), str(config)
-    else:
-        raw, source = config_mod.apply_overrides({}, dotted), "command line" if command else "defaults"
-    resolved = resolve(raw, source=source)
-    for choice in resolved.choices:
-        if choice["rule"] != "base":
-            logger.info("auto recipe: %s = %r (%s)", choice["key"], choice["value"], choice["why"])
+    resolved = resolve_config(config, config_overrides(overrides),
+                              from_command_line=command is not None)
     if command is None:   # the call, as the report's "training command" (not the kernel's argv)
         command = ["xreport.api.train", *([str(config)] if isinstance(config, (str, Path)) else []),
                    *(f"{key}={value!r}" for key, value in overrides.items())]
@@ -207,10 +195,34 @@ def train(config: ConfigLike = None, *, checkpoints: Path | str = DEFAULT_CHECKP
     return Run(paths, trained=result, config=resolved.config)
 
 
+def resolve_config(config: ConfigLike, overrides: Mapping[str, object], *, from_command_line: bool = False,
+                   log_keys: Sequence[str] | None = None) -> "Resolved":
+    """``config`` (a TOML path, a dict in TOML layout, a ``RunConfig``, or None for the
+    defaults) with the dotted ``overrides`` applied and the auto recipe's choices filled in
+    (each logged; ``log_keys`` limits which). An unknown key is refused by the config's own
+    validation, naming the valid ones."""
+    from . import config as config_mod
+    from .recipe import resolve
+
+    if isinstance(config, RunConfig):  # every key is set: the recipe has nothing left to choose
+        raw, source = config_mod.apply_overrides(config_mod.to_dict(config), overrides), f"RunConfig {config.name!r}"
+    elif isinstance(config, Mapping):
+        raw, source = config_mod.apply_overrides(config, overrides), "config mapping"
+    elif config is not None:
+        raw, source = config_mod.load_raw(config, overrides=overrides), str(config)
+    else:
+        raw, source = config_mod.apply_overrides({}, overrides), "command line" if from_command_line else "defaults"
+    resolved = resolve(raw, source=source)
+    for choice in resolved.choices:
+        if choice["rule"] != "base" and (log_keys is None or choice["key"] in log_keys):
+            logger.info("auto recipe: %s = %r (%s)", choice["key"], choice["value"], choice["why"])
+    return resolved
+
+
 def evaluate(run: RunLike, *, split: str = "test", data: str | Path | None = None, tta: bool = False,
              cam: str = "gradcam", explain: bool = True, out: Path | str | None = None,
              device: str = "auto", precision: str = EVAL_PRECISION,
-             class_map: Mapping[str, str] | None = None,
+             class_map: Mapping[str, str] | None = None, explain_protocol: str = EXPLAIN_DEFAULT,
              checkpoints: Path | str = DEFAULT_CHECKPOINTS,
              reports: Path | str = DEFAULT_REPORTS, progress: bool = True) -> Evaluated:
     """Run the checkpoint on ``split`` (or on other ``data``, its classes renamed onto the
@@ -223,7 +235,8 @@ def evaluate(run: RunLike, *, split: str = "test", data: str | Path | None = Non
                                     data=str(data) if data is not None else None, tta=tta,
                                     cam_method=cam, explain=explain,
                                     out=Path(out) if out is not None else None, progress=progress,
-                                    precision=precision, class_map=class_map)
+                                    precision=precision, class_map=class_map,
+                                    explain_protocol=explain_protocol)
     return Evaluated(opened, result, where)
 
 
@@ -231,21 +244,23 @@ def build(run: RunLike | None = None, *, runs: Sequence[RunLike] | None = None,
           lang: str | Sequence[str] = DEFAULT_LANGS, formats: str | Sequence[str] = ("html", "pdf"),
           templates: Path | str | None = None, cam: str = "gradcam", split: str = "test",
           device: str = "auto", precision: str = EVAL_PRECISION, force: bool = False,
-          name: str | None = None,
+          explain_protocol: str = EXPLAIN_DEFAULT, notes: Sequence[Path | str] = (),
+          name: str | None = None, cams: bool = True,
           checkpoints: Path | str = DEFAULT_CHECKPOINTS, reports: Path | str = DEFAULT_REPORTS,
           command: str | None = None, progress: bool = True) -> Report:
     """Render ``reports/NAME/report.html`` and ``report.<lang>.pdf`` for ``run`` (evaluating it
-    first when its predictions are stale), or, with ``runs=[...]``, one report that sets
-    several runs side by side (``name`` is its folder; the per-run options ``cam``,
-    ``split`` and ``force`` do not apply to it). ``lang`` and ``formats`` take a list or a
-    comma string ("en,zh-CN")."""
+    first when its predictions are stale), or, with ``runs=[...]``, the study report of
+    several runs on one test split (``name`` is its folder, ``cams=False`` evaluates stale
+    runs without CAMs; the per-run options ``cam``, ``split``, ``force``, ``precision`` and
+    ``explain_protocol`` do not apply to it). ``notes`` are the user's Markdown files
+    (notes.<lang>.md). ``lang`` and ``formats`` take a list or a comma string ("en,zh-CN")."""
     langs, fmts = _listed(lang), _listed(formats)
     if (run is None) == (runs is None):
         raise ConfigError("build(): give one run, or runs=[...] for a study of several")
     if runs is not None:
         return _build_study(runs, langs=langs, formats=fmts, templates=templates, device=device,
-                            name=name, checkpoints=checkpoints, reports=reports, command=command,
-                            progress=progress)
+                            name=name, notes=[Path(n) for n in notes], cams=cams,
+                            checkpoints=checkpoints, reports=reports, command=command, progress=progress)
     from .build import build_report
 
     assert run is not None
@@ -255,7 +270,8 @@ def build(run: RunLike | None = None, *, runs: Sequence[RunLike] | None = None,
     result = build_report(opened.paths, langs=langs, formats=fmts,
                           templates=Path(templates) if templates is not None else None,
                           cam_method=cam, device=device, force=force, command=command, split=split,
-                          progress=progress, precision=precision)
+                          progress=progress, precision=precision, explain_protocol=explain_protocol,
+                          notes=[Path(n) for n in notes])
     paths = opened.paths
     return Report(name=paths.name, report_dir=result.report_dir, langs=langs,
                   html=paths.report_html if paths.report_html in result.files else None,
@@ -267,19 +283,20 @@ def build(run: RunLike | None = None, *, runs: Sequence[RunLike] | None = None,
 
 
 def _build_study(members: Sequence[RunLike], *, langs: list[str], formats: list[str],
-                 templates: Path | str | None, device: str, name: str | None,
-                 checkpoints: Path | str, reports: Path | str, command: str | None,
+                 templates: Path | str | None, device: str, name: str | None, notes: list[Path],
+                 cams: bool, checkpoints: Path | str, reports: Path | str, command: str | None,
                  progress: bool) -> Report:
-    from .compare import compare_runs
+    from .study import build_study
 
     if isinstance(members, (str, Path)):
         raise ConfigError("build(): runs= takes a list of runs, not one name")
     opened = [open_run(r, checkpoints=checkpoints, reports=reports) for r in members]
     if len(opened) < 2:
         raise RunError(f"build(runs=...): a study needs two runs or more, got {len(opened)}")
-    result = compare_runs([r.paths for r in opened], name=name, reports_root=Path(reports), langs=langs,
-                          formats=formats, device=device, command=command,
-                          templates=Path(templates) if templates is not None else None, progress=progress)
+    result = build_study([r.paths for r in opened], name=name, reports_root=Path(reports), langs=langs,
+                         formats=formats, notes=notes, device=device, command=command,
+                         templates=Path(templates) if templates is not None else None, cams=cams,
+                         progress=progress)
     html_file = result.report_dir / "report.html"
     return Report(name=result.report_dir.name, report_dir=result.report_dir, langs=langs,
                   html=html_file if html_file in result.files else None,
