@@ -47,20 +47,22 @@ def test_build_takes_one_run_or_a_study(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="list of runs"):
         api.build(runs="ab")
 
-    # A study is the comparison report until the study report lands: the same call the CLI makes.
-    from xreport import compare
+    # A study is the study report: the same call `xreport build --runs` makes.
+    from xreport import study
 
     seen = {}
 
-    def fake_compare(paths, **kw):
+    def fake_study(paths, **kw):
         seen.update(names=[p.name for p in paths], **kw)
-        out = compare.CompareResult(report_dir=kw["reports_root"] / "s")
+        out = study.StudyResult(report_dir=kw["reports_root"] / "s")
         out.files = [out.report_dir / "report.html"]
         return out
 
-    monkeypatch.setattr(compare, "compare_runs", fake_compare)
-    report = api.build(runs=["a", "b"], name="s", lang="en,zh-CN", formats=["html"], reports=tmp_path)
+    monkeypatch.setattr(study, "build_study", fake_study)
+    report = api.build(runs=["a", "b"], name="s", lang="en,zh-CN", formats=["html"], reports=tmp_path,
+                       notes=["notes.md"], cams=False)
     assert seen["names"] == ["a", "b"] and seen["langs"] == ["en", "zh-CN"] and seen["name"] == "s"
+    assert seen["notes"] == [Path("notes.md")] and seen["cams"] is False
     assert report.runs == ["a", "b"] and report.html == tmp_path / "s" / "report.html" and report.pdfs == {}
 
 

@@ -9,7 +9,7 @@ command line make the same files.
     report.html, report.pdfs["en"]
 
 A run can also be opened by name or path (``xr.open_run("pneumonia")``), and
-``build(runs=[a, b])`` sets several runs side by side (today: the ``compare`` report).
+``build(runs=[a, b])`` writes the study report of several runs (``xreport build --runs``).
 """
 from __future__ import annotations
 
