@@ -83,6 +83,10 @@ def print_box(*, paired: bool = False) -> tuple[float, float]:
     """The (width, height) in inches that a figure prints in on the PDF's A4 page."""
     return (PAIRED_WIDTH if paired else PRINT_WIDTH), PRINT_HEIGHT
 
+# Characters of a run or class name in a small multiple's row or column title (the study's
+# CAM grid); a longer one ends in an ellipsis.
+NAME_LIMIT = 30
+
 CJK_FAMILIES = ("Noto Sans CJK JP", "Noto Sans CJK TC", "Noto Sans CJK SC")
 LATIN_FAMILY = "DejaVu Sans"
 

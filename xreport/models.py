@@ -583,15 +583,15 @@ def _stages(bare: nn.Module) -> list[tuple[str, str, list[tuple[str, nn.Module]]
     """(stage name, module path, [(path, module)] whose parameters it holds; the last
     module's output is the stage's output)."""
     def named(prefix: str, parent: nn.Module, *attrs: str) -> list[tuple[str, nn.Module]]:
-        return [(f"{prefix}{a}", getattr(parent, a)) for a in attrs]
+        return [(f"{prefix}{a}", parent.get_submodule(a)) for a in attrs]
 
     head = _head_attr(bare)
     if is_densenet(bare):
-        f = bare.features
+        f = bare.get_submodule("features")
         stages = [("stem", "features.conv0", named("features.", f, "conv0", "norm0", "relu0", "pool0"))]
         stages += [(name, f"features.{name}", [(f"features.{name}", child)])
                    for name, child in f.named_children() if name.startswith(("denseblock", "transition"))]
-        stages.append(("head", head, named("features.", f, "norm5") + [(head, getattr(bare, head))]))
+        stages.append(("head", head, named("features.", f, "norm5") + [(head, bare.get_submodule(head))]))
         return stages
     if isinstance(bare, torchvision.models.ResNet):
         stages = [("stem", "conv1", named("", bare, "conv1", "bn1", "relu", "maxpool"))]
@@ -608,7 +608,15 @@ def _shape(out: object) -> list[int]:
 
 
 def _side(value: object) -> int | None:
-    return int(value[0] if isinstance(value, tuple) else value) if value is not None else None
+    first = value[0] if isinstance(value, tuple) else value
+    return int(first) if isinstance(first, (int, float)) else None
+
+
+def _step_recorder(steps: list[LayerStep], path: str) -> Callable[[nn.Module, object, object], None]:
+    """A forward hook appending the layer's step to ``steps`` (its block's list)."""
+    def record(module: nn.Module, _inputs: object, out: object) -> None:
+        steps.append(_step(path, module, out))
+    return record
 
 
 def _step(path: str, module: nn.Module, out: object) -> LayerStep:
@@ -669,8 +677,7 @@ def architecture_summary(model: nn.Module, input_size: int, in_channels: int) ->
         hooks[block] = record_block
         for sub_path, sub in block.named_modules(prefix=block_path):
             if sub is not block and not list(sub.children()):
-                hooks[sub] = (lambda m, _in, out, p=sub_path, b=block_path:
-                              calls[b].append(_step(p, m, out)))
+                hooks[sub] = _step_recorder(calls[block_path], sub_path)
     total_flops, flops = _counted_forward(bare, input_size, in_channels, hooks=hooks)
 
     rows: list[StageRow] = []

@@ -251,6 +251,7 @@ def _render(renderer: object, tokens: list[object], images: _Images, *, shift: i
     """Tokens -> HTML: links as their text with the address beside it, images embedded,
     headings moved down by ``shift`` levels below the report's own section headings."""
     from markdown_it.renderer import RendererHTML
+    from markdown_it.utils import OptionsDict
 
     def link_open(self: RendererHTML, toks: list, idx: int, options: object, env: dict) -> str:
         env.setdefault("hrefs", []).append(toks[idx].attrGet("href") or "")
@@ -260,7 +261,7 @@ def _render(renderer: object, tokens: list[object], images: _Images, *, shift: i
         href = env["hrefs"].pop() if env.get("hrefs") else ""
         return f' <span class="notes-url">({escape(href)})</span>' if href else ""
 
-    def image(self: RendererHTML, toks: list, idx: int, options: object, env: dict) -> str:
+    def image(self: RendererHTML, toks: list, idx: int, options: OptionsDict, env: dict) -> str:
         token = toks[idx]
         alt = self.renderInlineAsText(token.children or [], options, env)
         uri = images.data_uri(str(token.attrGet("src") or ""))
