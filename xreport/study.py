@@ -567,7 +567,10 @@ class StudyResult:
 def _model_facts(run: cmp.EvaluatedRun) -> ModelInfo:
     from .report import _model
 
-    return _model(run.meta, run.evaluation.get("explain"))
+    # No model or summary here (the study's architecture table is _architecture's): the
+    # facts come from the meta, FLOPs unknown. report._model took two arguments when the
+    # study was written; called so it raised TypeError after the merge.
+    return _model(run.meta, run.evaluation.get("explain"), None, None, {})
 
 
 def _architecture(run: cmp.EvaluatedRun) -> object | None:
