@@ -50,7 +50,6 @@ if TYPE_CHECKING:
     from .charts import PrLine
     from .figures import FigureMaker, FigurePaths, Translate
     from .render import DocumentKind
-    from .report import ModelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +58,8 @@ MAX_CAM_IMAGES = 4
 # Config keys that say how a run was executed, not what was studied: never design keys.
 OPERATIONAL_KEYS = frozenset({"name", "train.device", "train.num_threads", "train.channels_last",
                               "train.precision", "train.time_budget_min", "data.skip_bad_images",
-                              "data.class_names", "data.class_names_zh_tw", "data.class_names_zh_cn"})
+                              "data.class_names", "data.class_names_i18n",
+                              *(f"data.class_names_i18n.{lang}" for lang in languages.codes())})
 # Resolved values from the checkpoint meta replace the config's "auto" (what was trained).
 RESOLVED_KEYS = {"model.arch": "arch", "model.pretrained": "pretrained",
                  "model.small_input_stem": "small_input_stem", "model.head": "head",
@@ -564,28 +564,20 @@ class StudyResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _model_facts(run: cmp.EvaluatedRun) -> ModelInfo:
-    from .report import _model
+def _model_entry(run: cmp.EvaluatedRun, index: int, *, maker: FigureMaker) -> dict[str, object]:
+    """One run's model facts, stage table and block diagram, from ONE rebuild of its model
+    (``report.architecture``; the single-run report's Model section shows the same)."""
+    from . import charts
+    from .report import _model, architecture
 
-    # No model or summary here (the study's architecture table is _architecture's): the
-    # facts come from the meta, FLOPs unknown. report._model took two arguments when the
-    # study was written; called so it raised TypeError after the merge.
-    return _model(run.meta, run.evaluation.get("explain"), None, None, {})
-
-
-def _architecture(run: cmp.EvaluatedRun) -> object | None:
-    """The architecture section's data when ``models.architecture_summary`` exists."""
-    from . import models
-
-    summary = getattr(models, "architecture_summary", None)
-    if summary is None:
-        return None
-    try:
-        return summary(models.model_from_meta(run.meta), image_size=run.meta["image_size"],
-                       in_channels=run.meta["in_channels"])
-    except Exception as exc:  # noqa: BLE001 - the table is extra; the report goes on without it
-        logger.warning("%s: architecture summary unavailable: %s", run.name, exc)
-        return None
+    summary, model = architecture(run.meta)
+    diagram = None
+    if summary is not None and summary["blocks"]:
+        blocks = summary["blocks"]
+        diagram = maker.draw(f"study_block_{index}", lambda t, lang: charts.block_diagram(blocks, t=t))
+    return {"run": run.name, "architecture": summary, "block_diagram": diagram,
+            "facts": _model(run.meta, run.evaluation.get("explain"), model, summary,
+                            {"block_diagram": diagram})}
 
 
 def present_sections(ctx: Mapping[str, object]) -> set[str]:
@@ -632,8 +624,7 @@ def study_context(evaluated: Sequence[cmp.EvaluatedRun], *, name: str, reports_r
         "split_fingerprint": fingerprint,
         "best": evaluated[best].name,
         "design": design,
-        "models": [{"run": r.name, "facts": _model_facts(r), "architecture": _architecture(r)}
-                   for r in evaluated],
+        "models": [_model_entry(r, i, maker=maker) for i, r in enumerate(evaluated)],
         "results": results,
         "pr_figure": pr_figure(evaluated, maker=maker),
         "cams": cam_study(evaluated, best, maker=maker) if cams else
