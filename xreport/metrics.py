@@ -333,7 +333,7 @@ def _qwk_batch(cm: np.ndarray) -> np.ndarray:
 _FULL_CM_CLASSES = 64
 
 
-def _count_batch(y: np.ndarray, pred: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+def _count_batch(y: np.ndarray, pred: np.ndarray, weights: np.ndarray, k: int) -> "_Counts":
     """A ``(B, k, k)``-shaped stand-in holding only what ``_cm_metrics`` reads: the true and
     predicted class totals and the hits, without the k^2 one-hot matrix (1000 classes would
     be 10^6 columns per image)."""
@@ -1089,7 +1089,7 @@ def calibration_direction(calibration: artifacts.Calibration | None) -> Calibrat
     confidence exceeds its accuracy (the signed gap carries most of the ECE), under-confident
     the other way, mixed when the bins disagree."""
     bins = calibration.get("bins") if calibration else None
-    if not bins:
+    if calibration is None or not bins:
         return None
     total = sum(int(b.get("count") or 0) for b in bins)
     if total == 0:

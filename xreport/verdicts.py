@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 from scipy.stats import beta, wilcoxon
+
+if TYPE_CHECKING:
+    from .artifacts import JSONValue   # a metrics.json statistic as read (artifacts.migrate)
 
 BETTER, NOT_DISTINGUISHABLE, WORSE = "better", "not_distinguishable", "worse"
 BELOW_MARGIN, MIXED = "below_margin", "mixed"
@@ -194,7 +197,7 @@ def overall(verdicts: Sequence[str]) -> str:
     return first if all(v == first for v in verdicts) else MIXED
 
 
-def rederive(stat: dict[str, object]) -> None:
+def rederive(stat: dict[str, JSONValue]) -> None:
     """Set a stored paired statistic's verdict from its own numbers by today's rule (an
     older metrics.json called a significant difference below the margin "not
     distinguishable"); a statistic without its numbers keeps what it has."""
@@ -202,9 +205,11 @@ def rederive(stat: dict[str, object]) -> None:
     margin, higher = stat.get("margin"), stat.get("higher_is_better")
     if (not isinstance(mean, (int, float)) or not isinstance(ci, list) or len(ci) != 2
             or not isinstance(p, (int, float)) or not isinstance(margin, (int, float))
-            or not isinstance(higher, bool)):
+            or not isinstance(higher, bool)
+            or not all(isinstance(b, (int, float)) for b in ci)):
         return
-    stat["verdict"] = paired_verdict(float(mean), [float(ci[0]), float(ci[1])], float(p),
+    lo, hi = (float(b) for b in ci if isinstance(b, (int, float)))
+    stat["verdict"] = paired_verdict(float(mean), [lo, hi], float(p),
                                      higher_is_better=higher, margin=float(margin))
 
 
