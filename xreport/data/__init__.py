@@ -458,11 +458,12 @@ def probe_source(data_cfg: DataConfig, *, sample: int = 16) -> SourceProbe:
                                           np.bincount(y_train, minlength=k).tolist(), n_val, task,
                                           tuple(names)))
     root = Path(source)
-    names_from = {"configured": data_cfg.class_names, "class_map": data_cfg.class_map}
-    files, labels, found = _file_split(kind, root, "train", **names_from)
+    files, labels, found = _file_split(kind, root, "train", configured=data_cfg.class_names,
+                                       class_map=data_cfg.class_map)
     if labels is None or not files:
         raise DataError(f"{root}: the train split has no labels; training needs them")
-    n_val = (len(_file_split(kind, root, "val", **names_from)[0])
+    n_val = (len(_file_split(kind, root, "val", configured=data_cfg.class_names,
+                             class_map=data_cfg.class_map)[0])
              if "val" in _source_splits(kind, source) else _held_out_size(data_cfg, len(files)))
     k = max(labels) + 1
     if data_cfg.class_names:
