@@ -63,7 +63,7 @@ def make_run(root: Path, *, name: str = "fixture_run", class_names: tuple[str, .
     model = build_model("resnet18", num_classes=k, in_channels=1, small_input_stem=True)
     meta = {
         "arch": "resnet18", "num_classes": k, "class_names": list(class_names),
-        "class_names_zh_tw": zh, "class_names_zh_cn": zh,
+        "class_names_i18n": {"zh-TW": zh, "zh-CN": zh},
         "task": "binary" if k == 2 else "multiclass", "in_channels": 1, "image_size": 32, "small_input_stem": True,
         "dropout": 0.0, "pretrained": False, "mean": [0.48], "std": [0.22],
         "preprocess": dataclasses.asdict(cfg.preprocess),
@@ -115,7 +115,7 @@ def make_run(root: Path, *, name: str = "fixture_run", class_names: tuple[str, .
                                 "pred": pred, "prob_pred": 0.9 - 0.1 * j, "repeated": False,
                                 "target": ci, "maps": maps, "file": maps[0]["file"]})
     explain = {
-        "method": "gradcam", "target_layer": "layer4", "gallery": gallery,
+        "method": "gradcam", "target_layer": "layer4", "gallery": gallery, "protocol": "fast",
         "faithfulness": {"n": 16, "steps": 5, "baseline": "blur", "verdict": "not_distinguishable",
                          "random_maps": {"per_image": 2}, "scores": ["deletion_auc", "insertion_auc",
                                                                      "road_morf", "road_lerf"],

@@ -45,8 +45,7 @@ def _history(epochs: int, *, level: float) -> list[dict]:
 
 def _meta(name: str, arch: str, *, class_names: list[str], pretrained: bool, cfg: xconfig.RunConfig) -> dict:
     return {"arch": arch, "num_classes": len(class_names), "class_names": class_names,
-            "class_names_zh_tw": ["正常", "肺炎"][: len(class_names)] if len(class_names) == 2 else [],
-            "class_names_zh_cn": [], "task": "binary" if len(class_names) == 2 else "multiclass",
+            "class_names_i18n": {"zh-TW": ["正常", "肺炎"]} if len(class_names) == 2 else {}, "task": "binary" if len(class_names) == 2 else "multiclass",
             "in_channels": 1, "image_size": 32, "small_input_stem": True, "dropout": 0.0,
             "head": "linear", "loss": "cross_entropy",
             "pretrained": pretrained, "mean": [0.5], "std": [0.25], "data": {"dataset": "phantom", "kind": "phantom"},
@@ -366,8 +365,11 @@ def test_compare_runs_reuses_fresh_runs_evaluates_stale_ones_and_locks(tmp_path:
     assert result.report_dir == out and result.evaluated == ["stale"]
     assert fresh.metrics.read_bytes() == before                     # a fresh run is not re-evaluated
     assert stale.metrics.is_file() and stale.predictions.is_file()
-    assert set(result.files) == {out / "report.html", out / "compare.json"}
-    summary = json.loads((out / "compare.json").read_text(encoding="utf-8"))
+    # compare is the study without notes or CAMs: its summary is the study's study.json
+    # (compare.json's keys and more), one file whichever command wrote the folder
+    assert set(result.files) == {out / "report.html", out / "study.json"}
+    summary = json.loads((out / "study.json").read_text(encoding="utf-8"))
+    assert summary["kind"] == "study" and summary["reference"] == summary["best"]
     assert summary["tests"][0]["paired"] and summary["tests"][0]["mcnemar"]["b"] >= 0
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "fresh" in html and "stale" in html and "undefined" not in html
@@ -380,7 +382,10 @@ def test_compare_runs_reuses_fresh_runs_evaluates_stale_ones_and_locks(tmp_path:
 
 def test_a_run_without_test_labels_cannot_be_compared(tmp_path: Path) -> None:
     paths = runs.RunPaths("nolabels", checkpoints_root=tmp_path / "c", reports_root=tmp_path / "r")
-    runs.save_checkpoint(paths.best, state_dict={}, meta={"arch": "resnet18"})
+    from xreport import artifacts
+
+    fixture = Path(__file__).parent / "fixtures" / "checkpoints" / "fixture_binary" / "best.pt"
+    runs.save_checkpoint(paths.best, state_dict={}, meta=dict(artifacts.load_checkpoint_meta(fixture)))
     runs.write_json(paths.metrics, {"schema": 1, "split": "test", "metrics": None})
     with pytest.raises(ReportError, match="nolabels.*no test metrics"):
         compare.load_evaluated(paths)

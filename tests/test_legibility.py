@@ -152,6 +152,13 @@ def _all_charts(names: list[str]) -> dict[str, tuple[Figure, bool]]:
     }
     if len(names) == 2:
         out["operating_points"] = (charts.operating_point_chart(m, t=t), False)
+        import torch
+
+        from xreport.models import architecture_summary, build_model
+
+        with torch.device("meta"):   # the tallest block there is: ResNet's bottleneck
+            arch = architecture_summary(build_model("resnet50", num_classes=2), 64, 3)
+        out["block_diagram"] = (charts.block_diagram(arch["blocks"], t=t), False)
     return out
 
 
@@ -173,8 +180,9 @@ def test_print_box_matches_print_css() -> None:
     assert page, "print.css @page margins"
     assert charts.PRINT_WIDTH == pytest.approx((210 - float(page[2]) - float(page[4])) / 25.4)
     assert re.search(r"figure\.fig img { max-height: 92mm", css)
-    assert re.search(r"\.fig-row > figure\.fig img { max-height: 92mm", css)
+    assert re.search(r"\.fig-row > figure\.fig img { max-height: 80mm", css)
     assert charts.PRINT_HEIGHT == pytest.approx(92 / 25.4)
+    assert charts.print_box(paired=True)[1] == pytest.approx(80 / 25.4)
 
 
 # ---------------------------------------------------------------- scales read right

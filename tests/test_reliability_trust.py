@@ -3,6 +3,7 @@ a test that failed before the fix (see RELIABILITY.md, "Classes of failure close
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np

@@ -1,6 +1,7 @@
 """`xreport build`: evaluate when stale, draw the figures, render HTML and PDFs."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -9,19 +10,27 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
-from . import artifacts, runs
-from .data.base import Dataset
+from tqdm.auto import tqdm
+
+from . import artifacts, languages, runs
+from .data.base import REPORT_SPLITS, Dataset
+from .data.base import SPLITS as DATA_SPLITS
 from .device import EVAL_PRECISION, check_eval_precision, resolve_device
 from .errors import ConfigError, DataError, ReportError
-from .evaluate import LoadedRun, dataset_for_run, evaluate_run, load_run
+from .evaluate import (EXPLAIN_DEFAULT, LoadedRun, dataset_for_run, evaluate_run, load_run,
+                       protocol_matches)
+from .languages import DEFAULT_LANGS
 from .limits import REPORT_CLASSES
+
+if TYPE_CHECKING:
+    from . import render as render_mod
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("html", "pdf")
-SPLITS = ("test", "val")
+SPLITS = REPORT_SPLITS
 
 
 @dataclass
@@ -30,6 +39,7 @@ class BuildResult:
     files: list[Path] = field(default_factory=list)
     reused_predictions: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
+    shown: runs.EvaluationPaths | None = None   # the evaluation the report shows (its final place)
 
 
 def check_choices(values: Sequence[str], valid: Sequence[str], *, what: str) -> list[str]:
@@ -43,14 +53,18 @@ def check_choices(values: Sequence[str], valid: Sequence[str], *, what: str) -> 
 
 
 def check_report_options(*, split: str = "test", cam_method: str | None = None,
-                         device: str | None = None, templates: Path | None = None) -> None:
+                         device: str | None = None, templates: Path | None = None,
+                         explain_protocol: str = "fast") -> None:
     """The options of evaluate/build that can be checked without the data: before any write."""
+    from .evaluate import EXPLAIN_CHOICES
     from .explain import METHODS
 
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"--split {split!r} is not one of train, val, test")
+    if split not in DATA_SPLITS:
+        raise ConfigError(f"--split {split!r} is not one of {', '.join(DATA_SPLITS)}")
     if cam_method is not None and cam_method not in METHODS:
         raise ConfigError(f"--cam {cam_method!r} is not one of {', '.join(METHODS)}")
+    if explain_protocol not in EXPLAIN_CHOICES:
+        raise ConfigError(f"--explain {explain_protocol!r} is not one of {', '.join(EXPLAIN_CHOICES)}")
     if device is not None:
         resolve_device(device)
     if templates is not None and not Path(templates).is_dir():
@@ -59,12 +73,15 @@ def check_report_options(*, split: str = "test", cam_method: str | None = None,
 
 def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, *, cam_method: str | None,
                    split: str, need_explain: bool = True,
-                   precision: str | None = EVAL_PRECISION) -> artifacts.Evaluation | None:
-    """An evaluation's metrics.json when it was made from this checkpoint, these data and this
-    CAM method (with its viewer data).
+                   precision: str | None = EVAL_PRECISION,
+                   explain_protocol: str | None = None) -> artifacts.Evaluation | None:
+    """An evaluation's metrics.json when it was made from this checkpoint, these data, this
+    CAM method (with its viewer data) and this explanation protocol.
 
     ``cam_method`` None accepts whichever method the file holds; ``precision`` None accepts
-    whichever inference precision it was made in (one not recorded is not this one). A missing, stale (older
+    whichever inference precision it was made in (one not recorded is not this one);
+    ``explain_protocol`` None whichever protocol its checks ran (compared by the settings
+    recorded, so older files are judged too). A missing, stale (older
     schema) or damaged file is not fresh: the caller evaluates again and overwrites it.
     """
     if not (out.metrics.is_file() and out.predictions.is_file()):
@@ -84,7 +101,8 @@ def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, 
         # An evaluation from before the viewer existed is redone once to add it.
         viewer_ok = (not need_explain or len(run.meta["class_names"]) > REPORT_CLASSES   # none made
                      or (viewer is not None and (out.folder / viewer["file"]).is_file()))
-        explain_ok = (cam_method is None or explain["method"] == cam_method) and viewer_ok
+        explain_ok = ((cam_method is None or explain["method"] == cam_method) and viewer_ok
+                      and (explain_protocol is None or protocol_matches(explain, explain_protocol)))
     fresh = (cached.get("checkpoint", {}).get("sha256") == run.sha256
              and cached.get("data", {}).get("fingerprint") == dataset.fingerprint
              and cached.get("split") == split
@@ -93,11 +111,13 @@ def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, 
     return cached if fresh else None
 
 
-def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW"),
+def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = DEFAULT_LANGS,
                  formats: Sequence[str] = FORMATS, templates: Path | None = None,
                  cam_method: str = "gradcam", device: str = "auto", split: str = "test",
                  force: bool = False, command: str | None = None,
-                 progress: bool = True, precision: str = EVAL_PRECISION) -> BuildResult:
+                 progress: bool = True, precision: str = EVAL_PRECISION,
+                 explain_protocol: str = EXPLAIN_DEFAULT,
+                 notes: Sequence[Path] = ()) -> BuildResult:
     """Build ``reports/NAME/`` from ``checkpoints/NAME/``; reuse predictions when fresh.
 
     ``split`` is the split the report is about. A split without labels (a Kaggle-style test
@@ -107,11 +127,14 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
     from . import render, report
 
     # Every option is checked before anything is written.
-    langs = check_choices(langs, render.LANGS, what="lang")
+    langs = check_choices(langs, languages.codes(), what="lang")
     formats = check_choices(formats, FORMATS, what="format")
-    check_report_options(split=split, cam_method=cam_method, device=device, templates=templates)
+    check_report_options(split=split, cam_method=cam_method, device=device, templates=templates,
+                         explain_protocol=explain_protocol)
     check_eval_precision(precision)
     split = check_choices([split], SPLITS, what="split")[0]
+    from .notes import load_notes
+    notes_by_lang = load_notes([Path(n) for n in notes], langs)   # a bad notes file: before any write
     result = BuildResult(report_dir=paths.report_dir)
     started = time.perf_counter()
     # The whole file set is written into a staging copy and swapped in at the end: an
@@ -119,7 +142,7 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
     with runs.run_lock(paths.report_dir, what="report"), runs.staged_report(paths) as staged:
         dev = resolve_device(device)
         run = load_run(paths, device=dev)
-        dataset = dataset_for_run(run, splits=("train", "val", "test"))
+        dataset = dataset_for_run(run, splits=DATA_SPLITS)
         if split not in dataset.splits or len(dataset.splits[split]) == 0:
             raise DataError(f"{dataset.source}: has no {split!r} images; available: "
                             f"{', '.join(s for s in dataset.splits if len(dataset.splits[s]))}")
@@ -128,10 +151,11 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
         def evaluated(which: str) -> runs.EvaluationPaths:
             out = staged.evaluation(which)
             cached = None if force else cached_metrics(out, run, dataset, cam_method=cam_method, split=which,
-                                                       precision=precision)
+                                                       precision=precision, explain_protocol=explain_protocol)
             if cached is None:
                 evaluate_run(staged, split=which, device=device, cam_method=cam_method,
-                             dataset=dataset, run=run, out=out, progress=progress, precision=precision)
+                             dataset=dataset, run=run, out=out, progress=progress, precision=precision,
+                             explain_protocol=explain_protocol)
             reused.append(cached is not None)
             return out
 
@@ -142,36 +166,63 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
                 and val.labels is not None and len(val)):
             predictions_only, shown = shown, evaluated("val")
         result.reused_predictions = all(reused)
+        result.shown = paths.evaluation(split if predictions_only is None else "val")
         result.seconds["evaluate"] = round(time.perf_counter() - started, 2)
 
-        # figures (in the user's wording) -> context -> render
-        context = report.build_context(staged, langs=langs, dataset=dataset, command=command,
-                                       templates_dir=templates, meta=run.meta, model=run.model,
-                                       evaluation=shown, predictions_only=predictions_only)
-        result.seconds["figures"] = round(time.perf_counter() - started - result.seconds["evaluate"], 2)
-        if "html" in formats:
-            html = render.render_html(context, langs=langs, templates_dir=templates)
-            runs.write_text(staged.report_html, html)
-            result.files.append(paths.report_html)
-        if "pdf" in formats:
-            render_pdfs(context, langs=langs, out=staged, templates_dir=templates)
-            result.files.extend(paths.report_pdf(lang) for lang in langs)
+        # figures (in the user's wording) -> context -> render; one named step per stage.
+        stages = ["figures"] + (["html"] if "html" in formats else []) + (["pdf"] if "pdf" in formats else [])
+        with tqdm(total=len(stages), desc="report", unit="stage", disable=None if progress else True,
+                  leave=False) as bar:
+            with _stage(bar, result.seconds, "figures", f"figures ({', '.join(langs)})"):
+                context = report.build_context(staged, langs=langs, dataset=dataset, command=command,
+                                               templates_dir=templates, meta=run.meta, model=run.model,
+                                               evaluation=shown, predictions_only=predictions_only)
+                context["notes"] = notes_by_lang
+                context["notes_langs"] = [lang for lang in langs if notes_by_lang.get(lang)]
+            if "html" in formats:
+                with _stage(bar, result.seconds, "html", "HTML"):
+                    html = render.render_html(context, langs=langs, templates_dir=templates)
+                    runs.write_text(staged.report_html, html)
+                result.files.append(paths.report_html)
+            if "pdf" in formats:
+                with _stage(bar, result.seconds, "pdf", f"PDF ({', '.join(langs)})"):
+                    render_pdfs(context, langs=langs, out=staged, templates_dir=templates)
+                result.files.extend(paths.report_pdf(lang) for lang in langs)
+        _record_build_seconds(shown, result.seconds)
     result.seconds["total"] = round(time.perf_counter() - started, 2)
     return result
 
 
+@contextlib.contextmanager
+def _stage(bar: tqdm, seconds: dict[str, float], key: str, label: str) -> Iterator[None]:
+    """One named step of the report's progress bar, its wall seconds kept under ``key``."""
+    bar.set_description(f"report: {label}")
+    clock = time.perf_counter()
+    yield
+    seconds[key] = round(time.perf_counter() - clock, 2)
+    bar.update()
+
+
+def _record_build_seconds(out: runs.EvaluationPaths, seconds: Mapping[str, float]) -> None:
+    """The report stages' seconds (figures, html, pdf) go beside the evaluation's own in
+    metrics.json ``timings`` as ``build_<stage>``: one file holds where the time went."""
+    artifacts.record_timings(out, {f"build_{k}": float(v) for k, v in seconds.items() if k != "total"})
+
+
 def render_pdfs(context: Mapping[str, object], *, langs: Sequence[str], out: runs.RunPaths,
-                templates_dir: Path | None) -> None:
+                templates_dir: Path | None, kind: render_mod.DocumentKind | None = None) -> None:
     """Every language's PDF. WeasyPrint lays out in pure Python on one core, so on Linux with
     two or more cores each language after the first is laid out in a forked child at the same
     time (a two-language report takes the time of one); elsewhere one after the other."""
     from . import render
 
     parallel = len(langs) > 1 and sys.platform == "linux" and (os.cpu_count() or 1) > 1
-    children = [_fork_pdf(context, lang, out, templates_dir) for lang in langs[1:]] if parallel else []
+    kind = kind or render.REPORT
+    children = [_fork_pdf(context, lang, out, templates_dir, kind) for lang in langs[1:]] if parallel else []
     try:
         for lang in (langs[:1] if parallel else langs):
-            render.render_pdf(context, lang=lang, out_path=out.report_pdf(lang), templates_dir=templates_dir)
+            render.render_pdf(context, lang=lang, out_path=out.report_pdf(lang), templates_dir=templates_dir,
+                              kind=kind)
     except BaseException:
         for child in children:
             child.stop()
@@ -210,7 +261,7 @@ class _PdfChild:
 
 
 def _fork_pdf(context: Mapping[str, object], lang: str, out: runs.RunPaths,
-              templates_dir: Path | None) -> _PdfChild:
+              templates_dir: Path | None, kind: render_mod.DocumentKind) -> _PdfChild:
     from . import render
 
     read_end, write_end = os.pipe()
@@ -219,7 +270,8 @@ def _fork_pdf(context: Mapping[str, object], lang: str, out: runs.RunPaths,
         code = 0
         try:
             os.close(read_end)
-            render.render_pdf(context, lang=lang, out_path=out.report_pdf(lang), templates_dir=templates_dir)
+            render.render_pdf(context, lang=lang, out_path=out.report_pdf(lang), templates_dir=templates_dir,
+                              kind=kind)
         except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
             code = 1
             try:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal, ParamSpec, TypedDict, TypeVar, Union
 
 import matplotlib
 import numpy as np
+from cycler import cycler
 from matplotlib import font_manager, transforms
 import matplotlib.patches
 from matplotlib.axes import Axes
@@ -28,12 +29,15 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
+from matplotlib.typing import RcKeyType
 
-from . import artifacts
+from . import artifacts, languages
 from .artifacts import HISTORY_COLUMNS
+from .data.base import SPLITS
 from .metrics import curve_area, value_of
 from .errors import ReportError
 from .labels import short_labels, size_text
+from .render import rounded
 from .runs import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -43,6 +47,8 @@ Translate = Callable[[str], str]
 if TYPE_CHECKING:
     import pandas as pd
     import torch
+
+    from . import models
     from matplotlib.artist import Artist
     from matplotlib.container import Container
 
@@ -68,15 +74,21 @@ PRINT_WIDTH = (210 - 2 * 16) / 25.4
 PRINT_HEIGHT = 92 / 25.4
 MIN_PRINT_PT = 6.0
 # Two figures side by side (``.fig-row``: ROC beside PR, the two confusion matrices) share
-# the width, less the row's gap.
+# the width, less the row's gap, and are at most 80 mm tall (so the pair and its heading
+# still fit under a table on the same page).
 PAIRED_WIDTH = (PRINT_WIDTH - 0.15) / 2
+PAIRED_HEIGHT = 80 / 25.4
 # At most this many classes keep those figures paired (report.layout's WIDE_CLASSES).
 PAIRED_MAX_CLASSES = 4
 
 
 def print_box(*, paired: bool = False) -> tuple[float, float]:
     """The (width, height) in inches that a figure prints in on the PDF's A4 page."""
-    return (PAIRED_WIDTH if paired else PRINT_WIDTH), PRINT_HEIGHT
+    return (PAIRED_WIDTH, PAIRED_HEIGHT) if paired else (PRINT_WIDTH, PRINT_HEIGHT)
+
+# Characters of a run or class name in a small multiple's row or column title (the study's
+# CAM grid); a longer one ends in an ellipsis.
+NAME_LIMIT = 30
 
 CJK_FAMILIES = ("Noto Sans CJK JP", "Noto Sans CJK TC", "Noto Sans CJK SC")
 LATIN_FAMILY = "DejaVu Sans"
@@ -84,8 +96,6 @@ LATIN_FAMILY = "DejaVu Sans"
 
 # ---------------------------------------------------------------- style
 
-# The face of the collection whose glyph shapes follow a language's conventions.
-_LANG_FAMILY = {"zh-TW": "Noto Sans CJK TC", "zh-CN": "Noto Sans CJK SC", "ja": "Noto Sans CJK JP"}
 _chart_lang: contextvars.ContextVar[str | None] = contextvars.ContextVar("chart_lang", default=None)
 
 
@@ -105,8 +115,10 @@ def font_families(lang: str | None = None) -> tuple[str, ...]:
     Only installed names are listed, so matplotlib never warns about a missing family.
     """
     found = _installed_cjk()
-    first = _LANG_FAMILY.get(lang or "")
-    if first in found:
+    # The language's first installed face is the one whose glyph shapes follow its conventions.
+    wanted = languages.language(lang).fonts if lang is not None and lang in languages.codes() else ()
+    first = next((name for name in wanted if name in found), None)
+    if first is not None:
         found = (first,) + tuple(name for name in found if name != first)
     return found + (LATIN_FAMILY,)
 
@@ -128,7 +140,7 @@ def chart_language(lang: str | None) -> Iterator[None]:
         _chart_lang.reset(token)
 
 
-def _rc() -> dict[str, object]:
+def _rc() -> dict[RcKeyType, object]:
     return {
         "font.family": list(font_families(_chart_lang.get())),
         "font.size": 8.5,
@@ -149,7 +161,7 @@ def _rc() -> dict[str, object]:
         "axes.axisbelow": True,
         "grid.color": GRID_COLOR,
         "grid.linewidth": 0.6,
-        "axes.prop_cycle": matplotlib.cycler(color=list(PALETTE)),
+        "axes.prop_cycle": cycler(color=list(PALETTE)),
         "lines.linewidth": 1.5,
         "image.cmap": "viridis",
         "svg.hashsalt": "xreport",  # stable ids in SVG output
@@ -206,9 +218,10 @@ def _series_style(i: int) -> SeriesStyle:
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
+    # The documents' one rounding rule (render.rounded), so a chart and its table agree.
     if value is None or not math.isfinite(value):
         return "–"
-    return f"{value:.{digits}f}"
+    return f"{rounded(float(value), digits):.{digits}f}"
 
 
 def _ci(v: object) -> tuple[float, float] | None:
@@ -229,7 +242,10 @@ def _figure_and_axes(ax: Axes | None, new_figure: Callable[[], Figure]) -> tuple
     """Draw into the caller's ``ax`` (their own layout, as scikit-learn's ``Display.plot(ax=)``)
     and return its figure, or into one axes of a new figure."""
     if ax is not None:
-        return ax.figure, ax
+        fig = ax.get_figure(root=True)   # the Figure to save, also for an axes in a SubFigure
+        if fig is None:
+            raise ReportError("the axes given to draw into belong to no figure")
+        return fig, ax
     fig = new_figure()
     return fig, fig.add_subplot()
 
@@ -286,7 +302,7 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> Path:
 
 # ---------------------------------------------------------------- data
 
-_SPLIT_KEYS = ("train", "val", "test")
+_SPLIT_KEYS = SPLITS   # the known splits first, in their order
 
 
 def _split_label(name: str, t: Translate) -> str:
@@ -520,8 +536,11 @@ def _curve_figure(n_curves: int) -> Figure:
     """Drawn at its printed size: a few curves print paired (ROC beside PR), the legend below
     the plot; many print one per row, the legend beside the plot."""
     if n_curves <= PAIRED_MAX_CLASSES:
-        return _new_figure((PAIRED_WIDTH, 2.9 + 0.16 * (n_curves + 1)), fixed_aspect=True)
-    return _new_figure((PRINT_WIDTH - 0.1, PRINT_HEIGHT - 0.05), fixed_aspect=True)
+        return _new_figure((PAIRED_WIDTH, 2.75 + 0.15 * (n_curves + 1)), fixed_aspect=True)
+    # Page-wide: no taller than the legend beside the plot needs (a 92 mm pair of curve
+    # figures would leave no room on their page for the confusion-matrix table after them).
+    height = min(PRINT_HEIGHT - 0.05, max(2.9, 0.5 + 0.155 * (min(n_curves, 18) + 1)))
+    return _new_figure((PRINT_WIDTH - 0.1, height), fixed_aspect=True)
 
 
 def _finish_curve_plot(ax: Axes, handles: list[Artist], labels: list[str], *, title: str,
@@ -532,7 +551,9 @@ def _finish_curve_plot(ax: Axes, handles: list[Artist], labels: list[str], *, ti
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     n_curves = len(handles) - 1  # the last handle is the chance line
-    fig = ax.figure
+    fig = ax.get_figure(root=True)
+    if fig is None:
+        raise ReportError("the ROC axes belong to no figure")
     if fig.get_figwidth() >= PRINT_WIDTH * 0.9:   # our page-wide figure: beside the plot
         ax.legend(list(handles), list(labels), loc="upper left", bbox_to_anchor=(1.03, 1.0),
                   borderaxespad=0.0, handlelength=1.6, fontsize=7,
@@ -629,6 +650,76 @@ def compare_roc(curves: Mapping[str, RocLine], *, t: Translate,
     return fig
 
 
+class PrLine(TypedDict):
+    """One run's precision-recall curve for a study (the positive class's, or a macro average)."""
+
+    recall: list[float]
+    precision: list[float]
+    ap: artifacts.Value | None       # the run's average precision with its interval
+    prevalence: float | None         # the no-skill level (binary: the positive share)
+
+
+@_styled
+def compare_pr(curves: Mapping[str, PrLine], *, t: Translate, ax: Axes | None = None) -> Figure:
+    """Precision-recall curves of several runs on one set of axes."""
+    if not curves:
+        raise ReportError("study: no precision-recall curves to plot")
+    fig, ax = _figure_and_axes(ax, lambda: _new_figure(WIDE, fixed_aspect=True))
+    handles: list[Artist] = []
+    labels: list[str] = []
+    run_labels = _label_map(list(curves))
+    for i, (run, pr) in enumerate(curves.items()):
+        (line,) = ax.plot(pr["recall"], pr["precision"], **_series_style(i))
+        handles.append(line)
+        labels.append(_score_label(run_labels[run], t("chart.pr.ap"), pr.get("ap"), _ci(pr.get("ap")), t))
+    prevalence = next((pr["prevalence"] for pr in curves.values() if pr.get("prevalence") is not None), None)
+    if prevalence is not None:
+        handles.append(ax.axhline(prevalence, color="#888888", lw=0.8, ls="--"))
+        labels.append(t("chart.chance"))
+    _finish_curve_plot(ax, handles, labels, title=t("chart.study.pr_title"),
+                       xlabel=t("chart.pr.xlabel"), ylabel=t("chart.pr.ylabel"))
+    return fig
+
+
+@_styled
+def study_cams(images: Sequence[Image], maps: Sequence[Sequence[Image | None]], *,
+               row_labels: Sequence[str], run_labels: Sequence[str], t: Translate,
+               alpha: float = 0.55) -> Figure:
+    """The same test images (rows) with each run's CAM (columns) on one fixed 0..1 scale;
+    a cell without a map (that run has none for the image) shows the image alone."""
+    if not images or not run_labels:
+        raise ReportError("study: no CAMs to draw")
+    rows, cols = len(images), len(run_labels) + 1
+    cell = 1.25
+    fig = Figure(figsize=(cell * cols + 0.5, cell * rows + 0.45))
+    grid = fig.add_gridspec(rows, cols + 1, width_ratios=[1.0] * cols + [0.07],
+                            left=0.02, right=0.95, top=1 - 0.4 / (cell * rows + 0.45),
+                            bottom=0.01, wspace=0.05, hspace=0.12)
+    heat = None
+    shown_rows, shown_runs = _labels(row_labels), _labels(run_labels)
+    for r in range(rows):
+        ax = fig.add_subplot(grid[r, 0])
+        _show(ax, images[r])
+        ax.set_ylabel(shown_rows[r], fontsize=6.5)
+        ax.yaxis.set_visible(True)
+        ax.set_yticks([])
+        if r == 0:
+            ax.set_title(t("chart.study.image"), fontsize=7.5)
+        for c in range(1, cols):
+            ax = fig.add_subplot(grid[r, c])
+            cam = maps[r][c - 1]
+            if cam is None:
+                _show(ax, images[r])
+                ax.text(0.5, 0.5, "–", transform=ax.transAxes, ha="center", va="center", color="#ffffff")
+            else:
+                heat = _draw_overlay(ax, images[r], cam, alpha)
+            if r == 0:
+                ax.set_title(shown_runs[c - 1], fontsize=7.5)
+    if heat is not None:
+        _cam_colorbar(fig, heat, fig.add_subplot(grid[:, cols]))
+    return fig
+
+
 _OP_MARKERS = ("o", "s", "D", "^", "v", "P", "X")
 
 
@@ -676,7 +767,7 @@ def operating_point_chart(metrics: artifacts.Metrics, *, t: Translate,
     labels = [_score_label(_class_label(metrics, roc["class"]), t("chart.roc.auc"), roc.get("auc"),
                            _ci(metrics.get("roc_auc")), t)]
     reach = 0.0  # how far from the top-left corner the points (with their CIs) go
-    drawn: list[tuple[int, float, float, object, object]] = []
+    drawn: list[tuple[int, float, float, list[list[float]] | None, list[list[float]] | None]] = []
     for i, op in enumerate(points):
         sens, spec = value_of(op.get("sensitivity")), value_of(op.get("specificity"))
         if sens is None or spec is None:
@@ -1167,7 +1258,8 @@ def faithfulness_curves(faith: artifacts.Faithfulness, *, t: Translate) -> Figur
                 y = np.asarray(curves[which], dtype=float)
                 # ROAD samples only the interior removal levels; the others span 0..1.
                 x = (np.arange(1, y.size + 1) / (y.size + 1)) if kind == "road" else np.linspace(0.0, 1.0, y.size)
-                style = dict(color=PALETTE[1 + 2 * j]) if which == "cam" else dict(color="#777777", linestyle="--")
+                style: dict[str, str | int] = (dict(color=PALETTE[1 + 2 * j]) if which == "cam"
+                                               else dict(color="#777777", linestyle="--"))
                 if j:
                     style["marker"] = "o" if which == "cam" else "s"
                     style["markersize"] = 3
@@ -1214,13 +1306,16 @@ def sanity_similarity(sanity: artifacts.Sanity, *, t: Translate) -> Figure:
     ax = fig.subplots()
     labels = [t("chart.sanity.trained")] + [_lit(st.get("randomised", "?"), limit=22) for st in stages]
     x = np.arange(len(labels))
-    for i, (key, name) in enumerate((("spearman", t("chart.sanity.spearman")), ("ssim", t("chart.sanity.ssim")))):
-        means = [1.0] + [value_of((st.get(key) or {}).get("mean")) for st in stages]
-        sds = [0.0] + [value_of((st.get(key) or {}).get("sd_seeds")) or 0.0 for st in stages]
+    series = [([st.get("spearman") for st in stages], t("chart.sanity.spearman")),
+              ([st.get("ssim") for st in stages], t("chart.sanity.ssim"))]
+    for i, (similarities, name) in enumerate(series):
+        means = [1.0] + [value_of(s.get("mean")) if s else None for s in similarities]
+        sds = [0.0] + [(value_of(s.get("sd_seeds")) if s else None) or 0.0 for s in similarities]
         y = np.array([np.nan if m is None else m for m in means], dtype=float)
         ax.errorbar(x, y, yerr=np.array(sds, dtype=float), label=name, capsize=3,
                     marker="o" if i == 0 else "s", color=PALETTE[i], linestyle="-" if i == 0 else "--")
-    limit = value_of(((stages[-1].get("spearman") or {}).get("limit")))
+    last = stages[-1].get("spearman")
+    limit = value_of(last.get("limit")) if last else None
     if limit is not None:
         ax.axhline(limit, color="#777777", linestyle=":", linewidth=1, label=t("chart.sanity.limit"))
     ax.set_xticks(x)
@@ -1231,4 +1326,161 @@ def sanity_similarity(sanity: artifacts.Sanity, *, t: Translate) -> Figure:
     ax.set_ylabel(t("chart.sanity.ylabel"))
     ax.set_title(t("chart.sanity.title"))
     ax.legend(loc="upper right", fontsize="x-small")
+    return fig
+
+
+# ---------------------------------------------------------------- architecture
+
+_OP_FILL = {"conv": "#cfe3f3", "norm": "#ececec", "relu": "#fde0c5", "pool": "#d6efe0",
+            "linear": "#e6dcf0", "other": "#f5f5f5"}
+_ROW = 0.3       # inches per row of the flow chart
+_PANEL_W = 5.0   # inches per block drawn
+_MAIN_X, _BOX_W = 3.0, 5.4     # data units (axes span 0..10): the main path's boxes
+_SIDE_X, _SIDE_W = 8.0, 3.7    # the shortcut's line and boxes
+
+
+def _fill(text: str, **params: object) -> str:
+    """A looked-up message with its ``{name}`` placeholders filled (any plain ``t`` works)."""
+    for name, value in params.items():
+        text = text.replace("{" + name + "}", str(value))
+    return text
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return " × ".join(str(int(s)) for s in shape) if shape else "–"
+
+
+def _step_label(step: models.LayerStep, t: Translate) -> str:
+    op = step["op"]
+    if op == "conv":
+        text = _fill(t("chart.block.conv"), k=step["kernel"], cin=step["in_channels"],
+                    cout=step["out_channels"])
+        if (step["stride"] or 1) > 1:
+            text += " · " + _fill(t("chart.block.stride"), s=step["stride"])
+        return text
+    if op == "norm":
+        return _fill(t("chart.block.norm"), c=step["out_channels"])
+    if op == "relu":
+        return t("chart.block.relu")
+    if op == "pool":
+        return _fill(t("chart.block.pool"), k=step["kernel"])
+    return _lit(step["module"].rsplit(".", 1)[-1])
+
+
+def _path_rows(steps: Sequence[models.LayerStep], t: Translate) -> list[tuple[str, str, str]]:
+    """("step", label, fill) per box; a BatchNorm directly followed by its ReLU shares one box
+    (the pair every block repeats), so the tallest block fits the printed figure box."""
+    rows: list[tuple[str, str, str]] = []
+    i = 0
+    while i < len(steps):
+        step = steps[i]
+        if step["op"] == "norm" and i + 1 < len(steps) and steps[i + 1]["op"] == "relu":
+            rows.append(("step", _fill(t("chart.block.norm_relu"), c=step["out_channels"]), _OP_FILL["relu"]))
+            i += 2
+            continue
+        rows.append(("step", _step_label(step, t), _OP_FILL[step["op"]]))
+        i += 1
+    return rows
+
+
+def _box(ax: Axes, x: float, y: float, width: float, text: str, fill: str, *,
+         fontsize: float = 7.5, style: str = "round,pad=0.02,rounding_size=0.12") -> None:
+    from matplotlib.patches import FancyBboxPatch
+
+    ax.add_patch(FancyBboxPatch((x - width / 2, y - 0.34), width, 0.68, boxstyle=style,
+                                facecolor=fill, edgecolor="#555555", linewidth=0.7))
+    ax.text(x, y, text, ha="center", va="center", fontsize=fontsize)
+
+
+def _arrow(ax: Axes, x0: float, y0: float, x1: float, y1: float) -> None:
+    ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                arrowprops={"arrowstyle": "-|>", "color": "#555555", "lw": 0.8,
+                            "shrinkA": 0, "shrinkB": 0, "mutation_scale": 7})
+
+
+def _draw_block(ax: Axes, block: models.BlockStructure, *, t: Translate) -> None:
+    """One block as a vertical flow chart: input, main path, merge, output; the shortcut
+    (identity or projection) beside it, or the concatenation of a dense layer."""
+    rows: list[tuple[str, str, str]] = [("io", _fill(t("chart.block.input"), shape=_shape_text(block["in_shape"])),
+                                         "#ffffff")]
+    rows += _path_rows(block["steps"], t)
+    if block["merge"] == "add":
+        rows.append(("merge", "+", "#ffffff"))
+    else:
+        cin = block["in_shape"][0] if block["in_shape"] else "?"
+        k = block["growth_rate"]
+        total = cin + k if isinstance(cin, int) and isinstance(k, int) else "?"
+        rows.append(("merge", _fill(t("chart.block.concat"), cin=cin, k=k, cout=total), "#fff6cc"))
+    rows += _path_rows(block["after_merge"], t)
+    out_shape = list(block["out_shape"])
+    if block["merge"] == "concat" and block["in_shape"] and out_shape:
+        out_shape = [block["in_shape"][0] + out_shape[0], *out_shape[1:]]   # after the concat
+    rows.append(("io", _fill(t("chart.block.output"), shape=_shape_text(out_shape)), "#ffffff"))
+    n = len(rows)
+    ax.set_xlim(0, 10)
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.invert_yaxis()
+    ax.axis("off")
+    ax.set_xticks([])   # a flow chart has no scale
+    ax.set_yticks([])
+    cx = _MAIN_X
+    merge_row = next(i for i, r in enumerate(rows) if r[0] == "merge")
+    for i, (kind, text, fill) in enumerate(rows):
+        if kind == "merge" and block["merge"] == "add":
+            ax.text(cx, i, "+", ha="center", va="center", fontsize=9,
+                    bbox={"boxstyle": "circle,pad=0.2", "facecolor": "#ffffff", "edgecolor": "#555555",
+                          "linewidth": 0.8})
+        elif kind == "io":
+            _box(ax, cx, i, _BOX_W, text, fill, style="square,pad=0.02")
+        else:
+            _box(ax, cx, i, _BOX_W, text, fill)
+        if i + 1 < n:
+            _arrow(ax, cx, i + (0.3 if kind == "merge" and block["merge"] == "add" else 0.34),
+                   cx, i + 1 - (0.3 if rows[i + 1][0] == "merge" and block["merge"] == "add" else 0.34))
+    # The second input of the merge: the shortcut (add) or the block's input itself (concat).
+    top, bottom = 0.0, float(merge_row)
+    right = cx + _BOX_W / 2
+    ax.plot([right, _SIDE_X, _SIDE_X], [top, top, bottom], color="#555555", linewidth=0.8)
+    edge = cx + (0.3 if block["merge"] == "add" else _BOX_W / 2)
+    _arrow(ax, _SIDE_X, bottom, edge, bottom)
+    middle = (top + bottom) / 2
+    if block["merge"] == "add" and block["shortcut"]:
+        # The projection's layers as boxes on the shortcut line, centred between input and merge.
+        steps = block["shortcut"]
+        first = middle - (len(steps) - 1) / 2
+        for j, step in enumerate(steps):
+            _box(ax, _SIDE_X, first + j, _SIDE_W, _step_label(step, t), _OP_FILL[step["op"]], fontsize=7)
+        ax.text(_SIDE_X, first - 0.62, t("chart.block.projection"), ha="center", va="bottom", fontsize=7,
+                bbox={"boxstyle": "round,pad=0.15", "facecolor": "#ffffff", "edgecolor": "none"})
+    else:
+        label = t("chart.block.identity") if block["merge"] == "add" else t("chart.block.concat_input")
+        ax.text(_SIDE_X, middle, label, ha="center", va="center", fontsize=7, rotation=90,
+                bbox={"boxstyle": "round,pad=0.2", "facecolor": "#ffffff", "edgecolor": "none"})
+    if block["kind"] == "basic":
+        title = t("chart.block.title_basic")
+    elif block["kind"] == "bottleneck":
+        title = t("chart.block.title_bottleneck")
+    elif block["kind"] == "dense_layer":
+        title = _fill(t("chart.block.title_dense"), k=block["growth_rate"] if block["growth_rate"] is not None else "–")
+    else:
+        title = t("chart.block.title_other")
+    where = _fill(t("chart.block.where"), module=_lit(block["module"]), n=block["count"])
+    ax.set_title(f"{title}\n{where}", fontsize=8.5)
+
+
+@_styled
+def block_diagram(blocks: Sequence[models.BlockStructure], *, t: Translate) -> Figure:
+    """The building block(s) the model actually uses (``models.architecture_summary``'s
+    ``blocks``: basic, bottleneck, dense layer), each drawn layer by layer with the kernel
+    sizes and channel counts of its first instance in the model, side by side."""
+    if not blocks:
+        raise ReportError("block diagram: the model has no block to draw")
+    rows = max(len(_path_rows(b["steps"], t)) + len(_path_rows(b["after_merge"], t)) + 3 for b in blocks)
+    # Within the printed box (no shrinking below MIN_PRINT_PT for 7 pt text).
+    width, height = print_box()
+    fig = _new_figure((min(width, _PANEL_W * len(blocks)), min(height, rows * _ROW + 0.6)))
+    axes = fig.subplots(1, len(blocks), squeeze=False)[0]
+    for ax, block in zip(axes, blocks):
+        ax.grid(False)
+        _draw_block(ax, block, t=t)
     return fig

@@ -11,21 +11,19 @@ import traceback
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
-from .errors import XReportError
+from . import __version__, api, languages
+from .data.base import REPORT_SPLITS, SPLITS
+from .errors import ConfigError, XReportError
+from .languages import DEFAULT_LANGS
 from .runs import DEFAULT_CHECKPOINTS, DEFAULT_REPORTS, RunPaths
+
 
 logger = logging.getLogger("xreport")
 
 
 def _run_paths(value: str, *, checkpoints: Path, reports: Path) -> RunPaths:
-    """A run name, or a path to a run folder or a checkpoint file inside one."""
-    path = Path(value)
-    if path.suffix == ".pt" and path.is_file():
-        path = path.parent
-    if path.is_dir() and (path / "config.toml").exists() and ("/" in value or path.is_absolute()):
-        return RunPaths(path.name, checkpoints_root=path.parent, reports_root=reports)
-    return RunPaths(value, checkpoints_root=checkpoints, reports_root=reports)
+    """A run name, or a path to a run folder or a checkpoint file inside one (api.open_run)."""
+    return api.open_run(value, checkpoints=checkpoints, reports=reports).paths
 
 
 def _add_roots(p: argparse.ArgumentParser) -> None:
@@ -61,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--recipe", choices=("auto", "plain"),
                    help="auto (default): unset keys chosen from the data; plain: fixed defaults")
     t.add_argument("--seed", type=int)
+    t.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="train one run per seed, NAME-s<SEED>, one after the other (a study of them: "
+                   "build --runs NAME-s0 NAME-s1 ...)")
     t.add_argument("--device", help="auto|cpu|cuda|cuda:N")
     t.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (smoke tests)")
     t.add_argument("--skip-bad-images", action="store_true", default=None,
@@ -70,9 +71,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the files of an existing run of the same name")
     t.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS)
 
+    i = sub.add_parser("import", help="a model trained elsewhere (torchvision state_dict) -> checkpoints/NAME/")
+    i.add_argument("--weights", required=True, type=Path,
+                   help="the state_dict file (bare, or under 'state_dict'/'model'; DDP's 'module.' prefix allowed)")
+    i.add_argument("--arch", help="its architecture: resnet18|resnet34|resnet50|resnet101|resnet152|densenet121")
+    i.add_argument("--dataset", help="the data it classifies: pneumoniamnist, phantom, or a path")
+    i.add_argument("--name", required=True, help="run name (folder under --checkpoints)")
+    i.add_argument("--config", type=Path, help="run config (TOML) for preprocessing and class options; "
+                   "flags override it")
+    i.add_argument("--image-size", type=int, help="the input size the model was trained at")
+    i.add_argument("--recipe", choices=("auto", "plain"),
+                   help="auto (default): unset keys (image size...) chosen from the data; plain: fixed defaults")
+    i.add_argument("--skip-bad-images", action="store_true", default=None,
+                   help="skip unreadable images (counted and listed) instead of stopping")
+    i.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
+    i.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS)
+
     e = sub.add_parser("evaluate", help="run a checkpoint on a split -> predictions.csv, metrics.json")
     e.add_argument("--run", required=True, help="run name, run folder, or checkpoint path")
-    e.add_argument("--split", default="test", choices=("train", "val", "test"))
+    e.add_argument("--split", default="test", choices=SPLITS)
     e.add_argument("--data", help="evaluate on other data (external validation); written to "
                    "reports/NAME/external-<data name>/, never over the run's own files")
     e.add_argument("--out", type=Path, help="folder for predictions.csv, metrics.json, cams/ "
@@ -88,15 +105,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--cam", default="gradcam", help="CAM method (gradcam, gradcam++, hirescam, "
                    "xgradcam, layercam, eigencam, scorecam, cam)")
     e.add_argument("--no-cam", action="store_true", help="skip CAMs and faithfulness")
+    e.add_argument("--explain", default="fast", choices=("fast", "full"),
+                   help="explanation checks: fast (default, on every device: 3 removal levels, 2 random "
+                   "maps, 3 cascade seeds) or full (9, 4, 5, ~3x the passes); both on 64 "
+                   "faithfulness and 16 sanity images")
     _add_roots(e)
 
-    b = sub.add_parser("build", help="render reports/NAME/report.html and PDFs")
-    b.add_argument("--run", required=True, help="run name, run folder, or checkpoint path")
-    b.add_argument("--lang", default="en,zh-TW", help="comma list of en, zh-TW, zh-CN")
+    b = sub.add_parser("build", help="render reports/NAME/report.html and PDFs (one run, or a study of several)")
+    which = b.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", help="run name, run folder, or checkpoint path")
+    which.add_argument("--runs", nargs="+", metavar="RUN",
+                       help="a study: several runs evaluated on the same test split, in one report")
+    b.add_argument("--name", help="with --runs: the study's report folder name (default: compare-A-B...)")
+    b.add_argument("--notes", nargs="+", type=Path, default=[], metavar="FILE",
+                   help="your own words in Markdown: notes.en.md, notes.zh-TW.md, notes.zh-CN.md "
+                   "(notes.md serves every language); front matter title, authors, affiliation, date, ...")
+    b.add_argument("--no-cams", action="store_true",
+                   help="with --runs: evaluate stale runs without CAMs (faster; no CAM comparison)")
+    b.add_argument("--lang", default=",".join(DEFAULT_LANGS),
+                   help=f"comma list of {', '.join(languages.codes())} (default: %(default)s)")
     b.add_argument("--format", default="html,pdf", help="comma list of html, pdf")
     b.add_argument("--templates", type=Path, help="a folder with your copy of the templates")
     b.add_argument("--cam", default="gradcam", help="CAM method")
-    b.add_argument("--split", default="test", choices=("test", "val"),
+    b.add_argument("--explain", default="fast", choices=("fast", "full"),
+                   help="explanation checks: fast (default, on every device: 3 removal levels, 2 random "
+                   "maps, 3 cascade seeds) or full (9, 4, 5, ~3x the passes); both on 64 "
+                   "faithfulness and 16 sanity images")
+    b.add_argument("--split", default="test", choices=REPORT_SPLITS,
                    help="the split the report is about; an unlabelled test split gets its "
                    "predictions (predictions.csv) and the report shows the validation metrics")
     b.add_argument("--device", default="auto")
@@ -105,10 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inference precision (default fp32; bf16 moves probabilities by up to ~0.01)")
     _add_roots(b)
 
-    c = sub.add_parser("compare", help="set runs side by side in one report")
+    c = sub.add_parser("compare", help="set runs side by side in one report (build --runs without notes or CAMs)")
     c.add_argument("--runs", nargs="+", required=True, metavar="RUN")
     c.add_argument("--name", help="report folder name (default: compare-A-B...)")
-    c.add_argument("--lang", default="en,zh-TW")
+    c.add_argument("--lang", default=",".join(DEFAULT_LANGS),
+                   help=f"comma list of {', '.join(languages.codes())} (default: %(default)s)")
     c.add_argument("--format", default="html,pdf")
     c.add_argument("--device", default="auto")
     _add_roots(c)
@@ -122,47 +158,67 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from . import config as config_mod
-    from .recipe import resolve
-    from .train import train
+    from . import runs
+    from .train import train_seeds
 
-    overrides = {
-        "name": args.name, "image_size": args.image_size,
-        "data.dataset": args.dataset, "data.skip_bad_images": args.skip_bad_images,
-        "model.arch": args.arch, "model.pretrained": args.pretrained,
-        "model.weights": args.weights, "train.recipe": args.recipe,
-        "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.lr": args.lr,
-        "train.seed": args.seed, "train.device": args.device, "train.max_steps": args.max_steps,
-    }
-    if args.config:
-        resolved = resolve(config_mod.load_raw(args.config, overrides=overrides), source=str(args.config))
-    else:
-        resolved = resolve(config_mod.apply_overrides({}, overrides), source="command line")
-    cfg = resolved.config
-    for choice in resolved.choices:
-        if choice["rule"] != "base":
-            logger.info("auto recipe: %s = %r (%s)", choice["key"], choice["value"], choice["why"])
-    result = train(cfg, checkpoints_root=args.checkpoints, resume=args.resume,
-                   overwrite=args.overwrite, command=shlex.split(args.command_line),
-                   recipe_choices=resolved.choices)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one summary line
+    overrides = {key: getattr(args, key) for key in api.SHORT_KEYS}
+    command = shlex.split(args.command_line)
+    if args.seeds is None:
+        run = api.train(args.config, checkpoints=args.checkpoints, resume=args.resume,
+                        overwrite=args.overwrite, command=command, **overrides)
+        if int(os.environ.get("RANK", "0")) != 0 or run.trained is None:  # under torchrun, one summary line
+            return 0
+        result = run.trained
+        print(f"trained {run.name}: best epoch {result.best_epoch} "
+              f"({result.selected_by} {result.best_score:.4f}) -> {result.run_dir}")
         return 0
-    print(f"trained {cfg.name}: best epoch {result.best_epoch} "
-          f"({result.selected_by} {result.best_score:.4f}) -> {result.run_dir}")
+    # Checked before the data are read: one line, nothing written.
+    if args.resume:
+        raise ConfigError("--seeds starts new runs; --resume continues one: resume each seed's "
+                          "run on its own (xreport train --config checkpoints/NAME-sK/config.toml --resume)")
+    if args.seed is not None:
+        raise ConfigError("--seed and --seeds together: give the seeds with --seeds only")
+    runs.seed_run_names(args.name or "run", args.seeds)
+    resolved = api.resolve_config(args.config, api.config_overrides(overrides), from_command_line=True)
+    cfg = resolved.config
+    results = train_seeds(cfg, args.seeds, checkpoints_root=args.checkpoints, command=command,
+                          overwrite=args.overwrite, recipe_choices=resolved.choices)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    for seed, result in zip(args.seeds, results):
+        print(f"trained {result.run_dir.name} (seed {seed}): best epoch {result.best_epoch} "
+              f"({cfg.train.select_metric} {result.best_score:.4f}) -> {result.run_dir}")
+    print("a study of these runs: xreport build --runs "
+          + " ".join(r.run_dir.name for r in results) + f" --name {cfg.name}-seeds")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from .importer import import_run
+
+    overrides = {"name": args.name, "image_size": args.image_size, "data.dataset": args.dataset,
+                 "data.skip_bad_images": args.skip_bad_images, "model.arch": args.arch,
+                 "train.recipe": args.recipe}
+    resolved = api.resolve_config(args.config, overrides, from_command_line=True,
+                                  log_keys=("image_size",))   # the rest is for training
+    result = import_run(resolved.config, args.weights, checkpoints_root=args.checkpoints,
+                        command=shlex.split(args.command_line), overwrite=args.overwrite,
+                        recipe_choices=resolved.choices)
+    stem = "small-input" if result.small_input_stem else "standard"
+    print(f"imported {resolved.config.name}: {result.arch}, {result.num_classes} classes, "
+          f"{result.in_channels}-channel input, {stem} stem, sha256 {result.sha256[:12]} -> {result.run_dir}")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_report
-
-    paths = _run_paths(args.run, checkpoints=args.checkpoints, reports=args.reports)
-    out, where = evaluate_report(paths, split=args.split, device=args.device, data=args.data, tta=args.tta,
-                                 cam_method=args.cam, explain=not args.no_cam, out=args.out,
-                                 precision=args.precision, class_map=_class_map(args.class_map))
-    metrics = out["metrics"]
+    done = api.evaluate(args.run, split=args.split, device=args.device, data=args.data, tta=args.tta,
+                        cam=args.cam, explain=not args.no_cam, out=args.out, precision=args.precision,
+                        class_map=_class_map(args.class_map), explain_protocol=args.explain,
+                        checkpoints=args.checkpoints, reports=args.reports)
+    metrics = done.metrics
     acc = metrics["accuracy"].get("value") if metrics else None
     summary = f"accuracy {acc:.4f}" if isinstance(acc, float) else "no labels: predictions only"
-    print(f"evaluated {paths.name} on {args.split} ({summary}) -> {where.predictions}, {where.metrics}")
+    print(f"evaluated {done.run.name} on {args.split} ({summary}) -> {done.predictions}, {done.metrics_file}")
     return 0
 
 
@@ -183,16 +239,30 @@ def _class_map(value: str | None) -> dict[str, str] | None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from .build import build_report
+    if args.runs:
+        return _study(args)
+    if args.name:
+        raise ConfigError("--name names a study's report folder; use it with --runs (a run's report "
+                          "folder is named after the run)")
+    report = api.build(args.run, lang=args.lang, formats=args.format, templates=args.templates,
+                       cam=args.cam, device=args.device, force=args.force, split=args.split,
+                       precision=args.precision, explain_protocol=args.explain, notes=args.notes,
+                       checkpoints=args.checkpoints, reports=args.reports, command=args.command_line)
+    how = "cached predictions" if report.reused_predictions else "fresh predictions"
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items() if k != "total")
+    print(f"built {report.name} in {report.seconds['total']:.1f} s ({how}; {stages}):")
+    for f in report.files:
+        print(f"  {f}")
+    return 0
 
-    paths = _run_paths(args.run, checkpoints=args.checkpoints, reports=args.reports)
-    result = build_report(paths, langs=_split_list(args.lang), formats=_split_list(args.format),
-                          templates=args.templates, cam_method=args.cam, device=args.device,
-                          force=args.force, command=args.command_line, split=args.split,
-                          precision=args.precision)
-    how = "cached predictions" if result.reused_predictions else "fresh predictions"
-    print(f"built {paths.name} in {result.seconds['total']:.1f} s ({how}):")
-    for f in result.files:
+
+def _study(args: argparse.Namespace) -> int:
+    report = api.build(runs=args.runs, name=args.name, lang=args.lang, formats=args.format,
+                       notes=args.notes, device=args.device, templates=args.templates,
+                       cams=not args.no_cams, checkpoints=args.checkpoints, reports=args.reports,
+                       command=args.command_line)
+    print(f"built study {report.name} of {', '.join(report.runs)} in {report.seconds['total']:.1f} s:")
+    for f in report.files:
         print(f"  {f}")
     return 0
 
@@ -219,11 +289,7 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _command_line(argv: Sequence[str]) -> str:
-    return " ".join(shlex.quote(a) for a in ["xreport", *argv])
-
-
-COMMANDS = {"train": _train, "evaluate": _evaluate, "build": _build, "compare": _compare,
+COMMANDS = {"train": _train, "import": _import, "evaluate": _evaluate, "build": _build, "compare": _compare,
             "demo": _demo}
 
 
@@ -231,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    args.command_line = _command_line(argv)
+    args.command_line = api.command_line(argv)
     # A log file on a full disk must not print a traceback of its own; the write that
     # matters (a checkpoint, a report) fails with one line.
     logging.raiseExceptions = False

@@ -18,18 +18,18 @@ import datetime as _dt
 import hashlib
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, NotRequired, Sequence, TypedDict
+from typing import cast, TYPE_CHECKING, Mapping, NotRequired, Sequence, TypedDict
 
 import numpy as np
 
-from . import artifacts
+from . import artifacts, languages
 from . import metrics as metrics_mod
 from . import runs
 from .data.base import match_classes
 from .metrics import value_of
+from .render import DASH, p_phrase, pval, signed
 from .errors import ConfigError, ReportError, RunError, XReportError
 
 if TYPE_CHECKING:
@@ -57,6 +57,12 @@ METRIC_ROWS: tuple[tuple[str, tuple[str, ...], str], ...] = (
 ORDINAL_ROWS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("metric.qwk", ("ordinal", "qwk"), "max"),
     ("metric.mae", ("ordinal", "mae"), "min"),
+)
+# When test images duplicate training images (metrics.json ``deduplicated``), the same
+# metrics on the test split without them: the figures to believe.
+DEDUP_ROWS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("compare.dedup.accuracy", ("accuracy",), "max"),
+    ("compare.dedup.roc_auc", ("roc_auc",), "max"),
 )
 _NAME_BYTES = 120   # a longer default folder name is shortened with a hash
 
@@ -106,41 +112,6 @@ def default_name(run_names: Sequence[str]) -> str:
         return name
     digest = hashlib.sha256("\0".join(run_names).encode("utf-8")).hexdigest()[:10]
     return f"compare-{len(run_names)}runs-{digest}"
-
-
-def _check_runs(run_paths: Sequence[runs.RunPaths]) -> None:
-    if len(run_paths) < 2:
-        raise ConfigError(f"--runs needs at least 2 runs to compare; got {len(run_paths)} "
-                          f"({', '.join(p.name for p in run_paths) or 'none'})")
-    seen: set[str] = set()
-    for p in run_paths:
-        if p.name in seen:
-            raise ConfigError(f"--runs names {p.name!r} twice; give each run once")
-        seen.add(p.name)
-
-
-# ---------------------------------------------------------------- evaluation
-
-def ensure_evaluated(paths: runs.RunPaths, *, device: str = "auto", progress: bool = True) -> bool:
-    """Evaluate the run on the test split unless its metrics.json is fresh; True if it ran."""
-    from .build import cached_metrics
-    from .device import resolve_device
-    from .evaluate import dataset_for_run, evaluate_run, load_run
-
-    with runs.run_lock(paths.report_dir, what="report"):
-        run = load_run(paths, device=resolve_device(device))
-        dataset = dataset_for_run(run, splits=(SPLIT, "val"))
-        # Any recorded precision will do: compare reads the predictions the report was built on.
-        if cached_metrics(paths.evaluation(SPLIT), run, dataset, cam_method=None, split=SPLIT,
-                          need_explain=False, precision=None):
-            logger.info("%s: metrics.json is fresh; reusing its predictions", paths.name)
-            return False
-        logger.info("%s: evaluating on the %s split (no CAMs)", paths.name, SPLIT)
-        # Staged and swapped in whole, as build does: an interruption keeps the old set.
-        with runs.staged_report(paths) as staged:
-            evaluate_run(staged, split=SPLIT, device=device, explain=False, dataset=dataset,
-                         run=run, progress=progress)
-        return True
 
 
 def load_evaluated(paths: runs.RunPaths) -> EvaluatedRun:
@@ -252,24 +223,8 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
     return out
 
 
-def p_text(p: float | None) -> str:
-    """A table cell: "0.041" or "< 0.001" (three decimals, so 0.049 never reads as 0.05)."""
-    if p is None or not math.isfinite(p):
-        return "—"
-    return "<\u00a00.001" if p < 0.001 else f"{p:.3f}"   # no line break inside "< 0.001"
-
-
-def format_p(p: float | None) -> str:
-    """For a sentence: "p = 0.041" or "p < 0.001"."""
-    if p is None or not math.isfinite(p):
-        return "p = —"
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
-
-
-def _signed(x: float | None) -> str:
-    if x is None or not math.isfinite(x):
-        return "—"
-    return f"{x:+.3f}".replace("-", "−")
+# Number formats have one owner, render; the names stay for this module's callers.
+p_text, format_p, _signed = pval, p_phrase, signed
 
 
 def _verdict(delta: float, significant: bool, words: tuple[str, str, str, str, str]) -> str:
@@ -380,8 +335,13 @@ class MetricRow(TypedDict):
 def _metric_rows(evaluated: Sequence[EvaluatedRun]) -> list[MetricRow]:
     rows: list[MetricRow] = []
     graded = any(isinstance(r.metrics.get("ordinal"), Mapping) for r in evaluated)
-    for key, path, better in METRIC_ROWS + (ORDINAL_ROWS if graded else ()):
-        values = [_dig(r.metrics, path) for r in evaluated]
+    deduplicated = any(r.evaluation.get("deduplicated") for r in evaluated)
+    table = [(key, path, better, False) for key, path, better in METRIC_ROWS + (ORDINAL_ROWS if graded else ())]
+    table += [(key, path, better, True) for key, path, better in (DEDUP_ROWS if deduplicated else ())]
+    for key, path, better, dedup in table:
+        values = [_dig(cast(Mapping[str, object], r.evaluation.get("deduplicated") or {}).get("metrics")
+                       if dedup else r.metrics, path)   # type: ignore[arg-type]
+                  for r in evaluated]
         numbers = [value_of(v) for v in values]
         defined = [x for x in numbers if x is not None]
         target = (max if better == "max" else min)(defined) if len(defined) > 1 else None
@@ -460,10 +420,10 @@ def _run_row(run: EvaluatedRun) -> RunRow:
         "best_epoch": meta["epoch"], "selected_by": meta.get("selected_by"),
         "train_time": _duration(_train_seconds(run.history)),
         "n": len(run.ids), "task": run.metrics["task"],
-        "checkpoint_sha256": evaluation["checkpoint"].get("sha256") or "—",
-        "data_fingerprint": evaluation["data"].get("fingerprint") or meta["data_fingerprint"] or "—",
-        "data_source": evaluation["data"].get("source") or "—",
-        "evaluated": str(evaluation["created"] or "")[:16].replace("T", " ") or "—",
+        "checkpoint_sha256": evaluation["checkpoint"].get("sha256") or DASH,
+        "data_fingerprint": evaluation["data"].get("fingerprint") or meta["data_fingerprint"] or DASH,
+        "data_source": evaluation["data"].get("source") or DASH,
+        "evaluated": str(evaluation["created"] or "")[:16].replace("T", " ") or DASH,
     }
 
 
@@ -550,33 +510,40 @@ class CompareContext(TypedDict):
 
 def compare_context(evaluated: Sequence[EvaluatedRun], *, name: str, reports_root: Path,
                     langs: Sequence[str], command: str | None = None, n_boot: int = N_BOOT,
-                    seed: int = 0, templates_dir: Path | None = None) -> CompareContext:
-    """Everything the compare templates show, as plain data; draws figures per language."""
+                    seed: int = 0, templates_dir: Path | None = None,
+                    reference: int = 0) -> CompareContext:
+    """Everything the compare templates show, as plain data; draws figures per language.
+
+    ``reference`` is the index of the run every other run is tested against (the study
+    passes its best run; the runs keep their order in the tables)."""
     from .figures import FigureMaker
 
     if len(evaluated) < 2:
         raise ReportError(f"compare needs at least 2 evaluated runs; got {len(evaluated)}")
     out_paths = runs.RunPaths(runs.check_run_name(name), reports_root=reports_root)
-    reference = evaluated[0]
+    if not 0 <= reference < len(evaluated):
+        raise ReportError(f"compare: reference run {reference} is not one of the {len(evaluated)} runs")
+    ref_run = evaluated[reference]
     maker = FigureMaker(out_paths.report_dir, langs, templates_dir=templates_dir)
     figures = _figures(evaluated, maker=maker)
-    tests = paired_tests(reference, evaluated[1:], n_boot=n_boot, seed=seed)
+    others = [r for i, r in enumerate(evaluated) if i != reference]
+    tests = paired_tests(ref_run, others, n_boot=n_boot, seed=seed)
     n_paired = sum(1 for t in tests if t["paired"])
-    class_names = reference.class_names
-    i18n = {lang: artifacts.class_names_in(reference.meta, lang, class_names) for lang in ("zh-TW", "zh-CN")}
+    class_names = ref_run.class_names
+    i18n = {lang: artifacts.class_names_in(ref_run.meta, lang, class_names) for lang in languages.codes()}
     return {
         "schema": 1, "kind": "compare", "run": name,
         "report_dir": str(out_paths.report_dir.resolve()),
         "langs": list(langs),
         "generated": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "versions": artifacts.runtime_versions(),
-        "reference": reference.name,
+        "reference": ref_run.name,
         "run_names": [r.name for r in evaluated],
         "class_names": class_names,
         "class_names_i18n": {k: v for k, v in i18n.items() if v != class_names},
         "runs": [_run_row(r) for r in evaluated],
         "metric_rows": _metric_rows(evaluated),
-        "bootstrap": reference.metrics["bootstrap"],
+        "bootstrap": ref_run.metrics["bootstrap"],
         "figures": figures,
         "tests": tests,
         "alpha": ALPHA,
@@ -628,46 +595,17 @@ def compare_runs(run_paths: Sequence[runs.RunPaths], name: str | None, reports_r
                  langs: Sequence[str], formats: Sequence[str], device: str = "auto",
                  command: str | None = None, *, templates: Path | None = None,
                  n_boot: int = N_BOOT, seed: int = 0, progress: bool = True) -> CompareResult:
-    """Evaluate stale runs, then write ``reports/compare-A-B/report.html`` and PDFs."""
-    from .build import FORMATS, check_choices, check_report_options
-    from .render import LANGS
+    """`xreport compare`: the study report (``study.build_study``) without notes or CAMs.
 
-    started = time.perf_counter()
-    langs = check_choices(langs, LANGS, what="lang")
-    formats = check_choices(formats, FORMATS, what="format")
-    check_report_options(device=device, templates=templates)
-    _check_runs(run_paths)
-    name = runs.check_run_name(name or default_name([p.name for p in run_paths]))
-    out_dir = Path(reports_root) / name
-    for p in run_paths:
-        if p.report_dir.resolve() == out_dir.resolve():
-            raise RunError(f"--name {name!r} is the report folder of run {p.name!r}; "
-                           "choose another name")
-    result = CompareResult(report_dir=out_dir)
-    for p in run_paths:
-        if ensure_evaluated(p, device=device, progress=progress):
-            result.evaluated.append(p.name)
-    result.seconds["evaluate"] = round(time.perf_counter() - started, 2)
-    evaluated = [load_evaluated(p) for p in run_paths]
-    # Written into a staging copy and swapped in whole (see runs.staged_folder).
-    with runs.run_lock(out_dir, what="comparison report"), \
-            runs.staged_folder(out_dir) as staged:
-        _clear_figures(staged / "figures")
-        context = compare_context(evaluated, name=name, reports_root=staged.parent, langs=langs,
-                                  command=command, n_boot=n_boot, seed=seed, templates_dir=templates)
-        runs.write_json(staged / "compare.json", _json_summary(context))
-        result.files.append(out_dir / "compare.json")
-        if "html" in formats:
-            html = render_compare_html(context, langs=langs, templates_dir=templates)
-            runs.write_text(staged / "report.html", html)
-            result.files.append(out_dir / "report.html")
-        if "pdf" in formats:
-            for lang in langs:
-                render_compare_pdf(context, lang=lang, out_path=staged / f"report.{lang}.pdf",
-                                   templates_dir=templates)
-                result.files.append(out_dir / f"report.{lang}.pdf")
-    result.seconds["total"] = round(time.perf_counter() - started, 2)
-    return result
+    One code path: the comparison's tables and tests are the study's; `compare` only keeps
+    its default folder name (``compare-A-B``) and evaluates stale runs without CAMs."""
+    from .study import build_study
+
+    result = build_study(run_paths, name=name, reports_root=reports_root, langs=langs,
+                         formats=formats, device=device, command=command, templates=templates,
+                         n_boot=n_boot, seed=seed, cams=False, progress=progress)
+    return CompareResult(report_dir=result.report_dir, files=result.files, evaluated=result.evaluated,
+                         seconds=result.seconds)
 
 
 def _json_summary(context: CompareContext) -> dict[str, object]:

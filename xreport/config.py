@@ -15,7 +15,7 @@ from typing import Literal, Mapping
 
 import tomli_w
 
-from .errors import ConfigError
+from .errors import ConfigError, XReportError
 
 # resnet_tiny: a narrow ResNet for fixture checkpoints and smoke tests (kilobytes).
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "densenet121", "resnet_tiny")
@@ -28,10 +28,13 @@ class DataConfig:
     dataset: str = "phantom"
     kind: Literal["auto", "medmnist", "folder", "csv", "phantom"] = "auto"
     class_names: tuple[str, ...] = ()          # empty: from the data set
-    class_names_zh_tw: tuple[str, ...] = ()    # optional translations for the report
-    class_names_zh_cn: tuple[str, ...] = ()
-    # Classes of other data renamed onto the model's (a table old name -> new name): data
-    # whose class names differ is refused unless mapped here (classes match by name).
+    # Optional translations for the report, by language: [data.class_names_i18n] zh-TW = [...]
+    class_names_i18n: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Classes renamed onto others (a table old name -> new name): another data set's classes
+    # onto the model's at evaluation, and class folders named differently between splits
+    # onto the train split's (e.g. {glioma_tumor = "glioma"}). Names that differ only in case,
+    # or where one is an unambiguous prefix of the other, match without it
+    # (data.base.match_classes, the one rule).
     class_map: dict[str, str] = field(default_factory=dict)
     task: Literal["auto", "binary", "multiclass", "ordinal"] = "auto"
     skip_bad_images: bool = False
@@ -112,10 +115,18 @@ class TrainConfig:
     # square root of the class size (a softer balance for heavy imbalance).
     imbalance: Literal["none", "sampler", "sqrt_sampler", "class_weights"] = "none"
     select_metric: Literal["val_auc", "val_acc", "val_f1", "val_bacc", "val_qwk", "val_loss"] = "val_auc"
+    # Model choice that survives a small val split: ema = exponential moving average of the
+    # weights (every step), swa = equal average of the end-of-epoch weights over the final
+    # quarter of the epochs; the averaged model is validated and saved. auto: by val size
+    # (recipe.averaging_rule).
+    weight_averaging: Literal["auto", "none", "ema", "swa"] = "none"
+    # The checkpoint is selected on the mean of select_metric over this many epochs (1: the
+    # epoch's own figure), so one lucky epoch on a small val split does not choose it.
+    select_smoothing: int = 1
     # auto: keys a TOML / the command line leave unset are chosen from the data (xreport.recipe);
     # plain: the fixed defaults above. Python-built configs are taken as they are.
     recipe: Literal["auto", "plain"] = "auto"
-    time_budget_min: float = 10.0     # CPU minutes the auto recipe sizes epochs and input for
+    time_budget_min: float = 10.0     # minutes on the training device the auto recipe sizes epochs and input for
     early_stopping: int = 0           # patience in epochs; 0 = off
     device: str = "auto"              # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -206,10 +217,38 @@ def from_dict(raw: Mapping[str, object], *, source: str = "config") -> RunConfig
         section = raw.get(name, {})
         if not isinstance(section, dict):
             raise ConfigError(f"{source}: [{name}] must be a table, got {section!r}")
+        if name == "data":
+            section = migrate_class_names(section, where=f"{source}: data")
         sections[name] = _build(cls, section, f"{source}: {name}")
     config = RunConfig(**top, **sections)  # type: ignore[arg-type]  # each checked by _coerce
     validate(config, source=source)
     return config
+
+
+# Before the class-name translations were one {language: names} table, each language had a
+# key of its own; configs and checkpoints written then are read through this map.
+LEGACY_CLASS_NAME_KEYS = {"class_names_zh_tw": "zh-TW", "class_names_zh_cn": "zh-CN"}
+
+
+def migrate_class_names(table: Mapping[str, object], *, where: str,
+                        error: type[XReportError] = ConfigError) -> dict[str, object]:
+    """``table`` (a [data] section, or a checkpoint meta) with the per-language keys of older
+    versions folded into ``class_names_i18n`` (an empty list there meant "not translated")."""
+    out = dict(table)
+    legacy = {lang: out.pop(key) for key, lang in LEGACY_CLASS_NAME_KEYS.items() if key in out}
+    given = {lang: names for lang, names in legacy.items() if names}
+    if not given:
+        return out
+    current = out.get("class_names_i18n", {})
+    if not isinstance(current, Mapping):
+        return out   # the type check names it
+    merged = dict(current)
+    for lang, names in given.items():
+        if lang in merged and list(merged[lang]) != list(names):  # type: ignore[call-overload]
+            raise error(f"{where}: class_names_i18n.{lang} and the older key for it disagree; keep one")
+        merged[lang] = names
+    out["class_names_i18n"] = merged
+    return out
 
 
 def load_raw(path: str | Path, *, overrides: Mapping[str, object] | None = None) -> dict[str, object]:
@@ -353,6 +392,7 @@ def validate(config: RunConfig, *, source: str = "config") -> None:
         (d.phantom_size >= 8, f"data.phantom_size must be at least 8, got {d.phantom_size}"),
         (t.epochs >= 1, f"train.epochs must be at least 1, got {t.epochs}"),
         (t.time_budget_min > 0, f"train.time_budget_min must be positive, got {t.time_budget_min}"),
+        (t.select_smoothing >= 1, f"train.select_smoothing must be at least 1, got {t.select_smoothing}"),
         (t.batch_size >= 2, f"train.batch_size must be at least 2 (BatchNorm needs two images "
                             f"per batch), got {t.batch_size}"),
         (t.lr > 0, f"train.lr must be positive, got {t.lr}"),
@@ -378,9 +418,17 @@ def validate(config: RunConfig, *, source: str = "config") -> None:
 
 
 def _class_name_checks(d: DataConfig, source: str) -> None:
-    """Duplicate names, and translations whose length differs from the names they translate."""
-    for key in ("class_names", "class_names_zh_tw", "class_names_zh_cn"):
-        names = getattr(d, key)
+    """Duplicate names, translations into a language the report does not have, and
+    translations whose length differs from the names they translate."""
+    from .languages import codes
+
+    unknown = sorted(set(d.class_names_i18n) - set(codes()))
+    if unknown:
+        raise ConfigError(f"{source}: data.class_names_i18n has {unknown[0]!r}, not a report language "
+                          f"({', '.join(codes())})")
+    named = {"class_names": d.class_names,
+             **{f"class_names_i18n.{lang}": names for lang, names in d.class_names_i18n.items()}}
+    for key, names in named.items():
         seen = {n for n in names if names.count(n) > 1}
         if seen:
             raise ConfigError(f"{source}: data.{key} lists {', '.join(map(repr, sorted(seen)))} more "
@@ -389,11 +437,11 @@ def _class_name_checks(d: DataConfig, source: str) -> None:
             raise ConfigError(f"{source}: data.{key} has an empty name")
     if any(not str(k).strip() or not str(v).strip() for k, v in d.class_map.items()):
         raise ConfigError(f"{source}: data.class_map has an empty class name")
-    for key in ("class_names_zh_tw", "class_names_zh_cn"):
-        translated = getattr(d, key)
+    for lang, translated in d.class_names_i18n.items():
         if d.class_names and translated and len(translated) != len(d.class_names):
-            raise ConfigError(f"{source}: data.{key} has {len(translated)} names but data.class_names "
-                              f"has {len(d.class_names)}; give one translation per class, in order")
+            raise ConfigError(f"{source}: data.class_names_i18n.{lang} has {len(translated)} names but "
+                              f"data.class_names has {len(d.class_names)}; give one translation per "
+                              "class, in order")
 
 
 def to_dict(config: RunConfig) -> dict[str, object]:

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence, cast
+from typing import TYPE_CHECKING, Mapping, Sequence, TypedDict, cast
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from . import runs
 from .data import load_dataset, normalize_batch
 from .data.base import Dataset, Split, grey_to_rgb, match_classes, remap_labels
 from .device import EVAL_PRECISION, autocast, check_eval_precision, resolve_channels_last, resolve_device
-from .errors import CheckpointError, ConfigError, DataError
+from .errors import CheckpointError, ConfigError, DataError, XReportError
 from .models import cam_target_layer, load_weights, model_from_meta
 
 if TYPE_CHECKING:
@@ -81,8 +81,7 @@ def dataset_for_run(run: LoadedRun, *, splits: Sequence[str], data: str | None =
     if data is not None:
         # Other data is read with its own names: the run's data.class_names renamed the
         # training source's classes by position, which says nothing about this source.
-        data_cfg = replace(data_cfg, dataset=str(data), kind="auto", class_names=(),
-                           class_names_zh_tw=(), class_names_zh_cn=())
+        data_cfg = replace(data_cfg, dataset=str(data), kind="auto", class_names=(), class_names_i18n={})
     elif resolved:
         data_cfg = replace(data_cfg, dataset=str(resolved))
     dataset = load_dataset(data_cfg, run.config.preprocess, image_size=int(run.meta["image_size"]),
@@ -104,8 +103,7 @@ def match_to_checkpoint(dataset: Dataset, meta: artifacts.CheckpointMeta, *, pat
         logger.warning("%s: classes matched to the checkpoint by name (%s)", dataset.source,
                        ", ".join(f"{found[i]} -> {names[j]} ({j})" for i, j in enumerate(order)))
     return replace(dataset, class_names=names, splits={k: remap_labels(s, order) for k, s in dataset.splits.items()},
-                   class_names_zh_tw=list(meta.get("class_names_zh_tw") or []),
-                   class_names_zh_cn=list(meta.get("class_names_zh_cn") or []))
+                   class_names_i18n={lang: list(n) for lang, n in meta["class_names_i18n"].items()})
 
 
 def _match_channels(dataset: Dataset, channels: int) -> Dataset:
@@ -151,7 +149,7 @@ def predict(model: torch.nn.Module, images: torch.Tensor, *, mean: Sequence[floa
 
 def check_outputs(probs: np.ndarray, ids: Sequence[str], *, path: Path) -> None:
     """NaN outputs: name the checkpoint and the first image instead of writing NaN rows."""
-    bad = np.flatnonzero(~np.isfinite(probs).all(axis=1)) if probs.size else []
+    bad = np.flatnonzero(~np.isfinite(probs).all(axis=1)) if probs.size else np.zeros(0, dtype=np.intp)
     if len(bad):
         raise CheckpointError(f"{path}: the model outputs NaN or infinite values for {len(bad)} "
                               f"image(s), first {ids[int(bad[0])]!r}; the checkpoint is not usable")
@@ -172,7 +170,8 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
                  batch_size: int = 256, dataset: Dataset | None = None,
                  run: LoadedRun | None = None, out: runs.EvaluationPaths | None = None,
                  progress: bool = True, precision: str = EVAL_PRECISION,
-                 class_map: Mapping[str, str] | None = None) -> artifacts.Evaluation:
+                 class_map: Mapping[str, str] | None = None,
+                 explain_protocol: str = "fast") -> artifacts.Evaluation:
     """Run the checkpoint on ``split``; write predictions.csv, metrics.json, cams/ and viewer.json
     into ``out``: by default the run's own evaluation of that split, or for other ``data``
     ``reports/NAME/external-<data name>/`` (never the run's own files)."""
@@ -185,6 +184,10 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
         # val is read for the operating points; external data may have only the one split.
         wanted = [split] + (["val"] if split != "val" and data is None else [])
         if dataset is None:
+            # train too, for the test images that duplicate training images (its decode is
+            # cached by training, so this costs a read)
+            if split == "test" and data is None and "train" in _own_splits(run):
+                wanted.append("train")
             dataset = dataset_for_run(run, splits=wanted, data=data, class_map=class_map)
     if split not in dataset.splits:
         raise DataError(f"{dataset.source}: has no {split!r} split; available: {', '.join(dataset.splits)}")
@@ -194,7 +197,7 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
     _check_compatible(run, dataset)
     mean, std = run.meta["mean"], run.meta["std"]
     class_names = list(run.meta["class_names"])
-    task = run.meta.get("task", "binary" if len(class_names) == 2 else "multiclass")
+    task = run.meta["task"]   # an older meta's default is set on load (artifacts)
 
     with _timed(timings, "predict"):
         probs = predict(run.model, target.images, mean=mean, std=std, device=dev,
@@ -204,8 +207,8 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
                                probs, class_names=class_names)
 
     metrics = None
+    val = None
     if target.labels is not None:
-        val = None
         val_split = dataset.splits.get("val") if split != "val" else None
         if val_split is not None and val_split.labels is not None and len(val_split):
             with _timed(timings, "predict_val"):
@@ -216,12 +219,16 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
             metrics = metrics_mod.compute_all(target.labels.numpy(), probs, class_names=class_names,
                                               task=task, val=val, n_boot=n_boot, seed=seed)
 
+    deduplicated = (_deduplicated(dataset, target, probs, class_names=class_names, task=task,
+                                  val=val, n_boot=n_boot, seed=seed)
+                    if split == "test" and metrics is not None else None)
+
     explanation = None
     if explain and target.labels is not None:
         with _timed(timings, "explain"):
             explanation = explain_and_draw(run, target, probs, out=out, method=cam_method,
                                            seed=seed, device=dev, task=task, split_name=split,
-                                           precision=precision)
+                                           precision=precision, protocol=explain_protocol)
 
     result: artifacts.Evaluation = {
         "schema": artifacts.EVALUATION_SCHEMA,
@@ -243,18 +250,58 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
         # As written; artifacts.load_evaluation reads it back as an artifacts.Explanation.
         "explain": cast("artifacts.Explanation | None", explanation),
         "timings": timings,
-        "skipped": list(dataset.skipped),
+        "skipped": [{"file": s["file"], "reason": s["reason"]} for s in dataset.skipped],
     }
+    if deduplicated is not None:
+        result["deduplicated"] = deduplicated
     artifacts.save_evaluation(out, result)
     logger.debug("wrote %s and %s", out.predictions, out.metrics)
     return result
+
+
+def _own_splits(run: LoadedRun) -> set[str]:
+    from .data import source_splits
+
+    resolved = run.meta.get("data", {}).get("dataset")
+    try:
+        return source_splits(replace(run.config.data, dataset=str(resolved)) if resolved else run.config.data)
+    except DataError:
+        return set()
+
+
+def _deduplicated(dataset: Dataset, target: Split, probs: np.ndarray, *, class_names: list[str],
+                  task: str, val: metrics_mod.ValSplit | None, n_boot: int,
+                  seed: int) -> artifacts.Deduplicated | None:
+    """The test metrics without the test images that duplicate a train/val image; None
+    when no image does (or train and val are not loaded)."""
+    from .data.summary import OVERLAP_METHOD, overlap_with_test
+
+    with_test = replace(dataset, splits={k: v for k, v in dataset.splits.items()} | {"test": target})
+    found = overlap_with_test(with_test)
+    if found is None or not found[0]:
+        return None
+    ids, n_exact, n_near = found
+    leaked = set(ids)
+    keep = np.array([i not in leaked for i in target.ids])
+    y = target.labels.numpy()[keep] if target.labels is not None else np.array([])
+    try:
+        kept = metrics_mod.compute_all(y, probs[keep], class_names=class_names, task=task, val=val,
+                                       n_boot=n_boot, seed=seed) if keep.sum() >= 2 else None
+    except XReportError as exc:   # e.g. nothing of a class is left: said, not scored
+        logger.warning("test metrics without the duplicated images not computed: %s", exc)
+        kept = None
+    logger.info("test split without %d images that duplicate train/val images (%d exact, %d near): "
+                "%d images", len(ids), n_exact, n_near, int(keep.sum()))
+    return {"method": OVERLAP_METHOD, "removed": len(ids),
+            "exact": n_exact, "near": n_near, "n": int(keep.sum()), "metrics": kept}
 
 
 def evaluate_report(paths: runs.RunPaths, *, split: str = "test", device: str = "auto",
                     data: str | None = None, tta: bool = False, cam_method: str = "gradcam",
                     explain: bool = True, out: Path | None = None, progress: bool = True,
                     precision: str = EVAL_PRECISION,
-                    class_map: Mapping[str, str] | None = None) -> tuple[artifacts.Evaluation, runs.EvaluationPaths]:
+                    class_map: Mapping[str, str] | None = None,
+                    explain_protocol: str = "fast") -> tuple[artifacts.Evaluation, runs.EvaluationPaths]:
     """``xreport evaluate``: options checked first, then under the folder's lock (the same as
     ``build``) the predictions, metrics and CAMs are written to a staging copy and swapped in
     whole. They go to ``out`` when given, else to the run's own evaluation of ``split`` or,
@@ -262,21 +309,23 @@ def evaluate_report(paths: runs.RunPaths, *, split: str = "test", device: str = 
     files. Returns the evaluation and where its files now are."""
     from .build import check_report_options
 
-    check_report_options(split=split, cam_method=cam_method if explain else None, device=device)
+    check_report_options(split=split, cam_method=cam_method if explain else None, device=device,
+                         explain_protocol=explain_protocol)
     check_eval_precision(precision)
     if out is not None:
         out = check_external_out(Path(out), paths)
         with runs.run_lock(out, what="evaluation"), runs.staged_folder(out) as staged:
             result = evaluate_run(paths, split=split, device=device, data=data, tta=tta, cam_method=cam_method,
                                   explain=explain, out=runs.EvaluationPaths(staged, paths.name),
-                                  progress=progress, precision=precision, class_map=class_map)
+                                  progress=progress, precision=precision, class_map=class_map,
+                                  explain_protocol=explain_protocol)
         return result, runs.EvaluationPaths(out, paths.name)
     final = paths.external(data) if data is not None else paths.evaluation(split)
     with runs.run_lock(paths.report_dir, what="report"), runs.staged_report(paths) as staged:
         where = staged.external(data) if data is not None else staged.evaluation(split)
         result = evaluate_run(staged, split=split, device=device, data=data, tta=tta,
                               cam_method=cam_method, explain=explain, out=where, progress=progress,
-                              precision=precision, class_map=class_map)
+                              precision=precision, class_map=class_map, explain_protocol=explain_protocol)
     return result, final
 
 
@@ -338,20 +387,51 @@ class NormalizedView:
         return normalize_batch(self.images[index], self.mean, self.std)
 
 
-# The explanation checks' protocol: images, curve steps, random maps per image and cascade
-# seeds, the same on every device so that a verdict does not depend on where it was computed
-# (the report states it). Faithfulness costs 4 * (steps - 1) * (1 + random maps) forward
-# passes per image: 4 steps (25/50/75% removed) and 2 random maps keep the 624-image cold
-# build within 30 s on 2 CPU cores; the verdicts' power comes from the 64 paired images, not
-# the curve's resolution. Only the batch size (memory, not results) follows the device.
-EXPLAIN_PROTOCOL: dict[str, int] = {"faithfulness_n": 64, "sanity_n": 16, "faithfulness_steps": 4,
-                                    "random_per_image": 2, "sanity_seeds": 3}
+# The explanation checks' protocols: images, curve steps, random maps per image and cascade
+# seeds. The user chooses one (`--explain`, default "fast"); the default is the same on every
+# device so that a verdict does not depend on where it was computed (the report states the
+# protocol). Both test the same 64 faithfulness and 16 sanity images, so the paired verdicts
+# have the same power (it comes from the images); "full" draws each curve at 9 instead of 3
+# removal levels, averages 4 instead of 2 random reference maps and repeats the cascade over
+# 5 instead of 3 initialisations: smoother curves, steadier references, ~3x the passes.
+# Faithfulness costs 4 * (steps - 1) * (1 + random maps) forward passes per image. Only the
+# batch size (memory, not results) follows the device.
+class ExplainProtocol(TypedDict):
+    faithfulness_n: int
+    sanity_n: int
+    faithfulness_steps: int
+    random_per_image: int
+    sanity_seeds: int
+
+
+EXPLAIN_PROTOCOLS: dict[str, ExplainProtocol] = {
+    "fast": {"faithfulness_n": 64, "sanity_n": 16, "faithfulness_steps": 4, "random_per_image": 2,
+             "sanity_seeds": 3},
+    "full": {"faithfulness_n": 64, "sanity_n": 16, "faithfulness_steps": 10, "random_per_image": 4,
+             "sanity_seeds": 5},
+}
+EXPLAIN_DEFAULT = "fast"
+EXPLAIN_PROTOCOL = EXPLAIN_PROTOCOLS[EXPLAIN_DEFAULT]
+EXPLAIN_CHOICES = tuple(EXPLAIN_PROTOCOLS)
 EXPLAIN_BATCH = {"cpu": 128, "cuda": 256}
 
 
+def protocol_matches(explain: artifacts.Explanation, protocol: str) -> bool:
+    """Whether an evaluation's checks ran with ``protocol``'s settings (read from the figures
+    it recorded, so files from before the choice are judged too)."""
+    wanted = EXPLAIN_PROTOCOLS[protocol]
+    faith, sanity = explain["faithfulness"], explain["sanity"]
+    if not faith or not sanity:
+        return False
+    return (faith.get("steps") == wanted["faithfulness_steps"]
+            and faith["random_maps"].get("per_image") == wanted["random_per_image"]
+            and sanity["seeds"] == wanted["sanity_seeds"])
+
+
 def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: runs.EvaluationPaths,
-                     method: str, seed: int, device: torch.device, task: str = "binary",
-                     split_name: str = "test", precision: str = EVAL_PRECISION) -> ExplainSummary:
+                     method: str, seed: int, device: torch.device, task: artifacts.Task = "binary",
+                     split_name: str = "test", precision: str = EVAL_PRECISION,
+                     protocol: str = EXPLAIN_DEFAULT) -> ExplainSummary:
     """CAM gallery, faithfulness, sanity check (and localisation on phantom data), and the
     interactive viewer's data; the figures stage draws the gallery's overlays while the
     maps are in memory."""
@@ -362,13 +442,18 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: ru
                                          in_channels=int(run.meta["in_channels"]))
     x = NormalizedView(split.images, run.meta["mean"], run.meta["std"])
     batch_size = EXPLAIN_BATCH["cuda" if device.type == "cuda" else "cpu"]
+    if protocol not in EXPLAIN_PROTOCOLS:
+        raise ConfigError(f"--explain {protocol!r} is not one of {', '.join(EXPLAIN_CHOICES)}")
     summary, gallery_cams = explain.explain_split(
-        run.model, x, y_true=split.labels.numpy(), probs=probs,
+        run.model, x, y_true=split.known_labels().numpy(), probs=probs,
         class_names=list(run.meta["class_names"]), target_layer=layer, layer_name=layer_name,
         method=method, masks=split.masks, seed=seed, device=device, batch_size=batch_size,
-        precision=precision, **EXPLAIN_PROTOCOL)
-    draw_cam_gallery(summary["gallery"], gallery_cams, split.images, split.ids, out=out,
-                     masks=split.masks)
+        precision=precision, **EXPLAIN_PROTOCOLS[protocol])
+    summary["protocol"] = protocol
+    timings = summary["timings"]
+    with _timed(timings, "figures_s"):
+        draw_cam_gallery(summary["gallery"], gallery_cams, split.images, split.ids, out=out,
+                         masks=split.masks)
     from .limits import REPORT_CLASSES
 
     if len(run.meta["class_names"]) > REPORT_CLASSES:
@@ -377,16 +462,17 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: ru
                     len(run.meta["class_names"]), REPORT_CLASSES)
         summary["viewer"] = None
         return summary
-    summary["viewer"] = write_viewer_data(run, split, probs, layer=layer, layer_name=layer_name,
-                                          gallery_rows=[e["index"] for e in summary["gallery"]],
-                                          out=out, method=method, task=task, split_name=split_name,
-                                          device=device)
+    with _timed(timings, "viewer_s"):
+        summary["viewer"] = write_viewer_data(run, split, probs, layer=layer, layer_name=layer_name,
+                                              gallery_rows=[e["index"] for e in summary["gallery"]],
+                                              out=out, method=method, task=task, split_name=split_name,
+                                              device=device)
     return summary
 
 
 def write_viewer_data(run: LoadedRun, split: Split, probs: np.ndarray, *, layer: torch.nn.Module,
                       layer_name: str, gallery_rows: Sequence[int], out: runs.EvaluationPaths,
-                      method: str, task: str, split_name: str, device: torch.device) -> artifacts.ViewerRef:
+                      method: str, task: artifacts.Task, split_name: str, device: torch.device) -> artifacts.ViewerRef:
     """viewer.json: the gallery's images and the most and least confident ones, with a map for
     every class (one batched pass). Returns the reference that metrics.json keeps."""
     from . import explain, viewer
@@ -396,7 +482,7 @@ def write_viewer_data(run: LoadedRun, split: Split, probs: np.ndarray, *, layer:
     x = NormalizedView(split.images, run.meta["mean"], run.meta["std"])
     index = torch.tensor(rows, dtype=torch.long)
     maps = explain.viewer_maps(run.model, x[index], target_layer=layer, method=method, device=device)
-    data = viewer.build_viewer(split.images, split.ids, split.labels.numpy(), probs, maps, rows, sets,
+    data = viewer.build_viewer(split.images, split.ids, split.known_labels().numpy(), probs, maps, rows, sets,
                                class_names=list(run.meta["class_names"]), task=task, split=split_name,
                                method=method, layer=layer_name)
     artifacts.save_viewer(out, data)

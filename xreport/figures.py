@@ -19,13 +19,14 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from . import artifacts, runs
-from .data.base import Dataset
+from .data.base import SPLITS, Dataset
 from .errors import XReportError
 
 if TYPE_CHECKING:
     import torch
 
     from .explain import GalleryPick
+    from .models import ArchitectureSummary
 
 logger = logging.getLogger(__name__)
 
@@ -80,13 +81,14 @@ class FigureMaker:
 
 def localised_metrics(metrics: artifacts.Metrics, mapping: Mapping[str, str]) -> artifacts.Metrics:
     """A shallow copy with class names translated, for chart legends and axes."""
-    out = dict(metrics)
+    out = metrics.copy()
     out["class_names"] = [mapping.get(n, n) for n in metrics["class_names"]]
     out["per_class"] = [{**row, "class": mapping.get(row["class"], row["class"])}
                         for row in metrics["per_class"]]
-    out["curves"] = {kind: [{**c, "class": mapping.get(c["class"], c["class"])} for c in entries]
-                     for kind, entries in metrics["curves"].items()}
-    return out  # type: ignore[return-value]
+    curves = metrics["curves"]
+    out["curves"] = {"roc": [{**c, "class": mapping.get(c["class"], c["class"])} for c in curves["roc"]],
+                     "pr": [{**c, "class": mapping.get(c["class"], c["class"])} for c in curves["pr"]]}
+    return out
 
 
 @dataclass
@@ -100,6 +102,7 @@ class ReportFigures:
     results: Figures = field(default_factory=dict)
     faithfulness: FigurePaths | None = None
     sanity: FigurePaths | None = None
+    block_diagram: FigurePaths | None = None
     failed: list[str] = field(default_factory=list)
 
 
@@ -150,12 +153,12 @@ def _example_figures(config: Mapping[str, object], dataset: Dataset | None, make
     from . import charts
 
     examples = None
-    split = next((dataset.splits[s] for s in ("train", "val", "test")
+    split = next((dataset.splits[s] for s in SPLITS
                   if dataset is not None and s in dataset.splits
                   and dataset.splits[s].labels is not None), None)
     if split is not None:
         rng = np.random.default_rng(seed)
-        labels = split.labels.numpy()
+        labels = split.known_labels().numpy()
         from .limits import REPORT_CLASSES
 
         present, counts = np.unique(labels, return_counts=True)
@@ -228,8 +231,12 @@ def draw_cam_gallery(gallery: Sequence[GalleryPick], cams: torch.Tensor,
 def draw_report_figures(report_dir: Path, *, meta: artifacts.CheckpointMeta,
                         evaluation: artifacts.Evaluation, history: artifacts.History,
                         distribution: artifacts.ClassDistribution | None, dataset: Dataset | None,
-                        langs: Sequence[str], templates_dir: Path | None = None) -> ReportFigures:
-    """Every chart of the single-run report, per language, with ``templates_dir``'s wording."""
+                        langs: Sequence[str], templates_dir: Path | None = None,
+                        architecture: ArchitectureSummary | None = None) -> ReportFigures:
+    """Every chart of the single-run report, per language, with ``templates_dir``'s wording.
+
+    ``architecture`` (``models.architecture_summary`` of the run's model) gives the block
+    diagram; without it there is none."""
     from . import charts
 
     maker = FigureMaker(report_dir, langs, templates_dir=templates_dir)
@@ -247,6 +254,9 @@ def draw_report_figures(report_dir: Path, *, meta: artifacts.CheckpointMeta,
     if history:
         out.curves = maker.draw("training_curves", lambda t, lang: charts.training_curves(
             history, selected_epoch=meta.get("epoch"), selected_by=meta.get("selected_by"), t=t))
+    if architecture is not None and architecture["blocks"]:
+        blocks = architecture["blocks"]
+        out.block_diagram = maker.draw("block_diagram", lambda t, lang: charts.block_diagram(blocks, t=t))
     out.examples, out.before_after = _example_figures(meta["config"], dataset, maker, names_by_lang,
                                                       int(meta.get("seed", 0) or 0))
     out.results = _result_figures(evaluation["metrics"], maker, mappings)

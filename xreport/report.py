@@ -27,10 +27,14 @@ from .errors import ReportError, XReportError
 from .figures import FigurePaths, Figures
 from .labels import size_text
 from .metrics import Baselines, CalibrationDirection, baselines, calibration_direction
+from .notes import Notes
+from .render import DASH
 from .runs import EvaluationPaths, RunPaths, sha256_file
 
 if TYPE_CHECKING:
     import torch
+
+    from .models import ArchitectureSummary
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +63,7 @@ class Summary(TypedDict):
     dataset: str
     arch: str
     pretrained: bool
+    imported: bool                 # trained elsewhere (`xreport import`)
     n_test: int | None
     date: str
     versions: list[tuple[str, str]]
@@ -127,11 +132,16 @@ class ModelInfo(TypedDict):
     trainable: int | None
     flops: int | None
     pretrained: bool
+    imported: bool
     cam_layer: str | None
     in_channels: int
     image_size: int
     num_classes: int
     dropout: float
+    # Stages, block structure, parameters and FLOPs from one forward pass (None: the model
+    # could not be rebuilt from the meta); the block diagram drawn from it.
+    architecture: ArchitectureSummary | None
+    figures: dict[str, FigurePaths | None]
 
 
 class Training(TypedDict):
@@ -153,8 +163,13 @@ class Training(TypedDict):
     val_metrics: list[tuple[str, float]]
     head: str
     loss: str
+    weight_averaging: str          # none | ema | swa (train.weight_averaging as resolved)
+    select_smoothing: int          # epochs whose mean val figure selected the checkpoint
     recipe: list[artifacts.RecipeChoice]
     figures: dict[str, FigurePaths | None]
+    # `xreport import`: the weights file (name, sha256); the training is not known, so the
+    # section says so instead of showing the config's unused training keys.
+    imported: artifacts.ImportedWeights | None
 
 
 class ReportRow(TypedDict):
@@ -206,6 +221,20 @@ class Results(TypedDict, total=False):
     precision: str | None          # of the inference; None: not recorded (older metrics.json)
     device: str | None
     figures: Figures
+    deduplicated: Deduplicated | None
+
+
+class Deduplicated(TypedDict):
+    """The headline metrics on the full test split beside the split without the images that
+    duplicate train/val images (metrics.json ``deduplicated``)."""
+
+    removed: int
+    exact: int
+    near: int
+    n: int
+    n_full: int
+    method: str
+    rows: list[tuple[str, artifacts.Value, artifacts.Value | None]]   # key, full, without
 
 
 class GalleryMapRow(TypedDict):
@@ -323,8 +352,11 @@ class ExplainContext(TypedDict, total=False):
 
 
 class Protocol(TypedDict):
-    """The explanation checks' settings as run (the same on every device: evaluate.EXPLAIN_PROTOCOL)."""
+    """The explanation checks' settings as run (chosen with --explain, the same default on
+    every device: evaluate.EXPLAIN_PROTOCOLS)."""
 
+    name: str | None               # "fast" or "full"; None in evaluations from before the choice
+    total: int | None              # images evaluated, of which faithfulness_n were explained
     faithfulness_n: int | None
     steps: int | None
     maps: int | None
@@ -376,35 +408,39 @@ def _baselines(metrics: artifacts.Metrics | None) -> Baselines | None:
     return baselines(cm["raw"], cm["labels"] or metrics["class_names"])
 
 
+def headline(metrics: artifacts.Metrics) -> list[Headline]:
+    """The summary's four numbers with what each is worth without a model (also the
+    notebook summary's, ``api.Report``)."""
+    ordinal = metrics["ordinal"]
+    binary = metrics["task"] == "binary"
+    notes = _baseline_notes(metrics, _baselines(metrics))
+    keyed = [("metric.accuracy", metrics["accuracy"]),
+             ("metric.roc_auc" if binary else "metric.roc_auc_macro", metrics["roc_auc"]),
+             ("metric.macro_f1", metrics["macro_avg"]["f1"]),
+             ("metric.qwk", ordinal["qwk"]) if ordinal else
+             ("metric.balanced_accuracy", metrics["balanced_accuracy"])]
+    # A tile has no room for a class name: the majority class is named in the results table.
+    if "metric.accuracy" in notes:
+        notes["metric.accuracy"] = {"key": "baseline.accuracy_short",
+                                    "params": notes["metric.accuracy"].get("params", {})}
+    return [{"key": key, "value": value, "baseline": notes.get(key)} for key, value in keyed]
+
+
 def _summary(meta: artifacts.CheckpointMeta, metrics: artifacts.Metrics | None,
              evaluation: artifacts.Evaluation, dataset_name: str, *, synthetic: str | None = None) -> Summary:
     versions = meta["versions"]
-    headline: list[Headline] = []
-    if metrics:
-        ordinal = metrics["ordinal"]
-        binary = metrics["task"] == "binary"
-        notes = _baseline_notes(metrics, _baselines(metrics))
-        keyed = [("metric.accuracy", metrics["accuracy"]),
-                 ("metric.roc_auc" if binary else "metric.roc_auc_macro", metrics["roc_auc"]),
-                 ("metric.macro_f1", metrics["macro_avg"]["f1"]),
-                 ("metric.qwk", ordinal["qwk"]) if ordinal else
-                 ("metric.balanced_accuracy", metrics["balanced_accuracy"])]
-        # A tile has no room for a class name: the majority class is named in the results table.
-        if "metric.accuracy" in notes:
-            notes["metric.accuracy"] = {"key": "baseline.accuracy_short",
-                                        "params": notes["metric.accuracy"].get("params", {})}
-        headline = [{"key": key, "value": value, "baseline": notes.get(key)} for key, value in keyed]
     data = evaluation["data"]
     return {
-        "task": metrics["task"] if metrics else meta.get("task", "binary"),
+        "task": metrics["task"] if metrics else meta["task"],
         "num_classes": meta["num_classes"],
         "dataset": dataset_name,
         "arch": meta["arch"],
         "pretrained": meta["pretrained"],
+        "imported": bool(meta.get("imported")),
         "n_test": data["n"] if "n" in data else (metrics["n"] if metrics else None),
         "date": _minutes(meta["created"]),
         "versions": [(k, versions[k]) for k in SUMMARY_VERSIONS if k in versions],
-        "headline": headline,
+        "headline": headline(metrics) if metrics else [],
         "synthetic": synthetic,
     }
 
@@ -421,7 +457,7 @@ def _synthetic_source(meta: artifacts.CheckpointMeta, dataset: Dataset | None,
 
 def _minutes(created: str | None) -> str:
     """An ISO time to the minute ("2026-01-02 10:30"), or a dash."""
-    return str(created or "")[:16].replace("T", " ") or "—"
+    return str(created or "")[:16].replace("T", " ") or DASH
 
 
 def _dataset_name(meta: artifacts.CheckpointMeta, dataset: Dataset | None) -> str:
@@ -512,30 +548,48 @@ def _join_floats(values: Sequence[float]) -> str:
     return ", ".join(f"{float(v):.3f}" for v in values)
 
 
+def architecture(meta: artifacts.CheckpointMeta, model: torch.nn.Module | None = None
+                 ) -> tuple[ArchitectureSummary | None, torch.nn.Module | None]:
+    """The model's architecture summary at the run's input size, and the model it came from.
+
+    ``model`` is the run's loaded model when the caller has one; otherwise the model is
+    rebuilt from the meta ONCE here and returned, so the caller reuses it (a DenseNet or
+    ResNet-152 is not rebuilt twice). None when the meta describes no buildable model.
+    """
+    from . import models
+
+    try:
+        if model is None:
+            model = models.model_from_meta(meta)
+        return models.architecture_summary(model, meta["image_size"], meta["in_channels"]), model
+    except (XReportError, KeyError, ValueError, RuntimeError) as exc:
+        logger.warning("model details from the checkpoint meta are incomplete: %s", exc)
+        return None, model
+
+
 def _model(meta: artifacts.CheckpointMeta, explain: artifacts.Explanation | None,
-           model: torch.nn.Module | None = None) -> ModelInfo:
+           model: torch.nn.Module | None, summary: ArchitectureSummary | None,
+           figures: Mapping[str, FigurePaths | None]) -> ModelInfo:
     from . import models
 
     info: ModelInfo = {
         "arch": meta["arch"],
         "stem": "small" if meta["small_input_stem"] else "standard",
         "params": meta["params"], "trainable": None, "flops": None,
-        "pretrained": meta["pretrained"],
+        "pretrained": meta["pretrained"], "imported": bool(meta.get("imported")),
         "cam_layer": explain["target_layer"] if explain else None,
         "in_channels": meta["in_channels"], "image_size": meta["image_size"],
         "num_classes": meta["num_classes"], "dropout": float(meta["dropout"]),
+        "architecture": summary, "figures": dict(figures),
     }
+    if summary is not None:
+        info["params"], info["trainable"], info["flops"] = summary["params"], summary["trainable"], summary["flops"]
     try:
-        if model is None:
-            model = models.model_from_meta(meta)
-        counts = models.count_parameters(model)
-        info["params"], info["trainable"] = counts["total"], counts["trainable"]
-        info["flops"] = models.count_flops(model, meta["image_size"], meta["in_channels"])
-        if not info["cam_layer"]:
+        if not info["cam_layer"] and model is not None:
             info["cam_layer"] = models.cam_target_layer(model, input_size=meta["image_size"],
                                                         in_channels=meta["in_channels"])[1]
     except (XReportError, KeyError, ValueError, RuntimeError) as exc:
-        logger.warning("model details from the checkpoint meta are incomplete: %s", exc)
+        logger.warning("CAM layer of the checkpoint's model unknown: %s", exc)
     return info
 
 
@@ -558,12 +612,16 @@ def _training(meta: artifacts.CheckpointMeta, train: TrainConfig, history: artif
         "batch_size": train.batch_size, "imbalance": train.imbalance,
         "label_smoothing": train.label_smoothing, "seed": meta.get("seed", train.seed),
         "selected_epoch": meta["epoch"], "selected_by": selected_by,
-        "selected_value": val.get(selected),
+        "selected_value": next((val.get(k) for k in VAL_COLUMNS if k == selected), None),
         "val_metrics": [(k, v) for k in shown if (v := val.get(k)) is not None],
         "head": meta["head"], "loss": meta["loss"],
+        # How the saved model was chosen beyond the metric (absent in older checkpoints).
+        "weight_averaging": meta.get("weight_averaging", "none"),
+        "select_smoothing": meta.get("select_smoothing", 1),
         # What the auto recipe chose from the data (the "why" figures in English, as a tooltip).
         "recipe": [c for c in choices if c["rule"] != "base"],
         "figures": {"curves": curves},
+        "imported": meta.get("imported"),
     }
 
 
@@ -612,16 +670,31 @@ def _operating_point(op: artifacts.OperatingPoint, split: str) -> OperatingPoint
             "ppv": op["ppv"], "npv": op["npv"], "cm": op["confusion_matrix"]}
 
 
+def _headline(metrics: artifacts.Metrics) -> list[tuple[str, artifacts.Value]]:
+    binary = metrics["task"] == "binary"
+    return [("metric.accuracy", metrics["accuracy"]),
+            ("metric.balanced_accuracy", metrics["balanced_accuracy"]),
+            ("metric.mcc", metrics["mcc"]),
+            ("metric.roc_auc" if binary else "metric.roc_auc_macro", metrics["roc_auc"])]
+
+
+def _deduplicated(metrics: artifacts.Metrics, found: artifacts.Deduplicated | None) -> Deduplicated | None:
+    if not found:
+        return None
+    kept = found["metrics"]
+    rows = [(key, value, dict(_headline(kept)).get(key) if kept else None)
+            for key, value in _headline(metrics)]
+    return {"removed": found["removed"], "exact": found["exact"], "near": found["near"], "n": found["n"],
+            "n_full": metrics["n"], "method": found["method"], "rows": rows}
+
+
 def _results(metrics: artifacts.Metrics | None, split: str, figures: Figures, *,
              evaluation: artifacts.Evaluation | None = None) -> Results:
     if not metrics:
         return {"available": False}
     base = _baselines(metrics)
     binary = metrics["task"] == "binary"
-    overall = [("metric.accuracy", metrics["accuracy"]),
-               ("metric.balanced_accuracy", metrics["balanced_accuracy"]),
-               ("metric.mcc", metrics["mcc"]),
-               ("metric.roc_auc" if binary else "metric.roc_auc_macro", metrics["roc_auc"])]
+    overall = _headline(metrics)
     weighted = metrics["roc_auc_weighted"]
     if weighted is not None:
         overall.append(("metric.roc_auc_weighted", weighted))
@@ -645,6 +718,8 @@ def _results(metrics: artifacts.Metrics | None, split: str, figures: Figures, *,
         "precision": evaluation["precision"] if evaluation else None,
         "device": evaluation.get("device") if evaluation else None,
         "figures": figures,
+        "deduplicated": (_deduplicated(metrics, evaluation.get("deduplicated"))
+                         if split == "test" and evaluation else None),
     }
 
 
@@ -716,8 +791,7 @@ def _viewer(explain: artifacts.Explanation, folder: Path,
             "names": {lang: [m.get(n, n) for n in names] for lang, m in mappings.items()}}
 
 
-FAITH_ROWS: tuple[Literal["deletion_auc", "insertion_auc", "road_morf", "road_lerf"], ...] = (
-    "deletion_auc", "insertion_auc", "road_morf", "road_lerf")
+FAITH_ROWS = artifacts.FAITH_SCORES
 LOCALISATION_ROWS: tuple[Literal["pointing_game", "energy_inside"], ...] = ("pointing_game", "energy_inside")
 
 
@@ -771,9 +845,10 @@ def _localisation(loc: artifacts.Localisation | None) -> LocalisationContext | N
             "maps": loc["random_per_image"], "margin": LOCALISATION_MARGIN}
 
 
-def _protocol(explain: artifacts.Explanation, precision: str | None) -> Protocol:
+def _protocol(explain: artifacts.Explanation, precision: str | None, total: int | None) -> Protocol:
     faith, sanity = explain["faithfulness"], explain["sanity"]
-    return {"faithfulness_n": faith["n"] if faith else None,
+    return {"name": explain["protocol"], "total": total,
+            "faithfulness_n": faith["n"] if faith else None,
             "steps": faith.get("steps") if faith else None,
             "maps": faith["random_maps"].get("per_image") if faith else None,
             "sanity_n": sanity["n"] if sanity else None, "seeds": sanity["seeds"] if sanity else None,
@@ -784,7 +859,7 @@ def _explain(explain: artifacts.Explanation | None, paths: RunPaths,
              figures: Mapping[str, FigurePaths | None], class_names: Sequence[str], *,
              folder: Path | None = None,
              mappings: Mapping[str, Mapping[str, str]] | None = None,
-             precision: str | None = None) -> ExplainContext:
+             precision: str | None = None, total: int | None = None) -> ExplainContext:
     from . import charts
 
     if not explain:
@@ -799,7 +874,7 @@ def _explain(explain: artifacts.Explanation | None, paths: RunPaths,
             "faithfulness": _faithfulness(explain["faithfulness"]),
             "sanity": _sanity(explain["sanity"]),
             "localisation": _localisation(explain["localisation"]),
-            "protocol": _protocol(explain, precision),
+            "protocol": _protocol(explain, precision, total),
             "figures": dict(figures)}
 
 
@@ -812,7 +887,7 @@ def _repro(meta: artifacts.CheckpointMeta, run_config: RunConfig, paths: RunPath
     sha = evaluation["checkpoint"].get("sha256") or (sha256_file(paths.best) if paths.best.is_file() else None)
     train_cmd = shlex.join(str(a) for a in meta["command"]) if meta["command"] is not None else None
     return {"config_toml": config_toml, "seed": meta.get("seed", run_config.train.seed),
-            "checkpoint_path": str(paths.best), "checkpoint_sha256": sha or "—",
+            "checkpoint_path": str(paths.best), "checkpoint_sha256": sha or DASH,
             "data_fingerprint": meta["data_fingerprint"] or evaluation["data"].get("fingerprint"),
             "versions": meta["versions"], "command": command, "train_command": train_cmd,
             "created": meta["created"]}
@@ -853,6 +928,7 @@ class DataSection(TypedDict):
     class_names: list[str]
     splits: list[SplitRow]
     val_held_out: float | None      # the source had no val split: this share of train became val
+    class_matches: list[artifacts.ClassMatch]   # class folders taken for a class of another name
     predicted: Predicted | None
     image_size: int
     channels: int
@@ -889,6 +965,8 @@ class ReportContext(TypedDict):
     repro: Repro
     skipped: list[SkippedFile]
     failed_charts: list[str]
+    notes: NotRequired[dict[str, Notes | None]]   # the user's notes per language (build --notes)
+    notes_langs: NotRequired[list[str]]           # the languages that have notes
 
 
 def _predicted(evaluation: EvaluationPaths | None, class_names: Sequence[str]) -> Predicted | None:
@@ -936,9 +1014,10 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
     i18n = artifacts.class_name_translations(meta)
     mappings = {lang: artifacts.class_name_map(class_names, i18n.get(lang)) for lang in langs}
     predicted = _predicted(predictions_only, class_names)
+    summary, model = architecture(meta, model)
     figs = draw_report_figures(paths.report_dir, meta=meta, evaluation=loaded, history=history,
                                distribution=dist, dataset=dataset, langs=langs,
-                               templates_dir=templates_dir)
+                               templates_dir=templates_dir, architecture=summary)
 
     name = _dataset_name(meta, dataset)
     data_cfg = meta["data"]
@@ -958,11 +1037,12 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "data": {
             "dataset": name, "kind": dataset.kind if dataset else data_cfg.get("kind"),
             "source": dataset.source if dataset else data_ref.get("source")
-            or data_cfg.get("dataset", "—"),
+            or data_cfg.get("dataset", DASH),
             "class_names": class_names, "splits": _split_rows(dist, predicted),
             # Beyond limits.REPORT_CLASSES the per-class table lists the largest classes.
             "table_rows": _table_rows(dist, len(class_names)),
             "val_held_out": dist["val_held_out"] if dist else None,
+            "class_matches": list(dist.get("class_matches", [])) if dist else [],
             "predicted": predicted,
             "image_size": meta["image_size"], "channels": meta["in_channels"],
             # Dataset.original_size is (H, W); written W × H like every size (labels.size_text).
@@ -978,20 +1058,23 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
             "figures": {"distribution": figs.distribution, "examples": figs.examples,
                         "before_after": figs.before_after},
         },
-        "model": _model(meta, explain, model),
+        "model": _model(meta, explain, model, summary, {"block_diagram": figs.block_diagram}),
         "training": _training(meta, run_config.train, history, figs.curves),
         "results": _results(metrics, split, figs.results, evaluation=loaded),
         "explain": _explain(explain, paths, {"faithfulness": figs.faithfulness, "sanity": figs.sanity},
                             class_names, folder=evaluation_paths.folder, mappings=mappings,
-                            precision=loaded["precision"]),
+                            precision=loaded["precision"], total=loaded["data"].get("n")),
         # The split the metrics and CAMs are from: "val" when the test split has no labels.
         "evaluated_split": str(split),
         "discussion": discussion.observations(metrics, history=history, distribution=dist,
-                                              explain=explain, split=str(split)),
+                                              explain=explain, split=str(split),
+                                              deduplicated=loaded.get("deduplicated")
+                                              if str(split) == "test" else None),
         "limitations": discussion.limitations(
             metrics, distribution=dist, leakage=leakage, split=str(split),
             synthetic=_synthetic_source(meta, dataset, loaded), seed=int(meta.get("seed", run_config.train.seed)),
-            external=bool(data_ref.get("external")), source=str(data_ref.get("source") or name)),
+            external=bool(data_ref.get("external")), source=str(data_ref.get("source") or name),
+            image_sizes=dataset.original_sizes if dataset is not None else None),
         "repro": _repro(meta, run_config, paths, loaded, command),
         "skipped": _skipped(loaded, dataset),
         "failed_charts": figs.failed,

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping, NotRequired, TypedDict, cast
@@ -160,7 +160,9 @@ class RngState(TypedDict):
 
 def _rng_state() -> RngState:
     """Global RNG states as tensors and plain lists (weights_only-loadable)."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    if not isinstance(np_state, tuple):   # legacy=True gives the tuple for numpy's MT19937
+        raise TypeError(f"numpy's global generator is not MT19937 ({type(np_state).__name__})")
     py_state = random.getstate()
     state: RngState = {
         "torch": torch.get_rng_state(),
@@ -344,6 +346,7 @@ class SoftOrdinalLoss(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
+        self.weight: torch.Tensor | None   # a buffer: it moves with the module
         self.register_buffer("weight", weight)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -412,15 +415,17 @@ def _data_meta(config: RunConfig, ds: Dataset) -> dict[str, object]:
 
 def _static_meta(config: RunConfig, ds: Dataset, *, model: nn.Module, small_stem: bool,
                  head: str, loss: str, mean: Sequence[float], std: Sequence[float], setup: _Setup,
-                 command: Sequence[str], recipe: Sequence[artifacts.RecipeChoice]) -> dict[str, object]:
+                 command: Sequence[str], recipe: Sequence[artifacts.RecipeChoice],
+                 averaging: str = "none") -> dict[str, object]:
     """The checkpoint meta that does not change from epoch to epoch."""
     from .data import describe_pipeline
 
     return {
         "arch": config.model.arch, "num_classes": ds.num_classes,
         "class_names": list(ds.class_names),
-        "class_names_zh_tw": list(config.data.class_names_zh_tw or ds.class_names_zh_tw),
-        "class_names_zh_cn": list(config.data.class_names_zh_cn or ds.class_names_zh_cn),
+        # The config's translations win over the source's, language by language.
+        "class_names_i18n": {lang: list(names) for lang, names in
+                             {**ds.class_names_i18n, **config.data.class_names_i18n}.items() if names},
         "task": ds.task, "in_channels": ds.channels, "image_size": config.image_size,
         "small_input_stem": small_stem, "head": head, "dropout": config.model.dropout,
         "loss": loss,
@@ -432,6 +437,7 @@ def _static_meta(config: RunConfig, ds: Dataset, *, model: nn.Module, small_stem
         "pipeline": describe_pipeline(config.preprocess, config.image_size),
         "data": _data_meta(config, ds), "data_fingerprint": ds.fingerprint,
         "selected_by": config.train.select_metric, "seed": config.train.seed,
+        "weight_averaging": averaging, "select_smoothing": config.train.select_smoothing,
         "config": to_dict(config), "versions": artifacts.runtime_versions(), "params": count_parameters(model),
         "device": setup.device.type, "precision": setup.precision,
         "channels_last": setup.channels_last, "world_size": setup.world_size,
@@ -460,6 +466,16 @@ class _Loop:
     std: tuple[float, ...]
     num_classes: int
     sample_weights: torch.Tensor | None
+    averaging: str = "none"          # none | ema | swa (resolve_weight_averaging)
+    averaged: torch.optim.swa_utils.AveragedModel | None = None
+    swa_start: int = 0               # swa: the first epoch whose weights enter the average
+
+    def selected_model(self, epoch: int) -> nn.Module:
+        """The model validated and saved as best.pt after ``epoch``: the averaged weights
+        once they exist, else the trained ones."""
+        if self.averaged is not None and (self.averaging == "ema" or epoch >= self.swa_start):
+            return self.averaged.module
+        return self.bare
 
     def prepare(self, images_u8: torch.Tensor, *, augment_generator: torch.Generator | None) -> torch.Tensor:
         from .data import augment_batch, normalize_batch
@@ -490,7 +506,7 @@ def _train_epoch(loop: _Loop, state: _State, *, epoch: int) -> dict[str, float]:
                disable=not (setup.is_main and sys.stderr.isatty()))
     for step_in_epoch, idx in enumerate(bar, start=1):
         x = loop.prepare(loop.train.images[idx], augment_generator=aug_gen)
-        y = _to_device(loop.train.labels[idx], setup)
+        y = _to_device(loop.train.known_labels()[idx], setup)
         with setup.autocast():
             logits = loop.model(x)
             loss = loop.criterion(logits.float(), y)
@@ -507,6 +523,8 @@ def _train_epoch(loop: _Loop, state: _State, *, epoch: int) -> dict[str, float]:
         loop.scaler.step(loop.optimizer)
         loop.scaler.update()
         loop.scheduler.step()
+        if loop.averaging == "ema" and loop.averaged is not None:
+            loop.averaged.update_parameters(loop.bare)
         state.global_step += 1
         loss_sum += loss.detach().double() * len(idx)
         cm += confusion(logits.detach().argmax(1), y, loop.num_classes)
@@ -543,31 +561,34 @@ def _gather_logits(logits: torch.Tensor, idx: torch.Tensor, n: int, setup: _Setu
 
 
 @torch.no_grad()
-def evaluate_split(loop: _Loop, split: Split) -> dict[str, float]:
-    """Loss (plain cross-entropy), accuracy, macro-F1 and AUC of the bare model on ``split``.
+def evaluate_split(loop: _Loop, split: Split, model: nn.Module | None = None) -> dict[str, float]:
+    """Loss (plain cross-entropy), accuracy, macro-F1 and AUC of ``model`` (default: the bare
+    model) on ``split``.
 
     Under DDP each rank scores its shard and the logits are gathered, so every rank gets
     the same figures."""
     setup = loop.setup
-    _sync_buffers(loop.bare, setup)
-    loop.bare.eval()
+    model = loop.bare if model is None else model
+    _sync_buffers(model, setup)
+    model.eval()
     idx = shard(torch.arange(len(split)), rank=setup.rank, world_size=setup.world_size)
     size = loop.config.train.batch_size * 2
     chunks = []
     for start in range(0, len(idx), size):
         x = loop.prepare(split.images[idx[start:start + size]], augment_generator=None)
         with setup.autocast():
-            chunks.append(loop.bare(x).float())
+            chunks.append(model(x).float())
     logits = torch.cat(chunks)
     if setup.world_size > 1:
         logits = _gather_logits(logits, idx.to(logits.device), len(split), setup)
     logits = logits.cpu()
-    loss = F.cross_entropy(logits, split.labels, reduction="sum").double()
+    labels = split.known_labels()
+    loss = F.cross_entropy(logits, labels, reduction="sum").double()
     p = logits.softmax(1)
-    cm = confusion(p.argmax(1), split.labels, loop.num_classes)
+    cm = confusion(p.argmax(1), labels, loop.num_classes)
     acc, f1 = accuracy_f1(cm)
     return {"val_loss": float(loss) / len(split), "val_acc": acc, "val_f1": f1,
-            "val_auc": macro_roc_auc(split.labels.numpy(), p.numpy()),
+            "val_auc": macro_roc_auc(labels.numpy(), p.numpy()),
             "val_bacc": balanced_accuracy(cm), "val_qwk": quadratic_kappa(cm)}
 
 
@@ -587,27 +608,36 @@ class ResumeState(TypedDict):
     bad_epochs: int
     stopped: str
     history: list[dict[str, float]]
+    averaged: NotRequired[dict[str, torch.Tensor]]    # the weight average so far (ema / swa)
 
 
 def _resume_extra(loop: _Loop, state: _State) -> ResumeState:
-    return {"optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(),
-            "scaler": loop.scaler.state_dict(), "rng": _rng_state(), "epoch": state.epoch,
-            "global_step": state.global_step, "best_score": state.best_score,
-            "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs,
-            "stopped": state.stopped, "history": [dict(r) for r in state.history]}
+    extra: ResumeState = {
+        "optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(),
+        "scaler": loop.scaler.state_dict(), "rng": _rng_state(), "epoch": state.epoch,
+        "global_step": state.global_step, "best_score": state.best_score,
+        "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs,
+        "stopped": state.stopped, "history": [dict(r) for r in state.history]}
+    if loop.averaged is not None:
+        extra["averaged"] = {k: v.detach().cpu().clone() for k, v in loop.averaged.state_dict().items()}
+    return extra
 
 
 def _save_epoch(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[str, object],
                 row: dict[str, float], improved: bool) -> None:
-    """best.pt (when improved), last.pt, then history.csv; each write atomic."""
+    """best.pt (when improved; the selected model's weights), last.pt (the trained weights,
+    for resuming), then history.csv; each write atomic."""
     weights = {k: v.detach().cpu().clone() for k, v in loop.bare.state_dict().items()}
+    selected = loop.selected_model(state.epoch)
+    chosen = weights if selected is loop.bare else {k: v.detach().cpu().clone()
+                                                    for k, v in selected.state_dict().items()}
     epoch_meta = {**meta, "epoch": state.epoch,
                   "val_metrics": {k: _json_float(row[f"val_{k}"])
                                   for k in ("loss", "acc", "f1", "auc", "bacc", "qwk")},
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     # All or nothing: a failed write (disk full) leaves the previous epoch's set, which
     # --resume continues; last.pt is renamed last because it marks the epoch complete.
-    files = {paths.best: runs.checkpoint_bytes(state_dict=weights, meta=epoch_meta)} if improved else {}
+    files = {paths.best: runs.checkpoint_bytes(state_dict=chosen, meta=epoch_meta)} if improved else {}
     files[paths.history] = artifacts.history_csv(state.history).encode("utf-8")
     files[paths.last] = runs.checkpoint_bytes(state_dict=weights, meta=epoch_meta,
                                               extra=_resume_extra(loop, state))
@@ -621,7 +651,7 @@ def _save_epoch(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[
 
 def _restore(loop: _Loop, paths: runs.RunPaths, config: RunConfig) -> _State:
     ckpt = runs.load_checkpoint(paths.last)
-    saved = cast(Mapping[str, object], ckpt.meta.get("config", {}))   # written by _static_meta
+    saved = artifacts.migrate_meta_config(ckpt.meta.get("config", {}), path=paths.last)  # by _static_meta
     _check_resume_config(saved, to_dict(config), path=paths.last)
     _check_resume_world_size(int(cast(int, ckpt.meta.get("world_size", 1))), loop.setup.world_size,
                              path=paths.last)
@@ -630,6 +660,8 @@ def _restore(loop: _Loop, paths: runs.RunPaths, config: RunConfig) -> _State:
         raise CheckpointError(f"{paths.last}: holds no training state to resume from")
     extra = cast(ResumeState, ckpt.extra)
     load_weights(loop.bare, ckpt.state_dict, path=paths.last)
+    if loop.averaged is not None and "averaged" in extra:
+        loop.averaged.load_state_dict(extra["averaged"])
     loop.optimizer.load_state_dict(extra["optimizer"])
     loop.scheduler.load_state_dict(extra["scheduler"])
     loop.scaler.load_state_dict(extra["scaler"])
@@ -714,7 +746,7 @@ def _build_loop(config: RunConfig, ds: Dataset, setup: _Setup, *, small_stem: bo
                        freeze_backbone=config.model.freeze_backbone,
                        weights=config.model.weights, head=head)
     memory_format = torch.channels_last if setup.channels_last else torch.contiguous_format
-    bare = bare.to(setup.device, memory_format=memory_format)
+    bare = bare.to(setup.device).to(memory_format=memory_format)
     model: nn.Module = bare
     if setup.world_size > 1:
         device_ids = [setup.device.index] if setup.device.type == "cuda" else None
@@ -734,10 +766,64 @@ def _build_loop(config: RunConfig, ds: Dataset, setup: _Setup, *, small_stem: bo
     loss = resolve_loss(cfg.loss, ds.task)
     criterion = make_criterion(loss, num_classes=ds.num_classes, weight=weight,
                                label_smoothing=cfg.label_smoothing)
+    averaging = resolve_weight_averaging(cfg.weight_averaging, n_val=len(val_split))
+    averaged = _averaged_model(bare, averaging, steps_per_epoch=steps_per_epoch)
     return _Loop(config=config, setup=setup, model=model, bare=bare, optimizer=optimizer,
                  scheduler=scheduler, scaler=scaler, criterion=criterion, loss=loss, train=train_split,
                  val=val_split, mean=tuple(mean), std=tuple(std), num_classes=ds.num_classes,
-                 sample_weights=sample_weights)
+                 sample_weights=sample_weights, averaging=averaging, averaged=averaged,
+                 swa_start=swa_start_epoch(cfg.epochs))
+
+
+# ---------------------------------------------------------------- weight averaging
+
+# EMA: the average's horizon is about one epoch of steps, and never under EMA_MIN_STEPS
+# (tiny sets take few steps an epoch; a shorter horizon would average almost nothing).
+EMA_MIN_STEPS = 20
+# SWA: the end-of-epoch weights of the final SWA_SHARE of the epochs are averaged.
+SWA_SHARE = 0.25
+AVERAGINGS = ("none", "ema", "swa")
+
+
+def resolve_weight_averaging(setting: str, *, n_val: int) -> str:
+    """``auto``: by the size of the val split (recipe.averaging_rule, the one rule)."""
+    if setting == "auto":
+        from .recipe import averaging_for_val
+
+        return averaging_for_val(n_val)[0]
+    if setting in AVERAGINGS:
+        return setting
+    raise ConfigError(f"train.weight_averaging {setting!r} is not one of auto, {', '.join(AVERAGINGS)}")
+
+
+def swa_start_epoch(epochs: int) -> int:
+    """The first (1-based) epoch whose weights enter an SWA average."""
+    return max(1, epochs - max(1, round(SWA_SHARE * epochs)) + 1)
+
+
+def ema_decay(steps_per_epoch: int) -> float:
+    return 1.0 - 1.0 / max(EMA_MIN_STEPS, steps_per_epoch)
+
+
+def _averaged_model(bare: nn.Module, averaging: str, *,
+                    steps_per_epoch: int) -> torch.optim.swa_utils.AveragedModel | None:
+    """The running average of ``bare``'s weights and BatchNorm statistics (use_buffers: the
+    average is validated as it is, with no extra pass over the train split)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    if averaging == "ema":
+        return AveragedModel(bare, multi_avg_fn=get_ema_multi_avg_fn(ema_decay(steps_per_epoch)),
+                             use_buffers=True)
+    if averaging == "swa":
+        return AveragedModel(bare, use_buffers=True)
+    return None
+
+
+def smoothed_score(history: Sequence[Mapping[str, float]], metric: str, window: int) -> float:
+    """The mean of ``metric`` over the last ``window`` epochs of ``history`` (NaN epochs left
+    out; NaN when all are)."""
+    values = [float(r[metric]) for r in history[-max(1, window):] if not math.isnan(float(r[metric]))]
+    return sum(values) / len(values) if values else math.nan
 
 
 def _make_setup(config: RunConfig) -> _Setup:
@@ -770,12 +856,14 @@ def _run_epochs(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[
         started = time.perf_counter()
         row: dict[str, float] = {"epoch": epoch}
         row.update(_train_epoch(loop, state, epoch=epoch))
-        row.update(evaluate_split(loop, loop.val))
+        if loop.averaging == "swa" and loop.averaged is not None and epoch >= loop.swa_start:
+            loop.averaged.update_parameters(loop.bare)
+        row.update(evaluate_split(loop, loop.val, loop.selected_model(epoch)))
         row["seconds"] = round(time.perf_counter() - started, 3)
         state.epoch = epoch
         state.history.append(row)
         metric = _selection_metric(state, row, cfg.select_metric, meta)
-        score = row[metric]
+        score = smoothed_score(state.history, metric, cfg.select_smoothing)
         improved = _better(score, state.best_score, metric) or state.best_epoch == 0
         if improved:
             state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
@@ -855,7 +943,7 @@ def train(config: RunConfig, *, checkpoints_root: Path = Path("checkpoints"), re
         meta = _static_meta(config, ds, model=loop.bare, small_stem=small_stem, head=head, loss=loop.loss,
                             mean=loop.mean, std=loop.std, setup=setup,
                             command=command if command is not None else sys.argv,
-                            recipe=recipe_choices)
+                            recipe=recipe_choices, averaging=loop.averaging)
         state = _restore(loop, paths, config) if resume else _State()
         if resume:
             logger.info("resuming %s after epoch %d", config.name, state.epoch)
@@ -866,7 +954,68 @@ def train(config: RunConfig, *, checkpoints_root: Path = Path("checkpoints"), re
             artifacts.save_class_distribution(paths, class_distribution(ds))
         _run_epochs(loop, state, paths=paths, meta=meta, on_epoch_end=on_epoch_end)
         selected_by = state.select_metric or config.train.select_metric
-        logger.info("best epoch %d: %s %.4f", state.best_epoch, selected_by, state.best_score)
+        logger.info("best epoch %d: %s %.4f%s%s", state.best_epoch, selected_by, state.best_score,
+                    f" (mean over up to {config.train.select_smoothing} epochs)"
+                    if config.train.select_smoothing > 1 else "",
+                    f", {loop.averaging} weight average" if loop.averaging != "none" else "")
     return TrainResult(run_dir=paths.run_dir, best_epoch=state.best_epoch,
                        best_score=state.best_score, history=state.history,
                        seconds=time.perf_counter() - started, selected_by=selected_by)
+
+
+# ---------------------------------------------------------------- one config, several seeds
+
+def _seed_command(command: Sequence[str], *, name: str, seed: int) -> list[str]:
+    """The command line that trains this one seed: ``--seeds ...`` replaced by
+    ``--name NAME-sK --seed K`` (the run folder's config.toml repeats it too)."""
+    out: list[str] = []
+    skipping = False
+    for arg in command:
+        if arg == "--seeds" or arg.startswith("--seeds="):
+            skipping = arg == "--seeds"
+            continue
+        if skipping and not arg.startswith("-"):
+            continue
+        skipping = False
+        out.append(arg)
+    cleaned: list[str] = []
+    drop_next = False
+    for arg in out:          # the base run's --name / --seed give way to this seed's
+        if drop_next:
+            drop_next = False
+            continue
+        if arg in ("--name", "--seed"):
+            drop_next = True
+            continue
+        if arg.startswith(("--name=", "--seed=")):
+            continue
+        cleaned.append(arg)
+    return [*cleaned, "--name", name, "--seed", str(seed)]
+
+
+def train_seeds(config: RunConfig, seeds: Sequence[int], *, checkpoints_root: Path = Path("checkpoints"),
+                command: Sequence[str] | None = None, overwrite: bool = False, dataset: Dataset | None = None,
+                recipe_choices: Sequence[artifacts.RecipeChoice] = ()) -> list[TrainResult]:
+    """Train ``config`` once per seed, one after the other, into ``NAME-s<seed>`` folders
+    (``runs.seed_run_names``): each a complete run of its own, its seed in its config.
+
+    Every name is checked before the first run starts: an existing run of one of these names
+    is refused (``overwrite`` replaces them), so a half-done set is never mixed with an old one.
+    """
+    names = runs.seed_run_names(config.name, seeds)
+    if not overwrite:
+        for name in names:
+            paths = runs.RunPaths(name, checkpoints_root=Path(checkpoints_root))
+            existing = [f for f in _RUN_FILES if (paths.run_dir / f).exists()]
+            if existing:
+                raise RunError(f"{paths.run_dir}: a run already exists ({', '.join(existing)}); "
+                               "--seeds makes new runs: use another --name, or --overwrite")
+    base = list(command) if command is not None else list(sys.argv)
+    results: list[TrainResult] = []
+    for name, seed in zip(names, seeds):
+        logger.info("seed %d: training %s (%d of %d)", seed, name, len(results) + 1, len(names))
+        run_config = replace(config, name=name, train=replace(config.train, seed=seed))
+        results.append(train(run_config, checkpoints_root=checkpoints_root, overwrite=overwrite,
+                             command=_seed_command(base, name=name, seed=seed), dataset=dataset,
+                             recipe_choices=recipe_choices))
+    return results
