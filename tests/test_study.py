@@ -333,3 +333,26 @@ def test_cli_builds_a_two_run_study_and_refuses_bad_notes(tmp_path: Path) -> Non
     summary = json.loads((out / "study.json").read_text(encoding="utf-8"))
     assert summary["kind"] == "study" and len(summary["tests"]) == 1
     assert '../fa/report.html' in html or "xreport build --run fa" in html
+
+
+def test_a_single_run_report_places_the_notes_by_heading(good_notes: Path) -> None:
+    from report_fixture import shared_run
+
+    _, ctx = shared_run()
+    loaded = notes_mod.load_notes([good_notes], ["en", "zh-TW"])
+    html = render.render_html({**ctx, "notes": loaded, "notes_langs": ["en"]}, langs=["en", "zh-TW"])
+    en = _body(html, "en")
+    assert "Pneumonia on small radiographs" in en and "ethics approval" in en
+    order = [en.index(marker) for marker in ('id="en-notes-1"', 'id="en-data"', 'id="en-notes-2"',
+                                             'id="en-discussion"', 'id="en-notes-3"', 'id="en-repro"')]
+    assert order == sorted(order)        # intro before the data, other notes, conclusion at the end
+    zh = _body(html, "zh-TW")
+    assert zh.count("此語言沒有提供筆記") == 1 and "Pretraining helped" not in zh
+
+
+def test_study_placeholders_match_across_languages() -> None:
+    catalogs = {lang: json.loads((REPO / "templates" / "i18n" / lang / "study.json").read_text(encoding="utf-8"))
+                for lang in render.LANGS}
+    for key, text in catalogs["en"].items():
+        for lang in ("zh-TW", "zh-CN"):
+            assert set(re.findall(r"{(\w+)}", text)) == set(re.findall(r"{(\w+)}", catalogs[lang][key])), (lang, key)

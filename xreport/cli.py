@@ -214,6 +214,9 @@ def _build(args: argparse.Namespace) -> int:
 def _study(args: argparse.Namespace) -> int:
     from .study import build_study
 
+    if args.split != "test" or args.force:
+        raise ConfigError(f"{'--split ' + args.split if args.split != 'test' else '--force'} is for a "
+                          "single run (--run); a study reads each run's test evaluation as it is cached")
     runs = [_run_paths(r, checkpoints=args.checkpoints, reports=args.reports) for r in args.runs]
     result = build_study(runs, name=args.name, reports_root=args.reports, langs=_split_list(args.lang),
                          formats=_split_list(args.format), notes=args.notes, device=args.device,
