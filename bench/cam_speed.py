@@ -22,13 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
-from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam import (EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM,
+                              XGradCAM)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import common
 from xreport.explain import compute_cams
 
 RESULTS = common.RESULTS_DIR / "cam_speed.json"
+# Every method pytorch_grad_cam also has ('cam', the classifier-weighted sum, it has not).
+LIBRARY = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM, "xgradcam": XGradCAM,
+           "layercam": LayerCAM, "eigencam": EigenCAM, "scorecam": ScoreCAM}
 # CPU features that change which kernels torch uses (bf16/AMX matmuls, AVX-512 convolutions).
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
 
@@ -53,6 +57,48 @@ def xreport_batched(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tens
                         batch_size=batch_size).numpy()
 
 
+def every_method(model: torch.nn.Module, *, methods: list[str], images: int, size: int, score_images: int,
+                 score_size: int, batch_size: int, threads: int, rounds: int) -> dict[str, object]:
+    """Per method: pytorch_grad_cam one image at a time against xreport's batched call, rounds
+    interleaved; ScoreCAM (C masked forward passes per image) on fewer, smaller images."""
+    torch.set_num_threads(threads)
+    out: dict[str, object] = {}
+    for method in methods:
+        n, s = (score_images, score_size) if method == "scorecam" else (images, size)
+        x = torch.randn(n, 3, s, s, generator=torch.Generator().manual_seed(1))
+        targets = torch.randint(0, 2, (n,), generator=torch.Generator().manual_seed(2))
+        maps: dict[str, np.ndarray] = {}
+
+        def library(method: str = method, x: torch.Tensor = x, targets: torch.Tensor = targets) -> int:
+            cam = LIBRARY[method](model, [model.layer4[-1]])
+            if method == "scorecam":
+                cam.batch_size = 16  # the library's own default, set explicitly
+            try:
+                maps["library"] = np.concatenate([cam(x[i:i + 1], [ClassifierOutputTarget(int(targets[i]))])
+                                                  for i in range(x.shape[0])])
+            finally:
+                cam.activations_and_grads.release()
+            return x.shape[0]
+
+        def ours(method: str = method, x: torch.Tensor = x, targets: torch.Tensor = targets) -> int:
+            maps["xreport"] = compute_cams(model, x, target_layer=model.layer4[-1], targets=targets,
+                                           method=method, batch_size=batch_size).numpy()
+            return x.shape[0]
+
+        results = common.interleaved({f"{method}:library_per_image": library, f"{method}:xreport": ours},
+                                     rounds=rounds)
+        per_round = [a.rate / b.rate for a, b in zip(results[f"{method}:xreport"],
+                                                     results[f"{method}:library_per_image"])]
+        out[method] = {"images": n, "size": s, "variants": common.summarize(results),
+                       "ratio_xreport_over_library_per_image": {
+                           "median": round(float(np.median(per_round)), 2), "min": round(min(per_round), 2),
+                           "max": round(max(per_round), 2), "per_round": [round(r, 2) for r in per_round]},
+                       "max_abs_diff": float(np.abs(maps["library"] - maps["xreport"]).max())}
+        print(f"{method:<10} xreport / library per image: {np.median(per_round):.2f}x  "
+              f"max |diff| {out[method]['max_abs_diff']:.1e}", flush=True)
+    return out
+
+
 def cpu_flags() -> dict[str, object]:
     """lscpu's model name and which of FLAGS the CPU has (None when lscpu is missing)."""
     try:
@@ -72,10 +118,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--methods", default=",".join(LIBRARY),
+                        help="methods compared per image with pytorch_grad_cam (empty: Grad-CAM table only)")
+    parser.add_argument("--method-images", type=int, default=8)
+    parser.add_argument("--score-images", type=int, default=2, help="images for ScoreCAM (C passes each)")
+    parser.add_argument("--score-size", type=int, default=112)
     parser.add_argument("--smoke", action="store_true", help="2 images of 64 px, 1 round (tests)")
     args = parser.parse_args()
     if args.smoke:
         args.images, args.batch_size, args.size, args.rounds = 2, 2, 64, 1
+        args.method_images, args.score_images, args.score_size = 2, 1, 32
     threads = [int(t) for t in args.threads.split(",")]
     started = common.load_average()
 
@@ -114,6 +166,11 @@ def main() -> None:
                 "median": round(float(np.median(per_round)), 2), "min": round(min(per_round), 2),
                 "max": round(max(per_round), 2), "per_round": [round(r, 2) for r in per_round]}
     max_diff = float(np.abs(outputs["per_image"] - outputs["xreport"]).max())
+    methods = [m for m in args.methods.split(",") if m]
+    per_method = every_method(model, methods=methods, images=args.method_images, size=args.size,
+                              score_images=args.score_images, score_size=args.score_size,
+                              batch_size=max(args.batch_size, 64), threads=max(threads),
+                              rounds=args.rounds) if methods else {}
 
     print(f"\n{'ratio (median of rounds, min-max)':<72}")
     for key, r in ratios.items():
@@ -123,7 +180,8 @@ def main() -> None:
         "cpu": cpu_flags(), "model": "resnet18 (random weights)", "input": [n, 3, args.size, args.size],
         "smoke": args.smoke, "method": "gradcam", "batch_size": bs, "threads": threads, "rounds": args.rounds,
         "note": "interleaved rounds on a machine shared with other work; quote the median ratio",
-        "variants": common.summarize(results), "ratios": ratios, "max_abs_diff_vs_grad_cam": max_diff})
+        "variants": common.summarize(results), "ratios": ratios, "max_abs_diff_vs_grad_cam": max_diff,
+        "methods": per_method})
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def make_run(root: Path, *, name: str = "fixture_run", class_names: tuple[str, .
                                 "pred": pred, "prob_pred": 0.9 - 0.1 * j, "repeated": False,
                                 "target": ci, "maps": maps, "file": maps[0]["file"]})
     explain = {
-        "method": "gradcam", "target_layer": "layer4", "gallery": gallery,
+        "method": "gradcam", "target_layer": "layer4", "gallery": gallery, "protocol": "fast",
         "faithfulness": {"n": 16, "steps": 5, "baseline": "blur", "verdict": "not_distinguishable",
                          "random_maps": {"per_image": 2}, "scores": ["deletion_auc", "insertion_auc",
                                                                      "road_morf", "road_lerf"],

@@ -48,6 +48,14 @@ def test_cam_speed_smoke_interleaves_thread_counts_at_one_batch_size(tmp_path: P
             assert r["min"] <= r["median"] <= r["max"] and len(r["per_round"]) == 1
     assert set(result["cpu"]["flags"]) >= {"avx512_bf16", "amx_bf16"}
     assert result["max_abs_diff_vs_grad_cam"] < 1e-4
+    # Every method the library has, each timed per image against it; the maps agree (EigenCAM's
+    # sign is oriented by xreport, the library leaves the SVD's).
+    methods = result["methods"]
+    assert set(methods) == {"gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigencam", "scorecam"}
+    for name, m in methods.items():
+        assert m["ratio_xreport_over_library_per_image"]["median"] > 0
+        if name != "eigencam":
+            assert m["max_abs_diff"] < 1e-4, (name, m["max_abs_diff"])
 
 
 def test_eval_speed_smoke(tmp_path: Path) -> None:
@@ -69,6 +77,22 @@ def test_build_scale_smoke(tmp_path: Path) -> None:
     assert scale["sizes"] == [40, 80]
     assert all(v > 0 for v in scale["peak_rss_mib"].values())
     assert set(scale["linear_fit"]) == {"fixed_s", "per_1000_images_s", "max_relative_residual"}
+
+
+@pytest.mark.slow
+def test_build_growth_smoke(tmp_path: Path) -> None:
+    result = run_smoke("build_growth.py", tmp_path / "growth.json")
+    runs = result["runs"]
+    assert [(r["size"], r["images"]) for r in runs] == [(24, 16), (24, 24), (32, 16), (32, 24)]
+    for r in runs:
+        assert r["seconds"] > 0 and r["peak_rss_mb"] > 0 and r["protocol"] == "full"
+        assert {"gallery_s", "faithfulness_s", "sanity_s", "viewer_s"} <= set(r["explain_timings"])
+        assert {"predict", "explain", "build_figures", "build_html"} <= set(r["timings"])
+        assert len(r["load_before"]) == 3
+    assert set(result["cpu"]["flags"]) >= {"avx512_bf16", "amx_bf16"}
+    for row in result["imputation"]:
+        assert set(row["solvers"]) == {"xreport_multigrid", "previous_cg", "reference_spsolve"}
+        assert row["max_abs_diff_vs_reference"]["xreport_multigrid"] < 5e-3
 
 
 def _bench_module(name: str):  # noqa: ANN202

@@ -606,3 +606,39 @@ def test_cam_overlay_keeps_colour_inputs_in_colour_and_grey_in_grey() -> None:
     alpha = np.asarray(fig.axes[0].images[1].get_alpha())
     assert alpha[np.unravel_index(cam.argmax(), cam.shape)] > alpha[np.unravel_index(cam.argmin(), cam.shape)]
     assert len(charts.cam_scale_colors()) >= 5
+
+
+# ---------------------------------------------------------------- block diagram
+
+def _summary(arch: str, size: int, *, small: bool) -> Any:
+    import torch
+
+    from xreport.models import architecture_summary, build_model
+
+    with torch.device("meta"):
+        return architecture_summary(build_model(arch, num_classes=2, small_input_stem=small), size, 3)
+
+
+def test_block_diagram_draws_the_model_own_layers_in_every_language() -> None:
+    from xreport.render import translator
+
+    tiny = _summary("resnet_tiny", 28, small=True)
+    texts = drawn_texts(charts.block_diagram(tiny["blocks"], t=translator("en")))
+    # resnet_tiny's first block is 8 channels wide: the boxes say so, not a stock 64.
+    assert texts.count("3×3 conv, 8 → 8 channels") == 2
+    assert "identity shortcut" in texts and "input 8 × 28 × 28" in texts and "+" in texts
+    assert "Basic block\nlayer1.0 · 4 in the model" in texts
+    r50 = _summary("resnet50", 64, small=False)
+    texts = drawn_texts(charts.block_diagram(r50["blocks"], t=translator("zh-TW")))
+    assert "1×1 卷積，64 → 256 通道" in texts and "投影捷徑" in texts
+    # BatchNorm + ReLU pairs share a box; the ReLU after the sum stands alone.
+    assert texts.count("批次正規化（64）→ ReLU") == 2 and texts.count("ReLU") == 1
+    dense = _summary("densenet121", 32, small=True)
+    for lang, concat in (("zh-CN", "拼接：64 + 32 = 96 通道"), ("en", "concatenate: 64 + 32 = 96 channels")):
+        texts = drawn_texts(charts.block_diagram(dense["blocks"], t=translator(lang)))
+        assert concat in texts
+    # Every word goes through t.
+    words = [x for x in drawn_texts(charts.block_diagram(dense["blocks"], t=fake_t)) if x != "+"]
+    assert words and all(x.startswith("<<") and x.endswith(">>") for x in words), [x for x in words if not x.startswith("<<")]
+    with pytest.raises(ReportError):
+        charts.block_diagram([], t=fake_t)

@@ -383,7 +383,10 @@ def test_compare_runs_reuses_fresh_runs_evaluates_stale_ones_and_locks(tmp_path:
 
 def test_a_run_without_test_labels_cannot_be_compared(tmp_path: Path) -> None:
     paths = runs.RunPaths("nolabels", checkpoints_root=tmp_path / "c", reports_root=tmp_path / "r")
-    runs.save_checkpoint(paths.best, state_dict={}, meta={"arch": "resnet18"})
+    from xreport import artifacts
+
+    fixture = Path(__file__).parent / "fixtures" / "checkpoints" / "fixture_binary" / "best.pt"
+    runs.save_checkpoint(paths.best, state_dict={}, meta=dict(artifacts.load_checkpoint_meta(fixture)))
     runs.write_json(paths.metrics, {"schema": 1, "split": "test", "metrics": None})
     with pytest.raises(ReportError, match="nolabels.*no test metrics"):
         compare.load_evaluated(paths)

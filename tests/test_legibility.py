@@ -152,6 +152,13 @@ def _all_charts(names: list[str]) -> dict[str, tuple[Figure, bool]]:
     }
     if len(names) == 2:
         out["operating_points"] = (charts.operating_point_chart(m, t=t), False)
+        import torch
+
+        from xreport.models import architecture_summary, build_model
+
+        with torch.device("meta"):   # the tallest block there is: ResNet's bottleneck
+            arch = architecture_summary(build_model("resnet50", num_classes=2), 64, 3)
+        out["block_diagram"] = (charts.block_diagram(arch["blocks"], t=t), False)
     return out
 
 

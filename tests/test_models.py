@@ -313,3 +313,60 @@ def test_cam_layer_keeps_a_usable_grid(arch, size, small, expected):
     model = build_model(arch, num_classes=2, in_channels=1, small_input_stem=small)
     assert cam_target_layer(model, input_size=size, in_channels=1)[1] == expected
     assert model.training  # the probe forward leaves the mode as it was
+
+
+# ---------------------------------------------------------------- architecture summary
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_architecture_summary_covers_every_parameter_and_flop(arch: str) -> None:
+    from xreport.models import architecture_summary
+
+    with torch.device("meta"):  # shapes and counts without the cost of real maths
+        model = build_model(arch, num_classes=3, in_channels=1, small_input_stem=False)
+        summary = architecture_summary(model, 64, 1)
+        flops = count_flops(model, 64, 1)
+    stages = summary["stages"]
+    assert stages[0]["name"] == "stem" and stages[-1]["name"] == "head"
+    assert stages[-1]["out_shape"] == [3]
+    # Every weight and every FLOP sits in exactly one stage.
+    assert sum(s["params"] for s in stages) == summary["params"] == count_parameters(model)["total"]
+    assert sum(s["flops"] for s in stages) == summary["flops"] == flops
+    # Each stage's output feeds the next: the spatial side never grows.
+    sides = [s["out_shape"][-1] for s in stages[:-1]]
+    assert sides == sorted(sides, reverse=True) and sides[0] == 16   # 7x7/2 conv + max-pool
+    assert model.training                                               # left as it was
+    if arch.startswith("densenet"):
+        blocks = {int(n.removeprefix("denseblock")): s["blocks"] for s in stages
+                  if (n := s["name"]).startswith("denseblock")}
+        assert blocks == {i: len(getattr(model.features, f"denseblock{i}")) for i in range(1, 5)}
+        assert [s["block"] for s in stages[1:3]] == ["dense_layer", "transition"]
+    else:
+        assert [s["blocks"] for s in stages[1:5]] == [len(getattr(model, f"layer{i}")) for i in range(1, 5)]
+        assert stages[4]["out_shape"][0] == classifier_layer(model).in_features
+
+
+def test_block_structure_is_read_from_the_real_layers() -> None:
+    from xreport.models import architecture_summary
+
+    with torch.device("meta"):
+        r50 = architecture_summary(build_model("resnet50", num_classes=2), 64, 3)
+        tiny = architecture_summary(build_model("resnet_tiny", num_classes=2, small_input_stem=True), 28, 3)
+        dense = architecture_summary(build_model("densenet121", num_classes=2), 64, 3)
+    (bottleneck,) = r50["blocks"]
+    convs = [(s["kernel"], s["in_channels"], s["out_channels"]) for s in bottleneck["steps"] if s["op"] == "conv"]
+    assert bottleneck["kind"] == "bottleneck" and bottleneck["module"] == "layer1.0"
+    assert convs == [(1, 64, 64), (3, 64, 64), (1, 64, 256)]          # 1x1 - 3x3 - 1x1, expansion 4
+    assert [s["op"] for s in bottleneck["shortcut"]] == ["conv", "norm"]   # 64 -> 256 projection
+    assert [s["op"] for s in bottleneck["after_merge"]] == ["relu"] and bottleneck["merge"] == "add"
+    assert bottleneck["count"] == 16 and bottleneck["out_shape"] == [256, 16, 16]
+    (basic,) = tiny["blocks"]
+    assert basic["kind"] == "basic" and basic["shortcut"] == [] and basic["count"] == 4
+    assert [s["op"] for s in basic["steps"]] == ["conv", "norm", "relu", "conv", "norm"]
+    # resnet_tiny is 8 channels wide where resnet18 is 64: the widths come from the module.
+    assert {(s["kernel"], s["in_channels"], s["out_channels"]) for s in basic["steps"] if s["op"] == "conv"} == {(3, 8, 8)}
+    assert tiny["stages"][0]["out_shape"] == [8, 28, 28]   # small stem: no downsampling
+    (layer,) = dense["blocks"]
+    assert layer["kind"] == "dense_layer" and layer["merge"] == "concat" and layer["growth_rate"] == 32
+    assert [s["op"] for s in layer["steps"]] == ["norm", "relu", "conv", "norm", "relu", "conv"]
+    assert [(s["kernel"], s["out_channels"]) for s in layer["steps"] if s["op"] == "conv"] == [(1, 128), (3, 32)]
+    assert layer["in_shape"] == [64, 16, 16] and layer["count"] == 58

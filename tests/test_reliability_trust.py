@@ -3,6 +3,7 @@ a test that failed before the fix (see RELIABILITY.md, "Classes of failure close
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -327,8 +328,10 @@ def test_hand_edited_predictions_and_viewer_are_refused(fixture_run, tmp_path):
     artifacts.save_predictions(paths, ["a", "b"], np.array([0, 1]), np.array([[0.3, 0.7], [0.6, 0.4]]),
                                class_names=["NORMAL", "PNEUMONIA"])
     artifacts.load_predictions(paths, class_names=["NORMAL", "PNEUMONIA"])      # as written: fine
-    paths.predictions.write_text(paths.predictions.read_text(encoding="utf-8").replace("0.700000", "1.700000"),
-                                 encoding="utf-8")
+    text = paths.predictions.read_text(encoding="utf-8")
+    edited = re.sub(r",0\.7\d*", ",1.7", text, count=1)
+    assert edited != text
+    paths.predictions.write_text(edited, encoding="utf-8")
     with pytest.raises(ReportError, match=r"predictions.csv: .*outside \[0, 1\]"):
         artifacts.load_predictions(paths, class_names=["NORMAL", "PNEUMONIA"])
     from test_viewer import _fake_viewer

@@ -136,7 +136,7 @@ def test_environment_is_sandboxed_strict_and_autoescaping(tmp_path: Path) -> Non
 def test_summary_card_matches_golden() -> None:
     ctx = {"class_names": ["NORMAL", "PNEUMONIA"], "class_names_i18n": {}, "report_dir": ".",
            "summary": {"task": "binary", "num_classes": 2, "dataset": "pneumoniamnist", "arch": "resnet18",
-                       "pretrained": False, "n_test": 624, "date": "2025-01-02 03:04",
+                       "pretrained": False, "imported": False, "n_test": 624, "date": "2025-01-02 03:04",
                        "versions": [("python", "3.11.9"), ("torch", "2.4.0")],
                        "headline": [{"key": "metric.accuracy", "value": {"value": 0.9123, "ci95": [0.89, 0.93]}},
                                     {"key": "metric.roc_auc", "value": {"value": None, "reason": "one class only"}}]}}

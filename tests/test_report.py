@@ -57,6 +57,20 @@ def test_numbers_come_from_the_run_folder() -> None:
     assert ctx["skipped"] == [{"file": "bad/broken.png", "reason": "not an image"}]
 
 
+def test_the_report_states_the_explanation_protocol_and_its_image_counts() -> None:
+    from xreport.render import render_html
+
+    _, ctx = shared_run()
+    protocol = ctx["explain"]["protocol"]
+    assert {k: protocol[k] for k in ("name", "total", "faithfulness_n", "steps", "maps", "sanity_n", "seeds")} == {
+        "name": "fast", "total": 80, "faithfulness_n": 16, "steps": 5, "maps": 2, "sanity_n": 8, "seeds": 3}
+    html = render_html(ctx, langs=["en", "zh-TW"])
+    assert ("Protocol “fast” (chosen with xreport build --explain fast|full; fast is the default on every "
+            "device): faithfulness on 16 of the 80 evaluated images with 5 removal steps") in html
+    assert "the sanity check on 8 images with 3 initialisations" in html
+    assert "流程「快速」（以 xreport build --explain fast|full 選擇；各種裝置預設皆為快速）：忠實度使用 80 張已評估影像中的 16 張" in html
+
+
 def test_gallery_grouped_by_class_then_kind() -> None:
     _, ctx = shared_run()
     gallery = ctx["explain"]["gallery"]
@@ -110,3 +124,33 @@ def test_unlabelled_test_split_and_a_loaded_dataset(tmp_path: Path) -> None:
     assert ctx["summary"]["headline"] == []
     assert ctx["data"]["figures"]["examples"] == {"en": "figures/examples.en.png"}
     assert ctx["data"]["leakage"] is not None and {p["pair"] for p in ctx["data"]["leakage"]["pairs"]} >= {"train-test"}
+
+
+def test_model_section_explains_the_architecture_from_the_model() -> None:
+    paths, ctx = shared_run()
+    md = ctx["model"]
+    arch = md["architecture"]
+    # The fixture is resnet18 with the small stem at 32 px: no downsampling before layer1.
+    assert [s["name"] for s in arch["stages"]] == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
+    assert [s["out_shape"] for s in arch["stages"]] == [[64, 32, 32], [64, 32, 32], [128, 16, 16],
+                                                        [256, 8, 8], [512, 4, 4], [2]]
+    assert [s["blocks"] for s in arch["stages"][1:5]] == [2, 2, 2, 2]
+    assert md["params"] == arch["params"] and md["flops"] == arch["flops"]
+    assert arch["blocks"][0]["kind"] == "basic"
+    ref = md["figures"]["block_diagram"]
+    assert set(ref) == {"en", "zh-TW"} and all((paths.report_dir / rel).stat().st_size > 1000 for rel in ref.values())
+
+
+def test_the_model_is_rebuilt_once_for_the_whole_model_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from xreport import models
+
+    paths = make_run(tmp_path)
+    built = []
+    real = models.model_from_meta
+    monkeypatch.setattr(models, "model_from_meta", lambda *a, **k: built.append(1) or real(*a, **k))
+    forwards = []
+    real_forward = models._counted_forward
+    monkeypatch.setattr(models, "_counted_forward", lambda *a, **k: forwards.append(1) or real_forward(*a, **k))
+    ctx = report.build_context(paths, langs=["en"])
+    assert ctx["model"]["architecture"] is not None
+    assert len(built) == 1 and len(forwards) == 1

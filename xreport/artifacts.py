@@ -296,6 +296,10 @@ class Explanation(TypedDict):
     sanity: Sanity | None
     localisation: Localisation | None
     viewer: ViewerRef | None
+    # "fast" or "full" (evaluate.EXPLAIN_PROTOCOLS); None in files from before the choice.
+    protocol: str | None
+    # The explanation's stages in seconds (gallery, faithfulness, sanity, localisation, ...).
+    timings: NotRequired[dict[str, float]]
 
 
 # ---------------------------------------------------------------- metrics.json: the file
@@ -375,8 +379,16 @@ class PipelineStep(TypedDict):
     params: NotRequired[dict[str, object]]   # TOML-like values of the step's settings
 
 
+class ImportedWeights(TypedDict):
+    """Where an imported run's weights came from (``xreport import``)."""
+
+    file: str                       # the weights file's name (not its path: it may be private)
+    sha256: str
+    bytes: int
+
+
 class CheckpointMeta(TypedDict):
-    """The JSON meta stored in best.pt / last.pt by ``train``."""
+    """The JSON meta stored in best.pt / last.pt by ``train`` (or ``import``)."""
 
     arch: str
     num_classes: int
@@ -414,6 +426,7 @@ class CheckpointMeta(TypedDict):
     precision: NotRequired[str]
     channels_last: NotRequired[bool]
     world_size: NotRequired[int]
+    imported: NotRequired[ImportedWeights | None]   # set by `xreport import`: trained elsewhere
 
 
 # ---------------------------------------------------------------- history and the rest

@@ -1,6 +1,8 @@
 """`xreport build`: evaluate when stale, draw the figures, render HTML and PDFs."""
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import pickle
@@ -9,13 +11,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
+
+from tqdm.auto import tqdm
 
 from . import artifacts, runs
 from .data.base import Dataset
 from .device import EVAL_PRECISION, check_eval_precision, resolve_device
 from .errors import ConfigError, DataError, ReportError
-from .evaluate import LoadedRun, dataset_for_run, evaluate_run, load_run
+from .evaluate import (EXPLAIN_DEFAULT, LoadedRun, dataset_for_run, evaluate_run, load_run,
+                       protocol_matches)
 from .limits import REPORT_CLASSES
 
 if TYPE_CHECKING:
@@ -46,14 +51,18 @@ def check_choices(values: Sequence[str], valid: Sequence[str], *, what: str) -> 
 
 
 def check_report_options(*, split: str = "test", cam_method: str | None = None,
-                         device: str | None = None, templates: Path | None = None) -> None:
+                         device: str | None = None, templates: Path | None = None,
+                         explain_protocol: str = "fast") -> None:
     """The options of evaluate/build that can be checked without the data: before any write."""
+    from .evaluate import EXPLAIN_CHOICES
     from .explain import METHODS
 
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split {split!r} is not one of train, val, test")
     if cam_method is not None and cam_method not in METHODS:
         raise ConfigError(f"--cam {cam_method!r} is not one of {', '.join(METHODS)}")
+    if explain_protocol not in EXPLAIN_CHOICES:
+        raise ConfigError(f"--explain {explain_protocol!r} is not one of {', '.join(EXPLAIN_CHOICES)}")
     if device is not None:
         resolve_device(device)
     if templates is not None and not Path(templates).is_dir():
@@ -62,12 +71,15 @@ def check_report_options(*, split: str = "test", cam_method: str | None = None,
 
 def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, *, cam_method: str | None,
                    split: str, need_explain: bool = True,
-                   precision: str | None = EVAL_PRECISION) -> artifacts.Evaluation | None:
-    """An evaluation's metrics.json when it was made from this checkpoint, these data and this
-    CAM method (with its viewer data).
+                   precision: str | None = EVAL_PRECISION,
+                   explain_protocol: str | None = None) -> artifacts.Evaluation | None:
+    """An evaluation's metrics.json when it was made from this checkpoint, these data, this
+    CAM method (with its viewer data) and this explanation protocol.
 
     ``cam_method`` None accepts whichever method the file holds; ``precision`` None accepts
-    whichever inference precision it was made in (one not recorded is not this one). A missing, stale (older
+    whichever inference precision it was made in (one not recorded is not this one);
+    ``explain_protocol`` None whichever protocol its checks ran (compared by the settings
+    recorded, so older files are judged too). A missing, stale (older
     schema) or damaged file is not fresh: the caller evaluates again and overwrites it.
     """
     if not (out.metrics.is_file() and out.predictions.is_file()):
@@ -87,7 +99,8 @@ def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, 
         # An evaluation from before the viewer existed is redone once to add it.
         viewer_ok = (not need_explain or len(run.meta["class_names"]) > REPORT_CLASSES   # none made
                      or (viewer is not None and (out.folder / viewer["file"]).is_file()))
-        explain_ok = (cam_method is None or explain["method"] == cam_method) and viewer_ok
+        explain_ok = ((cam_method is None or explain["method"] == cam_method) and viewer_ok
+                      and (explain_protocol is None or protocol_matches(explain, explain_protocol)))
     fresh = (cached.get("checkpoint", {}).get("sha256") == run.sha256
              and cached.get("data", {}).get("fingerprint") == dataset.fingerprint
              and cached.get("split") == split
@@ -101,6 +114,7 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
                  cam_method: str = "gradcam", device: str = "auto", split: str = "test",
                  force: bool = False, command: str | None = None,
                  progress: bool = True, precision: str = EVAL_PRECISION,
+                 explain_protocol: str = EXPLAIN_DEFAULT,
                  notes: Sequence[Path] = ()) -> BuildResult:
     """Build ``reports/NAME/`` from ``checkpoints/NAME/``; reuse predictions when fresh.
 
@@ -113,7 +127,8 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
     # Every option is checked before anything is written.
     langs = check_choices(langs, render.LANGS, what="lang")
     formats = check_choices(formats, FORMATS, what="format")
-    check_report_options(split=split, cam_method=cam_method, device=device, templates=templates)
+    check_report_options(split=split, cam_method=cam_method, device=device, templates=templates,
+                         explain_protocol=explain_protocol)
     check_eval_precision(precision)
     split = check_choices([split], SPLITS, what="split")[0]
     from .notes import load_notes
@@ -134,10 +149,11 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
         def evaluated(which: str) -> runs.EvaluationPaths:
             out = staged.evaluation(which)
             cached = None if force else cached_metrics(out, run, dataset, cam_method=cam_method, split=which,
-                                                       precision=precision)
+                                                       precision=precision, explain_protocol=explain_protocol)
             if cached is None:
                 evaluate_run(staged, split=which, device=device, cam_method=cam_method,
-                             dataset=dataset, run=run, out=out, progress=progress, precision=precision)
+                             dataset=dataset, run=run, out=out, progress=progress, precision=precision,
+                             explain_protocol=explain_protocol)
             reused.append(cached is not None)
             return out
 
@@ -150,22 +166,55 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
         result.reused_predictions = all(reused)
         result.seconds["evaluate"] = round(time.perf_counter() - started, 2)
 
-        # figures (in the user's wording) -> context -> render
-        context = report.build_context(staged, langs=langs, dataset=dataset, command=command,
-                                       templates_dir=templates, meta=run.meta, model=run.model,
-                                       evaluation=shown, predictions_only=predictions_only)
-        context["notes"] = notes_by_lang
-        context["notes_langs"] = [lang for lang in langs if notes_by_lang.get(lang)]
-        result.seconds["figures"] = round(time.perf_counter() - started - result.seconds["evaluate"], 2)
-        if "html" in formats:
-            html = render.render_html(context, langs=langs, templates_dir=templates)
-            runs.write_text(staged.report_html, html)
-            result.files.append(paths.report_html)
-        if "pdf" in formats:
-            render_pdfs(context, langs=langs, out=staged, templates_dir=templates)
-            result.files.extend(paths.report_pdf(lang) for lang in langs)
+        # figures (in the user's wording) -> context -> render; one named step per stage.
+        stages = ["figures"] + (["html"] if "html" in formats else []) + (["pdf"] if "pdf" in formats else [])
+        with tqdm(total=len(stages), desc="report", unit="stage", disable=None if progress else True,
+                  leave=False) as bar:
+            with _stage(bar, result.seconds, "figures", f"figures ({', '.join(langs)})"):
+                context = report.build_context(staged, langs=langs, dataset=dataset, command=command,
+                                               templates_dir=templates, meta=run.meta, model=run.model,
+                                               evaluation=shown, predictions_only=predictions_only)
+                context["notes"] = notes_by_lang
+                context["notes_langs"] = [lang for lang in langs if notes_by_lang.get(lang)]
+            if "html" in formats:
+                with _stage(bar, result.seconds, "html", "HTML"):
+                    html = render.render_html(context, langs=langs, templates_dir=templates)
+                    runs.write_text(staged.report_html, html)
+                result.files.append(paths.report_html)
+            if "pdf" in formats:
+                with _stage(bar, result.seconds, "pdf", f"PDF ({', '.join(langs)})"):
+                    render_pdfs(context, langs=langs, out=staged, templates_dir=templates)
+                result.files.extend(paths.report_pdf(lang) for lang in langs)
+        _record_build_seconds(shown, result.seconds)
     result.seconds["total"] = round(time.perf_counter() - started, 2)
     return result
+
+
+@contextlib.contextmanager
+def _stage(bar: tqdm, seconds: dict[str, float], key: str, label: str) -> Iterator[None]:
+    """One named step of the report's progress bar, its wall seconds kept under ``key``."""
+    bar.set_description(f"report: {label}")
+    clock = time.perf_counter()
+    yield
+    seconds[key] = round(time.perf_counter() - clock, 2)
+    bar.update()
+
+
+def _record_build_seconds(out: runs.EvaluationPaths, seconds: Mapping[str, float]) -> None:
+    """The report stages' seconds (figures, html, pdf) go beside the evaluation's own in
+    metrics.json ``timings`` as ``build_<stage>``: one file holds where the time went. Only
+    that key changes (the file is not re-validated or migrated here)."""
+    try:
+        data = json.loads(out.metrics.read_text(encoding="utf-8"))
+        timings = data.get("timings") if isinstance(data, dict) else None
+        if not isinstance(timings, dict):
+            timings = {}
+    except (OSError, ValueError) as exc:  # the report is written; its timing record is not worth failing it
+        logger.warning("build timings not recorded in %s: %s", out.metrics, exc)
+        return
+    timings.update({f"build_{k}": float(v) for k, v in seconds.items() if k != "total"})
+    data["timings"] = timings
+    runs.write_json(out.metrics, data)
 
 
 def render_pdfs(context: Mapping[str, object], *, langs: Sequence[str], out: runs.RunPaths,

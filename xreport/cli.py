@@ -9,11 +9,14 @@ import shlex
 import sys
 import traceback
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from . import __version__
 from .errors import ConfigError, XReportError
 from .runs import DEFAULT_CHECKPOINTS, DEFAULT_REPORTS, RunPaths
+
+if TYPE_CHECKING:
+    from .recipe import Resolved
 
 logger = logging.getLogger("xreport")
 
@@ -61,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--recipe", choices=("auto", "plain"),
                    help="auto (default): unset keys chosen from the data; plain: fixed defaults")
     t.add_argument("--seed", type=int)
+    t.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="train one run per seed, NAME-s<SEED>, one after the other (a study of them: "
+                   "build --runs NAME-s0 NAME-s1 ...)")
     t.add_argument("--device", help="auto|cpu|cuda|cuda:N")
     t.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (smoke tests)")
     t.add_argument("--skip-bad-images", action="store_true", default=None,
@@ -69,6 +75,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true",
                    help="replace the files of an existing run of the same name")
     t.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS)
+
+    i = sub.add_parser("import", help="a model trained elsewhere (torchvision state_dict) -> checkpoints/NAME/")
+    i.add_argument("--weights", required=True, type=Path,
+                   help="the state_dict file (bare, or under 'state_dict'/'model'; DDP's 'module.' prefix allowed)")
+    i.add_argument("--arch", help="its architecture: resnet18|resnet34|resnet50|resnet101|resnet152|densenet121")
+    i.add_argument("--dataset", help="the data it classifies: pneumoniamnist, phantom, or a path")
+    i.add_argument("--name", required=True, help="run name (folder under --checkpoints)")
+    i.add_argument("--config", type=Path, help="run config (TOML) for preprocessing and class options; "
+                   "flags override it")
+    i.add_argument("--image-size", type=int, help="the input size the model was trained at")
+    i.add_argument("--recipe", choices=("auto", "plain"),
+                   help="auto (default): unset keys (image size...) chosen from the data; plain: fixed defaults")
+    i.add_argument("--skip-bad-images", action="store_true", default=None,
+                   help="skip unreadable images (counted and listed) instead of stopping")
+    i.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
+    i.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS)
 
     e = sub.add_parser("evaluate", help="run a checkpoint on a split -> predictions.csv, metrics.json")
     e.add_argument("--run", required=True, help="run name, run folder, or checkpoint path")
@@ -88,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--cam", default="gradcam", help="CAM method (gradcam, gradcam++, hirescam, "
                    "xgradcam, layercam, eigencam, scorecam, cam)")
     e.add_argument("--no-cam", action="store_true", help="skip CAMs and faithfulness")
+    e.add_argument("--explain", default="fast", choices=("fast", "full"),
+                   help="explanation checks: fast (default, on every device: 3 removal levels, 2 random "
+                   "maps, 3 cascade seeds) or full (9, 4, 5, ~3x the passes); both on 64 "
+                   "faithfulness and 16 sanity images")
     _add_roots(e)
 
     b = sub.add_parser("build", help="render reports/NAME/report.html and PDFs (one run, or a study of several)")
@@ -105,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--format", default="html,pdf", help="comma list of html, pdf")
     b.add_argument("--templates", type=Path, help="a folder with your copy of the templates")
     b.add_argument("--cam", default="gradcam", help="CAM method")
+    b.add_argument("--explain", default="fast", choices=("fast", "full"),
+                   help="explanation checks: fast (default, on every device: 3 removal levels, 2 random "
+                   "maps, 3 cascade seeds) or full (9, 4, 5, ~3x the passes); both on 64 "
+                   "faithfulness and 16 sanity images")
     b.add_argument("--split", default="test", choices=("test", "val"),
                    help="the split the report is about; an unlabelled test split gets its "
                    "predictions (predictions.csv) and the report shows the validation metrics")
@@ -131,10 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from . import config as config_mod
-    from .recipe import resolve
-    from .train import train
+    from . import runs
+    from .errors import ConfigError
+    from .train import train, train_seeds
 
+    if args.seeds is not None:
+        # Checked before the data are read: one line, nothing written.
+        if args.resume:
+            raise ConfigError("--seeds starts new runs; --resume continues one: resume each seed's "
+                              "run on its own (xreport train --config checkpoints/NAME-sK/config.toml --resume)")
+        if args.seed is not None:
+            raise ConfigError("--seed and --seeds together: give the seeds with --seeds only")
+        runs.seed_run_names(args.name or "run", args.seeds)
     overrides = {
         "name": args.name, "image_size": args.image_size,
         "data.dataset": args.dataset, "data.skip_bad_images": args.skip_bad_images,
@@ -143,21 +181,58 @@ def _train(args: argparse.Namespace) -> int:
         "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.lr": args.lr,
         "train.seed": args.seed, "train.device": args.device, "train.max_steps": args.max_steps,
     }
-    if args.config:
-        resolved = resolve(config_mod.load_raw(args.config, overrides=overrides), source=str(args.config))
-    else:
-        resolved = resolve(config_mod.apply_overrides({}, overrides), source="command line")
+    resolved = _resolved_config(args, overrides)
     cfg = resolved.config
-    for choice in resolved.choices:
-        if choice["rule"] != "base":
-            logger.info("auto recipe: %s = %r (%s)", choice["key"], choice["value"], choice["why"])
+    command = shlex.split(args.command_line)
+    if args.seeds is not None:
+        results = train_seeds(cfg, args.seeds, checkpoints_root=args.checkpoints, command=command,
+                              overwrite=args.overwrite, recipe_choices=resolved.choices)
+        if int(os.environ.get("RANK", "0")) != 0:
+            return 0
+        for seed, result in zip(args.seeds, results):
+            print(f"trained {result.run_dir.name} (seed {seed}): best epoch {result.best_epoch} "
+                  f"({cfg.train.select_metric} {result.best_score:.4f}) -> {result.run_dir}")
+        print("a study of these runs: xreport build --runs "
+              + " ".join(r.run_dir.name for r in results) + f" --name {cfg.name}-seeds")
+        return 0
     result = train(cfg, checkpoints_root=args.checkpoints, resume=args.resume,
-                   overwrite=args.overwrite, command=shlex.split(args.command_line),
-                   recipe_choices=resolved.choices)
+                   overwrite=args.overwrite, command=command, recipe_choices=resolved.choices)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one summary line
         return 0
     print(f"trained {cfg.name}: best epoch {result.best_epoch} "
           f"({result.selected_by} {result.best_score:.4f}) -> {result.run_dir}")
+    return 0
+
+
+def _resolved_config(args: argparse.Namespace, overrides: dict[str, object], *,
+                     log_keys: Sequence[str] | None = None) -> Resolved:
+    """The run config from ``--config`` (if any) and the flags, with the auto recipe applied."""
+    from . import config as config_mod
+    from .recipe import resolve
+
+    if args.config:
+        resolved = resolve(config_mod.load_raw(args.config, overrides=overrides), source=str(args.config))
+    else:
+        resolved = resolve(config_mod.apply_overrides({}, overrides), source="command line")
+    for choice in resolved.choices:
+        if choice["rule"] != "base" and (log_keys is None or choice["key"] in log_keys):
+            logger.info("auto recipe: %s = %r (%s)", choice["key"], choice["value"], choice["why"])
+    return resolved
+
+
+def _import(args: argparse.Namespace) -> int:
+    from .importer import import_run
+
+    overrides = {"name": args.name, "image_size": args.image_size, "data.dataset": args.dataset,
+                 "data.skip_bad_images": args.skip_bad_images, "model.arch": args.arch,
+                 "train.recipe": args.recipe}
+    resolved = _resolved_config(args, overrides, log_keys=("image_size",))   # the rest is for training
+    result = import_run(resolved.config, args.weights, checkpoints_root=args.checkpoints,
+                        command=shlex.split(args.command_line), overwrite=args.overwrite,
+                        recipe_choices=resolved.choices)
+    stem = "small-input" if result.small_input_stem else "standard"
+    print(f"imported {resolved.config.name}: {result.arch}, {result.num_classes} classes, "
+          f"{result.in_channels}-channel input, {stem} stem, sha256 {result.sha256[:12]} -> {result.run_dir}")
     return 0
 
 
@@ -167,7 +242,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     paths = _run_paths(args.run, checkpoints=args.checkpoints, reports=args.reports)
     out, where = evaluate_report(paths, split=args.split, device=args.device, data=args.data, tta=args.tta,
                                  cam_method=args.cam, explain=not args.no_cam, out=args.out,
-                                 precision=args.precision, class_map=_class_map(args.class_map))
+                                 precision=args.precision, class_map=_class_map(args.class_map),
+                                 explain_protocol=args.explain)
     metrics = out["metrics"]
     acc = metrics["accuracy"].get("value") if metrics else None
     summary = f"accuracy {acc:.4f}" if isinstance(acc, float) else "no labels: predictions only"
@@ -203,9 +279,10 @@ def _build(args: argparse.Namespace) -> int:
     result = build_report(paths, langs=_split_list(args.lang), formats=_split_list(args.format),
                           templates=args.templates, cam_method=args.cam, device=args.device,
                           force=args.force, command=args.command_line, split=args.split,
-                          precision=args.precision, notes=args.notes)
+                          precision=args.precision, explain_protocol=args.explain, notes=args.notes)
     how = "cached predictions" if result.reused_predictions else "fresh predictions"
-    print(f"built {paths.name} in {result.seconds['total']:.1f} s ({how}):")
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items() if k != "total")
+    print(f"built {paths.name} in {result.seconds['total']:.1f} s ({how}; {stages}):")
     for f in result.files:
         print(f"  {f}")
     return 0
@@ -254,7 +331,7 @@ def _command_line(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(a) for a in ["xreport", *argv])
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "build": _build, "compare": _compare,
+COMMANDS = {"train": _train, "import": _import, "evaluate": _evaluate, "build": _build, "compare": _compare,
             "demo": _demo}
 
 

@@ -172,7 +172,8 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
                  batch_size: int = 256, dataset: Dataset | None = None,
                  run: LoadedRun | None = None, out: runs.EvaluationPaths | None = None,
                  progress: bool = True, precision: str = EVAL_PRECISION,
-                 class_map: Mapping[str, str] | None = None) -> artifacts.Evaluation:
+                 class_map: Mapping[str, str] | None = None,
+                 explain_protocol: str = "fast") -> artifacts.Evaluation:
     """Run the checkpoint on ``split``; write predictions.csv, metrics.json, cams/ and viewer.json
     into ``out``: by default the run's own evaluation of that split, or for other ``data``
     ``reports/NAME/external-<data name>/`` (never the run's own files)."""
@@ -221,7 +222,7 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
         with _timed(timings, "explain"):
             explanation = explain_and_draw(run, target, probs, out=out, method=cam_method,
                                            seed=seed, device=dev, task=task, split_name=split,
-                                           precision=precision)
+                                           precision=precision, protocol=explain_protocol)
 
     result: artifacts.Evaluation = {
         "schema": artifacts.EVALUATION_SCHEMA,
@@ -254,7 +255,8 @@ def evaluate_report(paths: runs.RunPaths, *, split: str = "test", device: str = 
                     data: str | None = None, tta: bool = False, cam_method: str = "gradcam",
                     explain: bool = True, out: Path | None = None, progress: bool = True,
                     precision: str = EVAL_PRECISION,
-                    class_map: Mapping[str, str] | None = None) -> tuple[artifacts.Evaluation, runs.EvaluationPaths]:
+                    class_map: Mapping[str, str] | None = None,
+                    explain_protocol: str = "fast") -> tuple[artifacts.Evaluation, runs.EvaluationPaths]:
     """``xreport evaluate``: options checked first, then under the folder's lock (the same as
     ``build``) the predictions, metrics and CAMs are written to a staging copy and swapped in
     whole. They go to ``out`` when given, else to the run's own evaluation of ``split`` or,
@@ -262,21 +264,23 @@ def evaluate_report(paths: runs.RunPaths, *, split: str = "test", device: str = 
     files. Returns the evaluation and where its files now are."""
     from .build import check_report_options
 
-    check_report_options(split=split, cam_method=cam_method if explain else None, device=device)
+    check_report_options(split=split, cam_method=cam_method if explain else None, device=device,
+                         explain_protocol=explain_protocol)
     check_eval_precision(precision)
     if out is not None:
         out = check_external_out(Path(out), paths)
         with runs.run_lock(out, what="evaluation"), runs.staged_folder(out) as staged:
             result = evaluate_run(paths, split=split, device=device, data=data, tta=tta, cam_method=cam_method,
                                   explain=explain, out=runs.EvaluationPaths(staged, paths.name),
-                                  progress=progress, precision=precision, class_map=class_map)
+                                  progress=progress, precision=precision, class_map=class_map,
+                                  explain_protocol=explain_protocol)
         return result, runs.EvaluationPaths(out, paths.name)
     final = paths.external(data) if data is not None else paths.evaluation(split)
     with runs.run_lock(paths.report_dir, what="report"), runs.staged_report(paths) as staged:
         where = staged.external(data) if data is not None else staged.evaluation(split)
         result = evaluate_run(staged, split=split, device=device, data=data, tta=tta,
                               cam_method=cam_method, explain=explain, out=where, progress=progress,
-                              precision=precision, class_map=class_map)
+                              precision=precision, class_map=class_map, explain_protocol=explain_protocol)
     return result, final
 
 
@@ -338,20 +342,43 @@ class NormalizedView:
         return normalize_batch(self.images[index], self.mean, self.std)
 
 
-# The explanation checks' protocol: images, curve steps, random maps per image and cascade
-# seeds, the same on every device so that a verdict does not depend on where it was computed
-# (the report states it). Faithfulness costs 4 * (steps - 1) * (1 + random maps) forward
-# passes per image: 4 steps (25/50/75% removed) and 2 random maps keep the 624-image cold
-# build within 30 s on 2 CPU cores; the verdicts' power comes from the 64 paired images, not
-# the curve's resolution. Only the batch size (memory, not results) follows the device.
-EXPLAIN_PROTOCOL: dict[str, int] = {"faithfulness_n": 64, "sanity_n": 16, "faithfulness_steps": 4,
-                                    "random_per_image": 2, "sanity_seeds": 3}
+# The explanation checks' protocols: images, curve steps, random maps per image and cascade
+# seeds. The user chooses one (`--explain`, default "fast"); the default is the same on every
+# device so that a verdict does not depend on where it was computed (the report states the
+# protocol). Both test the same 64 faithfulness and 16 sanity images, so the paired verdicts
+# have the same power (it comes from the images); "full" draws each curve at 9 instead of 3
+# removal levels, averages 4 instead of 2 random reference maps and repeats the cascade over
+# 5 instead of 3 initialisations: smoother curves, steadier references, ~3x the passes.
+# Faithfulness costs 4 * (steps - 1) * (1 + random maps) forward passes per image. Only the
+# batch size (memory, not results) follows the device.
+EXPLAIN_PROTOCOLS: dict[str, dict[str, int]] = {
+    "fast": {"faithfulness_n": 64, "sanity_n": 16, "faithfulness_steps": 4, "random_per_image": 2,
+             "sanity_seeds": 3},
+    "full": {"faithfulness_n": 64, "sanity_n": 16, "faithfulness_steps": 10, "random_per_image": 4,
+             "sanity_seeds": 5},
+}
+EXPLAIN_DEFAULT = "fast"
+EXPLAIN_PROTOCOL = EXPLAIN_PROTOCOLS[EXPLAIN_DEFAULT]
+EXPLAIN_CHOICES = tuple(EXPLAIN_PROTOCOLS)
 EXPLAIN_BATCH = {"cpu": 128, "cuda": 256}
+
+
+def protocol_matches(explain: artifacts.Explanation, protocol: str) -> bool:
+    """Whether an evaluation's checks ran with ``protocol``'s settings (read from the figures
+    it recorded, so files from before the choice are judged too)."""
+    wanted = EXPLAIN_PROTOCOLS[protocol]
+    faith, sanity = explain["faithfulness"], explain["sanity"]
+    if not faith or not sanity:
+        return False
+    return (faith.get("steps") == wanted["faithfulness_steps"]
+            and faith["random_maps"].get("per_image") == wanted["random_per_image"]
+            and sanity["seeds"] == wanted["sanity_seeds"])
 
 
 def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: runs.EvaluationPaths,
                      method: str, seed: int, device: torch.device, task: str = "binary",
-                     split_name: str = "test", precision: str = EVAL_PRECISION) -> ExplainSummary:
+                     split_name: str = "test", precision: str = EVAL_PRECISION,
+                     protocol: str = EXPLAIN_DEFAULT) -> ExplainSummary:
     """CAM gallery, faithfulness, sanity check (and localisation on phantom data), and the
     interactive viewer's data; the figures stage draws the gallery's overlays while the
     maps are in memory."""
@@ -362,13 +389,18 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: ru
                                          in_channels=int(run.meta["in_channels"]))
     x = NormalizedView(split.images, run.meta["mean"], run.meta["std"])
     batch_size = EXPLAIN_BATCH["cuda" if device.type == "cuda" else "cpu"]
+    if protocol not in EXPLAIN_PROTOCOLS:
+        raise ConfigError(f"--explain {protocol!r} is not one of {', '.join(EXPLAIN_CHOICES)}")
     summary, gallery_cams = explain.explain_split(
         run.model, x, y_true=split.labels.numpy(), probs=probs,
         class_names=list(run.meta["class_names"]), target_layer=layer, layer_name=layer_name,
         method=method, masks=split.masks, seed=seed, device=device, batch_size=batch_size,
-        precision=precision, **EXPLAIN_PROTOCOL)
-    draw_cam_gallery(summary["gallery"], gallery_cams, split.images, split.ids, out=out,
-                     masks=split.masks)
+        precision=precision, **EXPLAIN_PROTOCOLS[protocol])
+    summary["protocol"] = protocol
+    timings = summary["timings"]
+    with _timed(timings, "figures_s"):
+        draw_cam_gallery(summary["gallery"], gallery_cams, split.images, split.ids, out=out,
+                         masks=split.masks)
     from .limits import REPORT_CLASSES
 
     if len(run.meta["class_names"]) > REPORT_CLASSES:
@@ -377,10 +409,11 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: ru
                     len(run.meta["class_names"]), REPORT_CLASSES)
         summary["viewer"] = None
         return summary
-    summary["viewer"] = write_viewer_data(run, split, probs, layer=layer, layer_name=layer_name,
-                                          gallery_rows=[e["index"] for e in summary["gallery"]],
-                                          out=out, method=method, task=task, split_name=split_name,
-                                          device=device)
+    with _timed(timings, "viewer_s"):
+        summary["viewer"] = write_viewer_data(run, split, probs, layer=layer, layer_name=layer_name,
+                                              gallery_rows=[e["index"] for e in summary["gallery"]],
+                                              out=out, method=method, task=task, split_name=split_name,
+                                              device=device)
     return summary
 
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import torch
 
     from .explain import GalleryPick
+    from .models import ArchitectureSummary
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class ReportFigures:
     results: Figures = field(default_factory=dict)
     faithfulness: FigurePaths | None = None
     sanity: FigurePaths | None = None
+    block_diagram: FigurePaths | None = None
     failed: list[str] = field(default_factory=list)
 
 
@@ -224,8 +226,12 @@ def draw_cam_gallery(gallery: Sequence[GalleryPick], cams: torch.Tensor,
 def draw_report_figures(report_dir: Path, *, meta: artifacts.CheckpointMeta,
                         evaluation: artifacts.Evaluation, history: artifacts.History,
                         distribution: artifacts.ClassDistribution | None, dataset: Dataset | None,
-                        langs: Sequence[str], templates_dir: Path | None = None) -> ReportFigures:
-    """Every chart of the single-run report, per language, with ``templates_dir``'s wording."""
+                        langs: Sequence[str], templates_dir: Path | None = None,
+                        architecture: ArchitectureSummary | None = None) -> ReportFigures:
+    """Every chart of the single-run report, per language, with ``templates_dir``'s wording.
+
+    ``architecture`` (``models.architecture_summary`` of the run's model) gives the block
+    diagram; without it there is none."""
     from . import charts
 
     maker = FigureMaker(report_dir, langs, templates_dir=templates_dir)
@@ -243,6 +249,9 @@ def draw_report_figures(report_dir: Path, *, meta: artifacts.CheckpointMeta,
     if history:
         out.curves = maker.draw("training_curves", lambda t, lang: charts.training_curves(
             history, selected_epoch=meta.get("epoch"), selected_by=meta.get("selected_by"), t=t))
+    if architecture is not None and architecture["blocks"]:
+        blocks = architecture["blocks"]
+        out.block_diagram = maker.draw("block_diagram", lambda t, lang: charts.block_diagram(blocks, t=t))
     out.examples, out.before_after = _example_figures(meta["config"], dataset, maker, names_by_lang,
                                                       int(meta.get("seed", 0) or 0))
     out.results = _result_figures(evaluation["metrics"], maker, mappings)

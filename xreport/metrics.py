@@ -977,6 +977,32 @@ def curve_area(curves: ArrayLike) -> np.ndarray:
     return (c.sum(axis=-1) - (c[..., 0] + c[..., -1]) / 2) / steps
 
 
+class SeedSummary(TypedDict):
+    """One metric over the runs of several seeds (``seed_summary``)."""
+
+    n: int                     # seeds with a defined value
+    mean: float | None
+    sd: float | None           # sample standard deviation (n - 1); None below 2 values
+    min: float | None
+    max: float | None
+
+
+def seed_summary(values: Sequence[object]) -> SeedSummary:
+    """Mean, sample sd, min and max of one metric across seeds.
+
+    ``values`` are numbers or metrics values (``{"value": x, ...}``); undefined ones (None,
+    NaN, ``{"value": null}``) are left out and not counted in ``n``. The sd is the spread
+    between seeds (training randomness), not a confidence interval of the mean.
+    """
+    found = [x for v in values if (x := value_of(v)) is not None]
+    if not found:
+        return {"n": 0, "mean": None, "sd": None, "min": None, "max": None}
+    arr = np.asarray(found, dtype=np.float64)
+    return {"n": len(found), "mean": float(arr.mean()),
+            "sd": float(arr.std(ddof=1)) if len(found) > 1 else None,
+            "min": float(arr.min()), "max": float(arr.max())}
+
+
 def value_of(v: object) -> float | None:
     """The number of a metrics value: ``{"value": x, ...}``, a plain number, or None.
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 from urllib.parse import urlparse
 
 import torch
@@ -143,6 +143,41 @@ def _load_backbone(model: nn.Module, state: Mapping[str, torch.Tensor], *, sourc
         if tuple(state[key].shape) != tuple(own[key].shape):
             raise CheckpointError(f"{source}: {key} has shape {tuple(state[key].shape)} but the "
                                   f"model needs {tuple(own[key].shape)} (another architecture?)")
+    model.load_state_dict(state, strict=False)
+
+
+def stem_from_state(arch: str, state: Mapping[str, torch.Tensor], *, source: str) -> tuple[int, bool]:
+    """(input channels, small-input stem) of a state_dict's first conv: a 3x3 kernel is the
+    small stem (3x3 stride 1, no max-pool), a 7x7 the standard one."""
+    key = "features.conv0.weight" if arch.startswith("densenet") else "conv1.weight"
+    weight = state.get(key)
+    if weight is None or weight.dim() != 4:
+        raise CheckpointError(f"{source}: no first convolution {key} (4-D); not a torchvision {arch} state_dict")
+    channels, kernel = int(weight.shape[1]), int(weight.shape[-1])
+    if channels not in (1, 3) or kernel not in (3, 7):
+        raise CheckpointError(f"{source}: {key} has shape {tuple(weight.shape)}; {arch} here takes 1 or "
+                              "3 input channels and a 7x7 (standard) or 3x3 (small-input) stem")
+    return channels, kernel == 3
+
+
+def load_trained_weights(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str) -> None:
+    """A whole trained model's weights (classifier included) into ``model``: a missing or
+    unexpected key names a few of them, a classifier for another class count names the layer
+    and both shapes, any other shape mismatch names its layer."""
+    own = model.state_dict()
+    # Older files predate BatchNorm's num_batches_tracked; it is only a counter.
+    _require_keys([k for k in own if not k.endswith("num_batches_tracked")], state, own, where=source)
+    head = _head_attr(model)
+    for key in (f"{head}.weight", f"{head}.bias"):   # checked first: the usual mismatch
+        tensor = own.get(key)
+        if tensor is not None and key in state and tuple(state[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"{source}: classifier {key} has shape {tuple(state[key].shape)} "
+                                  f"({state[key].shape[0]} classes) but the data have {tensor.shape[0]} "
+                                  f"classes (shape {tuple(tensor.shape)})")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(own[key].shape):
+            raise CheckpointError(f"{source}: {key} has shape {tuple(tensor.shape)} but the model "
+                                  f"needs {tuple(own[key].shape)} (another architecture or stem?)")
     model.load_state_dict(state, strict=False)
 
 
@@ -427,6 +462,37 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
             "trainable": sum(p.numel() for p in params if p.requires_grad)}
 
 
+def _counted_forward(model: nn.Module, input_size: int, in_channels: int, *,
+                     hooks: Mapping[nn.Module, Callable[[nn.Module, object, object], None]] | None = None,
+                     ) -> tuple[int, dict[str, int]]:
+    """One eval-mode, no-grad forward pass of a zero image under ``FlopCounterMode``, with
+    forward ``hooks`` attached for its duration: (total FLOPs, FLOPs per module path).
+
+    Module paths are the model's own names ("layer1", "features.denseblock1"); the
+    per-module FLOPs include the module's children.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    bare = _unwrap(model)
+    param = next(bare.parameters())
+    x = torch.zeros(1, in_channels, input_size, input_size, device=param.device, dtype=param.dtype)
+    handles = [m.register_forward_hook(fn) for m, fn in (hooks or {}).items()]
+    was_training = bare.training
+    bare.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            bare(x)
+    finally:
+        for h in handles:
+            h.remove()
+        bare.train(was_training)
+    # FlopCounterMode names modules "<ClassName>.<path>"; keep the path alone.
+    root = type(bare).__name__ + "."
+    per_module = {name.removeprefix(root): int(sum(ops.values()))
+                  for name, ops in counter.get_flop_counts().items() if name.startswith(root)}
+    return int(counter.get_total_flops()), per_module
+
+
 def count_flops(model: nn.Module, input_size: int, in_channels: int) -> int:
     """FLOPs of one forward pass of one ``in_channels x input_size x input_size`` image.
 
@@ -435,19 +501,209 @@ def count_flops(model: nn.Module, input_size: int, in_channels: int) -> int:
     multiply-adds (MACs): divide by 2 to compare (ResNet-18 at 224 px: ~3.64e9 here,
     1.82 "GFLOPS" in torchvision's table).
     """
-    from torch.utils.flop_counter import FlopCounterMode
+    return _counted_forward(model, input_size, in_channels)[0]
 
+
+# ---------------------------------------------------------------- architecture summary
+
+BlockKind = Literal["basic", "bottleneck", "dense_layer", "transition"]
+LayerOp = Literal["conv", "norm", "relu", "pool", "linear", "other"]
+# The block kinds whose structure the report draws (a transition is a stage, not a block type).
+DRAWN_BLOCKS: tuple[BlockKind, ...] = ("basic", "bottleneck", "dense_layer")
+
+
+class LayerStep(TypedDict):
+    """One layer call inside a block, as the forward pass made it."""
+
+    module: str                    # its path in the model ("layer1.0.conv1")
+    op: LayerOp
+    kernel: int | None             # conv / pool: the (square) kernel side
+    stride: int | None
+    in_channels: int | None
+    out_channels: int | None
+    out_shape: list[int]           # C, H, W at the summary's input size
+
+
+class BlockStructure(TypedDict):
+    """The first block of one kind in the model, layer by layer."""
+
+    kind: BlockKind
+    module: str                    # "layer1.0", "features.denseblock1.denselayer1"
+    count: int                     # blocks of this kind in the whole model
+    in_shape: list[int]
+    out_shape: list[int]
+    steps: list[LayerStep]         # the main path, in call order, up to the merge
+    merge: Literal["add", "concat"]
+    shortcut: list[LayerStep]      # "add": the projection's layers; [] is the identity
+    after_merge: list[LayerStep]   # ResNet: the ReLU applied to the sum
+    growth_rate: int | None        # dense layer: channels each layer adds
+
+
+class StageRow(TypedDict):
+    name: str                      # "stem", "layer1", "denseblock1", "transition1", "head"
+    module: str                    # its path in the model ("features.denseblock1")
+    block: BlockKind | None        # None: stem and head (single layers)
+    blocks: int                    # blocks in the stage (1 for stem, transition and head)
+    out_shape: list[int]           # C, H, W (the head: its outputs)
+    params: int
+    flops: int
+
+
+class ArchitectureSummary(TypedDict):
+    """A model's stages at one input size, from one forward pass (``architecture_summary``)."""
+
+    family: Literal["resnet", "densenet"]
+    input_size: int
+    in_channels: int
+    stages: list[StageRow]
+    blocks: list[BlockStructure]   # one per drawn block kind present, in model order
+    params: int
+    trainable: int
+    flops: int                     # as count_flops counts them (a multiply-add is 2)
+
+
+def _block_kind(module: nn.Module) -> BlockKind | None:
+    from torchvision.models import densenet, resnet
+
+    if isinstance(module, resnet.BasicBlock):
+        return "basic"
+    if isinstance(module, resnet.Bottleneck):
+        return "bottleneck"
+    if isinstance(module, densenet._DenseLayer):
+        return "dense_layer"
+    if isinstance(module, densenet._Transition):
+        return "transition"
+    return None
+
+
+def _stages(bare: nn.Module) -> list[tuple[str, str, list[tuple[str, nn.Module]]]]:
+    """(stage name, module path, [(path, module)] whose parameters it holds; the last
+    module's output is the stage's output)."""
+    def named(prefix: str, parent: nn.Module, *attrs: str) -> list[tuple[str, nn.Module]]:
+        return [(f"{prefix}{a}", getattr(parent, a)) for a in attrs]
+
+    head = _head_attr(bare)
+    if is_densenet(bare):
+        f = bare.features
+        stages = [("stem", "features.conv0", named("features.", f, "conv0", "norm0", "relu0", "pool0"))]
+        stages += [(name, f"features.{name}", [(f"features.{name}", child)])
+                   for name, child in f.named_children() if name.startswith(("denseblock", "transition"))]
+        stages.append(("head", head, named("features.", f, "norm5") + [(head, getattr(bare, head))]))
+        return stages
+    if isinstance(bare, torchvision.models.ResNet):
+        stages = [("stem", "conv1", named("", bare, "conv1", "bn1", "relu", "maxpool"))]
+        stages += [(f"layer{i}", f"layer{i}", named("", bare, f"layer{i}")) for i in range(1, 5)]
+        stages.append(("head", head, named("", bare, "avgpool", head)))
+        return stages
+    raise ConfigError(f"no architecture summary known for {type(bare).__name__}; "
+                      f"supported: {', '.join(ARCHS)}")
+
+
+def _shape(out: object) -> list[int]:
+    tensor = out[0] if isinstance(out, (tuple, list)) else out
+    return [int(s) for s in tensor.shape[1:]] if isinstance(tensor, torch.Tensor) else []
+
+
+def _side(value: object) -> int | None:
+    return int(value[0] if isinstance(value, tuple) else value) if value is not None else None
+
+
+def _step(path: str, module: nn.Module, out: object) -> LayerStep:
+    op: LayerOp = "other"
+    kernel = stride = cin = cout = None
+    if isinstance(module, nn.Conv2d):
+        op, kernel, stride = "conv", _side(module.kernel_size), _side(module.stride)
+        cin, cout = module.in_channels, module.out_channels
+    elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+        op, cin = "norm", module.num_features
+        cout = cin
+    elif isinstance(module, nn.ReLU):
+        op = "relu"
+    elif isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):
+        op, kernel, stride = "pool", _side(module.kernel_size), _side(module.stride)
+    elif isinstance(module, nn.Linear):
+        op, cin, cout = "linear", module.in_features, module.out_features
+    return {"module": path, "op": op, "kernel": kernel, "stride": stride, "in_channels": cin,
+            "out_channels": cout, "out_shape": _shape(out)}
+
+
+def architecture_summary(model: nn.Module, input_size: int, in_channels: int) -> ArchitectureSummary:
+    """The model's stages (block type, block count, output C x H x W at ``input_size``,
+    parameters, FLOPs) and the layers of its first block of each kind, all from ONE forward
+    pass of a zero image with hooks (no grad): what the report's architecture table and
+    block diagram show. FLOPs as ``count_flops`` counts them.
+    """
     bare = _unwrap(model)
-    param = next(bare.parameters())
-    x = torch.zeros(1, in_channels, input_size, input_size, device=param.device, dtype=param.dtype)
-    was_training = bare.training
-    bare.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            bare(x)
-    finally:
-        bare.train(was_training)
-    return int(counter.get_total_flops())
+    stages = _stages(bare)
+    names = {m: n for n, m in bare.named_modules()}
+    out_shapes: dict[str, list[int]] = {}
+    firsts: dict[BlockKind, tuple[str, nn.Module]] = {}
+    counts: dict[BlockKind, int] = {}
+    for path, module in bare.named_modules():
+        kind = _block_kind(module)
+        if kind is not None:
+            counts[kind] = counts.get(kind, 0) + 1
+            firsts.setdefault(kind, (path, module))
+    drawn = [(kind, path, block) for kind, (path, block) in firsts.items() if kind in DRAWN_BLOCKS]
+    calls: dict[str, list[LayerStep]] = {path: [] for _, path, _ in drawn}
+    in_shapes: dict[str, list[int]] = {}
+    hooks: dict[nn.Module, Callable[[nn.Module, object, object], None]] = {}
+
+    def keep_shape(path: str) -> Callable[[nn.Module, object, object], None]:
+        return lambda _m, _in, out: out_shapes.__setitem__(path, _shape(out))
+
+    for _, _, members in stages:
+        path, module = members[-1]
+        hooks[module] = keep_shape(path)
+    for _, block_path, block in drawn:
+        def record_block(_m: nn.Module, inputs: object, out: object, p: str = block_path) -> None:
+            # A dense layer takes the list of earlier feature maps: its input is their concat.
+            first = inputs[0] if isinstance(inputs, tuple) and inputs else inputs
+            parts = first if isinstance(first, (list, tuple)) else [first]
+            shapes = [_shape(x) for x in parts]
+            in_shapes[p] = [sum(s[0] for s in shapes), *shapes[0][1:]] if shapes and shapes[0] else []
+            out_shapes[p] = _shape(out)
+        hooks[block] = record_block
+        for sub_path, sub in block.named_modules(prefix=block_path):
+            if sub is not block and not list(sub.children()):
+                hooks[sub] = (lambda m, _in, out, p=sub_path, b=block_path:
+                              calls[b].append(_step(p, m, out)))
+    total_flops, flops = _counted_forward(bare, input_size, in_channels, hooks=hooks)
+
+    rows: list[StageRow] = []
+    for name, path, members in stages:
+        module = members[0][1]
+        kinds = [k for child in module.children() if (k := _block_kind(child))] if len(members) == 1 else []
+        own = _block_kind(module)
+        rows.append({"name": name, "module": path,
+                     "block": own or (kinds[0] if kinds else None),
+                     "blocks": len(kinds) if kinds else 1,
+                     "out_shape": out_shapes.get(members[-1][0], []),
+                     "params": sum(p.numel() for _, m in members for p in m.parameters()),
+                     "flops": sum(flops.get(names[m], 0) for _, m in members)})
+    blocks = [_block_structure(kind, path, counts[kind], calls[path], in_shapes.get(path, []),
+                               out_shapes.get(path, [])) for kind, path, _ in drawn]
+    counted = count_parameters(bare)
+    return {"family": "densenet" if is_densenet(bare) else "resnet", "input_size": int(input_size),
+            "in_channels": int(in_channels), "stages": rows, "blocks": blocks,
+            "params": counted["total"], "trainable": counted["trainable"], "flops": total_flops}
+
+
+def _block_structure(kind: BlockKind, path: str, count: int, calls: list[LayerStep],
+                     in_shape: list[int], out_shape: list[int]) -> BlockStructure:
+    """Split a block's recorded layer calls into main path, shortcut and after-merge."""
+    if kind == "dense_layer":
+        convs = [s for s in calls if s["op"] == "conv"]
+        return {"kind": kind, "module": path, "count": count, "in_shape": in_shape,
+                "out_shape": out_shape, "steps": calls, "merge": "concat", "shortcut": [],
+                "after_merge": [], "growth_rate": convs[-1]["out_channels"] if convs else None}
+    shortcut = [s for s in calls if s["module"].startswith(f"{path}.downsample.")]
+    main = [s for s in calls if s not in shortcut]
+    # torchvision's blocks add the shortcut after the last BatchNorm, then apply ReLU.
+    last_norm = max((i for i, s in enumerate(main) if s["op"] == "norm"), default=len(main) - 1)
+    return {"kind": kind, "module": path, "count": count, "in_shape": in_shape, "out_shape": out_shape,
+            "steps": main[:last_norm + 1], "merge": "add", "shortcut": shortcut,
+            "after_merge": main[last_norm + 1:], "growth_rate": None}
 
 
 # ---------------------------------------------------------------- checkpoints

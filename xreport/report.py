@@ -33,6 +33,8 @@ from .runs import EvaluationPaths, RunPaths, sha256_file
 if TYPE_CHECKING:
     import torch
 
+    from .models import ArchitectureSummary
+
 logger = logging.getLogger(__name__)
 
 KIND_ORDER = ("TP", "TN", "FP", "FN")
@@ -60,6 +62,7 @@ class Summary(TypedDict):
     dataset: str
     arch: str
     pretrained: bool
+    imported: bool                 # trained elsewhere (`xreport import`)
     n_test: int | None
     date: str
     versions: list[tuple[str, str]]
@@ -128,11 +131,16 @@ class ModelInfo(TypedDict):
     trainable: int | None
     flops: int | None
     pretrained: bool
+    imported: bool
     cam_layer: str | None
     in_channels: int
     image_size: int
     num_classes: int
     dropout: float
+    # Stages, block structure, parameters and FLOPs from one forward pass (None: the model
+    # could not be rebuilt from the meta); the block diagram drawn from it.
+    architecture: ArchitectureSummary | None
+    figures: dict[str, FigurePaths | None]
 
 
 class Training(TypedDict):
@@ -156,6 +164,9 @@ class Training(TypedDict):
     loss: str
     recipe: list[artifacts.RecipeChoice]
     figures: dict[str, FigurePaths | None]
+    # `xreport import`: the weights file (name, sha256); the training is not known, so the
+    # section says so instead of showing the config's unused training keys.
+    imported: artifacts.ImportedWeights | None
 
 
 class ReportRow(TypedDict):
@@ -324,8 +335,11 @@ class ExplainContext(TypedDict, total=False):
 
 
 class Protocol(TypedDict):
-    """The explanation checks' settings as run (the same on every device: evaluate.EXPLAIN_PROTOCOL)."""
+    """The explanation checks' settings as run (chosen with --explain, the same default on
+    every device: evaluate.EXPLAIN_PROTOCOLS)."""
 
+    name: str | None               # "fast" or "full"; None in evaluations from before the choice
+    total: int | None              # images evaluated, of which faithfulness_n were explained
     faithfulness_n: int | None
     steps: int | None
     maps: int | None
@@ -402,6 +416,7 @@ def _summary(meta: artifacts.CheckpointMeta, metrics: artifacts.Metrics | None,
         "dataset": dataset_name,
         "arch": meta["arch"],
         "pretrained": meta["pretrained"],
+        "imported": bool(meta.get("imported")),
         "n_test": data["n"] if "n" in data else (metrics["n"] if metrics else None),
         "date": _minutes(meta["created"]),
         "versions": [(k, versions[k]) for k in SUMMARY_VERSIONS if k in versions],
@@ -513,30 +528,48 @@ def _join_floats(values: Sequence[float]) -> str:
     return ", ".join(f"{float(v):.3f}" for v in values)
 
 
+def architecture(meta: artifacts.CheckpointMeta, model: torch.nn.Module | None = None
+                 ) -> tuple[ArchitectureSummary | None, torch.nn.Module | None]:
+    """The model's architecture summary at the run's input size, and the model it came from.
+
+    ``model`` is the run's loaded model when the caller has one; otherwise the model is
+    rebuilt from the meta ONCE here and returned, so the caller reuses it (a DenseNet or
+    ResNet-152 is not rebuilt twice). None when the meta describes no buildable model.
+    """
+    from . import models
+
+    try:
+        if model is None:
+            model = models.model_from_meta(meta)
+        return models.architecture_summary(model, meta["image_size"], meta["in_channels"]), model
+    except (XReportError, KeyError, ValueError, RuntimeError) as exc:
+        logger.warning("model details from the checkpoint meta are incomplete: %s", exc)
+        return None, model
+
+
 def _model(meta: artifacts.CheckpointMeta, explain: artifacts.Explanation | None,
-           model: torch.nn.Module | None = None) -> ModelInfo:
+           model: torch.nn.Module | None, summary: ArchitectureSummary | None,
+           figures: Mapping[str, FigurePaths | None]) -> ModelInfo:
     from . import models
 
     info: ModelInfo = {
         "arch": meta["arch"],
         "stem": "small" if meta["small_input_stem"] else "standard",
         "params": meta["params"], "trainable": None, "flops": None,
-        "pretrained": meta["pretrained"],
+        "pretrained": meta["pretrained"], "imported": bool(meta.get("imported")),
         "cam_layer": explain["target_layer"] if explain else None,
         "in_channels": meta["in_channels"], "image_size": meta["image_size"],
         "num_classes": meta["num_classes"], "dropout": float(meta["dropout"]),
+        "architecture": summary, "figures": dict(figures),
     }
+    if summary is not None:
+        info["params"], info["trainable"], info["flops"] = summary["params"], summary["trainable"], summary["flops"]
     try:
-        if model is None:
-            model = models.model_from_meta(meta)
-        counts = models.count_parameters(model)
-        info["params"], info["trainable"] = counts["total"], counts["trainable"]
-        info["flops"] = models.count_flops(model, meta["image_size"], meta["in_channels"])
-        if not info["cam_layer"]:
+        if not info["cam_layer"] and model is not None:
             info["cam_layer"] = models.cam_target_layer(model, input_size=meta["image_size"],
                                                         in_channels=meta["in_channels"])[1]
     except (XReportError, KeyError, ValueError, RuntimeError) as exc:
-        logger.warning("model details from the checkpoint meta are incomplete: %s", exc)
+        logger.warning("CAM layer of the checkpoint's model unknown: %s", exc)
     return info
 
 
@@ -565,6 +598,7 @@ def _training(meta: artifacts.CheckpointMeta, train: TrainConfig, history: artif
         # What the auto recipe chose from the data (the "why" figures in English, as a tooltip).
         "recipe": [c for c in choices if c["rule"] != "base"],
         "figures": {"curves": curves},
+        "imported": meta.get("imported"),
     }
 
 
@@ -772,9 +806,10 @@ def _localisation(loc: artifacts.Localisation | None) -> LocalisationContext | N
             "maps": loc["random_per_image"], "margin": LOCALISATION_MARGIN}
 
 
-def _protocol(explain: artifacts.Explanation, precision: str | None) -> Protocol:
+def _protocol(explain: artifacts.Explanation, precision: str | None, total: int | None) -> Protocol:
     faith, sanity = explain["faithfulness"], explain["sanity"]
-    return {"faithfulness_n": faith["n"] if faith else None,
+    return {"name": explain["protocol"], "total": total,
+            "faithfulness_n": faith["n"] if faith else None,
             "steps": faith.get("steps") if faith else None,
             "maps": faith["random_maps"].get("per_image") if faith else None,
             "sanity_n": sanity["n"] if sanity else None, "seeds": sanity["seeds"] if sanity else None,
@@ -785,7 +820,7 @@ def _explain(explain: artifacts.Explanation | None, paths: RunPaths,
              figures: Mapping[str, FigurePaths | None], class_names: Sequence[str], *,
              folder: Path | None = None,
              mappings: Mapping[str, Mapping[str, str]] | None = None,
-             precision: str | None = None) -> ExplainContext:
+             precision: str | None = None, total: int | None = None) -> ExplainContext:
     from . import charts
 
     if not explain:
@@ -800,7 +835,7 @@ def _explain(explain: artifacts.Explanation | None, paths: RunPaths,
             "faithfulness": _faithfulness(explain["faithfulness"]),
             "sanity": _sanity(explain["sanity"]),
             "localisation": _localisation(explain["localisation"]),
-            "protocol": _protocol(explain, precision),
+            "protocol": _protocol(explain, precision, total),
             "figures": dict(figures)}
 
 
@@ -939,9 +974,10 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
     i18n = artifacts.class_name_translations(meta)
     mappings = {lang: artifacts.class_name_map(class_names, i18n.get(lang)) for lang in langs}
     predicted = _predicted(predictions_only, class_names)
+    summary, model = architecture(meta, model)
     figs = draw_report_figures(paths.report_dir, meta=meta, evaluation=loaded, history=history,
                                distribution=dist, dataset=dataset, langs=langs,
-                               templates_dir=templates_dir)
+                               templates_dir=templates_dir, architecture=summary)
 
     name = _dataset_name(meta, dataset)
     data_cfg = meta["data"]
@@ -981,12 +1017,12 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
             "figures": {"distribution": figs.distribution, "examples": figs.examples,
                         "before_after": figs.before_after},
         },
-        "model": _model(meta, explain, model),
+        "model": _model(meta, explain, model, summary, {"block_diagram": figs.block_diagram}),
         "training": _training(meta, run_config.train, history, figs.curves),
         "results": _results(metrics, split, figs.results, evaluation=loaded),
         "explain": _explain(explain, paths, {"faithfulness": figs.faithfulness, "sanity": figs.sanity},
                             class_names, folder=evaluation_paths.folder, mappings=mappings,
-                            precision=loaded["precision"]),
+                            precision=loaded["precision"], total=loaded["data"].get("n")),
         # The split the metrics and CAMs are from: "val" when the test split has no labels.
         "evaluated_split": str(split),
         "discussion": discussion.observations(metrics, history=history, distribution=dist,

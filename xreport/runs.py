@@ -19,7 +19,7 @@ import unicodedata
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 import torch
 
@@ -44,6 +44,26 @@ def check_run_name(name: str) -> str:
     if len(name.encode("utf-8")) > 200:
         raise RunError(f"run name {name!r} is too long (200 bytes at most)")
     return name
+
+
+def seed_run_names(name: str, seeds: Sequence[int]) -> list[str]:
+    """The run names of one config trained once per seed: ``NAME-s0``, ``NAME-s1``, ...
+
+    ``xreport train --seeds`` writes these folders; a study of them is
+    ``xreport build --runs <these names>``. Duplicate or negative seeds are a ``ConfigError``.
+    """
+    from .errors import ConfigError
+
+    if not seeds:
+        raise ConfigError("--seeds is empty; give one or more seeds (e.g. --seeds 0 1 2)")
+    seen: set[int] = set()
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"--seeds: {seed!r} is not a whole number >= 0")
+        if seed in seen:
+            raise ConfigError(f"--seeds lists seed {seed} twice; each seed is one run")
+        seen.add(seed)
+    return [check_run_name(f"{name}-s{seed}") for seed in seeds]
 
 
 @dataclass(frozen=True)
@@ -418,7 +438,7 @@ def checkpoint_bytes(*, state_dict: dict[str, torch.Tensor], meta: Mapping[str, 
     return buffer.getvalue()
 
 
-def _unpickling_reason(exc: Exception) -> str:
+def unpickling_reason(exc: Exception) -> str:
     """The line of torch's long weights_only message that names the refused object."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     named = [line for line in lines if "unsupported" in line.lower() or "WeightsUnpickler" in line]
@@ -489,7 +509,7 @@ def load_tensor_file(path: str | Path, *, what: str = "checkpoint",
         return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors "
-                              f"({_unpickling_reason(exc)})") from None
+                              f"({unpickling_reason(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - a damaged file can fail in many ways inside torch
         raise CheckpointError(f"{path}: not a readable {what} (truncated or corrupt: "
                               f"{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping, NotRequired, TypedDict, cast
@@ -870,3 +870,61 @@ def train(config: RunConfig, *, checkpoints_root: Path = Path("checkpoints"), re
     return TrainResult(run_dir=paths.run_dir, best_epoch=state.best_epoch,
                        best_score=state.best_score, history=state.history,
                        seconds=time.perf_counter() - started, selected_by=selected_by)
+
+
+# ---------------------------------------------------------------- one config, several seeds
+
+def _seed_command(command: Sequence[str], *, name: str, seed: int) -> list[str]:
+    """The command line that trains this one seed: ``--seeds ...`` replaced by
+    ``--name NAME-sK --seed K`` (the run folder's config.toml repeats it too)."""
+    out: list[str] = []
+    skipping = False
+    for arg in command:
+        if arg == "--seeds" or arg.startswith("--seeds="):
+            skipping = arg == "--seeds"
+            continue
+        if skipping and not arg.startswith("-"):
+            continue
+        skipping = False
+        out.append(arg)
+    cleaned: list[str] = []
+    drop_next = False
+    for arg in out:          # the base run's --name / --seed give way to this seed's
+        if drop_next:
+            drop_next = False
+            continue
+        if arg in ("--name", "--seed"):
+            drop_next = True
+            continue
+        if arg.startswith(("--name=", "--seed=")):
+            continue
+        cleaned.append(arg)
+    return [*cleaned, "--name", name, "--seed", str(seed)]
+
+
+def train_seeds(config: RunConfig, seeds: Sequence[int], *, checkpoints_root: Path = Path("checkpoints"),
+                command: Sequence[str] | None = None, overwrite: bool = False, dataset: Dataset | None = None,
+                recipe_choices: Sequence[artifacts.RecipeChoice] = ()) -> list[TrainResult]:
+    """Train ``config`` once per seed, one after the other, into ``NAME-s<seed>`` folders
+    (``runs.seed_run_names``): each a complete run of its own, its seed in its config.
+
+    Every name is checked before the first run starts: an existing run of one of these names
+    is refused (``overwrite`` replaces them), so a half-done set is never mixed with an old one.
+    """
+    names = runs.seed_run_names(config.name, seeds)
+    if not overwrite:
+        for name in names:
+            paths = runs.RunPaths(name, checkpoints_root=Path(checkpoints_root))
+            existing = [f for f in _RUN_FILES if (paths.run_dir / f).exists()]
+            if existing:
+                raise RunError(f"{paths.run_dir}: a run already exists ({', '.join(existing)}); "
+                               "--seeds makes new runs: use another --name, or --overwrite")
+    base = list(command) if command is not None else list(sys.argv)
+    results: list[TrainResult] = []
+    for name, seed in zip(names, seeds):
+        logger.info("seed %d: training %s (%d of %d)", seed, name, len(results) + 1, len(names))
+        run_config = replace(config, name=name, train=replace(config.train, seed=seed))
+        results.append(train(run_config, checkpoints_root=checkpoints_root, overwrite=overwrite,
+                             command=_seed_command(base, name=name, seed=seed), dataset=dataset,
+                             recipe_choices=recipe_choices))
+    return results
