@@ -562,25 +562,38 @@ class StudyResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _model_facts(run: cmp.EvaluatedRun) -> ModelInfo:
-    from .report import _model
+class ModelGroup(TypedDict):
+    runs: list[str]                  # the runs that share this architecture at this input size
+    facts: ModelInfo                 # report._model: params, FLOPs, stem, CAM layer, architecture
 
-    return _model(run.meta, run.evaluation.get("explain"))
 
+def model_groups(evaluated: Sequence[cmp.EvaluatedRun], *, maker: FigureMaker) -> dict[str, object]:
+    """Per run the model facts of the single-run report (``report._model``), and the
+    architecture explained once per distinct model (stage table and block diagram from
+    ``report.architecture``: runs that differ only in training share one)."""
+    from . import charts
+    from .report import _model, architecture
 
-def _architecture(run: cmp.EvaluatedRun) -> object | None:
-    """The architecture section's data when ``models.architecture_summary`` exists."""
-    from . import models
-
-    summary = getattr(models, "architecture_summary", None)
-    if summary is None:
-        return None
-    try:
-        return summary(models.model_from_meta(run.meta), image_size=run.meta["image_size"],
-                       in_channels=run.meta["in_channels"])
-    except Exception as exc:  # noqa: BLE001 - the table is extra; the report goes on without it
-        logger.warning("%s: architecture summary unavailable: %s", run.name, exc)
-        return None
+    rows: list[dict[str, object]] = []
+    groups: dict[tuple[object, ...], ModelGroup] = {}
+    for run in evaluated:
+        meta = run.meta
+        key = (meta["arch"], meta["small_input_stem"], meta["image_size"], meta["in_channels"],
+               meta["num_classes"], meta.get("head"))
+        if key in groups:
+            groups[key]["runs"].append(run.name)
+            rows.append({"run": run.name, "facts": groups[key]["facts"]})
+            continue
+        summary, model = architecture(meta, None)
+        diagram = None
+        if summary is not None and summary["blocks"]:
+            blocks = summary["blocks"]
+            diagram = maker.draw(f"block_diagram_{len(groups)}",
+                                 lambda t, lang, blocks=blocks: charts.block_diagram(blocks, t=t))
+        facts = _model(meta, run.evaluation.get("explain"), model, summary, {"block_diagram": diagram})
+        groups[key] = {"runs": [run.name], "facts": facts}
+        rows.append({"run": run.name, "facts": facts})
+    return {"rows": rows, "groups": list(groups.values())}
 
 
 def present_sections(ctx: Mapping[str, object]) -> set[str]:
@@ -627,8 +640,7 @@ def study_context(evaluated: Sequence[cmp.EvaluatedRun], *, name: str, reports_r
         "split_fingerprint": fingerprint,
         "best": evaluated[best].name,
         "design": design,
-        "models": [{"run": r.name, "facts": _model_facts(r), "architecture": _architecture(r)}
-                   for r in evaluated],
+        "models": model_groups(evaluated, maker=maker),
         "results": results,
         "pr_figure": pr_figure(evaluated, maker=maker),
         "cams": cam_study(evaluated, best, maker=maker) if cams else
