@@ -29,7 +29,7 @@ from . import metrics as metrics_mod
 from . import runs
 from .data.base import match_classes
 from .metrics import value_of
-from .errors import ConfigError, ReportError, RunError, XReportError
+from .errors import ReportError, XReportError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
