@@ -648,10 +648,11 @@ def compare_pr(curves: Mapping[str, PrLine], *, t: Translate, ax: Axes | None = 
     fig, ax = _figure_and_axes(ax, lambda: _new_figure(WIDE, fixed_aspect=True))
     handles: list[Artist] = []
     labels: list[str] = []
+    run_labels = _label_map(list(curves))
     for i, (run, pr) in enumerate(curves.items()):
         (line,) = ax.plot(pr["recall"], pr["precision"], **_series_style(i))
         handles.append(line)
-        labels.append(_score_label(run, t("chart.pr.ap"), pr.get("ap"), _ci(pr.get("ap")), t))
+        labels.append(_score_label(run_labels[run], t("chart.pr.ap"), pr.get("ap"), _ci(pr.get("ap")), t))
     prevalence = next((pr["prevalence"] for pr in curves.values() if pr.get("prevalence") is not None), None)
     if prevalence is not None:
         handles.append(ax.axhline(prevalence, color="#888888", lw=0.8, ls="--"))
@@ -676,10 +677,11 @@ def study_cams(images: Sequence[Image], maps: Sequence[Sequence[Image | None]], 
                             left=0.02, right=0.95, top=1 - 0.4 / (cell * rows + 0.45),
                             bottom=0.01, wspace=0.05, hspace=0.12)
     heat = None
+    runs_shown = _labels(run_labels)            # one short label per run, as in the other charts
     for r in range(rows):
         ax = fig.add_subplot(grid[r, 0])
         _show(ax, images[r])
-        ax.set_ylabel(_lit(row_labels[r], limit=NAME_LIMIT), fontsize=6.5)
+        ax.set_ylabel(_lit(row_labels[r], limit=36), fontsize=6.5)
         ax.yaxis.set_visible(True)
         ax.set_yticks([])
         if r == 0:
@@ -693,7 +695,7 @@ def study_cams(images: Sequence[Image], maps: Sequence[Sequence[Image | None]], 
             else:
                 heat = _draw_overlay(ax, images[r], cam, alpha)
             if r == 0:
-                ax.set_title(_lit(run_labels[c - 1], limit=NAME_LIMIT), fontsize=7.5)
+                ax.set_title(runs_shown[c - 1], fontsize=7.5)
     if heat is not None:
         _cam_colorbar(fig, heat, fig.add_subplot(grid[:, cols]))
     return fig
