@@ -361,3 +361,18 @@ def test_study_placeholders_match_across_languages() -> None:
     for key, text in catalogs["en"].items():
         for lang in ("zh-TW", "zh-CN"):
             assert set(re.findall(r"{(\w+)}", text)) == set(re.findall(r"{(\w+)}", catalogs[lang][key])), (lang, key)
+
+
+def test_the_cam_grid_draws_every_run_and_marks_a_missing_map() -> None:
+    from xreport import charts
+
+    image = np.tile(np.linspace(0, 255, 16, dtype=np.uint8), (16, 1))
+    cam = np.outer(np.linspace(0, 1, 4), np.ones(4))
+    fig = charts.study_cams([image, image], [[cam, None, cam], [cam, cam, cam]],
+                            row_labels=["NORMAL · img-1", "PNEUMONIA · img-2"],
+                            run_labels=["r18", "a very long run name that needs shortening", "d121"],
+                            t=lambda key, **params: key)
+    assert len(fig.axes) == 2 * 4 + 1                              # image + 3 runs per row, colour bar
+    titles = [ax.get_title() for ax in fig.axes[:4]]
+    assert titles[0] == "chart.study.image" and titles[1] == "r18" and titles[3] == "d121"
+    assert any(text.get_text() == "–" for text in fig.axes[2].texts)   # the run without a map
