@@ -202,12 +202,35 @@ def test_non_image_truncated_and_bomb(tmp_path: Path) -> None:
 
 
 def test_colour_file_makes_every_split_three_channels(tmp_path: Path) -> None:
+    # A colour majority in train: every split gets 3 channels, grey files too.
     root = make_folder(tmp_path / "xr")
-    Image.fromarray(np.dstack([np.full((8, 8), v, np.uint8) for v in (10, 100, 200)])).save(
-        root / "test" / "normal" / "colour.png")
+    for name in ("normal", "pneumonia"):
+        for k in range(3):
+            Image.fromarray(np.dstack([np.full((8, 8), v + k, np.uint8) for v in (10, 100, 200)])).save(
+                root / "train" / name / f"{k}.png")
     ds = load(root)
     assert {s.images.shape[1] for s in ds.splits.values()} == {3}
     assert ds.original_channels is None
+
+
+def test_modality_follows_the_pixels_not_the_file_mode(tmp_path: Path) -> None:
+    """Grey scans saved as RGB files (equal channels up to JPEG noise) are grey: one channel,
+    and a lone colour file in a grey data set is made grey (majority content)."""
+    root = make_folder(tmp_path / "xr")
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        for k in range(3):   # near-equal channels: +-1 grey level of noise, stored as RGB
+            grey = np.full((30, 20), 60 + 10 * k, np.int16)
+            noisy = np.clip(grey[..., None] + rng.integers(-1, 2, (30, 20, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(noisy).save(root / split / "normal" / f"{k}.png")
+    Image.fromarray(np.dstack([np.full((8, 8), v, np.uint8) for v in (10, 100, 200)])).save(
+        root / "test" / "normal" / "colour.png")
+    ds = load(root)
+    assert {s.images.shape[1] for s in ds.splits.values()} == {1}
+    from xreport.data.images import is_grey_content, probe_modality
+    assert not is_grey_content(np.dstack([np.full((8, 8), v, np.uint8) for v in (10, 100, 200)]))
+    m = probe_modality(sorted((root / "train").rglob("*.png")))
+    assert (m.colour, m.sampled, m.stored_rgb, m.grey_content) == (False, 6, 3, 6)
 
 
 # ---------------------------------------------------------------- DICOM

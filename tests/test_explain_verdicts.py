@@ -411,3 +411,18 @@ def test_verdicts_on_a_trained_fixture_model_and_what_the_discussion_says() -> N
     # random maps, whose peaks can fall anywhere, land near it.
     hits = summary["localisation"]["pointing_game"]
     assert 0 < hits["chance"] < 0.2 and abs(hits["random"] - hits["chance"]) < 0.1
+
+
+def test_a_cached_evaluation_counts_only_for_the_protocol_its_checks_ran() -> None:
+    """build reuses metrics.json only when its recorded settings are the asked protocol's
+    (files from before the choice carry no name, so the settings decide)."""
+    from xreport.evaluate import EXPLAIN_PROTOCOLS, protocol_matches
+
+    def made(protocol: str) -> dict:
+        p = EXPLAIN_PROTOCOLS[protocol]
+        return {"faithfulness": {"steps": p["faithfulness_steps"], "random_maps": {"per_image": p["random_per_image"]}},
+                "sanity": {"seeds": p["sanity_seeds"]}}
+
+    assert protocol_matches(made("fast"), "fast") and not protocol_matches(made("fast"), "full")
+    assert protocol_matches(made("full"), "full") and not protocol_matches(made("full"), "fast")
+    assert not protocol_matches({"faithfulness": None, "sanity": None}, "fast")

@@ -180,8 +180,9 @@ def test_print_box_matches_print_css() -> None:
     assert page, "print.css @page margins"
     assert charts.PRINT_WIDTH == pytest.approx((210 - float(page[2]) - float(page[4])) / 25.4)
     assert re.search(r"figure\.fig img { max-height: 92mm", css)
-    assert re.search(r"\.fig-row > figure\.fig img { max-height: 92mm", css)
+    assert re.search(r"\.fig-row > figure\.fig img { max-height: 80mm", css)
     assert charts.PRINT_HEIGHT == pytest.approx(92 / 25.4)
+    assert charts.print_box(paired=True)[1] == pytest.approx(80 / 25.4)
 
 
 # ---------------------------------------------------------------- scales read right

@@ -101,6 +101,53 @@ def test_ordinal_task_gets_soft_ordinal_labels_and_qwk() -> None:
     assert "train.loss" not in kept                     # a loss the user set is never changed
 
 
+@pytest.mark.parametrize(("names", "graded"), [
+    (("0", "1", "2", "3", "4"), True), (("KL0", "KL1", "KL2"), True),
+    (("grade_1", "grade_2", "grade_3"), True), (("Stage I", "Stage II", "Stage III"), False),
+    (("0", "2", "7"), False), (("glioma", "meningioma", "notumor"), False), (("0", "1"), False),
+])
+def test_grade_like_class_names_are_said_and_trained_as_grades(names: tuple[str, ...], graded: bool) -> None:
+    p = SourceProbe("folder", "d", 28, False, [10] * len(names), 10, "binary" if len(names) == 2
+                    else "multiclass", names)
+    choices = {c.key: c for c in recipe.choose(p, RunConfig(), set())}
+    if not graded:
+        assert "data.task" not in choices and choices["train.loss"].value == "cross_entropy"
+        return
+    said = choices["data.task"]
+    assert said.value == "ordinal" and "data.task = 'multiclass'" in said.why
+    assert choices["train.loss"].value == "soft_ordinal" and choices["train.select_metric"].value == "val_qwk"
+    # The user's data.task wins and nothing is said over it.
+    kept = {c.key: c.value for c in recipe.choose(p, RunConfig(), {"data.task"})}
+    assert "data.task" not in kept and kept["train.loss"] == "cross_entropy"
+
+
+def test_budget_follows_the_device_and_says_what_it_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    big = probe([3000, 3000], size=224, colour=False, n_val=600)
+    cpu = recipe.Throughput(recipe.CPU_TRAIN_FLOPS, "cpu", "nominal", "2 threads")
+    gpu = recipe.Throughput(100 * recipe.CPU_TRAIN_FLOPS, "cuda", "measured", "a GPU")
+    s_cpu, e_cpu, why_cpu = recipe.size_and_epochs(big, arch="resnet18", budget_s=600, size=None,
+                                                   epochs=None, small_stem="auto", throughput=cpu)
+    s_gpu, e_gpu, why_gpu = recipe.size_and_epochs(big, arch="resnet18", budget_s=600, size=None,
+                                                   epochs=None, small_stem="auto", throughput=gpu)
+    assert (s_gpu, e_gpu) > (s_cpu, e_cpu) and s_gpu == 224
+    assert f"{s_cpu} px instead of 224 px" in why_cpu and "cpu (2 threads)" in why_cpu
+    assert "cuda (a GPU)" in why_gpu and "the budget cost nothing" in why_gpu
+    # choose() sizes for the device the run will use, not for 2 CPU cores whatever the device.
+    monkeypatch.setattr(recipe, "device_throughput", lambda config, channels: gpu)
+    chosen = {c.key: c.value for c in recipe.choose(big, RunConfig(), set())}
+    assert chosen["image_size"] == 224
+    assert recipe.measured_flops(__import__("torch").device("cpu"), arch="resnet18", channels=1,
+                                 size=32, batch=4, steps=1) > 0
+
+
+@pytest.mark.parametrize(("n_val", "averaging", "window"), [(78, "ema", 3), (524, "ema", 3), (2000, "none", 1)])
+def test_model_choice_follows_the_val_size(n_val: int, averaging: str, window: int) -> None:
+    choices = {c.key: c for c in recipe.choose(probe([300, 300], n_val=n_val), RunConfig(), set())}
+    assert choices["train.weight_averaging"].value == averaging
+    assert choices["train.select_smoothing"].value == window
+    assert f"{n_val} val images" in choices["train.weight_averaging"].why
+
+
 def test_keys_the_user_set_are_never_chosen() -> None:
     given = {"image_size", "train.imbalance", "augment.hflip", "train.lr"}
     keys = {c.key for c in recipe.choose(probe([100, 900]), RunConfig(image_size=40), given)}

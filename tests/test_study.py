@@ -164,6 +164,21 @@ def test_design_table_lists_what_differs_and_the_shared_keys_once(three: tuple[d
     assert "model.arch" in table and "train.epochs" not in table
 
 
+def test_each_model_is_explained_stage_by_stage_with_its_own_block(three: tuple[dict, str, Path]) -> None:
+    ctx, html, root = three
+    models = {m["run"]: m for m in ctx["models"]}
+    assert [b["kind"] for b in models["r18"]["architecture"]["blocks"]] == ["basic"]
+    assert [b["kind"] for b in models["r50_pre"]["architecture"]["blocks"]] == ["bottleneck"]
+    # Facts and table come from the same rebuild: the totals agree.
+    for m in models.values():
+        assert m["facts"]["params"] == m["architecture"]["params"] and m["facts"]["flops"] == m["architecture"]["flops"]
+        assert set(m["block_diagram"]) == {"en", "zh-TW"}
+        assert all((root / "reports" / "st" / rel).is_file() for rel in m["block_diagram"].values())
+    for i in (1, 2, 3):
+        assert f'id="en-study-arch-{i}-table"' in html and f'id="zh-TW-study-arch-{i}-block"' in html
+    assert "r50_pre (resnet50) · Architecture, stage by stage" in html
+
+
 def test_results_hold_baseline_chance_and_the_best_run(three: tuple[dict, str, Path]) -> None:
     ctx, html, _ = three
     res = ctx["results"]

@@ -181,6 +181,52 @@ def test_resume_refuses_another_process_count(straight_run, tmp_path: Path) -> N
     assert runs.sha256_file(paths.last) == before
 
 
+# ---------------------------------------------------------------- model choice on small val splits
+
+@pytest.mark.parametrize("averaging", ["ema", "swa"])
+def test_weight_average_is_validated_saved_and_resumed(tmp_path: Path, averaging: str) -> None:
+    cfg = tiny_config(f"avg-{averaging}", epochs=4, weight_averaging=averaging, select_smoothing=2)
+    straight = train(cfg, checkpoints_root=tmp_path / "a")
+    paths = runs.RunPaths(cfg.name, checkpoints_root=tmp_path / "a")
+    best, last = runs.load_checkpoint(paths.best), runs.load_checkpoint(paths.last)
+    assert best.meta["weight_averaging"] == averaging and best.meta["select_smoothing"] == 2
+    assert "averaged" in last.extra
+    # The selected model is the average, not the last trained weights.
+    averaged = {k.removeprefix("module."): v for k, v in last.extra["averaged"].items() if k.startswith("module.")}
+    if best.meta["epoch"] == 4:
+        assert _same_tensors(best.state_dict, averaged)
+        assert not _same_tensors(best.state_dict, last.state_dict)
+    # Selection on the mean of 2 epochs: the best score is such a mean.
+    scores = [r["val_auc"] for r in straight.history]
+    e = straight.best_epoch
+    assert straight.best_score == pytest.approx(sum(scores[max(0, e - 2):e]) / len(scores[max(0, e - 2):e]))
+
+    def kill_after_two(row: dict[str, float]) -> None:
+        if row["epoch"] == 2:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train(cfg, checkpoints_root=tmp_path / "b", on_epoch_end=kill_after_two)
+    resumed = train(cfg, checkpoints_root=tmp_path / "b", resume=True)
+    assert _rows(resumed.history) == _rows(straight.history)
+    other = runs.RunPaths(cfg.name, checkpoints_root=tmp_path / "b")
+    assert _same_tensors(runs.load_checkpoint(other.best).state_dict, best.state_dict)
+
+
+def test_smoothed_score_and_the_val_size_rule() -> None:
+    from xreport.recipe import SMALL_VAL_BELOW
+    from xreport.train import resolve_weight_averaging, smoothed_score, swa_start_epoch
+
+    history = [{"val_auc": v} for v in (0.5, 0.9, 0.6, float("nan"))]
+    assert smoothed_score(history[:2], "val_auc", 1) == 0.9
+    assert smoothed_score(history[:3], "val_auc", 3) == pytest.approx((0.5 + 0.9 + 0.6) / 3)
+    assert smoothed_score(history, "val_auc", 2) == 0.6          # a NaN epoch is left out
+    assert resolve_weight_averaging("auto", n_val=78) == "ema"
+    assert resolve_weight_averaging("auto", n_val=SMALL_VAL_BELOW) == "none"
+    assert resolve_weight_averaging("swa", n_val=78) == "swa"
+    assert swa_start_epoch(40) == 31 and swa_start_epoch(1) == 1
+
+
 # ---------------------------------------------------------------- stopping and errors
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path,

@@ -328,6 +328,18 @@ class Skipped(TypedDict):
     reason: str
 
 
+class Deduplicated(TypedDict):
+    """The test metrics again without the test images that duplicate a train or val image
+    (exact or near, ``data.summary.overlap_with_test``): the figures to believe."""
+
+    method: str
+    removed: int             # test images left out
+    exact: int
+    near: int
+    n: int                   # test images kept
+    metrics: Metrics | None  # None when too few images (or classes) are left to score
+
+
 class Evaluation(TypedDict):
     """metrics.json: one evaluation of a checkpoint on a split."""
 
@@ -347,6 +359,9 @@ class Evaluation(TypedDict):
     predicted_counts: list[int] | None   # images per predicted class, labels or not
     timings: NotRequired[dict[str, float]]
     skipped: list[Skipped]
+    # Present when test images duplicate train/val images (absent in older files and when
+    # none do): the same metrics on the test split without them.
+    deduplicated: NotRequired[Deduplicated]
 
 
 # ---------------------------------------------------------------- checkpoint meta
@@ -416,6 +431,10 @@ class CheckpointMeta(TypedDict):
     epoch: int | None
     val_metrics: ValMetrics
     selected_by: NotRequired[str]
+    # How the saved model was chosen beyond selected_by (absent in older checkpoints):
+    # train.weight_averaging as resolved (none | ema | swa) and train.select_smoothing.
+    weight_averaging: NotRequired[str]
+    select_smoothing: NotRequired[int]
     seed: NotRequired[int]
     versions: dict[str, str]
     params: int | dict[str, int] | None   # count_parameters: {"total", "trainable"}
@@ -461,6 +480,15 @@ class LeakageExample(TypedDict):
     b: str
 
 
+class TestOverlap(TypedDict):
+    """Test images that are exact or near duplicates of a train or val image."""
+
+    method: str
+    exact: int
+    near: int                # near duplicates that are not exact ones
+    ids: list[str]
+
+
 class Leakage(TypedDict):
     """Exact duplicates across and within splits (``data.summary.leakage_check``)."""
 
@@ -468,6 +496,14 @@ class Leakage(TypedDict):
     exact_duplicates: dict[str, int | None]   # "a-b" -> count, None when a split is not loaded
     within_split: dict[str, int]
     examples: list[LeakageExample]
+    test_overlap: NotRequired[TestOverlap]    # absent before near duplicates were looked for
+
+
+# A class folder matched to a class of another name (``data.base.match_classes``): the folder's name
+# as found, the class it was taken for, the rule (class_map | case | prefix), its split.
+# ("class" is a keyword, hence the functional form.)
+ClassMatch = TypedDict("ClassMatch", {"folder": str, "class": str, "rule": str,
+                                      "split": NotRequired[str]})
 
 
 class ClassDistribution(TypedDict):
@@ -479,6 +515,7 @@ class ClassDistribution(TypedDict):
     val_held_out: float | None              # share of each train class held out as val, if any
     leakage: NotRequired[Leakage]
     constant_images: NotRequired[dict[str, int]]   # images of one grey value per split (data.constant_images)
+    class_matches: NotRequired[list[ClassMatch]]   # class folders taken for another name
 
 
 class Predictions(typing.NamedTuple):

@@ -70,15 +70,17 @@ PRINT_WIDTH = (210 - 2 * 16) / 25.4
 PRINT_HEIGHT = 92 / 25.4
 MIN_PRINT_PT = 6.0
 # Two figures side by side (``.fig-row``: ROC beside PR, the two confusion matrices) share
-# the width, less the row's gap.
+# the width, less the row's gap, and are at most 80 mm tall (so the pair and its heading
+# still fit under a table on the same page).
 PAIRED_WIDTH = (PRINT_WIDTH - 0.15) / 2
+PAIRED_HEIGHT = 80 / 25.4
 # At most this many classes keep those figures paired (report.layout's WIDE_CLASSES).
 PAIRED_MAX_CLASSES = 4
 
 
 def print_box(*, paired: bool = False) -> tuple[float, float]:
     """The (width, height) in inches that a figure prints in on the PDF's A4 page."""
-    return (PAIRED_WIDTH if paired else PRINT_WIDTH), PRINT_HEIGHT
+    return (PAIRED_WIDTH, PAIRED_HEIGHT) if paired else (PRINT_WIDTH, PRINT_HEIGHT)
 
 CJK_FAMILIES = ("Noto Sans CJK JP", "Noto Sans CJK TC", "Noto Sans CJK SC")
 LATIN_FAMILY = "DejaVu Sans"
@@ -522,8 +524,11 @@ def _curve_figure(n_curves: int) -> Figure:
     """Drawn at its printed size: a few curves print paired (ROC beside PR), the legend below
     the plot; many print one per row, the legend beside the plot."""
     if n_curves <= PAIRED_MAX_CLASSES:
-        return _new_figure((PAIRED_WIDTH, 2.9 + 0.16 * (n_curves + 1)), fixed_aspect=True)
-    return _new_figure((PRINT_WIDTH - 0.1, PRINT_HEIGHT - 0.05), fixed_aspect=True)
+        return _new_figure((PAIRED_WIDTH, 2.75 + 0.15 * (n_curves + 1)), fixed_aspect=True)
+    # Page-wide: no taller than the legend beside the plot needs (a 92 mm pair of curve
+    # figures would leave no room on their page for the confusion-matrix table after them).
+    height = min(PRINT_HEIGHT - 0.05, max(2.9, 0.5 + 0.155 * (min(n_curves, 18) + 1)))
+    return _new_figure((PRINT_WIDTH - 0.1, height), fixed_aspect=True)
 
 
 def _finish_curve_plot(ax: Axes, handles: list[Artist], labels: list[str], *, title: str,
@@ -677,11 +682,11 @@ def study_cams(images: Sequence[Image], maps: Sequence[Sequence[Image | None]], 
                             left=0.02, right=0.95, top=1 - 0.4 / (cell * rows + 0.45),
                             bottom=0.01, wspace=0.05, hspace=0.12)
     heat = None
-    runs_shown = _labels(run_labels)            # one short label per run, as in the other charts
+    shown_rows, shown_runs = _labels(row_labels), _labels(run_labels)
     for r in range(rows):
         ax = fig.add_subplot(grid[r, 0])
         _show(ax, images[r])
-        ax.set_ylabel(_lit(row_labels[r], limit=36), fontsize=6.5)
+        ax.set_ylabel(shown_rows[r], fontsize=6.5)
         ax.yaxis.set_visible(True)
         ax.set_yticks([])
         if r == 0:
@@ -695,7 +700,7 @@ def study_cams(images: Sequence[Image], maps: Sequence[Sequence[Image | None]], 
             else:
                 heat = _draw_overlay(ax, images[r], cam, alpha)
             if r == 0:
-                ax.set_title(runs_shown[c - 1], fontsize=7.5)
+                ax.set_title(shown_runs[c - 1], fontsize=7.5)
     if heat is not None:
         _cam_colorbar(fig, heat, fig.add_subplot(grid[:, cols]))
     return fig

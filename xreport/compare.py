@@ -20,7 +20,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, NotRequired, Sequence, TypedDict
+from typing import cast, TYPE_CHECKING, Mapping, NotRequired, Sequence, TypedDict
 
 import numpy as np
 
@@ -56,6 +56,12 @@ METRIC_ROWS: tuple[tuple[str, tuple[str, ...], str], ...] = (
 ORDINAL_ROWS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("metric.qwk", ("ordinal", "qwk"), "max"),
     ("metric.mae", ("ordinal", "mae"), "min"),
+)
+# When test images duplicate training images (metrics.json ``deduplicated``), the same
+# metrics on the test split without them: the figures to believe.
+DEDUP_ROWS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("compare.dedup.accuracy", ("accuracy",), "max"),
+    ("compare.dedup.roc_auc", ("roc_auc",), "max"),
 )
 _NAME_BYTES = 120   # a longer default folder name is shortened with a hash
 
@@ -342,8 +348,13 @@ class MetricRow(TypedDict):
 def _metric_rows(evaluated: Sequence[EvaluatedRun]) -> list[MetricRow]:
     rows: list[MetricRow] = []
     graded = any(isinstance(r.metrics.get("ordinal"), Mapping) for r in evaluated)
-    for key, path, better in METRIC_ROWS + (ORDINAL_ROWS if graded else ()):
-        values = [_dig(r.metrics, path) for r in evaluated]
+    deduplicated = any(r.evaluation.get("deduplicated") for r in evaluated)
+    table = [(key, path, better, False) for key, path, better in METRIC_ROWS + (ORDINAL_ROWS if graded else ())]
+    table += [(key, path, better, True) for key, path, better in (DEDUP_ROWS if deduplicated else ())]
+    for key, path, better, dedup in table:
+        values = [_dig(cast(Mapping[str, object], r.evaluation.get("deduplicated") or {}).get("metrics")
+                       if dedup else r.metrics, path)   # type: ignore[arg-type]
+                  for r in evaluated]
         numbers = [value_of(v) for v in values]
         defined = [x for x in numbers if x is not None]
         target = (max if better == "max" else min)(defined) if len(defined) > 1 else None

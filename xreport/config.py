@@ -30,8 +30,11 @@ class DataConfig:
     class_names: tuple[str, ...] = ()          # empty: from the data set
     class_names_zh_tw: tuple[str, ...] = ()    # optional translations for the report
     class_names_zh_cn: tuple[str, ...] = ()
-    # Classes of other data renamed onto the model's (a table old name -> new name): data
-    # whose class names differ is refused unless mapped here (classes match by name).
+    # Classes renamed onto others (a table old name -> new name): another data set's classes
+    # onto the model's at evaluation, and class folders named differently between splits
+    # onto the train split's (e.g. {glioma_tumor = "glioma"}). Names that differ only in case,
+    # or where one is an unambiguous prefix of the other, match without it
+    # (data.base.match_classes, the one rule).
     class_map: dict[str, str] = field(default_factory=dict)
     task: Literal["auto", "binary", "multiclass", "ordinal"] = "auto"
     skip_bad_images: bool = False
@@ -112,10 +115,18 @@ class TrainConfig:
     # square root of the class size (a softer balance for heavy imbalance).
     imbalance: Literal["none", "sampler", "sqrt_sampler", "class_weights"] = "none"
     select_metric: Literal["val_auc", "val_acc", "val_f1", "val_bacc", "val_qwk", "val_loss"] = "val_auc"
+    # Model choice that survives a small val split: ema = exponential moving average of the
+    # weights (every step), swa = equal average of the end-of-epoch weights over the final
+    # quarter of the epochs; the averaged model is validated and saved. auto: by val size
+    # (recipe.averaging_rule).
+    weight_averaging: Literal["auto", "none", "ema", "swa"] = "none"
+    # The checkpoint is selected on the mean of select_metric over this many epochs (1: the
+    # epoch's own figure), so one lucky epoch on a small val split does not choose it.
+    select_smoothing: int = 1
     # auto: keys a TOML / the command line leave unset are chosen from the data (xreport.recipe);
     # plain: the fixed defaults above. Python-built configs are taken as they are.
     recipe: Literal["auto", "plain"] = "auto"
-    time_budget_min: float = 10.0     # CPU minutes the auto recipe sizes epochs and input for
+    time_budget_min: float = 10.0     # minutes on the training device the auto recipe sizes epochs and input for
     early_stopping: int = 0           # patience in epochs; 0 = off
     device: str = "auto"              # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -353,6 +364,7 @@ def validate(config: RunConfig, *, source: str = "config") -> None:
         (d.phantom_size >= 8, f"data.phantom_size must be at least 8, got {d.phantom_size}"),
         (t.epochs >= 1, f"train.epochs must be at least 1, got {t.epochs}"),
         (t.time_budget_min > 0, f"train.time_budget_min must be positive, got {t.time_budget_min}"),
+        (t.select_smoothing >= 1, f"train.select_smoothing must be at least 1, got {t.select_smoothing}"),
         (t.batch_size >= 2, f"train.batch_size must be at least 2 (BatchNorm needs two images "
                             f"per batch), got {t.batch_size}"),
         (t.lr > 0, f"train.lr must be positive, got {t.lr}"),

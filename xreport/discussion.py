@@ -288,15 +288,31 @@ def sanity(explain: artifacts.Explanation | None) -> list[Item]:
                   seeds=int(check.get("seeds") or 1), n=int(check.get("n") or 0))]
 
 
+def duplicates(metrics: artifacts.Metrics | None, found: artifacts.Deduplicated | None) -> list[Item]:
+    """Test images that duplicate training images: the figures without them are the ones to
+    believe (a model is rewarded for remembering the duplicates)."""
+    if not metrics or not found:
+        return []
+    kept = found["metrics"]
+    if kept is None:
+        return [_item("discussion.duplicates_unscored", "results-dedup", n=found["removed"],
+                      total=metrics["n"])]
+    return [_item("discussion.duplicates", "results-dedup", n=found["removed"], total=metrics["n"],
+                  acc=value_of(metrics["accuracy"]), acc_kept=value_of(kept["accuracy"]),
+                  auc=value_of(metrics["roc_auc"]), auc_kept=value_of(kept["roc_auc"]))]
+
+
 def observations(metrics: artifacts.Metrics | None, *,
                  history: artifacts.History | None = None,
                  distribution: artifacts.ClassDistribution | None = None,
                  explain: artifacts.Explanation | None = None,
-                 split: str = "test") -> list[Item]:
+                 split: str = "test",
+                 deduplicated: artifacts.Deduplicated | None = None) -> list[Item]:
     """Every observation whose condition holds, in report order (data, training, results, CAMs).
     ``split`` names the split the metrics come from, so a sentence never calls validation
     figures "test" figures (an unlabelled test split reports on validation)."""
     items = imbalance(distribution) + overfitting(history) + near_chance(metrics, history, split=split)
+    items += duplicates(metrics, deduplicated)
     if metrics:
         items += against_baselines(metrics, split=split) + collapse(metrics, split=split)
         for rule in (leans_towards, weak_class, threshold_matters, poor_calibration):

@@ -24,7 +24,7 @@ from . import runs
 from .data import load_dataset, normalize_batch
 from .data.base import Dataset, Split, grey_to_rgb, match_classes, remap_labels
 from .device import EVAL_PRECISION, autocast, check_eval_precision, resolve_channels_last, resolve_device
-from .errors import CheckpointError, ConfigError, DataError
+from .errors import CheckpointError, ConfigError, DataError, XReportError
 from .models import cam_target_layer, load_weights, model_from_meta
 
 if TYPE_CHECKING:
@@ -186,6 +186,10 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
         # val is read for the operating points; external data may have only the one split.
         wanted = [split] + (["val"] if split != "val" and data is None else [])
         if dataset is None:
+            # train too, for the test images that duplicate training images (its decode is
+            # cached by training, so this costs a read)
+            if split == "test" and data is None and "train" in _own_splits(run):
+                wanted.append("train")
             dataset = dataset_for_run(run, splits=wanted, data=data, class_map=class_map)
     if split not in dataset.splits:
         raise DataError(f"{dataset.source}: has no {split!r} split; available: {', '.join(dataset.splits)}")
@@ -205,8 +209,8 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
                                probs, class_names=class_names)
 
     metrics = None
+    val = None
     if target.labels is not None:
-        val = None
         val_split = dataset.splits.get("val") if split != "val" else None
         if val_split is not None and val_split.labels is not None and len(val_split):
             with _timed(timings, "predict_val"):
@@ -216,6 +220,10 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
         with _timed(timings, "metrics"):
             metrics = metrics_mod.compute_all(target.labels.numpy(), probs, class_names=class_names,
                                               task=task, val=val, n_boot=n_boot, seed=seed)
+
+    deduplicated = (_deduplicated(dataset, target, probs, class_names=class_names, task=task,
+                                  val=val, n_boot=n_boot, seed=seed)
+                    if split == "test" and metrics is not None else None)
 
     explanation = None
     if explain and target.labels is not None:
@@ -246,9 +254,48 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
         "timings": timings,
         "skipped": list(dataset.skipped),
     }
+    if deduplicated is not None:
+        result["deduplicated"] = deduplicated
     artifacts.save_evaluation(out, result)
     logger.debug("wrote %s and %s", out.predictions, out.metrics)
     return result
+
+
+def _own_splits(run: LoadedRun) -> set[str]:
+    from .data import source_splits
+
+    resolved = run.meta.get("data", {}).get("dataset")
+    try:
+        return source_splits(replace(run.config.data, dataset=str(resolved)) if resolved else run.config.data)
+    except DataError:
+        return set()
+
+
+def _deduplicated(dataset: Dataset, target: Split, probs: np.ndarray, *, class_names: list[str],
+                  task: str, val: metrics_mod.ValSplit | None, n_boot: int,
+                  seed: int) -> artifacts.Deduplicated | None:
+    """The test metrics without the test images that duplicate a train/val image; None
+    when no image does (or train and val are not loaded)."""
+    from .data.summary import OVERLAP_METHOD, overlap_with_test
+
+    with_test = replace(dataset, splits={k: v for k, v in dataset.splits.items()} | {"test": target})
+    found = overlap_with_test(with_test)
+    if found is None or not found[0]:
+        return None
+    ids, n_exact, n_near = found
+    leaked = set(ids)
+    keep = np.array([i not in leaked for i in target.ids])
+    y = target.labels.numpy()[keep] if target.labels is not None else np.array([])
+    try:
+        kept = metrics_mod.compute_all(y, probs[keep], class_names=class_names, task=task, val=val,
+                                       n_boot=n_boot, seed=seed) if keep.sum() >= 2 else None
+    except XReportError as exc:   # e.g. nothing of a class is left: said, not scored
+        logger.warning("test metrics without the duplicated images not computed: %s", exc)
+        kept = None
+    logger.info("test split without %d images that duplicate train/val images (%d exact, %d near): "
+                "%d images", len(ids), n_exact, n_near, int(keep.sum()))
+    return {"method": OVERLAP_METHOD, "removed": len(ids),
+            "exact": n_exact, "near": n_near, "n": int(keep.sum()), "metrics": kept}
 
 
 def evaluate_report(paths: runs.RunPaths, *, split: str = "test", device: str = "auto",

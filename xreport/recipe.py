@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 import torch
 
 from .artifacts import RecipeChoice
 from .config import BOUNDS, MAX_IMAGE_SIZE, RunConfig, apply_overrides, from_dict, given_keys
-from .data import SourceProbe, probe_source
-from .errors import DataError
+from .data import SourceProbe, looks_graded, probe_source
+from .device import resolve_device
+from .errors import ConfigError, DataError
 from .models import build_model, count_flops, resolve_small_stem
 
 logger = logging.getLogger(__name__)
@@ -27,6 +29,10 @@ logger = logging.getLogger(__name__)
 # them (a multiply-add is 2): ResNet-18 with the small stem at 28 px trained at ~135 images/s
 # and a 10-epoch PneumoniaMNIST run took ~40 s an epoch (BENCHMARKS.md, quiet machine): ~3.3e11.
 CPU_TRAIN_FLOPS = 3.0e11
+CPU_NOMINAL_CORES = 2
+# A GPU's throughput is measured (a few training steps, ``measured_flops``); this nominal
+# figure (a data-centre GPU at bf16 on ResNet-sized inputs) is used when measuring fails.
+GPU_NOMINAL_FLOPS = 2.0e13
 # Native sides at or below this are used as they are (MedMNIST 28/64); larger images are
 # resized to the largest of SIZE_LADDER (not above the native side) that fits the budget.
 KEEP_NATIVE_UP_TO = 64
@@ -41,6 +47,12 @@ MIN_EPOCHS, MAX_EPOCHS = 8, 40
 # images less and keeps the prior closer to the data's.
 BALANCED_BELOW = 1.5
 FULL_BALANCE_UP_TO = 4.0
+# Model choice: below SMALL_VAL_BELOW val images, one epoch's val figure is mostly noise (the
+# standard error of an accuracy near 0.8 is ~0.045 at 78 images, ~0.018 at 500, against
+# differences of a point or two between late epochs), so the weights are averaged (EMA)
+# and the checkpoint is selected on the mean of SMOOTH_EPOCHS epochs.
+SMALL_VAL_BELOW = 1000
+SMOOTH_EPOCHS = 3
 SELECT_BY_TASK = {"binary": "val_auc", "multiclass": "val_f1", "ordinal": "val_qwk"}
 # Ingredients that helped in the PneumoniaMNIST ablation (BENCHMARKS.md) and are generic:
 # warm-up + cosine, label smoothing, mild geometric/intensity augmentation, no dropout.
@@ -89,6 +101,24 @@ def select_rule(task: str) -> Choice:
     return Choice("train.select_metric", SELECT_BY_TASK[task], "select", f"task {task}")
 
 
+def averaging_for_val(n_val: int) -> tuple[str, int, str]:
+    """(train.weight_averaging, train.select_smoothing, why) for a val split of ``n_val``
+    images: the one rule, also behind ``train.weight_averaging = "auto"``."""
+    if n_val < SMALL_VAL_BELOW:
+        se = math.sqrt(0.8 * 0.2 / max(1, n_val))
+        return ("ema", SMOOTH_EPOCHS,
+                f"{n_val} val images < {SMALL_VAL_BELOW}: one epoch's val figure is noisy (SE of an "
+                f"accuracy of 0.8 is {se:.3f}); EMA of the weights, selection on the mean of "
+                f"{SMOOTH_EPOCHS} epochs")
+    return "none", 1, f"{n_val} val images >= {SMALL_VAL_BELOW}: the epoch's own val figure selects"
+
+
+def averaging_rule(n_val: int) -> list[Choice]:
+    averaging, window, why = averaging_for_val(n_val)
+    return [Choice("train.weight_averaging", averaging, "averaging", why),
+            Choice("train.select_smoothing", window, "averaging", why)]
+
+
 def loss_rule(task: str) -> Choice:
     if task == "ordinal":
         return Choice("train.loss", "soft_ordinal", "loss",
@@ -102,37 +132,124 @@ def batch_rule(n_train: int) -> Choice:
     return Choice("train.batch_size", size, "batch", f"{n_train} train images")
 
 
-def flip_rule(colour: bool) -> Choice:
+def flip_rule(colour: bool, modality: str = "") -> Choice:
+    seen = f"{modality}; " if modality else ""
     if colour:
         return Choice("augment.hflip", 0.5, "flip",
-                      "colour images (microscopy, skin, fundus): mirror images are valid samples")
+                      f"{seen}colour images (microscopy, skin, fundus): mirror images are valid samples")
     return Choice("augment.hflip", 0.0, "flip",
-                  "grey images (radiographs, scans): left and right are anatomy, no mirroring")
+                  f"{seen}grey images (radiographs, scans): left and right are anatomy, no mirroring")
+
+
+def task_rule(probe: SourceProbe) -> Choice | None:
+    """Say aloud how classes that look like grades are treated, and how to switch."""
+    graded = looks_graded(list(probe.class_names))
+    if probe.task == "ordinal":
+        why = graded or "the source marks its classes as ordered grades"
+        return Choice("data.task", "ordinal", "task",
+                      f"{why}: trained and selected as ordered grades; set data.task = "
+                      "'multiclass' to treat them as unordered classes")
+    if probe.task == "multiclass" and graded:
+        return Choice("data.task", "ordinal", "task",
+                      f"{graded}: trained and selected as ordered grades; set data.task = "
+                      "'multiclass' to treat them as unordered classes")
+    return None
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Training FLOPs per second of the device the run will use, and where the figure came from."""
+
+    flops: float
+    device: str          # "cpu" | "cuda"
+    source: str          # "nominal" | "measured"
+    detail: str          # e.g. "2 threads", "NVIDIA H100"
+
+    def describe(self) -> str:
+        return f"{self.device} ({self.detail}), {self.flops:.1e} FLOP/s {self.source}"
+
+
+def cpu_throughput(threads: int) -> Throughput:
+    """The nominal 2-core figure scaled by the threads torch will use."""
+    n = threads if threads > 0 else torch.get_num_threads()
+    return Throughput(CPU_TRAIN_FLOPS * n / CPU_NOMINAL_CORES, "cpu", "nominal", f"{n} threads")
+
+
+def measured_flops(device: torch.device, *, arch: str, channels: int, size: int = 112,
+                   batch: int = 64, steps: int = 3) -> float:
+    """Training FLOPs per second of ``arch`` on ``device``: ``steps`` timed steps after one
+    warm-up step, bf16 autocast where supported (as training runs)."""
+    model = build_model(arch, num_classes=2, in_channels=channels,
+                        small_input_stem=resolve_small_stem("auto", size)).to(device)
+    flops = count_flops(model, size, channels)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x = torch.randn(batch, channels, size, size, device=device)
+    y = torch.zeros(batch, dtype=torch.int64, device=device)
+    dtype = torch.bfloat16 if device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return 3 * flops * batch * steps / max(time.perf_counter() - started, 1e-9)
+
+
+def device_throughput(config: RunConfig, *, channels: int) -> Throughput:
+    """The throughput of the device ``train.device`` resolves to: a GPU is measured (a
+    GPU trains one to two orders of magnitude faster than 2 CPU cores), a CPU is nominal."""
+    try:
+        device = resolve_device(config.train.device)
+    except ConfigError:
+        return cpu_throughput(config.train.num_threads)   # training names the bad device itself
+    if device.type != "cuda":
+        return cpu_throughput(config.train.num_threads)
+    name = torch.cuda.get_device_name(device)
+    try:
+        return Throughput(measured_flops(device, arch=config.model.arch, channels=channels), "cuda",
+                          "measured", name)
+    except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+        logger.warning("could not measure %s (%s); using the nominal GPU figure", name, exc)
+        return Throughput(GPU_NOMINAL_FLOPS, "cuda", "nominal", name)
 
 
 def epoch_cost_s(arch: str, *, size: int, channels: int, n_train: int, n_val: int,
-                 num_classes: int, small_stem: str = "auto") -> float:
-    """Nominal CPU seconds of one epoch: forward+backward of the train split, forward of val."""
+                 num_classes: int, small_stem: str = "auto", flops_per_s: float = CPU_TRAIN_FLOPS) -> float:
+    """Seconds of one epoch at ``flops_per_s``: forward+backward of the train split, forward of val."""
     with torch.device("meta"):
         model = build_model(arch, num_classes=num_classes, in_channels=channels,
                             small_input_stem=resolve_small_stem(small_stem, size))
     flops = count_flops(model, size, channels)
-    return (3 * n_train + n_val) * flops / CPU_TRAIN_FLOPS
+    return (3 * n_train + n_val) * flops / flops_per_s
 
 
 MIN_IMAGE_SIZE = int(BOUNDS["image_size"][0])   # the smallest image_size config.validate accepts
 
 
 def size_and_epochs(probe: SourceProbe, *, arch: str, budget_s: float, size: int | None,
-                    epochs: int | None, small_stem: str) -> tuple[int, int, str]:
-    """(image_size, epochs, why) within ``budget_s``; a given size / epoch count is kept."""
+                    epochs: int | None, small_stem: str,
+                    throughput: Throughput | None = None) -> tuple[int, int, str]:
+    """(image_size, epochs, why) within ``budget_s`` on ``throughput`` (default: 2 CPU cores,
+    nominal); a given size / epoch count is kept. ``why`` says what the budget cost."""
+    speed = throughput or Throughput(CPU_TRAIN_FLOPS, "cpu", "nominal", f"{CPU_NOMINAL_CORES} threads")
     n_train = sum(probe.train_counts)
     channels = 3 if probe.colour else 1
     wanted = epochs or min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(TARGET_IMAGE_PASSES / n_train)))
 
     def cost(s: int) -> float:
         return epoch_cost_s(arch, size=s, channels=channels, n_train=n_train, n_val=probe.n_val,
-                            num_classes=len(probe.train_counts), small_stem=small_stem)
+                            num_classes=len(probe.train_counts), small_stem=small_stem,
+                            flops_per_s=speed.flops)
 
     if size is None:
         if probe.native_size <= KEEP_NATIVE_UP_TO:
@@ -146,9 +263,14 @@ def size_and_epochs(probe: SourceProbe, *, arch: str, budget_s: float, size: int
     per_epoch = cost(size)
     if epochs is None:
         epochs = max(1, min(wanted, int(budget_s // per_epoch)))
+    best_size = min(probe.native_size, SIZE_LADDER[0]) if probe.native_size > KEEP_NATIVE_UP_TO \
+        else probe.native_size
+    cost_note = ", ".join(note for note in (
+        f"{size} px instead of {best_size} px" if size < best_size else "",
+        f"{epochs} of the {wanted} epochs wanted" if epochs < wanted else "") if note) or "nothing"
     why = (f"native side {probe.native_size} px, {n_train} train images, {arch} at {size} px "
-           f"~{per_epoch:.0f} s/epoch on 2 CPU cores (nominal), budget {budget_s / 60:.0f} min "
-           f"-> {epochs} epochs")
+           f"~{per_epoch:.0f} s/epoch on {speed.describe()}, budget {budget_s / 60:.0f} min "
+           f"-> {epochs} epochs; the budget cost {cost_note}")
     return size, epochs, why
 
 
@@ -156,11 +278,17 @@ def choose(probe: SourceProbe, config: RunConfig, given: set[str]) -> list[Choic
     """Every rule's choice for the keys not in ``given``."""
     t = config.train
     n_train = sum(probe.train_counts)
+    task_choice = task_rule(probe) if "data.task" not in given else None
+    if task_choice is not None and probe.task != task_choice.value:
+        probe = replace(probe, task=task_choice.value)   # type: ignore[arg-type]  # a Task
+    if task_choice is not None:
+        logger.info("auto recipe: %s", task_choice.why)
+    throughput = device_throughput(config, channels=3 if probe.colour else 1)
     size, epochs, why = size_and_epochs(
         probe, arch=config.model.arch, budget_s=t.time_budget_min * 60,
         size=config.image_size if "image_size" in given else None,
         epochs=t.epochs if "train.epochs" in given else None,
-        small_stem=config.model.small_input_stem)
+        small_stem=config.model.small_input_stem, throughput=throughput)
     stem = resolve_small_stem(config.model.small_input_stem, size)
     choices = [
         Choice("image_size", size, "size", why),
@@ -171,10 +299,13 @@ def choose(probe: SourceProbe, config: RunConfig, given: set[str]) -> list[Choic
         imbalance_rule(probe.train_counts),
         select_rule(probe.task),
         batch_rule(n_train),
-        flip_rule(probe.colour),
+        flip_rule(probe.colour, probe.modality),
         Choice("model.head", "linear", "head", f"task {probe.task}: softmax head"),
         loss_rule(probe.task),
+        *averaging_rule(probe.n_val),
     ]
+    if task_choice is not None:
+        choices.insert(0, task_choice)
     choices += [Choice(k, v, "base", "generic ingredients (BENCHMARKS.md ablation)")
                 for k, v in BASE.items()]
     return [c for c in choices if c.key not in given]

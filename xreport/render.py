@@ -869,7 +869,9 @@ def _class_labels(context: Mapping[str, object], cname: Callable[[object], str])
             return ""
         # A label that starts the name ("Grade 0" of "Grade 0 - no …") is followed by the
         # rest of it; a letter key by the whole name, after a space.
-        return full[len(label):] if full.startswith(label) else " " + full
+        rest = full[len(label):]
+        starts = full.startswith(label) and not (rest[:1].isalnum() or rest[:1] == "_")
+        return rest if starts else " " + full
 
     return {"clabel": clabel, "clabel_rest": clabel_rest,
             "chart_key": label_key(shown, short_labels(shown))}

@@ -162,6 +162,8 @@ class Training(TypedDict):
     val_metrics: list[tuple[str, float]]
     head: str
     loss: str
+    weight_averaging: str          # none | ema | swa (train.weight_averaging as resolved)
+    select_smoothing: int          # epochs whose mean val figure selected the checkpoint
     recipe: list[artifacts.RecipeChoice]
     figures: dict[str, FigurePaths | None]
     # `xreport import`: the weights file (name, sha256); the training is not known, so the
@@ -218,6 +220,20 @@ class Results(TypedDict, total=False):
     precision: str | None          # of the inference; None: not recorded (older metrics.json)
     device: str | None
     figures: Figures
+    deduplicated: Deduplicated | None
+
+
+class Deduplicated(TypedDict):
+    """The headline metrics on the full test split beside the split without the images that
+    duplicate train/val images (metrics.json ``deduplicated``)."""
+
+    removed: int
+    exact: int
+    near: int
+    n: int
+    n_full: int
+    method: str
+    rows: list[tuple[str, artifacts.Value, artifacts.Value | None]]   # key, full, without
 
 
 class GalleryMapRow(TypedDict):
@@ -595,6 +611,9 @@ def _training(meta: artifacts.CheckpointMeta, train: TrainConfig, history: artif
         "selected_value": val.get(selected),
         "val_metrics": [(k, v) for k in shown if (v := val.get(k)) is not None],
         "head": meta["head"], "loss": meta["loss"],
+        # How the saved model was chosen beyond the metric (absent in older checkpoints).
+        "weight_averaging": meta.get("weight_averaging", "none"),
+        "select_smoothing": meta.get("select_smoothing", 1),
         # What the auto recipe chose from the data (the "why" figures in English, as a tooltip).
         "recipe": [c for c in choices if c["rule"] != "base"],
         "figures": {"curves": curves},
@@ -647,16 +666,31 @@ def _operating_point(op: artifacts.OperatingPoint, split: str) -> OperatingPoint
             "ppv": op["ppv"], "npv": op["npv"], "cm": op["confusion_matrix"]}
 
 
+def _headline(metrics: artifacts.Metrics) -> list[tuple[str, artifacts.Value]]:
+    binary = metrics["task"] == "binary"
+    return [("metric.accuracy", metrics["accuracy"]),
+            ("metric.balanced_accuracy", metrics["balanced_accuracy"]),
+            ("metric.mcc", metrics["mcc"]),
+            ("metric.roc_auc" if binary else "metric.roc_auc_macro", metrics["roc_auc"])]
+
+
+def _deduplicated(metrics: artifacts.Metrics, found: artifacts.Deduplicated | None) -> Deduplicated | None:
+    if not found:
+        return None
+    kept = found["metrics"]
+    rows = [(key, value, dict(_headline(kept)).get(key) if kept else None)
+            for key, value in _headline(metrics)]
+    return {"removed": found["removed"], "exact": found["exact"], "near": found["near"], "n": found["n"],
+            "n_full": metrics["n"], "method": found["method"], "rows": rows}
+
+
 def _results(metrics: artifacts.Metrics | None, split: str, figures: Figures, *,
              evaluation: artifacts.Evaluation | None = None) -> Results:
     if not metrics:
         return {"available": False}
     base = _baselines(metrics)
     binary = metrics["task"] == "binary"
-    overall = [("metric.accuracy", metrics["accuracy"]),
-               ("metric.balanced_accuracy", metrics["balanced_accuracy"]),
-               ("metric.mcc", metrics["mcc"]),
-               ("metric.roc_auc" if binary else "metric.roc_auc_macro", metrics["roc_auc"])]
+    overall = _headline(metrics)
     weighted = metrics["roc_auc_weighted"]
     if weighted is not None:
         overall.append(("metric.roc_auc_weighted", weighted))
@@ -680,6 +714,8 @@ def _results(metrics: artifacts.Metrics | None, split: str, figures: Figures, *,
         "precision": evaluation["precision"] if evaluation else None,
         "device": evaluation.get("device") if evaluation else None,
         "figures": figures,
+        "deduplicated": (_deduplicated(metrics, evaluation.get("deduplicated"))
+                         if split == "test" and evaluation else None),
     }
 
 
@@ -889,6 +925,7 @@ class DataSection(TypedDict):
     class_names: list[str]
     splits: list[SplitRow]
     val_held_out: float | None      # the source had no val split: this share of train became val
+    class_matches: list[artifacts.ClassMatch]   # class folders taken for a class of another name
     predicted: Predicted | None
     image_size: int
     channels: int
@@ -1002,6 +1039,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
             # Beyond limits.REPORT_CLASSES the per-class table lists the largest classes.
             "table_rows": _table_rows(dist, len(class_names)),
             "val_held_out": dist["val_held_out"] if dist else None,
+            "class_matches": list(dist.get("class_matches", [])) if dist else [],
             "predicted": predicted,
             "image_size": meta["image_size"], "channels": meta["in_channels"],
             # Dataset.original_size is (H, W); written W × H like every size (labels.size_text).
@@ -1026,7 +1064,9 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         # The split the metrics and CAMs are from: "val" when the test split has no labels.
         "evaluated_split": str(split),
         "discussion": discussion.observations(metrics, history=history, distribution=dist,
-                                              explain=explain, split=str(split)),
+                                              explain=explain, split=str(split),
+                                              deduplicated=loaded.get("deduplicated")
+                                              if str(split) == "test" else None),
         "limitations": discussion.limitations(
             metrics, distribution=dist, leakage=leakage, split=str(split),
             synthetic=_synthetic_source(meta, dataset, loaded), seed=int(meta.get("seed", run_config.train.seed)),

@@ -47,7 +47,6 @@ if TYPE_CHECKING:
     from .charts import PrLine
     from .figures import FigureMaker, FigurePaths, Translate
     from .render import DocumentKind
-    from .report import ModelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -561,38 +560,20 @@ class StudyResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-class ModelGroup(TypedDict):
-    runs: list[str]                  # the runs that share this architecture at this input size
-    facts: ModelInfo                 # report._model: params, FLOPs, stem, CAM layer, architecture
-
-
-def model_groups(evaluated: Sequence[cmp.EvaluatedRun], *, maker: FigureMaker) -> dict[str, object]:
-    """Per run the model facts of the single-run report (``report._model``), and the
-    architecture explained once per distinct model (stage table and block diagram from
-    ``report.architecture``: runs that differ only in training share one)."""
+def _model_entry(run: cmp.EvaluatedRun, index: int, *, maker: FigureMaker) -> dict[str, object]:
+    """One run's model facts, stage table and block diagram, from ONE rebuild of its model
+    (``report.architecture``; the single-run report's Model section shows the same)."""
     from . import charts
     from .report import _model, architecture
 
-    rows: list[dict[str, object]] = []
-    groups: dict[tuple[object, ...], ModelGroup] = {}
-    for run in evaluated:
-        meta = run.meta
-        key = (meta["arch"], meta["small_input_stem"], meta["image_size"], meta["in_channels"],
-               meta["num_classes"], meta.get("head"))
-        if key in groups:
-            groups[key]["runs"].append(run.name)
-            rows.append({"run": run.name, "facts": groups[key]["facts"]})
-            continue
-        summary, model = architecture(meta, None)
-        diagram = None
-        if summary is not None and summary["blocks"]:
-            blocks = summary["blocks"]
-            diagram = maker.draw(f"block_diagram_{len(groups)}",
-                                 lambda t, lang, blocks=blocks: charts.block_diagram(blocks, t=t))
-        facts = _model(meta, run.evaluation.get("explain"), model, summary, {"block_diagram": diagram})
-        groups[key] = {"runs": [run.name], "facts": facts}
-        rows.append({"run": run.name, "facts": facts})
-    return {"rows": rows, "groups": list(groups.values())}
+    summary, model = architecture(run.meta)
+    diagram = None
+    if summary is not None and summary["blocks"]:
+        blocks = summary["blocks"]
+        diagram = maker.draw(f"study_block_{index}", lambda t, lang: charts.block_diagram(blocks, t=t))
+    return {"run": run.name, "architecture": summary, "block_diagram": diagram,
+            "facts": _model(run.meta, run.evaluation.get("explain"), model, summary,
+                            {"block_diagram": diagram})}
 
 
 def present_sections(ctx: Mapping[str, object]) -> set[str]:
@@ -639,7 +620,7 @@ def study_context(evaluated: Sequence[cmp.EvaluatedRun], *, name: str, reports_r
         "split_fingerprint": fingerprint,
         "best": evaluated[best].name,
         "design": design,
-        "models": model_groups(evaluated, maker=maker),
+        "models": [_model_entry(r, i, maker=maker) for i, r in enumerate(evaluated)],
         "results": results,
         "pr_figure": pr_figure(evaluated, maker=maker),
         "cams": cam_study(evaluated, best, maker=maker) if cams else

@@ -412,7 +412,8 @@ def _data_meta(config: RunConfig, ds: Dataset) -> dict[str, object]:
 
 def _static_meta(config: RunConfig, ds: Dataset, *, model: nn.Module, small_stem: bool,
                  head: str, loss: str, mean: Sequence[float], std: Sequence[float], setup: _Setup,
-                 command: Sequence[str], recipe: Sequence[artifacts.RecipeChoice]) -> dict[str, object]:
+                 command: Sequence[str], recipe: Sequence[artifacts.RecipeChoice],
+                 averaging: str = "none") -> dict[str, object]:
     """The checkpoint meta that does not change from epoch to epoch."""
     from .data import describe_pipeline
 
@@ -432,6 +433,7 @@ def _static_meta(config: RunConfig, ds: Dataset, *, model: nn.Module, small_stem
         "pipeline": describe_pipeline(config.preprocess, config.image_size),
         "data": _data_meta(config, ds), "data_fingerprint": ds.fingerprint,
         "selected_by": config.train.select_metric, "seed": config.train.seed,
+        "weight_averaging": averaging, "select_smoothing": config.train.select_smoothing,
         "config": to_dict(config), "versions": artifacts.runtime_versions(), "params": count_parameters(model),
         "device": setup.device.type, "precision": setup.precision,
         "channels_last": setup.channels_last, "world_size": setup.world_size,
@@ -460,6 +462,16 @@ class _Loop:
     std: tuple[float, ...]
     num_classes: int
     sample_weights: torch.Tensor | None
+    averaging: str = "none"          # none | ema | swa (resolve_weight_averaging)
+    averaged: torch.optim.swa_utils.AveragedModel | None = None
+    swa_start: int = 0               # swa: the first epoch whose weights enter the average
+
+    def selected_model(self, epoch: int) -> nn.Module:
+        """The model validated and saved as best.pt after ``epoch``: the averaged weights
+        once they exist, else the trained ones."""
+        if self.averaged is not None and (self.averaging == "ema" or epoch >= self.swa_start):
+            return self.averaged.module
+        return self.bare
 
     def prepare(self, images_u8: torch.Tensor, *, augment_generator: torch.Generator | None) -> torch.Tensor:
         from .data import augment_batch, normalize_batch
@@ -507,6 +519,8 @@ def _train_epoch(loop: _Loop, state: _State, *, epoch: int) -> dict[str, float]:
         loop.scaler.step(loop.optimizer)
         loop.scaler.update()
         loop.scheduler.step()
+        if loop.averaging == "ema" and loop.averaged is not None:
+            loop.averaged.update_parameters(loop.bare)
         state.global_step += 1
         loss_sum += loss.detach().double() * len(idx)
         cm += confusion(logits.detach().argmax(1), y, loop.num_classes)
@@ -543,21 +557,23 @@ def _gather_logits(logits: torch.Tensor, idx: torch.Tensor, n: int, setup: _Setu
 
 
 @torch.no_grad()
-def evaluate_split(loop: _Loop, split: Split) -> dict[str, float]:
-    """Loss (plain cross-entropy), accuracy, macro-F1 and AUC of the bare model on ``split``.
+def evaluate_split(loop: _Loop, split: Split, model: nn.Module | None = None) -> dict[str, float]:
+    """Loss (plain cross-entropy), accuracy, macro-F1 and AUC of ``model`` (default: the bare
+    model) on ``split``.
 
     Under DDP each rank scores its shard and the logits are gathered, so every rank gets
     the same figures."""
     setup = loop.setup
-    _sync_buffers(loop.bare, setup)
-    loop.bare.eval()
+    model = loop.bare if model is None else model
+    _sync_buffers(model, setup)
+    model.eval()
     idx = shard(torch.arange(len(split)), rank=setup.rank, world_size=setup.world_size)
     size = loop.config.train.batch_size * 2
     chunks = []
     for start in range(0, len(idx), size):
         x = loop.prepare(split.images[idx[start:start + size]], augment_generator=None)
         with setup.autocast():
-            chunks.append(loop.bare(x).float())
+            chunks.append(model(x).float())
     logits = torch.cat(chunks)
     if setup.world_size > 1:
         logits = _gather_logits(logits, idx.to(logits.device), len(split), setup)
@@ -587,27 +603,36 @@ class ResumeState(TypedDict):
     bad_epochs: int
     stopped: str
     history: list[dict[str, float]]
+    averaged: NotRequired[dict[str, torch.Tensor]]    # the weight average so far (ema / swa)
 
 
 def _resume_extra(loop: _Loop, state: _State) -> ResumeState:
-    return {"optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(),
-            "scaler": loop.scaler.state_dict(), "rng": _rng_state(), "epoch": state.epoch,
-            "global_step": state.global_step, "best_score": state.best_score,
-            "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs,
-            "stopped": state.stopped, "history": [dict(r) for r in state.history]}
+    extra: ResumeState = {
+        "optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(),
+        "scaler": loop.scaler.state_dict(), "rng": _rng_state(), "epoch": state.epoch,
+        "global_step": state.global_step, "best_score": state.best_score,
+        "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs,
+        "stopped": state.stopped, "history": [dict(r) for r in state.history]}
+    if loop.averaged is not None:
+        extra["averaged"] = {k: v.detach().cpu().clone() for k, v in loop.averaged.state_dict().items()}
+    return extra
 
 
 def _save_epoch(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[str, object],
                 row: dict[str, float], improved: bool) -> None:
-    """best.pt (when improved), last.pt, then history.csv; each write atomic."""
+    """best.pt (when improved; the selected model's weights), last.pt (the trained weights,
+    for resuming), then history.csv; each write atomic."""
     weights = {k: v.detach().cpu().clone() for k, v in loop.bare.state_dict().items()}
+    selected = loop.selected_model(state.epoch)
+    chosen = weights if selected is loop.bare else {k: v.detach().cpu().clone()
+                                                    for k, v in selected.state_dict().items()}
     epoch_meta = {**meta, "epoch": state.epoch,
                   "val_metrics": {k: _json_float(row[f"val_{k}"])
                                   for k in ("loss", "acc", "f1", "auc", "bacc", "qwk")},
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     # All or nothing: a failed write (disk full) leaves the previous epoch's set, which
     # --resume continues; last.pt is renamed last because it marks the epoch complete.
-    files = {paths.best: runs.checkpoint_bytes(state_dict=weights, meta=epoch_meta)} if improved else {}
+    files = {paths.best: runs.checkpoint_bytes(state_dict=chosen, meta=epoch_meta)} if improved else {}
     files[paths.history] = artifacts.history_csv(state.history).encode("utf-8")
     files[paths.last] = runs.checkpoint_bytes(state_dict=weights, meta=epoch_meta,
                                               extra=_resume_extra(loop, state))
@@ -630,6 +655,8 @@ def _restore(loop: _Loop, paths: runs.RunPaths, config: RunConfig) -> _State:
         raise CheckpointError(f"{paths.last}: holds no training state to resume from")
     extra = cast(ResumeState, ckpt.extra)
     load_weights(loop.bare, ckpt.state_dict, path=paths.last)
+    if loop.averaged is not None and "averaged" in extra:
+        loop.averaged.load_state_dict(extra["averaged"])
     loop.optimizer.load_state_dict(extra["optimizer"])
     loop.scheduler.load_state_dict(extra["scheduler"])
     loop.scaler.load_state_dict(extra["scaler"])
@@ -734,10 +761,64 @@ def _build_loop(config: RunConfig, ds: Dataset, setup: _Setup, *, small_stem: bo
     loss = resolve_loss(cfg.loss, ds.task)
     criterion = make_criterion(loss, num_classes=ds.num_classes, weight=weight,
                                label_smoothing=cfg.label_smoothing)
+    averaging = resolve_weight_averaging(cfg.weight_averaging, n_val=len(val_split))
+    averaged = _averaged_model(bare, averaging, steps_per_epoch=steps_per_epoch)
     return _Loop(config=config, setup=setup, model=model, bare=bare, optimizer=optimizer,
                  scheduler=scheduler, scaler=scaler, criterion=criterion, loss=loss, train=train_split,
                  val=val_split, mean=tuple(mean), std=tuple(std), num_classes=ds.num_classes,
-                 sample_weights=sample_weights)
+                 sample_weights=sample_weights, averaging=averaging, averaged=averaged,
+                 swa_start=swa_start_epoch(cfg.epochs))
+
+
+# ---------------------------------------------------------------- weight averaging
+
+# EMA: the average's horizon is about one epoch of steps, and never under EMA_MIN_STEPS
+# (tiny sets take few steps an epoch; a shorter horizon would average almost nothing).
+EMA_MIN_STEPS = 20
+# SWA: the end-of-epoch weights of the final SWA_SHARE of the epochs are averaged.
+SWA_SHARE = 0.25
+AVERAGINGS = ("none", "ema", "swa")
+
+
+def resolve_weight_averaging(setting: str, *, n_val: int) -> str:
+    """``auto``: by the size of the val split (recipe.averaging_rule, the one rule)."""
+    if setting == "auto":
+        from .recipe import averaging_for_val
+
+        return averaging_for_val(n_val)[0]
+    if setting in AVERAGINGS:
+        return setting
+    raise ConfigError(f"train.weight_averaging {setting!r} is not one of auto, {', '.join(AVERAGINGS)}")
+
+
+def swa_start_epoch(epochs: int) -> int:
+    """The first (1-based) epoch whose weights enter an SWA average."""
+    return max(1, epochs - max(1, round(SWA_SHARE * epochs)) + 1)
+
+
+def ema_decay(steps_per_epoch: int) -> float:
+    return 1.0 - 1.0 / max(EMA_MIN_STEPS, steps_per_epoch)
+
+
+def _averaged_model(bare: nn.Module, averaging: str, *,
+                    steps_per_epoch: int) -> torch.optim.swa_utils.AveragedModel | None:
+    """The running average of ``bare``'s weights and BatchNorm statistics (use_buffers: the
+    average is validated as it is, with no extra pass over the train split)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    if averaging == "ema":
+        return AveragedModel(bare, multi_avg_fn=get_ema_multi_avg_fn(ema_decay(steps_per_epoch)),
+                             use_buffers=True)
+    if averaging == "swa":
+        return AveragedModel(bare, use_buffers=True)
+    return None
+
+
+def smoothed_score(history: Sequence[Mapping[str, float]], metric: str, window: int) -> float:
+    """The mean of ``metric`` over the last ``window`` epochs of ``history`` (NaN epochs left
+    out; NaN when all are)."""
+    values = [float(r[metric]) for r in history[-max(1, window):] if not math.isnan(float(r[metric]))]
+    return sum(values) / len(values) if values else math.nan
 
 
 def _make_setup(config: RunConfig) -> _Setup:
@@ -770,12 +851,14 @@ def _run_epochs(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[
         started = time.perf_counter()
         row: dict[str, float] = {"epoch": epoch}
         row.update(_train_epoch(loop, state, epoch=epoch))
-        row.update(evaluate_split(loop, loop.val))
+        if loop.averaging == "swa" and loop.averaged is not None and epoch >= loop.swa_start:
+            loop.averaged.update_parameters(loop.bare)
+        row.update(evaluate_split(loop, loop.val, loop.selected_model(epoch)))
         row["seconds"] = round(time.perf_counter() - started, 3)
         state.epoch = epoch
         state.history.append(row)
         metric = _selection_metric(state, row, cfg.select_metric, meta)
-        score = row[metric]
+        score = smoothed_score(state.history, metric, cfg.select_smoothing)
         improved = _better(score, state.best_score, metric) or state.best_epoch == 0
         if improved:
             state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
@@ -855,7 +938,7 @@ def train(config: RunConfig, *, checkpoints_root: Path = Path("checkpoints"), re
         meta = _static_meta(config, ds, model=loop.bare, small_stem=small_stem, head=head, loss=loop.loss,
                             mean=loop.mean, std=loop.std, setup=setup,
                             command=command if command is not None else sys.argv,
-                            recipe=recipe_choices)
+                            recipe=recipe_choices, averaging=loop.averaging)
         state = _restore(loop, paths, config) if resume else _State()
         if resume:
             logger.info("resuming %s after epoch %d", config.name, state.epoch)
@@ -866,7 +949,10 @@ def train(config: RunConfig, *, checkpoints_root: Path = Path("checkpoints"), re
             artifacts.save_class_distribution(paths, class_distribution(ds))
         _run_epochs(loop, state, paths=paths, meta=meta, on_epoch_end=on_epoch_end)
         selected_by = state.select_metric or config.train.select_metric
-        logger.info("best epoch %d: %s %.4f", state.best_epoch, selected_by, state.best_score)
+        logger.info("best epoch %d: %s %.4f%s%s", state.best_epoch, selected_by, state.best_score,
+                    f" (mean over up to {config.train.select_smoothing} epochs)"
+                    if config.train.select_smoothing > 1 else "",
+                    f", {loop.averaging} weight average" if loop.averaging != "none" else "")
     return TrainResult(run_dir=paths.run_dir, best_epoch=state.best_epoch,
                        best_score=state.best_score, history=state.history,
                        seconds=time.perf_counter() - started, selected_by=selected_by)

@@ -3,7 +3,9 @@ imbalance helpers and summaries. See docs/ARCHITECTURE.md ("Data")."""
 from __future__ import annotations
 
 import logging
+import re
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from ..runs import sha256_file
 from . import folder, manifest, medmnist, phantom
 from .augment import augment_batch
 from .base import SPLITS, Dataset, Split, Task, grey_to_rgb, hold_out_val, real_path
-from .images import decode_files, read_image
+from .images import Modality, decode_files, probe_modality, read_image
 from .imbalance import class_weights, sampler_weights
 from .preprocess import (compute_mean_std, describe_pipeline, normalize_batch, preprocess_image,
                          preprocess_stack, resolve_normalization)
@@ -27,6 +29,7 @@ __all__ = [
     "compute_mean_std", "resolve_normalization", "normalize_batch", "augment_batch",
     "preprocess_image", "describe_pipeline", "class_weights", "sampler_weights",
     "class_distribution", "leakage_check", "read_image", "SourceProbe", "probe_source",
+    "looks_graded", "source_splits",
 ]
 
 logger = logging.getLogger(__name__)
@@ -119,12 +122,18 @@ def load_dataset(data_cfg: DataConfig, preprocess_cfg: PreprocessConfig, *, imag
     return ds
 
 
+def source_splits(data_cfg: DataConfig) -> set[str]:
+    """The splits ``data.dataset`` holds, as far as a cheap look tells (all when unsure)."""
+    kind, source = resolve_source(data_cfg)
+    return _source_splits(kind, source)
+
+
 def _source_splits(kind: str, source: str) -> set[str]:
     """The splits the source holds, as far as a cheap look tells; when unsure, all of them
     (the loader then names what is missing or broken)."""
     path = Path(source)
     if kind == "folder":
-        return {s for s in SPLITS if (path / s).is_dir()}
+        return set(folder.split_folders(path))
     if kind == "csv":
         try:
             return set(manifest.find_csvs(path))
@@ -227,6 +236,28 @@ def _names_and_task(data_cfg: DataConfig, found: list[str], *, where: str,
     return names, ("binary" if k == 2 else "multiclass")
 
 
+_GRADE_WORD = re.compile(r"(grade|stage|kl|level)[\s_-]*(\d+)", re.IGNORECASE)
+
+
+def looks_graded(names: list[str]) -> str | None:
+    """Why the class names look like ordered grades, or None.
+
+    Three or more classes named by consecutive integers (``0``..``4``), or each named with a
+    grade word and a distinct number (``grade_1``, ``KL2``, ``stage 3``, ``level4``)."""
+    if len(names) < 3:
+        return None
+    numbers = [n.strip() for n in names]
+    if all(n.lstrip("-").isdigit() for n in numbers):
+        values = sorted(int(n) for n in numbers)
+        if values == list(range(values[0], values[0] + len(values))):
+            return f"class names {', '.join(names)} are consecutive integers"
+        return None
+    found = [_GRADE_WORD.search(n) for n in names]
+    if all(found) and len({int(m.group(2)) for m in found if m}) == len(names):
+        return f"class names {', '.join(names)} carry grade/stage/KL/level numbers"
+    return None
+
+
 def _check_classes(names: list[str], where: str, *, labelled: bool) -> None:
     if labelled and len(names) < 2:
         raise DataError(f"{where}: found {len(names)} class(es) ({', '.join(names) or 'none'}); "
@@ -294,9 +325,9 @@ def _load_medmnist(source: str, d: DataConfig, p: PreprocessConfig, *, image_siz
 
 def _split_from_files(split: str, files: list[Path], labels: list[int] | None, *, root: Path,
                       d: DataConfig, p: PreprocessConfig, image_size: int, skipped: list[dict],
-                      sizes: set, channels: set) -> Split:
+                      sizes: set, channels: set, colour: bool | None = None) -> Split:
     decoded = decode_files(files, root=root, preprocess_cfg=p, image_size=image_size,
-                           skip_bad=d.skip_bad_images, desc=split)
+                           skip_bad=d.skip_bad_images, desc=split, colour=colour)
     skipped += decoded.skipped
     sizes |= decoded.original_sizes
     channels |= decoded.original_channels
@@ -317,21 +348,35 @@ def _finish_files(name: str, source: Path, kind: str, names: list[str], task: Ta
                    skipped=skipped)
 
 
+def source_modality(files_by_split: Mapping[str, list[Path]], *, where: str) -> Modality:
+    """The modality of a file source, from its train files (else all of its files), so that
+    every call on the source (train, evaluate of one split) decides the same way."""
+    files = files_by_split.get("train") or [f for fs in files_by_split.values() for f in fs]
+    modality = probe_modality(files)
+    logger.info("%s: modality from the pixels: %s", where, modality.describe())
+    return modality
+
+
 def _load_folder(source: str, d: DataConfig, p: PreprocessConfig, *, image_size: int,
                  splits: tuple[str, ...]) -> Dataset:
     root = Path(source)
     skipped: list[dict] = []
-    scanned, found = folder.scan(root, skip_bad=d.skip_bad_images, skipped=skipped)
+    scanned, found = folder.scan(root, skip_bad=d.skip_bad_images, skipped=skipped,
+                                 class_map=d.class_map)
     _require(splits, set(scanned), str(root))
     names, task = _names_and_task(d, found, where=str(root))
     _check_classes(names, str(root), labelled=any(scanned[s].labels is not None for s in splits))
     sizes: set = set()
     channels: set = set()
+    colour = source_modality({s: fs.files for s, fs in scanned.items()}, where=str(root)).colour
     out = {s: _split_from_files(s, scanned[s].files, scanned[s].labels, root=root, d=d, p=p,
-                                image_size=image_size, skipped=skipped, sizes=sizes, channels=channels)
+                                image_size=image_size, skipped=skipped, sizes=sizes, channels=channels,
+                                colour=colour)
            for s in splits}
-    return _finish_files(root.name, root, "folder", names, task, out, folder.fingerprint(root, scanned),
-                         skipped, sizes, channels)
+    ds = _finish_files(root.name, root, "folder", names, task, out, folder.fingerprint(root, scanned),
+                       skipped, sizes, channels)
+    ds.class_matches = [m for fs in scanned.values() for m in fs.matches]
+    return ds
 
 
 def _load_csv(source: str, d: DataConfig, p: PreprocessConfig, *, image_size: int,
@@ -352,11 +397,13 @@ def _load_csv(source: str, d: DataConfig, p: PreprocessConfig, *, image_size: in
     sizes: set = set()
     channels: set = set()
     out = {}
+    colour = source_modality({s: [r.path for r in m.rows] for s, m in manifests.items()},
+                             where=str(src)).colour
     for s in splits:
         m = manifests[s]
         out[s] = _split_from_files(s, [r.path for r in m.rows], manifest.encode_labels(m, names), root=root,
                                    d=d, p=p, image_size=image_size, skipped=skipped, sizes=sizes,
-                                   channels=channels)
+                                   channels=channels, colour=colour)
     name = src.name if src.is_dir() else src.stem
     return _finish_files(name, src, "csv", names, task, out, manifest.fingerprint(list(manifests.values())),
                          skipped, sizes, channels)
@@ -376,10 +423,12 @@ class SourceProbe:
     kind: str
     source: str
     native_size: int          # short side of the train images (median over a sample), px
-    colour: bool              # any sampled train image has distinct colour channels
+    colour: bool              # the majority of sampled train images has distinct colour channels
     train_counts: list[int]   # images per class in the train split
     n_val: int
     task: Task
+    class_names: tuple[str, ...] = ()   # as the loader will name them (for the grade rule)
+    modality: str = ""        # how ``colour`` was decided (images.Modality.describe), "" for arrays
 
 
 def probe_source(data_cfg: DataConfig, *, sample: int = 16) -> SourceProbe:
@@ -393,7 +442,7 @@ def probe_source(data_cfg: DataConfig, *, sample: int = 16) -> SourceProbe:
                           splits=("train",))
         train = ds.splits["train"]
         return SourceProbe(kind, source, data_cfg.phantom_size, False, train.class_counts(ds.num_classes),
-                           data_cfg.phantom_val, ds.task)
+                           data_cfg.phantom_val, ds.task, tuple(ds.class_names))
     if kind == "medmnist":
         path = Path(source)
         name = medmnist.base_name(path)
@@ -404,21 +453,23 @@ def probe_source(data_cfg: DataConfig, *, sample: int = 16) -> SourceProbe:
             n_val = (int(npz["val_labels"].shape[0]) if "val_labels" in npz.files
                      else _held_out_size(data_cfg, len(y_train)))
         names = table if table and len(table) == k else [str(i) for i in range(k)]
-        _names, task = _names_and_task(data_cfg, names, where=str(path),
-                                       default_task="ordinal" if name in medmnist.ORDINAL else None)
+        names, task = _names_and_task(data_cfg, names, where=str(path),
+                                      default_task="ordinal" if name in medmnist.ORDINAL else None)
         return _checked_probe(SourceProbe(kind, source, min(images.shape[2:]), images.shape[1] == 3,
-                                          np.bincount(y_train, minlength=k).tolist(), n_val, task))
+                                          np.bincount(y_train, minlength=k).tolist(), n_val, task,
+                                          tuple(names)))
     root = Path(source)
-    files, labels = _file_split(kind, root, "train", configured=data_cfg.class_names)
+    names_from = {"configured": data_cfg.class_names, "class_map": data_cfg.class_map}
+    files, labels, found = _file_split(kind, root, "train", **names_from)
     if labels is None or not files:
         raise DataError(f"{root}: the train split has no labels; training needs them")
-    n_val = (len(_file_split(kind, root, "val", configured=data_cfg.class_names)[0])
+    n_val = (len(_file_split(kind, root, "val", **names_from)[0])
              if "val" in _source_splits(kind, source) else _held_out_size(data_cfg, len(files)))
     k = max(labels) + 1
     if data_cfg.class_names:
         k = max(k, len(data_cfg.class_names))
     picks = np.linspace(0, len(files) - 1, num=min(sample, len(files))).round().astype(int)
-    sides, colour = [], False
+    sides = []
     for i in sorted(set(picks.tolist())):
         try:
             img = read_image(files[i])
@@ -426,14 +477,16 @@ def probe_source(data_cfg: DataConfig, *, sample: int = 16) -> SourceProbe:
             logger.debug("probe: %s", exc)
             continue
         sides.append(min(img.shape[0], img.shape[1]))
-        colour = colour or img.ndim == 3
     if not sides:
         raise DataError(f"{root}: none of {len(picks)} sampled train images could be read "
                         f"(first: {files[int(picks[0])]})")
-    _names, task = _names_and_task(data_cfg, [str(i) for i in range(k)], where=str(root))
-    return _checked_probe(SourceProbe(kind, source, int(np.median(sides)), colour,
+    # The same decision (same files, same rule) as the loader's source_modality.
+    modality = probe_modality(files)
+    names = found if len(found) == k else [str(i) for i in range(k)]
+    names, task = _names_and_task(data_cfg, names, where=str(root))
+    return _checked_probe(SourceProbe(kind, source, int(np.median(sides)), modality.colour,
                                       np.bincount(np.asarray(labels), minlength=k).tolist(),
-                                      n_val, task))
+                                      n_val, task, tuple(names), modality.describe()))
 
 
 def _held_out_size(data_cfg: DataConfig, n_train: int) -> int:
@@ -470,7 +523,8 @@ def raw_examples(data_cfg: DataConfig, n_per_class: int, seed: int, *,
         arrays, _k = medmnist.read_npz(path, (present[0],), num_classes=None)
         images, labels = arrays[present[0]]
         return [(_hwc(images[i]), int(labels[i])) for i in _pick(labels, n_per_class, rng)]
-    files, labels = _file_split(kind, Path(source), split, configured=data_cfg.class_names)
+    files, labels, _names = _file_split(kind, Path(source), split, configured=data_cfg.class_names,
+                                        class_map=data_cfg.class_map)
     out: list[tuple[np.ndarray, int | None]] = []
     label_arr = np.asarray(labels if labels is not None else [-1] * len(files))
     for cls in (np.unique(label_arr) if labels is not None else [-1]):
@@ -487,17 +541,18 @@ def raw_examples(data_cfg: DataConfig, n_per_class: int, seed: int, *,
     return out
 
 
-def _file_split(kind: str, source: Path, split: str, *,
-                configured: tuple[str, ...]) -> tuple[list[Path], list[int] | None]:
+def _file_split(kind: str, source: Path, split: str, *, configured: tuple[str, ...],
+                class_map: Mapping[str, str]) -> tuple[list[Path], list[int] | None, list[str]]:
+    """(files, labels, class names) of ``split`` (else the first split present)."""
     if kind == "folder":
-        scanned, _names = folder.scan(source, skip_bad=True)
+        scanned, names = folder.scan(source, skip_bad=True, class_map=class_map)
         use = next(s for s in (split, *SPLITS) if s in scanned)
-        return scanned[use].files, scanned[use].labels
+        return scanned[use].files, scanned[use].labels, names
     csvs = manifest.find_csvs(source)
     manifests = {s: manifest.read_manifest(p) for s, p in csvs.items()}
     names = manifest.class_names(list(manifests.values()), configured=configured)
     use = next(s for s in (split, *SPLITS) if s in manifests)
-    return [r.path for r in manifests[use].rows], manifest.encode_labels(manifests[use], names)
+    return [r.path for r in manifests[use].rows], manifest.encode_labels(manifests[use], names), names
 
 
 def _pick(labels: np.ndarray, n_per_class: int, rng: np.random.Generator) -> list[int]:

@@ -7,6 +7,7 @@ from typing import Literal, Mapping, Sequence
 
 import torch
 
+from ..artifacts import ClassMatch
 from ..errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -69,6 +70,8 @@ class Dataset:
     # The share of each train class held out as val when the source has no val split; None
     # when val came from the source (data.hold_out_val).
     val_held_out: float | None = None
+    # Class folders taken for a class of another name (match_classes), for the log and report.
+    class_matches: list[ClassMatch] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -128,16 +131,20 @@ def placeholder_names(k: int) -> list[str]:
 
 def match_classes(found: Sequence[str], reference: Sequence[str], *, where: str,
                   class_map: Mapping[str, str] | None = None, strict_map: bool = True,
-                  found_what: str = "the data", reference_what: str = "the checkpoint") -> list[int]:
+                  found_what: str = "the data", reference_what: str = "the checkpoint",
+                  matches: list[ClassMatch] | None = None) -> list[int]:
     """For each class of ``found`` (in its order) its index in ``reference``, matched by name.
 
     ``class_map`` (``data.class_map``, old name -> new name) renames ``found``'s classes first;
     with ``strict_map`` a key that names no class of ``found`` is an error. The same names in
-    another order are re-ordered (never read by position); a class of ``found`` missing from
-    ``reference`` is refused in one line naming both sets. A source that names no classes
-    (integer labels 0..K-1, see ``placeholder_names``) is read in ``reference``'s order: an
-    index is all it says. The one owner of this rule: evaluation, build and compare call it,
-    and so can a loader that maps one split's folders onto another's.
+    another order are re-ordered (never read by position). A name still not in ``reference``
+    matches one that differs only in case, else one of which it is (or which is) a prefix,
+    case-insensitively, when exactly one does (``glioma`` / ``glioma_tumor``); two candidates
+    are an error. Anything else is refused in one line naming both sets. Every match that is
+    not by the same name is appended to ``matches`` (for the log and the report). A source
+    that names no classes (integer labels 0..K-1, see ``placeholder_names``) is read in
+    ``reference``'s order: an index is all it says. The one owner of this rule: evaluation,
+    build, compare and the image-folder loader (one split's folders onto another's) call it.
     """
     found, reference = list(found), list(reference)
     class_map = dict(class_map or {})
@@ -153,6 +160,26 @@ def match_classes(found: Sequence[str], reference: Sequence[str], *, where: str,
     if not class_map and found == placeholder_names(len(found)) and len(found) == len(reference):
         return list(range(len(found)))
     position = {name: i for i, name in enumerate(reference)}
+    notes = matches if matches is not None else []
+    for i, (old, name) in enumerate(zip(found, renamed)):
+        if old in class_map and class_map[old] != old:
+            notes.append({"folder": old, "class": name, "rule": "class_map"})
+        if name in position:
+            continue
+        same = [r for r in reference if r.lower() == name.lower()]
+        near = same or [r for r in reference
+                        if r.lower().startswith(name.lower()) or name.lower().startswith(r.lower())]
+        if len(near) > 1:
+            raise DataError(f"{where}: class {name!r} of {found_what} could be any of "
+                            f"{', '.join(map(repr, near))} of {reference_what}; set data.class_map "
+                            f"({found_what} has {', '.join(found)}; {reference_what} has {', '.join(reference)})")
+        if near:
+            renamed[i] = near[0]
+            notes.append({"folder": old, "class": near[0], "rule": "case" if same else "prefix"})
+    clash = sorted({n for n in renamed if renamed.count(n) > 1})
+    if clash:
+        raise DataError(f"{where}: classes {', '.join(repr(o) for o, n in zip(found, renamed) if n == clash[0])} "
+                        f"of {found_what} all match {clash[0]!r}; set data.class_map")
     missing = [n for n in renamed if n not in position]
     if missing:
         raise DataError(f"{where}: class(es) {', '.join(map(repr, missing[:5]))} of {found_what} are "

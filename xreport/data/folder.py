@@ -1,31 +1,65 @@
 """Image folders: ``ROOT/{train,val,test}/CLASS/*.{png,jpg,jpeg,dcm}``.
 
-Class names are the sorted class-folder names, which must be the same in every split. A
-split folder holding images but no class folders is an unlabelled split (labels None).
+Split folders are matched case-insensitively with their usual aliases (``Training``,
+``valid``, ``Testing``; ``SPLIT_ALIASES``). Class names are the sorted class-folder names of
+the train split (renamed by ``data.class_map``); another split's class folders are matched
+to them by ``base.match_classes``. A split folder holding images but no class
+folders is an unlabelled split (labels None).
 """
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..artifacts import ClassMatch
 from ..errors import DataError
 from ..runs import sha256_file
-from .base import SPLITS, real_path
+from .base import SPLITS, match_classes, real_path
 from .images import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
+
+
+# The folder names public data sets use for each split (compared in lower case).
+SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
+    "train": ("train", "training"),
+    "val": ("val", "valid", "validation", "dev"),
+    "test": ("test", "testing"),
+}
+_SPLIT_OF = {alias: split for split, aliases in SPLIT_ALIASES.items() for alias in aliases}
 
 
 @dataclass
 class FolderSplit:
     files: list[Path]
     labels: list[int] | None
+    folder: Path | None = None
+    # class folders whose name is not the class name they were matched to
+    matches: list[ClassMatch] = field(default_factory=list)
+
+
+def split_folders(root: Path) -> dict[str, Path]:
+    """split -> its folder under ``root``, by ``SPLIT_ALIASES`` in any case; two folders
+    naming one split (``val`` and ``valid``) are an error."""
+    if not root.is_dir():
+        return {}
+    found: dict[str, list[Path]] = {}
+    for p in sorted(root.iterdir()):
+        split = _SPLIT_OF.get(p.name.lower())
+        if split is not None and _visible(p) and p.is_dir():
+            found.setdefault(split, []).append(p)
+    for split, paths in found.items():
+        if len(paths) > 1:
+            raise DataError(f"{root}: folders {', '.join(p.name for p in paths)} all name the {split} "
+                            "split; keep one of them")
+    return {s: found[s][0] for s in SPLITS if s in found}
 
 
 def is_image_folder(root: Path) -> bool:
-    return any((root / s).is_dir() for s in SPLITS)
+    return bool(split_folders(root))
 
 
 def _visible(path: Path) -> bool:
@@ -59,47 +93,66 @@ def _images_in(folder: Path, root: Path, *, skip_bad: bool,
     return kept
 
 
-def scan(root: Path, *, skip_bad: bool = False,
-         skipped: list[dict[str, str]] | None = None) -> tuple[dict[str, FolderSplit], list[str]]:
+def scan(root: Path, *, skip_bad: bool = False, skipped: list[dict[str, str]] | None = None,
+         class_map: Mapping[str, str] | None = None) -> tuple[dict[str, FolderSplit], list[str]]:
     """Every present split's files and labels, and the class names.
 
     Files that are symlinks out of ``root`` are refused, or with ``skip_bad`` appended to
-    ``skipped`` as {"file", "reason"}.
+    ``skipped`` as {"file", "reason"}. ``class_map`` (``data.class_map``) renames class
+    folders; other differences between splits are matched by ``match_class_names``.
     """
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found")
     skipped = [] if skipped is None else skipped
+    class_map = dict(class_map or {})
     found: dict[str, tuple[list[str], Path]] = {}
-    unlabelled: dict[str, list[Path]] = {}
-    for split in SPLITS:
-        folder = root / split
-        if not folder.is_dir():
-            continue
+    unlabelled: dict[str, tuple[list[Path], Path]] = {}
+    for split, folder in split_folders(root).items():
         classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and _visible(p))
         if classes:
             found[split] = (classes, folder)
         else:
-            unlabelled[split] = _images_in(folder, root, skip_bad=skip_bad, skipped=skipped)
+            unlabelled[split] = (_images_in(folder, root, skip_bad=skip_bad, skipped=skipped), folder)
     if not found and not unlabelled:
-        raise DataError(f"{root}: no split folders; expected {root}/{{train,val,test}}/CLASS/*.png")
-    class_sets = {split: classes for split, (classes, _f) in found.items()}
-    reference = next(iter(class_sets.values()), [])
-    for split, classes in class_sets.items():
-        if classes != reference:
-            first = next(iter(class_sets))
-            raise DataError(f"{root}: class folders differ between splits: {first} has "
-                            f"{', '.join(reference)}; {split} has {', '.join(classes)}")
+        raise DataError(f"{root}: no split folders; expected {root}/{{train,val,test}}/CLASS/*.png "
+                        f"(or {', '.join(a for aliases in SPLIT_ALIASES.values() for a in aliases[1:])})")
+    every = {c for classes, _f in found.values() for c in classes}
+    unknown = sorted(k for k in class_map if k not in every)
+    if unknown:
+        raise DataError(f"{root}: data.class_map names {', '.join(map(repr, unknown))}, which is not a "
+                        f"class folder here (found: {', '.join(sorted(every))})")
+    first = next(iter(found), None)
+    reference = sorted({class_map.get(c, c) for c in found[first][0]}) if first else []
     out: dict[str, FolderSplit] = {}
     for split, (classes, folder) in found.items():
+        matches: list[ClassMatch] = []
+        first_name = found[first][1].name   # type: ignore[index]  # found is not empty here
+        try:
+            order = match_classes(classes, reference, where=str(root), class_map=class_map,
+                                  strict_map=False, found_what=folder.name, reference_what=first_name,
+                                  matches=matches)
+        except DataError as exc:
+            raise DataError(f"{root}: class folders differ between splits: "
+                            f"{str(exc).removeprefix(f'{root}: ')}") from None
+        if set(order) != set(range(len(reference))):
+            lacking = [r for i, r in enumerate(reference) if i not in order]
+            raise DataError(f"{root}: class folders differ between splits: {first_name} has "
+                            f"{', '.join(reference)}; {folder.name} has {', '.join(classes)} "
+                            f"(nothing matches {', '.join(map(repr, lacking))})")
+        for m in matches:
+            m["split"] = split
+            logger.info("%s: class folder %s/%s is class %r (%s)", root, folder.name, m["folder"],
+                        m["class"], m["rule"])
         files: list[Path] = []
         labels: list[int] = []
-        for index, name in enumerate(classes):
+        for name, index in zip(classes, order):
             these = _images_in(folder / name, root, skip_bad=skip_bad, skipped=skipped)
             files += these
             labels += [index] * len(these)
-        out[split] = FolderSplit(files, labels)
-    for split, files in unlabelled.items():
-        out[split] = FolderSplit(files, None)
+        out[split] = FolderSplit(files, labels, folder, matches)
+    for split, (files, folder) in unlabelled.items():
+        out[split] = FolderSplit(files, None, folder)
+    out = {s: out[s] for s in SPLITS if s in out}
     _check_conflicting_labels(out, list(reference))
     for index, name in enumerate(reference):
         if not any(fs.labels is not None and index in fs.labels for fs in out.values()):
@@ -107,7 +160,8 @@ def scan(root: Path, *, skip_bad: bool = False,
                             "remove it or add its images")
     for split, fs in out.items():
         if not fs.files:
-            raise DataError(f"{root / split}: no images ({', '.join(IMAGE_SUFFIXES)}) in this split")
+            raise DataError(f"{fs.folder or root / split}: no images ({', '.join(IMAGE_SUFFIXES)}) "
+                            "in this split")
     return out, list(reference)
 
 

@@ -148,6 +148,115 @@ def squeeze_grey(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+# ---------------------------------------------------------------- modality from the pixels
+# Web-collected grey scans are often saved as RGB files whose channels differ only by JPEG
+# chroma noise. A file is grey content when its channels differ by at most GREY_MEAN_DIFF
+# grey levels on average and at most GREY_OUTLIER_SHARE of its pixels differ by more than
+# GREY_OUTLIER_DIFF (stain, fundus and skin photographs differ by tens of levels on average).
+GREY_MEAN_DIFF = 2.0
+GREY_OUTLIER_DIFF = 24
+GREY_OUTLIER_SHARE = 0.01
+MODALITY_SAMPLE = 64       # files decoded to decide a data set's modality
+
+
+def is_grey_content(arr: np.ndarray) -> bool:
+    """True for (H, W) and for (H, W, 3) whose channels are equal within the tolerances."""
+    if arr.ndim == 2:
+        return True
+    a = arr.astype(np.int16)
+    diff = np.maximum(np.abs(a[..., 0] - a[..., 1]), np.abs(a[..., 0] - a[..., 2]))
+    return (float(diff.mean()) <= GREY_MEAN_DIFF
+            and float((diff > GREY_OUTLIER_DIFF).mean()) <= GREY_OUTLIER_SHARE)
+
+
+def to_grey(arr: np.ndarray) -> np.ndarray:
+    """(H, W, 3) -> (H, W) by the channel mean (the channels are near equal when this is used)."""
+    if arr.ndim == 2:
+        return arr
+    return _round_u8(arr.astype(np.float32).mean(axis=2))
+
+
+@dataclass(frozen=True)
+class Modality:
+    """A data set's modality decided from the content of a sample of its files."""
+
+    colour: bool          # the majority of the sampled files has distinct colour channels
+    sampled: int          # files decoded
+    stored_rgb: int       # of those, stored as colour files (RGB, palette, CMYK...)
+    grey_content: int     # of those, grey content (stored grey, or RGB with equal channels)
+
+    def describe(self) -> str:
+        kind = "colour" if self.colour else "grey"
+        return (f"{self.grey_content} of {self.sampled} sampled files are grey content "
+                f"({self.stored_rgb} stored as colour files): {kind}, {3 if self.colour else 1} "
+                f"channel{'s' if self.colour else ''}")
+
+
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def probe_modality(files: list[Path], *, sample: int = MODALITY_SAMPLE) -> Modality:
+    """Decode up to ``sample`` files spread over ``files`` and decide by majority content.
+
+    Unreadable files are left out (the loader stops on them or skips them); with none
+    readable, the data set counts as grey (its loader then names the bad files)."""
+    if not files:
+        return Modality(False, 0, 0, 0)
+    picks = sorted(set(np.linspace(0, len(files) - 1, num=min(sample, len(files))).round()
+                       .astype(int).tolist()))
+    # Kept beside the decode cache (keyed by the sampled files' content), so a cached load
+    # decodes nothing at all.
+    cache_dir = decode_cache_dir() if len(files) >= CACHE_MIN_FILES else None
+    cached = cache_dir / f"modality-{_modality_key([files[i] for i in picks])}.json" if cache_dir else None
+    if cached is not None and cached.is_file():
+        try:
+            return Modality(**json.loads(cached.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            pass   # a damaged entry is only a miss
+    modality = _probe_modality([files[i] for i in picks])
+    if cached is not None:
+        from ..runs import write_json
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            write_json(cached, asdict(modality))
+        except Exception as exc:  # noqa: BLE001 - a read-only cache is not a reason to stop
+            logger.warning("could not write the modality cache %s (%s)", cached, exc)
+    return modality
+
+
+def _modality_key(files: list[Path]) -> str:
+    from ..runs import sha256_file
+
+    digest = hashlib.sha256(json.dumps([GREY_MEAN_DIFF, GREY_OUTLIER_DIFF, GREY_OUTLIER_SHARE]).encode())
+    for path in files:
+        try:
+            digest.update(f"{path.name}\0{sha256_file(path)}\n".encode("utf-8", "surrogateescape"))
+        except OSError:
+            digest.update(f"{path.name}\0unreadable\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def _probe_modality(picked: list[Path]) -> Modality:
+    sampled = stored_rgb = grey = 0
+    for path in picked:
+        try:
+            arr = read_image(path)
+        except DataError:
+            continue
+        sampled += 1
+        grey += is_grey_content(arr)
+        if path.suffix.lower() != ".dcm":
+            try:
+                with Image.open(path) as im:
+                    stored_rgb += im.mode not in _GREY_MODES
+            except (OSError, ValueError):
+                pass
+        else:
+            stored_rgb += arr.ndim == 3
+    return Modality(colour=sampled > 0 and grey * 2 < sampled, sampled=sampled,
+                    stored_rgb=stored_rgb, grey_content=grey)
+
+
 @dataclass
 class DecodedFiles:
     """Files of one split, decoded and preprocessed one at a time."""
@@ -165,7 +274,8 @@ class DecodedFiles:
 # content (sha256), the preprocessing options and the input size, so any change misses.
 CACHE_ENV = "XREPORT_DECODE_CACHE"      # a folder, or "off"
 CACHE_MIN_FILES = 64                    # smaller splits decode in well under a second
-CACHE_VERSION = 2                       # 2: entries carry their count, shape and sha256
+# 2: entries carry their count, shape and sha256; 3: the modality (colour) is part of the key
+CACHE_VERSION = 3
 
 
 def decode_cache_dir() -> Path | None:
@@ -180,12 +290,12 @@ def decode_cache_dir() -> Path | None:
 
 
 def decode_cache_key(files: list[Path], *, preprocess_cfg: PreprocessConfig, image_size: int,
-                     skip_bad: bool) -> str:
+                     skip_bad: bool, colour: bool | None = None) -> str:
     from ..runs import sha256_file
 
     digest = hashlib.sha256(json.dumps(
         {"v": CACHE_VERSION, "preprocess": asdict(preprocess_cfg), "size": image_size,
-         "skip_bad": skip_bad}, sort_keys=True, default=list).encode())
+         "skip_bad": skip_bad, "colour": colour}, sort_keys=True, default=list).encode())
     for path in files:
         try:
             digest.update(f"{path.name}\0{sha256_file(path)}\n".encode("utf-8", "surrogateescape"))
@@ -245,32 +355,34 @@ def _cache_write(path: Path, decoded: DecodedFiles) -> None:
 
 
 def decode_files(files: list[Path], *, root: Path, preprocess_cfg: PreprocessConfig, image_size: int,
-                 skip_bad: bool, desc: str = "images") -> DecodedFiles:
+                 skip_bad: bool, desc: str = "images", colour: bool | None = None) -> DecodedFiles:
     """Decode + preprocess each file once: from the decode cache when the same files were
     decoded with the same options before, else file by file (so full-size originals are
     never all in memory) and then cached.
 
-    A bad file raises ``DataError``, or with ``skip_bad`` is recorded and left out.
+    ``colour`` False (a grey data set, ``probe_modality``) turns colour files grey; None
+    keeps each file as it is. A bad file raises ``DataError``, or with ``skip_bad`` is
+    recorded and left out.
     """
     cache_dir = decode_cache_dir() if len(files) >= CACHE_MIN_FILES else None
     if cache_dir is None:
         return _decode(files, root=root, preprocess_cfg=preprocess_cfg, image_size=image_size,
-                       skip_bad=skip_bad, desc=desc)
+                       skip_bad=skip_bad, desc=desc, colour=colour)
     key = decode_cache_key(files, preprocess_cfg=preprocess_cfg, image_size=image_size,
-                           skip_bad=skip_bad)
+                           skip_bad=skip_bad, colour=colour)
     path = cache_dir / f"{key}.pt"
     if path.is_file() and (cached := _cache_read(path, n_files=len(files), image_size=image_size,
                                                  skip_bad=skip_bad)) is not None:
         logger.info("%s: %d images from the decode cache %s", desc, len(cached.kept), path)
         return cached
     decoded = _decode(files, root=root, preprocess_cfg=preprocess_cfg, image_size=image_size,
-                      skip_bad=skip_bad, desc=desc)
+                      skip_bad=skip_bad, desc=desc, colour=colour)
     _cache_write(path, decoded)
     return decoded
 
 
 def _decode(files: list[Path], *, root: Path, preprocess_cfg: PreprocessConfig, image_size: int,
-            skip_bad: bool, desc: str) -> DecodedFiles:
+            skip_bad: bool, desc: str, colour: bool | None = None) -> DecodedFiles:
     from .preprocess import preprocess_image
 
     arrays: list[np.ndarray] = []
@@ -290,6 +402,8 @@ def _decode(files: list[Path], *, root: Path, preprocess_cfg: PreprocessConfig, 
             continue
         sizes.add((int(raw.shape[0]), int(raw.shape[1])))
         channels.add(1 if raw.ndim == 2 else 3)
+        if colour is False:
+            raw = to_grey(raw)
         arrays.append(preprocess_image(raw, preprocess_cfg, image_size))
         kept.append(i)
     colour = any(a.ndim == 3 for a in arrays)
