@@ -277,7 +277,7 @@ def test_every_study_message_key_exists_in_every_language() -> None:
     used |= {f"study.claim.via_{v}" for v in ("report", "notes", "statement")}
     used |= {f"study.discussion.metric_{v}" for v in ("auc", "acc")}
     used |= {f"study.results.baseline_hint_{v}" for v in ("train", "test")}
-    used |= {f"study.verdict.{v}" for v in ("better", "not_distinguishable", "worse", "mixed", "pass", "inconclusive", "fail")}
+    used |= {f"study.verdict.{v}" for v in ("better", "not_distinguishable", "worse", "mixed", "below_margin", "pass", "inconclusive", "fail")}
     items = json.loads((REPO / "xreport" / "data" / "claim2024.json").read_text(encoding="utf-8"))["items"]
     used |= {item["key"] for item in items} | {f"claim.group.{item['group']}" for item in items}
     for lang in render.LANGS:
