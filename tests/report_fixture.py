@@ -63,7 +63,7 @@ def make_run(root: Path, *, name: str = "fixture_run", class_names: tuple[str, .
     model = build_model("resnet18", num_classes=k, in_channels=1, small_input_stem=True)
     meta = {
         "arch": "resnet18", "num_classes": k, "class_names": list(class_names),
-        "class_names_zh_tw": zh, "class_names_zh_cn": zh,
+        "class_names_i18n": {"zh-TW": zh, "zh-CN": zh},
         "task": "binary" if k == 2 else "multiclass", "in_channels": 1, "image_size": 32, "small_input_stem": True,
         "dropout": 0.0, "pretrained": False, "mean": [0.48], "std": [0.22],
         "preprocess": dataclasses.asdict(cfg.preprocess),

@@ -45,8 +45,7 @@ def _history(epochs: int, *, level: float) -> list[dict]:
 
 def _meta(name: str, arch: str, *, class_names: list[str], pretrained: bool, cfg: xconfig.RunConfig) -> dict:
     return {"arch": arch, "num_classes": len(class_names), "class_names": class_names,
-            "class_names_zh_tw": ["正常", "肺炎"][: len(class_names)] if len(class_names) == 2 else [],
-            "class_names_zh_cn": [], "task": "binary" if len(class_names) == 2 else "multiclass",
+            "class_names_i18n": {"zh-TW": ["正常", "肺炎"]} if len(class_names) == 2 else {}, "task": "binary" if len(class_names) == 2 else "multiclass",
             "in_channels": 1, "image_size": 32, "small_input_stem": True, "dropout": 0.0,
             "head": "linear", "loss": "cross_entropy",
             "pretrained": pretrained, "mean": [0.5], "std": [0.25], "data": {"dataset": "phantom", "kind": "phantom"},

@@ -178,8 +178,7 @@ def test_every_known_set_has_named_classes_and_both_translations() -> None:
 def test_medmnist_names_and_translations_reach_the_dataset(tmp_path: Path) -> None:
     ds = load(write_npz(tmp_path / "bloodmnist.npz", classes=8))
     assert ds.class_names == CLASS_NAMES["bloodmnist"]
-    assert ds.class_names_zh_tw == CLASS_NAMES_ZH_TW["bloodmnist"]
-    assert ds.class_names_zh_cn == CLASS_NAMES_ZH_CN["bloodmnist"]
+    assert ds.class_names_i18n == {"zh-TW": CLASS_NAMES_ZH_TW["bloodmnist"], "zh-CN": CLASS_NAMES_ZH_CN["bloodmnist"]}
     renamed = load(write_npz(tmp_path / "pneumoniamnist.npz"), class_names=("N", "P"))
     # User names replace the table, so its translations (of other words) are dropped.
-    assert renamed.class_names == ["N", "P"] and renamed.class_names_zh_tw == []
+    assert renamed.class_names == ["N", "P"] and renamed.class_names_i18n == {}

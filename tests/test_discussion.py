@@ -81,7 +81,7 @@ def test_poor_calibration_above_five_percent_ece() -> None:
 
 def test_wide_interval_on_a_small_test_split() -> None:
     (item,) = d.wide_interval(binary_metrics(n=40, accuracy=V(0.8, 0.65, 0.9)))
-    assert item["params"]["n"] == 40 and item["params"]["width_pct"] == pytest.approx(0.25)
+    assert item["params"]["n"] == 40 and item["params"]["width"] == pytest.approx(0.25)
     assert d.wide_interval(binary_metrics()) == []
 
 

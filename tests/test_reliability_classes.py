@@ -128,9 +128,13 @@ def test_the_same_file_in_two_class_folders(tmp_path, capsys):
 
 @pytest.mark.parametrize("extra, needle", [
     ('class_names = ["a", "a"]', "more than once"),
-    ('class_names = ["a", "b"]\nclass_names_zh_tw = ["甲"]', "class_names_zh_tw has 1"),
-    ('class_names = ["a", "b"]\nclass_names_zh_cn = ["甲", "乙", "丙"]', "class_names_zh_cn has 3"),
-    ('class_names_zh_tw = ["甲", "甲"]', "more than once"),
+    ('class_names = ["a", "b"]\nclass_names_i18n = {zh-TW = ["甲"]}', "class_names_i18n.zh-TW has 1"),
+    ('class_names = ["a", "b"]\nclass_names_i18n = {zh-CN = ["甲", "乙", "丙"]}', "class_names_i18n.zh-CN has 3"),
+    ('class_names_i18n = {zh-TW = ["甲", "甲"]}', "more than once"),
+    ('class_names_i18n = {zh_tw = ["甲", "乙"]}', "not a report language"),
+    # The per-language keys of older configs are read as the table, and checked as it is.
+    ('class_names = ["a", "b"]\nclass_names_zh_tw = ["甲"]', "class_names_i18n.zh-TW has 1"),
+    ('class_names_zh_tw = ["甲", "乙"]\nclass_names_i18n = {zh-TW = ["丙", "乙"]}', "disagree"),
 ])
 def test_bad_class_name_lists_in_the_config(tmp_path, capsys, extra, needle):
     data = image_folder(tmp_path / "data")
@@ -140,8 +144,8 @@ def test_bad_class_name_lists_in_the_config(tmp_path, capsys, extra, needle):
 
 def test_translations_of_the_wrong_length_for_the_data(tmp_path, capsys):
     data = image_folder(tmp_path / "data", classes=("a", "b", "c"))
-    rc, _, err = _train(capsys, tmp_path, _toml(tmp_path, data, 'class_names_zh_tw = ["甲", "乙"]'))
-    one_error(rc, err, "class_names_zh_tw has 2", "3 classes")
+    rc, _, err = _train(capsys, tmp_path, _toml(tmp_path, data, 'class_names_i18n = {zh-TW = ["甲", "乙"]}'))
+    one_error(rc, err, "class_names_i18n.zh-TW has 2", "3 classes")
 
 
 def test_a_class_name_column_naming_two_labels_alike(tmp_path, capsys):

@@ -96,7 +96,10 @@ def test_discussion_items_have_catalog_keys_and_anchors() -> None:
     en = load_catalog("en")
     got = {i["key"] for i in ctx["discussion"]}
     # The fixture is built to overfit, lean towards PNEUMONIA and be imbalanced.
-    assert {"discussion.overfitting", "discussion.imbalance", "discussion.leans_towards"} <= got
+    assert {"discussion.overfitting", "discussion.imbalance"} <= got
+    # It answers PNEUMONIA for 95% of images (62.5% of the truth): collapsed (metrics.collapsed),
+    # which replaces the per-class leaning sentence.
+    assert "discussion.collapsed" in got and "discussion.leans_towards" not in got
     for item in ctx["discussion"]:
         assert item["key"] in en and item["ref"]
 

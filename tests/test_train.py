@@ -27,7 +27,7 @@ from xreport.train import (HISTORY_COLUMNS, accuracy_f1, batches, confusion,
                            lr_factor, macro_roc_auc, shard,
                            train)
 
-META_KEYS = ("arch", "num_classes", "class_names", "class_names_zh_tw", "class_names_zh_cn",
+META_KEYS = ("arch", "num_classes", "class_names", "class_names_i18n",
              "task", "in_channels", "image_size", "small_input_stem", "dropout", "pretrained",
              "mean", "std", "preprocess", "pipeline", "data", "data_fingerprint", "epoch",
              "val_metrics", "selected_by", "seed", "config", "versions", "params", "created",

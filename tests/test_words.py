@@ -15,6 +15,8 @@ def test_equal_quantities_print_equal_and_no_scientific_notation() -> None:
     assert acc != bacc and abs(acc - bacc) < 1e-12
     assert render.num(acc) == render.num(bacc) == "0.788"
     assert render.num(0.7875) == render.num(0.7875000000000001)
+    from xreport import charts                      # chart labels follow the same rule
+    assert charts._fmt(acc) == charts._fmt(bacc) == render.num(acc)
     assert render.pct(0.14125) == render.pct(0.14125000000000001) == "14.1%"
     # Tiny values among 3-decimal numbers: a bound, never 9.47e-04 or 1.97e-05.
     assert render.num(1.97e-05) == "< 0.001" and render.num(-1.97e-05) == "> -0.001"
@@ -194,8 +196,9 @@ def test_limitations_are_generated_from_the_facts() -> None:
                     "limitations.exact_only", "limitations.no_external", "limitations.imbalance",
                     "limitations.collapsed", "limitations.near_baseline"]
     size = items[2]["params"]
-    assert size["n"] == 400 and size["width_pct"] == pytest.approx(size["hi"] - size["lo"])
-    real = discussion.limitations(m, leakage={"pairs": [], "total": 3}, seed=1, external=True)
+    assert size["n"] == 400 and size["width"] == pytest.approx(size["hi"] - size["lo"])
+    real = discussion.limitations(m, leakage={"pairs": [], "total": 3}, seed=1, external=True, image_sizes=37)
+    assert "limitations.mixed_sizes" in [i["key"] for i in real]
     assert "limitations.synthetic" not in [i["key"] for i in real]
     assert "limitations.duplicates" in [i["key"] for i in real]
     assert "limitations.no_external" not in [i["key"] for i in real]
@@ -312,3 +315,29 @@ def test_a_model_that_learned_nothing_gets_no_strength_from_its_sanity_check() -
     m["accuracy"]["ci95"] = [0.125, 0.125]
     lim = [i["key"] for i in discussion.limitations(m, seed=0)]
     assert "limitations.test_size_degenerate" in lim and "limitations.test_size" not in lim
+
+
+def test_collapse_rule_on_binary_and_imbalanced_splits() -> None:
+    from xreport import metrics
+
+    names = ["normal", "lesion"]
+    # The quick demo: 118 of 120 balanced images called normal -> collapsed.
+    assert metrics.collapsed([[60, 0], [58, 2]], names)["cls"] == "normal"
+    # 95% majority answers on an 80/20 split: leaning, not collapse.
+    assert metrics.collapsed([[78, 2], [17, 3]], names) is None
+    assert metrics.collapsed([[50, 10], [10, 50]], names) is None
+
+
+def test_the_pointing_game_interval_agrees_with_its_exact_test() -> None:
+    from xreport import verdicts
+
+    # The quick demo: no peak in any of 60 lesions with a 4% chance each. The one-sided test
+    # (more hits than chance?) cannot reject, and even "fewer" would be weak (P(0 hits) = 0.086),
+    # so the interval must include 0 (a bootstrap said [-0.044, -0.036]).
+    stat = verdicts.paired(np.zeros(60), np.full(60, 0.04), higher_is_better=True, margin=0.05,
+                           test="poisson_binomial")
+    assert stat["p_value"] == pytest.approx(1.0) and stat["ci95"][0] < 0 < stat["ci95"][1]
+    assert stat["verdict"] == "not_distinguishable"
+    strong = verdicts.paired(np.r_[np.ones(9), np.zeros(55)], np.full(64, 0.04), higher_is_better=True,
+                             margin=0.05, test="poisson_binomial")
+    assert strong["ci95"][0] > 0 and strong["p_value"] < 0.001

@@ -43,6 +43,7 @@ import numpy as np
 
 from . import runs
 from .errors import CheckpointError, ReportError, XReportError
+from .languages import FALLBACK
 
 # ---------------------------------------------------------------- metrics.json: metrics
 
@@ -216,6 +217,12 @@ class RandomMaps(TypedDict, total=False):
 class CamCurves(TypedDict):
     cam: list[float]
     random: list[float]
+
+
+FaithScore = Literal["deletion_auc", "insertion_auc", "road_morf", "road_lerf"]
+# The faithfulness scores in the report's order: the keys of Faithfulness that hold a
+# PairedStatistic (explain.FAITH_SCORES says which curve each summarises).
+FAITH_SCORES: tuple[FaithScore, ...] = ("deletion_auc", "insertion_auc", "road_morf", "road_lerf")
 
 
 class Faithfulness(TypedDict):
@@ -414,9 +421,8 @@ class CheckpointMeta(TypedDict):
     std: list[float]
     small_input_stem: bool
     config: dict[str, object]       # config.to_dict of the run; config.from_dict validates it
-    class_names_zh_tw: NotRequired[list[str]]
-    class_names_zh_cn: NotRequired[list[str]]
-    task: NotRequired[Task]
+    class_names_i18n: dict[str, list[str]]   # translations by language (older metas: migrated on load)
+    task: Task                      # older metas without it: binary for 2 classes, else multiclass
     dropout: float
     pretrained: bool
     freeze_backbone: NotRequired[bool]
@@ -572,7 +578,7 @@ _ABSENT: dict[object, dict[str, object]] = {
     Sanity: {"seeds": 1, "stages": []},
     Localisation: {"tolerance": 0, "random_per_image": 1},
     GalleryEntry: {"repeated": False},
-    CheckpointMeta: {"dropout": 0.0, "pretrained": False, "head": "linear",
+    CheckpointMeta: {"class_names_i18n": {}, "dropout": 0.0, "pretrained": False, "head": "linear",
                      "loss": "cross_entropy", "pipeline": [],
                      "data": {}, "val_metrics": {}, "versions": {}},
 }
@@ -777,7 +783,8 @@ def _migrate_2_to_3(data: dict[str, JSONValue]) -> dict[str, JSONValue]:
         faith = explain.get("faithfulness")
         if isinstance(faith, dict):
             found = []
-            for score in faith.get("scores") or []:
+            scores = faith.get("scores")
+            for score in scores if isinstance(scores, list) else []:
                 stat = faith.get(score) if isinstance(score, str) else None
                 if isinstance(stat, dict):
                     verdicts.rederive(stat)
@@ -871,8 +878,10 @@ def _check_metrics_values(m: Metrics, v: _Values, class_names: typing.Sequence[s
         v.matrix(cm.get(key), f"metrics.confusion_matrix.{key}", k, counts=False)
     for kind, curves in (("roc", m["curves"]["roc"]), ("pr", m["curves"]["pr"])):
         for i, curve in enumerate(curves):
+            fields: typing.Mapping[str, object] = curve
             for key in ("fpr", "tpr", "precision", "recall"):
-                for j, x in enumerate(curve.get(key) or []):    # type: ignore[attr-defined]
+                values = fields.get(key)
+                for j, x in enumerate(values if isinstance(values, list) else []):
                     v.number(x, f"metrics.curves.{kind}[{i}].{key}[{j}]", *_UNIT)
     if m["calibration"]:
         v.value(m["calibration"]["ece"], "metrics.calibration.ece")
@@ -913,7 +922,7 @@ def check_evaluation_values(data: Evaluation, *, path: Path, hint: str = "",
     explain = data["explain"]
     for i, entry in enumerate(explain["gallery"] if explain else []):
         for key in ("prob", "prob_true", "prob_pred"):
-            v.number(entry[key], f"explain.gallery[{i}].{key}", *_UNIT)  # type: ignore[literal-required]
+            v.number(entry[key], f"explain.gallery[{i}].{key}", *_UNIT)
         for key in ("class_index", "true_index", "pred_index", "target"):
             x = entry[key]  # type: ignore[literal-required]
             if k is not None and isinstance(x, int) and not 0 <= x < k:
@@ -949,6 +958,14 @@ def load_evaluation(paths: runs.RunPaths | runs.EvaluationPaths, *,
     return typing.cast(Evaluation, data)
 
 
+def record_timings(paths: runs.RunPaths | runs.EvaluationPaths, timings: typing.Mapping[str, float]) -> None:
+    """Merge ``timings`` (stage -> seconds) into metrics.json's ``timings``: the build's stages
+    beside the evaluation's own. Read and written through the one validated load/save."""
+    evaluation = load_evaluation(paths)
+    evaluation["timings"] = {**(evaluation.get("timings") or {}), **timings}
+    save_evaluation(paths, evaluation)
+
+
 def save_evaluation(paths: runs.RunPaths | runs.EvaluationPaths, evaluation: Evaluation) -> None:
     from .limits import REPORT_CLASSES
 
@@ -975,9 +992,44 @@ def save_class_distribution(paths: runs.RunPaths, distribution: ClassDistributio
 
 # ---------------------------------------------------------------- checkpoint meta
 
+def migrate_meta_config(raw: object, *, path: Path) -> dict[str, object]:
+    """A checkpoint's saved config (``meta["config"]``) in today's layout."""
+    from .config import migrate_class_names
+
+    if not isinstance(raw, dict):
+        return {}
+    data = raw.get("data")
+    if isinstance(data, dict):
+        return {**raw, "data": migrate_class_names(data, where=f"{path}: config.data", error=CheckpointError)}
+    return dict(raw)
+
+
+def _migrate_meta(raw: object, *, path: Path) -> object:
+    """An older checkpoint meta in today's layout: the per-language class-name keys become
+    ``class_names_i18n`` (in the meta, its ``data`` and its ``config``), and an absent task
+    is derived from the number of classes."""
+    from .config import migrate_class_names
+
+    if not isinstance(raw, dict):
+        return raw
+    meta = migrate_class_names(raw, where=f"{path}: meta", error=CheckpointError)
+    # The one default for a meta written before the task was recorded (the validator checks
+    # num_classes): every reader then indexes meta["task"].
+    if "task" not in meta and isinstance(meta.get("num_classes"), int):
+        meta["task"] = "binary" if meta["num_classes"] == 2 else "multiclass"
+    if isinstance(meta.get("data"), dict):
+        meta["data"] = migrate_class_names(typing.cast(dict, meta["data"]), where=f"{path}: meta.data",
+                                           error=CheckpointError)
+    if "config" in meta:
+        meta["config"] = migrate_meta_config(meta["config"], path=path)
+    return meta
+
+
 def check_checkpoint_meta(raw: object, *, path: Path) -> CheckpointMeta:
-    """Refuse checkpoint meta whose fields have the wrong type before anything uses them."""
+    """Refuse checkpoint meta whose fields have the wrong type before anything uses them
+    (an older meta is migrated first)."""
     hint = "was it written by `xreport train`?"
+    raw = _migrate_meta(raw, path=path)
     validate(raw, CheckpointMeta, path=path, error=CheckpointError, hint=hint)
     meta = typing.cast(CheckpointMeta, raw)
     from .config import MAX_IMAGE_SIZE
@@ -1042,7 +1094,7 @@ def load_history(paths: runs.RunPaths) -> History:
     return history
 
 
-def _check_history_row(values: dict[str, object], *, path: Path, row: int) -> None:
+def _check_history_row(values: typing.Mapping[str, object], *, path: Path, row: int) -> None:
     """Rates in [0, 1], losses and times >= 0, epochs >= 1 (the types were checked)."""
     v = _Values()
     for key, x in values.items():
@@ -1166,8 +1218,8 @@ def class_name_map(names: typing.Sequence[str], translated: typing.Sequence[str]
 
 def class_name_translations(meta: CheckpointMeta) -> dict[str, list[str]]:
     """The class names a run was trained with, by report language (empty: not translated)."""
-    return {"en": list(meta["class_names"]), "zh-TW": list(meta.get("class_names_zh_tw") or []),
-            "zh-CN": list(meta.get("class_names_zh_cn") or [])}
+    return {FALLBACK: list(meta["class_names"]),
+            **{lang: list(names) for lang, names in meta["class_names_i18n"].items() if lang != FALLBACK}}
 
 
 def class_names_in(meta: CheckpointMeta, lang: str,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import pickle
@@ -15,12 +14,14 @@ from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 from tqdm.auto import tqdm
 
-from . import artifacts, runs
-from .data.base import Dataset
+from . import artifacts, languages, runs
+from .data.base import REPORT_SPLITS, Dataset
+from .data.base import SPLITS as DATA_SPLITS
 from .device import EVAL_PRECISION, check_eval_precision, resolve_device
 from .errors import ConfigError, DataError, ReportError
 from .evaluate import (EXPLAIN_DEFAULT, LoadedRun, dataset_for_run, evaluate_run, load_run,
                        protocol_matches)
+from .languages import DEFAULT_LANGS
 from .limits import REPORT_CLASSES
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FORMATS = ("html", "pdf")
-SPLITS = ("test", "val")
+SPLITS = REPORT_SPLITS
 
 
 @dataclass
@@ -38,6 +39,7 @@ class BuildResult:
     files: list[Path] = field(default_factory=list)
     reused_predictions: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
+    shown: runs.EvaluationPaths | None = None   # the evaluation the report shows (its final place)
 
 
 def check_choices(values: Sequence[str], valid: Sequence[str], *, what: str) -> list[str]:
@@ -57,8 +59,8 @@ def check_report_options(*, split: str = "test", cam_method: str | None = None,
     from .evaluate import EXPLAIN_CHOICES
     from .explain import METHODS
 
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"--split {split!r} is not one of train, val, test")
+    if split not in DATA_SPLITS:
+        raise ConfigError(f"--split {split!r} is not one of {', '.join(DATA_SPLITS)}")
     if cam_method is not None and cam_method not in METHODS:
         raise ConfigError(f"--cam {cam_method!r} is not one of {', '.join(METHODS)}")
     if explain_protocol not in EXPLAIN_CHOICES:
@@ -109,7 +111,7 @@ def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, 
     return cached if fresh else None
 
 
-def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW"),
+def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = DEFAULT_LANGS,
                  formats: Sequence[str] = FORMATS, templates: Path | None = None,
                  cam_method: str = "gradcam", device: str = "auto", split: str = "test",
                  force: bool = False, command: str | None = None,
@@ -125,7 +127,7 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
     from . import render, report
 
     # Every option is checked before anything is written.
-    langs = check_choices(langs, render.LANGS, what="lang")
+    langs = check_choices(langs, languages.codes(), what="lang")
     formats = check_choices(formats, FORMATS, what="format")
     check_report_options(split=split, cam_method=cam_method, device=device, templates=templates,
                          explain_protocol=explain_protocol)
@@ -140,7 +142,7 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
     with runs.run_lock(paths.report_dir, what="report"), runs.staged_report(paths) as staged:
         dev = resolve_device(device)
         run = load_run(paths, device=dev)
-        dataset = dataset_for_run(run, splits=("train", "val", "test"))
+        dataset = dataset_for_run(run, splits=DATA_SPLITS)
         if split not in dataset.splits or len(dataset.splits[split]) == 0:
             raise DataError(f"{dataset.source}: has no {split!r} images; available: "
                             f"{', '.join(s for s in dataset.splits if len(dataset.splits[s]))}")
@@ -164,6 +166,7 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = ("en", "zh-TW")
                 and val.labels is not None and len(val)):
             predictions_only, shown = shown, evaluated("val")
         result.reused_predictions = all(reused)
+        result.shown = paths.evaluation(split if predictions_only is None else "val")
         result.seconds["evaluate"] = round(time.perf_counter() - started, 2)
 
         # figures (in the user's wording) -> context -> render; one named step per stage.
@@ -202,19 +205,8 @@ def _stage(bar: tqdm, seconds: dict[str, float], key: str, label: str) -> Iterat
 
 def _record_build_seconds(out: runs.EvaluationPaths, seconds: Mapping[str, float]) -> None:
     """The report stages' seconds (figures, html, pdf) go beside the evaluation's own in
-    metrics.json ``timings`` as ``build_<stage>``: one file holds where the time went. Only
-    that key changes (the file is not re-validated or migrated here)."""
-    try:
-        data = json.loads(out.metrics.read_text(encoding="utf-8"))
-        timings = data.get("timings") if isinstance(data, dict) else None
-        if not isinstance(timings, dict):
-            timings = {}
-    except (OSError, ValueError) as exc:  # the report is written; its timing record is not worth failing it
-        logger.warning("build timings not recorded in %s: %s", out.metrics, exc)
-        return
-    timings.update({f"build_{k}": float(v) for k, v in seconds.items() if k != "total"})
-    data["timings"] = timings
-    runs.write_json(out.metrics, data)
+    metrics.json ``timings`` as ``build_<stage>``: one file holds where the time went."""
+    artifacts.record_timings(out, {f"build_{k}": float(v) for k, v in seconds.items() if k != "total"})
 
 
 def render_pdfs(context: Mapping[str, object], *, langs: Sequence[str], out: runs.RunPaths,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal, ParamSpec, TypedDict, TypeVar, Union
 
 import matplotlib
 import numpy as np
+from cycler import cycler
 from matplotlib import font_manager, transforms
 import matplotlib.patches
 from matplotlib.axes import Axes
@@ -28,12 +29,15 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
+from matplotlib.typing import RcKeyType
 
-from . import artifacts
+from . import artifacts, languages
 from .artifacts import HISTORY_COLUMNS
+from .data.base import SPLITS
 from .metrics import curve_area, value_of
 from .errors import ReportError
 from .labels import short_labels, size_text
+from .render import rounded
 from .runs import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -82,14 +86,16 @@ def print_box(*, paired: bool = False) -> tuple[float, float]:
     """The (width, height) in inches that a figure prints in on the PDF's A4 page."""
     return (PAIRED_WIDTH, PAIRED_HEIGHT) if paired else (PRINT_WIDTH, PRINT_HEIGHT)
 
+# Characters of a run or class name in a small multiple's row or column title (the study's
+# CAM grid); a longer one ends in an ellipsis.
+NAME_LIMIT = 30
+
 CJK_FAMILIES = ("Noto Sans CJK JP", "Noto Sans CJK TC", "Noto Sans CJK SC")
 LATIN_FAMILY = "DejaVu Sans"
 
 
 # ---------------------------------------------------------------- style
 
-# The face of the collection whose glyph shapes follow a language's conventions.
-_LANG_FAMILY = {"zh-TW": "Noto Sans CJK TC", "zh-CN": "Noto Sans CJK SC", "ja": "Noto Sans CJK JP"}
 _chart_lang: contextvars.ContextVar[str | None] = contextvars.ContextVar("chart_lang", default=None)
 
 
@@ -109,8 +115,10 @@ def font_families(lang: str | None = None) -> tuple[str, ...]:
     Only installed names are listed, so matplotlib never warns about a missing family.
     """
     found = _installed_cjk()
-    first = _LANG_FAMILY.get(lang or "")
-    if first in found:
+    # The language's first installed face is the one whose glyph shapes follow its conventions.
+    wanted = languages.language(lang).fonts if lang is not None and lang in languages.codes() else ()
+    first = next((name for name in wanted if name in found), None)
+    if first is not None:
         found = (first,) + tuple(name for name in found if name != first)
     return found + (LATIN_FAMILY,)
 
@@ -132,7 +140,7 @@ def chart_language(lang: str | None) -> Iterator[None]:
         _chart_lang.reset(token)
 
 
-def _rc() -> dict[str, object]:
+def _rc() -> dict[RcKeyType, object]:
     return {
         "font.family": list(font_families(_chart_lang.get())),
         "font.size": 8.5,
@@ -153,7 +161,7 @@ def _rc() -> dict[str, object]:
         "axes.axisbelow": True,
         "grid.color": GRID_COLOR,
         "grid.linewidth": 0.6,
-        "axes.prop_cycle": matplotlib.cycler(color=list(PALETTE)),
+        "axes.prop_cycle": cycler(color=list(PALETTE)),
         "lines.linewidth": 1.5,
         "image.cmap": "viridis",
         "svg.hashsalt": "xreport",  # stable ids in SVG output
@@ -210,9 +218,10 @@ def _series_style(i: int) -> SeriesStyle:
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
+    # The documents' one rounding rule (render.rounded), so a chart and its table agree.
     if value is None or not math.isfinite(value):
         return "–"
-    return f"{value:.{digits}f}"
+    return f"{rounded(float(value), digits):.{digits}f}"
 
 
 def _ci(v: object) -> tuple[float, float] | None:
@@ -233,7 +242,10 @@ def _figure_and_axes(ax: Axes | None, new_figure: Callable[[], Figure]) -> tuple
     """Draw into the caller's ``ax`` (their own layout, as scikit-learn's ``Display.plot(ax=)``)
     and return its figure, or into one axes of a new figure."""
     if ax is not None:
-        return ax.figure, ax
+        fig = ax.get_figure(root=True)   # the Figure to save, also for an axes in a SubFigure
+        if fig is None:
+            raise ReportError("the axes given to draw into belong to no figure")
+        return fig, ax
     fig = new_figure()
     return fig, fig.add_subplot()
 
@@ -290,7 +302,7 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> Path:
 
 # ---------------------------------------------------------------- data
 
-_SPLIT_KEYS = ("train", "val", "test")
+_SPLIT_KEYS = SPLITS   # the known splits first, in their order
 
 
 def _split_label(name: str, t: Translate) -> str:
@@ -539,7 +551,9 @@ def _finish_curve_plot(ax: Axes, handles: list[Artist], labels: list[str], *, ti
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     n_curves = len(handles) - 1  # the last handle is the chance line
-    fig = ax.figure
+    fig = ax.get_figure(root=True)
+    if fig is None:
+        raise ReportError("the ROC axes belong to no figure")
     if fig.get_figwidth() >= PRINT_WIDTH * 0.9:   # our page-wide figure: beside the plot
         ax.legend(list(handles), list(labels), loc="upper left", bbox_to_anchor=(1.03, 1.0),
                   borderaxespad=0.0, handlelength=1.6, fontsize=7,
@@ -753,7 +767,7 @@ def operating_point_chart(metrics: artifacts.Metrics, *, t: Translate,
     labels = [_score_label(_class_label(metrics, roc["class"]), t("chart.roc.auc"), roc.get("auc"),
                            _ci(metrics.get("roc_auc")), t)]
     reach = 0.0  # how far from the top-left corner the points (with their CIs) go
-    drawn: list[tuple[int, float, float, object, object]] = []
+    drawn: list[tuple[int, float, float, list[list[float]] | None, list[list[float]] | None]] = []
     for i, op in enumerate(points):
         sens, spec = value_of(op.get("sensitivity")), value_of(op.get("specificity"))
         if sens is None or spec is None:
@@ -1244,7 +1258,8 @@ def faithfulness_curves(faith: artifacts.Faithfulness, *, t: Translate) -> Figur
                 y = np.asarray(curves[which], dtype=float)
                 # ROAD samples only the interior removal levels; the others span 0..1.
                 x = (np.arange(1, y.size + 1) / (y.size + 1)) if kind == "road" else np.linspace(0.0, 1.0, y.size)
-                style = dict(color=PALETTE[1 + 2 * j]) if which == "cam" else dict(color="#777777", linestyle="--")
+                style: dict[str, str | int] = (dict(color=PALETTE[1 + 2 * j]) if which == "cam"
+                                               else dict(color="#777777", linestyle="--"))
                 if j:
                     style["marker"] = "o" if which == "cam" else "s"
                     style["markersize"] = 3
@@ -1291,13 +1306,16 @@ def sanity_similarity(sanity: artifacts.Sanity, *, t: Translate) -> Figure:
     ax = fig.subplots()
     labels = [t("chart.sanity.trained")] + [_lit(st.get("randomised", "?"), limit=22) for st in stages]
     x = np.arange(len(labels))
-    for i, (key, name) in enumerate((("spearman", t("chart.sanity.spearman")), ("ssim", t("chart.sanity.ssim")))):
-        means = [1.0] + [value_of((st.get(key) or {}).get("mean")) for st in stages]
-        sds = [0.0] + [value_of((st.get(key) or {}).get("sd_seeds")) or 0.0 for st in stages]
+    series = [([st.get("spearman") for st in stages], t("chart.sanity.spearman")),
+              ([st.get("ssim") for st in stages], t("chart.sanity.ssim"))]
+    for i, (similarities, name) in enumerate(series):
+        means = [1.0] + [value_of(s.get("mean")) if s else None for s in similarities]
+        sds = [0.0] + [(value_of(s.get("sd_seeds")) if s else None) or 0.0 for s in similarities]
         y = np.array([np.nan if m is None else m for m in means], dtype=float)
         ax.errorbar(x, y, yerr=np.array(sds, dtype=float), label=name, capsize=3,
                     marker="o" if i == 0 else "s", color=PALETTE[i], linestyle="-" if i == 0 else "--")
-    limit = value_of(((stages[-1].get("spearman") or {}).get("limit")))
+    last = stages[-1].get("spearman")
+    limit = value_of(last.get("limit")) if last else None
     if limit is not None:
         ax.axhline(limit, color="#777777", linestyle=":", linewidth=1, label=t("chart.sanity.limit"))
     ax.set_xticks(x)

@@ -9,26 +9,21 @@ import shlex
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
-from . import __version__
+from . import __version__, api, languages
+from .data.base import REPORT_SPLITS, SPLITS
 from .errors import ConfigError, XReportError
+from .languages import DEFAULT_LANGS
 from .runs import DEFAULT_CHECKPOINTS, DEFAULT_REPORTS, RunPaths
 
-if TYPE_CHECKING:
-    from .recipe import Resolved
 
 logger = logging.getLogger("xreport")
 
 
 def _run_paths(value: str, *, checkpoints: Path, reports: Path) -> RunPaths:
-    """A run name, or a path to a run folder or a checkpoint file inside one."""
-    path = Path(value)
-    if path.suffix == ".pt" and path.is_file():
-        path = path.parent
-    if path.is_dir() and (path / "config.toml").exists() and ("/" in value or path.is_absolute()):
-        return RunPaths(path.name, checkpoints_root=path.parent, reports_root=reports)
-    return RunPaths(value, checkpoints_root=checkpoints, reports_root=reports)
+    """A run name, or a path to a run folder or a checkpoint file inside one (api.open_run)."""
+    return api.open_run(value, checkpoints=checkpoints, reports=reports).paths
 
 
 def _add_roots(p: argparse.ArgumentParser) -> None:
@@ -94,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="run a checkpoint on a split -> predictions.csv, metrics.json")
     e.add_argument("--run", required=True, help="run name, run folder, or checkpoint path")
-    e.add_argument("--split", default="test", choices=("train", "val", "test"))
+    e.add_argument("--split", default="test", choices=SPLITS)
     e.add_argument("--data", help="evaluate on other data (external validation); written to "
                    "reports/NAME/external-<data name>/, never over the run's own files")
     e.add_argument("--out", type=Path, help="folder for predictions.csv, metrics.json, cams/ "
@@ -127,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(notes.md serves every language); front matter title, authors, affiliation, date, ...")
     b.add_argument("--no-cams", action="store_true",
                    help="with --runs: evaluate stale runs without CAMs (faster; no CAM comparison)")
-    b.add_argument("--lang", default="en,zh-TW", help="comma list of en, zh-TW, zh-CN")
+    b.add_argument("--lang", default=",".join(DEFAULT_LANGS),
+                   help=f"comma list of {', '.join(languages.codes())} (default: %(default)s)")
     b.add_argument("--format", default="html,pdf", help="comma list of html, pdf")
     b.add_argument("--templates", type=Path, help="a folder with your copy of the templates")
     b.add_argument("--cam", default="gradcam", help="CAM method")
@@ -135,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="explanation checks: fast (default, on every device: 3 removal levels, 2 random "
                    "maps, 3 cascade seeds) or full (9, 4, 5, ~3x the passes); both on 64 "
                    "faithfulness and 16 sanity images")
-    b.add_argument("--split", default="test", choices=("test", "val"),
+    b.add_argument("--split", default="test", choices=REPORT_SPLITS,
                    help="the split the report is about; an unlabelled test split gets its "
                    "predictions (predictions.csv) and the report shows the validation metrics")
     b.add_argument("--device", default="auto")
@@ -147,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="set runs side by side in one report (build --runs without notes or CAMs)")
     c.add_argument("--runs", nargs="+", required=True, metavar="RUN")
     c.add_argument("--name", help="report folder name (default: compare-A-B...)")
-    c.add_argument("--lang", default="en,zh-TW")
+    c.add_argument("--lang", default=",".join(DEFAULT_LANGS),
+                   help=f"comma list of {', '.join(languages.codes())} (default: %(default)s)")
     c.add_argument("--format", default="html,pdf")
     c.add_argument("--device", default="auto")
     _add_roots(c)
@@ -162,62 +159,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> int:
     from . import runs
-    from .errors import ConfigError
-    from .train import train, train_seeds
+    from .train import train_seeds
 
-    if args.seeds is not None:
-        # Checked before the data are read: one line, nothing written.
-        if args.resume:
-            raise ConfigError("--seeds starts new runs; --resume continues one: resume each seed's "
-                              "run on its own (xreport train --config checkpoints/NAME-sK/config.toml --resume)")
-        if args.seed is not None:
-            raise ConfigError("--seed and --seeds together: give the seeds with --seeds only")
-        runs.seed_run_names(args.name or "run", args.seeds)
-    overrides = {
-        "name": args.name, "image_size": args.image_size,
-        "data.dataset": args.dataset, "data.skip_bad_images": args.skip_bad_images,
-        "model.arch": args.arch, "model.pretrained": args.pretrained,
-        "model.weights": args.weights, "train.recipe": args.recipe,
-        "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.lr": args.lr,
-        "train.seed": args.seed, "train.device": args.device, "train.max_steps": args.max_steps,
-    }
-    resolved = _resolved_config(args, overrides)
-    cfg = resolved.config
+    overrides = {key: getattr(args, key) for key in api.SHORT_KEYS}
     command = shlex.split(args.command_line)
-    if args.seeds is not None:
-        results = train_seeds(cfg, args.seeds, checkpoints_root=args.checkpoints, command=command,
-                              overwrite=args.overwrite, recipe_choices=resolved.choices)
-        if int(os.environ.get("RANK", "0")) != 0:
+    if args.seeds is None:
+        run = api.train(args.config, checkpoints=args.checkpoints, resume=args.resume,
+                        overwrite=args.overwrite, command=command, **overrides)
+        if int(os.environ.get("RANK", "0")) != 0 or run.trained is None:  # under torchrun, one summary line
             return 0
-        for seed, result in zip(args.seeds, results):
-            print(f"trained {result.run_dir.name} (seed {seed}): best epoch {result.best_epoch} "
-                  f"({cfg.train.select_metric} {result.best_score:.4f}) -> {result.run_dir}")
-        print("a study of these runs: xreport build --runs "
-              + " ".join(r.run_dir.name for r in results) + f" --name {cfg.name}-seeds")
+        result = run.trained
+        print(f"trained {run.name}: best epoch {result.best_epoch} "
+              f"({result.selected_by} {result.best_score:.4f}) -> {result.run_dir}")
         return 0
-    result = train(cfg, checkpoints_root=args.checkpoints, resume=args.resume,
-                   overwrite=args.overwrite, command=command, recipe_choices=resolved.choices)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one summary line
+    # Checked before the data are read: one line, nothing written.
+    if args.resume:
+        raise ConfigError("--seeds starts new runs; --resume continues one: resume each seed's "
+                          "run on its own (xreport train --config checkpoints/NAME-sK/config.toml --resume)")
+    if args.seed is not None:
+        raise ConfigError("--seed and --seeds together: give the seeds with --seeds only")
+    runs.seed_run_names(args.name or "run", args.seeds)
+    resolved = api.resolve_config(args.config, api.config_overrides(overrides), from_command_line=True)
+    cfg = resolved.config
+    results = train_seeds(cfg, args.seeds, checkpoints_root=args.checkpoints, command=command,
+                          overwrite=args.overwrite, recipe_choices=resolved.choices)
+    if int(os.environ.get("RANK", "0")) != 0:
         return 0
-    print(f"trained {cfg.name}: best epoch {result.best_epoch} "
-          f"({result.selected_by} {result.best_score:.4f}) -> {result.run_dir}")
+    for seed, result in zip(args.seeds, results):
+        print(f"trained {result.run_dir.name} (seed {seed}): best epoch {result.best_epoch} "
+              f"({cfg.train.select_metric} {result.best_score:.4f}) -> {result.run_dir}")
+    print("a study of these runs: xreport build --runs "
+          + " ".join(r.run_dir.name for r in results) + f" --name {cfg.name}-seeds")
     return 0
-
-
-def _resolved_config(args: argparse.Namespace, overrides: dict[str, object], *,
-                     log_keys: Sequence[str] | None = None) -> Resolved:
-    """The run config from ``--config`` (if any) and the flags, with the auto recipe applied."""
-    from . import config as config_mod
-    from .recipe import resolve
-
-    if args.config:
-        resolved = resolve(config_mod.load_raw(args.config, overrides=overrides), source=str(args.config))
-    else:
-        resolved = resolve(config_mod.apply_overrides({}, overrides), source="command line")
-    for choice in resolved.choices:
-        if choice["rule"] != "base" and (log_keys is None or choice["key"] in log_keys):
-            logger.info("auto recipe: %s = %r (%s)", choice["key"], choice["value"], choice["why"])
-    return resolved
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -226,7 +199,8 @@ def _import(args: argparse.Namespace) -> int:
     overrides = {"name": args.name, "image_size": args.image_size, "data.dataset": args.dataset,
                  "data.skip_bad_images": args.skip_bad_images, "model.arch": args.arch,
                  "train.recipe": args.recipe}
-    resolved = _resolved_config(args, overrides, log_keys=("image_size",))   # the rest is for training
+    resolved = api.resolve_config(args.config, overrides, from_command_line=True,
+                                  log_keys=("image_size",))   # the rest is for training
     result = import_run(resolved.config, args.weights, checkpoints_root=args.checkpoints,
                         command=shlex.split(args.command_line), overwrite=args.overwrite,
                         recipe_choices=resolved.choices)
@@ -237,17 +211,14 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_report
-
-    paths = _run_paths(args.run, checkpoints=args.checkpoints, reports=args.reports)
-    out, where = evaluate_report(paths, split=args.split, device=args.device, data=args.data, tta=args.tta,
-                                 cam_method=args.cam, explain=not args.no_cam, out=args.out,
-                                 precision=args.precision, class_map=_class_map(args.class_map),
-                                 explain_protocol=args.explain)
-    metrics = out["metrics"]
+    done = api.evaluate(args.run, split=args.split, device=args.device, data=args.data, tta=args.tta,
+                        cam=args.cam, explain=not args.no_cam, out=args.out, precision=args.precision,
+                        class_map=_class_map(args.class_map), explain_protocol=args.explain,
+                        checkpoints=args.checkpoints, reports=args.reports)
+    metrics = done.metrics
     acc = metrics["accuracy"].get("value") if metrics else None
     summary = f"accuracy {acc:.4f}" if isinstance(acc, float) else "no labels: predictions only"
-    print(f"evaluated {paths.name} on {args.split} ({summary}) -> {where.predictions}, {where.metrics}")
+    print(f"evaluated {done.run.name} on {args.split} ({summary}) -> {done.predictions}, {done.metrics_file}")
     return 0
 
 
@@ -268,39 +239,33 @@ def _class_map(value: str | None) -> dict[str, str] | None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from .build import build_report
-
     if args.runs:
         return _study(args)
     if args.name:
         raise ConfigError("--name names a study's report folder; use it with --runs (a run's report "
                           "folder is named after the run)")
-    paths = _run_paths(args.run, checkpoints=args.checkpoints, reports=args.reports)
-    result = build_report(paths, langs=_split_list(args.lang), formats=_split_list(args.format),
-                          templates=args.templates, cam_method=args.cam, device=args.device,
-                          force=args.force, command=args.command_line, split=args.split,
-                          precision=args.precision, explain_protocol=args.explain, notes=args.notes)
-    how = "cached predictions" if result.reused_predictions else "fresh predictions"
-    stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items() if k != "total")
-    print(f"built {paths.name} in {result.seconds['total']:.1f} s ({how}; {stages}):")
-    for f in result.files:
+    report = api.build(args.run, lang=args.lang, formats=args.format, templates=args.templates,
+                       cam=args.cam, device=args.device, force=args.force, split=args.split,
+                       precision=args.precision, explain_protocol=args.explain, notes=args.notes,
+                       checkpoints=args.checkpoints, reports=args.reports, command=args.command_line)
+    how = "cached predictions" if report.reused_predictions else "fresh predictions"
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items() if k != "total")
+    print(f"built {report.name} in {report.seconds['total']:.1f} s ({how}; {stages}):")
+    for f in report.files:
         print(f"  {f}")
     return 0
 
 
 def _study(args: argparse.Namespace) -> int:
-    from .study import build_study
-
     if args.split != "test" or args.force:
         raise ConfigError(f"{'--split ' + args.split if args.split != 'test' else '--force'} is for a "
                           "single run (--run); a study reads each run's test evaluation as it is cached")
-    runs = [_run_paths(r, checkpoints=args.checkpoints, reports=args.reports) for r in args.runs]
-    result = build_study(runs, name=args.name, reports_root=args.reports, langs=_split_list(args.lang),
-                         formats=_split_list(args.format), notes=args.notes, device=args.device,
-                         command=args.command_line, templates=args.templates, cams=not args.no_cams)
-    print(f"built study {result.report_dir.name} of {', '.join(r.name for r in runs)} "
-          f"in {result.seconds['total']:.1f} s:")
-    for f in result.files:
+    report = api.build(runs=args.runs, name=args.name, lang=args.lang, formats=args.format,
+                       notes=args.notes, device=args.device, templates=args.templates,
+                       cams=not args.no_cams, checkpoints=args.checkpoints, reports=args.reports,
+                       command=args.command_line)
+    print(f"built study {report.name} of {', '.join(report.runs)} in {report.seconds['total']:.1f} s:")
+    for f in report.files:
         print(f"  {f}")
     return 0
 
@@ -327,10 +292,6 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _command_line(argv: Sequence[str]) -> str:
-    return " ".join(shlex.quote(a) for a in ["xreport", *argv])
-
-
 COMMANDS = {"train": _train, "import": _import, "evaluate": _evaluate, "build": _build, "compare": _compare,
             "demo": _demo}
 
@@ -339,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    args.command_line = _command_line(argv)
+    args.command_line = api.command_line(argv)
     # A log file on a full disk must not print a traceback of its own; the write that
     # matters (a checkpoint, a report) fails with one line.
     logging.raiseExceptions = False

@@ -24,12 +24,13 @@ from typing import cast, TYPE_CHECKING, Mapping, NotRequired, Sequence, TypedDic
 
 import numpy as np
 
-from . import artifacts
+from . import artifacts, languages
 from . import metrics as metrics_mod
 from . import runs
 from .data.base import match_classes
 from .metrics import value_of
-from .errors import ReportError, XReportError
+from .render import DASH, p_phrase, pval, signed
+from .errors import ConfigError, ReportError, RunError, XReportError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -220,24 +221,8 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
     return out
 
 
-def p_text(p: float | None) -> str:
-    """A table cell: "0.041" or "< 0.001" (three decimals, so 0.049 never reads as 0.05)."""
-    if p is None or not math.isfinite(p):
-        return "—"
-    return "<\u00a00.001" if p < 0.001 else f"{p:.3f}"   # no line break inside "< 0.001"
-
-
-def format_p(p: float | None) -> str:
-    """For a sentence: "p = 0.041" or "p < 0.001"."""
-    if p is None or not math.isfinite(p):
-        return "p = —"
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
-
-
-def _signed(x: float | None) -> str:
-    if x is None or not math.isfinite(x):
-        return "—"
-    return f"{x:+.3f}".replace("-", "−")
+# Number formats have one owner, render; the names stay for this module's callers.
+p_text, format_p, _signed = pval, p_phrase, signed
 
 
 def _verdict(delta: float, significant: bool, words: tuple[str, str, str, str, str]) -> str:
@@ -433,10 +418,10 @@ def _run_row(run: EvaluatedRun) -> RunRow:
         "best_epoch": meta["epoch"], "selected_by": meta.get("selected_by"),
         "train_time": _duration(_train_seconds(run.history)),
         "n": len(run.ids), "task": run.metrics["task"],
-        "checkpoint_sha256": evaluation["checkpoint"].get("sha256") or "—",
-        "data_fingerprint": evaluation["data"].get("fingerprint") or meta["data_fingerprint"] or "—",
-        "data_source": evaluation["data"].get("source") or "—",
-        "evaluated": str(evaluation["created"] or "")[:16].replace("T", " ") or "—",
+        "checkpoint_sha256": evaluation["checkpoint"].get("sha256") or DASH,
+        "data_fingerprint": evaluation["data"].get("fingerprint") or meta["data_fingerprint"] or DASH,
+        "data_source": evaluation["data"].get("source") or DASH,
+        "evaluated": str(evaluation["created"] or "")[:16].replace("T", " ") or DASH,
     }
 
 
@@ -543,7 +528,7 @@ def compare_context(evaluated: Sequence[EvaluatedRun], *, name: str, reports_roo
     tests = paired_tests(ref_run, others, n_boot=n_boot, seed=seed)
     n_paired = sum(1 for t in tests if t["paired"])
     class_names = ref_run.class_names
-    i18n = {lang: artifacts.class_names_in(ref_run.meta, lang, class_names) for lang in ("zh-TW", "zh-CN")}
+    i18n = {lang: artifacts.class_names_in(ref_run.meta, lang, class_names) for lang in languages.codes()}
     return {
         "schema": 1, "kind": "compare", "run": name,
         "report_dir": str(out_paths.report_dir.resolve()),

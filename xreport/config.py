@@ -15,7 +15,7 @@ from typing import Literal, Mapping
 
 import tomli_w
 
-from .errors import ConfigError
+from .errors import ConfigError, XReportError
 
 # resnet_tiny: a narrow ResNet for fixture checkpoints and smoke tests (kilobytes).
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "densenet121", "resnet_tiny")
@@ -28,8 +28,8 @@ class DataConfig:
     dataset: str = "phantom"
     kind: Literal["auto", "medmnist", "folder", "csv", "phantom"] = "auto"
     class_names: tuple[str, ...] = ()          # empty: from the data set
-    class_names_zh_tw: tuple[str, ...] = ()    # optional translations for the report
-    class_names_zh_cn: tuple[str, ...] = ()
+    # Optional translations for the report, by language: [data.class_names_i18n] zh-TW = [...]
+    class_names_i18n: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Classes renamed onto others (a table old name -> new name): another data set's classes
     # onto the model's at evaluation, and class folders named differently between splits
     # onto the train split's (e.g. {glioma_tumor = "glioma"}). Names that differ only in case,
@@ -217,10 +217,38 @@ def from_dict(raw: Mapping[str, object], *, source: str = "config") -> RunConfig
         section = raw.get(name, {})
         if not isinstance(section, dict):
             raise ConfigError(f"{source}: [{name}] must be a table, got {section!r}")
+        if name == "data":
+            section = migrate_class_names(section, where=f"{source}: data")
         sections[name] = _build(cls, section, f"{source}: {name}")
     config = RunConfig(**top, **sections)  # type: ignore[arg-type]  # each checked by _coerce
     validate(config, source=source)
     return config
+
+
+# Before the class-name translations were one {language: names} table, each language had a
+# key of its own; configs and checkpoints written then are read through this map.
+LEGACY_CLASS_NAME_KEYS = {"class_names_zh_tw": "zh-TW", "class_names_zh_cn": "zh-CN"}
+
+
+def migrate_class_names(table: Mapping[str, object], *, where: str,
+                        error: type[XReportError] = ConfigError) -> dict[str, object]:
+    """``table`` (a [data] section, or a checkpoint meta) with the per-language keys of older
+    versions folded into ``class_names_i18n`` (an empty list there meant "not translated")."""
+    out = dict(table)
+    legacy = {lang: out.pop(key) for key, lang in LEGACY_CLASS_NAME_KEYS.items() if key in out}
+    given = {lang: names for lang, names in legacy.items() if names}
+    if not given:
+        return out
+    current = out.get("class_names_i18n", {})
+    if not isinstance(current, Mapping):
+        return out   # the type check names it
+    merged = dict(current)
+    for lang, names in given.items():
+        if lang in merged and list(merged[lang]) != list(names):  # type: ignore[call-overload]
+            raise error(f"{where}: class_names_i18n.{lang} and the older key for it disagree; keep one")
+        merged[lang] = names
+    out["class_names_i18n"] = merged
+    return out
 
 
 def load_raw(path: str | Path, *, overrides: Mapping[str, object] | None = None) -> dict[str, object]:
@@ -390,9 +418,17 @@ def validate(config: RunConfig, *, source: str = "config") -> None:
 
 
 def _class_name_checks(d: DataConfig, source: str) -> None:
-    """Duplicate names, and translations whose length differs from the names they translate."""
-    for key in ("class_names", "class_names_zh_tw", "class_names_zh_cn"):
-        names = getattr(d, key)
+    """Duplicate names, translations into a language the report does not have, and
+    translations whose length differs from the names they translate."""
+    from .languages import codes
+
+    unknown = sorted(set(d.class_names_i18n) - set(codes()))
+    if unknown:
+        raise ConfigError(f"{source}: data.class_names_i18n has {unknown[0]!r}, not a report language "
+                          f"({', '.join(codes())})")
+    named = {"class_names": d.class_names,
+             **{f"class_names_i18n.{lang}": names for lang, names in d.class_names_i18n.items()}}
+    for key, names in named.items():
         seen = {n for n in names if names.count(n) > 1}
         if seen:
             raise ConfigError(f"{source}: data.{key} lists {', '.join(map(repr, sorted(seen)))} more "
@@ -401,11 +437,11 @@ def _class_name_checks(d: DataConfig, source: str) -> None:
             raise ConfigError(f"{source}: data.{key} has an empty name")
     if any(not str(k).strip() or not str(v).strip() for k, v in d.class_map.items()):
         raise ConfigError(f"{source}: data.class_map has an empty class name")
-    for key in ("class_names_zh_tw", "class_names_zh_cn"):
-        translated = getattr(d, key)
+    for lang, translated in d.class_names_i18n.items():
         if d.class_names and translated and len(translated) != len(d.class_names):
-            raise ConfigError(f"{source}: data.{key} has {len(translated)} names but data.class_names "
-                              f"has {len(d.class_names)}; give one translation per class, in order")
+            raise ConfigError(f"{source}: data.class_names_i18n.{lang} has {len(translated)} names but "
+                              f"data.class_names has {len(d.class_names)}; give one translation per "
+                              "class, in order")
 
 
 def to_dict(config: RunConfig) -> dict[str, object]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import config as config_mod
+from . import languages
 from .runs import RunPaths
 
 logger = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ DEMO_CONFIG: dict[str, object] = {
     "image_size": 32,
     "data": {"dataset": "phantom", "phantom_size": 64, "phantom_train": 600,
              "phantom_val": 150, "phantom_test": 200, "phantom_seed": 1234,
-             "class_names_zh_tw": ["正常", "病灶"], "class_names_zh_cn": ["正常", "病灶"]},
+             "class_names_i18n": {"zh-TW": ["正常", "病灶"], "zh-CN": ["正常", "病灶"]}},
     "model": {"arch": "resnet18", "small_input_stem": "on"},
     "train": {"epochs": 6, "batch_size": 32, "lr": 2e-3, "schedule": "cosine",
               "warmup_epochs": 1, "seed": 0, "select_metric": "val_auc"},
@@ -63,7 +64,7 @@ def run_demo(out: Path, *, quick: bool = False, formats: Sequence[str] = ("html"
                 cfg.model.arch, cfg.data.phantom_train, cfg.train.epochs)
     train(cfg, checkpoints_root=paths.checkpoints_root, overwrite=True,
           command=shlex.split(command) if command else None)
-    built = build_report(paths, langs=("en", "zh-TW", "zh-CN"), formats=formats, force=True,
+    built = build_report(paths, langs=languages.codes(), formats=formats, force=True,
                          command=command)
     from .artifacts import load_evaluation
     from .metrics import value_of

@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import Mapping, TypedDict
 
 from . import artifacts
-from .metrics import baselines, calibration_direction, collapsed, value_of
+from .metrics import Collapse, baselines, calibration_direction, collapsed, value_of
+from .render import DASH
 
 
 class Item(TypedDict):
@@ -49,11 +50,11 @@ def _split_word(split: str) -> dict[str, object]:
     return {"key": f"split.{split}", "params": {}}
 
 
-def _collapse(metrics: artifacts.Metrics) -> artifacts.JSONValue:
-    cm = metrics.get("confusion_matrix") or {}
-    raw = cm.get("raw")
-    names = cm.get("labels") or metrics.get("class_names") or []
-    return collapsed(raw, names) if raw and names else None  # type: ignore[return-value]
+def _collapse(metrics: artifacts.Metrics) -> Collapse | None:
+    cm = metrics.get("confusion_matrix")
+    raw = cm.get("raw") if cm else None
+    names = (cm.get("labels") if cm else None) or metrics.get("class_names") or []
+    return collapsed(raw, names) if raw and names else None
 
 
 def collapse(metrics: artifacts.Metrics, *, split: str = "test") -> list[Item]:
@@ -143,8 +144,7 @@ def near_chance(metrics: artifacts.Metrics | None,
     if value is not None and (value <= CHANCE_AUC or (lo is not None and lo <= 0.5)):
         key = "discussion.near_chance_test" if split == "test" else "discussion.near_chance_val"
         return [_item(key, "results-roc", auc=value)]
-    val = [value_of(r.get("val_auc")) for r in history or []]
-    val = [v for v in val if v is not None]
+    val = [v for v in (value_of(r.get("val_auc")) for r in history or []) if v is not None]
     if value is None and val and max(val) <= CHANCE_AUC:
         return [_item("discussion.near_chance_val", "training-curves", auc=max(val))]
     return []
@@ -168,11 +168,11 @@ def wide_interval(metrics: artifacts.Metrics, *, split: str = "test") -> list[It
     acc = metrics.get("accuracy")
     if not isinstance(acc, Mapping) or not acc.get("ci95") or value_of(acc) is None:
         return []
-    lo, hi = (value_of(b) for b in acc["ci95"])
+    lo, hi = (value_of(b) for b in acc["ci95"] or [])
     if lo is None or hi is None or hi - lo <= CI_WIDTH:
         return []
     key = "discussion.wide_ci" if split == "test" else "discussion.wide_ci_val"
-    return [_item(key, "results-overall", n=int(metrics.get("n", 0)), width_pct=hi - lo)]
+    return [_item(key, "results-overall", n=int(metrics.get("n", 0)), width=hi - lo)]
 
 
 def weak_class(metrics: artifacts.Metrics) -> list[Item]:
@@ -180,8 +180,8 @@ def weak_class(metrics: artifacts.Metrics) -> list[Item]:
     collapsed model, whose every other class is weak for the same reason."""
     if _collapse(metrics):
         return []
-    rows = [(r["class"], value_of(r.get("f1"))) for r in metrics.get("per_class") or []]
-    rows = [(c, f) for c, f in rows if f is not None]
+    rows = [(c, f) for c, f in ((r["class"], value_of(r.get("f1"))) for r in metrics.get("per_class") or [])
+            if f is not None]
     if len(rows) < 3:
         return []
     out = []
@@ -212,12 +212,15 @@ def imbalance(distribution: artifacts.ClassDistribution | None) -> list[Item]:
 
 def overfitting(history: artifacts.History | None) -> list[Item]:
     """Validation loss turns up while training loss keeps falling: the gap grows after k."""
-    rows = [r for r in history or []
-            if value_of(r.get("train_loss")) is not None and value_of(r.get("val_loss")) is not None]
+    rows, val, train = [], [], []   # the epochs with both losses
+    for r in history or []:
+        v, t = value_of(r.get("val_loss")), value_of(r.get("train_loss"))
+        if v is not None and t is not None:
+            rows.append(r)
+            val.append(v)
+            train.append(t)
     if len(rows) < 3:
         return []
-    val = [value_of(r["val_loss"]) for r in rows]
-    train = [value_of(r["train_loss"]) for r in rows]
     k = min(range(len(val)), key=val.__getitem__)
     if k >= len(rows) - 1:
         return []
@@ -280,9 +283,10 @@ def sanity(explain: artifacts.Explanation | None) -> list[Item]:
         return []
     stages = check.get("stages") or []
     key = _SANITY_KEYS.get(str(check.get("verdict")))
-    last = stages[-1] if stages else {}
-    rho = value_of((last.get("spearman") or {}).get("mean")) if isinstance(last.get("spearman"), Mapping) else None
-    if key is None or rho is None:
+    last = stages[-1] if stages else None
+    spearman = last["spearman"] if last is not None else None
+    rho = value_of(spearman.get("mean")) if isinstance(spearman, Mapping) else None
+    if key is None or rho is None or last is None:
         return []
     return [_item(key, "explain-sanity", spearman=rho, layer=str(last.get("randomised", "")),
                   seeds=int(check.get("seeds") or 1), n=int(check.get("n") or 0))]
@@ -333,7 +337,7 @@ def limitations(metrics: artifacts.Metrics | None, *,
                 distribution: artifacts.ClassDistribution | None = None,
                 leakage: Mapping[str, object] | None = None, split: str = "test",
                 synthetic: str | None = None, seed: int | None = None, external: bool = False,
-                source: str = "") -> list[Item]:
+                source: str = "", image_sizes: int | None = None) -> list[Item]:
     """What the report cannot claim, generated from the facts, each with the number it rests
     on: synthetic data, one seed, the evaluated split's size and interval width, duplicates
     across splits, no external validation, imbalance, a collapsed or baseline-level model."""
@@ -346,10 +350,10 @@ def limitations(metrics: artifacts.Metrics | None, *,
     ci = acc.get("ci95") if isinstance(acc, Mapping) else None
     lo, hi = (value_of(ci[0]), value_of(ci[1])) if ci else (None, None)
     width = hi - lo if lo is not None and hi is not None else None
-    items.append(_item("limitations.one_seed", "training", seed=seed if seed is not None else "—"))
+    items.append(_item("limitations.one_seed", "training", seed=seed if seed is not None else DASH))
     if metrics and lo is not None and hi is not None and width is not None and width > 0:
         items.append(_item("limitations.test_size", "results-overall", n=int(metrics.get("n", 0)),
-                           split=_split_word(split), lo=lo, hi=hi, width_pct=width))
+                           split=_split_word(split), lo=lo, hi=hi, width=width))
     elif metrics and lo is not None:
         # Every resample gives the same accuracy (a constant answer on a stratified bootstrap):
         # the interval's width says nothing about the uncertainty, so it is not quoted as such.
@@ -361,6 +365,10 @@ def limitations(metrics: artifacts.Metrics | None, *,
                            "data-leakage", n=total))
     if not external:
         items.append(_item("limitations.no_external", "data", source=source))
+    if image_sizes is not None and image_sizes > 1:
+        # Sizes that differ by class (or by source) let a model tell classes apart by size or
+        # resampling artefacts rather than by the findings.
+        items.append(_item("limitations.mixed_sizes", "data", n=image_sizes))
     found = train_imbalance(distribution)
     if found is not None and found["ratio"] >= IMBALANCE_RATIO:
         items.append(_item("limitations.imbalance", "data-distribution", cls=found["majority"],

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence, cast
+from typing import TYPE_CHECKING, Mapping, Sequence, TypedDict, cast
 
 import numpy as np
 import torch
@@ -81,8 +81,7 @@ def dataset_for_run(run: LoadedRun, *, splits: Sequence[str], data: str | None =
     if data is not None:
         # Other data is read with its own names: the run's data.class_names renamed the
         # training source's classes by position, which says nothing about this source.
-        data_cfg = replace(data_cfg, dataset=str(data), kind="auto", class_names=(),
-                           class_names_zh_tw=(), class_names_zh_cn=())
+        data_cfg = replace(data_cfg, dataset=str(data), kind="auto", class_names=(), class_names_i18n={})
     elif resolved:
         data_cfg = replace(data_cfg, dataset=str(resolved))
     dataset = load_dataset(data_cfg, run.config.preprocess, image_size=int(run.meta["image_size"]),
@@ -104,8 +103,7 @@ def match_to_checkpoint(dataset: Dataset, meta: artifacts.CheckpointMeta, *, pat
         logger.warning("%s: classes matched to the checkpoint by name (%s)", dataset.source,
                        ", ".join(f"{found[i]} -> {names[j]} ({j})" for i, j in enumerate(order)))
     return replace(dataset, class_names=names, splits={k: remap_labels(s, order) for k, s in dataset.splits.items()},
-                   class_names_zh_tw=list(meta.get("class_names_zh_tw") or []),
-                   class_names_zh_cn=list(meta.get("class_names_zh_cn") or []))
+                   class_names_i18n={lang: list(n) for lang, n in meta["class_names_i18n"].items()})
 
 
 def _match_channels(dataset: Dataset, channels: int) -> Dataset:
@@ -151,7 +149,7 @@ def predict(model: torch.nn.Module, images: torch.Tensor, *, mean: Sequence[floa
 
 def check_outputs(probs: np.ndarray, ids: Sequence[str], *, path: Path) -> None:
     """NaN outputs: name the checkpoint and the first image instead of writing NaN rows."""
-    bad = np.flatnonzero(~np.isfinite(probs).all(axis=1)) if probs.size else []
+    bad = np.flatnonzero(~np.isfinite(probs).all(axis=1)) if probs.size else np.zeros(0, dtype=np.intp)
     if len(bad):
         raise CheckpointError(f"{path}: the model outputs NaN or infinite values for {len(bad)} "
                               f"image(s), first {ids[int(bad[0])]!r}; the checkpoint is not usable")
@@ -199,7 +197,7 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
     _check_compatible(run, dataset)
     mean, std = run.meta["mean"], run.meta["std"]
     class_names = list(run.meta["class_names"])
-    task = run.meta.get("task", "binary" if len(class_names) == 2 else "multiclass")
+    task = run.meta["task"]   # an older meta's default is set on load (artifacts)
 
     with _timed(timings, "predict"):
         probs = predict(run.model, target.images, mean=mean, std=std, device=dev,
@@ -252,7 +250,7 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
         # As written; artifacts.load_evaluation reads it back as an artifacts.Explanation.
         "explain": cast("artifacts.Explanation | None", explanation),
         "timings": timings,
-        "skipped": list(dataset.skipped),
+        "skipped": [{"file": s["file"], "reason": s["reason"]} for s in dataset.skipped],
     }
     if deduplicated is not None:
         result["deduplicated"] = deduplicated
@@ -398,7 +396,15 @@ class NormalizedView:
 # 5 instead of 3 initialisations: smoother curves, steadier references, ~3x the passes.
 # Faithfulness costs 4 * (steps - 1) * (1 + random maps) forward passes per image. Only the
 # batch size (memory, not results) follows the device.
-EXPLAIN_PROTOCOLS: dict[str, dict[str, int]] = {
+class ExplainProtocol(TypedDict):
+    faithfulness_n: int
+    sanity_n: int
+    faithfulness_steps: int
+    random_per_image: int
+    sanity_seeds: int
+
+
+EXPLAIN_PROTOCOLS: dict[str, ExplainProtocol] = {
     "fast": {"faithfulness_n": 64, "sanity_n": 16, "faithfulness_steps": 4, "random_per_image": 2,
              "sanity_seeds": 3},
     "full": {"faithfulness_n": 64, "sanity_n": 16, "faithfulness_steps": 10, "random_per_image": 4,
@@ -423,7 +429,7 @@ def protocol_matches(explain: artifacts.Explanation, protocol: str) -> bool:
 
 
 def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: runs.EvaluationPaths,
-                     method: str, seed: int, device: torch.device, task: str = "binary",
+                     method: str, seed: int, device: torch.device, task: artifacts.Task = "binary",
                      split_name: str = "test", precision: str = EVAL_PRECISION,
                      protocol: str = EXPLAIN_DEFAULT) -> ExplainSummary:
     """CAM gallery, faithfulness, sanity check (and localisation on phantom data), and the
@@ -439,7 +445,7 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: ru
     if protocol not in EXPLAIN_PROTOCOLS:
         raise ConfigError(f"--explain {protocol!r} is not one of {', '.join(EXPLAIN_CHOICES)}")
     summary, gallery_cams = explain.explain_split(
-        run.model, x, y_true=split.labels.numpy(), probs=probs,
+        run.model, x, y_true=split.known_labels().numpy(), probs=probs,
         class_names=list(run.meta["class_names"]), target_layer=layer, layer_name=layer_name,
         method=method, masks=split.masks, seed=seed, device=device, batch_size=batch_size,
         precision=precision, **EXPLAIN_PROTOCOLS[protocol])
@@ -466,7 +472,7 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: ru
 
 def write_viewer_data(run: LoadedRun, split: Split, probs: np.ndarray, *, layer: torch.nn.Module,
                       layer_name: str, gallery_rows: Sequence[int], out: runs.EvaluationPaths,
-                      method: str, task: str, split_name: str, device: torch.device) -> artifacts.ViewerRef:
+                      method: str, task: artifacts.Task, split_name: str, device: torch.device) -> artifacts.ViewerRef:
     """viewer.json: the gallery's images and the most and least confident ones, with a map for
     every class (one batched pass). Returns the reference that metrics.json keeps."""
     from . import explain, viewer
@@ -476,7 +482,7 @@ def write_viewer_data(run: LoadedRun, split: Split, probs: np.ndarray, *, layer:
     x = NormalizedView(split.images, run.meta["mean"], run.meta["std"])
     index = torch.tensor(rows, dtype=torch.long)
     maps = explain.viewer_maps(run.model, x[index], target_layer=layer, method=method, device=device)
-    data = viewer.build_viewer(split.images, split.ids, split.labels.numpy(), probs, maps, rows, sets,
+    data = viewer.build_viewer(split.images, split.ids, split.known_labels().numpy(), probs, maps, rows, sets,
                                class_names=list(run.meta["class_names"]), task=task, split=split_name,
                                method=method, layer=layer_name)
     artifacts.save_viewer(out, data)

@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import NotRequired, TypedDict
+from typing import NotRequired, Protocol, TypedDict
 
 import numpy as np
 import torch
@@ -86,12 +86,35 @@ def _prepared(model: nn.Module, device: str | torch.device | None) -> Iterator[t
         model.train(training)
 
 
+class RowIndexed(Protocol):
+    """Float images that are indexed by rows, like a tensor: evaluate.NormalizedView
+    normalises on access, so a whole split never exists as float."""
+
+    shape: torch.Size
+
+    def __getitem__(self, index: Tensor) -> Tensor: ...
+
+
 class _Capture:
     """Forward hook on the target layer: keeps its output and, in grad mode, makes it a leaf."""
 
     def __init__(self) -> None:
         self.leaf: Tensor | None = None
         self.out: Tensor | None = None
+
+    @property
+    def output(self) -> Tensor:
+        """The layer's output of the last forward pass (the hook has run by then)."""
+        if self.out is None:
+            raise ReportError("the CAM target layer was not reached by the forward pass")
+        return self.out
+
+    @property
+    def grad_leaf(self) -> Tensor:
+        """The leaf tensor gradients are taken with respect to (grad mode only)."""
+        if self.leaf is None:
+            raise ReportError("the CAM target layer was not reached by the forward pass")
+        return self.leaf
 
     def __call__(self, module: nn.Module, inputs: tuple[Tensor, ...], output: object) -> Tensor | None:
         if not isinstance(output, Tensor) or output.dim() != 4:
@@ -185,14 +208,14 @@ def _raw_maps(model: nn.Module, xb: Tensor, tb: Tensor, capture: _Capture, *,
             logits = model(xb)
             _check_targets(tb, logits.shape[1])
             score = logits.gather(1, tb[:, None]).sum()
-            (grads,) = torch.autograd.grad(score, capture.leaf, allow_unused=True)
-        acts = capture.out.detach()
+            (grads,) = torch.autograd.grad(score, capture.grad_leaf, allow_unused=True)
+        acts = capture.output.detach()
         grads = torch.zeros_like(acts) if grads is None else grads
         return _gradient_map(method, acts, grads)
     with torch.no_grad():
         logits = model(xb)
         _check_targets(tb, logits.shape[1])
-        acts = capture.out.detach()
+        acts = capture.output.detach()
         if method == "cam":
             return torch.einsum("bc,bchw->bhw", _classifier_weight(model, acts)[tb], acts)
         if method == "eigencam":
@@ -362,10 +385,10 @@ def _all_class_maps(model: nn.Module, xb: Tensor, capture: _Capture, *, method: 
         with torch.enable_grad():
             logits = model(xb)
             k = logits.shape[1]
-            acts = capture.out.detach()
+            acts = capture.output.detach()
             maps = []
             for c in range(k):
-                (grads,) = torch.autograd.grad(logits[:, c].sum(), capture.leaf,
+                (grads,) = torch.autograd.grad(logits[:, c].sum(), capture.grad_leaf,
                                                retain_graph=c < k - 1, allow_unused=True)
                 grads = torch.zeros_like(acts) if grads is None else grads
                 maps.append(_gradient_map(method, acts, grads))
@@ -373,7 +396,7 @@ def _all_class_maps(model: nn.Module, xb: Tensor, capture: _Capture, *, method: 
     with torch.no_grad():
         logits = model(xb)
         k = logits.shape[1]
-        acts = capture.out.detach()
+        acts = capture.output.detach()
         if method == "cam":
             return torch.einsum("kc,bchw->bkhw", _classifier_weight(model, acts), acts)
         if method == "eigencam":  # class-agnostic: the same map for every class
@@ -438,7 +461,7 @@ GalleryPick = TypedDict("GalleryPick", {
     "true": str, "true_index": int, "prob_true": float, "pred": str, "pred_index": int,
     "prob_pred": float, "targets": NotRequired[list[int]], "repeated": bool,
     "target": NotRequired[int], "maps": NotRequired[list[MapPick]],
-    "file": NotRequired[str], "id": NotRequired[str]})
+    "file": NotRequired[str], "id": NotRequired[str], "lesion_outline": NotRequired[bool]})
 
 
 def select_gallery(y_true: np.ndarray | Tensor | Sequence[int], probs: np.ndarray | Tensor, *,
@@ -491,7 +514,7 @@ def content_mask(image: np.ndarray | Tensor) -> np.ndarray:
     """True where a (C, H, W) uint8 image has content, False on the black padding that a
     keep-aspect resize adds as whole rows or columns at the borders."""
     a = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
-    lit = (a.reshape(-1, *a.shape[-2:]) > 0).any(axis=0)
+    lit = np.asarray((a.reshape(-1, *a.shape[-2:]) > 0).any(axis=0))
     rows, cols = np.flatnonzero(lit.any(axis=1)), np.flatnonzero(lit.any(axis=0))
     keep = np.zeros(lit.shape, dtype=bool)
     if rows.size and cols.size:
@@ -918,8 +941,9 @@ def _reinitialise(model: nn.Module, names: Sequence[str], *, seed: int) -> None:
         torch.manual_seed(seed)
         for name in names:
             for module in model.get_submodule(name).modules():
-                if hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
+                reset = getattr(module, "reset_parameters", None)
+                if callable(reset):
+                    reset()
 
 
 def spearman(a: Tensor, b: Tensor) -> Tensor:
@@ -1038,11 +1062,11 @@ class ExplainSummary(TypedDict):
     sanity: dict[str, object]
     localisation: dict[str, object] | None
     timings: dict[str, float]
-    viewer: NotRequired[artifacts.ViewerRef]
+    viewer: NotRequired[artifacts.ViewerRef | None]   # None: left out (too many classes)
     protocol: NotRequired[str]
 
 
-def explain_split(model: nn.Module, images_float: Tensor, *, y_true: np.ndarray | Tensor | None,
+def explain_split(model: nn.Module, images_float: Tensor | RowIndexed, *, y_true: np.ndarray | Tensor | None,
                   probs: np.ndarray | Tensor, class_names: Sequence[str], target_layer: nn.Module,
                   layer_name: str, method: str = "gradcam", masks: Tensor | None = None,
                   gallery_per_kind: int | None = None, faithfulness_n: int = 64, sanity_n: int = 16,
@@ -1124,7 +1148,7 @@ def _module_path(model: nn.Module, target: nn.Module) -> str:
                       f"{type(model).__name__}")
 
 
-def _localise(model: nn.Module, images: Tensor, masks: Tensor, y_true: np.ndarray | Tensor | None,
+def _localise(model: nn.Module, images: Tensor | RowIndexed, masks: Tensor, y_true: np.ndarray | Tensor | None,
               pred: Tensor, target_layer: nn.Module, *, limit: int, seed: int, options: CamOptions,
               random_per_image: int) -> dict[str, object]:
     masks = torch.as_tensor(masks).bool()

@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from . import artifacts, runs
-from .data.base import Dataset
+from .data.base import SPLITS, Dataset
 from .errors import XReportError
 
 if TYPE_CHECKING:
@@ -81,13 +81,14 @@ class FigureMaker:
 
 def localised_metrics(metrics: artifacts.Metrics, mapping: Mapping[str, str]) -> artifacts.Metrics:
     """A shallow copy with class names translated, for chart legends and axes."""
-    out = dict(metrics)
+    out = metrics.copy()
     out["class_names"] = [mapping.get(n, n) for n in metrics["class_names"]]
     out["per_class"] = [{**row, "class": mapping.get(row["class"], row["class"])}
                         for row in metrics["per_class"]]
-    out["curves"] = {kind: [{**c, "class": mapping.get(c["class"], c["class"])} for c in entries]
-                     for kind, entries in metrics["curves"].items()}
-    return out  # type: ignore[return-value]
+    curves = metrics["curves"]
+    out["curves"] = {"roc": [{**c, "class": mapping.get(c["class"], c["class"])} for c in curves["roc"]],
+                     "pr": [{**c, "class": mapping.get(c["class"], c["class"])} for c in curves["pr"]]}
+    return out
 
 
 @dataclass
@@ -152,12 +153,12 @@ def _example_figures(config: Mapping[str, object], dataset: Dataset | None, make
     from . import charts
 
     examples = None
-    split = next((dataset.splits[s] for s in ("train", "val", "test")
+    split = next((dataset.splits[s] for s in SPLITS
                   if dataset is not None and s in dataset.splits
                   and dataset.splits[s].labels is not None), None)
     if split is not None:
         rng = np.random.default_rng(seed)
-        labels = split.labels.numpy()
+        labels = split.known_labels().numpy()
         from .limits import REPORT_CLASSES
 
         present, counts = np.unique(labels, return_counts=True)

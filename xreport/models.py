@@ -219,9 +219,11 @@ def resolve_small_stem(setting: Literal["auto", "on", "off"] | str, image_size: 
 
 def _first_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d]:
     """(parent module, attribute name, conv) of the stem convolution."""
-    if is_densenet(model):
-        return model.features, "conv0", model.features.conv0
-    return model, "conv1", model.conv1
+    parent, attr = (model.get_submodule("features"), "conv0") if is_densenet(model) else (model, "conv1")
+    conv = parent.get_submodule(attr)
+    if not isinstance(conv, nn.Conv2d):
+        raise ConfigError(f"{type(model).__name__}.{attr} is not a convolution; cannot adapt its stem")
+    return parent, attr, conv
 
 
 def _replace_stem(model: nn.Module, *, in_channels: int, small: bool) -> bool:
@@ -230,14 +232,16 @@ def _replace_stem(model: nn.Module, *, in_channels: int, small: bool) -> bool:
     if small:
         setattr(parent, attr, nn.Conv2d(in_channels, old.out_channels, 3, 1, 1, bias=False))
         if is_densenet(model):
-            model.features.pool0 = nn.Identity()
+            setattr(model.get_submodule("features"), "pool0", nn.Identity())
         else:
             model.maxpool = nn.Identity()
         return True
     if in_channels == old.in_channels:
         return False
-    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
-                    bias=False)
+    # A 2-d convolution's sizes are pairs (Conv2d stores them as tuple[int, ...]).
+    k, s, p = old.kernel_size, old.stride, old.padding
+    new = nn.Conv2d(in_channels, old.out_channels, (k[0], k[1]), (s[0], s[1]),
+                    p if isinstance(p, str) else (p[0], p[1]), bias=False)
     if in_channels == 1:
         # Summing the RGB kernels keeps the response to a grey image equal to the RGB one.
         with torch.no_grad():
@@ -397,9 +401,8 @@ MIN_CAM_GRID = 7
 def _cam_candidates(bare: nn.Module) -> list[tuple[nn.Module, str]]:
     """Candidate CAM layers, deepest first."""
     if is_densenet(bare):
-        f = bare.features
-        return [(f.norm5, "features.norm5"), (f.denseblock3, "features.denseblock3"),
-                (f.denseblock2, "features.denseblock2")]
+        return [(bare.get_submodule(name), name)
+                for name in ("features.norm5", "features.denseblock3", "features.denseblock2")]
     if isinstance(bare, torchvision.models.ResNet):
         return [(bare.layer4[-1], "layer4"), (bare.layer3[-1], "layer3"), (bare.layer2[-1], "layer2")]
     raise ConfigError(f"no CAM target layer known for {type(bare).__name__}; "
@@ -580,15 +583,15 @@ def _stages(bare: nn.Module) -> list[tuple[str, str, list[tuple[str, nn.Module]]
     """(stage name, module path, [(path, module)] whose parameters it holds; the last
     module's output is the stage's output)."""
     def named(prefix: str, parent: nn.Module, *attrs: str) -> list[tuple[str, nn.Module]]:
-        return [(f"{prefix}{a}", getattr(parent, a)) for a in attrs]
+        return [(f"{prefix}{a}", parent.get_submodule(a)) for a in attrs]
 
     head = _head_attr(bare)
     if is_densenet(bare):
-        f = bare.features
+        f = bare.get_submodule("features")
         stages = [("stem", "features.conv0", named("features.", f, "conv0", "norm0", "relu0", "pool0"))]
         stages += [(name, f"features.{name}", [(f"features.{name}", child)])
                    for name, child in f.named_children() if name.startswith(("denseblock", "transition"))]
-        stages.append(("head", head, named("features.", f, "norm5") + [(head, getattr(bare, head))]))
+        stages.append(("head", head, named("features.", f, "norm5") + [(head, bare.get_submodule(head))]))
         return stages
     if isinstance(bare, torchvision.models.ResNet):
         stages = [("stem", "conv1", named("", bare, "conv1", "bn1", "relu", "maxpool"))]
@@ -605,7 +608,15 @@ def _shape(out: object) -> list[int]:
 
 
 def _side(value: object) -> int | None:
-    return int(value[0] if isinstance(value, tuple) else value) if value is not None else None
+    first = value[0] if isinstance(value, tuple) else value
+    return int(first) if isinstance(first, (int, float)) else None
+
+
+def _step_recorder(steps: list[LayerStep], path: str) -> Callable[[nn.Module, object, object], None]:
+    """A forward hook appending the layer's step to ``steps`` (its block's list)."""
+    def record(module: nn.Module, _inputs: object, out: object) -> None:
+        steps.append(_step(path, module, out))
+    return record
 
 
 def _step(path: str, module: nn.Module, out: object) -> LayerStep:
@@ -666,8 +677,7 @@ def architecture_summary(model: nn.Module, input_size: int, in_channels: int) ->
         hooks[block] = record_block
         for sub_path, sub in block.named_modules(prefix=block_path):
             if sub is not block and not list(sub.children()):
-                hooks[sub] = (lambda m, _in, out, p=sub_path, b=block_path:
-                              calls[b].append(_step(p, m, out)))
+                hooks[sub] = _step_recorder(calls[block_path], sub_path)
     total_flops, flops = _counted_forward(bare, input_size, in_channels, hooks=hooks)
 
     rows: list[StageRow] = []

@@ -26,6 +26,7 @@ from typing import Iterable, Mapping, Sequence, TypedDict
 
 from markupsafe import Markup, escape
 
+from . import languages
 from .errors import ConfigError
 
 MAX_NOTES_BYTES = 1 * 2**20          # one notes file
@@ -33,7 +34,7 @@ MAX_IMAGE_BYTES = 2 * 2**20          # one embedded image
 MAX_IMAGES_BYTES = 8 * 2**20         # all images of one notes file
 IMAGE_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp"}
 # SVG is left out on purpose: it can carry scripts.
-LANGS = ("en", "zh-TW", "zh-CN")
+LANGS = languages.codes()   # the report languages (templates/i18n/<code>/language.toml)
 # Front matter keys with a place of their own; any other key is a free statement.
 HEAD_KEYS = ("title", "authors", "affiliation", "course", "date")
 MAX_FRONT_KEYS = 40
@@ -250,6 +251,7 @@ def _render(renderer: object, tokens: list[object], images: _Images, *, shift: i
     """Tokens -> HTML: links as their text with the address beside it, images embedded,
     headings moved down by ``shift`` levels below the report's own section headings."""
     from markdown_it.renderer import RendererHTML
+    from markdown_it.utils import OptionsDict
 
     def link_open(self: RendererHTML, toks: list, idx: int, options: object, env: dict) -> str:
         env.setdefault("hrefs", []).append(toks[idx].attrGet("href") or "")
@@ -259,7 +261,7 @@ def _render(renderer: object, tokens: list[object], images: _Images, *, shift: i
         href = env["hrefs"].pop() if env.get("hrefs") else ""
         return f' <span class="notes-url">({escape(href)})</span>' if href else ""
 
-    def image(self: RendererHTML, toks: list, idx: int, options: object, env: dict) -> str:
+    def image(self: RendererHTML, toks: list, idx: int, options: OptionsDict, env: dict) -> str:
         token = toks[idx]
         alt = self.renderInlineAsText(token.children or [], options, env)
         uri = images.data_uri(str(token.attrGet("src") or ""))

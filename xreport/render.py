@@ -34,18 +34,12 @@ from markupsafe import Markup, escape
 
 import xreport
 
-from . import artifacts
+from . import artifacts, languages
 from .errors import ReportError
 from .runs import atomic_path
 
 logger = logging.getLogger(__name__)
 
-LANGS = ("en", "zh-TW", "zh-CN")
-LANG_LABELS = {"en": "English", "zh-TW": "繁體中文", "zh-CN": "简体中文"}
-# Debian fonts-noto-cjk family per language; the Latin text falls back to DejaVu/Noto.
-PDF_FONTS = {"en": '"DejaVu Sans", "Noto Sans CJK JP", sans-serif',
-             "zh-TW": '"Noto Sans CJK TC", sans-serif',
-             "zh-CN": '"Noto Sans CJK SC", sans-serif'}
 DASH = "—"
 
 
@@ -60,6 +54,11 @@ def templates_root() -> Path:
     if (packaged / "report.html.j2").is_file():
         return packaged
     raise ReportError(f"built-in templates not found in {dev} or {packaged}; reinstall xreport")
+
+
+# The languages are data (templates/i18n/<lang>/language.toml, read by xreport.languages);
+# this is the list at import, for callers that want a constant.
+LANGS = languages.codes()
 
 
 def _search_path(templates_dir: Path | None) -> list[str]:
@@ -452,7 +451,7 @@ def _read_catalog_dir(folder: str, mtimes: tuple[float, ...], scope: FileScope) 
         data = artifacts.parse_json(text, path=path, what="JSON message catalog")
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
             raise ReportError(f"{path}: a message catalog must map keys to strings")
-        merged.update(data)
+        merged.update({k: v for k, v in data.items() if isinstance(v, str)})   # all are (checked above)
     return merged
 
 
@@ -468,8 +467,7 @@ def _catalog_files(folder: Path, scope: FileScope) -> dict[str, str]:
 
 def load_catalog(lang: str, templates_dir: Path | None = None) -> dict[str, str]:
     """All ``i18n/<lang>/*.json`` merged; a user's templates folder overrides single keys."""
-    if lang not in LANGS:
-        raise ReportError(f"language {lang!r} is not one of {', '.join(LANGS)}")
+    languages.language(lang)   # an unknown code fails here, in one line
     scope = template_scope(templates_dir)
     catalog = _catalog_files(templates_root() / "i18n" / lang, scope)
     if templates_dir is not None:
@@ -497,7 +495,7 @@ class Messages:
         if not params:
             return text
         values = {k: _param_text(v) for k, v in params.items()}
-        if self.lang.startswith("zh"):
+        if not languages.language(self.lang).word_spacing:
             text = spaced_class_names(tight_class_names(text), values)
         return format_message(text, values, where=f"message {key!r} ({self.lang})")
 
@@ -648,6 +646,28 @@ def ci(v: object, digits: int = 3) -> str:
     return ""
 
 
+def pval(p: float | None) -> str:
+    """A p-value for a table cell: "0.041" or "< 0.001" (three decimals, so 0.049 never
+    reads as 0.05)."""
+    if p is None or not math.isfinite(p):
+        return DASH
+    return "<\u00a00.001" if p < 0.001 else f"{p:.3f}"   # no line break inside "< 0.001"
+
+
+def p_phrase(p: float | None) -> str:
+    """A p-value for a sentence: "p = 0.041" or "p < 0.001"."""
+    if p is None or not math.isfinite(p):
+        return f"p = {DASH}"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def signed(x: float | None) -> str:
+    """A difference with its sign, the minus typeset: "+0.012", "−0.034"."""
+    if x is None or not math.isfinite(x):
+        return DASH
+    return f"{x:+.3f}".replace("-", "−")
+
+
 def fmt(v: object, digits: int = 3, *, say: Callable[[object], str] | None = None) -> Markup:
     """A metric value for a table cell: "0.912 (0.889–0.934)", or "—" with the reason
     (a reason message is worded by ``say``, the template's language)."""
@@ -715,13 +735,13 @@ class PictureStore:
         tag = re.compile(r'<img\b[^>]*\bsrc="' + re.escape(self.PREFIX) + r'([0-9a-f]{64})"[^>]*>')
         uses = Counter(m[1] for body in bodies for m in token.finditer(body))
         sizes = {sha: _pixel_size(self.payloads[sha][1]) for sha, n in uses.items() if n > 1}
-        shared = {sha for sha, size in sizes.items() if size is not None}
+        shared = {sha: size for sha, size in sizes.items() if size is not None}   # sha -> (w, h)
 
         def picture(match: re.Match[str]) -> str:
             sha = match[1]
             if sha not in shared:
                 return match[0].replace(self.PREFIX + sha, self._uri(sha))
-            w, h = cast(tuple[int, int], sizes[sha])
+            w, h = shared[sha]
             alt = re.search(r'\balt="([^"]*)"', match[0])
             label = f' aria-label="{alt[1]}"' if alt else ' aria-hidden="true"'
             return (f'<svg class="pic" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img"'
@@ -732,8 +752,8 @@ class PictureStore:
             body = tag.sub(picture, body)
             # A placeholder outside an <img> (a user template's own use): its data URI.
             out.append(Markup(token.sub(lambda m: self._uri(m[1]), body)))
-        defs = "".join(f'<image id="xr-pic-{sha[:16]}" width="{sizes[sha][0]}" '  # type: ignore[index]
-                       f'height="{sizes[sha][1]}" href="{self._uri(sha)}"/>' for sha in sorted(shared))
+        defs = "".join(f'<image id="xr-pic-{sha[:16]}" width="{shared[sha][0]}" '
+                       f'height="{shared[sha][1]}" href="{self._uri(sha)}"/>' for sha in sorted(shared))
         holder = (f'<svg class="pic-defs" width="0" height="0" aria-hidden="true" focusable="false">'
                   f'<defs>{defs}</defs></svg>') if shared else ""
         return out, Markup(holder)
@@ -843,7 +863,8 @@ def _globals_for(context: Mapping[str, object], lang: str, *, templates_dir: Pat
     scope = template_scope(templates_dir, report_dir)
     return {"ctx": context, "lang": lang, "t": t, "has_key": t.has, "cname": cname,
             "say": say, "img": _image_source(report_dir, scope, mode=mode, store=store),
-            "lang_labels": LANG_LABELS, "mode": mode, **_class_labels(context, cname)}
+            "lang_labels": languages.labels(), "mode": mode,
+            "word_spacing": languages.language(lang).word_spacing, **_class_labels(context, cname)}
 
 
 def _class_labels(context: Mapping[str, object], cname: Callable[[object], str]) -> dict[str, object]:
@@ -880,16 +901,17 @@ def _class_labels(context: Mapping[str, object], cname: Callable[[object], str])
 def _check_langs(langs: Sequence[str]) -> list[str]:
     langs = list(dict.fromkeys(langs))
     if not langs:
-        raise ReportError("no report language given; choose from " + ", ".join(LANGS))
+        raise ReportError("no report language given; choose from " + ", ".join(languages.codes()))
     for lang in langs:
-        if lang not in LANGS:
-            raise ReportError(f"language {lang!r} is not one of {', '.join(LANGS)}")
+        languages.language(lang)
     return langs
 
 
 def _read_css(env: jinja2.Environment, name: str) -> Markup:
     # CSS (and the viewer's script) go through the loader so a user's folder can override
     # them; they are ours, not data.
+    if env.loader is None:   # make_environment always sets one
+        raise ReportError(f"{name}: the template environment has no loader")
     source, _, _ = env.loader.get_source(env, name)
     return Markup(source.replace("</", "<\\/"))
 
@@ -977,7 +999,7 @@ def render_html(context: Mapping[str, object], *, langs: Sequence[str],
     t = translator(langs[0], templates_dir)
     with template_errors("report.html.j2"):
         html = render_template(env, "report.html.j2",
-            ctx=context, langs=langs, bodies=bodies, lang_labels=LANG_LABELS, t=t,
+            ctx=context, langs=langs, bodies=bodies, lang_labels=languages.labels(), t=t,
             title_key=kind.title_key, **_viewer_assets(context, env),
             css=_read_css(env, "css/report.css"), mobile_css=_read_css(env, "css/mobile.css"))
     # The shared pictures go right after <body> (outside every language's block, which is
@@ -1019,7 +1041,7 @@ def render_pdf_html(context: Mapping[str, object], *, lang: str,
     with template_errors("pdf.html.j2"):
         return render_template(env, "pdf.html.j2",
             ctx=context, lang=lang, body=body, t=t, title_key=kind.title_key,
-            font_family=Markup(PDF_FONTS[lang]),
+            font_family=Markup(languages.language(lang).css_fonts),
             css=_read_css(env, "css/report.css"), print_css=_read_css(env, "css/print.css"))
 
 

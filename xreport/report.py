@@ -28,6 +28,7 @@ from .figures import FigurePaths, Figures
 from .labels import size_text
 from .metrics import Baselines, CalibrationDirection, baselines, calibration_direction
 from .notes import Notes
+from .render import DASH
 from .runs import EvaluationPaths, RunPaths, sha256_file
 
 if TYPE_CHECKING:
@@ -407,27 +408,30 @@ def _baselines(metrics: artifacts.Metrics | None) -> Baselines | None:
     return baselines(cm["raw"], cm["labels"] or metrics["class_names"])
 
 
+def headline(metrics: artifacts.Metrics) -> list[Headline]:
+    """The summary's four numbers with what each is worth without a model (also the
+    notebook summary's, ``api.Report``)."""
+    ordinal = metrics["ordinal"]
+    binary = metrics["task"] == "binary"
+    notes = _baseline_notes(metrics, _baselines(metrics))
+    keyed = [("metric.accuracy", metrics["accuracy"]),
+             ("metric.roc_auc" if binary else "metric.roc_auc_macro", metrics["roc_auc"]),
+             ("metric.macro_f1", metrics["macro_avg"]["f1"]),
+             ("metric.qwk", ordinal["qwk"]) if ordinal else
+             ("metric.balanced_accuracy", metrics["balanced_accuracy"])]
+    # A tile has no room for a class name: the majority class is named in the results table.
+    if "metric.accuracy" in notes:
+        notes["metric.accuracy"] = {"key": "baseline.accuracy_short",
+                                    "params": notes["metric.accuracy"].get("params", {})}
+    return [{"key": key, "value": value, "baseline": notes.get(key)} for key, value in keyed]
+
+
 def _summary(meta: artifacts.CheckpointMeta, metrics: artifacts.Metrics | None,
              evaluation: artifacts.Evaluation, dataset_name: str, *, synthetic: str | None = None) -> Summary:
     versions = meta["versions"]
-    headline: list[Headline] = []
-    if metrics:
-        ordinal = metrics["ordinal"]
-        binary = metrics["task"] == "binary"
-        notes = _baseline_notes(metrics, _baselines(metrics))
-        keyed = [("metric.accuracy", metrics["accuracy"]),
-                 ("metric.roc_auc" if binary else "metric.roc_auc_macro", metrics["roc_auc"]),
-                 ("metric.macro_f1", metrics["macro_avg"]["f1"]),
-                 ("metric.qwk", ordinal["qwk"]) if ordinal else
-                 ("metric.balanced_accuracy", metrics["balanced_accuracy"])]
-        # A tile has no room for a class name: the majority class is named in the results table.
-        if "metric.accuracy" in notes:
-            notes["metric.accuracy"] = {"key": "baseline.accuracy_short",
-                                        "params": notes["metric.accuracy"].get("params", {})}
-        headline = [{"key": key, "value": value, "baseline": notes.get(key)} for key, value in keyed]
     data = evaluation["data"]
     return {
-        "task": metrics["task"] if metrics else meta.get("task", "binary"),
+        "task": metrics["task"] if metrics else meta["task"],
         "num_classes": meta["num_classes"],
         "dataset": dataset_name,
         "arch": meta["arch"],
@@ -436,7 +440,7 @@ def _summary(meta: artifacts.CheckpointMeta, metrics: artifacts.Metrics | None,
         "n_test": data["n"] if "n" in data else (metrics["n"] if metrics else None),
         "date": _minutes(meta["created"]),
         "versions": [(k, versions[k]) for k in SUMMARY_VERSIONS if k in versions],
-        "headline": headline,
+        "headline": headline(metrics) if metrics else [],
         "synthetic": synthetic,
     }
 
@@ -453,7 +457,7 @@ def _synthetic_source(meta: artifacts.CheckpointMeta, dataset: Dataset | None,
 
 def _minutes(created: str | None) -> str:
     """An ISO time to the minute ("2026-01-02 10:30"), or a dash."""
-    return str(created or "")[:16].replace("T", " ") or "—"
+    return str(created or "")[:16].replace("T", " ") or DASH
 
 
 def _dataset_name(meta: artifacts.CheckpointMeta, dataset: Dataset | None) -> str:
@@ -608,7 +612,7 @@ def _training(meta: artifacts.CheckpointMeta, train: TrainConfig, history: artif
         "batch_size": train.batch_size, "imbalance": train.imbalance,
         "label_smoothing": train.label_smoothing, "seed": meta.get("seed", train.seed),
         "selected_epoch": meta["epoch"], "selected_by": selected_by,
-        "selected_value": val.get(selected),
+        "selected_value": next((val.get(k) for k in VAL_COLUMNS if k == selected), None),
         "val_metrics": [(k, v) for k in shown if (v := val.get(k)) is not None],
         "head": meta["head"], "loss": meta["loss"],
         # How the saved model was chosen beyond the metric (absent in older checkpoints).
@@ -787,8 +791,7 @@ def _viewer(explain: artifacts.Explanation, folder: Path,
             "names": {lang: [m.get(n, n) for n in names] for lang, m in mappings.items()}}
 
 
-FAITH_ROWS: tuple[Literal["deletion_auc", "insertion_auc", "road_morf", "road_lerf"], ...] = (
-    "deletion_auc", "insertion_auc", "road_morf", "road_lerf")
+FAITH_ROWS = artifacts.FAITH_SCORES
 LOCALISATION_ROWS: tuple[Literal["pointing_game", "energy_inside"], ...] = ("pointing_game", "energy_inside")
 
 
@@ -884,7 +887,7 @@ def _repro(meta: artifacts.CheckpointMeta, run_config: RunConfig, paths: RunPath
     sha = evaluation["checkpoint"].get("sha256") or (sha256_file(paths.best) if paths.best.is_file() else None)
     train_cmd = shlex.join(str(a) for a in meta["command"]) if meta["command"] is not None else None
     return {"config_toml": config_toml, "seed": meta.get("seed", run_config.train.seed),
-            "checkpoint_path": str(paths.best), "checkpoint_sha256": sha or "—",
+            "checkpoint_path": str(paths.best), "checkpoint_sha256": sha or DASH,
             "data_fingerprint": meta["data_fingerprint"] or evaluation["data"].get("fingerprint"),
             "versions": meta["versions"], "command": command, "train_command": train_cmd,
             "created": meta["created"]}
@@ -1034,7 +1037,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "data": {
             "dataset": name, "kind": dataset.kind if dataset else data_cfg.get("kind"),
             "source": dataset.source if dataset else data_ref.get("source")
-            or data_cfg.get("dataset", "—"),
+            or data_cfg.get("dataset", DASH),
             "class_names": class_names, "splits": _split_rows(dist, predicted),
             # Beyond limits.REPORT_CLASSES the per-class table lists the largest classes.
             "table_rows": _table_rows(dist, len(class_names)),
@@ -1070,7 +1073,8 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "limitations": discussion.limitations(
             metrics, distribution=dist, leakage=leakage, split=str(split),
             synthetic=_synthetic_source(meta, dataset, loaded), seed=int(meta.get("seed", run_config.train.seed)),
-            external=bool(data_ref.get("external")), source=str(data_ref.get("source") or name)),
+            external=bool(data_ref.get("external")), source=str(data_ref.get("source") or name),
+            image_sizes=dataset.original_sizes if dataset is not None else None),
         "repro": _repro(meta, run_config, paths, loaded, command),
         "skipped": _skipped(loaded, dataset),
         "failed_charts": figs.failed,

@@ -277,13 +277,13 @@ def write_together(files: dict[Path, bytes]) -> None:
     try:
         for current, data in files.items():
             current.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{current.name}.", suffix=".tmp", dir=current.parent)
-            temps.append((current, Path(tmp)))
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{current.name}.", suffix=".tmp", dir=current.parent)
+            temps.append((current, Path(tmp_name)))
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.chmod(tmp, 0o666 & ~_UMASK)
+            os.chmod(tmp_name, 0o666 & ~_UMASK)
         for current, tmp in temps:
             os.replace(tmp, current)
     except OSError as exc:

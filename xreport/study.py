@@ -34,12 +34,14 @@ from typing import TYPE_CHECKING, Mapping, Sequence, TypedDict
 
 import numpy as np
 
-from . import artifacts, runs
+from . import artifacts, languages, runs
 from . import compare as cmp
 from . import metrics as metrics_mod
 from . import notes as notes_mod
 from .errors import ConfigError, ReportError, RunError
 from .metrics import value_of
+from .languages import DEFAULT_LANGS
+from .render import DASH
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -55,7 +57,8 @@ MAX_CAM_IMAGES = 4
 # Config keys that say how a run was executed, not what was studied: never design keys.
 OPERATIONAL_KEYS = frozenset({"name", "train.device", "train.num_threads", "train.channels_last",
                               "train.precision", "train.time_budget_min", "data.skip_bad_images",
-                              "data.class_names", "data.class_names_zh_tw", "data.class_names_zh_cn"})
+                              "data.class_names", "data.class_names_i18n",
+                              *(f"data.class_names_i18n.{lang}" for lang in languages.codes())})
 # Resolved values from the checkpoint meta replace the config's "auto" (what was trained).
 RESOLVED_KEYS = {"model.arch": "arch", "model.pretrained": "pretrained",
                  "model.small_input_stem": "small_input_stem", "model.head": "head",
@@ -172,7 +175,7 @@ def design_table(evaluated: Sequence[cmp.EvaluatedRun]) -> Design:
     differ: list[DesignRow] = []
     shared: list[DesignRow] = []
     for key in keys:
-        values = [d.get(key, "—") for d in per_run]
+        values = [d.get(key, DASH) for d in per_run]
         if len(set(values)) > 1:
             differ.append({"key": key, "values": values})
         else:
@@ -183,8 +186,8 @@ def design_table(evaluated: Sequence[cmp.EvaluatedRun]) -> Design:
 def changed_keys(a: cmp.EvaluatedRun, b: cmp.EvaluatedRun) -> list[dict[str, str]]:
     """The design keys whose values differ between two runs, as {key, a, b}."""
     da, db = design_keys(a.meta), design_keys(b.meta)
-    return [{"key": k, "a": da.get(k, "—"), "b": db.get(k, "—")}
-            for k in sorted(set(da) | set(db)) if da.get(k, "—") != db.get(k, "—")]
+    return [{"key": k, "a": da.get(k, DASH), "b": db.get(k, DASH)}
+            for k in sorted(set(da) | set(db)) if da.get(k, DASH) != db.get(k, DASH)]
 
 
 # ---------------------------------------------------------------- baselines and references
@@ -631,8 +634,8 @@ def study_context(evaluated: Sequence[cmp.EvaluatedRun], *, name: str, reports_r
         "appendix": [{"run": r.name,
                       "href": os.path.relpath(r.paths.report_html, out_dir) if r.paths.report_html.is_file() else None}
                      for r in evaluated],
-        "dataset": _dataset_name(evaluated[0].meta) or "—",
-        "data_source": evaluated[0].evaluation["data"].get("source") or "—",
+        "dataset": _dataset_name(evaluated[0].meta) or DASH,
+        "data_source": evaluated[0].evaluation["data"].get("source") or DASH,
         "class_counts": np.bincount(evaluated[0].y_true, minlength=len(evaluated[0].class_names)).tolist(),
     })
     ctx["failed_charts"] = sorted(set(ctx["failed_charts"]) | set(maker.failed))  # type: ignore[arg-type]
@@ -666,7 +669,7 @@ def _json_summary(ctx: Mapping[str, object]) -> dict[str, object]:
 
 
 def build_study(run_paths: Sequence[runs.RunPaths], *, name: str | None, reports_root: Path,
-                langs: Sequence[str] = ("en", "zh-TW"), formats: Sequence[str] = ("html", "pdf"),
+                langs: Sequence[str] = DEFAULT_LANGS, formats: Sequence[str] = ("html", "pdf"),
                 notes: Sequence[Path] = (), device: str = "auto", command: str | None = None,
                 templates: Path | None = None, n_boot: int = cmp.N_BOOT, seed: int = 0,
                 cams: bool = True, progress: bool = True) -> StudyResult:
@@ -675,10 +678,10 @@ def build_study(run_paths: Sequence[runs.RunPaths], *, name: str | None, reports
     Every input (options, runs, notes) is checked before anything is written; the report
     folder is written into a staging copy and swapped in whole."""
     from .build import FORMATS, check_choices, check_report_options, render_pdfs
-    from .render import LANGS, render_html
+    from .render import render_html
 
     started = time.perf_counter()
-    langs = check_choices(langs, LANGS, what="lang")
+    langs = check_choices(langs, languages.codes(), what="lang")
     formats = check_choices(formats, FORMATS, what="format")
     check_report_options(device=device, templates=templates)
     check_run_list(run_paths)

@@ -160,7 +160,9 @@ class RngState(TypedDict):
 
 def _rng_state() -> RngState:
     """Global RNG states as tensors and plain lists (weights_only-loadable)."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    if not isinstance(np_state, tuple):   # legacy=True gives the tuple for numpy's MT19937
+        raise TypeError(f"numpy's global generator is not MT19937 ({type(np_state).__name__})")
     py_state = random.getstate()
     state: RngState = {
         "torch": torch.get_rng_state(),
@@ -344,6 +346,7 @@ class SoftOrdinalLoss(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
+        self.weight: torch.Tensor | None   # a buffer: it moves with the module
         self.register_buffer("weight", weight)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -420,8 +423,9 @@ def _static_meta(config: RunConfig, ds: Dataset, *, model: nn.Module, small_stem
     return {
         "arch": config.model.arch, "num_classes": ds.num_classes,
         "class_names": list(ds.class_names),
-        "class_names_zh_tw": list(config.data.class_names_zh_tw or ds.class_names_zh_tw),
-        "class_names_zh_cn": list(config.data.class_names_zh_cn or ds.class_names_zh_cn),
+        # The config's translations win over the source's, language by language.
+        "class_names_i18n": {lang: list(names) for lang, names in
+                             {**ds.class_names_i18n, **config.data.class_names_i18n}.items() if names},
         "task": ds.task, "in_channels": ds.channels, "image_size": config.image_size,
         "small_input_stem": small_stem, "head": head, "dropout": config.model.dropout,
         "loss": loss,
@@ -502,7 +506,7 @@ def _train_epoch(loop: _Loop, state: _State, *, epoch: int) -> dict[str, float]:
                disable=not (setup.is_main and sys.stderr.isatty()))
     for step_in_epoch, idx in enumerate(bar, start=1):
         x = loop.prepare(loop.train.images[idx], augment_generator=aug_gen)
-        y = _to_device(loop.train.labels[idx], setup)
+        y = _to_device(loop.train.known_labels()[idx], setup)
         with setup.autocast():
             logits = loop.model(x)
             loss = loop.criterion(logits.float(), y)
@@ -578,12 +582,13 @@ def evaluate_split(loop: _Loop, split: Split, model: nn.Module | None = None) ->
     if setup.world_size > 1:
         logits = _gather_logits(logits, idx.to(logits.device), len(split), setup)
     logits = logits.cpu()
-    loss = F.cross_entropy(logits, split.labels, reduction="sum").double()
+    labels = split.known_labels()
+    loss = F.cross_entropy(logits, labels, reduction="sum").double()
     p = logits.softmax(1)
-    cm = confusion(p.argmax(1), split.labels, loop.num_classes)
+    cm = confusion(p.argmax(1), labels, loop.num_classes)
     acc, f1 = accuracy_f1(cm)
     return {"val_loss": float(loss) / len(split), "val_acc": acc, "val_f1": f1,
-            "val_auc": macro_roc_auc(split.labels.numpy(), p.numpy()),
+            "val_auc": macro_roc_auc(labels.numpy(), p.numpy()),
             "val_bacc": balanced_accuracy(cm), "val_qwk": quadratic_kappa(cm)}
 
 
@@ -646,7 +651,7 @@ def _save_epoch(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[
 
 def _restore(loop: _Loop, paths: runs.RunPaths, config: RunConfig) -> _State:
     ckpt = runs.load_checkpoint(paths.last)
-    saved = cast(Mapping[str, object], ckpt.meta.get("config", {}))   # written by _static_meta
+    saved = artifacts.migrate_meta_config(ckpt.meta.get("config", {}), path=paths.last)  # by _static_meta
     _check_resume_config(saved, to_dict(config), path=paths.last)
     _check_resume_world_size(int(cast(int, ckpt.meta.get("world_size", 1))), loop.setup.world_size,
                              path=paths.last)
@@ -741,7 +746,7 @@ def _build_loop(config: RunConfig, ds: Dataset, setup: _Setup, *, small_stem: bo
                        freeze_backbone=config.model.freeze_backbone,
                        weights=config.model.weights, head=head)
     memory_format = torch.channels_last if setup.channels_last else torch.contiguous_format
-    bare = bare.to(setup.device, memory_format=memory_format)
+    bare = bare.to(setup.device).to(memory_format=memory_format)
     model: nn.Module = bare
     if setup.world_size > 1:
         device_ids = [setup.device.index] if setup.device.type == "cuda" else None

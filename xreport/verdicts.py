@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
-from scipy.stats import wilcoxon
+from scipy.stats import beta, wilcoxon
+
+if TYPE_CHECKING:
+    from .artifacts import JSONValue   # a metrics.json statistic as read (artifacts.migrate)
 
 BETTER, NOT_DISTINGUISHABLE, WORSE = "better", "not_distinguishable", "worse"
 BELOW_MARGIN, MIXED = "below_margin", "mixed"
@@ -115,6 +118,22 @@ def poisson_binomial_p(hits: Sequence[float] | np.ndarray, chances: Sequence[flo
     return poisson_binomial_sf(c, int(h.sum()))
 
 
+def hit_rate_ci(hits: Sequence[float] | np.ndarray, chances: Sequence[float] | np.ndarray) -> list[float] | None:
+    """95% interval of (hit rate - mean chance): the exact Clopper-Pearson interval of the hit
+    rate, shifted by the known mean chance. Independent hits with unequal probabilities are
+    less dispersed than a binomial with their mean, so the interval stays conservative; a
+    bootstrap of rare 0/1 hits (0 of 60) would claim a width it does not have."""
+    h = np.asarray(hits, dtype=np.float64).reshape(-1)
+    n = h.size
+    if n < 2:
+        return None
+    k = int(h.sum())
+    lo = float(beta.ppf(0.025, k, n - k + 1)) if k > 0 else 0.0
+    hi = float(beta.ppf(0.975, k + 1, n - k)) if k < n else 1.0
+    shift = float(np.mean(np.asarray(chances, dtype=np.float64)))
+    return [lo - shift, hi - shift]
+
+
 # A value of a statistic's summary as metrics.json holds it. The summaries stay plain dicts:
 # explain renames ``reference`` (to ``random`` or ``chance``) and adds keys, and the file's
 # order of keys is part of the output (artifacts.PairedStatistic is the loaded form).
@@ -143,8 +162,9 @@ def paired(cam: Sequence[float] | np.ndarray, reference: Sequence[float] | np.nd
     ci = bootstrap_mean_ci(d, seed=seed)
     if test == "poisson_binomial":
         # One-sided (H1: the CAM hits more often than chance); ``reference`` holds each
-        # image's chance level.
+        # image's chance level; the interval is exact too, so it agrees with the test.
         p = poisson_binomial_p(a, b)
+        ci = hit_rate_ci(a, b)
     else:
         p = wilcoxon_p(d) if test == "wilcoxon" else sign_flip_p(d, seed=seed)
     return {"cam": float(a.mean()) if n else None, "reference": float(b.mean()) if n else None,
@@ -177,7 +197,7 @@ def overall(verdicts: Sequence[str]) -> str:
     return first if all(v == first for v in verdicts) else MIXED
 
 
-def rederive(stat: dict[str, object]) -> None:
+def rederive(stat: dict[str, JSONValue]) -> None:
     """Set a stored paired statistic's verdict from its own numbers by today's rule (an
     older metrics.json called a significant difference below the margin "not
     distinguishable"); a statistic without its numbers keeps what it has."""
@@ -185,9 +205,11 @@ def rederive(stat: dict[str, object]) -> None:
     margin, higher = stat.get("margin"), stat.get("higher_is_better")
     if (not isinstance(mean, (int, float)) or not isinstance(ci, list) or len(ci) != 2
             or not isinstance(p, (int, float)) or not isinstance(margin, (int, float))
-            or not isinstance(higher, bool)):
+            or not isinstance(higher, bool)
+            or not all(isinstance(b, (int, float)) for b in ci)):
         return
-    stat["verdict"] = paired_verdict(float(mean), [float(ci[0]), float(ci[1])], float(p),
+    lo, hi = (float(b) for b in ci if isinstance(b, (int, float)))
+    stat["verdict"] = paired_verdict(float(mean), [lo, hi], float(p),
                                      higher_is_better=higher, margin=float(margin))
 
 

@@ -69,14 +69,14 @@ def content_box(image: np.ndarray | torch.Tensor) -> list[int] | None:
 
 def build_viewer(images: torch.Tensor, ids: Sequence[str], y_true: np.ndarray, probs: np.ndarray,
                  maps: torch.Tensor, rows: Sequence[int], sets: dict[int, list[str]], *,
-                 class_names: Sequence[str], task: str, split: str, method: str,
+                 class_names: Sequence[str], task: artifacts.Task, split: str, method: str,
                  layer: str) -> artifacts.ViewerData:
     """viewer.json's content: one item per row of ``rows`` (maps[i] belongs to rows[i])."""
     if maps.dim() != 4 or maps.shape[0] != len(rows) or maps.shape[1] != len(class_names):
         raise ReportError(f"viewer: {tuple(maps.shape)} maps for {len(rows)} images and "
                           f"{len(class_names)} classes")
     pred = probs.argmax(axis=1)
-    items = []
+    items: list[artifacts.ViewerItem] = []
     for i, row in enumerate(rows):
         items.append({
             "id": str(ids[row]), "row": int(row), "y": int(y_true[row]), "pred": int(pred[row]),

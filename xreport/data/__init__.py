@@ -220,10 +220,9 @@ def _names_and_task(data_cfg: DataConfig, found: list[str], *, where: str,
     if duplicated:
         raise DataError(f"{where}: class name(s) {', '.join(map(repr, duplicated))} name more than "
                         "one class; each class needs its own name")
-    for key in ("class_names_zh_tw", "class_names_zh_cn"):
-        translated = getattr(data_cfg, key)
+    for lang, translated in data_cfg.class_names_i18n.items():
         if translated and names and len(translated) != len(names):
-            raise DataError(f"{where}: data.{key} has {len(translated)} names but the data has "
+            raise DataError(f"{where}: data.class_names_i18n.{lang} has {len(translated)} names but the data has "
                             f"{len(names)} classes ({', '.join(names)}); give one per class, in order")
     k = len(names)
     if data_cfg.task != "auto":
@@ -318,9 +317,8 @@ def _load_medmnist(source: str, d: DataConfig, p: PreprocessConfig, *, image_siz
     from_table = bool(table) and names == table   # not renamed by data.class_names
     return Dataset(name=name, source=str(path), kind="medmnist", class_names=names, task=task,
                    splits=out, fingerprint=sha256_file(path),
-                   original_size=(h, w) if h is not None else None, original_channels=c,
-                   class_names_zh_tw=list(medmnist.CLASS_NAMES_ZH_TW.get(name, [])) if from_table else [],
-                   class_names_zh_cn=list(medmnist.CLASS_NAMES_ZH_CN.get(name, [])) if from_table else [])
+                   original_size=(int(h), int(w)) if h is not None and w is not None else None,
+                   original_channels=c, class_names_i18n=medmnist.class_names_i18n(name) if from_table else {})
 
 
 def _split_from_files(split: str, files: list[Path], labels: list[int] | None, *, root: Path,
@@ -344,6 +342,7 @@ def _finish_files(name: str, source: Path, kind: str, names: list[str], task: Ta
                   channels: set) -> Dataset:
     return Dataset(name=name, source=str(source), kind=kind, class_names=names, task=task, splits=out,
                    fingerprint=fingerprint, original_size=next(iter(sizes)) if len(sizes) == 1 else None,
+                   original_sizes=len(sizes) or None,
                    original_channels=next(iter(channels)) if len(channels) == 1 else None,
                    skipped=skipped)
 
@@ -459,11 +458,12 @@ def probe_source(data_cfg: DataConfig, *, sample: int = 16) -> SourceProbe:
                                           np.bincount(y_train, minlength=k).tolist(), n_val, task,
                                           tuple(names)))
     root = Path(source)
-    names_from = {"configured": data_cfg.class_names, "class_map": data_cfg.class_map}
-    files, labels, found = _file_split(kind, root, "train", **names_from)
+    files, labels, found = _file_split(kind, root, "train", configured=data_cfg.class_names,
+                                       class_map=data_cfg.class_map)
     if labels is None or not files:
         raise DataError(f"{root}: the train split has no labels; training needs them")
-    n_val = (len(_file_split(kind, root, "val", **names_from)[0])
+    n_val = (len(_file_split(kind, root, "val", configured=data_cfg.class_names,
+                             class_map=data_cfg.class_map)[0])
              if "val" in _source_splits(kind, source) else _held_out_size(data_cfg, len(files)))
     k = max(labels) + 1
     if data_cfg.class_names:
@@ -510,10 +510,10 @@ def raw_examples(data_cfg: DataConfig, n_per_class: int, seed: int, *,
     kind, source = resolve_source(data_cfg)
     if kind == "phantom":
         n = getattr(data_cfg, f"phantom_{split}")
-        images, labels, _m = phantom.generate(n, size=data_cfg.phantom_size, classes=data_cfg.phantom_classes,
-                                              ordinal=data_cfg.phantom_ordinal,
-                                              seed=_phantom_seed(data_cfg.phantom_seed, split))
-        return [(images[i, 0], int(labels[i])) for i in _pick(labels, n_per_class, rng)]
+        images, ph_labels, _m = phantom.generate(n, size=data_cfg.phantom_size, classes=data_cfg.phantom_classes,
+                                                 ordinal=data_cfg.phantom_ordinal,
+                                                 seed=_phantom_seed(data_cfg.phantom_seed, split))
+        return [(images[i, 0], int(ph_labels[i])) for i in _pick(ph_labels, n_per_class, rng)]
     if kind == "medmnist":
         path = Path(source)
         with np.load(path, allow_pickle=False) as npz:
@@ -521,8 +521,8 @@ def raw_examples(data_cfg: DataConfig, n_per_class: int, seed: int, *,
         if not present:
             raise DataError(f"{path}: no split with images")
         arrays, _k = medmnist.read_npz(path, (present[0],), num_classes=None)
-        images, labels = arrays[present[0]]
-        return [(_hwc(images[i]), int(labels[i])) for i in _pick(labels, n_per_class, rng)]
+        images, npz_labels = arrays[present[0]]
+        return [(_hwc(images[i]), int(npz_labels[i])) for i in _pick(npz_labels, n_per_class, rng)]
     files, labels, _names = _file_split(kind, Path(source), split, configured=data_cfg.class_names,
                                         class_map=data_cfg.class_map)
     out: list[tuple[np.ndarray, int | None]] = []

@@ -11,6 +11,8 @@ from ..artifacts import ClassMatch
 from ..errors import DataError
 
 SPLITS = ("train", "val", "test")
+# The splits a report can be about (a train split is never reported on).
+REPORT_SPLITS = ("test", "val")
 Task = Literal["binary", "multiclass", "ordinal"]
 
 
@@ -44,6 +46,12 @@ class Split:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def known_labels(self) -> torch.Tensor:
+        """The labels of a split that must have them (train, val; a labelled test split)."""
+        if self.labels is None:
+            raise DataError(f"the {self.name} split has no labels")
+        return self.labels
+
     def class_counts(self, num_classes: int) -> list[int]:
         if self.labels is None:
             return [0] * num_classes
@@ -62,11 +70,11 @@ class Dataset:
     splits: dict[str, Split]
     fingerprint: str               # sha256 over the split files (or the generator's parameters)
     original_size: tuple[int, int] | None = None     # (H, W) before preprocessing, when uniform
+    original_sizes: int | None = None                 # how many distinct (H, W) the files have
     original_channels: int | None = None
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}
-    # Translations of class_names known from the source (MedMNIST's tables); [] otherwise.
-    class_names_zh_tw: list[str] = field(default_factory=list)
-    class_names_zh_cn: list[str] = field(default_factory=list)
+    # Translations of class_names known from the source (MedMNIST's tables), by language.
+    class_names_i18n: dict[str, list[str]] = field(default_factory=dict)
     # The share of each train class held out as val when the source has no val split; None
     # when val came from the source (data.hold_out_val).
     val_held_out: float | None = None

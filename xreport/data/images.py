@@ -60,8 +60,7 @@ def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                     raise DataError(f"{path}: {width}x{height} pixels exceeds the limit of "
                                     f"{max_pixels} (possible decompression bomb)")
                 im.load()
-                im = ImageOps.exif_transpose(im)
-                return _to_uint8(im)
+                return _to_uint8(ImageOps.exif_transpose(im))
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -316,6 +315,8 @@ def _cache_read(path: Path, *, n_files: int, image_size: int, skip_bad: bool) ->
 
     try:
         blob = load_tensor_file(path, what="decode cache entry")   # bounded before it is read
+        if not isinstance(blob, dict):
+            raise ValueError(f"a {type(blob).__name__}, not a cache entry")
         images, kept = blob["images"], [int(i) for i in blob["kept"]]
         skipped = [dict(s) for s in blob["skipped"]]
         channels = {int(c) for c in blob["channels"]}

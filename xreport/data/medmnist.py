@@ -71,6 +71,16 @@ CLASS_NAMES_ZH_CN: dict[str, list[str]] = {
                     "近端小管段", "髓袢升支粗段"],
     "organamnist": _ORGAN_ZH_CN, "organcmnist": _ORGAN_ZH_CN, "organsmnist": _ORGAN_ZH_CN,
 }
+# The tables above by report language (the one form the data layer hands on).
+CLASS_NAMES_I18N: dict[str, dict[str, list[str]]] = {"zh-TW": CLASS_NAMES_ZH_TW, "zh-CN": CLASS_NAMES_ZH_CN}
+
+
+def class_names_i18n(name: str) -> dict[str, list[str]]:
+    """The translated class names of the MedMNIST set ``name``, by language (the languages
+    without a table left out)."""
+    return {lang: list(table[name]) for lang, table in CLASS_NAMES_I18N.items() if name in table}
+
+
 ORDINAL = {"retinamnist"}
 MULTI_LABEL = {"chestmnist"}
 _PYTHON_CLASS = {"pneumoniamnist": "PneumoniaMNIST", "breastmnist": "BreastMNIST",

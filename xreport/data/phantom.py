@@ -117,7 +117,7 @@ def _lesion_params(rng: np.random.Generator, labels: np.ndarray, specs: list[Les
     sigma_nodule, sigma_opacity = u(0.06, 0.1, shape), u(0.12, 0.18, shape)
     amp_nodule, amp_opacity = u(0.28, 0.45, shape), u(0.16, 0.26, shape)
     depth = u(0.2, 0.4, shape)                        # effusion depth as a fraction of lung height
-    count_draw = rng.integers(1, 3, n)                # 1..2 lesions for a positive image
+    count_draw = rng.integers(1, 3, size=(n,))        # 1..2 lesions for a positive image
     active = np.zeros(shape, dtype=bool)
     kind = np.zeros(shape, dtype=np.int8)             # 0 blob, 1 effusion
     sigma = np.zeros(shape)

@@ -199,13 +199,15 @@ def preprocess_stack(images: torch.Tensor | np.ndarray, cfg: PreprocessConfig, i
     if x.ndim != 4 or x.dtype != torch.uint8 or x.shape[1] not in (1, 3):
         raise DataError(f"expected uint8 images (N, 1|3, H, W), got {tuple(x.shape)} {x.dtype}")
     if has_per_image_steps(cfg):
-        out_imgs, out_masks = [], []
+        out_imgs: list[torch.Tensor] = []
+        out_masks: list[torch.Tensor] = []   # one per image when masks are given
         for i in range(x.shape[0]):
             img = x[i].permute(1, 2, 0).numpy()
             mask = None if m is None else m[i].numpy()
             pi, pm = preprocess_image_and_mask(img, mask, cfg, image_size)
             out_imgs.append(torch.from_numpy(pi if pi.ndim == 3 else pi[..., None]).permute(2, 0, 1))
-            out_masks.append(None if pm is None else torch.from_numpy(pm))
+            if pm is not None:
+                out_masks.append(torch.from_numpy(pm))
         c = 3 if (cfg.to_rgb or x.shape[1] == 3) else 1
         out = torch.stack(out_imgs) if out_imgs else torch.zeros((0, c, image_size, image_size), dtype=torch.uint8)
         new_masks = None if m is None else (torch.stack(out_masks) if out_masks
