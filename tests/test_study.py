@@ -272,7 +272,12 @@ def test_every_study_message_key_exists_in_every_language() -> None:
     for path in sources:
         used |= set(re.findall(r"""["']((?:study|claim|chart\.study)\.[\w.]+)["']""",
                                path.read_text(encoding="utf-8")))
-    used = {k for k in used if not k.endswith((".", ".j2", ".json", ".py"))}
+    used = {k for k in used if not k.endswith((".", "_", ".j2", ".json", ".py"))}
+    # keys finished in code or templates: every ending they can take
+    used |= {f"study.claim.via_{v}" for v in ("report", "notes", "statement")}
+    used |= {f"study.discussion.metric_{v}" for v in ("auc", "acc")}
+    used |= {f"study.results.baseline_hint_{v}" for v in ("train", "test")}
+    used |= {f"study.verdict.{v}" for v in ("better", "not_distinguishable", "worse", "mixed", "below_margin", "pass", "inconclusive", "fail")}
     items = json.loads((REPO / "xreport" / "data" / "claim2024.json").read_text(encoding="utf-8"))["items"]
     used |= {item["key"] for item in items} | {f"claim.group.{item['group']}" for item in items}
     for lang in render.LANGS:
@@ -348,3 +353,41 @@ def test_cli_builds_a_two_run_study_and_refuses_bad_notes(tmp_path: Path) -> Non
     summary = json.loads((out / "study.json").read_text(encoding="utf-8"))
     assert summary["kind"] == "study" and len(summary["tests"]) == 1
     assert '../fa/report.html' in html or "xreport build --run fa" in html
+
+
+def test_a_single_run_report_places_the_notes_by_heading(good_notes: Path) -> None:
+    from report_fixture import shared_run
+
+    _, ctx = shared_run()
+    loaded = notes_mod.load_notes([good_notes], ["en", "zh-TW"])
+    html = render.render_html({**ctx, "notes": loaded, "notes_langs": ["en"]}, langs=["en", "zh-TW"])
+    en = _body(html, "en")
+    assert "Pneumonia on small radiographs" in en and "ethics approval" in en
+    order = [en.index(marker) for marker in ('id="en-notes-1"', 'id="en-data"', 'id="en-notes-2"',
+                                             'id="en-discussion"', 'id="en-notes-3"', 'id="en-repro"')]
+    assert order == sorted(order)        # intro before the data, other notes, conclusion at the end
+    zh = _body(html, "zh-TW")
+    assert zh.count("此語言沒有提供筆記") == 1 and "Pretraining helped" not in zh
+
+
+def test_study_placeholders_match_across_languages() -> None:
+    catalogs = {lang: json.loads((REPO / "templates" / "i18n" / lang / "study.json").read_text(encoding="utf-8"))
+                for lang in render.LANGS}
+    for key, text in catalogs["en"].items():
+        for lang in ("zh-TW", "zh-CN"):
+            assert set(re.findall(r"{(\w+)}", text)) == set(re.findall(r"{(\w+)}", catalogs[lang][key])), (lang, key)
+
+
+def test_the_cam_grid_draws_every_run_and_marks_a_missing_map() -> None:
+    from xreport import charts
+
+    image = np.tile(np.linspace(0, 255, 16, dtype=np.uint8), (16, 1))
+    cam = np.outer(np.linspace(0, 1, 4), np.ones(4))
+    fig = charts.study_cams([image, image], [[cam, None, cam], [cam, cam, cam]],
+                            row_labels=["NORMAL · img-1", "PNEUMONIA · img-2"],
+                            run_labels=["r18", "a very long run name that needs shortening", "d121"],
+                            t=lambda key, **params: key)
+    assert len(fig.axes) == 2 * 4 + 1                              # image + 3 runs per row, colour bar
+    titles = [ax.get_title() for ax in fig.axes[:4]]
+    assert titles[0] == "chart.study.image" and titles[1] == "r18" and titles[3] == "d121"
+    assert any(text.get_text() == "–" for text in fig.axes[2].texts)   # the run without a map

@@ -257,6 +257,9 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
+    if args.split != "test" or args.force:
+        raise ConfigError(f"{'--split ' + args.split if args.split != 'test' else '--force'} is for a "
+                          "single run (--run); a study reads each run's test evaluation as it is cached")
     report = api.build(runs=args.runs, name=args.name, lang=args.lang, formats=args.format,
                        notes=args.notes, device=args.device, templates=args.templates,
                        cams=not args.no_cams, checkpoints=args.checkpoints, reports=args.reports,

@@ -26,7 +26,6 @@ import hashlib
 import io
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
