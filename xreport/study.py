@@ -30,7 +30,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence, TypedDict
+from typing import TYPE_CHECKING, Mapping, Sequence, TypedDict, cast
 
 import numpy as np
 
@@ -163,9 +163,10 @@ def _show(value: object) -> str:
 def design_keys(meta: artifacts.CheckpointMeta) -> dict[str, str]:
     """A run's design as dotted config keys -> shown values (resolved where "auto")."""
     flat = _flatten(meta["config"]) if isinstance(meta.get("config"), Mapping) else {}
+    resolved: Mapping[str, object] = meta    # looked up by RESOLVED_KEYS' values, not literals
     for key, meta_key in RESOLVED_KEYS.items():
-        if meta.get(meta_key) is not None:
-            flat[key] = meta[meta_key]
+        if resolved.get(meta_key) is not None:
+            flat[key] = resolved[meta_key]
     return {k: _show(v) for k, v in sorted(flat.items()) if k not in OPERATIONAL_KEYS}
 
 
@@ -274,6 +275,11 @@ class ResultRow(TypedDict):
     best: list[bool]
 
 
+class PerClassF1(TypedDict):
+    run: str
+    values: list[artifacts.Value]  # per class, in the class list's order
+
+
 class Results(TypedDict):
     columns: list[str]             # metric catalog keys
     better: list[str]              # max | min per column
@@ -281,7 +287,7 @@ class Results(TypedDict):
     baseline_class: str
     baseline_source: str           # train | test: whose class shares the baseline guesses
     references: References | None
-    per_class_f1: list[dict[str, object]]
+    per_class_f1: list[PerClassF1]
 
 
 def results_table(evaluated: Sequence[cmp.EvaluatedRun], metric_rows: Sequence[cmp.MetricRow]) -> Results:
@@ -305,8 +311,8 @@ def results_table(evaluated: Sequence[cmp.EvaluatedRun], metric_rows: Sequence[c
             rows.append({"label": ref["model"], "kind": "reference",
                          "values": [ref["values"].get(key) for key in columns],
                          "best": [False] * len(columns)})
-    per_class = [{"run": run.name, "values": [c["f1"] for c in run.metrics["per_class"]]}
-                 for run in evaluated]
+    per_class: list[PerClassF1] = [{"run": run.name, "values": [c["f1"] for c in run.metrics["per_class"]]}
+                                   for run in evaluated]
     return {"columns": columns, "better": [row["better"] for row in metric_rows], "rows": rows,
             "baseline_class": base_class, "baseline_source": source, "references": refs,
             "per_class_f1": per_class}
@@ -324,6 +330,12 @@ def _changes_text(changes: Sequence[Mapping[str, str]]) -> str:
     return "; ".join(f"{c['key']} {c['b']} → {c['a']}" for c in changes)
 
 
+def _p_adjusted(test: cmp.AucTest | cmp.McNemarTest) -> float | None:
+    """The Holm-adjusted p-value where several runs were tested, else the test's own."""
+    p_holm = test.get("p_holm")
+    return p_holm if p_holm is not None else test["p_value"]
+
+
 def discussion(evaluated: Sequence[cmp.EvaluatedRun], tests: Sequence[cmp.PairedTest]) -> list[artifacts.Message]:
     """One sentence per run against the best: each significant difference (Holm-adjusted
     where several) with the design keys that changed, or "no significant difference"."""
@@ -337,27 +349,23 @@ def discussion(evaluated: Sequence[cmp.EvaluatedRun], tests: Sequence[cmp.Paired
         if not test["paired"]:
             out.append(_msg("study.discussion.unpaired", run=run.name, ref=ref.name, what=what))
             continue
-        found = False
-        for name, t in (("auc", test["auc"]), ("acc", test["mcnemar"])):
-            if t is None or not t.get("significant"):
-                continue
-            if name == "auc":
-                diff, p = t["difference"], t.get("p_holm") if t.get("p_holm") is not None else t["p_value"]
-            else:
-                a, b = test["acc_run"], test["acc_ref"]
-                diff = (a - b) if a is not None and b is not None else None
-                p = t.get("p_holm") if t.get("p_holm") is not None else t["p_value"]
+        auc, mcnemar = test["auc"], test["mcnemar"]
+        # (metric, run − reference, p): the AUC test carries its difference; McNemar's has
+        # none (it counts discordant pairs), so the accuracy difference is the runs' own.
+        significant: list[tuple[str, float | None, float | None]] = []
+        if auc is not None and auc.get("significant"):
+            significant.append(("auc", auc["difference"], _p_adjusted(auc)))
+        if mcnemar is not None and mcnemar.get("significant"):
+            a, b = test["acc_run"], test["acc_ref"]
+            significant.append(("acc", (a - b) if a is not None and b is not None else None,
+                                _p_adjusted(mcnemar)))
+        for name, diff, p in significant:
             out.append(_msg("study.discussion.significant", run=run.name, ref=ref.name, what=what,
                             metric=_msg("study.discussion.metric_" + name),
                             diff=cmp._signed(diff), p=cmp.format_p(p)))
-            found = True
-        if not found:
-            p_auc = test["auc"].get("p_holm") if test["auc"] else None
-            p_acc = test["mcnemar"].get("p_holm") if test["mcnemar"] else None
-            if p_auc is None and test["auc"]:
-                p_auc = test["auc"]["p_value"]
-            if p_acc is None and test["mcnemar"]:
-                p_acc = test["mcnemar"]["p_value"]
+        if not significant:
+            p_auc = _p_adjusted(auc) if auc else None
+            p_acc = _p_adjusted(mcnemar) if mcnemar else None
             out.append(_msg("study.discussion.none", run=run.name, ref=ref.name, what=what,
                             p_auc=cmp.format_p(p_auc), p_acc=cmp.format_p(p_acc)))
     return out
@@ -382,9 +390,9 @@ def limitations(evaluated: Sequence[cmp.EvaluatedRun], results: Results,
     out.append(_msg("study.limit.external"))
     base = next(r for r in results["rows"] if r["kind"] == "baseline")
     acc_col = results["columns"].index("metric.accuracy")
-    base_acc = base["values"][acc_col]
+    base_acc = base["values"][acc_col]    # value_of(): a float or None
     near = [r.name for r in evaluated
-            if base_acc is not None and (value_of(r.metrics["accuracy"]) or 0.0) <= float(base_acc) + 0.02]
+            if isinstance(base_acc, float) and (value_of(r.metrics["accuracy"]) or 0.0) <= base_acc + 0.02]
     if near:
         out.append(_msg("study.limit.near_baseline", runs=", ".join(near), acc_pct=base_acc))
     return out
@@ -399,12 +407,16 @@ class CamStudy(TypedDict):
     method: list[str]
 
 
-def _viewer_items(run: cmp.EvaluatedRun) -> tuple[dict[str, dict[str, object]], list[int]] | None:
+ViewerMaps = tuple[dict[str, artifacts.ViewerItem], list[int]]   # items by id, the maps' [h, w]
+
+
+def _viewer_items(run: cmp.EvaluatedRun) -> ViewerMaps | None:
     explain = run.evaluation.get("explain")
-    if not explain or not explain.get("viewer"):
+    viewer = explain.get("viewer") if explain else None
+    if not viewer:
         return None
     try:
-        data = artifacts.load_viewer(run.paths.evaluation("test"), explain["viewer"]["file"])
+        data = artifacts.load_viewer(run.paths.evaluation("test"), viewer["file"])
     except ReportError as exc:
         logger.warning("%s: viewer data unreadable: %s", run.name, exc)
         return None
@@ -425,19 +437,21 @@ def cam_study(evaluated: Sequence[cmp.EvaluatedRun], best: int, *, maker: Figure
     class where possible), each run's map of the image's true class, side by side."""
     from . import charts
 
-    found = {r.name: _viewer_items(r) for r in evaluated}
-    missing = [name for name, v in found.items() if v is None]
-    methods = sorted({str(r.evaluation["explain"]["method"]) for r in evaluated if r.evaluation.get("explain")})
-    with_maps = [r for r in evaluated if found[r.name] is not None]
+    read = {r.name: _viewer_items(r) for r in evaluated}
+    missing = [name for name, v in read.items() if v is None]
+    found: dict[str, ViewerMaps] = {name: v for name, v in read.items() if v is not None}
+    methods = sorted({str(ex["method"]) for r in evaluated if (ex := r.evaluation.get("explain"))})
+    with_maps = [r for r in evaluated if r.name in found]
     empty: CamStudy = {"figure": None, "images": [], "missing": missing, "method": methods}
     if not with_maps:
         return empty
-    common = set.intersection(*(set(found[r.name][0]) for r in with_maps))   # type: ignore[index]
+    common = set.intersection(*(set(found[r.name][0]) for r in with_maps))
     if not common:
         return empty
-    lead = evaluated[best] if found[evaluated[best].name] else with_maps[0]
-    lead_items = found[lead.name][0]   # type: ignore[index]
-    gallery = [str(g["id"]) for g in (lead.evaluation["explain"] or {}).get("gallery", []) if g.get("id")]
+    lead = evaluated[best] if evaluated[best].name in found else with_maps[0]
+    lead_items, lead_grid = found[lead.name]
+    lead_explain = lead.evaluation["explain"]   # set: the lead run has viewer maps
+    gallery = [str(g["id"]) for g in (lead_explain.get("gallery", []) if lead_explain else []) if g.get("id")]
     order = [i for i in dict.fromkeys(gallery) if i in common] + sorted(common - set(gallery))
     chosen: list[str] = []
     for cls in range(len(lead.class_names)):   # one image per true class first
@@ -453,10 +467,10 @@ def cam_study(evaluated: Sequence[cmp.EvaluatedRun], best: int, *, maker: Figure
     images, cams, labels = [], [], []
     for ident in chosen:
         y = int(lead_items[ident]["y"])
-        image, _ = _decode(lead_items[ident], found[lead.name][1], k, y)   # type: ignore[index]
-        row = []
+        image, _ = _decode(lead_items[ident], lead_grid, k, y)
+        row: list[np.ndarray | None] = []
         for run in evaluated:
-            entry = found[run.name]
+            entry = found.get(run.name)
             row.append(_decode(entry[0][ident], entry[1], k, y)[1] if entry else None)
         images.append(image)
         cams.append(row)
@@ -471,6 +485,10 @@ def cam_study(evaluated: Sequence[cmp.EvaluatedRun], best: int, *, maker: Figure
             "missing": missing, "method": methods}
 
 
+def _verdict_of(part: artifacts.Faithfulness | artifacts.Sanity | artifacts.Localisation | None) -> str | None:
+    return part.get("verdict") if part else None
+
+
 def faithfulness_rows(evaluated: Sequence[cmp.EvaluatedRun]) -> list[dict[str, object]]:
     rows = []
     for run in evaluated:
@@ -478,9 +496,9 @@ def faithfulness_rows(evaluated: Sequence[cmp.EvaluatedRun]) -> list[dict[str, o
         rows.append({"run": run.name, "has": ex is not None,
                      "method": ex["method"] if ex else None,
                      "layer": ex["target_layer"] if ex else None,
-                     "faithfulness": (ex["faithfulness"] or {}).get("verdict") if ex else None,
-                     "sanity": (ex["sanity"] or {}).get("verdict") if ex else None,
-                     "localisation": (ex["localisation"] or {}).get("verdict") if ex else None})
+                     "faithfulness": _verdict_of(ex["faithfulness"]) if ex else None,
+                     "sanity": _verdict_of(ex["sanity"]) if ex else None,
+                     "localisation": _verdict_of(ex["localisation"]) if ex else None})
     return rows
 
 
@@ -494,7 +512,8 @@ def _pr_line(metrics: artifacts.Metrics) -> PrLine | None:
     if metrics["task"] == "binary" or len(entries) == 1:
         entry = next((e for e in entries if len(names) > 1 and e["class"] == names[1]), entries[-1])
         counts = [c["support"] for c in metrics["per_class"]]
-        prevalence = counts[names.index(entry["class"])] / sum(counts) if entry["class"] in names and sum(counts) else None
+        total = sum(counts)
+        prevalence = counts[names.index(entry["class"])] / total if entry["class"] in names and total else None
         return {"recall": entry["recall"], "precision": entry["precision"],
                 "ap": metrics["average_precision"], "prevalence": prevalence}
     grid = np.linspace(0.0, 1.0, 201)
@@ -543,11 +562,11 @@ def checklist(present: set[str], notes: notes_mod.Notes | None) -> list[Checklis
             for s in statements:
                 if anchor is None and any(w in s["key"].replace("_", " ") for w in words):
                     anchor, via = "notes-front", "statement"
-            for s in sections:
-                folded = s["title"].casefold()
-                place_ok = s["place"] in item.get("places", [])
+            for section in sections:
+                folded = section["title"].casefold()
+                place_ok = section["place"] in item.get("places", [])
                 if anchor is None and (place_ok or (folded and any(w in folded for w in words))):
-                    anchor, via = s["anchor"], "notes"
+                    anchor, via = section["anchor"], "notes"
         out.append({"number": int(item["number"]), "group": item["group"], "key": item["key"],
                     "covered": anchor is not None, "anchor": anchor, "via": via})
     return out
@@ -587,7 +606,8 @@ def present_sections(ctx: Mapping[str, object]) -> set[str]:
     cams = ctx.get("cams")
     if isinstance(cams, Mapping) and cams.get("figure"):
         present.add("study-cams")
-    if any(isinstance(r, Mapping) and r.get("has") for r in ctx.get("faithfulness", [])):  # type: ignore[union-attr]
+    faithfulness = ctx.get("faithfulness", [])
+    if isinstance(faithfulness, list) and any(isinstance(r, Mapping) and r.get("has") for r in faithfulness):
         present.add("study-faithfulness")
     results = ctx.get("results")
     if isinstance(results, Mapping) and results.get("references"):
@@ -608,16 +628,17 @@ def study_context(evaluated: Sequence[cmp.EvaluatedRun], *, name: str, reports_r
     fingerprint = check_same_split(evaluated)
     best = best_index(evaluated)
     if len(evaluated) > 1:
-        ctx: dict[str, object] = dict(cmp.compare_context(
+        compared = cmp.compare_context(
             evaluated, name=name, reports_root=reports_root, langs=langs, command=command,
-            n_boot=n_boot, seed=seed, templates_dir=templates_dir, reference=best))
+            n_boot=n_boot, seed=seed, templates_dir=templates_dir, reference=best)
     else:
         raise ReportError("a study needs at least 2 runs; build one run with --run")
-    out_dir = Path(str(ctx["report_dir"]))
+    ctx: dict[str, object] = dict(compared)
+    out_dir = Path(compared["report_dir"])
     maker = FigureMaker(out_dir, langs, templates_dir=templates_dir)
     design = design_table(evaluated)
-    results = results_table(evaluated, ctx["metric_rows"])  # type: ignore[arg-type]
-    tests = ctx["tests"]
+    results = results_table(evaluated, compared["metric_rows"])
+    tests = compared["tests"]
     ctx.update({
         "kind": "study",
         "split_fingerprint": fingerprint,
@@ -629,7 +650,7 @@ def study_context(evaluated: Sequence[cmp.EvaluatedRun], *, name: str, reports_r
         "cams": cam_study(evaluated, best, maker=maker) if cams else
         {"figure": None, "images": [], "missing": [r.name for r in evaluated], "method": []},
         "faithfulness": faithfulness_rows(evaluated),
-        "discussion": discussion(evaluated, tests),  # type: ignore[arg-type]
+        "discussion": discussion(evaluated, tests),
         "limitations": limitations(evaluated, results, design),
         "appendix": [{"run": r.name,
                       "href": os.path.relpath(r.paths.report_html, out_dir) if r.paths.report_html.is_file() else None}
@@ -638,7 +659,7 @@ def study_context(evaluated: Sequence[cmp.EvaluatedRun], *, name: str, reports_r
         "data_source": evaluated[0].evaluation["data"].get("source") or DASH,
         "class_counts": np.bincount(evaluated[0].y_true, minlength=len(evaluated[0].class_names)).tolist(),
     })
-    ctx["failed_charts"] = sorted(set(ctx["failed_charts"]) | set(maker.failed))  # type: ignore[arg-type]
+    ctx["failed_charts"] = sorted(set(compared["failed_charts"]) | set(maker.failed))
     notes = dict(notes or {})
     ctx["notes"] = {lang: notes.get(lang) for lang in langs}
     ctx["notes_langs"] = [lang for lang in langs if notes.get(lang)]
@@ -658,10 +679,11 @@ def _document_kind() -> DocumentKind:
 
 def _json_summary(ctx: Mapping[str, object]) -> dict[str, object]:
     """The machine-readable study: runs, design, results, paired tests, discussion."""
-    summary = cmp._json_summary(ctx)  # type: ignore[arg-type]
+    # study_context's dict: the comparison's context with the study's keys added
+    summary = cmp._json_summary(cast(cmp.CompareContext, ctx))
     summary.update({"kind": "study", "best": ctx["best"], "split_fingerprint": ctx["split_fingerprint"],
                     "design": ctx["design"],
-                    "results": {k: v for k, v in dict(ctx["results"]).items()},  # type: ignore[call-overload]
+                    "results": dict(cast(Results, ctx["results"])),
                     "discussion": ctx["discussion"], "limitations": ctx["limitations"],
                     "faithfulness": ctx["faithfulness"],
                     "checklist": ctx["checklist"]})
