@@ -27,7 +27,7 @@ def two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def fake_render(fail: dict[str, BaseException] | None = None, delay: float = 0.0):
-    def render_pdf(context, *, lang, out_path, templates_dir=None):
+    def render_pdf(context, *, lang, out_path, templates_dir=None, kind=None):
         time.sleep(delay)
         if fail and lang in fail:
             raise fail[lang]
@@ -46,7 +46,7 @@ def test_every_language_is_written_and_the_second_in_another_process(paths, monk
 
 
 def test_languages_are_laid_out_at_the_same_time(paths, monkeypatch):
-    def render_pdf(context, *, lang, out_path, templates_dir=None):
+    def render_pdf(context, *, lang, out_path, templates_dir=None, kind=None):
         if lang == "en":  # waits for the other language: done one after the other, it never comes
             deadline = time.monotonic() + 20
             while not paths.report_pdf("zh-TW").exists():

@@ -265,7 +265,7 @@ def test_early_stopping_on_a_flat_selection_metric(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     flat = {"val_loss": 0.7, "val_acc": 0.5, "val_f1": 0.4, "val_auc": 0.6, "val_bacc": 0.5,
             "val_qwk": 0.0}
-    monkeypatch.setattr(train_mod, "evaluate_split", lambda loop, split: dict(flat))
+    monkeypatch.setattr(train_mod, "evaluate_split", lambda loop, split, *model: dict(flat))
     result = train(tiny_config("flat", epochs=5, early_stopping=1),
                    checkpoints_root=tmp_path)
     assert [r["epoch"] for r in result.history] == [1, 2]

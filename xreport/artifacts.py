@@ -748,6 +748,12 @@ def _read_json(path: Path, *, error: type[XReportError], missing: str) -> JSONVa
     return parse_json(text, path=path, error=error)
 
 
+def read_json_file(path: Path, *, error: type[XReportError] = ReportError) -> JSONValue:
+    """A JSON file that is not a run-folder artifact (package data, a cache entry), read by the
+    one depth-limited reader; a missing or bad file is one line naming it."""
+    return _read_json(path, error=error, missing="it belongs to xreport or its cache")
+
+
 def _rerun(paths: runs.RunPaths | runs.EvaluationPaths | None) -> str:
     name = paths.name if paths is not None else "NAME"
     return f"re-run `xreport evaluate --run {name}` (or `xreport build --run {name} --force`)"
@@ -885,7 +891,8 @@ def _check_metrics_values(m: Metrics, v: _Values, class_names: typing.Sequence[s
                     v.number(x, f"metrics.curves.{kind}[{i}].{key}[{j}]", *_UNIT)
     if m["calibration"]:
         v.value(m["calibration"]["ece"], "metrics.calibration.ece")
-        v.value(m["calibration"]["brier"], "metrics.calibration.brier")
+        # Multi-class Brier sums the squared errors over the classes: at most 2 (binary: 1).
+        v.value(m["calibration"]["brier"], "metrics.calibration.brier", (0.0, 1.0 if k == 2 else 2.0))
         for i, b in enumerate(m["calibration"]["bins"]):
             v.count(b.get("count"), f"metrics.calibration.bins[{i}].count")
             for key in ("confidence", "accuracy", "lo", "hi"):

@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import json
 import logging
 import os
 import time
@@ -257,7 +256,7 @@ def _dataset_name(meta: artifacts.CheckpointMeta) -> str:
 def published_references(run: cmp.EvaluatedRun) -> References | None:
     """The published results of a known public data set, when the run's test split is the
     published one (its name and its test size match ``data/references.json``)."""
-    table = json.loads((_DATA_DIR / "references.json").read_text(encoding="utf-8"))
+    table = cast(dict, artifacts.read_json_file(_DATA_DIR / "references.json"))
     entry = table["datasets"].get(_dataset_name(run.meta))
     if entry is None or int(entry["test_n"]) != len(run.ids):
         return None
@@ -545,7 +544,7 @@ class ChecklistItem(TypedDict):
 def checklist(present: set[str], notes: notes_mod.Notes | None) -> list[ChecklistItem]:
     """CLAIM 2024, item by item: the first section of this report that covers it, else a
     notes section or a front-matter statement whose heading or key names it, else None."""
-    items = json.loads((_DATA_DIR / "claim2024.json").read_text(encoding="utf-8"))["items"]
+    items = cast(dict, artifacts.read_json_file(_DATA_DIR / "claim2024.json"))["items"]
     out: list[ChecklistItem] = []
     statements = notes["statements"] if notes else []
     sections = notes["sections"] if notes else []

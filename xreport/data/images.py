@@ -208,10 +208,18 @@ def probe_modality(files: list[Path], *, sample: int = MODALITY_SAMPLE) -> Modal
     cache_dir = decode_cache_dir() if len(files) >= CACHE_MIN_FILES else None
     cached = cache_dir / f"modality-{_modality_key([files[i] for i in picks])}.json" if cache_dir else None
     if cached is not None and cached.is_file():
+        from ..artifacts import read_json_file
+        from ..errors import XReportError
+
         try:
-            return Modality(**json.loads(cached.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError):
-            pass   # a damaged entry is only a miss
+            entry = read_json_file(cached, error=DataError)
+            if (isinstance(entry, dict) and set(entry) == {"colour", "sampled", "stored_rgb", "grey_content"}
+                    and isinstance(entry["colour"], bool)
+                    and all(type(entry[k]) is int and 0 <= entry[k] <= sample  # noqa: E721 - bool is not a count
+                            for k in ("sampled", "stored_rgb", "grey_content"))):
+                return Modality(**entry)
+        except XReportError:
+            pass   # a damaged or tampered entry is only a miss: the sample is decoded again
     modality = _probe_modality([files[i] for i in picks])
     if cached is not None:
         from ..runs import write_json
