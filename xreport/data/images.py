@@ -212,12 +212,9 @@ def probe_modality(files: list[Path], *, sample: int = MODALITY_SAMPLE) -> Modal
         from ..errors import XReportError
 
         try:
-            entry = read_json_file(cached, error=DataError)
-            if (isinstance(entry, dict) and set(entry) == {"colour", "sampled", "stored_rgb", "grey_content"}
-                    and isinstance(entry["colour"], bool)
-                    and all(type(entry[k]) is int and 0 <= entry[k] <= sample  # noqa: E721 - bool is not a count
-                            for k in ("sampled", "stored_rgb", "grey_content"))):
-                return Modality(**entry)
+            entry = _modality_entry(read_json_file(cached, error=DataError), sample)
+            if entry is not None:
+                return entry
         except XReportError:
             pass   # a damaged or tampered entry is only a miss: the sample is decoded again
     modality = _probe_modality([files[i] for i in picks])
@@ -229,6 +226,17 @@ def probe_modality(files: list[Path], *, sample: int = MODALITY_SAMPLE) -> Modal
         except Exception as exc:  # noqa: BLE001 - a read-only cache is not a reason to stop
             logger.warning("could not write the modality cache %s (%s)", cached, exc)
     return modality
+
+
+def _modality_entry(entry: object, sample: int) -> Modality | None:
+    """A cached modality as written by ``probe_modality``, or None (a miss) when it is not."""
+    if not isinstance(entry, dict) or set(entry) != {"colour", "sampled", "stored_rgb", "grey_content"}:
+        return None
+    counts = [c for c in (entry["sampled"], entry["stored_rgb"], entry["grey_content"])
+              if isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= sample]
+    if not isinstance(entry["colour"], bool) or len(counts) != 3:
+        return None
+    return Modality(entry["colour"], counts[0], counts[1], counts[2])
 
 
 def _modality_key(files: list[Path]) -> str:
