@@ -258,37 +258,15 @@ def test_road_imputation_solves_the_neighbour_mean_system() -> None:
 
 def _cg_impute_before(x: torch.Tensor, removed: torch.Tensor, tol: float) -> torch.Tensor:
     """The imputation as it was solved before multigrid (plain CG from a blurred start, up to
-    4 max(H, W) iterations), kept here only as the reference the new solver must match."""
-    b, c, h, w = x.shape
-    u = removed.expand(b, c, h, w)
-    known = 1 - u
-    kernel = torch.tensor(explain._NEIGHBOUR_WEIGHTS).expand(c, 1, 3, 3)
+    4 max(H, W) iterations): one copy, kept in bench/build_growth.py as its timing baseline."""
+    import importlib
+    import sys
+    from pathlib import Path
 
-    def neighbours(t: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.conv2d(t, kernel, padding=1, groups=c)
-
-    degree = neighbours(torch.ones_like(x))
-
-    def system(t: torch.Tensor) -> torch.Tensor:
-        return (degree * t - neighbours(t * u)) * u
-
-    rhs = neighbours(x * known) * u
-    sigma = max(1.0, min(h, w) / 8)
-    num, den = explain.gaussian_blur(x * known, sigma=sigma), explain.gaussian_blur(known, sigma=sigma)
-    v = torch.where(den > 1e-3, num / den.clamp(min=1e-3), torch.zeros_like(x)) * u
-    r = rhs - system(v)
-    p = r.clone()
-    rs = (r * r).sum((2, 3), keepdim=True)
-    scale = (rhs * rhs).sum((2, 3), keepdim=True).clamp(min=1e-12)
-    for it in range(4 * max(h, w)):
-        if it % 8 == 0 and bool((rs <= tol * tol * scale).all()):
-            break
-        ap = system(p)
-        alpha = rs / (p * ap).sum((2, 3), keepdim=True).clamp(min=1e-20)
-        v, r = v + alpha * p, r - alpha * ap
-        rs_new = (r * r).sum((2, 3), keepdim=True)
-        p, rs = r + (rs_new / rs.clamp(min=1e-20)) * p, rs_new
-    return x * known + v * u
+    bench = str(Path(__file__).resolve().parents[1] / "bench")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)   # build_growth imports its sibling `common`
+    return importlib.import_module("build_growth").previous_cg_impute(x, removed, tol=tol)
 
 
 def _removal_masks(n: int, size: int) -> torch.Tensor:
