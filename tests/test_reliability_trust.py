@@ -583,3 +583,15 @@ def test_the_gallery_covers_at_most_the_shown_classes():
     small = select_gallery(y[:30], probs[:30, :10] / probs[:30, :10].sum(1, keepdims=True),
                            class_names=[f"c{i}" for i in range(10)])
     assert {e["class_index"] for e in small} == set(range(10))
+
+
+def test_a_tampered_modality_cache_entry_is_a_miss():
+    """The modality probe's cache entry is data from disk: only an entry of the written shape
+    (a bool and three counts within the sample) is used; anything else decodes the sample again."""
+    from xreport.data.images import Modality, _modality_entry
+
+    good = {"colour": False, "sampled": 64, "stored_rgb": 37, "grey_content": 63}
+    assert _modality_entry(good, 64) == Modality(False, 64, 37, 63)
+    for bad in ({**good, "colour": "yes"}, {**good, "sampled": 10**9}, {**good, "stored_rgb": -1},
+                {**good, "grey_content": True}, {**good, "extra": 1}, [good], None):
+        assert _modality_entry(bad, 64) is None, bad
