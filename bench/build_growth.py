@@ -41,20 +41,8 @@ from xreport import explain
 from xreport.data import phantom
 
 RESULTS = common.RESULTS_DIR / "build_growth.json"
-FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
 
 
-def lscpu() -> dict[str, Any]:
-    """Model name and the CPU flags that decide torch's kernels (None without lscpu)."""
-    import subprocess
-
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return {"lscpu": None}
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    flags = set(fields.get("Flags", "").split())
-    return {"model_name": fields.get("Model name", "").strip(), "flags": {f: f in flags for f in FLAGS}}
 
 
 def phantom_npz(path: Path, *, size: int, n_test: int, n_train: int = 96, n_val: int = 48) -> Path:
@@ -227,7 +215,7 @@ def main() -> None:
 
     def save() -> None:
         common.write_result(args.out, benchmark="build_growth", started_load=started, body={
-            "cpu": lscpu(), "smoke": args.smoke,
+            "cpu": common.cpu_flags(), "smoke": args.smoke,
             "setup": {"model": "resnet_tiny (xreport.models, ~80k weights), trained --train-steps steps",
                       "data": "phantom films (xreport.data.phantom) as a MedMNIST .npz, grey, 2 classes",
                       "build": "xreport build " + " ".join(build_args), "train_steps": args.train_steps},

@@ -15,7 +15,6 @@ Writes bench/results/cam_speed.json with the CPU flags that decide the kernels.
 from __future__ import annotations
 
 import argparse
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,7 +33,6 @@ RESULTS = common.RESULTS_DIR / "cam_speed.json"
 LIBRARY = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM, "xgradcam": XGradCAM,
            "layercam": LayerCAM, "eigencam": EigenCAM, "scorecam": ScoreCAM}
 # CPU features that change which kernels torch uses (bf16/AMX matmuls, AVX-512 convolutions).
-FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
 
 
 def grad_cam_per_image(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
@@ -99,15 +97,6 @@ def every_method(model: torch.nn.Module, *, methods: list[str], images: int, siz
     return out
 
 
-def cpu_flags() -> dict[str, object]:
-    """lscpu's model name and which of FLAGS the CPU has (None when lscpu is missing)."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return {"lscpu": None}
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    flags = set(fields.get("Flags", "").split())
-    return {"model_name": fields.get("Model name", "").strip(), "flags": {f: f in flags for f in FLAGS}}
 
 
 def main() -> None:
@@ -177,7 +166,7 @@ def main() -> None:
         print(f"{key:<64}{r['median']:>7.2f}  ({r['min']:.2f}-{r['max']:.2f})")
     print(f"max |xreport - pytorch_grad_cam| = {max_diff:.2e}")
     common.write_result(args.out, benchmark="cam_speed", started_load=started, body={
-        "cpu": cpu_flags(), "model": "resnet18 (random weights)", "input": [n, 3, args.size, args.size],
+        "cpu": common.cpu_flags(), "model": "resnet18 (random weights)", "input": [n, 3, args.size, args.size],
         "smoke": args.smoke, "method": "gradcam", "batch_size": bs, "threads": threads, "rounds": args.rounds,
         "note": "interleaved rounds on a machine shared with other work; quote the median ratio",
         "variants": common.summarize(results), "ratios": ratios, "max_abs_diff_vs_grad_cam": max_diff,

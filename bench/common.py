@@ -36,6 +36,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+
+
+def cpu_flags() -> dict[str, Any]:
+    """lscpu's model name and which of CPU_FLAGS (the ones that decide torch's kernels) the CPU
+    has ({"lscpu": None} when lscpu is missing)."""
+    import subprocess
+
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return {"lscpu": None}
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    flags = set(fields.get("Flags", "").split())
+    return {"model_name": fields.get("Model name", "").strip(), "flags": {f: f in flags for f in CPU_FLAGS}}
+
+
 def ram_gib() -> float | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +9,8 @@ import torch
 import torchvision
 
 from xreport import artifacts, runs
+
+from cli_run import error_line, run_cli
 
 CONFIG = """image_size = 32
 [data]
@@ -28,17 +28,6 @@ class NotATensor:
     """Anything a pickle can carry besides tensors; weights_only must refuse it."""
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "xreport", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
-
-
-def error_line(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("xreport: error:")]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

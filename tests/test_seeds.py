@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,8 @@ from xreport import runs
 from xreport.errors import ConfigError, RunError
 from xreport.metrics import seed_summary
 from xreport.train import _seed_command
+
+from cli_run import error_line, run_cli
 
 CONFIG = """name = "sd"
 image_size = 32
@@ -31,17 +31,6 @@ recipe = "plain"
 """
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "xreport", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
-
-
-def error_line(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("xreport: error:")]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 def test_seed_run_names_are_the_study_runs() -> None:
