@@ -9,11 +9,21 @@ per set and seed and rewritten after every seed, so a stopped run keeps what it 
     .venv/bin/python bench/zoo.py --smoke --out /tmp/zoo.json          # 2 steps, synthetic
 
 A variant changes one key against the defaults and is stored as "<set>+<variant>".
+
+Model choice on a small val split (issue 21) is measured paired, inside each defaults run:
+weight averaging does not feed back into training, so the trained (raw) weights follow the
+same trajectory with or without an EMA beside them. Each epoch both the EMA and the raw
+weights are validated, and four choices are kept — {raw, ema} weights x selection on the
+epoch's own val figure or on the mean of 3 epochs — each tested once (``arms`` per seed).
+The same seed, data order and augmentations in every arm: the differences are the choice's
+alone, not seed noise.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import shutil
 import os
 import statistics
 import sys
@@ -33,6 +43,7 @@ import torch  # noqa: E402
 from common import (RESULTS_DIR, command_line, load_average, machine, now,  # noqa: E402
                     synthetic_npz)
 from xreport import runs  # noqa: E402
+from xreport import train as train_module  # noqa: E402
 from xreport.evaluate import evaluate_run  # noqa: E402
 from xreport.recipe import resolve  # noqa: E402
 from xreport.runs import RunPaths  # noqa: E402
@@ -73,9 +84,84 @@ def data_dir() -> Path:
     return Path(os.environ.get("XREPORT_DATA_DIR") or REPO.parent / "shared" / "data")
 
 
+ARM_WINDOWS = (1, 3)     # selection on the epoch's own val figure / on the mean of 3 epochs
+
+
+class PairedArms:
+    """Validates the raw weights beside the weight average every epoch and keeps, for each
+    arm (weights, window), the weights of the epoch that arm would select."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+        self.history: dict[str, list[dict[str, float]]] = {"raw": [], "ema": []}
+        self.best: dict[str, tuple[float, int, dict[str, torch.Tensor]]] = {}
+
+    def observe(self, weights: str, row: dict[str, float], model: torch.nn.Module) -> None:
+        self.history[weights].append(row)
+        epoch = len(self.history[weights])
+        for window in ARM_WINDOWS:
+            arm = f"{weights}-w{window}"
+            score = train_module.smoothed_score(self.history[weights], self.metric, window)
+            best = self.best.get(arm)
+            if best is None or train_module._better(score, best[0], self.metric):
+                state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                self.best[arm] = (score, epoch, state)
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        original = train_module.evaluate_split
+
+        def evaluate_split(loop: Any, split: Any, model: Any = None) -> dict[str, float]:
+            row = original(loop, split, model)
+            averaged = loop.averaged.module if loop.averaged is not None else None
+            if split is loop.val and averaged is not None and model is averaged:
+                self.observe("ema", row, averaged)
+                self.observe("raw", original(loop, split, loop.bare), loop.bare)
+            return row
+
+        train_module.evaluate_split = evaluate_split
+        try:
+            yield
+        finally:
+            train_module.evaluate_split = original
+
+
+def _test_metrics(evaluation: dict[str, Any]) -> dict[str, Any]:
+    m = evaluation["metrics"]
+    ordinal = m.get("ordinal") or {}
+    # The test split without the images that duplicate train/val images, when any do.
+    dedup = evaluation.get("deduplicated") or {}
+    kept = dedup.get("metrics") or {}
+    return {"test_acc": m["accuracy"]["value"], "test_auc": m["roc_auc"]["value"],
+            "test_bacc": m["balanced_accuracy"]["value"],
+            "test_qwk": (ordinal.get("qwk") or {}).get("value"),
+            "test_duplicates_removed": dedup.get("removed", 0),
+            "test_acc_dedup": (kept.get("accuracy") or {}).get("value"),
+            "test_auc_dedup": (kept.get("roc_auc") or {}).get("value")}
+
+
+def _test_arm(paths: RunPaths, arm: str, epoch: int, state: dict[str, torch.Tensor],
+              workdir: Path) -> dict[str, Any]:
+    """Test ``state`` as if it were the run's best.pt: a copy of the run folder whose best.pt
+    holds those weights (the meta of the real best.pt, its epoch changed)."""
+    name = f"{paths.run_dir.name}-{arm}"
+    target = workdir / "checkpoints" / name
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(paths.run_dir, target)
+    best = runs.load_checkpoint(paths.best)
+    meta = copy.deepcopy(best.meta)
+    meta["epoch"] = epoch
+    (target / paths.best.name).write_bytes(runs.checkpoint_bytes(state_dict=state, meta=meta))
+    arm_paths = RunPaths(name, checkpoints_root=workdir / "checkpoints", reports_root=workdir / "reports")
+    evaluation = evaluate_run(arm_paths, split="test", explain=False, n_boot=50, progress=False)
+    shutil.rmtree(target, ignore_errors=True)
+    return {"epoch": epoch, **_test_metrics(evaluation)}
+
+
 def run_seed(name: str, dataset: Path, seed: int, workdir: Path, *,
              extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train on ``dataset`` with the defaults (plus ``extra`` raw keys), test once."""
+    """Train on ``dataset`` with the defaults (plus ``extra`` raw keys), test once; when the
+    recipe averages weights, the paired model-choice arms are tested too."""
     raw: dict[str, Any] = {"name": f"zoo-{name}-s{seed}", "data": {"dataset": str(dataset)},
                            "train": {"seed": seed}}
     for section, values in (extra or {}).items():
@@ -83,26 +169,22 @@ def run_seed(name: str, dataset: Path, seed: int, workdir: Path, *,
     load_before = load_average()
     started = time.perf_counter()
     resolved = resolve(raw, source=f"zoo {name}")
-    result = train(resolved.config, checkpoints_root=workdir / "checkpoints",
-                   recipe_choices=resolved.choices, overwrite=True)
+    arms = PairedArms(resolved.config.train.select_metric)
+    with arms.watching():
+        result = train(resolved.config, checkpoints_root=workdir / "checkpoints",
+                       recipe_choices=resolved.choices, overwrite=True)
     train_s = time.perf_counter() - started
     paths = RunPaths(resolved.config.name, checkpoints_root=workdir / "checkpoints",
                      reports_root=workdir / "reports")
     evaluation = evaluate_run(paths, split="test", explain=False, n_boot=200, progress=False)
-    m = evaluation["metrics"]
-    ordinal = m.get("ordinal") or {}
-    # The test split without the images that duplicate train/val images, when any do.
-    dedup = evaluation.get("deduplicated") or {}
-    kept = dedup.get("metrics") or {}
-    return {"seed": seed, "test_acc": m["accuracy"]["value"], "test_auc": m["roc_auc"]["value"],
-            "test_bacc": m["balanced_accuracy"]["value"],
-            "test_qwk": (ordinal.get("qwk") or {}).get("value"),
-            "test_duplicates_removed": dedup.get("removed", 0),
-            "test_acc_dedup": (kept.get("accuracy") or {}).get("value"),
-            "test_auc_dedup": (kept.get("roc_auc") or {}).get("value"),
+    minutes = round((time.perf_counter() - started) / 60, 2)
+    arm_results = {arm: _test_arm(paths, arm, epoch, state, workdir)
+                   for arm, (_, epoch, state) in sorted(arms.best.items())}
+    return {"seed": seed, **_test_metrics(evaluation),
+            "arms": arm_results,
             "best_epoch": result.best_epoch, "epochs_run": len(result.history),
             "val_score": result.best_score, "selected_by": resolved.config.train.select_metric,
-            "minutes": round((time.perf_counter() - started) / 60, 2),
+            "minutes": minutes,
             "train_minutes": round(train_s / 60, 2),
             "load_before": load_before, "load_after": load_average(),
             "chosen": [c for c in resolved.choices if c["rule"] != "base"]}
@@ -124,7 +206,11 @@ def summarise(base: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     # Every seed does the same work (the recipe fixes the epochs), so the fastest seed is the
     # one least slowed by other jobs on the machine: that is the figure per seed; the mean
     # over all seeds is kept beside it.
-    return {**out, "minutes_per_seed": min(r["minutes"] for r in rows),
+    arm_names = sorted({a for r in rows for a in r.get("arms", {})})
+    arms = {a: {f"test_{k}_mean": _mean([r["arms"][a] for r in rows if a in r.get("arms", {})], f"test_{k}")
+                for k in ("acc", "auc", "bacc", "qwk", "acc_dedup", "auc_dedup")}
+            for a in arm_names}
+    return {**out, "arms": arms, "minutes_per_seed": min(r["minutes"] for r in rows),
             "minutes_per_seed_mean": _mean(rows, "minutes"), "seeds": [r["seed"] for r in rows],
             "chosen": rows[0]["chosen"], "published": PUBLISHED.get(base, {}),
             "target": TARGETS.get(base), "per_seed": rows}
