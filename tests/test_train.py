@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, roc_auc_score
 
 from xreport import config as config_mod
 from xreport import runs
@@ -22,9 +22,8 @@ from xreport.data.base import Dataset, Split
 from xreport.errors import ConfigError, RunError, TrainingError
 from xreport.models import model_from_meta, load_weights
 from xreport.device import cpu_has_fast_bf16, resolve_channels_last, resolve_precision
-from xreport.train import (HISTORY_COLUMNS, accuracy_f1, batches, confusion,
-                           epoch_indices,
-                           lr_factor, macro_roc_auc, shard,
+from xreport import metrics as metrics_mod
+from xreport.train import (HISTORY_COLUMNS, batches, epoch_indices, lr_factor, shard, tally,
                            train)
 
 META_KEYS = ("arch", "num_classes", "class_names", "class_names_i18n",
@@ -106,7 +105,7 @@ def test_best_checkpoint_reloads_and_reproduces_its_val_metrics(straight_run) ->
     assert val.fingerprint == meta["data_fingerprint"]
     with torch.no_grad():
         probs = model(normalize_batch(split.images, meta["mean"], meta["std"])).softmax(1)
-    assert macro_roc_auc(split.labels.numpy(), probs.numpy()) == pytest.approx(meta["val_metrics"]["auc"])
+    assert roc_auc_score(split.labels.numpy(), probs[:, 1].numpy()) == pytest.approx(meta["val_metrics"]["auc"])
     acc = float((probs.argmax(1) == split.labels).float().mean())
     assert acc == pytest.approx(meta["val_metrics"]["acc"])
 
@@ -336,10 +335,76 @@ def test_sampling_sharding_and_batches() -> None:
 def test_accuracy_and_macro_f1_match_sklearn() -> None:
     rng = np.random.default_rng(0)
     y, p = rng.integers(0, 4, 50), rng.integers(0, 3, 50)   # class 3 never predicted
-    acc, f1 = accuracy_f1(confusion(torch.from_numpy(p), torch.from_numpy(y), 4))
-    assert acc == pytest.approx(float((y == p).mean()))
-    assert f1 == pytest.approx(f1_score(y, p, average="macro", labels=range(4), zero_division=0))
-    assert math.isnan(macro_roc_auc(np.zeros(4, dtype=int), np.full((4, 2), 0.5)))
+    scores = metrics_mod.selection_scores(tally(torch.from_numpy(p), torch.from_numpy(y), 4).numpy())
+    assert scores["accuracy"] == pytest.approx(float((y == p).mean()))
+    assert scores["macro_f1"] == pytest.approx(f1_score(y, p, average="macro", labels=range(4),
+                                                        zero_division=0))
+    assert math.isnan(metrics_mod.selection_auc(np.zeros(4, dtype=int), np.full((4, 2), 0.5)))
+
+
+class _LogitsSplit:
+    """A val split whose 'images' are the logits themselves (the model is the identity)."""
+
+    def __init__(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = logits, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def known_labels(self) -> torch.Tensor:
+        return self.labels
+
+
+def _val_row(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """What train records for a val split with these logits, through evaluate_split itself."""
+    from types import SimpleNamespace
+
+    setup = train_mod._Setup(device=torch.device("cpu"), precision="fp32", channels_last=False)
+    loop = SimpleNamespace(setup=setup, bare=torch.nn.Identity(), num_classes=logits.shape[1],
+                           config=SimpleNamespace(train=SimpleNamespace(batch_size=4)),
+                           prepare=lambda images, augment_generator: images)
+    return train_mod.evaluate_split(loop, _LogitsSplit(logits, labels))  # type: ignore[arg-type]
+
+
+def _reported(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float | None]:
+    """metrics.compute_all's figures (what the report shows) on the same predictions."""
+    names = [f"c{i}" for i in range(logits.shape[1])]
+    m = metrics_mod.compute_all(labels.numpy(), logits.softmax(1).numpy(), class_names=names,
+                                task="ordinal", n_boot=0)
+    assert m["ordinal"] is not None
+    return {"val_acc": m["accuracy"]["value"], "val_f1": m["macro_avg"]["f1"]["value"],
+            "val_bacc": m["balanced_accuracy"]["value"], "val_auc": m["roc_auc"]["value"],
+            "val_qwk": m["ordinal"]["qwk"]["value"]}
+
+
+def test_val_figures_train_records_equal_the_reported_ones() -> None:
+    """The checkpoint is chosen by the same numbers the report shows for the same predictions."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(40, 3, generator=g) * 2
+    labels = torch.randint(0, 3, (40,), generator=g)
+    row, reported = _val_row(logits, labels), _reported(logits, labels)
+    assert all(v is not None for v in reported.values())
+    assert {k: row[k] for k in reported} == reported
+
+
+def test_val_figures_keep_their_rules_when_a_class_is_absent() -> None:
+    """Val has no class 2 and every image is predicted class 0: the report calls macro-F1 and
+    balanced accuracy undefined; selection counts the absent class's F1 as 0 and averages
+    recall over the classes present, so a checkpoint can still be chosen."""
+    labels = torch.tensor([0, 0, 0, 1, 1, 0])
+    logits = torch.tensor([[3.0, 0.0, 0.0]] * 6)
+    row, reported = _val_row(logits, labels), _reported(logits, labels)
+    pred = np.zeros(6, dtype=int)
+    assert row["val_acc"] == reported["val_acc"] == pytest.approx(4 / 6)
+    assert row["val_f1"] == pytest.approx(f1_score(labels.numpy(), pred, average="macro",
+                                                   labels=range(3), zero_division=0))
+    assert reported["val_f1"] is None and reported["val_bacc"] is None
+    assert row["val_bacc"] == pytest.approx(0.5)          # recall 1 (class 0), 0 (class 1)
+    assert math.isnan(row["val_auc"]) and reported["val_auc"] is None
+    assert row["val_qwk"] == reported["val_qwk"] == pytest.approx(0.0)
+    empty = metrics_mod.selection_scores(np.zeros((3, 3)))
+    assert math.isnan(empty["accuracy"]) and math.isnan(empty["balanced_accuracy"])
+    assert math.isnan(empty["qwk"]) and empty["macro_f1"] == 0.0
 
 
 def test_precision_and_layout_resolution() -> None:
@@ -429,14 +494,15 @@ def test_loss_auto_follows_the_task() -> None:
 
 
 def test_validation_balanced_accuracy_and_qwk() -> None:
-    cm = torch.tensor([[8.0, 2.0, 0.0], [1.0, 3.0, 0.0], [0.0, 0.0, 0.0]])
-    assert train_mod.balanced_accuracy(cm) == pytest.approx((0.8 + 0.75) / 2)
+    cm = np.array([[8.0, 2.0, 0.0], [1.0, 3.0, 0.0], [0.0, 0.0, 0.0]])
+    assert metrics_mod.selection_scores(cm)["balanced_accuracy"] == pytest.approx((0.8 + 0.75) / 2)
     from sklearn.metrics import cohen_kappa_score
 
     y = [0, 0, 1, 2, 2, 1, 0, 2]
     p = [0, 1, 1, 2, 1, 1, 0, 0]
-    cm2 = confusion(torch.tensor(p), torch.tensor(y), 3)
-    assert train_mod.quadratic_kappa(cm2) == pytest.approx(cohen_kappa_score(y, p, weights="quadratic"))
+    cm2 = tally(torch.tensor(p), torch.tensor(y), 3).numpy()
+    assert metrics_mod.selection_scores(cm2)["qwk"] == pytest.approx(
+        cohen_kappa_score(y, p, weights="quadratic"))
 
 
 def test_sqrt_sampler_draws_in_proportion_to_the_square_root_of_class_size() -> None:

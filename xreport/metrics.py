@@ -807,6 +807,45 @@ def operating_points(y_true: ArrayLike, probs: ArrayLike, *, val: ValSplit | Non
     return _point_dicts(y, choices, {k: percentile_interval(a) for k, a in arrays.items()})
 
 
+# ---------------------------------------------------------------- model selection (train)
+
+class SelectionScores(TypedDict):
+    """What train records of a split each epoch from its (true, predicted) counts."""
+
+    accuracy: float
+    macro_f1: float
+    balanced_accuracy: float
+    qwk: float
+
+
+def selection_scores(counts: ArrayLike) -> SelectionScores:
+    """Accuracy, macro-F1, balanced accuracy and quadratic weighted kappa of a ``(k, k)``
+    (true, predicted) count matrix, by the report's formulas (``_cm_metrics``,
+    ``_qwk_batch``); NaN where undefined, except two rules that keep a checkpoint selectable
+    on a split where the report says "undefined": a class neither true nor predicted scores
+    F1 0 (scikit-learn's ``zero_division=0``), and balanced accuracy averages the classes
+    present (a class absent from the split has no recall)."""
+    cm = np.asarray(counts, dtype=np.float64)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] < 2:
+        raise DataError(f"counts have shape {cm.shape}; expected a (k, k) confusion matrix, k >= 2")
+    k = cm.shape[0]
+    arrays = _cm_metrics(cm[None])
+    f1 = np.array([arrays[f"per_class/{c}/f1"][0] for c in range(k)])
+    recall = np.array([arrays[f"per_class/{c}/recall"][0] for c in range(k)])
+    present = cm.sum(axis=1) > 0
+    return {"accuracy": float(arrays["accuracy"][0]),
+            "macro_f1": float(np.nan_to_num(f1, nan=0.0).mean()),
+            "balanced_accuracy": float(recall[present].mean()) if present.any() else math.nan,
+            "qwk": float(_qwk_batch(cm[None])[0])}
+
+
+def selection_auc(y_true: ArrayLike, probs: ArrayLike) -> float:
+    """The report's ``roc_auc`` without interval or reason (binary: the positive class;
+    else the macro one-vs-rest mean); NaN when the split lacks a class."""
+    y, p = validate_inputs(y_true, probs, split="val")
+    return float(_auc_summary(y, p, np.ones((1, len(y))))[0])
+
+
 # ---------------------------------------------------------------- everything
 
 def compute_all(y_true: ArrayLike, probs: ArrayLike, *, class_names: Sequence[str], task: str,

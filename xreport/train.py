@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from . import artifacts, runs
+from . import artifacts, metrics, runs
 from .artifacts import HISTORY_COLUMNS  # noqa: F401  (re-exported: the columns train writes)
 from .config import RunConfig, TrainConfig, to_dict, to_toml
 from .data.base import Dataset, Split
@@ -227,55 +227,12 @@ def _to_device(images_u8: torch.Tensor, setup: _Setup) -> torch.Tensor:
 
 # ---------------------------------------------------------------- metrics
 
-def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(true, predicted) counts as float64, on the tensors' device (cheap to all-reduce)."""
+def tally(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(true, predicted) counts as float64 on the tensors' device, so DDP can all-reduce
+    them; ``metrics.selection_scores`` turns them into the recorded figures."""
     flat = target.long() * num_classes + pred.long()
     counts = torch.bincount(flat, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes).double()
-
-
-def accuracy_f1(cm: torch.Tensor) -> tuple[float, float]:
-    """Accuracy and macro-F1 (a class never true nor predicted scores 0, as sklearn does)."""
-    cm = cm.double().cpu()
-    total = float(cm.sum())
-    tp = cm.diag()
-    denom = cm.sum(0) + cm.sum(1)
-    f1 = torch.where(denom > 0, 2 * tp / denom.clamp_min(1e-12), torch.zeros_like(tp))
-    return (float(tp.sum()) / total if total else math.nan), float(f1.mean())
-
-
-def balanced_accuracy(cm: torch.Tensor) -> float:
-    """Mean recall over the classes present in the split."""
-    cm = cm.double().cpu()
-    support = cm.sum(1)
-    present = support > 0
-    return float((cm.diag()[present] / support[present]).mean()) if present.any() else math.nan
-
-
-def quadratic_kappa(cm: torch.Tensor) -> float:
-    """Quadratic weighted kappa of a (true, predicted) confusion matrix; NaN when undefined."""
-    cm = cm.double().cpu()
-    k = cm.shape[0]
-    total = float(cm.sum())
-    if total == 0:
-        return math.nan
-    grades = torch.arange(k, dtype=torch.float64)
-    weights = (grades[:, None] - grades[None, :]) ** 2
-    expected = torch.outer(cm.sum(1), cm.sum(0)) / total
-    denom = float((weights * expected).sum())
-    return math.nan if denom == 0 else 1.0 - float((weights * cm).sum()) / denom
-
-
-def macro_roc_auc(y: np.ndarray, probs: np.ndarray) -> float:
-    """Binary AUC, or macro one-vs-rest AUC; NaN when the split lacks a class."""
-    from sklearn.metrics import roc_auc_score
-
-    num_classes = probs.shape[1]
-    if len(np.unique(y)) < num_classes:
-        return math.nan
-    if num_classes == 2:
-        return float(roc_auc_score(y, probs[:, 1]))
-    return float(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
 
 
 def _better(score: float, best: float, metric: str) -> bool:
@@ -527,14 +484,14 @@ def _train_epoch(loop: _Loop, state: _State, *, epoch: int) -> dict[str, float]:
             loop.averaged.update_parameters(loop.bare)
         state.global_step += 1
         loss_sum += loss.detach().double() * len(idx)
-        cm += confusion(logits.detach().argmax(1), y, loop.num_classes)
+        cm += tally(logits.detach().argmax(1), y, loop.num_classes)
     bar.close()
     totals = _all_reduce(torch.cat([loss_sum.view(1), cm.flatten()]), setup).cpu()
     cm_all = totals[1:].view(loop.num_classes, loop.num_classes)
     seen = float(cm_all.sum())
-    acc, f1 = accuracy_f1(cm_all)
+    scores = metrics.selection_scores(cm_all.numpy())
     return {"train_loss": float(totals[0]) / seen if seen else math.nan,
-            "train_acc": acc, "train_f1": f1, "lr": lr}
+            "train_acc": scores["accuracy"], "train_f1": scores["macro_f1"], "lr": lr}
 
 
 def _sync_buffers(model: nn.Module, setup: _Setup) -> None:
@@ -585,11 +542,10 @@ def evaluate_split(loop: _Loop, split: Split, model: nn.Module | None = None) ->
     labels = split.known_labels()
     loss = F.cross_entropy(logits, labels, reduction="sum").double()
     p = logits.softmax(1)
-    cm = confusion(p.argmax(1), labels, loop.num_classes)
-    acc, f1 = accuracy_f1(cm)
-    return {"val_loss": float(loss) / len(split), "val_acc": acc, "val_f1": f1,
-            "val_auc": macro_roc_auc(labels.numpy(), p.numpy()),
-            "val_bacc": balanced_accuracy(cm), "val_qwk": quadratic_kappa(cm)}
+    scores = metrics.selection_scores(tally(p.argmax(1), labels, loop.num_classes).numpy())
+    return {"val_loss": float(loss) / len(split), "val_acc": scores["accuracy"],
+            "val_f1": scores["macro_f1"], "val_auc": metrics.selection_auc(labels.numpy(), p.numpy()),
+            "val_bacc": scores["balanced_accuracy"], "val_qwk": scores["qwk"]}
 
 
 # ---------------------------------------------------------------- checkpoints
