@@ -15,7 +15,7 @@ import pytest
 from xreport import compare
 from xreport import config as xconfig
 from xreport import metrics as xmetrics
-from xreport import render, runs
+from xreport import render, runs, study
 from xreport.compare import EvaluatedRun
 from xreport.errors import ConfigError, ReportError, RunError
 
@@ -276,15 +276,15 @@ def test_default_name_and_bad_inputs(tmp_path: Path) -> None:
     assert long.startswith("compare-3runs-") and len(long) < 40
     one = [runs.RunPaths("a", reports_root=tmp_path)]
     with pytest.raises(ConfigError, match="at least 2"):
-        compare.compare_runs(one, None, tmp_path, ["en"], ["html"])
+        study.compare_runs(one, None, tmp_path, ["en"], ["html"])
     with pytest.raises(ConfigError, match="twice"):
-        compare.compare_runs(one * 2, None, tmp_path, ["en"], ["html"])
+        study.compare_runs(one * 2, None, tmp_path, ["en"], ["html"])
     with pytest.raises(RunError, match="not allowed"):
-        compare.compare_runs(one + [runs.RunPaths("b", reports_root=tmp_path)], "../up", tmp_path, ["en"], ["html"])
+        study.compare_runs(one + [runs.RunPaths("b", reports_root=tmp_path)], "../up", tmp_path, ["en"], ["html"])
     with pytest.raises(RunError, match="report folder of run 'b'"):
-        compare.compare_runs(one + [runs.RunPaths("b", reports_root=tmp_path)], "b", tmp_path, ["en"], ["html"])
+        study.compare_runs(one + [runs.RunPaths("b", reports_root=tmp_path)], "b", tmp_path, ["en"], ["html"])
     with pytest.raises(ConfigError, match="--lang 'fr'"):
-        compare.compare_runs(one * 2, None, tmp_path, ["fr"], ["html"])
+        study.compare_runs(one * 2, None, tmp_path, ["fr"], ["html"])
 
 
 def test_every_compare_message_key_exists_in_every_language() -> None:
@@ -358,7 +358,7 @@ def test_compare_runs_reuses_fresh_runs_evaluates_stale_ones_and_locks(tmp_path:
     stale = _write_run_folder(tmp_path, "stale", arch="resnet18", separation=None, seed=2,
                               test_ids=test.ids, test_y=y, fingerprint=ds.fingerprint)
     before = fresh.metrics.read_bytes()
-    result = compare.compare_runs([fresh, stale], None, tmp_path / "reports", ["en"], ["html"],
+    result = study.compare_runs([fresh, stale], None, tmp_path / "reports", ["en"], ["html"],
                                   device="cpu", command="xreport compare --runs fresh stale", n_boot=N_BOOT,
                                   progress=False)
     out = tmp_path / "reports" / "compare-fresh-stale"
@@ -376,7 +376,7 @@ def test_compare_runs_reuses_fresh_runs_evaluates_stale_ones_and_locks(tmp_path:
     assert not list(out.glob(".*.tmp")) and not list((out / "figures").glob(".*.tmp"))
     with runs.run_lock(out, what="comparison report"):
         with pytest.raises(RunError, match="another xreport process"):
-            compare.compare_runs([fresh, stale], None, tmp_path / "reports", ["en"], ["html"], device="cpu",
+            study.compare_runs([fresh, stale], None, tmp_path / "reports", ["en"], ["html"], device="cpu",
                                  progress=False)
 
 

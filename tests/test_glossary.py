@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from xreport import render
+from xreport import languages, render
 
-I18N = render.templates_root() / "i18n"
+I18N = languages.templates_root() / "i18n"
 HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 
 

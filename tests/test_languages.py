@@ -18,7 +18,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "checkpoints"
 def templates_with(tmp_path, monkeypatch):
     """The built-in templates copied, plus a language folder made from another one."""
     root = tmp_path / "templates"
-    shutil.copytree(render.templates_root(), root)
+    shutil.copytree(languages.templates_root(), root)
 
     def add(code: str, *, like: str, toml: str) -> None:
         folder = root / "i18n" / code
@@ -26,7 +26,7 @@ def templates_with(tmp_path, monkeypatch):
         (folder / "language.toml").write_text(toml, encoding="utf-8")
         languages._registry.cache_clear()
 
-    monkeypatch.setattr(render, "templates_root", lambda: root)
+    monkeypatch.setattr(languages, "templates_root", lambda: root)
     languages._registry.cache_clear()
     yield add
     languages._registry.cache_clear()

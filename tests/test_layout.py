@@ -16,7 +16,7 @@ from xml.etree import ElementTree
 import pytest
 
 from report_fixture import make_run
-from xreport import render
+from xreport import languages, render
 from xreport.report import build_context, layout
 
 # 25 characters each, as the issue asks.
@@ -232,7 +232,7 @@ def _layout(html: str, report_dir: Path) -> list[tuple[float, tuple[str, ...]]]:
             ink(child, around, out)
 
     document = weasyprint.HTML(string=html, base_url=str(report_dir.resolve()) + "/",
-                               url_fetcher=render.make_url_fetcher([report_dir, render.templates_root()])).render()
+                               url_fetcher=render.make_url_fetcher([report_dir, languages.templates_root()])).render()
     pages = []
     for page in document.pages:
         box = page._page_box

@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 from tqdm.auto import tqdm
 
 from . import artifacts, languages, runs
-from .data.base import REPORT_SPLITS, Dataset
+from .data.base import REPORT_SPLITS
 from .data.base import SPLITS as DATA_SPLITS
 from .device import EVAL_PRECISION, check_eval_precision, resolve_device
 from .errors import ConfigError, DataError, ReportError
-from .evaluate import (EXPLAIN_DEFAULT, LoadedRun, dataset_for_run, evaluate_run, load_run,
-                       protocol_matches)
+from .evaluate import (EXPLAIN_DEFAULT, cached_metrics, check_report_options, dataset_for_run,
+                       evaluate_run, load_run)
 from .languages import DEFAULT_LANGS
-from .limits import REPORT_CLASSES
 
 if TYPE_CHECKING:
     from . import render as render_mod
@@ -50,65 +49,6 @@ def check_choices(values: Sequence[str], valid: Sequence[str], *, what: str) -> 
     if not values:
         raise ConfigError(f"--{what} is empty; choose from {', '.join(valid)}")
     return values
-
-
-def check_report_options(*, split: str = "test", cam_method: str | None = None,
-                         device: str | None = None, templates: Path | None = None,
-                         explain_protocol: str = "fast") -> None:
-    """The options of evaluate/build that can be checked without the data: before any write."""
-    from .evaluate import EXPLAIN_CHOICES
-    from .explain import METHODS
-
-    if split not in DATA_SPLITS:
-        raise ConfigError(f"--split {split!r} is not one of {', '.join(DATA_SPLITS)}")
-    if cam_method is not None and cam_method not in METHODS:
-        raise ConfigError(f"--cam {cam_method!r} is not one of {', '.join(METHODS)}")
-    if explain_protocol not in EXPLAIN_CHOICES:
-        raise ConfigError(f"--explain {explain_protocol!r} is not one of {', '.join(EXPLAIN_CHOICES)}")
-    if device is not None:
-        resolve_device(device)
-    if templates is not None and not Path(templates).is_dir():
-        raise ConfigError(f"--templates {templates}: not a folder")
-
-
-def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, *, cam_method: str | None,
-                   split: str, need_explain: bool = True,
-                   precision: str | None = EVAL_PRECISION,
-                   explain_protocol: str | None = None) -> artifacts.Evaluation | None:
-    """An evaluation's metrics.json when it was made from this checkpoint, these data, this
-    CAM method (with its viewer data) and this explanation protocol.
-
-    ``cam_method`` None accepts whichever method the file holds; ``precision`` None accepts
-    whichever inference precision it was made in (one not recorded is not this one);
-    ``explain_protocol`` None whichever protocol its checks ran (compared by the settings
-    recorded, so older files are judged too). A missing, stale (older
-    schema) or damaged file is not fresh: the caller evaluates again and overwrites it.
-    """
-    if not (out.metrics.is_file() and out.predictions.is_file()):
-        return None
-    try:
-        cached = artifacts.load_evaluation(out, class_names=run.meta["class_names"])
-    except ReportError as exc:
-        logger.info("evaluating again: %s", exc)
-        return None
-    explain = cached.get("explain")
-    labelled = cached["metrics"] is not None
-    # `compare` evaluates without CAMs; a report needs them whenever the split has labels.
-    if explain is None:
-        explain_ok = not (need_explain and labelled)
-    else:
-        viewer = explain["viewer"]
-        # An evaluation from before the viewer existed is redone once to add it.
-        viewer_ok = (not need_explain or len(run.meta["class_names"]) > REPORT_CLASSES   # none made
-                     or (viewer is not None and (out.folder / viewer["file"]).is_file()))
-        explain_ok = ((cam_method is None or explain["method"] == cam_method) and viewer_ok
-                      and (explain_protocol is None or protocol_matches(explain, explain_protocol)))
-    fresh = (cached.get("checkpoint", {}).get("sha256") == run.sha256
-             and cached.get("data", {}).get("fingerprint") == dataset.fingerprint
-             and cached.get("split") == split
-             and (precision is None or cached["precision"] == precision)
-             and explain_ok)
-    return cached if fresh else None
 
 
 def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = DEFAULT_LANGS,

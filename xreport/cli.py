@@ -271,7 +271,7 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .compare import compare_runs
+    from .study import compare_runs
 
     runs = [_run_paths(r, checkpoints=args.checkpoints, reports=args.reports) for r in args.runs]
     result = compare_runs(runs, name=args.name, reports_root=args.reports,

@@ -591,23 +591,6 @@ def _clear_figures(folder: Path) -> None:
         old.unlink()
 
 
-def compare_runs(run_paths: Sequence[runs.RunPaths], name: str | None, reports_root: Path,
-                 langs: Sequence[str], formats: Sequence[str], device: str = "auto",
-                 command: str | None = None, *, templates: Path | None = None,
-                 n_boot: int = N_BOOT, seed: int = 0, progress: bool = True) -> CompareResult:
-    """`xreport compare`: the study report (``study.build_study``) without notes or CAMs.
-
-    One code path: the comparison's tables and tests are the study's; `compare` only keeps
-    its default folder name (``compare-A-B``) and evaluates stale runs without CAMs."""
-    from .study import build_study
-
-    result = build_study(run_paths, name=name, reports_root=reports_root, langs=langs,
-                         formats=formats, device=device, command=command, templates=templates,
-                         n_boot=n_boot, seed=seed, cams=False, progress=progress)
-    return CompareResult(report_dir=result.report_dir, files=result.files, evaluated=result.evaluated,
-                         seconds=result.seconds)
-
-
 def _json_summary(context: CompareContext) -> dict[str, object]:
     """The machine-readable comparison: runs, metrics and paired tests (no figures)."""
     return {"schema": 1, "name": context["run"], "generated": context["generated"],

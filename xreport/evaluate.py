@@ -22,9 +22,11 @@ from . import config as config_mod
 from . import metrics as metrics_mod
 from . import runs
 from .data import load_dataset, normalize_batch
+from .data.base import SPLITS as DATA_SPLITS
 from .data.base import Dataset, Split, grey_to_rgb, match_classes, remap_labels
 from .device import EVAL_PRECISION, autocast, check_eval_precision, resolve_channels_last, resolve_device
-from .errors import CheckpointError, ConfigError, DataError, XReportError
+from .errors import CheckpointError, ConfigError, DataError, ReportError, XReportError
+from .limits import REPORT_CLASSES
 from .models import cam_target_layer, load_weights, model_from_meta
 
 if TYPE_CHECKING:
@@ -296,6 +298,64 @@ def _deduplicated(dataset: Dataset, target: Split, probs: np.ndarray, *, class_n
             "exact": n_exact, "near": n_near, "n": int(keep.sum()), "metrics": kept}
 
 
+def check_report_options(*, split: str = "test", cam_method: str | None = None,
+                         device: str | None = None, templates: Path | None = None,
+                         explain_protocol: str = "fast") -> None:
+    """The options of evaluate/build that can be checked without the data: before any write."""
+    from .explain import METHODS
+
+    if split not in DATA_SPLITS:
+        raise ConfigError(f"--split {split!r} is not one of {', '.join(DATA_SPLITS)}")
+    if cam_method is not None and cam_method not in METHODS:
+        raise ConfigError(f"--cam {cam_method!r} is not one of {', '.join(METHODS)}")
+    if explain_protocol not in EXPLAIN_CHOICES:
+        raise ConfigError(f"--explain {explain_protocol!r} is not one of {', '.join(EXPLAIN_CHOICES)}")
+    if device is not None:
+        resolve_device(device)
+    if templates is not None and not Path(templates).is_dir():
+        raise ConfigError(f"--templates {templates}: not a folder")
+
+
+def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, *, cam_method: str | None,
+                   split: str, need_explain: bool = True,
+                   precision: str | None = EVAL_PRECISION,
+                   explain_protocol: str | None = None) -> artifacts.Evaluation | None:
+    """An evaluation's metrics.json when it was made from this checkpoint, these data, this
+    CAM method (with its viewer data) and this explanation protocol.
+
+    ``cam_method`` None accepts whichever method the file holds; ``precision`` None accepts
+    whichever inference precision it was made in (one not recorded is not this one);
+    ``explain_protocol`` None whichever protocol its checks ran (compared by the settings
+    recorded, so older files are judged too). A missing, stale (older
+    schema) or damaged file is not fresh: the caller evaluates again and overwrites it.
+    """
+    if not (out.metrics.is_file() and out.predictions.is_file()):
+        return None
+    try:
+        cached = artifacts.load_evaluation(out, class_names=run.meta["class_names"])
+    except ReportError as exc:
+        logger.info("evaluating again: %s", exc)
+        return None
+    explain = cached.get("explain")
+    labelled = cached["metrics"] is not None
+    # `compare` evaluates without CAMs; a report needs them whenever the split has labels.
+    if explain is None:
+        explain_ok = not (need_explain and labelled)
+    else:
+        viewer = explain["viewer"]
+        # An evaluation from before the viewer existed is redone once to add it.
+        viewer_ok = (not need_explain or len(run.meta["class_names"]) > REPORT_CLASSES   # none made
+                     or (viewer is not None and (out.folder / viewer["file"]).is_file()))
+        explain_ok = ((cam_method is None or explain["method"] == cam_method) and viewer_ok
+                      and (explain_protocol is None or protocol_matches(explain, explain_protocol)))
+    fresh = (cached.get("checkpoint", {}).get("sha256") == run.sha256
+             and cached.get("data", {}).get("fingerprint") == dataset.fingerprint
+             and cached.get("split") == split
+             and (precision is None or cached["precision"] == precision)
+             and explain_ok)
+    return cached if fresh else None
+
+
 def evaluate_report(paths: runs.RunPaths, *, split: str = "test", device: str = "auto",
                     data: str | None = None, tta: bool = False, cam_method: str = "gradcam",
                     explain: bool = True, out: Path | None = None, progress: bool = True,
@@ -307,8 +367,6 @@ def evaluate_report(paths: runs.RunPaths, *, split: str = "test", device: str = 
     whole. They go to ``out`` when given, else to the run's own evaluation of ``split`` or,
     for other ``data``, to ``reports/NAME/external-<data name>/``: never over the run's own
     files. Returns the evaluation and where its files now are."""
-    from .build import check_report_options
-
     check_report_options(split=split, cam_method=cam_method if explain else None, device=device,
                          explain_protocol=explain_protocol)
     check_eval_precision(precision)
@@ -454,8 +512,6 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: ru
     with _timed(timings, "figures_s"):
         draw_cam_gallery(summary["gallery"], gallery_cams, split.images, split.ids, out=out,
                          masks=split.masks)
-    from .limits import REPORT_CLASSES
-
     if len(run.meta["class_names"]) > REPORT_CLASSES:
         # A map per class for every viewer image: 1000 classes made a 73 MB viewer.json.
         logger.info("interactive viewer left out: %d classes (it shows up to %d)",

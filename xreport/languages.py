@@ -13,6 +13,7 @@ Adding a language is that folder: nothing in the code lists the languages.
 from __future__ import annotations
 
 import functools
+import importlib.resources
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,10 +56,20 @@ def _read(folder: Path) -> Language:
     return language
 
 
+def templates_root() -> Path:
+    """The built-in templates: ``<repo>/templates`` in development, else inside the package
+    (here, below render, because a language is its folder in them)."""
+    dev = Path(__file__).resolve().parent.parent / "templates"
+    if (dev / "report.html.j2").is_file():
+        return dev
+    packaged = Path(str(importlib.resources.files("xreport") / "templates"))
+    if (packaged / "report.html.j2").is_file():
+        return packaged
+    raise ReportError(f"built-in templates not found in {dev} or {packaged}; reinstall xreport")
+
+
 @functools.lru_cache(maxsize=1)
 def _registry() -> dict[str, Language]:
-    from .render import templates_root
-
     found = [_read(folder) for folder in (templates_root() / "i18n").iterdir()
              if (folder / LANGUAGE_FILE).is_file()]
     return {lang.code: lang for lang in sorted(found, key=lambda lang: (lang.order, lang.code))}

@@ -13,7 +13,6 @@ import base64
 import contextlib
 import hashlib
 import io
-import importlib.resources
 import json
 import logging
 import math
@@ -32,8 +31,6 @@ import jinja2
 import jinja2.sandbox
 from markupsafe import Markup, escape
 
-import xreport
-
 from . import artifacts, languages
 from .errors import ReportError
 from .runs import atomic_path
@@ -45,17 +42,6 @@ DASH = "—"
 
 # ---------------------------------------------------------------- templates and catalogs
 
-def templates_root() -> Path:
-    """The built-in templates: ``<repo>/templates`` in development, else inside the package."""
-    dev = Path(xreport.__file__).resolve().parent.parent / "templates"
-    if (dev / "report.html.j2").is_file():
-        return dev
-    packaged = Path(str(importlib.resources.files("xreport") / "templates"))
-    if (packaged / "report.html.j2").is_file():
-        return packaged
-    raise ReportError(f"built-in templates not found in {dev} or {packaged}; reinstall xreport")
-
-
 # The languages are data (templates/i18n/<lang>/language.toml, read by xreport.languages);
 # this is the list at import, for callers that want a constant.
 LANGS = languages.codes()
@@ -63,7 +49,7 @@ LANGS = languages.codes()
 
 def _search_path(templates_dir: Path | None) -> list[str]:
     # A user's folder comes first so it may override any single template or catalog.
-    paths = [str(templates_root())]
+    paths = [str(languages.templates_root())]
     if templates_dir is not None:
         templates_dir = Path(templates_dir)
         if not templates_dir.is_dir():
@@ -125,7 +111,7 @@ class FileScope:
 
 
 def template_scope(templates_dir: Path | None, *extra: Path | str | None) -> FileScope:
-    return FileScope.of(templates_root(), templates_dir, *extra)
+    return FileScope.of(languages.templates_root(), templates_dir, *extra)
 
 
 class ConfinedLoader(jinja2.FileSystemLoader):
@@ -469,7 +455,7 @@ def load_catalog(lang: str, templates_dir: Path | None = None) -> dict[str, str]
     """All ``i18n/<lang>/*.json`` merged; a user's templates folder overrides single keys."""
     languages.language(lang)   # an unknown code fails here, in one line
     scope = template_scope(templates_dir)
-    catalog = _catalog_files(templates_root() / "i18n" / lang, scope)
+    catalog = _catalog_files(languages.templates_root() / "i18n" / lang, scope)
     if templates_dir is not None:
         catalog.update(_catalog_files(Path(templates_dir) / "i18n" / lang, scope))
     return catalog

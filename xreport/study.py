@@ -744,6 +744,21 @@ def build_study(run_paths: Sequence[runs.RunPaths], *, name: str | None, reports
     return result
 
 
+def compare_runs(run_paths: Sequence[runs.RunPaths], name: str | None, reports_root: Path,
+                 langs: Sequence[str], formats: Sequence[str], device: str = "auto",
+                 command: str | None = None, *, templates: Path | None = None,
+                 n_boot: int = cmp.N_BOOT, seed: int = 0, progress: bool = True) -> cmp.CompareResult:
+    """`xreport compare`: the study report (``study.build_study``) without notes or CAMs.
+
+    One code path: the comparison's tables and tests are the study's; `compare` only keeps
+    its default folder name (``compare-A-B``) and evaluates stale runs without CAMs."""
+    result = build_study(run_paths, name=name, reports_root=reports_root, langs=langs,
+                         formats=formats, device=device, command=command, templates=templates,
+                         n_boot=n_boot, seed=seed, cams=False, progress=progress)
+    return cmp.CompareResult(report_dir=result.report_dir, files=result.files,
+                             evaluated=result.evaluated, seconds=result.seconds)
+
+
 def ensure_evaluated(paths: runs.RunPaths, *, device: str = "auto", cams: bool = True,
                      progress: bool = True) -> bool:
     """Evaluate the run on the test split unless its metrics.json is fresh; True if it ran.
