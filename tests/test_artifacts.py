@@ -117,6 +117,24 @@ def test_checkpoint_meta_is_validated_on_load(copy: runs.RunPaths) -> None:
         assert str(info.value).startswith(f"{copy.last}: ")
 
 
+def test_an_older_meta_gets_each_absent_setting_from_one_place(copy: runs.RunPaths) -> None:
+    """A meta from before seed, selected_by, weight_averaging and select_smoothing were
+    recorded: the seed and the selection metric come from its own config, the rest are the
+    defaults of that time, so every reader (report, figures, compare) indexes the same value."""
+    meta = dict(artifacts.load_checkpoint_meta(copy.best))
+    config = {**meta["config"], "train": {**meta["config"]["train"], "seed": 11, "select_metric": "val_f1"}}
+    old = {k: v for k, v in meta.items()
+           if k not in ("seed", "selected_by", "weight_averaging", "select_smoothing")}
+    runs.save_checkpoint(copy.last, state_dict={}, meta={**old, "config": config})
+    loaded = artifacts.load_checkpoint_meta(copy.last)
+    assert (loaded["seed"], loaded["selected_by"]) == (11, "val_f1")
+    assert (loaded["weight_averaging"], loaded["select_smoothing"]) == ("none", 1)
+    bare = {**old, "config": {k: v for k, v in config.items() if k != "train"}}
+    runs.save_checkpoint(copy.last, state_dict={}, meta=bare)
+    loaded = artifacts.load_checkpoint_meta(copy.last)
+    assert (loaded["seed"], loaded["selected_by"]) == (0, "val_auc")     # TrainConfig's defaults
+
+
 def test_history_round_trip_reads_empty_cells_as_none_and_refuses_text(copy: runs.RunPaths) -> None:
     rows = [{c: i / 10 for c in artifacts.HISTORY_COLUMNS} for i in range(1, 4)]   # rates in [0, 1]
     rows[1]["val_auc"] = float("nan")
@@ -211,3 +229,51 @@ def test_metrics_without_ap_ece_brier_intervals_still_load_and_render(copy: runs
     t = render.translator("en")
     assert t("results.intro", n=ctx["results"]["n"], split=t("split.test")) in html
     assert t("results.intro_all_ci", n=ctx["results"]["n"], split=t("split.test")) not in html
+
+
+def _gallery(counts: list[int]) -> list[artifacts.GalleryEntry]:
+    return [{"class": "a", "class_index": 0, "kind": "TP", "index": i, "prob": 0.9, "target": 0,
+             "id": str(i), "file": None, "true": "a", "true_index": 0, "prob_true": 0.9, "pred": "a",
+             "pred_index": 0, "prob_pred": 0.9, "repeated": False, "lesion_outline": False,
+             "maps": [{"target": t, "class": "a", "prob": 0.9, "file": None} for t in range(n)]}
+            for i, n in enumerate(counts)]
+
+
+def test_gallery_cams_round_trip_and_are_checked_against_the_gallery(tmp_path: Path) -> None:
+    """cams.npz: written whole, read back equal, refused in one line when its shapes do not
+    fit metrics.json's gallery, and absent (None) for an evaluation from before it."""
+    out = runs.EvaluationPaths(tmp_path, "r")
+    gallery = _gallery([1, 2])
+    assert artifacts.load_gallery_cams(out, gallery=gallery) is None
+    rng = np.random.default_rng(0)
+    cams = artifacts.GalleryCams(images=rng.integers(0, 255, (2, 1, 8, 8), dtype=np.uint8),
+                                 maps=rng.random((3, 8, 8), dtype=np.float32),
+                                 counts=np.array([1, 2]), masks=None)
+    artifacts.save_gallery_cams(out, cams, gallery=gallery)
+    back = artifacts.load_gallery_cams(out, gallery=gallery)
+    assert back is not None and back.masks is None and not list(tmp_path.glob("*.tmp"))
+    assert all(np.array_equal(a, b) for a, b in zip(back[:3], cams[:3]))
+    with pytest.raises(ReportError, match=r"cams\.npz: counts \[1, 2\] are not the gallery's maps per entry \[2, 2\]"):
+        artifacts.load_gallery_cams(out, gallery=_gallery([2, 2]))
+    with pytest.raises(ReportError, match="maps must be float32"):
+        artifacts.save_gallery_cams(out, cams._replace(maps=cams.maps[:, :4]), gallery=gallery)
+    out.gallery_cams.write_bytes(b"not a zip")
+    with pytest.raises(ReportError, match=r"cams\.npz: not a readable \.npz"):
+        artifacts.load_gallery_cams(out, gallery=gallery)
+
+
+def test_saving_checks_what_it_writes_as_loading_does(copy: runs.RunPaths) -> None:
+    """A writer's mistake fails where it is made, naming the file and field, and nothing is written."""
+    before = copy.metrics.read_bytes()
+    evaluation = artifacts.load_evaluation(copy)
+    evaluation["predicted_counts"] = [1, -1]
+    with pytest.raises(ReportError, match=r"metrics\.json: predicted_counts\[1\]"):
+        artifacts.save_evaluation(copy, evaluation)
+    evaluation = artifacts.load_evaluation(copy)
+    evaluation["metrics"]["n"] = "80"  # type: ignore[index,typeddict-item]
+    with pytest.raises(ReportError, match=r"metrics\.json: metrics\.n must be"):
+        artifacts.save_evaluation(copy, evaluation)
+    assert copy.metrics.read_bytes() == before
+    with pytest.raises(ReportError, match=r"class_distribution\.json: class_names"):
+        artifacts.save_class_distribution(copy, {"class_names": "a,b", "splits": {}})  # type: ignore[typeddict-item]
+    assert not copy.class_distribution.exists()

@@ -75,7 +75,7 @@ def memory_run(root: Path, name: str, *, y: np.ndarray, ids: list[str], separati
     evaluation = {"schema": 1, "run": name, "split": "test", "created": "2025-01-03T10:00:00",
                   "checkpoint": {"sha256": f"{seed:02d}" * 32}, "data": {"source": "phantom(seed=1234)",
                                                                       "fingerprint": "cd" * 32, "n": len(y)},
-                  "metrics": metrics, "explain": None}
+                  "metrics": metrics, "explain": None, "architecture": None}
     paths = runs.RunPaths(name, checkpoints_root=root / "checkpoints", reports_root=root / "reports")
     cfg = _config(name, len(y), len(class_names))
     return EvaluatedRun(paths=paths, meta=_meta(name, arch, class_names=class_names, pretrained=pretrained, cfg=cfg),

@@ -397,22 +397,30 @@ def test_cam_overlay_outlines_the_known_lesion() -> None:
 
 
 def test_draw_cam_gallery_outlines_lesions_where_masks_exist(tmp_path: Path) -> None:
+    """evaluate saves the gallery's maps (cams.npz) and says which overlays outline a lesion;
+    the figures stage draws them, one PNG per map."""
     import torch
 
     from xreport import runs
+    from xreport.data.base import Split
+    from xreport.evaluate import _save_gallery_cams
     from xreport.figures import draw_cam_gallery
 
     images = torch.from_numpy(np.stack([fake_image(32, seed=i, lesion=True) for i in range(2)]))[:, None]
     masks = torch.zeros((2, 32, 32), dtype=torch.bool)
     masks[1, 18:22, 8:12] = True
-    gallery = [{"class": "lesion", "class_index": 1, "kind": "TP", "index": i, "maps": [
-        {"target": 1, "class": "lesion", "prob": 0.9, "file": None}]} for i in range(2)]
-    out = runs.EvaluationPaths(tmp_path)
-    draw_cam_gallery(gallery, torch.rand(2, 32, 32), images, ["a", "b"], out=out, masks=masks)
-    assert [entry["lesion_outline"] for entry in gallery] == [False, True]
-    plain = [dict(entry, maps=[dict(m) for m in entry["maps"]]) for entry in gallery]
-    draw_cam_gallery(plain, torch.rand(2, 32, 32), images, ["a", "b"], out=out)
-    assert [entry["lesion_outline"] for entry in plain] == [False, False]
+    gallery: list[Any] = [{"class": "lesion", "class_index": 1, "kind": "TP", "index": i, "target": 1,
+                           "maps": [{"target": 1, "class": "lesion", "prob": 0.9}]} for i in range(2)]
+    for with_masks, outlined in ((masks, [False, True]), (None, [False, False])):
+        out = runs.EvaluationPaths(tmp_path / str(with_masks is None))
+        entries = [dict(entry, maps=[dict(m) for m in entry["maps"]]) for entry in gallery]
+        split = Split("test", images, torch.tensor([1, 1]), ["a", "b"], with_masks)
+        _save_gallery_cams(entries, torch.rand(2, 32, 32), split, out=out)
+        assert [entry["lesion_outline"] for entry in entries] == outlined
+        assert [entry["id"] for entry in entries] == ["a", "b"] and not out.cams.exists()
+        drawn = draw_cam_gallery(out, entries)
+        assert drawn == [["cams/00_TP_c1_0_m1.png"], ["cams/01_TP_c1_1_m1.png"]]
+        assert all((out.folder / f).is_file() for files in drawn for f in files)
 
 
 @pytest.mark.parametrize("lang", ["en", "zh-TW", "zh-CN"])

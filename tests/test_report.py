@@ -157,3 +157,32 @@ def test_the_model_is_rebuilt_once_for_the_whole_model_section(tmp_path: Path, m
     ctx = report.build_context(paths, langs=["en"])
     assert ctx["model"]["architecture"] is not None
     assert len(built) == 1 and len(forwards) == 1
+
+
+def test_the_report_reads_the_model_summary_evaluate_recorded(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluate records the summary of the model it loaded; the report reads it and rebuilds
+    nothing (an older metrics.json without it: the model is rebuilt once, test above)."""
+    from xreport import evaluate, models
+    from xreport.evaluate import LoadedRun
+
+    paths = make_run(tmp_path)
+    checkpoint = runs.load_checkpoint(paths.best)
+    model = models.model_from_meta(checkpoint.meta)
+    loaded = LoadedRun(checkpoint=checkpoint, model=model, config=None,  # type: ignore[arg-type]
+                       meta=checkpoint.meta, sha256="")
+    recorded = evaluate._architecture(loaded)
+    assert recorded is not None and recorded["flops"] == models.count_flops(model, 32, 1)
+    raw = json.loads(paths.metrics.read_text())
+    raw["architecture"] = {**recorded, "flops": recorded["flops"] + 1}   # what the report shows is this
+    paths.metrics.write_text(json.dumps(raw))
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was rebuilt or run")
+
+    monkeypatch.setattr(models, "model_from_meta", no_model)
+    monkeypatch.setattr(models, "_counted_forward", no_model)
+    ctx = report.build_context(paths, langs=["en"])
+    assert ctx["model"]["flops"] == recorded["flops"] + 1 and ctx["model"]["params"] == recorded["params"]
+    assert ctx["model"]["architecture"]["stages"] == recorded["stages"]
+    assert ctx["model"]["figures"]["block_diagram"]

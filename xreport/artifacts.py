@@ -6,12 +6,16 @@ read and written here and nowhere else:
 
 | file | type | load / save |
 | --- | --- | --- |
-| ``best.pt`` / ``last.pt`` meta | `CheckpointMeta` | `load_checkpoint_meta` / `runs.save_checkpoint` |
+| ``best.pt`` / ``last.pt`` meta | `CheckpointMeta` | `load_checkpoint_meta` / `runs.save_checkpoint` after `check_checkpoint_meta` |
 | ``history.csv`` | `History` (rows of `HistoryRow`) | `load_history` / `save_history` |
 | ``class_distribution.json`` | `ClassDistribution` | `load_class_distribution` / `save_class_distribution` |
 | ``predictions.csv`` | `Predictions` | `load_predictions` / `save_predictions` |
 | ``metrics.json`` | `Evaluation` (`Metrics`, `Explanation`) | `load_evaluation` / `save_evaluation` |
 | ``viewer.json`` | `ViewerData` (`ViewerItem`) | `load_viewer` / `save_viewer` |
+| ``cams.npz`` | `GalleryCams` | `load_gallery_cams` / `save_gallery_cams` |
+
+Writers construct these types directly, and every save checks what it writes as the load
+checks it (types, then values), so a writer's mistake fails where it is made.
 
 The schemas are ``TypedDict``: on disk and in memory an artifact is plain JSON data, so a
 template or a test can read it like any mapping, and the validator below checks a loaded
@@ -347,6 +351,64 @@ class Deduplicated(TypedDict):
     metrics: Metrics | None  # None when too few images (or classes) are left to score
 
 
+# ---------------------------------------------------------------- metrics.json: the model
+
+# A model's stages at one input size (models.architecture_summary), recorded by evaluate,
+# where the model is loaded, so the report and the study do not rebuild it.
+BlockKind = Literal["basic", "bottleneck", "dense_layer", "transition"]
+LayerOp = Literal["conv", "norm", "relu", "pool", "linear", "other"]
+
+
+class LayerStep(TypedDict):
+    """One layer call inside a block, as the forward pass made it."""
+
+    module: str                    # its path in the model ("layer1.0.conv1")
+    op: LayerOp
+    kernel: int | None             # conv / pool: the (square) kernel side
+    stride: int | None
+    in_channels: int | None
+    out_channels: int | None
+    out_shape: list[int]           # C, H, W at the summary's input size
+
+
+class BlockStructure(TypedDict):
+    """The first block of one kind in the model, layer by layer."""
+
+    kind: BlockKind
+    module: str                    # "layer1.0", "features.denseblock1.denselayer1"
+    count: int                     # blocks of this kind in the whole model
+    in_shape: list[int]
+    out_shape: list[int]
+    steps: list[LayerStep]         # the main path, in call order, up to the merge
+    merge: Literal["add", "concat"]
+    shortcut: list[LayerStep]      # "add": the projection's layers; [] is the identity
+    after_merge: list[LayerStep]   # ResNet: the ReLU applied to the sum
+    growth_rate: int | None        # dense layer: channels each layer adds
+
+
+class StageRow(TypedDict):
+    name: str                      # "stem", "layer1", "denseblock1", "transition1", "head"
+    module: str                    # its path in the model ("features.denseblock1")
+    block: BlockKind | None        # None: stem and head (single layers)
+    blocks: int                    # blocks in the stage (1 for stem, transition and head)
+    out_shape: list[int]           # C, H, W (the head: its outputs)
+    params: int
+    flops: int
+
+
+class ArchitectureSummary(TypedDict):
+    """A model's stages at one input size, from one forward pass (``architecture_summary``)."""
+
+    family: Literal["resnet", "densenet"]
+    input_size: int
+    in_channels: int
+    stages: list[StageRow]
+    blocks: list[BlockStructure]   # one per drawn block kind present, in model order
+    params: int
+    trainable: int
+    flops: int                     # as count_flops counts them (a multiply-add is 2)
+
+
 class Evaluation(TypedDict):
     """metrics.json: one evaluation of a checkpoint on a split."""
 
@@ -369,6 +431,9 @@ class Evaluation(TypedDict):
     # Present when test images duplicate train/val images (absent in older files and when
     # none do): the same metrics on the test split without them.
     deduplicated: NotRequired[Deduplicated]
+    # The evaluated model's stages, params and FLOPs; None in files from before it (the
+    # report then summarises the model itself: report.architecture).
+    architecture: ArchitectureSummary | None
 
 
 # ---------------------------------------------------------------- checkpoint meta
@@ -436,12 +501,13 @@ class CheckpointMeta(TypedDict):
     data_fingerprint: str | None
     epoch: int | None
     val_metrics: ValMetrics
-    selected_by: NotRequired[str]
-    # How the saved model was chosen beyond selected_by (absent in older checkpoints):
+    selected_by: str                # older metas without it: their config's train.select_metric
+    selected_by_reason: NotRequired[str]   # why selected_by is the fallback metric (train)
+    # How the saved model was chosen beyond selected_by (older checkpoints: none and 1):
     # train.weight_averaging as resolved (none | ema | swa) and train.select_smoothing.
-    weight_averaging: NotRequired[str]
-    select_smoothing: NotRequired[int]
-    seed: NotRequired[int]
+    weight_averaging: str
+    select_smoothing: int
+    seed: int                       # older metas without it: their config's train.seed
     versions: dict[str, str]
     params: int | dict[str, int] | None   # count_parameters: {"total", "trainable"}
     flops: NotRequired[int | None]
@@ -580,7 +646,8 @@ _ABSENT: dict[object, dict[str, object]] = {
     GalleryEntry: {"repeated": False},
     CheckpointMeta: {"class_names_i18n": {}, "dropout": 0.0, "pretrained": False, "head": "linear",
                      "loss": "cross_entropy", "pipeline": [],
-                     "data": {}, "val_metrics": {}, "versions": {}},
+                     "data": {}, "val_metrics": {}, "versions": {},
+                     "weight_averaging": "none", "select_smoothing": 1},
 }
 
 
@@ -974,8 +1041,12 @@ def record_timings(paths: runs.RunPaths | runs.EvaluationPaths, timings: typing.
 
 
 def save_evaluation(paths: runs.RunPaths | runs.EvaluationPaths, evaluation: Evaluation) -> None:
+    """metrics.json, checked as ``load_evaluation`` checks it (types, then values): a
+    writer's mistake fails here, naming the field, not in the next reader."""
     from .limits import REPORT_CLASSES
 
+    validate(evaluation, Evaluation, path=paths.metrics)
+    check_evaluation_values(evaluation, path=paths.metrics)
     if len(evaluation.get("class_names") or []) > REPORT_CLASSES:
         # Indented, a 1000-class matrix puts each of its 10^6 cells on a line of its own.
         runs.write_text(paths.metrics, json.dumps(evaluation, ensure_ascii=False, separators=(",", ":"),
@@ -994,6 +1065,7 @@ def load_class_distribution(paths: runs.RunPaths) -> ClassDistribution | None:
 
 
 def save_class_distribution(paths: runs.RunPaths, distribution: ClassDistribution) -> None:
+    validate(distribution, ClassDistribution, path=paths.class_distribution)   # as it is loaded
     runs.write_json(paths.class_distribution, distribution)
 
 
@@ -1029,7 +1101,23 @@ def _migrate_meta(raw: object, *, path: Path) -> object:
                                            error=CheckpointError)
     if "config" in meta:
         meta["config"] = migrate_meta_config(meta["config"], path=path)
+    _settings_from_config(meta)
     return meta
+
+
+def _settings_from_config(meta: dict[str, object]) -> None:
+    """The one default of a training setting an older meta did not record beside its config
+    (the seed, the selection metric): the config's value, else the config's default."""
+    from .config import TrainConfig
+
+    config = meta.get("config")
+    train = config.get("train") if isinstance(config, dict) else None
+    saved = train if isinstance(train, dict) else {}
+    defaults = TrainConfig()
+    for key, setting, default in (("seed", "seed", defaults.seed),
+                                  ("selected_by", "select_metric", defaults.select_metric)):
+        if key not in meta:
+            meta[key] = saved.get(setting, default)
 
 
 def check_checkpoint_meta(raw: object, *, path: Path) -> CheckpointMeta:
@@ -1282,6 +1370,8 @@ def runtime_versions() -> dict[str, str]:
 
 
 def save_viewer(paths: runs.EvaluationPaths, data: ViewerData) -> None:
+    validate(data, ViewerData, path=paths.viewer)
+    _check_viewer_values(data, path=paths.viewer, hint="")   # as load_viewer checks it
     # Compact: report.html embeds the file as it is.
     runs.write_text(paths.viewer, json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
 
@@ -1290,18 +1380,27 @@ def load_viewer(paths: runs.EvaluationPaths, file: str = "viewer.json", *,
                 class_names: typing.Sequence[str] | None = None) -> ViewerData:
     """viewer.json validated, and each item checked against the class count and map grid
     (and the file's class names against ``class_names``, the checkpoint's, when given)."""
-    import base64
-    import binascii
-
     path = Path(paths.folder) / file
     raw = _read_json(path, error=ReportError, missing=_rerun(paths))
     validate(raw, ViewerData, path=path, hint=_rerun(paths))
     data = typing.cast(ViewerData, raw)
+    _check_viewer_values(data, path=path, hint=_rerun(paths), class_names=class_names)
+    return data
+
+
+def _check_viewer_values(data: ViewerData, *, path: Path, hint: str,
+                         class_names: typing.Sequence[str] | None = None) -> None:
+    """What viewer.json's types cannot say: the schema version, the class names (the
+    checkpoint's, when given), and each item against the class count and the map grid."""
+    import base64
+    import binascii
+
+    hint = f"; {hint}" if hint else ""
     if data["schema"] != VIEWER_SCHEMA:
-        raise ReportError(f"{path}: schema {data['schema']!r}, this xreport reads {VIEWER_SCHEMA}; {_rerun(paths)}")
+        raise ReportError(f"{path}: schema {data['schema']!r}, this xreport reads {VIEWER_SCHEMA}{hint}")
     if class_names is not None and list(data["class_names"]) != list(class_names):
         raise ReportError(f"{path}: class_names ({', '.join(data['class_names'])}) are not the "
-                          f"checkpoint's ({', '.join(class_names)}); {_rerun(paths)}")
+                          f"checkpoint's ({', '.join(class_names)}){hint}")
     k = len(data["class_names"])
     if len(data["grid"]) != 2 or min(data["grid"]) < 1:
         raise ReportError(f"{path}: grid must be [height, width], got {data['grid']}")
@@ -1318,5 +1417,82 @@ def load_viewer(paths: runs.EvaluationPaths, file: str = "viewer.json", *,
                 or not all(0.0 <= p <= 1.0 for p in item["p"])
                 or not item["img"].startswith("data:image/") or not box_ok):
             raise ReportError(f"{path}: item {item['id']!r} does not fit {k} classes and a "
-                              f"{data['grid'][0]}x{data['grid'][1]} grid; {_rerun(paths)}")
-    return data
+                              f"{data['grid'][0]}x{data['grid'][1]} grid{hint}")
+
+
+# ---------------------------------------------------------------- cams.npz: the gallery's maps
+
+# What evaluate computed for the CAM gallery, for the figures stage to draw (evaluate draws
+# nothing): metrics.json's gallery entries say which image and classes, this file holds the
+# pixels. 1: images, maps, counts, masks (+ schema)
+GALLERY_CAMS_SCHEMA = 1
+
+
+class GalleryCams(typing.NamedTuple):
+    """The arrays of cams.npz, in the order of metrics.json's ``explain.gallery``."""
+
+    images: np.ndarray          # uint8 (G, C, H, W), C in {1, 3}: each entry's image as evaluated
+    maps: np.ndarray            # float32 (M, H, W): every entry's maps, entry after entry
+    counts: np.ndarray          # int64 (G,): how many of ``maps`` each entry has
+    masks: np.ndarray | None    # bool (G, H, W): the lesion masks where the data know them
+
+
+def _check_gallery_cams(cams: GalleryCams, *, path: Path, gallery: typing.Sequence[GalleryEntry],
+                        hint: str) -> None:
+    """The shapes and dtypes of ``cams`` against each other and against the gallery entries."""
+    images, maps, counts, masks = cams
+    g = len(gallery)
+    wanted = [len(entry["maps"] or []) or 1 for entry in gallery]
+    problems = [
+        (images.dtype == np.uint8 and images.ndim == 4 and images.shape[0] == g
+         and images.shape[1] in (1, 3), f"images must be uint8 (G={g}, C in 1|3, H, W), got "
+                                        f"{images.dtype} {images.shape}"),
+        (counts.ndim == 1 and counts.dtype.kind in "iu" and counts.tolist() == wanted,
+         f"counts {counts.tolist()} are not the gallery's maps per entry {wanted}"),
+        (maps.dtype == np.float32 and maps.ndim == 3 and maps.shape[0] == sum(wanted)
+         and maps.shape[1:] == images.shape[2:],
+         f"maps must be float32 ({sum(wanted)}, H, W) at the images' size, got {maps.dtype} {maps.shape}"),
+        (masks is None or (masks.dtype == np.bool_ and masks.shape == (g, *images.shape[2:])),
+         "masks must be bool (G, H, W) at the images' size"),
+    ]
+    for ok, message in problems:
+        if not ok:
+            raise ReportError(f"{path}: {message}; {hint}")
+
+
+def save_gallery_cams(paths: runs.EvaluationPaths, cams: GalleryCams, *,
+                      gallery: typing.Sequence[GalleryEntry]) -> None:
+    """cams.npz, checked as it is read, written whole or not at all."""
+    _check_gallery_cams(cams, path=paths.gallery_cams, gallery=gallery, hint=_rerun(paths))
+    schema, counts = np.array(GALLERY_CAMS_SCHEMA), cams.counts.astype(np.int64)
+    with runs.atomic_path(paths.gallery_cams) as tmp, open(tmp, "wb") as fh:
+        if cams.masks is None:
+            np.savez_compressed(fh, schema=schema, images=cams.images, maps=cams.maps, counts=counts)
+        else:
+            np.savez_compressed(fh, schema=schema, images=cams.images, maps=cams.maps, counts=counts,
+                                masks=cams.masks)
+
+
+def load_gallery_cams(paths: runs.EvaluationPaths, *,
+                      gallery: typing.Sequence[GalleryEntry]) -> GalleryCams | None:
+    """cams.npz checked against ``gallery`` (its metrics.json's); None when the evaluation has
+    none (written before the figures stage drew the overlays: they are in cams/ already)."""
+    import zipfile
+
+    path = paths.gallery_cams
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            found = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ReportError(f"{path}: not a readable .npz ({exc}); {_rerun(paths)}") from None
+    missing = [key for key in ("schema", "images", "maps", "counts") if key not in found]
+    if missing:
+        raise ReportError(f"{path}: lacks {', '.join(missing)}; {_rerun(paths)}")
+    if found["schema"].shape != () or int(found["schema"]) != GALLERY_CAMS_SCHEMA:
+        raise ReportError(f"{path}: schema {found['schema'].tolist()!r}, this xreport reads "
+                          f"{GALLERY_CAMS_SCHEMA}; {_rerun(paths)}")
+    cams = GalleryCams(found["images"], found["maps"], found["counts"], found.get("masks"))
+    _check_gallery_cams(cams, path=path, gallery=gallery, hint=_rerun(paths))
+    return cams

@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=SPLITS)
     e.add_argument("--data", help="evaluate on other data (external validation); written to "
                    "reports/NAME/external-<data name>/, never over the run's own files")
-    e.add_argument("--out", type=Path, help="folder for predictions.csv, metrics.json, cams/ "
+    e.add_argument("--out", type=Path, help="folder for predictions.csv, metrics.json, cams.npz "
                    "(default: reports/NAME/ for the test split, reports/NAME/<split>/ for another, "
                    "reports/NAME/external-<data name>/ with --data)")
     e.add_argument("--class-map", metavar="OLD=NEW,...",

@@ -417,7 +417,7 @@ def _run_row(run: EvaluatedRun) -> RunRow:
         "pretrained": bool(meta["pretrained"]), "head": meta["head"], "loss": meta["loss"],
         "epochs_run": len(run.history) if run.history else None,
         "epochs_planned": train.get("epochs") if isinstance(train, Mapping) else None,
-        "best_epoch": meta["epoch"], "selected_by": meta.get("selected_by"),
+        "best_epoch": meta["epoch"], "selected_by": meta["selected_by"],
         "train_time": _duration(_train_seconds(run.history)),
         "n": len(run.ids), "task": run.metrics["task"],
         "checkpoint_sha256": evaluation["checkpoint"].get("sha256") or DASH,

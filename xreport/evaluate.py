@@ -30,7 +30,7 @@ from .limits import REPORT_CLASSES
 from .models import cam_target_layer, load_weights, model_from_meta
 
 if TYPE_CHECKING:
-    from .explain import ExplainSummary
+    from .explain import ExplainSummary, GalleryPick
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,8 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
                  progress: bool = True, precision: str = EVAL_PRECISION,
                  class_map: Mapping[str, str] | None = None,
                  explain_protocol: str = "fast") -> artifacts.Evaluation:
-    """Run the checkpoint on ``split``; write predictions.csv, metrics.json, cams/ and viewer.json
+    """Run the checkpoint on ``split``; write predictions.csv, metrics.json, cams.npz (the
+    gallery's maps) and viewer.json
     into ``out``: by default the run's own evaluation of that split, or for other ``data``
     ``reports/NAME/external-<data name>/`` (never the run's own files)."""
     timings: dict[str, float] = {}
@@ -241,7 +242,7 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
         "precision": precision,
         "tta": bool(tta),
         "checkpoint": {"path": str(run.checkpoint.path), "sha256": run.sha256,
-                       "epoch": run.meta.get("epoch")},
+                       "epoch": run.meta["epoch"]},
         "data": {"source": dataset.source, "fingerprint": dataset.fingerprint, "n": len(target),
                  "external": data is not None},
         "class_names": class_names,
@@ -253,6 +254,7 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
         "explain": cast("artifacts.Explanation | None", explanation),
         "timings": timings,
         "skipped": [{"file": s["file"], "reason": s["reason"]} for s in dataset.skipped],
+        "architecture": _architecture(run),
     }
     if deduplicated is not None:
         result["deduplicated"] = deduplicated
@@ -388,7 +390,8 @@ def evaluate_report(paths: runs.RunPaths, *, split: str = "test", device: str = 
 
 
 # What an evaluation writes into its folder: an --out holding anything else is the user's.
-_EVALUATION_FILES = frozenset({"predictions.csv", "metrics.json", "viewer.json", "cams", ".lock"})
+_EVALUATION_FILES = frozenset({"predictions.csv", "metrics.json", "viewer.json", "cams.npz", "cams",
+                               ".lock"})
 
 
 def check_external_out(out: Path, paths: runs.RunPaths) -> Path:
@@ -431,6 +434,19 @@ def _check_compatible(run: LoadedRun, dataset: Dataset) -> None:
     if dataset.channels != int(run.meta["in_channels"]):
         raise DataError(f"{dataset.source}: images have {dataset.channels} channels but the "
                         f"checkpoint expects {run.meta['in_channels']}")
+
+
+def _architecture(run: LoadedRun) -> artifacts.ArchitectureSummary | None:
+    """The model's stages, params and FLOPs at the run's input size, while it is loaded (the
+    report and the study read them instead of rebuilding the model); None, with a warning,
+    for a model the summary does not know."""
+    from .models import architecture_summary
+
+    try:
+        return architecture_summary(run.model, run.meta["image_size"], run.meta["in_channels"])
+    except (XReportError, KeyError, ValueError, RuntimeError) as exc:
+        logger.warning("model summary not recorded: %s", exc)
+        return None
 
 
 class NormalizedView:
@@ -491,10 +507,9 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: ru
                      split_name: str = "test", precision: str = EVAL_PRECISION,
                      protocol: str = EXPLAIN_DEFAULT) -> ExplainSummary:
     """CAM gallery, faithfulness, sanity check (and localisation on phantom data), and the
-    interactive viewer's data; the figures stage draws the gallery's overlays while the
-    maps are in memory."""
+    interactive viewer's data. The gallery's maps go to cams.npz (``artifacts.GalleryCams``),
+    from which the figures stage draws the overlays: evaluate computes and draws nothing."""
     from . import explain
-    from .figures import draw_cam_gallery
 
     layer, layer_name = cam_target_layer(run.model, input_size=int(run.meta["image_size"]),
                                          in_channels=int(run.meta["in_channels"]))
@@ -509,9 +524,7 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: ru
         precision=precision, **EXPLAIN_PROTOCOLS[protocol])
     summary["protocol"] = protocol
     timings = summary["timings"]
-    with _timed(timings, "figures_s"):
-        draw_cam_gallery(summary["gallery"], gallery_cams, split.images, split.ids, out=out,
-                         masks=split.masks)
+    _save_gallery_cams(summary["gallery"], gallery_cams, split, out=out)
     if len(run.meta["class_names"]) > REPORT_CLASSES:
         # A map per class for every viewer image: 1000 classes made a 73 MB viewer.json.
         logger.info("interactive viewer left out: %d classes (it shows up to %d)",
@@ -524,6 +537,22 @@ def explain_and_draw(run: LoadedRun, split: Split, probs: np.ndarray, *, out: ru
                                               out=out, method=method, task=task, split_name=split_name,
                                               device=device)
     return summary
+
+
+def _save_gallery_cams(gallery: Sequence[GalleryPick], cams: torch.Tensor, split: Split, *,
+                       out: runs.EvaluationPaths) -> None:
+    """cams.npz: each gallery entry's image (and lesion mask) and its maps, in the order of
+    the entries' ``maps`` (``explain.explain_split``); each entry gets its image ``id`` and
+    whether its overlays will outline a known lesion."""
+    rows = torch.tensor([entry["index"] for entry in gallery], dtype=torch.long)
+    masks = None if split.masks is None else split.masks[rows].numpy().astype(bool)
+    for i, entry in enumerate(gallery):
+        entry["id"] = split.ids[entry["index"]]
+        entry["lesion_outline"] = masks is not None and bool(masks[i].any())
+    counts = np.array([len(entry.get("maps", [])) for entry in gallery], dtype=np.int64)
+    artifacts.save_gallery_cams(out, artifacts.GalleryCams(
+        images=split.images[rows].numpy(), maps=cams.detach().cpu().float().numpy(),
+        counts=counts, masks=masks), gallery=cast(Sequence[artifacts.GalleryEntry], gallery))
 
 
 def write_viewer_data(run: LoadedRun, split: Split, probs: np.ndarray, *, layer: torch.nn.Module,

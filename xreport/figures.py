@@ -103,6 +103,7 @@ class ReportFigures:
     faithfulness: FigurePaths | None = None
     sanity: FigurePaths | None = None
     block_diagram: FigurePaths | None = None
+    gallery: list[list[str]] | None = None   # draw_cam_gallery's files (None: metrics.json names them)
     failed: list[str] = field(default_factory=list)
 
 
@@ -192,46 +193,51 @@ def _example_figures(config: Mapping[str, object], dataset: Dataset | None, make
     return examples, before_after
 
 
-def draw_cam_gallery(gallery: Sequence[GalleryPick], cams: torch.Tensor,
-                     images: torch.Tensor, ids: Sequence[str], *, out: runs.EvaluationPaths,
-                     masks: torch.Tensor | None = None) -> None:
-    """The CAM gallery's overlays, one PNG per map, into ``cams/`` beside metrics.json.
+GalleryFiles = list[list[str]]   # per gallery entry, its maps' overlays (relative to the evaluation folder)
 
-    ``cams`` holds one map per entry and target class, in the order of the entries' ``maps``
-    (``explain.explain_split``); ``images`` the evaluated split (uint8 N x C x H x W). Each
-    map gets its ``file``, each entry its first map's ``file`` and its image ``id``. The
-    overlays carry no words, so they are drawn once per evaluation, not per language.
-    Where the data know the lesions (``masks``, phantom data), each overlay outlines its
-    image's lesion, so a reader sees whether the map's hot spot falls on it.
+
+def draw_cam_gallery(evaluation: runs.EvaluationPaths,
+                     gallery: Sequence[artifacts.GalleryEntry]) -> GalleryFiles | None:
+    """The CAM gallery's overlays, one PNG per map, into ``cams/`` beside metrics.json, from
+    the maps evaluate saved (cams.npz). Returns each entry's files, in the order of its
+    ``maps``; None for an evaluation without cams.npz (older: it drew them into cams/, and
+    metrics.json names them). The overlays carry no words, so they are drawn once, not
+    per language. Where the data know the lesions (phantom data), each overlay outlines
+    its image's lesion, so a reader sees whether the map's hot spot falls on it.
     """
     from . import charts, explain
 
-    out.cams.mkdir(parents=True, exist_ok=True)
-    for old in out.cams.glob("*.png"):
+    cams = artifacts.load_gallery_cams(evaluation, gallery=gallery)
+    if cams is None:
+        return None
+    evaluation.cams.mkdir(parents=True, exist_ok=True)
+    for old in evaluation.cams.glob("*.png"):
         old.unlink()
-    flat_maps = iter(cams)
+    flat_maps = iter(cams.maps)
+    drawn: GalleryFiles = []
     for i, entry in enumerate(gallery):
-        raw = images[entry["index"]]
+        raw = cams.images[i]
         content = explain.content_mask(raw)
-        image = raw.permute(1, 2, 0).numpy()
+        image = raw.transpose(1, 2, 0)
         image = image[..., 0] if image.shape[2] == 1 else image
-        maps = entry["maps"]
-        lesion = None if masks is None else masks[entry["index"]].numpy()
-        for item in maps:
-            name = f"{i:02d}_{entry['kind']}_c{entry['class_index']}_{entry['index']}_m{item['target']}.png"
+        lesion = None if cams.masks is None else cams.masks[i]
+        targets = [m["target"] for m in entry["maps"]] if entry["maps"] else [entry["target"] or 0]
+        files = []
+        for target in targets:
+            name = f"{i:02d}_{entry['kind']}_c{entry['class_index']}_{entry['index']}_m{target}.png"
             cam = explain.without_padding(next(flat_maps), content)
             charts.save_figure(charts.cam_overlay(image, cam, colorbar=False, lesion=lesion),
-                               out.cams / name)
-            item["file"] = f"cams/{name}"
-        entry["file"] = maps[0]["file"]
-        entry["id"] = ids[entry["index"]]
-        entry["lesion_outline"] = lesion is not None and bool(lesion.any())
+                               evaluation.cams / name)
+            files.append(f"{evaluation.cams.name}/{name}")
+        drawn.append(files)
+    return drawn
 
 
 def draw_report_figures(report_dir: Path, *, meta: artifacts.CheckpointMeta,
                         evaluation: artifacts.Evaluation, history: artifacts.History,
                         distribution: artifacts.ClassDistribution | None, dataset: Dataset | None,
                         langs: Sequence[str], templates_dir: Path | None = None,
+                        evaluation_paths: runs.EvaluationPaths | None = None,
                         architecture: ArchitectureSummary | None = None) -> ReportFigures:
     """Every chart of the single-run report, per language, with ``templates_dir``'s wording.
 
@@ -253,12 +259,12 @@ def draw_report_figures(report_dir: Path, *, meta: artifacts.CheckpointMeta,
                         for s, c in distribution["splits"].items()}}, t=t))
     if history:
         out.curves = maker.draw("training_curves", lambda t, lang: charts.training_curves(
-            history, selected_epoch=meta.get("epoch"), selected_by=meta.get("selected_by"), t=t))
+            history, selected_epoch=meta["epoch"], selected_by=meta["selected_by"], t=t))
     if architecture is not None and architecture["blocks"]:
         blocks = architecture["blocks"]
         out.block_diagram = maker.draw("block_diagram", lambda t, lang: charts.block_diagram(blocks, t=t))
     out.examples, out.before_after = _example_figures(meta["config"], dataset, maker, names_by_lang,
-                                                      int(meta.get("seed", 0) or 0))
+                                                      meta["seed"])
     out.results = _result_figures(evaluation["metrics"], maker, mappings)
     explained = evaluation["explain"]
     faith = explained["faithfulness"] if explained else None
@@ -267,5 +273,7 @@ def draw_report_figures(report_dir: Path, *, meta: artifacts.CheckpointMeta,
     sanity = explained["sanity"] if explained else None
     if sanity and any(st["spearman"] is not None for st in sanity["stages"]):
         out.sanity = maker.draw("sanity", lambda t, lang: charts.sanity_similarity(sanity, t=t))
+    if explained and evaluation_paths is not None:
+        out.gallery = draw_cam_gallery(evaluation_paths, explained["gallery"])
     out.failed = sorted(set(maker.failed))
     return out

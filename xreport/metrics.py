@@ -572,18 +572,34 @@ def _with_interval(value: Value, interval: Value | None) -> Value:
     return {**value, **interval}
 
 
-def _table(v: Callable[[str], Value], y: np.ndarray, names: list[str]) -> dict:
+class _Table(TypedDict):
+    """The confusion-count part of ``artifacts.Metrics``."""
+
+    accuracy: Value
+    balanced_accuracy: Value
+    mcc: Value
+    per_class: list[artifacts.ClassRow]
+    macro_avg: artifacts.AverageRow
+    weighted_avg: artifacts.AverageRow
+
+
+def _table(v: Callable[[str], Value], y: np.ndarray, names: list[str]) -> _Table:
     k = len(names)
     support = np.bincount(y, minlength=k)
-    metrics = ("precision", "recall", "specificity", "f1")
-    per_class = [{"class": names[c], "index": c,
-                  **{m: v(f"per_class/{c}/{m}") for m in metrics},
-                  "support": int(support[c]), "auc": v(f"per_class/{c}/auc"),
-                  "ap": v(f"per_class/{c}/ap") if k > 2 else None} for c in range(k)]
-    averages = {avg: {**{m: v(f"{avg}/{m}") for m in ("precision", "recall", "f1")},
-                      "support": int(len(y))} for avg in ("macro_avg", "weighted_avg")}
+    per_class: list[artifacts.ClassRow] = [
+        {"class": names[c], "index": c, "precision": v(f"per_class/{c}/precision"),
+         "recall": v(f"per_class/{c}/recall"), "specificity": v(f"per_class/{c}/specificity"),
+         "f1": v(f"per_class/{c}/f1"), "support": int(support[c]), "auc": v(f"per_class/{c}/auc"),
+         "ap": v(f"per_class/{c}/ap") if k > 2 else None} for c in range(k)]
+
+    def average(avg: str) -> artifacts.AverageRow:
+        # specificity and AUC are per class only: an average row has none
+        return {"precision": v(f"{avg}/precision"), "recall": v(f"{avg}/recall"),
+                "f1": v(f"{avg}/f1"), "specificity": None, "auc": None, "support": int(len(y))}
+
     return {"accuracy": v("accuracy"), "balanced_accuracy": v("balanced_accuracy"),
-            "mcc": v("mcc"), "per_class": per_class, **averages}
+            "mcc": v("mcc"), "per_class": per_class, "macro_avg": average("macro_avg"),
+            "weighted_avg": average("weighted_avg")}
 
 
 def _curve_classes(k: int) -> list[int]:
@@ -870,26 +886,26 @@ def compute_all(y_true: ArrayLike, probs: ArrayLike, *, class_names: Sequence[st
     intervals = {key: percentile_interval(arr) for key, arr in arrays.items()}
     v = _valuer(y, p, names, point, intervals)
     table = _table(v, y, names)
-    result: dict[str, object] = {"task": task, "class_names": names, "n": n,
-                              "accuracy": table["accuracy"],
-                              "balanced_accuracy": table["balanced_accuracy"],
-                              "mcc": table["mcc"],
-                              "roc_auc": {**v("roc_auc"),
-                                          "average": "binary" if k == 2 else "macro-ovr"}}
-    if k > 2:
-        result["roc_auc_weighted"] = v("roc_auc_weighted")
-    result["average_precision"] = _with_interval(average_precision(y, p, class_names=names),
-                                                 intervals.get("average_precision"))
-    result.update({key: table[key] for key in ("per_class", "macro_avg", "weighted_avg")})
-    result["confusion_matrix"] = confusion_matrices(y, p.argmax(axis=1), class_names=names)
-    result["curves"] = roc_pr_curves(y, p, class_names=names, only=_shown(y, p, k))
     cal = calibration(y, p)
-    result["calibration"] = {**cal, **{key: _with_interval(cal[key], intervals.get(f"calibration/{key}"))
-                                       for key in ("ece", "brier")}}
-    result["operating_points"] = _point_dicts(y, choices, intervals) if k == 2 else []
-    result["ordinal"] = _ordinal_part(y, p, names, point, intervals) if ordinal else None
-    result["bootstrap"] = {"resamples": int(n_boot), "seed": int(seed), "stratified": True}
-    return cast(artifacts.Metrics, _jsonable(result))
+    roc_auc: artifacts.RocAuc = {**v("roc_auc"), "average": "binary" if k == 2 else "macro-ovr"}
+    result: artifacts.Metrics = {
+        "task": cast(artifacts.Task, task), "class_names": names, "n": n,
+        "accuracy": table["accuracy"], "balanced_accuracy": table["balanced_accuracy"],
+        "mcc": table["mcc"], "roc_auc": roc_auc,
+        "roc_auc_weighted": v("roc_auc_weighted") if k > 2 else None,
+        "average_precision": _with_interval(average_precision(y, p, class_names=names),
+                                            intervals.get("average_precision")),
+        "per_class": table["per_class"], "macro_avg": table["macro_avg"],
+        "weighted_avg": table["weighted_avg"],
+        "confusion_matrix": confusion_matrices(y, p.argmax(axis=1), class_names=names),
+        "curves": roc_pr_curves(y, p, class_names=names, only=_shown(y, p, k)),
+        "calibration": {**cal, "ece": _with_interval(cal["ece"], intervals.get("calibration/ece")),
+                        "brier": _with_interval(cal["brier"], intervals.get("calibration/brier"))},
+        "operating_points": _point_dicts(y, choices, intervals) if k == 2 else [],
+        "ordinal": _ordinal_part(y, p, names, point, intervals) if ordinal else None,
+        "bootstrap": {"resamples": int(n_boot), "seed": int(seed), "stratified": True},
+    }
+    return result
 
 
 # ---------------------------------------------------------------- comparing two models

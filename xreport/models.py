@@ -21,6 +21,8 @@ import torchvision
 import torch.nn.functional as F
 from torch import nn
 
+from .artifacts import (ArchitectureSummary, BlockKind, BlockStructure, LayerOp,  # noqa: F401 (the schema, in artifacts)
+                        LayerStep, StageRow)
 from .config import ARCHS
 from .errors import CheckpointError, ConfigError, OfflineError
 
@@ -509,60 +511,8 @@ def count_flops(model: nn.Module, input_size: int, in_channels: int) -> int:
 
 # ---------------------------------------------------------------- architecture summary
 
-BlockKind = Literal["basic", "bottleneck", "dense_layer", "transition"]
-LayerOp = Literal["conv", "norm", "relu", "pool", "linear", "other"]
 # The block kinds whose structure the report draws (a transition is a stage, not a block type).
 DRAWN_BLOCKS: tuple[BlockKind, ...] = ("basic", "bottleneck", "dense_layer")
-
-
-class LayerStep(TypedDict):
-    """One layer call inside a block, as the forward pass made it."""
-
-    module: str                    # its path in the model ("layer1.0.conv1")
-    op: LayerOp
-    kernel: int | None             # conv / pool: the (square) kernel side
-    stride: int | None
-    in_channels: int | None
-    out_channels: int | None
-    out_shape: list[int]           # C, H, W at the summary's input size
-
-
-class BlockStructure(TypedDict):
-    """The first block of one kind in the model, layer by layer."""
-
-    kind: BlockKind
-    module: str                    # "layer1.0", "features.denseblock1.denselayer1"
-    count: int                     # blocks of this kind in the whole model
-    in_shape: list[int]
-    out_shape: list[int]
-    steps: list[LayerStep]         # the main path, in call order, up to the merge
-    merge: Literal["add", "concat"]
-    shortcut: list[LayerStep]      # "add": the projection's layers; [] is the identity
-    after_merge: list[LayerStep]   # ResNet: the ReLU applied to the sum
-    growth_rate: int | None        # dense layer: channels each layer adds
-
-
-class StageRow(TypedDict):
-    name: str                      # "stem", "layer1", "denseblock1", "transition1", "head"
-    module: str                    # its path in the model ("features.denseblock1")
-    block: BlockKind | None        # None: stem and head (single layers)
-    blocks: int                    # blocks in the stage (1 for stem, transition and head)
-    out_shape: list[int]           # C, H, W (the head: its outputs)
-    params: int
-    flops: int
-
-
-class ArchitectureSummary(TypedDict):
-    """A model's stages at one input size, from one forward pass (``architecture_summary``)."""
-
-    family: Literal["resnet", "densenet"]
-    input_size: int
-    in_channels: int
-    stages: list[StageRow]
-    blocks: list[BlockStructure]   # one per drawn block kind present, in model order
-    params: int
-    trainable: int
-    flops: int                     # as count_flops counts them (a multiply-add is 2)
 
 
 def _block_kind(module: nn.Module) -> BlockKind | None:

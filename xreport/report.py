@@ -548,16 +548,22 @@ def _join_floats(values: Sequence[float]) -> str:
     return ", ".join(f"{float(v):.3f}" for v in values)
 
 
-def architecture(meta: artifacts.CheckpointMeta, model: torch.nn.Module | None = None
+def architecture(meta: artifacts.CheckpointMeta, evaluation: artifacts.Evaluation,
+                 model: torch.nn.Module | None = None
                  ) -> tuple[ArchitectureSummary | None, torch.nn.Module | None]:
-    """The model's architecture summary at the run's input size, and the model it came from.
+    """The model's architecture summary at the run's input size, and the model it came from
+    (None when the summary was read).
 
-    ``model`` is the run's loaded model when the caller has one; otherwise the model is
-    rebuilt from the meta ONCE here and returned, so the caller reuses it (a DenseNet or
-    ResNet-152 is not rebuilt twice). None when the meta describes no buildable model.
+    The evaluation's recorded summary (evaluate summarises the model it loaded). The one
+    default for an evaluation from before it: ``model`` summarised when the caller has it,
+    else the model rebuilt from the meta ONCE here and returned, so the caller reuses it (a
+    DenseNet or ResNet-152 is not rebuilt twice). None when the meta describes no buildable
+    model.
     """
     from . import models
 
+    if evaluation["architecture"] is not None:
+        return evaluation["architecture"], model
     try:
         if model is None:
             model = models.model_from_meta(meta)
@@ -600,7 +606,7 @@ def _training(meta: artifacts.CheckpointMeta, train: TrainConfig, history: artif
               curves: FigurePaths | None) -> Training:
     val = meta["val_metrics"]
     choices = meta["recipe"]["choices"] if meta["recipe"] else []
-    selected_by = meta.get("selected_by", train.select_metric)
+    selected_by = meta["selected_by"]
     selected = selected_by.removeprefix("val_")
     # The pills: loss, accuracy, F1, AUC, and the selection metric whatever it is (QWK, ...).
     shown = [k for k in VAL_COLUMNS if k in ("loss", "acc", "f1", "auc") or k == selected]
@@ -610,14 +616,14 @@ def _training(meta: artifacts.CheckpointMeta, train: TrainConfig, history: artif
         "warmup_epochs": train.warmup_epochs, "epochs_planned": train.epochs,
         "epochs_run": len(history) if history else None, "early_stopping": train.early_stopping,
         "batch_size": train.batch_size, "imbalance": train.imbalance,
-        "label_smoothing": train.label_smoothing, "seed": meta.get("seed", train.seed),
+        "label_smoothing": train.label_smoothing, "seed": meta["seed"],
         "selected_epoch": meta["epoch"], "selected_by": selected_by,
         "selected_value": next((val.get(k) for k in VAL_COLUMNS if k == selected), None),
         "val_metrics": [(k, v) for k in shown if (v := val.get(k)) is not None],
         "head": meta["head"], "loss": meta["loss"],
-        # How the saved model was chosen beyond the metric (absent in older checkpoints).
-        "weight_averaging": meta.get("weight_averaging", "none"),
-        "select_smoothing": meta.get("select_smoothing", 1),
+        # How the saved model was chosen beyond the metric.
+        "weight_averaging": meta["weight_averaging"],
+        "select_smoothing": meta["select_smoothing"],
         # What the auto recipe chose from the data (the "why" figures in English, as a tooltip).
         "recipe": [c for c in choices if c["rule"] != "base"],
         "figures": {"curves": curves},
@@ -749,11 +755,16 @@ def _panel(entry: artifacts.GalleryEntry, maps: list[GalleryMapRow]) -> GalleryP
 
 
 def _gallery(explain: artifacts.Explanation, paths: RunPaths, class_names: Sequence[str], *,
-             folder: Path) -> list[GalleryGroup]:
-    """Gallery panels grouped by the class they explain, in class order then TP/TN/FP/FN."""
+             folder: Path, drawn: Sequence[Sequence[str]] | None = None) -> list[GalleryGroup]:
+    """Gallery panels grouped by the class they explain, in class order then TP/TN/FP/FN.
+    ``drawn``: the overlays the figures stage drew (``figures.draw_cam_gallery``), per
+    entry; None: the files metrics.json names (an evaluation that drew them itself)."""
     groups: dict[str, list[GalleryPanel]] = {}
-    for entry in explain["gallery"]:
+    for i, entry in enumerate(explain["gallery"]):
         maps = _gallery_maps(entry, class_names)
+        if drawn is not None:
+            for m, file in zip(maps, drawn[i], strict=True):
+                m["file"] = file
         missing = [m["file"] for m in maps if not m["file"] or not (folder / m["file"]).is_file()]
         if missing:
             logger.warning("gallery image(s) %s missing; panel left out", ", ".join(map(str, missing)))
@@ -859,7 +870,8 @@ def _explain(explain: artifacts.Explanation | None, paths: RunPaths,
              figures: Mapping[str, FigurePaths | None], class_names: Sequence[str], *,
              folder: Path | None = None,
              mappings: Mapping[str, Mapping[str, str]] | None = None,
-             precision: str | None = None, total: int | None = None) -> ExplainContext:
+             precision: str | None = None, total: int | None = None,
+             drawn: Sequence[Sequence[str]] | None = None) -> ExplainContext:
     from . import charts
 
     if not explain:
@@ -867,7 +879,7 @@ def _explain(explain: artifacts.Explanation | None, paths: RunPaths,
     folder = folder or paths.report_dir
     return {"available": True, "method": explain["method"],
             "target_layer": explain["target_layer"],
-            "gallery": _gallery(explain, paths, class_names, folder=folder),
+            "gallery": _gallery(explain, paths, class_names, folder=folder, drawn=drawn),
             "viewer": _viewer(explain, folder, mappings or {}, class_names),
             "cam_scale": charts.cam_scale_colors(),
             "lesion_outlines": any(entry["lesion_outline"] for entry in explain["gallery"]),
@@ -886,7 +898,7 @@ def _repro(meta: artifacts.CheckpointMeta, run_config: RunConfig, paths: RunPath
         config_toml = tomli_w.dumps(_toml_safe(meta["config"]))
     sha = evaluation["checkpoint"].get("sha256") or (sha256_file(paths.best) if paths.best.is_file() else None)
     train_cmd = shlex.join(str(a) for a in meta["command"]) if meta["command"] is not None else None
-    return {"config_toml": config_toml, "seed": meta.get("seed", run_config.train.seed),
+    return {"config_toml": config_toml, "seed": meta["seed"],
             "checkpoint_path": str(paths.best), "checkpoint_sha256": sha or DASH,
             "data_fingerprint": meta["data_fingerprint"] or evaluation["data"].get("fingerprint"),
             "versions": meta["versions"], "command": command, "train_command": train_cmd,
@@ -1014,10 +1026,11 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
     i18n = artifacts.class_name_translations(meta)
     mappings = {lang: artifacts.class_name_map(class_names, i18n.get(lang)) for lang in langs}
     predicted = _predicted(predictions_only, class_names)
-    summary, model = architecture(meta, model)
+    summary, model = architecture(meta, loaded, model)
     figs = draw_report_figures(paths.report_dir, meta=meta, evaluation=loaded, history=history,
                                distribution=dist, dataset=dataset, langs=langs,
-                               templates_dir=templates_dir, architecture=summary)
+                               templates_dir=templates_dir, architecture=summary,
+                               evaluation_paths=evaluation_paths)
 
     name = _dataset_name(meta, dataset)
     data_cfg = meta["data"]
@@ -1062,7 +1075,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         "training": _training(meta, run_config.train, history, figs.curves),
         "results": _results(metrics, split, figs.results, evaluation=loaded),
         "explain": _explain(explain, paths, {"faithfulness": figs.faithfulness, "sanity": figs.sanity},
-                            class_names, folder=evaluation_paths.folder, mappings=mappings,
+                            class_names, folder=evaluation_paths.folder, mappings=mappings, drawn=figs.gallery,
                             precision=loaded["precision"], total=loaded["data"].get("n")),
         # The split the metrics and CAMs are from: "val" when the test split has no labels.
         "evaluated_split": str(split),
@@ -1072,7 +1085,7 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
                                               if str(split) == "test" else None),
         "limitations": discussion.limitations(
             metrics, distribution=dist, leakage=leakage, split=str(split),
-            synthetic=_synthetic_source(meta, dataset, loaded), seed=int(meta.get("seed", run_config.train.seed)),
+            synthetic=_synthetic_source(meta, dataset, loaded), seed=meta["seed"],
             external=bool(data_ref.get("external")), source=str(data_ref.get("source") or name),
             image_sizes=dataset.original_sizes if dataset is not None else None),
         "repro": _repro(meta, run_config, paths, loaded, command),

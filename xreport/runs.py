@@ -153,7 +153,8 @@ def data_name(data: str | Path) -> str:
 
 @dataclass(frozen=True)
 class EvaluationPaths:
-    """The files one evaluation writes: predictions, metrics, CAM overlays, viewer data."""
+    """The files one evaluation writes: predictions, metrics, the CAM gallery's maps, viewer data
+    (and the gallery's overlays, which the figures stage draws from its maps)."""
 
     folder: Path
     name: str = "NAME"  # the run's name, for messages that say what to re-run
@@ -173,6 +174,11 @@ class EvaluationPaths:
     @property
     def viewer(self) -> Path:
         return Path(self.folder) / "viewer.json"
+
+    @property
+    def gallery_cams(self) -> Path:
+        """The CAM gallery's maps and images (``artifacts.GalleryCams``), drawn by the figures stage."""
+        return Path(self.folder) / "cams.npz"
 
 
 # ---------------------------------------------------------------- atomic writes

@@ -582,12 +582,12 @@ class StudyResult:
 
 
 def _model_entry(run: cmp.EvaluatedRun, index: int, *, maker: FigureMaker) -> dict[str, object]:
-    """One run's model facts, stage table and block diagram, from ONE rebuild of its model
-    (``report.architecture``; the single-run report's Model section shows the same)."""
+    """One run's model facts, stage table and block diagram, from its evaluation's recorded
+    summary (``report.architecture``; the single-run report's Model section shows the same)."""
     from . import charts
     from .report import _model, architecture
 
-    summary, model = architecture(run.meta)
+    summary, model = architecture(run.meta, run.evaluation)
     diagram = None
     if summary is not None and summary["blocks"]:
         blocks = summary["blocks"]

@@ -373,8 +373,9 @@ def _data_meta(config: RunConfig, ds: Dataset) -> dict[str, object]:
 def _static_meta(config: RunConfig, ds: Dataset, *, model: nn.Module, small_stem: bool,
                  head: str, loss: str, mean: Sequence[float], std: Sequence[float], setup: _Setup,
                  command: Sequence[str], recipe: Sequence[artifacts.RecipeChoice],
-                 averaging: str = "none") -> dict[str, object]:
-    """The checkpoint meta that does not change from epoch to epoch."""
+                 averaging: str = "none") -> artifacts.CheckpointMeta:
+    """The checkpoint meta that does not change from epoch to epoch (``epoch``,
+    ``val_metrics`` and ``created`` are set as each epoch is saved)."""
     from .data import describe_pipeline
 
     return {
@@ -389,9 +390,10 @@ def _static_meta(config: RunConfig, ds: Dataset, *, model: nn.Module, small_stem
         "pretrained": config.model.pretrained, "freeze_backbone": config.model.freeze_backbone,
         "weights": config.model.weights,
         # What the auto recipe chose and why (xreport.recipe); [] for a plain recipe.
-        "recipe": {"name": config.train.recipe, "choices": [dict(c) for c in recipe]},
+        "recipe": {"name": config.train.recipe, "choices": [c.copy() for c in recipe]},
         "mean": list(mean), "std": list(std), "preprocess": asdict(config.preprocess),
-        "pipeline": describe_pipeline(config.preprocess, config.image_size),
+        # data.describe_pipeline's steps; their types are checked as the meta is saved
+        "pipeline": cast(list[artifacts.PipelineStep], describe_pipeline(config.preprocess, config.image_size)),
         "data": _data_meta(config, ds), "data_fingerprint": ds.fingerprint,
         "selected_by": config.train.select_metric, "seed": config.train.seed,
         "weight_averaging": averaging, "select_smoothing": config.train.select_smoothing,
@@ -399,6 +401,7 @@ def _static_meta(config: RunConfig, ds: Dataset, *, model: nn.Module, small_stem
         "device": setup.device.type, "precision": setup.precision,
         "channels_last": setup.channels_last, "world_size": setup.world_size,
         "command": list(command),
+        "epoch": None, "val_metrics": {}, "created": None,
     }
 
 
@@ -579,7 +582,7 @@ def _resume_extra(loop: _Loop, state: _State) -> ResumeState:
     return extra
 
 
-def _save_epoch(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[str, object],
+def _save_epoch(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: artifacts.CheckpointMeta,
                 row: dict[str, float], improved: bool) -> None:
     """best.pt (when improved; the selected model's weights), last.pt (the trained weights,
     for resuming), then history.csv; each write atomic."""
@@ -587,10 +590,14 @@ def _save_epoch(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[
     selected = loop.selected_model(state.epoch)
     chosen = weights if selected is loop.bare else {k: v.detach().cpu().clone()
                                                     for k, v in selected.state_dict().items()}
-    epoch_meta = {**meta, "epoch": state.epoch,
-                  "val_metrics": {k: _json_float(row[f"val_{k}"])
-                                  for k in ("loss", "acc", "f1", "auc", "bacc", "qwk")},
-                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    epoch_meta = meta.copy()
+    epoch_meta["epoch"] = state.epoch
+    epoch_meta["val_metrics"] = {"loss": _json_float(row["val_loss"]), "acc": _json_float(row["val_acc"]),
+                                 "f1": _json_float(row["val_f1"]), "auc": _json_float(row["val_auc"]),
+                                 "bacc": _json_float(row["val_bacc"]), "qwk": _json_float(row["val_qwk"])}
+    epoch_meta["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    # Checked as it will be loaded: a writer's mistake fails here, naming the field.
+    epoch_meta = artifacts.check_checkpoint_meta(epoch_meta, path=paths.best)
     # All or nothing: a failed write (disk full) leaves the previous epoch's set, which
     # --resume continues; last.pt is renamed last because it marks the epoch complete.
     files = {paths.best: runs.checkpoint_bytes(state_dict=chosen, meta=epoch_meta)} if improved else {}
@@ -804,7 +811,7 @@ def stop_reason(state: _State, cfg: TrainConfig) -> str:
     return ""
 
 
-def _run_epochs(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[str, object],
+def _run_epochs(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: artifacts.CheckpointMeta,
                 on_epoch_end: Callable[[dict[str, float]], None] | None) -> None:
     cfg, setup = loop.config.train, loop.setup
     while state.epoch < cfg.epochs and not state.stopped:
@@ -840,7 +847,7 @@ def _run_epochs(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: dict[
 
 
 def _selection_metric(state: _State, row: dict[str, float], configured: str,
-                      meta: dict[str, object]) -> str:
+                      meta: artifacts.CheckpointMeta) -> str:
     """The metric choosing best.pt this epoch: ``configured`` until it is NaN, then
     FALLBACK_METRIC for the rest of the run (logged, and recorded as the checkpoint's
     ``selected_by``); the best epoch so far keeps its place, compared by the fallback."""
