@@ -14,7 +14,7 @@ import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
 from xreport import config as config_mod
-from xreport import runs
+from xreport import artifacts, runs
 from xreport import train as train_mod
 from xreport.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
 from xreport.data import load_dataset, normalize_batch
@@ -89,8 +89,12 @@ def test_best_checkpoint_reloads_and_reproduces_its_val_metrics(straight_run) ->
     cfg, root, result = straight_run
     paths = runs.RunPaths(cfg.name, checkpoints_root=root)
     ckpt = runs.load_checkpoint(paths.best)
-    meta = ckpt.meta
+    meta = artifacts.load_checkpoint_meta(paths.best)
     assert set(META_KEYS) <= set(meta)
+    # The run's settings are stored once, in its config; the loaded meta shows them from there.
+    assert not set(artifacts.CONFIG_SETTINGS) & set(ckpt.meta)
+    assert (meta["seed"], meta["dropout"], meta["preprocess"]) == (
+        cfg.train.seed, cfg.model.dropout, ckpt.meta["config"]["preprocess"])
     assert meta["epoch"] == result.best_epoch and meta["selected_by"] == "val_auc"
     assert meta["small_input_stem"] is True and meta["in_channels"] == 1
     assert meta["data"]["dataset"] == "phantom" and meta["command"] == ["xreport", "train", "tiny"]
@@ -188,7 +192,8 @@ def test_weight_average_is_validated_saved_and_resumed(tmp_path: Path, averaging
     straight = train(cfg, checkpoints_root=tmp_path / "a")
     paths = runs.RunPaths(cfg.name, checkpoints_root=tmp_path / "a")
     best, last = runs.load_checkpoint(paths.best), runs.load_checkpoint(paths.last)
-    assert best.meta["weight_averaging"] == averaging and best.meta["select_smoothing"] == 2
+    meta = artifacts.load_checkpoint_meta(paths.best)
+    assert meta["weight_averaging"] == averaging and meta["select_smoothing"] == 2
     assert "averaged" in last.extra
     # The selected model is the average, not the last trained weights.
     averaged = {k.removeprefix("module."): v for k, v in last.extra["averaged"].items() if k.startswith("module.")}

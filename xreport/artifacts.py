@@ -488,14 +488,16 @@ class CheckpointMeta(TypedDict):
     config: dict[str, object]       # config.to_dict of the run; config.from_dict validates it
     class_names_i18n: dict[str, list[str]]   # translations by language (older metas: migrated on load)
     task: Task                      # older metas without it: binary for 2 classes, else multiclass
+    # CONFIG_SETTINGS (dropout, pretrained, freeze_backbone, weights, preprocess, seed,
+    # select_smoothing) are stored once, in config; loading sets them here from it.
     dropout: float
     pretrained: bool
-    freeze_backbone: NotRequired[bool]
+    freeze_backbone: bool
     head: str                       # "linear" | "ordinal" (models.HEADS)
     loss: str                       # "cross_entropy" | "soft_ordinal" (train.LOSSES)
-    weights: NotRequired[str]       # the local state_dict the backbone started from, "" if none
+    weights: str                    # the local state_dict the backbone started from, "" if none
     recipe: RecipeMeta | None
-    preprocess: NotRequired[dict[str, object]]
+    preprocess: dict[str, object]
     pipeline: list[PipelineStep]
     data: dict[str, object]         # the [data] table as trained (dataset resolved)
     data_fingerprint: str | None
@@ -507,7 +509,7 @@ class CheckpointMeta(TypedDict):
     # train.weight_averaging as resolved (none | ema | swa) and train.select_smoothing.
     weight_averaging: str
     select_smoothing: int
-    seed: int                       # older metas without it: their config's train.seed
+    seed: int
     versions: dict[str, str]
     params: int | dict[str, int] | None   # count_parameters: {"total", "trainable"}
     flops: NotRequired[int | None]
@@ -644,10 +646,9 @@ _ABSENT: dict[object, dict[str, object]] = {
     Sanity: {"seeds": 1, "stages": []},
     Localisation: {"tolerance": 0, "random_per_image": 1},
     GalleryEntry: {"repeated": False},
-    CheckpointMeta: {"class_names_i18n": {}, "dropout": 0.0, "pretrained": False, "head": "linear",
+    CheckpointMeta: {"class_names_i18n": {}, "head": "linear",
                      "loss": "cross_entropy", "pipeline": [],
-                     "data": {}, "val_metrics": {}, "versions": {},
-                     "weight_averaging": "none", "select_smoothing": 1},
+                     "data": {}, "val_metrics": {}, "versions": {}, "weight_averaging": "none"},
 }
 
 
@@ -1105,19 +1106,41 @@ def _migrate_meta(raw: object, *, path: Path) -> object:
     return meta
 
 
-def _settings_from_config(meta: dict[str, object]) -> None:
-    """The one default of a training setting an older meta did not record beside its config
-    (the seed, the selection metric): the config's value, else the config's default."""
-    from .config import TrainConfig
+# Settings of the run that the loaded meta shows at its top level but that are stored once, in
+# its ``config`` (table, key; None: the whole table). Metas written before this held both.
+CONFIG_SETTINGS: dict[str, tuple[str, str | None]] = {
+    "dropout": ("model", "dropout"), "pretrained": ("model", "pretrained"),
+    "freeze_backbone": ("model", "freeze_backbone"), "weights": ("model", "weights"),
+    "preprocess": ("preprocess", None), "seed": ("train", "seed"),
+    "select_smoothing": ("train", "select_smoothing")}
 
-    config = meta.get("config")
-    train = config.get("train") if isinstance(config, dict) else None
-    saved = train if isinstance(train, dict) else {}
-    defaults = TrainConfig()
-    for key, setting, default in (("seed", "seed", defaults.seed),
-                                  ("selected_by", "select_metric", defaults.select_metric)):
-        if key not in meta:
-            meta[key] = saved.get(setting, default)
+
+def _settings_from_config(meta: dict[str, object]) -> None:
+    """The meta's settings stored in its config (``CONFIG_SETTINGS``), and the one default of
+    ``selected_by`` of a meta from before it was recorded: the config's value, else the
+    config's default."""
+    from .config import RunConfig, to_dict
+
+    missing = [key for key in (*CONFIG_SETTINGS, "selected_by") if key not in meta]
+    if not missing:
+        return
+    saved, defaults = meta.get("config"), to_dict(RunConfig())
+
+    def setting(table: str, key: str | None) -> object:
+        found = saved.get(table) if isinstance(saved, dict) else None
+        default = defaults[table]
+        if key is None:
+            return {**typing.cast(dict, default), **(found if isinstance(found, dict) else {})}
+        return (found if isinstance(found, dict) and key in found else typing.cast(dict, default))[key]
+
+    for key in missing:
+        meta[key] = setting("train", "select_metric") if key == "selected_by" else setting(*CONFIG_SETTINGS[key])
+
+
+def stored_meta(meta: CheckpointMeta) -> dict[str, object]:
+    """The meta as a checkpoint stores it: ``CONFIG_SETTINGS`` only in its config (loading
+    puts them back at the top)."""
+    return {key: value for key, value in meta.items() if key not in CONFIG_SETTINGS}
 
 
 def check_checkpoint_meta(raw: object, *, path: Path) -> CheckpointMeta:

@@ -97,7 +97,7 @@ def import_run(config: RunConfig, weights: str | Path, *, checkpoints_root: Path
                     shutil.rmtree(item) if item.is_dir() else item.unlink()
             out = runs.RunPaths(paths.name, checkpoints_root=staged.parent)
             runs.write_text(out.config, to_toml(config))
-            runs.save_checkpoint(out.best, state_dict=weights_now, meta=meta)
+            runs.save_checkpoint(out.best, state_dict=weights_now, meta=artifacts.stored_meta(meta))
             artifacts.save_class_distribution(out, distribution)
     logger.info("imported %s (%s, %d classes) from %s -> %s", config.name, arch, ds.num_classes,
                 weights, paths.run_dir)

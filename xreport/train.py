@@ -600,9 +600,10 @@ def _save_epoch(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: artif
     epoch_meta = artifacts.check_checkpoint_meta(epoch_meta, path=paths.best)
     # All or nothing: a failed write (disk full) leaves the previous epoch's set, which
     # --resume continues; last.pt is renamed last because it marks the epoch complete.
-    files = {paths.best: runs.checkpoint_bytes(state_dict=chosen, meta=epoch_meta)} if improved else {}
+    stored = artifacts.stored_meta(epoch_meta)
+    files = {paths.best: runs.checkpoint_bytes(state_dict=chosen, meta=stored)} if improved else {}
     files[paths.history] = artifacts.history_csv(state.history).encode("utf-8")
-    files[paths.last] = runs.checkpoint_bytes(state_dict=weights, meta=epoch_meta,
+    files[paths.last] = runs.checkpoint_bytes(state_dict=weights, meta=stored,
                                               extra=_resume_extra(loop, state))
     try:
         runs.write_together(files)
