@@ -57,12 +57,12 @@ def check_report_options(*, split: str = "test", cam_method: str | None = None,
                          explain_protocol: str = "fast") -> None:
     """The options of evaluate/build that can be checked without the data: before any write."""
     from .evaluate import EXPLAIN_CHOICES
-    from .explain import METHODS
+    from .explain import cam_methods
 
     if split not in DATA_SPLITS:
         raise ConfigError(f"--split {split!r} is not one of {', '.join(DATA_SPLITS)}")
-    if cam_method is not None and cam_method not in METHODS:
-        raise ConfigError(f"--cam {cam_method!r} is not one of {', '.join(METHODS)}")
+    if cam_method is not None and cam_method not in cam_methods():
+        raise ConfigError(f"--cam {cam_method!r} is not one of {', '.join(cam_methods())}")
     if explain_protocol not in EXPLAIN_CHOICES:
         raise ConfigError(f"--explain {explain_protocol!r} is not one of {', '.join(EXPLAIN_CHOICES)}")
     if device is not None:

@@ -20,7 +20,8 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import NotRequired, Protocol, TypedDict
+from dataclasses import dataclass
+from typing import ClassVar, NotRequired, Protocol, TypedDict, TypeVar
 
 import numpy as np
 import torch
@@ -35,11 +36,8 @@ from .metrics import curve_area
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigencam", "scorecam", "cam")
-GRADIENT_METHODS = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam")
 BASELINES = ("blur", "mean")
 KINDS = ("TP", "TN", "FP", "FN")
-_EPS = 1e-7
 _RANDOM_GRID = 7  # random maps are upsampled from a coarse grid so they are blob-like, as CAMs are
 RANDOM_PER_IMAGE = 3  # random maps per image whose scores are averaged into its reference
 SANITY_SEEDS = 3  # initialisations of the cascade; the report shows their mean ± sd per stage
@@ -155,13 +153,11 @@ def _final_linear(model: nn.Module) -> tuple[str, nn.Linear]:
     found = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not found:
         raise ReportError(f"{type(model).__name__} has no Linear classifier; "
-                          f"method 'cam' needs one (choose one of {', '.join(GRADIENT_METHODS)})")
+                          f"method 'cam' needs one (choose one of {', '.join(gradient_methods())})")
     return found[-1]
 
 
-def _check_inputs(x: Tensor, targets: Tensor, method: str) -> None:
-    if method not in METHODS:
-        raise ConfigError(f"explain method {method!r} is not one of {', '.join(METHODS)}")
+def _check_inputs(x: Tensor, targets: Tensor) -> None:
     if x.dim() != 4 or not x.is_floating_point():
         raise ReportError(f"CAM input must be a float (B, C, H, W) tensor, got {tuple(x.shape)} {x.dtype}")
     if targets.shape != (x.shape[0],):
@@ -174,6 +170,215 @@ def _check_targets(targets: Tensor, num_outputs: int) -> None:
                           f"targets span {int(targets.min())}..{int(targets.max())}")
 
 
+# ---------------------------------------------------------------- CAM methods (the registry)
+
+@dataclass(frozen=True)
+class CamBatch:
+    """One batch as a CAM method sees it, after the forward pass."""
+
+    model: nn.Module
+    images: Tensor      # (B, c, H, W): the model's input, on the device
+    acts: Tensor        # (B, C, h, w): the target layer's output, detached
+    batch_size: int     # images per forward pass (Score-CAM's masked passes)
+
+
+class CamMethod:
+    """One CAM method: how the target layer's channels are weighted into a map.
+
+    As in ``pytorch_grad_cam``, a method is a class with a weighting hook. A subclass sets
+    ``name`` (the ``--cam`` value and the catalogs' ``cam.<name>`` key, its display name),
+    ``needs_gradients`` (then the caller takes one backward pass through the head per
+    target and passes ``grads``) and implements :meth:`weights`; the map is the weighted
+    sum of the channels. :meth:`maps` is for a method that is no weighted sum (Eigen-CAM),
+    :meth:`class_maps` for one that can weight every class at once (CAM, Score-CAM).
+    Register it with :func:`register_cam_method`; the CLI, the option checks and both
+    dispatches (:func:`compute_cams`, :func:`viewer_maps`) read the registry.
+    """
+
+    name: ClassVar[str] = ""
+    needs_gradients: ClassVar[bool] = False
+
+    def weights(self, batch: CamBatch, targets: Tensor, grads: Tensor | None) -> Tensor:
+        """The channel weights of each image's target class: (B, C), or (B, C, h, w) for a
+        method that weights every position. ``grads``: d(target logit)/d(activations),
+        (B, C, h, w), when ``needs_gradients``, else None."""
+        raise NotImplementedError(f"CAM method {self.name!r} defines no weights")
+
+    def maps(self, batch: CamBatch, targets: Tensor, grads: Tensor | None) -> Tensor:
+        """Unnormalised (B, h, w) maps of each image's target class."""
+        return weighted_sum(self.weights(batch, targets, grads), batch.acts)
+
+    def class_maps(self, batch: CamBatch, num_classes: int) -> Tensor:
+        """Unnormalised (B, K, h, w) maps of every class (methods without gradients only:
+        the viewer asks a gradient method class by class, one backward pass each)."""
+        b = batch.acts.shape[0]
+        return torch.stack([self.maps(batch, torch.full((b,), c, dtype=torch.long, device=batch.acts.device),
+                                      None) for c in range(num_classes)], dim=1)
+
+
+def weighted_sum(weights: Tensor, acts: Tensor) -> Tensor:
+    """(B, h, w) sum of the channels of ``acts`` (B, C, h, w) weighted by (B, C) or (B, C, h, w)."""
+    weights = weights.to(acts.dtype)
+    if weights.dim() == 2:
+        return torch.einsum("bc,bchw->bhw", weights, acts)
+    return (weights * acts).sum(1)
+
+
+_REGISTRY: dict[str, CamMethod] = {}
+_M = TypeVar("_M", bound=CamMethod)
+
+
+def register_cam_method(cls: type[_M]) -> type[_M]:
+    """Add a CAM method under ``cls.name`` (usable as a class decorator); registering the
+    same class again is a no-op, another class under a taken name an error."""
+    name = cls.name
+    if not isinstance(name, str) or not name or name != name.strip() or "," in name:
+        raise ValueError(f"{cls.__qualname__}.name must be a non-empty name without commas, got {name!r}")
+    known = _REGISTRY.get(name)
+    if known is not None and type(known) is not cls:
+        raise ValueError(f"CAM method {name!r} is already registered by {type(known).__qualname__}")
+    _REGISTRY[name] = cls()
+    return cls
+
+
+def cam_methods() -> tuple[str, ...]:
+    """The registered method names, in registration order (``--cam``'s choices)."""
+    return tuple(_REGISTRY)
+
+
+def gradient_methods() -> tuple[str, ...]:
+    """The registered methods that weight gradients."""
+    return tuple(name for name, m in _REGISTRY.items() if m.needs_gradients)
+
+
+def cam_method(name: str) -> CamMethod:
+    """The registered method called ``name``; any other name is a one-line ConfigError."""
+    found = _REGISTRY.get(name) if isinstance(name, str) else None
+    if found is None:
+        raise ConfigError(f"explain method {name!r} is not one of {', '.join(_REGISTRY)}")
+    return found
+
+
+_EPS = 1e-7
+
+
+@register_cam_method
+class GradCAM(CamMethod):
+    """Grad-CAM (Selvaraju et al.): channel weight = the spatial mean of its gradient."""
+
+    name = "gradcam"
+    needs_gradients = True
+
+    def weights(self, batch: CamBatch, targets: Tensor, grads: Tensor | None) -> Tensor:
+        return _need(grads).mean(dim=(2, 3))
+
+
+@register_cam_method
+class GradCAMPlusPlus(CamMethod):
+    """Grad-CAM++ (Chattopadhay et al., eq. 19), as in pytorch_grad_cam."""
+
+    name = "gradcam++"
+    needs_gradients = True
+
+    def weights(self, batch: CamBatch, targets: Tensor, grads: Tensor | None) -> Tensor:
+        grads, acts = _need(grads), batch.acts
+        g2 = grads.pow(2)
+        sum_acts = acts.sum(dim=(2, 3), keepdim=True)
+        alpha = g2 / (2 * g2 + sum_acts * g2 * grads + 1e-6)
+        alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
+        return (grads.clamp(min=0) * alpha).sum(dim=(2, 3))
+
+
+@register_cam_method
+class HiResCAM(CamMethod):
+    """HiResCAM (Draelos & Carin): the gradient weights each position, no spatial mean."""
+
+    name = "hirescam"
+    needs_gradients = True
+
+    def weights(self, batch: CamBatch, targets: Tensor, grads: Tensor | None) -> Tensor:
+        return _need(grads)
+
+
+@register_cam_method
+class XGradCAM(CamMethod):
+    """XGrad-CAM (Fu et al.): gradients weighted by the normalised activations."""
+
+    name = "xgradcam"
+    needs_gradients = True
+
+    def weights(self, batch: CamBatch, targets: Tensor, grads: Tensor | None) -> Tensor:
+        acts = batch.acts
+        sum_acts = acts.sum(dim=(2, 3), keepdim=True)
+        return (_need(grads) * acts / (sum_acts + _EPS)).sum(dim=(2, 3))
+
+
+@register_cam_method
+class LayerCAM(CamMethod):
+    """Layer-CAM (Jiang et al.): the positive gradient weights each position."""
+
+    name = "layercam"
+    needs_gradients = True
+
+    def weights(self, batch: CamBatch, targets: Tensor, grads: Tensor | None) -> Tensor:
+        return _need(grads).clamp(min=0)
+
+
+@register_cam_method
+class EigenCAM(CamMethod):
+    """Eigen-CAM (Muhammad & Yeasin): the first principal component of the activations;
+    class-agnostic, so every class gets the same map."""
+
+    name = "eigencam"
+
+    def maps(self, batch: CamBatch, targets: Tensor, grads: Tensor | None) -> Tensor:
+        return _eigen_map(batch.acts)
+
+    def class_maps(self, batch: CamBatch, num_classes: int) -> Tensor:
+        return _eigen_map(batch.acts)[:, None].expand(-1, num_classes, -1, -1)
+
+
+@register_cam_method
+class ScoreCAM(CamMethod):
+    """Score-CAM (Wang et al.): each channel's upsampled map masks the input; the softmax of
+    the target logits over channels weights the channels. C forward passes per image, which
+    serve every class at once."""
+
+    name = "scorecam"
+
+    def weights(self, batch: CamBatch, targets: Tensor, grads: Tensor | None) -> Tensor:
+        acts = batch.acts
+        logits = _score_logits(batch.model, batch.images, acts, batch_size=batch.batch_size)  # (B, C, K)
+        return torch.softmax(logits.gather(2, targets[:, None, None].expand(-1, acts.shape[1], 1))[..., 0], dim=1)
+
+    def class_maps(self, batch: CamBatch, num_classes: int) -> Tensor:
+        acts = batch.acts
+        weights = torch.softmax(_score_logits(batch.model, batch.images, acts, batch_size=batch.batch_size),
+                                dim=1)  # (B, C, K)
+        return torch.einsum("bck,bchw->bkhw", weights.to(acts.dtype), acts)
+
+
+@register_cam_method
+class ClassifierCAM(CamMethod):
+    """CAM (Zhou et al.): the classifier's weights of the target class weight the channels;
+    needs a Linear classifier reading the target layer's channels (ResNet, DenseNet)."""
+
+    name = "cam"
+
+    def weights(self, batch: CamBatch, targets: Tensor, grads: Tensor | None) -> Tensor:
+        return _classifier_weight(batch.model, batch.acts)[targets]
+
+    def class_maps(self, batch: CamBatch, num_classes: int) -> Tensor:
+        acts = batch.acts
+        return torch.einsum("kc,bchw->bkhw", _classifier_weight(batch.model, acts), acts)
+
+
+def _need(grads: Tensor | None) -> Tensor:
+    if grads is None:  # a method with needs_gradients = True is always given them
+        raise ReportError("a gradient CAM method was called without gradients")
+    return grads
+
+
 # ---------------------------------------------------------------- CAMs
 
 def compute_cams(model: nn.Module, x: Tensor, *, target_layer: nn.Module, targets: Tensor,
@@ -181,11 +386,12 @@ def compute_cams(model: nn.Module, x: Tensor, *, target_layer: nn.Module, target
                  device: str | torch.device | None = None) -> Tensor:
     """CAMs (B, H, W) in [0, 1] on the CPU, bilinearly resized to the input size.
 
-    ``targets`` holds one class index per image. Each map is min-max normalised on its
-    own; a constant map becomes zeros.
+    ``targets`` holds one class index per image; ``method`` names a registered
+    :class:`CamMethod`. Each map is min-max normalised on its own; a constant map becomes zeros.
     """
+    cam = cam_method(method)
     targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
-    _check_inputs(x, targets, method)
+    _check_inputs(x, targets)
     size = (int(x.shape[2]), int(x.shape[3]))
     out: list[Tensor] = []
     with _prepared(model, device) as dev, _hooked(target_layer) as capture:
@@ -193,7 +399,7 @@ def compute_cams(model: nn.Module, x: Tensor, *, target_layer: nn.Module, target
         for start in tqdm(starts, desc=f"{method} CAMs", leave=False, disable=None):
             xb = _to_device(x[start:start + batch_size], dev)
             tb = targets[start:start + batch_size].to(dev)
-            raw = _raw_maps(model, xb, tb, capture, method=method, batch_size=batch_size)
+            raw = _raw_maps(model, xb, tb, capture, method=cam, batch_size=batch_size)
             out.append(_normalise_maps(raw, size).cpu())
     if not out:
         return torch.zeros((0, *size))
@@ -201,9 +407,9 @@ def compute_cams(model: nn.Module, x: Tensor, *, target_layer: nn.Module, target
 
 
 def _raw_maps(model: nn.Module, xb: Tensor, tb: Tensor, capture: _Capture, *,
-              method: str, batch_size: int) -> Tensor:
+              method: CamMethod, batch_size: int) -> Tensor:
     """Unnormalised (B, h, w) maps at the target layer's resolution."""
-    if method in GRADIENT_METHODS:
+    if method.needs_gradients:
         with torch.enable_grad():
             logits = model(xb)
             _check_targets(tb, logits.shape[1])
@@ -211,16 +417,11 @@ def _raw_maps(model: nn.Module, xb: Tensor, tb: Tensor, capture: _Capture, *,
             (grads,) = torch.autograd.grad(score, capture.grad_leaf, allow_unused=True)
         acts = capture.output.detach()
         grads = torch.zeros_like(acts) if grads is None else grads
-        return _gradient_map(method, acts, grads)
+        return method.maps(CamBatch(model, xb, acts, batch_size), tb, grads)
     with torch.no_grad():
         logits = model(xb)
         _check_targets(tb, logits.shape[1])
-        acts = capture.output.detach()
-        if method == "cam":
-            return torch.einsum("bc,bchw->bhw", _classifier_weight(model, acts)[tb], acts)
-        if method == "eigencam":
-            return _eigen_map(acts)
-        return _score_map(model, xb, tb, acts, batch_size=batch_size)
+        return method.maps(CamBatch(model, xb, capture.output.detach(), batch_size), tb, None)
 
 
 def _classifier_weight(model: nn.Module, acts: Tensor) -> Tensor:
@@ -230,25 +431,6 @@ def _classifier_weight(model: nn.Module, acts: Tensor) -> Tensor:
         raise ReportError(f"method 'cam': the classifier takes {weight.shape[1]} features but "
                           f"the target layer gives {acts.shape[1]} channels")
     return weight.to(acts.dtype)
-
-
-def _gradient_map(method: str, acts: Tensor, grads: Tensor) -> Tensor:
-    if method == "hirescam":
-        return (grads * acts).sum(1)
-    if method == "layercam":
-        return (grads.clamp(min=0) * acts).sum(1)
-    if method == "gradcam":
-        weights = grads.mean(dim=(2, 3))
-    elif method == "xgradcam":
-        sum_acts = acts.sum(dim=(2, 3), keepdim=True)
-        weights = (grads * acts / (sum_acts + _EPS)).sum(dim=(2, 3))
-    else:  # gradcam++ (Chattopadhay et al., eq. 19), as in pytorch_grad_cam
-        g2 = grads.pow(2)
-        sum_acts = acts.sum(dim=(2, 3), keepdim=True)
-        alpha = g2 / (2 * g2 + sum_acts * g2 * grads + 1e-6)
-        alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
-        weights = (grads.clamp(min=0) * alpha).sum(dim=(2, 3))
-    return torch.einsum("bc,bchw->bhw", weights, acts)
 
 
 def _eigen_map(acts: Tensor) -> Tensor:
@@ -264,15 +446,6 @@ def _eigen_map(acts: Tensor) -> Tensor:
     sign = torch.sign((proj * energy).sum(dim=1, keepdim=True))
     sign = torch.where(sign == 0, torch.ones_like(sign), sign)
     return (proj * sign).reshape(b, h, w)
-
-
-def _score_map(model: nn.Module, xb: Tensor, tb: Tensor, acts: Tensor, *,
-               batch_size: int) -> Tensor:
-    """Score-CAM (Wang et al.): each channel's upsampled map masks the input; the softmax of
-    the target logits over channels weights the channels. C forward passes per image."""
-    logits = _score_logits(model, xb, acts, batch_size=batch_size)  # (B, C, K)
-    weights = torch.softmax(logits.gather(2, tb[:, None, None].expand(-1, acts.shape[1], 1))[..., 0], dim=1)
-    return torch.einsum("bc,bchw->bhw", weights.to(acts.dtype), acts)
 
 
 def _score_logits(model: nn.Module, images: Tensor, acts: Tensor, *, batch_size: int) -> Tensor:
@@ -365,44 +538,39 @@ def viewer_maps(model: nn.Module, x: Tensor, *, target_layer: nn.Module, method:
     relu'd and min-max normalised on its own grid (a constant map becomes zeros); a grid
     wider than VIEWER_MAX_GRID is average-pooled down to it.
     """
-    _check_inputs(x, torch.zeros(x.shape[0], dtype=torch.long), method)
+    cam = cam_method(method)
+    _check_inputs(x, torch.zeros(x.shape[0], dtype=torch.long))
     out: list[Tensor] = []
     with _prepared(model, device) as dev, _hooked(target_layer) as capture:
         for start in tqdm(range(0, x.shape[0], max(1, batch_size)), desc=f"{method} maps (all classes)",
                           leave=False, disable=None):
             xb = _to_device(x[start:start + batch_size], dev)
-            raw = _all_class_maps(model, xb, capture, method=method, batch_size=batch_size)
+            raw = _all_class_maps(model, xb, capture, method=cam, batch_size=batch_size)
             out.append(_quantise_grid(raw).cpu())
     if not out:
         return torch.zeros((0, 0, 0, 0), dtype=torch.uint8)
     return torch.cat(out)
 
 
-def _all_class_maps(model: nn.Module, xb: Tensor, capture: _Capture, *, method: str,
+def _all_class_maps(model: nn.Module, xb: Tensor, capture: _Capture, *, method: CamMethod,
                     batch_size: int) -> Tensor:
     """Unnormalised (B, K, h, w) maps of one batch for every output class."""
-    if method in GRADIENT_METHODS:
+    if method.needs_gradients:
         with torch.enable_grad():
             logits = model(xb)
             k = logits.shape[1]
-            acts = capture.output.detach()
+            batch = CamBatch(model, xb, capture.output.detach(), batch_size)
             maps = []
             for c in range(k):
                 (grads,) = torch.autograd.grad(logits[:, c].sum(), capture.grad_leaf,
                                                retain_graph=c < k - 1, allow_unused=True)
-                grads = torch.zeros_like(acts) if grads is None else grads
-                maps.append(_gradient_map(method, acts, grads))
+                grads = torch.zeros_like(batch.acts) if grads is None else grads
+                targets = torch.full((xb.shape[0],), c, dtype=torch.long, device=xb.device)
+                maps.append(method.maps(batch, targets, grads))
         return torch.stack(maps, dim=1)
     with torch.no_grad():
         logits = model(xb)
-        k = logits.shape[1]
-        acts = capture.output.detach()
-        if method == "cam":
-            return torch.einsum("kc,bchw->bkhw", _classifier_weight(model, acts), acts)
-        if method == "eigencam":  # class-agnostic: the same map for every class
-            return _eigen_map(acts)[:, None].expand(-1, k, -1, -1)
-        weights = torch.softmax(_score_logits(model, xb, acts, batch_size=batch_size), dim=1)  # (B, C, K)
-        return torch.einsum("bck,bchw->bkhw", weights.to(acts.dtype), acts)
+        return method.class_maps(CamBatch(model, xb, capture.output.detach(), batch_size), logits.shape[1])
 
 
 def _quantise_grid(raw: Tensor) -> Tensor:
@@ -1084,8 +1252,7 @@ def explain_split(model: nn.Module, images_float: Tensor | RowIndexed, *, y_true
     Faithfulness dominates the cost: 4 * (steps - 1) * (1 + random_per_image) + 2 forward
     passes per sampled image; the sanity check costs one CAM batch per stage and seed.
     """
-    if method not in METHODS:
-        raise ConfigError(f"explain method {method!r} is not one of {', '.join(METHODS)}")
+    cam_method(method)  # an unknown method fails before any work
     n = int(images_float.shape[0])
     p = _as_prob_matrix(probs)
     if p.shape[0] != n:
