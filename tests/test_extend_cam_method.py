@@ -21,7 +21,7 @@ from xreport import explain, languages
 from xreport.build import check_report_options
 from xreport.errors import ConfigError
 from xreport.explain import CamBatch, CamMethod, register_cam_method
-from xreport import explain as cam_registry
+from xreport.explain import methods as cam_registry
 
 FIXTURE = Path(__file__).parent / "fixtures" / "checkpoints" / "fixture_binary"
 TEMPLATES = Path(__file__).parents[1] / "templates"
