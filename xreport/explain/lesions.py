@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import verdicts
+from .. import artifacts, verdicts
 from ..errors import ReportError
 from .cams import CamOptions, compute_cams
 from .hooks import RowIndexed
@@ -15,7 +15,7 @@ from .reference_maps import RANDOM_PER_IMAGE, random_maps
 
 
 def localisation(cams: Tensor, masks: Tensor, *, tolerance: int = 1, seed: int = 0,
-                 random_per_image: int = RANDOM_PER_IMAGE) -> dict[str, object]:
+                 random_per_image: int = RANDOM_PER_IMAGE) -> artifacts.Localisation:
     """Pointing game and energy inside known lesion masks: CAM, random maps and chance.
 
     Only images with a non-empty mask count. The pointing game scores a hit when the map's
@@ -34,13 +34,10 @@ def localisation(cams: Tensor, masks: Tensor, *, tolerance: int = 1, seed: int =
     keep = masks.flatten(1).any(1)
     cams, masks = cams[keep].float().cpu(), masks[keep]
     n = int(keep.sum())
-    result: dict[str, object] = {"n": n, "tolerance": int(tolerance), "random_per_image": int(random_per_image),
-                              "pointing_game": {"cam": None, "random": None, "chance": None},
-                              "energy_inside": {"cam": None, "random": None, "chance": None},
-                              "mask_area": float(masks.float().mean()) if n else None,
-                              "verdict": verdicts.NOT_DISTINGUISHABLE}
     if n == 0:
-        return result
+        return {"n": n, "tolerance": int(tolerance), "random_per_image": int(random_per_image),
+                "pointing_game": _no_statistic(), "energy_inside": _no_statistic(), "mask_area": None,
+                "verdict": verdicts.NOT_DISTINGUISHABLE}
     k = 2 * tolerance + 1
     dilated = F.max_pool2d(masks[:, None].float(), k, stride=1, padding=tolerance)[:, 0] > 0
     chance = {"pointing_game": dilated.flatten(1).float().mean(1),
@@ -50,17 +47,25 @@ def localisation(cams: Tensor, masks: Tensor, *, tolerance: int = 1, seed: int =
               "random": _localisation_scores(rand, masks.repeat_interleave(random_per_image, 0),
                                              dilated.repeat_interleave(random_per_image, 0))}
     tests = {"pointing_game": "poisson_binomial", "energy_inside": "sign_flip"}
+    stats: dict[str, artifacts.PairedStatistic] = {}
     for metric in ("pointing_game", "energy_inside"):
         stat = verdicts.paired(scores["cam"][metric].numpy(), chance[metric].numpy(), higher_is_better=True,
-                               margin=verdicts.LOCALISATION_MARGIN, seed=seed, test=tests[metric])
-        stat["chance"] = stat.pop("reference")
+                               margin=verdicts.LOCALISATION_MARGIN, seed=seed, test=tests[metric],
+                               against="chance")
         stat["random"] = float(scores["random"][metric].mean())
-        result[metric] = stat
-        # The topic's verdict (what the discussion says) is the pointing game's: energy shares
-        # of small lesions are a few percent, so a fixed margin makes them rarely decisive.
-        if metric == "pointing_game":
-            result["verdict"] = stat["verdict"]
-    return result
+        stats[metric] = stat
+    return {"n": n, "tolerance": int(tolerance), "random_per_image": int(random_per_image),
+            "pointing_game": stats["pointing_game"], "energy_inside": stats["energy_inside"],
+            "mask_area": float(masks.float().mean()),
+            # The topic's verdict (what the discussion says) is the pointing game's: energy shares
+            # of small lesions are a few percent, so a fixed margin makes them rarely decisive.
+            "verdict": stats["pointing_game"]["verdict"]}
+
+
+def _no_statistic() -> artifacts.PairedStatistic:
+    """A score no image gives (no image has a lesion): every number None."""
+    return {"cam": None, "random": None, "chance": None, "difference": None, "ci95": None, "p_value": None,
+            "test": None, "n": None, "margin": None, "higher_is_better": None, "verdict": None}
 
 
 def _localisation_scores(maps: Tensor, masks: Tensor, dilated: Tensor) -> dict[str, Tensor]:
@@ -75,7 +80,7 @@ def _localisation_scores(maps: Tensor, masks: Tensor, dilated: Tensor) -> dict[s
 
 def _localise(model: nn.Module, images: Tensor | RowIndexed, masks: Tensor, y_true: np.ndarray | Tensor | None,
               pred: Tensor, target_layer: nn.Module, *, limit: int, seed: int, options: CamOptions,
-              random_per_image: int) -> dict[str, object]:
+              random_per_image: int) -> artifacts.Localisation:
     masks = torch.as_tensor(masks).bool()
     positive = torch.nonzero(masks.flatten(1).any(1)).flatten()
     gen = torch.Generator().manual_seed(seed + 2)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .. import verdicts
+from .. import artifacts, verdicts
 from ..errors import ConfigError, ReportError
 from ..metrics import curve_area
 from .hooks import _check_targets, _prepared, _to_device
@@ -29,7 +29,7 @@ FAITH_SCORES = {"deletion_auc": ("deletion", False), "insertion_auc": ("insertio
 def faithfulness(model: nn.Module, x: Tensor, cams: Tensor, *, targets: Tensor, steps: int = 10,
                  seed: int = 0, baseline: str = "blur", random_per_image: int = RANDOM_PER_IMAGE,
                  batch_size: int = 64, device: str | torch.device | None = None,
-                 precision: str = "fp32") -> dict[str, object]:
+                 precision: str = "fp32") -> artifacts.Faithfulness:
     """Deletion, insertion and ROAD of the CAM against random maps, with a paired verdict per score.
 
     Pixels are removed in the order the map ranks them (ties in a seeded random order, so
@@ -57,12 +57,6 @@ def faithfulness(model: nn.Module, x: Tensor, cams: Tensor, *, targets: Tensor, 
     k = int(random_per_image)
     base = _baseline_images(x, baseline)
     rand = random_maps(n * k, h, w, seed=seed)  # k consecutive maps per image
-    result: dict[str, object] = {
-        "n": int(n), "steps": int(steps), "baseline": baseline,
-        "random_maps": {"per_image": k, "grid": _RANDOM_GRID, "made": "uniform noise on a 7x7 grid, "
-                        "upsampled bilinearly with a random sub-cell shift, min-max normalised"},
-        "ties": "seeded random order", "road_noise": ROAD_NOISE, "scores": list(FAITH_SCORES),
-        "precision": precision}
     with _prepared(model, device) as dev, torch.inference_mode():
         ends = _probs_of(model, torch.cat([x, base]), targets.repeat(2), batch_size, dev, precision)
         p_full, p_base = ends[:n], ends[n:]
@@ -77,19 +71,25 @@ def faithfulness(model: nn.Module, x: Tensor, cams: Tensor, *, targets: Tensor, 
             # The reference curve of an image is the mean over its k random maps.
             reps = 1 if name == "cam" else k
             per_image[name] = {key: c.reshape(n, reps, -1).mean(1) for key, c in curves.items()}
-    score_verdicts: list[str] = []
+    stats: dict[str, artifacts.PairedStatistic] = {}
+    means: dict[str, artifacts.CamCurves] = {}
     for score, (curve, higher) in FAITH_SCORES.items():
         cam_c, rnd_c = per_image["cam"][curve], per_image["random"][curve]
         summarise = _curve_area if curve in ("deletion", "insertion") else _interior_mean
-        stat = verdicts.paired(summarise(cam_c), summarise(rnd_c), higher_is_better=higher,
-                               margin=verdicts.FAITHFULNESS_MARGIN, seed=seed)
-        stat["random"] = stat.pop("reference")
-        result[score] = stat
-        result[f"{curve}_curve"] = {"cam": cam_c.mean(0).tolist() if n else [],
-                                    "random": rnd_c.mean(0).tolist() if n else []}
-        score_verdicts.append(str(stat["verdict"]))
-    result["verdict"] = verdicts.overall(score_verdicts)
-    return result
+        stats[score] = verdicts.paired(summarise(cam_c), summarise(rnd_c), higher_is_better=higher,
+                                       margin=verdicts.FAITHFULNESS_MARGIN, seed=seed, against="random")
+        means[curve] = {"cam": cam_c.mean(0).tolist() if n else [], "random": rnd_c.mean(0).tolist() if n else []}
+    return {
+        "n": int(n), "steps": int(steps), "baseline": baseline,
+        "random_maps": {"per_image": k, "grid": _RANDOM_GRID, "made": "uniform noise on a 7x7 grid, "
+                        "upsampled bilinearly with a random sub-cell shift, min-max normalised"},
+        "ties": "seeded random order", "road_noise": ROAD_NOISE, "scores": list(FAITH_SCORES),
+        "precision": precision,
+        "deletion_auc": stats["deletion_auc"], "deletion_curve": means["deletion"],
+        "insertion_auc": stats["insertion_auc"], "insertion_curve": means["insertion"],
+        "road_morf": stats["road_morf"], "road_morf_curve": means["road_morf"],
+        "road_lerf": stats["road_lerf"], "road_lerf_curve": means["road_lerf"],
+        "verdict": verdicts.overall([str(stat["verdict"]) for stat in stats.values()])}
 
 
 def _baseline_images(x: Tensor, baseline: str) -> Tensor:

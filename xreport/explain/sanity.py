@@ -12,7 +12,7 @@ from scipy.stats import rankdata
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .. import verdicts
+from .. import artifacts, verdicts
 from ..errors import ConfigError
 from .cams import compute_cams
 from .hooks import TargetLayerFn, _as_module, _final_linear, _module_path
@@ -25,7 +25,7 @@ SANITY_SEEDS = 3  # initialisations of the cascade; the report shows their mean 
 def sanity_check(model: nn.Module, x: Tensor, *, targets: Tensor, method: str,
                  target_layer_fn: TargetLayerFn, seed: int = 0, seeds: int = SANITY_SEEDS,
                  original: Tensor | None = None, batch_size: int = 64,
-                 device: str | torch.device | None = None) -> dict[str, object]:
+                 device: str | torch.device | None = None) -> artifacts.Sanity:
     """Cascading model-parameter randomisation (Adebayo et al., 2018), over several seeds.
 
     A deep copy of the model has its classifier re-initialised, then, cumulatively and top
@@ -57,9 +57,9 @@ def sanity_check(model: nn.Module, x: Tensor, *, targets: Tensor, method: str,
             bar.update()
         del twin
     bar.close()
-    stages: list[dict[str, object]] = []
+    stages: list[artifacts.SanityStage] = []
     for i, name in enumerate(names):
-        cells: dict[str, dict[str, verdicts.StatValue]] = {}
+        cells: dict[str, artifacts.Similarity] = {}
         for key in ("spearman", "ssim"):
             values = similarity[key][:, i]  # (seeds, n)
             per_seed = values.nanmean(1)
@@ -69,7 +69,8 @@ def sanity_check(model: nn.Module, x: Tensor, *, targets: Tensor, method: str,
             stat["per_seed"] = [float(v) for v in per_seed]
             cells[key] = stat
         cells["ssim"].pop("verdict"), cells["ssim"].pop("limit")  # the rule reads Spearman only
-        stage: dict[str, object] = {"randomised": name, **cells, "verdict": cells["spearman"]["verdict"]}
+        stage: artifacts.SanityStage = {"randomised": name, "spearman": cells["spearman"], "ssim": cells["ssim"],
+                                        "verdict": cells["spearman"]["verdict"]}
         stages.append(stage)
         logger.debug("sanity stage %s: %s", name, stage)
     verdict = stages[-1]["verdict"] if stages else verdicts.INCONCLUSIVE

@@ -27,15 +27,15 @@ logger = logging.getLogger(__name__)
 
 class ExplainSummary(TypedDict):
     """What explain_split returns: metrics.json's "explain" as written (evaluate adds
-    ``viewer``; artifacts.Explanation is the loaded form). The statistics stay plain dicts
-    in the order of the file (see verdicts.StatValue)."""
+    ``viewer``; artifacts.Explanation is the loaded form). The statistics are written as
+    the schema's types (artifacts.Faithfulness, Sanity, Localisation)."""
 
     method: str
     target_layer: str
     gallery: list[GalleryPick]
-    faithfulness: dict[str, object]
-    sanity: dict[str, object]
-    localisation: dict[str, object] | None
+    faithfulness: artifacts.Faithfulness
+    sanity: artifacts.Sanity
+    localisation: artifacts.Localisation | None
     timings: dict[str, float]
     viewer: NotRequired[artifacts.ViewerRef | None]   # None: left out (too many classes)
     protocol: NotRequired[str]
