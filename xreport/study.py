@@ -485,7 +485,7 @@ def cam_study(evaluated: Sequence[cmp.EvaluatedRun], best: int, *, maker: Figure
 
 
 def _verdict_of(part: artifacts.Faithfulness | artifacts.Sanity | artifacts.Localisation | None) -> str | None:
-    return part.get("verdict") if part else None
+    return part["verdict"] if part else None
 
 
 def faithfulness_rows(evaluated: Sequence[cmp.EvaluatedRun]) -> list[dict[str, object]]:
