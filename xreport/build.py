@@ -19,6 +19,7 @@ from .data.base import REPORT_SPLITS, Dataset
 from .data.base import SPLITS as DATA_SPLITS
 from .device import EVAL_PRECISION, check_eval_precision, resolve_device
 from .errors import ConfigError, DataError, ReportError
+from .explain import DEFAULT_CAM_METHOD, cam_methods
 from .evaluate import (EXPLAIN_DEFAULT, LoadedRun, dataset_for_run, evaluate_run, load_run,
                        protocol_matches)
 from .languages import DEFAULT_LANGS
@@ -57,7 +58,6 @@ def check_report_options(*, split: str = "test", cam_method: str | None = None,
                          explain_protocol: str = "fast") -> None:
     """The options of evaluate/build that can be checked without the data: before any write."""
     from .evaluate import EXPLAIN_CHOICES
-    from .explain import cam_methods
 
     if split not in DATA_SPLITS:
         raise ConfigError(f"--split {split!r} is not one of {', '.join(DATA_SPLITS)}")
@@ -113,7 +113,7 @@ def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, 
 
 def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = DEFAULT_LANGS,
                  formats: Sequence[str] = FORMATS, templates: Path | None = None,
-                 cam_method: str = "gradcam", device: str = "auto", split: str = "test",
+                 cam_method: str = DEFAULT_CAM_METHOD, device: str = "auto", split: str = "test",
                  force: bool = False, command: str | None = None,
                  progress: bool = True, precision: str = EVAL_PRECISION,
                  explain_protocol: str = EXPLAIN_DEFAULT,

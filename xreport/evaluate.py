@@ -25,6 +25,7 @@ from .data import load_dataset, normalize_batch
 from .data.base import Dataset, Split, grey_to_rgb, match_classes, remap_labels
 from .device import EVAL_PRECISION, autocast, check_eval_precision, resolve_channels_last, resolve_device
 from .errors import CheckpointError, ConfigError, DataError, XReportError
+from .explain import DEFAULT_CAM_METHOD
 from .models import cam_target_layer, load_weights, model_from_meta
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ def _timed(timings: dict[str, float], key: str):
 
 
 def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "auto",
-                 data: str | None = None, tta: bool = False, cam_method: str = "gradcam",
+                 data: str | None = None, tta: bool = False, cam_method: str = DEFAULT_CAM_METHOD,
                  explain: bool = True, n_boot: int = 1000, seed: int = 0,
                  batch_size: int = 256, dataset: Dataset | None = None,
                  run: LoadedRun | None = None, out: runs.EvaluationPaths | None = None,
@@ -297,7 +298,7 @@ def _deduplicated(dataset: Dataset, target: Split, probs: np.ndarray, *, class_n
 
 
 def evaluate_report(paths: runs.RunPaths, *, split: str = "test", device: str = "auto",
-                    data: str | None = None, tta: bool = False, cam_method: str = "gradcam",
+                    data: str | None = None, tta: bool = False, cam_method: str = DEFAULT_CAM_METHOD,
                     explain: bool = True, out: Path | None = None, progress: bool = True,
                     precision: str = EVAL_PRECISION,
                     class_map: Mapping[str, str] | None = None,

@@ -27,7 +27,7 @@ from .gallery import (KINDS, GalleryPick, MapPick, content_mask, gallery_classes
 from .hooks import RowIndexed, TargetLayerFn
 from .imputation import IMPUTE_MAX_ITER, IMPUTE_TOL, ROAD_NOISE, noisy_linear_impute
 from .lesions import localisation
-from .methods import (CamBatch, CamMethod, cam_method, cam_methods, gradient_methods,
+from .methods import (DEFAULT_CAM_METHOD, CamBatch, CamMethod, cam_method, cam_methods, gradient_methods,
                       register_cam_method, weighted_sum)
 from .reference_maps import RANDOM_PER_IMAGE, random_maps
 from .removal import BASELINES, CURVES, FAITH_SCORES, faithfulness, gaussian_blur
@@ -35,7 +35,7 @@ from .sanity import SANITY_SEEDS, cascade_stages, sanity_check, spearman, ssim
 from .split import ExplainSummary, explain_split
 
 __all__ = [
-    "BASELINES", "CURVES", "FAITH_SCORES", "IMPUTE_MAX_ITER", "IMPUTE_TOL", "KINDS", "RANDOM_PER_IMAGE",
+    "BASELINES", "CURVES", "DEFAULT_CAM_METHOD", "FAITH_SCORES", "IMPUTE_MAX_ITER", "IMPUTE_TOL", "KINDS", "RANDOM_PER_IMAGE",
     "ROAD_NOISE", "SANITY_SEEDS", "VIEWER_MAX_GRID", "CamBatch", "CamMethod", "CamOptions",
     "ExplainSummary", "GalleryPick", "MapPick", "RowIndexed", "TargetLayerFn", "cam_method",
     "cam_methods", "cascade_stages", "compute_cams", "content_mask", "explain_split", "faithfulness",

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .hooks import _Capture, _check_inputs, _check_targets, _hooked, _prepared, _to_device
-from .methods import CamBatch, CamMethod, cam_method
+from .methods import DEFAULT_CAM_METHOD, CamBatch, CamMethod, cam_method
 
 _EPS = 1e-7  # a map spanning less than this is constant: it becomes zeros
 
@@ -31,7 +31,7 @@ class CamOptions(TypedDict):
 
 
 def compute_cams(model: nn.Module, x: Tensor, *, target_layer: nn.Module, targets: Tensor,
-                 method: str = "gradcam", batch_size: int = 64,
+                 method: str = DEFAULT_CAM_METHOD, batch_size: int = 64,
                  device: str | torch.device | None = None) -> Tensor:
     """CAMs (B, H, W) in [0, 1] on the CPU, bilinearly resized to the input size.
 
@@ -90,7 +90,7 @@ def _minmax(maps: Tensor) -> Tensor:
 VIEWER_MAX_GRID = 32  # the report's viewer upsamples in the browser: a coarse grid is enough
 
 
-def viewer_maps(model: nn.Module, x: Tensor, *, target_layer: nn.Module, method: str = "gradcam",
+def viewer_maps(model: nn.Module, x: Tensor, *, target_layer: nn.Module, method: str = DEFAULT_CAM_METHOD,
                 batch_size: int = 64, device: str | torch.device | None = None) -> Tensor:
     """Maps for EVERY class, (N, K, h, w) uint8 in 0..255, at the target layer's own grid.
 

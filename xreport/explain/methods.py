@@ -74,6 +74,7 @@ def weighted_sum(weights: Tensor, acts: Tensor) -> Tensor:
     return (weights * acts).sum(1)
 
 
+DEFAULT_CAM_METHOD = "gradcam"  # --cam's default, and every API's
 _REGISTRY: dict[str, CamMethod] = {}
 _M = TypeVar("_M", bound=CamMethod)
 

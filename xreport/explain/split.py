@@ -17,7 +17,7 @@ from .cams import CamOptions, compute_cams
 from .gallery import GalleryPick, _as_prob_matrix, select_gallery
 from .hooks import RowIndexed, _module_path
 from .lesions import _localise
-from .methods import cam_method
+from .methods import DEFAULT_CAM_METHOD, cam_method
 from .reference_maps import RANDOM_PER_IMAGE
 from .removal import faithfulness
 from .sanity import SANITY_SEEDS, sanity_check
@@ -43,7 +43,7 @@ class ExplainSummary(TypedDict):
 
 def explain_split(model: nn.Module, images_float: Tensor | RowIndexed, *, y_true: np.ndarray | Tensor | None,
                   probs: np.ndarray | Tensor, class_names: Sequence[str], target_layer: nn.Module,
-                  layer_name: str, method: str = "gradcam", masks: Tensor | None = None,
+                  layer_name: str, method: str = DEFAULT_CAM_METHOD, masks: Tensor | None = None,
                   gallery_per_kind: int | None = None, faithfulness_n: int = 64, sanity_n: int = 16,
                   faithfulness_steps: int = 10, faithfulness_baseline: str = "blur",
                   random_per_image: int = RANDOM_PER_IMAGE, sanity_seeds: int = SANITY_SEEDS,
