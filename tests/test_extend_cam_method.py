@@ -84,6 +84,22 @@ def test_a_registered_method_is_a_choice_and_computes_its_maps(registered: str,
     assert grid.shape == (3, 2, 8, 8) and torch.equal(grid[:, 0], grid[:, 1])
 
 
+def test_a_taken_or_empty_name_is_refused(registered: str) -> None:
+    class Impostor(ActivationMean):
+        name = "gradcam"
+
+    class Nameless(CamMethod):
+        pass
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_cam_method(Impostor)
+    with pytest.raises(ValueError, match="non-empty"):
+        register_cam_method(Nameless)
+    register_cam_method(ActivationMean)   # the same class again: no change
+    assert explain.cam_methods().count(registered) == 1
+    assert type(explain.cam_method("gradcam")).__name__ == "GradCAM"
+
+
 def test_a_registered_method_runs_through_the_whole_explanation(registered: str) -> None:
     torch.manual_seed(0)
     model = TinyNet().eval()

@@ -110,7 +110,7 @@ def cam_method(name: str) -> CamMethod:
     return found
 
 
-_EPS = 1e-7
+_EPS = 1e-7  # XGrad-CAM's guard against an all-zero channel, as in pytorch_grad_cam
 
 
 @register_cam_method
