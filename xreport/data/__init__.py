@@ -21,7 +21,8 @@ from .imbalance import class_weights, sampler_weights
 from .preprocess import (compute_mean_std, describe_pipeline, normalize_batch, preprocess_image,
                          resolve_normalization)
 from .sources import (DataSource, SourceProbe, check_class_sets, checked_probe, kind_of,
-                      path_suffixes, register_source, registered_kinds, source_of, sources)
+                      path_suffixes, register_source, registered_kinds, source_of,
+                      sources_in_order)
 from .summary import class_distribution, constant_images, leakage_check
 
 __all__ = [
@@ -54,7 +55,7 @@ def resolve_source(data_cfg: DataConfig, *, image_size: int | None = None) -> tu
     """
     wanted = data_cfg.kind
     chosen = None if wanted == "auto" else source_of(wanted)
-    asked = [chosen] if chosen is not None else sources()
+    asked = [chosen] if chosen is not None else sources_in_order()
     dataset = data_cfg.dataset.strip()
     for source in asked:
         named = source.named(dataset, chosen=source is chosen)

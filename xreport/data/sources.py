@@ -124,7 +124,7 @@ def source_of(kind: str) -> DataSource:
         raise DataError(f"data.kind {kind!r} is not one of auto, {', '.join(_REGISTRY)}") from None
 
 
-def sources() -> list[DataSource]:
+def sources_in_order() -> list[DataSource]:
     """Every registered source in the order they are asked (``DataSource.priority``)."""
     return sorted(_REGISTRY.values(), key=lambda s: -s.priority)
 
@@ -132,7 +132,7 @@ def sources() -> list[DataSource]:
 def kind_of(path: Path) -> str:
     """The kind of the first source that claims the existing ``path``; none: a ``DataError``
     naming what a file or a folder would have to be."""
-    for source in sources():
+    for source in sources_in_order():
         if source.claims(path):
             return source.kind
     registered = list(_REGISTRY.values())
