@@ -154,3 +154,19 @@ def test_a_registered_source_trains_through_the_api(tmp_path: Path, registry: No
     assert meta["data_fingerprint"] == hashlib.sha256(data.read_bytes()).hexdigest()
     distribution = json.loads((run.run_dir / "class_distribution.json").read_text(encoding="utf-8"))
     assert distribution["sizes"] == {"train": 32, "val": 6}
+
+
+# ---------------------------------------------------------------- the .npz belongs to its adapter
+def test_only_the_medmnist_adapter_opens_an_npz() -> None:
+    package = Path(__file__).resolve().parents[1] / "xreport"
+    opening = sorted(p.relative_to(package).as_posix() for p in package.rglob("*.py")
+                     if "np.load(" in p.read_text(encoding="utf-8"))
+    assert opening == ["data/medmnist.py"]
+
+
+@pytest.mark.parametrize("content", [b"x", b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }"])
+def test_raw_examples_of_a_file_that_is_no_npz_is_one_line(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "set.npz"     # a plain .npy (or anything) under an .npz name
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=r"set.npz: not a .npz archive"):
+        raw_examples(DataConfig(dataset=str(path)), 1, seed=0)
