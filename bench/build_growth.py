@@ -107,7 +107,7 @@ def previous_cg_impute(x: torch.Tensor, removed: torch.Tensor, tol: float = 1e-3
     b, c, h, w = x.shape
     u = removed.expand(b, c, h, w)
     known = 1 - u
-    kernel = torch.tensor(explain._NEIGHBOUR_WEIGHTS).expand(c, 1, 3, 3)
+    kernel = torch.tensor(explain.imputation._NEIGHBOUR_WEIGHTS).expand(c, 1, 3, 3)
 
     def neighbours(t: torch.Tensor) -> torch.Tensor:
         return F.conv2d(t, kernel, padding=1, groups=c)
@@ -144,7 +144,7 @@ def imputation_timing(sizes: list[int], *, images: int, rounds: int) -> list[dic
     for size in sizes:
         films, _, _ = phantom.generate(images, size=size, seed=7)
         x = (torch.from_numpy(films).float() / 255).repeat(1, 3, 1, 1)  # 3 channels, as RGB models see
-        ranks = explain._pixel_ranks(explain.random_maps(images, size, size, seed=3), seed=0)
+        ranks = explain.removal._pixel_ranks(explain.random_maps(images, size, size, seed=3), seed=0)
         share = torch.linspace(0.1, 0.9, images)[:, None]
         removed = (ranks < (share * size * size).round()).float().view(images, 1, size, size)
         reference_imputer = NoisyLinearImputer(noise=0.0)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from xreport import artifacts
 from xreport import discussion as d
 
 
@@ -97,7 +98,8 @@ def _faith(verdict: str, scores: dict[str, str]) -> dict:
     return {"faithfulness": {"n": 64, "verdict": verdict, "random_maps": {"per_image": 3},
                              "scores": list(scores),
                              # Raw numbers that disagree with the verdicts: the rule must not read them.
-                             **{s: {"cam": 0.1, "random": 0.9, "verdict": v} for s, v in scores.items()}}}
+                             **{s: {"cam": 0.1, "random": 0.9, "verdict": v} for s, v in scores.items()}},
+            "sanity": None, "localisation": None}
 
 
 def test_faithfulness_reads_the_topic_verdict_not_the_numbers() -> None:
@@ -111,8 +113,11 @@ def test_faithfulness_reads_the_topic_verdict_not_the_numbers() -> None:
     bad = _faith("worse", {"deletion_auc": "worse", "insertion_auc": "not_distinguishable"})
     assert keys(d.faithfulness(bad)) == ["discussion.cam_worse"]
     assert d.faithfulness(None) == [] and d.faithfulness({"faithfulness": None}) == []
-    # An old metrics.json without verdicts says nothing rather than guess.
-    assert d.faithfulness({"faithfulness": {"deletion_auc": {"cam": 0.2, "random": 0.4}}}) == []
+    # An old metrics.json without verdicts says nothing rather than guess (as loaded: the
+    # absent keys read as None).
+    old = {"deletion_auc": {"cam": 0.2, "random": 0.4}}
+    artifacts.validate(old, artifacts.Faithfulness, path="metrics.json")
+    assert d.faithfulness({"faithfulness": old}) == []
 
 
 def test_localisation_verdict_against_chance() -> None:
@@ -136,7 +141,9 @@ def test_sanity_reads_the_cascade_verdict() -> None:
     assert item["params"]["layer"] == "layer3.0" and item["params"]["spearman"] == 0.2
     assert keys(d.sanity(check("fail"))) == ["discussion.sanity_failed"]
     assert keys(d.sanity(check("inconclusive"))) == ["discussion.sanity_inconclusive"]
-    assert d.sanity({"sanity": {"spearman": 0.3}}) == []
+    old = {"spearman": 0.3}
+    artifacts.validate(old, artifacts.Sanity, path="metrics.json")
+    assert d.sanity({"sanity": old}) == []
 
 
 def test_one_sentence_per_explanation_topic() -> None:

@@ -1,4 +1,4 @@
-"""CAMs, gallery, faithfulness, sanity check and localisation (xreport/explain.py)."""
+"""CAMs, gallery, faithfulness, sanity check and localisation (xreport/explain/)."""
 from __future__ import annotations
 
 import json
@@ -85,7 +85,7 @@ def _quadrant_share(cams: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------- CAMs
 
-@pytest.mark.parametrize("method", explain.METHODS)
+@pytest.mark.parametrize("method", explain.cam_methods())
 def test_every_method_points_at_the_only_region_the_model_sees(method: str) -> None:
     model = RegionNet()
     x = _images(4)
@@ -101,7 +101,7 @@ def test_every_method_points_at_the_only_region_the_model_sees(method: str) -> N
     assert (rows < SIZE // 2).all() and (cols < SIZE // 2).all()
 
 
-@pytest.mark.parametrize("method", explain.METHODS)
+@pytest.mark.parametrize("method", explain.cam_methods())
 def test_a_model_blind_to_its_input_gives_zero_maps_without_nan(method: str) -> None:
     model = RegionNet()
     with torch.no_grad():
@@ -206,7 +206,7 @@ def test_fc_weight_cam_is_the_classifier_weighted_feature_sum() -> None:
     with torch.no_grad():
         feats = model.features(x)
     raw = torch.einsum("bc,bchw->bhw", model.fc.weight[[2, 0]], feats).clamp(min=0)
-    expected = explain._normalise_maps(raw, (SIZE, SIZE))
+    expected = explain.cams._normalise_maps(raw, (SIZE, SIZE))
     ours = explain.compute_cams(model, x, target_layer=model.features[-1],
                                 targets=torch.tensor([2, 0]), method="cam")
     torch.testing.assert_close(ours, expected)

@@ -125,7 +125,7 @@ def test_cascade_densenet_goes_through_norm5_then_the_blocks() -> None:
 def test_cascade_is_cumulative_and_fresh_for_every_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     model = torchvision.models.resnet18(num_classes=2)
     reset: list[tuple[nn.Module, str]] = []  # holding the twins keeps them apart
-    real = explain._reinitialise
+    real = explain.sanity._reinitialise
 
     def first_weight(module: nn.Module) -> torch.Tensor:
         return next(iter(module.parameters()))
@@ -138,7 +138,7 @@ def test_cascade_is_cumulative_and_fresh_for_every_seed(monkeypatch: pytest.Monk
         reset.append((twin, names[0]))
         real(twin, names, seed=seed)
 
-    monkeypatch.setattr(explain, "_reinitialise", spy)
+    monkeypatch.setattr(explain.sanity, "_reinitialise", spy)
     out = explain.sanity_check(model, torch.randn(2, 3, 32, 32), targets=torch.tensor([0, 1]),
                                method="gradcam", target_layer_fn=lambda m: m.layer4[-1], seeds=2)
     twins = [t for i, (t, _) in enumerate(reset) if all(t is not u for u, _ in reset[:i])]
@@ -247,7 +247,7 @@ def test_road_imputation_solves_the_neighbour_mean_system() -> None:
     out = explain.noisy_linear_impute(x, removed, noise=0.0, tol=1e-7)
     kept = removed.expand_as(x) == 0
     assert torch.equal(out[kept], x[kept])
-    w = torch.tensor(explain._NEIGHBOUR_WEIGHTS).expand(3, 1, 3, 3)
+    w = torch.tensor(explain.imputation._NEIGHBOUR_WEIGHTS).expand(3, 1, 3, 3)
     num = torch.nn.functional.conv2d(out, w, padding=1, groups=3)
     den = torch.nn.functional.conv2d(torch.ones_like(out), w, padding=1, groups=3)
     holes = ~kept
@@ -271,7 +271,7 @@ def _cg_impute_before(x: torch.Tensor, removed: torch.Tensor, tol: float) -> tor
 
 def _removal_masks(n: int, size: int) -> torch.Tensor:
     """Blob-like removals as faithfulness makes them: the top 10-90% of random maps."""
-    ranks = explain._pixel_ranks(explain.random_maps(n, size, size, seed=5), seed=0)
+    ranks = explain.removal._pixel_ranks(explain.random_maps(n, size, size, seed=5), seed=0)
     share = torch.linspace(0.1, 0.9, n)[:, None]
     return (ranks < (share * size * size).round()).float().view(n, 1, size, size)
 
@@ -301,13 +301,13 @@ def test_multigrid_imputation_equals_the_reference_and_the_previous_solver(size:
 def test_multigrid_imputation_iterations_do_not_grow_with_the_side(monkeypatch: pytest.MonkeyPatch) -> None:
     """The point of the multigrid: as many V-cycles at 96 px as at 24 px (plain CG needs ~4x)."""
     calls: dict[int, int] = {}
-    original = explain._v_cycle
+    original = explain.imputation._v_cycle
 
     def counted(r: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         calls[r.shape[-1]] = calls.get(r.shape[-1], 0) + 1
         return original(r, u)
 
-    monkeypatch.setattr(explain, "_v_cycle", counted)
+    monkeypatch.setattr(explain.imputation, "_v_cycle", counted)
     for size in (24, 96):
         x = explain.gaussian_blur(torch.randn((4, 1, size, size), generator=torch.Generator().manual_seed(1)),
                                   sigma=1.5)

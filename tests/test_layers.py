@@ -27,9 +27,16 @@ TIERS: tuple[frozenset[str], ...] = (
     frozenset({"build", "study", "api", "cli", "demo", "__main__"}),
 )
 
-# Known and owned elsewhere; each entry is removed by the change that fixes it.
-PENDING_CIRCLES = {frozenset({"xreport.data.dicom", "xreport.data.images"})}  # the data split
-PENDING_EDGES: set[tuple[str, str]] = set()
+# Known imports that run against the rule, each with why; the change that removes one removes
+# its entry. They are left out of both checks, so any other circle or upward arrow fails.
+PENDING_EDGES: dict[tuple[str, str], str] = {
+    # config's check of data.kind reads the data-source registry: config sits below data
+    ("xreport.config", "xreport.data"): "data.kind checked in config.validate",
+    # the hooks name the gradient methods in an error, from the registry, at call time
+    ("xreport.explain.hooks", "xreport.explain.methods"): "explain.hooks._final_linear",
+    # images.read_image hands a DICOM file to dicom.read_dicom, which uses images' helpers
+    ("xreport.data.images", "xreport.data.dicom"): "data.images.read_image",
+}
 
 
 def _module_name(path: Path) -> str:
@@ -70,9 +77,11 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
 
 
 def graph() -> dict[str, set[str]]:
+    """Every module's run-time imports of other xreport modules, without PENDING_EDGES."""
     files = sorted(PACKAGE.rglob("*.py"))
     modules = {_module_name(f) for f in files}
-    return {_module_name(f): _imports(f, modules) for f in files}
+    found = {_module_name(f): _imports(f, modules) for f in files}
+    return {a: {b for b in targets if (a, b) not in PENDING_EDGES} for a, targets in found.items()}
 
 
 def _tier(module: str) -> int:
@@ -116,6 +125,10 @@ def _circles(g: dict[str, set[str]]) -> list[frozenset[str]]:
 
 
 def test_the_graph_is_read() -> None:
+    files = sorted(PACKAGE.rglob("*.py"))
+    modules = {_module_name(f) for f in files}
+    raw = {_module_name(f): _imports(f, modules) for f in files}
+    assert [edge for edge in PENDING_EDGES if edge[1] not in raw[edge[0]]] == []   # none stale
     g = graph()
     assert "xreport.metrics" in g["xreport.train"] and "xreport.evaluate" in g["xreport.build"]
     assert "xreport.artifacts" in g["xreport.metrics"]       # `from . import artifacts`
@@ -123,14 +136,13 @@ def test_the_graph_is_read() -> None:
 
 
 def test_no_import_circles() -> None:
-    circles = set(_circles(graph())) - PENDING_CIRCLES
+    circles = _circles(graph())
     assert not circles, [sorted(c) for c in circles]
 
 
 def test_no_module_imports_a_higher_tier() -> None:
     g = graph()
-    upward = sorted((a, b) for a, targets in g.items() for b in targets
-                    if _tier(b) > _tier(a) and (a, b) not in PENDING_EDGES)
+    upward = sorted((a, b) for a, targets in g.items() for b in targets if _tier(b) > _tier(a))
     assert not upward, upward
 
 

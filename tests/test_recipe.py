@@ -77,6 +77,23 @@ def test_large_images_go_down_the_ladder_to_fit_the_budget() -> None:
                                   small_stem="auto")[0] == 96
 
 
+def test_a_tight_budget_never_drops_to_a_dearer_smaller_size() -> None:
+    # 5,708 images at 224 px on one nominal core: no size fits the 9 epochs wanted. Below
+    # 96 px the stride-1 stem makes an epoch dearer than at 96 px, so "the smallest size"
+    # would be 64 px and a single epoch; the rule keeps the cheapest epoch instead.
+    p = probe([1400, 1400, 1500, 1408], size=224, n_val=571)
+    one_core = recipe.Throughput(recipe.CPU_TRAIN_FLOPS / 2, "cpu", "nominal", "1 threads")
+    size, epochs, _ = recipe.size_and_epochs(p, arch="resnet18", budget_s=600, size=None, epochs=None,
+                                             small_stem="auto", throughput=one_core)
+
+    def cost(s: int) -> float:
+        return recipe.epoch_cost_s("resnet18", size=s, channels=1, n_train=5708, n_val=571, num_classes=4,
+                                   flops_per_s=one_core.flops)
+
+    assert cost(64) > cost(96)                        # the premise: the small stem is dearer
+    assert size == min(recipe.SIZE_LADDER, key=cost) and epochs == int(600 // cost(size)) > 1
+
+
 def test_epochs_scale_with_the_train_split_within_the_budget() -> None:
     def epochs(n: int, budget_s: float = 600) -> int:
         p = probe([n // 2, n - n // 2])

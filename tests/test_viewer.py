@@ -40,7 +40,7 @@ def test_viewer_maps_are_the_cams_of_every_class(tiny_model, method):
         ref = explain.compute_cams(model, x, target_layer=layer, targets=torch.full((5,), k), method=method)
         # The browser upsamples the grid bilinearly, as compute_cams does before its min-max.
         up = F.interpolate(maps[:, k:k + 1].float() / 255, size=(28, 28), mode="bilinear", align_corners=False)
-        assert torch.allclose(explain._minmax(up[:, 0]), ref, atol=0.02), (method, k)
+        assert torch.allclose(explain.cams._minmax(up[:, 0]), ref, atol=0.02), (method, k)
 
 
 def test_viewer_maps_cam_method_uses_the_classifier_weights(tiny_model):
@@ -50,7 +50,7 @@ def test_viewer_maps_cam_method_uses_the_classifier_weights(tiny_model):
     for k in range(3):
         ref = explain.compute_cams(model, x, target_layer=model.layer4, targets=torch.full((3,), k), method="cam")
         up = F.interpolate(maps[:, k:k + 1].float() / 255, size=(28, 28), mode="bilinear", align_corners=False)
-        assert torch.allclose(explain._minmax(up[:, 0]), ref, atol=0.02)
+        assert torch.allclose(explain.cams._minmax(up[:, 0]), ref, atol=0.02)
 
 
 def test_viewer_maps_take_one_forward_pass_per_batch_for_all_classes(tiny_model):

@@ -307,7 +307,8 @@ def test_a_model_that_learned_nothing_gets_no_strength_from_its_sanity_check() -
     from xreport import discussion
 
     m = _collapsed_metrics()
-    explain = {"sanity": {"n": 16, "seeds": 3, "verdict": "pass",
+    explain = {"faithfulness": None, "localisation": None,
+               "sanity": {"n": 16, "seeds": 3, "verdict": "pass",
                           "stages": [{"randomised": "layer3.0", "spearman": {"mean": -0.18}}]}}
     keys = [i["key"] for i in discussion.observations(m, explain=explain)]
     assert "discussion.sanity_passed_chance" in keys and "discussion.sanity_passed" not in keys

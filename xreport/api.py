@@ -25,6 +25,7 @@ from . import artifacts, languages, runs
 from .config import RunConfig
 from .device import EVAL_PRECISION
 from .evaluate import EXPLAIN_DEFAULT
+from .explain import DEFAULT_CAM_METHOD
 from .errors import ConfigError, RunError
 from .languages import DEFAULT_LANGS
 from .runs import DEFAULT_CHECKPOINTS, DEFAULT_REPORTS, RunPaths
@@ -220,7 +221,7 @@ def resolve_config(config: ConfigLike, overrides: Mapping[str, object], *, from_
 
 
 def evaluate(run: RunLike, *, split: str = "test", data: str | Path | None = None, tta: bool = False,
-             cam: str = "gradcam", explain: bool = True, out: Path | str | None = None,
+             cam: str = DEFAULT_CAM_METHOD, explain: bool = True, out: Path | str | None = None,
              device: str = "auto", precision: str = EVAL_PRECISION,
              class_map: Mapping[str, str] | None = None, explain_protocol: str = EXPLAIN_DEFAULT,
              checkpoints: Path | str = DEFAULT_CHECKPOINTS,
@@ -242,7 +243,7 @@ def evaluate(run: RunLike, *, split: str = "test", data: str | Path | None = Non
 
 def build(run: RunLike | None = None, *, runs: Sequence[RunLike] | None = None,
           lang: str | Sequence[str] = DEFAULT_LANGS, formats: str | Sequence[str] = ("html", "pdf"),
-          templates: Path | str | None = None, cam: str = "gradcam", split: str = "test",
+          templates: Path | str | None = None, cam: str = DEFAULT_CAM_METHOD, split: str = "test",
           device: str = "auto", precision: str = EVAL_PRECISION, force: bool = False,
           explain_protocol: str = EXPLAIN_DEFAULT, notes: Sequence[Path | str] = (),
           name: str | None = None, cams: bool = True,

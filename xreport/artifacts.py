@@ -237,6 +237,7 @@ class Faithfulness(TypedDict):
     ties: NotRequired[str]
     road_noise: NotRequired[float]
     scores: list[str]                  # deletion_auc, insertion_auc, road_morf, road_lerf
+    precision: str | None              # of the removal passes: fp32 | bf16 (None: an older file)
     verdict: str | None                # over all scores (xreport.verdicts.overall; mixed when they disagree)
     deletion_auc: PairedStatistic | None
     insertion_auc: PairedStatistic | None

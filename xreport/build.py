@@ -19,6 +19,7 @@ from .data.base import REPORT_SPLITS
 from .data.base import SPLITS as DATA_SPLITS
 from .device import EVAL_PRECISION, check_eval_precision, resolve_device
 from .errors import ConfigError, DataError, ReportError
+from .explain import DEFAULT_CAM_METHOD
 from .evaluate import (EXPLAIN_DEFAULT, cached_metrics, check_report_options, dataset_for_run,
                        evaluate_run, load_run)
 from .languages import DEFAULT_LANGS
@@ -53,7 +54,7 @@ def check_choices(values: Sequence[str], valid: Sequence[str], *, what: str) -> 
 
 def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = DEFAULT_LANGS,
                  formats: Sequence[str] = FORMATS, templates: Path | None = None,
-                 cam_method: str = "gradcam", device: str = "auto", split: str = "test",
+                 cam_method: str = DEFAULT_CAM_METHOD, device: str = "auto", split: str = "test",
                  force: bool = False, command: str | None = None,
                  progress: bool = True, precision: str = EVAL_PRECISION,
                  explain_protocol: str = EXPLAIN_DEFAULT,

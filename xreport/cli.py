@@ -14,6 +14,7 @@ from typing import Sequence
 from . import __version__, api, languages
 from .data.base import REPORT_SPLITS, SPLITS
 from .errors import ConfigError, XReportError
+from .explain import DEFAULT_CAM_METHOD, cam_methods
 from .languages import DEFAULT_LANGS
 from .runs import DEFAULT_CHECKPOINTS, DEFAULT_REPORTS, RunPaths
 
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"xreport {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+    # The methods registered when the parser is built (explain.register_cam_method); an
+    # unknown one is refused by evaluate.check_report_options with a one-line error.
+    cam_help = f"CAM method: {', '.join(cam_methods())} (default: %(default)s)"
 
     t = sub.add_parser("train", help="train a ResNet/DenseNet and write checkpoints/NAME/")
     t.add_argument("--config", type=Path, help="run config (TOML); flags below override it")
@@ -102,8 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tta", action="store_true", help="average with a horizontal flip")
     e.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                    help="inference precision (default fp32; bf16 moves probabilities by up to ~0.01)")
-    e.add_argument("--cam", default="gradcam", help="CAM method (gradcam, gradcam++, hirescam, "
-                   "xgradcam, layercam, eigencam, scorecam, cam)")
+    e.add_argument("--cam", default=DEFAULT_CAM_METHOD, help=cam_help)
     e.add_argument("--no-cam", action="store_true", help="skip CAMs and faithfulness")
     e.add_argument("--explain", default="fast", choices=("fast", "full"),
                    help="explanation checks: fast (default, on every device: 3 removal levels, 2 random "
@@ -126,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma list of {', '.join(languages.codes())} (default: %(default)s)")
     b.add_argument("--format", default="html,pdf", help="comma list of html, pdf")
     b.add_argument("--templates", type=Path, help="a folder with your copy of the templates")
-    b.add_argument("--cam", default="gradcam", help="CAM method")
+    b.add_argument("--cam", default=DEFAULT_CAM_METHOD, help=cam_help)
     b.add_argument("--explain", default="fast", choices=("fast", "full"),
                    help="explanation checks: fast (default, on every device: 3 removal levels, 2 random "
                    "maps, 3 cascade seeds) or full (9, 4, 5, ~3x the passes); both on 64 "

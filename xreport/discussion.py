@@ -246,50 +246,52 @@ _LOCAL_KEYS = {"better": "discussion.localisation_good", "not_distinguishable": 
 
 def faithfulness(explain: artifacts.Explanation | None) -> list[Item]:
     """The faithfulness verdict over deletion, insertion and ROAD against random maps."""
-    faith = explain.get("faithfulness") if explain else None
+    # A loaded metrics.json holds every declared key (an older file's absent ones read as None).
+    faith = explain["faithfulness"] if explain else None
     if not faith:
         return []
-    key = _FAITH_KEYS.get(str(faith.get("verdict")))
-    scores = [stat for s in faith.get("scores") or [] if isinstance(stat := faith.get(s), Mapping)]
+    key = _FAITH_KEYS.get(str(faith["verdict"]))
+    listed = set(faith["scores"])
+    scores = [stat for s in artifacts.FAITH_SCORES if s in listed and (stat := faith[s]) is not None]
     if key is None or not scores:
         return []
-    better = sum(1 for s in scores if s.get("verdict") == "better")
-    worse = sum(1 for s in scores if s.get("verdict") == "worse")
-    return [_item(key, "explain-faithfulness", n=int(faith.get("n") or 0), better=better, worse=worse,
-                  scores=len(scores), maps=int((faith.get("random_maps") or {}).get("per_image") or 0))]
+    better = sum(1 for s in scores if s["verdict"] == "better")
+    worse = sum(1 for s in scores if s["verdict"] == "worse")
+    return [_item(key, "explain-faithfulness", n=int(faith["n"] or 0), better=better, worse=worse,
+                  scores=len(scores), maps=int(faith["random_maps"].get("per_image") or 0))]
 
 
 def localisation(explain: artifacts.Explanation | None) -> list[Item]:
     """The pointing-game verdict against chance (the dilated lesion's share of the image)."""
-    loc = explain.get("localisation") if explain else None
-    hits = loc.get("pointing_game") if loc else None
+    loc = explain["localisation"] if explain else None
+    hits = loc["pointing_game"] if loc else None
     if not hits:
         return []
-    key = _LOCAL_KEYS.get(str(hits.get("verdict")))
-    cam, chance = value_of(hits.get("cam")), value_of(hits.get("chance"))
+    key = _LOCAL_KEYS.get(str(hits["verdict"]))
+    cam, chance = value_of(hits["cam"]), value_of(hits["chance"])
     if key is None or cam is None or chance is None:
         return []
     # The effect as what it is: most peaks can miss while the hit rate is above chance.
     if key == "discussion.localisation_good" and cam < 0.5:
         key = "discussion.localisation_mostly_misses"
     return [_item(key, "explain-localisation", cam_pct=cam, miss_pct=1 - cam, chance_pct=chance,
-                  n=int(hits.get("n") or 0))]
+                  n=int(hits["n"] or 0))]
 
 
 def sanity(explain: artifacts.Explanation | None) -> list[Item]:
     """The cascade's verdict: do the maps change once the weights down to the target are random?"""
-    check = explain.get("sanity") if explain else None
+    check = explain["sanity"] if explain else None
     if not check:
         return []
-    stages = check.get("stages") or []
-    key = _SANITY_KEYS.get(str(check.get("verdict")))
+    stages = check["stages"]
+    key = _SANITY_KEYS.get(str(check["verdict"]))
     last = stages[-1] if stages else None
     spearman = last["spearman"] if last is not None else None
-    rho = value_of(spearman.get("mean")) if isinstance(spearman, Mapping) else None
+    rho = value_of(spearman["mean"]) if spearman is not None else None
     if key is None or rho is None or last is None:
         return []
-    return [_item(key, "explain-sanity", spearman=rho, layer=str(last.get("randomised", "")),
-                  seeds=int(check.get("seeds") or 1), n=int(check.get("n") or 0))]
+    return [_item(key, "explain-sanity", spearman=rho, layer=str(last["randomised"] or ""),
+                  seeds=int(check["seeds"] or 1), n=int(check["n"] or 0))]
 
 
 def duplicates(metrics: artifacts.Metrics | None, found: artifacts.Deduplicated | None) -> list[Item]:

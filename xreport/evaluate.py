@@ -26,6 +26,7 @@ from .data.base import SPLITS as DATA_SPLITS
 from .data.base import Dataset, Split, grey_to_rgb, match_classes, remap_labels
 from .device import EVAL_PRECISION, autocast, check_eval_precision, resolve_channels_last, resolve_device
 from .errors import CheckpointError, ConfigError, DataError, ReportError, XReportError
+from .explain import DEFAULT_CAM_METHOD, cam_methods
 from .limits import REPORT_CLASSES
 from .models import cam_target_layer, load_weights, model_from_meta
 
@@ -167,7 +168,7 @@ def _timed(timings: dict[str, float], key: str):
 
 
 def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "auto",
-                 data: str | None = None, tta: bool = False, cam_method: str = "gradcam",
+                 data: str | None = None, tta: bool = False, cam_method: str = DEFAULT_CAM_METHOD,
                  explain: bool = True, n_boot: int = 1000, seed: int = 0,
                  batch_size: int = 256, dataset: Dataset | None = None,
                  run: LoadedRun | None = None, out: runs.EvaluationPaths | None = None,
@@ -304,12 +305,10 @@ def check_report_options(*, split: str = "test", cam_method: str | None = None,
                          device: str | None = None, templates: Path | None = None,
                          explain_protocol: str = "fast") -> None:
     """The options of evaluate/build that can be checked without the data: before any write."""
-    from .explain import METHODS
-
     if split not in DATA_SPLITS:
         raise ConfigError(f"--split {split!r} is not one of {', '.join(DATA_SPLITS)}")
-    if cam_method is not None and cam_method not in METHODS:
-        raise ConfigError(f"--cam {cam_method!r} is not one of {', '.join(METHODS)}")
+    if cam_method is not None and cam_method not in cam_methods():
+        raise ConfigError(f"--cam {cam_method!r} is not one of {', '.join(cam_methods())}")
     if explain_protocol not in EXPLAIN_CHOICES:
         raise ConfigError(f"--explain {explain_protocol!r} is not one of {', '.join(EXPLAIN_CHOICES)}")
     if device is not None:
@@ -359,7 +358,7 @@ def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, 
 
 
 def evaluate_report(paths: runs.RunPaths, *, split: str = "test", device: str = "auto",
-                    data: str | None = None, tta: bool = False, cam_method: str = "gradcam",
+                    data: str | None = None, tta: bool = False, cam_method: str = DEFAULT_CAM_METHOD,
                     explain: bool = True, out: Path | None = None, progress: bool = True,
                     precision: str = EVAL_PRECISION,
                     class_map: Mapping[str, str] | None = None,

@@ -11,6 +11,7 @@ set: they must hold for sets nobody here has seen.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -236,6 +237,16 @@ def epoch_cost_s(arch: str, *, size: int, channels: int, n_train: int, n_val: in
 MIN_IMAGE_SIZE = int(BOUNDS["image_size"][0])   # the smallest image_size config.validate accepts
 
 
+def _ladder_size(ladder: Sequence[int], cost: Callable[[int], float], *, wanted: int,
+                 budget_s: float) -> int | None:
+    """The largest size of ``ladder`` (largest first) whose ``wanted`` epochs fit the budget;
+    failing that, the size with the cheapest epoch (the most epochs). Not simply the smallest
+    size: below 96 px the stride-1 stem makes an epoch dearer than at 96-112 px, so the
+    smallest size can leave a single epoch where 96 px leaves 7."""
+    size = next((s for s in ladder if wanted * cost(s) <= budget_s), None)
+    return size if size is not None or not ladder else min(ladder, key=cost)
+
+
 def size_and_epochs(probe: SourceProbe, *, arch: str, budget_s: float, size: int | None,
                     epochs: int | None, small_stem: str,
                     throughput: Throughput | None = None) -> tuple[int, int, str]:
@@ -255,9 +266,8 @@ def size_and_epochs(probe: SourceProbe, *, arch: str, budget_s: float, size: int
         if probe.native_size <= KEEP_NATIVE_UP_TO:
             size = probe.native_size
         else:
-            fitting = [s for s in SIZE_LADDER if s <= probe.native_size]
-            size = next((s for s in fitting if wanted * cost(s) <= budget_s), fitting[-1] if fitting
-                        else probe.native_size)
+            size = _ladder_size([s for s in SIZE_LADDER if s <= probe.native_size], cost,
+                                wanted=wanted, budget_s=budget_s) or probe.native_size
         # Never a size the config would refuse (1x1 images would pick 1): the smallest allowed.
         size = min(max(size, MIN_IMAGE_SIZE), MAX_IMAGE_SIZE)
     per_epoch = cost(size)

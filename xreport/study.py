@@ -485,7 +485,7 @@ def cam_study(evaluated: Sequence[cmp.EvaluatedRun], best: int, *, maker: Figure
 
 
 def _verdict_of(part: artifacts.Faithfulness | artifacts.Sanity | artifacts.Localisation | None) -> str | None:
-    return part.get("verdict") if part else None
+    return part["verdict"] if part else None
 
 
 def faithfulness_rows(evaluated: Sequence[cmp.EvaluatedRun]) -> list[dict[str, object]]:
@@ -698,7 +698,8 @@ def build_study(run_paths: Sequence[runs.RunPaths], *, name: str | None, reports
 
     Every input (options, runs, notes) is checked before anything is written; the report
     folder is written into a staging copy and swapped in whole."""
-    from .build import FORMATS, check_choices, check_report_options, render_pdfs
+    from .build import FORMATS, check_choices, render_pdfs
+    from .evaluate import check_report_options
     from .render import render_html
 
     started = time.perf_counter()
@@ -763,9 +764,8 @@ def ensure_evaluated(paths: runs.RunPaths, *, device: str = "auto", cams: bool =
                      progress: bool = True) -> bool:
     """Evaluate the run on the test split unless its metrics.json is fresh; True if it ran.
     With ``cams`` a fresh evaluation without CAMs is redone with them (the study shows them)."""
-    from .build import cached_metrics
     from .device import resolve_device
-    from .evaluate import dataset_for_run, evaluate_run, load_run
+    from .evaluate import cached_metrics, dataset_for_run, evaluate_run, load_run
 
     with runs.run_lock(paths.report_dir, what="report"):
         run = load_run(paths, device=resolve_device(device))

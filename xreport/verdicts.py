@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from scipy.stats import beta, wilcoxon
 
 if TYPE_CHECKING:
     from .artifacts import JSONValue   # a metrics.json statistic as read (artifacts.migrate)
+    # The statistics are written as metrics.json's schema types (explain fills the rest).
+    from .artifacts import PairedStatistic, Similarity
 
 BETTER, NOT_DISTINGUISHABLE, WORSE = "better", "not_distinguishable", "worse"
 BELOW_MARGIN, MIXED = "below_margin", "mixed"
@@ -134,19 +136,15 @@ def hit_rate_ci(hits: Sequence[float] | np.ndarray, chances: Sequence[float] | n
     return [lo - shift, hi - shift]
 
 
-# A value of a statistic's summary as metrics.json holds it. The summaries stay plain dicts:
-# explain renames ``reference`` (to ``random`` or ``chance``) and adds keys, and the file's
-# order of keys is part of the output (artifacts.PairedStatistic is the loaded form).
-StatValue = Union[float, int, str, bool, list[float], None]
-
-
 def paired(cam: Sequence[float] | np.ndarray, reference: Sequence[float] | np.ndarray, *,
-           higher_is_better: bool, margin: float, seed: int = 0,
-           test: str = "wilcoxon") -> dict[str, StatValue]:
+           higher_is_better: bool, margin: float, seed: int = 0, test: str = "wilcoxon",
+           against: Literal["random", "chance"] = "random") -> PairedStatistic:
     """Per-image CAM score against its reference: means, the difference's CI and p, the verdict.
 
     ``difference`` is CAM minus reference (its sign is that of the raw score); the verdict
-    accounts for the direction.
+    accounts for the direction. The reference's mean is ``random`` (random maps) or
+    ``chance`` (an analytic chance level), as ``against`` says; the other is None (the
+    caller may fill it: localisation shows the random maps beside chance).
     """
     a = np.asarray(cam, dtype=np.float64).reshape(-1)
     b = np.asarray(reference, dtype=np.float64).reshape(-1)
@@ -167,10 +165,12 @@ def paired(cam: Sequence[float] | np.ndarray, reference: Sequence[float] | np.nd
         ci = hit_rate_ci(a, b)
     else:
         p = wilcoxon_p(d) if test == "wilcoxon" else sign_flip_p(d, seed=seed)
-    return {"cam": float(a.mean()) if n else None, "reference": float(b.mean()) if n else None,
+    ref = float(b.mean()) if n else None
+    return {"cam": float(a.mean()) if n else None,
             "difference": mean, "ci95": ci, "p_value": p, "test": test, "n": n, "margin": margin,
             "higher_is_better": higher_is_better,
-            "verdict": paired_verdict(mean, ci, p, higher_is_better=higher_is_better, margin=margin)}
+            "verdict": paired_verdict(mean, ci, p, higher_is_better=higher_is_better, margin=margin),
+            "chance": ref if against == "chance" else None, "random": ref if against == "random" else None}
 
 
 def paired_verdict(mean: float | None, ci: Sequence[float] | None, p: float | None, *,
@@ -214,8 +214,9 @@ def rederive(stat: dict[str, JSONValue]) -> None:
 
 
 def below_limit(values: Sequence[float] | np.ndarray, *, limit: float,
-                seed: int = 0) -> dict[str, StatValue]:
-    """Mean similarity, its 95% CI over images, and pass (CI below ``limit``) / fail / inconclusive."""
+                seed: int = 0) -> Similarity:
+    """Mean similarity, its 95% CI over images, and pass (CI below ``limit``) / fail / inconclusive
+    (``sd_seeds``: None, for the caller that averaged over seeds)."""
     d = _finite(values)
     mean = float(d.mean()) if d.size else None
     ci = bootstrap_mean_ci(d, seed=seed)
@@ -227,4 +228,4 @@ def below_limit(values: Sequence[float] | np.ndarray, *, limit: float,
         verdict = FAIL
     else:
         verdict = INCONCLUSIVE
-    return {"mean": mean, "ci95": ci, "n": int(d.size), "limit": limit, "verdict": verdict}
+    return {"mean": mean, "ci95": ci, "n": int(d.size), "limit": limit, "verdict": verdict, "sd_seeds": None}

@@ -1,4 +1,4 @@
-"""The one data set interface every adapter returns."""
+"""The one data set every source adapter returns (the adapters: data/sources.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -64,7 +64,7 @@ class Dataset:
 
     name: str                      # "pneumoniamnist", "phantom", a folder name
     source: str                    # resolved path, or "phantom(seed=...)"
-    kind: str                      # medmnist | folder | csv | phantom
+    kind: str                      # the DataSource.kind that read it (medmnist, folder, csv, phantom)
     class_names: list[str]
     task: Task
     splits: dict[str, Split]

@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..artifacts import ClassMatch
+from ..config import DataConfig, PreprocessConfig
 from ..errors import DataError
 from ..runs import sha256_file
-from .base import SPLITS, match_classes, real_path
+from .base import SPLITS, Dataset, match_classes, real_path
+from .files import FileSource, finish_files, first_present, source_modality, split_from_files
 from .images import IMAGE_SUFFIXES
+from .sources import check_classes, names_and_task, require_splits
 
 logger = logging.getLogger(__name__)
 
@@ -186,3 +189,43 @@ def fingerprint(root: Path, splits: dict[str, FolderSplit]) -> str:
     for rel, sha in pairs:
         digest.update(f"{rel}\0{sha}\n".encode("utf-8"))
     return digest.hexdigest()
+
+
+class FolderSource(FileSource):
+    """``data.kind = "folder"``: ``ROOT/{train,val,test}/CLASS/*.png``."""
+
+    kind = "folder"
+    folder_form = "an image folder ({train,val,test}/CLASS/*.png)"
+
+    def claims(self, path: Path) -> bool:
+        return path.is_dir() and is_image_folder(path)
+
+    def splits(self, source: str) -> set[str]:
+        return set(split_folders(Path(source)))
+
+    def file_split(self, source: Path, split: str, data_cfg: DataConfig,
+                   ) -> tuple[list[Path], list[int] | None, list[str]]:
+        scanned, names = scan(source, skip_bad=True, class_map=data_cfg.class_map)
+        use = first_present(split, scanned)
+        return scanned[use].files, scanned[use].labels, names
+
+    def load(self, source: str, data_cfg: DataConfig, preprocess_cfg: PreprocessConfig, *,
+             image_size: int, splits: tuple[str, ...]) -> Dataset:
+        d, p = data_cfg, preprocess_cfg
+        root = Path(source)
+        skipped: list[dict] = []
+        scanned, found = scan(root, skip_bad=d.skip_bad_images, skipped=skipped, class_map=d.class_map)
+        require_splits(splits, set(scanned), str(root))
+        names, task = names_and_task(d, found, where=str(root))
+        check_classes(names, str(root), labelled=any(scanned[s].labels is not None for s in splits))
+        sizes: set = set()
+        channels: set = set()
+        colour = source_modality({s: fs.files for s, fs in scanned.items()}, where=str(root)).colour
+        out = {s: split_from_files(s, scanned[s].files, scanned[s].labels, root=root, d=d, p=p,
+                                   image_size=image_size, skipped=skipped, sizes=sizes,
+                                   channels=channels, colour=colour)
+               for s in splits}
+        ds = finish_files(root.name, root, self.kind, names, task, out, fingerprint(root, scanned),
+                          skipped, sizes, channels)
+        ds.class_matches = [m for fs in scanned.values() for m in fs.matches]
+        return ds

@@ -13,10 +13,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import DataConfig, PreprocessConfig
 from ..errors import DataError
 from ..limits import check_class_count
 from ..runs import sha256_file
-from .base import SPLITS, real_path
+from .base import SPLITS, Dataset, Split, real_path
+from .files import FileSource, finish_files, first_present, source_modality, split_from_files
+from .sources import check_classes, names_and_task, require_splits
 
 logger = logging.getLogger(__name__)
 
@@ -200,3 +203,61 @@ def fingerprint(manifests: list[Manifest]) -> str:
         rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
         digest.update(f"{rel}\0{sha}\n".encode("utf-8"))
     return digest.hexdigest()
+
+
+class ManifestSource(FileSource):
+    """``data.kind = "csv"``: a folder of ``train.csv``/``val.csv``/``test.csv``, or one CSV."""
+
+    kind = "csv"
+    file_form = "a .csv manifest"
+    folder_form = "a folder of train.csv/val.csv/test.csv"
+    suffixes = (".csv",)
+    # A folder holding train.csv is a manifest even when it has split folders too.
+    priority = 1
+
+    def claims(self, path: Path) -> bool:
+        return (path.is_file() and path.suffix.lower() == ".csv") or is_manifest_folder(path)
+
+    def splits(self, source: str) -> set[str]:
+        try:
+            return set(find_csvs(Path(source)))
+        except DataError:
+            return set(SPLITS)
+
+    def file_split(self, source: Path, split: str, data_cfg: DataConfig,
+                   ) -> tuple[list[Path], list[int] | None, list[str]]:
+        csvs = find_csvs(source)
+        manifests = {s: read_manifest(p) for s, p in csvs.items()}
+        names = class_names(list(manifests.values()), configured=data_cfg.class_names)
+        use = first_present(split, manifests)
+        return [r.path for r in manifests[use].rows], encode_labels(manifests[use], names), names
+
+    def load(self, source: str, data_cfg: DataConfig, preprocess_cfg: PreprocessConfig, *,
+             image_size: int, splits: tuple[str, ...]) -> Dataset:
+        d, p = data_cfg, preprocess_cfg
+        src = Path(source)
+        csvs = find_csvs(src)
+        require_splits(splits, set(csvs), str(src))
+        manifests = {s: read_manifest(path) for s, path in csvs.items()}
+        found = class_names(list(manifests.values()), configured=d.class_names)
+        names, task = names_and_task(d, found, where=str(src))
+        check_conflicting_labels(list(manifests.values()), names)
+        labelled = any(manifests[s].has_labels for s in splits)
+        check_classes(names, str(src), labelled=labelled)
+        if not names:
+            logger.warning("%s: no labels and no data.class_names; class names must come from the checkpoint", src)
+        root = next(iter(csvs.values())).parent
+        skipped: list[dict] = []
+        sizes: set = set()
+        channels: set = set()
+        out: dict[str, Split] = {}
+        colour = source_modality({s: [r.path for r in m.rows] for s, m in manifests.items()},
+                                 where=str(src)).colour
+        for s in splits:
+            m = manifests[s]
+            out[s] = split_from_files(s, [r.path for r in m.rows], encode_labels(m, names), root=root,
+                                      d=d, p=p, image_size=image_size, skipped=skipped, sizes=sizes,
+                                      channels=channels, colour=colour)
+        name = src.name if src.is_dir() else src.stem
+        return finish_files(name, src, self.kind, names, task, out, fingerprint(list(manifests.values())),
+                            skipped, sizes, channels)

@@ -1,4 +1,5 @@
-"""MedMNIST ``.npz`` files (2D sets, any size): lookup by name, validation, class names."""
+"""MedMNIST ``.npz`` files (2D sets, any size): lookup by name, validation, class names, and
+the source adapter (``MedMNISTSource``), the one place an ``.npz`` is opened."""
 from __future__ import annotations
 
 import logging
@@ -8,9 +9,16 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from ..config import DataConfig, PreprocessConfig
 from ..errors import DataError, OfflineError
 from ..limits import check_class_count
+from ..runs import sha256_file
+from .base import SPLITS, Dataset, Split
+from .preprocess import preprocess_stack
+from .sources import (DataSource, RawExample, SourceProbe, check_classes, held_out_size, hwc,
+                      names_and_task, pick_per_class)
 
 logger = logging.getLogger(__name__)
 
@@ -325,3 +333,88 @@ def _as_uint8(path: Path, key: str, x: np.ndarray) -> np.ndarray:
     x *= scale
     np.rint(x, out=x)
     return x.astype(np.uint8)
+
+
+def _members(path: Path) -> set[str] | None:
+    """The member names of the archive from its zip directory alone (np.load would read a
+    plain .npy passed off as .npz whole); None when it is not a readable zip."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return set(zf.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
+
+
+class MedMNISTSource(DataSource):
+    """``data.kind = "medmnist"``: a MedMNIST-layout ``.npz`` (``{split}_images``,
+    ``{split}_labels``), by path or by set name (``find_named``)."""
+
+    kind = "medmnist"
+    file_form = "a MedMNIST .npz"
+    suffixes = (".npz",)
+    # The fallback for any name that is not a path: asked last.
+    priority = -1
+
+    def claims(self, path: Path) -> bool:
+        return path.is_file() and path.suffix.lower() == ".npz"
+
+    def lookup(self, name: str, *, image_size: int | None) -> str | None:
+        return str(find_named(name, image_size=image_size).resolve())
+
+    def splits(self, source: str) -> set[str]:
+        names = _members(Path(source))
+        if names is None:
+            return set(SPLITS)
+        return {s for s in SPLITS if f"{s}_images.npy" in names}
+
+    def load(self, source: str, data_cfg: DataConfig, preprocess_cfg: PreprocessConfig, *,
+             image_size: int, splits: tuple[str, ...]) -> Dataset:
+        d = data_cfg
+        path = Path(source)
+        name = base_name(path)
+        table = CLASS_NAMES.get(name)
+        expected = len(table) if table else (len(d.class_names) or None)
+        arrays, num_classes = read_npz(path, splits, num_classes=expected)
+        found = table if table and len(table) == num_classes else [f"class_{i}" for i in range(num_classes)]
+        names, task = names_and_task(d, found, where=str(path),
+                                     default_task="ordinal" if name in ORDINAL else None)
+        check_classes(names, str(path), labelled=True)
+        out: dict[str, Split] = {}
+        shapes = set()
+        for split, (images, labels) in arrays.items():
+            shapes.add(images.shape[1:])
+            x, _ = preprocess_stack(torch.from_numpy(images), preprocess_cfg, image_size)
+            out[split] = Split(split, x, torch.from_numpy(labels), [str(i) for i in range(len(labels))])
+        (c, h, w), = shapes if len(shapes) == 1 else ((None, None, None),)
+        from_table = bool(table) and names == table   # not renamed by data.class_names
+        return Dataset(name=name, source=str(path), kind=self.kind, class_names=names, task=task,
+                       splits=out, fingerprint=sha256_file(path),
+                       original_size=(int(h), int(w)) if h is not None and w is not None else None,
+                       original_channels=c, class_names_i18n=class_names_i18n(name) if from_table else {})
+
+    def probe(self, source: str, data_cfg: DataConfig, *, sample: int) -> SourceProbe:
+        """The validated train arrays and the size of the val labels (from its header)."""
+        path = Path(source)
+        name = base_name(path)
+        table = CLASS_NAMES.get(name)
+        arrays, k = read_npz(path, ("train",), num_classes=len(table) if table else None)
+        images, y_train = arrays["train"]
+        # read_npz checked every *_labels array (shape (N,) or (N, 1)); its header tells N.
+        n_val = (declared_array(path, "val_labels")[0][0] if "val_labels.npy" in (_members(path) or ())
+                 else held_out_size(data_cfg, len(y_train)))
+        names = table if table and len(table) == k else [str(i) for i in range(k)]
+        names, task = names_and_task(data_cfg, names, where=str(path),
+                                     default_task="ordinal" if name in ORDINAL else None)
+        return SourceProbe(self.kind, source, min(images.shape[2:]), images.shape[1] == 3,
+                           np.bincount(y_train, minlength=k).tolist(), n_val, task, tuple(names))
+
+    def raw_examples(self, source: str, data_cfg: DataConfig, n_per_class: int,
+                     rng: np.random.Generator, *, split: str) -> list[RawExample]:
+        path = Path(source)
+        held = self.splits(source)
+        present = [s for s in (split, *SPLITS) if s in held]
+        if not present:
+            raise DataError(f"{path}: no split with images")
+        arrays, _k = read_npz(path, (present[0],), num_classes=None)
+        images, labels = arrays[present[0]]
+        return [(hwc(images[i]), int(labels[i])) for i in pick_per_class(labels, n_per_class, rng)]

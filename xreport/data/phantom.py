@@ -14,8 +14,14 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
+from ..config import DataConfig, PreprocessConfig
 from ..errors import DataError
+from .base import SPLITS, Dataset, Split
+from .preprocess import preprocess_stack
+from .sources import (DataSource, RawExample, SourceProbe, check_class_sets, names_and_task,
+                      pick_per_class)
 
 logger = logging.getLogger(__name__)
 
@@ -230,3 +236,60 @@ def _lesions(y: np.ndarray, x: np.ndarray, lungs: list[np.ndarray],
         total[rows] += p["amp"] * shape
         mask[rows] |= shape > 0.5
     return total, mask
+
+
+def split_seed(seed: int, split: str) -> int:
+    """The generator's seed for one split of ``data.phantom_seed``."""
+    return int(np.random.SeedSequence([seed, SPLITS.index(split)]).generate_state(1)[0])
+
+
+def settings(d: DataConfig) -> dict:
+    """The data.phantom_* settings the fingerprint covers."""
+    return {"size": d.phantom_size, "classes": d.phantom_classes, "ordinal": d.phantom_ordinal,
+            "seed": d.phantom_seed, "train": d.phantom_train, "val": d.phantom_val, "test": d.phantom_test}
+
+
+class PhantomSource(DataSource):
+    """``data.kind = "phantom"`` (or data.dataset "phantom"): the generator above, drawn
+    from the data.phantom_* settings; no file is read."""
+
+    kind = "phantom"
+
+    def named(self, dataset: str, *, chosen: bool) -> str | None:
+        return "phantom" if chosen or dataset.lower() == "phantom" else None
+
+    def load(self, source: str, data_cfg: DataConfig, preprocess_cfg: PreprocessConfig, *,
+             image_size: int, splits: tuple[str, ...]) -> Dataset:
+        d = data_cfg
+        names, _specs = class_specs(d.phantom_classes, ordinal=d.phantom_ordinal)
+        names, task = names_and_task(d, names, where="phantom",
+                                     default_task="ordinal" if d.phantom_ordinal else None)
+        out: dict[str, Split] = {}
+        for split in splits:
+            n = getattr(d, f"phantom_{split}")
+            images, labels, masks = generate(n, size=d.phantom_size, classes=d.phantom_classes,
+                                             ordinal=d.phantom_ordinal, seed=split_seed(d.phantom_seed, split))
+            x, m = preprocess_stack(images, preprocess_cfg, image_size, masks=masks)
+            out[split] = Split(split, x, torch.from_numpy(labels),
+                               [f"phantom-{split}-{i:05d}" for i in range(n)], m)
+        return Dataset(name="phantom", source=f"phantom(seed={d.phantom_seed})", kind=self.kind,
+                       class_names=names, task=task, splits=out, fingerprint=fingerprint(settings(d)),
+                       original_size=(d.phantom_size, d.phantom_size), original_channels=1)
+
+    def probe(self, source: str, data_cfg: DataConfig, *, sample: int) -> SourceProbe:
+        """The generator's train split, drawn at its native size."""
+        ds = self.load(source, data_cfg, PreprocessConfig(), image_size=data_cfg.phantom_size,
+                       splits=("train",))
+        check_class_sets(ds, allow_missing=data_cfg.allow_missing_classes)
+        train = ds.splits["train"]
+        return SourceProbe(self.kind, source, data_cfg.phantom_size, False,
+                           train.class_counts(ds.num_classes), data_cfg.phantom_val, ds.task,
+                           tuple(ds.class_names))
+
+    def raw_examples(self, source: str, data_cfg: DataConfig, n_per_class: int,
+                     rng: np.random.Generator, *, split: str) -> list[RawExample]:
+        d = data_cfg
+        n = getattr(d, f"phantom_{split}")
+        images, labels, _masks = generate(n, size=d.phantom_size, classes=d.phantom_classes,
+                                          ordinal=d.phantom_ordinal, seed=split_seed(d.phantom_seed, split))
+        return [(images[i, 0], int(labels[i])) for i in pick_per_class(labels, n_per_class, rng)]
