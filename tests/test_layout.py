@@ -214,10 +214,16 @@ MIN_PAGE_FILL = 0.5
 LEAD_INS = ("h2", "h3", "h4", "cam-scale")
 
 
-def _layout(html: str, report_dir: Path) -> list[tuple[float, tuple[str, ...]]]:
-    """Lay ``html`` out with WeasyPrint: per page, how full it is and the tags and classes
-    of the blocks around its lowest line or image."""
+def _document(html: str, report_dir: Path):
+    """``html`` laid out by WeasyPrint as the PDF would be."""
     weasyprint = pytest.importorskip("weasyprint")
+    return weasyprint.HTML(string=html, base_url=str(report_dir.resolve()) + "/",
+                           url_fetcher=render.make_url_fetcher([report_dir, languages.templates_root()])).render()
+
+
+def _layout(document) -> list[tuple[float, tuple[str, ...]]]:
+    """Per page of a laid-out ``document``, how full it is and the tags and classes of the
+    blocks around its lowest line or image."""
     from weasyprint.formatting_structure import boxes
 
     def ink(box, around: tuple[str, ...], out: list) -> None:
@@ -231,8 +237,6 @@ def _layout(html: str, report_dir: Path) -> list[tuple[float, tuple[str, ...]]]:
         for child in getattr(box, "children", []):
             ink(child, around, out)
 
-    document = weasyprint.HTML(string=html, base_url=str(report_dir.resolve()) + "/",
-                               url_fetcher=render.make_url_fetcher([report_dir, languages.templates_root()])).render()
     pages = []
     for page in document.pages:
         box = page._page_box
@@ -251,18 +255,22 @@ def _page_problems(pages: list[tuple[float, tuple[str, ...]]]) -> list[str]:
     return problems
 
 
-def test_pdf_pages_are_filled_and_never_end_with_a_heading(twelve) -> None:
+def test_pdf_pages_are_filled_and_nothing_runs_out_of_its_box(twelve) -> None:
     """No near-empty page (tables break between rows, figures are sized so that two share a
-    page), and no heading or colour bar stranded at the foot of a page: binary (en, zh-TW)
-    and 12-class reports."""
+    page), no heading or colour bar stranded at the foot of a page, and no block (a headline
+    tile, a table) wider than the card or section that holds it: binary in every language
+    (Chinese labels carry long English words in brackets) and 12 long class names."""
     from report_fixture import shared_run
 
     paths, binary = shared_run()
-    cases = [("binary", binary, "en", paths.report_dir), ("binary", binary, "zh-TW", paths.report_dir),
-             ("twelve", twelve[1], "en", twelve[0])]
+    cases = [("binary", binary, lang, paths.report_dir) for lang in binary["langs"]]
+    cases.append(("twelve", twelve[1], "en", twelve[0]))
     for name, ctx, lang, report_dir in cases:
-        pages = _layout(render.render_pdf_html(ctx, lang=lang), report_dir)
+        document = _document(render.render_pdf_html(ctx, lang=lang), report_dir)
+        pages = _layout(document)
         assert len(pages) > 5 and not _page_problems(pages), (name, lang, _page_problems(pages))
+        overflowing = _overflowing_blocks(document)
+        assert not overflowing, (name, lang, overflowing[:5])
 
 
 def test_gallery_lead_in_travels_with_its_first_row() -> None:
@@ -276,8 +284,35 @@ def test_gallery_lead_in_travels_with_its_first_row() -> None:
     start = html.index('<h3 id="en-explain-gallery"')
     gallery = html[start:html.index("</p>", html.index("kinds-legend", start)) + 4]
     for spacer_mm in range(150, 250, 12):   # the lead-in at every height near a page foot
-        pages = _layout(f'{head}<body class="pdf"><div class="langbody pdfbody"><section class="section">'
-                        f'<div style="height: {spacer_mm}mm"></div>{gallery}</section></div></body></html>',
-                        paths.report_dir)
+        pages = _layout(_document(f'{head}<body class="pdf"><div class="langbody pdfbody"><section class="section">'
+                                  f'<div style="height: {spacer_mm}mm"></div>{gallery}</section></div></body></html>',
+                                  paths.report_dir))
         assert len(pages) == 2 and not [p for p in _page_problems(pages) if "lead-in" in p], \
             (spacer_mm, _page_problems(pages))
+
+
+def _overflowing_blocks(document) -> list[str]:
+    """Block boxes whose right edge runs past their parent's content box (a tile pushed out
+    of its card by a long word, a table wider than its section), per page."""
+    from weasyprint.formatting_structure import boxes
+
+    found: list[str] = []
+
+    def walk(box, page: int) -> None:
+        children = getattr(box, "children", [])
+        if isinstance(box, boxes.BlockContainerBox) and not isinstance(box, boxes.MarginBox):
+            right = box.content_box_x() + box.width
+            for child in children:
+                if isinstance(child, boxes.BlockLevelBox) and child.element is not None:
+                    edge = child.position_x + child.margin_width()
+                    if edge > right + 1:
+                        found.append(f"page {page}: <{child.element_tag} class="
+                                     f"{child.element.get('class')!r}> ends {edge - right:.0f}px past "
+                                     f"<{box.element_tag} class={box.element.get('class')!r}>")
+        for child in children:
+            walk(child, page)
+
+    for number, page in enumerate(document.pages, 1):
+        walk(page._page_box, number)
+    return found
+
