@@ -592,3 +592,40 @@ def test_any_input_gives_clean_json_or_a_named_error(case):
     assert set(r) - {"roc_auc_weighted"} == TOP_KEYS
     assert r["n"] == len(y)
     assert_clean(r)
+
+
+def test_qwk_from_grade_totals_equals_the_confusion_matrix_form() -> None:
+    """Many grades skip the (B, k, k) matrix: QWK from the true and predicted grade totals
+    and the per-image squared distance is the matrix form, resample by resample."""
+    rng = np.random.default_rng(3)
+    k, n = 9, 300
+    y = rng.integers(0, k, n)
+    pred = np.clip(y + rng.integers(-2, 3, n), 0, k - 1)
+    weights = np.vstack([np.ones(n), *next(M._resample_weights(y, 20, 0))])
+    counts = M._count_batch(y, pred, weights, k)
+    from_totals = M._qwk_from_counts(y, pred, weights, counts)
+    from_matrix = M._qwk_batch(M._confusion_batch(y, pred, weights, k))
+    np.testing.assert_allclose(from_totals, from_matrix, rtol=1e-12, atol=1e-12)
+    from sklearn.metrics import cohen_kappa_score
+    assert from_totals[0] == pytest.approx(cohen_kappa_score(y, pred, weights="quadratic"))
+
+
+def test_many_ordinal_grades_are_scored_in_bounded_memory() -> None:
+    """Integer class names make an ordinal task; at hundreds of grades the metrics must not
+    build a k^2 one-hot per image (at 1000 grades and 2000 images that was 16 GB)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    k, n = 300, 600
+    y = np.repeat(np.arange(k), n // k)
+    p = rng.random((n, k))
+    p /= p.sum(axis=1, keepdims=True)
+    tracemalloc.start()
+    try:
+        out = M.compute_all(y, p, class_names=[str(i) for i in range(k)], task="ordinal", n_boot=50)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 200 * 2**20, f"{peak / 2**20:.0f} MiB"       # the one-hot alone: 412 MiB
+    from sklearn.metrics import cohen_kappa_score
+    assert out["ordinal"]["qwk"]["value"] == pytest.approx(cohen_kappa_score(y, p.argmax(axis=1), weights="quadratic"))

@@ -351,15 +351,32 @@ class _Counts:
         self.support, self.predicted, self.tp = support, predicted, tp
 
 
+def _qwk_from_counts(y: np.ndarray, pred: np.ndarray, weights: np.ndarray, counts: "_Counts") -> np.ndarray:
+    """``_qwk_batch`` without the (B, k, k) matrix: the observed disagreement is a weighted
+    sum over images of (y - pred)^2, and the chance one needs only the true and predicted
+    grade totals, since sum_ij (i - j)^2 r_i c_j = C sum r_i i^2 + R sum c_j j^2 - 2 (sum r_i i)(sum c_j j)."""
+    k = counts.support.shape[1]
+    grades = np.arange(k, dtype=float)
+    r, c = counts.support, counts.predicted
+    n = r.sum(axis=1)
+    observed = weights @ ((y - pred).astype(float) ** 2)
+    expected = _div(c.sum(axis=1) * (r @ grades ** 2) + n * (c @ grades ** 2)
+                    - 2.0 * (r @ grades) * (c @ grades), n)
+    return 1.0 - _div(observed, np.nan_to_num(expected))
+
+
 def _batch_metrics(y: np.ndarray, probs: np.ndarray, weights: np.ndarray, *,
                    ordinal: bool) -> Arrays:
     """Every bootstrappable metric for each row of sample weights ``(B, n)``."""
     k = probs.shape[1]
     pred = probs.argmax(axis=1)
-    if k > _FULL_CM_CLASSES and not ordinal:
+    cm: np.ndarray | None = None
+    if k > _FULL_CM_CLASSES:
         counts = _count_batch(y, pred, weights, k)
         out = _count_metrics(counts.tp, counts.support, counts.predicted)
         support = counts.support
+        if ordinal:
+            out["qwk"] = _qwk_from_counts(y, pred, weights, counts)
     else:
         cm = _confusion_batch(y, pred, weights, k)
         out = _cm_metrics(cm)
@@ -378,7 +395,8 @@ def _batch_metrics(y: np.ndarray, probs: np.ndarray, weights: np.ndarray, *,
         out.update({f"per_class/{c}/ap": ap for c, ap in aps.items()})
     out.update(_calibration_batch(y, probs, weights))
     if ordinal:
-        out["qwk"] = _qwk_batch(cm)
+        if cm is not None:
+            out["qwk"] = _qwk_batch(cm)
         out["mae"] = _div(weights @ np.abs(pred - y).astype(float), weights.sum(axis=1))
     return out
 
