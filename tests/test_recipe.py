@@ -122,6 +122,8 @@ def test_ordinal_task_gets_soft_ordinal_labels_and_qwk() -> None:
     (("0", "1", "2", "3", "4"), True), (("KL0", "KL1", "KL2"), True),
     (("grade_1", "grade_2", "grade_3"), True), (("Stage I", "Stage II", "Stage III"), False),
     (("0", "2", "7"), False), (("glioma", "meningioma", "notumor"), False), (("0", "1"), False),
+    # integer names beyond any grading scale's length are class indices
+    (tuple(str(i) for i in range(20)), True), (tuple(str(i) for i in range(21)), False),
 ])
 def test_grade_like_class_names_are_said_and_trained_as_grades(names: tuple[str, ...], graded: bool) -> None:
     p = SourceProbe("folder", "d", 28, False, [10] * len(names), 10, "binary" if len(names) == 2

@@ -151,12 +151,17 @@ def _with_held_out_val(ds: Dataset, fraction: float, *, keep_train: bool,
 _GRADE_WORD = re.compile(r"(grade|stage|kl|level)[\s_-]*(\d+)", re.IGNORECASE)
 
 
+# Clinical grading scales have a handful of grades (KL 0-4, Gleason grade groups 1-5, ICDR
+# 0-4, ETDRS levels); more integer-named classes than this are indices, not grades.
+MAX_GRADES = 20
+
+
 def looks_graded(names: list[str]) -> str | None:
     """Why the class names look like ordered grades, or None.
 
-    Three or more classes named by consecutive integers (``0``..``4``), or each named with a
-    grade word and a distinct number (``grade_1``, ``KL2``, ``stage 3``, ``level4``)."""
-    if len(names) < 3:
+    Three to MAX_GRADES classes named by consecutive integers (``0``..``4``), or each named
+    with a grade word and a distinct number (``grade_1``, ``KL2``, ``stage 3``, ``level4``)."""
+    if not 3 <= len(names) <= MAX_GRADES:
         return None
     numbers = [n.strip() for n in names]
     if all(n.lstrip("-").isdigit() for n in numbers):
