@@ -238,6 +238,32 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def markdown_table(sets: dict[str, Any], names: list[str]) -> str:
+    """The BENCHMARKS.md rows of ``names``: means of the seeds, per-seed figures, the paired
+    model-choice arms (test ACC / AUC means) and the target."""
+    def f(v: Any) -> str:
+        return "—" if v is None else f"{v:.3f}"
+
+    lines = ["| set | seeds | test ACC | test AUC | de-dup. ACC / AUC | QWK | per seed ACC / AUC | "
+             "arms ACC / AUC: ema-w1, ema-w3 (the default), raw-w1, raw-w3 | min / seed (fastest) | target |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |"]
+    for name in names:
+        s = sets.get(name)
+        if not s:
+            continue
+        seeds = ", ".join(f"s{r['seed']}: {f(r['test_acc'])} / {f(r['test_auc'])}" for r in s["per_seed"])
+        arms = ", ".join(f"{f(a['test_acc_mean'])} / {f(a['test_auc_mean'])}"
+                         for _, a in sorted(s.get("arms", {}).items()))
+        target = s.get("target") or {}
+        lines.append(
+            f"| {name} | {len(s['per_seed'])} | {f(s['test_acc_mean'])} ± {f(s['test_acc_sd'])} | "
+            f"{f(s['test_auc_mean'])} ± {f(s['test_auc_sd'])} | "
+            f"{f(s.get('test_acc_dedup_mean'))} / {f(s.get('test_auc_dedup_mean'))} | {f(s.get('test_qwk_mean'))} | "
+            f"{seeds} | {arms or '—'} | {s['minutes_per_seed']:.1f} | "
+            f"{f(target.get('acc'))} / {f(target.get('auc'))} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
@@ -251,7 +277,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "zoo.json")
     parser.add_argument("--smoke", action="store_true",
                         help="synthetic 28 px data, 2 optimiser steps: checks the script runs")
+    parser.add_argument("--table", action="store_true", help="print --out's sets as a Markdown table and stop")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(_read_sets(args.out), args.sets))
+        return 0
     torch.set_num_threads(args.threads)
     results = _read_sets(args.out) if not args.smoke else {}
     started_load = load_average()
