@@ -239,16 +239,22 @@ def _modality_entry(entry: object, sample: int) -> Modality | None:
     return Modality(entry["colour"], counts[0], counts[1], counts[2])
 
 
-def _modality_key(files: list[Path]) -> str:
+def _with_files(digest: "hashlib._Hash", files: list[Path]) -> str:
+    """``digest`` extended by each file's name and content hash (an unreadable file by its
+    name): a cache key that changes when any file does."""
     from ..runs import sha256_file
 
-    digest = hashlib.sha256(json.dumps([GREY_MEAN_DIFF, GREY_OUTLIER_DIFF, GREY_OUTLIER_SHARE]).encode())
     for path in files:
         try:
             digest.update(f"{path.name}\0{sha256_file(path)}\n".encode("utf-8", "surrogateescape"))
         except OSError:
             digest.update(f"{path.name}\0unreadable\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
+
+
+def _modality_key(files: list[Path]) -> str:
+    digest = hashlib.sha256(json.dumps([GREY_MEAN_DIFF, GREY_OUTLIER_DIFF, GREY_OUTLIER_SHARE]).encode())
+    return _with_files(digest, files)
 
 
 def _probe_modality(picked: list[Path]) -> Modality:
@@ -306,17 +312,10 @@ def decode_cache_dir() -> Path | None:
 
 def decode_cache_key(files: list[Path], *, preprocess_cfg: PreprocessConfig, image_size: int,
                      skip_bad: bool, colour: bool | None = None) -> str:
-    from ..runs import sha256_file
-
     digest = hashlib.sha256(json.dumps(
         {"v": CACHE_VERSION, "preprocess": asdict(preprocess_cfg), "size": image_size,
          "skip_bad": skip_bad, "colour": colour}, sort_keys=True, default=list).encode())
-    for path in files:
-        try:
-            digest.update(f"{path.name}\0{sha256_file(path)}\n".encode("utf-8", "surrogateescape"))
-        except OSError:
-            digest.update(f"{path.name}\0unreadable\n".encode("utf-8", "surrogateescape"))
-    return digest.hexdigest()
+    return _with_files(digest, files)
 
 
 def _images_digest(images: torch.Tensor) -> str:
