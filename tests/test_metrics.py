@@ -629,3 +629,29 @@ def test_many_ordinal_grades_are_scored_in_bounded_memory() -> None:
     assert peak < 200 * 2**20, f"{peak / 2**20:.0f} MiB"       # the one-hot alone: 412 MiB
     from sklearn.metrics import cohen_kappa_score
     assert out["ordinal"]["qwk"]["value"] == pytest.approx(cohen_kappa_score(y, p.argmax(axis=1), weights="quadratic"))
+
+
+def test_many_classes_keep_counts_and_the_shown_shares_come_from_them() -> None:
+    """Beyond limits.REPORT_CLASSES metrics.json keeps the confusion counts only (the k x k
+    share matrices were 5 MB of JSON at 1000 classes); the report's shown classes take each
+    cell's share of its whole true-class row from the counts."""
+    from xreport import artifacts
+    from xreport.limits import REPORT_CLASSES
+
+    rng = np.random.default_rng(1)
+    k = REPORT_CLASSES + 5
+    y = np.repeat(np.arange(k), 4)
+    p = rng.random((len(y), k))
+    p[np.arange(len(y)), y] += 0.6 * rng.random(len(y))
+    p /= p.sum(axis=1, keepdims=True)
+    m = M.compute_all(y, p, class_names=[f"c{i}" for i in range(k)], task="multiclass", n_boot=20)
+    cm = m["confusion_matrix"]
+    assert "by_true" not in cm and "by_pred" not in cm
+    shown = artifacts.shown_confusion(m)
+    raw = np.array(cm["raw"])
+    expected = raw / raw.sum(axis=1, keepdims=True)
+    assert len(shown.indices) == REPORT_CLASSES
+    np.testing.assert_allclose(shown.by_true, expected[np.ix_(shown.indices, shown.indices)])
+    small = M.compute_all(y[:40], p[:40, :10] / p[:40, :10].sum(axis=1, keepdims=True),
+                          class_names=[f"c{i}" for i in range(10)], task="multiclass", n_boot=20)
+    assert artifacts.shown_confusion(small).by_true == small["confusion_matrix"]["by_true"]

@@ -99,7 +99,9 @@ Matrix = list[list[float | None]]
 class ConfusionMatrix(TypedDict):
     labels: list[str]
     raw: list[list[int]]
-    by_true: Matrix
+    # The shares below are written up to limits.REPORT_CLASSES classes; beyond, readers take
+    # the shown classes' row shares from ``raw`` (shown_confusion): 10^6 cells nobody reads.
+    by_true: NotRequired[Matrix]
     by_pred: NotRequired[Matrix]
     by_all: NotRequired[Matrix]
 
@@ -1322,8 +1324,10 @@ def shown_confusion(metrics: Metrics) -> ShownConfusion:
     raw = cm["raw"]
     support = [sum(row) for row in raw]
     keep = shown_classes(support, [support[i] - raw[i][i] for i in range(len(raw))])
+    # Each cell's share of its true class's images: the whole row's count, shown columns or not.
+    by_true = [[raw[i][j] / support[i] if support[i] else None for j in keep] for i in keep]
     return ShownConfusion(keep, [labels[i] for i in keep], [[raw[i][j] for j in keep] for i in keep],
-                          [[cm["by_true"][i][j] for j in keep] for i in keep], len(labels))
+                          by_true, len(labels))
 
 
 # ---------------------------------------------------------------- class names by language

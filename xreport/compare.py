@@ -467,15 +467,15 @@ def _figures(evaluated: Sequence[EvaluatedRun], *, maker: FigureMaker) -> Compar
     roc = maker.draw("compare_roc", lambda t, lang: charts.compare_roc(rocs, t=t)) if rocs else None
     confusion: list[ConfusionFigure] = []
     for i, run in enumerate(evaluated):
-        cm = run.metrics["confusion_matrix"]
-        labels = list(cm["labels"] or run.class_names)
+        # The classes a report shows in full (all up to limits.REPORT_CLASSES), as the run's report.
+        shown = artifacts.shown_confusion(run.metrics)
 
-        def draw(t: Translate, lang: str, cm: artifacts.ConfusionMatrix = cm, labels: list[str] = labels,
+        def draw(t: Translate, lang: str, shown: artifacts.ShownConfusion = shown,
                  meta: artifacts.CheckpointMeta = run.meta) -> Figure:
-            return charts.confusion_matrix(cm["by_true"], artifacts.class_names_in(meta, lang, labels),
+            return charts.confusion_matrix(shown.by_true, artifacts.class_names_in(meta, lang, shown.labels),
                                            normalized=True, t=t)
         confusion.append({"run": run.name, "figure": maker.draw(f"compare_confusion_{i}", draw)
-                          if cm["by_true"] else None})
+                          if shown.by_true else None})
     return {"curves": curves, "roc": roc, "confusion": confusion,
             "roc_multiclass": any(r.metrics["task"] != "binary" for r in evaluated)}
 

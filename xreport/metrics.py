@@ -549,9 +549,10 @@ def confusion_matrices(y_true: ArrayLike, y_pred: ArrayLike, *,
 
     from .limits import REPORT_CLASSES
 
-    out: artifacts.ConfusionMatrix = {"labels": names, "raw": raw.tolist(),
-                                      "by_true": norm(raw.sum(axis=1, keepdims=True))}
-    if k <= REPORT_CLASSES:     # beyond, 3 more k x k matrices nobody reads (1000 classes: 3 x 10^6 cells)
+    out: artifacts.ConfusionMatrix = {"labels": names, "raw": raw.tolist()}
+    if k <= REPORT_CLASSES:     # beyond, 3 k x k matrices nobody reads (1000 classes: 3 x 10^6 cells);
+        # the report's shown classes take their row shares from raw (artifacts.shown_confusion)
+        out["by_true"] = norm(raw.sum(axis=1, keepdims=True))
         out["by_pred"] = norm(raw.sum(axis=0, keepdims=True))
         out["by_all"] = norm(np.full_like(raw, n))
     return out
