@@ -76,7 +76,10 @@ def test_unlabelled_test_gets_a_named_submission_and_the_report_shows_validation
     val_eval = json.loads((report / "val" / "metrics.json").read_text())
     assert val_eval["split"] == "val" and val_eval["metrics"]["n"] == 32
     assert (report / "val" / "viewer.json").is_file()
-    assert all((report / "val" / m["file"]).is_file() for g in val_eval["explain"]["gallery"] for m in g["maps"])
+    # the figures stage drew one overlay per gallery map from the maps evaluate kept
+    assert (report / "val" / "cams.npz").is_file()
+    maps = sum(len(g["maps"]) for g in val_eval["explain"]["gallery"])
+    assert maps and len(list((report / "val" / "cams").glob("*.png"))) == maps
 
     html = (report / "report.html").read_text(encoding="utf-8")
     assert "Results on the validation split" in html and "驗證集結果" in html

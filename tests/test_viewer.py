@@ -101,7 +101,9 @@ def test_viewer_file_round_trips_and_a_damaged_one_is_refused(tmp_path):
     assert loaded == json.loads(json.dumps(data))
     assert [it["p"] for it in loaded["items"]] == sorted([it["p"] for it in loaded["items"]], key=lambda p: -max(p))
     data["items"][3]["maps"] = data["items"][3]["maps"][:8]
-    artifacts.save_viewer(folder, data)
+    with pytest.raises(ReportError, match=r"does not fit 3 classes"):   # the writer checks as the reader
+        artifacts.save_viewer(folder, data)
+    folder.viewer.write_text(json.dumps(data))                           # a hand-damaged file
     with pytest.raises(ReportError, match=r"viewer.json: item 'img\d+.png' does not fit 3 classes and a 7x7 grid"):
         artifacts.load_viewer(folder)
     # The report then keeps its static gallery and leaves the viewer out.
