@@ -141,16 +141,18 @@ def _test_metrics(evaluation: dict[str, Any]) -> dict[str, Any]:
             "test_auc_dedup": (kept.get("roc_auc") or {}).get("value")}
 
 
+DEFAULT_ARM = "ema-w3"    # what the recipe chooses below 1000 val images: the run's own best.pt
+
+
 def _test_arm(paths: RunPaths, arm: str, epoch: int, state: dict[str, torch.Tensor],
-              workdir: Path) -> dict[str, Any]:
+              workdir: Path, best_meta: dict[str, object]) -> dict[str, Any]:
     """Test ``state`` as if it were the run's best.pt: a copy of the run folder whose best.pt
-    holds those weights (the meta of the real best.pt, its epoch changed)."""
+    holds those weights (``best_meta``, the real best.pt's, with the epoch changed)."""
     name = f"{paths.run_dir.name}-{arm}"
     target = workdir / "checkpoints" / name
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(paths.run_dir, target)
-    best = runs.load_checkpoint(paths.best)
-    meta = copy.deepcopy(best.meta)
+    meta = copy.deepcopy(best_meta)
     meta["epoch"] = epoch
     (target / paths.best.name).write_bytes(runs.checkpoint_bytes(state_dict=state, meta=meta))
     arm_paths = RunPaths(name, checkpoints_root=workdir / "checkpoints", reports_root=workdir / "reports")
@@ -182,9 +184,13 @@ def run_seed(name: str, dataset: Path, seed: int, workdir: Path, *,
                      reports_root=workdir / "reports")
     evaluation = evaluate_run(paths, split="test", explain=False, n_boot=200, progress=False)
     minutes = round((time.perf_counter() - started) / 60, 2)
-    arm_results = {arm: _test_arm(paths, arm, epoch, state, workdir)
+    tested = _test_metrics(evaluation)
+    best_meta = runs.load_checkpoint(paths.best).meta if arms.best else {}
+    # The default arm is best.pt itself, already tested above: reused, not tested again.
+    arm_results = {arm: ({"epoch": epoch, **tested} if arm == DEFAULT_ARM and epoch == result.best_epoch
+                         else _test_arm(paths, arm, epoch, state, workdir, best_meta))
                    for arm, (_, epoch, state) in sorted(arms.best.items())}
-    return {"seed": seed, **_test_metrics(evaluation),
+    return {"seed": seed, **tested,
             "arms": arm_results,
             "best_epoch": result.best_epoch, "epochs_run": len(result.history),
             "val_score": result.best_score, "selected_by": resolved.config.train.select_metric,
