@@ -78,6 +78,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ce-nosampler": {"model": {"head": "linear"}, "train": {"loss": "cross_entropy", "imbalance": "none"}},
     # the model choice of a large val split (no weight average, the epoch's own val figure)
     "noavg": {"train": {"weight_averaging": "none", "select_smoothing": 1}},
+    # the symmetries of content with no up or down (cells, skin, fundus): every flip and angle
+    "dihedral": {"augment": {"hflip": 0.5, "vflip": 0.5, "rotation": 180.0}},
 }
 
 
