@@ -20,6 +20,13 @@ from .reference_maps import _RANDOM_GRID, RANDOM_PER_IMAGE, random_maps
 
 BASELINES = ("blur", "mean")
 CURVES = ("deletion", "insertion", "road_morf", "road_lerf")
+# A random map has no order: removing the least salient share f of map m removes the most
+# salient share f of 1 - m, and 1 - m is a random map of the same law (uniform grid noise,
+# bilinear, min-max; ties seeded). So the random reference of LeRF is the random MoRF curve,
+# and inserting the top share f of m is deleting the top share 1 - f of 1 - m: the random
+# insertion curve is the deletion curve read backwards. Only these two go through the model,
+# which halves the reference's imputations and forward passes, the bulk of the checks' cost.
+_RANDOM_CURVES = ("deletion", "road_morf")
 _CHUNK_VALUES = 2 ** 22  # floats per perturbed chunk (16 MB): bounds memory at 224 px
 # score -> (curve it summarises, higher is better)
 FAITH_SCORES = {"deletion_auc": ("deletion", False), "insertion_auc": ("insertion", True),
@@ -63,9 +70,12 @@ def faithfulness(model: nn.Module, x: Tensor, cams: Tensor, *, targets: Tensor, 
         per_image: dict[str, dict[str, Tensor]] = {}
         for name, maps, rows in (("cam", cams.float().cpu(), torch.arange(n)),
                                  ("random", rand, torch.arange(n).repeat_interleave(k))):
+            kinds = CURVES if name == "cam" else _RANDOM_CURVES
             curves = _curves(model, x, base, _pixel_ranks(maps, seed=seed), targets, rows=rows,
                              steps=steps, batch_size=batch_size, device=dev, seed=seed,
-                             precision=precision)
+                             precision=precision, kinds=kinds)
+            if name == "random":
+                curves.update(_mirrored_random_curves(curves))
             curves["deletion"] = torch.cat([p_full[rows, None], curves["deletion"], p_base[rows, None]], 1)
             curves["insertion"] = torch.cat([p_base[rows, None], curves["insertion"], p_full[rows, None]], 1)
             # The reference curve of an image is the mean over its k random maps.
@@ -90,6 +100,11 @@ def faithfulness(model: nn.Module, x: Tensor, cams: Tensor, *, targets: Tensor, 
         "road_morf": stats["road_morf"], "road_morf_curve": means["road_morf"],
         "road_lerf": stats["road_lerf"], "road_lerf_curve": means["road_lerf"],
         "verdict": verdicts.overall([str(stat["verdict"]) for stat in stats.values()])}
+
+
+def _mirrored_random_curves(curves: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The random reference's insertion and ROAD LeRF curves from its deletion and MoRF ones."""
+    return {"insertion": curves["deletion"].flip(1), "road_lerf": curves["road_morf"]}
 
 
 def _baseline_images(x: Tensor, baseline: str) -> Tensor:
@@ -126,43 +141,48 @@ def _pixel_ranks(maps: Tensor, *, seed: int) -> Tensor:
 
 def _curves(model: nn.Module, x: Tensor, base: Tensor, ranks: Tensor, targets: Tensor, *,
             rows: Tensor, steps: int, batch_size: int, device: torch.device,
-            seed: int, precision: str = "fp32") -> dict[str, Tensor]:
+            seed: int, precision: str = "fp32",
+            kinds: tuple[str, ...] = CURVES) -> dict[str, Tensor]:
     """Target probabilities at the interior steps 1..steps-1 for every perturbation, (m, steps-1).
 
-    Map ``i`` (row of ``ranks``) perturbs image ``rows[i]``; deletion, insertion, ROAD MoRF
-    and ROAD LeRF of a chunk of maps go through the model as one batch.
+    Map ``i`` (row of ``ranks``) perturbs image ``rows[i]``; the curves in ``kinds`` (of
+    deletion, insertion, ROAD MoRF and ROAD LeRF) of a chunk of maps go through the model as
+    one batch.
     """
     m, hw = ranks.shape
     c, h, w = x.shape[1:]
     inner = steps - 1
     if inner == 0 or m == 0:
-        return {key: torch.zeros((m, 0)) for key in CURVES}
+        return {key: torch.zeros((m, 0)) for key in kinds}
     counts = torch.round(torch.arange(1, steps) / steps * hw).long()
     noise = torch.Generator().manual_seed(seed + 3)
     # Maps per chunk: at least one batch of perturbed images, and as many more as fit in
     # _CHUNK_VALUES: every image, removal level and map of a chunk is imputed in one batched
     # multigrid solve and scored in one pass.
-    per = max(1, batch_size // (len(CURVES) * inner), _CHUNK_VALUES // (len(CURVES) * inner * c * h * w))
-    out: dict[str, list[Tensor]] = {key: [] for key in CURVES}
+    per = max(1, batch_size // (len(kinds) * inner), _CHUNK_VALUES // (len(kinds) * inner * c * h * w))
+    out: dict[str, list[Tensor]] = {key: [] for key in kinds}
     for start in tqdm(range(0, m, per), desc="faithfulness", leave=False, disable=None):
         sl = slice(start, start + per)
         r = ranks[sl, None, :]
         top = (r < counts[None, :, None]).view(-1, inner, 1, h, w).to(x.dtype)        # most salient
-        bottom = (r >= hw - counts[None, :, None]).view(-1, inner, 1, h, w).to(x.dtype)  # least salient
         idx = rows[sl]
         xb, bb = x[idx][:, None], base[idx][:, None]
         b = top.shape[0]
         flat = (b * inner, c, h, w)
-        xs = xb.expand(b, inner, c, h, w).reshape(flat)
-        batch = torch.cat([
-            (xb * (1 - top) + bb * top).reshape(flat),
-            (bb * (1 - top) + xb * top).reshape(flat),
-            noisy_linear_impute(xs, top.reshape(b * inner, 1, h, w), generator=noise),
-            noisy_linear_impute(xs, bottom.reshape(b * inner, 1, h, w), generator=noise),
-        ])
-        tb = targets[idx].repeat_interleave(inner).repeat(len(CURVES))
-        probs = _probs_of(model, batch, tb, batch_size, device, precision).view(len(CURVES), b, inner)
-        for key, p in zip(CURVES, probs):
+
+        def perturbed(kind: str) -> Tensor:
+            if kind == "deletion":
+                return (xb * (1 - top) + bb * top).reshape(flat)
+            if kind == "insertion":
+                return (bb * (1 - top) + xb * top).reshape(flat)
+            xs = xb.expand(b, inner, c, h, w).reshape(flat)
+            removed = top if kind == "road_morf" else (r >= hw - counts[None, :, None]).view(-1, inner, 1, h, w)
+            return noisy_linear_impute(xs, removed.to(x.dtype).reshape(b * inner, 1, h, w), generator=noise)
+
+        batch = torch.cat([perturbed(kind) for kind in kinds])
+        tb = targets[idx].repeat_interleave(inner).repeat(len(kinds))
+        probs = _probs_of(model, batch, tb, batch_size, device, precision).view(len(kinds), b, inner)
+        for key, p in zip(kinds, probs):
             out[key].append(p)
     return {key: torch.cat(parts) for key, parts in out.items()}
 
