@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from cli_run import error_line, run_cli
 from report_fixture import make_run, shared_run
-from xreport import artifacts, render, report, runs
+from xreport import api, artifacts, render, report, runs
 from xreport.config import AugmentConfig
 from xreport.data import normalize_batch
 from xreport.data.augment import VIEW_NAMES, apply_views, tta_views
@@ -183,6 +184,16 @@ def test_the_option_is_checked_before_anything_is_written() -> None:
     check_report_options(tta="on")
     with pytest.raises(ConfigError, match="--tta 'yes'"):
         check_report_options(tta="yes")
+
+
+def test_the_cli_takes_on_off_and_refuses_it_for_a_study(tmp_path: Path) -> None:
+    proc = run_cli("evaluate", "--run", "x", "--tta", "maybe", cwd=tmp_path)
+    assert proc.returncode == 2 and "--tta: invalid choice: 'maybe'" in proc.stderr
+    line = error_line(run_cli("build", "--runs", "a", "b", "--tta", "on", cwd=tmp_path))
+    assert "--tta on is for a single run" in line
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(ConfigError, match="tta= is for a single run"):
+        api.build(runs=["a", "b"], tta=True, checkpoints=tmp_path / "c", reports=tmp_path / "r")
 
 
 # ---------------------------------------------------------------- the report
