@@ -32,6 +32,7 @@ import torch  # noqa: E402
 from common import RESULTS_DIR, command_line, load_average, machine, now, synthetic_npz  # noqa: E402
 from zoo import VARIANTS, _test_metrics  # noqa: E402
 from xreport import runs  # noqa: E402
+from xreport.device import resolve_device  # noqa: E402
 from xreport.evaluate import evaluate_run, load_run  # noqa: E402
 from xreport.runs import RunPaths  # noqa: E402
 
@@ -51,7 +52,7 @@ def run_names(root: Path) -> list[str]:
 def paired(root: Path, name: str, workdir: Path, *, device: str = "cpu", n_boot: int = 200) -> dict[str, Any]:
     """One run's test metrics with TTA off and on (one loaded model for both)."""
     paths = RunPaths(name, checkpoints_root=root / "checkpoints", reports_root=workdir / "reports")
-    run = load_run(paths, device=torch.device(device))
+    run = load_run(paths, device=resolve_device(device))
     found = ZOO_NAME.match(name)
     row: dict[str, Any] = {"run": name, "set": found["set"] if found else name,
                            "seed": int(found["seed"]) if found else run.config.train.seed}
@@ -115,7 +116,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, metavar="DIR", help="the DIR of `bench/zoo.py --keep DIR`")
     parser.add_argument("--only", nargs="+", metavar="RUN", help="only these run names")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "tta.json")
     parser.add_argument("--smoke", action="store_true", help="train 2 tiny synthetic runs and pair them")
