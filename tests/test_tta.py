@@ -18,7 +18,7 @@ from xreport.data import normalize_batch
 from xreport.data.augment import VIEW_NAMES, apply_views, tta_views
 from xreport.errors import ConfigError, ReportError
 from xreport.evaluate import (NO_TTA, cached_metrics, check_report_options, dataset_for_run, evaluate_run,
-                              load_run, predict)
+                              load_run, predict, views_for)
 
 GREY_NO_FLIP = AugmentConfig(hflip=0.0, vflip=0.0, rotation=10.0)
 COLOUR_HFLIP = AugmentConfig(hflip=0.5, vflip=0.0, rotation=10.0)
@@ -166,6 +166,18 @@ def test_a_run_trained_without_flips_gets_the_image_alone(tmp_path: Path) -> Non
     assert on["tta_views"] == ["identity"]
     assert np.array_equal(artifacts.load_predictions(paths, class_names=on["class_names"]).probs, off_probs)
     assert report._results(on["metrics"], "test", {}, evaluation=on)["tta_views"] is None
+
+
+def test_imported_weights_get_the_image_alone(tmp_path: Path) -> None:
+    """How weights trained elsewhere were augmented is unknown: no view is known to be valid."""
+    paths = make_run(tmp_path, n_test=40)
+    _with_augment(paths, DIHEDRAL)
+    shape = (1, 1, 32, 32)
+    assert views_for(load_run(paths, device=torch.device("cpu")), "on", image_shape=shape) == VIEW_NAMES
+    ckpt = runs.load_checkpoint(paths.best)
+    meta = {**ckpt.meta, "imported": {"file": "weights.pt", "sha256": "ab" * 32, "bytes": 1}}
+    runs.save_checkpoint(paths.best, state_dict=ckpt.state_dict, meta=meta)
+    assert views_for(load_run(paths, device=torch.device("cpu")), "on", image_shape=shape) == ("identity",)
 
 
 def test_older_files_load_and_writers_check_the_views(tmp_path: Path) -> None:

@@ -127,10 +127,11 @@ NO_TTA: tuple[artifacts.TtaView, ...] = ("identity",)
 def views_for(run: LoadedRun, tta: str, *, image_shape: Sequence[int]) -> tuple[artifacts.TtaView, ...]:
     """The views ``tta`` averages for ``run``: with "on", those its own training augmentation
     declared valid (``data.augment.tta_views``, read from the checkpoint's config), so a model
-    never sees at test time a view it was not trained on; the identity alone with "off"."""
+    never sees at test time a view it was not trained on; the identity alone with "off", and
+    for imported weights (``xreport import``: trained elsewhere, with augmentations unknown)."""
     if tta not in TTA_CHOICES:
         raise ConfigError(f"--tta {tta!r} is not one of {', '.join(TTA_CHOICES)}")
-    if tta == "off":
+    if tta == "off" or run.meta.get("imported"):
         return NO_TTA
     return tta_views(run.config.augment, square=image_shape[-1] == image_shape[-2])
 
@@ -236,8 +237,9 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
     task = run.meta["task"]   # an older meta's default is set on load (artifacts)
     views = views_for(run, tta, image_shape=target.images.shape)
     if tta == "on" and len(views) == 1:
-        logger.info("test-time augmentation: the run was trained with no flip or quarter turn, so "
-                    "the image itself is the only valid view (nothing to average)")
+        logger.info("test-time augmentation: %s, so the image itself is the only valid view "
+                    "(nothing to average)", "the weights were imported (their training augmentation is "
+                    "unknown)" if run.meta.get("imported") else "the run was trained with no flip or quarter turn")
 
     with _timed(timings, "predict"):
         probs = predict(run.model, target.images, mean=mean, std=std, device=dev,
