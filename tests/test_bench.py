@@ -146,6 +146,21 @@ def test_zoo_smoke(tmp_path: Path) -> None:
     assert chosen["train.select_metric"] == "val_auc" and row["selected_by"] == "val_auc"
 
 
+def test_tta_smoke_pairs_each_kept_run_off_and_on(tmp_path: Path) -> None:
+    result = run_smoke("tta.py", tmp_path / "tta.json")
+    rows = {r["set"]: r for r in result["per_run"]}
+    assert set(rows) == {"synthetic", "synthetic-dihedral"} and result["sets"].keys() == rows.keys()
+    # zoo's dihedral variant trains with every flip and angle: all 8 views are averaged.
+    assert len(rows["synthetic-dihedral"]["views"]) == 8
+    for name, row in rows.items():
+        assert row["seed"] == 0 and row["views"][0] == "identity"
+        for key in ("test_acc", "test_auc", "test_bacc"):
+            assert row["diff"][key] == pytest.approx(row["on"][key] - row["off"][key], abs=1e-4)
+            assert result["sets"][name][f"{key}_diff_mean"] == pytest.approx(row["diff"][key], abs=1e-4)
+        if row["views"] == ["identity"]:      # nothing to average: "on" is "off" exactly
+            assert row["on"] == row["off"]
+
+
 def test_zoo_results_hold_means_and_choices_per_set() -> None:
     path = REPO / "bench" / "results" / "zoo.json"
     if not path.exists():

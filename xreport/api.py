@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence, Union
 from . import artifacts, languages, runs
 from .config import RunConfig
 from .device import EVAL_PRECISION
-from .evaluate import EXPLAIN_DEFAULT
+from .evaluate import EXPLAIN_DEFAULT, TTA_DEFAULT
 from .explain import DEFAULT_CAM_METHOD
 from .errors import ConfigError, RunError
 from .languages import DEFAULT_LANGS
@@ -220,7 +220,7 @@ def resolve_config(config: ConfigLike, overrides: Mapping[str, object], *, from_
     return resolved
 
 
-def evaluate(run: RunLike, *, split: str = "test", data: str | Path | None = None, tta: bool = False,
+def evaluate(run: RunLike, *, split: str = "test", data: str | Path | None = None, tta: str | bool = TTA_DEFAULT,
              cam: str = DEFAULT_CAM_METHOD, explain: bool = True, out: Path | str | None = None,
              device: str = "auto", precision: str = EVAL_PRECISION,
              class_map: Mapping[str, str] | None = None, explain_protocol: str = EXPLAIN_DEFAULT,
@@ -228,12 +228,12 @@ def evaluate(run: RunLike, *, split: str = "test", data: str | Path | None = Non
              reports: Path | str = DEFAULT_REPORTS, progress: bool = True) -> Evaluated:
     """Run the checkpoint on ``split`` (or on other ``data``, its classes renamed onto the
     model's by ``class_map``) -> predictions.csv, metrics.json and CAMs, in the run's report
-    folder (or ``out``); see ``xreport evaluate --help``."""
+    folder (or ``out``); see ``xreport evaluate --help``. ``tta``: "on"/"off" (True/False)."""
     from .evaluate import evaluate_report
 
     opened = open_run(run, checkpoints=checkpoints, reports=reports)
     result, where = evaluate_report(opened.paths, split=split, device=device,
-                                    data=str(data) if data is not None else None, tta=tta,
+                                    data=str(data) if data is not None else None, tta=_tta(tta),
                                     cam_method=cam, explain=explain,
                                     out=Path(out) if out is not None else None, progress=progress,
                                     precision=precision, class_map=class_map,
@@ -246,19 +246,23 @@ def build(run: RunLike | None = None, *, runs: Sequence[RunLike] | None = None,
           templates: Path | str | None = None, cam: str = DEFAULT_CAM_METHOD, split: str = "test",
           device: str = "auto", precision: str = EVAL_PRECISION, force: bool = False,
           explain_protocol: str = EXPLAIN_DEFAULT, notes: Sequence[Path | str] = (),
+          tta: str | bool = TTA_DEFAULT,
           name: str | None = None, cams: bool = True,
           checkpoints: Path | str = DEFAULT_CHECKPOINTS, reports: Path | str = DEFAULT_REPORTS,
           command: str | None = None, progress: bool = True) -> Report:
     """Render ``reports/NAME/report.html`` and ``report.<lang>.pdf`` for ``run`` (evaluating it
     first when its predictions are stale), or, with ``runs=[...]``, the study report of
     several runs on one test split (``name`` is its folder, ``cams=False`` evaluates stale
-    runs without CAMs; the per-run options ``cam``, ``split``, ``force``, ``precision`` and
-    ``explain_protocol`` do not apply to it). ``notes`` are the user's Markdown files
+    runs without CAMs; the per-run options ``cam``, ``split``, ``force``, ``precision``,
+    ``explain_protocol`` and ``tta`` do not apply to it). ``notes`` are the user's Markdown files
     (notes.<lang>.md). ``lang`` and ``formats`` take a list or a comma string ("en,zh-CN")."""
     langs, fmts = _listed(lang), _listed(formats)
     if (run is None) == (runs is None):
         raise ConfigError("build(): give one run, or runs=[...] for a study of several")
     if runs is not None:
+        if _tta(tta) != TTA_DEFAULT:
+            raise ConfigError("build(): tta= is for a single run; a study reads each run's test "
+                              "evaluation as it is cached")
         return _build_study(runs, langs=langs, formats=fmts, templates=templates, device=device,
                             name=name, notes=[Path(n) for n in notes], cams=cams,
                             checkpoints=checkpoints, reports=reports, command=command, progress=progress)
@@ -272,6 +276,7 @@ def build(run: RunLike | None = None, *, runs: Sequence[RunLike] | None = None,
                           templates=Path(templates) if templates is not None else None,
                           cam_method=cam, device=device, force=force, command=command, split=split,
                           progress=progress, precision=precision, explain_protocol=explain_protocol,
+                          tta=_tta(tta),
                           notes=[Path(n) for n in notes])
     paths = opened.paths
     return Report(name=paths.name, report_dir=result.report_dir, langs=langs,
@@ -281,6 +286,14 @@ def build(run: RunLike | None = None, *, runs: Sequence[RunLike] | None = None,
                   files=list(result.files),
                   evaluation=result.shown.metrics if result.shown is not None else None,
                   reused_predictions=result.reused_predictions, seconds=dict(result.seconds))
+
+
+def _tta(value: str | bool) -> str:
+    """``tta`` as the option's word: True/False are "on"/"off" (a bad word is refused by
+    evaluate.check_report_options, before any write)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
 
 
 def _build_study(members: Sequence[RunLike], *, langs: list[str], formats: list[str],

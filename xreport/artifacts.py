@@ -52,6 +52,8 @@ from .languages import FALLBACK
 # ---------------------------------------------------------------- metrics.json: metrics
 
 Task = Literal["binary", "multiclass", "ordinal"]
+# A test-time view (data.augment owns what each is and which are valid for a run).
+TtaView = Literal["identity", "hflip", "vflip", "rot90", "rot180", "rot270", "transpose", "antitranspose"]
 
 
 class Message(TypedDict):
@@ -422,7 +424,11 @@ class Evaluation(TypedDict):
     created: str | None
     device: NotRequired[str]
     precision: str | None              # fp32 | bf16 | fp16 of inference; None: not recorded (before schema 3)
-    tta: NotRequired[bool]
+    tta: NotRequired[bool]             # test-time augmentation asked for
+    # The views whose probabilities were averaged (data.augment.tta_views: those the run's
+    # training augmentation declared valid), identity first; ["identity"] without TTA.
+    # Absent in older files: ["identity", "hflip"] when tta, else ["identity"] (tta_views_of).
+    tta_views: NotRequired[list[TtaView]]
     checkpoint: CheckpointRef
     data: DataRef
     class_names: NotRequired[list[str]]
@@ -997,6 +1003,12 @@ def check_evaluation_values(data: Evaluation, *, path: Path, hint: str = "",
         for i, c in enumerate(counts):
             v.count(c, f"predicted_counts[{i}]")
     v.count(data["data"].get("n"), "data.n")
+    views = data.get("tta_views")
+    if views is not None:
+        if not views or views[0] != "identity" or len(set(views)) != len(views):
+            v.fail("tta_views", f"is {views!r}; it must start with \"identity\" and name each view once")
+        elif len(views) > 1 and not data.get("tta"):
+            v.fail("tta_views", f"names {len(views)} views but tta is not true")
     explain = data["explain"]
     for i, entry in enumerate(explain["gallery"] if explain else []):
         for key in ("prob", "prob_true", "prob_pred"):
@@ -1007,6 +1019,15 @@ def check_evaluation_values(data: Evaluation, *, path: Path, hint: str = "",
                 v.fail(f"explain.gallery[{i}].{key}", f"is {x}, not one of the {k} class indices")
     if v.problem is not None:
         raise ReportError(f"{path}: {v.problem}" + (f"; {hint}" if hint else ""))
+
+
+def tta_views_of(evaluation: Evaluation) -> list[TtaView]:
+    """The views an evaluation's probabilities average: as recorded, or for a file from
+    before they were, what its ``tta`` flag did then (a horizontal flip beside the image)."""
+    views = evaluation.get("tta_views")
+    if views is not None:
+        return list(views)
+    return ["identity", "hflip"] if evaluation.get("tta") else ["identity"]
 
 
 def load_evaluation(paths: runs.RunPaths | runs.EvaluationPaths, *,

@@ -20,7 +20,7 @@ from .data.base import SPLITS as DATA_SPLITS
 from .device import EVAL_PRECISION, check_eval_precision, resolve_device
 from .errors import ConfigError, DataError, ReportError
 from .explain import DEFAULT_CAM_METHOD
-from .evaluate import (EXPLAIN_DEFAULT, cached_metrics, check_report_options, dataset_for_run,
+from .evaluate import (EXPLAIN_DEFAULT, TTA_DEFAULT, cached_metrics, check_report_options, dataset_for_run,
                        evaluate_run, load_run)
 from .languages import DEFAULT_LANGS
 
@@ -58,7 +58,7 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = DEFAULT_LANGS,
                  force: bool = False, command: str | None = None,
                  progress: bool = True, precision: str = EVAL_PRECISION,
                  explain_protocol: str = EXPLAIN_DEFAULT,
-                 notes: Sequence[Path] = ()) -> BuildResult:
+                 notes: Sequence[Path] = (), tta: str = TTA_DEFAULT) -> BuildResult:
     """Build ``reports/NAME/`` from ``checkpoints/NAME/``; reuse predictions when fresh.
 
     ``split`` is the split the report is about. A split without labels (a Kaggle-style test
@@ -71,7 +71,7 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = DEFAULT_LANGS,
     langs = check_choices(langs, languages.codes(), what="lang")
     formats = check_choices(formats, FORMATS, what="format")
     check_report_options(split=split, cam_method=cam_method, device=device, templates=templates,
-                         explain_protocol=explain_protocol)
+                         explain_protocol=explain_protocol, tta=tta)
     check_eval_precision(precision)
     split = check_choices([split], SPLITS, what="split")[0]
     from .notes import load_notes
@@ -92,11 +92,12 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = DEFAULT_LANGS,
         def evaluated(which: str) -> runs.EvaluationPaths:
             out = staged.evaluation(which)
             cached = None if force else cached_metrics(out, run, dataset, cam_method=cam_method, split=which,
-                                                       precision=precision, explain_protocol=explain_protocol)
+                                                       precision=precision, explain_protocol=explain_protocol,
+                                                       tta=tta)
             if cached is None:
                 evaluate_run(staged, split=which, device=device, cam_method=cam_method,
                              dataset=dataset, run=run, out=out, progress=progress, precision=precision,
-                             explain_protocol=explain_protocol)
+                             explain_protocol=explain_protocol, tta=tta)
             reused.append(cached is not None)
             return out
 

@@ -27,6 +27,14 @@ def _run_paths(value: str, *, checkpoints: Path, reports: Path) -> RunPaths:
     return api.open_run(value, checkpoints=checkpoints, reports=reports).paths
 
 
+def _add_tta(p: argparse.ArgumentParser) -> None:
+    # The choices are evaluate.TTA_CHOICES (not imported: the CLI starts without torch).
+    p.add_argument("--tta", nargs="?", const="on", default="off", choices=("off", "on"),
+                   help="test-time augmentation: average each image's probabilities over the flips and "
+                   "quarter turns the run was trained with (none for a run trained without them); "
+                   "CAMs stay on the image itself (default off; --tta alone means on)")
+
+
 def _add_roots(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS,
                    help="folder of run folders (default: checkpoints)")
@@ -103,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rename the classes of --data onto the run's (classes match by name; "
                    "data whose names differ is refused without a map); default: the run's data.class_map")
     e.add_argument("--device", default="auto")
-    e.add_argument("--tta", action="store_true", help="average with a horizontal flip")
+    _add_tta(e)
     e.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                    help="inference precision (default fp32; bf16 moves probabilities by up to ~0.01)")
     e.add_argument("--cam", default=DEFAULT_CAM_METHOD, help=cam_help)
@@ -141,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="re-run inference even when cached")
     b.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                    help="inference precision (default fp32; bf16 moves probabilities by up to ~0.01)")
+    _add_tta(b)
     _add_roots(b)
 
     c = sub.add_parser("compare", help="set runs side by side in one report (build --runs without notes or CAMs)")
@@ -250,7 +259,8 @@ def _build(args: argparse.Namespace) -> int:
     report = api.build(args.run, lang=args.lang, formats=args.format, templates=args.templates,
                        cam=args.cam, device=args.device, force=args.force, split=args.split,
                        precision=args.precision, explain_protocol=args.explain, notes=args.notes,
-                       checkpoints=args.checkpoints, reports=args.reports, command=args.command_line)
+                       tta=args.tta, checkpoints=args.checkpoints, reports=args.reports,
+                       command=args.command_line)
     how = "cached predictions" if report.reused_predictions else "fresh predictions"
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items() if k != "total")
     print(f"built {report.name} in {report.seconds['total']:.1f} s ({how}; {stages}):")
@@ -260,9 +270,11 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
-    if args.split != "test" or args.force:
-        raise ConfigError(f"{'--split ' + args.split if args.split != 'test' else '--force'} is for a "
-                          "single run (--run); a study reads each run's test evaluation as it is cached")
+    if args.split != "test" or args.force or args.tta != "off":
+        option = ("--split " + args.split if args.split != "test" else "--force" if args.force
+                  else "--tta " + args.tta)
+        raise ConfigError(f"{option} is for a single run (--run); a study reads each run's test "
+                          "evaluation as it is cached")
     report = api.build(runs=args.runs, name=args.name, lang=args.lang, formats=args.format,
                        notes=args.notes, device=args.device, templates=args.templates,
                        cams=not args.no_cams, checkpoints=args.checkpoints, reports=args.reports,

@@ -22,6 +22,7 @@ from . import config as config_mod
 from . import metrics as metrics_mod
 from . import runs
 from .data import load_dataset, normalize_batch
+from .data.augment import apply_views, tta_views
 from .data.base import SPLITS as DATA_SPLITS
 from .data.base import Dataset, Split, grey_to_rgb, match_classes, remap_labels
 from .device import EVAL_PRECISION, autocast, check_eval_precision, resolve_channels_last, resolve_device
@@ -116,32 +117,62 @@ def _match_channels(dataset: Dataset, channels: int) -> Dataset:
     return dataset
 
 
+# Test-time augmentation (``--tta``): off by default until the zoo's paired measurement
+# (bench/tta.py) says it helps.
+TTA_CHOICES = ("off", "on")
+TTA_DEFAULT = "off"
+NO_TTA: tuple[artifacts.TtaView, ...] = ("identity",)
+
+
+def views_for(run: LoadedRun, tta: str, *, image_shape: Sequence[int]) -> tuple[artifacts.TtaView, ...]:
+    """The views ``tta`` averages for ``run``: with "on", those its own training augmentation
+    declared valid (``data.augment.tta_views``, read from the checkpoint's config), so a model
+    never sees at test time a view it was not trained on; the identity alone with "off", and
+    for imported weights (``xreport import``: trained elsewhere, with augmentations unknown)."""
+    if tta not in TTA_CHOICES:
+        raise ConfigError(f"--tta {tta!r} is not one of {', '.join(TTA_CHOICES)}")
+    if tta == "off" or run.meta.get("imported"):
+        return NO_TTA
+    return tta_views(run.config.augment, square=image_shape[-1] == image_shape[-2])
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, images: torch.Tensor, *, mean: Sequence[float],
             std: Sequence[float], device: torch.device, batch_size: int = 256,
-            tta: bool = False, progress: bool = True, precision: str = EVAL_PRECISION) -> np.ndarray:
+            views: Sequence[artifacts.TtaView] = NO_TTA, progress: bool = True,
+            precision: str = EVAL_PRECISION) -> np.ndarray:
     """Class probabilities (N, K) for uint8 images (N, C, H, W), in batches, in ``precision``
-    (fp32 unless bf16 is asked for: see device.EVAL_PRECISION)."""
+    (fp32 unless bf16 is asked for: see device.EVAL_PRECISION).
+
+    With several ``views`` (test-time augmentation) each image's probabilities are the mean
+    over its views (softmax first: an ordinal head's output is its log-probabilities, so this
+    averages its class probabilities too). The views of a batch go through the model in one
+    forward pass of ``batch_size`` inputs: ``batch_size // len(views)`` images a batch."""
     model.eval()
     out = []
     pin = device.type == "cuda"
     check_eval_precision(precision)
+    n_views = len(views)
+    if n_views == 0 or views[0] != "identity":
+        raise ConfigError(f"predict: views must start with the identity, got {list(views)}")
+    step = max(1, batch_size // n_views)
     channels_last = resolve_channels_last("auto", device, precision)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch",
+    for start in tqdm(range(0, len(images), step), desc="predict", unit="batch",
                       disable=not progress, leave=False):
-        batch = images[start:start + batch_size]
+        batch = images[start:start + step]
         if pin:
             batch = batch.pin_memory()
         x = normalize_batch(batch.to(device, non_blocking=pin), mean, std)
+        if n_views > 1:
+            x = apply_views(x, views)     # (V*B, C, H, W), view-major
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
-            logits = model(x).float()
-            probs = logits.softmax(dim=1)
-            if tta:  # horizontal flip, averaged in probability space
-                probs = (probs + model(x.flip(-1)).float().softmax(dim=1)) / 2
+            probs = model(x).float().softmax(dim=1)
+        if n_views > 1:
+            probs = probs.view(n_views, len(batch), -1).mean(dim=0)
         out.append(probs.cpu())
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
@@ -168,7 +199,7 @@ def _timed(timings: dict[str, float], key: str):
 
 
 def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "auto",
-                 data: str | None = None, tta: bool = False, cam_method: str = DEFAULT_CAM_METHOD,
+                 data: str | None = None, tta: str = TTA_DEFAULT, cam_method: str = DEFAULT_CAM_METHOD,
                  explain: bool = True, n_boot: int = 1000, seed: int = 0,
                  batch_size: int = 256, dataset: Dataset | None = None,
                  run: LoadedRun | None = None, out: runs.EvaluationPaths | None = None,
@@ -178,7 +209,9 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
     """Run the checkpoint on ``split``; write predictions.csv, metrics.json, cams.npz (the
     gallery's maps) and viewer.json
     into ``out``: by default the run's own evaluation of that split, or for other ``data``
-    ``reports/NAME/external-<data name>/`` (never the run's own files)."""
+    ``reports/NAME/external-<data name>/`` (never the run's own files). ``tta`` "on" averages
+    the probabilities over the views the run's training augmentation declared valid
+    (``views_for``; the val split's operating points too), recorded as ``tta_views``."""
     timings: dict[str, float] = {}
     if out is None:
         out = paths.external(data) if data is not None else paths.evaluation(split)
@@ -202,10 +235,15 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
     mean, std = run.meta["mean"], run.meta["std"]
     class_names = list(run.meta["class_names"])
     task = run.meta["task"]   # an older meta's default is set on load (artifacts)
+    views = views_for(run, tta, image_shape=target.images.shape)
+    if tta == "on" and len(views) == 1:
+        logger.info("test-time augmentation: %s, so the image itself is the only valid view "
+                    "(nothing to average)", "the weights were imported (their training augmentation is "
+                    "unknown)" if run.meta.get("imported") else "the run was trained with no flip or quarter turn")
 
     with _timed(timings, "predict"):
         probs = predict(run.model, target.images, mean=mean, std=std, device=dev,
-                        batch_size=batch_size, tta=tta, progress=progress, precision=precision)
+                        batch_size=batch_size, views=views, progress=progress, precision=precision)
     check_outputs(probs, target.ids, path=run.checkpoint.path)
     artifacts.save_predictions(out, target.ids, target.labels.numpy() if target.labels is not None else None,
                                probs, class_names=class_names)
@@ -217,7 +255,7 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
         if val_split is not None and val_split.labels is not None and len(val_split):
             with _timed(timings, "predict_val"):
                 val = (val_split.labels.numpy(), predict(run.model, val_split.images, mean=mean, std=std,
-                                                         device=dev, batch_size=batch_size, tta=tta,
+                                                         device=dev, batch_size=batch_size, views=views,
                                                          progress=progress, precision=precision))
         with _timed(timings, "metrics"):
             metrics = metrics_mod.compute_all(target.labels.numpy(), probs, class_names=class_names,
@@ -228,6 +266,9 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
                     if split == "test" and metrics is not None else None)
 
     explanation = None
+    # CAMs, the gallery, faithfulness and the viewer explain the plain image only: a map of an
+    # average over flipped views is not a map of any one input. (They rank images by ``probs``,
+    # the averaged probabilities the metrics are about.)
     if explain and target.labels is not None:
         with _timed(timings, "explain"):
             explanation = explain_and_draw(run, target, probs, out=out, method=cam_method,
@@ -241,7 +282,8 @@ def evaluate_run(paths: runs.RunPaths, *, split: str = "test", device: str = "au
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "device": str(dev),
         "precision": precision,
-        "tta": bool(tta),
+        "tta": tta == "on",
+        "tta_views": list(views),
         "checkpoint": {"path": str(run.checkpoint.path), "sha256": run.sha256,
                        "epoch": run.meta["epoch"]},
         "data": {"source": dataset.source, "fingerprint": dataset.fingerprint, "n": len(target),
@@ -303,8 +345,10 @@ def _deduplicated(dataset: Dataset, target: Split, probs: np.ndarray, *, class_n
 
 def check_report_options(*, split: str = "test", cam_method: str | None = None,
                          device: str | None = None, templates: Path | None = None,
-                         explain_protocol: str = "fast") -> None:
+                         explain_protocol: str = "fast", tta: str = TTA_DEFAULT) -> None:
     """The options of evaluate/build that can be checked without the data: before any write."""
+    if tta not in TTA_CHOICES:
+        raise ConfigError(f"--tta {tta!r} is not one of {', '.join(TTA_CHOICES)}")
     if split not in DATA_SPLITS:
         raise ConfigError(f"--split {split!r} is not one of {', '.join(DATA_SPLITS)}")
     if cam_method is not None and cam_method not in cam_methods():
@@ -320,9 +364,11 @@ def check_report_options(*, split: str = "test", cam_method: str | None = None,
 def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, *, cam_method: str | None,
                    split: str, need_explain: bool = True,
                    precision: str | None = EVAL_PRECISION,
-                   explain_protocol: str | None = None) -> artifacts.Evaluation | None:
+                   explain_protocol: str | None = None,
+                   tta: str | None = TTA_DEFAULT) -> artifacts.Evaluation | None:
     """An evaluation's metrics.json when it was made from this checkpoint, these data, this
-    CAM method (with its viewer data) and this explanation protocol.
+    CAM method (with its viewer data), this explanation protocol and these test-time views
+    (``tta`` None accepts whichever views it averaged).
 
     ``cam_method`` None accepts whichever method the file holds; ``precision`` None accepts
     whichever inference precision it was made in (one not recorded is not this one);
@@ -353,12 +399,22 @@ def cached_metrics(out: runs.EvaluationPaths, run: LoadedRun, dataset: Dataset, 
              and cached.get("data", {}).get("fingerprint") == dataset.fingerprint
              and cached.get("split") == split
              and (precision is None or cached["precision"] == precision)
+             and (tta is None or artifacts.tta_views_of(cached) == list(
+                 views_for(run, tta, image_shape=_split_shape(run, dataset, split))))
              and explain_ok)
     return cached if fresh else None
 
 
+def _split_shape(run: LoadedRun, dataset: Dataset, split: str) -> Sequence[int]:
+    """The shape ``evaluate_run`` will see for ``split`` (its views depend on it being square)."""
+    if split in dataset.splits:
+        return tuple(dataset.splits[split].images.shape)
+    size = int(run.meta["image_size"])
+    return (size, size)
+
+
 def evaluate_report(paths: runs.RunPaths, *, split: str = "test", device: str = "auto",
-                    data: str | None = None, tta: bool = False, cam_method: str = DEFAULT_CAM_METHOD,
+                    data: str | None = None, tta: str = TTA_DEFAULT, cam_method: str = DEFAULT_CAM_METHOD,
                     explain: bool = True, out: Path | None = None, progress: bool = True,
                     precision: str = EVAL_PRECISION,
                     class_map: Mapping[str, str] | None = None,
@@ -369,7 +425,7 @@ def evaluate_report(paths: runs.RunPaths, *, split: str = "test", device: str = 
     for other ``data``, to ``reports/NAME/external-<data name>/``: never over the run's own
     files. Returns the evaluation and where its files now are."""
     check_report_options(split=split, cam_method=cam_method if explain else None, device=device,
-                         explain_protocol=explain_protocol)
+                         explain_protocol=explain_protocol, tta=tta)
     check_eval_precision(precision)
     if out is not None:
         out = check_external_out(Path(out), paths)

@@ -220,6 +220,7 @@ class Results(TypedDict, total=False):
     baseline_notes: dict[str, artifacts.Message]   # metric key -> its chance / majority note
     precision: str | None          # of the inference; None: not recorded (older metrics.json)
     device: str | None
+    tta_views: list[artifacts.TtaView] | None   # the views averaged; None: the image alone
     figures: Figures
     deduplicated: Deduplicated | None
 
@@ -723,6 +724,10 @@ def _results(metrics: artifacts.Metrics | None, split: str, figures: Figures, *,
         "baseline_notes": _baseline_notes(metrics, base),
         "precision": evaluation["precision"] if evaluation else None,
         "device": evaluation.get("device") if evaluation else None,
+        # Said only when more than the image itself was averaged (a run trained without flips
+        # has no other valid view, and its "TTA" predictions are the plain ones).
+        "tta_views": (views if evaluation and len(views := artifacts.tta_views_of(evaluation)) > 1
+                      else None),
         "figures": figures,
         "deduplicated": (_deduplicated(metrics, evaluation.get("deduplicated"))
                          if split == "test" and evaluation else None),

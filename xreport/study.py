@@ -770,9 +770,10 @@ def ensure_evaluated(paths: runs.RunPaths, *, device: str = "auto", cams: bool =
     with runs.run_lock(paths.report_dir, what="report"):
         run = load_run(paths, device=resolve_device(device))
         dataset = dataset_for_run(run, splits=(cmp.SPLIT, "val"))
-        # Any recorded precision will do: the study reads the predictions the runs were reported on.
+        # Any recorded precision and test-time views will do: the study reads the predictions
+        # the runs were reported on.
         if cached_metrics(paths.evaluation(cmp.SPLIT), run, dataset, cam_method=None, split=cmp.SPLIT,
-                          need_explain=cams, precision=None):
+                          need_explain=cams, precision=None, tta=None):
             logger.info("%s: metrics.json is fresh; reusing its predictions", paths.name)
             return False
         logger.info("%s: evaluating on the %s split%s", paths.name, cmp.SPLIT, "" if cams else " (no CAMs)")
