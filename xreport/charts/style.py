@@ -31,14 +31,14 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 from matplotlib.typing import RcKeyType
 
-from . import artifacts, languages
-from .artifacts import HISTORY_COLUMNS
-from .data.base import SPLITS
-from .metrics import curve_area, value_of
-from .errors import ReportError
-from .labels import short_labels, size_text
-from .render import rounded
-from .runs import atomic_path
+from .. import artifacts, languages
+from ..artifacts import HISTORY_COLUMNS
+from ..data.base import SPLITS
+from ..metrics import curve_area, value_of
+from ..errors import ReportError
+from ..labels import short_labels, size_text
+from ..render import rounded
+from ..runs import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-    from . import models
+    from .. import models
     from matplotlib.artist import Artist
     from matplotlib.container import Container
 

@@ -31,9 +31,9 @@ import jinja2
 import jinja2.sandbox
 from markupsafe import Markup, escape
 
-from . import artifacts, languages
-from .errors import ReportError
-from .runs import atomic_path
+from .. import artifacts, languages
+from ..errors import ReportError
+from ..runs import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -780,7 +780,7 @@ def _image_source(report_dir: Path, scope: FileScope, *, mode: str,
 # ---------------------------------------------------------------- rendering
 
 def _class_namer(context: Mapping[str, object], lang: str) -> Callable[[object], str]:
-    from .artifacts import class_name_map
+    from ..artifacts import class_name_map
 
     names = list(cast(Sequence[str], context.get("class_names", [])))
     translated = cast(Mapping[str, Sequence[str]], context.get("class_names_i18n", {}))
@@ -861,7 +861,7 @@ def _class_labels(context: Mapping[str, object], cname: Callable[[object], str])
     - ``clabel_rest(name)``: the rest of the full name after that label ("" when none);
     - ``chart_key``: (chart label, full name) for each class whose chart label is shortened.
     """
-    from .labels import column_labels, label_key, short_labels
+    from ..labels import column_labels, label_key, short_labels
 
     names = [str(n) for n in cast(Sequence[str], context.get("class_names", []))]
     shown = [cname(n) for n in names]
