@@ -29,7 +29,7 @@ from . import metrics as metrics_mod
 from . import runs
 from .data.base import match_classes
 from .metrics import value_of
-from .render import DASH, p_phrase, pval, signed
+from .render.numbers import DASH, p_phrase, pval, signed
 from .errors import ConfigError, ReportError, RunError, XReportError
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from .charts import RocLine
     from .figures import FigureMaker, FigurePaths, Translate
-    from .render import DocumentKind
+    from .render.html import DocumentKind
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Mapping, TypedDict
 
 from . import artifacts
 from .metrics import Collapse, baselines, calibration_direction, collapsed, value_of
-from .render import DASH
+from .render.numbers import DASH
 
 
 class Item(TypedDict):

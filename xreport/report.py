@@ -28,7 +28,7 @@ from .figures import FigurePaths, Figures
 from .labels import size_text
 from .metrics import Baselines, CalibrationDirection, baselines, calibration_direction
 from .notes import Notes
-from .render import DASH
+from .render.numbers import DASH
 from .runs import EvaluationPaths, RunPaths, sha256_file
 
 if TYPE_CHECKING:
