@@ -210,7 +210,7 @@ def test_metrics_without_ap_ece_brier_intervals_still_load_and_render(copy: runs
     key of a Value (no schema bump, no migration); the report then shows those three as point
     estimates and its results sentence does not claim an interval for every value."""
     from xreport import render
-    from xreport.report import build_context
+    from xreport.build import report_context
 
     def before_intervals(data: dict) -> None:
         data["schema"] = 2
@@ -223,7 +223,7 @@ def test_metrics_without_ap_ece_brier_intervals_still_load_and_render(copy: runs
     loaded = artifacts.load_evaluation(copy)
     assert "ci95" not in loaded["metrics"]["average_precision"]
     assert loaded["metrics"]["average_precision"]["value"] is not None
-    ctx = build_context(copy, langs=["en"])
+    ctx = report_context(copy, langs=["en"])
     assert ctx["results"]["every_value_has_interval"] is False
     html = render.render_html(ctx, langs=["en"])
     t = render.translator("en")

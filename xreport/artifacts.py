@@ -1036,6 +1036,13 @@ def load_evaluation(paths: runs.RunPaths | runs.EvaluationPaths, *,
     return typing.cast(Evaluation, data)
 
 
+def evaluation_split(evaluation: Evaluation) -> str:
+    """The split an evaluation shows: a file from before the ``split`` key is of the test
+    split (the one default of every reader that shows or compares it; evaluate's freshness
+    check reads the key itself, since there an absent one means stale)."""
+    return evaluation.get("split", "test")
+
+
 def record_timings(paths: runs.RunPaths | runs.EvaluationPaths, timings: typing.Mapping[str, float]) -> None:
     """Merge ``timings`` (stage -> seconds) into metrics.json's ``timings``: the build's stages
     beside the evaluation's own. Read and written through the one validated load/save."""

@@ -121,9 +121,10 @@ def load_evaluated(paths: runs.RunPaths) -> EvaluatedRun:
     if not metrics:
         raise ReportError(f"{paths.metrics}: run {paths.name!r} has no test metrics (its test split "
                           "has no labels), so it cannot be compared")
-    if evaluation.get("split", SPLIT) != SPLIT:
+    split = artifacts.evaluation_split(evaluation)
+    if split != SPLIT:
         raise ReportError(f"{paths.metrics}: run {paths.name!r} was evaluated on the "
-                          f"{evaluation.get('split')!r} split; compare needs the {SPLIT!r} split "
+                          f"{split!r} split; compare needs the {SPLIT!r} split "
                           f"(xreport evaluate --run {paths.name})")
     meta = artifacts.load_checkpoint_meta(artifacts.checkpoint_path(paths))
     # The file's class names against the checkpoint's (the values were checked on loading).
