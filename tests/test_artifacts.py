@@ -90,6 +90,23 @@ def test_keys_an_older_writer_left_out_load_as_none_or_their_default(copy: runs.
     assert (older["head"], older["dropout"], older["created"]) == ("linear", 0.0, None)
 
 
+def test_random_maps_per_image_an_older_file_left_out_reads_one_way(copy: runs.RunPaths) -> None:
+    """The faithfulness table, the protocol line and the discussion read one default (1,
+    artifacts._ABSENT) where they read 1, None and 0 before."""
+    from xreport import discussion, report
+    from xreport.figures import ReportFigures
+
+    _rewrite(copy, lambda data: data["explain"]["faithfulness"]["random_maps"].pop("per_image"))
+    inputs = report.load_inputs(copy)
+    faith = inputs.evaluation["explain"]["faithfulness"]
+    assert faith is not None and faith["random_maps"]["per_image"] == 1
+    ctx = report.build_context(inputs, ReportFigures(), langs=["en"])
+    explain = ctx["explain"]
+    assert explain["faithfulness"]["maps"] == explain["protocol"]["maps"] == 1
+    said = discussion.observations(inputs.evaluation["metrics"], explain=inputs.evaluation["explain"])
+    assert [o["params"]["maps"] for o in said if o["ref"] == "explain-faithfulness"] == [1]
+
+
 def test_schema_versions_older_ask_for_evaluate_newer_ask_for_upgrade(copy: runs.RunPaths) -> None:
     _rewrite(copy, lambda d: d.__setitem__("schema", 0))
     with pytest.raises(ReportError, match=r"schema 0 is out of date.*re-run `xreport evaluate"):

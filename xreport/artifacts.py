@@ -41,7 +41,7 @@ import math
 import types
 import typing
 from pathlib import Path
-from typing import Literal, NotRequired, TypedDict, Union
+from typing import Literal, NotRequired, Required, TypedDict, Union
 
 import numpy as np
 
@@ -215,7 +215,7 @@ class PairedStatistic(TypedDict):
 
 
 class RandomMaps(TypedDict, total=False):
-    per_image: int
+    per_image: Required[int]           # an older file without it: 1 (_ABSENT)
     grid: int
     made: str                          # how they are made, in English
 
@@ -646,6 +646,7 @@ class ViewerData(TypedDict):
 _ABSENT: dict[object, dict[str, object]] = {
     Evaluation: {"checkpoint": {}, "data": {}, "skipped": []},
     Faithfulness: {"random_maps": {}, "scores": []},
+    RandomMaps: {"per_image": 1},
     Sanity: {"seeds": 1, "stages": []},
     Localisation: {"tolerance": 0, "random_per_image": 1},
     GalleryEntry: {"repeated": False},

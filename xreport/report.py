@@ -823,7 +823,7 @@ def _faithfulness(faith: artifacts.Faithfulness | None) -> FaithfulnessContext |
     if not rows:
         return None
     return {"n": faith["n"], "rows": rows, "verdict": faith["verdict"],
-            "maps": faith["random_maps"].get("per_image", 1),
+            "maps": faith["random_maps"]["per_image"],
             "margin": FAITHFULNESS_MARGIN, "road": any(r["metric"].startswith("road") for r in rows),
             "better": sum(r["verdict"] == "better" for r in rows),
             "worse": sum(r["verdict"] == "worse" for r in rows)}
@@ -862,7 +862,7 @@ def _protocol(explain: artifacts.Explanation, precision: str | None, total: int 
     return {"name": explain["protocol"], "total": total,
             "faithfulness_n": faith["n"] if faith else None,
             "steps": faith.get("steps") if faith else None,
-            "maps": faith["random_maps"].get("per_image") if faith else None,
+            "maps": faith["random_maps"]["per_image"] if faith else None,
             "sanity_n": sanity["n"] if sanity else None, "seeds": sanity["seeds"] if sanity else None,
             "precision": precision}
 
