@@ -139,6 +139,17 @@ def test_no_module_imports_a_higher_tier() -> None:
     assert not upward, upward
 
 
+def test_every_package_ships_in_the_wheel() -> None:
+    """A module split into a package (data/, explain/, render/, charts/) is listed in
+    pyproject's packages, or the installed tool misses it."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+                 ["tool"]["setuptools"]["packages"])
+    packages = {_module_name(p) for p in PACKAGE.rglob("__init__.py")}
+    assert packages - listed == set()
+
+
 def test_the_circle_and_arrow_finders_find_them() -> None:
     """The checks above fail on a graph with a circle or an upward arrow."""
     g = {"xreport.evaluate": {"xreport.build"}, "xreport.build": {"xreport.evaluate"},
