@@ -165,11 +165,11 @@ def shared_run() -> tuple[runs.RunPaths, dict]:
         import shutil
         import tempfile
 
-        from xreport.report import build_context
+        from xreport.build import report_context
 
         root = Path(tempfile.mkdtemp(prefix="xreport-report-"))
         atexit.register(shutil.rmtree, root, True)
         paths = make_run(root)
         _SHARED["paths"] = paths
-        _SHARED["context"] = build_context(paths, langs=["en", "zh-TW"], command="xreport build --run fixture_run")
+        _SHARED["context"] = report_context(paths, langs=["en", "zh-TW"], command="xreport build --run fixture_run")
     return _SHARED["paths"], _SHARED["context"]  # type: ignore[return-value]

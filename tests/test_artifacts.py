@@ -90,6 +90,23 @@ def test_keys_an_older_writer_left_out_load_as_none_or_their_default(copy: runs.
     assert (older["head"], older["dropout"], older["created"]) == ("linear", 0.0, None)
 
 
+def test_random_maps_per_image_an_older_file_left_out_reads_one_way(copy: runs.RunPaths) -> None:
+    """The faithfulness table, the protocol line and the discussion read one default (1,
+    artifacts._ABSENT) where they read 1, None and 0 before."""
+    from xreport import discussion, report
+    from xreport.figures import ReportFigures
+
+    _rewrite(copy, lambda data: data["explain"]["faithfulness"]["random_maps"].pop("per_image"))
+    inputs = report.load_inputs(copy)
+    faith = inputs.evaluation["explain"]["faithfulness"]
+    assert faith is not None and faith["random_maps"]["per_image"] == 1
+    ctx = report.build_context(inputs, ReportFigures(), langs=["en"])
+    explain = ctx["explain"]
+    assert explain["faithfulness"]["maps"] == explain["protocol"]["maps"] == 1
+    said = discussion.observations(inputs.evaluation["metrics"], explain=inputs.evaluation["explain"])
+    assert [o["params"]["maps"] for o in said if o["ref"] == "explain-faithfulness"] == [1]
+
+
 def test_schema_versions_older_ask_for_evaluate_newer_ask_for_upgrade(copy: runs.RunPaths) -> None:
     _rewrite(copy, lambda d: d.__setitem__("schema", 0))
     with pytest.raises(ReportError, match=r"schema 0 is out of date.*re-run `xreport evaluate"):
@@ -165,7 +182,7 @@ def test_predictions_round_trip(copy: runs.RunPaths) -> None:
 def test_no_module_but_artifacts_reads_run_folder_json_or_csv() -> None:
     """The run folder's files are read in one place (render reads catalogs, config TOML)."""
     readers = re.compile(r"json\.loads?\(|csv\.(DictReader|reader)\(|read_csv\(")
-    allowed = {"artifacts.py", "runs.py", "render.py", "manifest.py"}  # + catalogs, user CSVs
+    allowed = {"artifacts.py", "runs.py", "manifest.py"}  # + user CSVs
     offenders = [f"{p.relative_to(PACKAGE)}:{i}" for p in sorted(PACKAGE.rglob("*.py")) if p.name not in allowed
                  for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if readers.search(line)]
     assert offenders == []
@@ -210,7 +227,7 @@ def test_metrics_without_ap_ece_brier_intervals_still_load_and_render(copy: runs
     key of a Value (no schema bump, no migration); the report then shows those three as point
     estimates and its results sentence does not claim an interval for every value."""
     from xreport import render
-    from xreport.report import build_context
+    from xreport.build import report_context
 
     def before_intervals(data: dict) -> None:
         data["schema"] = 2
@@ -223,7 +240,7 @@ def test_metrics_without_ap_ece_brier_intervals_still_load_and_render(copy: runs
     loaded = artifacts.load_evaluation(copy)
     assert "ci95" not in loaded["metrics"]["average_precision"]
     assert loaded["metrics"]["average_precision"]["value"] is not None
-    ctx = build_context(copy, langs=["en"])
+    ctx = report_context(copy, langs=["en"])
     assert ctx["results"]["every_value_has_interval"] is False
     html = render.render_html(ctx, langs=["en"])
     t = render.translator("en")

@@ -301,12 +301,17 @@ def test_no_english_word_is_drawn_except_through_t(en_texts: dict[str, list[str]
             assert not re.search(r"[A-Za-z]{2,}", rest), (name, text)
 
 
+def _charts_source() -> str:
+    """The code of every module of the charts package."""
+    return "\n".join(p.read_text(encoding="utf-8") for p in sorted(Path(charts.__file__).parent.glob("*.py")))
+
+
 def test_every_key_used_exists_in_all_catalogs_with_the_same_keys() -> None:
-    source = Path(charts.__file__).read_text(encoding="utf-8")
+    source = _charts_source()
     used = set(re.findall(r"""(?<![\w.])t\(\s*["'](chart\.[\w.]+)["']\s*\)""", source))
     calls = re.findall(r"(?<![\w.])t\(", source)
     assert used and len(calls) == len(re.findall(r"""(?<![\w.])t\(\s*["']chart\.""", source)), \
-        "every t(...) call in charts.py must use a literal chart.* key"
+        "every t(...) call in xreport/charts/ must use a literal chart.* key"
     keys = {lang: set(catalog(lang)) for lang in LANGS}
     assert keys["en"] == keys["zh-TW"] == keys["zh-CN"]
     assert used <= keys["en"], used - keys["en"]
@@ -328,7 +333,7 @@ def test_charts_leave_global_state_alone() -> None:
     all_figures(fake_t, EN_NAMES)
     after = dict(matplotlib.rcParams)
     assert before == after
-    source = Path(charts.__file__).read_text(encoding="utf-8")
+    source = _charts_source()
     assert not re.search(r"import pyplot|matplotlib\.pyplot|plt\.|matplotlib\.use\(", source)
 
 
@@ -385,7 +390,7 @@ def test_chart_language_puts_its_own_glyph_forms_first() -> None:
 
 
 def test_without_a_cjk_font_charts_fall_back_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(charts, "_installed_cjk", lambda: ())
+    monkeypatch.setattr(charts.style, "_installed_cjk", lambda: ())
     assert charts.font_families("zh-TW") == ("DejaVu Sans",)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*findfont.*")

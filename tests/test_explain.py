@@ -149,6 +149,14 @@ def test_bad_method_and_targets_are_clear_errors() -> None:
         explain.compute_cams(model, _images(2), target_layer=model.features[-1], targets=torch.tensor([0]))
 
 
+def test_method_cam_without_a_linear_classifier_names_the_methods_that_need_none() -> None:
+    # The hooks find no classifier; method 'cam' (beside the registry) says what to choose instead.
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with pytest.raises(ReportError, match=r"^Sequential has no Linear classifier; method 'cam' needs one "
+                                          r"\(choose one of gradcam, .*\)$"):
+        explain.compute_cams(model, _images(1), target_layer=model[0], targets=torch.tensor([0]), method="cam")
+
+
 LIBRARY = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM,
            "xgradcam": XGradCAM, "layercam": LayerCAM}
 

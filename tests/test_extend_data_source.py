@@ -24,6 +24,7 @@ from xreport.data import sources as sources_mod
 from xreport.data.preprocess import preprocess_stack
 from xreport.data.sources import names_and_task, pick_per_class, require_splits
 from xreport.errors import ConfigError, DataError
+from xreport.recipe import resolve
 from xreport.runs import load_checkpoint
 
 
@@ -131,13 +132,14 @@ def test_an_unknown_kind_is_refused_naming_the_registered_ones(tmp_path: Path, r
     raw = {"data": {"dataset": str(tmp_path / "toy.json"), "kind": "toyjson"}}
     with pytest.raises(ConfigError, match=r"^config: data.kind: 'toyjson' is not one of auto, medmnist, "
                                           r"folder, csv, phantom$"):
-        from_dict(raw)
+        resolve(raw)
     with pytest.raises(DataError, match=r"data.kind 'toyjson' is not one of auto, medmnist, folder, csv, phantom"):
         resolve_source(DataConfig(kind="toyjson"))
     register_source(ToyJsonSource())
     assert from_dict(raw).data.kind == "toyjson"
+    assert resolve({**raw, "train": {"recipe": "plain"}}).config.data.kind == "toyjson"
     with pytest.raises(ConfigError, match="is not one of auto, medmnist, folder, csv, phantom, toyjson$"):
-        from_dict({"data": {"kind": "npy"}})
+        resolve({"data": {"kind": "npy"}})
     with pytest.raises(ValueError, match="already registered"):
         register_source(ToyJsonSource())
 

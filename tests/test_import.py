@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from xreport import artifacts, runs
+from xreport import artifacts, build, runs
 
 from cli_run import error_line, run_cli
 
@@ -71,9 +71,9 @@ def test_import_writes_a_complete_run_folder_build_reads(work: Path) -> None:
     # evaluate reads the folder like a trained run's; the report says where the model came from.
     proc = run_cli("evaluate", "--run", "elsewhere", "--no-cam", cwd=work)
     assert proc.returncode == 0, proc.stderr
-    from xreport import render, report
+    from xreport import render
 
-    ctx = report.build_context(paths, langs=["en", "zh-TW"])
+    ctx = build.report_context(paths, langs=["en", "zh-TW"])
     assert ctx["training"]["imported"]["sha256"] == meta["imported"]["sha256"]
     assert ctx["training"]["figures"]["curves"] is None and ctx["model"]["imported"]
     html = render.render_html(ctx, langs=["en", "zh-TW"])

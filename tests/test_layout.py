@@ -17,7 +17,8 @@ import pytest
 
 from report_fixture import make_run
 from xreport import languages, render
-from xreport.report import build_context, layout
+from xreport.build import report_context
+from xreport.report import layout
 
 # 25 characters each, as the issue asks.
 LONG_NAMES = ("Atypical lymphocyte cells", "Basophilic stippled cells", "Eosinophil granulocyte 03",
@@ -32,7 +33,7 @@ POPPLER = shutil.which("pdftotext") is not None
 def twelve(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("layout12")
     paths = make_run(root, name="twelve", class_names=LONG_NAMES, n_test=6)
-    ctx = build_context(paths, langs=["en"])
+    ctx = report_context(paths, langs=["en"])
     return paths.report_dir, ctx
 
 
@@ -163,7 +164,7 @@ def test_imbalance_sentence_follows_the_ratio(tmp_path: Path) -> None:
     dist = json.loads(paths.class_distribution.read_text())
     dist["splits"]["train"] = [50, 50, 50]
     paths.class_distribution.write_text(json.dumps(dist))
-    ctx = build_context(paths, langs=["en"])
+    ctx = report_context(paths, langs=["en"])
     html = render.render_html(ctx, langs=["en"])
     t = render.translator("en")
     assert t("data.imbalance.balanced", n=50) in html

@@ -248,11 +248,11 @@ def test_marker_sizes_leave_separate_points_alone() -> None:
 def test_wide_confusion_table_heads_are_the_row_labels(tmp_path: Path) -> None:
     from report_fixture import make_run
     from xreport import render
-    from xreport.report import build_context
+    from xreport.build import report_context
 
     paths = make_run(tmp_path, name="grades", class_names=tuple(GRADES), n_test=6,
                      class_names_zh=tuple(ZH_GRADES))
-    ctx = build_context(paths, langs=["en", "zh-TW"])
+    ctx = report_context(paths, langs=["en", "zh-TW"])
     html = render.render_html(ctx, langs=["en", "zh-TW"])
     for lang, names, heads in (("en", GRADES, [f"Grade {g}" for g in range(8)]),
                                ("zh-TW", ZH_GRADES, [f"第{g}級" for g in range(8)])):
@@ -272,11 +272,11 @@ def test_report_html_embeds_each_picture_once(tmp_path: Path) -> None:
     from html_facts import HtmlFacts
     from report_fixture import make_run
     from xreport import render
-    from xreport.report import build_context
+    from xreport.build import report_context
 
     paths = make_run(tmp_path, name="twice")
     langs = ["en", "zh-TW", "zh-CN"]
-    ctx = build_context(paths, langs=langs)
+    ctx = report_context(paths, langs=langs)
     html = render.render_html(ctx, langs=langs)
     payloads = Counter(re.findall(r'data:image/(?:png|jpeg|gif);base64,([A-Za-z0-9+/=]+)', html))
     assert payloads and max(payloads.values()) == 1, "a picture is embedded more than once"
@@ -295,7 +295,7 @@ def test_report_html_embeds_each_picture_once(tmp_path: Path) -> None:
 def test_sizes_are_written_width_by_height_everywhere(tmp_path: Path) -> None:
     from report_fixture import make_run
     from xreport.data.base import Dataset
-    from xreport.report import build_context
+    from xreport.build import report_context
 
     wide = np.zeros((240, 320), dtype=np.uint8)   # H 240, W 320
     fig = charts.preprocessing_before_after([(wide, wide[:, :240])], t=catalog_t("en"))
@@ -304,7 +304,7 @@ def test_sizes_are_written_width_by_height_everywhere(tmp_path: Path) -> None:
     data = Dataset(name="x", source="x", kind="folder", class_names=["NORMAL", "PNEUMONIA"],
                    task="binary", splits={}, fingerprint="0", original_size=(240, 320),
                    original_channels=1)
-    ctx = build_context(paths, langs=["en"], dataset=data)
+    ctx = report_context(paths, langs=["en"], dataset=data)
     assert ctx["data"]["original_size"] == labels.size_text(320, 240) == "320 × 240"
 
 
@@ -313,11 +313,11 @@ def test_sizes_are_written_width_by_height_everywhere(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def binary_context(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from report_fixture import make_run
-    from xreport.report import build_context
+    from xreport.build import report_context
 
     root = tmp_path_factory.mktemp("binary")
     paths = make_run(root, name="binary", class_names_zh=("正常", "肺炎"))
-    return build_context(paths, langs=["en", "zh-TW"])
+    return report_context(paths, langs=["en", "zh-TW"])
 
 
 def _pdf_lines(pdf: Path) -> list[list[str]]:

@@ -30,7 +30,7 @@ def _literals(owner: str) -> list[tuple[str, int, object]]:
 
 def test_the_dash_for_a_missing_value_is_render_DASH():
     # A lone dash, or one closing a short text ("p = —"); docstrings may mention it.
-    stray = [(f, n) for f, n, v in _literals("render.py")
+    stray = [(f, n) for f, n, v in _literals("render/numbers.py")
              if isinstance(v, str) and v.strip() in ("—", "p = —")]
     assert not stray, stray
 

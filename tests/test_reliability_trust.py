@@ -366,12 +366,12 @@ def test_hand_edited_history_out_of_range_is_refused(fixture_run, tmp_path):
 def test_a_hand_edited_metrics_json_is_refused_by_build_in_one_line(fixture_run, tmp_path, capsys):
     # The fixture's metrics.json names a checkpoint hash; build would re-evaluate a stale one,
     # so the refusal is tested where the file is read for the report.
-    from xreport.report import build_context
+    from xreport.build import report_context
     from xreport.errors import ReportError
 
     paths = _edited(fixture_run, tmp_path, _set("metrics.confusion_matrix.raw", [[1, 0, 0], [0, 1, 0], [0, 0, 1]]))
     with pytest.raises(ReportError, match="metrics.json: metrics.confusion_matrix.raw is not 2x2"):
-        build_context(paths, langs=["en"])
+        report_context(paths, langs=["en"])
 
 
 DEEP = 200_000
@@ -435,10 +435,10 @@ RLO_NAME = "lesion\u202eevil\u2066x\u200f\x1b\x85"
 def test_bidi_and_control_characters_in_names_cannot_reorder_the_report(tmp_path):
     from report_fixture import make_run
     from xreport import render
-    from xreport.report import build_context
+    from xreport.build import report_context
 
     paths = make_run(tmp_path, class_names=("normal", RLO_NAME), class_names_zh=("正常", RLO_NAME))
-    context = build_context(paths, langs=["en", "zh-TW"])
+    context = report_context(paths, langs=["en", "zh-TW"])
     html = render.render_html(context, langs=["en", "zh-TW"])
     pdf_html = render.render_pdf_html(context, lang="en")
     for text in (html, pdf_html):

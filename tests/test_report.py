@@ -1,4 +1,5 @@
-"""build_context on a small synthetic run folder: sections, figures per language, discussion."""
+"""The report context on a small synthetic run folder (build.report_context: the figures
+stage draws, report.build_context assembles): sections, figures per language, discussion."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from report_fixture import make_run, shared_run
-from xreport import report, runs
+from xreport import build, report, runs
 from xreport.errors import ReportError
 from xreport.render import load_catalog
 
@@ -104,11 +105,23 @@ def test_discussion_items_have_catalog_keys_and_anchors() -> None:
         assert item["key"] in en and item["ref"]
 
 
+def test_the_context_is_assembled_from_what_the_figures_stage_drew(tmp_path: Path) -> None:
+    """report.build_context draws nothing: the charts come from the figures stage (build)."""
+    from xreport.figures import ReportFigures
+
+    paths = make_run(tmp_path)
+    before = sorted(paths.report_dir.rglob("*"))
+    ctx = report.build_context(report.load_inputs(paths), ReportFigures(failed=["roc"]), langs=["en"])
+    assert sorted(paths.report_dir.rglob("*")) == before
+    assert ctx["data"]["figures"]["distribution"] is None and ctx["failed_charts"] == ["roc"]
+    assert ctx["summary"]["task"] == "binary" and ctx["class_names"] == ["NORMAL", "PNEUMONIA"]
+
+
 def test_missing_metrics_is_a_clear_error(tmp_path: Path) -> None:
     paths = make_run(tmp_path)
     paths.metrics.unlink()
     with pytest.raises(ReportError, match="metrics.json"):
-        report.build_context(paths, langs=["en"])
+        build.report_context(paths, langs=["en"])
 
 
 def test_unlabelled_test_split_and_a_loaded_dataset(tmp_path: Path) -> None:
@@ -122,7 +135,7 @@ def test_unlabelled_test_split_and_a_loaded_dataset(tmp_path: Path) -> None:
     runs.write_json(paths.metrics, data)
     cfg = from_dict(runs.load_checkpoint(paths.best).meta["config"])
     dataset = load_dataset(cfg.data, cfg.preprocess, image_size=cfg.image_size)
-    ctx = report.build_context(paths, langs=["en"], dataset=dataset)
+    ctx = build.report_context(paths, langs=["en"], dataset=dataset)
     assert ctx["results"] == {"available": False} and ctx["explain"] == {"available": False}
     assert ctx["summary"]["headline"] == []
     assert ctx["data"]["figures"]["examples"] == {"en": "figures/examples.en.png"}
@@ -154,7 +167,7 @@ def test_the_model_is_rebuilt_once_for_the_whole_model_section(tmp_path: Path, m
     forwards = []
     real_forward = models._counted_forward
     monkeypatch.setattr(models, "_counted_forward", lambda *a, **k: forwards.append(1) or real_forward(*a, **k))
-    ctx = report.build_context(paths, langs=["en"])
+    ctx = build.report_context(paths, langs=["en"])
     assert ctx["model"]["architecture"] is not None
     assert len(built) == 1 and len(forwards) == 1
 
@@ -182,7 +195,7 @@ def test_the_report_reads_the_model_summary_evaluate_recorded(tmp_path: Path,
 
     monkeypatch.setattr(models, "model_from_meta", no_model)
     monkeypatch.setattr(models, "_counted_forward", no_model)
-    ctx = report.build_context(paths, langs=["en"])
+    ctx = build.report_context(paths, langs=["en"])
     assert ctx["model"]["flops"] == recorded["flops"] + 1 and ctx["model"]["params"] == recorded["params"]
     assert ctx["model"]["architecture"]["stages"] == recorded["stages"]
     assert ctx["model"]["figures"]["block_diagram"]

@@ -201,7 +201,7 @@ BOUNDED = {
 def test_a_render_is_bounded(tmp_path, context, case, monkeypatch):
     import time
 
-    monkeypatch.setattr(render, "RENDER_SECONDS", 20.0)
+    monkeypatch.setattr(render.sandbox, "RENDER_SECONDS", 20.0)
     folder = _templates(tmp_path, BOUNDED[case])
     start = time.monotonic()
     message = _refused(context, folder, "template")
@@ -217,7 +217,7 @@ def test_ordinary_template_code_still_renders(tmp_path, context):
 
 
 def test_the_output_bound_is_what_stops_a_large_report(tmp_path, context, monkeypatch):
-    monkeypatch.setattr(render, "MAX_OUTPUT_CHARS", 10_000)
+    monkeypatch.setattr(render.sandbox, "MAX_OUTPUT_CHARS", 10_000)
     folder = _templates(tmp_path, "{% for i in range(200) %}{{ 'y' * 100 }}{% endfor %}")
     _refused(context, folder, "exceeds 10,000 characters")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from xreport import artifacts, runs
+from xreport import artifacts, build, runs
 from xreport.config import DataConfig, PreprocessConfig
 from xreport.data import class_distribution, load_dataset
 from xreport.data.base import Split, hold_out_val
@@ -94,15 +94,15 @@ def test_train_on_a_folder_without_val_records_the_hold_out(tmp_path: Path,
 
 def test_the_report_says_val_was_held_out(tmp_path: Path) -> None:
     from report_fixture import make_run
-    from xreport import render, report
+    from xreport import render
 
     paths = make_run(tmp_path)
     dist = artifacts.load_class_distribution(paths)
     assert dist is not None and dist["val_held_out"] is None
-    html = render.render_html(report.build_context(paths, langs=["en"]), langs=["en"])
+    html = render.render_html(build.report_context(paths, langs=["en"]), langs=["en"])
     assert "held out at random as val" not in html
     runs.write_json(paths.class_distribution, {**dist, "val_held_out": 0.15})
-    ctx = report.build_context(paths, langs=["en", "zh-TW", "zh-CN"])
+    ctx = build.report_context(paths, langs=["en", "zh-TW", "zh-CN"])
     html = render.render_html(ctx, langs=["en", "zh-TW", "zh-CN"])
     assert "15.0% of each train class was held out at random as val" in html
     assert "每個類別的訓練影像隨機保留 15.0% 作為驗證集" in html

@@ -208,10 +208,10 @@ def test_the_report_names_synthetic_data_baselines_limitations_and_precision(tmp
     from report_fixture import make_run
 
     from xreport import render
-    from xreport.report import build_context
+    from xreport.build import report_context
 
     paths = make_run(tmp_path)
-    ctx = build_context(paths, langs=["en", "zh-TW"])
+    ctx = report_context(paths, langs=["en", "zh-TW"])
     assert ctx["summary"]["synthetic"] == "phantom(seed=1234)"
     acc = ctx["summary"]["headline"][0]
     assert acc["key"] == "metric.accuracy" and acc["baseline"]["params"]["majority"] == pytest.approx(50 / 80)

@@ -41,7 +41,7 @@ import math
 import types
 import typing
 from pathlib import Path
-from typing import Literal, NotRequired, TypedDict, Union
+from typing import Literal, NotRequired, Required, TypedDict, Union
 
 import numpy as np
 
@@ -217,7 +217,7 @@ class PairedStatistic(TypedDict):
 
 
 class RandomMaps(TypedDict, total=False):
-    per_image: int
+    per_image: Required[int]           # an older file without it: 1 (_ABSENT)
     grid: int
     made: str                          # how they are made, in English
 
@@ -652,6 +652,7 @@ class ViewerData(TypedDict):
 _ABSENT: dict[object, dict[str, object]] = {
     Evaluation: {"checkpoint": {}, "data": {}, "skipped": []},
     Faithfulness: {"random_maps": {}, "scores": []},
+    RandomMaps: {"per_image": 1},
     Sanity: {"seeds": 1, "stages": []},
     Localisation: {"tolerance": 0, "random_per_image": 1},
     GalleryEntry: {"repeated": False},
@@ -1055,6 +1056,13 @@ def load_evaluation(paths: runs.RunPaths | runs.EvaluationPaths, *,
     check_evaluation_values(typing.cast(Evaluation, data), path=path, hint=_rerun(paths),
                             class_names=class_names)
     return typing.cast(Evaluation, data)
+
+
+def evaluation_split(evaluation: Evaluation) -> str:
+    """The split an evaluation shows: a file from before the ``split`` key is of the test
+    split (the one default of every reader that shows or compares it; evaluate's freshness
+    check reads the key itself, since there an absent one means stale)."""
+    return evaluation.get("split", "test")
 
 
 def record_timings(paths: runs.RunPaths | runs.EvaluationPaths, timings: typing.Mapping[str, float]) -> None:

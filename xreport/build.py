@@ -25,7 +25,11 @@ from .evaluate import (EXPLAIN_DEFAULT, TTA_DEFAULT, cached_metrics, check_repor
 from .languages import DEFAULT_LANGS
 
 if TYPE_CHECKING:
+    import torch
+
     from . import render as render_mod
+    from .data.base import Dataset
+    from .report import ReportContext
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +56,27 @@ def check_choices(values: Sequence[str], valid: Sequence[str], *, what: str) -> 
     return values
 
 
+def report_context(paths: runs.RunPaths, *, langs: Sequence[str], dataset: Dataset | None = None,
+                   command: str | None = None, templates_dir: Path | None = None,
+                   meta: artifacts.CheckpointMeta | None = None, model: torch.nn.Module | None = None,
+                   evaluation: runs.EvaluationPaths | None = None,
+                   predictions_only: runs.EvaluationPaths | None = None) -> ReportContext:
+    """The report's stages after evaluation, as drawn: read the run folder
+    (``report.load_inputs``), draw every chart per language with ``templates_dir``'s wording
+    (``figures.draw_report_figures``), assemble the context (``report.build_context``).
+    ``meta``/``model``/``evaluation``/``predictions_only`` as in ``report.load_inputs``."""
+    from .figures import draw_report_figures
+    from .report import build_context, load_inputs
+
+    inputs = load_inputs(paths, dataset=dataset, meta=meta, model=model, evaluation=evaluation,
+                         predictions_only=predictions_only)
+    figs = draw_report_figures(paths.report_dir, meta=inputs.meta, evaluation=inputs.evaluation,
+                               history=inputs.history, distribution=inputs.distribution, dataset=dataset,
+                               langs=langs, templates_dir=templates_dir, architecture=inputs.architecture,
+                               evaluation_paths=inputs.evaluation_paths)
+    return build_context(inputs, figs, langs=langs, command=command)
+
+
 def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = DEFAULT_LANGS,
                  formats: Sequence[str] = FORMATS, templates: Path | None = None,
                  cam_method: str = DEFAULT_CAM_METHOD, device: str = "auto", split: str = "test",
@@ -65,7 +90,7 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = DEFAULT_LANGS,
     set) still gets its predictions (predictions.csv, the submission); the report's metrics
     and CAMs then come from the validation split, labelled as such.
     """
-    from . import render, report
+    from . import render
 
     # Every option is checked before anything is written.
     langs = check_choices(langs, languages.codes(), what="lang")
@@ -116,9 +141,9 @@ def build_report(paths: runs.RunPaths, *, langs: Sequence[str] = DEFAULT_LANGS,
         with tqdm(total=len(stages), desc="report", unit="stage", disable=None if progress else True,
                   leave=False) as bar:
             with _stage(bar, result.seconds, "figures", f"figures ({', '.join(langs)})"):
-                context = report.build_context(staged, langs=langs, dataset=dataset, command=command,
-                                               templates_dir=templates, meta=run.meta, model=run.model,
-                                               evaluation=shown, predictions_only=predictions_only)
+                context = report_context(staged, langs=langs, dataset=dataset, command=command,
+                                         templates_dir=templates, meta=run.meta, model=run.model,
+                                         evaluation=shown, predictions_only=predictions_only)
                 context["notes"] = notes_by_lang
                 context["notes_langs"] = [lang for lang in langs if notes_by_lang.get(lang)]
             if "html" in formats:

@@ -29,7 +29,7 @@ from . import metrics as metrics_mod
 from . import runs
 from .data.base import match_classes
 from .metrics import value_of
-from .render import DASH, p_phrase, pval, signed
+from .render.numbers import DASH, p_phrase, pval, signed
 from .errors import ConfigError, ReportError, RunError, XReportError
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from .charts import RocLine
     from .figures import FigureMaker, FigurePaths, Translate
-    from .render import DocumentKind
+    from .render.html import DocumentKind
 
 logger = logging.getLogger(__name__)
 
@@ -121,9 +121,10 @@ def load_evaluated(paths: runs.RunPaths) -> EvaluatedRun:
     if not metrics:
         raise ReportError(f"{paths.metrics}: run {paths.name!r} has no test metrics (its test split "
                           "has no labels), so it cannot be compared")
-    if evaluation.get("split", SPLIT) != SPLIT:
+    split = artifacts.evaluation_split(evaluation)
+    if split != SPLIT:
         raise ReportError(f"{paths.metrics}: run {paths.name!r} was evaluated on the "
-                          f"{evaluation.get('split')!r} split; compare needs the {SPLIT!r} split "
+                          f"{split!r} split; compare needs the {SPLIT!r} split "
                           f"(xreport evaluate --run {paths.name})")
     meta = artifacts.load_checkpoint_meta(artifacts.checkpoint_path(paths))
     # The file's class names against the checkpoint's (the values were checked on loading).

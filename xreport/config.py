@@ -27,7 +27,9 @@ class DataConfig:
     # folder of per-split CSV manifests.
     dataset: str = "phantom"
     # "auto" (from data.dataset) or a registered data source's kind (data.registered_kinds:
-    # medmnist, folder, csv, phantom and any source registered with data.register_source).
+    # medmnist, folder, csv, phantom and any source registered with data.register_source);
+    # checked against the registry by data.check_kind, which recipe.resolve calls (config
+    # sits below data and does not read the registry).
     kind: str = "auto"
     class_names: tuple[str, ...] = ()          # empty: from the data set
     # Optional translations for the report, by language: [data.class_names_i18n] zh-TW = [...]
@@ -411,22 +413,12 @@ def validate(config: RunConfig, *, source: str = "config") -> None:
         if not ok:
             raise ConfigError(f"{source}: {message}")
     _bound_checks(config, source)
-    _kind_check(d, source)
     _class_name_checks(d, source)
     p = config.preprocess
     if p.normalize == "fixed" and len(p.mean) != len(p.std):
         raise ConfigError(f"{source}: preprocess.mean and preprocess.std differ in length")
     if p.normalize == "fixed" and not all(s > 0 for s in p.std):
         raise ConfigError(f"{source}: preprocess.std values must be positive, got {list(p.std)}")
-
-
-def _kind_check(d: DataConfig, source: str) -> None:
-    """data.kind names a registered data source (the registry, not a list here, says which)."""
-    from .data import registered_kinds
-
-    kinds = ("auto", *registered_kinds())
-    if d.kind not in kinds:
-        raise ConfigError(f"{source}: data.kind: {d.kind!r} is not one of {', '.join(kinds)}")
 
 
 def _class_name_checks(d: DataConfig, source: str) -> None:

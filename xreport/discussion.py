@@ -17,7 +17,7 @@ from typing import Mapping, TypedDict
 
 from . import artifacts
 from .metrics import Collapse, baselines, calibration_direction, collapsed, value_of
-from .render import DASH
+from .render.numbers import DASH
 
 
 class Item(TypedDict):
@@ -258,7 +258,7 @@ def faithfulness(explain: artifacts.Explanation | None) -> list[Item]:
     better = sum(1 for s in scores if s["verdict"] == "better")
     worse = sum(1 for s in scores if s["verdict"] == "worse")
     return [_item(key, "explain-faithfulness", n=int(faith["n"] or 0), better=better, worse=worse,
-                  scores=len(scores), maps=int(faith["random_maps"].get("per_image") or 0))]
+                  scores=len(scores), maps=faith["random_maps"]["per_image"])]
 
 
 def localisation(explain: artifacts.Explanation | None) -> list[Item]:

@@ -51,7 +51,7 @@ class FigureMaker:
 
     def __init__(self, report_dir: Path, langs: Sequence[str], *,
                  templates_dir: Path | None = None) -> None:
-        from .render import translator
+        from .render.messages import translator
 
         self.report_dir, self.langs = Path(report_dir), list(langs)
         self.translators = {lang: translator(lang, templates_dir) for lang in self.langs}

@@ -319,13 +319,25 @@ def _weighted_mean(arr: np.ndarray, support: np.ndarray) -> np.ndarray:
 
 
 def _qwk_batch(cm: np.ndarray) -> np.ndarray:
-    k = cm.shape[1]
-    grades = np.arange(k)
-    w = (grades[:, None] - grades[None, :]) ** 2 / (k - 1) ** 2
-    n = cm.sum(axis=(1, 2))
-    expected = _div(cm.sum(axis=2)[:, :, None] * cm.sum(axis=1)[:, None, :], n[:, None, None])
-    observed = (w * cm).sum(axis=(1, 2))
-    return 1.0 - _div(observed, np.nan_to_num(w * expected).sum(axis=(1, 2)))
+    """QWK of a ``(B, k, k)`` confusion batch (rows true): ``_qwk`` on its squared grade
+    distances and its true and predicted grade totals."""
+    grades = np.arange(cm.shape[1])
+    observed = ((grades[:, None] - grades[None, :]) ** 2 * cm).sum(axis=(1, 2))
+    return _qwk(observed.astype(float), cm.sum(axis=2), cm.sum(axis=1))
+
+
+def _qwk(observed: np.ndarray, true_totals: np.ndarray, pred_totals: np.ndarray) -> np.ndarray:
+    """Quadratic weighted kappa, the one formula: 1 - observed / chance disagreement, where
+    ``observed`` (B,) is the weighted sum of squared grade differences (y - pred)^2 and the
+    chance one needs only the (B, k) true and predicted grade totals r and c, since
+    sum_ij (i - j)^2 r_i c_j = C sum r_i i^2 + R sum c_j j^2 - 2 (sum r_i i)(sum c_j j).
+    The (k - 1)^2 that normalises the weights cancels in the ratio."""
+    grades = np.arange(true_totals.shape[1], dtype=float)
+    r, c = true_totals, pred_totals
+    n = r.sum(axis=1)
+    expected = _div(c.sum(axis=1) * (r @ grades ** 2) + n * (c @ grades ** 2)
+                    - 2.0 * (r @ grades) * (c @ grades), n)
+    return 1.0 - _div(observed, np.nan_to_num(expected))
 
 
 # Above this many classes the (B, k, k) confusion batch (k^2 columns per image) is not built:
@@ -352,17 +364,9 @@ class _Counts:
 
 
 def _qwk_from_counts(y: np.ndarray, pred: np.ndarray, weights: np.ndarray, counts: "_Counts") -> np.ndarray:
-    """``_qwk_batch`` without the (B, k, k) matrix: the observed disagreement is a weighted
-    sum over images of (y - pred)^2, and the chance one needs only the true and predicted
-    grade totals, since sum_ij (i - j)^2 r_i c_j = C sum r_i i^2 + R sum c_j j^2 - 2 (sum r_i i)(sum c_j j)."""
-    k = counts.support.shape[1]
-    grades = np.arange(k, dtype=float)
-    r, c = counts.support, counts.predicted
-    n = r.sum(axis=1)
-    observed = weights @ ((y - pred).astype(float) ** 2)
-    expected = _div(c.sum(axis=1) * (r @ grades ** 2) + n * (c @ grades ** 2)
-                    - 2.0 * (r @ grades) * (c @ grades), n)
-    return 1.0 - _div(observed, np.nan_to_num(expected))
+    """``_qwk`` without the (B, k, k) matrix: the observed disagreement is a weighted sum over
+    images of (y - pred)^2, the grade totals are the counts'."""
+    return _qwk(weights @ ((y - pred).astype(float) ** 2), counts.support, counts.predicted)
 
 
 def _batch_metrics(y: np.ndarray, probs: np.ndarray, weights: np.ndarray, *,

@@ -19,7 +19,7 @@ import torch
 
 from .artifacts import RecipeChoice
 from .config import BOUNDS, MAX_IMAGE_SIZE, RunConfig, apply_overrides, from_dict, given_keys
-from .data import SourceProbe, looks_graded, probe_source
+from .data import SourceProbe, check_kind, looks_graded, probe_source
 from .device import resolve_device
 from .errors import ConfigError, DataError
 from .models import build_model, count_flops, resolve_small_stem
@@ -322,8 +322,10 @@ def choose(probe: SourceProbe, config: RunConfig, given: set[str]) -> list[Choic
 
 
 def resolve(raw: dict[str, object], *, source: str = "config") -> Resolved:
-    """The config ``raw`` describes, with the auto recipe's choices filled in."""
+    """The config ``raw`` describes, with the auto recipe's choices filled in; its
+    ``data.kind`` is checked against the data-source registry here."""
     config = from_dict(raw, source=source)
+    check_kind(config.data, source=source)
     if config.train.recipe == "plain":
         return Resolved(config)
     given = given_keys(raw)

@@ -1,10 +1,11 @@
 """Assemble the language-neutral report context from a run folder.
 
-``build_context`` reads ``checkpoints/NAME/`` and ``reports/NAME/`` (never anything else,
-except the data set the caller already loaded), draws every chart once per language into
-``reports/NAME/figures/<chart>.<lang>.png`` and returns a plain dict: numbers, names, figure
-paths relative to the report folder, and discussion items as message keys with parameters.
-All wording is left to the templates and message catalogs.
+``load_inputs`` reads ``checkpoints/NAME/`` and ``reports/NAME/`` (never anything else,
+except the data set the caller already loaded); the figures stage draws every chart from
+those inputs (``figures.draw_report_figures``; ``build.report_context`` runs the stages);
+``build_context`` assembles a plain dict from the inputs and the drawn figures, drawing
+nothing: numbers, names, figure paths relative to the report folder, and discussion items
+as message keys with parameters. All wording is left to the templates and message catalogs.
 """
 from __future__ import annotations
 
@@ -24,11 +25,11 @@ from .config import RunConfig, TrainConfig
 from .config import from_dict as config_from_dict
 from .data.base import Dataset
 from .errors import ReportError, XReportError
-from .figures import FigurePaths, Figures
+from .figures import FigurePaths, Figures, ReportFigures
 from .labels import size_text
 from .metrics import Baselines, CalibrationDirection, baselines, calibration_direction
 from .notes import Notes
-from .render import DASH
+from .render.numbers import DASH
 from .runs import EvaluationPaths, RunPaths, sha256_file
 
 if TYPE_CHECKING:
@@ -827,7 +828,7 @@ def _faithfulness(faith: artifacts.Faithfulness | None) -> FaithfulnessContext |
     if not rows:
         return None
     return {"n": faith["n"], "rows": rows, "verdict": faith["verdict"],
-            "maps": faith["random_maps"].get("per_image", 1),
+            "maps": faith["random_maps"]["per_image"],
             "margin": FAITHFULNESS_MARGIN, "road": any(r["metric"].startswith("road") for r in rows),
             "better": sum(r["verdict"] == "better" for r in rows),
             "worse": sum(r["verdict"] == "worse" for r in rows)}
@@ -866,7 +867,7 @@ def _protocol(explain: artifacts.Explanation, precision: str | None, total: int 
     return {"name": explain["protocol"], "total": total,
             "faithfulness_n": faith["n"] if faith else None,
             "steps": faith.get("steps") if faith else None,
-            "maps": faith["random_maps"].get("per_image") if faith else None,
+            "maps": faith["random_maps"]["per_image"] if faith else None,
             "sanity_n": sanity["n"] if sanity else None, "seeds": sanity["seeds"] if sanity else None,
             "precision": precision}
 
@@ -995,16 +996,33 @@ def _predicted(evaluation: EvaluationPaths | None, class_names: Sequence[str]) -
     if not counts or len(counts) != len(class_names):  # metrics.json from before the counts
         probs = artifacts.load_predictions(evaluation, class_names=class_names).probs
         counts = np.bincount(probs.argmax(axis=1), minlength=len(class_names)).tolist()
-    return {"split": str(data.get("split", "test")), "n": int(sum(counts)),
+    return {"split": artifacts.evaluation_split(data), "n": int(sum(counts)),
             "counts": [int(c) for c in counts], "file": evaluation.predictions.name}
 
 
-def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | None = None,
-                  command: str | None = None, templates_dir: Path | None = None,
-                  meta: artifacts.CheckpointMeta | None = None, model: torch.nn.Module | None = None,
-                  evaluation: EvaluationPaths | None = None,
-                  predictions_only: EvaluationPaths | None = None) -> ReportContext:
-    """Everything the templates show, as plain data; the figures stage draws the charts.
+@dataclasses.dataclass(frozen=True)
+class ReportInputs:
+    """What the figures stage draws from and the context is assembled from, read from the
+    run folder once (``load_inputs``)."""
+
+    paths: RunPaths
+    meta: artifacts.CheckpointMeta
+    evaluation_paths: EvaluationPaths          # the labelled evaluation the report shows
+    evaluation: artifacts.Evaluation
+    config: RunConfig                           # the meta's config
+    history: artifacts.History
+    distribution: artifacts.ClassDistribution | None
+    dataset: Dataset | None
+    predicted: Predicted | None                 # an unlabelled split's predicted class counts
+    architecture: ArchitectureSummary | None
+    model: torch.nn.Module | None
+
+
+def load_inputs(paths: RunPaths, *, dataset: Dataset | None = None,
+                meta: artifacts.CheckpointMeta | None = None, model: torch.nn.Module | None = None,
+                evaluation: EvaluationPaths | None = None,
+                predictions_only: EvaluationPaths | None = None) -> ReportInputs:
+    """Read what the report shows from ``checkpoints/NAME/`` and ``reports/NAME/``.
 
     ``meta`` and ``model`` are the already-loaded run (``build`` passes them, so the
     checkpoint is not read again); without them the checkpoint's meta is loaded here.
@@ -1012,8 +1030,6 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
     run's test evaluation by default); ``predictions_only`` an unlabelled split's evaluation,
     of which the report shows the predicted class counts.
     """
-    from .figures import draw_report_figures
-
     if meta is None:
         if not paths.best.is_file():
             raise ReportError(f"{paths.best}: checkpoint not found; train the run first "
@@ -1021,21 +1037,33 @@ def build_context(paths: RunPaths, *, langs: Sequence[str], dataset: Dataset | N
         meta = artifacts.load_checkpoint_meta(paths.best)
     evaluation_paths = evaluation or paths.evaluation("test")
     loaded = artifacts.load_evaluation(evaluation_paths, class_names=meta["class_names"])
-    metrics = loaded["metrics"]
-    explain = loaded["explain"]
-    split = loaded.get("split", "test")
     run_config = config_from_dict(meta["config"], source=f"{paths.best} (meta.config)")
     history = artifacts.load_history(paths)
     dist = _distribution(paths, dataset)
+    predicted = _predicted(predictions_only, list(meta["class_names"]))
+    summary, model = architecture(meta, loaded, model)
+    return ReportInputs(paths=paths, meta=meta, evaluation_paths=evaluation_paths, evaluation=loaded,
+                        config=run_config, history=history, distribution=dist, dataset=dataset,
+                        predicted=predicted, architecture=summary, model=model)
+
+
+def build_context(inputs: ReportInputs, figs: ReportFigures, *, langs: Sequence[str],
+                  command: str | None = None) -> ReportContext:
+    """Everything the templates show, as plain data, assembled from the run's ``inputs`` and
+    the charts the figures stage drew (``figures.draw_report_figures``); it draws nothing."""
+    paths, meta, loaded, dataset = inputs.paths, inputs.meta, inputs.evaluation, inputs.dataset
+    metrics = loaded["metrics"]
+    explain = loaded["explain"]
+    split = artifacts.evaluation_split(loaded)
+    run_config = inputs.config
+    history = inputs.history
+    dist = inputs.distribution
     class_names = list(meta["class_names"])
     i18n = artifacts.class_name_translations(meta)
     mappings = {lang: artifacts.class_name_map(class_names, i18n.get(lang)) for lang in langs}
-    predicted = _predicted(predictions_only, class_names)
-    summary, model = architecture(meta, loaded, model)
-    figs = draw_report_figures(paths.report_dir, meta=meta, evaluation=loaded, history=history,
-                               distribution=dist, dataset=dataset, langs=langs,
-                               templates_dir=templates_dir, architecture=summary,
-                               evaluation_paths=evaluation_paths)
+    predicted = inputs.predicted
+    summary, model = inputs.architecture, inputs.model
+    evaluation_paths = inputs.evaluation_paths
 
     name = _dataset_name(meta, dataset)
     data_cfg = meta["data"]

@@ -40,14 +40,14 @@ from . import notes as notes_mod
 from .errors import ConfigError, ReportError, RunError
 from .metrics import value_of
 from .languages import DEFAULT_LANGS
-from .render import DASH
+from .render.numbers import DASH
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from .charts import PrLine
     from .figures import FigureMaker, FigurePaths, Translate
-    from .render import DocumentKind
+    from .render.html import DocumentKind
 
 logger = logging.getLogger(__name__)
 

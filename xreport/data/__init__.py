@@ -20,7 +20,7 @@ from .images import read_image
 from .imbalance import class_weights, sampler_weights
 from .preprocess import (compute_mean_std, describe_pipeline, normalize_batch, preprocess_image,
                          resolve_normalization)
-from .sources import (DataSource, SourceProbe, check_class_sets, checked_probe, kind_of,
+from .sources import (DataSource, SourceProbe, check_class_sets, check_kind, checked_probe, kind_of,
                       path_suffixes, register_source, registered_kinds, source_of,
                       sources_in_order)
 from .summary import class_distribution, constant_images, leakage_check
@@ -31,7 +31,7 @@ __all__ = [
     "preprocess_image", "describe_pipeline", "class_weights", "sampler_weights",
     "class_distribution", "leakage_check", "read_image", "SourceProbe", "probe_source",
     "looks_graded", "source_splits", "DataSource", "register_source", "registered_kinds",
-    "check_class_sets",
+    "check_class_sets", "check_kind",
 ]
 
 logger = logging.getLogger(__name__)

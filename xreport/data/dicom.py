@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import DataError
-from .images import scale_to_uint8, squeeze_grey
+from .pixels import MAX_PIXELS, scale_to_uint8, squeeze_grey
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -70,8 +70,6 @@ def check_declared_size(path: Path) -> None:
     """Refuse a DICOM whose tags declare more pixels than any image we read (rows x columns
     x frames x samples), and a deflated one that inflates beyond that, before decoding."""
     import zlib
-
-    from .images import MAX_PIXELS
 
     pydicom = _pydicom()
     try:

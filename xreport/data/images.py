@@ -22,13 +22,12 @@ from tqdm import tqdm
 
 from ..config import PreprocessConfig
 from ..errors import DataError
+from .dicom import read_dicom
+from .pixels import MAX_PIXELS, round_u8, scale_to_uint8, squeeze_grey
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
-# A decompression bomb is refused before its pixels are decoded (50 megapixels is well
-# above any radiograph and far below what exhausts memory).
-MAX_PIXELS = 50_000_000
 
 
 def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -42,7 +41,6 @@ def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if path.is_dir():
         raise DataError(f"{path}: a folder, not an image file")
     if path.suffix.lower() == ".dcm":
-        from .dicom import read_dicom
         return read_dicom(path)
     try:
         size = path.stat().st_size
@@ -110,41 +108,14 @@ def _to_uint8(im: Image.Image) -> np.ndarray:
         im = im.convert("RGB")
     if im.mode == "LA":
         arr = np.asarray(im, dtype=np.float32)
-        return _round_u8(arr[..., 0] * (arr[..., 1] / 255.0))
+        return round_u8(arr[..., 0] * (arr[..., 1] / 255.0))
     if im.mode == "RGBA":
         arr = np.asarray(im, dtype=np.float32)
-        return squeeze_grey(_round_u8(arr[..., :3] * (arr[..., 3:4] / 255.0)))
+        return squeeze_grey(round_u8(arr[..., :3] * (arr[..., 3:4] / 255.0)))
     if im.mode not in ("L", "RGB"):
         im = im.convert("RGB")
     arr = np.asarray(im, dtype=np.uint8)
     return squeeze_grey(arr) if arr.ndim == 3 else arr.copy()
-
-
-def _round_u8(arr: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-
-
-def scale_to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Min-max scale any numeric array to uint8 (a flat image becomes all zeros)."""
-    arr = np.asarray(arr, dtype=np.float64)
-    finite = np.isfinite(arr)
-    if arr.size == 0 or not finite.any():
-        return np.zeros(arr.shape, dtype=np.uint8)
-    lo, hi = float(arr[finite].min()), float(arr[finite].max())
-    if hi <= lo:
-        return np.zeros(arr.shape, dtype=np.uint8)
-    arr = np.where(finite, arr, lo)
-    return _round_u8((arr - lo) * (255.0 / (hi - lo)))
-
-
-def squeeze_grey(arr: np.ndarray) -> np.ndarray:
-    """(H, W, 3) with three equal channels -> (H, W); colour stays (H, W, 3)."""
-    if arr.ndim == 3 and arr.shape[2] == 3:
-        if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
-            return np.ascontiguousarray(arr[..., 0])
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        return np.ascontiguousarray(arr[..., 0])
-    return np.ascontiguousarray(arr)
 
 
 # ---------------------------------------------------------------- modality from the pixels
@@ -172,7 +143,7 @@ def to_grey(arr: np.ndarray) -> np.ndarray:
     """(H, W, 3) -> (H, W) by the channel mean (the channels are near equal when this is used)."""
     if arr.ndim == 2:
         return arr
-    return _round_u8(arr.astype(np.float32).mean(axis=2))
+    return round_u8(arr.astype(np.float32).mean(axis=2))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..config import DataConfig, PreprocessConfig
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .base import SPLITS, Dataset, Task
 
 logger = logging.getLogger(__name__)
@@ -114,6 +114,15 @@ def register_source(source: DataSource) -> DataSource:
 def registered_kinds() -> tuple[str, ...]:
     """The registered kinds, in registration order (the order messages list them in)."""
     return tuple(_REGISTRY)
+
+
+def check_kind(data_cfg: DataConfig, *, source: str = "config") -> None:
+    """A config's data.kind names a registered data source (the registry, not a list, says
+    which): a ``ConfigError`` naming them, raised when a config is resolved, before any data
+    is read."""
+    kinds = ("auto", *registered_kinds())
+    if data_cfg.kind not in kinds:
+        raise ConfigError(f"{source}: data.kind: {data_cfg.kind!r} is not one of {', '.join(kinds)}")
 
 
 def source_of(kind: str) -> DataSource:

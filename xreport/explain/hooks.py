@@ -114,10 +114,8 @@ def _as_module(found: nn.Module | tuple[nn.Module, str]) -> nn.Module:
 def _final_linear(model: nn.Module) -> tuple[str, nn.Linear]:
     """The last ``nn.Linear`` in module order: the classifier of ResNet/DenseNet heads."""
     found = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not found:
-        from .methods import gradient_methods  # the registry imports this module: at call time
-        raise ReportError(f"{type(model).__name__} has no Linear classifier; "
-                          f"method 'cam' needs one (choose one of {', '.join(gradient_methods())})")
+    if not found:   # method 'cam' adds which methods need none (methods.py owns the registry)
+        raise ReportError(f"{type(model).__name__} has no Linear classifier")
     return found[-1]
 
 

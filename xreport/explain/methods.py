@@ -232,7 +232,10 @@ def _need(grads: Tensor | None) -> Tensor:
 
 def _classifier_weight(model: nn.Module, acts: Tensor) -> Tensor:
     """The classifier's (K, C) weight for method 'cam', which needs it to read the target layer."""
-    weight = _final_linear(model)[1].weight
+    try:
+        weight = _final_linear(model)[1].weight
+    except ReportError as exc:
+        raise ReportError(f"{exc}; method 'cam' needs one (choose one of {', '.join(gradient_methods())})") from None
     if weight.shape[1] != acts.shape[1]:
         raise ReportError(f"method 'cam': the classifier takes {weight.shape[1]} features but "
                           f"the target layer gives {acts.shape[1]} channels")
