@@ -355,6 +355,47 @@ def test_a_map_of_the_evidence_beats_random_maps(baseline: str) -> None:
     json.dumps(good, allow_nan=False)
 
 
+def test_the_random_reference_reads_lerf_and_insertion_off_its_morf_and_deletion_curves() -> None:
+    # A random map has no order (1 - map has the same law), so the reference's LeRF curve is
+    # its MoRF curve and its insertion curve the deletion curve read backwards. Computed
+    # directly on many random maps, the mirrored curves agree with them within sampling error.
+    from xreport.explain import removal
+
+    model, x = CheckerLogit(), _textured_quadrant_images(4)
+    targets = torch.ones(4, dtype=torch.long)
+    k, steps = 48, 6
+    rows = torch.arange(4).repeat_interleave(k)
+    ranks = removal._pixel_ranks(explain.random_maps(4 * k, SIZE, SIZE, seed=9), seed=0)
+    base = removal._baseline_images(x, "blur")
+    common = dict(rows=rows, steps=steps, batch_size=64, device=torch.device("cpu"), seed=0)
+    direct = removal._curves(model, x, base, ranks, targets, **common)
+    mirrored = removal._mirrored_random_curves(
+        removal._curves(model, x, base, ranks, targets, kinds=removal._RANDOM_CURVES, **common))
+    for kind in ("insertion", "road_lerf"):
+        a, b = direct[kind].mean(0), mirrored[kind].mean(0)
+        se = ((direct[kind].var(0) + mirrored[kind].var(0)) / direct[kind].shape[0]).sqrt()
+        assert torch.all((a - b).abs() <= 4 * se + 0.02), (kind, a, b)
+    assert not torch.allclose(mirrored["insertion"], mirrored["insertion"].flip(1))  # not trivially symmetric
+
+
+def test_faithfulness_sends_the_random_reference_through_the_model_for_two_curves_only() -> None:
+    class Counting(CheckerLogit):
+        seen = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            Counting.seen += x.shape[0]
+            return super().forward(x)
+
+    model, x = Counting(), _textured_quadrant_images(3)
+    out = explain.faithfulness(model, x, _quadrant_map(3), targets=torch.ones(3, dtype=torch.long),
+                               steps=5, random_per_image=2, batch_size=16)
+    inner = 4
+    # both ends (2 per image), the CAM's four curves, the random maps' deletion and MoRF
+    assert Counting.seen == 3 * (2 + 4 * inner + 2 * 2 * inner)
+    assert out["road_lerf_curve"]["random"] == out["road_morf_curve"]["random"]
+    assert out["insertion_curve"]["random"][1:-1] == out["deletion_curve"]["random"][1:-1][::-1]
+
+
 def test_faithfulness_auc_matches_the_trapezoid_of_a_known_curve() -> None:
     # The probability falls linearly as the top-left quadrant is deleted pixel by pixel.
     model = QuadrantLogit()
