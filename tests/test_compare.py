@@ -101,15 +101,21 @@ def _body(html: str, lang: str) -> str:
 
 # ---------------------------------------------------------------- three runs, in memory
 
+def three_memory_runs(root: Path) -> list[EvaluatedRun]:
+    """r18, a clearly better pretrained r50 and r18.b (nearly r18) on the same 300 images:
+    the compare and study tests' three runs."""
+    y = _labels(300)
+    ids = [f"img-{i:04d}.png" for i in range(300)]
+    return [memory_run(root, "r18", y=y, ids=ids, separation=1.0, seed=1),
+            memory_run(root, "r50_pre", y=y, ids=ids, separation=3.0, seed=2, arch="resnet50",
+                       pretrained=True),
+            memory_run(root, "r18.b", y=y, ids=ids, separation=1.05, seed=3)]
+
+
 @pytest.fixture(scope="module")
 def three(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, Path]:
     root = tmp_path_factory.mktemp("cmp3")
-    y = _labels(300)
-    ids = [f"img-{i:04d}.png" for i in range(300)]
-    evaluated = [memory_run(root, "r18", y=y, ids=ids, separation=1.0, seed=1),
-                 memory_run(root, "r50_pre", y=y, ids=ids, separation=3.0, seed=2, arch="resnet50",
-                            pretrained=True),
-                 memory_run(root, "r18.b", y=y, ids=ids, separation=1.05, seed=3)]
+    evaluated = three_memory_runs(root)
     ctx = compare.compare_context(evaluated, name="compare-r18-r50_pre-r18.b", reports_root=root / "reports",
                                   langs=["en", "zh-TW"], command="xreport compare --runs r18 r50_pre r18.b",
                                   n_boot=N_BOOT)

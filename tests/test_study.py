@@ -17,7 +17,7 @@ from xreport import notes as notes_mod
 from xreport import render, runs, study
 from xreport.errors import ConfigError, ReportError, RunError
 
-from test_compare import _body, _labels, _text, memory_run
+from test_compare import _body, _labels, _text, memory_run, three_memory_runs
 
 REPO = Path(__file__).resolve().parents[1]
 N_BOOT = 200
@@ -136,12 +136,7 @@ def test_two_files_for_one_language_are_refused(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def three(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, Path]:
     root = tmp_path_factory.mktemp("study3")
-    y = _labels(300)
-    ids = [f"img-{i:04d}.png" for i in range(300)]
-    evaluated = [memory_run(root, "r18", y=y, ids=ids, separation=1.0, seed=1),
-                 memory_run(root, "r50_pre", y=y, ids=ids, separation=3.0, seed=2, arch="resnet50",
-                            pretrained=True),
-                 memory_run(root, "r18.b", y=y, ids=ids, separation=1.05, seed=3)]
+    evaluated = three_memory_runs(root)
     folder = root / "notes"
     folder.mkdir()
     Image.new("RGB", (6, 6), "red").save(folder / "sketch.png")

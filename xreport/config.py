@@ -448,6 +448,19 @@ def _class_name_checks(d: DataConfig, source: str) -> None:
                               "class, in order")
 
 
+def dotted_items(d: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+    """A nested config mapping as {"section.key": value}, tuples as lists (as TOML and
+    JSON give them back): how two configs are compared key by key."""
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(dotted_items(v, key + "."))
+        else:
+            out[key] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
 def to_dict(config: RunConfig) -> dict[str, object]:
     """Plain dict in TOML layout, every default written out."""
     raw = dataclasses.asdict(config)

@@ -37,6 +37,7 @@ from . import artifacts, languages, runs
 from . import compare as cmp
 from . import metrics as metrics_mod
 from . import notes as notes_mod
+from .config import dotted_items
 from .errors import ConfigError, ReportError, RunError
 from .metrics import value_of
 from .languages import DEFAULT_LANGS
@@ -138,17 +139,6 @@ class Design(TypedDict):
     shared: list[DesignRow]           # values holds the one shared value
 
 
-def _flatten(d: Mapping[str, object], prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def _show(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -161,7 +151,7 @@ def _show(value: object) -> str:
 
 def design_keys(meta: artifacts.CheckpointMeta) -> dict[str, str]:
     """A run's design as dotted config keys -> shown values (resolved where "auto")."""
-    flat = _flatten(meta["config"]) if isinstance(meta.get("config"), Mapping) else {}
+    flat = dotted_items(meta["config"]) if isinstance(meta.get("config"), Mapping) else {}
     resolved: Mapping[str, object] = meta    # looked up by RESOLVED_KEYS' values, not literals
     for key, meta_key in RESOLVED_KEYS.items():
         if resolved.get(meta_key) is not None:

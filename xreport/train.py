@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from . import artifacts, metrics, runs
 from .artifacts import HISTORY_COLUMNS  # noqa: F401  (re-exported: the columns train writes)
-from .config import RunConfig, TrainConfig, to_dict, to_toml
+from .config import RunConfig, TrainConfig, dotted_items, to_dict, to_toml
 from .data.base import Dataset, Split
 from .device import autocast as device_autocast
 from .device import (resolve_channels_last, resolve_device, torch_threads,
@@ -638,20 +638,9 @@ def _restore(loop: _Loop, paths: runs.RunPaths, config: RunConfig) -> _State:
     return state
 
 
-def _flatten(d: Mapping[str, object], prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
 def _check_resume_config(saved: Mapping[str, object], current: Mapping[str, object], *,
                          path: Path) -> None:
-    old, new = _flatten(saved), _flatten(current)
+    old, new = dotted_items(saved), dotted_items(current)
     changed = sorted(k for k in set(old) | set(new)
                      if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
     if changed:
