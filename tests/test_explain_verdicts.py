@@ -315,6 +315,35 @@ def test_multigrid_imputation_iterations_do_not_grow_with_the_side(monkeypatch: 
     assert calls[96] <= calls[24] + 4, calls
 
 
+def test_multigrid_imputation_in_small_solves_equals_one_solve_and_runs_on_one_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The systems are solved a few at a time (cache-sized, each solve stops at its own slowest
+    system), on one CPU thread, restored after: the same answer as one solve of them all."""
+    size, n = 32, 6
+    x = explain.gaussian_blur(torch.randn((n, 3, size, size), generator=torch.Generator().manual_seed(3)),
+                              sigma=1.5) * 4
+    removed = _removal_masks(n, size)
+    whole = explain.noisy_linear_impute(x, removed, noise=0.0)
+    threads_seen: list[int] = []
+    original = explain.imputation._multigrid_cg
+
+    def solve(flat: torch.Tensor, u: torch.Tensor, *, tol: float) -> torch.Tensor:
+        threads_seen.append(torch.get_num_threads())
+        return original(flat, u, tol=tol)
+
+    monkeypatch.setattr(explain.imputation, "_multigrid_cg", solve)
+    monkeypatch.setattr(explain.imputation, "_SOLVE_VALUES", 4 * size * size)  # 4 systems a solve
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pieces = explain.noisy_linear_impute(x, removed, noise=0.0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert threads_seen == [1] * 5          # 18 systems (6 images x 3 channels), 4 at a time
+    torch.testing.assert_close(pieces, whole, atol=5e-3, rtol=0)
+
+
 # ---------------------------------------------------------------- figures
 
 def _key(text: str) -> str:
