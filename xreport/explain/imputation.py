@@ -2,6 +2,8 @@
 neighbours by a batched conjugate-gradient solve with a multigrid preconditioner."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -39,12 +41,15 @@ def noisy_linear_impute(x: Tensor, removed: Tensor, *, noise: float = ROAD_NOISE
     # solve cost 1.8x the time per image of 5, at 128 px 1.7x).
     flat, masks = x.reshape(b * c, 1, h, w), u.repeat_interleave(c, 0)
     per = max(1, _SOLVE_VALUES // (h * w))
-    # One CPU thread: each of the solve's many passes over a few MB is over before a second
+    # One CPU thread per solve: each of its many passes over a MB is over before a second
     # OpenMP thread pays off, and on a busy machine the threads spin at every barrier (on 2
-    # cores under load 3, 2 threads took 25-35x the time of 1 at 128-224 px).
-    with torch_threads(1 if x.device.type == "cpu" else 0):
-        filled = torch.cat([_multigrid_cg(flat[i:i + per], masks[i:i + per], tol=tol)
-                            for i in range(0, b * c, per)]).reshape(b, c, h, w)
+    # cores under load 3, 2 threads took 25-35x the time of 1 at 128-224 px). The solves
+    # run side by side instead, as many at once as torch was given threads.
+    starts = range(0, b * c, per)
+    workers = min(len(starts), torch.get_num_threads()) if x.device.type == "cpu" else 1
+    with torch_threads(1 if x.device.type == "cpu" else 0), ThreadPoolExecutor(max(1, workers)) as pool:
+        filled = torch.cat(list(pool.map(lambda i: _multigrid_cg(flat[i:i + per], masks[i:i + per], tol=tol),
+                                         starts))).reshape(b, c, h, w)
     jitter = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device) * noise
     return x * (1 - u) + (filled + jitter) * u
 
