@@ -161,6 +161,17 @@ def test_tta_smoke_pairs_each_kept_run_off_and_on(tmp_path: Path) -> None:
             assert row["on"] == row["off"]
 
 
+def test_ensemble_smoke_averages_each_sets_seeds_with_and_without_tta(tmp_path: Path) -> None:
+    result = run_smoke("ensemble.py", tmp_path / "ensemble.json")
+    assert set(result["sets"]) == {"synthetic", "synthetic-dihedral"}
+    for s in result["sets"].values():
+        assert s["seeds"] == len(s["per_seed"]) == 1
+        # One seed: its ensemble is the seed itself.
+        for tta in ("off", "on"):
+            assert s[f"ensemble_{tta}"] == s["per_seed"][0][tta] == s[f"single_{tta}_mean"]
+    assert result["sets"]["synthetic-dihedral"]["per_seed"][0]["views_on"] == 8
+
+
 def test_zoo_results_hold_means_and_choices_per_set() -> None:
     path = REPO / "bench" / "results" / "zoo.json"
     if not path.exists():
