@@ -175,6 +175,20 @@ class RocLine(TypedDict):
     auc: artifacts.RocAuc            # the run's ROC-AUC value with its interval
 
 
+def _run_lines(ax: Axes, lines: Mapping[str, tuple[Sequence[float], Sequence[float], object]], *,
+               metric: str, t: Translate) -> tuple[list[Artist], list[str]]:
+    """One line per run (``run -> (x, y, score)``) in the series styles, each labelled with
+    its score and interval: the study's ROC and precision-recall charts."""
+    handles: list[Artist] = []
+    labels: list[str] = []
+    run_labels = _label_map(list(lines))
+    for i, (run, (x, y, score)) in enumerate(lines.items()):
+        (line,) = ax.plot(x, y, **_series_style(i))
+        handles.append(line)
+        labels.append(_score_label(run_labels[run], metric, score, _ci(score), t))
+    return handles, labels
+
+
 @_styled
 def compare_roc(curves: Mapping[str, RocLine], *, t: Translate,
                 ax: Axes | None = None) -> Figure:
@@ -182,13 +196,8 @@ def compare_roc(curves: Mapping[str, RocLine], *, t: Translate,
     if not curves:
         raise ReportError("compare: no ROC curves to plot")
     fig, ax = _figure_and_axes(ax, lambda: _new_figure(WIDE, fixed_aspect=True))
-    handles: list[Artist] = []
-    labels: list[str] = []
-    run_labels = _label_map(list(curves))
-    for i, (run, roc) in enumerate(curves.items()):
-        (line,) = ax.plot(roc["fpr"], roc["tpr"], **_series_style(i))
-        handles.append(line)
-        labels.append(_score_label(run_labels[run], t("chart.roc.auc"), roc.get("auc"), _ci(roc.get("auc")), t))
+    handles, labels = _run_lines(ax, {run: (roc["fpr"], roc["tpr"], roc.get("auc")) for run, roc in curves.items()},
+                                 metric=t("chart.roc.auc"), t=t)
     handles.append(_chance_diagonal(ax, t("chart.chance")))
     labels.append(t("chart.chance"))
     _finish_curve_plot(ax, handles, labels, title=t("chart.compare.roc_title"),
@@ -211,13 +220,8 @@ def compare_pr(curves: Mapping[str, PrLine], *, t: Translate, ax: Axes | None = 
     if not curves:
         raise ReportError("study: no precision-recall curves to plot")
     fig, ax = _figure_and_axes(ax, lambda: _new_figure(WIDE, fixed_aspect=True))
-    handles: list[Artist] = []
-    labels: list[str] = []
-    run_labels = _label_map(list(curves))
-    for i, (run, pr) in enumerate(curves.items()):
-        (line,) = ax.plot(pr["recall"], pr["precision"], **_series_style(i))
-        handles.append(line)
-        labels.append(_score_label(run_labels[run], t("chart.pr.ap"), pr.get("ap"), _ci(pr.get("ap")), t))
+    handles, labels = _run_lines(ax, {run: (pr["recall"], pr["precision"], pr.get("ap")) for run, pr in curves.items()},
+                                 metric=t("chart.pr.ap"), t=t)
     prevalence = next((pr["prevalence"] for pr in curves.values() if pr.get("prevalence") is not None), None)
     if prevalence is not None:
         handles.append(ax.axhline(prevalence, color="#888888", lw=0.8, ls="--"))
