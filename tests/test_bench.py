@@ -105,11 +105,10 @@ def _bench_module(name: str):  # noqa: ANN202
 
 def test_each_ablation_variant_changes_exactly_what_it_names() -> None:
     from xreport import config as config_mod
-    from xreport.config import to_dict
-    from xreport.train import _flatten  # the dotted-key view resume compares recipes by
+    from xreport.config import dotted_items, to_dict  # the dotted-key view resume compares recipes by
 
     ablation = _bench_module("ablation")
-    flat = lambda cfg: _flatten(to_dict(cfg))  # noqa: E731
+    flat = lambda cfg: dotted_items(to_dict(cfg))  # noqa: E731
     recipe = flat(config_mod.load(ablation.RECIPE))
     for name, (change, overrides) in ablation.VARIANTS.items():
         variant = flat(config_mod.load(ablation.RECIPE, overrides=overrides))
