@@ -231,6 +231,18 @@ def test_no_significant_difference_is_said_plainly(tmp_path: Path) -> None:
                                                           "model.arch resnet34 → resnet18")
 
 
+def test_the_design_says_which_runs_averaged_test_time_views(tmp_path: Path) -> None:
+    y = _labels(200, seed=9)
+    ids = [f"i{i}" for i in range(200)]
+    a = memory_run(tmp_path, "a", y=y, ids=ids, separation=1.0, seed=1)
+    b = memory_run(tmp_path, "b", y=y, ids=ids, separation=1.0, seed=2)
+    assert {r["key"] for r in study.design_table([a, b])["differ"]} == set()
+    b.evaluation["tta_views"] = ["identity", "hflip"]
+    design = study.design_table([a, b])
+    assert design["differ"] == [{"key": "evaluate.tta_views", "values": ["[identity]", "[identity, hflip]"]}]
+    assert study.changed_keys(a, b) == [{"key": "evaluate.tta_views", "a": "[identity]", "b": "[identity, hflip]"}]
+
+
 def test_checklist_coverage_follows_the_report_and_the_notes(three: tuple[dict, str, Path]) -> None:
     ctx, html, _ = three
     en = {item["number"]: item for item in ctx["checklist"]["en"]}

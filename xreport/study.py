@@ -149,18 +149,26 @@ def _show(value: object) -> str:
     return str(value)
 
 
-def design_keys(meta: artifacts.CheckpointMeta) -> dict[str, str]:
-    """A run's design as dotted config keys -> shown values (resolved where "auto")."""
+# How a run was evaluated, beside how it was trained: a run whose test probabilities average
+# several views (--tta on) is a different design from one scored on the image alone.
+EVALUATION_VIEWS_KEY = "evaluate.tta_views"
+
+
+def design_keys(run: cmp.EvaluatedRun) -> dict[str, str]:
+    """A run's design as dotted config keys -> shown values (resolved where "auto"), and the
+    test-time views its evaluation averaged."""
+    meta = run.meta
     flat = dotted_items(meta["config"]) if isinstance(meta.get("config"), Mapping) else {}
     resolved: Mapping[str, object] = meta    # looked up by RESOLVED_KEYS' values, not literals
     for key, meta_key in RESOLVED_KEYS.items():
         if resolved.get(meta_key) is not None:
             flat[key] = resolved[meta_key]
+    flat[EVALUATION_VIEWS_KEY] = artifacts.tta_views_of(run.evaluation)
     return {k: _show(v) for k, v in sorted(flat.items()) if k not in OPERATIONAL_KEYS}
 
 
 def design_table(evaluated: Sequence[cmp.EvaluatedRun]) -> Design:
-    per_run = [design_keys(r.meta) for r in evaluated]
+    per_run = [design_keys(r) for r in evaluated]
     keys = sorted(set().union(*per_run))
     differ: list[DesignRow] = []
     shared: list[DesignRow] = []
@@ -175,7 +183,7 @@ def design_table(evaluated: Sequence[cmp.EvaluatedRun]) -> Design:
 
 def changed_keys(a: cmp.EvaluatedRun, b: cmp.EvaluatedRun) -> list[dict[str, str]]:
     """The design keys whose values differ between two runs, as {key, a, b}."""
-    da, db = design_keys(a.meta), design_keys(b.meta)
+    da, db = design_keys(a), design_keys(b)
     return [{"key": k, "a": da.get(k, DASH), "b": db.get(k, DASH)}
             for k in sorted(set(da) | set(db)) if da.get(k, DASH) != db.get(k, DASH)]
 
