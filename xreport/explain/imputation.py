@@ -28,26 +28,27 @@ def noisy_linear_impute(x: Tensor, removed: Tensor, *, noise: float = ROAD_NOISE
     1/12 diagonal, only neighbours inside the image), the known pixels stay: the sparse
     system of Rong et al.'s reference code (pytorch_grad_cam's ``NoisyLinearImputer``, which
     solves it exactly with ``scipy.sparse.linalg.spsolve``, one image at a time). Here the
-    systems are solved side by side, a few at a time, by conjugate gradients preconditioned
-    with a geometric multigrid V-cycle (:func:`_v_cycle`), to a relative residual ``tol``: 10-20 iterations
-    at 28 px as at 224 px, where plain CG needs on the order of max(H, W). N(0, ``noise``)
-    is added to the filled pixels. ``removed`` is (B, 1, H, W), 1 where a pixel is removed.
+    systems are solved side by side (on a CPU a few at a time) by conjugate gradients
+    preconditioned with a geometric multigrid V-cycle (:func:`_v_cycle`), to a relative
+    residual ``tol``: 10-20 iterations at 28 px as at 224 px, where plain CG needs on the
+    order of max(H, W). N(0, ``noise``) is added to the filled pixels. ``removed`` is (B, 1, H, W), 1 where a pixel is removed.
     """
     b, c, h, w = x.shape
     u = removed.to(x.dtype).reshape(b, 1, h, w)
-    # Channels share the mask: each (image, channel) is one system, solved side by side, a
-    # few at a time: a batch iterates until its slowest system converges, and beyond a few
+    # Channels share the mask: each (image, channel) is one system, solved side by side, on
+    # a CPU a few at a time: a batch iterates until its slowest system converges, and beyond a few
     # MB per tensor every pass runs from memory instead of cache (at 224 px, 64 systems per
     # solve cost 1.8x the time per image of 5, at 128 px 1.7x).
+    cpu = x.device.type == "cpu"
     flat, masks = x.reshape(b * c, 1, h, w), u.repeat_interleave(c, 0)
-    per = max(1, _SOLVE_VALUES // (h * w))
+    per = max(1, _SOLVE_VALUES // (h * w)) if cpu else max(1, b * c)   # a GPU wants one big batch
     # One CPU thread per solve: each of its many passes over a MB is over before a second
     # OpenMP thread pays off, and on a busy machine the threads spin at every barrier (on 2
     # cores under load 3, 2 threads took 25-35x the time of 1 at 128-224 px). The solves
     # run side by side instead, as many at once as torch was given threads.
     starts = range(0, b * c, per)
-    workers = min(len(starts), torch.get_num_threads()) if x.device.type == "cpu" else 1
-    with torch_threads(1 if x.device.type == "cpu" else 0), ThreadPoolExecutor(max(1, workers)) as pool:
+    workers = min(len(starts), torch.get_num_threads()) if cpu else 1
+    with torch_threads(1 if cpu else 0), ThreadPoolExecutor(max(1, workers)) as pool:
         filled = torch.cat(list(pool.map(lambda i: _multigrid_cg(flat[i:i + per], masks[i:i + per], tol=tol),
                                          starts))).reshape(b, c, h, w)
     jitter = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device) * noise
