@@ -117,11 +117,16 @@ def _match_channels(dataset: Dataset, channels: int) -> Dataset:
     return dataset
 
 
-# Test-time augmentation (``--tta``): off by default until the zoo's paired measurement
-# (bench/tta.py) says it helps.
+# Test-time augmentation (``--tta``): off by default; measured on the zoo's colour sets
+# (bench/ensemble.py, BENCHMARKS.md session 8) it helped wbc and hurt RetinaMNIST's accuracy.
 TTA_CHOICES = ("off", "on")
 TTA_DEFAULT = "off"
 NO_TTA: tuple[artifacts.TtaView, ...] = ("identity",)
+
+
+def _check_tta(tta: str) -> None:
+    if tta not in TTA_CHOICES:
+        raise ConfigError(f"--tta {tta!r} is not one of {', '.join(TTA_CHOICES)}")
 
 
 def views_for(run: LoadedRun, tta: str, *, image_shape: Sequence[int]) -> tuple[artifacts.TtaView, ...]:
@@ -129,8 +134,7 @@ def views_for(run: LoadedRun, tta: str, *, image_shape: Sequence[int]) -> tuple[
     declared valid (``data.augment.tta_views``, read from the checkpoint's config), so a model
     never sees at test time a view it was not trained on; the identity alone with "off", and
     for imported weights (``xreport import``: trained elsewhere, with augmentations unknown)."""
-    if tta not in TTA_CHOICES:
-        raise ConfigError(f"--tta {tta!r} is not one of {', '.join(TTA_CHOICES)}")
+    _check_tta(tta)
     if tta == "off" or run.meta.get("imported"):
         return NO_TTA
     return tta_views(run.config.augment, square=image_shape[-1] == image_shape[-2])
@@ -347,8 +351,7 @@ def check_report_options(*, split: str = "test", cam_method: str | None = None,
                          device: str | None = None, templates: Path | None = None,
                          explain_protocol: str = "fast", tta: str = TTA_DEFAULT) -> None:
     """The options of evaluate/build that can be checked without the data: before any write."""
-    if tta not in TTA_CHOICES:
-        raise ConfigError(f"--tta {tta!r} is not one of {', '.join(TTA_CHOICES)}")
+    _check_tta(tta)
     if split not in DATA_SPLITS:
         raise ConfigError(f"--split {split!r} is not one of {', '.join(DATA_SPLITS)}")
     if cam_method is not None and cam_method not in cam_methods():

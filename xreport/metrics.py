@@ -375,12 +375,11 @@ def _batch_metrics(y: np.ndarray, probs: np.ndarray, weights: np.ndarray, *,
     k = probs.shape[1]
     pred = probs.argmax(axis=1)
     cm: np.ndarray | None = None
+    counts: _Counts | None = None
     if k > _FULL_CM_CLASSES:
         counts = _count_batch(y, pred, weights, k)
         out = _count_metrics(counts.tp, counts.support, counts.predicted)
         support = counts.support
-        if ordinal:
-            out["qwk"] = _qwk_from_counts(y, pred, weights, counts)
     else:
         cm = _confusion_batch(y, pred, weights, k)
         out = _cm_metrics(cm)
@@ -399,7 +398,10 @@ def _batch_metrics(y: np.ndarray, probs: np.ndarray, weights: np.ndarray, *,
         out.update({f"per_class/{c}/ap": ap for c, ap in aps.items()})
     out.update(_calibration_batch(y, probs, weights))
     if ordinal:
-        if cm is not None:
+        # From the confusion batch up to _FULL_CM_CLASSES, from the counts above: one formula.
+        if counts is not None:
+            out["qwk"] = _qwk_from_counts(y, pred, weights, counts)
+        elif cm is not None:
             out["qwk"] = _qwk_batch(cm)
         out["mae"] = _div(weights @ np.abs(pred - y).astype(float), weights.sum(axis=1))
     return out
