@@ -82,6 +82,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dihedral": {"augment": {"hflip": 0.5, "vflip": 0.5, "rotation": 180.0}},
     # 28 px inputs upsampled to 56 px (the recipe then fits fewer epochs into the budget)
     "up2": {"image_size": 56},
+    # batch mixing (augment.mixup / augment.cutmix), the usual small-set strengths
+    "mixup": {"augment": {"mixup": 0.2}},
+    "cutmix": {"augment": {"cutmix": 1.0}},
 }
 
 

@@ -82,6 +82,13 @@ class AugmentConfig:
     contrast: float = 0.1
     blur: float = 0.0         # probability of a 3x3 Gaussian blur
     noise: float = 0.0        # std of Gaussian noise on the [0,1] scale
+    # Batch mixing, a regulariser for small sets: each training batch is blended with a
+    # shuffled copy of itself at a weight drawn from Beta(alpha, alpha), and the loss mixes
+    # the two label sets in the same proportion. mixup blends whole images (Zhang et al.
+    # 2018), cutmix pastes a box of the partner image (Yun et al. 2019); alpha 0 = off, and
+    # with both on each batch uses one of them, chosen at random.
+    mixup: float = 0.0
+    cutmix: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -300,7 +307,7 @@ def apply_overrides(raw: Mapping[str, object], overrides: Mapping[str, object]) 
 
 MAX_IMAGE_SIZE = 2048   # far above any radiograph input; a typo here would exhaust memory
 _PROBABILITIES = ("hflip", "vflip", "blur")
-_NON_NEGATIVE = ("rotation", "translate", "scale", "brightness", "contrast", "noise")
+_NON_NEGATIVE = ("rotation", "translate", "scale", "brightness", "contrast", "noise", "mixup", "cutmix")
 
 
 def _non_finite(config: RunConfig) -> str | None:
@@ -346,6 +353,8 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "model.dropout": (0, 1),
     "data.val_fraction": (0, 0.5),
     "augment.rotation": (0, 360),
+    "augment.mixup": (0, 100),
+    "augment.cutmix": (0, 100),
 }
 # Every other number: a magnitude far above every option's use (new options get this too).
 GENERIC_BOUND = 10**9

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from . import artifacts, metrics, runs
 from .artifacts import HISTORY_COLUMNS  # noqa: F401  (re-exported: the columns train writes)
 from .config import RunConfig, TrainConfig, dotted_items, to_dict, to_toml
+from .data.augment import mix_batch, mix_loss
 from .data.base import Dataset, Split
 from .device import autocast as device_autocast
 from .device import (resolve_channels_last, resolve_device, torch_threads,
@@ -456,6 +457,8 @@ def _train_epoch(loop: _Loop, state: _State, *, epoch: int) -> dict[str, float]:
                           weights=loop.sample_weights)
     order = shard(order, rank=setup.rank, world_size=setup.world_size)
     aug_gen = _epoch_generator(cfg.seed, epoch, 1, setup.rank)
+    mix_gen = _epoch_generator(cfg.seed, epoch, 2, setup.rank)   # its own stream: mixing on or
+                                                                 # off leaves the augmentation as it was
     chunks = batches(order, cfg.batch_size)
     if cfg.max_steps > 0:
         chunks = chunks[: max(0, cfg.max_steps - state.global_step)]
@@ -467,9 +470,10 @@ def _train_epoch(loop: _Loop, state: _State, *, epoch: int) -> dict[str, float]:
     for step_in_epoch, idx in enumerate(bar, start=1):
         x = loop.prepare(loop.train.images[idx], augment_generator=aug_gen)
         y = _to_device(loop.train.known_labels()[idx], setup)
+        mix = mix_batch(x, loop.config.augment, generator=mix_gen)
         with setup.autocast():
-            logits = loop.model(x)
-            loss = loop.criterion(logits.float(), y)
+            logits = loop.model(x if mix is None else mix.images)
+            loss = mix_loss(loop.criterion, logits.float(), y, mix)
         if not torch.isfinite(loss):
             kept = (f"the checkpoints of epoch {state.epoch} were kept" if state.epoch
                     else "no checkpoint was written")
@@ -487,7 +491,7 @@ def _train_epoch(loop: _Loop, state: _State, *, epoch: int) -> dict[str, float]:
             loop.averaged.update_parameters(loop.bare)
         state.global_step += 1
         loss_sum += loss.detach().double() * len(idx)
-        cm += tally(logits.detach().argmax(1), y, loop.num_classes)
+        cm += tally(logits.detach().argmax(1), y if mix is None else mix.dominant_labels(y), loop.num_classes)
     bar.close()
     totals = _all_reduce(torch.cat([loss_sum.view(1), cm.flatten()]), setup).cpu()
     cm_all = totals[1:].view(loop.num_classes, loop.num_classes)

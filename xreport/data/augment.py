@@ -4,6 +4,9 @@ from __future__ import annotations
 import math
 import typing
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +81,66 @@ def _blur3(x: torch.Tensor) -> torch.Tensor:
     kernel = (k1[:, None] * k1[None, :] / 16.0).expand(x.shape[1], 1, 3, 3)
     padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
     return F.conv2d(padded, kernel, groups=x.shape[1])
+
+
+# ---------------------------------------------------------------- batch mixing
+
+@dataclass(frozen=True)
+class MixedBatch:
+    """A training batch blended with a shuffled copy of itself (mixup or cutmix).
+
+    Image i is ``weight`` parts itself and ``1 - weight`` parts image ``partner[i]``, so its
+    target is the same blend of its own label and its partner's (``mix_loss``).
+    """
+
+    images: torch.Tensor
+    partner: torch.Tensor   # (B,) long: index of each image's partner in the batch
+    weight: float           # share of each image's own content (cutmix: of its pixels)
+    kind: str               # "mixup" | "cutmix"
+
+    def dominant_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """The label with the larger share, for the train accuracy of mixed batches."""
+        return labels if self.weight >= 0.5 else labels[self.partner]
+
+
+def mix_batch(x: torch.Tensor, cfg: AugmentConfig, *, generator: torch.Generator) -> MixedBatch | None:
+    """Blend ``x`` (B, C, H, W) with a permutation of itself as ``cfg.mixup`` / ``cfg.cutmix``
+    ask; None when both are off or the batch has a single image.
+
+    All randomness comes from ``generator`` (the kind, the Beta weight, the permutation and
+    the box), so a seeded generator mixes the same way on every run.
+    """
+    kinds = [k for k, alpha in (("mixup", cfg.mixup), ("cutmix", cfg.cutmix)) if alpha > 0]
+    if not kinds or x.shape[0] < 2:
+        return None
+    pick = float(_uniform((1,), generator, torch.device("cpu")))
+    kind = kinds[min(int(pick * len(kinds)), len(kinds) - 1)]
+    alpha = cfg.mixup if kind == "mixup" else cfg.cutmix
+    # torch's Beta sampler takes no generator: a numpy stream seeded from this one.
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    weight = float(np.random.default_rng(seed).beta(alpha, alpha))
+    partner = torch.randperm(x.shape[0], generator=generator, device=generator.device).to(x.device)
+    if kind == "mixup":
+        return MixedBatch(x * weight + x[partner] * (1 - weight), partner, weight, kind)
+    h, w = x.shape[-2:]
+    cut_h, cut_w = round(h * math.sqrt(1 - weight)), round(w * math.sqrt(1 - weight))
+    centre = _uniform((2,), generator, torch.device("cpu"))
+    cy, cx = int(centre[0] * h), int(centre[1] * w)
+    y0, y1 = max(0, cy - cut_h // 2), min(h, cy + cut_h - cut_h // 2)
+    x0, x1 = max(0, cx - cut_w // 2), min(w, cx + cut_w - cut_w // 2)
+    out = x.clone()
+    out[..., y0:y1, x0:x1] = x[partner][..., y0:y1, x0:x1]
+    # The box may be clipped at the border: the weight is the share actually kept.
+    return MixedBatch(out, partner, 1.0 - (y1 - y0) * (x1 - x0) / (h * w), kind)
+
+
+def mix_loss(criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], logits: torch.Tensor,
+             labels: torch.Tensor, mix: MixedBatch | None) -> torch.Tensor:
+    """``criterion`` against the batch's targets: the labels, or for a mixed batch the same
+    blend of each image's label and its partner's as its pixels."""
+    if mix is None:
+        return criterion(logits, labels)
+    return mix.weight * criterion(logits, labels) + (1 - mix.weight) * criterion(logits, labels[mix.partner])
 
 
 # ---------------------------------------------------------------- test-time views
