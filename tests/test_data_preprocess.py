@@ -6,11 +6,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from xreport.config import AugmentConfig, DataConfig, PreprocessConfig
 from xreport.data import (Split, augment_batch, class_distribution, class_weights, compute_mean_std,
                           describe_pipeline, leakage_check, load_dataset, normalize_batch,
                           preprocess_image, resolve_normalization, sampler_weights)
+from xreport.data.augment import mix_batch, mix_loss
 from xreport.data.base import Dataset
 from xreport.data.preprocess import preprocess_stack
 from xreport.errors import ConfigError, DataError
@@ -160,6 +162,78 @@ def test_augment_rotation_moves_pixels_and_noise_adds_variance() -> None:
     with pytest.raises(DataError, match="float"):
         augment_batch(torch.zeros((1, 1, 4, 4), dtype=torch.uint8), AugmentConfig(),
                       generator=torch.Generator())
+
+
+def _distinct_batch(b: int = 8) -> torch.Tensor:
+    """Images that differ at every pixel, so each mixed pixel tells which image it came from."""
+    return (torch.arange(b, dtype=torch.float32).view(b, 1, 1, 1) + 1) / (b + 1) * torch.ones(b, 3, 24, 20)
+
+
+def test_batch_mixing_is_off_by_default_and_for_one_image() -> None:
+    x = _distinct_batch()
+    assert mix_batch(x, AugmentConfig(), generator=torch.Generator().manual_seed(0)) is None
+    assert mix_batch(x[:1], AugmentConfig(mixup=0.2), generator=torch.Generator().manual_seed(0)) is None
+
+
+def test_mixup_blends_each_image_with_its_partner_at_the_drawn_weight() -> None:
+    x = _distinct_batch()
+    for seed in range(5):
+        mix = mix_batch(x, AugmentConfig(mixup=0.4), generator=torch.Generator().manual_seed(seed))
+        assert mix is not None and mix.kind == "mixup" and 0 <= mix.weight <= 1
+        assert sorted(mix.partner.tolist()) == list(range(8))
+        assert torch.allclose(mix.images, mix.weight * x + (1 - mix.weight) * x[mix.partner])
+    # Beta(alpha, alpha) with a large alpha concentrates at 1/2; with a small one at 0 and 1.
+    weights = [mix_batch(x, AugmentConfig(mixup=a), generator=torch.Generator().manual_seed(s)).weight  # type: ignore[union-attr]
+               for a in (50.0, 0.1) for s in range(40)]
+    assert all(0.3 < w < 0.7 for w in weights[:40])
+    assert np.mean([min(w, 1 - w) < 0.1 for w in weights[40:]]) > 0.5
+
+
+def test_cutmix_pastes_one_box_and_its_weight_is_the_share_kept() -> None:
+    x = _distinct_batch()
+    for seed in range(12):
+        mix = mix_batch(x, AugmentConfig(cutmix=1.0), generator=torch.Generator().manual_seed(seed))
+        assert mix is not None and mix.kind == "cutmix"
+        own = (mix.images == x).all(dim=1)                         # (B, H, W): pixel kept
+        pasted = (mix.images == x[mix.partner]).all(dim=1)
+        moved = mix.partner != torch.arange(8)
+        assert bool((own | pasted).all())
+        # The same box in every image; where the partner is another image, its share is 1 - weight.
+        box = ~own[moved]
+        assert bool((box == box[0]).all())
+        assert float(box[0].float().mean()) == pytest.approx(1 - mix.weight)
+        rows, cols = box[0].any(1).nonzero().flatten(), box[0].any(0).nonzero().flatten()
+        if len(rows):
+            assert bool(box[0][rows.min():rows.max() + 1, cols.min():cols.max() + 1].all())  # a rectangle
+
+
+def test_mixing_is_seeded_and_both_kinds_are_used_when_both_are_on() -> None:
+    x, cfg = _distinct_batch(), AugmentConfig(mixup=0.2, cutmix=1.0)
+    a = mix_batch(x, cfg, generator=torch.Generator().manual_seed(3))
+    b = mix_batch(x, cfg, generator=torch.Generator().manual_seed(3))
+    assert a is not None and b is not None and torch.equal(a.images, b.images) and a.weight == b.weight
+    kinds = {mix_batch(x, cfg, generator=torch.Generator().manual_seed(s)).kind for s in range(20)}  # type: ignore[union-attr]
+    assert kinds == {"mixup", "cutmix"}
+
+
+def test_mixed_loss_is_cross_entropy_against_the_blended_targets() -> None:
+    logits = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    mix = mix_batch(_distinct_batch(), AugmentConfig(mixup=1.0), generator=torch.Generator().manual_seed(1))
+    assert mix is not None
+    blended = (mix.weight * F.one_hot(labels, 4) + (1 - mix.weight) * F.one_hot(labels[mix.partner], 4)).float()
+    ce = torch.nn.CrossEntropyLoss()
+    assert float(mix_loss(ce, logits, labels, mix)) == pytest.approx(float(F.cross_entropy(logits, blended)), rel=1e-6)
+    assert float(mix_loss(ce, logits, labels, None)) == pytest.approx(float(ce(logits, labels)))
+    dominant = mix.dominant_labels(labels)
+    assert torch.equal(dominant, labels if mix.weight >= 0.5 else labels[mix.partner])
+
+
+def test_mixing_strengths_are_validated() -> None:
+    from xreport.config import RunConfig, validate
+    for key in ("mixup", "cutmix"):
+        with pytest.raises(ConfigError, match=f"augment.{key}"):
+            validate(RunConfig(augment=AugmentConfig(**{key: -0.5})))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

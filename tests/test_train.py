@@ -460,6 +460,18 @@ def test_ordinal_default_is_a_softmax_head_on_soft_labels_and_the_loss_can_be_se
     assert runs.load_checkpoint(runs.RunPaths("flat", checkpoints_root=tmp_path).best).meta["loss"] == "cross_entropy"
 
 
+def test_batch_mixing_trains_reproducibly_and_is_recorded(tmp_path: Path) -> None:
+    base = tiny_config("unmixed", epochs=2)
+    mixed = replace(base, name="mixed", augment=replace(base.augment, mixup=0.4, cutmix=1.0))
+    first = train(mixed, checkpoints_root=tmp_path / "a")
+    again = train(mixed, checkpoints_root=tmp_path / "b")
+    plain = train(base, checkpoints_root=tmp_path / "a")
+    assert _rows(first.history) == _rows(again.history)
+    assert [r["train_loss"] for r in first.history] != [r["train_loss"] for r in plain.history]
+    meta = runs.load_checkpoint(runs.RunPaths("mixed", checkpoints_root=tmp_path / "a").best).meta
+    assert meta["config"]["augment"]["mixup"] == 0.4 and meta["config"]["augment"]["cutmix"] == 1.0
+
+
 def test_soft_ordinal_targets_weigh_grades_by_squared_distance() -> None:
     q = train_mod.soft_ordinal_targets(torch.tensor([0, 2, 4]), 5)
     assert torch.allclose(q.sum(1), torch.ones(3))
