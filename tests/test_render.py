@@ -177,3 +177,15 @@ def test_chinese_pdf_embeds_noto_cjk_and_holds_its_headings(tmp_path: Path) -> N
     for key in ("section.data.title", "section.model.title", "section.results.title", "results.confusion.title"):
         assert t(key) in text, key
     assert re.search(r"1 / \d+", text)                 # page numbers in the footer
+
+
+def test_a_mixed_training_says_its_train_curves_are_on_blended_images(html: str) -> None:
+    _, ctx = shared_run()
+    assert ctx["training"]["mixing"] == [] and "-training-mixed" not in html
+    mixed = copy.deepcopy(ctx)
+    mixed["training"]["mixing"] = [("mixup", 0.2), ("cutmix", 1.0)]
+    out = render.render_html(mixed, langs=["en", "zh-TW"])
+    for lang in ("en", "zh-TW"):
+        start = out.index(f'id="{lang}-training-mixed"')
+        hint = out[start:out.index("</p>", start)]
+        assert "mixup α 0.2, cutmix α 1.0" in hint and "augment.mixup" in hint

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from report_fixture import make_run, shared_run
-from xreport import build, report, runs
+from xreport import artifacts, build, report, runs
+from xreport.config import AugmentConfig, RunConfig
 from xreport.errors import ReportError
 from xreport.render import load_catalog
 
@@ -199,3 +200,13 @@ def test_the_report_reads_the_model_summary_evaluate_recorded(tmp_path: Path,
     assert ctx["model"]["flops"] == recorded["flops"] + 1 and ctx["model"]["params"] == recorded["params"]
     assert ctx["model"]["architecture"]["stages"] == recorded["stages"]
     assert ctx["model"]["figures"]["block_diagram"]
+
+
+def test_the_training_section_names_the_batch_mixing_of_the_run_config() -> None:
+    paths, ctx = shared_run()
+    meta = artifacts.load_checkpoint_meta(paths.best)
+    cfg = RunConfig(augment=AugmentConfig(cutmix=1.0))
+    assert report._training(meta, cfg, [], None)["mixing"] == [("cutmix", 1.0)]
+    both = RunConfig(augment=AugmentConfig(mixup=0.2, cutmix=1.0))
+    assert report._training(meta, both, [], None)["mixing"] == [("mixup", 0.2), ("cutmix", 1.0)]
+    assert ctx["training"]["mixing"] == []

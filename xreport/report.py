@@ -166,6 +166,9 @@ class Training(TypedDict):
     loss: str
     weight_averaging: str          # none | ema | swa (train.weight_averaging as resolved)
     select_smoothing: int          # epochs whose mean val figure selected the checkpoint
+    # Batch mixing on (augment.mixup / augment.cutmix) as (kind, alpha): the train curves are
+    # then figures on blended images, and the section says so.
+    mixing: list[tuple[str, float]]
     recipe: list[artifacts.RecipeChoice]
     figures: dict[str, FigurePaths | None]
     # `xreport import`: the weights file (name, sha256); the training is not known, so the
@@ -604,8 +607,9 @@ def _model(meta: artifacts.CheckpointMeta, explain: artifacts.Explanation | None
 VAL_COLUMNS: tuple[Literal["loss", "acc", "f1", "auc", "bacc", "qwk"], ...] = ("loss", "acc", "f1", "auc", "bacc", "qwk")
 
 
-def _training(meta: artifacts.CheckpointMeta, train: TrainConfig, history: artifacts.History,
+def _training(meta: artifacts.CheckpointMeta, run_config: RunConfig, history: artifacts.History,
               curves: FigurePaths | None) -> Training:
+    train, augment = run_config.train, run_config.augment
     val = meta["val_metrics"]
     choices = meta["recipe"]["choices"] if meta["recipe"] else []
     selected_by = meta["selected_by"]
@@ -626,6 +630,8 @@ def _training(meta: artifacts.CheckpointMeta, train: TrainConfig, history: artif
         # How the saved model was chosen beyond the metric.
         "weight_averaging": meta["weight_averaging"],
         "select_smoothing": meta["select_smoothing"],
+        "mixing": [(kind, alpha) for kind, alpha in (("mixup", augment.mixup), ("cutmix", augment.cutmix))
+                   if alpha > 0],
         # What the auto recipe chose from the data (the "why" figures in English, as a tooltip).
         "recipe": [c for c in choices if c["rule"] != "base"],
         "figures": {"curves": curves},
@@ -1105,7 +1111,7 @@ def build_context(inputs: ReportInputs, figs: ReportFigures, *, langs: Sequence[
                         "before_after": figs.before_after},
         },
         "model": _model(meta, explain, model, summary, {"block_diagram": figs.block_diagram}),
-        "training": _training(meta, run_config.train, history, figs.curves),
+        "training": _training(meta, run_config, history, figs.curves),
         "results": _results(metrics, split, figs.results, evaluation=loaded),
         "explain": _explain(explain, paths, {"faithfulness": figs.faithfulness, "sanity": figs.sanity},
                             class_names, folder=evaluation_paths.folder, mappings=mappings, drawn=figs.gallery,
