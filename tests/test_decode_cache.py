@@ -64,3 +64,28 @@ def test_off_and_damaged_cache_fall_back_to_decoding(folder: Path, monkeypatch: 
     assert load(folder).splits["train"].images.shape == (6, 3, 24, 24)
     monkeypatch.setenv(images_mod.CACHE_ENV, "off")
     assert images_mod.decode_cache_dir() is None
+
+
+def test_a_grey_set_with_colour_stored_files_reads_its_cache(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Grey scans partly saved as RGB files (equal channels) are one grey set; the cached
+    tensor has one channel although some files held three, and is read back, not re-decoded."""
+    monkeypatch.setenv(images_mod.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(images_mod, "CACHE_MIN_FILES", 4)
+    rng = np.random.default_rng(1)
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (tmp_path / "data" / split / cls).mkdir(parents=True)
+            for i in range(3):
+                grey = rng.integers(0, 256, (40, 40), dtype=np.uint8)
+                # One RGB file per class, its channels a grey level apart at some pixels (as
+                # JPEG leaves them): grey by content, three channels as read.
+                jitter = (rng.random((40, 40)) < 0.1).astype(np.uint8)
+                stored = np.stack([grey, grey ^ jitter, grey], axis=2) if i == 0 else grey
+                Image.fromarray(stored).save(tmp_path / "data" / split / cls / f"{i}.png")
+    first = load(tmp_path / "data")
+    assert first.splits["train"].images.shape[1] == 1
+    monkeypatch.setattr(images_mod, "read_image", _no_decoding)
+    monkeypatch.setattr(images_mod.logger, "warning", lambda *a, **k: pytest.fail(f"cache refused: {a}"))
+    second = load(tmp_path / "data")
+    assert torch.equal(first.splits["train"].images, second.splits["train"].images)

@@ -293,7 +293,8 @@ def _images_digest(images: torch.Tensor) -> str:
     return hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()
 
 
-def _cache_read(path: Path, *, n_files: int, image_size: int, skip_bad: bool) -> DecodedFiles | None:
+def _cache_read(path: Path, *, n_files: int, image_size: int, skip_bad: bool,
+                colour: bool | None) -> DecodedFiles | None:
     """A cache entry, trusted only when it matches its own index (count, shape, dtype, the
     sha256 of its pixels) and the files it claims to hold; anything else is a miss (decoded
     again and rewritten), never data to train on."""
@@ -305,7 +306,9 @@ def _cache_read(path: Path, *, n_files: int, image_size: int, skip_bad: bool) ->
             raise ValueError(f"a {type(blob).__name__}, not a cache entry")
         images, kept = blob["images"], [int(i) for i in blob["kept"]]
         skipped = [dict(s) for s in blob["skipped"]]
-        channels = {int(c) for c in blob["channels"]}
+        channels = {int(c) for c in blob["channels"]}   # as stored in the files
+        # A grey set (colour False) turns colour-stored files grey: one channel whatever they held.
+        tensor_channels = 1 if colour is False else (3 if 3 in channels else 1)
         problem = (
             "not a uint8 image tensor" if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8
                                                and images.dim() == 4) else
@@ -317,7 +320,7 @@ def _cache_read(path: Path, *, n_files: int, image_size: int, skip_bad: bool) ->
             or (kept and not (0 <= kept[0] and kept[-1] < n_files)) else
             f"{len(kept)} + {len(skipped)} files for {n_files}" if len(kept) + len(skipped) != n_files
             or (skipped and not skip_bad) else
-            "channels do not match the tensor" if (3 if 3 in channels else 1) != images.shape[1] else
+            "channels do not match the tensor" if tensor_channels != images.shape[1] else
             "its pixels do not match their sha256" if blob["sha256"] != _images_digest(images) else "")
         if problem:
             raise ValueError(problem)
@@ -359,7 +362,7 @@ def decode_files(files: list[Path], *, root: Path, preprocess_cfg: PreprocessCon
                            skip_bad=skip_bad, colour=colour)
     path = cache_dir / f"{key}.pt"
     if path.is_file() and (cached := _cache_read(path, n_files=len(files), image_size=image_size,
-                                                 skip_bad=skip_bad)) is not None:
+                                                 skip_bad=skip_bad, colour=colour)) is not None:
         logger.info("%s: %d images from the decode cache %s", desc, len(cached.kept), path)
         return cached
     decoded = _decode(files, root=root, preprocess_cfg=preprocess_cfg, image_size=image_size,
