@@ -115,23 +115,12 @@ class PairedArms:
                 state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                 self.best[arm] = (score, epoch, state)
 
-    @contextmanager
-    def watching(self) -> Iterator[None]:
-        original = train_module.evaluate_split
-
-        def evaluate_split(loop: Any, split: Any, model: Any = None) -> dict[str, float]:
-            row = original(loop, split, model)
-            averaged = loop.averaged.module if loop.averaged is not None else None
-            if split is loop.val and averaged is not None and model is averaged:
-                self.observe("ema", row, averaged)
-                self.observe("raw", original(loop, split, loop.bare), loop.bare)
-            return row
-
-        train_module.evaluate_split = evaluate_split
-        try:
-            yield
-        finally:
-            train_module.evaluate_split = original
+    def __call__(self, end: train_module.EpochEnd) -> None:
+        """The training's epoch hook: the averaged model was validated for the history row;
+        the raw weights get their own pass on the same val split."""
+        if end.validated is not end.trained:
+            self.observe("ema", end.row, end.validated)
+            self.observe("raw", end.validate(end.trained), end.trained)
 
 
 def _test_metrics(evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -186,9 +175,8 @@ def run_seed(name: str, dataset: Path, seed: int, workdir: Path, *,
     with torch_threads(recipe_threads):
         resolved = resolve(raw, source=f"zoo {name}")
     arms = PairedArms(resolved.config.train.select_metric)
-    with arms.watching():
-        result = train(resolved.config, checkpoints_root=workdir / "checkpoints",
-                       recipe_choices=resolved.choices, overwrite=True)
+    result = train(resolved.config, checkpoints_root=workdir / "checkpoints",
+                   recipe_choices=resolved.choices, overwrite=True, on_epoch_end=arms)
     train_s = time.perf_counter() - started
     paths = RunPaths(resolved.config.name, checkpoints_root=workdir / "checkpoints",
                      reports_root=workdir / "reports")

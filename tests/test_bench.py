@@ -143,6 +143,10 @@ def test_zoo_smoke(tmp_path: Path) -> None:
     # The synthetic set is 28 px grey and balanced: what the rules must pick for it.
     assert chosen["image_size"] == 28 and chosen["train.imbalance"] == "none"
     assert chosen["train.select_metric"] == "val_auc" and row["selected_by"] == "val_auc"
+    # The paired model-choice arms (weight average or raw weights, 1- or 3-epoch selection),
+    # fed by the training's epoch hook: one epoch, so each arm picks it.
+    assert set(row["arms"]) == {"ema-w1", "ema-w3", "raw-w1", "raw-w3"}
+    assert all(arm["epoch"] == 1 and 0 <= arm["test_acc"] <= 1 for arm in row["arms"].values())
 
 
 def test_tta_smoke_pairs_each_kept_run_off_and_on(tmp_path: Path) -> None:

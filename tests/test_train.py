@@ -23,7 +23,7 @@ from xreport.errors import ConfigError, RunError, TrainingError
 from xreport.models import model_from_meta, load_weights
 from xreport.device import cpu_has_fast_bf16, resolve_channels_last, resolve_precision
 from xreport import metrics as metrics_mod
-from xreport.train import (HISTORY_COLUMNS, batches, epoch_indices, lr_factor, shard, tally,
+from xreport.train import (HISTORY_COLUMNS, EpochEnd, batches, epoch_indices, lr_factor, shard, tally,
                            train)
 
 META_KEYS = ("arch", "num_classes", "class_names", "class_names_i18n",
@@ -141,8 +141,8 @@ class _Killed(Exception):
 def test_resume_reaches_the_uninterrupted_result(straight_run, tmp_path: Path) -> None:  # noqa: ANN001
     cfg, root, result = straight_run
 
-    def kill_after_two(row: dict[str, float]) -> None:
-        if row["epoch"] == 2:
+    def kill_after_two(end: EpochEnd) -> None:
+        if end.row["epoch"] == 2:
             raise _Killed
 
     with pytest.raises(_Killed):
@@ -205,8 +205,8 @@ def test_weight_average_is_validated_saved_and_resumed(tmp_path: Path, averaging
     e = straight.best_epoch
     assert straight.best_score == pytest.approx(sum(scores[max(0, e - 2):e]) / len(scores[max(0, e - 2):e]))
 
-    def kill_after_two(row: dict[str, float]) -> None:
-        if row["epoch"] == 2:
+    def kill_after_two(end: EpochEnd) -> None:
+        if end.row["epoch"] == 2:
             raise _Killed
 
     with pytest.raises(_Killed):
@@ -239,7 +239,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path,
     paths = runs.RunPaths(cfg.name, checkpoints_root=tmp_path)
     digests: dict[str, str] = {}
 
-    def poison_after_first(row: dict[str, float]) -> None:
+    def poison_after_first(end: EpochEnd) -> None:
         digests.update({p.name: runs.sha256_file(p) for p in (paths.best, paths.last, paths.history)})
         monkeypatch.setattr(torch.nn.functional, "cross_entropy",
                             lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))

@@ -59,6 +59,17 @@ class TrainResult:
     selected_by: str = "val_auc"        # the metric that chose best_epoch (see _State)
 
 
+@dataclass(frozen=True)
+class EpochEnd:
+    """What an ``on_epoch_end`` hook sees, after the epoch's files are written."""
+
+    row: dict[str, float]                       # the history row just recorded
+    trained: nn.Module                          # the weights the optimiser moves
+    validated: nn.Module                        # the model the row's val figures are of (the
+                                                # weight average once it exists, else ``trained``)
+    validate: Callable[[nn.Module], dict[str, float]]   # any model's val row, by the same pass
+
+
 FALLBACK_METRIC = "val_loss"            # defined whenever val holds an image
 
 
@@ -806,7 +817,7 @@ def stop_reason(state: _State, cfg: TrainConfig) -> str:
 
 
 def _run_epochs(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: artifacts.CheckpointMeta,
-                on_epoch_end: Callable[[dict[str, float]], None] | None) -> None:
+                on_epoch_end: Callable[[EpochEnd], None] | None) -> None:
     cfg, setup = loop.config.train, loop.setup
     while state.epoch < cfg.epochs and not state.stopped:
         epoch = state.epoch + 1
@@ -815,7 +826,8 @@ def _run_epochs(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: artif
         row.update(_train_epoch(loop, state, epoch=epoch))
         if loop.averaging == "swa" and loop.averaged is not None and epoch >= loop.swa_start:
             loop.averaged.update_parameters(loop.bare)
-        row.update(evaluate_split(loop, loop.val, loop.selected_model(epoch)))
+        validated = loop.selected_model(epoch)
+        row.update(evaluate_split(loop, loop.val, validated))
         row["seconds"] = round(time.perf_counter() - started, 3)
         state.epoch = epoch
         state.history.append(row)
@@ -835,7 +847,8 @@ def _run_epochs(loop: _Loop, state: _State, *, paths: runs.RunPaths, meta: artif
         if setup.is_main:
             _save_epoch(loop, state, paths=paths, meta=meta, row=row, improved=improved)
         if on_epoch_end is not None:
-            on_epoch_end(row)
+            on_epoch_end(EpochEnd(row=row, trained=loop.bare, validated=validated,
+                                  validate=lambda model: evaluate_split(loop, loop.val, model)))
     if state.stopped:
         logger.info("stopped after epoch %d: %s", state.epoch, state.stopped)
 
@@ -874,14 +887,15 @@ def _main_lock(paths: runs.RunPaths, *, setup: _Setup, resume: bool,
 def train(config: RunConfig, *, checkpoints_root: Path = Path("checkpoints"), resume: bool = False,
           command: Sequence[str] | None = None, overwrite: bool = False,
           dataset: Dataset | None = None,
-          on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+          on_epoch_end: Callable[[EpochEnd], None] | None = None,
           recipe_choices: Sequence[artifacts.RecipeChoice] = ()) -> TrainResult:
     """Train ``config`` into ``checkpoints_root/config.name/`` and return the summary.
 
     ``resume`` continues from ``last.pt`` (the next epoch onward) to the same weights and
     history as an uninterrupted run. ``overwrite`` replaces an existing run's files (without
     it, an existing run is an error). ``dataset`` skips ``load_dataset`` (already loaded data);
-    ``on_epoch_end`` is called with each history row after the epoch's files are written.
+    ``on_epoch_end`` is called with each epoch's ``EpochEnd`` (its history row, the trained and
+    the validated model, a validation pass for any other) after the epoch's files are written.
     ``recipe_choices`` (from ``xreport.recipe.resolve``) go into the checkpoint meta.
     """
     started = time.perf_counter()
