@@ -1,5 +1,5 @@
-"""Test images that duplicate training images (exact copies and near copies, by a perceptual
-hash) are listed, and the test metrics are given again without them: in metrics.json, the
+"""Test images that duplicate training images (exact copies, and near copies by the correlation of
+their detail) are listed, and the test metrics are given again without them: in metrics.json, the
 report's results and discussion, and compare."""
 from __future__ import annotations
 
