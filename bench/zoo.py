@@ -85,6 +85,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # batch mixing (augment.mixup / augment.cutmix), the usual small-set strengths
     "mixup": {"augment": {"mixup": 0.2}},
     "cutmix": {"augment": {"cutmix": 1.0}},
+    # augmentation strength: the recipe's flips only, no rotation, shift, zoom or intensity jitter
+    "light": {"augment": {"rotation": 0.0, "translate": 0.0, "scale": 0.0, "brightness": 0.0, "contrast": 0.0}},
 }
 
 
