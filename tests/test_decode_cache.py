@@ -1,6 +1,7 @@
 """Image files are decoded once: the cache is keyed by file content, preprocessing and size."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,10 @@ from xreport.data import images as images_mod
 from xreport.data import load_dataset
 
 
-@pytest.fixture
-def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def cached_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, suffix: str,
+                  image: Callable[[np.random.Generator, int], np.ndarray]) -> Path:
+    """tmp_path/data: train and val, classes a and b, 3 files each (``image(rng, i)``), with
+    the decode cache in tmp_path/cache and on for splits of 4 files or more."""
     monkeypatch.setenv(images_mod.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(images_mod, "CACHE_MIN_FILES", 4)
     rng = np.random.default_rng(0)
@@ -22,9 +25,14 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         for cls in ("a", "b"):
             (tmp_path / "data" / split / cls).mkdir(parents=True)
             for i in range(3):
-                Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(
-                    tmp_path / "data" / split / cls / f"{i}.jpg")
+                Image.fromarray(image(rng, i)).save(tmp_path / "data" / split / cls / f"{i}{suffix}")
     return tmp_path / "data"
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return cached_folder(tmp_path, monkeypatch, suffix=".jpg",
+                         image=lambda rng, i: rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
 
 
 def load(root: Path, size: int = 24, **pre: object):
@@ -70,19 +78,16 @@ def test_a_grey_set_with_colour_stored_files_reads_its_cache(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Grey scans partly saved as RGB files (equal channels) are one grey set; the cached
     tensor has one channel although some files held three, and is read back, not re-decoded."""
-    monkeypatch.setenv(images_mod.CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.setattr(images_mod, "CACHE_MIN_FILES", 4)
-    rng = np.random.default_rng(1)
-    for split in ("train", "val"):
-        for cls in ("a", "b"):
-            (tmp_path / "data" / split / cls).mkdir(parents=True)
-            for i in range(3):
-                grey = rng.integers(0, 256, (40, 40), dtype=np.uint8)
-                # One RGB file per class, its channels a grey level apart at some pixels (as
-                # JPEG leaves them): grey by content, three channels as read.
-                jitter = (rng.random((40, 40)) < 0.1).astype(np.uint8)
-                stored = np.stack([grey, grey ^ jitter, grey], axis=2) if i == 0 else grey
-                Image.fromarray(stored).save(tmp_path / "data" / split / cls / f"{i}.png")
+    def grey_scan(rng: np.random.Generator, i: int) -> np.ndarray:
+        grey = rng.integers(0, 256, (40, 40), dtype=np.uint8)
+        if i:
+            return grey
+        # One RGB file per class, its channels a grey level apart at some pixels (as JPEG
+        # leaves them): grey by content, three channels as read.
+        jitter = (rng.random((40, 40)) < 0.1).astype(np.uint8)
+        return np.stack([grey, grey ^ jitter, grey], axis=2)
+
+    cached_folder(tmp_path, monkeypatch, suffix=".png", image=grey_scan)
     first = load(tmp_path / "data")
     assert first.splits["train"].images.shape[1] == 1
     monkeypatch.setattr(images_mod, "read_image", _no_decoding)
