@@ -28,7 +28,7 @@ SIGNATURE_SIDE = 32
 NEAR_CORRELATION = 0.995
 OVERLAP_METHOD = (f"exact pixels, or a {SIGNATURE_SIDE}x{SIGNATURE_SIDE} high-pass thumbnail "
                   f"correlating at >= {NEAR_CORRELATION}")
-_QUERY_BLOCK = 256   # test images compared at once: a (256, pool) block of correlations
+_BLOCK = 256   # images a step: signatures drawn, and test images against the pool (a 256 x pool block)
 
 
 def class_distribution(ds: Dataset) -> ClassDistribution:
@@ -69,8 +69,8 @@ def detail_signatures(images: torch.Tensor) -> torch.Tensor:
     so the dot product of two is their correlation. A flat image's signature is zero."""
     # Blocks of images: a whole split in float would take four times its uint8 memory.
     side = (SIGNATURE_SIDE, SIGNATURE_SIDE)
-    thumb = torch.cat([F.interpolate(images[i:i + _QUERY_BLOCK].float().mean(dim=1, keepdim=True), size=side,
-                                     mode="area") for i in range(0, len(images), _QUERY_BLOCK)]
+    thumb = torch.cat([F.interpolate(images[i:i + _BLOCK].float().mean(dim=1, keepdim=True), size=side,
+                                     mode="area") for i in range(0, len(images), _BLOCK)]
                       or [torch.zeros(0, 1, *side)])
     local_mean = F.avg_pool2d(F.pad(thumb, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
     detail = (thumb - local_mean).flatten(1)
@@ -86,8 +86,8 @@ def near_matches(query: torch.Tensor, pool: torch.Tensor, *,
     out = np.full(len(query), -1, dtype=np.int64)
     if len(query) == 0 or len(pool) == 0:
         return out
-    for start in range(0, len(query), _QUERY_BLOCK):
-        best, index = (query[start:start + _QUERY_BLOCK] @ pool.T).max(dim=1)
+    for start in range(0, len(query), _BLOCK):
+        best, index = (query[start:start + _BLOCK] @ pool.T).max(dim=1)
         out[start:start + len(best)] = np.where(best.numpy() >= min_correlation, index.numpy(), -1)
     return out
 
