@@ -21,8 +21,9 @@ import numpy as np
 import tomli_w
 
 from . import artifacts, discussion
-from .config import RunConfig, TrainConfig
+from .config import RunConfig
 from .config import from_dict as config_from_dict
+from .data.augment import MixKind, mixing_kinds
 from .data.base import Dataset
 from .errors import ReportError, XReportError
 from .figures import FigurePaths, Figures, ReportFigures
@@ -168,7 +169,7 @@ class Training(TypedDict):
     select_smoothing: int          # epochs whose mean val figure selected the checkpoint
     # Batch mixing on (augment.mixup / augment.cutmix) as (kind, alpha): the train curves are
     # then figures on blended images, and the section says so.
-    mixing: list[tuple[str, float]]
+    mixing: list[tuple[MixKind, float]]
     recipe: list[artifacts.RecipeChoice]
     figures: dict[str, FigurePaths | None]
     # `xreport import`: the weights file (name, sha256); the training is not known, so the
@@ -630,8 +631,7 @@ def _training(meta: artifacts.CheckpointMeta, run_config: RunConfig, history: ar
         # How the saved model was chosen beyond the metric.
         "weight_averaging": meta["weight_averaging"],
         "select_smoothing": meta["select_smoothing"],
-        "mixing": [(kind, alpha) for kind, alpha in (("mixup", augment.mixup), ("cutmix", augment.cutmix))
-                   if alpha > 0],
+        "mixing": mixing_kinds(augment),
         # What the auto recipe chose from the data (the "why" figures in English, as a tooltip).
         "recipe": [c for c in choices if c["rule"] != "base"],
         "figures": {"curves": curves},

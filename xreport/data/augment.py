@@ -85,6 +85,9 @@ def _blur3(x: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------- batch mixing
 
+MixKind = typing.Literal["mixup", "cutmix"]
+
+
 @dataclass(frozen=True)
 class MixedBatch:
     """A training batch blended with a shuffled copy of itself (mixup or cutmix).
@@ -96,11 +99,17 @@ class MixedBatch:
     images: torch.Tensor
     partner: torch.Tensor   # (B,) long: index of each image's partner in the batch
     weight: float           # share of each image's own content (cutmix: of its pixels)
-    kind: str               # "mixup" | "cutmix"
+    kind: MixKind
 
     def dominant_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """The label with the larger share, for the train accuracy of mixed batches."""
         return labels if self.weight >= 0.5 else labels[self.partner]
+
+
+def mixing_kinds(cfg: AugmentConfig) -> list[tuple[MixKind, float]]:
+    """The batch-mixing kinds ``cfg`` switches on, with their Beta alpha, in draw order."""
+    strengths: tuple[tuple[MixKind, float], ...] = (("mixup", cfg.mixup), ("cutmix", cfg.cutmix))
+    return [(kind, alpha) for kind, alpha in strengths if alpha > 0]
 
 
 def mix_batch(x: torch.Tensor, cfg: AugmentConfig, *, generator: torch.Generator) -> MixedBatch | None:
@@ -110,12 +119,11 @@ def mix_batch(x: torch.Tensor, cfg: AugmentConfig, *, generator: torch.Generator
     All randomness comes from ``generator`` (the kind, the Beta weight, the permutation and
     the box), so a seeded generator mixes the same way on every run.
     """
-    kinds = [k for k, alpha in (("mixup", cfg.mixup), ("cutmix", cfg.cutmix)) if alpha > 0]
+    kinds = mixing_kinds(cfg)
     if not kinds or x.shape[0] < 2:
         return None
     pick = float(_uniform((1,), generator, torch.device("cpu")))
-    kind = kinds[min(int(pick * len(kinds)), len(kinds) - 1)]
-    alpha = cfg.mixup if kind == "mixup" else cfg.cutmix
+    kind, alpha = kinds[min(int(pick * len(kinds)), len(kinds) - 1)]
     # torch's Beta sampler takes no generator: a numpy stream seeded from this one.
     seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
     weight = float(np.random.default_rng(seed).beta(alpha, alpha))
